@@ -1,0 +1,3 @@
+from synccli.cli.main import run
+
+run()

@@ -1,0 +1,203 @@
+"""The connector contract and the normalised records every provider is translated into.
+
+A connector knows its provider's wire format and nothing about our tables. Lists come back as
+iterators of pages, so a job can commit page by page and memory stays flat.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from synccli.connectors.http import HttpClient
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a provider allows one connection. ``None`` means no such limit."""
+
+    per_minute: int | None = None
+    per_day: int | None = None
+    per_month: int | None = None
+    concurrency: int | None = None
+    bucket_size: float | None = None  # leaky bucket (Lightspeed)
+    drip_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a job may assume about a provider when planning its calls."""
+
+    lookup_batch: int | None  # ids per get_products call; None = the whole catalogue in one call
+    stock_in_product: bool  # product records already carry stock on hand
+    idempotency_keys: bool  # the provider honours an idempotency key on writes
+    cursor_overlap: timedelta  # how far back to re-read from the stored cursor
+    limits: Limits
+    full_catalogue_call: bool = False  # one call lists every product (Xero Items)
+
+
+@dataclass
+class RemoteProduct:
+    remote_id: str
+    code: str
+    name: str
+    description: str | None = None
+    price: Decimal | None = None
+    active: bool = True
+    updated_at: datetime | None = None
+    stock: Decimal | None = None  # set when the provider returns stock with the product
+
+
+@dataclass
+class RemoteStock:
+    remote_id: str  # the product's remote id
+    quantity: Decimal
+    code: str | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass
+class RemoteCustomer:
+    remote_id: str
+    name: str
+    email: str | None = None
+    account_number: str | None = None
+    active: bool = True
+    updated_at: datetime | None = None
+
+
+@dataclass
+class NewProduct:
+    """A product created at sale time from an order line."""
+
+    code: str
+    name: str
+    price: Decimal
+    description: str | None = None
+    tax_code: str | None = None
+    account_code: str | None = None
+
+
+@dataclass
+class NewCustomer:
+    """A customer created at sale time from an order."""
+
+    name: str
+    email: str | None = None
+    account_number: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@dataclass
+class InvoiceLine:
+    product_remote_id: str
+    code: str
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    tax_code: str | None = None
+    account_code: str | None = None
+    tax_rate: Decimal = Decimal("0")  # fraction, e.g. 0.15; used where totals must reconcile
+
+
+@dataclass
+class InvoiceDraft:
+    """An order ready to post: customer and products already exist remotely."""
+
+    number: str
+    date: datetime
+    currency: str
+    customer_remote_id: str
+    lines: list[InvoiceLine]
+    due_date: datetime | None = None
+    reference: str | None = None
+    total: Decimal | None = None  # the shop's total (tax inclusive), checked against the lines
+
+
+@dataclass
+class PostedInvoice:
+    remote_id: str
+    number: str
+    total: Decimal | None = None
+    status: str | None = None
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a list. ``cursor`` is the value the stored cursor may advance to once this page
+    is committed (None when the stream is not ordered by time and must be read to the end)."""
+
+    records: list[T]
+    cursor: datetime | None = None
+    number: int = 1
+    errors: list[str] = field(default_factory=list)  # records of this page that could not be read
+
+
+class Connector(ABC):
+    """One merchant's account at one provider."""
+
+    provider: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
+        self.http = http
+        self.settings = settings
+
+    # products and stock -------------------------------------------------------------------
+    @abstractmethod
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        """Products created or changed after ``since`` (all when None), archived ones included."""
+
+    @abstractmethod
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
+        """Stock positions changed after ``since``. Empty when stock comes inside products."""
+
+    @abstractmethod
+    def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
+        """The given products with stock, in as few calls as the provider allows. Ids the provider
+        no longer knows are simply absent; archived products come back with ``active=False``."""
+
+    @abstractmethod
+    def find_product(self, code: str) -> RemoteProduct | None:
+        """The product whose code is exactly ``code`` (never a prefix match), with stock."""
+
+    @abstractmethod
+    def create_product(self, product: NewProduct) -> RemoteProduct:
+        """Create a product; used only at sale time for a product the provider lacks."""
+
+    # customers -----------------------------------------------------------------------------
+    @abstractmethod
+    def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
+        """Customers created or changed after ``since`` (all when None)."""
+
+    @abstractmethod
+    def find_customers(
+        self, *, email: str | None = None, account: str | None = None
+    ) -> list[RemoteCustomer]:
+        """Customers whose email (case-insensitive) or account number matches exactly."""
+
+    @abstractmethod
+    def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
+        """Create a customer with a name the provider accepts. Never updates an existing one."""
+
+    # invoices ------------------------------------------------------------------------------
+    @abstractmethod
+    def find_invoice(self, number: str) -> PostedInvoice | None:
+        """The invoice (sale, sales order) we posted under ``number``, if the provider has it."""
+
+    @abstractmethod
+    def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        """Post an invoice. Raises ``Rejected`` with the provider's messages on a validation error."""
+
+    # operations ----------------------------------------------------------------------------
+    def ping(self) -> dict[str, Any]:
+        """One cheap authenticated call for ``doctor``; returns the response's Date header."""
+        raise NotImplementedError

@@ -1,0 +1,420 @@
+"""The one HTTP layer every connector goes through.
+
+It owns: timeouts on every call, short-window pacing (requests-ratelimiter, and a leaky-bucket
+pacer driven by the provider's headers), the persistent call ledger (day and month budgets survive
+between cron runs), error classification, bounded jittered retries, token refresh on 401, and the
+one log line per call at ``-v`` with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
+
+import requests
+from pyrate_limiter import Limiter, Rate
+from requests_ratelimiter import LimiterSession
+from requests_ratelimiter.buckets import HostBucketFactory
+
+from synccli import secrets
+from synccli.clock import Clock, SystemClock
+from synccli.connectors.base import Limits
+from synccli.errors import (
+    AuthError,
+    BadResponse,
+    BudgetExhausted,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    TransientError,
+)
+
+log = logging.getLogger("synccli.http")
+
+
+@dataclass
+class CallRecord:
+    """What the ledger keeps of one call."""
+
+    at: datetime
+    method: str
+    path: str
+    status: int | None
+    ms: int
+    cost: float
+    remaining: dict[str, float] = field(default_factory=dict)  # what the provider says is left
+
+
+class Ledger(Protocol):
+    """Persistent per-connection call accounting (the store implements it)."""
+
+    def check(self, now: datetime, cost: float) -> None:
+        """Raise BudgetExhausted if the day's or month's budget is known to be spent."""
+
+    def record(self, call: CallRecord) -> None:
+        """Remember a call and what the provider said is left."""
+
+    def exhausted(self, scope: str, reset_at: datetime, message: str) -> None:
+        """The provider said the day/month budget is spent until ``reset_at``."""
+
+
+class MemoryLedger:
+    """A ledger that lives for one process: for tests, benchmarks and the sandbox-backed demo."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.calls: list[CallRecord] = []
+        self.blocked_until: datetime | None = None
+        self.blocked_reason = ""
+
+    def check(self, now: datetime, cost: float) -> None:
+        if self.blocked_until and now < self.blocked_until:
+            raise BudgetExhausted(self.blocked_reason, reset_at=self.blocked_until)
+
+    def record(self, call: CallRecord) -> None:
+        self.calls.append(call)
+
+    def exhausted(self, scope: str, reset_at: datetime, message: str) -> None:
+        self.blocked_until, self.blocked_reason = reset_at, message
+
+
+class Auth(Protocol):
+    """How a connector authenticates its calls."""
+
+    def headers(self, method: str, url: str, query: str) -> dict[str, str]:
+        """Headers to add to a request whose encoded query string is ``query``."""
+
+    def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
+        """Called once after a 401; return True when a retry with fresh headers makes sense."""
+
+
+class NoAuth:
+    def headers(self, method: str, url: str, query: str) -> dict[str, str]:
+        return {}
+
+    def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
+        return False
+
+
+@dataclass
+class Profile:
+    """Provider-specific reading of responses; each connector module builds one."""
+
+    # headers -> {"minute": n, "day": n, "bucket_level": x, "bucket_size": y, "drip": z}
+    read_remaining: Callable[[requests.Response], dict[str, float]] = lambda r: {}
+    # a 429 (or quota answer) -> "short" (wait and retry), "day" or "month" (budget exhausted)
+    limit_scope: Callable[[requests.Response], str] = lambda r: "short"
+    # a readable one-line error message from an error response
+    error_message: Callable[[requests.Response], str] = lambda r: _default_message(r)
+    # some providers answer a quota breach with another status (Unleashed: unconfirmed)
+    is_limit: Callable[[requests.Response], bool] = lambda r: r.status_code == 429
+    # a 200 whose body is an error envelope
+    body_error: Callable[[Any], str | None] = lambda body: None
+
+
+def _default_message(resp: requests.Response) -> str:
+    text = resp.text.strip()
+    try:
+        body = resp.json()
+    except ValueError:
+        first = text.splitlines()[0][:200] if text else ""
+        return f"HTTP {resp.status_code} {first}".strip()
+    if isinstance(body, dict):
+        for key in ("Message", "message", "Description", "Detail", "error_description", "error"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return f"HTTP {resp.status_code}"
+
+
+def retry_after_seconds(resp: requests.Response, now: datetime) -> float | None:
+    """``Retry-After`` as seconds: a number (Xero, Lightspeed R) or an HTTP date (Lightspeed X)."""
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class HttpClient:
+    """A requests session with limits, ledger, retries and auth, for one connection."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: Auth | None = None,
+        limits: Limits | None = None,
+        profile: Profile | None = None,
+        ledger: Ledger | None = None,
+        clock: Clock | None = None,
+        time_scale: float = 1.0,
+        timeout: tuple[float, float] = (5.0, 30.0),
+        retries: int = 3,
+        backoff: float = 0.5,
+        verify: bool = True,
+        pace: bool = True,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth or NoAuth()
+        self.limits = limits or Limits()
+        self.profile = profile or Profile()
+        self.ledger = ledger
+        self.clock = clock or SystemClock()
+        self.time_scale = time_scale
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.default_headers = dict(default_headers or {})
+        self.calls = 0  # calls this client made (for run summaries)
+        self.cost = 0.0
+        self.session = self._session(pace)
+        self.session.verify = verify
+        self._bucket: tuple[float, float, float, float] | None = None  # level, size, drip, t
+
+    def _session(self, pace: bool) -> requests.Session:
+        if not pace or not (self.limits.per_minute or self.limits.drip_per_second):
+            return requests.Session()
+        rates = []
+        if self.limits.per_minute:
+            # The window shrinks with the sandbox's time scale so tests cross it in seconds.
+            rates.append(Rate(self.limits.per_minute, int(60_000 / self.time_scale)))
+        if self.limits.drip_per_second and not self.limits.per_minute:
+            # Leaky bucket: the header-driven pacer does the real work; this only caps bursts.
+            burst = int(self.limits.bucket_size or 60)
+            rates.append(Rate(burst, int(burst * 1000 / self.limits.drip_per_second / self.time_scale)))
+        limiter = Limiter(HostBucketFactory(rates=rates), buffer_ms=20)
+        return LimiterSession(limiter=limiter, max_delay=None)
+
+    # ------------------------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        query: str | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        cost: float = 1.0,
+        retry: bool | None = None,
+        ok: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """Send one logical request; returns a 2xx response (or one whose status is in ``ok``).
+
+        ``query`` is an already-encoded query string sent byte for byte (Unleashed signs it);
+        otherwise ``params`` is encoded once here. Writes are retried only when ``retry`` is True
+        (the caller knows the write is idempotent); reads are retried on transient errors.
+        """
+        if query is None and params:
+            query = urlencode(params, doseq=True)
+        url = self.url(path)
+        if query:
+            url = f"{url}{'&' if '?' in url else '?'}{query}"
+        query_string = urlsplit(url).query
+        retry = (method.upper() == "GET") if retry is None else retry
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                resp = self._send_once(method, url, query_string, json_body, headers, cost)
+            except TransientError as err:
+                if retry and attempt <= self.retries:
+                    self._sleep(self._backoff_delay(attempt, err))
+                    continue
+                raise
+            status = resp.status_code
+            if 200 <= status < 300 or status in ok:
+                body_error = self._body_error(resp)
+                if body_error:
+                    raise BadResponse(f"{method} {urlsplit(url).path}: {body_error}", status=status)
+                return resp
+            if status == 401 and not refreshed:
+                refreshed = True
+                if self.auth.on_unauthorized(resp.request.headers):
+                    continue
+            err = self._classify(method, url, resp)
+            if isinstance(err, RateLimited) and attempt <= self.retries + 3:
+                self._sleep(err.retry_after)
+                continue
+            if isinstance(err, TransientError) and retry and attempt <= self.retries:
+                self._sleep(self._backoff_delay(attempt, err))
+                continue
+            raise err
+
+    def json(self, method: str, path: str, **kw: Any) -> Any:
+        """``request`` and parse the JSON body; an unreadable body is a BadResponse."""
+        resp = self.request(method, path, **kw)
+        return parse_json(resp)
+
+    # ------------------------------------------------------------------------------------------
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        query: str,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        cost: float,
+    ) -> requests.Response:
+        now = self.clock.now()
+        if self.ledger is not None:
+            self.ledger.check(now, cost)
+        self._pace(cost)
+        all_headers = {"Accept": "application/json", **self.default_headers}
+        if json_body is not None:
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(self.auth.headers(method, url, query))
+        all_headers.update(headers or {})
+        data = None if json_body is None else json.dumps(json_body, default=str)
+        started = time.perf_counter()
+        path = urlsplit(url).path
+        status: int | None = None
+        remaining: dict[str, float] = {}
+        try:
+            resp = self.session.request(
+                method, url, data=data, headers=all_headers, timeout=self.timeout
+            )
+            status = resp.status_code
+            remaining = self._remaining(resp)
+            return resp
+        except requests.Timeout as exc:
+            raise TransientError(f"{method} {path}: timed out ({exc.__class__.__name__})") from None
+        except requests.ConnectionError as exc:
+            raise TransientError(f"{method} {path}: connection failed ({_short(exc)})") from None
+        finally:
+            ms = int((time.perf_counter() - started) * 1000)
+            self.calls += 1
+            self.cost += cost
+            if self.ledger is not None:
+                self.ledger.record(CallRecord(now, method, path, status, ms, cost, remaining))
+            left = " ".join(f"{k}={v:g}" for k, v in remaining.items())
+            log.info(
+                secrets.redact(f"{method} {path} {status or 'ERR'} {ms}ms cost={cost:g} {left}")
+            )
+
+    def _remaining(self, resp: requests.Response) -> dict[str, float]:
+        try:
+            remaining = self.profile.read_remaining(resp)
+        except (ValueError, TypeError):
+            return {}
+        if {"bucket_level", "bucket_size"} <= remaining.keys():
+            drip = remaining.get("drip") or self.limits.drip_per_second or 1.0
+            self._bucket = (
+                remaining["bucket_level"],
+                remaining["bucket_size"],
+                drip,
+                time.monotonic(),
+            )
+        return remaining
+
+    def _pace(self, cost: float) -> None:
+        """Wait until a leaky bucket has room for this call (Lightspeed): never trip a 429 we
+        could see coming from the provider's own headers."""
+        if not self._bucket:
+            return
+        level, size, drip, at = self._bucket
+        drip_scaled = drip * self.time_scale
+        level = max(0.0, level - (time.monotonic() - at) * drip_scaled)
+        excess = level + cost - size
+        if excess > 0:
+            time.sleep(excess / drip_scaled)
+
+    def _classify(self, method: str, url: str, resp: requests.Response) -> ProviderError:
+        status = resp.status_code
+        path = urlsplit(url).path
+        message = secrets.redact(self.profile.error_message(resp))
+        body = secrets.redact(resp.text[:2000])
+        where = f"{method} {path}"
+        if self.profile.is_limit(resp):
+            scope = self.profile.limit_scope(resp)
+            wait = retry_after_seconds(resp, self.clock.now())
+            if scope in ("day", "month"):
+                reset = self.clock.now() + timedelta(seconds=wait or _until_reset(scope, self.clock))
+                text = f"{where}: the provider's {scope} budget is exhausted until {reset:%Y-%m-%d %H:%M} UTC"
+                if self.ledger is not None:
+                    self.ledger.exhausted(scope, reset, text)
+                return BudgetExhausted(text, reset_at=reset, status=status, body=body)
+            return RateLimited(
+                f"{where}: rate limited ({scope})",
+                retry_after=wait if wait is not None else 1.0 / self.time_scale,
+                status=status,
+                body=body,
+            )
+        if status in (401,):
+            return AuthError(f"{where}: not authorised ({message})", status=status, body=body)
+        if status == 403:
+            return AuthError(f"{where}: forbidden ({message})", status=status, body=body)
+        if status >= 500 or status in (408, 425):
+            return TransientError(f"{where}: HTTP {status} {message}", status=status, body=body)
+        return Rejected(f"{where}: {message}", status=status, body=body)
+
+    def _body_error(self, resp: requests.Response) -> str | None:
+        ctype = resp.headers.get("Content-Type", "")
+        if resp.status_code == 204 or not resp.content or "json" not in ctype:
+            return None
+        try:
+            return self.profile.body_error(resp.json())
+        except ValueError:
+            return None
+
+    def _backoff_delay(self, attempt: int, err: ProviderError) -> float:
+        # Full jitter (AWS-style): spreads retries of parallel cron runs apart.
+        base = self.backoff * (2 ** (attempt - 1))
+        return random.uniform(0, base) / self.time_scale
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(min(seconds, 3600.0))
+
+
+def parse_json(resp: requests.Response) -> Any:
+    """The JSON body of ``resp``; HTML error pages and truncated bodies become BadResponse."""
+    try:
+        return resp.json()
+    except ValueError:
+        snippet = resp.text[:80].replace("\n", " ")
+        raise BadResponse(
+            f"{resp.request.method} {urlsplit(resp.url).path}: unreadable response "
+            f"(HTTP {resp.status_code}, {resp.headers.get('Content-Type', 'no content type')}): "
+            f"{snippet!r}",
+            status=resp.status_code,
+        ) from None
+
+
+def _until_reset(scope: str, clock: Clock) -> float:
+    now = clock.now()
+    if scope == "day":
+        nxt = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+        nxt = now.replace(year=year, month=month, day=1, hour=0, minute=0, second=0, microsecond=0)
+    return math.ceil((nxt - now).total_seconds())
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    if "reset" in text.lower():
+        return "connection reset"
+    if "refused" in text.lower():
+        return "connection refused"
+    return exc.__class__.__name__

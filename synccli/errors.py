@@ -1,0 +1,110 @@
+"""One exception hierarchy for the library; the CLI maps each class to an exit code in one place."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Stable process exit codes (documented in README.md)."""
+
+    OK = 0
+    FAILURE = 1  # operational failure: the provider or the network let us down
+    USAGE = 2  # bad input, bad configuration, unknown name, out-of-date schema
+    BUDGET = 3  # the provider's API budget for the day/month is exhausted
+    BUSY = 4  # another run holds the lease for this job and connection
+    REAUTH = 5  # the connection needs re-authorisation by the merchant
+
+
+class SyncError(Exception):
+    """Base of every expected error. ``str(err)`` is the one line a user sees."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+
+class UsageError(SyncError):
+    """Bad input or an unknown name given by the user."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """Bad configuration (environment, .env, data directory)."""
+
+
+class SchemaOutdated(UsageError):
+    """The store's schema is behind the code."""
+
+
+class LeaseBusy(SyncError):
+    exit_code = ExitCode.BUSY
+
+
+class ProviderError(SyncError):
+    """Any failure talking to a provider. ``retryable`` says whether a later run may succeed."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.status = status
+        self.body = body
+
+
+class TransientError(ProviderError):
+    """Timeout, connection reset, 5xx, maintenance: try again later."""
+
+    retryable = True
+
+
+class BadResponse(TransientError):
+    """The provider answered something we cannot read (HTML page, truncated JSON, wrong shape)."""
+
+
+class RateLimited(TransientError):
+    """A short-window limit (minute, bucket, burst): wait ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class BudgetExhausted(ProviderError):
+    """The day's or month's allowance is spent: stop cleanly and resume after ``reset_at``."""
+
+    exit_code = ExitCode.BUDGET
+
+    def __init__(self, message: str, *, reset_at: datetime | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.reset_at = reset_at
+
+
+class AuthError(ProviderError):
+    """Credentials rejected; the HTTP layer refreshes once before raising this."""
+
+    exit_code = ExitCode.REAUTH
+
+
+class ReauthRequired(AuthError):
+    """The refresh token is dead: the merchant must authorise the connection again."""
+
+
+class Rejected(ProviderError):
+    """The provider refused the request as invalid (validation error). Retrying as-is will fail."""
+
+    def __init__(self, message: str, *, errors: list[str] | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.errors = errors or [message]
