@@ -1,0 +1,58 @@
+"""``synccli status``: what ran, what it cost, what is waiting."""
+
+from __future__ import annotations
+
+import typer
+
+from synccli.cli import output
+from synccli.cli.state import state
+from synccli.clock import SystemClock
+from synccli.sync.status import status_report
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
+
+
+def status(
+    ctx: typer.Context,
+    connection: list[str] = typer.Option([], "--connection", "-c", help="Only these connections."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Per connection: the last run of each job (when, outcome, counts, calls), cursor lag,
+    calls used today and this month against the limits, the invoice queue, ghosts and review items.
+
+    Example:
+
+        synccli status --json | jq '.[0].invoices'
+    """
+    store = state(ctx).store()
+    report = status_report(store, SystemClock().now(), connection or None)
+    if json_out:
+        output.print_json(report)
+        return
+    if not report:
+        output.line("no connections yet: add one with `synccli connections add NAME --provider ...`")
+        return
+    for item in report:
+        flag = "  [red]NEEDS RE-AUTHORISATION[/red]" if item.needs_reauth else ""
+        day = item.limits.get("per_day")
+        month = item.limits.get("per_month")
+        budget = f"calls today {item.calls['today']}" + (f"/{day}" if day else "")
+        budget += f", this month {item.calls['month']}" + (f"/{month}" if month else "")
+        if item.calls.get("blocked_until"):
+            budget += f", BLOCKED until {item.calls['blocked_until']}"
+        queue = ", ".join(f"{k} {v}" for k, v in sorted(item.invoices.items())) or "empty"
+        lag = ", ".join(
+            f"{k} {v:g} min" if v is not None else f"{k} -" for k, v in item.cursor_lag_minutes.items()
+        ) or "-"
+        output.line(f"[bold]{item.name}[/bold] ({item.provider}){flag}")
+        output.line(f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; review {item.review_waiting}; cursor lag: {lag}")
+        output.table(
+            ["job", "last run", "outcome", "calls", "counts"],
+            [
+                [j.job, j.started_at, j.outcome, j.calls,
+                 ", ".join(f"{k}={v}" for k, v in j.counts.items() if not isinstance(v, (list, dict))) or (j.error or "")]
+                for j in item.jobs
+            ],
+        )

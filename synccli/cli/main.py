@@ -1,0 +1,114 @@
+"""The ``synccli`` command: global options, the error-to-exit-code mapping, and sub-commands.
+
+Commands are thin: parse options, call one library function, render the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from synccli import secrets
+from synccli.cli import output
+from synccli.cli.state import AppState
+from synccli.errors import ExitCode, SyncError
+from synccli.logs import setup_logging
+
+
+class SyncGroup(TyperGroup):
+    """Maps every expected error to one line on stderr and its exit code, in one place."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SyncError as err:
+            output.error_line(err.message)
+            state = ctx.find_object(AppState)
+            if state is not None and state.verbosity > 0:
+                if err.detail:
+                    sys.stderr.write(secrets.redact(err.detail) + "\n")
+                if state.verbosity > 1:
+                    sys.stderr.write(secrets.redact(traceback.format_exc()))
+            ctx.exit(int(err.exit_code))
+        except KeyboardInterrupt:
+            output.error_line("interrupted")
+            ctx.exit(130)
+        except Exception as exc:  # a bug: say so in one line, the traceback only with -v
+            if type(exc).__module__.startswith(("typer", "click")):
+                raise  # usage errors, --help and exits: the CLI framework renders them
+            output.error_line(f"internal error: {exc.__class__.__name__}: {exc}")
+            state = ctx.find_object(AppState)
+            if state is not None and state.verbosity > 0:
+                sys.stderr.write(secrets.redact(traceback.format_exc()))
+            ctx.exit(int(ExitCode.FAILURE))
+
+
+app = typer.Typer(
+    cls=SyncGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Keep a shop's database in step with Xero, Unleashed or Lightspeed on few API calls.\n\n"
+    "Example:\n\n    synccli pull-products --all",
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail: -v one line per API call, -vv debug."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something failed."),
+    log_format: str = typer.Option("text", "--log-format", help="text (human) or json (one object per line)."),
+    log_file: Path | None = typer.Option(None, "--log-file", help="Also write logs to this file (for cron)."),
+    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (overrides SYNC_DATABASE_URL)."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Data directory (overrides SYNC_DATA_DIR)."),
+) -> None:
+    """Keep a shop's database in step with a provider.
+
+    Example:
+
+        synccli -v pull-products --connection shop1 --dry-run
+    """
+    if log_format not in ("text", "json"):
+        raise typer.BadParameter("use text or json", param_hint="--log-format")
+    verbosity = -1 if quiet else verbose
+    setup_logging(verbosity, log_format, log_file)
+    ctx.obj = AppState(verbosity=verbosity, database_url=database_url, data_dir=data_dir)
+    logging.getLogger("synccli").debug("synccli started")
+
+
+def _register() -> None:
+    from synccli.cli import commands_connections, commands_db, commands_status
+
+    app.add_typer(commands_db.app, name="db")
+    app.add_typer(commands_connections.app, name="connections")
+    commands_status.register(app)
+    for name in (
+        "commands_sandbox",
+        "commands_products",
+        "commands_customers",
+        "commands_invoices",
+        "commands_ops",
+    ):
+        try:
+            module = __import__(f"synccli.cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"synccli.cli.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="synccli")

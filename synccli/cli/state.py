@@ -1,0 +1,45 @@
+"""Per-invocation state shared by commands: verbosity, settings and the store, opened lazily."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import typer
+
+from synccli.config import Settings, load_settings
+from synccli.store.db import Store, open_store
+
+
+@dataclass
+class AppState:
+    verbosity: int = 0
+    database_url: str | None = None
+    data_dir: str | None = None
+    _settings: Settings | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.database_url, self.data_dir)
+        return self._settings
+
+    def store(self, check: bool = True) -> Store:
+        """The store; with ``check`` an out-of-date schema stops the command (exit 2)."""
+        if self._store is None:
+            self._store = open_store(self.settings, check=check)
+        elif check:
+            self._store.check_schema()
+        return self._store
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+
+def state(ctx: typer.Context) -> AppState:
+    obj = ctx.find_object(AppState)
+    if obj is None:  # a sub-app invoked on its own (tests)
+        obj = AppState()
+        ctx.obj = obj
+    return obj

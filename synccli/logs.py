@@ -1,0 +1,95 @@
+"""Logging for cron and for people: human lines on a terminal, JSON lines for a log collector.
+
+Every record passes the secrets filter, and carries the job, connection and run it belongs to
+(set with :func:`bind`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from pathlib import Path
+
+from synccli.errors import ConfigError
+from synccli.secrets import RedactingFilter
+
+_context: ContextVar[dict[str, object]] = ContextVar("synccli_log_context", default={})
+
+
+@contextmanager
+def bind(**fields: object) -> Iterator[None]:
+    """Attach fields (job, connection, run_id) to every log record inside the block."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            setattr(record, key, value)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One object per line: time, level, job, connection, run id, message, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "job": getattr(record, "job", None),
+            "connection": getattr(record, "connection", None),
+            "run_id": getattr(record, "run_id", None),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            payload["fields"] = fields
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)
+
+
+class HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        where = "/".join(str(getattr(record, k)) for k in ("connection", "job") if getattr(record, k, None))
+        prefix = f"[{where}] " if where else ""
+        text = f"{record.levelname.lower():7} {prefix}{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def setup_logging(verbosity: int = 0, fmt: str = "text", log_file: Path | None = None) -> None:
+    """-q: errors only; default: warnings; -v: one line per call and job step; -vv: debug."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
+        max(-1, min(verbosity, 2)), logging.DEBUG
+    )
+    root = logging.getLogger("synccli")
+    root.handlers.clear()
+    root.setLevel(level)
+    root.propagate = False
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else HumanFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        try:
+            handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot open log file {log_file}: {exc.strerror}") from None
+        # cron: the file gets everything from INFO up even when the terminal stays quiet
+        root.setLevel(min(level, logging.INFO))
+        handlers[0].setLevel(level)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(_ContextFilter())
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)

@@ -1,0 +1,199 @@
+"""Connections: one merchant's account at one provider, with its credentials encrypted at rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from synccli import secrets
+from synccli.connectors.auth import Tokens
+from synccli.errors import UsageError
+from synccli.store.db import Store
+from synccli.store.models import Connection, InvoiceJob
+
+PROVIDERS = ("xero", "unleashed", "lightspeed")
+# Keys whose values are secrets wherever they appear (settings never hold them).
+SECRET_KEYS = ("client_secret", "api_key", "access_token", "refresh_token")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def get_connection(store: Store, name: str) -> Connection:
+    """The connection called ``name``; an unknown name is a usage error naming it."""
+    with store.session() as s:
+        conn = s.scalar(select(Connection).where(Connection.name == name))
+    if conn is None:
+        raise UsageError(f"no connection named {name!r} (see `synccli connections list`)")
+    return conn
+
+
+def list_connections(store: Store) -> list[Connection]:
+    with store.session() as s:
+        return list(s.scalars(select(Connection).order_by(Connection.name)))
+
+
+def add_connection(
+    store: Store,
+    name: str,
+    provider: str,
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    notify_email: str | None = None,
+) -> Connection:
+    if provider not in PROVIDERS:
+        raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"connection name {name!r}: use letters, digits, '-' and '_'")
+    for key in settings:
+        if key in SECRET_KEYS:
+            raise UsageError(f"setting {key!r} is a secret: pass it as a credential")
+    now = _now()
+    conn = Connection(
+        name=name,
+        provider=provider,
+        settings={k: v for k, v in settings.items() if v is not None},
+        credentials=store.vault.seal({k: v for k, v in credentials.items() if v}),
+        notify_email=notify_email,
+        created_at=now,
+        updated_at=now,
+    )
+    secrets.register(*(v for v in credentials.values() if isinstance(v, str)))
+    try:
+        with store.session() as s:
+            s.add(conn)
+    except IntegrityError:
+        raise UsageError(f"a connection named {name!r} already exists") from None
+    return conn
+
+
+def set_values(store: Store, name: str, values: dict[str, str]) -> Connection:
+    """Change settings (``KEY=VALUE``); secrets go to the encrypted credentials."""
+    with store.session() as s:
+        conn = s.scalar(select(Connection).where(Connection.name == name))
+        if conn is None:
+            raise UsageError(f"no connection named {name!r} (see `synccli connections list`)")
+        settings = dict(conn.settings)
+        creds = store.vault.open(conn.credentials)
+        for key, value in values.items():
+            if key == "notify_email":
+                conn.notify_email = value or None
+            elif key in SECRET_KEYS:
+                creds[key] = value
+                secrets.register(value)
+            elif value == "":
+                settings.pop(key, None)
+            else:
+                settings[key] = _typed(value)
+        conn.settings = settings
+        conn.credentials = store.vault.seal(creds)
+        conn.updated_at = _now()
+        return conn
+
+
+def _typed(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return value
+
+
+def remove_connection(store: Store, name: str, force: bool = False) -> int:
+    """Delete a connection; refuses while invoices are unposted unless ``force``."""
+    with store.session() as s:
+        conn = s.scalar(select(Connection).where(Connection.name == name))
+        if conn is None:
+            raise UsageError(f"no connection named {name!r} (see `synccli connections list`)")
+        unposted = s.scalar(
+            select(func.count())
+            .select_from(InvoiceJob)
+            .where(
+                InvoiceJob.connection_id == conn.id,
+                InvoiceJob.state.in_(("pending", "posting", "failed")),
+            )
+        )
+        if unposted and not force:
+            raise UsageError(
+                f"connection {name!r} has {unposted} unposted invoice(s); post or cancel them, "
+                "or use --force"
+            )
+        s.delete(conn)
+        return unposted or 0
+
+
+def credentials(store: Store, conn: Connection) -> dict[str, Any]:
+    return store.vault.open(conn.credentials)
+
+
+def describe(store: Store, conn: Connection) -> dict[str, Any]:
+    """What ``connections show`` prints: settings, and for each credential only whether it is set."""
+    creds = store.vault.open(conn.credentials)
+    return {
+        "name": conn.name,
+        "provider": conn.provider,
+        "settings": conn.settings,
+        "credentials": {k: secrets.mask(v) for k, v in sorted(creds.items()) if k != "expires_at"},
+        "notify_email": conn.notify_email,
+        "needs_reauth": conn.needs_reauth,
+        "reauth_reason": conn.reauth_reason,
+        "created_at": conn.created_at.isoformat(),
+    }
+
+
+class StoreTokenStore:
+    """OAuth tokens kept in the connection's encrypted credentials.
+
+    ``update_locked`` serialises refreshes of one connection across processes and hosts: a row
+    lock on PostgreSQL, the database write lock (BEGIN IMMEDIATE) on SQLite.
+    """
+
+    def __init__(self, store: Store, connection_id: int) -> None:
+        self.store = store
+        self.connection_id = connection_id
+
+    def load(self) -> Tokens:
+        with self.store.session() as s:
+            conn = s.get(Connection, self.connection_id)
+            assert conn is not None
+            return _tokens(self.store.vault.open(conn.credentials))
+
+    def update_locked(self, fn: Callable[[Tokens], Tokens]) -> Tokens:
+        with self.store.locked() as s:
+            conn = s.get(Connection, self.connection_id, with_for_update=True)
+            assert conn is not None
+            creds = self.store.vault.open(conn.credentials)
+            tokens = fn(_tokens(creds))
+            creds.update(
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token,
+                expires_at=tokens.expires_at.isoformat() if tokens.expires_at else None,
+                token_extra=tokens.extra,
+            )
+            conn.credentials = self.store.vault.seal(creds)
+            conn.needs_reauth = False
+            conn.reauth_reason = None
+            conn.updated_at = _now()
+            # committed by the context manager before the caller uses the new access token
+        return tokens
+
+    def mark_reauth(self, reason: str) -> None:
+        with self.store.session() as s:
+            conn = s.get(Connection, self.connection_id)
+            if conn is not None:
+                conn.needs_reauth = True
+                conn.reauth_reason = reason
+
+
+def _tokens(creds: dict[str, Any]) -> Tokens:
+    expires = creds.get("expires_at")
+    return Tokens(
+        access_token=creds.get("access_token"),
+        refresh_token=creds.get("refresh_token"),
+        expires_at=datetime.fromisoformat(expires) if expires else None,
+        extra=creds.get("token_extra") or {},
+    )

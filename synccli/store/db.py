@@ -1,0 +1,159 @@
+"""Opening the store: engine, sessions, schema version and migrations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from synccli.config import Settings, ensure_private_dir
+from synccli.crypto import Vault, load_key
+from synccli.errors import ConfigError, SchemaOutdated
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(url: str) -> AlembicConfig:
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    """An engine for ``url``. SQLite files are created owner-only, in WAL mode, with a busy
+    timeout, so cron runs and the ledger can write while another process reads."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            path = Path(database)
+            ensure_private_dir(path.parent)
+            if not path.exists():
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                except OSError as exc:
+                    raise ConfigError(f"cannot create store {path}: {exc.strerror}") from None
+        engine = create_engine(url, connect_args={"timeout": 30}, **kw)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
+        # `BEGIN IMMEDIATE` (see Store.locked) works.
+        @event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kw)
+
+
+class Store:
+    """The link store: engine, session factory and the credential vault."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or make_engine(settings.database_url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._vault: Vault | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @property
+    def vault(self) -> Vault:
+        if self._vault is None:
+            self._vault = Vault(load_key(self.settings))
+        return self._vault
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        with self.sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    @contextmanager
+    def locked(self) -> Iterator[Session]:
+        """A session whose transaction takes the write lock at once on SQLite (BEGIN IMMEDIATE),
+        so read-then-write sections (claiming, leases, token refresh) cannot interleave.
+        On PostgreSQL use row locks (``with_for_update``) inside it."""
+        with self.sessions() as session:
+            if self.is_sqlite:
+                session.connection(execution_options={"sqlite_begin": "BEGIN IMMEDIATE"})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def current_revision(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise ConfigError(f"cannot open the store: {_first_line(exc)}") from None
+
+    def check_schema(self) -> None:
+        """Stop with one line when the schema is behind the code."""
+        current, head = self.current_revision(), head_revision()
+        if current != head:
+            state = "empty" if current is None else f"at {current}, code expects {head}"
+            raise SchemaOutdated(f"the store's schema is out of date ({state}): run `synccli db upgrade`")
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        before = self.current_revision()
+        cfg = alembic_config(self.settings.database_url)
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        return before, self.current_revision()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(settings: Settings, check: bool = True) -> Store:
+    """Open the store named by ``settings``; with ``check``, refuse an out-of-date schema."""
+    try:
+        store = Store(settings)
+        if check:
+            store.check_schema()
+        return store
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"cannot open the store: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200]

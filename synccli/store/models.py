@@ -1,0 +1,323 @@
+"""The link store's tables (SQLAlchemy 2.0). Uniqueness lives in the database, not in Python.
+
+The shop side (products, customers, orders, order_lines) is documented in README.md: the shop may
+read and write those tables directly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite has no zones), always returned timezone-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+Money = Numeric(18, 4, asdecimal=True)
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments INTEGER keys
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money, dict[str, Any]: JSON}
+
+
+# --- connections -----------------------------------------------------------------------------
+class Connection(Base):
+    """One merchant's account at one provider."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    credentials: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON object
+    notify_email: Mapped[str | None] = mapped_column(String(255))
+    needs_reauth: Mapped[bool] = mapped_column(Boolean, default=False)
+    reauth_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+# --- the shop side ---------------------------------------------------------------------------
+class Product(Base):
+    __tablename__ = "products"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    price: Mapped[Decimal | None]
+    stock: Mapped[Decimal | None]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime | None]
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255), index=True)
+    account_number: Mapped[str | None] = mapped_column(String(100), index=True)
+    first_name: Mapped[str | None] = mapped_column(String(255))
+    last_name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime | None]
+
+
+class Order(Base):
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    number: Mapped[str] = mapped_column(String(100), unique=True)
+    date: Mapped[datetime]
+    currency: Mapped[str] = mapped_column(String(3))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    customer_email: Mapped[str | None] = mapped_column(String(255))
+    customer_account: Mapped[str | None] = mapped_column(String(100))
+    customer_name: Mapped[str | None] = mapped_column(String(255))
+    total: Mapped[Decimal]
+    created_at: Mapped[datetime]
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan"
+    )
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    __table_args__ = (UniqueConstraint("order_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text)
+    quantity: Mapped[Decimal]
+    unit_price: Mapped[Decimal]
+    tax_code: Mapped[str | None] = mapped_column(String(50))
+    tax_rate: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    account_code: Mapped[str | None] = mapped_column(String(50))
+
+    order: Mapped[Order] = relationship(back_populates="lines")
+
+
+# --- links, cursors, runs --------------------------------------------------------------------
+class Link(Base):
+    """A local record bound to a remote one (the OCA connector's binding)."""
+
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "kind", "remote_id", name="uq_links_remote"),
+        UniqueConstraint("connection_id", "kind", "local_id", name="uq_links_local"),
+        Index("ix_links_sweep", "connection_id", "kind", "last_synced_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # product | customer
+    local_id: Mapped[int] = mapped_column(Id)
+    remote_id: Mapped[str] = mapped_column(String(100))
+    remote_code: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20), default="linked")  # linked | ghost | archived
+    origin: Mapped[str] = mapped_column(String(20), default="matched")  # matched|created|manual
+    last_synced_at: Mapped[datetime | None]
+    remote_updated_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Cursor(Base):
+    __tablename__ = "cursors"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[datetime | None]
+    page: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_job", "connection_id", "job", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job: Mapped[str] = mapped_column(String(50))
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(20), default="running")
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(100))
+
+
+class Lease(Base):
+    """Who runs (job, connection) now; a dead run's lease is taken over after it expires."""
+
+    __tablename__ = "leases"
+
+    job: Mapped[str] = mapped_column(String(50), primary_key=True)
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    owner: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime]
+
+
+# --- the call ledger -------------------------------------------------------------------------
+class ApiCall(Base):
+    __tablename__ = "api_calls"
+    __table_args__ = (Index("ix_api_calls_conn_at", "connection_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(Id)
+    at: Mapped[datetime]
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[int | None] = mapped_column(Integer)
+    ms: Mapped[int] = mapped_column(Integer)
+    cost: Mapped[Decimal] = mapped_column(Numeric(10, 2))
+
+
+class Budget(Base):
+    """What the provider last said is left, and whether the day/month budget is spent."""
+
+    __tablename__ = "budgets"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    remaining: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    blocked_until: Mapped[datetime | None]
+    blocked_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+# --- the invoice outbox ----------------------------------------------------------------------
+class InvoiceJob(Base):
+    __tablename__ = "invoice_jobs"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "order_id", name="uq_invoice_jobs_order"),
+        Index("ix_invoice_jobs_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    # pending | posting | posted | failed (rejected, will retry) | gave_up | cancelled
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # rejected attempts only
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None]
+    remote_id: Mapped[str | None] = mapped_column(String(100))
+    remote_total: Mapped[Decimal | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    first_failed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    posted_at: Mapped[datetime | None]
+
+    order: Mapped[Order] = relationship()
+
+
+class InvoiceAttempt(Base):
+    __tablename__ = "invoice_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("invoice_jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(Id)
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(20))  # posted|found|rejected|transient|budget|auth
+    summary: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    dedupe_key: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str | None] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+# --- history and review ----------------------------------------------------------------------
+class Event(Base):
+    """One changed field of one local record, and the run that changed it."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_record", "kind", "local_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(Id)
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    local_id: Mapped[int] = mapped_column(Id)
+    field: Mapped[str] = mapped_column(String(50))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class ReviewItem(Base):
+    """Something for the merchant to look at: an ambiguous match, a record created at sale time."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "kind", "subject", name="uq_review_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(30))  # ambiguous_customer|created_customer|created_product
+    subject: Mapped[str] = mapped_column(String(255))  # what it is about (local id, code)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]

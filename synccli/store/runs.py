@@ -1,0 +1,99 @@
+"""Runs (one row per job invocation) and leases (one runner per job and connection)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from synccli.errors import LeaseBusy
+from synccli.store.db import Store
+from synccli.store.models import Lease, Run
+
+
+def owner_id() -> str:
+    """Who holds a lease: host and process, so a support engineer can find it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start_run(store: Store, job: str, connection_id: int | None, now: datetime) -> int:
+    with store.session() as s:
+        run = Run(job=job, connection_id=connection_id, started_at=now, owner=owner_id(), counts={})
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def finish_run(
+    store: Store,
+    run_id: int,
+    now: datetime,
+    outcome: str,
+    counts: dict[str, Any],
+    calls: int,
+    error: str | None = None,
+) -> None:
+    with store.session() as s:
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(ended_at=now, outcome=outcome, counts=counts, calls=calls, error=error)
+        )
+
+
+def last_runs(store: Store, connection_id: int) -> list[Run]:
+    """The most recent run of each job for a connection."""
+    with store.session() as s:
+        newest = (
+            select(Run.job, func.max(Run.id).label("id"))
+            .where(Run.connection_id == connection_id)
+            .group_by(Run.job)
+            .subquery()
+        )
+        return list(s.scalars(select(Run).join(newest, Run.id == newest.c.id).order_by(Run.job)))
+
+
+def acquire_lease(
+    store: Store, job: str, connection_id: int, now: datetime, ttl: timedelta, owner: str
+) -> None:
+    """Take the lease or raise LeaseBusy. A lease whose holder died is taken over once expired."""
+    expires = now + ttl
+    with store.locked() as s:
+        lease = s.get(Lease, (job, connection_id), with_for_update=True)
+        if lease is None:
+            s.add(Lease(job=job, connection_id=connection_id, owner=owner, expires_at=expires))
+            try:
+                s.flush()
+            except IntegrityError:  # another host inserted it between our read and write
+                raise LeaseBusy(f"{job} is already running for this connection") from None
+            return
+        if lease.owner != owner and lease.expires_at > now:
+            raise LeaseBusy(
+                f"{job} is already running for this connection (held by {lease.owner} "
+                f"until {lease.expires_at:%H:%M:%S} UTC)"
+            )
+        lease.owner, lease.expires_at = owner, expires
+
+
+def renew_lease(
+    store: Store, job: str, connection_id: int, now: datetime, ttl: timedelta, owner: str
+) -> None:
+    with store.session() as s:
+        s.execute(
+            update(Lease)
+            .where(Lease.job == job, Lease.connection_id == connection_id, Lease.owner == owner)
+            .values(expires_at=now + ttl)
+        )
+
+
+def release_lease(store: Store, job: str, connection_id: int, owner: str) -> None:
+    with store.session() as s:
+        s.execute(
+            delete(Lease).where(
+                Lease.job == job, Lease.connection_id == connection_id, Lease.owner == owner
+            )
+        )

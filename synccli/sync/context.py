@@ -1,0 +1,178 @@
+"""Wiring for jobs: build a connection's connector over the store-backed ledger and token store,
+hold the job's lease, and record the run.
+
+Every job function takes a :class:`JobContext` and returns a report (a dataclass); the CLI renders
+it. ``run_job`` is the one place where a run row is opened and closed, so every invocation is
+recorded with its outcome, counts and calls, whatever happens.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from synccli.clock import Clock, SystemClock
+from synccli.connectors.base import Connector
+from synccli.errors import (
+    AuthError,
+    BudgetExhausted,
+    LeaseBusy,
+    ReauthRequired,
+    SyncError,
+)
+from synccli.store.connections import StoreTokenStore, credentials
+from synccli.store.db import Store
+from synccli.store.ledger import StoreLedger
+from synccli.store.models import Connection
+from synccli.store.runs import (
+    acquire_lease,
+    finish_run,
+    owner_id,
+    release_lease,
+    renew_lease,
+    start_run,
+)
+
+log = logging.getLogger("synccli.job")
+R = TypeVar("R")
+LEASE_TTL = timedelta(minutes=15)
+
+
+def connector_module(provider: str) -> Any:
+    return importlib.import_module(f"synccli.connectors.{provider}")
+
+
+def build_connector(
+    store: Store,
+    conn: Connection,
+    *,
+    clock: Clock,
+    run_id: int | None = None,
+    reserve: int = 0,
+    time_scale: float = 1.0,
+    pace: bool = True,
+    timeout: tuple[float, float] = (5.0, 30.0),
+) -> Connector:
+    """The connector for ``conn``, its calls counted in the store's ledger."""
+    module = connector_module(conn.provider)
+    limits = _limits_of(module)
+    ledger = StoreLedger(store, conn.id, limits, run_id=run_id, reserve=reserve)
+    settings = dict(conn.settings)
+    return module.connect(
+        settings,
+        credentials(store, conn),
+        token_store=StoreTokenStore(store, conn.id),
+        ledger=ledger,
+        clock=clock,
+        time_scale=float(settings.get("time_scale", time_scale)),
+        pace=pace,
+        timeout=timeout,
+    )
+
+
+def _limits_of(module: Any) -> Any:
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Connector) and value is not Connector:
+            return value.capabilities.limits
+    raise SyncError(f"connector module {module.__name__} declares no connector")
+
+
+@dataclass
+class JobContext:
+    store: Store
+    connection: Connection
+    clock: Clock = field(default_factory=SystemClock)
+    dry_run: bool = False
+    run_id: int | None = None
+    reserve: int = 0
+    connector_factory: Callable[[JobContext], Connector] | None = None
+    _connector: Connector | None = None
+
+    @property
+    def connector(self) -> Connector:
+        if self._connector is None:
+            if self.connector_factory is not None:
+                self._connector = self.connector_factory(self)
+            else:
+                self._connector = build_connector(
+                    self.store, self.connection, clock=self.clock, run_id=self.run_id,
+                    reserve=self.reserve,
+                )
+        return self._connector
+
+    @property
+    def calls(self) -> int:
+        return self._connector.http.calls if self._connector is not None else 0
+
+    def heartbeat(self, job: str) -> None:
+        """Extend the lease during long runs."""
+        if not self.dry_run:
+            renew_lease(self.store, job, self.connection.id, self.clock.now(), LEASE_TTL, owner_id())
+
+
+OUTCOMES: dict[type[SyncError], str] = {
+    BudgetExhausted: "budget",
+    ReauthRequired: "reauth",
+    AuthError: "auth",
+    LeaseBusy: "busy",
+}
+
+
+@contextmanager
+def job_run(
+    store: Store,
+    job: str,
+    conn: Connection,
+    *,
+    clock: Clock | None = None,
+    dry_run: bool = False,
+    lease: bool = True,
+    connector_factory: Callable[[JobContext], Connector] | None = None,
+    reserve: int = 0,
+) -> Iterator[JobContext]:
+    """Hold the (job, connection) lease, record a run row, and close it with the outcome.
+
+    A dry run takes no lease and writes no run row: it writes nothing at all.
+    """
+    clock = clock or SystemClock()
+    owner = owner_id()
+    if dry_run:
+        yield JobContext(store, conn, clock, True, None, reserve, connector_factory)
+        return
+    if lease:
+        acquire_lease(store, job, conn.id, clock.now(), LEASE_TTL, owner)
+    run_id = start_run(store, job, conn.id, clock.now())
+    ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory)
+    outcome, error, counts = "ok", None, {}
+    try:
+        yield ctx
+        counts = getattr(ctx, "counts", {})
+    except SyncError as err:
+        outcome = next((v for k, v in OUTCOMES.items() if isinstance(err, k)), "failed")
+        error = err.message
+        counts = getattr(ctx, "counts", {})
+        raise
+    except BaseException as err:
+        outcome, error = "failed", f"{err.__class__.__name__}: {err}"
+        raise
+    finally:
+        finish_run(store, run_id, clock.now(), outcome, _plain(counts), ctx.calls, error)
+        if lease:
+            release_lease(store, job, conn.id, owner)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)

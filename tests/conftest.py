@@ -1,0 +1,87 @@
+"""Shared fixtures: a fresh store per test (SQLite, or PostgreSQL when its URL is set), and a
+CLI runner that keeps stdout and stderr apart."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from synccli.config import load_settings
+from synccli.store.db import Store, make_engine
+
+POSTGRES_URL = os.environ.get("SYNC_TEST_POSTGRES_URL")
+POSTGRES_SKIP = "PostgreSQL tests need SYNC_TEST_POSTGRES_URL (set by .ci/run)"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data directory and no configuration leaking in from the machine."""
+    data = tmp_path / "data"
+    for var in list(os.environ):
+        if var.startswith("SYNC_") and var != "SYNC_TEST_POSTGRES_URL":
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("SYNC_DATA_DIR", str(data))
+    monkeypatch.chdir(tmp_path)
+    return data
+
+
+def reset_postgres(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """An upgraded SQLite store in the test's data directory."""
+    settings = load_settings()
+    st = Store(settings)
+    st.upgrade()
+    yield st
+    st.dispose()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_SKIP)
+    reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def pg_store(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.setenv("SYNC_DATABASE_URL", pg_url)
+    st = Store(load_settings())
+    st.upgrade()
+    yield st
+    st.dispose()
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli():
+    """Run ``synccli ARGS`` in-process; returns exit code, stdout and stderr separately."""
+    from synccli.cli.main import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+        result = runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return invoke
