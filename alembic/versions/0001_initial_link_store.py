@@ -2,14 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 00:00:00.806840
+Create Date: 2026-11-29 00:02:46.222126
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-import synccli.store.models
+import synccli.store.models  # noqa: F401
 
 
 revision: str = "0001"
@@ -34,36 +34,6 @@ def upgrade() -> None:
         sa.Column("updated_at", synccli.store.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
-    )
-    op.create_table(
-        "customers",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
-        sa.Column("email", sa.String(length=255), nullable=True),
-        sa.Column("account_number", sa.String(length=100), nullable=True),
-        sa.Column("first_name", sa.String(length=255), nullable=True),
-        sa.Column("last_name", sa.String(length=255), nullable=True),
-        sa.Column("created_at", synccli.store.models.UTCDateTime(), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("customers", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_customers_account_number"), ["account_number"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_customers_email"), ["email"], unique=False)
-
-    op.create_table(
-        "products",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("sku", sa.String(length=100), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
-        sa.Column("description", sa.Text(), nullable=True),
-        sa.Column("price", sa.Numeric(precision=18, scale=4), nullable=True),
-        sa.Column("stock", sa.Numeric(precision=18, scale=4), nullable=True),
-        sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", synccli.store.models.UTCDateTime(), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("sku"),
     )
     op.create_table(
         "api_calls",
@@ -108,6 +78,27 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["connection_id"], ["connections.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("connection_id", "stream"),
     )
+    op.create_table(
+        "customers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "connection_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("email", sa.String(length=255), nullable=True),
+        sa.Column("account_number", sa.String(length=100), nullable=True),
+        sa.Column("first_name", sa.String(length=255), nullable=True),
+        sa.Column("last_name", sa.String(length=255), nullable=True),
+        sa.Column("created_at", synccli.store.models.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["connection_id"], ["connections.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_customers_account_number"), ["account_number"], unique=False
+        )
+        batch_op.create_index(batch_op.f("ix_customers_email"), ["email"], unique=False)
+
     op.create_table(
         "events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -181,25 +172,21 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key"),
     )
     op.create_table(
-        "orders",
+        "products",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("number", sa.String(length=100), nullable=False),
-        sa.Column("date", synccli.store.models.UTCDateTime(), nullable=False),
-        sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column(
-            "customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+            "connection_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
         ),
-        sa.Column("customer_email", sa.String(length=255), nullable=True),
-        sa.Column("customer_account", sa.String(length=100), nullable=True),
-        sa.Column("customer_name", sa.String(length=255), nullable=True),
-        sa.Column("total", sa.Numeric(precision=18, scale=4), nullable=False),
-        sa.Column("created_at", synccli.store.models.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["customer_id"],
-            ["customers.id"],
-        ),
+        sa.Column("sku", sa.String(length=100), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("description", sa.Text(), nullable=True),
+        sa.Column("price", sa.Numeric(precision=18, scale=4), nullable=True),
+        sa.Column("stock", sa.Numeric(precision=18, scale=4), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", synccli.store.models.UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["connection_id"], ["connections.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("number"),
+        sa.UniqueConstraint("connection_id", "sku", name="uq_products_sku"),
     )
     op.create_table(
         "review_items",
@@ -236,6 +223,31 @@ def upgrade() -> None:
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.create_index("ix_runs_job", ["connection_id", "job", "started_at"], unique=False)
 
+    op.create_table(
+        "orders",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "connection_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("number", sa.String(length=100), nullable=False),
+        sa.Column("date", synccli.store.models.UTCDateTime(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column(
+            "customer_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("customer_email", sa.String(length=255), nullable=True),
+        sa.Column("customer_account", sa.String(length=100), nullable=True),
+        sa.Column("customer_name", sa.String(length=255), nullable=True),
+        sa.Column("total", sa.Numeric(precision=18, scale=4), nullable=False),
+        sa.Column("created_at", synccli.store.models.UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(["connection_id"], ["connections.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("connection_id", "number", name="uq_orders_number"),
+    )
     op.create_table(
         "invoice_jobs",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -303,12 +315,13 @@ def downgrade() -> None:
         batch_op.drop_index("ix_invoice_jobs_due")
 
     op.drop_table("invoice_jobs")
+    op.drop_table("orders")
     with op.batch_alter_table("runs", schema=None) as batch_op:
         batch_op.drop_index("ix_runs_job")
 
     op.drop_table("runs")
     op.drop_table("review_items")
-    op.drop_table("orders")
+    op.drop_table("products")
     op.drop_table("notifications")
     with op.batch_alter_table("links", schema=None) as batch_op:
         batch_op.drop_index("ix_links_sweep")
@@ -319,17 +332,16 @@ def downgrade() -> None:
         batch_op.drop_index("ix_events_record")
 
     op.drop_table("events")
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_customers_email"))
+        batch_op.drop_index(batch_op.f("ix_customers_account_number"))
+
+    op.drop_table("customers")
     op.drop_table("cursors")
     op.drop_table("budgets")
     with op.batch_alter_table("api_calls", schema=None) as batch_op:
         batch_op.drop_index("ix_api_calls_conn_at")
 
     op.drop_table("api_calls")
-    op.drop_table("products")
-    with op.batch_alter_table("customers", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_customers_email"))
-        batch_op.drop_index(batch_op.f("ix_customers_account_number"))
-
-    op.drop_table("customers")
     op.drop_table("connections")
     # ### end Alembic commands ###

@@ -83,7 +83,7 @@ def set_values(store: Store, name: str, values: dict[str, str]) -> Connection:
         for key, value in values.items():
             if key == "notify_email":
                 conn.notify_email = value or None
-            elif key in SECRET_KEYS:
+            elif key in SECRET_KEYS or key == "expires_at":
                 creds[key] = value
                 secrets.register(value)
             elif value == "":

@@ -130,7 +130,9 @@ class Store:
         current, head = self.current_revision(), head_revision()
         if current != head:
             state = "empty" if current is None else f"at {current}, code expects {head}"
-            raise SchemaOutdated(f"the store's schema is out of date ({state}): run `synccli db upgrade`")
+            raise SchemaOutdated(
+                f"the store's schema is out of date ({state}): run `synccli db upgrade`"
+            )
 
     def upgrade(self) -> tuple[str | None, str | None]:
         before = self.current_revision()

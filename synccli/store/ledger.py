@@ -103,7 +103,9 @@ class StoreLedger:
             if call.remaining:
                 budget = s.get(Budget, self.connection_id)
                 if budget is None:
-                    budget = Budget(connection_id=self.connection_id, remaining={}, updated_at=call.at)
+                    budget = Budget(
+                        connection_id=self.connection_id, remaining={}, updated_at=call.at
+                    )
                     s.add(budget)
                 budget.remaining = {**(budget.remaining or {}), **call.remaining}
                 budget.updated_at = call.at

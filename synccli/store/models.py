@@ -72,10 +72,14 @@ class Connection(Base):
 
 # --- the shop side ---------------------------------------------------------------------------
 class Product(Base):
+    """A product of the shop whose catalogue the connection feeds (sku unique per connection)."""
+
     __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("connection_id", "sku", name="uq_products_sku"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    sku: Mapped[str] = mapped_column(String(100), unique=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    sku: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
     price: Mapped[Decimal | None]
@@ -88,6 +92,7 @@ class Customer(Base):
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255), index=True)
     account_number: Mapped[str | None] = mapped_column(String(100), index=True)
@@ -97,10 +102,14 @@ class Customer(Base):
 
 
 class Order(Base):
+    """An order of the shop, posted as an invoice through the connection it belongs to."""
+
     __tablename__ = "orders"
+    __table_args__ = (UniqueConstraint("connection_id", "number", name="uq_orders_number"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    number: Mapped[str] = mapped_column(String(100), unique=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(100))
     date: Mapped[datetime]
     currency: Mapped[str] = mapped_column(String(3))
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
@@ -316,7 +325,9 @@ class ReviewItem(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(30))  # ambiguous_customer|created_customer|created_product
+    kind: Mapped[str] = mapped_column(
+        String(30)
+    )  # ambiguous_customer|created_customer|created_product
     subject: Mapped[str] = mapped_column(String(255))  # what it is about (local id, code)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]

@@ -91,6 +91,7 @@ class JobContext:
     run_id: int | None = None
     reserve: int = 0
     connector_factory: Callable[[JobContext], Connector] | None = None
+    counts: Any = None  # the job's report, saved on the run row
     _connector: Connector | None = None
 
     @property
@@ -100,7 +101,10 @@ class JobContext:
                 self._connector = self.connector_factory(self)
             else:
                 self._connector = build_connector(
-                    self.store, self.connection, clock=self.clock, run_id=self.run_id,
+                    self.store,
+                    self.connection,
+                    clock=self.clock,
+                    run_id=self.run_id,
                     reserve=self.reserve,
                 )
         return self._connector
@@ -112,7 +116,9 @@ class JobContext:
     def heartbeat(self, job: str) -> None:
         """Extend the lease during long runs."""
         if not self.dry_run:
-            renew_lease(self.store, job, self.connection.id, self.clock.now(), LEASE_TTL, owner_id())
+            renew_lease(
+                self.store, job, self.connection.id, self.clock.now(), LEASE_TTL, owner_id()
+            )
 
 
 OUTCOMES: dict[type[SyncError], str] = {
@@ -151,11 +157,11 @@ def job_run(
     outcome, error, counts = "ok", None, {}
     try:
         yield ctx
-        counts = getattr(ctx, "counts", {})
+        counts = ctx.counts or {}
     except SyncError as err:
         outcome = next((v for k, v in OUTCOMES.items() if isinstance(err, k)), "failed")
         error = err.message
-        counts = getattr(ctx, "counts", {})
+        counts = ctx.counts or {}
         raise
     except BaseException as err:
         outcome, error = "failed", f"{err.__class__.__name__}: {err}"

@@ -39,7 +39,9 @@ class ConnectionStatus:
     review_waiting: int = 0
 
 
-def status_report(store: Store, now: datetime, names: list[str] | None = None) -> list[ConnectionStatus]:
+def status_report(
+    store: Store, now: datetime, names: list[str] | None = None
+) -> list[ConnectionStatus]:
     """Per connection: last run of each job, cursor lag, budget use, queue, ghosts, review items."""
     from synccli.sync.context import _limits_of, connector_module
 
@@ -52,8 +54,15 @@ def status_report(store: Store, now: datetime, names: list[str] | None = None) -
         item = ConnectionStatus(conn.name, conn.provider, conn.needs_reauth)
         for run in last_runs(store, conn.id):
             item.jobs.append(
-                JobStatus(run.job, run.started_at, run.ended_at, run.outcome, run.calls,
-                          run.counts or {}, run.error)
+                JobStatus(
+                    run.job,
+                    run.started_at,
+                    run.ended_at,
+                    run.outcome,
+                    run.calls,
+                    run.counts or {},
+                    run.error,
+                )
             )
         with store.session() as s:
             for cur in s.scalars(select(Cursor).where(Cursor.connection_id == conn.id)):
@@ -66,16 +75,22 @@ def status_report(store: Store, now: datetime, names: list[str] | None = None) -
                 .group_by(InvoiceJob.state)
             ):
                 item.invoices[state] = n
-            item.ghosts = s.scalar(
-                select(func.count()).select_from(Link).where(
-                    Link.connection_id == conn.id, Link.state.in_(("ghost", "archived"))
+            item.ghosts = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Link)
+                    .where(Link.connection_id == conn.id, Link.state.in_(("ghost", "archived")))
                 )
-            ) or 0
-            item.review_waiting = s.scalar(
-                select(func.count()).select_from(ReviewItem).where(
-                    ReviewItem.connection_id == conn.id, ReviewItem.resolved_at.is_(None)
+                or 0
+            )
+            item.review_waiting = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(ReviewItem)
+                    .where(ReviewItem.connection_id == conn.id, ReviewItem.resolved_at.is_(None))
                 )
-            ) or 0
+                or 0
+            )
         item.calls = usage(store, conn.id, now)
         try:
             limits = _limits_of(connector_module(conn.provider))
@@ -89,5 +104,8 @@ def status_report(store: Store, now: datetime, names: list[str] | None = None) -
 def last_run_of(store: Store, connection_id: int, job: str) -> Run | None:
     with store.session() as s:
         return s.scalar(
-            select(Run).where(Run.connection_id == connection_id, Run.job == job).order_by(Run.id.desc()).limit(1)
+            select(Run)
+            .where(Run.connection_id == connection_id, Run.job == job)
+            .order_by(Run.id.desc())
+            .limit(1)
         )

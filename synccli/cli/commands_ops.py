@@ -1,0 +1,156 @@
+"""Operations: ``plan``, ``doctor``, ``trace`` and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from synccli.cli import output
+from synccli.cli.state import state
+from synccli.clock import SystemClock
+from synccli.errors import ExitCode, SyncError, UsageError
+from synccli.store.connections import get_connection, list_connections
+from synccli.sync import plan as planning
+from synccli.sync.doctor import check_connection, check_setup
+from synccli.sync.trace import trace as trace_record
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+    app.command("doctor")(doctor)
+    app.command("trace")(trace)
+    app.command("demo")(demo)
+
+
+def plan(
+    products: int = typer.Option(..., "--products", help="Products in the catalogue."),
+    customers: int = typer.Option(..., "--customers", help="Customers."),
+    orders_per_day: int = typer.Option(..., "--orders-per-day", help="Orders a day."),
+    crontab: Path | None = typer.Option(None, "--crontab", help="A crontab to cost (default: the recommended one)."),
+    provider: list[str] = typer.Option([], "--provider", help="Only this provider (repeatable; default all)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """The calls per day and per month a schedule spends, per job, against each provider's limits,
+    and the worst-case freshness of a product change. Warns when over budget and proposes a
+    schedule that fits.
+
+    Example:
+
+        synccli plan --products 5000 --customers 3000 --orders-per-day 50 --crontab crontab.example
+    """
+    for value, name in ((products, "--products"), (customers, "--customers"), (orders_per_day, "--orders-per-day")):
+        if value < 0:
+            raise UsageError(f"{name} must not be negative")
+    schedule = planning.load_schedule(crontab)
+    merchant = planning.Merchant(products, customers, orders_per_day)
+    reports = [planning.plan(p, merchant, schedule) for p in (provider or list(planning.MODELS))]
+    if json_out:
+        output.print_json(reports)
+        return
+    for r in reports:
+        limit = f"limit {r.limit_day}/day" if r.limit_day else (
+            f"limit {r.limit_month}/month" if r.limit_month else "leaky bucket, no day/month cap")
+        output.table(
+            ["job", "runs/day", "calls/day", "calls/month", "how"],
+            [[j.job, j.runs_per_day, f"{j.calls_per_day:g}", f"{j.calls_per_month:g}", j.note] for j in r.jobs],
+            title=f"{r.provider}: {r.calls_per_day:g} calls/day, {r.calls_per_month:g} calls/month ({limit})",
+        )
+        fresh = f"{r.freshness_minutes:g} minutes" if r.freshness_minutes is not None else "no pull scheduled"
+        sweep = f"every {r.sweep_days:g} days" if r.sweep_days is not None else "never"
+        output.line(f"  worst-case freshness of a product change: {fresh}; whole catalogue swept {sweep}")
+        for w in r.warnings:
+            output.warn(f"  warning: {w}")
+        if r.proposal:
+            output.line("  a schedule that fits:")
+            for line in r.proposal:
+                output.line(f"    {line}")
+        output.line("")
+
+
+def doctor(
+    ctx: typer.Context,
+    connection: list[str] = typer.Option([], "--connection", "-c", help="Only these connections."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Check configuration, schema, provider reachability, token, clock skew and budget: one line
+    each, ok or the problem and what to do.
+
+    Example:
+
+        synccli doctor --connection shop1
+    """
+    st = state(ctx)
+    try:
+        store = st.store(check=False)
+    except SyncError as err:
+        output.error_line(err.message)
+        raise typer.Exit(int(err.exit_code)) from None
+    checks = check_setup(st.settings, store)
+    schema_ok = all(c.ok for c in checks if c.name == "schema")
+    if schema_ok:
+        now = SystemClock().now()
+        conns = [get_connection(store, n) for n in connection] if connection else list_connections(store)
+        for conn in conns:
+            checks.extend(check_connection(store, conn, now))
+    if json_out:
+        output.print_json(checks)
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok else "FAIL"
+            fix = f" -> {c.fix}" if c.fix and not c.ok else ""
+            output.line(f"{mark} {c.name}: {c.message}{fix}")
+    if not all(c.ok for c in checks):
+        raise typer.Exit(int(ExitCode.FAILURE))
+
+
+def trace(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="product, customer or invoice."),
+    key: str = typer.Argument(..., help="SKU, email or order number."),
+    connection: str | None = typer.Option(None, "--connection", "-c", help="Connection (default: the only one)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """The history of one record: its links, every change with its run, every attempt with its error.
+
+    Example:
+
+        synccli trace invoice WEB-1042
+        synccli trace product SKU-00042 --json
+    """
+    store = state(ctx).store()
+    if connection:
+        conn = get_connection(store, connection)
+    else:
+        conns = list_connections(store)
+        if len(conns) != 1:
+            raise UsageError("name a connection with --connection NAME")
+        conn = conns[0]
+    result = trace_record(store, conn, kind, key)
+    if json_out:
+        output.print_json(result)
+        return
+    output.line(f"{kind} {key} ({conn.name})")
+    for name, value in result.record.items():
+        output.line(f"  {name}: {value if value is not None else '-'}")
+    for link in result.links:
+        output.line(f"  link: remote {link['remote_id']} ({link['state']}, {link['origin']}), "
+                    f"last synced {link['last_synced_at']}")
+    output.table(["when", "what", "detail", "run"],
+                 [[h.at, h.what, h.detail, f"{h.job or ''} #{h.run_id}" if h.run_id else "-"] for h in result.history])
+
+
+def demo(
+    ctx: typer.Context,
+    keep: Path | None = typer.Option(None, "--keep", help="Keep the demo's store in this directory."),
+) -> None:
+    """Run the whole schedule against the three sandboxes in a throwaway store, change data,
+    run again, and show the status. Needs no configuration and no network.
+
+    Example:
+
+        synccli demo
+    """
+    from synccli.sync.demo import run_demo
+
+    run_demo(keep, say=output.line)

@@ -1,0 +1,142 @@
+"""``pull-products``, ``sweep-oldest`` and ``sync-product``."""
+
+from __future__ import annotations
+
+import typer
+
+from synccli.cli import output
+from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, DRY_RUN_OPT, JSON_OPT, run_for_connections
+from synccli.cli.state import state
+from synccli.errors import UsageError
+from synccli.store.models import Connection
+from synccli.sync import products
+from synccli.sync.context import JobContext
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pull-products")(pull_products)
+    app.command("sweep-oldest")(sweep_oldest)
+    app.command("sync-product")(sync_product)
+
+
+def _changes_table(changes: list[products.Change], title: str) -> None:
+    if changes:
+        output.table(["sku", "field", "old", "new"],
+                     [[c.sku, c.field, c.old, c.new] for c in changes[:200]], title=title)
+        if len(changes) > 200:
+            output.line(f"... and {len(changes) - 200} more (use --json for all)")
+
+
+def pull_products(
+    ctx: typer.Context,
+    since: str | None = typer.Option(None, "--since", help="2h, 30m, 1d or an ISO timestamp (default: the stored cursor)."),
+    connection: list[str] = CONNECTION_OPT,
+    all_: bool = ALL_OPT,
+    dry_run: bool = DRY_RUN_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Download products and stock positions changed since the last pull, page by page.
+
+    Example:
+
+        synccli pull-products --all            # from cron, every 30 minutes
+        synccli pull-products -c shop1 --since 2h --dry-run
+    """
+    quiet = state(ctx).quiet
+    progress = None
+    if output.out.is_terminal and not json_out and not quiet:
+        progress = output.out.status("pulling...")
+
+    def work(jc: JobContext) -> products.PullReport:
+        start = products.parse_since(since, jc.clock.now())
+
+        def on_page(r: products.PullReport) -> None:
+            if progress is not None:
+                progress.update(f"{jc.connection.name}: page {r.pages}, {r.seen} items, {r.changed} changed")
+
+        if progress is not None:
+            progress.start()
+        try:
+            return products.pull_products(jc, start, on_page)
+        finally:
+            if progress is not None:
+                progress.stop()
+
+    def render(conn: Connection, r: products.PullReport) -> None:
+        if r.dry_run:
+            _changes_table(r.changes, f"{conn.name}: would change")
+        prefix = "would apply" if r.dry_run else "pulled"
+        output.line(
+            f"{conn.name}: {prefix} {r.pages} page(s): {r.seen} items seen, {r.changed} changed, "
+            f"{r.new} new, {r.deactivated} deactivated; {r.calls} call(s), {r.seconds:.1f}s"
+        )
+        for err in r.errors:
+            output.warn(f"{conn.name}: {err}")
+
+    run_for_connections(ctx, "pull-products", connection, all_, dry_run, work, render, json_out)
+
+
+def sweep_oldest(
+    ctx: typer.Context,
+    n: str = typer.Argument(..., help="How many products, or 'auto' (the day's leftover budget)."),
+    connection: list[str] = CONNECTION_OPT,
+    all_: bool = ALL_OPT,
+    dry_run: bool = DRY_RUN_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Re-check the N products synced longest ago; flag ghosts (vanished or archived remotely).
+
+    Example:
+
+        synccli sweep-oldest 500 --all
+        synccli sweep-oldest auto -c shop1 --dry-run
+    """
+    if n != "auto" and not n.isdigit():
+        raise UsageError(f"sweep-oldest: N must be a number or 'auto', got {n!r}")
+
+    def work(jc: JobContext) -> products.SweepReport:
+        count = products.sweep_budget(jc) if n == "auto" else int(n)
+        return products.sweep_oldest(jc, count)
+
+    def render(conn: Connection, r: products.SweepReport) -> None:
+        if r.dry_run:
+            _changes_table(r.changes, f"{conn.name}: would change")
+        output.line(
+            f"{conn.name}: swept {r.swept} of {r.requested} requested, {r.changed} changed, "
+            f"{len(r.ghosts)} ghost(s); {r.calls} call(s), {r.seconds:.1f}s"
+        )
+        if r.ghosts:
+            output.table(["sku", "remote id", "state"],
+                         [[g["sku"], g["remote_id"], g["state"]] for g in r.ghosts], title="ghosts")
+
+    run_for_connections(ctx, "sweep-oldest", connection, all_, dry_run, work, render, json_out)
+
+
+def sync_product(
+    ctx: typer.Context,
+    sku: str = typer.Argument(..., help="The product's code (SKU)."),
+    connection: list[str] = CONNECTION_OPT,
+    dry_run: bool = DRY_RUN_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Sync one product and its stock now (at most 2 calls); prints before and after.
+
+    Example:
+
+        synccli sync-product SKU-00042 -c shop1 --dry-run
+    """
+
+    def work(jc: JobContext) -> products.ProductSyncReport:
+        return products.sync_product(jc, sku)
+
+    def render(conn: Connection, r: products.ProductSyncReport) -> None:
+        if not r.found:
+            output.line(f"{conn.name}: {sku} not found at the provider; {r.calls} call(s)")
+            return
+        keys = ["name", "description", "price", "stock", "active"]
+        before, after = r.before or {}, r.after or {}
+        output.table(["field", "before", "after"], [[k, before.get(k), after.get(k)] for k in keys],
+                     title=f"{conn.name}: {sku}{' (dry run, nothing written)' if r.dry_run else ''}")
+        output.line(f"{len(r.changes)} change(s); {r.calls} call(s)")
+
+    run_for_connections(ctx, "sync-product", connection, False, dry_run, work, render, json_out)

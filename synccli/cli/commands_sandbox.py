@@ -1,0 +1,72 @@
+"""``synccli sandbox serve``: a local simulator of a provider's API, on loopback."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from synccli.cli import output
+from synccli.cli.state import state
+from synccli.errors import UsageError
+from synccli.sandbox import harness
+
+app = typer.Typer(
+    help="Local simulators of the providers' APIs.\n\nExample:\n\n    synccli sandbox serve --provider xero --products 5000",
+    no_args_is_help=True,
+)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="sandbox")
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    provider: str = typer.Option(..., "--provider", help="xero, unleashed or lightspeed."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
+    port: int = typer.Option(0, "--port", help="Port (0: any free port)."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the generated data."),
+    products: int = typer.Option(50, "--products", help="Products to generate."),
+    customers: int = typer.Option(30, "--customers", help="Customers to generate."),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Speed up rate-limit windows by this factor."),
+    faults: str | None = typer.Option(None, "--faults", help="e.g. '500:0.1,lost:0.1@PUT:/Invoices,slow:0.05'."),
+    connect: str | None = typer.Option(
+        None, "--connect", help="Also add (or replace) a store connection with this name pointing at the sandbox."
+    ),
+    seconds: float | None = typer.Option(None, "--seconds", help="Stop after this many seconds (default: Ctrl-C)."),
+) -> None:
+    """Serve a simulator of a provider's API and print its base URL.
+
+    Example:
+
+        synccli sandbox serve --provider xero --products 5000 --connect demo-xero
+        curl "$URL/api.xro/2.0/Items" ...
+    """
+    if provider not in harness.PROVIDERS:
+        raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(harness.PROVIDERS)}")
+    try:
+        running = harness.start(provider, host=host, port=port, seed=seed, products=products,
+                                customers=customers, time_scale=time_scale, faults=faults)
+    except ValueError as exc:
+        raise UsageError(f"--faults: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if connect:
+        from synccli.store.connections import list_connections, remove_connection
+
+        store = state(ctx).store()
+        if any(c.name == connect for c in list_connections(store)):
+            remove_connection(store, connect, force=True)
+        harness.add_connection(store, connect, running, time_scale=time_scale)
+        output.line(f"connection {connect} points at the sandbox")
+    print(running.url, flush=True)
+    try:
+        deadline = time.monotonic() + seconds if seconds else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()

@@ -1,0 +1,104 @@
+"""Running a job from the CLI over one connection or all of them: leases, run rows, exit codes.
+
+With ``--all``, a connection whose lease another process holds is skipped quietly: several cron
+hosts share the connections between them. With ``--connection``, a busy lease is exit code 4.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import typer
+from sqlalchemy import select
+
+from synccli.cli import output
+from synccli.cli.state import state
+from synccli.clock import SystemClock
+from synccli.errors import ExitCode, LeaseBusy, SyncError, UsageError
+from synccli.logs import bind
+from synccli.store.db import Store
+from synccli.store.models import Connection
+from synccli.sync.context import JobContext, job_run
+
+log = logging.getLogger("synccli.job")
+R = TypeVar("R")
+
+# When several connections fail differently, the most actionable code wins.
+_PRIORITY = [ExitCode.REAUTH, ExitCode.BUDGET, ExitCode.USAGE, ExitCode.FAILURE, ExitCode.BUSY]
+
+CONNECTION_OPT = typer.Option([], "--connection", "-c", help="Connection name (repeatable).")
+ALL_OPT = typer.Option(False, "--all", help="Every connection.")
+DRY_RUN_OPT = typer.Option(
+    False, "--dry-run", help="Read from the provider, show what would change, write nothing."
+)
+JSON_OPT = typer.Option(False, "--json", help="JSON output.")
+
+
+def select_connections(store: Store, names: list[str], all_: bool) -> list[Connection]:
+    with store.session() as s:
+        conns = list(s.scalars(select(Connection).order_by(Connection.name)))
+    if all_:
+        return conns
+    if not names:
+        if len(conns) == 1:
+            return conns
+        raise UsageError("name a connection with --connection NAME, or use --all")
+    by_name = {c.name: c for c in conns}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UsageError(f"no connection named {missing[0]!r} (see `synccli connections list`)")
+    return [by_name[n] for n in names]
+
+
+@dataclass
+class Outcome:
+    connection: str
+    report: Any = None
+    error: str | None = None
+    code: int = 0
+
+
+def run_for_connections(
+    ctx: typer.Context,
+    job: str,
+    names: list[str],
+    all_: bool,
+    dry_run: bool,
+    work: Callable[[JobContext], R],
+    render: Callable[[Connection, R], None] | None = None,
+    json_out: bool = False,
+) -> list[Outcome]:
+    """Run ``work`` for each selected connection; render each report; exit with the worst code."""
+    st = state(ctx)
+    store = st.store()
+    outcomes: list[Outcome] = []
+    for conn in select_connections(store, names, all_):
+        with bind(job=job, connection=conn.name):
+            try:
+                with job_run(store, job, conn, clock=SystemClock(), dry_run=dry_run) as jc:
+                    report = work(jc)
+                    jc.counts = report
+                outcomes.append(Outcome(conn.name, report))
+                if render is not None and not json_out and not st.quiet:
+                    render(conn, report)
+            except LeaseBusy as err:
+                if all_:
+                    log.info("skipped: %s", err.message)
+                    continue
+                outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
+                output.error_line(f"{conn.name}: {err.message}")
+            except SyncError as err:
+                outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
+                output.error_line(f"{conn.name}: {err.message}")
+    if json_out:
+        output.print_json(
+            [{"connection": o.connection, "error": o.error, "report": o.report} for o in outcomes]
+        )
+    codes = {o.code for o in outcomes if o.code}
+    if codes:
+        worst = next(int(c) for c in _PRIORITY if int(c) in codes)
+        raise typer.Exit(worst)
+    return outcomes

@@ -1,0 +1,92 @@
+"""Start simulators and point store connections at them: for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from synccli.sandbox.core import SandboxApp, SandboxServer
+from synccli.store.connections import add_connection as store_add_connection
+from synccli.store.db import Store
+from synccli.store.models import Connection
+
+PROVIDERS = ("xero", "unleashed", "lightspeed")
+_SECRET_WORDS = ("secret", "token", "api_key", "password")
+
+
+@dataclass
+class Running:
+    provider: str
+    app: Any
+    server: SandboxServer
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def create_app(provider: str, **kw: Any) -> SandboxApp:
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}")
+    return importlib.import_module(f"synccli.sandbox.{provider}").create(**kw)
+
+
+def start(provider: str, host: str = "127.0.0.1", port: int = 0, **kw: Any) -> Running:
+    """Create a simulator and serve it on loopback in a background thread."""
+    app = create_app(provider, **kw)
+    return Running(provider, app, SandboxServer(app, host, port).start())
+
+
+def connection_values(running: Running, tenant: str | None = None, **extra: Any) -> tuple[dict, dict]:
+    """(settings, credentials) for a connection to ``running``'s tenant."""
+    app = running.app
+    raw = dict(app.credentials(tenant) if tenant else app.credentials())
+    settings: dict[str, Any] = {"base_url": running.url}
+    creds: dict[str, Any] = {}
+    if running.provider == "xero":
+        settings.update(identity_url=running.url, login_url=running.url)
+    if running.provider == "lightspeed":
+        settings.update(auth_url=f"{running.url}/auth/oauth")
+    expires_in = raw.pop("expires_in", None)
+    for key, value in raw.items():
+        if key in ("token_type", "scope", "tenant", "id_token"):
+            continue
+        if any(word in key for word in _SECRET_WORDS):
+            creds[key] = value
+        else:
+            settings[key] = value
+    if expires_in is not None and "access_token" in creds:
+        creds["expires_at"] = (app.clock.now() + timedelta(seconds=int(expires_in))).isoformat()
+    settings.update(extra)
+    return settings, creds
+
+
+def add_connection(
+    store: Store,
+    name: str,
+    running: Running,
+    tenant: str | None = None,
+    notify_email: str | None = None,
+    **settings: Any,
+) -> Connection:
+    """A store connection pointing at ``running`` (tokens included, as if authorised)."""
+    values, creds = connection_values(running, tenant, **settings)
+    conn = store_add_connection(store, name, running.provider, values,
+                                {k: v for k, v in creds.items() if k != "expires_at"}, notify_email)
+    tokens = {k: creds[k] for k in ("access_token", "refresh_token", "expires_at") if k in creds}
+    if tokens:
+        from synccli.store.connections import set_values
+
+        set_values(store, name, {k: str(v) for k, v in tokens.items()})
+    return conn

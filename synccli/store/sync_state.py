@@ -1,0 +1,160 @@
+"""Links, cursors, change events and review items: the functions jobs use to read and write them.
+
+All functions take an open session; the caller decides where a transaction ends (a job commits
+page by page).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from synccli.store.models import Cursor, Event, Link, ReviewItem
+
+
+def link_by_remote(s: Session, connection_id: int, kind: str, remote_id: str) -> Link | None:
+    return s.scalar(
+        select(Link).where(
+            Link.connection_id == connection_id, Link.kind == kind, Link.remote_id == remote_id
+        )
+    )
+
+
+def link_by_local(s: Session, connection_id: int, kind: str, local_id: int) -> Link | None:
+    return s.scalar(
+        select(Link).where(
+            Link.connection_id == connection_id, Link.kind == kind, Link.local_id == local_id
+        )
+    )
+
+
+def links_by_remote(s: Session, connection_id: int, kind: str) -> dict[str, Link]:
+    """Every link of a kind, keyed by remote id (one query for a whole page or catalogue)."""
+    rows = s.scalars(select(Link).where(Link.connection_id == connection_id, Link.kind == kind))
+    return {link.remote_id: link for link in rows}
+
+
+def add_link(
+    s: Session,
+    connection_id: int,
+    kind: str,
+    local_id: int,
+    remote_id: str,
+    now: datetime,
+    *,
+    remote_code: str | None = None,
+    origin: str = "matched",
+    remote_updated_at: datetime | None = None,
+) -> Link:
+    """Bind a local record to a remote one. The database's unique keys refuse a second binding
+    of either side (IntegrityError), so two racing jobs cannot both link."""
+    link = Link(
+        connection_id=connection_id,
+        kind=kind,
+        local_id=local_id,
+        remote_id=remote_id,
+        remote_code=remote_code,
+        origin=origin,
+        state="linked",
+        last_synced_at=now,
+        remote_updated_at=remote_updated_at,
+        created_at=now,
+    )
+    s.add(link)
+    s.flush()
+    return link
+
+
+def oldest_links(s: Session, connection_id: int, kind: str, limit: int) -> list[Link]:
+    """The links synced longest ago (never-synced first): the sweep's rotation."""
+    return list(
+        s.scalars(
+            select(Link)
+            .where(Link.connection_id == connection_id, Link.kind == kind)
+            .order_by(Link.last_synced_at.is_not(None), Link.last_synced_at, Link.id)
+            .limit(limit)
+        )
+    )
+
+
+def get_cursor(s: Session, connection_id: int, stream: str) -> Cursor | None:
+    return s.get(Cursor, (connection_id, stream))
+
+
+def advance_cursor(
+    s: Session,
+    connection_id: int,
+    stream: str,
+    value: datetime | None,
+    now: datetime,
+    page: int | None = None,
+) -> None:
+    """Move a cursor forward (never back), in the caller's transaction, so it commits together
+    with the page it describes."""
+    cursor = s.get(Cursor, (connection_id, stream))
+    if cursor is None:
+        s.add(
+            Cursor(
+                connection_id=connection_id, stream=stream, value=value, page=page, updated_at=now
+            )
+        )
+        return
+    if value is not None and (cursor.value is None or value > cursor.value):
+        cursor.value = value
+    cursor.page = page
+    cursor.updated_at = now
+
+
+def record_event(
+    s: Session,
+    *,
+    run_id: int | None,
+    connection_id: int | None,
+    kind: str,
+    local_id: int,
+    field: str,
+    old: Any,
+    new: Any,
+    at: datetime,
+) -> None:
+    s.add(
+        Event(
+            run_id=run_id,
+            connection_id=connection_id,
+            kind=kind,
+            local_id=local_id,
+            field=field,
+            old=None if old is None else str(old),
+            new=None if new is None else str(new),
+            at=at,
+        )
+    )
+
+
+def add_review(
+    s: Session,
+    connection_id: int,
+    kind: str,
+    subject: str,
+    detail: dict[str, Any],
+    now: datetime,
+) -> ReviewItem:
+    """A review item for the merchant; the same (kind, subject) is recorded once."""
+    item = s.scalar(
+        select(ReviewItem).where(
+            ReviewItem.connection_id == connection_id,
+            ReviewItem.kind == kind,
+            ReviewItem.subject == subject,
+        )
+    )
+    if item is None:
+        item = ReviewItem(
+            connection_id=connection_id, kind=kind, subject=subject, detail=detail, created_at=now
+        )
+        s.add(item)
+    else:
+        item.detail = detail
+    return item

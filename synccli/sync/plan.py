@@ -1,0 +1,279 @@
+"""``plan``: what a cron schedule will spend, per job, against each provider's limits.
+
+Merchants underestimate how many calls a sync takes; this model tells them before the provider
+does. It counts calls the way the connectors make them (page sizes, batch sizes, lookups at sale
+time), so the month simulation in ``bench/month.py`` can check it.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from synccli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ProviderModel:
+    name: str
+    per_day: int | None
+    per_month: int | None
+    item_page: int | None  # products per page of a changed-products read (None: one call for all)
+    stock_page: int | None  # stock rows per page (None: stock comes with products)
+    customer_page: int
+    lookup_batch: int | None  # ids per call when sweeping (None: the whole catalogue in one call)
+    sweep_calls_per_batch: int  # 2 where stock is a separate read
+    post_calls: float  # calls to post one invoice (lookups the provider needs included)
+    find_product: int = 1
+    create_product: int = 1
+    find_customer: int = 2  # by email, then by account number
+    create_customer: int = 1
+    per_run_overhead: float = 0.0  # post-invoices: reads once per run (e.g. tax categories)
+
+
+MODELS = {
+    "xero": ProviderModel("xero", 5000, None, None, None, 1000, None, 1, post_calls=1),
+    "unleashed": ProviderModel("unleashed", None, 15000, 1000, 1000, 1000, 100, 2, post_calls=1),
+    "lightspeed": ProviderModel(
+        "lightspeed", None, None, 100, 100, 100, 100, 1, post_calls=2, per_run_overhead=1
+    ),
+}
+
+JOBS = ("pull-products", "sweep-oldest", "link-customers", "post-invoices")
+
+
+@dataclass
+class Merchant:
+    products: int
+    customers: int
+    orders_per_day: int
+    product_change_rate: float = 0.02  # share of products whose price/description changes a day
+    stock_change_rate: float = 0.05  # share whose stock moves a day
+    new_customers_per_day: int = 20
+    unknown_share: float = 0.10  # orders with a product or customer the provider lacks
+
+
+@dataclass
+class Entry:
+    """One job line of a schedule."""
+
+    job: str
+    runs_per_day: int
+    max_gap_minutes: float
+    argument: str | None = None  # sweep-oldest N
+
+
+@dataclass
+class JobCost:
+    job: str
+    runs_per_day: int
+    calls_per_day: float
+    calls_per_month: float
+    note: str = ""
+
+
+@dataclass
+class PlanReport:
+    provider: str
+    jobs: list[JobCost]
+    calls_per_day: float
+    calls_per_month: float
+    limit_day: int | None
+    limit_month: int | None
+    freshness_minutes: float | None
+    sweep_days: float | None  # days to sweep the whole catalogue once
+    warnings: list[str] = field(default_factory=list)
+    proposal: list[str] = field(default_factory=list)
+
+
+DEFAULT_SCHEDULE = [
+    Entry("pull-products", 48, 30),
+    Entry("sweep-oldest", 4, 360, "auto"),
+    Entry("link-customers", 4, 360),
+    Entry("post-invoices", 24, 60),
+]
+
+
+def _field_values(spec: str, low: int, high: int) -> list[int]:
+    values: set[int] = set()
+    for part in spec.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            step = int(step_text)
+        if part == "*":
+            start, end = low, high
+        elif "-" in part:
+            a, b = part.split("-", 1)
+            start, end = int(a), int(b)
+        else:
+            start = end = int(part)
+            if step != 1:
+                end = high
+        values.update(range(start, end + 1, step))
+    return sorted(v for v in values if low <= v <= high)
+
+
+def parse_crontab(text: str) -> list[Entry]:
+    """Job lines of a crontab: how often each synccli job runs a day, and its longest gap."""
+    entries: list[Entry] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" in line.split()[0]:
+            continue
+        parts = line.split(None, 5)
+        if len(parts) < 6:
+            raise UsageError(f"crontab line {number}: expected 5 time fields and a command")
+        minute, hour = parts[0], parts[1]
+        words = shlex.split(parts[5])
+        job = next((w for w in words if w in JOBS), None)
+        if job is None:
+            continue
+        try:
+            minutes = _field_values(minute, 0, 59)
+            hours = _field_values(hour, 0, 23)
+        except ValueError:
+            raise UsageError(f"crontab line {number}: cannot read the time fields") from None
+        times = sorted(h * 60 + m for h in hours for m in minutes)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)] + [
+            times[0] + 1440 - times[-1]
+        ]
+        arg = None
+        if job == "sweep-oldest":
+            i = words.index(job)
+            arg = words[i + 1] if i + 1 < len(words) else None
+        entries.append(Entry(job, len(times), float(max(gaps)), arg))
+    if not entries:
+        raise UsageError("the crontab has no synccli job lines")
+    return entries
+
+
+def load_schedule(path: Path | None) -> list[Entry]:
+    if path is None:
+        return DEFAULT_SCHEDULE
+    try:
+        return parse_crontab(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read crontab {path}: {exc.strerror}") from None
+
+
+def _pages(n: float, page: int | None) -> int:
+    """Calls to read ``n`` records a page at a time: at least one (the call that finds none)."""
+    if page is None:
+        return 1
+    return max(1, math.ceil(n / page))
+
+
+def plan(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanReport:
+    """Calls a day and a month for ``schedule`` at ``provider`` for ``merchant``; when it does not
+    fit the provider's limits (or freshness and sweep aims), a proposed schedule that does."""
+    report = _cost(provider, merchant, schedule)
+    if report.warnings:
+        report.proposal = propose(provider, merchant)
+    return report
+
+
+def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanReport:
+    if provider not in MODELS:
+        raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(MODELS)}")
+    m = MODELS[provider]
+    jobs: list[JobCost] = []
+    freshness = None
+    sweep_per_day = 0.0
+    for entry in schedule:
+        runs = max(1, entry.runs_per_day)
+        if entry.job == "pull-products":
+            changed = merchant.products * merchant.product_change_rate / runs
+            moved = merchant.products * merchant.stock_change_rate / runs
+            per_run = _pages(changed, m.item_page)
+            if m.stock_page is not None:
+                per_run += _pages(moved, m.stock_page)
+            calls = per_run * runs
+            freshness = entry.max_gap_minutes if freshness is None else min(
+                freshness, entry.max_gap_minutes
+            )
+            note = f"{per_run} call(s) a run"
+        elif entry.job == "sweep-oldest":
+            n = _sweep_n(entry.argument, m, merchant, schedule)
+            batches = 1 if m.lookup_batch is None else math.ceil(n / m.lookup_batch)
+            per_run = batches * m.sweep_calls_per_batch if n else 0
+            calls = per_run * runs
+            sweep_per_day += (merchant.products if m.lookup_batch is None else n) * runs
+            note = f"{n} products a run, {per_run} call(s)"
+        elif entry.job == "link-customers":
+            per_run = _pages(merchant.new_customers_per_day / runs, m.customer_page)
+            calls = per_run * runs
+            note = f"{per_run} call(s) a run"
+        else:  # post-invoices
+            unknown = merchant.orders_per_day * merchant.unknown_share
+            per_order = m.post_calls
+            lookups = unknown / 2 * (m.find_product + m.create_product) + unknown / 2 * (
+                m.find_customer + m.create_customer
+            )
+            active_runs = min(runs, merchant.orders_per_day)
+            calls = merchant.orders_per_day * per_order + lookups + active_runs * m.per_run_overhead
+            note = f"{per_order:g} call(s) an order, {lookups:g} lookups/creates a day"
+        jobs.append(JobCost(entry.job, runs, round(calls, 1), round(calls * 30, 1), note))
+    per_day = sum(j.calls_per_day for j in jobs)
+    report = PlanReport(
+        provider=provider,
+        jobs=jobs,
+        calls_per_day=round(per_day, 1),
+        calls_per_month=round(per_day * 30, 1),
+        limit_day=m.per_day,
+        limit_month=m.per_month,
+        freshness_minutes=freshness,
+        sweep_days=round(merchant.products / sweep_per_day, 1) if sweep_per_day else None,
+    )
+    if m.per_day and per_day > m.per_day:
+        report.warnings.append(f"{per_day:.0f} calls a day exceed Xero's {m.per_day} a day")
+    if m.per_month and per_day * 30 > m.per_month:
+        report.warnings.append(
+            f"{per_day * 30:.0f} calls a month exceed the quota of {m.per_month}"
+        )
+    if freshness is not None and freshness > 120:
+        report.warnings.append(f"a product change may take {freshness:.0f} minutes to show (aim: 30)")
+    if report.sweep_days is not None and report.sweep_days > 7:
+        report.warnings.append(
+            f"the whole catalogue is swept only every {report.sweep_days} days (aim: 7)"
+        )
+    return report
+
+
+def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: list[Entry]) -> int:
+    runs = next((e.runs_per_day for e in schedule if e.job == "sweep-oldest"), 1)
+    if arg and arg.isdigit():
+        return min(int(arg), merchant.products)
+    if m.lookup_batch is None:
+        return merchant.products
+    # auto: enough to cover the catalogue in 7 days, in whole batches
+    per_run = math.ceil(merchant.products / 7 / max(1, runs))
+    return min(merchant.products, math.ceil(per_run / m.lookup_batch) * m.lookup_batch)
+
+
+def propose(provider: str, merchant: Merchant) -> list[str]:
+    """A schedule that fits the provider's limits, as crontab lines."""
+    m = MODELS[provider]
+    for pull_every in (30, 60, 120):
+        schedule = [
+            Entry("pull-products", 1440 // pull_every, pull_every),
+            Entry("sweep-oldest", 1, 1440, "auto"),
+            Entry("link-customers", 1, 1440),
+            Entry("post-invoices", 12, 120),
+        ]
+        report = _cost(provider, merchant, schedule)
+        within_day = not m.per_day or report.calls_per_day <= m.per_day
+        within_month = not m.per_month or report.calls_per_month <= m.per_month
+        if within_day and within_month:
+            return [
+                f"*/{pull_every} * * * *" if pull_every < 60 else f"0 */{pull_every // 60} * * *",
+                "  synccli pull-products --all",
+                "30 2 * * *  synccli sweep-oldest auto --all",
+                "45 2 * * *  synccli link-customers --all",
+                "5 */2 * * *  synccli post-invoices --all",
+                f"# about {report.calls_per_month:.0f} calls a month, product changes visible "
+                f"within {pull_every} minutes",
+            ]
+    return ["# no schedule fits: ask the provider for a higher limit"]

@@ -1,0 +1,490 @@
+"""Products and stock: the incremental pull, the rotating sweep, and the one-off sync.
+
+The provider is the source of truth for products, prices, descriptions and stock. Applying a
+remote record is idempotent (a field is written, and an event recorded, only when it differs), so
+the cursor's overlap and a crashed run's re-read never apply a change twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from synccli.connectors.base import RemoteProduct, RemoteStock
+from synccli.errors import UsageError
+from synccli.store.ledger import day_start
+from synccli.store.models import ApiCall, Link, Product
+from synccli.store.sync_state import (
+    add_link,
+    advance_cursor,
+    get_cursor,
+    links_by_remote,
+    oldest_links,
+    record_event,
+)
+from synccli.sync.context import JobContext
+
+log = logging.getLogger("synccli.job")
+
+KIND = "product"
+FIELDS = ("name", "description", "price", "stock", "active")
+
+
+@dataclass
+class Change:
+    """One field of one product that changed (or would, in a dry run)."""
+
+    sku: str
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class PullReport:
+    pages: int = 0
+    seen: int = 0
+    changed: int = 0
+    new: int = 0
+    deactivated: int = 0
+    stock_seen: int = 0
+    stock_unknown: int = 0  # stock rows for products we have no link for
+    calls: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    cursor: dict[str, str | None] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepReport:
+    requested: int = 0
+    swept: int = 0
+    changed: int = 0
+    ghosts: list[dict[str, str]] = field(default_factory=list)
+    calls: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class ProductSyncReport:
+    sku: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    found: bool
+    calls: int = 0
+    dry_run: bool = False
+    changes: list[Change] = field(default_factory=list)
+
+
+def snapshot(product: Product | None) -> dict[str, Any] | None:
+    if product is None:
+        return None
+    return {f: getattr(product, f) for f in ("sku", *FIELDS)}
+
+
+class _Applier:
+    """Applies remote products to local ones within one session (a page or a batch)."""
+
+    def __init__(self, ctx: JobContext, s: Session, now: datetime, changes: list[Change]) -> None:
+        self.ctx, self.s, self.now, self.changes = ctx, s, now, changes
+        self.conn_id = ctx.connection.id
+        self.dry = ctx.dry_run
+        self.deactivated = 0
+
+    def _local_by_sku(self, skus: list[str]) -> dict[str, Product]:
+        rows = self.s.scalars(
+            select(Product).where(Product.connection_id == self.conn_id, Product.sku.in_(skus))
+        )
+        return {p.sku: p for p in rows}
+
+    def apply_products(self, records: list[RemoteProduct], report: Any) -> None:
+        links = links_by_remote(self.s, self.conn_id, KIND) if records else {}
+        unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
+        by_sku = self._local_by_sku(unlinked_codes) if unlinked_codes else {}
+        linked_ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
+        locals_by_id: dict[int, Product] = {}
+        for chunk in _chunks(linked_ids, 500):
+            for p in self.s.scalars(select(Product).where(Product.id.in_(chunk))):
+                locals_by_id[p.id] = p
+        for remote in records:
+            link = links.get(remote.remote_id)
+            local = locals_by_id.get(link.local_id) if link else None
+            if link is not None and link.remote_updated_at and remote.updated_at:
+                if remote.updated_at < link.remote_updated_at:
+                    continue  # an older copy than we applied (overlap re-read)
+            if local is None:
+                local = by_sku.get(remote.code)
+                if local is None:
+                    report.new += 1
+                    self.changes.append(Change(remote.code, "new", None, remote.name))
+                    if self.dry:
+                        continue
+                    local = Product(
+                        connection_id=self.conn_id,
+                        sku=remote.code,
+                        name=remote.name,
+                        active=remote.active,
+                        updated_at=self.now,
+                    )
+                    self.s.add(local)
+                    self.s.flush()
+                    self._set_fields(local, remote, quiet=True)
+                if not self.dry:
+                    if link is None:
+                        # Exact code only: a provider's prefix match never reaches here.
+                        link = add_link(
+                            self.s,
+                            self.conn_id,
+                            KIND,
+                            local.id,
+                            remote.remote_id,
+                            self.now,
+                            remote_code=remote.code,
+                            remote_updated_at=remote.updated_at,
+                        )
+                        links[remote.remote_id] = link
+                    else:
+                        link.local_id = local.id
+            if self._set_fields(local, remote):
+                report.changed += 1
+            if not self.dry and link is not None:
+                link.last_synced_at = self.now
+                if remote.updated_at and (
+                    link.remote_updated_at is None or remote.updated_at > link.remote_updated_at
+                ):
+                    link.remote_updated_at = remote.updated_at
+                link.state = "linked" if remote.active else "archived"
+
+    def _set_fields(self, local: Product, remote: RemoteProduct, quiet: bool = False) -> bool:
+        wanted = {
+            "name": remote.name,
+            "description": remote.description,
+            "price": remote.price,
+            "active": remote.active,
+        }
+        if remote.stock is not None:
+            wanted["stock"] = remote.stock
+        changed = False
+        for name, new in wanted.items():
+            old = getattr(local, name)
+            if _same(old, new):
+                continue
+            changed = True
+            if name == "active" and new is False and not quiet:
+                self.deactivated += 1
+            if not quiet:
+                self.changes.append(Change(local.sku, name, old, new))
+            if self.dry:
+                continue
+            if not quiet:
+                record_event(
+                    self.s,
+                    run_id=self.ctx.run_id,
+                    connection_id=self.conn_id,
+                    kind=KIND,
+                    local_id=local.id,
+                    field=name,
+                    old=old,
+                    new=new,
+                    at=self.now,
+                )
+            setattr(local, name, new)
+            local.updated_at = self.now
+        return changed and not quiet
+
+    def apply_stock(self, records: list[RemoteStock], report: PullReport) -> None:
+        links = links_by_remote(self.s, self.conn_id, KIND)
+        ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
+        locals_by_id = {}
+        for chunk in _chunks(ids, 500):
+            for p in self.s.scalars(select(Product).where(Product.id.in_(chunk))):
+                locals_by_id[p.id] = p
+        for row in records:
+            report.stock_seen += 1
+            link = links.get(row.remote_id)
+            local = locals_by_id.get(link.local_id) if link else None
+            if local is None:
+                report.stock_unknown += 1
+                continue
+            if _same(local.stock, row.quantity):
+                continue
+            report.changed += 1
+            self.changes.append(Change(local.sku, "stock", local.stock, row.quantity))
+            if self.dry:
+                continue
+            record_event(
+                self.s,
+                run_id=self.ctx.run_id,
+                connection_id=self.conn_id,
+                kind=KIND,
+                local_id=local.id,
+                field="stock",
+                old=local.stock,
+                new=row.quantity,
+                at=self.now,
+            )
+            local.stock = row.quantity
+            local.updated_at = self.now
+            link.last_synced_at = self.now
+
+
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, Decimal) or isinstance(new, Decimal):
+        if old is None or new is None:
+            return old is None and new is None
+        return Decimal(old) == Decimal(new)
+    return old == new
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """``2h``, ``30m``, ``1d`` or an ISO timestamp (taken as UTC when it has no zone)."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r}: use a duration like 2h, 30m, 1d or an ISO timestamp"
+        ) from None
+    from synccli.clock import utc
+
+    return utc(parsed)
+
+
+def pull_products(
+    ctx: JobContext,
+    since: datetime | None = None,
+    on_page: Callable[[PullReport], None] | None = None,
+) -> PullReport:
+    """Products and stock changed since the stored cursor (or ``since``), page by page.
+
+    Each page is applied and committed together with the cursor it allows, so a crash loses at
+    most the page in flight, and the next run re-reads it (with the provider's overlap).
+    """
+    started = time.perf_counter()
+    report = PullReport(dry_run=ctx.dry_run)
+    connector = ctx.connector
+    overlap = connector.capabilities.cursor_overlap
+    run_start = ctx.clock.now()
+    streams: list[tuple[str, Callable[[datetime | None], Any]]] = [
+        ("products", connector.changed_products),
+        ("stock", connector.changed_stock),
+    ]
+    for stream, fetch in streams:
+        with ctx.store.session() as s:
+            cursor = get_cursor(s, ctx.connection.id, stream)
+            stored = cursor.value if cursor else None
+        start = since if since is not None else (stored - overlap if stored else None)
+        newest: datetime | None = None
+        for page in fetch(start):
+            report.pages += 1
+            now = ctx.clock.now()
+            with ctx.store.session() as s:
+                applier = _Applier(ctx, s, now, report.changes)
+                if stream == "products":
+                    report.seen += len(page.records)
+                    applier.apply_products(page.records, report)
+                else:
+                    applier.apply_stock(page.records, report)
+                report.deactivated += applier.deactivated
+                report.errors.extend(page.errors)
+                stamps = [r.updated_at for r in page.records if r.updated_at]
+                if stamps:
+                    newest = max([newest, *stamps]) if newest else max(stamps)
+                if not ctx.dry_run and page.cursor is not None:
+                    # never past the run's start: records changed while we read come next time
+                    advance_cursor(
+                        s, ctx.connection.id, stream, min(page.cursor, run_start), now, page.number
+                    )
+                if ctx.dry_run:
+                    s.rollback()
+            if on_page:
+                on_page(report)
+            ctx.heartbeat("pull-products")
+        if not ctx.dry_run:
+            with ctx.store.session() as s:
+                final = min(newest, run_start) if newest else None
+                advance_cursor(s, ctx.connection.id, stream, final, ctx.clock.now(), None)
+                cur = get_cursor(s, ctx.connection.id, stream)
+                report.cursor[stream] = cur.value.isoformat() if cur and cur.value else None
+    report.calls = ctx.calls
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: int = 50) -> int:
+    """``sweep-oldest auto``: as many products as the day's leftover calls allow after keeping
+    calls back for invoices and pulls (priorities: invoices, pulls, then sweeps)."""
+    caps = ctx.connector.capabilities
+    limits = caps.limits
+    with ctx.store.session() as s:
+        links = (
+            s.scalar(
+                select(func.count())
+                .select_from(Link)
+                .where(Link.connection_id == ctx.connection.id, Link.kind == KIND)
+            )
+            or 0
+        )
+        used = (
+            s.scalar(
+                select(func.count())
+                .select_from(ApiCall)
+                .where(
+                    ApiCall.connection_id == ctx.connection.id,
+                    ApiCall.at >= day_start(ctx.clock.now()),
+                )
+            )
+            or 0
+        )
+    if caps.full_catalogue_call:
+        return links  # one call reads the whole catalogue
+    per_day = limits.per_day or (math.floor(limits.per_month / 30) if limits.per_month else None)
+    if per_day is None:  # a leaky bucket: budget by the drip over an hour of sweeping
+        per_day = int((limits.drip_per_second or 1) * 3600)
+    left = max(0, per_day - used - reserve_invoices - reserve_pulls)
+    calls_per_batch = 1 if caps.stock_in_product else 2
+    return min(links, (left // calls_per_batch) * (caps.lookup_batch or links))
+
+
+def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
+    """Re-check the ``n`` linked products synced longest ago, in the provider's largest batches.
+
+    Products the provider no longer returns are marked ``ghost``; those it returns archived are
+    marked ``archived``; both are listed. Every swept link is stamped, so repeated sweeps rotate
+    through the whole catalogue.
+    """
+    started = time.perf_counter()
+    report = SweepReport(requested=n, dry_run=ctx.dry_run)
+    connector = ctx.connector
+    with ctx.store.session() as s:
+        picked = [
+            (lk.id, lk.remote_id, lk.local_id) for lk in oldest_links(s, ctx.connection.id, KIND, n)
+        ]
+    batch = connector.capabilities.lookup_batch or max(1, len(picked))
+    for chunk in _chunks(picked, batch):
+        remote = {p.remote_id: p for p in connector.get_products([rid for _, rid, _ in chunk])}
+        now = ctx.clock.now()
+        with ctx.store.session() as s:
+            applier = _Applier(ctx, s, now, report.changes)
+            counter = PullReport()
+            applier.apply_products([remote[rid] for _, rid, _ in chunk if rid in remote], counter)
+            report.changed += counter.changed
+            for link_id, rid, local_id in chunk:
+                link = s.get(Link, link_id)
+                product = s.get(Product, local_id)
+                sku = product.sku if product else rid
+                if rid not in remote:
+                    report.ghosts.append({"sku": sku, "remote_id": rid, "state": "ghost"})
+                    if not ctx.dry_run and link is not None:
+                        link.state = "ghost"
+                        if product is not None and product.active:
+                            record_event(
+                                s,
+                                run_id=ctx.run_id,
+                                connection_id=ctx.connection.id,
+                                kind=KIND,
+                                local_id=product.id,
+                                field="active",
+                                old=True,
+                                new=False,
+                                at=now,
+                            )
+                            product.active = False
+                elif not remote[rid].active:
+                    report.ghosts.append({"sku": sku, "remote_id": rid, "state": "archived"})
+                if not ctx.dry_run and link is not None:
+                    link.last_synced_at = now
+            report.swept += len(chunk)
+            if ctx.dry_run:
+                s.rollback()
+        ctx.heartbeat("sweep-oldest")
+    report.calls = ctx.calls
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
+    """One product and its stock, in at most 2 calls; shows before and after."""
+    with ctx.store.session() as s:
+        local = s.scalar(
+            select(Product).where(Product.connection_id == ctx.connection.id, Product.sku == sku)
+        )
+        before = snapshot(local)
+        link = None
+        if local is not None:
+            link = s.scalar(
+                select(Link).where(
+                    Link.connection_id == ctx.connection.id,
+                    Link.kind == KIND,
+                    Link.local_id == local.id,
+                )
+            )
+        remote_id = link.remote_id if link else None
+    remote: RemoteProduct | None
+    if remote_id:
+        found = ctx.connector.get_products([remote_id])
+        remote = found[0] if found else None
+    else:
+        remote = ctx.connector.find_product(sku)
+    report = ProductSyncReport(
+        sku=sku, before=before, after=before, found=remote is not None, dry_run=ctx.dry_run
+    )
+    if remote is None:
+        if link is not None and not ctx.dry_run:
+            with ctx.store.session() as s:
+                stored = s.get(Link, link.id)
+                if stored is not None:
+                    stored.state = "ghost"
+                    stored.last_synced_at = ctx.clock.now()
+        report.calls = ctx.calls
+        return report
+    with ctx.store.session() as s:
+        applier = _Applier(ctx, s, ctx.clock.now(), report.changes)
+        applier.apply_products([remote], PullReport())
+        if ctx.dry_run:
+            s.rollback()
+            after = dict(before or {"sku": sku})
+            for change in report.changes:
+                if change.field != "new":
+                    after[change.field] = change.new
+            if before is None:
+                after.update(
+                    name=remote.name,
+                    description=remote.description,
+                    price=remote.price,
+                    stock=remote.stock,
+                    active=remote.active,
+                )
+            report.after = after
+        else:
+            s.flush()
+            report.after = snapshot(
+                s.scalar(
+                    select(Product).where(
+                        Product.connection_id == ctx.connection.id, Product.sku == sku
+                    )
+                )
+            )
+    report.calls = ctx.calls
+    return report
