@@ -32,21 +32,38 @@ def add(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="A short name, e.g. shop1."),
     provider: str = typer.Option(..., "--provider", help="xero, unleashed or lightspeed."),
-    client_id: str | None = typer.Option(None, "--client-id", help="OAuth2 client id (Xero, Lightspeed)."),
+    client_id: str | None = typer.Option(
+        None, "--client-id", help="OAuth2 client id (Xero, Lightspeed)."
+    ),
     client_secret: str | None = typer.Option(
-        None, "--client-secret", envvar="SYNC_CLIENT_SECRET", help="OAuth2 client secret (or SYNC_CLIENT_SECRET)."
+        None,
+        "--client-secret",
+        envvar="SYNC_CLIENT_SECRET",
+        help="OAuth2 client secret (or SYNC_CLIENT_SECRET).",
     ),
     api_id: str | None = typer.Option(None, "--api-id", help="Unleashed API id."),
-    api_key: str | None = typer.Option(None, "--api-key", envvar="SYNC_API_KEY", help="Unleashed API key (or SYNC_API_KEY)."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="SYNC_API_KEY", help="Unleashed API key (or SYNC_API_KEY)."
+    ),
     secret_stdin: bool = typer.Option(
         False, "--secret-stdin", help="Read the client secret / API key from stdin (never echoed)."
     ),
-    tenant_id: str | None = typer.Option(None, "--tenant-id", help="Xero tenant (organisation) id."),
+    tenant_id: str | None = typer.Option(
+        None, "--tenant-id", help="Xero tenant (organisation) id."
+    ),
     account_id: str | None = typer.Option(None, "--account-id", help="Lightspeed account id."),
-    grant: str | None = typer.Option(None, "--grant", help="Xero: authorization_code (default) or client_credentials."),
-    base_url: str | None = typer.Option(None, "--base-url", help="API base URL (default: the provider's)."),
-    notify_email: str | None = typer.Option(None, "--notify-email", help="Where the merchant's emails go."),
-    setting: list[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
+    grant: str | None = typer.Option(
+        None, "--grant", help="Xero: authorization_code (default) or client_credentials."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="API base URL (default: the provider's)."
+    ),
+    notify_email: str | None = typer.Option(
+        None, "--notify-email", help="Where the merchant's emails go."
+    ),
+    setting: list[str] = typer.Option(
+        [], "--set", help="Any other setting, KEY=VALUE (repeatable)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Add a connection. Secrets are stored encrypted and never shown.
@@ -86,7 +103,9 @@ def add(
 
 
 @app.command("list")
-def list_(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")) -> None:
+def list_(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
+) -> None:
     """List connections.
 
     Example:
@@ -135,7 +154,9 @@ def show(
 def set_(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Connection name."),
-    values: list[str] = typer.Argument(..., help="KEY=VALUE pairs; an empty VALUE removes a setting."),
+    values: list[str] = typer.Argument(
+        ..., help="KEY=VALUE pairs; an empty VALUE removes a setting."
+    ),
 ) -> None:
     """Change settings or credentials of a connection.
 
@@ -164,3 +185,27 @@ def remove(
     dropped = store_connections.remove_connection(store, name, force)
     note = f", {dropped} unposted invoice(s) dropped" if dropped else ""
     output.line(f"connection {name} removed{note}")
+
+
+@app.command("authorize")
+def authorize(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Connection name."),
+    port: int = typer.Option(0, "--port", help="Loopback port for the redirect (0: any free port)."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the redirect."),
+) -> None:
+    """Authorise a Xero or Lightspeed connection (OAuth2 authorization code): prints the URL,
+    listens on 127.0.0.1 for the redirect, stores the tokens encrypted.
+
+    Example:
+
+        synccli connections authorize shop1 --port 8765
+    """
+    from synccli.sync.authorize import authorize as run_authorize
+
+    store = state(ctx).store()
+    conn = store_connections.get_connection(store, name)
+    result = run_authorize(store, conn, say=lambda text: output.err.print(text, markup=False),
+                           port=port, timeout=timeout)
+    details = ", ".join(f"{k} {v}" for k, v in result.details.items())
+    output.line(f"connection {name} authorised{'; ' + details if details else ''}")

@@ -57,8 +57,9 @@ def connection_values(running: Running, tenant: str | None = None, **extra: Any)
     if running.provider == "xero":
         settings.update(identity_url=running.url, login_url=running.url)
     if running.provider == "lightspeed":
-        settings.update(auth_url=f"{running.url}/auth/oauth")
+        settings.update(auth_url=running.url)
     expires_in = raw.pop("expires_in", None)
+    raw.pop("expires_at", None)  # recomputed below on the sandbox's clock
     for key, value in raw.items():
         if key in ("token_type", "scope", "tenant", "id_token"):
             continue

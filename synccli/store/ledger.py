@@ -42,7 +42,9 @@ class StoreLedger:
         limits: Limits,
         run_id: int | None = None,
         reserve: int = 0,
+        read_only: bool = False,
     ) -> None:
+        self.read_only = read_only  # a dry run checks the budget but writes nothing
         self.store = store
         self.connection_id = connection_id
         self.limits = limits
@@ -87,6 +89,8 @@ class StoreLedger:
         )
 
     def record(self, call: CallRecord) -> None:
+        if self.read_only:
+            return
         with self.store.session() as s:
             s.add(
                 ApiCall(
@@ -111,6 +115,8 @@ class StoreLedger:
                 budget.updated_at = call.at
 
     def exhausted(self, scope: str, reset_at: datetime, message: str) -> None:
+        if self.read_only:
+            return
         with self.store.session() as s:
             budget = s.get(Budget, self.connection_id)
             if budget is None:

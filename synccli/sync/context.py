@@ -54,6 +54,7 @@ def build_connector(
     clock: Clock,
     run_id: int | None = None,
     reserve: int = 0,
+    dry_run: bool = False,
     time_scale: float = 1.0,
     pace: bool = True,
     timeout: tuple[float, float] = (5.0, 30.0),
@@ -61,7 +62,7 @@ def build_connector(
     """The connector for ``conn``, its calls counted in the store's ledger."""
     module = connector_module(conn.provider)
     limits = _limits_of(module)
-    ledger = StoreLedger(store, conn.id, limits, run_id=run_id, reserve=reserve)
+    ledger = StoreLedger(store, conn.id, limits, run_id=run_id, reserve=reserve, read_only=dry_run)
     settings = dict(conn.settings)
     return module.connect(
         settings,
@@ -106,6 +107,7 @@ class JobContext:
                     clock=self.clock,
                     run_id=self.run_id,
                     reserve=self.reserve,
+                    dry_run=self.dry_run,
                 )
         return self._connector
 

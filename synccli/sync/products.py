@@ -62,6 +62,7 @@ class PullReport:
     seconds: float = 0.0
     dry_run: bool = False
     cursor: dict[str, str | None] = field(default_factory=dict)
+    ghosts: list[dict[str, str]] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -296,8 +297,11 @@ def pull_products(
             stored = cursor.value if cursor else None
         start = since if since is not None else (stored - overlap if stored else None)
         newest: datetime | None = None
+        seen_ids: set[str] = set()
         for page in fetch(start):
             report.pages += 1
+            if stream == "products":
+                seen_ids.update(r.remote_id for r in page.records)
             now = ctx.clock.now()
             with ctx.store.session() as s:
                 applier = _Applier(ctx, s, now, report.changes)
@@ -321,6 +325,9 @@ def pull_products(
             if on_page:
                 on_page(report)
             ctx.heartbeat("pull-products")
+        if stream == "products" and connector.capabilities.full_catalogue_call:
+            # One call read the whole catalogue: whatever is missing from it has vanished.
+            _flag_missing(ctx, seen_ids, report)
         if not ctx.dry_run:
             with ctx.store.session() as s:
                 final = min(newest, run_start) if newest else None
@@ -330,6 +337,32 @@ def pull_products(
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
+    now = ctx.clock.now()
+    with ctx.store.session() as s:
+        rows = s.execute(
+            select(Link, Product)
+            .join(Product, Product.id == Link.local_id)
+            .where(Link.connection_id == ctx.connection.id, Link.kind == KIND,
+                   Link.state != "ghost")
+        ).all()
+        for link, product in rows:
+            if link.remote_id in seen:
+                continue
+            report.ghosts.append({"sku": product.sku, "remote_id": link.remote_id, "state": "ghost"})
+            if ctx.dry_run:
+                continue
+            link.state = "ghost"
+            link.last_synced_at = now
+            if product.active:
+                report.deactivated += 1
+                record_event(s, run_id=ctx.run_id, connection_id=ctx.connection.id, kind=KIND,
+                             local_id=product.id, field="active", old=True, new=False, at=now)
+                product.active = False
+        if ctx.dry_run:
+            s.rollback()
 
 
 def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: int = 50) -> int:

@@ -1,0 +1,205 @@
+"""Issue 5: pull-products, sweep-oldest, sync-product and ghosts, against every sandbox."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from synccli.clock import SimClock
+from synccli.sandbox import harness
+from synccli.store.db import Store
+from synccli.store.models import Event, Link, Product
+from synccli.sync import products
+from synccli.sync.context import job_run
+
+PROVIDERS = ["xero", "unleashed", "lightspeed"]
+# Fewest calls for a pull that finds nothing: Xero reads Items in one call; the others read
+# products and stock separately.
+EMPTY_PULL_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2}
+SWEEP_100_MAX_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2}
+SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 200.0}  # drain the leaky bucket fast
+
+
+def start(provider: str, n: int, **kw) -> harness.Running:
+    kw.setdefault("customers", 5)
+    running = harness.start(provider, products=n, time_scale=SCALE[provider], **kw)
+    if provider == "unleashed":
+        running.app.move_all_stock()  # every product gets a StockOnHand row
+    return running
+
+
+@pytest.fixture
+def world(request, store: Store) -> Iterator[tuple[Store, harness.Running, object]]:
+    provider, n = request.param
+    with start(provider, n, clock=CLOCK) as running:
+        conn = harness.add_connection(store, "shop", running, time_scale=SCALE[provider])
+        yield store, running, conn
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> None:
+    CLOCK.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+
+CLOCK = SimClock()
+
+
+def pull(store: Store, conn, **kw) -> products.PullReport:
+    with job_run(store, "pull-products", conn, clock=CLOCK, **kw) as jc:
+        report = products.pull_products(jc)
+        jc.counts = report
+    return report
+
+
+def sweep(store: Store, conn, n: int) -> products.SweepReport:
+    with job_run(store, "sweep-oldest", conn, clock=CLOCK) as jc:
+        return products.sweep_oldest(jc, n)
+
+
+def events(store: Store) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(Event)) or 0
+
+
+@pytest.mark.parametrize("world", [(p, 5000) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
+def test_pull_applies_exactly_the_changes_then_nothing_at_minimum_cost(world) -> None:
+    store, running, conn = world
+    first = pull(store, conn)
+    assert first.new == 5000
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Product)) == 5000
+    CLOCK.advance(days=1)  # the initial import lies a day back, outside any re-read overlap
+    app = running.app
+    priced = app.catalogue.change_prices(app.tenant, 37)
+    moved = app.catalogue.change_stock(app.tenant, 12, exclude={p.id for p in priced})
+    before = events(store)
+
+    second = pull(store, conn)
+    assert second.changed == 49
+    assert events(store) - before == 49
+    with store.session() as s:
+        for p in priced:
+            local = s.scalar(select(Product).where(Product.sku == p.code))
+            assert local.price == p.price
+        for p in moved:
+            local = s.scalar(select(Product).where(Product.sku == p.code))
+            assert local.stock == p.stock
+
+    calls_before = app.counters.total()
+    third = pull(store, conn)
+    assert third.changed == 0
+    assert events(store) - before == 49
+    assert app.counters.total() - calls_before == EMPTY_PULL_CALLS[running.provider]
+    assert third.calls == EMPTY_PULL_CALLS[running.provider]
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("provider", ["unleashed", "lightspeed"])
+def test_crash_after_first_committed_page_loses_nothing(provider: str, store: Store) -> None:
+    """Three pages of changes; the process dies after the first page is committed."""
+    size = {"unleashed": 1000, "lightspeed": 100}[provider]
+    n = size * 3
+    with start(provider, n, clock=CLOCK) as running:
+        conn = harness.add_connection(store, "shop", running, time_scale=SCALE[provider])
+        pull(store, conn)
+        CLOCK.advance(days=1)
+        app = running.app
+        changed = app.catalogue.change_prices(app.tenant, n - 5)  # spans three pages
+        baseline = events(store)
+
+        def die_after_first(report: products.PullReport) -> None:
+            if report.pages == 1:
+                raise Crash()
+
+        with pytest.raises(Crash), job_run(store, "pull-products", conn, clock=CLOCK) as jc:
+            products.pull_products(jc, on_page=die_after_first)
+        after_crash = events(store) - baseline
+        assert 0 < after_crash < len(changed)
+
+        pull(store, conn)
+        assert events(store) - baseline == len(changed)  # none lost, none twice
+        with store.session() as s:
+            for p in changed:
+                assert s.scalar(select(Product.price).where(Product.sku == p.code)) == p.price
+
+
+@pytest.mark.parametrize("world", [(p, 5000) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
+def test_sweep_flags_every_ghost_within_one_rotation(world) -> None:
+    store, running, conn = world
+    pull(store, conn)
+    app = running.app
+    deleted = app.catalogue.delete(app.tenant, 5)
+    archived = app.catalogue.archive(app.tenant, 5)
+    n = 1000
+    flagged: dict[str, str] = {}
+    for _ in range(math.ceil(5000 / n)):
+        CLOCK.advance(hours=4)  # cron runs sweeps hours apart
+        report = sweep(store, conn, n)
+        flagged.update({g["sku"]: g["state"] for g in report.ghosts})
+    assert {p.code for p in deleted + archived} <= set(flagged)
+    with store.session() as s:
+        states = dict(s.execute(select(Link.remote_code, Link.state)).all())
+        never = s.scalar(select(func.count()).select_from(Link).where(Link.last_synced_at.is_(None)))
+    assert all(states[p.code] in ("ghost", "archived") for p in deleted + archived)
+    assert never == 0
+    calls = app.counters.total()
+    report = sweep(store, conn, 100)
+    assert report.swept == 100
+    assert app.counters.total() - calls <= SWEEP_100_MAX_CALLS[running.provider]
+
+
+@pytest.mark.parametrize("world", [(p, 200) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
+def test_sync_product_two_calls_and_dry_run_writes_nothing(world, cli, _isolated_env: Path) -> None:
+    store, running, conn = world
+    pull(store, conn)
+    app = running.app
+    target = app.catalogue.change_prices(app.tenant, 1)[0]
+    db = _isolated_env / "synccli.db"
+    with store.engine.connect() as c:
+        c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.dispose()
+    before = db.read_bytes()
+    calls = app.counters.total()
+    dry = cli("sync-product", target.code, "--connection", "shop", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert db.read_bytes() == before
+    assert app.counters.total() - calls <= 2
+    assert str(target.price) in dry.stdout
+
+    calls = app.counters.total()
+    real = cli("sync-product", target.code, "--connection", "shop")
+    assert real.exit_code == 0, real.stderr
+    assert app.counters.total() - calls <= 2
+    with store.session() as s:
+        assert s.scalar(select(Product.price).where(Product.sku == target.code)) == target.price
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_prefix_code_never_links_the_wrong_product(provider: str, store: Store) -> None:
+    with start(provider, 0, clock=CLOCK) as running:
+        app = running.app
+        world_ = app.catalogue.tenant(app.tenant)
+        longer = app.catalogue.gen.add_product(world_, code="ABC-1", price=Decimal("9.00"))
+        exact = app.catalogue.gen.add_product(world_, code="ABC", price=Decimal("5.00"))
+        conn = harness.add_connection(store, "shop", running, time_scale=SCALE[provider])
+        with store.session() as s:
+            s.add(Product(connection_id=conn.id, sku="ABC", name="ours", active=True))
+        with job_run(store, "sync-product", conn, clock=CLOCK) as jc:
+            report = products.sync_product(jc, "ABC")
+        assert report.found
+        with store.session() as s:
+            link = s.scalar(select(Link).where(Link.remote_code == "ABC"))
+            local = s.scalar(select(Product).where(Product.sku == "ABC"))
+            assert link.local_id == local.id
+            assert link.remote_id in (exact.id, str(exact.seq))
+            assert link.remote_id not in (longer.id, str(longer.seq))
+            assert local.price == Decimal("5.00")
