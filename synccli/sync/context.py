@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -25,6 +26,7 @@ from synccli.errors import (
     ReauthRequired,
     SyncError,
 )
+from synccli.logs import bind
 from synccli.store.connections import StoreTokenStore, credentials
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
@@ -40,7 +42,9 @@ from synccli.store.runs import (
 
 log = logging.getLogger("synccli.job")
 R = TypeVar("R")
-LEASE_TTL = timedelta(minutes=15)
+def lease_ttl() -> timedelta:
+    """How long a run's lease lasts before another run may take it over (renewed every page)."""
+    return timedelta(seconds=float(os.environ.get("SYNC_LEASE_SECONDS", "900")))
 
 
 def connector_module(provider: str) -> Any:
@@ -119,7 +123,7 @@ class JobContext:
         """Extend the lease during long runs."""
         if not self.dry_run:
             renew_lease(
-                self.store, job, self.connection.id, self.clock.now(), LEASE_TTL, owner_id()
+                self.store, job, self.connection.id, self.clock.now(), lease_ttl(), owner_id()
             )
 
 
@@ -153,12 +157,13 @@ def job_run(
         yield JobContext(store, conn, clock, True, None, reserve, connector_factory)
         return
     if lease:
-        acquire_lease(store, job, conn.id, clock.now(), LEASE_TTL, owner)
+        acquire_lease(store, job, conn.id, clock.now(), lease_ttl(), owner)
     run_id = start_run(store, job, conn.id, clock.now())
     ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory)
     outcome, error, counts = "ok", None, {}
     try:
-        yield ctx
+        with bind(run_id=run_id, job=job, connection=conn.name):
+            yield ctx
         counts = ctx.counts or {}
     except SyncError as err:
         outcome = next((v for k, v in OUTCOMES.items() if isinstance(err, k)), "failed")
