@@ -243,7 +243,9 @@ class HttpClient:
                     continue
                 raise
             status = resp.status_code
-            if 200 <= status < 300 or status in ok:
+            if status in ok:
+                return resp  # the caller reads this answer itself (e.g. a 404 meaning "absent")
+            if 200 <= status < 300:
                 body_error = self._body_error(resp)
                 if body_error:
                     raise BadResponse(f"{method} {urlsplit(url).path}: {body_error}", status=status)

@@ -466,7 +466,9 @@ class SandboxServer:
         self.httpd = make_server(host, port, app, server_class=_Server, handler_class=_Handler)
         self.host, self.port = self.httpd.server_address[:2]
         self.url = f"http://{self.host}:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> SandboxServer:
         self.thread.start()

@@ -1,0 +1,636 @@
+"""Unleashed Software connector (``api.unleashedsoftware.com``), JSON over HMAC-signed requests.
+
+Settings (non-secret), with defaults:
+- ``base_url``        "https://api.unleashedsoftware.com"
+- ``api_id``          (required) the account's API ID, sent as ``api-auth-id``
+- ``client_type``     "synccli/sync" — the ``client-type`` header (free text, lowercase advised)
+- ``warehouse_code``  None — when set, sales orders go to this warehouse and stock is read for it
+                      (``warehouseCode=``); when None the account's default warehouse / all
+                      warehouses' totals are used
+- ``complete_orders`` False — after posting a sales order, ``POST /SalesOrders/{guid}/Complete``
+                      (completing makes Unleashed raise the invoice and ship the stock)
+- ``order_status``    "Parked" — OrderStatus sent with a new sales order
+- ``stock_field``     "AvailableQty" — which StockOnHand figure is the shop's stock
+                      ("AvailableQty" = on hand - allocated, may be negative; or "QtyOnHand")
+- ``lookup_batch``    100 — product guids per ``productId=`` lookup (keeps the URL near 4 kB)
+
+Credentials (secret): ``api_key`` — the HMAC key. It is registered with :mod:`synccli.secrets`.
+
+Wire rules followed (docs/providers/unleashed.md): the query string is built once, signed byte for
+byte and sent unchanged (values are percent-encoded only where they must be; ``@ : ,`` go raw as
+FL's recordings did); ``Accept`` and ``Content-Type`` are JSON; pages are ``/{Endpoint}/{n}`` at
+pageSize 1000 looping ``while n < NumberOfPages`` (an empty result has NumberOfPages 0); code and
+email filters are prefix matches, so every lookup compares exactly on our side; a missing
+StockOnHand row means 0; ``/Date(ms)/`` and ISO dates are both parsed; money is Decimal.
+
+Cursors: no list is documented as sorted by time in a known direction (``orderBy=LastModifiedOn``
+exists, its direction does not), so pages are read in the default code order, which does not
+reshuffle when records change mid-run (offset paging over a time-sorted list skips a record each
+time an earlier one is modified). ``Page.cursor`` is therefore None on every page but the last,
+which carries the newest ``LastModifiedOn`` of the whole stream. ``cursor_overlap`` is 14 h for
+the JSON timestamp offset seen in 2014 (13 h, NZ daylight time).
+
+Quota: only a monthly allowance per account is documented (default 15000). The status Unleashed
+answers once it is spent is unconfirmed, so any 429, or any answer whose Description speaks of
+the monthly limit, is read as the month's budget being exhausted (``BudgetExhausted``, reset at
+00:00 UTC on the 1st). No remaining-calls header is documented; the ledger keeps count.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from synccli import secrets
+from synccli.clock import Clock, utc
+from synccli.connectors.auth import TokenStore
+from synccli.connectors.base import (
+    Capabilities,
+    Connector,
+    InvoiceDraft,
+    Limits,
+    NewCustomer,
+    NewProduct,
+    Page,
+    PostedInvoice,
+    RemoteCustomer,
+    RemoteProduct,
+    RemoteStock,
+)
+from synccli.connectors.http import HttpClient, Ledger, Profile, _default_message
+from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
+
+DEFAULT_BASE_URL = "https://api.unleashedsoftware.com"
+PAGE_SIZE = 1000
+LOOKUP_BATCH = 100
+CENT = Decimal("0.01")
+# Namespace of the Guids we derive (sales orders from idempotency keys).
+GUID_NAMESPACE = uuid.UUID("5b0e6f52-4f0c-5d3e-9a57-2f1d8c3b7a10")
+_SAFE = "@:,-._~"  # sent raw (FL's recordings show @ and : raw); everything else is encoded
+_DOTNET = re.compile(r"^\\?/Date\((-?\d+)([+-]\d{4})?\)\\?/$")
+_QUOTA = re.compile(r"month|quota|api call limit", re.IGNORECASE)
+_TAKEN = re.compile(r"already|exist|duplicate|unique|in use", re.IGNORECASE)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------
+# wire helpers
+def sign(api_key: str, query: str) -> str:
+    """base64(HMAC-SHA256(key, query string without '?')); "" when the URL has no query."""
+    digest = hmac.new(api_key.encode("utf-8"), query.encode("utf-8"), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def build_query(*pairs: tuple[str, Any]) -> str:
+    """The query string, built once: the exact bytes that are signed and sent."""
+    return "&".join(
+        f"{key}={quote(_text(value), safe=_SAFE)}" for key, value in pairs if value is not None
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return utc(value).strftime("%Y-%m-%dT%H:%M:%S")
+    return str(value)
+
+
+def parse_date(value: Any) -> datetime | None:
+    """``/Date(ms)/`` (optionally ``/Date(ms+1300)/``; ms are UTC) or an ISO timestamp (UTC)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    m = _DOTNET.match(text)
+    if m:
+        return EPOCH + timedelta(milliseconds=int(m.group(1)))
+    text = text.replace("Z", "+00:00")
+    if "." in text:  # .NET writes up to 7 fraction digits
+        head, _, frac = text.partition(".")
+        digits = re.match(r"\d*", frac).group(0)  # type: ignore[union-attr]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{frac[len(digits) :]}"
+    return utc(datetime.fromisoformat(text))
+
+
+def _money(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+
+
+def round2(value: Decimal) -> Decimal:
+    return value.quantize(CENT, ROUND_HALF_UP)
+
+
+def _description(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        return str(body.get("Description") or body.get("description") or "")
+    return ""
+
+
+def _is_limit(resp: requests.Response) -> bool:
+    if resp.status_code == 429:
+        return True
+    return resp.status_code >= 400 and bool(_QUOTA.search(_description(resp)))
+
+
+def _limit_scope(resp: requests.Response) -> str:
+    return "month" if _QUOTA.search(_description(resp)) else "short"
+
+
+def _error_message(resp: requests.Response) -> str:
+    return _description(resp)[:300] or _default_message(resp)
+
+
+def _body_error(body: Any) -> str | None:
+    # FL treats any response carrying a top-level Description as an error.
+    if (
+        isinstance(body, dict)
+        and body.get("Description")
+        and not ("Items" in body or "Guid" in body)
+    ):
+        return str(body["Description"])[:300]
+    return None
+
+
+PROFILE = Profile(
+    read_remaining=lambda resp: {},  # Unleashed documents no remaining-calls header
+    limit_scope=_limit_scope,
+    error_message=_error_message,
+    is_limit=_is_limit,
+    body_error=_body_error,
+)
+
+
+class UnleashedAuth:
+    """Signs every request: ``api-auth-id`` and ``api-auth-signature`` over the query string."""
+
+    def __init__(self, api_id: str, api_key: str) -> None:
+        self.api_id = api_id
+        self._key = api_key
+
+    def headers(self, method: str, url: str, query: str) -> dict[str, str]:
+        return {"api-auth-id": self.api_id, "api-auth-signature": sign(self._key, query)}
+
+    def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
+        return False  # nothing to refresh: the key is fixed
+
+
+# --------------------------------------------------------------------------------------------
+class UnleashedConnector(Connector):
+    provider = "unleashed"
+    capabilities = Capabilities(
+        lookup_batch=LOOKUP_BATCH,
+        stock_in_product=False,
+        idempotency_keys=True,  # the sales order Guid is derived from the key; re-POST updates
+        cursor_overlap=timedelta(hours=14),
+        limits=Limits(per_month=15000),
+    )
+
+    def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
+        super().__init__(http, settings)
+        self.api_id = str(settings.get("api_id") or "")
+        self.batch = max(1, int(settings.get("lookup_batch") or LOOKUP_BATCH))
+        self.stock_field = settings.get("stock_field") or "AvailableQty"
+        self.warehouse = settings.get("warehouse_code") or None
+        self.new_guid: Callable[[], str] = lambda: str(uuid.uuid4())
+
+    # transport --------------------------------------------------------------------------------
+    def _get(self, path: str, query: str = "", *, missing_ok: bool = False) -> tuple[int, Any]:
+        """GET and parse; with ``missing_ok`` a 404 answers (404, None). (Not via ``ok=``: the
+        HTTP layer reads a Description body on an ``ok`` status as an error envelope.)"""
+        try:
+            resp = self.http.request("GET", path, query=query)
+        except Rejected as err:
+            if missing_ok and err.status == 404:
+                return 404, None
+            raise
+        return resp.status_code, self._parse(resp)
+
+    def _post(self, path: str, body: Any = None, *, retry: bool = False) -> Any:
+        resp = self.http.request(
+            "POST", path, json_body=body if body is not None else {}, retry=retry
+        )
+        return self._parse(resp)
+
+    @staticmethod
+    def _parse(resp: requests.Response) -> Any:
+        try:
+            return json.loads(resp.content.decode("utf-8"), parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError):
+            snippet = resp.text[:80].replace("\n", " ")
+            raise BadResponse(
+                f"{resp.request.method} {urlsplit(resp.url).path}: unreadable response "
+                f"(HTTP {resp.status_code}, {resp.headers.get('Content-Type', 'no type')}): "
+                f"{snippet!r}",
+                status=resp.status_code,
+            ) from None
+
+    def _pages(
+        self,
+        endpoint: str,
+        pairs: list[tuple[str, Any]],
+        parse: Callable[[dict], T],
+        *,
+        first_path: str | None = None,
+    ) -> Iterator[tuple[int, list[T], list[str], int]]:
+        """(page number, records, errors, NumberOfPages) for each page of a list."""
+        query = build_query(*pairs)
+        number = 1
+        while True:
+            path = first_path if (number == 1 and first_path) else f"/{endpoint}/{number}"
+            _, body = self._get(path, query)
+            if not isinstance(body, dict) or "Items" not in body:
+                raise BadResponse(f"GET {path}: no Items in the response")
+            pages = int((body.get("Pagination") or {}).get("NumberOfPages") or 0)
+            records, errors = [], []
+            for item in body.get("Items") or []:
+                try:
+                    records.append(parse(item))
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    errors.append(
+                        f"{item.get('Guid', '?') if isinstance(item, dict) else '?'}: "
+                        f"{exc.__class__.__name__} {exc}"
+                    )
+            yield number, records, errors, pages
+            if number >= pages:
+                return
+            number += 1
+
+    def _stream(
+        self,
+        endpoint: str,
+        pairs: list[tuple[str, Any]],
+        parse: Callable[[dict], T],
+        stamp: Callable[[T], datetime | None],
+    ) -> Iterator[Page[T]]:
+        newest: datetime | None = None
+        for number, records, errors, pages in self._pages(endpoint, pairs, parse):
+            for record in records:
+                when = stamp(record)
+                if when is not None and (newest is None or when > newest):
+                    newest = when
+            last = number >= pages
+            yield Page(records, cursor=newest if last else None, number=number, errors=errors)
+
+    def _collect(
+        self, endpoint: str, pairs: list[tuple[str, Any]], parse: Callable[[dict], T]
+    ) -> list[T]:
+        out: list[T] = []
+        for _, records, _, _ in self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}"):
+            out.extend(records)
+        return out
+
+    # parsing ----------------------------------------------------------------------------------
+    @staticmethod
+    def _product(item: dict[str, Any]) -> RemoteProduct:
+        return RemoteProduct(
+            remote_id=str(item["Guid"]).lower(),
+            code=str(item["ProductCode"]),
+            name=str(item.get("ProductDescription") or item["ProductCode"]),
+            description=item.get("Notes") or None,
+            price=_money(item.get("DefaultSellPrice")),
+            active=not item.get("Obsolete", False),
+            updated_at=parse_date(item.get("LastModifiedOn")),
+        )
+
+    def _stock(self, item: dict[str, Any]) -> RemoteStock:
+        qty = _money(item.get(self.stock_field))
+        return RemoteStock(
+            remote_id=str(item.get("ProductGuid") or item["Guid"]).lower(),
+            quantity=qty if qty is not None else Decimal(0),
+            code=item.get("ProductCode"),
+            updated_at=parse_date(item.get("LastModifiedOn")),
+        )
+
+    @staticmethod
+    def _customer(item: dict[str, Any]) -> RemoteCustomer:
+        return RemoteCustomer(
+            remote_id=str(item["Guid"]).lower(),
+            name=str(item.get("CustomerName") or "").strip() or str(item["CustomerCode"]),
+            email=item.get("Email") or None,
+            account_number=item.get("CustomerCode") or None,
+            active=not item.get("Obsolete", False),
+            updated_at=parse_date(item.get("LastModifiedOn")),
+        )
+
+    @staticmethod
+    def _invoice(item: dict[str, Any]) -> PostedInvoice:
+        return PostedInvoice(
+            remote_id=str(item["Guid"]).lower(),
+            number=str(item.get("OrderNumber") or ""),
+            total=_money(item.get("Total")),
+            status=item.get("OrderStatus"),
+        )
+
+    # products and stock -----------------------------------------------------------------------
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        pairs = [("pageSize", PAGE_SIZE), ("modifiedSince", since), ("includeObsolete", True)]
+        return self._stream("Products", pairs, self._product, lambda p: p.updated_at)
+
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
+        pairs = [
+            ("pageSize", PAGE_SIZE),
+            ("modifiedSince", since),
+            ("warehouseCode", self.warehouse),
+        ]
+        return self._stream("StockOnHand", pairs, self._stock, lambda s: s.updated_at)
+
+    def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
+        wanted = list(dict.fromkeys(g.lower() for g in remote_ids if g))
+        found: list[RemoteProduct] = []
+        for start in range(0, len(wanted), self.batch):
+            chunk = wanted[start : start + self.batch]
+            size = PAGE_SIZE if len(chunk) > 200 else None
+            products = self._collect(
+                "Products",
+                [("productId", ",".join(chunk)), ("includeObsolete", True), ("pageSize", size)],
+                self._product,
+            )
+            if not products:
+                continue  # all gone: no stock call needed
+            self._attach_stock(products)
+            found.extend(products)
+        return found
+
+    def _attach_stock(self, products: list[RemoteProduct]) -> None:
+        ids = [p.remote_id for p in products]
+        size = PAGE_SIZE if len(ids) > 200 else None
+        rows = self._collect(
+            "StockOnHand",
+            [("productId", ",".join(ids)), ("warehouseCode", self.warehouse), ("pageSize", size)],
+            self._stock,
+        )
+        stock = {row.remote_id: row.quantity for row in rows}
+        for p in products:
+            p.stock = stock.get(p.remote_id, Decimal(0))  # no SOH row: never moved, so 0
+
+    def find_product(self, code: str) -> RemoteProduct | None:
+        if not code:
+            return None
+        match = None
+        pairs = [("productCode", code), ("includeObsolete", True)]
+        for number, records, _, _ in self._pages(
+            "Products", pairs, self._product, first_path="/Products"
+        ):
+            match = next((p for p in records if p.code == code), None)  # exact, never a prefix
+            if match is not None or number > 5:
+                break
+        if match is None:
+            return None
+        self._attach_stock([match])
+        return match
+
+    def create_product(self, product: NewProduct) -> RemoteProduct:
+        guid = self.new_guid()
+        body: dict[str, Any] = {
+            "Guid": guid,
+            "ProductCode": product.code,
+            "ProductDescription": product.name,
+            "Notes": product.description,
+            "DefaultSellPrice": float(round2(product.price)),
+        }
+        item = self._create("Products", guid, body)
+        created = self._product(item)
+        created.stock = Decimal(0)
+        return created
+
+    # customers --------------------------------------------------------------------------------
+    def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
+        pairs = [("pageSize", PAGE_SIZE), ("modifiedSince", since), ("includeObsolete", True)]
+        return self._stream("Customers", pairs, self._customer, lambda c: c.updated_at)
+
+    def find_customers(
+        self, *, email: str | None = None, account: str | None = None
+    ) -> list[RemoteCustomer]:
+        out: dict[str, RemoteCustomer] = {}
+        if email and email.strip():
+            wanted = email.strip().casefold()
+            for c in self._lookup_customers("contactEmail", email.strip()):
+                if (c.email or "").strip().casefold() == wanted:
+                    out.setdefault(c.remote_id, c)
+        if account and account.strip():
+            for c in self._lookup_customers("customerCode", account.strip()):
+                if c.account_number == account.strip():
+                    out.setdefault(c.remote_id, c)
+        return list(out.values())
+
+    def _lookup_customers(self, key: str, value: str) -> list[RemoteCustomer]:
+        return self._collect("Customers", [(key, value), ("includeObsolete", True)], self._customer)
+
+    def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
+        base = (customer.account_number or customer.email or _code_from(customer.name)).strip()[:50]
+        body: dict[str, Any] = {
+            "CustomerCode": base,
+            "CustomerName": customer.name.strip()[:100],
+            "Email": customer.email,
+            "ContactFirstName": customer.first_name,
+            "ContactLastName": customer.last_name,
+        }
+        guid = self.new_guid()
+        try:
+            item = self._create("Customers", guid, {"Guid": guid, **body})
+        except Rejected as err:
+            if not _TAKEN.search(err.message):
+                raise
+            # CustomerCode is unique and a prefix filter shows every code built on ours.
+            taken = {c.account_number for c in self._lookup_customers("customerCode", base)}
+            n = 2
+            while f"{base}-{n}" in taken:
+                n += 1
+            body["CustomerCode"] = f"{base[: 50 - len(str(n)) - 1]}-{n}"
+            guid = self.new_guid()
+            item = self._create("Customers", guid, {"Guid": guid, **body})
+        return self._customer(item)
+
+    def _create(self, endpoint: str, guid: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a new record to a Guid nobody has. A lost answer is resolved by reading that
+        Guid back, so we never POST (= full overwrite) onto a record that already exists."""
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return self._post(f"/{endpoint}/{guid}", body)
+            except TransientError:
+                if attempts > self.http.retries:
+                    raise
+                status, existing = self._get(f"/{endpoint}/{guid}", missing_ok=True)
+                if status == 200 and isinstance(existing, dict):
+                    return existing
+
+    # invoices (sales orders) ------------------------------------------------------------------
+    def find_invoice(self, number: str) -> PostedInvoice | None:
+        orders = self._collect("SalesOrders", [("orderNumber", number)], self._invoice)
+        return next((o for o in orders if o.number == number), None)
+
+    def order_guid(self, idempotency_key: str) -> str:
+        """The sales order Guid for an idempotency key (stable, and distinct per account)."""
+        return str(uuid.uuid5(GUID_NAMESPACE, f"{self.api_id}:salesorder:{idempotency_key}"))
+
+    def order_body(self, invoice: InvoiceDraft, guid: str) -> dict[str, Any]:
+        lines, subtotal, tax_total = [], Decimal(0), Decimal(0)
+        for i, line in enumerate(invoice.lines, start=1):
+            line_total = round2(line.quantity * line.unit_price)
+            line_tax = round2(line_total * line.tax_rate)
+            subtotal += line_total
+            tax_total += line_tax
+            tax_code = line.tax_code or ("G.S.T." if line.tax_rate else "NONE")
+            product = (
+                {"Guid": line.product_remote_id}
+                if line.product_remote_id
+                else {"ProductCode": line.code}
+            )
+            lines.append(
+                {
+                    "LineNumber": i,
+                    "Guid": str(uuid.uuid5(uuid.UUID(guid), f"line:{i}")),
+                    "Product": product,
+                    "OrderQuantity": float(line.quantity),
+                    "UnitPrice": float(line.unit_price),
+                    "DiscountRate": 0,
+                    "LineTotal": float(line_total),
+                    "LineTax": float(line_tax),
+                    "LineTaxCode": tax_code,
+                    "Tax": {"TaxCode": tax_code},
+                    "Comments": line.description or None,
+                }
+            )
+        total = subtotal + tax_total
+        if invoice.total is not None and round2(invoice.total) != total:
+            raise Rejected(
+                f"invoice {invoice.number}: the shop's total {invoice.total} does not match "
+                f"the lines ({total})",
+                errors=[f"total {invoice.total} != sum of lines {total}"],
+            )
+        codes = [ln["LineTaxCode"] for ln in lines]
+        order_tax = max(set(codes), key=codes.count) if codes else "NONE"
+        body: dict[str, Any] = {
+            "Guid": guid,
+            "OrderNumber": invoice.number,
+            "OrderDate": _text(invoice.date),
+            "RequiredDate": _text(invoice.due_date) if invoice.due_date else None,
+            "OrderStatus": self.settings.get("order_status") or "Parked",
+            "Customer": {"Guid": invoice.customer_remote_id},
+            "Currency": {"CurrencyCode": invoice.currency},
+            "Tax": {"TaxCode": order_tax},
+            "Taxable": any(line.tax_rate for line in invoice.lines),
+            "CustomerRef": invoice.reference,
+            "SubTotal": float(subtotal),
+            "TaxTotal": float(tax_total),
+            "Total": float(total),
+            "SalesOrderLines": lines,
+        }
+        if self.warehouse:
+            body["Warehouse"] = {"WarehouseCode": self.warehouse}
+        return body
+
+    def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        guid = self.order_guid(idempotency_key)
+        body = self.order_body(invoice, guid)
+        try:
+            # The Guid is ours and stable: a repeated POST updates the same order, so the HTTP
+            # layer may retry it after a lost answer.
+            item = self._post(f"/SalesOrders/{guid}", body, retry=True)
+        except Rejected as err:
+            status, existing = self._get(f"/SalesOrders/{guid}", missing_ok=True)
+            if (
+                status == 200
+                and isinstance(existing, dict)
+                and str(existing.get("OrderNumber")) == invoice.number
+            ):
+                item = existing  # posted before (e.g. completed since): exactly once holds
+            else:
+                raise Rejected(
+                    err.message, errors=[_error_text(err)], status=err.status, body=err.body
+                ) from None
+        if _flag(self.settings.get("complete_orders")) and item.get("OrderStatus") != "Completed":
+            item = self._post(f"/SalesOrders/{guid}/Complete", retry=True)
+        return self._invoice(item)
+
+    # operations -------------------------------------------------------------------------------
+    def ping(self) -> dict[str, Any]:
+        resp = self.http.request("GET", "/Warehouses")
+        return {"date": resp.headers.get("Date"), "status": resp.status_code}
+
+
+def _error_text(err: Rejected) -> str:
+    """The provider's Description alone (HttpClient prefixes it with the method and path)."""
+    if err.body:
+        try:
+            body = json.loads(err.body)
+            if isinstance(body, dict) and body.get("Description"):
+                return str(body["Description"])
+        except ValueError:
+            pass
+    return err.message
+
+
+def _flag(value: Any) -> bool:
+    """A boolean setting that may arrive as text from the command line ("false" is False)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _code_from(name: str) -> str:
+    code = re.sub(r"[^A-Za-z0-9]+", "", name.upper())
+    return code[:20] or "CUSTOMER"
+
+
+def connect(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    token_store: TokenStore | None = None,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    time_scale: float = 1.0,
+    pace: bool = True,
+    timeout: tuple[float, float] = (5.0, 30.0),
+) -> UnleashedConnector:
+    """An Unleashed connector for one account. ``token_store`` is unused (no OAuth)."""
+    api_id = settings.get("api_id")
+    api_key = credentials.get("api_key")
+    if not api_id:
+        raise ConfigError("unleashed: settings need api_id (Integration > Unleashed API Access)")
+    if not api_key:
+        raise ConfigError(
+            "unleashed: credentials need api_key (Integration > Unleashed API Access)"
+        )
+    secrets.register(api_key)
+    http = HttpClient(
+        settings.get("base_url") or DEFAULT_BASE_URL,
+        auth=UnleashedAuth(str(api_id), str(api_key)),
+        limits=UnleashedConnector.capabilities.limits,
+        profile=PROFILE,
+        ledger=ledger,
+        clock=clock,
+        time_scale=time_scale,
+        timeout=timeout,
+        pace=pace,
+        default_headers={
+            "Content-Type": "application/json",
+            "client-type": settings.get("client_type") or "synccli/sync",
+        },
+    )
+    return UnleashedConnector(http, settings)

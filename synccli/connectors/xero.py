@@ -1,0 +1,597 @@
+"""Xero Accounting connector: Items (products with stock), Contacts (customers), sales invoices.
+
+Wire facts: /work/shared/docs/providers/xero.md. How the calls are spent:
+
+- Products: ``GET /Items`` is unpaged and returns every item with ``QuantityOnHand`` in ONE call.
+  Because a stock movement may not move ``UpdatedDateUTC`` (unconfirmed), ``changed_products``
+  reads the whole catalogue every time (still one call) and leaves the comparison to the job;
+  ``changed_stock`` yields nothing; ``get_products`` is that same one call, filtered here.
+- ``find_product``: ``where=Code=="…"``, then an exact (ordinal) compare here.
+- Customers: ``GET /Contacts`` paged at pageSize=1000, ``order=UpdatedDateUTC ASC`` and
+  ``If-Modified-Since`` (ISO UTC, whole seconds; the job subtracts ``cursor_overlap``).
+  ``find_customers``: ``where=EmailAddress=="…"`` (compared case-insensitively here) and/or
+  ``where=AccountNumber=="…"`` (exact), one call each.
+- ``create_customer``: ``PUT /Contacts?summarizeErrors=false``. Xero wants active names unique; if
+  the name is taken we retry once with a disambiguating suffix ("Jane Doe (#ACC-1)"). We never
+  POST to an existing contact and never send contact details on an invoice.
+- ``post_invoice``: ``PUT /Invoices?summarizeErrors=false&unitdp=4`` with ``Idempotency-Key``,
+  Contact ``{"ContactID": …}`` only. Element ERROR -> ``Rejected`` with Xero's messages. Writes
+  carrying an idempotency key are retried by the HTTP layer (the replay window is minutes).
+- ``find_invoice``: ``GET /Invoices?InvoiceNumbers=…``.
+
+Settings (non-secret) and their defaults:
+- ``base_url``: ``https://api.xero.com`` (the Accounting API lives under ``/api.xro/2.0``).
+- ``identity_url``: token endpoint host, ``https://identity.xero.com``; when ``base_url`` is not
+  Xero's own host (a sandbox serves everything on one host) it defaults to ``base_url``.
+- ``login_url``: authorisation host, ``https://login.xero.com``; same defaulting rule.
+- ``tenant_id``: the organisation (``xero-tenant-id``); ``tokens.extra["tenant_id"]`` wins.
+- ``client_id``: the app's client id (required).
+- ``grant``: ``"authorization_code"`` (default) or ``"client_credentials"`` (custom connection:
+  no refresh token, tenant header optional).
+- ``scopes``: space-separated, default :data:`DEFAULT_SCOPES`.
+- ``account_code``: revenue account for invoice lines without one, default ``"200"``.
+- ``tax_type``: tax type for lines and new items without one, default unset (Xero's default).
+
+Credentials (secret): ``client_secret``. OAuth tokens live in the token store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+
+from synccli import secrets
+from synccli.clock import Clock, SystemClock, utc
+from synccli.connectors.auth import (
+    ClientCredentialsAuth,
+    OAuth2Auth,
+    Tokens,
+    TokenStore,
+    token_request,
+)
+from synccli.connectors.base import (
+    Capabilities,
+    Connector,
+    InvoiceDraft,
+    Limits,
+    NewCustomer,
+    NewProduct,
+    Page,
+    PostedInvoice,
+    RemoteCustomer,
+    RemoteProduct,
+    RemoteStock,
+)
+from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
+from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
+
+API = "/api.xro/2.0"
+XERO_API = "https://api.xero.com"
+XERO_IDENTITY = "https://identity.xero.com"
+XERO_LOGIN = "https://login.xero.com"
+DEFAULT_SCOPES = (
+    "openid profile email offline_access accounting.settings accounting.contacts "
+    "accounting.transactions"
+)
+PAGE_SIZE = 1000  # Contacts/Invoices maximum pageSize
+PRODUCT_PAGE = 1000  # records per Page when splitting the one Items response
+LIMITS = Limits(per_minute=60, per_day=5000, concurrency=5)
+NAME_TAKEN = "already assigned to another contact"
+MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{2,4})?\)/$")
+
+
+# profile ---------------------------------------------------------------------------------------
+def _read_remaining(resp: requests.Response) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for header, key in (("X-MinLimit-Remaining", "minute"), ("X-DayLimit-Remaining", "day")):
+        value = resp.headers.get(header)
+        if value is not None and value.strip():
+            out[key] = float(value)
+    return out
+
+
+def _limit_scope(resp: requests.Response) -> str:
+    problem = (resp.headers.get("X-Rate-Limit-Problem") or "").strip().lower()
+    # Observed values are "minute" and "day"; older docs wrote "Daily"/"Minute". Anything else
+    # (concurrent, app-minute, unknown) is a short wait.
+    return "day" if problem.startswith(("day", "daily")) else "short"
+
+
+def _error_message(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        text = resp.text.strip()
+        first = text.splitlines()[0][:200] if text else ""
+        return f"HTTP {resp.status_code} {first}".strip()
+    if isinstance(body, dict):
+        messages = _validation_messages(body.get("Elements") or [])
+        if messages:
+            return "; ".join(messages)[:500]
+        for key in ("Detail", "Message", "error_description", "error", "Title"):
+            if body.get(key):
+                return str(body[key])[:300]
+    return f"HTTP {resp.status_code}"
+
+
+def _is_limit(resp: requests.Response) -> bool:
+    if resp.status_code == 429:
+        return True
+    # OAuth1-era form, still worth recognising (§6).
+    return resp.status_code == 503 and "rate limit exceeded" in resp.text[:500].lower()
+
+
+PROFILE = Profile(
+    read_remaining=_read_remaining,
+    limit_scope=_limit_scope,
+    error_message=_error_message,
+    is_limit=_is_limit,
+)
+
+
+# parsing ---------------------------------------------------------------------------------------
+def parse_xero_date(value: Any) -> datetime | None:
+    """``/Date(1551981476267+0000)/`` (ms since the epoch, offset informational), ISO-8601 with or
+    without a zone (no zone = UTC), or None."""
+    if not value or not isinstance(value, str):
+        return None
+    m = MS_DATE.match(value.strip())
+    if m:
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(m.group(1)))
+    try:
+        return utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _dec(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+def _validation_messages(elements: list[Any]) -> list[str]:
+    out = []
+    for el in elements:
+        if isinstance(el, dict):
+            for err in el.get("ValidationErrors") or []:
+                if isinstance(err, dict) and err.get("Message"):
+                    out.append(str(err["Message"]))
+    return out
+
+
+def _where_string(value: str) -> str:
+    """A string literal for a ``where`` expression (C# escaping)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _since_header(since: datetime) -> str:
+    """ISO-8601 UTC, whole seconds (Xero reads the header to the second)."""
+    return utc(since).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_for(body: Any) -> str:
+    """A deterministic Idempotency-Key for a create: the same body within the replay window is
+    one create, however many times the HTTP layer retries it."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return f"synccli-{digest[:48]}"
+
+
+def product_from(item: dict[str, Any]) -> RemoteProduct:
+    sales = item.get("SalesDetails") or {}
+    qty = item.get("QuantityOnHand")
+    return RemoteProduct(
+        remote_id=str(item.get("ItemID")),
+        code=str(item.get("Code") or ""),
+        name=str(item.get("Name") or ""),
+        description=item.get("Description"),
+        price=_dec(sales.get("UnitPrice")),
+        active=item.get("IsSold", True) is not False,
+        updated_at=parse_xero_date(item.get("UpdatedDateUTC")),
+        stock=_dec(qty) if qty is not None else None,
+    )
+
+
+def customer_from(contact: dict[str, Any]) -> RemoteCustomer:
+    return RemoteCustomer(
+        remote_id=str(contact.get("ContactID")),
+        name=str(contact.get("Name") or ""),
+        email=contact.get("EmailAddress") or None,
+        account_number=contact.get("AccountNumber") or None,
+        active=(contact.get("ContactStatus") or "ACTIVE") == "ACTIVE",
+        updated_at=parse_xero_date(contact.get("UpdatedDateUTC")),
+    )
+
+
+def invoice_from(inv: dict[str, Any]) -> PostedInvoice:
+    return PostedInvoice(
+        remote_id=str(inv.get("InvoiceID")),
+        number=str(inv.get("InvoiceNumber") or ""),
+        total=_dec(inv.get("Total")),
+        status=inv.get("Status"),
+    )
+
+
+# the connector ---------------------------------------------------------------------------------
+class XeroConnector(Connector):
+    provider = "xero"
+    capabilities = Capabilities(
+        lookup_batch=None,
+        stock_in_product=True,
+        idempotency_keys=True,
+        cursor_overlap=timedelta(seconds=5),
+        limits=LIMITS,
+        full_catalogue_call=True,
+    )
+
+    # products ----------------------------------------------------------------------------------
+    def _items(self, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        body = self.http.json("GET", f"{API}/Items", params=params or None)
+        items = body.get("Items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise BadResponse("GET /Items: no Items list in the response")
+        return items
+
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        """Every item, from one call. ``since`` is deliberately not sent: stock movements may
+        not move UpdatedDateUTC, and the full read costs the same single call."""
+        products = sorted(
+            (product_from(i) for i in self._items()),
+            key=lambda p: (p.updated_at or datetime.min.replace(tzinfo=UTC), p.remote_id),
+        )
+        for n, start in enumerate(range(0, len(products), PRODUCT_PAGE), start=1):
+            chunk = products[start : start + PRODUCT_PAGE]
+            yield Page(chunk, cursor=chunk[-1].updated_at, number=n)
+
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
+        """Nothing: stock comes inside the items (``capabilities.stock_in_product``)."""
+        return iter(())
+
+    def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
+        if not remote_ids:
+            return []
+        wanted = {i.lower() for i in remote_ids}
+        return [product_from(i) for i in self._items() if str(i.get("ItemID")).lower() in wanted]
+
+    def find_product(self, code: str) -> RemoteProduct | None:
+        items = self._items({"where": f"Code=={_where_string(code)}"})
+        exact = [i for i in items if i.get("Code") == code]
+        return product_from(exact[0]) if exact else None
+
+    def create_product(self, product: NewProduct) -> RemoteProduct:
+        sales: dict[str, Any] = {
+            "UnitPrice": float(product.price),
+            "AccountCode": product.account_code or self._account_code(),
+        }
+        tax = product.tax_code or self.settings.get("tax_type")
+        if tax:
+            sales["TaxType"] = tax
+        item: dict[str, Any] = {"Code": product.code, "Name": product.name[:50]}
+        if product.description:
+            item["Description"] = product.description
+        item["SalesDetails"] = sales
+        el = self._create("Items", item)
+        return product_from(el)
+
+    # customers ---------------------------------------------------------------------------------
+    def _contacts(
+        self, params: dict[str, str], since: datetime | None = None
+    ) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        headers = {"If-Modified-Since": _since_header(since)} if since else None
+        page = 1
+        while True:
+            query = {**params, "page": str(page), "pageSize": str(PAGE_SIZE)}
+            body = self.http.json("GET", f"{API}/Contacts", params=query, headers=headers)
+            contacts = body.get("Contacts") if isinstance(body, dict) else None
+            if not isinstance(contacts, list):
+                raise BadResponse("GET /Contacts: no Contacts list in the response")
+            yield contacts, page
+            pagination = body.get("pagination") or {}
+            page_count = pagination.get("pageCount")
+            if len(contacts) < PAGE_SIZE or (page_count is not None and page >= page_count):
+                return
+            page += 1
+
+    def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
+        params = {"order": "UpdatedDateUTC ASC", "includeArchived": "true"}
+        for contacts, page in self._contacts(params, since):
+            records = [customer_from(c) for c in contacts]
+            stamps = [r.updated_at for r in records if r.updated_at]
+            yield Page(records, cursor=max(stamps) if stamps else None, number=page)
+
+    def find_customers(
+        self, *, email: str | None = None, account: str | None = None
+    ) -> list[RemoteCustomer]:
+        found: dict[str, RemoteCustomer] = {}
+        if email:
+            want = email.strip().casefold()
+            for contacts, _ in self._contacts({"where": f"EmailAddress=={_where_string(email)}"}):
+                for c in contacts:
+                    if (c.get("EmailAddress") or "").strip().casefold() == want:
+                        found.setdefault(str(c.get("ContactID")), customer_from(c))
+        if account:
+            where = f"AccountNumber=={_where_string(account)}"
+            for contacts, _ in self._contacts({"where": where}):
+                for c in contacts:
+                    if c.get("AccountNumber") == account:
+                        found.setdefault(str(c.get("ContactID")), customer_from(c))
+        return list(found.values())
+
+    def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
+        name = self._contact_name(customer)
+        contact: dict[str, Any] = {"Name": name}
+        for key, value in (
+            ("FirstName", customer.first_name),
+            ("LastName", customer.last_name),
+            ("EmailAddress", customer.email),
+            ("AccountNumber", customer.account_number),
+        ):
+            if value:
+                contact[key] = value
+        try:
+            return customer_from(self._create("Contacts", contact))
+        except Rejected as err:
+            if not any(NAME_TAKEN in m for m in err.errors):
+                raise
+        # The name belongs to another active contact: never touch it, make ours distinct.
+        contact["Name"] = self._disambiguated(name, customer)
+        return customer_from(self._create("Contacts", contact))
+
+    @staticmethod
+    def _contact_name(customer: NewCustomer) -> str:
+        name = (customer.name or "").strip()
+        if not name:
+            name = " ".join(p for p in (customer.first_name, customer.last_name) if p).strip()
+        return (name or customer.email or customer.account_number or "Customer")[:255]
+
+    @staticmethod
+    def _disambiguated(name: str, customer: NewCustomer) -> str:
+        tag = customer.account_number or customer.email
+        if not tag:
+            tag = hashlib.sha1(name.encode()).hexdigest()[:6]
+        suffix = f" (#{tag})"
+        return name[: 255 - len(suffix)] + suffix
+
+    # invoices ----------------------------------------------------------------------------------
+    def find_invoice(self, number: str) -> PostedInvoice | None:
+        body = self.http.json("GET", f"{API}/Invoices", params={"InvoiceNumbers": number})
+        invoices = body.get("Invoices") if isinstance(body, dict) else None
+        if not isinstance(invoices, list):
+            raise BadResponse("GET /Invoices: no Invoices list in the response")
+        exact = [i for i in invoices if i.get("InvoiceNumber") == number]
+        live = [i for i in exact if i.get("Status") not in ("DELETED", "VOIDED")]
+        chosen = (live or exact)[:1]
+        return invoice_from(chosen[0]) if chosen else None
+
+    def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        if not idempotency_key or len(idempotency_key) > 128:
+            raise ValueError("Xero's Idempotency-Key must be 1 to 128 characters")
+        body = {"Invoices": [self.invoice_body(invoice)]}
+        el = self._put(
+            "Invoices", body, idempotency_key, params={"summarizeErrors": "false", "unitdp": "4"}
+        )
+        return invoice_from(el)
+
+    def invoice_body(self, invoice: InvoiceDraft) -> dict[str, Any]:
+        """The one Invoice element we send: Contact by ContactID only, every line field explicit."""
+        lines = []
+        for line in invoice.lines:
+            out: dict[str, Any] = {
+                "ItemCode": line.code,
+                "Description": line.description,
+                "Quantity": float(line.quantity),
+                "UnitAmount": float(line.unit_price),
+                "AccountCode": line.account_code or self._account_code(),
+            }
+            tax = line.tax_code or self.settings.get("tax_type")
+            if tax:
+                out["TaxType"] = tax
+            lines.append(out)
+        el: dict[str, Any] = {
+            "Type": "ACCREC",
+            "Contact": {"ContactID": invoice.customer_remote_id},
+            "Date": invoice.date.date().isoformat(),  # the date as the shop gave it
+        }
+        if invoice.due_date is not None:
+            el["DueDate"] = invoice.due_date.date().isoformat()
+        el["InvoiceNumber"] = invoice.number
+        if invoice.reference:
+            el["Reference"] = invoice.reference
+        el.update(
+            CurrencyCode=invoice.currency,
+            Status="AUTHORISED",
+            LineAmountTypes="Exclusive",
+            LineItems=lines,
+        )
+        return el
+
+    # operations --------------------------------------------------------------------------------
+    def ping(self) -> dict[str, Any]:
+        resp = self.http.request("GET", f"{API}/Organisation")
+        body = parse_json(resp)
+        orgs = body.get("Organisations") if isinstance(body, dict) else None
+        org = orgs[0] if isinstance(orgs, list) and orgs else {}
+        return {
+            "date": resp.headers.get("Date"),
+            "status": resp.status_code,
+            "organisation": org.get("Name"),
+            "tenant_id": org.get("OrganisationID"),
+        }
+
+    # helpers -----------------------------------------------------------------------------------
+    def _account_code(self) -> str:
+        return str(self.settings.get("account_code") or "200")
+
+    def _create(self, plural: str, element: dict[str, Any]) -> dict[str, Any]:
+        body = {plural: [element]}
+        return self._put(plural, body, _key_for(body), params={"summarizeErrors": "false"})
+
+    def _put(
+        self, plural: str, body: dict[str, Any], key: str, *, params: dict[str, str]
+    ) -> dict[str, Any]:
+        """PUT one element with summarizeErrors=false; its ERROR status becomes ``Rejected``."""
+        answer = self.http.json(
+            "PUT",
+            f"{API}/{plural}",
+            params=params,
+            json_body=body,
+            headers={"Idempotency-Key": key},
+            retry=True,  # safe: the provider replays the stored answer for the same key
+        )
+        elements = answer.get(plural) if isinstance(answer, dict) else None
+        if not isinstance(elements, list) or len(elements) != 1:
+            raise BadResponse(f"PUT /{plural}: expected one element in the response")
+        el = elements[0]
+        if el.get("StatusAttributeString") == "ERROR" or el.get("HasErrors"):
+            messages = _validation_messages([el]) or ["rejected without a message"]
+            raise Rejected(
+                f"PUT /{plural}: " + "; ".join(messages),
+                errors=messages,
+                status=200,
+                body=secrets.redact(json.dumps(el)[:2000]),
+            )
+        return el
+
+
+# wiring ----------------------------------------------------------------------------------------
+def _urls(settings: dict[str, Any]) -> tuple[str, str, str]:
+    base = (settings.get("base_url") or XERO_API).rstrip("/")
+    own = base == XERO_API
+    identity = (settings.get("identity_url") or (XERO_IDENTITY if own else base)).rstrip("/")
+    login = (settings.get("login_url") or (XERO_LOGIN if own else base)).rstrip("/")
+    return base, identity, login
+
+
+def connect(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    token_store: TokenStore,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    time_scale: float = 1.0,
+    pace: bool = True,
+    timeout: tuple[float, float] = (5.0, 30.0),
+) -> XeroConnector:
+    """Build a connector for one Xero organisation (see the module docstring for settings)."""
+    client_id = settings.get("client_id")
+    client_secret = credentials.get("client_secret")
+    if not client_id:
+        raise ConfigError("Xero settings need client_id")
+    if not client_secret:
+        raise ConfigError("Xero credentials need client_secret")
+    secrets.register(client_secret)
+    base, identity, _ = _urls(settings)
+    clock = clock or SystemClock()
+    grant = settings.get("grant") or "authorization_code"
+    if grant not in ("authorization_code", "client_credentials"):
+        raise ConfigError(f"unknown Xero grant {grant!r}")
+
+    def tenant_header(tokens: Tokens) -> dict[str, str]:
+        tenant = tokens.extra.get("tenant_id") or settings.get("tenant_id")
+        return {"xero-tenant-id": str(tenant)} if tenant else {}
+
+    auth_cls = ClientCredentialsAuth if grant == "client_credentials" else OAuth2Auth
+    auth = auth_cls(
+        token_url=f"{identity}/connect/token",
+        client_id=client_id,
+        client_secret=client_secret,
+        store=token_store,
+        clock=clock,
+        basic_auth=True,
+        extra_headers=tenant_header,
+    )
+    if grant == "authorization_code" and not (
+        token_store.load().extra.get("tenant_id") or settings.get("tenant_id")
+    ):
+        raise ConfigError("Xero settings need tenant_id (or authorise the connection again)")
+    http = HttpClient(
+        base,
+        auth=auth,
+        limits=LIMITS,
+        profile=PROFILE,
+        ledger=ledger,
+        clock=clock,
+        time_scale=time_scale,
+        timeout=timeout,
+        pace=pace,
+    )
+    return XeroConnector(http, settings)
+
+
+def authorize_url(settings: dict[str, Any], redirect_uri: str, state: str) -> str:
+    """Where to send the merchant to grant access (authorization-code flow)."""
+    _, _, login = _urls(settings)
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": settings.get("client_id") or "",
+            "redirect_uri": redirect_uri,
+            "scope": settings.get("scopes") or DEFAULT_SCOPES,
+            "state": state,
+        }
+    )
+    return f"{login}/identity/connect/authorize?{query}"
+
+
+def exchange_code(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    code: str,
+    redirect_uri: str,
+    *,
+    clock: Clock | None = None,
+    timeout: float = 15.0,
+) -> Tokens:
+    """Redeem an authorisation code at once (it is short-lived), then learn the tenants this
+    grant reaches from ``GET /connections``. ``extra["tenant_id"]`` is ``settings["tenant_id"]``
+    when the grant reaches it, else the first connection; ``extra["tenants"]`` lists them all."""
+    base, identity, _ = _urls(settings)
+    client_secret = credentials.get("client_secret") or ""
+    secrets.register(client_secret)
+    now = (clock or SystemClock()).now()
+    body = token_request(
+        f"{identity}/connect/token",
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri},
+        client_id=settings.get("client_id") or "",
+        client_secret=client_secret,
+        basic_auth=True,
+        timeout=timeout,
+    )
+    access = body["access_token"]
+    try:
+        resp = requests.get(
+            f"{base}/connections",
+            headers={"Authorization": f"Bearer {access}", "Accept": "application/json"},
+            timeout=timeout,
+        )
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise TransientError(f"GET /connections failed ({exc.__class__.__name__})") from None
+    if resp.status_code != 200:
+        raise TransientError(f"GET /connections answered HTTP {resp.status_code}")
+    connections = parse_json(resp)
+    tenants = [
+        {"tenant_id": c.get("tenantId"), "name": c.get("tenantName"), "connection_id": c.get("id")}
+        for c in connections
+        if isinstance(c, dict)
+    ]
+    wanted = settings.get("tenant_id")
+    ids = [t["tenant_id"] for t in tenants]
+    tenant = wanted if wanted in ids else (ids[0] if ids else wanted)
+    return Tokens(
+        access_token=access,
+        refresh_token=body.get("refresh_token"),
+        expires_at=now + timedelta(seconds=int(body.get("expires_in", 1800))),
+        extra={"tenant_id": tenant, "tenants": tenants},
+    )
