@@ -7,6 +7,7 @@ import typer
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
+from synccli.store.db import Store
 from synccli.sync.status import status_report
 
 
@@ -27,12 +28,19 @@ def status(
         synccli status --json | jq '.[0].invoices'
     """
     store = state(ctx).store()
-    report = status_report(store, SystemClock().now(), connection or None)
     if json_out:
-        output.print_json(report)
+        output.print_json(status_report(store, SystemClock().now(), connection or None))
         return
+    render_status(store, connection or None)
+
+
+def render_status(store: Store, names: list[str] | None = None) -> None:
+    """The human status view (also the end of the demo)."""
+    report = status_report(store, SystemClock().now(), names)
     if not report:
-        output.line("no connections yet: add one with `synccli connections add NAME --provider ...`")
+        output.line(
+            "no connections yet: add one with `synccli connections add NAME --provider ...`"
+        )
         return
     for item in report:
         flag = "  [red]NEEDS RE-AUTHORISATION[/red]" if item.needs_reauth else ""
@@ -43,16 +51,28 @@ def status(
         if item.calls.get("blocked_until"):
             budget += f", BLOCKED until {item.calls['blocked_until']}"
         queue = ", ".join(f"{k} {v}" for k, v in sorted(item.invoices.items())) or "empty"
-        lag = ", ".join(
-            f"{k} {v:g} min" if v is not None else f"{k} -" for k, v in item.cursor_lag_minutes.items()
-        ) or "-"
+        lag = (
+            ", ".join(
+                f"{k} {v:g} min" if v is not None else f"{k} -"
+                for k, v in item.cursor_lag_minutes.items()
+            )
+            or "-"
+        )
         output.line(f"[bold]{item.name}[/bold] ({item.provider}){flag}")
-        output.line(f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; review {item.review_waiting}; cursor lag: {lag}")
+        output.line(
+            f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; review {item.review_waiting}; cursor lag: {lag}"
+        )
         output.table(
             ["job", "last run", "outcome", "calls", "counts"],
-            [
-                [j.job, j.started_at, j.outcome, j.calls,
-                 ", ".join(f"{k}={v}" for k, v in j.counts.items() if not isinstance(v, (list, dict))) or (j.error or "")]
-                for j in item.jobs
-            ],
+            [[j.job, j.started_at, j.outcome, j.calls, _counts(j.counts) or (j.error or "")]
+             for j in item.jobs],
         )
+
+
+def _counts(counts: dict) -> str:
+    """The counts worth a glance: non-zero whole numbers, not the bookkeeping."""
+    skip = {"calls", "seconds", "pages", "dry_run", "connection"}
+    return ", ".join(
+        f"{k} {v}" for k, v in counts.items()
+        if k not in skip and isinstance(v, int) and not isinstance(v, bool) and v
+    )
