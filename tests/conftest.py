@@ -20,6 +20,18 @@ POSTGRES_SKIP = "PostgreSQL tests need SYNC_TEST_POSTGRES_URL (set by .ci/run)"
 
 
 @pytest.fixture(autouse=True)
+def _logging_reset() -> Iterator[None]:
+    """A CLI run configures the synccli logger for itself; give the next test a clean one."""
+    yield
+    import logging
+
+    logger = logging.getLogger("synccli")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own data directory and no configuration leaking in from the machine."""
     data = tmp_path / "data"

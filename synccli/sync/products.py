@@ -296,6 +296,15 @@ def pull_products(
             cursor = get_cursor(s, ctx.connection.id, stream)
             stored = cursor.value if cursor else None
         start = since if since is not None else (stored - overlap if stored else None)
+        if stream == "stock" and stored is None and since is None and (
+            connector.capabilities.stock_in_product
+        ):
+            # The first full read brought stock inside the products: start the stock stream at
+            # this run instead of reading every stock row ever changed.
+            if not ctx.dry_run:
+                with ctx.store.session() as s:
+                    advance_cursor(s, ctx.connection.id, stream, run_start, ctx.clock.now())
+            continue
         newest: datetime | None = None
         seen_ids: set[str] = set()
         for page in fetch(start):

@@ -1,0 +1,818 @@
+"""Lightspeed Retail **R-Series** (API V3) connector.
+
+Settings (non-secret, ``settings`` dict), with defaults:
+
+- ``base_url``: resource server, default ``https://api.lightspeedapp.com``.
+- ``auth_url``: authorization server, default ``https://cloud.lightspeedapp.com`` (the connector
+  appends ``/auth/oauth/authorize`` and ``/auth/oauth/token``).
+- ``account_id``: the Lightspeed accountID; default None = discovered once (token answer ``acct``,
+  the JWT ``acct`` claim, else ``GET /API/V3/Account.json``) and remembered in the token store's
+  ``extra["account_id"]``.
+- ``client_id``: the OAuth client id (required).
+- ``shop_id`` ``"1"``, ``register_id`` ``"1"``, ``employee_id`` ``"1"``, ``payment_type_id``
+  ``"1"``: what a posted Sale is rung up on and paid with.
+- ``scope``: asked for by :func:`authorize_url`, default ``employee:all``.
+
+Credentials (secret, ``credentials`` dict): ``client_secret`` (required). OAuth tokens live in the
+token store; refresh tokens are single-use and rotating, so refreshes run under the store's lock
+(:class:`synccli.connectors.auth.OAuth2Auth`, client id/secret in the form body).
+
+How the contract maps onto Lightspeed:
+
+- ``changed_products(since)``: ``Item.json?load_relations=["ItemShops"]&archived=true&sort=timeStamp
+  &timeStamp=>,{since}``, following ``@attributes.next`` **verbatim** (its ``after`` token is never
+  decoded or re-encoded); 100 items per call, so 2,500 items cost 25 calls. ``Page.cursor`` is the
+  newest ``Item.timeStamp`` of the page (the stream is sorted ascending). Archived items come back
+  with ``active=False``: Lightspeed never deletes items (a DELETE archives them and zeroes
+  stock), so a product deleted in the neutral sandbox model also shows up here as archived.
+- Stock comes inside the product: ``RemoteProduct.stock`` is the ``qoh`` of the **shopID 0** row
+  (Lightspeed's account-wide summary); when an item has no shop-0 row, the sum of its shops' qoh;
+  None when it has no ItemShops at all (non-inventory items).
+- ``Item.timeStamp`` does not move when stock changes, so incremental pulls must also call
+  ``changed_stock(since)``: ``ItemShop.json?shopID=0&sort=timeStamp&timeStamp=>,{since}``. A
+  first full pull does not need it (the products carry stock); an incremental pull with nothing
+  changed costs 2 calls (one empty Item page, one empty ItemShop page).
+- ``get_products(ids)``: ``Item.json?itemID=IN,[...]`` with ItemShops and archived=true, 100 ids per
+  call. ``find_product(code)``: ``Item.json?customSku=X``, then an exact, case-sensitive match here.
+- Customers: ``Customer.json?load_relations=["Contact"]``; ``find_customers(email=)`` filters with
+  ``Contact.email=~,{email}`` and keeps only exact case-insensitive matches; Lightspeed has no
+  account-number field, so ``find_customers(account=)`` finds nothing (and calls nothing).
+  ``create_customer`` POSTs firstName/lastName/Contact.Emails; existing customers are never updated.
+- Invoices are Sales: ``post_invoice`` POSTs a completed ``Sale.json`` on the configured shop,
+  register and employee, ``referenceNumber`` = invoice number, one payment of the invoice total with
+  ``payment_type_id``; each line's ``tax_code`` is a TaxCategory ``tax1Name`` mapped to its
+  ``taxCategoryID`` through one cached ``TaxCategory.json`` read (an unknown code is sent as-is so
+  Lightspeed rejects it). Lightspeed honours no idempotency key: exactly-once relies on
+  ``find_invoice(number)`` (``Sale.json?referenceNumber=N``) before any re-post.
+- Every collection is normalised (an object, a list or ``""``); every scalar is parsed from its
+  string; money is Decimal.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+
+from synccli import secrets
+from synccli.clock import Clock, SystemClock
+from synccli.connectors.auth import OAuth2Auth, Tokens, TokenStore, token_request
+from synccli.connectors.base import (
+    Capabilities,
+    Connector,
+    InvoiceDraft,
+    Limits,
+    NewCustomer,
+    NewProduct,
+    Page,
+    PostedInvoice,
+    RemoteCustomer,
+    RemoteProduct,
+    RemoteStock,
+)
+from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
+from synccli.errors import BadResponse, ConfigError, Rejected
+
+log = logging.getLogger("synccli.lightspeed")
+
+DEFAULT_BASE_URL = "https://api.lightspeedapp.com"
+DEFAULT_AUTH_URL = "https://cloud.lightspeedapp.com"
+DEFAULT_SCOPE = "employee:all"
+PAGE_LIMIT = 100
+IN_LIMIT = 100
+CENT = Decimal("0.01")
+LIMITS = Limits(bucket_size=90, drip_per_second=1)
+ITEM_RELATIONS = '["ItemShops"]'
+CUSTOMER_RELATIONS = '["Contact"]'
+# Request costs from the notes' table, used to pace before the bucket overflows.
+COST_GET = 1.0
+COST_ITEMS_WITH_SHOPS = 1.4  # list call, one to-many relation: 1 + 2 x 0.2
+COST_CUSTOMERS_WITH_CONTACT = 1.2  # list call, one to-one relation: 1 + 2 x 0.1
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------------
+# PROFILE: how Lightspeed says what is left, and what a 429 means
+
+
+def _header(resp: requests.Response, name: str) -> str | None:
+    """A response header, matched case-insensitively (Lightspeed's header case varies)."""
+    value = resp.headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    for key, val in resp.headers.items():
+        if key.lower() == lower:
+            return val
+    return None
+
+
+def _read_remaining(resp: requests.Response) -> dict[str, float]:
+    out: dict[str, float] = {}
+    level = _header(resp, "X-LS-API-Bucket-Level")
+    if level and "/" in level:
+        used, _, size = level.partition("/")
+        out["bucket_level"] = float(used)
+        out["bucket_size"] = float(size)
+    drip = _header(resp, "X-LS-API-Drip-Rate")
+    if drip:
+        out["drip"] = float(drip)
+    return out
+
+
+def _limit_scope(resp: requests.Response) -> str:
+    """A 429 from the leaky bucket or the burst limiter is short: wait Retry-After and go on.
+    Lightspeed documents no day or month quota; a 429 whose type names a day/quota, or whose
+    Retry-After is an hour or more (an account cut off), stops the job instead of sleeping."""
+    kind = (_header(resp, "X-LS-API-RateLimit-Type") or "").lower()
+    if "month" in kind:
+        return "month"
+    if any(word in kind for word in ("day", "daily", "quota")):
+        return "day"
+    try:
+        if float(_header(resp, "Retry-After") or 0) >= 3600:
+            return "day"
+    except ValueError:
+        pass
+    return "short"
+
+
+def _error_message(resp: requests.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else ""
+        return f"HTTP {resp.status_code} {text}".strip()
+    if isinstance(body, dict):
+        if body.get("message") and "httpCode" in body:
+            return str(body["message"])[:300]
+        if body.get("error"):  # OAuth shape
+            detail = body.get("hint") or body.get("error_description") or ""
+            return f"{body['error']}: {detail}".strip(": ")[:300]
+        if body.get("message"):
+            return str(body["message"])[:300]
+    return f"HTTP {resp.status_code}"
+
+
+PROFILE = Profile(
+    read_remaining=_read_remaining,
+    limit_scope=_limit_scope,
+    error_message=_error_message,
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# wire helpers
+
+
+def as_list(value: Any) -> list[Any]:
+    """Normalise a Lightspeed collection: ``""``/None -> [], an object -> [it], a list -> itself."""
+    if value is None or value == "" or value == []:
+        return []
+    if isinstance(value, list):
+        return [v for v in value if v not in (None, "")]
+    return [value]
+
+
+def relation(record: dict[str, Any], outer: str, inner: str) -> list[dict[str, Any]]:
+    """``record[outer][inner]`` as a list, e.g. relation(item, "ItemShops", "ItemShop")."""
+    container = record.get(outer)
+    if not isinstance(container, dict):
+        return []
+    return [r for r in as_list(container.get(inner)) if isinstance(r, dict)]
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An R-Series timestamp (``2021-03-30T19:38:07+00:00``, ``+0000``, ``Z``) as aware UTC."""
+    if not value or not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        for pattern in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S"):
+            try:
+                dt = datetime.strptime(text, pattern)
+                break
+            except ValueError:
+                continue
+        else:
+            return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def dec(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        result = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def format_since(since: datetime) -> str:
+    """The filter's date: whole seconds (rounded down, so nothing is skipped), explicit offset."""
+    aware = since if since.tzinfo else since.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def encode_query(pairs: list[tuple[str, str]]) -> str:
+    """Encode each value once and fully: ``>`` ``,`` ``+`` ``:`` ``[`` ``"`` become %XX, as
+    Lightspeed's own ``next`` URLs do (a raw ``+`` would arrive as a space)."""
+    return "&".join(f"{key}={quote(str(value), safe='')}" for key, value in pairs)
+
+
+def money(value: Decimal) -> str:
+    return format(value.quantize(CENT, ROUND_HALF_UP), "f")
+
+
+def round2(value: Decimal) -> Decimal:
+    return value.quantize(CENT, ROUND_HALF_UP)
+
+
+def jwt_claim(token: str | None, claim: str) -> Any:
+    """A claim from a JWT's payload, read without verifying it (only to find the account id)."""
+    if not token or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    try:
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data.get(claim) if isinstance(data, dict) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# the connector
+
+
+def _settings(settings: dict[str, Any]) -> dict[str, Any]:
+    s = {
+        "base_url": DEFAULT_BASE_URL,
+        "auth_url": DEFAULT_AUTH_URL,
+        "account_id": None,
+        "client_id": None,
+        "shop_id": "1",
+        "register_id": "1",
+        "employee_id": "1",
+        "payment_type_id": "1",
+        "scope": DEFAULT_SCOPE,
+    }
+    s.update({k: v for k, v in settings.items() if v is not None})
+    s["base_url"] = str(s["base_url"]).rstrip("/")
+    s["auth_url"] = str(s["auth_url"]).rstrip("/")
+    return s
+
+
+class LightspeedConnector(Connector):
+    """One Lightspeed Retail (R-Series) account."""
+
+    provider: ClassVar[str] = "lightspeed"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        lookup_batch=IN_LIMIT,
+        stock_in_product=True,
+        idempotency_keys=False,
+        cursor_overlap=timedelta(seconds=2),  # timeStamp has whole seconds; the filter is ">"
+        limits=LIMITS,
+    )
+
+    def __init__(
+        self,
+        http: HttpClient,
+        settings: dict[str, Any],
+        *,
+        token_store: TokenStore | None = None,
+    ) -> None:
+        super().__init__(http, _settings(settings))
+        self.token_store = token_store
+        self._account: str | None = (
+            str(self.settings["account_id"]) if self.settings.get("account_id") else None
+        )
+        self._tax_categories: dict[str, tuple[str, Decimal]] | None = None
+
+    # account ------------------------------------------------------------------------------------
+    @property
+    def account_id(self) -> str:
+        if self._account is None:
+            self._account = self.discover_account()
+        return self._account
+
+    def discover_account(self) -> str:
+        """The accountID: from the token store (token answer ``acct``), the JWT ``acct`` claim,
+        else one ``GET /API/V3/Account.json``; remembered in the token store."""
+        tokens = self.token_store.load() if self.token_store else Tokens()
+        account = tokens.extra.get("account_id") or jwt_claim(tokens.access_token, "acct")
+        if not account:
+            body = self.http.json("GET", "API/V3/Account.json", cost=COST_GET)
+            accounts = as_list(body.get("Account")) if isinstance(body, dict) else []
+            if not accounts or not isinstance(accounts[0], dict):
+                raise BadResponse("GET /API/V3/Account.json: no Account in the answer")
+            account = accounts[0].get("accountID")
+        if not account:
+            raise BadResponse("could not discover the Lightspeed account id")
+        account = str(account)
+        if self.token_store is not None and tokens.extra.get("account_id") != account:
+
+            def remember(stored: Tokens) -> Tokens:
+                return replace(stored, extra={**stored.extra, "account_id": account})
+
+            self.token_store.update_locked(remember)
+        return account
+
+    def _path(self, entity: str) -> str:
+        return f"API/V3/Account/{self.account_id}/{entity}.json"
+
+    # paging -------------------------------------------------------------------------------------
+    def _pages(
+        self,
+        entity: str,
+        pairs: list[tuple[str, str]],
+        convert: Callable[[dict[str, Any]], T],
+        *,
+        cost: float = COST_GET,
+        cursor_field: str | None = "timeStamp",
+    ) -> Iterator[Page[T]]:
+        url: str = self._path(entity)
+        query: str | None = encode_query(pairs)
+        number = 0
+        while True:
+            data = self.http.json("GET", url, query=query, cost=cost)
+            if not isinstance(data, dict):
+                raise BadResponse(
+                    f"GET {entity}.json: expected an object, got {type(data).__name__}"
+                )
+            records: list[T] = []
+            errors: list[str] = []
+            newest: datetime | None = None
+            for row in as_list(data.get(entity)):
+                if not isinstance(row, dict):
+                    errors.append(f"{entity}: unreadable row {str(row)[:60]!r}")
+                    continue
+                try:
+                    records.append(convert(row))
+                except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+                    errors.append(
+                        f"{entity} {row.get(entity[0].lower() + entity[1:] + 'ID')}: {exc}"
+                    )
+                if cursor_field:
+                    ts = parse_time(row.get(cursor_field))
+                    if ts and (newest is None or ts > newest):
+                        newest = ts
+            number += 1
+            yield Page(
+                records, cursor=newest if cursor_field else None, number=number, errors=errors
+            )
+            attributes = data.get("@attributes")
+            nxt = attributes.get("next") if isinstance(attributes, dict) else ""
+            if not nxt:
+                return
+            self._check_next(nxt)
+            url, query = nxt, None  # verbatim: never decode or re-encode the after token
+
+    def _check_next(self, url: str) -> None:
+        """Follow ``next`` only to our own API host: the bearer token goes with it."""
+        ours, theirs = urlsplit(self.http.base_url), urlsplit(url)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            raise BadResponse(f"@attributes.next points at another host ({theirs.netloc})")
+
+    def _since(self, pairs: list[tuple[str, str]], since: datetime | None) -> None:
+        if since is not None:
+            pairs.append(("timeStamp", f">,{format_since(since)}"))
+
+    # products and stock -------------------------------------------------------------------------
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        pairs = [("load_relations", ITEM_RELATIONS), ("archived", "true"), ("sort", "timeStamp")]
+        self._since(pairs, since)
+        pairs.append(("limit", str(PAGE_LIMIT)))
+        yield from self._pages("Item", pairs, self._product, cost=COST_ITEMS_WITH_SHOPS)
+
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
+        pairs = [("shopID", "0"), ("sort", "timeStamp")]
+        self._since(pairs, since)
+        pairs.append(("limit", str(PAGE_LIMIT)))
+        yield from self._pages("ItemShop", pairs, self._stock)
+
+    def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
+        ids: list[str] = []
+        for rid in remote_ids:
+            text = str(rid).strip()
+            if text.isdigit() and text not in ids:
+                ids.append(text)
+        found: dict[str, RemoteProduct] = {}
+        for start in range(0, len(ids), IN_LIMIT):
+            chunk = ids[start : start + IN_LIMIT]
+            pairs = [
+                ("itemID", f"IN,[{','.join(chunk)}]"),
+                ("load_relations", ITEM_RELATIONS),
+                ("archived", "true"),
+                ("limit", str(PAGE_LIMIT)),
+            ]
+            for page in self._pages(
+                "Item", pairs, self._product, cost=COST_ITEMS_WITH_SHOPS, cursor_field=None
+            ):
+                for product in page.records:
+                    found[product.remote_id] = product
+        return [found[i] for i in ids if i in found]
+
+    def find_product(self, code: str) -> RemoteProduct | None:
+        pairs = [("customSku", code), ("load_relations", ITEM_RELATIONS), ("archived", "true")]
+        matches: list[RemoteProduct] = []
+        for page in self._pages(
+            "Item", pairs, self._product, cost=COST_ITEMS_WITH_SHOPS, cursor_field=None
+        ):
+            matches += [p for p in page.records if p.code == code]  # exact, case-sensitive
+        matches.sort(key=lambda p: (not p.active, int(p.remote_id)))
+        return matches[0] if matches else None
+
+    def create_product(self, product: NewProduct) -> RemoteProduct:
+        body = {
+            "description": product.name,
+            "customSku": product.code,
+            "defaultCost": "0",
+            "tax": "true",
+            "Prices": {
+                "ItemPrice": [
+                    {"amount": money(product.price), "useTypeID": "1", "useType": "Default"}
+                ]
+            },
+        }
+        data = self.http.json("POST", self._path("Item"), json_body=body, cost=1.5)
+        rows = as_list(data.get("Item")) if isinstance(data, dict) else []
+        if not rows:
+            raise BadResponse("POST Item.json: no Item in the answer")
+        return self._product(rows[0])
+
+    # customers ----------------------------------------------------------------------------------
+    def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
+        pairs = [("load_relations", CUSTOMER_RELATIONS), ("sort", "timeStamp")]
+        self._since(pairs, since)
+        pairs.append(("limit", str(PAGE_LIMIT)))
+        yield from self._pages("Customer", pairs, self._customer, cost=COST_CUSTOMERS_WITH_CONTACT)
+
+    def find_customers(
+        self, *, email: str | None = None, account: str | None = None
+    ) -> list[RemoteCustomer]:
+        if not email or not email.strip():
+            return []  # no account-number field in Lightspeed: nothing to look up
+        wanted = email.strip().casefold()
+        pairs = [("load_relations", CUSTOMER_RELATIONS), ("Contact.email", f"~,{email.strip()}")]
+        found: list[RemoteCustomer] = []
+        for page in self._pages(
+            "Customer",
+            pairs,
+            self._customer_row,
+            cost=COST_CUSTOMERS_WITH_CONTACT,
+            cursor_field=None,
+        ):
+            for customer, addresses in page.records:
+                if wanted in addresses:
+                    found.append(customer)
+        return found
+
+    def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
+        first, last = customer.first_name, customer.last_name
+        if not (first or last):
+            name = (customer.name or "").strip()
+            first, _, last = name.rpartition(" ")
+            if not first:
+                first, last = "", name
+        body: dict[str, Any] = {"firstName": first or "", "lastName": last or ""}
+        nested = 0
+        if customer.email:
+            body["Contact"] = {
+                "Emails": {"ContactEmail": [{"address": customer.email, "useType": "Primary"}]}
+            }
+            nested = 2
+        data = self.http.json(
+            "POST", self._path("Customer"), json_body=body, cost=1.0 + 0.5 * nested
+        )
+        rows = as_list(data.get("Customer")) if isinstance(data, dict) else []
+        if not rows:
+            raise BadResponse("POST Customer.json: no Customer in the answer")
+        return self._customer(rows[0])
+
+    # invoices -----------------------------------------------------------------------------------
+    def find_invoice(self, number: str) -> PostedInvoice | None:
+        pairs = [("referenceNumber", number), ("sort", "saleID")]
+        matches: list[PostedInvoice] = []
+        for page in self._pages("Sale", pairs, self._sale_row, cursor_field=None):
+            for invoice, voided in page.records:
+                if invoice.number == number and not voided:
+                    matches.append(invoice)
+        matches.sort(key=lambda inv: (inv.status != "completed", int(inv.remote_id)))
+        return matches[0] if matches else None
+
+    def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        """POST a completed Sale. Lightspeed has no idempotency key (``idempotency_key`` is not
+        sent); the job looks the sale up by number with :meth:`find_invoice` before re-posting."""
+        categories = self.tax_categories()
+        lines: list[dict[str, Any]] = []
+        computed = Decimal(0)
+        for line in invoice.lines:
+            line_total = round2(line.quantity * line.unit_price)
+            computed += line_total + round2(line_total * (line.tax_rate or Decimal(0)))
+            entry: dict[str, Any] = {
+                "itemID": _int_or_str(line.product_remote_id),
+                "unitQuantity": format(line.quantity.normalize(), "f"),
+                "unitPrice": format(line.unit_price, "f"),  # as given: the money rule rounds lines
+            }
+            if line.tax_code:
+                entry["tax"] = True
+                entry["taxCategoryID"] = self._tax_category_id(line.tax_code, categories)
+            else:
+                entry["tax"] = False
+            lines.append(entry)
+        total = round2(invoice.total) if invoice.total is not None else computed
+        body: dict[str, Any] = {
+            "employeeID": _int_or_str(self.settings["employee_id"]),
+            "registerID": _int_or_str(self.settings["register_id"]),
+            "shopID": _int_or_str(self.settings["shop_id"]),
+            "completed": True,
+            "referenceNumber": invoice.number,
+            "referenceNumberSource": "synccli",
+            "SaleLines": {"SaleLine": lines},
+            "SalePayments": {
+                "SalePayment": {
+                    "amount": money(total),
+                    "paymentTypeID": _int_or_str(self.settings["payment_type_id"]),
+                }
+            },
+        }
+        if invoice.customer_remote_id:
+            body["customerID"] = _int_or_str(invoice.customer_remote_id)
+        cost = 2.0 + 3.0 + 0.5 * (len(lines) + 1)
+        try:
+            data = self.http.json("POST", self._path("Sale"), json_body=body, cost=cost)
+        except Rejected as err:
+            message = _body_message(err.body) or err.message
+            raise Rejected(
+                f"Lightspeed rejected sale {invoice.number}: {message}",
+                errors=[message],
+                status=err.status,
+                body=err.body,
+            ) from None
+        rows = as_list(data.get("Sale")) if isinstance(data, dict) else []
+        if not rows or not isinstance(rows[0], dict):
+            raise BadResponse("POST Sale.json: no Sale in the answer")
+        posted, _ = self._sale_row(rows[0])
+        return posted
+
+    def tax_categories(self) -> dict[str, tuple[str, Decimal]]:
+        """tax1Name -> (taxCategoryID, tax1Rate), read once per connector."""
+        if self._tax_categories is None:
+            table: dict[str, tuple[str, Decimal]] = {}
+            for page in self._pages("TaxCategory", [], lambda r: r, cursor_field=None):
+                for row in page.records:
+                    name = str(row.get("tax1Name") or "")
+                    table[name] = (
+                        str(row.get("taxCategoryID")),
+                        dec(row.get("tax1Rate")) or Decimal(0),
+                    )
+            self._tax_categories = table
+        return self._tax_categories
+
+    @staticmethod
+    def _tax_category_id(code: str, categories: dict[str, tuple[str, Decimal]]) -> Any:
+        if code in categories:
+            return _int_or_str(categories[code][0])
+        folded = {name.casefold(): cid for name, (cid, _) in categories.items()}
+        if code.casefold() in folded:
+            return _int_or_str(folded[code.casefold()])
+        if code in {cid for cid, _ in categories.values()}:
+            return _int_or_str(code)
+        return code  # unknown: send it as-is so Lightspeed answers with its own error
+
+    # operations ---------------------------------------------------------------------------------
+    def ping(self) -> dict[str, Any]:
+        resp = self.http.request("GET", "API/V3/Account.json", cost=COST_GET)
+        body = parse_json(resp) if resp.content else {}
+        accounts = as_list(body.get("Account")) if isinstance(body, dict) else []
+        account = (
+            accounts[0].get("accountID") if accounts and isinstance(accounts[0], dict) else None
+        )
+        return {"date": resp.headers.get("Date"), "status": resp.status_code, "account_id": account}
+
+    # record mapping -----------------------------------------------------------------------------
+    @staticmethod
+    def _product(row: dict[str, Any]) -> RemoteProduct:
+        item_id = str(row["itemID"])
+        price = None
+        for entry in relation(row, "Prices", "ItemPrice"):
+            if entry.get("useType") == "Default" or str(entry.get("useTypeID")) == "1":
+                price = dec(entry.get("amount"))
+                break
+        shops = relation(row, "ItemShops", "ItemShop")
+        stock: Decimal | None = None
+        summary = [s for s in shops if str(s.get("shopID")) == "0"]
+        if summary:
+            stock = dec(summary[0].get("qoh"))
+        elif shops:
+            stock = sum((dec(s.get("qoh")) or Decimal(0) for s in shops), Decimal(0))
+        description = str(row.get("description") or "")
+        return RemoteProduct(
+            remote_id=item_id,
+            code=str(row.get("customSku") or ""),
+            name=description,
+            description=description or None,
+            price=price,
+            active=not to_bool(row.get("archived", "false")),
+            updated_at=parse_time(row.get("timeStamp")),
+            stock=stock,
+        )
+
+    @staticmethod
+    def _stock(row: dict[str, Any]) -> RemoteStock:
+        quantity = dec(row.get("qoh"))
+        if quantity is None:
+            raise ValueError(f"unreadable qoh {row.get('qoh')!r}")
+        return RemoteStock(
+            remote_id=str(row["itemID"]),
+            quantity=quantity,
+            updated_at=parse_time(row.get("timeStamp")),
+        )
+
+    @staticmethod
+    def _emails(row: dict[str, Any]) -> list[str]:
+        contact = row.get("Contact")
+        if not isinstance(contact, dict):
+            return []
+        emails = relation(contact, "Emails", "ContactEmail")
+        emails.sort(key=lambda e: e.get("useType") != "Primary")
+        return [str(e["address"]).strip() for e in emails if e.get("address")]
+
+    @classmethod
+    def _customer(cls, row: dict[str, Any]) -> RemoteCustomer:
+        first = str(row.get("firstName") or "").strip()
+        last = str(row.get("lastName") or "").strip()
+        name = f"{first} {last}".strip() or str(row.get("company") or "").strip()
+        emails = cls._emails(row)
+        return RemoteCustomer(
+            remote_id=str(row["customerID"]),
+            name=name,
+            email=emails[0] if emails else None,
+            account_number=None,
+            active=not to_bool(row.get("archived", "false")),
+            updated_at=parse_time(row.get("timeStamp")),
+        )
+
+    @classmethod
+    def _customer_row(cls, row: dict[str, Any]) -> tuple[RemoteCustomer, set[str]]:
+        return cls._customer(row), {e.casefold() for e in cls._emails(row)}
+
+    @staticmethod
+    def _sale_row(row: dict[str, Any]) -> tuple[PostedInvoice, bool]:
+        total = dec(row.get("calcTotal")) if row.get("calcTotal") not in (None, "") else None
+        if total is None:
+            total = dec(row.get("total"))
+        posted = PostedInvoice(
+            remote_id=str(row["saleID"]),
+            number=str(row.get("referenceNumber") or ""),
+            total=total,
+            status="completed" if to_bool(row.get("completed")) else "open",
+        )
+        return posted, to_bool(row.get("voided", "false")) or to_bool(row.get("archived", "false"))
+
+
+def _int_or_str(value: Any) -> Any:
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def _body_message(body: str | None) -> str | None:
+    if not body:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# wiring
+
+
+def connect(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    token_store: TokenStore,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    time_scale: float = 1.0,
+    pace: bool = True,
+    timeout: tuple[float, float] = (5.0, 30.0),
+) -> LightspeedConnector:
+    """A connector for one Lightspeed account (see the module docstring for the keys)."""
+    s = _settings(settings)
+    if not s.get("client_id"):
+        raise ConfigError("Lightspeed settings need client_id")
+    secret = credentials.get("client_secret")
+    if not secret:
+        raise ConfigError("Lightspeed credentials need client_secret")
+    secrets.register(secret)
+    stored = token_store.load()
+    secrets.register(stored.access_token, stored.refresh_token)
+    auth = OAuth2Auth(
+        token_url=f"{s['auth_url']}/auth/oauth/token",
+        client_id=str(s["client_id"]),
+        client_secret=str(secret),
+        store=token_store,
+        clock=clock,
+        basic_auth=False,  # Lightspeed wants client_id/client_secret in the form body
+    )
+    http = HttpClient(
+        s["base_url"],
+        auth=auth,
+        limits=LIMITS,
+        profile=PROFILE,
+        ledger=ledger,
+        clock=clock,
+        time_scale=time_scale,
+        timeout=timeout,
+        pace=pace,
+    )
+    return LightspeedConnector(http, s, token_store=token_store)
+
+
+def discover_account(
+    settings: dict[str, Any], credentials: dict[str, Any], token_store: TokenStore, **kw: Any
+) -> str:
+    """The accountID this connection's tokens belong to (token answer ``acct``, JWT claim, or
+    ``GET /API/V3/Account.json``); saved in the token store's ``extra["account_id"]``."""
+    conn = connect({**settings, "account_id": None}, credentials, token_store=token_store, **kw)
+    return conn.discover_account()
+
+
+def authorize_url(
+    settings: dict[str, Any], redirect_uri: str, state: str, *, code_challenge: str | None = None
+) -> str:
+    """Where to send the merchant to grant access (``employee:all`` unless ``scope`` is set)."""
+    s = _settings(settings)
+    params = {
+        "response_type": "code",
+        "client_id": s["client_id"],
+        "scope": s["scope"],
+        "state": state,
+        "redirect_uri": redirect_uri,
+    }
+    if code_challenge:
+        params.update(code_challenge=code_challenge, code_challenge_method="S256")
+    return f"{s['auth_url']}/auth/oauth/authorize?{urlencode(params)}"
+
+
+def exchange_code(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    code: str,
+    redirect_uri: str,
+    *,
+    code_verifier: str | None = None,
+    clock: Clock | None = None,
+) -> Tokens:
+    """Trade an authorization code for tokens (form-encoded, no ``scope``: a JSON body with a
+    scope is refused). ``extra["account_id"]`` comes from the answer's ``acct`` or the JWT."""
+    s = _settings(settings)
+    secret = str(credentials.get("client_secret") or "")
+    if not s.get("client_id") or not secret:
+        raise ConfigError("Lightspeed needs client_id (settings) and client_secret (credentials)")
+    secrets.register(secret)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+    if code_verifier:
+        form["code_verifier"] = code_verifier
+    body = token_request(
+        f"{s['auth_url']}/auth/oauth/token",
+        form,
+        client_id=str(s["client_id"]),
+        client_secret=secret,
+        basic_auth=False,
+    )
+    now = (clock or SystemClock()).now()
+    account = body.get("acct") or jwt_claim(body.get("access_token"), "acct")
+    extra = {"account_id": str(account)} if account else {}
+    return Tokens(
+        access_token=body["access_token"],
+        refresh_token=body.get("refresh_token"),
+        expires_at=now + timedelta(seconds=int(body.get("expires_in", 1800))),
+        extra=extra,
+    )

@@ -1,0 +1,1724 @@
+"""A local simulator of the Lightspeed Retail **R-Series** API (V3), faithful to the wire format.
+
+Modelled (facts from the provider notes, ``shared/docs/providers/lightspeed.md``):
+
+- OAuth 2 on the authorization server's paths: ``GET /auth/oauth/authorize`` (auto-approves and
+  answers 302 to ``redirect_uri`` with ``code`` and ``state``; codes live 60 s on ``self.clock``;
+  PKCE S256 checked when a ``code_challenge`` was sent) and ``POST /auth/oauth/token``
+  (form-encoded, JSON also accepted; ``authorization_code`` and ``refresh_token`` grants; client
+  id/secret in the body). Refresh tokens are **single-use and rotating**: a spent one answers
+  ``400 invalid_grant``. Per the 2026-01-15 changelog the old refresh token is revoked only once
+  the new access token is first used (switch ``revoke_on_first_use``). Unused refresh tokens expire
+  after 30 days. Errors use the RFC 6749 shape ``error`` / ``error_description`` / ``hint`` /
+  ``message``. Access-token lifetime ``token_ttl`` is measured on ``self.clock``; an unknown or
+  expired token answers ``401 {"error":"access_denied",...,"hint":"Access token could not be
+  verified"}``, a revoked one the hint ``"Access token has been revoked"``.
+- ``GET /API/V3/Account.json`` and the account-scoped paths
+  ``/API/V3/Account/{accountID}/{Entity}.json`` and ``/{Entity}/{id}.json``; a token used on another
+  account's path gets the R-Series 403 body.
+- The wire quirks: **every scalar is a JSON string**, a single element comes back as an **object,
+  not a list** (on list calls and in nested relations), an empty relation is ``""``, a list with no
+  rows carries no entity key at all, a single-record GET carries ``"@attributes": {"count": "1"}``.
+- V3 cursor paging: ``@attributes.next`` / ``previous`` are full URLs whose ``after`` / ``before``
+  tokens are base64 JSON (``[100]`` or ``["2021-11-01T14:55:51+00:00",544]`` when sorted by
+  timeStamp); ``next`` is ``""`` on the last page, ``previous`` ``""`` on the first; ``limit``
+  0-100 (default 100) and ``sort`` are appended to ``next``. A re-encoded (damaged) token is a 400.
+- Query operators ``field=OP,value`` for ``>``, ``>=``, ``<``, ``<=``, ``><`` (inclusive BETWEEN),
+  ``!=``, ``~`` / ``!~`` (LIKE with ``%``), ``IN,[...]`` (at most 100 values), plain equality;
+  raw and percent-encoded forms alike. Dates are ``YYYY-MM-DDTHH:MM:SS±HH:MM`` (``±HHMM`` and ``Z``
+  too); a ``+`` sent unencoded decodes to a space and is rejected with a 400, as on the real API.
+  ``archived=false|true|only`` (default hides archived), ``load_relations=["..."]`` (a JSON array,
+  or ``all``), ``sort=field`` / ``sort=-field`` limited to each entity's sortable fields,
+  ``count=1``. Filtering on a relation's field (``Contact.email``, ``ItemShops.qoh``) needs that
+  relation loaded.
+- Entities: Item (+ ``Prices.ItemPrice[]`` always, ``ItemShops.ItemShop[]`` with shopID 0 = the
+  account-wide summary plus shop 1), ItemShop list (stock changes move only ``ItemShop.timeStamp``,
+  never ``Item.timeStamp``), Customer (+ Contact with ``Emails.ContactEmail``), Sale (+ SaleLines,
+  SalePayments), Shop, Register, Employee, PaymentType, TaxCategory.
+- Writes: ``POST Item.json`` (answers with the new ItemShops), ``DELETE Item/{id}.json``
+  (archives and zeroes stock: items are never deleted), ``POST Customer.json``, ``POST Sale.json``
+  with validation: unknown shop/register/employee/customer/item/taxCategory/paymentType, and a
+  completed sale whose payments do not cover its total, answer 400 with the R-Series body
+  ``{"httpCode","httpMessage","message","errorClass"}`` (the four fields are documented; the
+  message texts are ours). Totals: calcSubtotal = sum(round2(qty*unitPrice)), calcTax1 =
+  sum(round2(line*rate of the line's tax category)), calcTotal = their sum; a completed sale lowers
+  stock on hand (moving ItemShop.timeStamp). ``GET Sale.json?referenceNumber=X`` finds it again.
+- The neutral model's ``delete()`` is rendered as what Lightspeed would show: the item is still
+  there, **archived, with zero stock** (and, like the neutral mutation, no timestamp moves).
+- Leaky bucket per account+client: size 90 (+10 per extra register), drip 1/s (+0.5/s per extra
+  register) on ``self.limit_time()``; costs from the notes' table (GET 1, +0.1/+0.2 per to-one /
+  to-many relation and doubled on list calls, ``count=1`` = 10, POST/PUT 1 and POST/PUT/DELETE
+  Sale 2 (+3 when completed), +0.5 per nested entity in the payload). Headers:
+  ``X-LS-API-Bucket-Level`` (``level/size``), ``X-LS-API-Drip-Rate``, ``X-LS-API-Request-Cost``,
+  ``X-LS-Acct-Id``, ``X-LS-OAuth-Client-Id``. The request that pushes the level past the size is
+  allowed; later ones get 429 with ``X-LS-API-RateLimit-Type: api-leaky-bucket`` and
+  ``Retry-After`` in seconds (real seconds: limit-clock seconds divided by the time scale).
+  Optional burst limiter (switch ``burst_limiter``, a fixed 1 s window, ``X-LS-API-Burst-Level``,
+  type ``api-burst-limiter``).
+
+Switches (constructor keywords) for what the notes mark **unconfirmed** or optional:
+
+- ``revoke_on_first_use=True``: the 2026-01-15 rule; False revokes the old refresh token the moment
+  a new one is issued (the pre-2026 behaviour: a lost refresh answer then breaks the chain).
+- ``revoke_old_access_on_refresh=True``: a refresh revokes the access token it replaces (what the
+  underlying OAuth server library does; not stated by Lightspeed).
+- ``acct_in_token_response=True``: the token answer carries ``"acct"`` (the real server only puts it
+  in the JWT claim); ``jwt_access_tokens=False``: access tokens shaped like an (unsigned) JWT whose
+  payload carries ``acct``, ``aud``, ``scope``, ``exp``.
+- ``reject_scope_in_token_request=True``: a ``scope`` field on the token call answers
+  ``400 invalid_grant`` (seen by integrators, laravel-lightspeed-retail-api #36).
+- ``case_insensitive_equals=True``: string equality and LIKE ignore case (MySQL-style collation).
+- ``unique_custom_sku=True``: POST Item with a customSku already in use answers 400 "already
+  exists".
+- ``unit_price_overrides=True``: an explicit SaleLine ``unitPrice`` replaces the item's price.
+- ``reference_number_unique=False``: referenceNumber is not an idempotency key (no guarantee found).
+- ``burst_limiter=False``; ``registers=1`` (bucket size and drip grow with registers).
+- ``limits`` override dict: ``bucket_size``, ``drip``, ``burst`` (per second, default 20) and
+  ``day`` (default None). ``day`` is **not a Lightspeed limit**: it is a test hook modelling an
+  account that is cut off for the rest of the UTC day (``self.clock``); it answers 429 with
+  ``X-LS-API-RateLimit-Type: api-daily-quota`` and a Retry-After until midnight.
+
+Not modelled: XML (no ``.json`` suffix), V2 offset paging, ``or=`` queries, refunds, PUT (stock is
+moved with the neutral mutations), the refresh throttle (5 per minute), the revoke endpoint's effect
+on access tokens, Customer ``archive=1``, custom fields, matrices, X-Series.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets as pysecrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from synccli.clock import Clock
+from synccli.sandbox.core import LeakyBucket, Request, Response, SandboxApp, ceil_seconds, json_body
+from synccli.sandbox.data import Customer, Invoice, Product, World
+
+DEFAULT_ACCOUNT = "184467"
+DEFAULT_CLIENT_ID = "synccli-sandbox-client"
+DEFAULT_CLIENT_SECRET = "ls-sandbox-client-secret-0f3c9a"
+CENT = Decimal("0.01")
+API = "/API/V3/Account"
+
+_REASON = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
+
+TAX_CATEGORIES = [  # (taxCategoryID, tax1Name, tax1Rate)
+    ("1", "GST", Decimal("0.15")),
+    ("2", "Sales Tax", Decimal("0.0825")),
+    ("3", "Exempt", Decimal("0")),
+]
+PAYMENT_TYPES = [  # (paymentTypeID, name, type)
+    ("1", "Cash", "cash"),
+    ("2", "Check", "check"),
+    ("3", "Credit Card", "credit card"),
+    ("4", "Credit Account", "credit account"),
+]
+EMPLOYEES = [("1", "Sandbox", "Admin"), ("2", "Jane", "Cashier")]
+SHOPS = [("1", "Main Store")]
+
+# ------------------------------------------------------------------------------------------------
+# errors and small helpers
+
+
+class _Fail(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def ls_error(status: int, message: str, error_class: str = "InvalidArgumentException") -> Response:
+    """The R-Series REST error body."""
+    return Response(
+        status,
+        {
+            "httpCode": str(status),
+            "httpMessage": _REASON.get(status, "Error"),
+            "message": message,
+            "errorClass": error_class,
+        },
+    )
+
+
+def _bad(message: str, error_class: str = "InvalidArgumentException") -> _Fail:
+    return _Fail(ls_error(400, message, error_class))
+
+
+def oauth_error(status: int, error: str, description: str, hint: str | None = None) -> Response:
+    body = {"error": error, "error_description": description, "message": description}
+    if hint:
+        body["hint"] = hint
+    return Response(status, body)
+
+
+def fmt_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def money(value: Decimal) -> str:
+    return format(value.quantize(CENT, ROUND_HALF_UP), "f")
+
+
+def round2(value: Decimal) -> Decimal:
+    return value.quantize(CENT, ROUND_HALF_UP)
+
+
+def num(value: float | Decimal) -> str:
+    text = f"{float(value):.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def qty(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value != value.to_integral() else str(int(value))
+
+
+def one_or_many(records: list[dict[str, Any]]) -> Any:
+    """Lightspeed's collection rendering: "" when empty, an object for one, a list for several."""
+    if not records:
+        return ""
+    return records[0] if len(records) == 1 else records
+
+
+def as_list(value: Any) -> list[Any]:
+    if value in (None, "") or value == []:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def to_bool(value: Any, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1", "yes", "on")
+
+
+def to_decimal(value: Any, what: str) -> Decimal:
+    try:
+        result = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise _bad(f"Invalid value for {what}: {value!r}") from None
+    if not result.is_finite():
+        raise _bad(f"Invalid value for {what}: {value!r}")
+    return result
+
+
+@lru_cache(maxsize=65536)
+def parse_time(text: str) -> datetime | None:
+    """An R-Series date: ISO 8601 with ±HH:MM, ±HHMM or Z; None when unreadable."""
+    value = text.strip()
+    if not value or " " in value:  # a '+' sent unencoded arrives as a space
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _b64(obj: Any) -> str:
+    return base64.b64encode(json.dumps(obj, separators=(",", ":")).encode()).decode()
+
+
+def _q(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+# ------------------------------------------------------------------------------------------------
+# entity specifications
+
+
+@dataclass
+class Spec:
+    pk: str
+    sortable: tuple[str, ...]
+    relations: dict[str, bool] = field(default_factory=dict)  # name -> to-many
+    archived: bool = False  # has the archived flag (and the archived= parameter applies)
+
+
+SPECS: dict[str, Spec] = {
+    "Item": Spec("itemID", ("itemID", "timeStamp", "description"), {"ItemShops": True}, True),
+    "ItemShop": Spec("itemShopID", ("itemShopID", "itemID", "timeStamp")),
+    "Customer": Spec(
+        "customerID", ("customerID", "timeStamp", "firstName", "lastName"), {"Contact": False}, True
+    ),
+    "Sale": Spec(
+        "saleID",
+        ("saleID", "timeStamp", "completeTime"),
+        {"SaleLines": True, "SalePayments": True},
+        True,
+    ),
+    "Shop": Spec("shopID", ("shopID", "name")),
+    "Register": Spec("registerID", ("registerID", "name")),
+    "Employee": Spec("employeeID", ("employeeID", "lastName")),
+    "PaymentType": Spec("paymentTypeID", ("paymentTypeID", "name")),
+    "TaxCategory": Spec("taxCategoryID", ("taxCategoryID", "tax1Name")),
+}
+NESTED_ENTITIES = {
+    "SaleLine",
+    "SalePayment",
+    "ItemPrice",
+    "ItemShop",
+    "Contact",
+    "ContactEmail",
+    "ContactPhone",
+    "ContactAddress",
+    "ContactWebsite",
+}
+CONTROL = {"limit", "sort", "after", "before", "load_relations", "archived", "count"}
+OPERATORS = (">=", "<=", "><", "!=", "!~", ">", "<", "~", "IN")
+DATE_FIELDS = {"timeStamp", "createTime", "completeTime", "updateTime"}
+
+
+def nested_count(body: Any, key: str | None = None) -> int:
+    """Entities nested in a write payload (each costs +0.5 drip)."""
+    total = 0
+    if isinstance(body, dict):
+        if key in NESTED_ENTITIES:
+            total += 1
+        for k, v in body.items():
+            if isinstance(v, list):
+                total += sum(nested_count(item, k) for item in v)
+            elif isinstance(v, dict):
+                total += nested_count(v, k)
+    return total
+
+
+def request_cost(
+    method: str, entity: str, params: dict[str, str], body: Any, is_list: bool
+) -> float:
+    """The notes' cost table, computed from the request alone."""
+    spec = SPECS.get(entity)
+    if method == "GET":
+        if params.get("count") == "1":
+            return 10.0
+        cost = 1.0
+        names = _relation_names(params.get("load_relations"), spec) if spec else []
+        for name in names:
+            many = spec.relations.get(name, True) if spec else True
+            cost += (0.2 if many else 0.1) * (2 if is_list else 1)
+        return round(cost, 3)
+    if entity in ("Sale", "SaleLine"):
+        cost = 2.0
+        completed = isinstance(body, dict) and to_bool(body.get("completed"))
+        if entity == "Sale" and method in ("POST", "PUT") and completed:
+            cost += 3.0
+    else:
+        cost = 1.0
+    if method in ("POST", "PUT"):
+        cost += 0.5 * nested_count(body)
+    return cost
+
+
+def _relation_names(raw: str | None, spec: Spec | None) -> list[str]:
+    if raw is None or raw == "":
+        return []
+    if raw.strip().lower() == "all":
+        return list(spec.relations) if spec else []
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise _bad('load_relations must be a JSON array, e.g. load_relations=["ItemShops"]')
+    return names
+
+
+Row = tuple[dict[str, Any], Callable[[list[str]], dict[str, Any]]]
+
+# ------------------------------------------------------------------------------------------------
+# the app
+
+
+@dataclass
+class _AccessToken:
+    account: str
+    client_id: str
+    expires_at: datetime
+    replaces_refresh: str | None = None  # the refresh token spent to obtain this one
+    used: bool = False
+    revoked: bool = False
+
+
+@dataclass
+class _RefreshToken:
+    account: str
+    client_id: str
+    issued_at: datetime
+    access_token: str
+    state: str = "active"  # active | spent
+
+
+@dataclass
+class _Code:
+    account: str
+    client_id: str
+    redirect_uri: str | None
+    expires_at: datetime
+    challenge: str | None = None
+    method: str = "plain"
+    used: bool = False
+
+
+class LightspeedSandbox(SandboxApp):
+    """Lightspeed Retail R-Series V3, see the module docstring for what is and is not modelled."""
+
+    provider = "lightspeed"
+
+    def __init__(
+        self,
+        *,
+        seed: int = 42,
+        products: int = 50,
+        customers: int = 30,
+        clock: Clock | None = None,
+        time_scale: float = 1.0,
+        faults: str | None = None,
+        limits: dict[str, Any] | None = None,
+        account_id: str = DEFAULT_ACCOUNT,
+        token_ttl: int = 1800,
+        revoke_on_first_use: bool = True,
+        revoke_old_access_on_refresh: bool = True,
+        acct_in_token_response: bool = True,
+        jwt_access_tokens: bool = False,
+        reject_scope_in_token_request: bool = True,
+        case_insensitive_equals: bool = True,
+        unique_custom_sku: bool = True,
+        unit_price_overrides: bool = True,
+        reference_number_unique: bool = False,
+        burst_limiter: bool = False,
+        registers: int = 1,
+        **switches: Any,
+    ) -> None:
+        super().__init__(seed=seed, clock=clock, time_scale=time_scale, faults=faults)
+        if switches:
+            raise TypeError(f"unknown LightspeedSandbox switches: {', '.join(sorted(switches))}")
+        self.tenant = str(account_id)
+        self.account_name = "Sandbox Retail Co."
+        self.token_ttl = token_ttl
+        self.revoke_on_first_use = revoke_on_first_use
+        self.revoke_old_access_on_refresh = revoke_old_access_on_refresh
+        self.acct_in_token_response = acct_in_token_response
+        self.jwt_access_tokens = jwt_access_tokens
+        self.reject_scope_in_token_request = reject_scope_in_token_request
+        self.case_insensitive_equals = case_insensitive_equals
+        self.unique_custom_sku = unique_custom_sku
+        self.unit_price_overrides = unit_price_overrides
+        self.reference_number_unique = reference_number_unique
+        self.burst_limiter = burst_limiter
+        self.registers = max(1, registers)
+        extra = self.registers - 1
+        self.limits: dict[str, Any] = {
+            "bucket_size": 90 + 10 * extra,
+            "drip": 1 + 0.5 * extra,
+            "burst": 20,
+            "day": None,
+        }
+        self.limits.update(limits or {})
+        self.clients: dict[str, dict[str, Any]] = {}
+        self.add_client(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+        self.codes: dict[str, _Code] = {}
+        self.access_tokens: dict[str, _AccessToken] = {}
+        self.refresh_tokens: dict[str, _RefreshToken] = {}
+        self.buckets: dict[tuple[str, str], LeakyBucket] = {}
+        self.bursts: dict[tuple[str, str], list[float]] = {}  # key -> [window start, used]
+        self.day_used: dict[tuple[str, ...], int] = {}
+        self.token_calls = 0
+        # (method, path, raw query) of the latest API calls, for wire checks
+        self.log: deque[tuple[str, str, str]] = deque(maxlen=10_000)
+        self._known: dict[str, dict[str, Product]] = {}  # tenant -> product id -> Product
+        self._company: dict[str, str] = {}
+        self.started = self.clock.now()
+        world = self.catalogue.tenant(self.tenant)
+        self.catalogue.gen.populate(world, products, customers)
+        self._sync(self.tenant)
+        self._routes()
+
+    # test helpers -----------------------------------------------------------------------------
+    def add_client(
+        self, client_id: str, client_secret: str, redirect_uris: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Register an OAuth client (an app in the Lightspeed developer portal)."""
+        self.clients[client_id] = {"secret": client_secret, "redirect_uris": redirect_uris}
+        return {"client_id": client_id, "client_secret": client_secret}
+
+    def issue_tokens(
+        self, account: str | None = None, client_id: str = DEFAULT_CLIENT_ID, ttl: int | None = None
+    ) -> dict[str, Any]:
+        """Skip the browser: a token answer as the token endpoint would give it."""
+        with self.lock:
+            return self._issue(account or self.tenant, client_id, ttl=ttl)
+
+    def credentials(self, account: str | None = None) -> dict[str, Any]:
+        """What a connection needs: client id/secret, account id and a fresh token pair."""
+        tokens = self.issue_tokens(account)
+        return {
+            "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": self.clients[DEFAULT_CLIENT_ID]["secret"],
+            "account_id": account or self.tenant,
+            "access_token": tokens["access_token"],
+            "refresh_token": tokens["refresh_token"],
+            "expires_in": tokens["expires_in"],
+        }
+
+    def items(self, tenant: str | None = None) -> list[tuple[Product, bool]]:
+        """Every item the account shows, as (product, deleted): deleted ones render archived."""
+        tenant = tenant or self.tenant
+        with self.catalogue.lock:
+            self._sync(tenant)
+            world = self.catalogue.tenant(tenant)
+            live = [(p, False) for p in world.products.values()]
+            known = self._known.get(tenant, {})
+            gone = [(known[i], True) for i in world.deleted_products if i in known]
+        return live + gone
+
+    def bucket(self, account: str | None = None, client_id: str = DEFAULT_CLIENT_ID) -> LeakyBucket:
+        key = (account or self.tenant, client_id)
+        if key not in self.buckets:
+            self.buckets[key] = LeakyBucket(
+                float(self.limits["bucket_size"]), float(self.limits["drip"])
+            )
+        return self.buckets[key]
+
+    def _sync(self, tenant: str) -> None:
+        """Remember every product seen, so a neutral delete() can still be shown as archived."""
+        world = self.catalogue.tenant(tenant)
+        known = self._known.setdefault(tenant, {})
+        for pid, p in world.products.items():
+            known.setdefault(pid, p)
+
+    # routes -----------------------------------------------------------------------------------
+    def _routes(self) -> None:
+        acct = r"(?P<account>[^/]+)"
+        self.route("GET", r"/auth/oauth/authorize", "oauth.authorize", self.h_authorize)
+        self.route("POST", r"/auth/oauth/token", "oauth.token", self.h_token)
+        self.route("POST", r"/auth/oauth/revoke", "oauth.revoke", self.h_revoke)
+        self.route("GET", r"/API/V3/Account\.json", "Account", self.h_account)
+        for entity in SPECS:
+            self.route("GET", rf"{API}/{acct}/{entity}\.json", entity, _bind(self.h_list, entity))
+            self.route(
+                "GET",
+                rf"{API}/{acct}/{entity}/(?P<rid>[^/]+)\.json",
+                f"{entity}/id",
+                _bind(self.h_one, entity),
+            )
+        for entity, handler in (
+            ("Item", self.h_post_item),
+            ("Customer", self.h_post_customer),
+            ("Sale", self.h_post_sale),
+        ):
+            self.route("POST", rf"{API}/{acct}/{entity}\.json", f"POST {entity}", handler)
+        self.route(
+            "DELETE", rf"{API}/{acct}/Item/(?P<rid>[^/]+)\.json", "DELETE Item", self.h_delete_item
+        )
+
+    # auth + limits ----------------------------------------------------------------------------
+    def before(self, req: Request, endpoint: str) -> Response | None:
+        if endpoint.startswith("oauth."):
+            return None
+        with self.lock:
+            self.log.append((req.method, req.path, req.query_string))
+            header = req.header("authorization") or ""
+            if not header.lower().startswith("bearer "):
+                return oauth_error(
+                    401,
+                    "access_denied",
+                    "The resource owner or authorization server denied the request.",
+                    'Missing "Authorization" header',
+                )
+            token = self.access_tokens.get(header[7:].strip())
+            if token is None or self.clock.now() >= token.expires_at:
+                return oauth_error(
+                    401,
+                    "access_denied",
+                    "The resource owner or authorization server denied the request.",
+                    "Access token could not be verified",
+                )
+            if token.revoked:
+                return oauth_error(
+                    401,
+                    "access_denied",
+                    "The resource owner or authorization server denied the request.",
+                    "Access token has been revoked",
+                )
+            if not token.used:
+                token.used = True
+                if token.replaces_refresh and self.revoke_on_first_use:
+                    old = self.refresh_tokens.get(token.replaces_refresh)
+                    if old is not None:
+                        old.state = "spent"
+            req.environ["ls.token"] = token
+            match = re.match(rf"^{API}/([^/]+)/", req.path, re.IGNORECASE)
+            if match and match.group(1) != token.account:
+                return ls_error(
+                    403,
+                    "Not Authorized: Insufficient rights to perform the request",
+                    "InsufficientRightsException",
+                )
+            entity = endpoint.split("/")[0].removeprefix("POST ").removeprefix("DELETE ")
+            params = dict(parse_qsl(req.query_string, keep_blank_values=True))
+            body = None
+            if req.method in ("POST", "PUT"):
+                try:
+                    body = req.json()
+                except (ValueError, UnicodeDecodeError):
+                    body = None
+            try:
+                cost = request_cost(
+                    req.method,
+                    entity,
+                    params,
+                    body,
+                    is_list="/" not in endpoint and req.method == "GET",
+                )
+            except _Fail:
+                cost = 1.0
+            req.environ["ls.cost"] = cost
+            key = (token.account, token.client_id)
+            t = self.limit_time()
+            day_limit = self.limits.get("day")
+            if day_limit is not None:
+                today = self.clock.now().date().isoformat()
+                used = self.day_used.get((*key, today), 0)
+                if used >= day_limit:
+                    now = self.clock.now()
+                    midnight = (now + timedelta(days=1)).replace(
+                        hour=0, minute=0, second=0, microsecond=0
+                    )
+                    resp = ls_error(
+                        429,
+                        "Rate Limit Exceeded: the account's daily allowance is spent",
+                        "RateLimitedException",
+                    )
+                    resp.headers.update(
+                        {
+                            "X-LS-API-RateLimit-Type": "api-daily-quota",
+                            "Retry-After": str(int((midnight - now).total_seconds()) or 1),
+                            "X-LS-Acct-Id": token.account,
+                        }
+                    )
+                    return resp
+                self.day_used[(*key, today)] = used + 1
+            if self.burst_limiter:
+                window = self.bursts.setdefault(key, [t, 0])
+                if t - window[0] >= 1.0:
+                    window[0], window[1] = t, 0
+                if window[1] >= int(self.limits["burst"]):
+                    resp = ls_error(
+                        429,
+                        "Rate Limit Exceeded: burst rate limit exceeded",
+                        "RateLimitedException",
+                    )
+                    resp.headers.update(
+                        {
+                            "X-LS-API-RateLimit-Type": "api-burst-limiter",
+                            "Retry-After": ceil_seconds((window[0] + 1.0 - t) / self.time_scale),
+                            "X-LS-API-Burst-Level": f"{window[1]}/{self.limits['burst']}",
+                        }
+                    )
+                    resp.headers.update(self._bucket_headers(token, 0.0, t))
+                    return resp
+                window[1] += 1
+                req.environ["ls.burst"] = f"{window[1]}/{self.limits['burst']}"
+            bucket = self.bucket(token.account, token.client_id)
+            if not bucket.take(t, cost):
+                resp = ls_error(
+                    429,
+                    "Rate Limit Exceeded: Please decrease your request volume. "
+                    "To find out more about our rate limits, please visit: "
+                    "https://developers.lightspeedhq.com/retail/introduction/ratelimits/",
+                    "RateLimitedException",
+                )
+                resp.headers.update(
+                    {
+                        "X-LS-API-RateLimit-Type": "api-leaky-bucket",
+                        "Retry-After": ceil_seconds(bucket.retry_after(t) / self.time_scale),
+                    }
+                )
+                resp.headers.update(self._bucket_headers(token, 0.0, t))
+                return resp
+            req.environ["ls.t"] = t
+        return None
+
+    def _bucket_headers(self, token: _AccessToken, cost: float, t: float) -> dict[str, str]:
+        bucket = self.bucket(token.account, token.client_id)
+        bucket._drain(t)
+        return {
+            "X-LS-API-Bucket-Level": f"{num(bucket.level)}/{num(bucket.size)}",
+            "X-LS-API-Drip-Rate": num(bucket.drip),
+            "X-LS-API-Request-Cost": num(cost),
+            "X-LS-Acct-Id": token.account,
+            "X-LS-OAuth-Client-Id": token.client_id,
+        }
+
+    def after(self, req: Request, endpoint: str, resp: Response) -> None:
+        token = req.environ.get("ls.token")
+        if token is None or "ls.t" not in req.environ:
+            return
+        with self.lock:
+            resp.headers.update(
+                self._bucket_headers(token, req.environ["ls.cost"], req.environ["ls.t"])
+            )
+            if "ls.burst" in req.environ:
+                resp.headers["X-LS-API-Burst-Level"] = req.environ["ls.burst"]
+
+    # OAuth ------------------------------------------------------------------------------------
+    def _issue(
+        self, account: str, client_id: str, ttl: int | None = None, replaces: str | None = None
+    ) -> dict[str, Any]:
+        now = self.clock.now()
+        ttl = self.token_ttl if ttl is None else ttl
+        if self.jwt_access_tokens:
+            head = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"RS256"}').rstrip(b"=").decode()
+            claims = {
+                "iss": "https://cloud.lightspeedapp.com",
+                "aud": client_id,
+                "sub": "1",
+                "acct": account,
+                "scope": "employee:all",
+                "iat": int(now.timestamp()),
+                "nbf": int(now.timestamp()),
+                "exp": int(now.timestamp()) + ttl,
+                "jti": pysecrets.token_hex(8),
+            }
+            payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+            access = f"{head}.{payload}.{pysecrets.token_urlsafe(64)}"
+        else:
+            access = "lsat_" + pysecrets.token_urlsafe(48)
+        refresh = "def50200" + pysecrets.token_hex(64)
+        self.access_tokens[access] = _AccessToken(
+            account, client_id, now + timedelta(seconds=ttl), replaces_refresh=replaces
+        )
+        self.refresh_tokens[refresh] = _RefreshToken(account, client_id, now, access)
+        body: dict[str, Any] = {
+            "token_type": "Bearer",
+            "expires_in": ttl,
+            "access_token": access,
+            "refresh_token": refresh,
+        }
+        if self.acct_in_token_response:
+            body["acct"] = account
+        return body
+
+    def h_authorize(self, req: Request) -> Response:
+        q = req.query
+        client = self.clients.get(q.get("client_id", ""))
+        if client is None:
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        if q.get("response_type") != "code":
+            return oauth_error(
+                400,
+                "unsupported_response_type",
+                "The authorization server does not support obtaining an "
+                "authorization code using this method.",
+                "Check the `response_type` parameter",
+            )
+        redirect = q.get("redirect_uri")
+        allowed = client["redirect_uris"]
+        if allowed is not None and redirect not in allowed:
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        if not redirect:
+            return oauth_error(
+                400,
+                "invalid_request",
+                "The request is missing a required "
+                "parameter, includes an invalid parameter value, includes a "
+                "parameter more than once, or is otherwise malformed.",
+                "Check the `redirect_uri` parameter",
+            )
+        code = "def502" + pysecrets.token_hex(40)
+        self.codes[code] = _Code(
+            self.tenant,
+            q["client_id"],
+            redirect,
+            self.clock.now() + timedelta(seconds=60),
+            q.get("code_challenge"),
+            q.get("code_challenge_method", "plain"),
+        )
+        params = {"code": code}
+        if "state" in q:
+            params["state"] = q["state"]
+        sep = "&" if "?" in redirect else "?"
+        return Response(
+            302,
+            "",
+            {"Location": f"{redirect}{sep}{urlencode(params)}"},
+            content_type="text/html; charset=UTF-8",
+        )
+
+    def h_token(self, req: Request) -> Response:
+        self.token_calls += 1
+        ctype = (req.header("content-type") or "").lower()
+        if "json" in ctype:
+            body = json_body(req)
+            form = {k: str(v) for k, v in (body or {}).items()} if isinstance(body, dict) else {}
+        else:
+            form = req.form()
+        invalid_request = (
+            "The request is missing a required parameter, includes an invalid "
+            "parameter value, includes a parameter more than once, or is otherwise "
+            "malformed."
+        )
+        invalid_grant = (
+            "The provided authorization grant (e.g., authorization code, resource "
+            "owner credentials) or refresh token is invalid, expired, revoked, does "
+            "not match the redirection URI used in the authorization request, or was "
+            "issued to another client."
+        )
+        grant = form.get("grant_type")
+        if not grant:
+            return oauth_error(
+                400, "invalid_request", invalid_request, "Check the `grant_type` parameter"
+            )
+        if grant not in ("authorization_code", "refresh_token"):
+            return oauth_error(
+                400,
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+                "Check that all required parameters have been provided",
+            )
+        client = self.clients.get(form.get("client_id", ""))
+        if client is None or client["secret"] != form.get("client_secret"):
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        if "scope" in form and self.reject_scope_in_token_request:
+            return oauth_error(400, "invalid_grant", invalid_grant)
+        now = self.clock.now()
+        with self.lock:
+            if grant == "authorization_code":
+                code = self.codes.get(form.get("code", ""))
+                if not form.get("code"):
+                    return oauth_error(
+                        400, "invalid_request", invalid_request, "Check the `code` parameter"
+                    )
+                if code is None or code.client_id != form["client_id"]:
+                    return oauth_error(
+                        400, "invalid_grant", invalid_grant, "Cannot decrypt the authorization code"
+                    )
+                if code.used:
+                    return oauth_error(
+                        400, "invalid_grant", invalid_grant, "Authorization code has been revoked"
+                    )
+                if now >= code.expires_at:
+                    return oauth_error(
+                        400, "invalid_grant", invalid_grant, "Authorization code has expired"
+                    )
+                if code.redirect_uri and form.get("redirect_uri") not in (None, code.redirect_uri):
+                    return oauth_error(400, "invalid_client", "Client authentication failed")
+                if code.challenge:
+                    verifier = form.get("code_verifier", "")
+                    if code.method == "S256":
+                        digest = hashlib.sha256(verifier.encode()).digest()
+                        computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+                    else:
+                        computed = verifier
+                    if computed != code.challenge:
+                        return oauth_error(
+                            400, "invalid_grant", invalid_grant, "Failed to verify `code_verifier`."
+                        )
+                code.used = True
+                return Response(200, self._issue(code.account, code.client_id))
+            raw = form.get("refresh_token")
+            if not raw:
+                return oauth_error(
+                    400, "invalid_request", invalid_request, "Check the `refresh_token` parameter"
+                )
+            token = self.refresh_tokens.get(raw)
+            if token is None or token.client_id != form["client_id"]:
+                return oauth_error(
+                    400, "invalid_grant", invalid_grant, "Cannot decrypt the refresh token"
+                )
+            if token.state != "active":
+                return oauth_error(400, "invalid_grant", invalid_grant, "Token has been revoked")
+            if now >= token.issued_at + timedelta(days=30):
+                return oauth_error(400, "invalid_grant", invalid_grant, "Token has expired")
+            if not self.revoke_on_first_use:
+                token.state = "spent"
+            if self.revoke_old_access_on_refresh:
+                old_access = self.access_tokens.get(token.access_token)
+                if old_access is not None:
+                    old_access.revoked = True
+            return Response(200, self._issue(token.account, token.client_id, replaces=raw))
+
+    def h_revoke(self, req: Request) -> Response:
+        form = req.form() if "json" not in (req.header("content-type") or "") else json_body(req)
+        client = self.clients.get(form.get("client_id", ""))
+        if client is None or client["secret"] != form.get("client_secret"):
+            return oauth_error(401, "invalid_client", "Client authentication failed")
+        with self.lock:
+            token = self.refresh_tokens.get(form.get("refresh_token", ""))
+            if token is not None:
+                token.state = "spent"
+        return Response(200, {})
+
+    # reads ------------------------------------------------------------------------------------
+    def h_account(self, req: Request) -> Response:
+        token: _AccessToken = req.environ["ls.token"]
+        return Response(
+            200,
+            {
+                "@attributes": {"count": "1"},
+                "Account": {
+                    "accountID": token.account,
+                    "name": self.account_name,
+                    "link": {"@attributes": {"href": f"/API/V3/Account/{token.account}"}},
+                },
+            },
+        )
+
+    def h_list(self, req: Request, entity: str, account: str) -> Response:
+        try:
+            return self._list(req, entity, account)
+        except _Fail as fail:
+            return fail.response
+
+    def h_one(self, req: Request, entity: str, account: str, rid: str) -> Response:
+        try:
+            params = dict(parse_qsl(req.query_string, keep_blank_values=True))
+            spec = SPECS[entity]
+            rels = self._relations(params, spec)
+            for base, attach in self._rows(entity, account):
+                if base[spec.pk] == rid:
+                    return Response(200, {"@attributes": {"count": "1"}, entity: attach(rels)})
+            return ls_error(404, f"{entity} not found.", "NotFoundException")
+        except _Fail as fail:
+            return fail.response
+
+    def _relations(self, params: dict[str, str], spec: Spec) -> list[str]:
+        names = _relation_names(params.get("load_relations"), spec)
+        for name in names:
+            if name not in spec.relations:
+                raise _bad(f"Invalid relation: {name}", "InvalidRelationException")
+        return names
+
+    def _list(self, req: Request, entity: str, account: str) -> Response:
+        pairs = parse_qsl(req.query_string, keep_blank_values=True)
+        params = dict(pairs)
+        spec = SPECS[entity]
+        rels = self._relations(params, spec)
+        if params.get("count") == "1" and {"limit", "sort", "after", "before"} & params.keys():
+            raise _bad("count cannot be combined with limit, sort, after or before")
+        limit = 100
+        if "limit" in params:
+            try:
+                limit = int(params["limit"])
+            except ValueError:
+                raise _bad("limit must be an integer between 0 and 100") from None
+            if not 0 <= limit <= 100:
+                raise _bad("limit must be an integer between 0 and 100")
+        sort_param = params.get("sort") or spec.pk
+        desc = sort_param.startswith("-")
+        sort_field = sort_param.lstrip("-")
+        if sort_field not in spec.sortable:
+            raise _bad(
+                f"Invalid sort field: {sort_field}. Sortable fields: " + ", ".join(spec.sortable)
+            )
+        archived = params.get("archived", "false").lower()
+        if archived not in ("false", "true", "only", "0", "1"):
+            raise _bad("archived must be one of false, true, only")
+        filters = [(k, v) for k, v in pairs if k not in CONTROL]
+        rows = self._rows(entity, account)
+        if rows:
+            sample = rows[0][0]
+            for name, _ in filters:
+                head = name.split(".", 1)[0]
+                if "." in name:
+                    if head not in spec.relations:
+                        raise _bad(f"Invalid field: {name}")
+                    if head not in rels:
+                        raise _bad(
+                            f"Cannot filter on {name}: load the {head} relation "
+                            f'(load_relations=["{head}"])'
+                        )
+                elif name not in sample:
+                    raise _bad(f"Invalid field: {name}")
+        compiled = [(name, self._compile(name, value)) for name, value in filters]
+        selected: list[tuple[dict[str, Any], Callable[[list[str]], dict[str, Any]]]] = []
+        for base, attach in rows:
+            if spec.archived and "archived" in base:
+                flag = base["archived"] == "true"
+                if archived in ("false", "0") and flag or archived == "only" and not flag:
+                    continue
+            full = None
+            ok = True
+            for name, test in compiled:
+                if "." in name:
+                    full = full or attach(rels)
+                    values = _relation_values(full, name)
+                else:
+                    values = [base[name]]
+                if not any(test(v) for v in values):
+                    ok = False
+                    break
+            if ok:
+                selected.append((base, attach))
+        if params.get("count") == "1":
+            return Response(200, {"@attributes": {"count": str(len(selected))}})
+
+        def key(base: dict[str, Any]) -> tuple[Any, ...]:
+            return (_sort_value(sort_field, base[sort_field]), int(base[spec.pk]))
+
+        selected.sort(key=lambda r: key(r[0]), reverse=desc)
+        keys = [key(b) for b, _ in selected]
+        start, end = 0, len(selected)
+        if "after" in params:
+            token = self._token(params["after"], sort_field, spec)
+            start = next(
+                (i for i, k in enumerate(keys) if (k < token if desc else k > token)), len(keys)
+            )
+        if "before" in params:
+            token = self._token(params["before"], sort_field, spec)
+            end = next(
+                (i for i, k in enumerate(keys) if (k <= token if desc else k >= token)), len(keys)
+            )
+            start = max(start, end - limit)
+        page = selected[start : min(end, start + limit)]
+        more = start + len(page) < len(selected)
+        base_url = f"{req.environ.get('wsgi.url_scheme', 'http')}://{req.header('host')}{req.path}"
+        kept = [(k, v) for k, v in pairs if k not in ("after", "before")]
+        names = {k for k, _ in kept}
+        if "limit" not in names:
+            kept.append(("limit", str(limit)))
+        if "sort" not in names:
+            kept.append(("sort", sort_param))
+        encoded = "&".join(f"{_q(k)}={_q(v)}" for k, v in kept)
+
+        def link(direction: str, base: dict[str, Any]) -> str:
+            sort_raw = base[sort_field]
+            value = int(sort_raw) if sort_field.endswith("ID") else sort_raw
+            token = [value] if sort_field == spec.pk else [value, int(base[spec.pk])]
+            return f"{base_url}?{encoded}&{direction}={_q(_b64(token))}"
+
+        nxt = link("after", page[-1][0]) if page and more else ""
+        prev = link("before", page[0][0]) if page and start > 0 else ""
+        body: dict[str, Any] = {"@attributes": {"next": nxt, "previous": prev}}
+        rendered = [attach(rels) for _, attach in page]
+        if rendered:
+            body[entity] = rendered[0] if len(rendered) == 1 else rendered
+        return Response(200, body)
+
+    def _token(self, raw: str, sort_field: str, spec: Spec) -> tuple[Any, ...]:
+        try:
+            value = json.loads(base64.b64decode(raw, validate=True).decode())
+        except (ValueError, UnicodeDecodeError):
+            raise _bad(
+                "Invalid pagination cursor: after/before must be taken verbatim from "
+                "@attributes.next / previous"
+            ) from None
+        expected = 1 if sort_field == spec.pk else 2
+        if not isinstance(value, list) or len(value) != expected:
+            raise _bad("Invalid pagination cursor for this sort")
+        if expected == 1:
+            return (_sort_value(sort_field, str(value[0])), int(value[0]))
+        return (_sort_value(sort_field, str(value[0])), int(value[1]))
+
+    def _compile(self, name: str, raw: str) -> Callable[[str], bool]:
+        head, sep, rest = raw.partition(",")
+        op, operand = (head, rest) if sep and head in OPERATORS else ("=", raw)
+        leaf = name.split(".")[-1]
+        ci = self.case_insensitive_equals
+
+        def conv(value: str) -> Any:
+            if leaf in DATE_FIELDS:
+                parsed = parse_time(value)
+                if parsed is None:
+                    raise _bad(
+                        f"Invalid date for {name}: {value!r}. Use YYYY-MM-DDTHH:MM:SS±HH:MM "
+                        "and send '+' as %2B",
+                        "InvalidParameterException",
+                    )
+                return parsed
+            if leaf.endswith("ID") or leaf in ("qoh", "amount", "unitQuantity"):
+                try:
+                    return Decimal(value)
+                except InvalidOperation:
+                    return None
+            return value.casefold() if ci else value
+
+        def rec(value: str) -> Any:
+            if leaf in DATE_FIELDS:
+                return parse_time(value)
+            if leaf.endswith("ID") or leaf in ("qoh", "amount", "unitQuantity"):
+                try:
+                    return Decimal(value)
+                except InvalidOperation:
+                    return None
+            return value.casefold() if ci else value
+
+        if op == "IN":
+            inner = operand.strip()
+            if not (inner.startswith("[") and inner.endswith("]")):
+                raise _bad(f"IN needs a list: {name}=IN,[1,2,3]")
+            values = [v.strip().strip('"') for v in inner[1:-1].split(",") if v.strip()]
+            if len(values) > 100:
+                raise _bad(f"Too many values for IN on {name}: at most 100 are allowed")
+            wanted = {conv(v) for v in values}
+            return lambda v: rec(v) in wanted
+        if op in ("~", "!~"):
+            pattern = (
+                "^"
+                + "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in operand)
+                + "$"
+            )
+            regex = re.compile(pattern, re.DOTALL | (re.IGNORECASE if ci else 0))
+            return (lambda v: bool(regex.match(v))) if op == "~" else (lambda v: not regex.match(v))
+        if op == "><":
+            low_raw, sep2, high_raw = operand.partition(",")
+            if not sep2:
+                raise _bad(f"BETWEEN needs two values: {name}=><,low,high")
+            low, high = conv(low_raw), conv(high_raw)
+            return lambda v: (r := rec(v)) is not None and low <= r <= high
+        target = conv(operand)
+        compare: dict[str, Callable[[Any, Any], bool]] = {
+            "=": lambda a, b: a == b,
+            "!=": lambda a, b: a != b,
+            ">": lambda a, b: a > b,
+            ">=": lambda a, b: a >= b,
+            "<": lambda a, b: a < b,
+            "<=": lambda a, b: a <= b,
+        }
+        fn = compare[op]
+
+        def test(v: str) -> bool:
+            r = rec(v)
+            if r is None or target is None:
+                return op == "!=" and r != target
+            try:
+                return fn(r, target)
+            except TypeError:
+                return False
+
+        return test
+
+    # rows ---------------------------------------------------------------------------------------
+    def _rows(self, entity: str, account: str) -> list[Row]:
+        if entity == "Item":
+            return [self._item_row(p, gone) for p, gone in self.items(account)]
+        if entity == "ItemShop":
+            rows = []
+            for p, gone in self.items(account):
+                for shop in self._item_shops(p, gone):
+                    rows.append((shop, _const(shop)))
+            return rows
+        world = self.catalogue.tenant(account)
+        if entity == "Customer":
+            return [self._customer_row(c) for c in world.customers.values()]
+        if entity == "Sale":
+            return [self._sale_row(inv) for inv in world.invoices.values() if "saleID" in inv.body]
+        static = self._static(entity)
+        return [(r, _const(r)) for r in static]
+
+    def _static(self, entity: str) -> list[dict[str, Any]]:
+        ts = fmt_time(self.started)
+        if entity == "Shop":
+            return [
+                {
+                    "shopID": sid,
+                    "name": name,
+                    "serviceRate": "0",
+                    "timeZone": "UTC",
+                    "taxLabor": "false",
+                    "labelTitle": "Shop Name",
+                    "labelMsrp": "false",
+                    "archived": "false",
+                    "timeStamp": ts,
+                    "companyRegistrationNumber": "",
+                    "vatNumber": "",
+                    "zebraBrowserPrint": "false",
+                    "contactID": "1",
+                    "taxCategoryID": "1",
+                    "receiptSetupID": "1",
+                    "ccGatewayID": "0",
+                    "priceLevelID": "1",
+                }
+                for sid, name in SHOPS
+            ]
+        if entity == "Register":
+            return [
+                {
+                    "registerID": str(i),
+                    "name": f"Register {i}",
+                    "open": "false",
+                    "openTime": "",
+                    "openEmployeeID": "0",
+                    "cashDrawerID": "0",
+                    "requireAuthForCashDrawer": "false",
+                    "registerPaymentMethodID": "0",
+                    "archived": "false",
+                    "timeStamp": ts,
+                    "shopID": "1",
+                }
+                for i in range(1, self.registers + 1)
+            ]
+        if entity == "Employee":
+            return [
+                {
+                    "employeeID": eid,
+                    "firstName": first,
+                    "lastName": last,
+                    "lockOut": "false",
+                    "archived": "false",
+                    "timeStamp": ts,
+                    "contactID": "0",
+                    "clockInEmployeeHoursID": "0",
+                    "employeeRoleID": "1",
+                    "limitToShopID": "0",
+                    "lastShopID": "1",
+                    "lastSaleID": "0",
+                    "lastRegisterID": "1",
+                }
+                for eid, first, last in EMPLOYEES
+            ]
+        if entity == "PaymentType":
+            return [
+                {
+                    "paymentTypeID": pid,
+                    "name": name,
+                    "requireCustomer": "false",
+                    "archived": "false",
+                    "internalReserved": "false",
+                    "type": kind,
+                    "refundAsPaymentTypeID": "0",
+                    "channel": "",
+                    "timeStamp": ts,
+                }
+                for pid, name, kind in PAYMENT_TYPES
+            ]
+        if entity == "TaxCategory":
+            return [
+                {
+                    "taxCategoryID": tid,
+                    "isTaxInclusive": "false",
+                    "tax1Name": name,
+                    "tax2Name": "",
+                    "tax1Rate": format(rate, "f"),
+                    "tax2Rate": "0",
+                    "timeStamp": ts,
+                    "TaxCategoryClasses": "",
+                }
+                for tid, name, rate in TAX_CATEGORIES
+            ]
+        return []
+
+    def _item_shops(self, p: Product, gone: bool) -> list[dict[str, Any]]:
+        stock = Decimal(0) if gone else p.stock
+        ts = fmt_time(p.stock_updated_at)
+        rows = []
+        for shop_id in ("0", "1"):
+            q = qty(stock)
+            rows.append(
+                {
+                    "itemShopID": str(100000 + p.seq * 10 + int(shop_id)),
+                    "qoh": q,
+                    "sellable": qty(max(stock, Decimal(0))),
+                    "backorder": "0",
+                    "componentQoh": "0",
+                    "componentBackorder": "0",
+                    "reorderPoint": "0",
+                    "reorderLevel": "0",
+                    "timeStamp": ts,
+                    "itemID": str(p.seq),
+                    "shopID": shop_id,
+                }
+            )
+        return rows
+
+    def _item_row(self, p: Product, gone: bool) -> Row:
+        base = {
+            "itemID": str(p.seq),
+            "systemSku": f"21{p.seq:010d}",
+            "defaultCost": "0",
+            "avgCost": "0",
+            "discountable": "true",
+            "tax": "true",
+            "archived": "true" if (p.archived or gone) else "false",
+            "itemType": "default" if p.tracked else "non_inventory",
+            "serialized": "false",
+            "description": p.name,
+            "modelYear": "0",
+            "upc": "",
+            "ean": "",
+            "customSku": p.code,
+            "manufacturerSku": "",
+            "createTime": fmt_time(p.created_at),
+            "timeStamp": fmt_time(p.updated_at),
+            "publishToEcom": "false",
+            "categoryID": "0",
+            "taxClassID": "1",
+            "departmentID": "0",
+            "itemMatrixID": "0",
+            "manufacturerID": "0",
+            "seasonID": "0",
+            "defaultVendorID": "0",
+        }
+
+        def attach(rels: list[str]) -> dict[str, Any]:
+            out = dict(base)
+            if "ItemShops" in rels:
+                out["ItemShops"] = {"ItemShop": one_or_many(self._item_shops(p, gone))}
+            out["Prices"] = {
+                "ItemPrice": [
+                    {"amount": money(p.price), "useTypeID": "1", "useType": "Default"},
+                    {"amount": "0", "useTypeID": "2", "useType": "MSRP"},
+                    {"amount": "0", "useTypeID": "3", "useType": "Online"},
+                ]
+            }
+            return out
+
+        return base, attach
+
+    def _customer_row(self, c: Customer) -> Row:
+        base = {
+            "customerID": str(c.seq),
+            "firstName": c.first_name,
+            "lastName": c.last_name,
+            "archived": "true" if c.archived else "false",
+            "title": "",
+            "company": self._company.get(c.id, ""),
+            "companyRegistrationNumber": "",
+            "vatNumber": "",
+            "createTime": fmt_time(c.created_at),
+            "timeStamp": fmt_time(c.updated_at),
+            "contactID": str(c.seq),
+            "creditAccountID": "0",
+            "customerTypeID": "0",
+            "discountID": "0",
+            "taxCategoryID": "0",
+            "measurementID": "0",
+        }
+
+        def attach(rels: list[str]) -> dict[str, Any]:
+            out = dict(base)
+            if "Contact" in rels:
+                out["Contact"] = self._contact(c)
+            return out
+
+        return base, attach
+
+    def _contact(self, c: Customer) -> dict[str, Any]:
+        emails = [{"address": c.email, "useType": "Primary"}] if c.email else []
+        return {
+            "contactID": str(c.seq),
+            "custom": "",
+            "noEmail": "false",
+            "noPhone": "false",
+            "noMail": "false",
+            "Addresses": "",
+            "Phones": "",
+            "Emails": {"ContactEmail": one_or_many(emails)} if emails else "",
+            "Websites": "",
+            "timeStamp": fmt_time(c.updated_at),
+        }
+
+    def _sale_row(self, inv: Invoice) -> Row:
+        body = inv.body
+        base = {k: v for k, v in body.items() if k not in ("SaleLines", "SalePayments")}
+
+        def attach(rels: list[str]) -> dict[str, Any]:
+            out = dict(base)
+            for rel in ("SaleLines", "SalePayments"):
+                if rel in rels:
+                    out[rel] = body[rel]
+            return out
+
+        return base, attach
+
+    # writes -------------------------------------------------------------------------------------
+    def _world(self, account: str) -> World:
+        return self.catalogue.tenant(account)
+
+    def h_post_item(self, req: Request, account: str) -> Response:
+        body = json_body(req)
+        if not isinstance(body, dict):
+            return ls_error(400, "Invalid request body: expected an Item object")
+        description = str(body.get("description") or "").strip()
+        if not description:
+            return ls_error(400, "Item description is required.")
+        sku = str(body.get("customSku") or "")
+        world = self._world(account)
+        with self.catalogue.lock:
+            if (
+                sku
+                and self.unique_custom_sku
+                and any(p.code == sku for p, _ in self.items(account))
+            ):
+                return ls_error(
+                    400, f"An item with customSku {sku} already exists.", "DuplicateEntryException"
+                )
+            price = Decimal(0)
+            try:
+                for row in as_list(
+                    (body.get("Prices") or {}).get("ItemPrice")
+                    if isinstance(body.get("Prices"), dict)
+                    else None
+                ):
+                    if str(row.get("useTypeID", "")) == "1" or row.get("useType") == "Default":
+                        price = to_decimal(row.get("amount", "0"), "ItemPrice.amount")
+            except _Fail as fail:
+                return fail.response
+            now = self.clock.now()
+            product = Product(
+                id=self.catalogue.gen.uuid(),
+                code=sku,
+                name=description[:255],
+                description=description,
+                price=round2(price),
+                stock=Decimal(0),
+                updated_at=now,
+                stock_updated_at=now,
+                created_at=now,
+                seq=world.seq(),
+                tracked=str(body.get("itemType", "default")) != "non_inventory",
+            )
+            world.products[product.id] = product
+            self._sync(account)
+        rendered = self._item_row(product, False)[1](["ItemShops"])
+        self.record_write("product", rendered["itemID"], body, True)
+        return Response(200, {"@attributes": {"count": "1"}, "Item": rendered})
+
+    def h_delete_item(self, req: Request, account: str, rid: str) -> Response:
+        with self.catalogue.lock:
+            for p, gone in self.items(account):
+                if str(p.seq) == rid:
+                    if not gone:
+                        now = self.clock.now()
+                        p.archived = True
+                        p.stock = Decimal(0)
+                        p.updated_at = p.stock_updated_at = now
+                    rendered = self._item_row(p, gone)[1](["ItemShops"])
+                    self.record_write("product", rid, None, False)
+                    return Response(200, {"@attributes": {"count": "1"}, "Item": rendered})
+        return ls_error(404, "Item not found.", "NotFoundException")
+
+    def h_post_customer(self, req: Request, account: str) -> Response:
+        body = json_body(req)
+        if not isinstance(body, dict):
+            return ls_error(400, "Invalid request body: expected a Customer object")
+        first = str(body.get("firstName") or "").strip()
+        last = str(body.get("lastName") or "").strip()
+        company = str(body.get("company") or "").strip()
+        if not (first or last or company):
+            return ls_error(400, "A customer needs a first name, a last name or a company name.")
+        email = None
+        contact = body.get("Contact")
+        if isinstance(contact, dict) and isinstance(contact.get("Emails"), dict):
+            for row in as_list(contact["Emails"].get("ContactEmail")):
+                if isinstance(row, dict) and row.get("address"):
+                    address = str(row["address"]).strip()
+                    if "@" not in address:
+                        return ls_error(400, f"Invalid email address: {address}")
+                    if email is None or row.get("useType") == "Primary":
+                        email = address
+        world = self._world(account)
+        with self.catalogue.lock:
+            now = self.clock.now()
+            customer = Customer(
+                id=self.catalogue.gen.uuid(),
+                name=(f"{first} {last}".strip() or company),
+                first_name=first,
+                last_name=last,
+                email=email,
+                account_number=None,
+                code=f"C{len(world.customers) + 1:05d}",
+                updated_at=now,
+                created_at=now,
+                seq=world.seq(),
+            )
+            world.customers[customer.id] = customer
+            if company:
+                self._company[customer.id] = company
+        rendered = self._customer_row(customer)[1](["Contact"])
+        self.record_write("customer", rendered["customerID"], body, True)
+        return Response(200, {"@attributes": {"count": "1"}, "Customer": rendered})
+
+    def h_post_sale(self, req: Request, account: str) -> Response:
+        body = json_body(req)
+        if not isinstance(body, dict):
+            return ls_error(400, "Invalid request body: expected a Sale object")
+        try:
+            with self.catalogue.lock:
+                return self._post_sale(body, account)
+        except _Fail as fail:
+            return fail.response
+
+    def _post_sale(self, body: dict[str, Any], account: str) -> Response:
+        world = self._world(account)
+
+        def ref(name: str, known: set[str], required: bool = True) -> str:
+            raw = body.get(name)
+            if raw in (None, "", 0, "0"):
+                if required:
+                    raise _bad(f"{name} is required.")
+                return "0"
+            value = str(raw)
+            if value not in known:
+                raise _bad(f"Invalid {name}: {value} does not exist.", "NotFoundException")
+            return value
+
+        shop_id = ref("shopID", {s for s, _ in SHOPS})
+        register_id = ref("registerID", {str(i) for i in range(1, self.registers + 1)})
+        employee_id = ref("employeeID", {e for e, _, _ in EMPLOYEES})
+        customers = {str(c.seq): c for c in world.customers.values()}
+        customer_id = ref("customerID", set(customers), required=False)
+        completed = to_bool(body.get("completed"))
+        reference = str(body.get("referenceNumber") or "")
+        if (
+            reference
+            and self.reference_number_unique
+            and any(inv.number == reference for inv in world.invoices.values())
+        ):
+            raise _bad(
+                f"A sale with referenceNumber {reference} already exists.",
+                "DuplicateEntryException",
+            )
+        items = {str(p.seq): p for p, _ in self.items(account)}
+        rates = {tid: rate for tid, _, rate in TAX_CATEGORIES}
+        shop_tax = "1"
+        lines_in = as_list(
+            (body.get("SaleLines") or {}).get("SaleLine")
+            if isinstance(body.get("SaleLines"), dict)
+            else None
+        )
+        if not lines_in:
+            raise _bad("A sale needs at least one SaleLine.")
+        now = self.clock.now()
+        sale_id = world.seq()
+        lines_out = []
+        subtotal = tax_total = taxable = non_taxable = Decimal(0)
+        for n, line in enumerate(lines_in, 1):
+            if not isinstance(line, dict):
+                raise _bad(f"SaleLine {n} is not an object.")
+            item_id = str(line.get("itemID", ""))
+            product = items.get(item_id)
+            if product is None:
+                raise _bad(
+                    f"Invalid itemID: {item_id or '(missing)'} does not exist.", "NotFoundException"
+                )
+            quantity = to_decimal(line.get("unitQuantity", 1), "unitQuantity")
+            if "unitPrice" in line and self.unit_price_overrides:
+                unit = to_decimal(line["unitPrice"], "unitPrice")
+            else:
+                unit = product.price
+            taxed = to_bool(line.get("tax"), default=True)
+            category = str(line.get("taxCategoryID") or shop_tax)
+            if category not in rates:
+                raise _bad(
+                    f"Invalid taxCategoryID: {category} does not exist.", "NotFoundException"
+                )
+            line_total = round2(quantity * unit)
+            line_tax = round2(line_total * rates[category]) if taxed else Decimal(0)
+            subtotal += line_total
+            tax_total += line_tax
+            if taxed:
+                taxable += line_total
+            else:
+                non_taxable += line_total
+            lines_out.append(
+                {
+                    "saleLineID": str(sale_id * 100 + n),
+                    "createTime": fmt_time(now),
+                    "timeStamp": fmt_time(now),
+                    "unitQuantity": qty(quantity),
+                    "unitPrice": money(unit),
+                    "normalUnitPrice": money(product.price),
+                    "discountAmount": "0",
+                    "discountPercent": "0",
+                    "avgCost": "0",
+                    "fifoCost": "0",
+                    "tax": "true" if taxed else "false",
+                    "tax1Rate": format(rates[category], "f"),
+                    "tax2Rate": "0",
+                    "isLayaway": "false",
+                    "isWorkorder": "false",
+                    "isSpecialOrder": "false",
+                    "displayableSubtotal": money(line_total),
+                    "displayableUnitPrice": money(unit),
+                    "calcLineDiscount": "0",
+                    "calcTransactionDiscount": "0",
+                    "calcTotal": money(line_total + line_tax),
+                    "calcSubtotal": money(line_total),
+                    "calcTax1": money(line_tax),
+                    "calcTax2": "0",
+                    "taxClassID": "1",
+                    "customerID": customer_id,
+                    "discountID": "0",
+                    "employeeID": employee_id,
+                    "itemID": item_id,
+                    "noteID": "0",
+                    "parentSaleLineID": "0",
+                    "shopID": shop_id,
+                    "taxCategoryID": category,
+                    "saleID": str(sale_id),
+                }
+            )
+        total = subtotal + tax_total
+        payments_in = as_list(
+            (body.get("SalePayments") or {}).get("SalePayment")
+            if isinstance(body.get("SalePayments"), dict)
+            else None
+        )
+        pay_types = {p for p, _, _ in PAYMENT_TYPES}
+        paid = Decimal(0)
+        payments_out = []
+        for n, payment in enumerate(payments_in, 1):
+            if not isinstance(payment, dict):
+                raise _bad(f"SalePayment {n} is not an object.")
+            amount = to_decimal(payment.get("amount", 0), "SalePayment.amount")
+            ptype = str(payment.get("paymentTypeID", ""))
+            if ptype not in pay_types:
+                raise _bad(
+                    f"Invalid paymentTypeID: {ptype or '(missing)'} does not exist.",
+                    "NotFoundException",
+                )
+            paid += amount
+            payments_out.append(
+                {
+                    "salePaymentID": str(sale_id * 100 + n),
+                    "amount": money(amount),
+                    "tipAmount": "0",
+                    "createTime": fmt_time(now),
+                    "archived": "false",
+                    "remoteReference": "",
+                    "paymentID": "",
+                    "saleID": str(sale_id),
+                    "paymentTypeID": ptype,
+                    "ccChargeID": "0",
+                    "refPaymentID": "0",
+                    "registerID": register_id,
+                    "employeeID": employee_id,
+                    "creditAccountID": "0",
+                }
+            )
+        if completed and round2(paid) < round2(total):
+            raise _bad(
+                f"Payments ({money(paid)}) do not cover the sale total ({money(total)}): "
+                "a completed sale must be balanced.",
+                "SaleBalanceException",
+            )
+        change = max(Decimal(0), paid - total)
+        sale = {
+            "saleID": str(sale_id),
+            "timeStamp": fmt_time(now),
+            "discountPercent": "0",
+            "completed": "true" if completed else "false",
+            "archived": "false",
+            "voided": "false",
+            "enablePromotions": "false",
+            "isTaxInclusive": "false",
+            "createTime": fmt_time(now),
+            "updateTime": fmt_time(now),
+            "completeTime": fmt_time(now) if completed else "",
+            "referenceNumber": reference,
+            "referenceNumberSource": str(body.get("referenceNumberSource") or ""),
+            "tax1Rate": "0",
+            "tax2Rate": "0",
+            "change": money(change),
+            "receiptPreference": "printed",
+            "displayableSubtotal": money(subtotal),
+            "ticketNumber": f"22{sale_id:010d}",
+            "calcDiscount": "0",
+            "calcTotal": money(total),
+            "calcSubtotal": money(subtotal),
+            "calcTaxable": money(taxable),
+            "calcNonTaxable": money(non_taxable),
+            "calcAvgCost": "0",
+            "calcFIFOCost": "0",
+            "calcTax1": money(tax_total),
+            "calcTax2": "0",
+            "calcPayments": money(paid),
+            "calcTips": "0",
+            "total": money(total),
+            "totalDue": money(total),
+            "displayableTotal": money(total),
+            "balance": money(max(Decimal(0), total - paid)),
+            "customerID": customer_id,
+            "discountID": "0",
+            "employeeID": employee_id,
+            "quoteID": "0",
+            "registerID": register_id,
+            "shipToID": "0",
+            "shopID": shop_id,
+            "taxCategoryID": shop_tax,
+            "tipEmployeeID": "0",
+            "SaleLines": {"SaleLine": one_or_many(lines_out)},
+            "SalePayments": {"SalePayment": one_or_many(payments_out)} if payments_out else "",
+        }
+        if completed:
+            for line in lines_out:
+                product = items[line["itemID"]]
+                product.stock -= Decimal(line["unitQuantity"])
+                product.stock_updated_at = now
+        inv = Invoice(
+            id=self.catalogue.gen.uuid(),
+            number=reference,
+            customer_id=customers[customer_id].id if customer_id in customers else "",
+            total=total,
+            body=sale,
+            created_at=now,
+            updated_at=now,
+            seq=sale_id,
+        )
+        world.invoices[inv.id] = inv
+        self.record_write("invoice", str(sale_id), body, True)
+        return Response(200, {"@attributes": {"count": "1"}, "Sale": sale})
+
+
+def _bind(handler: Callable[..., Response], entity: str) -> Callable[..., Response]:
+    def bound(req: Request, **groups: str) -> Response:
+        return handler(req, entity, **groups)
+
+    return bound
+
+
+def _const(record: dict[str, Any]) -> Callable[[list[str]], dict[str, Any]]:
+    return lambda rels: dict(record)
+
+
+def _sort_value(field_name: str, raw: str) -> Any:
+    if field_name.endswith("ID"):
+        try:
+            return int(raw)
+        except ValueError:
+            return 0
+    if field_name in DATE_FIELDS:
+        parsed = parse_time(raw) if raw else None
+        return parsed.isoformat() if parsed else ""
+    return raw.casefold()
+
+
+def _relation_values(record: dict[str, Any], name: str) -> list[str]:
+    rel, _, sub = name.partition(".")
+    value = record.get(rel)
+    if rel == "Contact" and sub == "email":
+        emails = value.get("Emails") if isinstance(value, dict) else ""
+        return [
+            str(e.get("address", ""))
+            for e in as_list(emails.get("ContactEmail") if isinstance(emails, dict) else None)
+        ]
+    if (
+        isinstance(value, dict)
+        and len(value) == 1
+        and not isinstance(next(iter(value.values())), str)
+    ):
+        rows = as_list(next(iter(value.values())))
+    else:
+        rows = as_list(value)
+    return [str(r.get(sub, "")) for r in rows if isinstance(r, dict)]
+
+
+def create(**kw: Any) -> LightspeedSandbox:
+    """Module-level factory used by the demo and the CLI's ``sandbox`` command."""
+    return LightspeedSandbox(**kw)
