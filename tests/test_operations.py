@@ -38,7 +38,7 @@ def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
         harness.add_connection(store, "x", running)
         running.app.faults.slow_seconds = 5.0
         running.app.faults.add("slow", 1.0, path="/Items")
-        env = _env(_isolated_env, SYNC_LEASE_SECONDS="3")
+        env = _env(_isolated_env, SYNC_LEASE_SECONDS="8")
         cmd = [*SYNCCLI, "pull-products", "--connection", "x"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -55,7 +55,7 @@ def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
             if first.poll() is None:
                 first.kill()
         running.app.faults.clear()
-        time.sleep(3.2)
+        time.sleep(8.2)
         after = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert after.returncode == 0, after.stderr
         assert "pulled" in after.stdout
