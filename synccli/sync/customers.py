@@ -1,0 +1,1133 @@
+"""Customers are linked, never copied: ``link-customers``, ``ensure_customer`` (sale time) and the
+review the merchant works through.
+
+Rules (docs/design.md §2, anchors §7.4-7.5):
+
+- A remote customer is matched to an UNLINKED local customer of the same connection by email
+  (lower-case, surrounding whitespace stripped) or by account number / customer code (surrounding
+  whitespace stripped, case ignored). Exactly one candidate on both sides: link. Several
+  candidates in either direction (one remote customer matching two local ones, or one local
+  customer matching two remote ones): a review item ``ambiguous_customer`` and no link; we never
+  guess. No candidate: nothing.
+- Neither job ever writes a customer field, on either side: link-customers reads the provider and
+  writes only links, review items, the cursor and the seen-customers cache; ensure_customer may
+  *create* a customer (remote, and a local row from the order) but never updates one.
+- Archived (inactive) remote customers are neither link targets nor rivals.
+- A link made earlier in the same run is undone when a later page brings a second remote customer
+  for the same local one (pages arrive in time order, so the rival may come later). Links from
+  earlier runs are kept: a new remote duplicate of a linked customer shows in the duplicates list
+  of ``customers review`` instead.
+
+The seen-customers cache: every remote customer link-customers reads (and every one
+ensure_customer creates) is remembered, name/email/account/active only, as a review-table row of
+kind ``seen_remote_customer`` (subject = remote id), stored already resolved so it never counts as
+work waiting. It lets matching see rivals read by earlier runs, and lets ``customers review`` find
+duplicate remote customers without spending a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from synccli.clock import utc
+from synccli.connectors.base import NewCustomer, RemoteCustomer
+from synccli.errors import LeaseBusy, Rejected, TransientError, UsageError
+from synccli.store.db import Store
+from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
+from synccli.store.runs import acquire_lease, owner_id, release_lease
+from synccli.store.sync_state import (
+    add_link,
+    add_review,
+    advance_cursor,
+    get_cursor,
+    link_by_local,
+    link_by_remote,
+)
+from synccli.sync.context import JobContext
+from synccli.sync.duplicates import DuplicatePair, Person, find_duplicates
+
+log = logging.getLogger("synccli.customers")
+
+JOB = "link-customers"
+STREAM = "customers"
+KIND = "customer"
+AMBIGUOUS = "ambiguous_customer"
+CREATED = "created_customer"
+SEEN = "seen_remote_customer"  # the cache rows (resolved review rows; never shown as work)
+DRY_RUN_REMOTE_ID = "(would create)"  # what ensure_customer returns for a new customer in a dry run
+_CHUNK = 500  # ids per IN (...) query
+_REVIEW_IN_REPORT = 50  # ambiguous items listed in a report (all are in the review table)
+_LOCK_NEW_LOCAL = 0x43_55_53_01  # + connection id: find-or-create a local customer (PG)
+_LOCK_TTL = timedelta(minutes=5)  # a crashed holder's lock is taken over after this
+_LOCK_WAIT = 30.0  # seconds to wait for another run creating the same customer
+
+
+# --- normalisation -----------------------------------------------------------------------------
+def norm_email(value: str | None) -> str | None:
+    """The matching form of an email: lower-case, surrounding whitespace stripped."""
+    text = (value or "").strip().lower()
+    return text or None
+
+
+def norm_account(value: str | None) -> str | None:
+    """The matching form of an account number / customer code: stripped, case ignored."""
+    text = (value or "").strip().casefold()
+    return text or None
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """``2h``, ``30m``, ``1d``, ``90s`` or an ISO timestamp (UTC when it has no zone)."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip()
+    if text[-1:] in units and text[:-1].isdigit():
+        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        return utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r}: use a duration like 2h, 30m, 1d or an ISO timestamp"
+        ) from None
+
+
+def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- the seen-customers cache --------------------------------------------------------------------
+def _seen_detail(r: RemoteCustomer) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "email": r.email,
+        "account": r.account_number,
+        "active": r.active,
+        "updated_at": r.updated_at.isoformat() if r.updated_at else None,
+    }
+
+
+def load_seen(s: Session, connection_id: int) -> dict[str, dict[str, Any]]:
+    """Every remote customer link-customers has seen: remote id -> name/email/account/active."""
+    rows = s.execute(
+        select(ReviewItem.subject, ReviewItem.detail).where(
+            ReviewItem.connection_id == connection_id, ReviewItem.kind == SEEN
+        )
+    )
+    return {subject: dict(detail or {}) for subject, detail in rows}
+
+
+def save_seen(s: Session, connection_id: int, records: list[RemoteCustomer], now: datetime) -> None:
+    by_id = {r.remote_id: r for r in records}
+    existing: dict[str, ReviewItem] = {}
+    for ids in _chunks(list(by_id)):
+        for item in s.scalars(
+            select(ReviewItem).where(
+                ReviewItem.connection_id == connection_id,
+                ReviewItem.kind == SEEN,
+                ReviewItem.subject.in_(ids),
+            )
+        ):
+            existing[item.subject] = item
+    for rid, r in by_id.items():
+        detail = _seen_detail(r)
+        item = existing.get(rid)
+        if item is None:
+            s.add(
+                ReviewItem(
+                    connection_id=connection_id,
+                    kind=SEEN,
+                    subject=rid,
+                    detail=detail,
+                    created_at=now,
+                    resolved_at=now,
+                )
+            )
+        elif item.detail != detail:
+            item.detail = detail
+
+
+def _flag(
+    s: Session, connection_id: int, kind: str, subject: str, detail: dict[str, Any], now: datetime
+) -> ReviewItem:
+    """A review item, re-opened when it had been resolved."""
+    item = add_review(s, connection_id, kind, subject, detail, now)
+    item.resolved_at = None
+    return item
+
+
+def _resolve(
+    s: Session,
+    connection_id: int,
+    subjects: Iterable[str],
+    now: datetime,
+    kinds: tuple[str, ...] = (AMBIGUOUS,),
+) -> int:
+    subjects = list(subjects)
+    if not subjects:
+        return 0
+    items = s.scalars(
+        select(ReviewItem).where(
+            ReviewItem.connection_id == connection_id,
+            ReviewItem.kind.in_(kinds),
+            ReviewItem.subject.in_(subjects),
+            ReviewItem.resolved_at.is_(None),
+        )
+    ).all()
+    for item in items:
+        item.resolved_at = now
+    return len(items)
+
+
+# --- link-customers ------------------------------------------------------------------------------
+@dataclass
+class LinkReport:
+    pages: int = 0
+    seen: int = 0  # remote records read (the overlap may bring some twice)
+    linked: int = 0  # links made by this run (net of links undone by a later rival)
+    ambiguous: int = 0  # review items raised: several candidates, no link
+    calls: int = 0
+    already_linked: int = 0  # remote records whose link exists
+    unmatched: int = 0  # active, unlinked remote records no local customer matches
+    inactive: int = 0  # archived remote records (never linked)
+    unlinked_rivals: int = 0  # links of this run undone because a rival came later
+    raced: int = 0  # matches another process linked first (left as they are)
+    since: str | None = None
+    cursor: str | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    would_link: list[dict[str, Any]] = field(default_factory=list)  # dry run only
+    review: list[dict[str, Any]] = field(default_factory=list)  # the ambiguous items raised
+
+
+@dataclass
+class _Local:
+    id: int
+    name: str
+    email: str | None
+    account: str | None
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return _keys(self.email, self.account)
+
+
+@dataclass
+class _Remote:
+    id: str
+    name: str
+    email: str | None
+    account: str | None
+    active: bool
+    updated_at: datetime | None = None
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return _keys(self.email, self.account)
+
+
+def _keys(email: str | None, account: str | None) -> list[tuple[str, str]]:
+    out = []
+    if (e := norm_email(email)) is not None:
+        out.append(("email", e))
+    if (a := norm_account(account)) is not None:
+        out.append(("account", a))
+    return out
+
+
+class _Matcher:
+    """In-memory view of both sides for one run: the unlinked local customers (as they were when
+    the run started), every remote customer known (cache + this run's pages), and the links."""
+
+    def __init__(self, locals_: list[_Local], links: list[Link], seen: dict[str, dict[str, Any]]):
+        self.locals = {c.id: c for c in locals_}
+        self.local_keys: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for c in locals_:
+            for k in c.keys:
+                self.local_keys[k].add(c.id)
+        self.remote_owner: dict[str, int] = {ln.remote_id: ln.local_id for ln in links}
+        self.run_links: dict[int, str] = {}  # local id -> remote id, links made by this run
+        self.remotes: dict[str, _Remote] = {}
+        self.remote_keys: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for rid, d in seen.items():
+            self.observe(
+                _Remote(
+                    rid,
+                    d.get("name") or "",
+                    d.get("email"),
+                    d.get("account"),
+                    bool(d.get("active", True)),
+                )
+            )
+
+    def observe(self, r: _Remote) -> set[tuple[str, str]]:
+        """Remember ``r``; returns its keys before and after (both may concern local customers)."""
+        old = self.remotes.get(r.id)
+        touched: set[tuple[str, str]] = set(r.keys)
+        if old is not None:
+            for k in old.keys:
+                self.remote_keys[k].discard(r.id)
+                touched.add(k)
+        self.remotes[r.id] = r
+        if r.active:
+            for k in r.keys:
+                self.remote_keys[k].add(r.id)
+        return touched
+
+    def locals_for_keys(self, keys: Iterable[tuple[str, str]]) -> set[int]:
+        out: set[int] = set()
+        for k in keys:
+            out |= self.local_keys.get(k, set())
+        return out
+
+    def candidates_of_local(self, local_id: int) -> set[str]:
+        """Active remote customers matching the local one and not bound to another local one."""
+        out: set[str] = set()
+        for k in self.locals[local_id].keys:
+            for rid in self.remote_keys.get(k, ()):
+                owner = self.remote_owner.get(rid)
+                if owner is None or owner == local_id:
+                    out.add(rid)
+        return out
+
+    def candidates_of_remote(self, remote_id: str) -> set[int]:
+        """Local customers (unlinked, or linked to this very remote) that match it."""
+        out: set[int] = set()
+        for lid in self.locals_for_keys(self.remotes[remote_id].keys):
+            bound = self.run_links.get(lid)
+            if bound is None or bound == remote_id:
+                out.add(lid)
+        return out
+
+    def linked_before(self, remote_id: str) -> bool:
+        """Whether the remote customer was linked before this run."""
+        owner = self.remote_owner.get(remote_id)
+        return owner is not None and self.run_links.get(owner) != remote_id
+
+    def link(self, local_id: int, remote_id: str) -> None:
+        self.run_links[local_id] = remote_id
+        self.remote_owner[remote_id] = local_id
+
+    def unlink(self, local_id: int) -> str:
+        remote_id = self.run_links.pop(local_id)
+        self.remote_owner.pop(remote_id, None)
+        return remote_id
+
+
+def _local_view(c: _Local) -> dict[str, Any]:
+    return {"local_id": c.id, "name": c.name, "email": c.email, "account_number": c.account}
+
+
+def _remote_view(r: _Remote) -> dict[str, Any]:
+    return {"remote_id": r.id, "name": r.name, "email": r.email, "account_number": r.account}
+
+
+def _load_unlinked(s: Session, connection_id: int) -> list[_Local]:
+    linked = select(Link.local_id).where(Link.connection_id == connection_id, Link.kind == KIND)
+    rows = s.execute(
+        select(Customer.id, Customer.name, Customer.email, Customer.account_number).where(
+            Customer.connection_id == connection_id, Customer.id.not_in(linked)
+        )
+    )
+    return [_Local(i, n, e, a) for i, n, e, a in rows]
+
+
+def link_customers(
+    ctx: JobContext,
+    since: datetime | None = None,
+    on_page: Callable[[LinkReport], None] | None = None,
+) -> LinkReport:
+    """Link remote customers changed since the cursor (or ``since``) to unlinked local ones.
+
+    Each page is applied and committed together with the cursor it allows (``Page.cursor``; the
+    cursor never passes the run's start), so a crash loses at most the page in flight. Writes
+    links, review items and the seen-customers cache only; never a customer field.
+    """
+    started = time.perf_counter()
+    report = LinkReport(dry_run=ctx.dry_run)
+    ctx.counts = report  # partial counts reach the run row if the run stops half-way
+    conn_id = ctx.connection.id
+    run_start = ctx.clock.now()
+    with ctx.store.session() as s:
+        cursor = get_cursor(s, conn_id, STREAM)
+        stored = cursor.value if cursor else None
+        links = list(
+            s.scalars(select(Link).where(Link.connection_id == conn_id, Link.kind == KIND))
+        )
+        matcher = _Matcher(_load_unlinked(s, conn_id), links, load_seen(s, conn_id))
+    connector = ctx.connector
+    start = since
+    if start is None and stored is not None:
+        start = stored - connector.capabilities.cursor_overlap
+    report.since = start.isoformat() if start else None
+    flagged: dict[str, dict[str, Any]] = {}
+    newest: datetime | None = None
+
+    for page in connector.changed_customers(start):
+        report.pages += 1
+        report.seen += len(page.records)
+        report.errors.extend(page.errors)
+        now = ctx.clock.now()
+        with ctx.store.session() as s:
+            _apply_page(ctx, s, matcher, page.records, report, flagged, now)
+            stamps = [r.updated_at for r in page.records if r.updated_at]
+            if stamps:
+                newest = max([newest, *stamps]) if newest else max(stamps)
+            if ctx.dry_run:
+                s.rollback()
+            else:
+                save_seen(s, conn_id, page.records, now)
+                if page.cursor is not None:
+                    advance_cursor(
+                        s, conn_id, STREAM, min(page.cursor, run_start), now, page.number
+                    )
+        if on_page is not None:
+            on_page(report)
+        ctx.heartbeat(JOB)
+    if not ctx.dry_run:
+        with ctx.store.session() as s:
+            final = min(newest, run_start) if newest else None
+            advance_cursor(s, conn_id, STREAM, final, ctx.clock.now(), None)
+            cur = get_cursor(s, conn_id, STREAM)
+            report.cursor = cur.value.isoformat() if cur and cur.value else None
+    report.ambiguous = len(flagged)
+    report.review = list(flagged.values())[:_REVIEW_IN_REPORT]
+    report.calls = ctx.calls
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _apply_page(
+    ctx: JobContext,
+    s: Session,
+    m: _Matcher,
+    records: list[RemoteCustomer],
+    report: LinkReport,
+    flagged: dict[str, dict[str, Any]],
+    now: datetime,
+) -> None:
+    conn_id = ctx.connection.id
+    touched_keys: set[tuple[str, str]] = set()
+    for rec in records:
+        r = _Remote(
+            rec.remote_id, rec.name, rec.email, rec.account_number, rec.active, rec.updated_at
+        )
+        touched_keys |= m.observe(r)
+        if not rec.active:
+            report.inactive += 1
+        elif m.linked_before(rec.remote_id):
+            report.already_linked += 1
+        elif not m.locals_for_keys(r.keys):
+            report.unmatched += 1
+    touched = sorted(m.locals_for_keys(touched_keys))
+
+    def flag(subject: str, detail: dict[str, Any]) -> None:
+        flagged[subject] = {"subject": subject, **detail}
+        if not ctx.dry_run:
+            _flag(s, conn_id, AMBIGUOUS, subject, detail, now)
+
+    # 1. a link of this run whose local customer now has a rival: undo it, do not guess.
+    for lid in touched:
+        if lid in m.run_links and len(m.candidates_of_local(lid)) > 1:
+            rid = m.unlink(lid)
+            report.linked -= 1
+            report.unlinked_rivals += 1
+            if ctx.dry_run:
+                report.would_link = [w for w in report.would_link if w["local_id"] != lid]
+            else:
+                link = link_by_local(s, conn_id, KIND, lid)
+                if link is not None and link.remote_id == rid:
+                    s.delete(link)
+                    s.flush()
+    # 2. decide every touched local customer that is still unlinked.
+    for lid in touched:
+        if lid in m.run_links:
+            continue
+        local = m.locals[lid]
+        rivals = m.candidates_of_local(lid)
+        if len(rivals) > 1:
+            flag(
+                f"local:{lid}",
+                {
+                    "reason": "several remote customers match this local customer",
+                    "local": _local_view(local),
+                    "candidates": [_remote_view(m.remotes[r]) for r in sorted(rivals)],
+                },
+            )
+            continue
+        if not rivals:
+            continue
+        (rid,) = rivals
+        remote = m.remotes[rid]
+        locals_ = m.candidates_of_remote(rid)
+        if locals_ != {lid}:
+            flag(
+                f"remote:{rid}",
+                {
+                    "reason": "several local customers match this remote customer",
+                    "remote": _remote_view(remote),
+                    "candidates": [_local_view(m.locals[x]) for x in sorted(locals_)],
+                },
+            )
+            continue
+        by = (
+            "email"
+            if any(k[0] == "email" for k in set(local.keys) & set(remote.keys))
+            else "account"
+        )
+        if not ctx.dry_run:
+            try:
+                with s.begin_nested():  # a savepoint: a concurrent link must not sink the page
+                    add_link(
+                        s,
+                        conn_id,
+                        KIND,
+                        lid,
+                        rid,
+                        now,
+                        origin="matched",
+                        remote_code=remote.account or remote.email,
+                        remote_updated_at=remote.updated_at,
+                    )
+            except IntegrityError:  # ensure_customer (or a person) linked one of them meanwhile
+                report.raced += 1
+                continue
+            _resolve(s, conn_id, [f"local:{lid}", f"remote:{rid}"], now)
+        m.link(lid, rid)
+        report.linked += 1
+        flagged.pop(f"local:{lid}", None)
+        flagged.pop(f"remote:{rid}", None)
+        if ctx.dry_run:
+            report.would_link.append(
+                {
+                    "local_id": lid,
+                    "remote_id": rid,
+                    "by": by,
+                    "name": local.name,
+                    "remote_name": remote.name,
+                }
+            )
+
+
+# --- ensure_customer (sale time) -----------------------------------------------------------------
+def ensure_customer(ctx: JobContext, order: Order) -> str:
+    """The remote customer id to invoice ``order`` to: linked, found, or created (once).
+
+    1. The order's local customer: ``order.customer_id``; when None, found by the order's email,
+       then account number, then (only when it has neither) its exact name among local customers
+       without email and account; else created as a LOCAL row (the order row is not modified).
+    2. Linked -> the link's remote id (no call).
+    3. Else looked up remotely by email and account number (``find_customers``, 1-2 calls).
+       Exactly one active customer, not linked to another local one -> linked (origin
+       "matched"), committed, returned.
+    4. Several (or the only one is bound to another local customer, or archived) -> a review
+       item ``ambiguous_customer`` and :class:`~synccli.errors.Rejected` naming them: we never
+       pick one, the merchant links the right one (``synccli customers link LOCAL REMOTE``) and the
+       invoice goes out on its next retry. Rejected is what post-invoices already treats as
+       "tell the merchant, retry on the slow schedule".
+    5. None -> ``create_customer`` (the connector makes the name acceptable), then at once, in
+       one commit, the link (origin "created") and a review item ``created_customer``: a crash
+       after that cannot create it twice, and a second order of the same customer finds the link.
+
+    Never updates a remote customer. Call it outside any open write transaction (on SQLite the
+    store has one writer). Concurrent calls for one customer (several hosts draining one queue)
+    are serialised by a lease row per local customer, and the creation of a new local customer by
+    the write lock (SQLite) or an advisory lock (PostgreSQL). In a dry run nothing is written and
+    a customer that would be created comes back as ``DRY_RUN_REMOTE_ID``.
+    """
+    store, conn_id = ctx.store, ctx.connection.id
+    local = _order_customer(ctx, order)
+    if local.remote_id is not None:
+        return local.remote_id
+    with _customer_lock(ctx, local.id):
+        if local.id is not None:
+            with store.session() as s:
+                link = link_by_local(s, conn_id, KIND, local.id)
+            if link is not None:  # another worker got there while we waited
+                return link.remote_id
+        return _find_or_create_remote(ctx, order, local)
+
+
+@dataclass
+class _OrderCustomer:
+    id: int | None  # None only in a dry run that would create the local row
+    name: str
+    email: str | None
+    account: str | None
+    first_name: str | None
+    last_name: str | None
+    remote_id: str | None = None  # set when already linked
+
+
+def _order_customer(ctx: JobContext, order: Order) -> _OrderCustomer:
+    conn_id = ctx.connection.id
+    store = ctx.store
+    with store.session() as s:  # the common case: found (and usually linked), a plain read
+        cust = _find_local(s, conn_id, order)
+        if cust is not None:
+            return _view(s, conn_id, cust, order)
+    if ctx.dry_run:
+        return _view(None, conn_id, _new_local(ctx, order), order)
+    with store.locked() as s:  # SQLite: the write lock; PostgreSQL: an advisory lock
+        if not store.is_sqlite:
+            s.execute(select(func.pg_advisory_xact_lock(_LOCK_NEW_LOCAL, conn_id)))
+        cust = _find_local(s, conn_id, order)  # again, now that nobody else can create it
+        if cust is None:
+            cust = _new_local(ctx, order)
+            s.add(cust)
+            s.flush()
+            log.info("order %s: local customer #%s created from the order", order.number, cust.id)
+        return _view(s, conn_id, cust, order)
+
+
+def _new_local(ctx: JobContext, order: Order) -> Customer:
+    name = (
+        (order.customer_name or "").strip()
+        or (order.customer_email or "").strip()
+        or (order.customer_account or "").strip()
+    )
+    if not name:
+        raise Rejected(
+            f"order {order.number} names no customer (no id, email, account number or name)"
+        )
+    first, _, last = (order.customer_name or "").strip().partition(" ")
+    return Customer(
+        connection_id=ctx.connection.id,
+        name=name[:255],
+        email=(order.customer_email or "").strip() or None,
+        account_number=(order.customer_account or "").strip() or None,
+        first_name=first or None,
+        last_name=last.strip() or None,
+        created_at=ctx.clock.now(),
+    )
+
+
+def _view(s: Session | None, conn_id: int, cust: Customer, order: Order) -> _OrderCustomer:
+    link = link_by_local(s, conn_id, KIND, cust.id) if s is not None and cust.id else None
+    return _OrderCustomer(
+        cust.id,
+        cust.name,
+        cust.email or order.customer_email,
+        cust.account_number or order.customer_account,
+        cust.first_name,
+        cust.last_name,
+        link.remote_id if link is not None else None,
+    )
+
+
+def _find_local(s: Session, conn_id: int, order: Order) -> Customer | None:
+    if order.customer_id is not None:
+        cust = s.get(Customer, order.customer_id)
+        if cust is None or cust.connection_id != conn_id:
+            raise Rejected(
+                f"order {order.number}: its customer #{order.customer_id} is not a "
+                "customer of this connection"
+            )
+        return cust
+    linked = select(Link.local_id).where(Link.connection_id == conn_id, Link.kind == KIND)
+    in_conn = Customer.connection_id == conn_id
+
+    def best(cond: Any) -> Customer | None:  # a linked one first, then the oldest
+        rows = list(s.scalars(select(Customer).where(in_conn, cond).order_by(Customer.id)))
+        if not rows:
+            return None
+        bound = set(s.scalars(linked.where(Link.local_id.in_([c.id for c in rows]))))
+        return next((c for c in rows if c.id in bound), rows[0])
+
+    email = norm_email(order.customer_email)
+    if email:
+        found = best(or_(Customer.email == email, func.lower(func.trim(Customer.email)) == email))
+        if found is not None:
+            return found
+    account = norm_account(order.customer_account)
+    if account:
+        found = best(func.lower(func.trim(Customer.account_number)) == account)
+        if found is not None:
+            return found
+    name = (order.customer_name or "").strip()
+    if name and not email and not account:
+        return best(
+            (Customer.name == name) & Customer.email.is_(None) & Customer.account_number.is_(None)
+        )
+    return None
+
+
+@contextmanager
+def _customer_lock(ctx: JobContext, local_id: int | None) -> Iterator[None]:
+    """Serialise lookup-then-create for one local customer across runs, processes and hosts: a
+    lease row per customer (works on SQLite and PostgreSQL alike, and holds no transaction open
+    across the HTTP calls, which the call ledger must be free to write meanwhile)."""
+    if ctx.dry_run or local_id is None:
+        yield
+        return
+    name = f"create-customer:{local_id}"
+    owner = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
+    deadline = time.monotonic() + _LOCK_WAIT
+    while True:
+        try:
+            acquire_lease(ctx.store, name, ctx.connection.id, ctx.clock.now(), _LOCK_TTL, owner)
+            break
+        except LeaseBusy:
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"another run is creating customer #{local_id}; retried next run"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        release_lease(ctx.store, name, ctx.connection.id, owner)
+
+
+def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> str:
+    store, conn_id = ctx.store, ctx.connection.id
+    provider = ctx.connection.provider
+    connector = ctx.connector
+    email = (c.email or "").strip() or None
+    account = (c.account or "").strip() or None
+    found = connector.find_customers(email=email, account=account) if (email or account) else []
+    with store.session() as s:
+        owners = {}
+        for r in found:
+            link = link_by_remote(s, conn_id, KIND, r.remote_id)
+            if link is not None:
+                owners[r.remote_id] = link.local_id
+    active = [r for r in found if r.active]
+    free = [r for r in active if r.remote_id not in owners]
+    who = _describe(c)
+    if len(free) == 1 and len(active) == 1:
+        remote = free[0]
+        if ctx.dry_run or c.id is None:
+            return remote.remote_id
+        try:
+            with store.session() as s:
+                add_link(
+                    s,
+                    conn_id,
+                    KIND,
+                    c.id,
+                    remote.remote_id,
+                    ctx.clock.now(),
+                    origin="matched",
+                    remote_code=remote.account_number or remote.email,
+                    remote_updated_at=remote.updated_at,
+                )
+                _resolve(
+                    s, conn_id, [f"local:{c.id}", f"remote:{remote.remote_id}"], ctx.clock.now()
+                )
+        except IntegrityError:
+            return _after_race(ctx, c, order)
+        log.info("order %s: %s matched remote customer %s", order.number, who, remote.remote_id)
+        return remote.remote_id
+    if found:
+        if len(active) > 1:
+            why = f"matches {len(active)} customers at {provider}"
+        elif not active:
+            why = f"matches only archived customers at {provider}"
+        else:
+            why = (
+                f"matches {provider} customer {active[0].remote_id}, which is linked to local "
+                f"customer #{owners[active[0].remote_id]}"
+            )
+        ids = ", ".join(f"{r.remote_id} ({r.name})" for r in found)
+        message = (
+            f"order {order.number}: customer {who} {why} ({ids}); link the right one with "
+            f"`synccli customers link {c.id if c.id is not None else '<local id>'} "
+            "REMOTE_ID`"
+        )
+        if not ctx.dry_run and c.id is not None:
+            with store.session() as s:
+                _flag(
+                    s,
+                    conn_id,
+                    AMBIGUOUS,
+                    f"local:{c.id}",
+                    {
+                        "reason": why,
+                        "order": order.number,
+                        "local": {
+                            "local_id": c.id,
+                            "name": c.name,
+                            "email": c.email,
+                            "account_number": c.account,
+                        },
+                        "candidates": [
+                            {
+                                "remote_id": r.remote_id,
+                                "name": r.name,
+                                "email": r.email,
+                                "account_number": r.account_number,
+                                "active": r.active,
+                                "linked_to": owners.get(r.remote_id),
+                            }
+                            for r in found
+                        ],
+                    },
+                    ctx.clock.now(),
+                )
+        raise Rejected(message)
+    if ctx.dry_run or c.id is None:
+        return DRY_RUN_REMOTE_ID
+    first, last = c.first_name, c.last_name
+    if not (first or last):
+        first, _, rest = c.name.partition(" ")
+        last = rest or None
+    new = NewCustomer(
+        name=c.name, email=email, account_number=account, first_name=first, last_name=last
+    )
+    remote = connector.create_customer(new)
+    now = ctx.clock.now()
+    # OCA: commit right after the remote create, so nothing later can make us create it again.
+    with store.session() as s:
+        add_link(
+            s,
+            conn_id,
+            KIND,
+            c.id,
+            remote.remote_id,
+            now,
+            origin="created",
+            remote_code=remote.account_number or remote.email,
+            remote_updated_at=remote.updated_at,
+        )
+        add_review(
+            s,
+            conn_id,
+            CREATED,
+            f"local:{c.id}",
+            {
+                "reason": f"created at {provider} when order {order.number} was posted",
+                "order": order.number,
+                "local": {
+                    "local_id": c.id,
+                    "name": c.name,
+                    "email": c.email,
+                    "account_number": c.account,
+                },
+                "remote": {
+                    "remote_id": remote.remote_id,
+                    "name": remote.name,
+                    "email": remote.email,
+                    "account_number": remote.account_number,
+                },
+            },
+            now,
+        )
+        save_seen(s, conn_id, [remote], now)
+    log.info(
+        "order %s: created %s customer %s for %s", order.number, provider, remote.remote_id, who
+    )
+    return remote.remote_id
+
+
+def _after_race(ctx: JobContext, c: _OrderCustomer, order: Order) -> str:
+    with ctx.store.session() as s:
+        link = link_by_local(s, ctx.connection.id, KIND, c.id) if c.id is not None else None
+    if link is not None:
+        return link.remote_id
+    raise Rejected(
+        f"order {order.number}: customer {_describe(c)}: its remote match was linked "
+        "to another local customer meanwhile; see `synccli customers review`"
+    )
+
+
+def _describe(c: _OrderCustomer) -> str:
+    bits = [f"#{c.id}" if c.id is not None else "(new)", repr(c.name)]
+    if c.email:
+        bits.append(f"<{c.email}>")
+    if c.account:
+        bits.append(f"[{c.account}]")
+    return " ".join(bits)
+
+
+# --- manual links, listing -----------------------------------------------------------------------
+@dataclass
+class CustomerRow:
+    local_id: int
+    name: str
+    email: str | None
+    account_number: str | None
+    remote_id: str | None = None
+    origin: str | None = None
+    remote_name: str | None = None
+
+
+@dataclass
+class LinkChange:
+    action: str  # linked | unlinked
+    local_id: int
+    remote_id: str
+    name: str
+    remote_name: str | None = None
+    resolved: int = 0  # review items this settled
+    warning: str | None = None
+
+
+def _local_by_ref(s: Session, conn_id: int, ref: str) -> Customer:
+    """A local customer by id, or by email / account number when exactly one has it."""
+    text = ref.strip()
+    if text.isdigit():
+        cust = s.get(Customer, int(text))
+        if cust is not None and cust.connection_id == conn_id:
+            return cust
+        raise UsageError(
+            f"no local customer #{text} in this connection (see `synccli customers list`)"
+        )
+    email, account = norm_email(text), norm_account(text)
+    rows = list(
+        s.scalars(
+            select(Customer).where(
+                Customer.connection_id == conn_id,
+                or_(
+                    func.lower(func.trim(Customer.email)) == email,
+                    func.lower(func.trim(Customer.account_number)) == account,
+                ),
+            )
+        )
+    )
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise UsageError(f"no local customer with id, email or account number {ref!r}")
+    raise UsageError(
+        f"{len(rows)} local customers have {ref!r}: name one by id "
+        f"({', '.join('#' + str(r.id) for r in rows)})"
+    )
+
+
+def link_manual(
+    store: Store, conn: Connection, local_ref: str, remote_id: str, now: datetime
+) -> LinkChange:
+    """Link a local customer to a remote one by hand (origin "manual"); settles the review items
+    about either of them. The remote id is taken as given (no call is spent); a warning says when
+    link-customers has never seen it."""
+    remote_id = remote_id.strip()
+    if not remote_id:
+        raise UsageError("give the remote customer's id")
+    with store.session() as s:
+        cust = _local_by_ref(s, conn.id, local_ref)
+        mine = link_by_local(s, conn.id, KIND, cust.id)
+        if mine is not None:
+            if mine.remote_id == remote_id:
+                raise UsageError(f"local customer #{cust.id} is already linked to {remote_id}")
+            raise UsageError(
+                f"local customer #{cust.id} is linked to {mine.remote_id}: "
+                f"`synccli customers unlink {cust.id}` first"
+            )
+        theirs = link_by_remote(s, conn.id, KIND, remote_id)
+        if theirs is not None:
+            raise UsageError(
+                f"remote customer {remote_id} is linked to local customer "
+                f"#{theirs.local_id}: unlink that one first"
+            )
+        seen = s.scalar(
+            select(ReviewItem).where(
+                ReviewItem.connection_id == conn.id,
+                ReviewItem.kind == SEEN,
+                ReviewItem.subject == remote_id,
+            )
+        )
+        detail = dict(seen.detail) if seen is not None else {}
+        add_link(
+            s,
+            conn.id,
+            KIND,
+            cust.id,
+            remote_id,
+            now,
+            origin="manual",
+            remote_code=detail.get("account") or detail.get("email"),
+        )
+        resolved = _resolve(s, conn.id, [f"local:{cust.id}", f"remote:{remote_id}"], now)
+        warning = None
+        if seen is None:
+            warning = (
+                f"remote customer {remote_id} has not been seen by link-customers: "
+                "check the id (an unknown id makes invoices for this customer fail)"
+            )
+        elif not detail.get("active", True):
+            warning = f"remote customer {remote_id} is archived at the provider"
+        return LinkChange(
+            "linked", cust.id, remote_id, cust.name, detail.get("name"), resolved, warning
+        )
+
+
+def unlink(store: Store, conn: Connection, local_ref: str, now: datetime) -> LinkChange:
+    """Remove a local customer's link (the customers themselves are untouched)."""
+    with store.session() as s:
+        cust = _local_by_ref(s, conn.id, local_ref)
+        link = link_by_local(s, conn.id, KIND, cust.id)
+        if link is None:
+            raise UsageError(f"local customer #{cust.id} is not linked")
+        remote_id = link.remote_id
+        s.execute(delete(Link).where(Link.id == link.id))
+        return LinkChange("unlinked", cust.id, remote_id, cust.name)
+
+
+def list_customers(
+    store: Store, conn: Connection, unlinked_only: bool = False
+) -> list[CustomerRow]:
+    with store.session() as s:
+        seen = load_seen(s, conn.id)
+        q = (
+            select(Customer, Link)
+            .outerjoin(
+                Link,
+                (Link.local_id == Customer.id)
+                & (Link.kind == KIND)
+                & (Link.connection_id == Customer.connection_id),
+            )
+            .where(Customer.connection_id == conn.id)
+            .order_by(Customer.id)
+        )
+        if unlinked_only:
+            q = q.where(Link.id.is_(None))
+        rows = []
+        for cust, link in s.execute(q):
+            rid = link.remote_id if link is not None else None
+            rows.append(
+                CustomerRow(
+                    cust.id,
+                    cust.name,
+                    cust.email,
+                    cust.account_number,
+                    rid,
+                    link.origin if link is not None else None,
+                    (seen.get(rid) or {}).get("name") if rid else None,
+                )
+            )
+        return rows
+
+
+# --- review --------------------------------------------------------------------------------------
+@dataclass
+class ReviewEntry:
+    id: int
+    kind: str
+    subject: str
+    created_at: datetime
+    detail: dict[str, Any]
+
+
+@dataclass
+class DuplicateEntry:
+    score: int
+    reasons: list[str]
+    a: dict[str, Any]
+    b: dict[str, Any]
+
+
+@dataclass
+class ReviewReport:
+    connection: str
+    ambiguous: list[ReviewEntry] = field(default_factory=list)
+    created: list[ReviewEntry] = field(default_factory=list)
+    duplicates: list[DuplicateEntry] = field(default_factory=list)
+    remote_customers_known: int = 0
+    seconds: float = 0.0
+
+
+def review(
+    store: Store, conn: Connection, *, min_score: int = 0, include_inactive: bool = False
+) -> ReviewReport:
+    """What the merchant should look at: ambiguous matches, customers created at sale time, and
+    suspected duplicates among the remote customers as link-customers last saw them (no call)."""
+    started = time.perf_counter()
+    out = ReviewReport(conn.name)
+    with store.session() as s:
+        items = s.scalars(
+            select(ReviewItem)
+            .where(
+                ReviewItem.connection_id == conn.id,
+                ReviewItem.kind.in_((AMBIGUOUS, CREATED)),
+                ReviewItem.resolved_at.is_(None),
+            )
+            .order_by(ReviewItem.created_at, ReviewItem.id)
+        ).all()
+        for item in items:
+            entry = ReviewEntry(
+                item.id, item.kind, item.subject, item.created_at, dict(item.detail or {})
+            )
+            (out.ambiguous if item.kind == AMBIGUOUS else out.created).append(entry)
+        seen = load_seen(s, conn.id)
+        owners = {
+            ln.remote_id: ln.local_id
+            for ln in s.scalars(
+                select(Link).where(Link.connection_id == conn.id, Link.kind == KIND)
+            )
+        }
+    out.remote_customers_known = len(seen)
+    people = [
+        Person(rid, d.get("name") or "", d.get("email"), d.get("account"))
+        for rid, d in seen.items()
+        if include_inactive or d.get("active", True)
+    ]
+    for pair in find_duplicates(people, min_score=min_score):
+        out.duplicates.append(
+            DuplicateEntry(pair.score, pair.reasons, _side(pair.a, owners), _side(pair.b, owners))
+        )
+    out.seconds = round(time.perf_counter() - started, 3)
+    return out
+
+
+def _side(p: Person, owners: dict[str, int]) -> dict[str, Any]:
+    return {
+        "remote_id": p.id,
+        "name": p.name,
+        "email": p.email,
+        "account_number": p.account,
+        "local_id": owners.get(p.id),
+    }
+
+
+def resolve_items(store: Store, conn: Connection, ids: list[int], now: datetime) -> int:
+    """Mark review items done (the merchant has looked at them)."""
+    with store.session() as s:
+        items = s.scalars(
+            select(ReviewItem).where(
+                ReviewItem.connection_id == conn.id,
+                ReviewItem.id.in_(ids),
+                ReviewItem.kind.in_((AMBIGUOUS, CREATED)),
+            )
+        ).all()
+        missing = set(ids) - {i.id for i in items}
+        if missing:
+            raise UsageError(
+                f"no review item {sorted(missing)[0]} for {conn.name} "
+                "(see `synccli customers review`)"
+            )
+        for item in items:
+            item.resolved_at = item.resolved_at or now
+        return len(items)
+
+
+__all__ = [
+    "AMBIGUOUS",
+    "CREATED",
+    "DRY_RUN_REMOTE_ID",
+    "DuplicatePair",
+    "LinkReport",
+    "ReviewReport",
+    "ensure_customer",
+    "link_customers",
+    "link_manual",
+    "list_customers",
+    "norm_account",
+    "norm_email",
+    "parse_since",
+    "review",
+    "unlink",
+]
