@@ -11,6 +11,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from synccli.connectors.base import Limits
 from synccli.connectors.http import CallRecord
@@ -105,12 +108,7 @@ class StoreLedger:
                 )
             )
             if call.remaining:
-                budget = s.get(Budget, self.connection_id)
-                if budget is None:
-                    budget = Budget(
-                        connection_id=self.connection_id, remaining={}, updated_at=call.at
-                    )
-                    s.add(budget)
+                budget = _budget_row(s, self.connection_id, call.at)
                 budget.remaining = {**(budget.remaining or {}), **call.remaining}
                 budget.updated_at = call.at
 
@@ -118,13 +116,24 @@ class StoreLedger:
         if self.read_only:
             return
         with self.store.session() as s:
-            budget = s.get(Budget, self.connection_id)
-            if budget is None:
-                budget = Budget(connection_id=self.connection_id, remaining={}, updated_at=reset_at)
-                s.add(budget)
+            budget = _budget_row(s, self.connection_id, reset_at)
             budget.blocked_until = reset_at
             budget.blocked_reason = message
             budget.updated_at = datetime.now(UTC)
+
+
+def _budget_row(s: Session, connection_id: int, at: datetime) -> Budget:
+    """The connection's budget row, created if missing. Two hosts' first calls may race to create
+    it: insert-or-ignore, then read it back locked."""
+    insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+    s.execute(
+        insert(Budget)
+        .values(connection_id=connection_id, remaining={}, updated_at=at)
+        .on_conflict_do_nothing()
+    )
+    budget = s.get(Budget, connection_id, with_for_update=True, populate_existing=True)
+    assert budget is not None
+    return budget
 
 
 def usage(store: Store, connection_id: int, now: datetime) -> dict[str, object]:

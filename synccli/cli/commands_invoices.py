@@ -1,0 +1,328 @@
+"""``invoices add|list|show|retry|cancel`` and ``post-invoices``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from synccli.cli import output
+from synccli.cli.jobs import (
+    ALL_OPT,
+    CONNECTION_OPT,
+    DRY_RUN_OPT,
+    JSON_OPT,
+    run_for_connections,
+    select_connections,
+)
+from synccli.cli.state import state
+from synccli.clock import SystemClock
+from synccli.errors import UsageError
+from synccli.store.models import Connection
+from synccli.sync import invoices, orders
+from synccli.sync.context import JobContext
+
+app = typer.Typer(
+    help="The invoice outbox: orders in, invoices out, exactly once.\n\n"
+    "Example:\n\n    \b\n    synccli invoices add orders.jsonl --connection shop1\n"
+    "    synccli invoices list --state failed",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+ONE_CONNECTION_OPT = typer.Option(
+    None, "--connection", "-c", help="Connection name (needed when there are several)."
+)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="invoices")
+    root.command("post-invoices")(post_invoices)
+
+
+def _one_connection(ctx: typer.Context, name: str | None) -> Connection:
+    store = state(ctx).store()
+    return select_connections(store, [name] if name else [], False)[0]
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    source: str = typer.Argument(
+        ..., metavar="FILE|-", help="A JSON order, a JSON array, or JSON lines; - reads stdin."
+    ),
+    connection: str | None = ONE_CONNECTION_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Add orders to post as invoices. The whole input is checked first: one problem anywhere
+    (named with its line and field) and nothing is written (exit 2). Schema: docs/orders.md.
+
+    Example:
+
+        \b
+        synccli invoices add orders.jsonl --connection shop1
+        cat order.json | synccli invoices add - -c shop1 --json
+    """
+    conn = _one_connection(ctx, connection)
+    store = state(ctx).store()
+    now = SystemClock().now()
+    if source == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        report = orders.add_orders(
+            store, conn, stream if stream is not None else sys.stdin.read(), now
+        )
+    else:
+        path = Path(source)
+        try:
+            with path.open("rb") as fh:
+                report = orders.add_orders(store, conn, fh, now)
+        except IsADirectoryError:
+            raise UsageError(f"cannot read {source}: it is a directory") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+    if json_out:
+        output.print_json(report)
+        return
+    if not state(ctx).quiet:
+        output.line(
+            f"{conn.name}: added {report.added} order(s); {report.queued} invoice(s) queued "
+            f"(post them with `synccli post-invoices -c {conn.name}`)"
+        )
+
+
+def post_invoices(
+    ctx: typer.Context,
+    connection: list[str] = CONNECTION_OPT,
+    all_: bool = ALL_OPT,
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Post at most N invoices per connection."
+    ),
+    dry_run: bool = DRY_RUN_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Post due invoices: customer and products first (created when the provider lacks them),
+    then the invoice under its idempotency key. A job whose earlier post got no clear answer looks
+    the invoice up before posting again. Rejected invoices email the merchant and retry on a slow
+    schedule. Exit 3: budget exhausted (postponed); exit 5: re-authorisation needed.
+
+    Example:
+
+        \b
+        synccli post-invoices --all                 # from cron, every 10 minutes
+        synccli post-invoices -c shop1 --dry-run
+    """
+
+    def work(jc: JobContext) -> invoices.PostReport:
+        return invoices.post_invoices(jc, limit)
+
+    def render(conn: Connection, r: invoices.PostReport) -> None:
+        if r.dry_run:
+            if r.invoices:
+                output.table(
+                    ["number", "would", "total", "note"],
+                    [
+                        [
+                            i.number,
+                            i.outcome.removeprefix("would_").replace("_", " "),
+                            i.total,
+                            i.error,
+                        ]
+                        for i in r.invoices[:200]
+                    ],
+                    title=f"{conn.name}: due invoices",
+                )
+            if r.unlinked_products:
+                shown = ", ".join(r.unlinked_products[:20])
+                more = (
+                    f" and {len(r.unlinked_products) - 20} more"
+                    if len(r.unlinked_products) > 20
+                    else ""
+                )
+                output.line(f"{conn.name}: products to look up (or create): {shown}{more}")
+            output.line(
+                f"{conn.name}: would post {r.due} invoice(s) ({r.enqueued} not queued yet); "
+                "no call made"
+            )
+            return
+        if r.due == 0 and r.enqueued == 0:
+            output.line(f"{conn.name}: nothing due")
+            return
+        output.line(
+            f"{conn.name}: posted {r.posted}, found already posted {r.found}, "
+            f"rejected {r.rejected}, "
+            f"gave up {r.gave_up}, transient {r.transient}, postponed {r.postponed}; "
+            f"products created {r.products_created}, linked {r.products_linked}; emails {r.emails}"
+        )
+        for item in r.invoices:
+            if item.outcome in ("rejected", "invalid", "gave_up"):
+                verb = "gave up on" if item.outcome == "gave_up" else "rejected"
+                output.warn(f"{conn.name}: {verb} invoice {item.number}: {item.error}")
+            elif item.error and item.outcome in ("posted", "found"):
+                output.warn(f"{conn.name}: invoice {item.number}: {item.error}")
+
+    run_for_connections(ctx, invoices.JOB, connection, all_, dry_run, work, render, json_out)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    connection: list[str] = CONNECTION_OPT,
+    state_: str | None = typer.Option(
+        None, "--state", help="pending, posting, posted, failed, gave_up or cancelled."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="At most N rows."),
+    json_out: bool = JSON_OPT,
+) -> None:
+    """List invoice jobs with their state, attempts, next attempt and last error.
+
+    Example:
+
+        \b
+        synccli invoices list --state failed
+        synccli invoices list -c shop1 --json | jq '.[] | select(.state=="gave_up") | .number'
+    """
+    store = state(ctx).store()
+    rows = invoices.list_invoices(store, connection or None, state_, limit)
+    if json_out:
+        output.print_json(rows)
+        return
+    if not rows:
+        output.line("no invoices")
+        return
+    output.table(
+        [
+            "connection",
+            "number",
+            "state",
+            "attempts",
+            "total",
+            "next attempt",
+            "remote id",
+            "last error",
+        ],
+        [
+            [
+                r.connection,
+                r.number,
+                r.state,
+                r.attempts,
+                f"{r.total} {r.currency}",
+                r.next_attempt_at,
+                r.remote_id,
+                (r.last_error or "")[:70] or None,
+            ]
+            for r in rows
+        ],
+    )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    number: str = typer.Argument(..., help="The order number."),
+    connection: str | None = ONE_CONNECTION_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Show one invoice: its order, state, and every attempt (time, request summary, error).
+
+    Example:
+
+        \b
+        synccli invoices show WEB-1042
+        synccli invoices show WEB-1042 -c shop1 --json
+    """
+    store = state(ctx).store()
+    d = invoices.show_invoice(store, number, connection)
+    if json_out:
+        output.print_json(d)
+        return
+    r = d.invoice
+    output.line(f"[bold]invoice {r.number}[/bold] ({r.connection}): {r.state}")
+    output.line(
+        f"  order date {d.order_date:%Y-%m-%d}, total {r.total} {r.currency}, customer "
+        f"{d.customer['name']} <{d.customer['email'] or '-'}> "
+        f"{d.customer['account_number'] or ''}".rstrip()
+    )
+    output.line(f"  idempotency key {r.idempotency_key}")
+    if r.remote_id:
+        output.line(
+            f"  remote id {r.remote_id}, remote total {r.remote_total}, "
+            f"posted {r.posted_at:%Y-%m-%d %H:%M} UTC"
+        )
+    if r.next_attempt_at:
+        output.line(
+            f"  next attempt {r.next_attempt_at:%Y-%m-%d %H:%M} UTC; rejections {r.attempts}"
+        )
+    if r.last_error:
+        output.line(f"  last error: {r.last_error}")
+    output.table(
+        ["line", "sku", "description", "qty", "unit price", "tax code", "tax rate", "account"],
+        [
+            [
+                ln["line"],
+                ln["sku"],
+                ln["description"][:40],
+                ln["quantity"],
+                ln["unit_price"],
+                ln["tax_code"],
+                ln["tax_rate"],
+                ln["account_code"],
+            ]
+            for ln in d.lines
+        ],
+    )
+    if d.history:
+        output.table(
+            ["time", "outcome", "request", "error"],
+            [
+                [a.at.strftime("%Y-%m-%d %H:%M:%S"), a.outcome, a.summary, a.error]
+                for a in d.history
+            ],
+            title="attempts",
+        )
+    else:
+        output.line("  no attempts yet")
+
+
+@app.command("retry")
+def retry(
+    ctx: typer.Context,
+    number: str = typer.Argument(..., help="The order number."),
+    connection: str | None = ONE_CONNECTION_OPT,
+) -> None:
+    """Make an invoice due now (also after it was given up or cancelled), with a fresh
+    rejection count. The next post-invoices run posts it.
+
+    Example:
+
+        synccli invoices retry WEB-1042 -c shop1 && synccli post-invoices -c shop1
+    """
+    store = state(ctx).store()
+    r = invoices.retry_invoice(store, number, connection, SystemClock().now())
+    output.line(
+        f"invoice {r.number} ({r.connection}) is due now: the next "
+        f"`synccli post-invoices -c {r.connection}` posts it"
+    )
+
+
+@app.command("cancel")
+def cancel(
+    ctx: typer.Context,
+    number: str = typer.Argument(..., help="The order number."),
+    connection: str | None = ONE_CONNECTION_OPT,
+) -> None:
+    """Stop posting an invoice (not possible once posted: void it at the provider).
+
+    Example:
+
+        synccli invoices cancel WEB-1042 -c shop1
+    """
+    store = state(ctx).store()
+    r, warning = invoices.cancel_invoice(store, number, connection, SystemClock().now())
+    if warning:
+        output.warn(f"warning: {warning}")
+    output.line(
+        f"invoice {r.number} ({r.connection}) cancelled; "
+        f"`synccli invoices retry {r.number}` undoes it"
+    )

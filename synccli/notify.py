@@ -1,0 +1,301 @@
+"""Email to the merchant, de-duplicated in the database.
+
+Transport: SMTP with :mod:`smtplib` (``SYNC_SMTP_HOST``, ``SYNC_SMTP_PORT``, ``SYNC_SMTP_SECURITY``
+= starttls | ssl | none, ``SYNC_SMTP_USER``, ``SYNC_SMTP_PASSWORD``, ``SYNC_SMTP_FROM``; see
+:mod:`synccli.config`), or, when no SMTP host is set (the embedded default and the demo), ``.eml``
+files written into ``SYNC_OUTBOX_DIR``.
+
+Every email is first recorded in ``notifications`` under a ``dedupe_key`` that is unique in the
+database: whoever inserts the row sends the email, so two processes (or two runs) never send the
+same one twice. A row whose sending failed keeps its error and is sent again by a later
+:func:`flush_pending`. Bodies and subjects pass through :func:`synccli.secrets.redact`, and no
+template ever includes a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from synccli import secrets
+from synccli.config import Settings
+from synccli.store.db import Store
+from synccli.store.models import Connection, Notification
+
+log = logging.getLogger("synccli.notify")
+PROVIDER_NAMES = {"xero": "Xero", "unleashed": "Unleashed", "lightspeed": "Lightspeed Retail"}
+
+
+class Mailer(Protocol):
+    """Delivers one message or raises (``OSError`` / ``smtplib.SMTPException``)."""
+
+    def send(self, message: EmailMessage) -> None: ...
+
+
+class SmtpMailer:
+    """SMTP with STARTTLS (default), implicit TLS (``ssl``) or plain (``none``, e.g. a relay on
+    localhost)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 587,
+        security: str = "starttls",
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 15.0,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.security = host, port, security
+        self.user, self.password = user, password
+        self.timeout = timeout
+        self.context = context
+        secrets.register(password)
+
+    def send(self, message: EmailMessage) -> None:
+        context = self.context or ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if self.security == "ssl":
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            smtp.ehlo()
+            if self.security == "starttls":
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if self.user:
+                smtp.login(self.user, self.password or "")
+            smtp.send_message(message)
+
+
+class DirectoryMailer:
+    """Writes each message as an ``.eml`` file (owner-only) into a directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def send(self, message: EmailMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", str(message["Subject"] or "email"))[:60].strip("-")
+        path = self.directory / f"{stamp}-{slug}.eml"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(message.as_bytes())
+        os.replace(tmp, path)
+
+
+def mailer_for(settings: Settings) -> Mailer:
+    """SMTP when ``SYNC_SMTP_HOST`` is set, else the ``.eml`` outbox directory."""
+    if settings.smtp_host:
+        return SmtpMailer(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_security,
+            settings.smtp_user,
+            settings.smtp_password,
+        )
+    return DirectoryMailer(settings.outbox_dir or settings.data_dir / "outbox")
+
+
+@dataclass
+class Email:
+    subject: str
+    body: str
+
+
+def _message(settings: Settings, recipient: str, email: Email, now: datetime) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_from
+    msg["To"] = recipient
+    msg["Subject"] = secrets.redact(email.subject)[:250]
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = make_msgid(domain="synccli.local")
+    msg.set_content(secrets.redact(email.body))
+    return msg
+
+
+def notify(
+    store: Store,
+    connection: Connection,
+    dedupe_key: str,
+    email: Email,
+    now: datetime,
+    *,
+    mailer: Mailer | None = None,
+) -> bool:
+    """Record and send ``email`` unless one with ``dedupe_key`` was recorded before.
+
+    Returns True when this call recorded it (and tried to send it). Sending errors never raise:
+    they stay on the row, and :func:`flush_pending` tries again later.
+    """
+    key = dedupe_key[:255]
+    row = Notification(
+        connection_id=connection.id,
+        dedupe_key=key,
+        recipient=connection.notify_email,
+        subject=secrets.redact(email.subject)[:255],
+        body=secrets.redact(email.body),
+        created_at=now,
+    )
+    try:
+        with store.session() as s:
+            s.add(row)
+    except IntegrityError:
+        return False
+    _deliver(store, row.id, mailer or mailer_for(store.settings), now)
+    return True
+
+
+def _deliver(store: Store, notification_id: int, mailer: Mailer, now: datetime) -> bool:
+    with store.locked() as s:
+        row = s.get(Notification, notification_id)
+        if row is None or row.sent_at is not None:
+            return False
+        recipient = row.recipient
+        if recipient is None and row.connection_id is not None:
+            conn = s.get(Connection, row.connection_id)
+            recipient = conn.notify_email if conn else None
+        email = Email(row.subject, row.body)
+        if not recipient:
+            row.error = (
+                "no notify_email set for the connection "
+                "(synccli connections set NAME notify_email=...)"
+            )
+            log.warning("email not sent (%s): %s", row.subject, row.error)
+            return False
+        row.recipient = recipient
+    try:
+        mailer.send(_message(store.settings, recipient, email, now))
+    except (OSError, smtplib.SMTPException) as exc:
+        error = secrets.redact(f"{exc.__class__.__name__}: {exc}")[:500]
+        log.warning("email not sent (%s): %s", email.subject, error)
+        with store.locked() as s:
+            row = s.get(Notification, notification_id)
+            if row is not None:
+                row.error = error
+        return False
+    with store.locked() as s:
+        row = s.get(Notification, notification_id)
+        if row is not None:
+            row.sent_at, row.error = now, None
+    log.info("emailed %s: %s", recipient, email.subject)
+    return True
+
+
+def flush_pending(
+    store: Store,
+    connection: Connection,
+    now: datetime,
+    *,
+    mailer: Mailer | None = None,
+    grace: timedelta = timedelta(minutes=10),
+    max_age: timedelta = timedelta(days=7),
+) -> int:
+    """Send again the connection's emails that failed (or whose sender died before sending).
+    Rows younger than ``grace`` without an error may still be in another process's hands."""
+    with store.session() as s:
+        ids = list(
+            s.scalars(
+                select(Notification.id).where(
+                    Notification.connection_id == connection.id,
+                    Notification.sent_at.is_(None),
+                    Notification.created_at >= now - max_age,
+                    (Notification.error.is_not(None)) | (Notification.created_at < now - grace),
+                )
+            )
+        )
+    if not ids:
+        return 0
+    mailer = mailer or mailer_for(store.settings)
+    return sum(_deliver(store, i, mailer, now) for i in ids)
+
+
+# --- templates ---------------------------------------------------------------------------------
+def _provider(connection: Connection) -> str:
+    return PROVIDER_NAMES.get(connection.provider, connection.provider)
+
+
+def _bullets(messages: list[str]) -> str:
+    return "\n".join(f"  - {m}" for m in messages) or "  - (no message given)"
+
+
+def rejected_email(
+    connection: Connection,
+    number: str,
+    messages: list[str],
+    next_attempt_at: datetime | None,
+    give_up_at: datetime | None,
+) -> Email:
+    provider = _provider(connection)
+    when = f"{next_attempt_at:%Y-%m-%d %H:%M} UTC" if next_attempt_at else "on the next run"
+    deadline = f" It gives up on {give_up_at:%Y-%m-%d %H:%M} UTC." if give_up_at else ""
+    body = f"""{provider} refused invoice {number} (connection {connection.name}).
+
+{provider} said:
+{_bullets(messages)}
+
+What to fix: check order {number} against your {provider} settings - the tax codes (tax
+types), account codes, product codes and the customer named on the order, and the message
+above. Fix the order (or the setting in {provider}).
+
+How to retry: synccli tries again on its own, next at {when}.{deadline}
+To try at once after fixing it, run:
+
+    synccli invoices retry {number} --connection {connection.name}
+
+See every attempt with: synccli invoices show {number} --connection {connection.name}
+"""
+    return Email(f"[synccli] {provider} refused invoice {number}", body)
+
+
+def gave_up_email(
+    connection: Connection, number: str, messages: list[str], attempts: int, since: datetime | None
+) -> Email:
+    provider = _provider(connection)
+    first = f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""
+    body = f"""synccli has stopped trying to post invoice {number} to {provider} (connection
+{connection.name}): it was refused {attempts} time(s){first}.
+
+{provider}'s last answer:
+{_bullets(messages)}
+
+Nothing more happens on its own. After fixing the order, run:
+
+    synccli invoices retry {number} --connection {connection.name}
+
+or, if it should not be posted at all:
+
+    synccli invoices cancel {number} --connection {connection.name}
+"""
+    return Email(f"[synccli] gave up posting invoice {number} to {provider}", body)
+
+
+def reauth_email(connection: Connection, reason: str) -> Email:
+    provider = _provider(connection)
+    body = f"""synccli can no longer reach your {provider} account (connection {connection.name}):
+{provider} no longer accepts its authorisation.
+
+Reason: {reason}
+
+Invoices and syncs for this connection are paused until the connection is authorised again.
+Nothing is lost: queued invoices are posted once access is restored.
+
+Ask your support contact to re-authorise connection {connection.name}, or see
+`synccli connections show {connection.name}`.
+"""
+    return Email(f"[synccli] {provider} needs to be authorised again ({connection.name})", body)

@@ -1,0 +1,983 @@
+"""Posting orders as invoices through a durable outbox, exactly once.
+
+Each order has one row in ``invoice_jobs`` whose idempotency key was fixed when it was enqueued,
+before any call. ``post_invoices`` drains the due jobs of one connection:
+
+1. **Claim** one due job at a time: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
+   database write lock (``BEGIN IMMEDIATE``) on SQLite; the claim (``claimed_by`` /
+   ``claimed_until``) is committed, so overlapping runs and hosts never work on the same job.
+2. **Look up first** when the job may have been sent before: state ``posting`` means an earlier
+   post got no clear answer (a crash, a timeout, a lost response, a 5xx). ``find_invoice(number)``
+   then decides: found -> recorded as posted, nothing is sent again.
+3. **Dependencies first** (the OCA connector's rule): the customer (``ensure_customer``) and every
+   product (linked -> use; else ``find_product`` by exact code -> link; else ``create_product`` ->
+   link + review item), each remote create committed at once.
+4. **Post**: the job is marked ``posting`` and committed, then ``post_invoice(draft, key)``; the
+   remote id is committed the moment the provider answers.
+
+Outcomes: transient (retried next run, no attempt counted against the merchant), rejected (email
+the merchant once per distinct error, retry on the slow schedule, give up after the configured age
+with one final email), budget exhausted (postponed to the reset, the run stops: exit 3),
+re-authorisation needed (the connection is flagged, one email, the run stops: exit 5). Every
+attempt is a row in ``invoice_attempts``.
+
+Connection settings read here: ``retry_schedule`` ("2h,4h,8h,12h,24h": the delay after the 1st,
+2nd, ... rejection; the last one repeats), ``give_up_after`` ("7d", counted from the first
+rejection), ``account_code`` (default account for lines without one), ``due_days`` (due date =
+order date + N days; default none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from synccli import notify
+from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, PostedInvoice
+from synccli.errors import (
+    AuthError,
+    BudgetExhausted,
+    ConfigError,
+    LeaseBusy,
+    Rejected,
+    TransientError,
+    UsageError,
+)
+from synccli.store.db import Store
+from synccli.store.models import (
+    Connection,
+    InvoiceAttempt,
+    InvoiceJob,
+    Link,
+    Order,
+    OrderLine,
+    Product,
+)
+from synccli.store.runs import acquire_lease, owner_id, release_lease
+from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
+from synccli.sync.context import JobContext
+from synccli.sync.orders import enqueue_missing, order_total
+
+log = logging.getLogger("synccli.job")
+
+JOB = "post-invoices"
+STATES = ("pending", "posting", "posted", "failed", "gave_up", "cancelled")
+ACTIVE = ("pending", "posting", "failed")
+CLAIM_TTL = timedelta(minutes=10)
+LOCK_TTL = timedelta(minutes=5)  # a create-mutex of a crashed run is taken over after this
+LOCK_WAIT = 60.0  # real seconds to wait for another run creating the same record
+TRANSIENT_BREAKER = 5  # transient failures in a row stop the run (the provider is down)
+DEFAULT_SCHEDULE = "2h,4h,8h,12h,24h"
+DEFAULT_GIVE_UP = "7d"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# --- policy ------------------------------------------------------------------------------------
+def parse_duration(text: str, setting: str = "duration") -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``7d``, ``1w`` (a bare number is hours)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
+    if not match:
+        raise ConfigError(f"setting {setting}: {text!r} is not a duration such as 2h, 30m or 7d")
+    value, unit = float(match.group(1)), match.group(2) or "h"
+    if value <= 0:
+        raise ConfigError(f"setting {setting}: {text!r} must be longer than zero")
+    return timedelta(seconds=value * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The connection's posting settings, checked before any work."""
+
+    schedule: tuple[timedelta, ...]
+    give_up_after: timedelta
+    due_days: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> RetryPolicy:
+        raw = settings.get("retry_schedule") or DEFAULT_SCHEDULE
+        parts = raw if isinstance(raw, list) else str(raw).split(",")
+        schedule = tuple(parse_duration(p, "retry_schedule") for p in parts if str(p).strip())
+        if not schedule:
+            raise ConfigError("setting retry_schedule: give at least one delay, e.g. 2h,4h,24h")
+        give_up = parse_duration(settings.get("give_up_after") or DEFAULT_GIVE_UP, "give_up_after")
+        raw_due = settings.get("due_days")
+        due_days = None
+        if raw_due not in (None, ""):
+            if not str(raw_due).strip().isdigit():
+                raise ConfigError(f"setting due_days: {raw_due!r} is not a whole number of days")
+            due_days = int(str(raw_due).strip())
+        return cls(schedule, give_up, due_days)
+
+    def delay(self, rejections: int) -> timedelta:
+        """The wait after the ``rejections``-th rejection (1-based); the last delay repeats."""
+        return self.schedule[min(max(rejections, 1), len(self.schedule)) - 1]
+
+
+# --- reports -----------------------------------------------------------------------------------
+@dataclass
+class InvoiceOutcome:
+    number: str
+    outcome: str  # posted|found|transient|rejected|gave_up|postponed|auth|skipped|would_post|...
+    remote_id: str | None = None
+    total: Decimal | None = None
+    remote_total: Decimal | None = None
+    error: str | None = None
+
+
+@dataclass
+class PostReport:
+    connection: str
+    dry_run: bool = False
+    enqueued: int = 0
+    due: int = 0
+    posted: int = 0
+    found: int = 0  # posted earlier without a clear answer, found by the lookup
+    transient: int = 0
+    rejected: int = 0
+    gave_up: int = 0
+    postponed: int = 0
+    products_created: int = 0
+    products_linked: int = 0
+    emails: int = 0
+    total_mismatches: int = 0
+    stopped: str | None = None
+    unlinked_products: list[str] = field(default_factory=list)  # dry run: would look up/create
+    invoices: list[InvoiceOutcome] = field(default_factory=list)
+
+
+@dataclass
+class EnsuredProduct:
+    remote_id: str
+    code: str
+    origin: str  # linked | matched | created
+
+
+# --- the job -----------------------------------------------------------------------------------
+def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
+    """Post the connection's due invoice jobs (at most ``limit``). Raises BudgetExhausted or
+    AuthError/ReauthRequired after recording the job's state, when the run must stop."""
+    conn = ctx.connection
+    report = PostReport(conn.name, dry_run=ctx.dry_run)
+    ctx.counts = report
+    policy = RetryPolicy.from_settings(conn.settings or {})
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if ctx.dry_run:
+        return _dry_run(ctx, limit, report)
+    store = ctx.store
+    started = ctx.clock.now()
+    report.enqueued = enqueue_missing(store, conn, started)
+    worker = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
+    mailer = notify.mailer_for(store.settings)
+    seen: set[int] = set()
+    in_a_row = 0
+    try:
+        while limit is None or len(seen) < limit:
+            job_id = _claim(store, conn.id, worker, ctx.clock.now(), seen)
+            if job_id is None:
+                break
+            seen.add(job_id)
+            report.due += 1
+            outcome = _Worker(ctx, job_id, worker, policy, mailer, report).run()
+            ctx.heartbeat(JOB)
+            in_a_row = in_a_row + 1 if outcome == "transient" else 0
+            if in_a_row >= TRANSIENT_BREAKER:
+                last = report.invoices[-1].error if report.invoices else ""
+                report.stopped = (
+                    f"{in_a_row} transient failures in a row; stopped until the next run"
+                )
+                raise TransientError(
+                    f"post-invoices stopped: {in_a_row} transient failures in a row ({last})"
+                )
+    finally:
+        try:
+            report.emails += notify.flush_pending(store, conn, ctx.clock.now(), mailer=mailer)
+        except Exception:  # never hide the run's own outcome behind an email problem
+            log.exception("could not send pending emails")
+    return report
+
+
+def _claim(
+    store: Store, connection_id: int, worker: str, now: datetime, seen: set[int]
+) -> int | None:
+    """Claim the next due job (committed), or None when nothing is due."""
+    query = (
+        select(InvoiceJob.id)
+        .where(
+            InvoiceJob.connection_id == connection_id,
+            InvoiceJob.state.in_(ACTIVE),
+            InvoiceJob.next_attempt_at <= now,
+            (InvoiceJob.claimed_until.is_(None)) | (InvoiceJob.claimed_until < now),
+        )
+        .order_by(InvoiceJob.next_attempt_at, InvoiceJob.id)
+        .limit(1)
+    )
+    if seen:
+        query = query.where(InvoiceJob.id.not_in(seen))
+    if not store.is_sqlite:
+        query = query.with_for_update(skip_locked=True)
+    with store.locked() as s:
+        job_id = s.scalar(query)
+        if job_id is None:
+            return None
+        s.execute(
+            update(InvoiceJob)
+            .where(InvoiceJob.id == job_id)
+            .values(claimed_by=worker, claimed_until=now + CLAIM_TTL)
+        )
+    return job_id
+
+
+class _Worker:
+    """Works one claimed job through to one outcome."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        job_id: int,
+        worker: str,
+        policy: RetryPolicy,
+        mailer: notify.Mailer,
+        report: PostReport,
+    ) -> None:
+        self.ctx, self.store, self.conn = ctx, ctx.store, ctx.connection
+        self.job_id, self.worker, self.policy = job_id, worker, policy
+        self.mailer, self.report = mailer, report
+        self.summary = ""
+
+    def now(self) -> datetime:
+        return self.ctx.clock.now()
+
+    def run(self) -> str:
+        with self.store.session() as s:
+            job = s.get(InvoiceJob, self.job_id)
+            assert job is not None
+            order = s.scalar(
+                select(Order).options(selectinload(Order.lines)).where(Order.id == job.order_id)
+            )
+            assert order is not None
+            state_before, key = job.state, job.idempotency_key
+        self.order, self.state_before, self.key = order, state_before, key
+        problems = _local_problems(order)
+        if problems:
+            self.summary = "not sent: the order in the store is invalid"
+            return self.rejected(problems, outcome="invalid")
+        lookup = ""
+        try:
+            if state_before == "posting":
+                self.summary = (
+                    f"look up invoice {order.number} (an earlier post had no clear answer)"
+                )
+                found = self.ctx.connector.find_invoice(order.number)
+                if found is not None:
+                    return self.posted(found, "found")
+                lookup = f"looked up invoice {order.number}: not found; "
+            self.summary = lookup + f"prepare invoice {order.number}: customer and products"
+            customer_id = ensure_customer(self.ctx, order)
+            products = {}
+            for line in order.lines:
+                if line.sku not in products:
+                    products[line.sku] = ensure_product(self.ctx, line, order.number, self.report)
+            draft = self.draft(order, customer_id, products)
+            self.summary = lookup + _summary(draft, self.key)
+            if not self.mark_posting():
+                return self.skipped("cancelled or taken over meanwhile")
+            posted = self.ctx.connector.post_invoice(draft, self.key)
+        except Rejected as err:
+            return self.rejected(err.errors or [err.message])
+        except BudgetExhausted as err:
+            self.postponed(err)
+            raise
+        except AuthError as err:
+            self.auth(err)
+            raise
+        except TransientError as err:
+            return self.transient(err)
+        except BaseException as err:  # a bug: keep what we know, free the job, let it show
+            self.release(f"{err.__class__.__name__}: {err}", outcome="error")
+            raise
+        return self.posted(posted, "posted")
+
+    # building ---------------------------------------------------------------------------------
+    def draft(
+        self, order: Order, customer_id: str, products: dict[str, EnsuredProduct]
+    ) -> InvoiceDraft:
+        settings = self.conn.settings or {}
+        default_account = settings.get("account_code")
+        due_days = self.policy.due_days
+        due = order.date + timedelta(days=due_days) if due_days is not None else None
+        lines = [
+            InvoiceLine(
+                product_remote_id=products[ln.sku].remote_id,
+                code=products[ln.sku].code,
+                description=ln.description,
+                quantity=Decimal(ln.quantity),
+                unit_price=Decimal(ln.unit_price),
+                tax_code=ln.tax_code,
+                account_code=ln.account_code or (str(default_account) if default_account else None),
+                tax_rate=Decimal(ln.tax_rate or 0),
+            )
+            for ln in order.lines
+        ]
+        return InvoiceDraft(
+            number=order.number,
+            date=order.date,
+            currency=order.currency,
+            customer_remote_id=customer_id,
+            lines=lines,
+            due_date=due,
+            reference=order.number,
+            total=Decimal(order.total),
+        )
+
+    # state changes ----------------------------------------------------------------------------
+    def mark_posting(self) -> bool:
+        """Commit ``posting`` before the call, so a crash leaves a job that looks up first."""
+        with self.store.session() as s:
+            result = s.execute(
+                update(InvoiceJob)
+                .where(
+                    InvoiceJob.id == self.job_id,
+                    InvoiceJob.claimed_by == self.worker,
+                    InvoiceJob.state.in_(ACTIVE),
+                )
+                .values(state="posting", claimed_until=self.now() + CLAIM_TTL)
+            )
+            return bool(result.rowcount)
+
+    def attempt(self, s: Any, outcome: str, error: str | None = None) -> None:
+        s.add(
+            InvoiceAttempt(
+                job_id=self.job_id,
+                run_id=self.ctx.run_id,
+                at=self.now(),
+                outcome=outcome,
+                summary=(self.summary or None),
+                error=error,
+            )
+        )
+
+    def outcome(self, outcome: str, **kw: Any) -> str:
+        self.report.invoices.append(
+            InvoiceOutcome(self.order.number, outcome, total=Decimal(self.order.total), **kw)
+        )
+        return outcome
+
+    def posted(self, posted: PostedInvoice, how: str) -> str:
+        now = self.now()
+        with self.store.locked() as s:
+            job = s.get(InvoiceJob, self.job_id)
+            assert job is not None
+            job.state, job.remote_id, job.remote_total = "posted", posted.remote_id, posted.total
+            job.posted_at, job.last_error = now, None
+            job.claimed_by, job.claimed_until = None, None
+            self.attempt(s, how, None)
+        mismatch = None
+        if posted.total is not None and Decimal(posted.total) != Decimal(self.order.total):
+            mismatch = (
+                f"the provider's total {posted.total} differs from the order's {self.order.total}"
+            )
+            self.report.total_mismatches += 1
+            log.warning("invoice %s: %s", self.order.number, mismatch)
+        if how == "found":
+            self.report.found += 1
+        else:
+            self.report.posted += 1
+        log.info("invoice %s %s as %s", self.order.number, how, posted.remote_id)
+        return self.outcome(
+            how, remote_id=posted.remote_id, remote_total=posted.total, error=mismatch
+        )
+
+    def rejected(self, messages: list[str], outcome: str = "rejected") -> str:
+        now = self.now()
+        error = "; ".join(m.strip() for m in messages if m and m.strip()) or "rejected"
+        with self.store.locked() as s:
+            job = s.get(InvoiceJob, self.job_id)
+            assert job is not None
+            job.attempts = (job.attempts or 0) + 1
+            job.first_failed_at = job.first_failed_at or now
+            give_up_at = job.first_failed_at + self.policy.give_up_after
+            gave_up = now >= give_up_at
+            job.state = "gave_up" if gave_up else "failed"
+            job.next_attempt_at = (
+                now if gave_up else min(now + self.policy.delay(job.attempts), give_up_at)
+            )
+            job.last_error = error
+            job.claimed_by, job.claimed_until = None, None
+            attempts, first_failed, next_at = job.attempts, job.first_failed_at, job.next_attempt_at
+            self.attempt(s, outcome, error)
+        number = self.order.number
+        if gave_up:
+            self.report.gave_up += 1
+            email = notify.gave_up_email(self.conn, number, messages, attempts, first_failed)
+            key = f"invoice-gave-up:{self.conn.id}:{self.job_id}:{first_failed.isoformat()}"
+            log.warning("invoice %s: gave up after %d rejection(s): %s", number, attempts, error)
+        else:
+            self.report.rejected += 1
+            email = notify.rejected_email(self.conn, number, messages, next_at, give_up_at)
+            digest = hashlib.sha256(error.encode("utf-8")).hexdigest()[:24]
+            key = f"invoice-rejected:{self.conn.id}:{self.job_id}:{digest}"
+            log.warning("invoice %s rejected (retry at %s): %s", number, next_at, error)
+        if notify.notify(self.store, self.conn, key, email, now, mailer=self.mailer):
+            self.report.emails += 1
+        return self.outcome("gave_up" if gave_up else outcome, error=error)
+
+    def release(
+        self, error: str, outcome: str, next_at: datetime | None = None, restore: bool = False
+    ) -> None:
+        """Free the claim without counting an attempt against the merchant."""
+        with self.store.locked() as s:
+            job = s.get(InvoiceJob, self.job_id)
+            assert job is not None
+            if restore and job.state == "posting" and self.state_before != "posting":
+                job.state = self.state_before  # refused before the provider processed anything
+            job.last_error = error
+            job.claimed_by, job.claimed_until = None, None
+            if next_at is not None:
+                job.next_attempt_at = next_at
+            self.attempt(s, outcome, error)
+
+    def transient(self, err: Exception) -> str:
+        message = getattr(err, "message", str(err))
+        self.release(message, "transient", next_at=self.now())
+        self.report.transient += 1
+        log.info("invoice %s: transient failure, retried next run: %s", self.order.number, message)
+        return self.outcome("transient", error=message)
+
+    def postponed(self, err: BudgetExhausted) -> None:
+        reset = err.reset_at or self.now() + timedelta(hours=1)
+        self.release(err.message, "budget", next_at=reset, restore=True)
+        self.report.postponed += 1
+        self.report.stopped = f"budget exhausted until {reset:%Y-%m-%d %H:%M} UTC"
+        self.outcome("postponed", error=err.message)
+
+    def auth(self, err: AuthError) -> None:
+        self.release(err.message, "auth", restore=True)
+        self.report.stopped = "the connection needs re-authorisation"
+        self.outcome("auth", error=err.message)
+        if flag_reauth(self.store, self.conn, err.message, self.now(), mailer=self.mailer):
+            self.report.emails += 1
+
+    def skipped(self, why: str) -> str:
+        with self.store.session() as s:
+            s.execute(
+                update(InvoiceJob)
+                .where(InvoiceJob.id == self.job_id, InvoiceJob.claimed_by == self.worker)
+                .values(claimed_by=None, claimed_until=None)
+            )
+        return self.outcome("skipped", error=why)
+
+
+def _summary(draft: InvoiceDraft, key: str) -> str:
+    return (
+        f"post invoice {draft.number}: {len(draft.lines)} line(s), total {draft.total} "
+        f"{draft.currency}, customer {draft.customer_remote_id}, idempotency key {key}"
+    )
+
+
+def _local_problems(order: Order) -> list[str]:
+    """What makes an order (inserted straight into the tables) impossible to post as it is."""
+    problems = []
+    if not order.lines:
+        problems.append(f"order {order.number} has no lines")
+    for ln in order.lines:
+        if not ln.sku:
+            problems.append(f"line {ln.line_no}: sku is empty")
+        if ln.quantity is None or Decimal(ln.quantity) < 0:
+            problems.append(f"line {ln.line_no}: quantity must not be negative")
+        if ln.unit_price is None:
+            problems.append(f"line {ln.line_no}: unit_price is missing")
+    if not problems:
+        computed = order_total(order.lines)
+        if Decimal(order.total) != computed:
+            problems.append(
+                f"order total {order.total} does not match its lines ({computed}, tax included)"
+            )
+    return problems
+
+
+def flag_reauth(
+    store: Store,
+    connection: Connection,
+    reason: str,
+    now: datetime,
+    *,
+    mailer: notify.Mailer | None = None,
+) -> bool:
+    """Flag the connection as needing re-authorisation and email the merchant once: once per
+    authorisation (the key changes when the credentials or tokens are next renewed)."""
+    with store.locked() as s:
+        conn = s.get(Connection, connection.id)
+        if conn is None:
+            return False
+        conn.needs_reauth = True
+        conn.reauth_reason = reason[:1000]
+        since = conn.updated_at.isoformat() if conn.updated_at else "never"
+    key = f"reauth:{connection.id}:{since}"
+    return notify.notify(
+        store, connection, key, notify.reauth_email(connection, reason), now, mailer=mailer
+    )
+
+
+# --- dependencies --------------------------------------------------------------------------------
+def ensure_customer(ctx: JobContext, order: Order) -> str:
+    """The remote customer id for the order: linked, matched or created once
+    (:func:`synccli.sync.customers.ensure_customer`, which serialises workers per customer)."""
+    from synccli.sync.customers import ensure_customer as ensure
+
+    return ensure(ctx, order)
+
+
+@contextmanager
+def _mutex(ctx: JobContext, what: str, key: str) -> Iterator[None]:
+    """Serialise find-then-create of one record across runs and hosts (a lease row per record),
+    so two workers never both create it."""
+    name = f"create-{what}:" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:30]
+    owner = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            acquire_lease(ctx.store, name, ctx.connection.id, ctx.clock.now(), LOCK_TTL, owner)
+            break
+        except LeaseBusy:
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"another run is creating {what} {key!r}; retried next run"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        release_lease(ctx.store, name, ctx.connection.id, owner)
+
+
+def _linked(ctx: JobContext, sku: str) -> EnsuredProduct | None:
+    with ctx.store.session() as s:
+        product = s.scalar(
+            select(Product).where(Product.connection_id == ctx.connection.id, Product.sku == sku)
+        )
+        if product is None:
+            return None
+        link = link_by_local(s, ctx.connection.id, "product", product.id)
+        if link is None or link.state == "ghost":
+            return None
+        return EnsuredProduct(link.remote_id, link.remote_code or sku, "linked")
+
+
+def ensure_product(
+    ctx: JobContext,
+    line: OrderLine,
+    order_number: str | None = None,
+    report: PostReport | None = None,
+) -> EnsuredProduct:
+    """The remote product for an order line: the linked one; else the provider's product with
+    exactly this code (linked now); else one created from the line (linked, origin "created",
+    and a "created_product" review item, committed the moment the provider answers)."""
+    sku = line.sku
+    found = _linked(ctx, sku)
+    if found is not None:
+        return found
+    with _mutex(ctx, "product", sku):
+        found = _linked(ctx, sku)  # another worker may have linked it while we waited
+        if found is not None:
+            return found
+        remote = ctx.connector.find_product(sku)
+        if remote is not None:
+            result = _link_product(
+                ctx,
+                sku,
+                remote.remote_id,
+                remote.code or sku,
+                remote.name,
+                remote.price,
+                "matched",
+                line,
+                order_number,
+            )
+            if report is not None:
+                report.products_linked += 1
+            return result
+        new = NewProduct(
+            code=sku,
+            name=(line.description or sku).strip()[:50] or sku,
+            price=Decimal(line.unit_price),
+            description=line.description,
+            tax_code=line.tax_code,
+            account_code=line.account_code or (ctx.connection.settings or {}).get("account_code"),
+        )
+        created = ctx.connector.create_product(new)
+        result = _link_product(
+            ctx,
+            sku,
+            created.remote_id,
+            created.code or sku,
+            created.name or new.name,
+            new.price,
+            "created",
+            line,
+            order_number,
+        )
+        if report is not None:
+            report.products_created += 1
+        log.info("product %s created as %s (order %s)", sku, created.remote_id, order_number)
+        return result
+
+
+def _link_product(
+    ctx: JobContext,
+    sku: str,
+    remote_id: str,
+    remote_code: str,
+    name: str | None,
+    price: Decimal | None,
+    origin: str,
+    line: OrderLine,
+    order_number: str | None,
+) -> EnsuredProduct:
+    conn_id, now = ctx.connection.id, ctx.clock.now()
+    for attempt in (1, 2):
+        try:
+            with ctx.store.locked() as s:
+                product = s.scalar(
+                    select(Product).where(Product.connection_id == conn_id, Product.sku == sku)
+                )
+                if product is None:
+                    product = Product(
+                        connection_id=conn_id,
+                        sku=sku,
+                        name=(name or line.description or sku)[:255],
+                        description=line.description,
+                        price=price,
+                        active=True,
+                        updated_at=now,
+                    )
+                    s.add(product)
+                    s.flush()
+                other = link_by_remote(s, conn_id, "product", remote_id)
+                if other is not None and other.local_id != product.id:
+                    # The provider's product is bound to another local product already: use it.
+                    log.warning(
+                        "product %s: remote %s is linked to local product %s",
+                        sku,
+                        remote_id,
+                        other.local_id,
+                    )
+                    return EnsuredProduct(remote_id, other.remote_code or remote_code, "linked")
+                link = other or link_by_local(s, conn_id, "product", product.id)
+                if link is None:
+                    add_link(
+                        s,
+                        conn_id,
+                        "product",
+                        product.id,
+                        remote_id,
+                        now,
+                        remote_code=remote_code,
+                        origin=origin,
+                    )
+                else:
+                    link.remote_id, link.remote_code, link.state = remote_id, remote_code, "linked"
+                    link.last_synced_at = now
+                    if origin == "created":
+                        link.origin = "created"
+                if origin == "created":
+                    add_review(
+                        s,
+                        conn_id,
+                        "created_product",
+                        sku,
+                        {
+                            "remote_id": remote_id,
+                            "code": remote_code,
+                            "name": name,
+                            "price": None if price is None else str(price),
+                            "order": order_number,
+                        },
+                        now,
+                    )
+            return EnsuredProduct(remote_id, remote_code, origin)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            # A pull linked or inserted the same product meanwhile: read again.
+            found = _linked(ctx, sku)
+            if found is not None:
+                return found
+    raise AssertionError("unreachable")
+
+
+# --- dry run -------------------------------------------------------------------------------------
+def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostReport:
+    """What a run would do, from the store alone: no call, no write."""
+    now = ctx.clock.now()
+    conn_id = ctx.connection.id
+    with ctx.store.session() as s:
+        jobs = list(
+            s.execute(
+                select(Order, InvoiceJob.state)
+                .join(InvoiceJob, InvoiceJob.order_id == Order.id)
+                .options(selectinload(Order.lines))
+                .where(
+                    InvoiceJob.connection_id == conn_id,
+                    InvoiceJob.state.in_(ACTIVE),
+                    InvoiceJob.next_attempt_at <= now,
+                )
+                .order_by(InvoiceJob.next_attempt_at, InvoiceJob.id)
+            )
+        )
+        unqueued = list(
+            s.scalars(
+                select(Order)
+                .outerjoin(InvoiceJob, InvoiceJob.order_id == Order.id)
+                .options(selectinload(Order.lines))
+                .where(Order.connection_id == conn_id, InvoiceJob.id.is_(None))
+                .order_by(Order.id)
+            )
+        )
+        report.enqueued = len(unqueued)
+        work = [(o, st) for o, st in jobs] + [(o, "new") for o in unqueued]
+        if limit is not None:
+            work = work[:limit]
+        skus = sorted({ln.sku for o, _ in work for ln in o.lines})
+        linked = set()
+        for start in range(0, len(skus), 500):
+            chunk = skus[start : start + 500]
+            linked.update(
+                s.scalars(
+                    select(Product.sku)
+                    .join(
+                        Link,
+                        (Link.local_id == Product.id)
+                        & (Link.kind == "product")
+                        & (Link.connection_id == conn_id),
+                    )
+                    .where(
+                        Product.connection_id == conn_id,
+                        Product.sku.in_(chunk),
+                        Link.state != "ghost",
+                    )
+                )
+            )
+        report.unlinked_products = [k for k in skus if k not in linked]
+        for order, state in work:
+            report.due += 1
+            problems = _local_problems(order)
+            outcome = "would_look_up" if state == "posting" else "would_post"
+            report.invoices.append(
+                InvoiceOutcome(
+                    order.number,
+                    "would_reject" if problems else outcome,
+                    total=Decimal(order.total),
+                    error="; ".join(problems) or None,
+                )
+            )
+    return report
+
+
+# --- list, show, retry, cancel ----------------------------------------------------------------
+@dataclass
+class InvoiceRow:
+    connection: str
+    number: str
+    state: str
+    attempts: int
+    total: Decimal
+    currency: str
+    next_attempt_at: datetime | None
+    remote_id: str | None
+    remote_total: Decimal | None
+    posted_at: datetime | None
+    last_error: str | None
+    created_at: datetime
+    idempotency_key: str
+
+
+@dataclass
+class AttemptRow:
+    at: datetime
+    outcome: str
+    summary: str | None
+    error: str | None
+
+
+@dataclass
+class InvoiceDetail:
+    invoice: InvoiceRow
+    order_date: datetime
+    customer: dict[str, Any]
+    lines: list[dict[str, Any]]
+    first_failed_at: datetime | None
+    claimed_by: str | None
+    claimed_until: datetime | None
+    history: list[AttemptRow]
+
+
+def _row(job: InvoiceJob, order: Order, conn_name: str) -> InvoiceRow:
+    due = job.next_attempt_at if job.state in ACTIVE else None
+    return InvoiceRow(
+        conn_name,
+        order.number,
+        job.state,
+        job.attempts,
+        order.total,
+        order.currency,
+        due,
+        job.remote_id,
+        job.remote_total,
+        job.posted_at,
+        job.last_error,
+        job.created_at,
+        job.idempotency_key,
+    )
+
+
+def list_invoices(
+    store: Store,
+    connections: list[str] | None = None,
+    state: str | None = None,
+    limit: int | None = None,
+) -> list[InvoiceRow]:
+    if state is not None and state not in STATES:
+        raise UsageError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
+    with store.session() as s:
+        query = (
+            select(InvoiceJob, Order, Connection.name)
+            .join(Order, InvoiceJob.order_id == Order.id)
+            .join(Connection, InvoiceJob.connection_id == Connection.id)
+            .order_by(Connection.name, InvoiceJob.id)
+        )
+        if connections:
+            known = set(s.scalars(select(Connection.name).where(Connection.name.in_(connections))))
+            missing = [n for n in connections if n not in known]
+            if missing:
+                raise UsageError(
+                    f"no connection named {missing[0]!r} (see `synccli connections list`)"
+                )
+            query = query.where(Connection.name.in_(connections))
+        if state:
+            query = query.where(InvoiceJob.state == state)
+        if limit:
+            query = query.limit(limit)
+        return [_row(job, order, name) for job, order, name in s.execute(query)]
+
+
+def _find(s: Any, number: str, connection: str | None) -> tuple[InvoiceJob, Order, str]:
+    query = (
+        select(InvoiceJob, Order, Connection.name)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .join(Connection, InvoiceJob.connection_id == Connection.id)
+        .where(Order.number == number)
+    )
+    if connection:
+        if s.scalar(select(Connection.id).where(Connection.name == connection)) is None:
+            raise UsageError(f"no connection named {connection!r} (see `synccli connections list`)")
+        query = query.where(Connection.name == connection)
+    rows = list(s.execute(query))
+    if not rows:
+        where = f" in connection {connection!r}" if connection else ""
+        exists = s.scalar(select(func.count()).select_from(Order).where(Order.number == number))
+        if exists:
+            raise UsageError(
+                f"order {number!r}{where} has no invoice job yet: "
+                "the next post-invoices run queues it"
+            )
+        raise UsageError(f"no invoice for order {number!r}{where} (see `synccli invoices list`)")
+    if len(rows) > 1:
+        names = ", ".join(sorted(r[2] for r in rows))
+        raise UsageError(
+            f"order {number!r} exists in several connections ({names}): add --connection"
+        )
+    job, order, name = rows[0]
+    return job, order, name
+
+
+def show_invoice(store: Store, number: str, connection: str | None = None) -> InvoiceDetail:
+    with store.session() as s:
+        job, order, name = _find(s, number, connection)
+        history = [
+            AttemptRow(a.at, a.outcome, a.summary, a.error)
+            for a in s.scalars(
+                select(InvoiceAttempt)
+                .where(InvoiceAttempt.job_id == job.id)
+                .order_by(InvoiceAttempt.id)
+            )
+        ]
+        lines = [
+            {
+                "line": ln.line_no,
+                "sku": ln.sku,
+                "description": ln.description,
+                "quantity": ln.quantity,
+                "unit_price": ln.unit_price,
+                "tax_code": ln.tax_code,
+                "tax_rate": ln.tax_rate,
+                "account_code": ln.account_code,
+            }
+            for ln in order.lines
+        ]
+        customer = {
+            "email": order.customer_email,
+            "account_number": order.customer_account,
+            "name": order.customer_name,
+        }
+        return InvoiceDetail(
+            _row(job, order, name),
+            order.date,
+            customer,
+            lines,
+            job.first_failed_at,
+            job.claimed_by,
+            job.claimed_until,
+            history,
+        )
+
+
+def retry_invoice(store: Store, number: str, connection: str | None, now: datetime) -> InvoiceRow:
+    """Make the job due now (also from gave_up or cancelled), with a fresh rejection count."""
+    with store.locked() as s:
+        job, order, name = _find(s, number, connection)
+        if job.state == "posted":
+            raise UsageError(f"invoice {number} is already posted (remote id {job.remote_id})")
+        if job.state != "posting":  # posting keeps its look-up-first marker
+            job.state = "pending"
+        job.next_attempt_at = now
+        job.attempts = 0
+        job.first_failed_at = None
+        job.claimed_by, job.claimed_until = None, None
+        return _row(job, order, name)
+
+
+def cancel_invoice(
+    store: Store, number: str, connection: str | None, now: datetime
+) -> tuple[InvoiceRow, str | None]:
+    """Stop posting this order. Returns the row and a warning when an earlier post may have
+    reached the provider (state ``posting``)."""
+    with store.locked() as s:
+        job, order, name = _find(s, number, connection)
+        if job.state == "posted":
+            raise UsageError(
+                f"invoice {number} is already posted (remote id {job.remote_id}): "
+                "void it at the provider"
+            )
+        warning = None
+        if job.state == "posting":
+            warning = (
+                f"an earlier post of invoice {number} got no clear answer: check the provider "
+                "for it, it may exist there"
+            )
+        job.state = "cancelled"
+        job.claimed_by, job.claimed_until = None, None
+        return _row(job, order, name), warning
