@@ -589,7 +589,11 @@ def _local_customer(
     if c.email:
         found = s.scalar(
             select(Customer)
-            .where(Customer.connection_id == connection_id, func.lower(Customer.email) == c.email)
+            .where(
+                Customer.connection_id == connection_id,
+                # the shop's rows may carry stray case and spaces (link-customers ignores both)
+                func.lower(func.trim(Customer.email)) == c.email,
+            )
             .order_by(Customer.id)
             .limit(1)
         )
