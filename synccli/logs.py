@@ -61,7 +61,9 @@ class JsonFormatter(logging.Formatter):
 
 class HumanFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        where = "/".join(str(getattr(record, k)) for k in ("connection", "job") if getattr(record, k, None))
+        where = "/".join(
+            str(getattr(record, k)) for k in ("connection", "job") if getattr(record, k, None)
+        )
         prefix = f"[{where}] " if where else ""
         text = f"{record.levelname.lower():7} {prefix}{record.getMessage()}"
         if record.exc_info:

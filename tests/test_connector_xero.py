@@ -36,7 +36,7 @@ from synccli.errors import BudgetExhausted, ConfigError, Rejected
 from synccli.sandbox.xero import XeroSandbox
 
 CASSETTES = Path(__file__).parent / "cassettes" / "xero"
-SPEC = Path("/work/shared/specs/xero_accounting.yaml")
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "xero_accounting.yaml"
 START = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 

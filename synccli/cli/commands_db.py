@@ -8,7 +8,9 @@ from synccli.cli import output
 from synccli.cli.state import state
 from synccli.store.db import head_revision
 
-app = typer.Typer(help="The link store's schema.\n\nExample:\n\n    synccli db upgrade", no_args_is_help=True)
+app = typer.Typer(
+    help="The link store's schema.\n\nExample:\n\n    synccli db upgrade", no_args_is_help=True
+)
 
 
 @app.command("upgrade")
@@ -28,7 +30,9 @@ def upgrade(ctx: typer.Context) -> None:
 
 
 @app.command("current")
-def current(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")) -> None:
+def current(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
+) -> None:
     """Show the store's schema revision and the one this code expects.
 
     Example:

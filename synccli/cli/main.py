@@ -63,12 +63,24 @@ app = typer.Typer(
 @app.callback()
 def main(
     ctx: typer.Context,
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail: -v one line per API call, -vv debug."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing unless something failed."),
-    log_format: str = typer.Option("text", "--log-format", help="text (human) or json (one object per line)."),
-    log_file: Path | None = typer.Option(None, "--log-file", help="Also write logs to this file (for cron)."),
-    database_url: str | None = typer.Option(None, "--database-url", help="Store URL (overrides SYNC_DATABASE_URL)."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Data directory (overrides SYNC_DATA_DIR)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More detail: -v one line per API call, -vv debug."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print nothing unless something failed."
+    ),
+    log_format: str = typer.Option(
+        "text", "--log-format", help="text (human) or json (one object per line)."
+    ),
+    log_file: Path | None = typer.Option(
+        None, "--log-file", help="Also write logs to this file (for cron)."
+    ),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Store URL (overrides SYNC_DATABASE_URL)."
+    ),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Data directory (overrides SYNC_DATA_DIR)."
+    ),
 ) -> None:
     """Keep a shop's database in step with a provider.
 

@@ -1,6 +1,6 @@
 """Xero Accounting connector: Items (products with stock), Contacts (customers), sales invoices.
 
-Wire facts: /work/shared/docs/providers/xero.md. How the calls are spent:
+Wire facts: the Xero provider notes. How the calls are spent:
 
 - Products: ``GET /Items`` is unpaged and returns every item with ``QuantityOnHand`` in ONE call.
   Because a stock movement may not move ``UpdatedDateUTC`` (unconfirmed), ``changed_products``

@@ -1,6 +1,6 @@
 """A local simulator of the Lightspeed Retail **R-Series** API (V3), faithful to the wire format.
 
-Modelled (facts from the provider notes, ``shared/docs/providers/lightspeed.md``):
+Modelled (facts from the provider notes, the Lightspeed provider notes):
 
 - OAuth 2 on the authorization server's paths: ``GET /auth/oauth/authorize`` (auto-approves and
   answers 302 to ``redirect_uri`` with ``code`` and ``state``; codes live 60 s on ``self.clock``;

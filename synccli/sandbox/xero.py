@@ -1,7 +1,7 @@
 """A local simulator of the Xero Accounting API (Items, Contacts, Invoices), its identity server
 and its connections endpoint, all served under one host.
 
-Wire facts follow /work/shared/docs/providers/xero.md (cited there by section).
+Wire facts follow the Xero provider notes (sections cited as §n).
 
 Modelled:
 - OAuth2 (§1): ``GET /identity/connect/authorize`` (auto-consent, 302 to ``redirect_uri`` with
