@@ -43,11 +43,21 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return data
 
 
+def _isolated_url(base: str) -> tuple[str, str]:
+    """The test database URL confined to a schema of this test process, so two test runs on one
+    server (a developer's and CI's, say) never drop each other's tables."""
+    schema = f"synccli_test_{os.getpid()}"
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", schema
+
+
 def reset_postgres(url: str) -> None:
-    engine = make_engine(url)
+    base = url.split("?")[0]
+    schema = f"synccli_test_{os.getpid()}"
+    engine = make_engine(base)
     with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
 
 
@@ -65,8 +75,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def pg_url() -> str:
     if not POSTGRES_URL:
         pytest.skip(POSTGRES_SKIP)
-    reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    url, _schema = _isolated_url(POSTGRES_URL)
+    reset_postgres(url)
+    return url
 
 
 @pytest.fixture
@@ -76,6 +87,17 @@ def pg_store(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     st.upgrade()
     yield st
     st.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_schema() -> Iterator[None]:
+    yield
+    if POSTGRES_URL:
+        base = POSTGRES_URL.split("?")[0]
+        engine = make_engine(base)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "synccli_test_{os.getpid()}" CASCADE'))
+        engine.dispose()
 
 
 @dataclass

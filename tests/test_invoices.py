@@ -256,7 +256,9 @@ def test_200_orders_post_with_created_dependencies(store: Store, provider: str) 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_faults_repeated_runs_post_exactly_once(store: Store, provider: str) -> None:
     with sandbox(provider) as running:
-        conn = connect(store, running)
+        # small batches where the provider takes several invoices a call, so the faults land
+        # on many writes
+        conn = connect(store, running, invoice_batch=3)
         batch = make_orders(running, provider, 100, prefix="FLT")
         add_orders(store, conn, batch.jsonl())
         method, path = INVOICE_WRITE[provider]
@@ -807,3 +809,20 @@ def test_budget_error_keeps_state_of_a_posting_job(store: Store) -> None:
             job = s.scalar(select(InvoiceJob))
             calls = s.scalar(select(func.count()).select_from(ApiCall))
         assert job.state == "posting" and job.attempts == 0 and calls >= 1
+
+
+def test_xero_posts_up_to_fifty_invoices_a_call_each_once(store: Store) -> None:
+    """Xero takes a plural envelope: 120 orders go out in 3 calls, one status per invoice, and a
+    rejected invoice in a batch does not hold up the others."""
+    with sandbox("xero") as running:
+        conn = connect(store, running)
+        batch = make_orders(running, "xero", 120, prefix="BAT", new_products=0, new_customers=0)
+        text = batch.jsonl().replace('"tax_code": "OUTPUT2"', '"tax_code": "NOSUCH"', 1)
+        add_orders(store, conn, text)
+        before = running.app.counters.total("PUT", "Invoices")
+        report = run_post(store, conn)
+        assert running.app.counters.total("PUT", "Invoices") - before == 3
+        assert report.posted == 119 and report.rejected == 1
+        numbers = [inv.number for inv in remote_invoices(running)]
+        assert len(numbers) == len(set(numbers)) == 119
+        assert job_states(store, conn) == {"posted": 119, "failed": 1}

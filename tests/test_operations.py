@@ -94,7 +94,7 @@ def test_plan_warns_and_proposes_when_over_budget(tmp_path: Path, cli) -> None:
     tab.write_text("* * * * * synccli pull-products --all\n*/5 * * * * synccli sweep-oldest 5000 --all\n"
                    "0 * * * * synccli post-invoices --all\n")
     result = cli("plan", "--products", "5000", "--customers", "10", "--orders-per-day", "4000",
-                 "--crontab", str(tab), "--provider", "xero")
+                 "--crontab", str(tab), "--provider", "unleashed")
     assert result.exit_code == 0
     assert "warning" in result.stdout + result.stderr
     assert "a schedule that fits" in result.stdout

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from synccli.errors import Rejected
+
 if TYPE_CHECKING:
     from synccli.connectors.http import HttpClient
 
@@ -41,6 +43,7 @@ class Capabilities:
     cursor_overlap: timedelta  # how far back to re-read from the stored cursor
     limits: Limits
     full_catalogue_call: bool = False  # one call lists every product (Xero Items)
+    invoice_batch: int = 1  # invoices one post call may carry (Xero: a plural envelope)
 
 
 @dataclass
@@ -196,6 +199,21 @@ class Connector(ABC):
     @abstractmethod
     def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         """Post an invoice. Raises ``Rejected`` with the provider's messages on a validation error."""
+
+    def post_invoices(
+        self, invoices: list[tuple[InvoiceDraft, str]]
+    ) -> list[PostedInvoice | Rejected]:
+        """Post several invoices, each with its own idempotency key, in as few calls as the
+        provider allows (``capabilities.invoice_batch``). Returns one outcome per invoice, in
+        order: the posted invoice, or the ``Rejected`` error for that invoice alone. A failure of
+        the call itself (transient, budget, auth) is raised for the whole batch."""
+        results: list[PostedInvoice | Rejected] = []
+        for draft, key in invoices:
+            try:
+                results.append(self.post_invoice(draft, key))
+            except Rejected as err:
+                results.append(err)
+        return results
 
     # operations ----------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:

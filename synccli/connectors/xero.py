@@ -84,6 +84,8 @@ DEFAULT_SCOPES = (
 PAGE_SIZE = 1000  # Contacts/Invoices maximum pageSize
 PRODUCT_PAGE = 1000  # records per Page when splitting the one Items response
 LIMITS = Limits(per_minute=60, per_day=5000, concurrency=5)
+# Invoices per PUT: the notes suggest batches of about 50 elements (3.5 MB per request).
+INVOICE_BATCH = 50
 NAME_TAKEN = "already assigned to another contact"
 MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{2,4})?\)/$")
 
@@ -233,6 +235,7 @@ class XeroConnector(Connector):
         cursor_overlap=timedelta(seconds=5),
         limits=LIMITS,
         full_catalogue_call=True,
+        invoice_batch=INVOICE_BATCH,
     )
 
     # products ----------------------------------------------------------------------------------
@@ -382,6 +385,47 @@ class XeroConnector(Connector):
             "Invoices", body, idempotency_key, params={"summarizeErrors": "false", "unitdp": "4"}
         )
         return invoice_from(el)
+
+    def post_invoices(
+        self, invoices: list[tuple[InvoiceDraft, str]]
+    ) -> list[PostedInvoice | Rejected]:
+        """Up to ``INVOICE_BATCH`` invoices in one PUT (the plural envelope, summarizeErrors=false:
+        one status per element). The call's Idempotency-Key is derived from its invoices' keys, so
+        a retry of the same batch is replayed, never posted twice; and every invoice carries its
+        unique InvoiceNumber, which Xero refuses to create twice."""
+        if len(invoices) == 1:
+            draft, key = invoices[0]
+            try:
+                return [self.post_invoice(draft, key)]
+            except Rejected as err:
+                return [err]
+        if len(invoices) > INVOICE_BATCH:
+            raise ValueError(f"at most {INVOICE_BATCH} invoices per call")
+        digest = hashlib.sha256("\n".join(k for _, k in invoices).encode()).hexdigest()
+        answer = self.http.json(
+            "PUT",
+            f"{API}/Invoices",
+            params={"summarizeErrors": "false", "unitdp": "4"},
+            json_body={"Invoices": [self.invoice_body(d) for d, _ in invoices]},
+            headers={"Idempotency-Key": f"synccli-batch-{digest[:48]}"},
+            retry=True,  # the same batch under the same key is replayed by the provider
+        )
+        elements = answer.get("Invoices") if isinstance(answer, dict) else None
+        if not isinstance(elements, list) or len(elements) != len(invoices):
+            raise BadResponse(
+                f"PUT /Invoices: expected {len(invoices)} elements in the response"
+            )
+        results: list[PostedInvoice | Rejected] = []
+        for el in elements:
+            if not isinstance(el, dict):
+                results.append(Rejected("PUT /Invoices: unreadable element", errors=["unreadable"]))
+            elif el.get("StatusAttributeString") == "ERROR" or el.get("HasErrors"):
+                messages = _validation_messages([el]) or ["rejected without a message"]
+                results.append(Rejected("PUT /Invoices: " + "; ".join(messages), errors=messages,
+                                        status=200, body=secrets.redact(json.dumps(el)[:2000])))
+            else:
+                results.append(invoice_from(el))
+        return results
 
     def invoice_body(self, invoice: InvoiceDraft) -> dict[str, Any]:
         """The one Invoice element we send: Contact by ContactID only, every line field explicit."""

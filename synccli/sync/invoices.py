@@ -34,7 +34,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -184,16 +184,21 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
     mailer = notify.mailer_for(store.settings)
     seen: set[int] = set()
     in_a_row = 0
+    batch = max(1, ctx.connector.capabilities.invoice_batch)
+    if (conn.settings or {}).get("invoice_batch"):  # a merchant may want smaller batches
+        batch = max(1, min(batch, int(conn.settings["invoice_batch"])))
     try:
         while limit is None or len(seen) < limit:
-            job_id = _claim(store, conn.id, worker, ctx.clock.now(), seen)
-            if job_id is None:
+            room = batch if limit is None else min(batch, limit - len(seen))
+            workers = _claim_batch(ctx, worker, policy, mailer, report, seen, room)
+            if workers is None:
                 break
-            seen.add(job_id)
-            report.due += 1
-            outcome = _Worker(ctx, job_id, worker, policy, mailer, report).run()
+            if not workers:
+                continue
+            outcomes = _post_batch(ctx, workers)
             ctx.heartbeat(JOB)
-            in_a_row = in_a_row + 1 if outcome == "transient" else 0
+            for outcome in outcomes:
+                in_a_row = in_a_row + 1 if outcome == "transient" else 0
             if in_a_row >= TRANSIENT_BREAKER:
                 last = report.invoices[-1].error if report.invoices else ""
                 report.stopped = (
@@ -208,6 +213,63 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
         except Exception:  # never hide the run's own outcome behind an email problem
             log.exception("could not send pending emails")
     return report
+
+
+def _claim_batch(
+    ctx: JobContext,
+    worker: str,
+    policy: RetryPolicy,
+    mailer: notify.Mailer,
+    report: PostReport,
+    seen: set[int],
+    room: int,
+) -> list[tuple[_Worker, InvoiceDraft]] | None:
+    """Claim and prepare up to ``room`` due jobs. None when nothing was due; jobs that ended while
+    being prepared (found, invalid, rejected, transient) are not in the list."""
+    prepared: list[tuple[_Worker, InvoiceDraft]] = []
+    claimed = 0
+    while claimed < room:
+        job_id = _claim(ctx.store, ctx.connection.id, worker, ctx.clock.now(), seen)
+        if job_id is None:
+            break
+        claimed += 1
+        seen.add(job_id)
+        report.due += 1
+        w = _Worker(ctx, job_id, worker, policy, mailer, report)
+        result = w.guard(w.prepare)
+        if isinstance(result, InvoiceDraft):
+            prepared.append((w, result))
+    return None if claimed == 0 else prepared
+
+
+def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) -> list[str]:
+    """Post prepared jobs: one call where the provider takes several invoices at once."""
+    if len(workers) == 1:
+        w, draft = workers[0]
+        return [w.guard(lambda: w.posted(ctx.connector.post_invoice(draft, w.key), "posted"))]
+    try:
+        results = ctx.connector.post_invoices([(draft, w.key) for w, draft in workers])
+    except BudgetExhausted as err:
+        for w, _ in workers:
+            w.postponed(err)
+        raise
+    except AuthError as err:
+        for w, _ in workers:
+            w.auth(err)
+        raise
+    except TransientError as err:
+        return [w.transient(err) for w, _ in workers]
+    except BaseException as err:
+        for w, _ in workers:
+            w.release(f"{err.__class__.__name__}: {err}", outcome="error")
+        raise
+    outcomes = []
+    for (w, _), result in zip(workers, results, strict=True):
+        if isinstance(result, Rejected):
+            outcomes.append(w.rejected(result.errors or [result.message]))
+        else:
+            outcomes.append(w.posted(result, "posted"))
+    return outcomes
 
 
 def _claim(
@@ -262,6 +324,36 @@ class _Worker:
         return self.ctx.clock.now()
 
     def run(self) -> str:
+        """Prepare and post this job alone."""
+        prepared = self.guard(self.prepare)
+        if not isinstance(prepared, InvoiceDraft):
+            return prepared
+        return self.guard(
+            lambda: self.posted(self.ctx.connector.post_invoice(prepared, self.key), "posted")
+        )
+
+    def guard(self, step: Callable[[], Any]) -> Any:
+        """Run a step; turn its failure into this job's outcome (or re-raise to stop the run)."""
+        try:
+            return step()
+        except Rejected as err:
+            return self.rejected(err.errors or [err.message])
+        except BudgetExhausted as err:
+            self.postponed(err)
+            raise
+        except AuthError as err:
+            self.auth(err)
+            raise
+        except TransientError as err:
+            return self.transient(err)
+        except BaseException as err:  # a bug: keep what we know, free the job, let it show
+            self.release(f"{err.__class__.__name__}: {err}", outcome="error")
+            raise
+
+    def prepare(self) -> InvoiceDraft | str:
+        """Everything before the post: the lookup after an unclear earlier post, the customer and
+        products, the draft, and ``posting`` committed. Returns the draft, or the job's outcome
+        when it ended here."""
         with self.store.session() as s:
             job = s.get(InvoiceJob, self.job_id)
             assert job is not None
@@ -276,40 +368,23 @@ class _Worker:
             self.summary = "not sent: the order in the store is invalid"
             return self.rejected(problems, outcome="invalid")
         lookup = ""
-        try:
-            if state_before == "posting":
-                self.summary = (
-                    f"look up invoice {order.number} (an earlier post had no clear answer)"
-                )
-                found = self.ctx.connector.find_invoice(order.number)
-                if found is not None:
-                    return self.posted(found, "found")
-                lookup = f"looked up invoice {order.number}: not found; "
-            self.summary = lookup + f"prepare invoice {order.number}: customer and products"
-            customer_id = ensure_customer(self.ctx, order)
-            products = {}
-            for line in order.lines:
-                if line.sku not in products:
-                    products[line.sku] = ensure_product(self.ctx, line, order.number, self.report)
-            draft = self.draft(order, customer_id, products)
-            self.summary = lookup + _summary(draft, self.key)
-            if not self.mark_posting():
-                return self.skipped("cancelled or taken over meanwhile")
-            posted = self.ctx.connector.post_invoice(draft, self.key)
-        except Rejected as err:
-            return self.rejected(err.errors or [err.message])
-        except BudgetExhausted as err:
-            self.postponed(err)
-            raise
-        except AuthError as err:
-            self.auth(err)
-            raise
-        except TransientError as err:
-            return self.transient(err)
-        except BaseException as err:  # a bug: keep what we know, free the job, let it show
-            self.release(f"{err.__class__.__name__}: {err}", outcome="error")
-            raise
-        return self.posted(posted, "posted")
+        if state_before == "posting":
+            self.summary = f"look up invoice {order.number} (an earlier post had no clear answer)"
+            found = self.ctx.connector.find_invoice(order.number)
+            if found is not None:
+                return self.posted(found, "found")
+            lookup = f"looked up invoice {order.number}: not found; "
+        self.summary = lookup + f"prepare invoice {order.number}: customer and products"
+        customer_id = ensure_customer(self.ctx, order)
+        products = {}
+        for line in order.lines:
+            if line.sku not in products:
+                products[line.sku] = ensure_product(self.ctx, line, order.number, self.report)
+        draft = self.draft(order, customer_id, products)
+        self.summary = lookup + _summary(draft, self.key)
+        if not self.mark_posting():
+            return self.skipped("cancelled or taken over meanwhile")
+        return draft
 
     # building ---------------------------------------------------------------------------------
     def draft(

@@ -31,15 +31,20 @@ class ProviderModel:
     find_customer: int = 2  # by email, then by account number
     create_customer: int = 1
     per_run_overhead: float = 0.0  # post-invoices: reads once per run (e.g. tax categories)
+    invoice_batch: int = 1  # invoices one post call carries
 
 
 MODELS = {
-    "xero": ProviderModel("xero", 5000, None, None, None, 1000, None, 1, post_calls=1),
+    "xero": ProviderModel(
+        "xero", 5000, None, None, None, 1000, None, 1, post_calls=1, invoice_batch=50
+    ),
     "unleashed": ProviderModel("unleashed", None, 15000, 1000, 1000, 1000, 100, 2, post_calls=1),
     "lightspeed": ProviderModel(
         "lightspeed", None, None, 100, 100, 100, 100, 1, post_calls=2, per_run_overhead=1
     ),
 }
+
+SWEEP_DAYS = 7  # sweep-oldest auto: the whole catalogue re-checked within a week
 
 JOBS = ("pull-products", "sweep-oldest", "link-customers", "post-invoices")
 
@@ -213,8 +218,15 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                 m.find_customer + m.create_customer
             )
             active_runs = min(runs, merchant.orders_per_day)
-            calls = merchant.orders_per_day * per_order + lookups + active_runs * m.per_run_overhead
-            note = f"{per_order:g} call(s) an order, {lookups:g} lookups/creates a day"
+            if m.invoice_batch > 1 and active_runs:
+                per_run = merchant.orders_per_day / active_runs
+                posts = active_runs * math.ceil(per_run / m.invoice_batch)
+                note = f"up to {m.invoice_batch} invoices a call"
+            else:
+                posts = merchant.orders_per_day * per_order
+                note = f"{per_order:g} call(s) an order"
+            calls = posts + lookups + active_runs * m.per_run_overhead
+            note += f", {lookups:g} lookups/creates a day"
         jobs.append(JobCost(entry.job, runs, round(calls, 1), round(calls * 30, 1), note))
     per_day = sum(j.calls_per_day for j in jobs)
     report = PlanReport(
@@ -243,14 +255,15 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
 
 
 def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: list[Entry]) -> int:
+    """Products a sweep run checks. ``auto`` checks a seventh of the catalogue a day (the first
+    run of the day does it; later runs find today's share done), or the whole catalogue where
+    one call reads it all."""
     runs = next((e.runs_per_day for e in schedule if e.job == "sweep-oldest"), 1)
     if arg and arg.isdigit():
         return min(int(arg), merchant.products)
     if m.lookup_batch is None:
         return merchant.products
-    # auto: enough to cover the catalogue in 7 days, in whole batches
-    per_run = math.ceil(merchant.products / 7 / max(1, runs))
-    return min(merchant.products, math.ceil(per_run / m.lookup_batch) * m.lookup_batch)
+    return math.ceil(math.ceil(merchant.products / SWEEP_DAYS) / max(1, runs))
 
 
 def propose(provider: str, merchant: Merchant) -> list[str]:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from synccli.connectors.base import RemoteProduct, RemoteStock
 from synccli.errors import UsageError
 from synccli.store.ledger import day_start
-from synccli.store.models import ApiCall, Link, Product
+from synccli.store.models import ApiCall, Link, Product, Run
 from synccli.store.sync_state import (
     add_link,
     advance_cursor,
@@ -375,38 +375,31 @@ def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
 
 
 def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: int = 50) -> int:
-    """``sweep-oldest auto``: as many products as the day's leftover calls allow after keeping
-    calls back for invoices and pulls (priorities: invoices, pulls, then sweeps)."""
+    """``sweep-oldest auto``: today's share of the catalogue (all of it within ``sweep_days``,
+    default 7), less what earlier sweeps did today, within the day's leftover calls after keeping
+    some back for invoices and pulls (priorities: invoices, pulls, then sweeps)."""
     caps = ctx.connector.capabilities
     limits = caps.limits
+    now = ctx.clock.now()
     with ctx.store.session() as s:
-        links = (
-            s.scalar(
-                select(func.count())
-                .select_from(Link)
-                .where(Link.connection_id == ctx.connection.id, Link.kind == KIND)
-            )
-            or 0
-        )
-        used = (
-            s.scalar(
-                select(func.count())
-                .select_from(ApiCall)
-                .where(
-                    ApiCall.connection_id == ctx.connection.id,
-                    ApiCall.at >= day_start(ctx.clock.now()),
-                )
-            )
-            or 0
-        )
+        links = s.scalar(select(func.count()).select_from(Link).where(
+            Link.connection_id == ctx.connection.id, Link.kind == KIND)) or 0
+        used = s.scalar(select(func.count()).select_from(ApiCall).where(
+            ApiCall.connection_id == ctx.connection.id, ApiCall.at >= day_start(now))) or 0
+        runs = s.scalars(select(Run).where(
+            Run.connection_id == ctx.connection.id, Run.job == "sweep-oldest",
+            Run.started_at >= day_start(now), Run.outcome == "ok"))
+        swept_today = sum(int((r.counts or {}).get("swept") or 0) for r in runs)
     if caps.full_catalogue_call:
         return links  # one call reads the whole catalogue
+    days = float((ctx.connection.settings or {}).get("sweep_days") or 7)
+    want = max(0, math.ceil(links / days) - swept_today)
     per_day = limits.per_day or (math.floor(limits.per_month / 30) if limits.per_month else None)
-    if per_day is None:  # a leaky bucket: budget by the drip over an hour of sweeping
-        per_day = int((limits.drip_per_second or 1) * 3600)
+    if per_day is None:  # a leaky bucket refills: no day budget to keep within
+        return want
     left = max(0, per_day - used - reserve_invoices - reserve_pulls)
     calls_per_batch = 1 if caps.stock_in_product else 2
-    return min(links, (left // calls_per_batch) * (caps.lookup_batch or links))
+    return min(want, (left // calls_per_batch) * (caps.lookup_batch or links))
 
 
 def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
