@@ -18,13 +18,13 @@ from pathlib import Path
 from synccli.errors import ConfigError
 from synccli.secrets import RedactingFilter
 
-_context: ContextVar[dict[str, object]] = ContextVar("synccli_log_context", default={})
+_context: ContextVar[dict[str, object] | None] = ContextVar("synccli_log_context", default=None)
 
 
 @contextmanager
 def bind(**fields: object) -> Iterator[None]:
     """Attach fields (job, connection, run_id) to every log record inside the block."""
-    token = _context.set({**_context.get(), **fields})
+    token = _context.set({**(_context.get() or {}), **fields})
     try:
         yield
     finally:
@@ -33,7 +33,7 @@ def bind(**fields: object) -> Iterator[None]:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in _context.get().items():
+        for key, value in (_context.get() or {}).items():
             setattr(record, key, value)
         return True
 

@@ -16,7 +16,7 @@ MASK = "***"
 
 
 def register(*values: str | None) -> None:
-    """Remember values that must never be shown. Short values are ignored (they would mask noise)."""
+    """Remember values that must never be shown (values under 6 characters would mask noise)."""
     with _lock:
         for value in values:
             if value and len(value) >= 6:

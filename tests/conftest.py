@@ -114,7 +114,9 @@ def cli():
 
     runner = CliRunner()
 
-    def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+    def invoke(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None
+    ) -> CliResult:
         result = runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
         return CliResult(result.exit_code, result.stdout, result.stderr)
 

@@ -32,9 +32,15 @@ def test_day_429_stops_with_budget_code_and_next_run_makes_no_call(store: Store,
         # another app of the merchant's spends the rest of the tenant's day behind our back
         other = running.app.issue_tokens()
         for _ in range(3):
-            requests.get(f"{running.url}/api.xro/2.0/Items", timeout=5, headers={
-                "Authorization": f"Bearer {other['access_token']}",
-                "xero-tenant-id": running.app.tenant, "Accept": "application/json"})
+            requests.get(
+                f"{running.url}/api.xro/2.0/Items",
+                timeout=5,
+                headers={
+                    "Authorization": f"Bearer {other['access_token']}",
+                    "xero-tenant-id": running.app.tenant,
+                    "Accept": "application/json",
+                },
+            )
         spent = cli("pull-products", "-c", "x")
         assert spent.exit_code == 3, spent.stderr
         assert "budget" in spent.stderr and spent.stderr.count("\n") == 1
@@ -42,7 +48,9 @@ def test_day_429_stops_with_budget_code_and_next_run_makes_no_call(store: Store,
         with store.session() as s:
             budget = s.get(Budget, conn.id)
             assert budget.blocked_until is not None
-            recorded = s.scalar(select(func.count()).select_from(ApiCall).where(ApiCall.status == 429))
+            recorded = s.scalar(
+                select(func.count()).select_from(ApiCall).where(ApiCall.status == 429)
+            )
         assert recorded == 1
         served = running.app.counters.total()
         again = cli("pull-products", "-c", "x")
@@ -65,7 +73,9 @@ def test_known_empty_day_budget_makes_no_call(store: Store, cli) -> None:
         assert running.app.counters.throttled == 0
 
 
-def test_two_processes_needing_a_refresh_leave_one_valid_chain(store: Store, _isolated_env: Path) -> None:
+def test_two_processes_needing_a_refresh_leave_one_valid_chain(
+    store: Store, _isolated_env: Path
+) -> None:
     """Lightspeed refresh tokens are single-use: two processes spending the same one would break
     the chain for good. Both start with an expired access token at the same moment."""
     with harness.start("lightspeed", products=20, time_scale=50) as running:
@@ -75,8 +85,12 @@ def test_two_processes_needing_a_refresh_leave_one_valid_chain(store: Store, _is
         set_values(store, "ls", {"expires_at": "2000-01-01T00:00:00+00:00"})
         env = _env(_isolated_env)
         cmd = [*SYNCCLI, "pull-products", "-c", "ls"]
-        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
         results = [p.communicate(timeout=120) for p in procs]
         codes = sorted(p.returncode for p in procs)
         # one pulls, the other either pulls after it or finds the lease busy (4); never re-auth (5)

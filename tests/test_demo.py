@@ -11,8 +11,14 @@ from pathlib import Path
 def test_demo_runs_the_schedule_twice_and_ends_with_status(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
     env["HOME"] = str(tmp_path)  # a fresh machine: no configuration anywhere
-    result = subprocess.run([sys.executable, "-m", "synccli", "demo"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-m", "synccli", "demo"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Round 1" in out and "Round 2" in out

@@ -36,8 +36,19 @@ def test_models_match_migrations_on_postgres(pg_store: Store) -> None:
 
 def test_secret_never_shown_and_encrypted_at_rest(cli, _isolated_env: Path) -> None:
     assert cli("db", "upgrade").exit_code == 0
-    added = cli("connections", "add", "shop1", "--provider", "xero", "--client-id", "app1",
-                "--client-secret", SECRET, "--tenant-id", "t-1")
+    added = cli(
+        "connections",
+        "add",
+        "shop1",
+        "--provider",
+        "xero",
+        "--client-id",
+        "app1",
+        "--client-secret",
+        SECRET,
+        "--tenant-id",
+        "t-1",
+    )
     assert added.exit_code == 0, added.stderr
     shown = cli("connections", "show", "shop1", "--json")
     assert shown.exit_code == 0
@@ -50,8 +61,17 @@ def test_secret_never_shown_and_encrypted_at_rest(cli, _isolated_env: Path) -> N
 
 def test_secret_from_stdin_is_not_echoed(cli) -> None:
     cli("db", "upgrade")
-    added = cli("connections", "add", "u1", "--provider", "unleashed", "--api-id", "id-1",
-                "--secret-stdin", input=SECRET + "\n")
+    added = cli(
+        "connections",
+        "add",
+        "u1",
+        "--provider",
+        "unleashed",
+        "--api-id",
+        "id-1",
+        "--secret-stdin",
+        input=SECRET + "\n",
+    )
     assert added.exit_code == 0
     assert SECRET not in added.stdout + added.stderr
     assert "(set)" in cli("connections", "show", "u1", "--json").stdout
@@ -107,7 +127,9 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("SYNC_DATA_DIR")
     (tmp_path / ".env").unlink()
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert load_settings().database_url == f"sqlite:///{tmp_path / 'xdg' / 'synccli' / 'synccli.db'}"
+    assert (
+        load_settings().database_url == f"sqlite:///{tmp_path / 'xdg' / 'synccli' / 'synccli.db'}"
+    )
 
 
 def _commands(group, prefix=()):
@@ -130,4 +152,6 @@ def test_every_command_has_help_with_description_and_example(cli) -> None:
         text = result.stdout
         assert "Example" in text, f"`synccli {' '.join(path)} --help` has no example"
         body = text.split("Usage:", 1)[-1].splitlines()
-        assert any(line.strip() and not line.strip().startswith(("-", "Usage")) for line in body[1:]), path
+        assert any(
+            line.strip() and not line.strip().startswith(("-", "Usage")) for line in body[1:]
+        ), path

@@ -76,25 +76,51 @@ def test_status_shows_last_runs_budget_and_json(store: Store, cli) -> None:
 
 
 def test_plan_prints_calls_per_month_for_each_provider(cli) -> None:
-    result = cli("plan", "--products", "5000", "--customers", "3000", "--orders-per-day", "50",
-                 "--crontab", str(Path(__file__).parents[1] / "crontab.example"), "--json")
+    result = cli(
+        "plan",
+        "--products",
+        "5000",
+        "--customers",
+        "3000",
+        "--orders-per-day",
+        "50",
+        "--crontab",
+        str(Path(__file__).parents[1] / "crontab.example"),
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     reports = json.loads(result.stdout)
     assert [r["provider"] for r in reports] == ["xero", "unleashed", "lightspeed"]
     for r in reports:
         assert r["calls_per_month"] > 0
         assert {j["job"] for j in r["jobs"]} == {
-            "pull-products", "sweep-oldest", "link-customers", "post-invoices"
+            "pull-products",
+            "sweep-oldest",
+            "link-customers",
+            "post-invoices",
         }
         assert r["freshness_minutes"] <= 30
 
 
 def test_plan_warns_and_proposes_when_over_budget(tmp_path: Path, cli) -> None:
     tab = tmp_path / "tab"
-    tab.write_text("* * * * * synccli pull-products --all\n*/5 * * * * synccli sweep-oldest 5000 --all\n"
-                   "0 * * * * synccli post-invoices --all\n")
-    result = cli("plan", "--products", "5000", "--customers", "10", "--orders-per-day", "4000",
-                 "--crontab", str(tab), "--provider", "unleashed")
+    tab.write_text(
+        "* * * * * synccli pull-products --all\n*/5 * * * * synccli sweep-oldest 5000 --all\n"
+        "0 * * * * synccli post-invoices --all\n"
+    )
+    result = cli(
+        "plan",
+        "--products",
+        "5000",
+        "--customers",
+        "10",
+        "--orders-per-day",
+        "4000",
+        "--crontab",
+        str(tab),
+        "--provider",
+        "unleashed",
+    )
     assert result.exit_code == 0
     assert "warning" in result.stdout + result.stderr
     assert "a schedule that fits" in result.stdout
@@ -104,7 +130,9 @@ def test_json_logs_carry_job_connection_and_run(store: Store, cli, tmp_path: Pat
     log = tmp_path / "sync.log"
     with harness.start("xero", products=5) as running:
         harness.add_connection(store, "x", running)
-        result = cli("-v", "--log-format", "json", "--log-file", str(log), "pull-products", "-c", "x")
+        result = cli(
+            "-v", "--log-format", "json", "--log-file", str(log), "pull-products", "-c", "x"
+        )
         assert result.exit_code == 0, result.stderr
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     calls = [line for line in lines if "/Items" in line["message"]]

@@ -148,7 +148,9 @@ def test_sweep_flags_every_ghost_within_one_rotation(world) -> None:
     assert {p.code for p in deleted + archived} <= set(flagged)
     with store.session() as s:
         states = dict(s.execute(select(Link.remote_code, Link.state)).all())
-        never = s.scalar(select(func.count()).select_from(Link).where(Link.last_synced_at.is_(None)))
+        never = s.scalar(
+            select(func.count()).select_from(Link).where(Link.last_synced_at.is_(None))
+        )
     assert all(states[p.code] in ("ghost", "archived") for p in deleted + archived)
     assert never == 0
     calls = app.counters.total()

@@ -8,9 +8,9 @@ Create Date: 2026-11-29 00:02:46.222126
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
-import synccli.store.models  # noqa: F401
 
+import synccli.store.models  # noqa: F401
+from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None

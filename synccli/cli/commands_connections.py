@@ -191,7 +191,9 @@ def remove(
 def authorize(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Connection name."),
-    port: int = typer.Option(0, "--port", help="Loopback port for the redirect (0: any free port)."),
+    port: int = typer.Option(
+        0, "--port", help="Loopback port for the redirect (0: any free port)."
+    ),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the redirect."),
 ) -> None:
     """Authorise a Xero or Lightspeed connection (OAuth2 authorization code): prints the URL,
@@ -205,7 +207,12 @@ def authorize(
 
     store = state(ctx).store()
     conn = store_connections.get_connection(store, name)
-    result = run_authorize(store, conn, say=lambda text: output.err.print(text, markup=False),
-                           port=port, timeout=timeout)
+    result = run_authorize(
+        store,
+        conn,
+        say=lambda text: output.err.print(text, markup=False),
+        port=port,
+        timeout=timeout,
+    )
     details = ", ".join(f"{k} {v}" for k, v in result.details.items())
     output.line(f"connection {name} authorised{'; ' + details if details else ''}")

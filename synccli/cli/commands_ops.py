@@ -27,8 +27,12 @@ def plan(
     products: int = typer.Option(..., "--products", help="Products in the catalogue."),
     customers: int = typer.Option(..., "--customers", help="Customers."),
     orders_per_day: int = typer.Option(..., "--orders-per-day", help="Orders a day."),
-    crontab: Path | None = typer.Option(None, "--crontab", help="A crontab to cost (default: the recommended one)."),
-    provider: list[str] = typer.Option([], "--provider", help="Only this provider (repeatable; default all)."),
+    crontab: Path | None = typer.Option(
+        None, "--crontab", help="A crontab to cost (default: the recommended one)."
+    ),
+    provider: list[str] = typer.Option(
+        [], "--provider", help="Only this provider (repeatable; default all)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """The calls per day and per month a schedule spends, per job, against each provider's limits,
@@ -39,7 +43,11 @@ def plan(
 
         synccli plan --products 5000 --customers 3000 --orders-per-day 50 --crontab crontab.example
     """
-    for value, name in ((products, "--products"), (customers, "--customers"), (orders_per_day, "--orders-per-day")):
+    for value, name in (
+        (products, "--products"),
+        (customers, "--customers"),
+        (orders_per_day, "--orders-per-day"),
+    ):
         if value < 0:
             raise UsageError(f"{name} must not be negative")
     schedule = planning.load_schedule(crontab)
@@ -49,16 +57,33 @@ def plan(
         output.print_json(reports)
         return
     for r in reports:
-        limit = f"limit {r.limit_day}/day" if r.limit_day else (
-            f"limit {r.limit_month}/month" if r.limit_month else "leaky bucket, no day/month cap")
+        limit = (
+            f"limit {r.limit_day}/day"
+            if r.limit_day
+            else (
+                f"limit {r.limit_month}/month"
+                if r.limit_month
+                else "leaky bucket, no day/month cap"
+            )
+        )
         output.table(
             ["job", "runs/day", "calls/day", "calls/month", "how"],
-            [[j.job, j.runs_per_day, f"{j.calls_per_day:g}", f"{j.calls_per_month:g}", j.note] for j in r.jobs],
-            title=f"{r.provider}: {r.calls_per_day:g} calls/day, {r.calls_per_month:g} calls/month ({limit})",
+            [
+                [j.job, j.runs_per_day, f"{j.calls_per_day:g}", f"{j.calls_per_month:g}", j.note]
+                for j in r.jobs
+            ],
+            title=f"{r.provider}: {r.calls_per_day:g} calls/day, "
+            f"{r.calls_per_month:g} calls/month ({limit})",
         )
-        fresh = f"{r.freshness_minutes:g} minutes" if r.freshness_minutes is not None else "no pull scheduled"
+        fresh = (
+            f"{r.freshness_minutes:g} minutes"
+            if r.freshness_minutes is not None
+            else "no pull scheduled"
+        )
         sweep = f"every {r.sweep_days:g} days" if r.sweep_days is not None else "never"
-        output.line(f"  worst-case freshness of a product change: {fresh}; whole catalogue swept {sweep}")
+        output.line(
+            f"  worst-case freshness of a product change: {fresh}; whole catalogue swept {sweep}"
+        )
         for w in r.warnings:
             output.warn(f"  warning: {w}")
         if r.proposal:
@@ -90,7 +115,11 @@ def doctor(
     schema_ok = all(c.ok for c in checks if c.name == "schema")
     if schema_ok:
         now = SystemClock().now()
-        conns = [get_connection(store, n) for n in connection] if connection else list_connections(store)
+        conns = (
+            [get_connection(store, n) for n in connection]
+            if connection
+            else list_connections(store)
+        )
         for conn in conns:
             checks.extend(check_connection(store, conn, now))
     if json_out:
@@ -108,10 +137,13 @@ def trace(
     ctx: typer.Context,
     kind: str = typer.Argument(..., help="product, customer or invoice."),
     key: str = typer.Argument(..., help="SKU, email or order number."),
-    connection: str | None = typer.Option(None, "--connection", "-c", help="Connection (default: the only one)."),
+    connection: str | None = typer.Option(
+        None, "--connection", "-c", help="Connection (default: the only one)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """The history of one record: its links, every change with its run, every attempt with its error.
+    """The history of one record: its links, every change with its run, every attempt with its
+    error.
 
     Example:
 
@@ -134,15 +166,24 @@ def trace(
     for name, value in result.record.items():
         output.line(f"  {name}: {value if value is not None else '-'}")
     for link in result.links:
-        output.line(f"  link: remote {link['remote_id']} ({link['state']}, {link['origin']}), "
-                    f"last synced {link['last_synced_at']}")
-    output.table(["when", "what", "detail", "run"],
-                 [[h.at, h.what, h.detail, f"{h.job or ''} #{h.run_id}" if h.run_id else "-"] for h in result.history])
+        output.line(
+            f"  link: remote {link['remote_id']} ({link['state']}, {link['origin']}), "
+            f"last synced {link['last_synced_at']}"
+        )
+    output.table(
+        ["when", "what", "detail", "run"],
+        [
+            [h.at, h.what, h.detail, f"{h.job or ''} #{h.run_id}" if h.run_id else "-"]
+            for h in result.history
+        ],
+    )
 
 
 def demo(
     ctx: typer.Context,
-    keep: Path | None = typer.Option(None, "--keep", help="Keep the demo's store in this directory."),
+    keep: Path | None = typer.Option(
+        None, "--keep", help="Keep the demo's store in this directory."
+    ),
 ) -> None:
     """Run the whole schedule against the three sandboxes in a throwaway store, change data,
     run again, and show the status. Needs no configuration and no network.

@@ -21,15 +21,20 @@ def register(app: typer.Typer) -> None:
 
 def _changes_table(changes: list[products.Change], title: str) -> None:
     if changes:
-        output.table(["sku", "field", "old", "new"],
-                     [[c.sku, c.field, c.old, c.new] for c in changes[:200]], title=title)
+        output.table(
+            ["sku", "field", "old", "new"],
+            [[c.sku, c.field, c.old, c.new] for c in changes[:200]],
+            title=title,
+        )
         if len(changes) > 200:
             output.line(f"... and {len(changes) - 200} more (use --json for all)")
 
 
 def pull_products(
     ctx: typer.Context,
-    since: str | None = typer.Option(None, "--since", help="2h, 30m, 1d or an ISO timestamp (default: the stored cursor)."),
+    since: str | None = typer.Option(
+        None, "--since", help="2h, 30m, 1d or an ISO timestamp (default: the stored cursor)."
+    ),
     connection: list[str] = CONNECTION_OPT,
     all_: bool = ALL_OPT,
     dry_run: bool = DRY_RUN_OPT,
@@ -52,7 +57,9 @@ def pull_products(
 
         def on_page(r: products.PullReport) -> None:
             if progress is not None:
-                progress.update(f"{jc.connection.name}: page {r.pages}, {r.seen} items, {r.changed} changed")
+                progress.update(
+                    f"{jc.connection.name}: page {r.pages}, {r.seen} items, {r.changed} changed"
+                )
 
         if progress is not None:
             progress.start()
@@ -106,8 +113,11 @@ def sweep_oldest(
             f"{len(r.ghosts)} ghost(s); {r.calls} call(s), {r.seconds:.1f}s"
         )
         if r.ghosts:
-            output.table(["sku", "remote id", "state"],
-                         [[g["sku"], g["remote_id"], g["state"]] for g in r.ghosts], title="ghosts")
+            output.table(
+                ["sku", "remote id", "state"],
+                [[g["sku"], g["remote_id"], g["state"]] for g in r.ghosts],
+                title="ghosts",
+            )
 
     run_for_connections(ctx, "sweep-oldest", connection, all_, dry_run, work, render, json_out)
 
@@ -135,8 +145,11 @@ def sync_product(
             return
         keys = ["name", "description", "price", "stock", "active"]
         before, after = r.before or {}, r.after or {}
-        output.table(["field", "before", "after"], [[k, before.get(k), after.get(k)] for k in keys],
-                     title=f"{conn.name}: {sku}{' (dry run, nothing written)' if r.dry_run else ''}")
+        output.table(
+            ["field", "before", "after"],
+            [[k, before.get(k), after.get(k)] for k in keys],
+            title=f"{conn.name}: {sku}{' (dry run, nothing written)' if r.dry_run else ''}",
+        )
         output.line(f"{len(r.changes)} change(s); {r.calls} call(s)")
 
     run_for_connections(ctx, "sync-product", connection, False, dry_run, work, render, json_out)

@@ -12,7 +12,8 @@ from synccli.errors import UsageError
 from synccli.sandbox import harness
 
 app = typer.Typer(
-    help="Local simulators of the providers' APIs.\n\nExample:\n\n    synccli sandbox serve --provider xero --products 5000",
+    help="Local simulators of the providers' APIs.\n\nExample:\n\n"
+    "    synccli sandbox serve --provider xero --products 5000",
     no_args_is_help=True,
 )
 
@@ -25,17 +26,27 @@ def register(root: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     provider: str = typer.Option(..., "--provider", help="xero, unleashed or lightspeed."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (loopback by default)."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to listen on (loopback by default)."
+    ),
     port: int = typer.Option(0, "--port", help="Port (0: any free port)."),
     seed: int = typer.Option(42, "--seed", help="Seed of the generated data."),
     products: int = typer.Option(50, "--products", help="Products to generate."),
     customers: int = typer.Option(30, "--customers", help="Customers to generate."),
-    time_scale: float = typer.Option(1.0, "--time-scale", help="Speed up rate-limit windows by this factor."),
-    faults: str | None = typer.Option(None, "--faults", help="e.g. '500:0.1,lost:0.1@PUT:/Invoices,slow:0.05'."),
-    connect: str | None = typer.Option(
-        None, "--connect", help="Also add (or replace) a store connection with this name pointing at the sandbox."
+    time_scale: float = typer.Option(
+        1.0, "--time-scale", help="Speed up rate-limit windows by this factor."
     ),
-    seconds: float | None = typer.Option(None, "--seconds", help="Stop after this many seconds (default: Ctrl-C)."),
+    faults: str | None = typer.Option(
+        None, "--faults", help="e.g. '500:0.1,lost:0.1@PUT:/Invoices,slow:0.05'."
+    ),
+    connect: str | None = typer.Option(
+        None,
+        "--connect",
+        help="Also add (or replace) a store connection with this name pointing at the sandbox.",
+    ),
+    seconds: float | None = typer.Option(
+        None, "--seconds", help="Stop after this many seconds (default: Ctrl-C)."
+    ),
 ) -> None:
     """Serve a simulator of a provider's API and print its base URL.
 
@@ -45,10 +56,20 @@ def serve(
         curl "$URL/api.xro/2.0/Items" ...
     """
     if provider not in harness.PROVIDERS:
-        raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(harness.PROVIDERS)}")
+        raise UsageError(
+            f"unknown provider {provider!r}: choose one of {', '.join(harness.PROVIDERS)}"
+        )
     try:
-        running = harness.start(provider, host=host, port=port, seed=seed, products=products,
-                                customers=customers, time_scale=time_scale, faults=faults)
+        running = harness.start(
+            provider,
+            host=host,
+            port=port,
+            seed=seed,
+            products=products,
+            customers=customers,
+            time_scale=time_scale,
+            faults=faults,
+        )
     except ValueError as exc:
         raise UsageError(f"--faults: {exc}") from None
     except OSError as exc:

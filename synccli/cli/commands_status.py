@@ -60,12 +60,15 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
         )
         output.line(f"[bold]{item.name}[/bold] ({item.provider}){flag}")
         output.line(
-            f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; review {item.review_waiting}; cursor lag: {lag}"
+            f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; "
+            f"review {item.review_waiting}; cursor lag: {lag}"
         )
         output.table(
             ["job", "last run", "outcome", "calls", "counts"],
-            [[j.job, j.started_at, j.outcome, j.calls, _counts(j.counts) or (j.error or "")]
-             for j in item.jobs],
+            [
+                [j.job, j.started_at, j.outcome, j.calls, _counts(j.counts) or (j.error or "")]
+                for j in item.jobs
+            ],
         )
 
 
@@ -73,6 +76,7 @@ def _counts(counts: dict) -> str:
     """The counts worth a glance: non-zero whole numbers, not the bookkeeping."""
     skip = {"calls", "seconds", "pages", "dry_run", "connection"}
     return ", ".join(
-        f"{k} {v}" for k, v in counts.items()
+        f"{k} {v}"
+        for k, v in counts.items()
         if k not in skip and isinstance(v, int) and not isinstance(v, bool) and v
     )

@@ -105,7 +105,9 @@ def token_request(
         raise BadResponse(f"token endpoint answered HTTP {resp.status_code} without JSON") from None
     if resp.status_code != 200 or "access_token" not in body:
         error = body.get("error", f"HTTP {resp.status_code}") if isinstance(body, dict) else ""
-        raise ReauthRequired(f"the provider refused the token request ({error})", status=resp.status_code)
+        raise ReauthRequired(
+            f"the provider refused the token request ({error})", status=resp.status_code
+        )
     secrets.register(body.get("access_token"), body.get("refresh_token"))
     return body
 

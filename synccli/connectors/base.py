@@ -198,7 +198,7 @@ class Connector(ABC):
 
     @abstractmethod
     def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
-        """Post an invoice. Raises ``Rejected`` with the provider's messages on a validation error."""
+        """Post an invoice. Raises ``Rejected`` with the provider's messages when it refuses it."""
 
     def post_invoices(
         self, invoices: list[tuple[InvoiceDraft, str]]

@@ -197,7 +197,9 @@ class HttpClient:
         if self.limits.drip_per_second and not self.limits.per_minute:
             # Leaky bucket: the header-driven pacer does the real work; this only caps bursts.
             burst = int(self.limits.bucket_size or 60)
-            rates.append(Rate(burst, int(burst * 1000 / self.limits.drip_per_second / self.time_scale)))
+            rates.append(
+                Rate(burst, int(burst * 1000 / self.limits.drip_per_second / self.time_scale))
+            )
         limiter = Limiter(HostBucketFactory(rates=rates), buffer_ms=20)
         return LimiterSession(limiter=limiter, max_delay=None)
 
@@ -351,8 +353,13 @@ class HttpClient:
             scope = self.profile.limit_scope(resp)
             wait = retry_after_seconds(resp, self.clock.now())
             if scope in ("day", "month"):
-                reset = self.clock.now() + timedelta(seconds=wait or _until_reset(scope, self.clock))
-                text = f"{where}: the provider's {scope} budget is exhausted until {reset:%Y-%m-%d %H:%M} UTC"
+                reset = self.clock.now() + timedelta(
+                    seconds=wait or _until_reset(scope, self.clock)
+                )
+                text = (
+                    f"{where}: the provider's {scope} budget is exhausted until "
+                    f"{reset:%Y-%m-%d %H:%M} UTC"
+                )
                 if self.ledger is not None:
                     self.ledger.exhausted(scope, reset, text)
                 return BudgetExhausted(text, reset_at=reset, status=status, body=body)

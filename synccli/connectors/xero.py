@@ -412,17 +412,21 @@ class XeroConnector(Connector):
         )
         elements = answer.get("Invoices") if isinstance(answer, dict) else None
         if not isinstance(elements, list) or len(elements) != len(invoices):
-            raise BadResponse(
-                f"PUT /Invoices: expected {len(invoices)} elements in the response"
-            )
+            raise BadResponse(f"PUT /Invoices: expected {len(invoices)} elements in the response")
         results: list[PostedInvoice | Rejected] = []
         for el in elements:
             if not isinstance(el, dict):
                 results.append(Rejected("PUT /Invoices: unreadable element", errors=["unreadable"]))
             elif el.get("StatusAttributeString") == "ERROR" or el.get("HasErrors"):
                 messages = _validation_messages([el]) or ["rejected without a message"]
-                results.append(Rejected("PUT /Invoices: " + "; ".join(messages), errors=messages,
-                                        status=200, body=secrets.redact(json.dumps(el)[:2000])))
+                results.append(
+                    Rejected(
+                        "PUT /Invoices: " + "; ".join(messages),
+                        errors=messages,
+                        status=200,
+                        body=secrets.redact(json.dumps(el)[:2000]),
+                    )
+                )
             else:
                 results.append(invoice_from(el))
         return results

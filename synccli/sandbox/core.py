@@ -106,8 +106,15 @@ class Faults:
         self.fired: Counter[str] = Counter()
         self.lock = threading.Lock()
 
-    def add(self, kind: str, rate: float = 1.0, *, method: str | None = None,
-            path: str | None = None, times: int | None = None) -> FaultRule:
+    def add(
+        self,
+        kind: str,
+        rate: float = 1.0,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        times: int | None = None,
+    ) -> FaultRule:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}")
         rule = FaultRule(kind, rate, method, path, times)
@@ -269,7 +276,9 @@ class SandboxApp:
         return time.monotonic() * self.time_scale
 
     # WSGI -------------------------------------------------------------------------------------
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         req = _request(environ)
         resp = self.handle(req)
         if resp is None:  # connection dropped on purpose
@@ -308,8 +317,11 @@ class SandboxApp:
             if fault in ("500", "503"):
                 return self.fault_response(int(fault))
             if fault == "html":
-                return Response(502, "<html><body><h1>502 Bad Gateway</h1></body></html>",
-                                content_type="text/html")
+                return Response(
+                    502,
+                    "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                    content_type="text/html",
+                )
             with self.lock:
                 try:
                     resp = handler(req, **match.groupdict())
@@ -321,16 +333,21 @@ class SandboxApp:
             if fault == "lost":
                 return None  # the write above is committed; the answer never arrives
             if fault == "truncated":
-                resp = Response(resp.status, resp.encode()[: max(1, len(resp.encode()) // 2)],
-                                resp.headers, resp.content_type)
+                resp = Response(
+                    resp.status,
+                    resp.encode()[: max(1, len(resp.encode()) // 2)],
+                    resp.headers,
+                    resp.content_type,
+                )
             self.after(req, endpoint, resp)
             return resp
         return Response(404, {"message": f"no route for {req.method} {req.path}"})
 
     def fault_response(self, status: int) -> Response:
         if status == 503:
-            return Response(503, "The API is currently offline for maintenance",
-                            content_type="text/plain")
+            return Response(
+                503, "The API is currently offline for maintenance", content_type="text/plain"
+            )
         return Response(500, {"message": "An unhandled error occurred"})
 
     def record_write(self, kind: str, record_id: str, body: Any, created: bool) -> None:
@@ -378,16 +395,27 @@ def _drop(environ: dict[str, Any]) -> None:
     sock = environ.get("sandbox.socket")
     if sock is not None:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
 
 _REASONS = {
-    200: "OK", 201: "Created", 204: "No Content", 302: "Found", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 409: "Conflict",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    302: "Found",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
     503: "Service Unavailable",
 }
 
@@ -420,7 +448,10 @@ class _Handler(WSGIRequestHandler):
             if not self.parse_request():
                 return
             handler = _KeepAliveHandler(
-                self.rfile, self.wfile, self.get_stderr(), self.get_environ(),
+                self.rfile,
+                self.wfile,
+                self.get_stderr(),
+                self.get_environ(),
                 multithread=True,
             )
             handler.request_handler = self

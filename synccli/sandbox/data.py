@@ -19,22 +19,110 @@ from typing import Any
 from synccli.clock import Clock, SystemClock
 
 ADJECTIVES = [
-    "Blue", "Red", "Green", "Matte", "Glazed", "Large", "Small", "Classic", "Organic", "Deluxe",
-    "Rustic", "Slim", "Heavy", "Light", "Vintage", "Nordic", "Coastal", "Urban", "Bamboo", "Copper",
+    "Blue",
+    "Red",
+    "Green",
+    "Matte",
+    "Glazed",
+    "Large",
+    "Small",
+    "Classic",
+    "Organic",
+    "Deluxe",
+    "Rustic",
+    "Slim",
+    "Heavy",
+    "Light",
+    "Vintage",
+    "Nordic",
+    "Coastal",
+    "Urban",
+    "Bamboo",
+    "Copper",
 ]
 NOUNS = [
-    "Mug", "Bowl", "Plate", "Teapot", "Vase", "Candle", "Basket", "Blanket", "Cushion", "Lamp",
-    "Tray", "Jar", "Bottle", "Planter", "Towel", "Apron", "Notebook", "Pen", "Clock", "Frame",
+    "Mug",
+    "Bowl",
+    "Plate",
+    "Teapot",
+    "Vase",
+    "Candle",
+    "Basket",
+    "Blanket",
+    "Cushion",
+    "Lamp",
+    "Tray",
+    "Jar",
+    "Bottle",
+    "Planter",
+    "Towel",
+    "Apron",
+    "Notebook",
+    "Pen",
+    "Clock",
+    "Frame",
 ]
 FIRST = [
-    "John", "Jane", "Mary", "Peter", "Sarah", "David", "Emma", "James", "Olivia", "Liam",
-    "Noah", "Ava", "Lucas", "Mia", "Ethan", "Chloe", "Henry", "Grace", "Oscar", "Ruby",
-    "Jack", "Isla", "Leo", "Zoe", "Max", "Lily", "Sam", "Ella", "Tom", "Amelia",
+    "John",
+    "Jane",
+    "Mary",
+    "Peter",
+    "Sarah",
+    "David",
+    "Emma",
+    "James",
+    "Olivia",
+    "Liam",
+    "Noah",
+    "Ava",
+    "Lucas",
+    "Mia",
+    "Ethan",
+    "Chloe",
+    "Henry",
+    "Grace",
+    "Oscar",
+    "Ruby",
+    "Jack",
+    "Isla",
+    "Leo",
+    "Zoe",
+    "Max",
+    "Lily",
+    "Sam",
+    "Ella",
+    "Tom",
+    "Amelia",
 ]
 LAST = [
-    "Smith", "Brown", "Wilson", "Taylor", "Anderson", "Thomas", "Walker", "White", "Harris",
-    "Martin", "Thompson", "Young", "King", "Wright", "Scott", "Green", "Baker", "Adams", "Nelson",
-    "Hill", "Campbell", "Mitchell", "Roberts", "Carter", "Phillips", "Evans", "Turner", "Parker",
+    "Smith",
+    "Brown",
+    "Wilson",
+    "Taylor",
+    "Anderson",
+    "Thomas",
+    "Walker",
+    "White",
+    "Harris",
+    "Martin",
+    "Thompson",
+    "Young",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+    "Baker",
+    "Adams",
+    "Nelson",
+    "Hill",
+    "Campbell",
+    "Mitchell",
+    "Roberts",
+    "Carter",
+    "Phillips",
+    "Evans",
+    "Turner",
+    "Parker",
 ]
 DOMAINS = ["example.com", "mail.test", "shop.example", "post.example.org"]
 
@@ -125,7 +213,9 @@ class Generator:
         """Fill ``world`` with products and customers created in the past 90 days."""
         now = self.clock.now()
         for i in range(products):
-            self.add_product(world, code=f"SKU-{i + 1:05d}", at=now - timedelta(days=90, seconds=-i))
+            self.add_product(
+                world, code=f"SKU-{i + 1:05d}", at=now - timedelta(days=90, seconds=-i)
+            )
         for i in range(customers):
             self.add_customer(world, index=i, at=now - timedelta(days=90, seconds=-i))
         for _ in range(near_duplicates):
@@ -192,7 +282,7 @@ class Generator:
         return customer
 
     def add_near_duplicate(self, world: World) -> tuple[Customer, Customer]:
-        """A pair the merchant would call the same person: a typo, a transposed letter, an initial."""
+        """A pair the merchant would call one person: a typo, a transposed letter, an initial."""
         base = self.add_customer(world)
         first, last = base.first_name, base.last_name
         style = self.rng.choice(["typo", "transpose", "initial"])
@@ -206,7 +296,10 @@ class Generator:
         else:
             first2 = f"{first[0]}."
         twin = self.add_customer(
-            world, first=first2, last=last, email=f"{first2.lower().strip('.')}{last.lower()}@{DOMAINS[0]}"
+            world,
+            first=first2,
+            last=last,
+            email=f"{first2.lower().strip('.')}{last.lower()}@{DOMAINS[0]}",
         )
         return base, twin
 

@@ -48,7 +48,9 @@ def start(provider: str, host: str = "127.0.0.1", port: int = 0, **kw: Any) -> R
     return Running(provider, app, SandboxServer(app, host, port).start())
 
 
-def connection_values(running: Running, tenant: str | None = None, **extra: Any) -> tuple[dict, dict]:
+def connection_values(
+    running: Running, tenant: str | None = None, **extra: Any
+) -> tuple[dict, dict]:
     """(settings, credentials) for a connection to ``running``'s tenant."""
     app = running.app
     raw = dict(app.credentials(tenant) if tenant else app.credentials())
@@ -83,8 +85,14 @@ def add_connection(
 ) -> Connection:
     """A store connection pointing at ``running`` (tokens included, as if authorised)."""
     values, creds = connection_values(running, tenant, **settings)
-    conn = store_add_connection(store, name, running.provider, values,
-                                {k: v for k, v in creds.items() if k != "expires_at"}, notify_email)
+    conn = store_add_connection(
+        store,
+        name,
+        running.provider,
+        values,
+        {k: v for k, v in creds.items() if k != "expires_at"},
+        notify_email,
+    )
     tokens = {k: creds[k] for k in ("access_token", "refresh_token", "expires_at") if k in creds}
     if tokens:
         from synccli.store.connections import set_values

@@ -131,7 +131,7 @@ def credentials(store: Store, conn: Connection) -> dict[str, Any]:
 
 
 def describe(store: Store, conn: Connection) -> dict[str, Any]:
-    """What ``connections show`` prints: settings, and for each credential only whether it is set."""
+    """What ``connections show`` prints: settings, and only whether each credential is set."""
     creds = store.vault.open(conn.credentials)
     return {
         "name": conn.name,

@@ -66,8 +66,10 @@ def authorize(
     settings = dict(conn.settings)
     creds = credentials(store, conn)
     if settings.get("grant") == "client_credentials":
-        raise UsageError("this Xero custom connection gets its tokens with its client secret: "
-                         "nothing to authorise")
+        raise UsageError(
+            "this Xero custom connection gets its tokens with its client secret: "
+            "nothing to authorise"
+        )
     handler = type("Callback", (_Callback,), {"done": threading.Event(), "result": None})
     server = HTTPServer(("127.0.0.1", port), handler)  # loopback only, never 0.0.0.0
     redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
@@ -81,19 +83,26 @@ def authorize(
         if on_listen is not None:
             on_listen(url)
         if not handler.done.wait(timeout):
-            raise AuthError(f"no redirect within {timeout:.0f}s: run `synccli connections authorize {conn.name}` again")
+            raise AuthError(
+                f"no redirect within {timeout:.0f}s: "
+                f"run `synccli connections authorize {conn.name}` again"
+            )
         query = handler.result or {}
     finally:
         server.shutdown()
         server.server_close()
     if query.get("state") != state:
-        raise AuthError("the redirect's state does not match: the authorisation was not ours, ignored")
+        raise AuthError(
+            "the redirect's state does not match: the authorisation was not ours, ignored"
+        )
     if "error" in query:
         raise AuthError(f"the provider refused: {query.get('error_description') or query['error']}")
     tokens: Tokens = module.exchange_code(settings, creds, query["code"], redirect_uri)
     StoreTokenStore(store, conn.id).update_locked(lambda _old: tokens)
     extra = {k: v for k, v in (tokens.extra or {}).items() if isinstance(v, (str, int))}
-    found = {k: v for k, v in extra.items() if k in ("tenant_id", "account_id") and not settings.get(k)}
+    found = {
+        k: v for k, v in extra.items() if k in ("tenant_id", "account_id") and not settings.get(k)
+    }
     if found:
         set_values(store, conn.name, {k: str(v) for k, v in found.items()})
     return AuthorizeResult(

@@ -42,6 +42,8 @@ from synccli.store.runs import (
 
 log = logging.getLogger("synccli.job")
 R = TypeVar("R")
+
+
 def lease_ttl() -> timedelta:
     """How long a run's lease lasts before another run may take it over (renewed every page)."""
     return timedelta(seconds=float(os.environ.get("SYNC_LEASE_SECONDS", "900")))

@@ -17,8 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from synccli.config import load_settings
 from synccli.errors import SyncError
 from synccli.sandbox import harness
@@ -33,8 +31,14 @@ SANDBOX = {"products": 300, "customers": 120, "seed": 7}
 SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 100.0}
 
 
-def _order(number: str, provider: str, sku: str, price: Decimal, customer: dict[str, str],
-           tax_code: str | None = None) -> dict[str, Any]:
+def _order(
+    number: str,
+    provider: str,
+    sku: str,
+    price: Decimal,
+    customer: dict[str, str],
+    tax_code: str | None = None,
+) -> dict[str, Any]:
     code, rate = TAX[provider]
     code = tax_code or code
     qty = Decimal(2)
@@ -45,8 +49,17 @@ def _order(number: str, provider: str, sku: str, price: Decimal, customer: dict[
         "date": "2026-03-02",
         "currency": "NZD",
         "customer": customer,
-        "lines": [{"sku": sku, "description": f"{sku} x2", "quantity": 2, "unit_price": str(price),
-                   "tax_code": code, "tax_rate": rate, "account_code": "200"}],
+        "lines": [
+            {
+                "sku": sku,
+                "description": f"{sku} x2",
+                "quantity": 2,
+                "unit_price": str(price),
+                "tax_code": code,
+                "tax_rate": rate,
+                "account_code": "200",
+            }
+        ],
         "total": str(line_total + tax),
     }
 
@@ -56,8 +69,16 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
     started = time.perf_counter()
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="synccli-demo-"))
     base.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in ("SYNC_DATA_DIR", "SYNC_DATABASE_URL", "SYNC_OUTBOX_DIR",
-                                             "SYNC_SMTP_HOST", "SYNC_SECRET_KEY")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "SYNC_DATA_DIR",
+            "SYNC_DATABASE_URL",
+            "SYNC_OUTBOX_DIR",
+            "SYNC_SMTP_HOST",
+            "SYNC_SECRET_KEY",
+        )
+    }
     os.environ.update(SYNC_DATA_DIR=str(base), SYNC_OUTBOX_DIR=str(base / "outbox"))
     for key in ("SYNC_DATABASE_URL", "SYNC_SMTP_HOST", "SYNC_SECRET_KEY"):
         os.environ.pop(key, None)
@@ -72,11 +93,16 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
             r = harness.start(provider, time_scale=SCALE[provider], **SANDBOX)
             running.append(r)
             conns[provider] = harness.add_connection(
-                store, f"demo-{provider}", r, notify_email="merchant@shop.example",
+                store,
+                f"demo-{provider}",
+                r,
+                notify_email="merchant@shop.example",
                 time_scale=SCALE[provider],
             )
-            say(f"  started the {provider} sandbox at {r.url} with {SANDBOX['products']} products "
-                f"and {SANDBOX['customers']} customers; connection demo-{provider}")
+            say(
+                f"  started the {provider} sandbox at {r.url} with {SANDBOX['products']} products "
+                f"and {SANDBOX['customers']} customers; connection demo-{provider}"
+            )
         for provider, conn in conns.items():
             _seed_local_customers(store, conn, running_for(running, provider))
         say("")
@@ -85,8 +111,10 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
             _orders_round(store, conn, provider, running_for(running, provider), 1)
             _round(store, conn, say)
         say("")
-        say("[bold]Meanwhile at the providers[/bold]: prices, stock and customers change; "
-            "products vanish without their timestamps moving")
+        say(
+            "[bold]Meanwhile at the providers[/bold]: prices, stock and customers change; "
+            "products vanish without their timestamps moving"
+        )
         for r in running:
             app = r.app
             cat = app.catalogue
@@ -95,8 +123,10 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
             gone = cat.delete(app.tenant, 2)
             archived = cat.archive(app.tenant, 2)
             cat.add_customers(app.tenant, 5)
-            say(f"  {r.provider}: {len(changed)} prices, {len(moved)} stock levels, "
-                f"{len(gone)} deleted, {len(archived)} archived, 5 new customers")
+            say(
+                f"  {r.provider}: {len(changed)} prices, {len(moved)} stock levels, "
+                f"{len(gone)} deleted, {len(archived)} archived, 5 new customers"
+            )
         say("")
         say("[bold]Round 2[/bold]: only what changed is pulled; the sweep flags the ghosts")
         for provider, conn in conns.items():
@@ -107,8 +137,14 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
         say("")
         say(f"[bold]Merchant email[/bold]: {len(mails)} message(s) in {outbox}")
         for mail in mails[:3]:
-            subject = next((ln for ln in mail.read_text(errors="replace").splitlines()
-                            if ln.startswith("Subject:")), "")
+            subject = next(
+                (
+                    ln
+                    for ln in mail.read_text(errors="replace").splitlines()
+                    if ln.startswith("Subject:")
+                ),
+                "",
+            )
             say(f"  {mail.name}: {subject}")
         say("")
         from synccli.cli.commands_status import render_status
@@ -139,26 +175,47 @@ def _seed_local_customers(store: Store, conn: Connection, r: harness.Running) ->
     with store.session() as s:
         for i, c in enumerate(remote):
             email = f"  {c.email.upper()} " if i % 3 == 0 and c.email else c.email
-            s.add(Customer(connection_id=conn.id, name=c.name, email=email,
-                           created_at=datetime.now(UTC)))
+            s.add(
+                Customer(
+                    connection_id=conn.id, name=c.name, email=email, created_at=datetime.now(UTC)
+                )
+            )
 
 
-def _orders_round(store: Store, conn: Connection, provider: str, r: harness.Running, n: int) -> None:
+def _orders_round(
+    store: Store, conn: Connection, provider: str, r: harness.Running, n: int
+) -> None:
     world = r.app.catalogue.tenant(r.app.tenant)
     items = sorted((p for p in world.products.values() if not p.archived), key=lambda p: p.code)
     people = sorted(world.customers.values(), key=lambda c: c.code)
     batch = []
     for i in range(3):
         p, c = items[i + 10 * n], people[i + 5 * n]
-        batch.append(_order(f"WEB-{n}{i:03d}", provider, p.code, p.price,
-                            {"email": c.email, "name": c.name}))
+        batch.append(
+            _order(f"WEB-{n}{i:03d}", provider, p.code, p.price, {"email": c.email, "name": c.name})
+        )
     # a product the provider lacks, and a customer it has never seen: both created at sale time
-    batch.append(_order(f"WEB-{n}100", provider, f"NEW-{n}-MUG", Decimal("19.90"),
-                        {"email": f"new.customer{n}@shop.example", "name": f"New Customer {n}"}))
+    batch.append(
+        _order(
+            f"WEB-{n}100",
+            provider,
+            f"NEW-{n}-MUG",
+            Decimal("19.90"),
+            {"email": f"new.customer{n}@shop.example", "name": f"New Customer {n}"},
+        )
+    )
     if n == 1:  # one order the provider rejects: the merchant hears about it by email
         p = items[3]
-        batch.append(_order("WEB-1999", provider, p.code, p.price,
-                            {"email": people[0].email, "name": people[0].name}, tax_code=BAD_TAX))
+        batch.append(
+            _order(
+                "WEB-1999",
+                provider,
+                p.code,
+                p.price,
+                {"email": people[0].email, "name": people[0].name},
+                tax_code=BAD_TAX,
+            )
+        )
     text = "\n".join(json.dumps(o) for o in batch)
     orders.add_orders(store, conn, text)
 
@@ -169,23 +226,31 @@ def _round(store: Store, conn: Connection, say: Callable[[str], None], sweep: in
         with job_run(store, "pull-products", conn) as jc:
             r = products.pull_products(jc)
             jc.counts = r
-        say(f"  {name}: pull-products: {r.seen} seen, {r.changed} changed, {r.new} new, "
-            f"{r.deactivated} deactivated ({r.calls} calls)")
+        say(
+            f"  {name}: pull-products: {r.seen} seen, {r.changed} changed, {r.new} new, "
+            f"{r.deactivated} deactivated ({r.calls} calls)"
+        )
         with job_run(store, "sweep-oldest", conn) as jc:
             w = products.sweep_oldest(jc, sweep)
             jc.counts = w
         ghosts = ", ".join(f"{g['sku']} ({g['state']})" for g in w.ghosts) or "none"
-        say(f"  {name}: sweep-oldest {sweep}: {w.swept} checked, ghosts: {ghosts} ({w.calls} calls)")
+        say(
+            f"  {name}: sweep-oldest {sweep}: {w.swept} checked, ghosts: {ghosts} ({w.calls} calls)"
+        )
         with job_run(store, "link-customers", conn) as jc:
             c = customers.link_customers(jc)
             jc.counts = c
-        say(f"  {name}: link-customers: {c.seen} seen, {c.linked} linked, "
-            f"{c.ambiguous} for review ({jc.calls} calls)")
+        say(
+            f"  {name}: link-customers: {c.seen} seen, {c.linked} linked, "
+            f"{c.ambiguous} for review ({jc.calls} calls)"
+        )
         with job_run(store, "post-invoices", conn) as jc:
             p = invoices.post_invoices(jc)
             jc.counts = p
-        say(f"  {name}: post-invoices: {p.posted} posted, {p.rejected} rejected "
+        say(
+            f"  {name}: post-invoices: {p.posted} posted, {p.rejected} rejected "
             f"({p.emails} merchant email(s)), {p.products_created} product(s) created at sale "
-            f"({jc.calls} calls)")
+            f"({jc.calls} calls)"
+        )
     except SyncError as err:
         say(f"  {name}: {err.message}")

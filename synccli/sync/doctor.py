@@ -32,15 +32,27 @@ def check_setup(settings: Settings, store: Store | None) -> list[Check]:
         checks.append(Check("secret key", True, "from SYNC_SECRET_KEY"))
     elif key_path(settings).exists():
         mode = os.stat(key_path(settings)).st_mode & 0o777
-        checks.append(Check("secret key", mode == 0o600, f"{key_path(settings)} (mode {oct(mode)})",
-                            "" if mode == 0o600 else f"chmod 600 {key_path(settings)}"))
+        checks.append(
+            Check(
+                "secret key",
+                mode == 0o600,
+                f"{key_path(settings)} (mode {oct(mode)})",
+                "" if mode == 0o600 else f"chmod 600 {key_path(settings)}",
+            )
+        )
     else:
         checks.append(Check("secret key", True, "not created yet (made on first connection)"))
     if store is not None:
         try:
             current, head = store.current_revision(), head_revision()
-            checks.append(Check("schema", current == head, f"at {current}, code expects {head}",
-                                "" if current == head else "run `synccli db upgrade`"))
+            checks.append(
+                Check(
+                    "schema",
+                    current == head,
+                    f"at {current}, code expects {head}",
+                    "" if current == head else "run `synccli db upgrade`",
+                )
+            )
         except SyncError as err:
             checks.append(Check("schema", False, err.message, "check SYNC_DATABASE_URL"))
     return checks
@@ -50,8 +62,14 @@ def check_connection(store: Store, conn: Connection, now: datetime) -> list[Chec
     name = conn.name
     checks: list[Check] = []
     if conn.needs_reauth:
-        checks.append(Check(f"{name}: token", False, conn.reauth_reason or "needs re-authorisation",
-                            f"run `synccli connections authorize {name}`"))
+        checks.append(
+            Check(
+                f"{name}: token",
+                False,
+                conn.reauth_reason or "needs re-authorisation",
+                f"run `synccli connections authorize {name}`",
+            )
+        )
     try:
         from synccli.clock import SystemClock
 
@@ -63,9 +81,14 @@ def check_connection(store: Store, conn: Connection, now: datetime) -> list[Chec
         date = answer.get("date")
         if date:
             skew = abs((parsedate_to_datetime(date) - now).total_seconds())
-            checks.append(Check(f"{name}: clock", skew < SKEW_WARN_SECONDS,
-                                f"{skew:.0f}s from the provider's clock",
-                                "" if skew < SKEW_WARN_SECONDS else "fix this host's clock (NTP)"))
+            checks.append(
+                Check(
+                    f"{name}: clock",
+                    skew < SKEW_WARN_SECONDS,
+                    f"{skew:.0f}s from the provider's clock",
+                    "" if skew < SKEW_WARN_SECONDS else "fix this host's clock (NTP)",
+                )
+            )
     except SyncError as err:
         checks.append(Check(f"{name}: provider", False, err.message, _fix_for(err, name)))
     except NotImplementedError:
@@ -86,8 +109,14 @@ def check_connection(store: Store, conn: Connection, now: datetime) -> list[Chec
     if used.get("blocked_until"):
         ok = False
         parts.append(f"blocked until {used['blocked_until']}")
-    checks.append(Check(f"{name}: budget", ok, ", ".join(parts),
-                        "" if ok else "lower the sweep size or pull less often (`synccli plan`)"))
+    checks.append(
+        Check(
+            f"{name}: budget",
+            ok,
+            ", ".join(parts),
+            "" if ok else "lower the sweep size or pull less often (`synccli plan`)",
+        )
+    )
     return checks
 
 

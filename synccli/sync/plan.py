@@ -196,8 +196,10 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             if m.stock_page is not None:
                 per_run += _pages(moved, m.stock_page)
             calls = per_run * runs
-            freshness = entry.max_gap_minutes if freshness is None else min(
-                freshness, entry.max_gap_minutes
+            freshness = (
+                entry.max_gap_minutes
+                if freshness is None
+                else min(freshness, entry.max_gap_minutes)
             )
             note = f"{per_run} call(s) a run"
         elif entry.job == "sweep-oldest":
@@ -246,7 +248,9 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             f"{per_day * 30:.0f} calls a month exceed the quota of {m.per_month}"
         )
     if freshness is not None and freshness > 120:
-        report.warnings.append(f"a product change may take {freshness:.0f} minutes to show (aim: 30)")
+        report.warnings.append(
+            f"a product change may take {freshness:.0f} minutes to show (aim: 30)"
+        )
     if report.sweep_days is not None and report.sweep_days > 7:
         report.warnings.append(
             f"the whole catalogue is swept only every {report.sweep_days} days (aim: 7)"

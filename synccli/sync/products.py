@@ -123,9 +123,13 @@ class _Applier:
         for remote in records:
             link = links.get(remote.remote_id)
             local = locals_by_id.get(link.local_id) if link else None
-            if link is not None and link.remote_updated_at and remote.updated_at:
-                if remote.updated_at < link.remote_updated_at:
-                    continue  # an older copy than we applied (overlap re-read)
+            if (
+                link is not None
+                and link.remote_updated_at
+                and remote.updated_at
+                and remote.updated_at < link.remote_updated_at
+            ):
+                continue  # an older copy than we applied (overlap re-read)
             if local is None:
                 local = by_sku.get(remote.code)
                 if local is None:
@@ -296,8 +300,11 @@ def pull_products(
             cursor = get_cursor(s, ctx.connection.id, stream)
             stored = cursor.value if cursor else None
         start = since if since is not None else (stored - overlap if stored else None)
-        if stream == "stock" and stored is None and since is None and (
-            connector.capabilities.stock_in_product
+        if (
+            stream == "stock"
+            and stored is None
+            and since is None
+            and (connector.capabilities.stock_in_product)
         ):
             # The first full read brought stock inside the products: start the stock stream at
             # this run instead of reading every stock row ever changed.
@@ -354,21 +361,33 @@ def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
         rows = s.execute(
             select(Link, Product)
             .join(Product, Product.id == Link.local_id)
-            .where(Link.connection_id == ctx.connection.id, Link.kind == KIND,
-                   Link.state != "ghost")
+            .where(
+                Link.connection_id == ctx.connection.id, Link.kind == KIND, Link.state != "ghost"
+            )
         ).all()
         for link, product in rows:
             if link.remote_id in seen:
                 continue
-            report.ghosts.append({"sku": product.sku, "remote_id": link.remote_id, "state": "ghost"})
+            report.ghosts.append(
+                {"sku": product.sku, "remote_id": link.remote_id, "state": "ghost"}
+            )
             if ctx.dry_run:
                 continue
             link.state = "ghost"
             link.last_synced_at = now
             if product.active:
                 report.deactivated += 1
-                record_event(s, run_id=ctx.run_id, connection_id=ctx.connection.id, kind=KIND,
-                             local_id=product.id, field="active", old=True, new=False, at=now)
+                record_event(
+                    s,
+                    run_id=ctx.run_id,
+                    connection_id=ctx.connection.id,
+                    kind=KIND,
+                    local_id=product.id,
+                    field="active",
+                    old=True,
+                    new=False,
+                    at=now,
+                )
                 product.active = False
         if ctx.dry_run:
             s.rollback()
@@ -382,13 +401,30 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
     limits = caps.limits
     now = ctx.clock.now()
     with ctx.store.session() as s:
-        links = s.scalar(select(func.count()).select_from(Link).where(
-            Link.connection_id == ctx.connection.id, Link.kind == KIND)) or 0
-        used = s.scalar(select(func.count()).select_from(ApiCall).where(
-            ApiCall.connection_id == ctx.connection.id, ApiCall.at >= day_start(now))) or 0
-        runs = s.scalars(select(Run).where(
-            Run.connection_id == ctx.connection.id, Run.job == "sweep-oldest",
-            Run.started_at >= day_start(now), Run.outcome == "ok"))
+        links = (
+            s.scalar(
+                select(func.count())
+                .select_from(Link)
+                .where(Link.connection_id == ctx.connection.id, Link.kind == KIND)
+            )
+            or 0
+        )
+        used = (
+            s.scalar(
+                select(func.count())
+                .select_from(ApiCall)
+                .where(ApiCall.connection_id == ctx.connection.id, ApiCall.at >= day_start(now))
+            )
+            or 0
+        )
+        runs = s.scalars(
+            select(Run).where(
+                Run.connection_id == ctx.connection.id,
+                Run.job == "sweep-oldest",
+                Run.started_at >= day_start(now),
+                Run.outcome == "ok",
+            )
+        )
         swept_today = sum(int((r.counts or {}).get("swept") or 0) for r in runs)
     if caps.full_catalogue_call:
         return links  # one call reads the whole catalogue
