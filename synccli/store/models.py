@@ -295,6 +295,25 @@ class Notification(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class RemoteCustomer(Base):
+    """The provider's customers as link-customers last read them (name, email, account only):
+    lets matching see rivals read by earlier runs, and ``customers review`` find duplicates
+    without spending a call."""
+
+    __tablename__ = "remote_customers"
+    __table_args__ = (UniqueConstraint("connection_id", "remote_id", name="uq_remote_customers"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    remote_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    account_number: Mapped[str | None] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    remote_updated_at: Mapped[datetime | None]
+    seen_at: Mapped[datetime]
+
+
 # --- history and review ----------------------------------------------------------------------
 class Event(Base):
     """One changed field of one local record, and the run that changed it."""

@@ -19,10 +19,9 @@ Rules (docs/design.md §2, anchors §7.4-7.5):
   of ``customers review`` instead.
 
 The seen-customers cache: every remote customer link-customers reads (and every one
-ensure_customer creates) is remembered, name/email/account/active only, as a review-table row of
-kind ``seen_remote_customer`` (subject = remote id), stored already resolved so it never counts as
-work waiting. It lets matching see rivals read by earlier runs, and lets ``customers review`` find
-duplicate remote customers without spending a call.
+ensure_customer creates) is remembered, name/email/account/active only, in ``remote_customers``.
+It lets matching see rivals read by earlier runs, and lets ``customers review`` find duplicate
+remote customers without spending a call.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from synccli.connectors.base import NewCustomer, RemoteCustomer
 from synccli.errors import LeaseBusy, Rejected, TransientError, UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
+from synccli.store.models import RemoteCustomer as RemoteCustomerRow
 from synccli.store.runs import acquire_lease, owner_id, release_lease
 from synccli.store.sync_state import (
     add_link,
@@ -65,7 +65,6 @@ STREAM = "customers"
 KIND = "customer"
 AMBIGUOUS = "ambiguous_customer"
 CREATED = "created_customer"
-SEEN = "seen_remote_customer"  # the cache rows (resolved review rows; never shown as work)
 DRY_RUN_REMOTE_ID = "(would create)"  # what ensure_customer returns for a new customer in a dry run
 _CHUNK = 500  # ids per IN (...) query
 _REVIEW_IN_REPORT = 50  # ambiguous items listed in a report (all are in the review table)
@@ -121,42 +120,40 @@ def _seen_detail(r: RemoteCustomer) -> dict[str, Any]:
 
 def load_seen(s: Session, connection_id: int) -> dict[str, dict[str, Any]]:
     """Every remote customer link-customers has seen: remote id -> name/email/account/active."""
-    rows = s.execute(
-        select(ReviewItem.subject, ReviewItem.detail).where(
-            ReviewItem.connection_id == connection_id, ReviewItem.kind == SEEN
-        )
+    rows = s.scalars(
+        select(RemoteCustomerRow).where(RemoteCustomerRow.connection_id == connection_id)
     )
-    return {subject: dict(detail or {}) for subject, detail in rows}
+    return {row.remote_id: _row_detail(row) for row in rows}
+
+
+def _row_detail(row: RemoteCustomerRow) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "email": row.email,
+        "account": row.account_number,
+        "active": row.active,
+        "updated_at": row.remote_updated_at.isoformat() if row.remote_updated_at else None,
+    }
 
 
 def save_seen(s: Session, connection_id: int, records: list[RemoteCustomer], now: datetime) -> None:
     by_id = {r.remote_id: r for r in records}
-    existing: dict[str, ReviewItem] = {}
+    existing: dict[str, RemoteCustomerRow] = {}
     for ids in _chunks(list(by_id)):
-        for item in s.scalars(
-            select(ReviewItem).where(
-                ReviewItem.connection_id == connection_id,
-                ReviewItem.kind == SEEN,
-                ReviewItem.subject.in_(ids),
+        for row in s.scalars(
+            select(RemoteCustomerRow).where(
+                RemoteCustomerRow.connection_id == connection_id,
+                RemoteCustomerRow.remote_id.in_(ids),
             )
         ):
-            existing[item.subject] = item
+            existing[row.remote_id] = row
     for rid, r in by_id.items():
-        detail = _seen_detail(r)
-        item = existing.get(rid)
-        if item is None:
-            s.add(
-                ReviewItem(
-                    connection_id=connection_id,
-                    kind=SEEN,
-                    subject=rid,
-                    detail=detail,
-                    created_at=now,
-                    resolved_at=now,
-                )
-            )
-        elif item.detail != detail:
-            item.detail = detail
+        row = existing.get(rid)
+        if row is None:
+            row = RemoteCustomerRow(connection_id=connection_id, remote_id=rid, seen_at=now)
+            s.add(row)
+        row.name, row.email, row.account_number = r.name, r.email, r.account_number
+        row.active, row.remote_updated_at, row.seen_at = r.active, r.updated_at, now
 
 
 def _flag(
@@ -934,13 +931,12 @@ def link_manual(
                 f"#{theirs.local_id}: unlink that one first"
             )
         seen = s.scalar(
-            select(ReviewItem).where(
-                ReviewItem.connection_id == conn.id,
-                ReviewItem.kind == SEEN,
-                ReviewItem.subject == remote_id,
+            select(RemoteCustomerRow).where(
+                RemoteCustomerRow.connection_id == conn.id,
+                RemoteCustomerRow.remote_id == remote_id,
             )
         )
-        detail = dict(seen.detail) if seen is not None else {}
+        detail = _row_detail(seen) if seen is not None else {}
         add_link(
             s,
             conn.id,
