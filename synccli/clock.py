@@ -62,3 +62,21 @@ def utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """``2h``, ``30m``, ``1d``, ``90s`` or an ISO timestamp (UTC when it has no zone)."""
+    from synccli.errors import UsageError
+
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip()
+    if text[-1:] in units and text[:-1].isdigit():
+        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        return utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise UsageError(
+            f"--since {value!r}: use a duration like 2h, 30m, 1d or an ISO timestamp"
+        ) from None

@@ -40,7 +40,9 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from synccli.clock import utc
+from synccli.clock import (
+    parse_since,  # noqa: F401 - re-exported for the CLI
+)
 from synccli.connectors.base import NewCustomer, RemoteCustomer
 from synccli.errors import LeaseBusy, Rejected, TransientError, UsageError
 from synccli.store.db import Store
@@ -84,22 +86,6 @@ def norm_account(value: str | None) -> str | None:
     """The matching form of an account number / customer code: stripped, case ignored."""
     text = (value or "").strip().casefold()
     return text or None
-
-
-def parse_since(value: str | None, now: datetime) -> datetime | None:
-    """``2h``, ``30m``, ``1d``, ``90s`` or an ISO timestamp (UTC when it has no zone)."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = value.strip()
-    if text[-1:] in units and text[:-1].isdigit():
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
-    try:
-        return utc(datetime.fromisoformat(text))
-    except ValueError:
-        raise UsageError(
-            f"--since {value!r}: use a duration like 2h, 30m, 1d or an ISO timestamp"
-        ) from None
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

@@ -12,15 +12,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import RemoteProduct, RemoteStock
-from synccli.errors import UsageError
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Link, Product, Run
 from synccli.store.sync_state import (
@@ -256,24 +256,6 @@ def _same(old: Any, new: Any) -> bool:
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def parse_since(value: str | None, now: datetime) -> datetime | None:
-    """``2h``, ``30m``, ``1d`` or an ISO timestamp (taken as UTC when it has no zone)."""
-    if not value:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].isdigit():
-        return now - timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(
-            f"--since {value!r}: use a duration like 2h, 30m, 1d or an ISO timestamp"
-        ) from None
-    from synccli.clock import utc
-
-    return utc(parsed)
 
 
 def pull_products(
