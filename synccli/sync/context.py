@@ -8,9 +8,12 @@ recorded with its outcome, counts and calls, whatever happens.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
@@ -25,6 +28,7 @@ from synccli.errors import (
     LeaseBusy,
     ReauthRequired,
     SyncError,
+    TransientError,
 )
 from synccli.logs import bind
 from synccli.store.connections import StoreTokenStore, credentials
@@ -191,3 +195,37 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
     return str(value)
+
+
+CREATE_LOCK_TTL = timedelta(minutes=5)  # a crashed holder's lock is taken over after this
+CREATE_LOCK_WAIT = 60.0  # real seconds to wait for another run creating the same record
+
+
+@contextmanager
+def creation_lock(ctx: JobContext, what: str, key: str) -> Iterator[None]:
+    """Serialise find-then-create of one record (a product by code, a customer) across runs,
+    processes and hosts, so two workers never both create it: a lease row per record. It works
+    on SQLite and PostgreSQL alike, and holds no transaction open across the HTTP calls, which
+    the call ledger must be free to write meanwhile."""
+    if ctx.dry_run:
+        yield
+        return
+    name = f"create-{what}:" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:30]
+    owner = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
+    deadline = time.monotonic() + CREATE_LOCK_WAIT
+    while True:
+        try:
+            acquire_lease(
+                ctx.store, name, ctx.connection.id, ctx.clock.now(), CREATE_LOCK_TTL, owner
+            )
+            break
+        except LeaseBusy:
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"another run is creating {what} {key!r}; retried next run"
+                ) from None
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        release_lease(ctx.store, name, ctx.connection.id, owner)

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -44,11 +42,10 @@ from synccli.clock import (
     parse_since,  # noqa: F401 - re-exported for the CLI
 )
 from synccli.connectors.base import NewCustomer, RemoteCustomer
-from synccli.errors import LeaseBusy, Rejected, TransientError, UsageError
+from synccli.errors import Rejected, UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
 from synccli.store.models import RemoteCustomer as RemoteCustomerRow
-from synccli.store.runs import acquire_lease, owner_id, release_lease
 from synccli.store.sync_state import (
     add_link,
     add_review,
@@ -57,7 +54,7 @@ from synccli.store.sync_state import (
     link_by_local,
     link_by_remote,
 )
-from synccli.sync.context import JobContext
+from synccli.sync.context import JobContext, creation_lock
 from synccli.sync.duplicates import DuplicatePair, Person, find_duplicates
 
 log = logging.getLogger("synccli.customers")
@@ -71,8 +68,6 @@ DRY_RUN_REMOTE_ID = "(would create)"  # what ensure_customer returns for a new c
 _CHUNK = 500  # ids per IN (...) query
 _REVIEW_IN_REPORT = 50  # ambiguous items listed in a report (all are in the review table)
 _LOCK_NEW_LOCAL = 0x43_55_53_01  # + connection id: find-or-create a local customer (PG)
-_LOCK_TTL = timedelta(minutes=5)  # a crashed holder's lock is taken over after this
-_LOCK_WAIT = 30.0  # seconds to wait for another run creating the same customer
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -535,7 +530,7 @@ def ensure_customer(ctx: JobContext, order: Order) -> str:
     local = _order_customer(ctx, order)
     if local.remote_id is not None:
         return local.remote_id
-    with _customer_lock(ctx, local.id):
+    with creation_lock(ctx, "customer", f"#{local.id}"):
         if local.id is not None:
             with store.session() as s:
                 link = link_by_local(s, conn_id, KIND, local.id)
@@ -646,33 +641,6 @@ def _find_local(s: Session, conn_id: int, order: Order) -> Customer | None:
             (Customer.name == name) & Customer.email.is_(None) & Customer.account_number.is_(None)
         )
     return None
-
-
-@contextmanager
-def _customer_lock(ctx: JobContext, local_id: int | None) -> Iterator[None]:
-    """Serialise lookup-then-create for one local customer across runs, processes and hosts: a
-    lease row per customer (works on SQLite and PostgreSQL alike, and holds no transaction open
-    across the HTTP calls, which the call ledger must be free to write meanwhile)."""
-    if ctx.dry_run or local_id is None:
-        yield
-        return
-    name = f"create-customer:{local_id}"
-    owner = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
-    deadline = time.monotonic() + _LOCK_WAIT
-    while True:
-        try:
-            acquire_lease(ctx.store, name, ctx.connection.id, ctx.clock.now(), _LOCK_TTL, owner)
-            break
-        except LeaseBusy:
-            if time.monotonic() > deadline:
-                raise TransientError(
-                    f"another run is creating customer #{local_id}; retried next run"
-                ) from None
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        release_lease(ctx.store, name, ctx.connection.id, owner)
 
 
 def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> str:

@@ -32,10 +32,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -51,7 +49,6 @@ from synccli.errors import (
     AuthError,
     BudgetExhausted,
     ConfigError,
-    LeaseBusy,
     Rejected,
     TransientError,
     UsageError,
@@ -66,9 +63,9 @@ from synccli.store.models import (
     OrderLine,
     Product,
 )
-from synccli.store.runs import acquire_lease, owner_id, release_lease
+from synccli.store.runs import owner_id
 from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
-from synccli.sync.context import JobContext
+from synccli.sync.context import JobContext, creation_lock
 from synccli.sync.orders import enqueue_missing, order_total
 
 log = logging.getLogger("synccli.job")
@@ -77,8 +74,6 @@ JOB = "post-invoices"
 STATES = ("pending", "posting", "posted", "failed", "gave_up", "cancelled")
 ACTIVE = ("pending", "posting", "failed")
 CLAIM_TTL = timedelta(minutes=10)
-LOCK_TTL = timedelta(minutes=5)  # a create-mutex of a crashed run is taken over after this
-LOCK_WAIT = 60.0  # real seconds to wait for another run creating the same record
 TRANSIENT_BREAKER = 5  # transient failures in a row stop the run (the provider is down)
 DEFAULT_SCHEDULE = "2h,4h,8h,12h,24h"
 DEFAULT_GIVE_UP = "7d"
@@ -616,29 +611,6 @@ def ensure_customer(ctx: JobContext, order: Order) -> str:
     return ensure(ctx, order)
 
 
-@contextmanager
-def _mutex(ctx: JobContext, what: str, key: str) -> Iterator[None]:
-    """Serialise find-then-create of one record across runs and hosts (a lease row per record),
-    so two workers never both create it."""
-    name = f"create-{what}:" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:30]
-    owner = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            acquire_lease(ctx.store, name, ctx.connection.id, ctx.clock.now(), LOCK_TTL, owner)
-            break
-        except LeaseBusy:
-            if time.monotonic() > deadline:
-                raise TransientError(
-                    f"another run is creating {what} {key!r}; retried next run"
-                ) from None
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        release_lease(ctx.store, name, ctx.connection.id, owner)
-
-
 def _linked(ctx: JobContext, sku: str) -> EnsuredProduct | None:
     with ctx.store.session() as s:
         product = s.scalar(
@@ -665,7 +637,7 @@ def ensure_product(
     found = _linked(ctx, sku)
     if found is not None:
         return found
-    with _mutex(ctx, "product", sku):
+    with creation_lock(ctx, "product", sku):
         found = _linked(ctx, sku)  # another worker may have linked it while we waited
         if found is not None:
             return found
