@@ -3,6 +3,7 @@ CLI runner that keeps stdout and stderr apart."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,7 +118,12 @@ def cli():
     def invoke(
         *args: str, input: str | None = None, env: dict[str, str] | None = None
     ) -> CliResult:
-        result = runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+        try:
+            result = runner.invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+        finally:
+            # the run's log handlers write to the runner's streams, closed from here on
+            logging.getLogger("synccli").handlers.clear()
+            logging.getLogger("synccli").propagate = True
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     return invoke

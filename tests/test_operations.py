@@ -159,3 +159,105 @@ def test_trace_unknown_record_is_a_usage_error(store: Store, cli, missing: str) 
         harness.add_connection(store, "x", running)
         result = cli("trace", "product", missing)
     assert result.exit_code == 2 and missing in result.stderr
+
+
+def test_sandbox_serve_answers_items_with_5000_in_one_response(
+    store: Store, _isolated_env: Path
+) -> None:
+    from synccli.store.connections import get_connection
+    from synccli.sync.context import build_connector
+
+    env = _env(_isolated_env)
+    proc = subprocess.Popen(
+        [
+            *SYNCCLI,
+            "sandbox",
+            "serve",
+            "--provider",
+            "xero",
+            "--products",
+            "5000",
+            "--connect",
+            "sbx",
+            "--seconds",
+            "60",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = [proc.stdout.readline().strip() for _ in range(2)]
+        url = next(line for line in lines if line.startswith("http://127.0.0.1:"))
+        conn = get_connection(store, "sbx")
+        assert conn.settings["base_url"] == url
+        from synccli.clock import SystemClock
+
+        connector = build_connector(store, conn, clock=SystemClock())
+        items = [p for page in connector.changed_products(None) for p in page.records]
+        assert len(items) == 5000
+        assert connector.http.calls == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_trace_invoice_shows_two_failures_then_the_post(store: Store, cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from synccli.clock import SimClock
+    from synccli.store.models import OrderLine
+    from synccli.sync.context import job_run
+    from synccli.sync.invoices import post_invoices
+    from synccli.sync.orders import add_orders
+
+    clock = SimClock(datetime.now(UTC))  # `invoices retry` below runs on the wall clock
+    with harness.start("xero", products=5, clock=clock) as running:
+        conn = harness.add_connection(store, "x", running)
+        p = sorted(running.app.world().products.values(), key=lambda x: x.code)[0]
+        order = {
+            "number": "WEB-7",
+            "date": "2026-01-05",
+            "currency": "NZD",
+            "customer": {"email": "trace@shop.example", "name": "Trace Me"},
+            "lines": [
+                {
+                    "sku": p.code,
+                    "description": "mug",
+                    "quantity": 1,
+                    "unit_price": "10.00",
+                    "tax_code": "BADTAX",
+                    "tax_rate": "0.15",
+                }
+            ],
+            "total": "11.50",
+        }
+        add_orders(store, conn, json.dumps(order), now=clock.now())
+        for _ in range(2):
+            with job_run(store, "post-invoices", conn, clock=clock) as jc:
+                post_invoices(jc)
+            clock.advance(hours=5)
+        with store.session() as s:  # the merchant fixes the tax code
+            s.execute(update(OrderLine).values(tax_code="OUTPUT2"))
+        assert cli("invoices", "retry", "WEB-7", "-c", "x").exit_code == 0
+        clock.advance(timedelta(minutes=1).total_seconds())
+        with job_run(store, "post-invoices", conn, clock=clock) as jc:
+            report = post_invoices(jc)
+        assert report.posted == 1
+        result = cli("trace", "invoice", "WEB-7", "-c", "x", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    attempts = [h for h in data["history"] if h["what"].startswith("attempt")]
+    assert [a["what"] for a in attempts] == [
+        "attempt: rejected",
+        "attempt: rejected",
+        "attempt: posted",
+    ]
+    assert all(a["at"] for a in attempts)
+    assert "BADTAX" in attempts[0]["detail"] and "BADTAX" in attempts[1]["detail"]
+    assert data["record"]["state"] == "posted"
+    human = cli("trace", "invoice", "WEB-7", "-c", "x")
+    assert human.stdout.count("attempt:") == 3
