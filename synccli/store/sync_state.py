@@ -37,6 +37,20 @@ def links_by_remote(s: Session, connection_id: int, kind: str) -> dict[str, Link
     return {link.remote_id: link for link in rows}
 
 
+def links_for(s: Session, connection_id: int, kind: str, remote_ids: list[str]) -> dict[str, Link]:
+    """The links of these remote ids (one page's worth), keyed by remote id."""
+    found: dict[str, Link] = {}
+    for start in range(0, len(remote_ids), 500):
+        chunk = remote_ids[start : start + 500]
+        rows = s.scalars(
+            select(Link).where(
+                Link.connection_id == connection_id, Link.kind == kind, Link.remote_id.in_(chunk)
+            )
+        )
+        found.update((link.remote_id, link) for link in rows)
+    return found
+
+
 def add_link(
     s: Session,
     connection_id: int,

@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
@@ -24,10 +24,9 @@ from synccli.connectors.base import RemoteProduct, RemoteStock
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Link, Product, Run
 from synccli.store.sync_state import (
-    add_link,
     advance_cursor,
     get_cursor,
-    links_by_remote,
+    links_for,
     oldest_links,
     record_event,
 )
@@ -112,14 +111,20 @@ class _Applier:
         return {p.sku: p for p in rows}
 
     def apply_products(self, records: list[RemoteProduct], report: Any) -> None:
-        links = links_by_remote(self.s, self.conn_id, KIND) if records else {}
+        """Apply one page: update linked products, link unlinked ones by exact code, and insert
+        new ones (in bulk: a first import of 50,000 products is one statement a page)."""
+        links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
         by_sku = self._local_by_sku(unlinked_codes) if unlinked_codes else {}
+        taken = self._linked_local_ids([p.id for p in by_sku.values()])
         linked_ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
         locals_by_id: dict[int, Product] = {}
         for chunk in _chunks(linked_ids, 500):
             for p in self.s.scalars(select(Product).where(Product.id.in_(chunk))):
                 locals_by_id[p.id] = p
+        new: dict[str, RemoteProduct] = {}  # by code: a page naming one code twice adds it once
+        stamp: list[int] = []  # links seen in this page
+        to_link: list[tuple[int, RemoteProduct]] = []
         for remote in records:
             link = links.get(remote.remote_id)
             local = locals_by_id.get(link.local_id) if link else None
@@ -132,46 +137,107 @@ class _Applier:
                 continue  # an older copy than we applied (overlap re-read)
             if local is None:
                 local = by_sku.get(remote.code)
+                if local is not None and local.id in taken and link is None:
+                    report.errors.append(
+                        f"product {remote.code}: the local product with this code is linked to "
+                        f"another remote product; not linked to {remote.remote_id}"
+                    )
+                    continue
                 if local is None:
+                    if remote.code in new or not remote.code:
+                        report.errors.append(
+                            f"remote product {remote.remote_id}: code {remote.code!r} is empty or "
+                            "repeated; skipped"
+                        )
+                        continue
                     report.new += 1
                     self.changes.append(Change(remote.code, "new", None, remote.name))
-                    if self.dry:
-                        continue
-                    local = Product(
-                        connection_id=self.conn_id,
-                        sku=remote.code,
-                        name=remote.name,
-                        active=remote.active,
-                        updated_at=self.now,
-                    )
-                    self.s.add(local)
-                    self.s.flush()
-                    self._set_fields(local, remote, quiet=True)
+                    new[remote.code] = remote
+                    continue
                 if not self.dry:
                     if link is None:
                         # Exact code only: a provider's prefix match never reaches here.
-                        link = add_link(
-                            self.s,
-                            self.conn_id,
-                            KIND,
-                            local.id,
-                            remote.remote_id,
-                            self.now,
-                            remote_code=remote.code,
-                            remote_updated_at=remote.updated_at,
-                        )
-                        links[remote.remote_id] = link
+                        to_link.append((local.id, remote))
+                        taken.add(local.id)
                     else:
                         link.local_id = local.id
             if self._set_fields(local, remote):
                 report.changed += 1
             if not self.dry and link is not None:
-                link.last_synced_at = self.now
+                stamp.append(link.id)
                 if remote.updated_at and (
                     link.remote_updated_at is None or remote.updated_at > link.remote_updated_at
                 ):
                     link.remote_updated_at = remote.updated_at
-                link.state = "linked" if remote.active else "archived"
+                state = "linked" if remote.active else "archived"
+                if link.state != state:
+                    link.state = state
+        if self.dry:
+            return
+        for chunk in _chunks(stamp, 500):
+            # one statement a chunk: a full-catalogue read stamps every link it saw
+            self.s.execute(
+                update(Link).where(Link.id.in_(chunk)).values(last_synced_at=self.now),
+                execution_options={"synchronize_session": False},
+            )
+        if new:
+            rows = [
+                {
+                    "connection_id": self.conn_id,
+                    "sku": r.code,
+                    "name": r.name,
+                    "description": r.description,
+                    "price": r.price,
+                    "stock": r.stock,
+                    "active": r.active,
+                    "updated_at": self.now,
+                }
+                for r in new.values()
+            ]
+            # executemany, then read the ids back by code (RETURNING would go row by row)
+            self.s.connection().execute(insert(Product.__table__), rows)
+            ids = {
+                sku: pid
+                for pid, sku in self.s.execute(
+                    select(Product.id, Product.sku).where(
+                        Product.connection_id == self.conn_id, Product.sku.in_(list(new))
+                    )
+                )
+            }
+            to_link.extend((ids[code], r) for code, r in new.items())
+        if to_link:
+            self.s.connection().execute(
+                insert(Link.__table__),
+                [
+                    {
+                        "connection_id": self.conn_id,
+                        "kind": KIND,
+                        "local_id": local_id,
+                        "remote_id": r.remote_id,
+                        "remote_code": r.code,
+                        "origin": "matched",
+                        "state": "linked" if r.active else "archived",
+                        "last_synced_at": self.now,
+                        "remote_updated_at": r.updated_at,
+                        "created_at": self.now,
+                    }
+                    for local_id, r in to_link
+                ],
+            )
+
+    def _linked_local_ids(self, local_ids: list[int]) -> set[int]:
+        found: set[int] = set()
+        for chunk in _chunks(local_ids, 500):
+            found.update(
+                self.s.scalars(
+                    select(Link.local_id).where(
+                        Link.connection_id == self.conn_id,
+                        Link.kind == KIND,
+                        Link.local_id.in_(chunk),
+                    )
+                )
+            )
+        return found
 
     def _set_fields(self, local: Product, remote: RemoteProduct, quiet: bool = False) -> bool:
         wanted = {
@@ -211,7 +277,7 @@ class _Applier:
         return changed and not quiet
 
     def apply_stock(self, records: list[RemoteStock], report: PullReport) -> None:
-        links = links_by_remote(self.s, self.conn_id, KIND)
+        links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
         locals_by_id = {}
         for chunk in _chunks(ids, 500):
@@ -338,41 +404,48 @@ def pull_products(
 
 
 def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
+    """After a read of the whole catalogue: every linked product it lacks has vanished."""
     now = ctx.clock.now()
     with ctx.store.session() as s:
         rows = s.execute(
-            select(Link, Product)
+            select(Link.id, Link.remote_id, Product.id, Product.sku, Product.active)
             .join(Product, Product.id == Link.local_id)
             .where(
                 Link.connection_id == ctx.connection.id, Link.kind == KIND, Link.state != "ghost"
             )
         ).all()
-        for link, product in rows:
-            if link.remote_id in seen:
-                continue
-            report.ghosts.append(
-                {"sku": product.sku, "remote_id": link.remote_id, "state": "ghost"}
+        missing = [row for row in rows if row[1] not in seen]
+        for _link_id, remote_id, _product_id, sku, _active in missing:
+            report.ghosts.append({"sku": sku, "remote_id": remote_id, "state": "ghost"})
+        if ctx.dry_run or not missing:
+            return
+        for chunk in _chunks(missing, 500):
+            s.execute(
+                update(Link)
+                .where(Link.id.in_([row[0] for row in chunk]))
+                .values(state="ghost", last_synced_at=now)
             )
-            if ctx.dry_run:
+            active = [row for row in chunk if row[4]]
+            if not active:
                 continue
-            link.state = "ghost"
-            link.last_synced_at = now
-            if product.active:
+            s.execute(
+                update(Product)
+                .where(Product.id.in_([row[2] for row in active]))
+                .values(active=False, updated_at=now)
+            )
+            for _link_id, _remote_id, product_id, _sku, _active in active:
                 report.deactivated += 1
                 record_event(
                     s,
                     run_id=ctx.run_id,
                     connection_id=ctx.connection.id,
                     kind=KIND,
-                    local_id=product.id,
+                    local_id=product_id,
                     field="active",
                     old=True,
                     new=False,
                     at=now,
                 )
-                product.active = False
-        if ctx.dry_run:
-            s.rollback()
 
 
 def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: int = 50) -> int:
