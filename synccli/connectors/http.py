@@ -399,9 +399,10 @@ class HttpClient:
 def parse_json(resp: requests.Response) -> Any:
     """The JSON body of ``resp``; HTML error pages and truncated bodies become BadResponse."""
     try:
-        return resp.json()
+        # from the bytes: a 25 MB catalogue is not copied into a str first
+        return json.loads(resp.content)
     except ValueError:
-        snippet = resp.text[:80].replace("\n", " ")
+        snippet = resp.content[:80].decode("utf-8", "replace").replace("\n", " ")
         raise BadResponse(
             f"{resp.request.method} {urlsplit(resp.url).path}: unreadable response "
             f"(HTTP {resp.status_code}, {resp.headers.get('Content-Type', 'no content type')}): "
