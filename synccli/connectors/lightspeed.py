@@ -359,10 +359,17 @@ class LightspeedConnector(Connector):
                 raise BadResponse(
                     f"GET {entity}.json: expected an object, got {type(data).__name__}"
                 )
+            raw = data.get(entity)
+            if raw is None and "@attributes" not in data:
+                # a 200 carrying an error envelope, not an empty list
+                message = data.get("message") or data.get("httpMessage") or "no " + entity
+                raise BadResponse(f"GET {entity}.json: {str(message)[:200]}")
+            if isinstance(raw, (str, int, float)) and raw != "":
+                raise BadResponse(f"GET {entity}.json: {entity} is not a list or an object")
             records: list[T] = []
             errors: list[str] = []
             newest: datetime | None = None
-            for row in as_list(data.get(entity)):
+            for row in as_list(raw):
                 if not isinstance(row, dict):
                     errors.append(f"{entity}: unreadable row {str(row)[:60]!r}")
                     continue
@@ -614,10 +621,22 @@ class LightspeedConnector(Connector):
     @staticmethod
     def _product(row: dict[str, Any]) -> RemoteProduct:
         item_id = str(row["itemID"])
+        code = row.get("customSku")
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError("no customSku")
+        for name in ("Prices", "ItemShops"):
+            if row.get(name) not in (None, "") and not isinstance(row.get(name), dict):
+                raise ValueError(f"{name} is not an object")
+        stamp = row.get("timeStamp")
+        updated = parse_time(stamp)
+        if stamp and updated is None:
+            raise ValueError(f"timeStamp {stamp!r} is not a time")
         price = None
         for entry in relation(row, "Prices", "ItemPrice"):
             if entry.get("useType") == "Default" or str(entry.get("useTypeID")) == "1":
                 price = dec(entry.get("amount"))
+                if price is None and entry.get("amount") not in (None, ""):
+                    raise ValueError(f"price {entry.get('amount')!r} is not a number")
                 break
         shops = relation(row, "ItemShops", "ItemShop")
         stock: Decimal | None = None
@@ -629,12 +648,12 @@ class LightspeedConnector(Connector):
         description = str(row.get("description") or "")
         return RemoteProduct(
             remote_id=item_id,
-            code=str(row.get("customSku") or ""),
+            code=code,
             name=description,
             description=description or None,
             price=price,
             active=not to_bool(row.get("archived", "false")),
-            updated_at=parse_time(row.get("timeStamp")),
+            updated_at=updated,
             stock=stock,
         )
 

@@ -262,9 +262,12 @@ class UnleashedConnector(Connector):
             _, body = self._get(path, query)
             if not isinstance(body, dict) or "Items" not in body:
                 raise BadResponse(f"GET {path}: no Items in the response")
+            items = body.get("Items")
+            if items is not None and not isinstance(items, list):
+                raise BadResponse(f"GET {path}: Items is not a list")
             pages = int((body.get("Pagination") or {}).get("NumberOfPages") or 0)
             records, errors = [], []
-            for item in body.get("Items") or []:
+            for item in items or []:
                 try:
                     records.append(parse(item))
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -304,9 +307,12 @@ class UnleashedConnector(Connector):
     # parsing ----------------------------------------------------------------------------------
     @staticmethod
     def _product(item: dict[str, Any]) -> RemoteProduct:
+        code = item["ProductCode"]
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError(f"ProductCode {str(code)[:40]!r} is not a code")
         return RemoteProduct(
             remote_id=str(item["Guid"]).lower(),
-            code=str(item["ProductCode"]),
+            code=code,
             name=str(item.get("ProductDescription") or item["ProductCode"]),
             description=item.get("Notes") or None,
             price=_money(item.get("DefaultSellPrice")),

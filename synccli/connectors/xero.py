@@ -190,19 +190,55 @@ def _key_for(body: Any) -> str:
     return f"synccli-{digest[:48]}"
 
 
+def _strict_dec(value: Any, field: str) -> Decimal | None:
+    """A number, or None when absent; anything else is an unreadable record, never a silent None
+    that would wipe the local value."""
+    if value is None or value == "":
+        return None
+    number = None if isinstance(value, bool) else _dec(value)
+    if number is None or not number.is_finite():
+        raise ValueError(f"{field} {value!r} is not a number")
+    return number
+
+
 def product_from(item: dict[str, Any]) -> RemoteProduct:
+    """An Item as a RemoteProduct; ValueError names what makes it unreadable."""
+    if not isinstance(item, dict):
+        raise ValueError(f"not an object: {str(item)[:40]!r}")
+    item_id, code = item.get("ItemID"), item.get("Code")
+    if not isinstance(item_id, str) or not item_id:
+        raise ValueError("no ItemID")
+    if not isinstance(code, str) or not code.strip():
+        raise ValueError("no Code")
     sales = item.get("SalesDetails") or {}
-    qty = item.get("QuantityOnHand")
+    if not isinstance(sales, dict):
+        raise ValueError("SalesDetails is not an object")
+    stamp = item.get("UpdatedDateUTC")
+    updated = parse_xero_date(stamp)
+    if stamp and updated is None:
+        raise ValueError(f"UpdatedDateUTC {stamp!r} is not a date")
     return RemoteProduct(
-        remote_id=str(item.get("ItemID")),
-        code=str(item.get("Code") or ""),
+        remote_id=item_id,
+        code=code,
         name=str(item.get("Name") or ""),
         description=item.get("Description"),
-        price=_dec(sales.get("UnitPrice")),
+        price=_strict_dec(sales.get("UnitPrice"), "SalesDetails.UnitPrice"),
         active=item.get("IsSold", True) is not False,
-        updated_at=parse_xero_date(item.get("UpdatedDateUTC")),
-        stock=_dec(qty) if qty is not None else None,
+        updated_at=updated,
+        stock=_strict_dec(item.get("QuantityOnHand"), "QuantityOnHand"),
     )
+
+
+def read_items(raw: list[Any]) -> tuple[list[RemoteProduct], list[str]]:
+    """Every readable item, and one error line per unreadable one (the rest still apply)."""
+    products, errors = [], []
+    for item in raw:
+        try:
+            products.append(product_from(item))
+        except (ValueError, TypeError, AttributeError) as exc:
+            ident = item.get("ItemID") if isinstance(item, dict) else None
+            errors.append(f"item {ident or '(no ItemID)'}: {exc}")
+    return products, errors
 
 
 def customer_from(contact: dict[str, Any]) -> RemoteCustomer:
@@ -249,13 +285,15 @@ class XeroConnector(Connector):
     def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
         """Every item, from one call. ``since`` is deliberately not sent: stock movements may
         not move UpdatedDateUTC, and the full read costs the same single call."""
-        products = sorted(
-            (product_from(i) for i in self._items()),
-            key=lambda p: (p.updated_at or datetime.min.replace(tzinfo=UTC), p.remote_id),
-        )
+        products, errors = read_items(self._items())
+        products.sort(key=lambda p: (p.updated_at or datetime.min.replace(tzinfo=UTC), p.remote_id))
+        if not products and errors:
+            yield Page([], number=1, errors=errors)
         for n, start in enumerate(range(0, len(products), PRODUCT_PAGE), start=1):
             chunk = products[start : start + PRODUCT_PAGE]
-            yield Page(chunk, cursor=chunk[-1].updated_at, number=n)
+            yield Page(
+                chunk, cursor=chunk[-1].updated_at, number=n, errors=errors if n == 1 else []
+            )
 
     def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
         """Nothing: stock comes inside the items (``capabilities.stock_in_product``)."""
@@ -265,7 +303,11 @@ class XeroConnector(Connector):
         if not remote_ids:
             return []
         wanted = {i.lower() for i in remote_ids}
-        return [product_from(i) for i in self._items() if str(i.get("ItemID")).lower() in wanted]
+        products, errors = read_items(self._items())
+        if errors:
+            # an unreadable item must not pass for a vanished one (a ghost): fail the call
+            raise BadResponse(f"GET /Items: {len(errors)} unreadable item(s): {errors[0]}")
+        return [p for p in products if p.remote_id.lower() in wanted]
 
     def find_product(self, code: str) -> RemoteProduct | None:
         items = self._items({"where": f"Code=={_where_string(code)}"})

@@ -390,8 +390,12 @@ def pull_products(
                 on_page(report)
             ctx.heartbeat("pull-products")
         if stream == "products" and connector.capabilities.full_catalogue_call:
-            # One call read the whole catalogue: whatever is missing from it has vanished.
-            _flag_missing(ctx, seen_ids, report)
+            if report.errors:
+                # an unreadable record may be one of ours: nothing is a ghost on this evidence
+                log.warning("ghost check skipped: the catalogue had unreadable records")
+            else:
+                # One call read the whole catalogue: whatever is missing from it has vanished.
+                _flag_missing(ctx, seen_ids, report)
         if not ctx.dry_run:
             with ctx.store.session() as s:
                 final = min(newest, run_start) if newest else None
