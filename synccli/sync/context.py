@@ -25,6 +25,7 @@ from synccli.connectors.base import Connector
 from synccli.errors import (
     AuthError,
     BudgetExhausted,
+    ConfigError,
     LeaseBusy,
     ReauthRequired,
     SyncError,
@@ -50,10 +51,25 @@ R = TypeVar("R")
 
 def lease_ttl() -> timedelta:
     """How long a run's lease lasts before another run may take it over (renewed every page)."""
-    return timedelta(seconds=float(os.environ.get("SYNC_LEASE_SECONDS", "900")))
+    text = os.environ.get("SYNC_LEASE_SECONDS", "900")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 7 * 86400:
+        raise ConfigError(f"SYNC_LEASE_SECONDS must be a number of seconds, got {text!r}")
+    return timedelta(seconds=seconds)
+
+
+PROVIDERS = ("xero", "unleashed", "lightspeed")
 
 
 def connector_module(provider: str) -> Any:
+    """The connector module of a provider; an unknown one (a hand-edited row) is a config error."""
+    if provider not in PROVIDERS:
+        raise ConfigError(
+            f"unknown provider {provider!r} in the store: choose one of {', '.join(PROVIDERS)}"
+        )
     return importlib.import_module(f"synccli.connectors.{provider}")
 
 
@@ -159,11 +175,16 @@ def job_run(
     """
     clock = clock or SystemClock()
     owner = owner_id()
+    # Configuration first: a bad provider name, an unreadable secret or lease setting is exit 2
+    # with nothing written (no lease, no run row).
+    connector_module(conn.provider)
+    credentials(store, conn)
+    ttl = lease_ttl()
     if dry_run:
         yield JobContext(store, conn, clock, True, None, reserve, connector_factory)
         return
     if lease:
-        acquire_lease(store, job, conn.id, clock.now(), lease_ttl(), owner)
+        acquire_lease(store, job, conn.id, clock.now(), ttl, owner)
     run_id = start_run(store, job, conn.id, clock.now())
     ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory)
     outcome, error, counts = "ok", None, {}
