@@ -166,8 +166,11 @@ def test_sync_product_two_calls_and_dry_run_writes_nothing(world, cli, _isolated
     app = running.app
     target = app.catalogue.change_prices(app.tenant, 1)[0]
     db = _isolated_env / "synccli.db"
-    with store.engine.connect() as c:
-        c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = store.engine.raw_connection()  # outside any transaction: fold the WAL into the file
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
     store.dispose()
     before = db.read_bytes()
     calls = app.counters.total()

@@ -70,7 +70,12 @@ def make_engine(url: str, **kw: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+            # IMMEDIATE: a transaction that reads and then writes must not find, at its first
+            # write, that another process committed meanwhile (SQLITE_BUSY_SNAPSHOT fails at once,
+            # busy_timeout does not wait for it). Sessions are short and never span an API call.
+            conn.exec_driver_sql(
+                conn.get_execution_options().get("sqlite_begin", "BEGIN IMMEDIATE")
+            )
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kw)
