@@ -7,8 +7,10 @@ hosts share the connections between them. With ``--connection``, a busy lease is
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import typer
@@ -28,6 +30,20 @@ R = TypeVar("R")
 
 # When several connections fail differently, the most actionable code wins.
 _PRIORITY = [ExitCode.REAUTH, ExitCode.BUDGET, ExitCode.USAGE, ExitCode.FAILURE, ExitCode.BUSY]
+
+
+def round_slack() -> timedelta:
+    """How long before this ``--all`` run began another host's finished run still counts as this
+    round's (``SYNC_MIN_INTERVAL``, default 60; cron rounds lie minutes apart)."""
+    text = os.environ.get("SYNC_MIN_INTERVAL", "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86400:
+        raise UsageError(f"SYNC_MIN_INTERVAL must be a number of seconds, got {text!r}")
+    return timedelta(seconds=seconds)
+
 
 CONNECTION_OPT = typer.Option([], "--connection", "-c", help="Connection name (repeatable).")
 ALL_OPT = typer.Option(False, "--all", help="Every connection.")
@@ -75,10 +91,15 @@ def run_for_connections(
     st = state(ctx)
     store = st.store()
     outcomes: list[Outcome] = []
+    # Hosts that cron starts "at once" start seconds apart: a run another host finished shortly
+    # before this one began belongs to the same round.
+    round_start = SystemClock().now() - round_slack() if all_ else None
     for conn in select_connections(store, names, all_):
         with bind(job=job, connection=conn.name):
             try:
-                with job_run(store, job, conn, clock=SystemClock(), dry_run=dry_run) as jc:
+                with job_run(
+                    store, job, conn, clock=SystemClock(), dry_run=dry_run, round_start=round_start
+                ) as jc:
                     report = work(jc)
                     jc.counts = report
                 outcomes.append(Outcome(conn.name, report))

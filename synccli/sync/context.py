@@ -17,8 +17,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
+
+from sqlalchemy import select
 
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Connector
@@ -35,7 +37,7 @@ from synccli.logs import bind
 from synccli.store.connections import StoreTokenStore, credentials
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
-from synccli.store.models import Connection
+from synccli.store.models import Connection, Run
 from synccli.store.runs import (
     acquire_lease,
     finish_run,
@@ -149,6 +151,27 @@ class JobContext:
             )
 
 
+class AlreadyDone(LeaseBusy):
+    """Another process already did this round's work for the connection (``--all``)."""
+
+
+def _done_since(store: Store, job: str, connection_id: int, since: datetime) -> bool:
+    with store.session() as s:
+        return (
+            s.scalar(
+                select(Run.id)
+                .where(
+                    Run.connection_id == connection_id,
+                    Run.job == job,
+                    Run.outcome == "ok",
+                    Run.ended_at >= since,
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+
 OUTCOMES: dict[type[SyncError], str] = {
     BudgetExhausted: "budget",
     ReauthRequired: "reauth",
@@ -168,10 +191,13 @@ def job_run(
     lease: bool = True,
     connector_factory: Callable[[JobContext], Connector] | None = None,
     reserve: int = 0,
+    round_start: datetime | None = None,
 ) -> Iterator[JobContext]:
     """Hold the (job, connection) lease, record a run row, and close it with the outcome.
 
-    A dry run takes no lease and writes no run row: it writes nothing at all.
+    With ``round_start`` (``--all``: several hosts share the connections), a connection whose job
+    another process finished after this round began is skipped (``AlreadyDone``): the job runs
+    once a round, not once per host. A dry run takes no lease and writes no run row.
     """
     clock = clock or SystemClock()
     owner = owner_id()
@@ -185,6 +211,9 @@ def job_run(
         return
     if lease:
         acquire_lease(store, job, conn.id, clock.now(), ttl, owner)
+        if round_start is not None and _done_since(store, job, conn.id, round_start):
+            release_lease(store, job, conn.id, owner)
+            raise AlreadyDone(f"{job} already ran for {conn.name} in this round")
     run_id = start_run(store, job, conn.id, clock.now())
     ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory)
     outcome, error, counts = "ok", None, {}
