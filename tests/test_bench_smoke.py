@@ -1,0 +1,79 @@
+"""The benchmark scripts run from a fresh checkout with one command each (bench/*.py, README's
+`make bench`): here with tiny parameters, so CI proves they still run and their figures hold
+together. The real figures are in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROVIDERS = {"xero", "unleashed", "lightspeed"}
+
+pytestmark = pytest.mark.slow
+
+
+def bench(script: str, *args: str, timeout: float = 120) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_month_simulates_two_days_of_the_crontab_for_every_provider() -> None:
+    doc = bench(
+        "month.py",
+        *("--days", "2", "--warmup", "0", "--products", "300", "--customers", "100"),
+        *("--orders", "10", "--jobs", "2"),
+    )
+    assert {r["provider"] for r in doc["results"]} == PROVIDERS
+    for r in doc["results"]:
+        name = r["provider"]
+        assert not r["bugs"], (name, r["bugs"])
+        jobs = r["jobs"]
+        assert jobs["pull-products"]["runs"] == 2 * 48, name  # */30 from crontab.example
+        assert all(j["calls"] == j["calls_db"] for j in jobs.values()), name  # runs.calls agrees
+        assert r["sandbox"]["api_calls"] == r["calls"], name  # and so does the sandbox
+        assert r["sandbox"]["throttled_429"] == 0, name
+        inv = r["invoices"]
+        assert inv["orders"] == inv["posted"] == inv["remote_invoices"] == 20, (name, inv)
+        assert inv["duplicated"] == inv["lost"] == 0 and inv["unique_numbers"], (name, inv)
+        assert inv["rejected_then_fixed"] == 2, (name, inv)  # rejected once, fixed, posted
+        assert r["naive_invoices"]["duplicated"] == 0, name
+        fresh = r["freshness"]["all"]
+        assert fresh["changes"] > 0 and fresh["worst_min"] <= 30, (name, fresh)  # pulls */30
+        assert r["plan_per_month"] > 0 and r["naive_per_month"] > r["calls_per_month"], name
+
+
+def test_throughput_pulls_2000_products_and_times_the_xero_sdk() -> None:
+    doc = bench("throughput.py", "--products", "2000", "--repeat", "1")
+    stores = {"sqlite", "postgresql"} if os.environ.get("SYNC_TEST_POSTGRES_URL") else {"sqlite"}
+    assert {(p["provider"], p["store"]) for p in doc["pulls"]} == {
+        (provider, store) for provider in PROVIDERS for store in stores
+    }
+    for p in doc["pulls"]:
+        assert p["items"] == p["stored"] == p["with_stock"] == 2000, p
+        assert p["items_per_s"] > 0 and p["peak_rss_mb"] > 0, p
+    assert doc["fetch"]["ours"]["items"] == doc["fetch"]["sdk"]["items"] == 2000
+    assert doc["fetch"]["ratio"] > 0
+
+
+def test_ratelimit_posts_30_invoices_within_the_minute_limit() -> None:
+    doc = bench("ratelimit.py", "--invoices", "30", "--time-scale", "600")
+    assert [r["via"] for r in doc["results"]] == ["connector", "job", "job (batched)"]
+    for r in doc["results"]:
+        assert r["posted_remote"] == 30 and r["duplicated"] == 0, r
+        assert r["throttled_429"] == 0, r
+    assert doc["results"][0]["requests"] == 30  # one PUT per invoice through the connector
