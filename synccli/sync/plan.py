@@ -39,8 +39,9 @@ MODELS = {
         "xero", 5000, None, None, None, 1000, None, 1, post_calls=1, invoice_batch=50
     ),
     "unleashed": ProviderModel("unleashed", None, 15000, 1000, 1000, 1000, 100, 2, post_calls=1),
+    # A sale is looked up by reference only after an unclear answer, not before every post.
     "lightspeed": ProviderModel(
-        "lightspeed", None, None, 100, 100, 100, 100, 1, post_calls=2, per_run_overhead=1
+        "lightspeed", None, None, 100, 100, 100, 100, 1, post_calls=1, per_run_overhead=1
     ),
 }
 
