@@ -34,8 +34,8 @@ _PRIORITY = [ExitCode.REAUTH, ExitCode.BUDGET, ExitCode.USAGE, ExitCode.FAILURE,
 
 def round_slack() -> timedelta:
     """How long before this ``--all`` run began another host's finished run still counts as this
-    round's (``SYNC_MIN_INTERVAL``, default 60; cron rounds lie minutes apart)."""
-    text = os.environ.get("SYNC_MIN_INTERVAL", "60")
+    round's (``SYNC_MIN_INTERVAL``, default 30; cron rounds lie minutes apart)."""
+    text = os.environ.get("SYNC_MIN_INTERVAL", "30")
     try:
         seconds = float(text)
     except ValueError:

@@ -42,7 +42,8 @@ class SyncGroup(TyperGroup):
         except Exception as exc:  # a bug: say so in one line, the traceback only with -v
             if type(exc).__module__.startswith(("typer", "click")):
                 raise  # usage errors, --help and exits: the CLI framework renders them
-            output.error_line(f"internal error: {exc.__class__.__name__}: {exc}")
+            first = (str(exc).splitlines() or [""])[0][:300]  # not the SQL and its parameters
+            output.error_line(f"internal error: {exc.__class__.__name__}: {first}")
             state = ctx.find_object(AppState)
             if state is not None and state.verbosity > 0:
                 sys.stderr.write(secrets.redact(traceback.format_exc()))

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
@@ -367,25 +368,38 @@ def pull_products(
             if stream == "products":
                 seen_ids.update(r.remote_id for r in page.records)
             now = ctx.clock.now()
-            with ctx.store.session() as s:
-                applier = _Applier(ctx, s, now, report.changes)
-                if stream == "products":
-                    report.seen += len(page.records)
-                    applier.apply_products(page.records, report)
-                else:
-                    applier.apply_stock(page.records, report)
-                report.deactivated += applier.deactivated
-                report.errors.extend(page.errors)
-                stamps = [r.updated_at for r in page.records if r.updated_at]
-                if stamps:
-                    newest = max([newest, *stamps]) if newest else max(stamps)
-                if not ctx.dry_run and page.cursor is not None:
-                    # never past the run's start: records changed while we read come next time
-                    advance_cursor(
-                        s, ctx.connection.id, stream, min(page.cursor, run_start), now, page.number
+            for attempt in (1, 2):
+                mark = _Mark.of(report)
+                try:
+                    with ctx.store.session() as s:
+                        applier = _Applier(ctx, s, now, report.changes)
+                        if stream == "products":
+                            report.seen += len(page.records)
+                            applier.apply_products(page.records, report)
+                        else:
+                            applier.apply_stock(page.records, report)
+                        report.deactivated += applier.deactivated
+                        report.errors.extend(page.errors)
+                        if not ctx.dry_run and page.cursor is not None:
+                            # never past the run's start: records changed while we read come
+                            # next time
+                            cursor = min(page.cursor, run_start)
+                            advance_cursor(s, ctx.connection.id, stream, cursor, now, page.number)
+                        if ctx.dry_run:
+                            s.rollback()
+                    break
+                except IntegrityError:
+                    # post-invoices linked or created one of these products (by SKU, at sale
+                    # time) between our read and our write: apply the page again over that
+                    mark.restore(report)
+                    if attempt == 2:
+                        raise
+                    log.info(
+                        "page %d: a product was linked meanwhile; applying it again", page.number
                     )
-                if ctx.dry_run:
-                    s.rollback()
+            stamps = [r.updated_at for r in page.records if r.updated_at]
+            if stamps:
+                newest = max([newest, *stamps]) if newest else max(stamps)
             if on_page:
                 on_page(report)
             ctx.heartbeat("pull-products")
@@ -393,6 +407,12 @@ def pull_products(
             if report.errors:
                 # an unreadable record may be one of ours: nothing is a ghost on this evidence
                 log.warning("ghost check skipped: the catalogue had unreadable records")
+            elif not _plausible_catalogue(ctx, len(seen_ids)):
+                # an empty or truncated answer must not turn the whole catalogue into ghosts
+                report.errors.append(
+                    f"ghost check skipped: the provider listed {len(seen_ids)} products, under "
+                    "half of those linked; the sweep will check them one batch at a time"
+                )
             else:
                 # One call read the whole catalogue: whatever is missing from it has vanished.
                 _flag_missing(ctx, seen_ids, report)
@@ -405,6 +425,45 @@ def pull_products(
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+@dataclass
+class _Mark:
+    """A report's counts before a page, to undo a page that is applied again."""
+
+    seen: int
+    changed: int
+    new: int
+    deactivated: int
+    changes: int
+    errors: int
+
+    @classmethod
+    def of(cls, r: PullReport) -> _Mark:
+        return cls(r.seen, r.changed, r.new, r.deactivated, len(r.changes), len(r.errors))
+
+    def restore(self, r: PullReport) -> None:
+        r.seen, r.changed, r.new = self.seen, self.changed, self.new
+        r.deactivated = self.deactivated
+        del r.changes[self.changes :]
+        del r.errors[self.errors :]
+
+
+def _plausible_catalogue(ctx: JobContext, listed: int) -> bool:
+    with ctx.store.session() as s:
+        linked = (
+            s.scalar(
+                select(func.count())
+                .select_from(Link)
+                .where(
+                    Link.connection_id == ctx.connection.id,
+                    Link.kind == KIND,
+                    Link.state != "ghost",
+                )
+            )
+            or 0
+        )
+    return linked < 20 or listed * 2 >= linked
 
 
 def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
