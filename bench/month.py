@@ -1253,7 +1253,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parallel(providers: list[str], args: argparse.Namespace, argv: list[str]) -> list[dict]:
     base = [a for a in argv if not a.startswith("--provider") and a not in common.PROVIDERS]
-    out_dir = Path(tempfile.mkdtemp(prefix="synccli-month-"))
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-month-"))
     pending: list[tuple[str, subprocess.Popen, Path]] = []
     results: dict[str, dict] = {}
     queue = list(providers)
