@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from synccli.config import load_settings  # noqa: E402
 from synccli.store.db import Store, make_engine  # noqa: E402
-from synccli.sync.plan import JOBS, Entry, parse_crontab  # noqa: E402
+from synccli.sync.plan import JOBS, Entry, _field_values, parse_crontab  # noqa: E402
 
 PROVIDERS = ("xero", "unleashed", "lightspeed")
 # Sandbox time scale (and the same on the connection): short limit windows (Xero's minute,
@@ -107,27 +107,6 @@ class CronRun:
     argument: str | None
 
 
-def _field(spec: str, low: int, high: int) -> list[int]:
-    """One cron time field: ``*``, ``*/n``, ``a-b``, ``a-b/n``, ``a,b``, ``a/n``."""
-    values: set[int] = set()
-    for part in spec.split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            step = int(step_text)
-        if part == "*":
-            start, end = low, high
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            start, end = int(a), int(b)
-        else:
-            start = end = int(part)
-            if step != 1:
-                end = high
-        values.update(range(start, end + 1, step))
-    return sorted(v for v in values if low <= v <= high)
-
-
 def cron_runs(crontab: str) -> tuple[list[Entry], list[CronRun]]:
     """The synccli job lines of a crontab: plan's entries (``parse_crontab``) and every run of a
     day at its minute. Day-of-month, month and weekday fields must be ``*`` (a daily schedule)."""
@@ -150,8 +129,8 @@ def cron_runs(crontab: str) -> tuple[list[Entry], list[CronRun]]:
             i = words.index(job)
             argument = words[i + 1] if i + 1 < len(words) else None
         order += 1
-        for h in _field(parts[1], 0, 23):
-            for m in _field(parts[0], 0, 59):
+        for h in _field_values(parts[1], 0, 23):
+            for m in _field_values(parts[0], 0, 59):
                 runs.append(CronRun(h * 60 + m, order, job, argument))
     runs.sort(key=lambda r: (r.minute, r.order))
     per_job = {e.job: e.runs_per_day for e in entries}
