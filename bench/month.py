@@ -324,11 +324,12 @@ class Naive:
         self.cursors["cust"] = now
         self._count("link-customers", conn)
 
-    def sweep(self) -> None:
+    def sweep(self, n: int | None = None) -> None:
+        """The ``n`` products swept longest ago (the seed's 10 by default)."""
         conn = self.connector()
         now = self.clock.now()
         oldest = sorted(self.swept, key=lambda r: (self.swept[r] is not None, self.swept[r], r))
-        for rid in oldest[: self.SWEEP]:
+        for rid in oldest[: self.SWEEP if n is None else n]:
             state = self._get_product(conn, rid)
             if state in ("gone", "archived"):
                 self.ghosts_found.setdefault(rid, now)
@@ -773,7 +774,9 @@ class Month:
                     jc.counts = product_jobs.pull_products(jc)
                 elif job == "sweep-oldest":
                     n = self.sweep_n(jc, argument)
-                    self.sweep_sizes.append(n)
+                    self._last_sweep = n
+                    if record:
+                        self.sweep_sizes.append(n)
                     jc.counts = product_jobs.sweep_oldest(jc, n)
                 elif job == "link-customers":
                     jc.counts = customer_jobs.link_customers(jc)
@@ -831,13 +834,23 @@ class Month:
             self.fix_scheduled.add(number)
             self.push(now + FIX_DELAY, P_FIX, "fix", number)
 
+    def naive_sweep_n(self) -> int:
+        """``--naive-sweep``: the seed's 10, a number, or ``equal``: the coverage the target
+        asks of us, every product within 7 days (a seventh of the catalogue a day), which is
+        what our sweep checks on Unleashed and Lightspeed (Xero's checks all of it daily)."""
+        choice = self.args.naive_sweep
+        if choice == "equal":
+            assert self.naive is not None
+            return math.ceil(len(self.naive.swept) / 7)
+        return int(choice)
+
     def naive_job(self, job: str) -> None:
         started = time.perf_counter()
         assert self.naive is not None
         try:
             {
                 "pull-products": self.naive.pull,
-                "sweep-oldest": self.naive.sweep,
+                "sweep-oldest": lambda: self.naive.sweep(self.naive_sweep_n()),
                 "link-customers": self.naive.link_customers,
                 "post-invoices": self.naive.post_invoices,
             }[job]()
@@ -911,6 +924,7 @@ class Month:
             if naive_total and total_month
             else None,
             "naive_ghosts_found": len(self.naive.ghosts_found) if self.naive else None,
+            "naive_sweep": self.args.naive_sweep,
             "naive_errors": dict(self.naive.errors) if self.naive else None,
             "sandbox": self.sandbox_counts,
             "jobs": jobs,
@@ -967,13 +981,15 @@ class Month:
             "not_posted_at_end": sum(1 for n in ours if remote[n] == 0),
         }
 
-    def sandbox_snapshot(self) -> tuple[int, int]:
+    def sandbox_snapshot(self) -> tuple[int, int, dict[str, int]]:
         c = self.app.counters
         with c.lock:
-            calls = sum(
-                n for (_, ep), n in c.calls.items() if not ep.startswith(common.AUTH_ENDPOINTS)
-            )
-            return calls, c.throttled
+            by = {
+                f"{m} {ep}": n
+                for (m, ep), n in c.calls.items()
+                if not ep.startswith(common.AUTH_ENDPOINTS)
+            }
+            return sum(by.values()), c.throttled, by
 
 
 def _spread(values: list[int]) -> dict[str, Any] | None:
@@ -997,6 +1013,11 @@ def simulate(provider: str, args: argparse.Namespace) -> dict[str, Any]:
                 "api_calls": after[0] - sim.before[0],
                 "throttled_429": after[1] - sim.before[1],
                 "unleashed_quota_used": (sim.app.calls_used() if provider == "unleashed" else None),
+                "by_endpoint": {
+                    k: n - sim.before[2].get(k, 0)
+                    for k, n in sorted(after[2].items())
+                    if n - sim.before[2].get(k, 0)
+                },
             }
             sim.close()
             return sim.results(time.perf_counter() - wall0)
@@ -1012,7 +1033,7 @@ def render(results: list[dict[str, Any]], info: dict[str, str], args: argparse.N
     out.append(
         f"bench/month.py: {args.days} simulated day(s) of {args.crontab}, seed {args.seed}, "
         f"{args.products} products, {args.customers} customers, {args.orders} orders/day, "
-        f"sweep={args.sweep}"
+        f"sweep={args.sweep}, naive sweep={args.naive_sweep}"
     )
     out.append(
         f"machine: {info['uname']}; nproc {info['nproc']}; Python {info['python']}; "
@@ -1206,6 +1227,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--faults", default=None, help="sandbox fault spec, e.g. 'lost:0.02@PUT'")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive strategy")
     ap.add_argument(
+        "--naive-sweep",
+        default="equal",
+        help="products the naive strategy sweeps a day: equal (default: every product within 7 "
+        "days, the coverage the target asks of us), or a number (10 is the seed's)",
+    )
+    ap.add_argument(
         "--database-url",
         default=None,
         help="PostgreSQL URL (a throwaway schema is used); default: SQLite in a "
@@ -1224,6 +1251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--days must be at least 1")
     if args.sweep not in ("cron", "auto", "plan") and not args.sweep.isdigit():
         ap.error("--sweep is cron, auto, plan or a number")
+    if args.naive_sweep != "equal" and not args.naive_sweep.isdigit():
+        ap.error("--naive-sweep is equal or a number")
     return args
 
 
