@@ -209,3 +209,55 @@ def test_prefix_code_never_links_the_wrong_product(provider: str, store: Store) 
             assert link.remote_id in (exact.id, str(exact.seq))
             assert link.remote_id not in (longer.id, str(longer.seq))
             assert local.price == Decimal("5.00")
+
+
+@pytest.mark.parametrize("world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])
+def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(world) -> None:
+    """Unleashed: today's share (715 of 5,000) by id is 8 + 8 batches of 100; the whole catalogue
+    is 5 + 5 pages of 1,000. `sweep-oldest auto` takes the cheaper road and checks everything."""
+    store, running, conn = world
+    pull(store, conn)
+    app = running.app
+    deleted = app.catalogue.delete(app.tenant, 4)
+    archived = app.catalogue.archive(app.tenant, 3)
+    silent = app.catalogue.tenant(app.tenant).products
+    quiet = next(p for p in silent.values() if not p.archived)
+    quiet.price = quiet.price + Decimal("1.00")  # changed with no timestamp moving
+    CLOCK.advance(hours=4)
+    with job_run(store, "sweep-oldest", conn, clock=CLOCK) as jc:
+        n = products.sweep_budget(jc)
+        calls = app.counters.total()
+        report = products.sweep_oldest(jc, n)
+        jc.counts = report
+    assert n == 5000
+    assert app.counters.total() - calls == 10
+    assert report.swept == 5000
+    states = {g["sku"]: g["state"] for g in report.ghosts}
+    assert {p.code: "ghost" for p in deleted}.items() <= states.items()
+    assert {p.code: "archived" for p in archived}.items() <= states.items()
+    with store.session() as s:
+        assert s.scalar(select(Product.price).where(Product.sku == quiet.code)) == quiet.price
+        never = s.scalar(
+            select(func.count()).select_from(Link).where(Link.last_synced_at < CLOCK.now())
+        )
+    assert never == 0  # every link stamped by this one sweep
+
+    # A listing under half the linked catalogue (an outage, a wrong filter) flags nothing.
+    gone = app.catalogue.delete(app.tenant, 3000)
+    CLOCK.advance(hours=4)
+    report = sweep(store, conn, 5000)
+    assert not [g for g in report.ghosts if g["state"] == "ghost"]
+    with store.session() as s:
+        ghosts = s.scalar(select(func.count()).select_from(Link).where(Link.state == "ghost"))
+    assert ghosts == len(deleted)
+    assert len(gone) == 3000
+
+
+@pytest.mark.parametrize("world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])
+def test_small_sweep_still_goes_by_id(world) -> None:
+    store, running, conn = world
+    pull(store, conn)
+    calls = running.app.counters.total()
+    report = sweep(store, conn, 100)
+    assert report.swept == 100
+    assert running.app.counters.total() - calls == 2

@@ -44,6 +44,7 @@ class Capabilities:
     limits: Limits
     full_catalogue_call: bool = False  # one call lists every product (Xero Items)
     invoice_batch: int = 1  # invoices one post call may carry (Xero: a plural envelope)
+    catalogue_page: int | None = None  # products a page when listing the whole catalogue
 
 
 @dataclass

@@ -292,6 +292,7 @@ class LightspeedConnector(Connector):
         idempotency_keys=False,
         cursor_overlap=timedelta(seconds=2),  # timeStamp has whole seconds; the filter is ">"
         limits=LIMITS,
+        catalogue_page=PAGE_LIMIT,
     )
 
     def __init__(

@@ -205,6 +205,7 @@ class UnleashedConnector(Connector):
         idempotency_keys=True,  # the sales order Guid is derived from the key; re-POST updates
         cursor_overlap=timedelta(hours=14),
         limits=Limits(per_month=15000),
+        catalogue_page=PAGE_SIZE,
     )
 
     def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:

@@ -32,16 +32,29 @@ class ProviderModel:
     create_customer: int = 1
     per_run_overhead: float = 0.0  # post-invoices: reads once per run (e.g. tax categories)
     invoice_batch: int = 1  # invoices one post call carries
+    catalogue_page: int | None = None  # products a page when a sweep lists the whole catalogue
 
 
 MODELS = {
     "xero": ProviderModel(
         "xero", 5000, None, None, None, 1000, None, 1, post_calls=1, invoice_batch=50
     ),
-    "unleashed": ProviderModel("unleashed", None, 15000, 1000, 1000, 1000, 100, 2, post_calls=1),
+    "unleashed": ProviderModel(
+        "unleashed", None, 15000, 1000, 1000, 1000, 100, 2, post_calls=1, catalogue_page=1000
+    ),
     # A sale is looked up by reference only after an unclear answer, not before every post.
     "lightspeed": ProviderModel(
-        "lightspeed", None, None, 100, 100, 100, 100, 1, post_calls=1, per_run_overhead=1
+        "lightspeed",
+        None,
+        None,
+        100,
+        100,
+        100,
+        100,
+        1,
+        post_calls=1,
+        per_run_overhead=1,
+        catalogue_page=100,
     ),
 }
 
@@ -205,11 +218,20 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             note = f"{per_run} call(s) a run"
         elif entry.job == "sweep-oldest":
             n = _sweep_n(entry.argument, m, merchant, schedule)
-            batches = 1 if m.lookup_batch is None else math.ceil(n / m.lookup_batch)
-            per_run = batches * m.sweep_calls_per_batch if n else 0
+            per_run = _by_id_calls(m, n)
             calls = per_run * runs
-            sweep_per_day += (merchant.products if m.lookup_batch is None else n) * runs
+            covered = (merchant.products if m.lookup_batch is None else n) * runs
             note = f"{n} products a run, {per_run} call(s)"
+            full = _catalogue_calls(m, merchant.products)
+            auto = not (entry.argument and entry.argument.isdigit())
+            # `auto`: the day's share is done by the first run, which lists the whole
+            # catalogue instead when that costs fewer calls (the later runs find it done)
+            share = math.ceil(merchant.products / SWEEP_DAYS) if auto else n
+            if full is not None and n and full < _by_id_calls(m, share):
+                passes = 1 if auto else runs
+                calls, covered = full * passes, merchant.products * passes
+                note = f"the whole catalogue ({merchant.products}), {full} call(s)"
+            sweep_per_day += covered
         elif entry.job == "link-customers":
             per_run = _pages(merchant.new_customers_per_day / runs, m.customer_page)
             calls = per_run * runs
@@ -257,6 +279,18 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             f"the whole catalogue is swept only every {report.sweep_days} days (aim: 7)"
         )
     return report
+
+
+def _by_id_calls(m: ProviderModel, n: int) -> int:
+    batches = 1 if m.lookup_batch is None else math.ceil(n / m.lookup_batch)
+    return batches * m.sweep_calls_per_batch if n else 0
+
+
+def _catalogue_calls(m: ProviderModel, products: int) -> int | None:
+    """Calls to list the whole catalogue page by page (None where not modelled)."""
+    if not m.catalogue_page or m.lookup_batch is None:
+        return None
+    return max(1, math.ceil(products / m.catalogue_page)) * m.sweep_calls_per_batch
 
 
 def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: list[Entry]) -> int:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
-from synccli.connectors.base import RemoteProduct, RemoteStock
+from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Link, Product, Run
 from synccli.store.sync_state import (
@@ -549,11 +549,30 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
     days = float((ctx.connection.settings or {}).get("sweep_days") or 7)
     want = max(0, math.ceil(links / days) - swept_today)
     per_day = limits.per_day or (math.floor(limits.per_month / 30) if limits.per_month else None)
-    if per_day is None:  # a leaky bucket refills: no day budget to keep within
+    left = None if per_day is None else max(0, per_day - used - reserve_invoices - reserve_pulls)
+    affordable = left is None or left >= _catalogue_read_calls(caps, links)
+    if want and affordable and _catalogue_read_pays(caps, links, want):
+        return links  # the whole catalogue in pages costs fewer calls than today's id batches
+    if left is None:  # a leaky bucket refills: no day budget to keep within
         return want
-    left = max(0, per_day - used - reserve_invoices - reserve_pulls)
     calls_per_batch = 1 if caps.stock_in_product else 2
     return min(want, (left // calls_per_batch) * (caps.lookup_batch or links))
+
+
+def _catalogue_read_calls(caps: Capabilities, links: int) -> int:
+    """Calls to list the whole catalogue (and its stock) page by page."""
+    pages = max(1, math.ceil(links / (caps.catalogue_page or 1)))
+    return pages * (1 if caps.stock_in_product else 2)
+
+
+def _catalogue_read_pays(caps: Capabilities, links: int, n: int) -> bool:
+    """Whether listing the whole catalogue costs fewer calls than fetching ``n`` products by id
+    (Unleashed: 5,000 products and their stock are 5 + 5 pages of 1,000, while 715 ids are 8 + 8
+    batches of 100). At equal cost the id batches win: a sweep then checks what was asked."""
+    if not caps.catalogue_page or not caps.lookup_batch or caps.full_catalogue_call:
+        return False
+    by_id = math.ceil(min(n, links) / caps.lookup_batch) * (1 if caps.stock_in_product else 2)
+    return _catalogue_read_calls(caps, links) < by_id
 
 
 def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
@@ -566,6 +585,13 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
     started = time.perf_counter()
     report = SweepReport(requested=n, dry_run=ctx.dry_run)
     connector = ctx.connector
+    with ctx.store.session() as s:
+        links = _linked_count(s, ctx.connection.id)
+    if n > 0 and _catalogue_read_pays(connector.capabilities, links, n):
+        _sweep_catalogue(ctx, report)
+        report.calls = ctx.calls
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
     with ctx.store.session() as s:
         picked = [
             (lk.id, lk.remote_id, lk.local_id) for lk in oldest_links(s, ctx.connection.id, KIND, n)
@@ -611,6 +637,77 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _linked_count(s: Session, connection_id: int) -> int:
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Link)
+            .where(Link.connection_id == connection_id, Link.kind == KIND)
+        )
+        or 0
+    )
+
+
+def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
+    """Sweep every linked product by listing the whole catalogue (and its stock) page by page.
+
+    Chosen when that costs fewer calls than the id batches would. Each page is applied like a
+    pull page (which stamps the links it saw); a product missing from a complete, plausible
+    listing has vanished, so it is flagged as a ghost, like the pull does after Xero's one-call
+    catalogue. Cursors do not move: this is a check, not a pull.
+    """
+    connector = ctx.connector
+    caps = connector.capabilities
+    seen: set[str] = set()
+    errors: list[str] = []
+    streams: list[tuple[str, Callable[[datetime | None], Any]]] = [
+        ("products", connector.changed_products)
+    ]
+    if not caps.stock_in_product:
+        streams.append(("stock", connector.changed_stock))
+    for stream, fetch in streams:
+        for page in fetch(None):
+            now = ctx.clock.now()
+            with ctx.store.session() as s:
+                applier = _Applier(ctx, s, now, report.changes)
+                counter = PullReport()
+                if stream == "products":
+                    applier.apply_products(page.records, counter)
+                    seen.update(r.remote_id for r in page.records)
+                    inactive = [r for r in page.records if not r.active]
+                    if inactive:
+                        linked = links_for(
+                            s, ctx.connection.id, KIND, [r.remote_id for r in inactive]
+                        )
+                        report.ghosts.extend(
+                            {"sku": r.code, "remote_id": r.remote_id, "state": "archived"}
+                            for r in inactive
+                            if r.remote_id in linked
+                        )
+                else:
+                    applier.apply_stock(page.records, counter)
+                report.changed += counter.changed
+                errors.extend(page.errors)
+                if ctx.dry_run:
+                    s.rollback()
+            ctx.heartbeat("sweep-oldest")
+    with ctx.store.session() as s:
+        linked = _linked_count(s, ctx.connection.id)
+    flagged = PullReport(dry_run=ctx.dry_run)
+    if errors:
+        # an unreadable record may be one of ours: nothing is a ghost on this evidence
+        log.warning("ghost check skipped: the catalogue had %d unreadable records", len(errors))
+    elif not _plausible_catalogue(ctx, len(seen)):
+        log.warning(
+            "ghost check skipped: the provider listed %d products, under half of those linked",
+            len(seen),
+        )
+    else:
+        _flag_missing(ctx, seen, flagged)
+    report.ghosts.extend(flagged.ghosts)
+    report.swept = linked
 
 
 def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
