@@ -826,3 +826,69 @@ def test_xero_posts_up_to_fifty_invoices_a_call_each_once(store: Store) -> None:
         numbers = [inv.number for inv in remote_invoices(running)]
         assert len(numbers) == len(set(numbers)) == 119
         assert job_states(store, conn) == {"posted": 119, "failed": 1}
+
+
+# --- lists kept between runs --------------------------------------------------------------------
+def test_lightspeed_tax_categories_are_read_once_a_day_not_once_a_run(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posting every two hours used to spend a TaxCategory read on every run (360 calls a month).
+    The list is kept in the store for a day; a code it lacks, or a sale refused while using it,
+    reads it again."""
+    from synccli.sandbox import lightspeed as ls_sandbox
+
+    clock = SimClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+
+    def reads(running: harness.Running) -> int:
+        return running.app.counters.total("GET", "TaxCategory")
+
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+
+        def post(prefix: str, tax: str = "GST") -> invoices.PostReport:
+            batch = make_orders(running, "lightspeed", 2, prefix=prefix, new_products=0)
+            for order in batch.orders:
+                for line in order["lines"]:
+                    line["tax_code"] = tax
+            add_orders(store, conn, batch.jsonl(), now=clock.now())
+            report = run_post(store, conn, clock=clock)
+            assert report.posted == 2, report
+            return report
+
+        def categories_sent(prefix: str) -> set[str]:
+            lines = []
+            for sale in remote_invoices(running):
+                if sale.number.startswith(prefix + "-"):
+                    found = sale.body["SaleLines"]["SaleLine"]
+                    lines += found if isinstance(found, list) else [found]
+            return {line["taxCategoryID"] for line in lines}
+
+        post("A")
+        assert reads(running) == 1
+        clock.advance(hours=2)
+        post("B")
+        assert reads(running) == 1  # the kept list served the second run
+
+        # A category added in Lightspeed since: the kept list lacks it, so it is read again.
+        categories = [*ls_sandbox.TAX_CATEGORIES, ("4", "GST Export", Decimal("0.15"))]
+        monkeypatch.setattr(ls_sandbox, "TAX_CATEGORIES", categories)
+        clock.advance(hours=2)
+        post("C", tax="GST Export")
+        assert reads(running) == 2
+        assert categories_sent("C") == {"4"}
+
+        # GST moved to a new id: the sale with the kept id is refused, the list read again and
+        # the sale sent once more; nothing is posted twice.
+        moved = [("5", "GST", Decimal("0.15")), *categories[1:]]
+        monkeypatch.setattr(ls_sandbox, "TAX_CATEGORIES", moved)
+        clock.advance(hours=2)
+        post("D")
+        assert reads(running) == 3
+        assert categories_sent("D") == {"5"}
+        numbers = [i.number for i in remote_invoices(running)]
+        assert len(numbers) == len(set(numbers)) == 8
+
+        # A day later the list is read again even though nothing put it in doubt.
+        clock.advance(hours=25)
+        post("E")
+        assert reads(running) == 4

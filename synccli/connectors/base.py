@@ -216,6 +216,16 @@ class Connector(ABC):
                 results.append(err)
         return results
 
+    # lists kept between runs ---------------------------------------------------------------
+    def prime(self, name: str, value: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Hand the connector a list an earlier run read (see :meth:`reference_lists`). It may
+        be stale: a connector re-reads a list that lacks what it is asked for."""
+
+    def reference_lists(self) -> dict[str, dict[str, Any]]:
+        """Lists this run read afresh, by name, for the store to keep for later runs. Most
+        providers keep none."""
+        return {}
+
     # operations ----------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
         """One cheap authenticated call for ``doctor``; returns the response's Date header."""

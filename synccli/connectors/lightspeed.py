@@ -87,6 +87,7 @@ DEFAULT_BASE_URL = "https://api.lightspeedapp.com"
 DEFAULT_AUTH_URL = "https://cloud.lightspeedapp.com"
 DEFAULT_SCOPE = "employee:all"
 PAGE_LIMIT = 100
+TAX_LIST = "tax_categories"  # the name its copy is kept under between runs
 IN_LIMIT = 100
 CENT = Decimal("0.01")
 LIMITS = Limits(bucket_size=90, drip_per_second=1)
@@ -308,6 +309,8 @@ class LightspeedConnector(Connector):
             str(self.settings["account_id"]) if self.settings.get("account_id") else None
         )
         self._tax_categories: dict[str, tuple[str, Decimal]] | None = None
+        # where the table came from: "store" (kept from an earlier run) or "read" (this run)
+        self._tax_source = "none"
 
     # account ------------------------------------------------------------------------------------
     @property
@@ -532,6 +535,25 @@ class LightspeedConnector(Connector):
         """POST a completed Sale. Lightspeed has no idempotency key (``idempotency_key`` is not
         sent); the job looks the sale up by number with :meth:`find_invoice` before re-posting."""
         categories = self.tax_categories()
+        codes = {line.tax_code for line in invoice.lines if line.tax_code}
+        if self._tax_source == "store" and not all(self._knows(c, categories) for c in codes):
+            categories = self.tax_categories(fresh=True)  # a category added since we kept it
+        try:
+            return self._post_sale(invoice, categories)
+        except Rejected:
+            if self._tax_source != "store":
+                raise
+            # Refused while using a kept table: it may name a category since changed. Read it
+            # again; if it did change, the refused sale (nothing was created) goes once more.
+            kept = categories
+            categories = self.tax_categories(fresh=True)
+            if categories == kept:
+                raise
+            return self._post_sale(invoice, categories)
+
+    def _post_sale(
+        self, invoice: InvoiceDraft, categories: dict[str, tuple[str, Decimal]]
+    ) -> PostedInvoice:
         lines: list[dict[str, Any]] = []
         computed = Decimal(0)
         for line in invoice.lines:
@@ -583,9 +605,10 @@ class LightspeedConnector(Connector):
         posted, _ = self._sale_row(rows[0])
         return posted
 
-    def tax_categories(self) -> dict[str, tuple[str, Decimal]]:
-        """tax1Name -> (taxCategoryID, tax1Rate), read once per connector."""
-        if self._tax_categories is None:
+    def tax_categories(self, *, fresh: bool = False) -> dict[str, tuple[str, Decimal]]:
+        """tax1Name -> (taxCategoryID, tax1Rate): read once per run, or taken from an earlier
+        run's copy (:meth:`prime`); ``fresh`` reads it again."""
+        if self._tax_categories is None or fresh:
             table: dict[str, tuple[str, Decimal]] = {}
             for page in self._pages("TaxCategory", [], lambda r: r, cursor_field=None):
                 for row in page.records:
@@ -595,7 +618,28 @@ class LightspeedConnector(Connector):
                         dec(row.get("tax1Rate")) or Decimal(0),
                     )
             self._tax_categories = table
+            self._tax_source = "read"
         return self._tax_categories
+
+    def prime(self, name: str, value: dict[str, Any]) -> None:
+        if name != TAX_LIST or self._tax_categories is not None:
+            return
+        try:
+            table = {str(k): (str(v[0]), Decimal(str(v[1]))) for k, v in value.items()}
+        except (TypeError, ValueError, IndexError, ArithmeticError):
+            return  # a damaged copy is simply read again
+        self._tax_categories, self._tax_source = table, "store"
+
+    def reference_lists(self) -> dict[str, dict[str, Any]]:
+        if self._tax_source != "read" or self._tax_categories is None:
+            return {}
+        return {TAX_LIST: {k: [cid, str(rate)] for k, (cid, rate) in self._tax_categories.items()}}
+
+    @classmethod
+    def _knows(cls, code: str, categories: dict[str, tuple[str, Decimal]]) -> bool:
+        return cls._tax_category_id(code, categories) != code or code in {
+            cid for cid, _ in categories.values()
+        }
 
     @staticmethod
     def _tax_category_id(code: str, categories: dict[str, tuple[str, Decimal]]) -> Any:

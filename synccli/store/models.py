@@ -314,6 +314,21 @@ class RemoteCustomer(Base):
     seen_at: Mapped[datetime]
 
 
+class ReferenceList(Base):
+    """A provider list that rarely changes (Lightspeed's tax categories), kept between runs so
+    each run need not spend a call reading it again. A connector re-reads a list that lacks a
+    name it is asked for, or that the provider's answers put in doubt."""
+
+    __tablename__ = "reference_lists"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[dict[str, Any]]
+    fetched_at: Mapped[datetime]
+
+
 # --- history and review ----------------------------------------------------------------------
 class Event(Base):
     """One changed field of one local record, and the run that changed it."""

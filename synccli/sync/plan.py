@@ -30,7 +30,7 @@ class ProviderModel:
     create_product: int = 1
     find_customer: int = 2  # by email, then by account number
     create_customer: int = 1
-    per_run_overhead: float = 0.0  # post-invoices: reads once per run (e.g. tax categories)
+    per_day_overhead: float = 0.0  # post-invoices: lists read once a day (tax categories)
     invoice_batch: int = 1  # invoices one post call carries
     catalogue_page: int | None = None  # products a page when a sweep lists the whole catalogue
 
@@ -53,7 +53,7 @@ MODELS = {
         100,
         1,
         post_calls=1,
-        per_run_overhead=1,
+        per_day_overhead=1,
         catalogue_page=100,
     ),
 }
@@ -250,7 +250,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             else:
                 posts = merchant.orders_per_day * per_order
                 note = f"{per_order:g} call(s) an order"
-            calls = posts + lookups + active_runs * m.per_run_overhead
+            calls = posts + lookups + (m.per_day_overhead if active_runs else 0)
             note += f", {lookups:g} lookups/creates a day"
         jobs.append(JobCost(entry.job, runs, round(calls, 1), round(calls * 30, 1), note))
     per_day = sum(j.calls_per_day for j in jobs)
