@@ -241,6 +241,31 @@ def test_paging_returns_every_record_exactly_once_following_next():
             assert previous[0] == "" and previous[1] != ""
 
 
+def test_a_change_between_pages_shows_on_the_next_page():
+    # the sandbox keeps each listing's filtered, sorted rows between pages: a change made
+    # meanwhile must show, exactly as on a listing built afresh
+    app = make_app(products=250)
+    world = app.catalogue.tenant(app.tenant)
+    by_seq = sorted(world.products.values(), key=lambda p: p.seq)
+    with serve(app) as server:
+        token = app.issue_tokens()["access_token"]
+        first = get(f"{api(server, app, 'Item')}?sort=itemID", token).json()
+        renamed, archived = by_seq[150], by_seq[220]
+        renamed.name = "Renamed Between Pages"
+        archived.archived = True
+        added = app.catalogue.gen.add_product(world)
+        url, rest = first["@attributes"]["next"], []
+        while url:
+            body = get(url, token).json()
+            rest += items_of(body)
+            url = body["@attributes"]["next"]
+        names = {i["itemID"]: i["description"] for i in rest}
+        assert names[str(renamed.seq)] == "Renamed Between Pages"
+        assert str(archived.seq) not in names
+        assert rest[-1]["itemID"] == str(added.seq)
+        assert len(items_of(first)) + len(rest) == 250
+
+
 def test_limit_sort_and_cursor_are_validated():
     app = make_app(products=5)
     with serve(app) as server:

@@ -245,6 +245,20 @@ def test_paging_returns_every_record_exactly_once(env) -> None:
     assert client.get("/products", "pageSize=1").status_code == 200
 
 
+def test_a_change_between_pages_shows_on_the_next_page(env) -> None:
+    # pages of one listing share a filtered, sorted view: a change made meanwhile must show
+    app, client, _ = env
+    by_code = sorted(app.world().products.values(), key=lambda p: p.code)
+    client.get("/Products/1", "pageSize=20")
+    by_code[25].code = "SKU-00000"  # sorts first now: page 2 starts one product later
+    by_code[45].archived = True
+    second = [i["ProductCode"] for i in client.items("/Products/2", "pageSize=20")]
+    assert second == [p.code for p in by_code[19:40] if p is not by_code[25]]
+    third = client.get("/Products/3", "pageSize=20").json()
+    assert third["Pagination"]["NumberOfItems"] == 49
+    assert by_code[45].code not in [i["ProductCode"] for i in third["Items"]]
+
+
 def test_incremental_filter_returns_only_changed_records(env) -> None:
     app, client, clock = env
     clock.advance(hours=1)

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 from wsgiref.handlers import SimpleHandler
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from synccli.clock import Clock, SystemClock
-from synccli.sandbox.data import Catalogue
+from synccli.sandbox.data import Catalogue, catalogue_version
 
 FAULT_KINDS = ("500", "503", "slow", "reset", "lost", "html", "truncated")
 
@@ -233,6 +233,8 @@ class LeakyBucket:
 
 
 Handler = Callable[..., Response]
+T = TypeVar("T")
+VIEWS_KEPT = 32  # cached catalogue views per sandbox (a listing's pages share one)
 
 
 class SandboxApp:
@@ -257,6 +259,8 @@ class SandboxApp:
             self.faults.parse(faults)
         self.lock = threading.RLock()  # one request at a time touches the data
         self.routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
+        self._views: dict[tuple[Any, ...], tuple[int, Any]] = {}
+        self._views_lock = threading.Lock()
 
     # subclasses -------------------------------------------------------------------------------
     def route(self, method: str, pattern: str, endpoint: str, handler: Handler) -> None:
@@ -269,6 +273,27 @@ class SandboxApp:
 
     def after(self, req: Request, endpoint: str, resp: Response) -> None:
         """Add limit headers and so on."""
+
+    def cached_view(self, key: tuple[Any, ...], build: Callable[[], T]) -> T:
+        """``build()``, reused for the same ``key`` while no product has changed.
+
+        A listing filters and sorts the whole catalogue, and a client reads it page by page: done
+        for every page, a 50,000-product read was quadratic. The view is kept under the catalogue's
+        change counter (:func:`synccli.sandbox.data.catalogue_version`), so any change to any
+        product rebuilds it and answers stay exactly what an uncached build would give. The
+        caller must not modify the returned value."""
+        version = catalogue_version()
+        with self._views_lock:
+            hit = self._views.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        value = build()
+        with self._views_lock:
+            self._views.pop(key, None)
+            self._views[key] = (version, value)
+            while len(self._views) > VIEWS_KEPT:
+                self._views.pop(next(iter(self._views)))
+        return value
 
     def limit_time(self) -> float:
         """Seconds on the limit clock: real time sped up by the time scale, so a test can cross a

@@ -129,6 +129,60 @@ DOMAINS = ["example.com", "mail.test", "shop.example", "post.example.org"]
 CENT = Decimal("0.01")
 
 
+class _Version:
+    """A counter that moves whenever any product, or any world's set of products, changes.
+
+    The simulators page through tens of thousands of products; rebuilding and sorting the whole
+    catalogue for every page made a full read quadratic. They cache their sorted views under this
+    counter's value instead, so a cached view is only ever reused while nothing it was built from
+    has changed (tests and handlers mutate products in place, so the products themselves report
+    it)."""
+
+    value = 0
+
+
+def catalogue_version() -> int:
+    """The current value of the product change counter (see :class:`_Version`)."""
+    return _Version.value
+
+
+class _ProductDict(dict[str, Any]):
+    """A world's products: adding or removing one moves the change counter."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _Version.value += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        _Version.value += 1
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        _Version.value += 1
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, Any]:
+        _Version.value += 1
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        _Version.value += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kw: Any) -> None:
+        _Version.value += 1
+        super().update(*args, **kw)
+
+    def clear(self) -> None:
+        _Version.value += 1
+        super().clear()
+
+    def __ior__(self, other: Any) -> _ProductDict:
+        _Version.value += 1
+        super().__ior__(other)
+        return self
+
+
 @dataclass
 class Product:
     id: str
@@ -143,6 +197,11 @@ class Product:
     archived: bool = False
     tracked: bool = True
     seq: int = 0  # a provider's integer id where it has one (Lightspeed itemID)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # every change to a product invalidates the simulators' cached views of the catalogue
+        _Version.value += 1
+        object.__setattr__(self, name, value)
 
 
 @dataclass
@@ -176,7 +235,7 @@ class Invoice:
 class World:
     """Everything one account (tenant) holds."""
 
-    products: dict[str, Product] = field(default_factory=dict)
+    products: dict[str, Product] = field(default_factory=_ProductDict)
     customers: dict[str, Customer] = field(default_factory=dict)
     invoices: dict[str, Invoice] = field(default_factory=dict)
     deleted_products: set[str] = field(default_factory=set)

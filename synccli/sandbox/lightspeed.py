@@ -90,6 +90,7 @@ import hashlib
 import json
 import re
 import secrets as pysecrets
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -339,6 +340,8 @@ def _relation_names(raw: str | None, spec: Spec | None) -> list[str]:
 
 
 Row = tuple[dict[str, Any], Callable[[list[str]], dict[str, Any]]]
+# entities rendered from products alone: their rows and listings are cached per catalogue change
+PRODUCT_ENTITIES = ("Item", "ItemShop")
 
 # ------------------------------------------------------------------------------------------------
 # the app
@@ -946,44 +949,56 @@ class LightspeedSandbox(SandboxApp):
                 elif name not in sample:
                     raise _bad(f"Invalid field: {name}")
         compiled = [(name, self._compile(name, value)) for name, value in filters]
-        selected: list[tuple[dict[str, Any], Callable[[list[str]], dict[str, Any]]]] = []
-        for base, attach in rows:
-            if spec.archived and "archived" in base:
-                flag = base["archived"] == "true"
-                if archived in ("false", "0") and flag or archived == "only" and not flag:
-                    continue
-            full = None
-            ok = True
-            for name, test in compiled:
-                if "." in name:
-                    full = full or attach(rels)
-                    values = _relation_values(full, name)
-                else:
-                    values = [base[name]]
-                if not any(test(v) for v in values):
-                    ok = False
-                    break
-            if ok:
-                selected.append((base, attach))
-        if params.get("count") == "1":
-            return Response(200, {"@attributes": {"count": str(len(selected))}})
 
         def key(base: dict[str, Any]) -> tuple[Any, ...]:
             return (_sort_value(sort_field, base[sort_field]), int(base[spec.pk]))
 
-        selected.sort(key=lambda r: key(r[0]), reverse=desc)
-        keys = [key(b) for b, _ in selected]
-        start, end = 0, len(selected)
+        def build() -> tuple[list[Row], list[tuple[Any, ...]]]:
+            selected: list[Row] = []
+            for base, attach in rows:
+                if spec.archived and "archived" in base:
+                    flag = base["archived"] == "true"
+                    if archived in ("false", "0") and flag or archived == "only" and not flag:
+                        continue
+                full = None
+                ok = True
+                for name, test in compiled:
+                    if "." in name:
+                        full = full or attach(rels)
+                        values = _relation_values(full, name)
+                    else:
+                        values = [base[name]]
+                    if not any(test(v) for v in values):
+                        ok = False
+                        break
+                if ok:
+                    selected.append((base, attach))
+            selected.sort(key=lambda r: key(r[0]), reverse=desc)
+            # ascending, for bisecting: the page bounds are counts of keys below a token
+            ascending = [key(b) for b, _ in selected]
+            if desc:
+                ascending.reverse()
+            return selected, ascending
+
+        if entity in PRODUCT_ENTITIES:
+            # A cursor read asks for the same filtered, sorted listing once per page: build it
+            # once per change of the catalogue, not once per page (quadratic at 50,000 items).
+            view = ("list", entity, account, tuple(filters), archived, sort_param, tuple(rels))
+            selected, keys = self.cached_view((*view, self.case_insensitive_equals), build)
+        else:
+            selected, keys = build()
+        if params.get("count") == "1":
+            return Response(200, {"@attributes": {"count": str(len(selected))}})
+        n = len(selected)
+        start, end = 0, n
         if "after" in params:
             token = self._token(params["after"], sort_field, spec)
-            start = next(
-                (i for i, k in enumerate(keys) if (k < token if desc else k > token)), len(keys)
-            )
+            # the first row past the token: after it in the listing's order
+            start = n - bisect_left(keys, token) if desc else bisect_right(keys, token)
         if "before" in params:
             token = self._token(params["before"], sort_field, spec)
-            end = next(
-                (i for i, k in enumerate(keys) if (k <= token if desc else k >= token)), len(keys)
-            )
+            # the first row at or past the token
+            end = n - bisect_right(keys, token) if desc else bisect_left(keys, token)
             start = max(start, end - limit)
         page = selected[start : min(end, start + limit)]
         more = start + len(page) < len(selected)
@@ -1105,6 +1120,15 @@ class LightspeedSandbox(SandboxApp):
 
     # rows ---------------------------------------------------------------------------------------
     def _rows(self, entity: str, account: str) -> list[Row]:
+        if entity in PRODUCT_ENTITIES:
+            # rebuilt only when a product changed (every page of a read used to rebuild them all)
+            gone = len(self.catalogue.tenant(account).deleted_products)
+            return self.cached_view(
+                ("rows", entity, account, gone), lambda: self._build_rows(entity, account)
+            )
+        return self._build_rows(entity, account)
+
+    def _build_rows(self, entity: str, account: str) -> list[Row]:
         if entity == "Item":
             return [self._item_row(p, gone) for p, gone in self.items(account)]
         if entity == "ItemShop":

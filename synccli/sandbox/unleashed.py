@@ -72,6 +72,7 @@ import math
 import random
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
@@ -341,7 +342,15 @@ class UnleashedSandbox(SandboxApp):
     def _date(self, when: datetime | None) -> str | None:
         return dotnet_date(when, self.timestamp_offset_hours)
 
-    def _page(self, req: Request, items: list[Any], page: str | None) -> Response:
+    def _page(
+        self,
+        req: Request,
+        items: list[Any],
+        page: str | None,
+        render: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> Response:
+        """One page of ``items``: records rendered by ``render``, or thunks called as they are
+        (only the page's own records are rendered)."""
         q = _query(req)
         try:
             size = int(q.get("pagesize") or 200)
@@ -361,7 +370,8 @@ class UnleashedSandbox(SandboxApp):
             "PageNumber": number,
             "NumberOfPages": pages,
         }
-        return self._json({"Pagination": pagination, "Items": [render() for render in chunk]})
+        rendered = [render(item) for item in chunk] if render else [thunk() for thunk in chunk]
+        return self._json({"Pagination": pagination, "Items": rendered})
 
     # products -----------------------------------------------------------------------------------
     def product_json(self, p: Product, brief: bool = False) -> dict[str, Any]:
@@ -429,20 +439,35 @@ class UnleashedSandbox(SandboxApp):
     def list_products(self, req: Request, page: str | None = None) -> Response:
         q = _query(req)
         world = self._world(req)
-        try:
+        order = (q.get("orderby") or "").lower()
+
+        def build() -> list[Product]:
             items = self._filter_products(world, q)
+            if order in ("lastmodifiedon", "createdon"):
+                key = "updated_at" if order == "lastmodifiedon" else "created_at"
+                items.sort(
+                    key=lambda p: (getattr(p, key), p.code.lower()),
+                    reverse=self.orderby_descending,
+                )
+            else:
+                items.sort(key=lambda p: p.code.lower())
+            return items
+
+        # every page of one listing filters and sorts the same catalogue: do it once per change
+        view = (
+            "products",
+            req.environ["unleashed.tenant"],
+            *(q.get(k) for k in ("productid", "productcode", "modifiedsince")),
+            _truthy(q.get("includeobsolete")),
+            order,
+            self.orderby_descending,
+        )
+        try:
+            items = self.cached_view(view, build)
         except _Invalid as err:
             return self._error(400, str(err))
-        order = (q.get("orderby") or "").lower()
-        if order in ("lastmodifiedon", "createdon"):
-            key = "updated_at" if order == "lastmodifiedon" else "created_at"
-            items.sort(
-                key=lambda p: (getattr(p, key), p.code.lower()), reverse=self.orderby_descending
-            )
-        else:
-            items.sort(key=lambda p: p.code.lower())
         brief = _truthy(q.get("brief"))
-        return self._page(req, [lambda p=p: self.product_json(p, brief) for p in items], page)
+        return self._page(req, items, page, lambda p: self.product_json(p, brief))
 
     def _filter_products(self, world: World, q: dict[str, str]) -> list[Product]:
         items = list(world.products.values())
@@ -558,31 +583,40 @@ class UnleashedSandbox(SandboxApp):
         q = _query(req)
         world = self._world(req)
         allocated = self._allocated(world)
-        items = [p for p in world.products.values() if self._has_stock_row(p, allocated)]
-        warehouse = False
-        if q.get("warehousecode"):
-            if q["warehousecode"].lower() != WAREHOUSE["WarehouseCode"].lower():
+        warehouse = bool(q.get("warehousecode"))
+
+        def build() -> list[Product]:
+            items = [p for p in world.products.values() if self._has_stock_row(p, allocated)]
+            if warehouse and q["warehousecode"].lower() != WAREHOUSE["WarehouseCode"].lower():
                 items = []
-            warehouse = True
-        if q.get("productid"):
-            wanted = {g.strip().lower() for g in q["productid"].split(",") if g.strip()}
-            items = [p for p in items if p.id.lower() in wanted]
-        if q.get("productcode"):
-            items = [p for p in items if p.code.lower().startswith(q["productcode"].lower())]
-        if q.get("modifiedsince"):
-            try:
+            if q.get("productid"):
+                wanted = {g.strip().lower() for g in q["productid"].split(",") if g.strip()}
+                items = [p for p in items if p.id.lower() in wanted]
+            if q.get("productcode"):
+                items = [p for p in items if p.code.lower().startswith(q["productcode"].lower())]
+            if q.get("modifiedsince"):
                 since = _since(q["modifiedsince"])
-            except _Invalid as err:
-                return self._error(400, str(err))
-            items = [p for p in items if p.stock_updated_at >= since]
-        items.sort(key=lambda p: p.code.lower())
+                items = [p for p in items if p.stock_updated_at >= since]
+            items.sort(key=lambda p: p.code.lower())
+            return items
+
+        # as for products: one filter and sort per listing and change, not one per page (the
+        # allocations decide which rows exist, so they are part of the view's key)
+        view = (
+            "stock",
+            req.environ["unleashed.tenant"],
+            *(q.get(k) for k in ("warehousecode", "productid", "productcode", "modifiedsince")),
+            frozenset(allocated),
+        )
+        try:
+            items = self.cached_view(view, build)
+        except _Invalid as err:
+            return self._error(400, str(err))
         return self._page(
             req,
-            [
-                lambda p=p: self.stock_json(p, allocated.get(p.id, Decimal(0)), warehouse)
-                for p in items
-            ],
+            items,
             page,
+            lambda p: self.stock_json(p, allocated.get(p.id, Decimal(0)), warehouse),
         )
 
     def get_stock(self, req: Request, guid: str) -> Response:
