@@ -1,6 +1,7 @@
 """The one HTTP layer every connector goes through.
 
-It owns: timeouts on every call, short-window pacing (requests-ratelimiter, and a leaky-bucket
+It owns: timeouts on every call, short-window pacing (:class:`WindowPacer` for "N calls a
+window", steered by the provider's own count of calls left when it sends one, and a leaky-bucket
 pacer driven by the provider's headers), the persistent call ledger (day and month budgets survive
 between cron runs), error classification, bounded jittered retries, token refresh on 401, and the
 one log line per call at ``-v`` with secrets redacted.
@@ -12,7 +13,9 @@ import json
 import logging
 import math
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,9 +24,6 @@ from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
-from pyrate_limiter import Limiter, Rate
-from requests_ratelimiter import LimiterSession
-from requests_ratelimiter.buckets import HostBucketFactory
 
 from synccli import secrets
 from synccli.clock import Clock, SystemClock
@@ -150,6 +150,99 @@ def retry_after_seconds(resp: requests.Response, now: datetime) -> float | None:
         return None
 
 
+# Slack added to every computed wait, as a share of the window: covers a provider clock that runs a
+# little faster than ours and sleep granularity (60 ms of a real minute, 1 ms when the sandbox
+# makes a minute last a second). A fixed number of milliseconds would be too much for a scaled
+# window and nothing for a real one.
+WINDOW_MARGIN = 0.001
+
+
+class WindowPacer:
+    """At most ``limit`` calls in any ``window`` seconds, without giving calls away.
+
+    Two ways of knowing when the next call may go:
+
+    - A log of the last ``limit`` calls, each stamped when its *answer* came back. The provider
+      counted the call somewhere between our send and its answer, so a call sent ``window``
+      seconds after the answer of the call ``limit`` places earlier cannot share a window with it,
+      whatever the network did: no fixed buffer to guess, and latency is accounted for. This is a
+      rolling window, safe against fixed and rolling provider windows alike.
+    - The provider's own count of calls left in its current fixed window (Xero's
+      ``X-MinLimit-Remaining``), when answers carry one (``steer``). While calls are left we send;
+      when none are, we wait until the latest moment that window can end: ``window`` after the
+      answer of the first call we saw in it (the window began before that answer). A rolling log
+      copies every stall of the previous window into the next one (call k+limit waits for call k's
+      slot however late call k was), so a slow or busy client falls further behind each window;
+      the provider's fixed window forgets stalls, and steering by its count does too.
+
+    One client is driven by one thread at a time (jobs are sequential); the lock only keeps the
+    bookkeeping whole if that ever changes.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        steer: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.margin = window * WINDOW_MARGIN
+        self.steer = steer
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._answers: deque[float] = deque(maxlen=limit)  # answer times of the last calls
+        self._left: float | None = None  # calls the provider said are left, less those sent since
+        self._said: float | None = None  # what the provider last said was left
+        self._window_end: float | None = None  # the latest its current window can end
+        self._lock = threading.Lock()
+        self.waited = 0.0  # seconds spent waiting, for run summaries and benchmarks
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait from ``now`` before the next call may be sent (0: send now)."""
+        if self._left is not None and self._window_end is not None:
+            if self._left >= 1 or now >= self._window_end:
+                return 0.0
+            return self._window_end - now
+        if len(self._answers) < self.limit:
+            return 0.0
+        return max(0.0, self._answers[0] + self.window + self.margin - now)
+
+    def acquire(self) -> None:
+        """Block until the next call may be sent; the caller sends it right away."""
+        with self._lock:
+            while True:
+                wait = self.delay(self._monotonic())
+                if wait <= 0:
+                    break
+                self.waited += wait
+                self._sleep(wait)
+            if self._left is not None:
+                self._left -= 1
+
+    def done(self, sent_at: float, answered_at: float, left: float | None = None) -> None:
+        """Record a call sent at ``sent_at`` and answered (or failed) at ``answered_at`` (both on
+        the pacer's clock); ``left`` is the provider's count of calls left in its current window,
+        when the answer carried one."""
+        with self._lock:
+            self._answers.append(answered_at)
+            if not self.steer or left is None:
+                return
+            new_window = (
+                self._said is None
+                or self._window_end is None
+                or left >= self._said  # the count went back up: a window began since our last call
+                or sent_at >= self._window_end  # the window we knew of had ended before we sent
+            )
+            if new_window:
+                self._window_end = answered_at + self.window + self.margin
+            self._said = left
+            self._left = left
+
+
 class HttpClient:
     """A requests session with limits, ledger, retries and auth, for one connection."""
 
@@ -183,25 +276,25 @@ class HttpClient:
         self.default_headers = dict(default_headers or {})
         self.calls = 0  # calls this client made (for run summaries)
         self.cost = 0.0
-        self.session = self._session(pace)
+        self.session = requests.Session()
         self.session.verify = verify
+        self.pacer = self._window_pacer(pace)
         self._bucket: tuple[float, float, float, float] | None = None  # level, size, drip, t
 
-    def _session(self, pace: bool) -> requests.Session:
-        if not pace or not (self.limits.per_minute or self.limits.drip_per_second):
-            return requests.Session()
-        rates = []
+    def _window_pacer(self, pace: bool) -> WindowPacer | None:
+        if not pace:
+            return None
         if self.limits.per_minute:
             # The window shrinks with the sandbox's time scale so tests cross it in seconds.
-            rates.append(Rate(self.limits.per_minute, int(60_000 / self.time_scale)))
-        if self.limits.drip_per_second and not self.limits.per_minute:
-            # Leaky bucket: the header-driven pacer does the real work; this only caps bursts.
+            return WindowPacer(self.limits.per_minute, 60.0 / self.time_scale)
+        if self.limits.drip_per_second:
+            # Leaky bucket: the header-driven pacer (_pace) does the real work; this only caps the
+            # burst before the first answer has told us the bucket's level.
             burst = int(self.limits.bucket_size or 60)
-            rates.append(
-                Rate(burst, int(burst * 1000 / self.limits.drip_per_second / self.time_scale))
+            return WindowPacer(
+                burst, burst / self.limits.drip_per_second / self.time_scale, steer=False
             )
-        limiter = Limiter(HostBucketFactory(rates=rates), buffer_ms=20)
-        return LimiterSession(limiter=limiter, max_delay=None)
+        return None
 
     # ------------------------------------------------------------------------------------------
     def url(self, path: str) -> str:
@@ -284,6 +377,8 @@ class HttpClient:
         if self.ledger is not None:
             self.ledger.check(now, cost)
         self._pace(cost)
+        if self.pacer is not None:
+            self.pacer.acquire()
         all_headers = {"Accept": "application/json", **self.default_headers}
         if json_body is not None:
             all_headers["Content-Type"] = "application/json"
@@ -291,6 +386,7 @@ class HttpClient:
         all_headers.update(headers or {})
         data = None if json_body is None else json.dumps(json_body, default=str)
         started = time.perf_counter()
+        sent_at = time.monotonic()
         path = urlsplit(url).path
         status: int | None = None
         remaining: dict[str, float] = {}
@@ -306,6 +402,12 @@ class HttpClient:
         except requests.ConnectionError as exc:
             raise TransientError(f"{method} {path}: connection failed ({_short(exc)})") from None
         finally:
+            if self.pacer is not None:
+                # A 429 was not counted by the provider, and its headers describe a window we are
+                # about to wait out anyway (Retry-After); every other answer, and a call that died
+                # on the way, may have been counted, so it stays in the pacer's log.
+                minute_left = remaining.get("minute") if status != 429 else None
+                self.pacer.done(sent_at, time.monotonic(), minute_left)
             ms = int((time.perf_counter() - started) * 1000)
             self.calls += 1
             self.cost += cost
