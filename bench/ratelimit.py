@@ -4,9 +4,12 @@
     .venv/bin/python bench/ratelimit.py --invoices 120 --time-scale 120 --via connector
 
 The Xero sandbox counts its minute window on real time x ``--time-scale`` (60: a minute lasts one
-real second) and the connection carries the same ``time_scale``, so the HTTP layer's
-requests-ratelimiter window shrinks alike. Contacts and items exist before the clock starts, so
-only invoice posts are timed and counted.
+real second) and the connection carries the same ``time_scale``, so the HTTP layer's pacer window
+shrinks alike (the pacer is steered by the sandbox's ``X-MinLimit-Remaining``, as by Xero's).
+Contacts and items exist before the clock starts, so only invoice posts are timed and counted.
+``--windows`` also prints, for each of the sandbox's minute windows, the invoice posts it admitted
+and when the first and last arrived after the window began: where a shortfall comes from (a late
+start drifting window after window, or bursts that no longer fit one window).
 
 Three ways in, all measured by default:
 - ``connector``: ``XeroConnector.post_invoice`` in a loop (built by ``build_connector`` over the
@@ -55,6 +58,43 @@ def _window(running: harness.Running) -> tuple[int, int]:
     with c.lock:
         posts = c.calls.get(("PUT", "Invoices"), 0)
         return posts, c.throttled
+
+
+class WindowLog:
+    """When the sandbox admitted (or refused) each invoice post, against its minute windows."""
+
+    def __init__(self, running: harness.Running) -> None:
+        self.app = running.app
+        self.seen: list[tuple[float, float, bool]] = []  # (real s, window start real s, refused)
+        take = self.app._take_limits
+
+        def logged(req: Any, tenant: str, client_id: str) -> Any:
+            answer = take(req, tenant, client_id)
+            if req.method == "PUT":
+                start = self.app._limits[tenant].minute.start / self.app.time_scale
+                self.seen.append((time.monotonic(), start, answer is not None))
+            return answer
+
+        self.app._take_limits = logged  # type: ignore[method-assign]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per window: calls admitted, refused, first and last arrival after its start."""
+        by_window: dict[float, list[tuple[float, bool]]] = {}
+        for t, start, refused in self.seen:
+            by_window.setdefault(start, []).append((t, refused))
+        rows, origin = [], min(by_window, default=0.0)
+        for start, calls in sorted(by_window.items()):
+            admitted = [t for t, refused in calls if not refused]
+            rows.append(
+                {
+                    "window_at_s": round(start - origin, 3),
+                    "admitted": len(admitted),
+                    "refused": len(calls) - len(admitted),
+                    "first_ms": round((admitted[0] - start) * 1000, 1) if admitted else None,
+                    "last_ms": round((admitted[-1] - start) * 1000, 1) if admitted else None,
+                }
+            )
+        return rows
 
 
 def _lines(world: Any, i: int) -> list[tuple[Any, int]]:
@@ -236,6 +276,19 @@ def render(doc: dict[str, Any]) -> str:
         ]
         for r in doc["results"]
     ]
+    windows = []
+    for r in doc["results"]:
+        if r.get("windows"):
+            windows += ["", f"{r['via']}: the sandbox's minute windows"]
+            windows.append(
+                common.table(
+                    ["window at s", "admitted", "refused", "first ms", "last ms"],
+                    [
+                        [w["window_at_s"], w["admitted"], w["refused"], w["first_ms"], w["last_ms"]]
+                        for w in r["windows"]
+                    ],
+                )
+            )
     return "\n".join(
         [
             f"bench/ratelimit.py: {a['invoices']} invoices against Xero's {PER_MINUTE}/minute, "
@@ -260,6 +313,7 @@ def render(doc: dict[str, Any]) -> str:
                 rows,
                 title="Target: 0 429s and >= 90% of the allowed rate",
             ),
+            *windows,
         ]
     )
 
@@ -278,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         "job-batched: post-invoices as the provider batches them (Xero: 50 a call)",
     )
     ap.add_argument("--database-url", default=None, help="PostgreSQL (default: SQLite)")
+    ap.add_argument(
+        "--windows", action="store_true", help="per minute window: posts admitted, first/last"
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--json-out")
     args = ap.parse_args(argv)
@@ -290,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         # a fresh sandbox and store per way: each starts with an empty minute window
         with common.temp_store(args.database_url) as store:
             running = harness.start("xero", products=100, customers=100, time_scale=args.time_scale)
+            log = WindowLog(running) if args.windows else None
             try:
                 if via == "connector":
                     result = via_connector(store, running, args.invoices, args.time_scale)
@@ -297,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                     result = via_job(
                         store, running, args.invoices, args.time_scale, via == "job-batched"
                     )
+                if log is not None:
+                    result["windows"] = log.rows()
                 doc["results"].append(result)
             finally:
                 running.stop()
