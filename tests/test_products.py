@@ -242,6 +242,16 @@ def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(world) -> N
         )
     assert never == 0  # every link stamped by this one sweep
 
+    # Stock positions (read by every pull too) are listed once a week, the products every day.
+    daily = []
+    for _ in range(7):
+        CLOCK.advance(hours=24)
+        calls = app.counters.total()
+        with job_run(store, "sweep-oldest", conn, clock=CLOCK) as jc:
+            jc.counts = products.sweep_oldest(jc, products.sweep_budget(jc))
+        daily.append(app.counters.total() - calls)
+    assert daily == [5, 5, 5, 5, 5, 5, 10]
+
     # A listing under half the linked catalogue (an outage, a wrong filter) flags nothing.
     gone = app.catalogue.delete(app.tenant, 3000)
     CLOCK.advance(hours=4)

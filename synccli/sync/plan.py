@@ -230,7 +230,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             if full is not None and n and full < _by_id_calls(m, share):
                 passes = 1 if auto else runs
                 calls, covered = full * passes, merchant.products * passes
-                note = f"the whole catalogue ({merchant.products}), {full} call(s)"
+                note = f"the whole catalogue ({merchant.products}), {full:.3g} call(s) a day"
             sweep_per_day += covered
         elif entry.job == "link-customers":
             per_run = _pages(merchant.new_customers_per_day / runs, m.customer_page)
@@ -286,11 +286,13 @@ def _by_id_calls(m: ProviderModel, n: int) -> int:
     return batches * m.sweep_calls_per_batch if n else 0
 
 
-def _catalogue_calls(m: ProviderModel, products: int) -> int | None:
-    """Calls to list the whole catalogue page by page (None where not modelled)."""
+def _catalogue_calls(m: ProviderModel, products: int) -> float | None:
+    """Calls a day to list the whole catalogue page by page (None where not modelled). Where
+    stock is a separate list, its pages are read once per SWEEP_DAYS, not daily."""
     if not m.catalogue_page or m.lookup_batch is None:
         return None
-    return max(1, math.ceil(products / m.catalogue_page)) * m.sweep_calls_per_batch
+    pages = max(1, math.ceil(products / m.catalogue_page))
+    return pages + (pages / SWEEP_DAYS if m.sweep_calls_per_batch > 1 else 0)
 
 
 def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: list[Entry]) -> int:

@@ -12,18 +12,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
 from synccli.store.ledger import day_start
-from synccli.store.models import ApiCall, Link, Product, Run
+from synccli.store.models import ApiCall, Event, Link, Product, Run
 from synccli.store.sync_state import (
     advance_cursor,
     get_cursor,
@@ -104,6 +104,13 @@ class _Applier:
         self.conn_id = ctx.connection.id
         self.dry = ctx.dry_run
         self.deactivated = 0
+        if s.get_bind().dialect.name == "postgresql":
+            # A page looks its rows up with IN lists of up to 500-1,000 values. psycopg prepares
+            # a statement run 5 times, and PostgreSQL then plans it once for any values: a plan
+            # that tests every row of the connection against the list one value at a time (0.5 s
+            # a query at 50,000 products). Planned for each execution's values, the list is
+            # hashed. SET LOCAL ends with this page's transaction.
+            s.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
     def _local_by_sku(self, skus: list[str]) -> dict[str, Product]:
         rows = self.s.scalars(
@@ -195,16 +202,13 @@ class _Applier:
                 }
                 for r in new.values()
             ]
-            # executemany, then read the ids back by code (RETURNING would go row by row)
-            self.s.connection().execute(insert(Product.__table__), rows)
-            ids = {
-                sku: pid
-                for pid, sku in self.s.execute(
-                    select(Product.id, Product.sku).where(
-                        Product.connection_id == self.conn_id, Product.sku.in_(list(new))
-                    )
-                )
-            }
+            # SQLAlchemy's insertmanyvalues sends these as a few multi-row INSERT ... RETURNING
+            # statements, on SQLite and psycopg alike: the new ids come back without a query
+            table = Product.__table__
+            inserted = self.s.connection().execute(
+                insert(table).returning(table.c.id, table.c.sku), rows
+            )
+            ids = {sku: pid for pid, sku in inserted}
             to_link.extend((ids[code], r) for code, r in new.items())
         if to_link:
             self.s.connection().execute(
@@ -278,39 +282,78 @@ class _Applier:
         return changed and not quiet
 
     def apply_stock(self, records: list[RemoteStock], report: PullReport) -> None:
-        links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
-        ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
-        locals_by_id = {}
-        for chunk in _chunks(ids, 500):
-            for p in self.s.scalars(select(Product).where(Product.id.in_(chunk))):
-                locals_by_id[p.id] = p
+        """Apply one page of stock rows, set-based: one query a chunk reads their links and
+        products as plain rows, and one statement a kind writes the page's changes (events,
+        product stock, link stamps), instead of a tracked object and a flush per row."""
+        targets = self._stock_targets([r.remote_id for r in records])
+        events: list[dict[str, Any]] = []
+        stock: dict[int, Decimal | None] = {}  # product id -> new stock (a later row wins)
+        stamps: list[int] = []
         for row in records:
             report.stock_seen += 1
-            link = links.get(row.remote_id)
-            local = locals_by_id.get(link.local_id) if link else None
-            if local is None:
+            target = targets.get(row.remote_id)
+            if target is None:
                 report.stock_unknown += 1
                 continue
-            if _same(local.stock, row.quantity):
+            link_id, local_id, sku, old = target
+            if _same(old, row.quantity):
                 continue
             report.changed += 1
-            self.changes.append(Change(local.sku, "stock", local.stock, row.quantity))
+            self.changes.append(Change(sku, "stock", old, row.quantity))
             if self.dry:
                 continue
-            record_event(
-                self.s,
-                run_id=self.ctx.run_id,
-                connection_id=self.conn_id,
-                kind=KIND,
-                local_id=local.id,
-                field="stock",
-                old=local.stock,
-                new=row.quantity,
-                at=self.now,
+            # a page naming one product twice compares its second row with the first
+            targets[row.remote_id] = (link_id, local_id, sku, row.quantity)
+            events.append(self._event_row(local_id, "stock", old, row.quantity))
+            stock[local_id] = row.quantity
+            stamps.append(link_id)
+        if not stock:
+            return
+        conn = self.s.connection()
+        conn.execute(insert(Event.__table__), events)
+        table = Product.__table__
+        conn.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(stock=bindparam("b_stock"), updated_at=self.now),
+            [{"b_id": pid, "b_stock": quantity} for pid, quantity in stock.items()],
+        )
+        links = Link.__table__
+        for chunk in _chunks(stamps, 500):
+            conn.execute(update(links).where(links.c.id.in_(chunk)).values(last_synced_at=self.now))
+
+    def _stock_targets(
+        self, remote_ids: list[str]
+    ) -> dict[str, tuple[int, int, str, Decimal | None]]:
+        """remote id -> (link id, product id, sku, stock) of the linked products among
+        ``remote_ids``."""
+        found: dict[str, tuple[int, int, str, Decimal | None]] = {}
+        for chunk in _chunks(remote_ids, 500):
+            rows = self.s.execute(
+                select(Link.remote_id, Link.id, Product.id, Product.sku, Product.stock)
+                .join(Product, Product.id == Link.local_id)
+                .where(
+                    Link.connection_id == self.conn_id,
+                    Link.kind == KIND,
+                    Link.remote_id.in_(chunk),
+                )
             )
-            local.stock = row.quantity
-            local.updated_at = self.now
-            link.last_synced_at = self.now
+            for remote_id, link_id, product_id, sku, quantity in rows:
+                found[remote_id] = (link_id, product_id, sku, quantity)
+        return found
+
+    def _event_row(self, local_id: int, name: str, old: Any, new: Any) -> dict[str, Any]:
+        """An ``events`` row as :func:`record_event` writes it, for a bulk insert."""
+        return {
+            "run_id": self.ctx.run_id,
+            "connection_id": self.conn_id,
+            "kind": KIND,
+            "local_id": local_id,
+            "field": name,
+            "old": None if old is None else str(old),
+            "new": None if new is None else str(new),
+            "at": self.now,
+        }
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -650,13 +693,29 @@ def _linked_count(s: Session, connection_id: int) -> int:
     )
 
 
+STOCK_SWEEP = "stock-sweep"  # cursor: when a sweep last listed every stock position
+
+
+def _stock_sweep_due(ctx: JobContext, now: datetime) -> bool:
+    days = float((ctx.connection.settings or {}).get("sweep_days") or 7)
+    with ctx.store.session() as s:
+        cursor = get_cursor(s, ctx.connection.id, STOCK_SWEEP)
+    # half a day's slack: a daily cron that starts a few minutes late still lists it on day 7
+    return (
+        cursor is None or cursor.value is None or now - cursor.value >= timedelta(days=days - 0.5)
+    )
+
+
 def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     """Sweep every linked product by listing the whole catalogue (and its stock) page by page.
 
     Chosen when that costs fewer calls than the id batches would. Each page is applied like a
     pull page (which stamps the links it saw); a product missing from a complete, plausible
     listing has vanished, so it is flagged as a ghost, like the pull does after Xero's one-call
-    catalogue. Cursors do not move: this is a check, not a pull.
+    catalogue. The pull's cursors do not move: this is a check, not a pull.
+
+    Stock positions, a separate list with its own timestamps that every pull reads, are listed
+    only once per ``sweep_days`` (their own coverage aim), not every day with the products.
     """
     connector = ctx.connector
     caps = connector.capabilities
@@ -665,7 +724,8 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     streams: list[tuple[str, Callable[[datetime | None], Any]]] = [
         ("products", connector.changed_products)
     ]
-    if not caps.stock_in_product:
+    started = ctx.clock.now()
+    if not caps.stock_in_product and _stock_sweep_due(ctx, started):
         streams.append(("stock", connector.changed_stock))
     for stream, fetch in streams:
         for page in fetch(None):
@@ -693,6 +753,9 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
                 if ctx.dry_run:
                     s.rollback()
             ctx.heartbeat("sweep-oldest")
+        if stream == "stock" and not errors and not ctx.dry_run:
+            with ctx.store.session() as s:  # every stock page read: the next is due in a week
+                advance_cursor(s, ctx.connection.id, STOCK_SWEEP, started, ctx.clock.now())
     with ctx.store.session() as s:
         linked = _linked_count(s, ctx.connection.id)
     flagged = PullReport(dry_run=ctx.dry_run)

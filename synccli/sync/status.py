@@ -12,6 +12,7 @@ from synccli.store.db import Store
 from synccli.store.ledger import usage
 from synccli.store.models import Connection, Cursor, InvoiceJob, Link, ReviewItem, Run
 from synccli.store.runs import last_runs
+from synccli.sync.products import STOCK_SWEEP
 
 
 @dataclass
@@ -66,6 +67,8 @@ def status_report(
             )
         with store.session() as s:
             for cur in s.scalars(select(Cursor).where(Cursor.connection_id == conn.id)):
+                if cur.stream == STOCK_SWEEP:  # a weekly mark, not a freshness cursor
+                    continue
                 item.cursor_lag_minutes[cur.stream] = (
                     round((now - cur.value).total_seconds() / 60, 1) if cur.value else None
                 )
