@@ -105,6 +105,11 @@ class NoAuth:
         return False
 
 
+def _no_body_error(body: Any) -> None:
+    """Profile's default: no error envelope to look for, so the body need not be parsed twice."""
+    return None
+
+
 @dataclass
 class Profile:
     """Provider-specific reading of responses; each connector module builds one."""
@@ -118,7 +123,11 @@ class Profile:
     # some providers answer a quota breach with another status (Unleashed: unconfirmed)
     is_limit: Callable[[requests.Response], bool] = lambda r: r.status_code == 429
     # a 200 whose body is an error envelope
-    body_error: Callable[[Any], str | None] = lambda body: None
+    body_error: Callable[[Any], str | None] = _no_body_error
+
+
+# where _body_error leaves the body it parsed, for parse_json to reuse
+_PARSED = "_synccli_parsed_json"
 
 
 def _default_message(resp: requests.Response) -> str:
@@ -480,13 +489,17 @@ class HttpClient:
         return Rejected(f"{where}: {message}", status=status, body=body)
 
     def _body_error(self, resp: requests.Response) -> str | None:
+        if self.profile.body_error is _no_body_error:
+            return None  # nothing to look for: a 25 MB catalogue is parsed once, by parse_json
         ctype = resp.headers.get("Content-Type", "")
         if resp.status_code == 204 or not resp.content or "json" not in ctype:
             return None
         try:
-            return self.profile.body_error(resp.json())
+            body = json.loads(resp.content)
         except ValueError:
             return None
+        setattr(resp, _PARSED, body)  # parse_json answers with it instead of parsing again
+        return self.profile.body_error(body)
 
     def _backoff_delay(self, attempt: int, err: ProviderError) -> float:
         # Full jitter (AWS-style): spreads retries of parallel cron runs apart.
@@ -498,11 +511,18 @@ class HttpClient:
             time.sleep(min(seconds, 3600.0))
 
 
-def parse_json(resp: requests.Response) -> Any:
-    """The JSON body of ``resp``; HTML error pages and truncated bodies become BadResponse."""
+def parse_json(
+    resp: requests.Response, object_hook: Callable[[dict[str, Any]], Any] | None = None
+) -> Any:
+    """The JSON body of ``resp``; HTML error pages and truncated bodies become BadResponse.
+
+    ``object_hook`` is json's: it replaces each object as soon as it is parsed."""
+    parsed = resp.__dict__.pop(_PARSED, _PARSED)
+    if parsed is not _PARSED and object_hook is None:
+        return parsed
     try:
         # from the bytes: a 25 MB catalogue is not copied into a str first
-        return json.loads(resp.content)
+        return json.loads(resp.content, object_hook=object_hook)
     except ValueError:
         snippet = resp.content[:80].decode("utf-8", "replace").replace("\n", " ")
         raise BadResponse(

@@ -229,10 +229,40 @@ def product_from(item: dict[str, Any]) -> RemoteProduct:
     )
 
 
+class _Unreadable:
+    """An item :func:`_read_item` could not read, as its error line."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+
+def _read_item(obj: dict[str, Any]) -> Any:
+    """json ``object_hook`` for the Items list: an item becomes its RemoteProduct (or an
+    _Unreadable) as soon as it is parsed, so a 50,000-item catalogue's parsed objects are never
+    all held at once (they were most of the fetch's peak memory). Other objects pass as they
+    are; an element without ItemID stays a dict, for read_items to report."""
+    if "ItemID" not in obj:
+        return obj
+    try:
+        return product_from(obj)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return _Unreadable(f"item {obj.get('ItemID') or '(no ItemID)'}: {exc}")
+
+
 def read_items(raw: list[Any]) -> tuple[list[RemoteProduct], list[str]]:
-    """Every readable item, and one error line per unreadable one (the rest still apply)."""
+    """Every readable item, and one error line per unreadable one (the rest still apply).
+
+    Elements already read while parsing (:func:`_read_item`) are taken as they are."""
     products, errors = [], []
     for item in raw:
+        if isinstance(item, RemoteProduct):
+            products.append(item)
+            continue
+        if isinstance(item, _Unreadable):
+            errors.append(item.line)
+            continue
         try:
             products.append(product_from(item))
         except (ValueError, TypeError, AttributeError) as exc:
@@ -275,8 +305,10 @@ class XeroConnector(Connector):
     )
 
     # products ----------------------------------------------------------------------------------
-    def _items(self, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        body = self.http.json("GET", f"{API}/Items", params=params or None)
+    def _items(self, params: dict[str, str] | None = None, *, read: bool = False) -> list[Any]:
+        """The Items list; with ``read``, its items already read into RemoteProducts."""
+        resp = self.http.request("GET", f"{API}/Items", params=params or None)
+        body = parse_json(resp, object_hook=_read_item if read else None)
         items = body.get("Items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise BadResponse("GET /Items: no Items list in the response")
@@ -285,7 +317,7 @@ class XeroConnector(Connector):
     def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
         """Every item, from one call. ``since`` is deliberately not sent: stock movements may
         not move UpdatedDateUTC, and the full read costs the same single call."""
-        products, errors = read_items(self._items())
+        products, errors = read_items(self._items(read=True))
         products.sort(key=lambda p: (p.updated_at or datetime.min.replace(tzinfo=UTC), p.remote_id))
         if not products and errors:
             yield Page([], number=1, errors=errors)
@@ -303,7 +335,7 @@ class XeroConnector(Connector):
         if not remote_ids:
             return []
         wanted = {i.lower() for i in remote_ids}
-        products, errors = read_items(self._items())
+        products, errors = read_items(self._items(read=True))
         if errors:
             # an unreadable item must not pass for a vanished one (a ghost): fail the call
             raise BadResponse(f"GET /Items: {len(errors)} unreadable item(s): {errors[0]}")
