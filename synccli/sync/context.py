@@ -16,8 +16,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import select
@@ -236,15 +237,27 @@ def job_run(
 
 
 def _plain(value: Any) -> Any:
+    # The run row's counts: a first pull's report holds 100,000 changes, so plain values are
+    # tested first and dataclasses are walked field by field (``asdict`` deep-copies every value
+    # before this walk would convert it again).
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
     if is_dataclass(value) and not isinstance(value, type):
-        return _plain(asdict(value))
+        return {
+            name: _plain(getattr(value, name))
+            for name in _field_names(type(value))
+            if not name.startswith("_")
+        }
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
     return str(value)
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 CREATE_LOCK_TTL = timedelta(minutes=5)  # a crashed holder's lock is taken over after this
