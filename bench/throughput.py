@@ -77,27 +77,9 @@ def start_sandbox(provider: str, n: int) -> tuple[harness.Running, TimedApp]:
     )
     if provider == "unleashed":
         app.move_all_stock()  # every product has a StockOnHand row
-    if provider == "lightspeed":
-        _cache_rows(app)
     timed = TimedApp(app)
     server = SandboxServer(timed).start()
     return harness.Running(provider, app, server), timed
-
-
-def _cache_rows(app: Any) -> None:
-    """The Lightspeed sandbox rebuilds every row of the account for every page it serves (500
-    pages of 100 at 50,000 items make that quadratic). The catalogue does not change during a
-    throughput pull, so its rows are built once: the answers are byte for byte the same."""
-    build = app._rows
-    cache: dict[tuple[str, str], Any] = {}
-
-    def rows(entity: str, account: str) -> Any:
-        key = (entity, account)
-        if key not in cache:
-            cache[key] = build(entity, account)
-        return cache[key]
-
-    app._rows = rows
 
 
 def connection_file(running: harness.Running, directory: Path) -> Path:
