@@ -161,3 +161,26 @@ def test_the_client_never_trips_the_sandbox_minute_limit_it_did_not_know() -> No
             assert conn.find_product("SKU-00001") is not None
         assert app.counters.throttled == 0
         assert app.counters.total("GET", "Items") == 23 == conn.http.calls
+
+
+class CountStops(FixedWindows):
+    """A fixed-window provider whose answers stop carrying the count after ``with_count`` calls."""
+
+    def __init__(self, *args: float, with_count: int) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.answered = 0
+        self.with_count = with_count
+
+    def take(self, t: float) -> tuple[bool, int | None]:  # type: ignore[override]
+        ok, left = super().take(t)
+        self.answered += 1
+        return ok, left if self.answered <= self.with_count else None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_provider_that_stops_sending_its_count_is_still_paced(seed: int) -> None:
+    clock = SimClock()
+    xero = CountStops(60, 60.0, 13.0, with_count=90)
+    pacer = WindowPacer(60, 60.0, monotonic=clock.monotonic, sleep=clock.sleep)
+    assert drive(pacer, clock, xero, 400, seed, latency=0.3, work=0.05) == 0  # type: ignore[arg-type]
+    assert sum(xero.used.values()) == 400

@@ -232,21 +232,37 @@ class WindowPacer:
             if self._left is not None:
                 self._left -= 1
 
-    def done(self, sent_at: float, answered_at: float, left: float | None = None) -> None:
+    def done(
+        self,
+        sent_at: float,
+        answered_at: float,
+        left: float | None = None,
+        *,
+        refused: bool = False,
+    ) -> None:
         """Record a call sent at ``sent_at`` and answered (or failed) at ``answered_at`` (both on
         the pacer's clock); ``left`` is the provider's count of calls left in its current window,
-        when the answer carried one."""
+        when the answer carried one; ``refused``: the provider answered 429 (its Retry-After is
+        waited out by the caller)."""
         with self._lock:
             self._answers.append(answered_at)
-            if not self.steer or left is None:
+            if not self.steer or refused or (self._window_end is None and left is None):
                 return
-            new_window = (
+            ended = self._window_end is not None and sent_at >= self._window_end
+            if left is None:
+                if ended:
+                    # No count this time, but the window we knew of had ended before we sent, so
+                    # this call is in a later one, which allows ``limit`` at most. Without this, a
+                    # provider that stopped sending its count would never be paced again.
+                    self._window_end = answered_at + self.window + self.margin
+                    self._said = self._left = self.limit - 1
+                return
+            if (
                 self._said is None
                 or self._window_end is None
                 or left >= self._said  # the count went back up: a window began since our last call
-                or sent_at >= self._window_end  # the window we knew of had ended before we sent
-            )
-            if new_window:
+                or ended
+            ):
                 self._window_end = answered_at + self.window + self.margin
             self._said = left
             self._left = left
@@ -412,11 +428,11 @@ class HttpClient:
             raise TransientError(f"{method} {path}: connection failed ({_short(exc)})") from None
         finally:
             if self.pacer is not None:
-                # A 429 was not counted by the provider, and its headers describe a window we are
-                # about to wait out anyway (Retry-After); every other answer, and a call that died
-                # on the way, may have been counted, so it stays in the pacer's log.
-                minute_left = remaining.get("minute") if status != 429 else None
-                self.pacer.done(sent_at, time.monotonic(), minute_left)
+                # Every call stays in the pacer's log (one that died on the way may have been
+                # counted); a 429's count describes a window the caller waits out (Retry-After).
+                self.pacer.done(
+                    sent_at, time.monotonic(), remaining.get("minute"), refused=status == 429
+                )
             ms = int((time.perf_counter() - started) * 1000)
             self.calls += 1
             self.cost += cost
