@@ -123,6 +123,7 @@ class JobContext:
     connector_factory: Callable[[JobContext], Connector] | None = None
     counts: Any = None  # the job's report, saved on the run row
     _connector: Connector | None = None
+    _renewed: dict[str, datetime] = field(default_factory=dict)  # job -> last lease renewal
 
     @property
     def connector(self) -> Connector:
@@ -145,11 +146,18 @@ class JobContext:
         return self._connector.http.calls if self._connector is not None else 0
 
     def heartbeat(self, job: str) -> None:
-        """Extend the lease during long runs."""
-        if not self.dry_run:
-            renew_lease(
-                self.store, job, self.connection.id, self.clock.now(), lease_ttl(), owner_id()
-            )
+        """Extend the lease during long runs: at most once a tenth of its lifetime.
+
+        Jobs call this every page; a 500-page pull renewing 500 times spent a transaction a
+        page on it. A tenth of the lease is still nine tenths of margin before it could lapse."""
+        if self.dry_run:
+            return
+        now, ttl = self.clock.now(), lease_ttl()
+        last = self._renewed.get(job)
+        if last is not None and last <= now < last + ttl / 10:
+            return
+        renew_lease(self.store, job, self.connection.id, now, ttl, owner_id())
+        self._renewed[job] = now
 
 
 class AlreadyDone(LeaseBusy):
@@ -236,22 +244,29 @@ def job_run(
             release_lease(store, job, conn.id, owner)
 
 
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})  # kept as they are, no call
+
+
 def _plain(value: Any) -> Any:
     # The run row's counts: a first pull's report holds 100,000 changes, so plain values are
-    # tested first and dataclasses are walked field by field (``asdict`` deep-copies every value
-    # before this walk would convert it again).
+    # kept without a call and dataclasses are walked field by field (``asdict`` deep-copies every
+    # value before this walk would convert it again).
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
     if is_dataclass(value) and not isinstance(value, type):
         return {
-            name: _plain(getattr(value, name))
+            name: v if type(v := getattr(value, name)) in _PLAIN_TYPES else _plain(v)
             for name in _field_names(type(value))
             if not name.startswith("_")
         }
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+        return {
+            k: v if type(v) in _PLAIN_TYPES else _plain(v)
+            for k, v in value.items()
+            if not k.startswith("_")
+        }
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [v if type(v) in _PLAIN_TYPES else _plain(v) for v in value]
     return str(value)
 
 
