@@ -1,10 +1,11 @@
 """The one HTTP layer every connector goes through.
 
 It owns: timeouts on every call, short-window pacing (:class:`WindowPacer` for "N calls a
-window", steered by the provider's own count of calls left when it sends one, and a leaky-bucket
-pacer driven by the provider's headers), the persistent call ledger (day and month budgets survive
-between cron runs), error classification, bounded jittered retries, token refresh on 401, and the
-one log line per call at ``-v`` with secrets redacted.
+window", steered by the provider's own count of calls left when it sends one; a leaky-bucket
+pacer driven by the provider's headers, behind requests-ratelimiter's burst cap), the persistent
+call ledger (day and month budgets survive between cron runs), error classification, bounded
+jittered retries, token refresh on 401, and the one log line per call at ``-v`` with secrets
+redacted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import requests
+from pyrate_limiter import Limiter, Rate
+from requests_ratelimiter import LimiterSession
+from requests_ratelimiter.buckets import HostBucketFactory
 
 from synccli import secrets
 from synccli.clock import Clock, SystemClock
@@ -301,25 +305,29 @@ class HttpClient:
         self.default_headers = dict(default_headers or {})
         self.calls = 0  # calls this client made (for run summaries)
         self.cost = 0.0
-        self.session = requests.Session()
+        self.session = self._session(pace)
         self.session.verify = verify
         self.pacer = self._window_pacer(pace)
         self._bucket: tuple[float, float, float, float] | None = None  # level, size, drip, t
 
+    def _session(self, pace: bool) -> requests.Session:
+        if not (pace and self.limits.drip_per_second and not self.limits.per_minute):
+            return requests.Session()
+        # Leaky bucket: the header-driven pacer (_pace) does the real work; requests-ratelimiter
+        # only caps the burst before the first answer has told us the bucket's level, a job a
+        # plain rate limiter does well (no provider count to read, no window to fill).
+        burst = int(self.limits.bucket_size or 60)
+        window_ms = int(burst * 1000 / self.limits.drip_per_second / self.time_scale)
+        limiter = Limiter(HostBucketFactory(rates=[Rate(burst, max(1, window_ms))]), buffer_ms=20)
+        return LimiterSession(limiter=limiter, max_delay=None)
+
     def _window_pacer(self, pace: bool) -> WindowPacer | None:
-        if not pace:
+        if not pace or not self.limits.per_minute:
             return None
-        if self.limits.per_minute:
-            # The window shrinks with the sandbox's time scale so tests cross it in seconds.
-            return WindowPacer(self.limits.per_minute, 60.0 / self.time_scale)
-        if self.limits.drip_per_second:
-            # Leaky bucket: the header-driven pacer (_pace) does the real work; this only caps the
-            # burst before the first answer has told us the bucket's level.
-            burst = int(self.limits.bucket_size or 60)
-            return WindowPacer(
-                burst, burst / self.limits.drip_per_second / self.time_scale, steer=False
-            )
-        return None
+        # "N calls a minute" (Xero): steered by the provider's own count of calls left, which a
+        # client-side rate limiter cannot read (see WindowPacer). The window shrinks with the
+        # sandbox's time scale so tests cross it in seconds.
+        return WindowPacer(self.limits.per_minute, 60.0 / self.time_scale)
 
     # ------------------------------------------------------------------------------------------
     def url(self, path: str) -> str:
