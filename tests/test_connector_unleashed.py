@@ -3,6 +3,7 @@ from the simulator, and against hand-written cassettes built from the notes' doc
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -412,10 +413,16 @@ def test_post_invoice_reconciles_totals_and_is_exactly_once() -> None:
 def test_post_invoice_rejected_with_the_providers_description() -> None:
     with served(products=5, customers=3) as (app, url):
         conn = make(app, url)
+        calls = app.counters.total()
         with pytest.raises(Rejected) as info:
             conn.post_invoice(draft(app, tax_code="GST"), "k-tax")
         assert info.value.errors == ["Tax code 'GST' does not exist"]  # the Description
         assert info.value.status == 400
+        assert app.counters.total() - calls == 1  # a first attempt refused: nothing to read back
+        calls = app.counters.total()
+        with pytest.raises(Rejected):
+            conn.post_invoice(dataclasses.replace(draft(app, tax_code="GST"), resend=True), "k-tax")
+        assert app.counters.total() - calls == 2  # after an unclear attempt: read back, not there
         with pytest.raises(Rejected) as info:
             conn.post_invoice(draft(app, customer_id=str(uuid.uuid4())), "k-cust")
         assert "Customer" in info.value.errors[0]
@@ -436,7 +443,7 @@ def test_complete_orders_setting_and_reposting_a_completed_order() -> None:
         assert app.counters.total("POST", "SalesOrderComplete") == 1
         # the outbox retries after a crash: the order is completed and refuses changes, which
         # the connector reads back as already posted
-        again = conn.post_invoice(draft(app), "k-complete")
+        again = conn.post_invoice(dataclasses.replace(draft(app), resend=True), "k-complete")
         assert again.remote_id == posted.remote_id and again.status == "Completed"
         assert len(app.world().invoices) == 1
         assert app.counters.total("POST", "SalesOrderComplete") == 1

@@ -124,6 +124,9 @@ class InvoiceDraft:
     due_date: datetime | None = None
     reference: str | None = None
     total: Decimal | None = None  # the shop's total (tax inclusive), checked against the lines
+    # an earlier attempt got no clear answer (the job looked the invoice up first and did not
+    # find it): a connector may check once more before it reports a refusal
+    resend: bool = False
 
 
 @dataclass

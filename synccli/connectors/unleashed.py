@@ -554,11 +554,20 @@ class UnleashedConnector(Connector):
     def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         guid = self.order_guid(idempotency_key)
         body = self.order_body(invoice, guid)
+        calls = self.http.calls
         try:
             # The Guid is ours and stable: a repeated POST updates the same order, so the HTTP
             # layer may retry it after a lost answer.
             item = self._post(f"/SalesOrders/{guid}", body, retry=True)
         except Rejected as err:
+            if self.http.calls - calls <= 1 and not invoice.resend:
+                # One POST, clearly refused, and no earlier attempt that might have created the
+                # order: nothing exists to find, so no call is spent looking.
+                raise Rejected(
+                    err.message, errors=[_error_text(err)], status=err.status, body=err.body
+                ) from None
+            # This call or an earlier one may have created the order (an unclear answer), which
+            # then refuses a second create (or, completed since, any update): read it back.
             status, existing = self._get(f"/SalesOrders/{guid}", missing_ok=True)
             if (
                 status == 200

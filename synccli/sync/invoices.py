@@ -419,6 +419,7 @@ class _Worker:
             due_date=due,
             reference=order.number,
             total=Decimal(order.total),
+            resend=self.state_before == "posting",
         )
 
     # state changes ----------------------------------------------------------------------------
