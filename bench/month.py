@@ -16,8 +16,9 @@ and cross-checked with the sandbox's counters); the freshness lag of every produ
 change in the sandbox to the first job run after which the local product shows it); days until
 each ghost was flagged; invoices posted, duplicated and lost; 429s served. The same month and data
 also run through the seed's naive strategy (``Naive`` below, against a twin sandbox with the same
-seed and the same mutations), and ``synccli plan``'s figure for the same schedule is printed beside
-the measured one.
+seed and the same mutations) at the same freshness (the same pull cadence) and, by default, the
+same sweep coverage (every product within 7 days; ``--naive-sweep 10`` gives the seed's own 10 a
+day), and ``synccli plan``'s figure for the same schedule is printed beside the measured one.
 
 Onboarding (the first full pull and the first link-customers of a new connection) happens the day
 before the month and is reported apart: plan's figures are steady-state.
@@ -243,8 +244,10 @@ class Naive:
 
     - pull: the changed products and stock since its last run, same cadence and the same paged
       reads as ours (the connector's ``changed_products``/``changed_stock``);
-    - sweep: the 10 products swept longest ago, one GET per product plus one stock GET per product
-      (Xero has no stock endpoint: its item GET carries stock, so one call there);
+    - sweep: the products swept longest ago, one GET per product plus one stock GET per product
+      (Xero has no stock endpoint: its item GET carries stock, so one call there). The seed swept
+      10 a day; compared at the same sweep coverage as ours (``--naive-sweep equal``, the default)
+      it sweeps a seventh of the catalogue a day, so that every product is checked within 7 days;
     - link-customers: the changed customers since its last run (same reads as ours);
     - invoices: for every order, one lookup per line by product code, one customer lookup by
       email, a create for what is missing, and one post; a rejected order is looked up and posted
