@@ -185,6 +185,27 @@ def test_profile_reads_quota_answers_as_month_and_other_429s_as_short() -> None:
     assert PROFILE.body_error({"Guid": "x", "Description": "a product field"}) is None
 
 
+def test_each_page_is_parsed_once_with_decimal_money(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP layer's body-error check parses a page with the connector's reader, and the
+    connector reuses that body instead of parsing the page again."""
+    from synccli.connectors import unleashed as module
+
+    parsed: list[int] = []
+    real = module.json.loads
+
+    def counting(text: Any, **kw: Any) -> Any:
+        parsed.append(1)
+        return real(text, **kw)
+
+    with served(products=3, customers=0) as (app, url):
+        conn = make(app, url, pace=False)
+        monkeypatch.setattr(module.json, "loads", counting)
+        pages = list(conn.changed_products(None))
+        monkeypatch.undo()
+    assert len(parsed) == len(pages) == 1
+    assert all(isinstance(p.price, Decimal) for p in pages[0].records)
+
+
 def test_optional_per_minute_limit_is_waited_out() -> None:
     with served(products=5, customers=1, time_scale=120, limits={"per_minute": 2}) as (app, url):
         conn = make(app, url, time_scale=120, pace=False)  # no pacing: the 429 path is exercised

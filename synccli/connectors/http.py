@@ -128,10 +128,14 @@ class Profile:
     is_limit: Callable[[requests.Response], bool] = lambda r: r.status_code == 429
     # a 200 whose body is an error envelope
     body_error: Callable[[Any], str | None] = _no_body_error
+    # how the connector reads a body (from its bytes): the body-error check parses with it, and
+    # leaves the result for the connector (``parsed_body``), so a page is parsed once
+    loads: Callable[[bytes], Any] = json.loads
 
 
 # where _body_error leaves the body it parsed, for parse_json to reuse
 _PARSED = "_synccli_parsed_json"
+NOT_PARSED: Any = _PARSED  # parsed_body's answer when nothing was parsed
 
 
 def _default_message(resp: requests.Response) -> str:
@@ -519,8 +523,8 @@ class HttpClient:
         if resp.status_code == 204 or not resp.content or "json" not in ctype:
             return None
         try:
-            body = json.loads(resp.content)
-        except ValueError:
+            body = self.profile.loads(resp.content)
+        except ValueError:  # UnicodeDecodeError too: the connector's own parse reports it
             return None
         setattr(resp, _PARSED, body)  # parse_json answers with it instead of parsing again
         return self.profile.body_error(body)
@@ -533,6 +537,12 @@ class HttpClient:
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(min(seconds, 3600.0))
+
+
+def parsed_body(resp: requests.Response) -> Any:
+    """The body the body-error check already parsed with the profile's ``loads`` (taken: a second
+    call answers ``NOT_PARSED``), or ``NOT_PARSED``."""
+    return resp.__dict__.pop(_PARSED, NOT_PARSED)
 
 
 def parse_json(

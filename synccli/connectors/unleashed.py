@@ -68,7 +68,14 @@ from synccli.connectors.base import (
     RemoteProduct,
     RemoteStock,
 )
-from synccli.connectors.http import HttpClient, Ledger, Profile, _default_message
+from synccli.connectors.http import (
+    NOT_PARSED,
+    HttpClient,
+    Ledger,
+    Profile,
+    _default_message,
+    parsed_body,
+)
 from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
 
 DEFAULT_BASE_URL = "https://api.unleashedsoftware.com"
@@ -173,12 +180,18 @@ def _body_error(body: Any) -> str | None:
     return None
 
 
+def _loads(content: bytes) -> Any:
+    """A body as the connector reads it: strict UTF-8, numbers with a fraction as Decimal."""
+    return json.loads(content.decode("utf-8"), parse_float=Decimal)
+
+
 PROFILE = Profile(
     read_remaining=lambda resp: {},  # Unleashed documents no remaining-calls header
     limit_scope=_limit_scope,
     error_message=_error_message,
     is_limit=_is_limit,
     body_error=_body_error,
+    loads=_loads,  # the body-error check parses each page once, for _parse too
 )
 
 
@@ -236,8 +249,11 @@ class UnleashedConnector(Connector):
 
     @staticmethod
     def _parse(resp: requests.Response) -> Any:
+        body = parsed_body(resp)  # what the HTTP layer's body-error check already parsed
+        if body is not NOT_PARSED:
+            return body
         try:
-            return json.loads(resp.content.decode("utf-8"), parse_float=Decimal)
+            return _loads(resp.content)
         except (ValueError, UnicodeDecodeError):
             snippet = resp.text[:80].replace("\n", " ")
             raise BadResponse(
