@@ -795,3 +795,27 @@ def test_text_settings_from_the_command_line() -> None:
         conn = make(app, url, complete_orders="false", lookup_batch="50")
         assert conn.post_invoice(draft(app), "k-text").status == "Parked"
         assert conn.batch == 50
+
+
+def test_a_page_is_parsed_with_the_collector_paused_and_its_state_restored() -> None:
+    import gc
+
+    from synccli.connectors.http import without_gc
+
+    seen: list[bool] = []
+
+    def parse(text: str) -> Any:
+        seen.append(gc.isenabled())
+        return json.loads(text)
+
+    assert gc.isenabled()
+    assert without_gc(parse, '{"a": [1]}') == {"a": [1]}
+    with pytest.raises(ValueError):
+        without_gc(parse, "{")
+    assert seen == [False, False] and gc.isenabled()
+    gc.disable()
+    try:
+        without_gc(parse, "[]")
+        assert not gc.isenabled()  # a caller's own pause is left as it was
+    finally:
+        gc.enable()
