@@ -31,7 +31,10 @@ def load_key(settings: Settings, create: bool = True) -> bytes:
     if path.exists():
         return path.read_bytes().strip()
     if not create:
-        raise ConfigError(f"no secret key: set SYNC_SECRET_KEY or restore {path}")
+        raise ConfigError(
+            f"no secret key: the store holds credentials sealed with a key; set SYNC_SECRET_KEY "
+            f"or restore {path}"
+        )
     ensure_private_dir(settings.data_dir)
     key = Fernet.generate_key()
     # O_EXCL: two first runs at once must not write two different keys.

@@ -101,6 +101,18 @@ def test_store_and_key_files_are_owner_only(cli, _isolated_env: Path) -> None:
         assert mode == 0o600, f"{name} has mode {oct(mode)}"
 
 
+def test_removed_key_file_is_not_silently_replaced(cli, _isolated_env: Path) -> None:
+    """A new key could not open the stored credentials: say what to restore, make none."""
+    cli("db", "upgrade")
+    cli("connections", "add", "s", "--provider", "xero", "--client-secret", SECRET)
+    key = _isolated_env / "secret.key"
+    key.unlink()
+    shown = cli("connections", "show", "s")
+    assert shown.exit_code == 2
+    assert "restore" in shown.stderr and str(key) in shown.stderr
+    assert not key.exists()
+
+
 def test_remove_refuses_unknown_provider_and_duplicate(cli) -> None:
     cli("db", "upgrade")
     bad = cli("connections", "add", "x", "--provider", "quickbooks")

@@ -300,7 +300,7 @@ BAD_CONFIG = [
     Case(
         "secret-key-file-removed",
         ["connections", "show", "shop"],
-        "stored credentials cannot be decrypted",
+        "set SYNC_SECRET_KEY or restore",  # and no new key is made in its place
         prepare=_remove_key,
         process=True,
     ),

@@ -11,7 +11,7 @@ from typing import Any
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +20,7 @@ from alembic import command
 from synccli.config import Settings, ensure_private_dir
 from synccli.crypto import Vault, load_key
 from synccli.errors import ConfigError, SchemaOutdated
+from synccli.store.models import Connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,8 +98,20 @@ class Store:
     @property
     def vault(self) -> Vault:
         if self._vault is None:
-            self._vault = Vault(load_key(self.settings))
+            # A new key is made only for a store that holds no credentials yet: a removed key file
+            # must not be silently replaced by one that cannot open what is stored.
+            self._vault = Vault(load_key(self.settings, create=not self._holds_credentials()))
         return self._vault
+
+    def _holds_credentials(self) -> bool:
+        try:
+            with self.sessions() as s:
+                held = s.scalar(
+                    select(Connection.id).where(Connection.credentials.is_not(None)).limit(1)
+                )
+        except SQLAlchemyError:  # no tables yet: nothing is sealed
+            return False
+        return held is not None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
