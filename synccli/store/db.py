@@ -125,6 +125,18 @@ class Store:
                 raise
 
     @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session. On SQLite its transaction is deferred: with WAL it neither waits
+        for nor blocks a writer (a budget check beside a page being applied)."""
+        with self.sessions() as session:
+            try:
+                if self.is_sqlite:
+                    session.connection(execution_options={"sqlite_begin": "BEGIN"})
+                yield session
+            finally:
+                session.rollback()
+
+    @contextmanager
     def locked(self) -> Iterator[Session]:
         """A session whose transaction takes the write lock at once on SQLite (BEGIN IMMEDIATE),
         so read-then-write sections (claiming, leases, token refresh) cannot interleave.

@@ -55,7 +55,7 @@ class StoreLedger:
         self.reserve = reserve  # calls kept back for higher-priority jobs (invoices)
 
     def check(self, now: datetime, cost: float) -> None:
-        with self.store.session() as s:
+        with self.store.reading() as s:
             budget = s.get(Budget, self.connection_id)
             if budget and budget.blocked_until and now < budget.blocked_until:
                 raise BudgetExhausted(

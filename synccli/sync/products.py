@@ -7,14 +7,16 @@ the cursor's overlap and a crashed run's re-read never apply a change twice.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -33,6 +35,7 @@ from synccli.store.sync_state import (
 )
 from synccli.sync.context import JobContext
 
+T = TypeVar("T")
 log = logging.getLogger("synccli.job")
 
 KIND = "product"
@@ -364,6 +367,33 @@ def _same(old: Any, new: Any) -> bool:
     return old == new
 
 
+_END = object()
+
+
+def read_ahead(pages: Iterator[T]) -> Iterator[T]:
+    """Yield ``pages`` while the next one is already being fetched, on one worker thread.
+
+    A pull alternates waiting for the provider with applying a page to the store; fetching page
+    k+1 while page k is applied keeps both busy. At most one page is in flight, and pages come in
+    order from one thread at a time, so the connector's paging (cursors, next links) is as before.
+    If applying stops the pull, the page in flight is awaited (its call is in the ledger) and
+    dropped: the cursor only moves with applied pages, so the next run reads it again.
+    """
+    context = contextvars.copy_context()  # the run's log context follows the calls
+
+    def fetch() -> T | object:
+        return context.copy().run(next, pages, _END)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(fetch)
+        while True:
+            page = pending.result()
+            if page is _END:
+                return
+            pending = pool.submit(fetch)
+            yield page  # type: ignore[misc]
+
+
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -406,7 +436,7 @@ def pull_products(
             continue
         newest: datetime | None = None
         seen_ids: set[str] = set()
-        for page in fetch(start):
+        for page in read_ahead(fetch(start)):
             report.pages += 1
             if stream == "products":
                 seen_ids.update(r.remote_id for r in page.records)
