@@ -592,14 +592,7 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
     limits = caps.limits
     now = ctx.clock.now()
     with ctx.store.session() as s:
-        links = (
-            s.scalar(
-                select(func.count())
-                .select_from(Link)
-                .where(Link.connection_id == ctx.connection.id, Link.kind == KIND)
-            )
-            or 0
-        )
+        links = _linked_count(s, ctx.connection.id)
         used = (
             s.scalar(
                 select(func.count())
