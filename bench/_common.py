@@ -7,6 +7,7 @@ nothing here is part of the installed package.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -233,3 +234,11 @@ def pct(measured: float, reference: float) -> float | None:
     if not reference:
         return None
     return round((measured - reference) / reference * 100.0, 1)
+
+
+def emit(doc: dict, json_out: str | None, as_json: bool, render: Callable[[], str]) -> None:
+    """A script's figures: kept as JSON in ``json_out`` when given, printed as JSON or a table."""
+    text = json.dumps(doc, indent=2, default=str)
+    if json_out:
+        Path(json_out).write_text(text, encoding="utf-8")
+    print(text if as_json else render())

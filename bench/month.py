@@ -1274,12 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [simulate(p, args) for p in providers]
     doc = {"machine": info, "args": vars(args), "results": results}
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    if args.json:
-        print(json.dumps(doc, indent=2, default=str))
-    else:
-        print(render(results, info, args))
+    common.emit(doc, args.json_out, args.json, lambda: render(results, info, args))
     return 0
 
 

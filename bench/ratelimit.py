@@ -360,9 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 doc["results"].append(result)
             finally:
                 running.stop()
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    print(json.dumps(doc, indent=2, default=str) if args.json else render(doc))
+    common.emit(doc, args.json_out, args.json, lambda: render(doc))
     return 0
 
 
