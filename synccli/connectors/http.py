@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -311,7 +312,13 @@ class HttpClient:
         self.calls = 0  # calls this client made (for run summaries)
         self.cost = 0.0
         self.session = self._session(pace)
-        self.session.verify = verify
+        # requests reads the proxy, CA-bundle and netrc settings from the environment again on
+        # every call (walking os.environ, stat'ing ~/.netrc): about 1 ms a call, 0.5 s of a
+        # 500-page pull. They are read here once instead, and proxies once per host.
+        self.session.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        self.session.verify = bundle if verify is True and bundle else verify
+        self._proxies: dict[str, dict[str, str]] = {}
         self.pacer = self._window_pacer(pace)
         self._bucket: tuple[float, float, float, float] | None = None  # level, size, drip, t
 
@@ -430,7 +437,12 @@ class HttpClient:
         remaining: dict[str, float] = {}
         try:
             resp = self.session.request(
-                method, url, data=data, headers=all_headers, timeout=self.timeout
+                method,
+                url,
+                data=data,
+                headers=all_headers,
+                timeout=self.timeout,
+                proxies=self._proxies_for(url),
             )
             status = resp.status_code
             remaining = self._remaining(resp)
@@ -455,6 +467,16 @@ class HttpClient:
             log.info(
                 secrets.redact(f"{method} {path} {status or 'ERR'} {ms}ms cost={cost:g} {left}")
             )
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The environment's proxies for ``url``'s host (``HTTPS_PROXY``, ``NO_PROXY``...), as
+        requests itself would choose them, read once per host."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        found = self._proxies.get(key)
+        if found is None:
+            found = self._proxies[key] = requests.utils.get_environ_proxies(key)
+        return found
 
     def _remaining(self, resp: requests.Response) -> dict[str, float]:
         try:
