@@ -105,10 +105,9 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_crash_after_first_committed_page_loses_nothing(provider: str, store: Store) -> None:
-    """Three pages of changes; the process dies after the first page is committed. (Xero sends
-    its Items in one response; the job still commits them a page of 1,000 at a time.)"""
-    size = {"xero": 1000, "unleashed": 1000, "lightspeed": 100}[provider]
-    n = size * 3
+    """Three batches of changes; the process dies after the first batch is committed. (Xero
+    sends its Items in one response, Lightspeed pages of 100; the job commits 1,000 at a time.)"""
+    n = products.APPLY_BATCH * 3
     with start(provider, n, clock=CLOCK) as running:
         conn = harness.add_connection(store, "shop", running, time_scale=SCALE[provider])
         pull(store, conn)
@@ -118,8 +117,7 @@ def test_crash_after_first_committed_page_loses_nothing(provider: str, store: St
         baseline = events(store)
 
         def die_after_first(report: products.PullReport) -> None:
-            if report.pages == 1:
-                raise Crash()
+            raise Crash()  # after the first batch was committed
 
         with pytest.raises(Crash), job_run(store, "pull-products", conn, clock=CLOCK) as jc:
             products.pull_products(jc, on_page=die_after_first)

@@ -23,6 +23,7 @@ from synccli.errors import ConfigError, SchemaOutdated
 from synccli.store.models import Connection
 
 ROOT = Path(__file__).resolve().parents[2]
+BUSY_TIMEOUT_MS = 30_000  # how long a SQLite write waits for another connection's lock
 
 
 def alembic_config(url: str) -> AlembicConfig:
@@ -50,13 +51,13 @@ def make_engine(url: str, **kw: Any) -> Engine:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
                 except OSError as exc:
                     raise ConfigError(f"cannot create store {path}: {exc.strerror}") from None
-        engine = create_engine(url, connect_args={"timeout": 30}, **kw)
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kw)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # With WAL, NORMAL survives a killed process; only a power cut may lose the last
             # commits, and every job re-checks the provider before repeating a write.
             cur.execute("PRAGMA synchronous=NORMAL")

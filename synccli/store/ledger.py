@@ -7,18 +7,22 @@ own count against the connection's limits).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from synccli.connectors.base import Limits
 from synccli.connectors.http import CallRecord
 from synccli.errors import BudgetExhausted
-from synccli.store.db import Store
+from synccli.store.db import BUSY_TIMEOUT_MS, Store
 from synccli.store.models import ApiCall, Budget
 
 
@@ -53,9 +57,39 @@ class StoreLedger:
         self.limits = limits
         self.run_id = run_id
         self.reserve = reserve  # calls kept back for higher-priority jobs (invoices)
+        # Calls not yet written (see ``deferred``), oldest first; counted by ``check`` as if
+        # they were.
+        self._pending: list[CallRecord] = []
+        self._guard = threading.Lock()  # the pending list
+        self._writing = threading.Lock()  # one writer at a time keeps budget updates in order
+        self._defer = False
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within this block, a call is recorded without waiting for the store's write lock.
+
+        A pull fetches on one thread while another applies a batch of 1,000 records in one
+        SQLite transaction (tens of milliseconds holding the database's single write lock); a
+        call recorded meanwhile would hold the fetching up until that commit. Here it is kept in
+        memory instead, counted by ``check`` all the same, and written with the next call that
+        finds the lock free, when ``MAX_DEFERRED`` are waiting (then it waits), or when the
+        block ends. PostgreSQL locks rows, not the database: there every call is written at
+        once. A process killed inside the block may leave up to ``MAX_DEFERRED`` calls
+        unwritten; the provider's own counts (headers, 429s) still bound the budget."""
+        self._defer = self.store.is_sqlite
+        try:
+            yield
+        finally:
+            self._defer = False
+            self.flush()
+
+    MAX_DEFERRED = 50
 
     def check(self, now: datetime, cost: float) -> None:
         budgets = Budget.__table__
+        with self._guard:
+            pending = list(self._pending)
+        said = [c for c in pending if "day" in c.remaining]
         with self.store.reading() as s:
             budget = s.execute(
                 select(
@@ -70,10 +104,12 @@ class StoreLedger:
                     budget.blocked_reason or "API budget exhausted", reset_at=budget.blocked_until
                 )
             if self.limits.per_day:
-                used = self._count(s, day_start(now))
+                used = self._count(s, day_start(now), pending)
                 left = self.limits.per_day - used
                 remaining = (budget.remaining or {}).get("day") if budget else None
-                if remaining is not None and budget and budget.updated_at >= day_start(now):
+                if said and said[-1].at >= day_start(now):
+                    left = min(left, int(said[-1].remaining["day"]))
+                elif remaining is not None and budget and budget.updated_at >= day_start(now):
                     left = min(left, int(remaining))
                 if left - self.reserve <= 0:
                     raise BudgetExhausted(
@@ -82,58 +118,105 @@ class StoreLedger:
                         reset_at=day_start(now) + timedelta(days=1),
                     )
             if self.limits.per_month:
-                used = self._count(s, month_start(now))
+                used = self._count(s, month_start(now), pending)
                 if used + self.reserve >= self.limits.per_month:
                     raise BudgetExhausted(
                         f"the month's budget of {self.limits.per_month} calls is used up",
                         reset_at=next_month(now),
                     )
 
-    def _count(self, s: Session, since: datetime) -> int:
-        return int(
-            s.scalar(
-                select(func.count())
-                .select_from(ApiCall)
-                .where(ApiCall.connection_id == self.connection_id, ApiCall.at >= since)
-            )
-            or 0
+    def _count(self, s: Session, since: datetime, pending: list[CallRecord]) -> int:
+        """Calls since ``since``: those written, and those kept back (``deferred``)."""
+        written = s.scalar(
+            select(func.count())
+            .select_from(ApiCall)
+            .where(ApiCall.connection_id == self.connection_id, ApiCall.at >= since)
         )
+        return int(written or 0) + sum(1 for c in pending if c.at >= since)
 
     def record(self, call: CallRecord) -> None:
-        """Write one call, and what the provider said is left, in one short transaction.
-
-        Plain statements rather than tracked objects: a pull records hundreds of calls, from a
-        thread that must get back to fetching (an ORM unit of work cost ~2 ms a call)."""
+        """Write one call (with any kept back before it), and what the provider said is left."""
         if self.read_only:
             return
-        calls, budgets = ApiCall.__table__, Budget.__table__
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                insert(calls).values(
-                    connection_id=self.connection_id,
-                    run_id=self.run_id,
-                    at=call.at,
-                    method=call.method,
-                    path=call.path[:500],
-                    status=call.status,
-                    ms=call.ms,
-                    cost=Decimal(str(call.cost)),
-                )
-            )
-            if not call.remaining:
+        with self._guard:
+            self._pending.append(call)
+            waiting = len(self._pending)
+        self._flush(wait=not self._defer or waiting >= self.MAX_DEFERRED)
+
+    def flush(self) -> None:
+        """Write every call kept back, waiting for the store's write lock if need be."""
+        self._flush(wait=True)
+
+    def _flush(self, wait: bool) -> None:
+        if not self._writing.acquire(blocking=wait):
+            return  # the other thread is writing them
+        try:
+            with self._guard:
+                batch = list(self._pending)
+            if not batch:
                 return
-            where = budgets.c.connection_id == self.connection_id
-            held = conn.execute(select(budgets.c.remaining).where(where).with_for_update()).first()
-            if held is None:
-                _insert_budget_row(conn, self.connection_id, call.at)
+            try:
+                self._write(batch, wait)
+            except _LockBusy:
+                return
+            with self._guard:
+                # only once committed: until then ``check`` counts them here (a call may be
+                # counted twice for a moment, never missed)
+                del self._pending[: len(batch)]
+        finally:
+            self._writing.release()
+
+    def _write(self, batch: list[CallRecord], wait: bool) -> None:
+        """One short transaction: plain statements rather than tracked objects (an ORM unit of
+        work cost ~2 ms a call, on the thread that should be fetching)."""
+        calls, budgets = ApiCall.__table__, Budget.__table__
+        remaining: dict[str, float] = {}
+        said_at: datetime | None = None
+        for call in batch:
+            if call.remaining:
+                remaining.update(call.remaining)
+                said_at = call.at
+        with self.store.engine.connect() as conn:
+            with _busy_timeout(conn, None if wait else 0):
+                try:
+                    transaction = conn.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
+                except OperationalError as exc:
+                    if not wait and "locked" in str(exc.orig):
+                        raise _LockBusy from None
+                    raise
+            with transaction:
+                conn.execute(
+                    insert(calls),
+                    [
+                        {
+                            "connection_id": self.connection_id,
+                            "run_id": self.run_id,
+                            "at": call.at,
+                            "method": call.method,
+                            "path": call.path[:500],
+                            "status": call.status,
+                            "ms": call.ms,
+                            "cost": Decimal(str(call.cost)),
+                        }
+                        for call in batch
+                    ],
+                )
+                if not remaining:
+                    return
+                where = budgets.c.connection_id == self.connection_id
                 held = conn.execute(
                     select(budgets.c.remaining).where(where).with_for_update()
                 ).first()
-            conn.execute(
-                update(budgets)
-                .where(where)
-                .values(remaining={**(held.remaining or {}), **call.remaining}, updated_at=call.at)
-            )
+                if held is None:
+                    _insert_budget_row(conn, self.connection_id, said_at or batch[-1].at)
+                    held = conn.execute(
+                        select(budgets.c.remaining).where(where).with_for_update()
+                    ).first()
+                conn.execute(
+                    update(budgets)
+                    .where(where)
+                    .values(remaining={**(held.remaining or {}), **remaining}, updated_at=said_at)
+                )
 
     def exhausted(self, scope: str, reset_at: datetime, message: str) -> None:
         if self.read_only:
@@ -143,6 +226,25 @@ class StoreLedger:
             budget.blocked_until = reset_at
             budget.blocked_reason = message
             budget.updated_at = datetime.now(UTC)
+
+
+class _LockBusy(Exception):
+    """Another connection holds SQLite's write lock, and the caller chose not to wait."""
+
+
+@contextmanager
+def _busy_timeout(conn: Connection, ms: int | None) -> Iterator[None]:
+    """SQLite: wait at most ``ms`` for a lock on ``conn`` within the block (None: as configured)."""
+    if ms is None or conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA busy_timeout={int(ms)}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _insert_budget_row(conn: Connection | Session, connection_id: int, at: datetime) -> None:

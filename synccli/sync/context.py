@@ -145,6 +145,17 @@ class JobContext:
     def calls(self) -> int:
         return self._connector.http.calls if self._connector is not None else 0
 
+    @contextmanager
+    def calls_deferred(self) -> Iterator[None]:
+        """Record this block's calls without waiting for the store's write lock (see
+        ``StoreLedger.deferred``); all are written when it ends."""
+        deferred = getattr(getattr(self.connector, "http", None), "ledger", None)
+        if not isinstance(deferred, StoreLedger):
+            yield
+            return
+        with deferred.deferred():
+            yield
+
     def heartbeat(self, job: str) -> None:
         """Extend the lease during long runs: at most once a tenth of its lifetime.
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
-from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
+from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
 from synccli.store.sync_state import (
@@ -155,7 +155,13 @@ class _Applier:
                     )
                     continue
                 if local is None:
-                    if remote.code in new or not remote.code:
+                    earlier = new.get(remote.code)
+                    if earlier is not None and earlier.remote_id == remote.remote_id:
+                        # the same product twice in a batch (its stamp moved while we paged):
+                        # the later copy is the newer
+                        new[remote.code] = remote
+                        continue
+                    if earlier is not None or not remote.code:
                         report.errors.append(
                             f"remote product {remote.remote_id}: code {remote.code!r} is empty or "
                             "repeated; skipped"
@@ -368,30 +374,85 @@ def _same(old: Any, new: Any) -> bool:
 
 
 _END = object()
+APPLY_BATCH = 1_000  # records applied and committed together (pages are joined up to this)
+BATCH_LINGER = 1.0  # seconds a batch waits for more pages before it is applied as it is
 
 
-def read_ahead(pages: Iterator[T]) -> Iterator[T]:
-    """Yield ``pages`` while the next one is already being fetched, on one worker thread.
+def read_ahead(
+    pages: Iterator[Page[T]], size: int = APPLY_BATCH, linger: float = BATCH_LINGER
+) -> Iterator[list[Page[T]]]:
+    """Yield ``pages`` in order, joined into batches of about ``size`` records, while the next
+    batch is already being fetched on one worker thread.
 
-    A pull alternates waiting for the provider with applying a page to the store; fetching page
-    k+1 while page k is applied keeps both busy. At most one page is in flight, and pages come in
-    order from one thread at a time, so the connector's paging (cursors, next links) is as before.
-    If applying stops the pull, the page in flight is awaited (its call is in the ledger) and
-    dropped: the cursor only moves with applied pages, so the next run reads it again.
+    A pull alternates waiting for the provider with applying to the store; fetching the next
+    batch while one is applied keeps both busy, and applying 1,000 records in one transaction
+    instead of ten pages of 100 halves the store's work per record (Lightspeed). The worker stops
+    once a whole batch waits, so at most one batch (and the page in flight) is ahead. A batch is
+    also let go when its first page has waited ``linger`` seconds, so a slow provider's pages are
+    still committed as they come. Pages come from one thread at a time, so the connector's paging
+    (cursors, next links) is as before. If applying stops the pull, the page in flight is
+    awaited (its call is in the ledger) and dropped with the batch not applied: the cursor only
+    moves with applied pages, so the next run reads them again.
     """
     context = contextvars.copy_context()  # the run's log context follows the calls
+    ready = threading.Condition()
+    buffer: list[Page[T]] = []
+    state: dict[str, Any] = {"held": 0, "done": False, "error": None, "stop": False, "since": 0.0}
 
-    def fetch() -> T | object:
-        return context.copy().run(next, pages, _END)
+    def work() -> None:
+        try:
+            while True:
+                with ready:
+                    while state["held"] >= size and not state["stop"]:
+                        ready.wait()
+                    if state["stop"]:
+                        return
+                page = next(pages, _END)
+                with ready:
+                    if page is _END:
+                        state["done"] = True
+                    else:
+                        if not buffer:
+                            state["since"] = time.monotonic()
+                        buffer.append(page)  # type: ignore[arg-type]
+                        state["held"] += len(page.records)  # type: ignore[union-attr]
+                    ready.notify_all()
+                    if state["done"]:
+                        return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, in order
+            with ready:
+                state["error"], state["done"] = exc, True
+                ready.notify_all()
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
-        pending = pool.submit(fetch)
+    worker = threading.Thread(target=context.copy().run, args=(work,), name="read-ahead")
+    worker.start()
+    try:
         while True:
-            page = pending.result()
-            if page is _END:
+            with ready:
+                while not state["done"] and state["held"] < size:
+                    if buffer:
+                        left = state["since"] + linger - time.monotonic()
+                        if left <= 0:
+                            break
+                        ready.wait(left)
+                    else:
+                        ready.wait()
+                batch = buffer[:]
+                buffer.clear()
+                state["held"] = 0
+                finished, error = state["done"], state["error"]
+                ready.notify_all()
+            if batch:
+                yield batch
+            if finished and not batch:
+                if error is not None:
+                    raise error
                 return
-            pending = pool.submit(fetch)
-            yield page  # type: ignore[misc]
+    finally:
+        with ready:
+            state["stop"] = True
+            ready.notify_all()
+        worker.join()
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -436,46 +497,54 @@ def pull_products(
             continue
         newest: datetime | None = None
         seen_ids: set[str] = set()
-        for page in read_ahead(fetch(start)):
-            report.pages += 1
-            if stream == "products":
-                seen_ids.update(r.remote_id for r in page.records)
-            now = ctx.clock.now()
-            for attempt in (1, 2):
-                mark = _Mark.of(report)
-                try:
-                    with ctx.store.session() as s:
-                        applier = _Applier(ctx, s, now, report.changes)
-                        if stream == "products":
-                            report.seen += len(page.records)
-                            applier.apply_products(page.records, report)
-                        else:
-                            applier.apply_stock(page.records, report)
-                        report.deactivated += applier.deactivated
-                        report.errors.extend(page.errors)
-                        if not ctx.dry_run and page.cursor is not None:
-                            # never past the run's start: records changed while we read come
-                            # next time
-                            cursor = min(page.cursor, run_start)
-                            advance_cursor(s, ctx.connection.id, stream, cursor, now, page.number)
-                        if ctx.dry_run:
-                            s.rollback()
-                    break
-                except IntegrityError:
-                    # post-invoices linked or created one of these products (by SKU, at sale
-                    # time) between our read and our write: apply the page again over that
-                    mark.restore(report)
-                    if attempt == 2:
-                        raise
-                    log.info(
-                        "page %d: a product was linked meanwhile; applying it again", page.number
-                    )
-            stamps = [r.updated_at for r in page.records if r.updated_at]
-            if stamps:
-                newest = max([newest, *stamps]) if newest else max(stamps)
-            if on_page:
-                on_page(report)
-            ctx.heartbeat("pull-products")
+        with ctx.calls_deferred():
+            for batch in read_ahead(fetch(start)):
+                records = [r for page in batch for r in page.records]
+                report.pages += len(batch)
+                if stream == "products":
+                    seen_ids.update(r.remote_id for r in records)
+                cursors = [page.cursor for page in batch if page.cursor is not None]
+                now = ctx.clock.now()
+                for attempt in (1, 2):
+                    mark = _Mark.of(report)
+                    try:
+                        with ctx.store.session() as s:
+                            applier = _Applier(ctx, s, now, report.changes)
+                            if stream == "products":
+                                report.seen += len(records)
+                                applier.apply_products(records, report)
+                            else:
+                                applier.apply_stock(records, report)
+                            report.deactivated += applier.deactivated
+                            for page in batch:
+                                report.errors.extend(page.errors)
+                            if not ctx.dry_run and cursors:
+                                # never past the run's start: records changed while we read come
+                                # next time
+                                cursor = min(max(cursors), run_start)
+                                advance_cursor(
+                                    s, ctx.connection.id, stream, cursor, now, batch[-1].number
+                                )
+                            if ctx.dry_run:
+                                s.rollback()
+                        break
+                    except IntegrityError:
+                        # post-invoices linked or created one of these products (by SKU, at sale
+                        # time) between our read and our write: apply the batch again over that
+                        mark.restore(report)
+                        if attempt == 2:
+                            raise
+                        log.info(
+                            "pages %d-%d: a product was linked meanwhile; applying them again",
+                            batch[0].number,
+                            batch[-1].number,
+                        )
+                stamps = [r.updated_at for r in records if r.updated_at]
+                if stamps:
+                    newest = max([newest, *stamps]) if newest else max(stamps)
+                if on_page:
+                    on_page(report)
+                ctx.heartbeat("pull-products")
         if stream == "products" and connector.capabilities.full_catalogue_call:
             if report.errors:
                 # an unreadable record may be one of ours: nothing is a ghost on this evidence
