@@ -72,8 +72,15 @@ def test_pull_applies_exactly_the_changes_then_nothing_at_minimum_cost(world) ->
     store, running, conn = world
     first = pull(store, conn)
     assert first.new == 5000
+    # a first import changes nothing: products arrive with their first stock figure, even where
+    # it comes in a stream of its own (Unleashed), with no event for it
+    assert first.changed == 0 and events(store) == 0
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(Product)) == 5000
+        with_stock = s.scalar(
+            select(func.count()).select_from(Product).where(Product.stock.is_not(None))
+        )
+    assert with_stock == (first.stock_seen - first.stock_unknown if first.stock_seen else 5000)
     CLOCK.advance(days=1)  # the initial import lies a day back, outside any re-read overlap
     app = running.app
     priced = app.catalogue.change_prices(app.tenant, 37)

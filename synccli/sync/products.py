@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
+from synccli.store.bulk import insert_rows, update_rows
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
 from synccli.store.sync_state import (
@@ -211,17 +212,14 @@ class _Applier:
                 }
                 for r in new.values()
             ]
-            # SQLAlchemy's insertmanyvalues sends these as a few multi-row INSERT ... RETURNING
-            # statements, on SQLite and psycopg alike: the new ids come back without a query
-            table = Product.__table__
-            inserted = self.s.connection().execute(
-                insert(table).returning(table.c.id, table.c.sku), rows
-            )
+            # multi-row INSERT ... RETURNING: the new ids come back without a query
+            inserted = insert_rows(self.s.connection(), Product.__table__, rows, ("id", "sku"))
             ids = {sku: pid for pid, sku in inserted}
             to_link.extend((ids[code], r) for code, r in new.items())
         if to_link:
-            self.s.connection().execute(
-                insert(Link.__table__),
+            insert_rows(
+                self.s.connection(),
+                Link.__table__,
                 [
                     {
                         "connection_id": self.conn_id,
@@ -267,6 +265,12 @@ class _Applier:
             old = getattr(local, name)
             if _same(old, new):
                 continue
+            if name == "stock" and old is None:
+                # a first stock figure is the product's initial state (see apply_stock)
+                if not self.dry:
+                    local.stock = new
+                    local.updated_at = self.now
+                continue
             changed = True
             if name == "active" and new is False and not quiet:
                 self.deactivated += 1
@@ -307,6 +311,15 @@ class _Applier:
             link_id, local_id, sku, old = target
             if _same(old, row.quantity):
                 continue
+            if old is None:
+                # The product's first stock figure is its initial state, not a change: no event
+                # and not counted, as for a product that arrives with its stock (Xero,
+                # Lightspeed). On a first Unleashed pull that was 50,000 "changes".
+                if not self.dry:
+                    targets[row.remote_id] = (link_id, local_id, sku, row.quantity)
+                    stock[local_id] = row.quantity
+                    stamps.append(link_id)
+                continue
             report.changed += 1
             self.changes.append(Change(sku, "stock", old, row.quantity))
             if self.dry:
@@ -319,13 +332,12 @@ class _Applier:
         if not stock:
             return
         conn = self.s.connection()
-        conn.execute(insert(Event.__table__), events)
-        table = Product.__table__
-        conn.execute(
-            update(table)
-            .where(table.c.id == bindparam("b_id"))
-            .values(stock=bindparam("b_stock"), updated_at=self.now),
-            [{"b_id": pid, "b_stock": quantity} for pid, quantity in stock.items()],
+        insert_rows(conn, Event.__table__, events)
+        update_rows(
+            conn,
+            Product.__table__,
+            "id",
+            [{"id": pid, "stock": q, "updated_at": self.now} for pid, q in stock.items()],
         )
         links = Link.__table__
         for chunk in _chunks(stamps, 500):
