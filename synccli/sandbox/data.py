@@ -8,6 +8,7 @@ every provider.
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import uuid
@@ -146,6 +147,21 @@ def catalogue_version() -> int:
     return _Version.value
 
 
+# Every change to a product draws a new number from here (``next`` on a count is atomic, so two
+# threads never draw the same one): see :func:`product_revision`.
+_REVISIONS = itertools.count(1)
+
+
+def product_revision(product: Product) -> int | None:
+    """A number that changes whenever any field of ``product`` is set (None if it has none).
+
+    The simulators keep each product's rendered rows under it, so a change to one product
+    re-renders that product only. It is drawn *after* the new value is in place: a renderer reads
+    the revision first, so what it rendered from a half-made change is filed under the old
+    revision and never served again."""
+    return product.__dict__.get("revision")
+
+
 class _ProductDict(dict[str, Any]):
     """A world's products: adding or removing one moves the change counter."""
 
@@ -199,9 +215,11 @@ class Product:
     seq: int = 0  # a provider's integer id where it has one (Lightspeed itemID)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        # every change to a product invalidates the simulators' cached views of the catalogue
+        # every change to a product invalidates the simulators' cached views of the catalogue,
+        # and their cached renderings of this product (see product_revision)
         _Version.value += 1
         object.__setattr__(self, name, value)
+        object.__setattr__(self, "revision", next(_REVISIONS))
 
 
 @dataclass

@@ -101,8 +101,16 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from synccli.clock import Clock
-from synccli.sandbox.core import LeakyBucket, Request, Response, SandboxApp, ceil_seconds, json_body
-from synccli.sandbox.data import Customer, Invoice, Product, World
+from synccli.sandbox.core import (
+    LeakyBucket,
+    Request,
+    Response,
+    SandboxApp,
+    _json_default,
+    ceil_seconds,
+    json_body,
+)
+from synccli.sandbox.data import Customer, Invoice, Product, World, product_revision
 
 DEFAULT_ACCOUNT = "184467"
 DEFAULT_CLIENT_ID = "synccli-sandbox-client"
@@ -167,7 +175,8 @@ def oauth_error(status: int, error: str, description: str, hint: str | None = No
 
 
 def fmt_time(dt: datetime) -> str:
-    return dt.astimezone(UTC).replace(microsecond=0).isoformat()
+    # isoformat(timespec="seconds") drops the microseconds as replace(microsecond=0) would
+    return dt.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def money(value: Decimal) -> str:
@@ -344,6 +353,268 @@ Row = tuple[dict[str, Any], Callable[[list[str]], dict[str, Any]]]
 PRODUCT_ENTITIES = ("Item", "ItemShop")
 
 # ------------------------------------------------------------------------------------------------
+# product rows, rendered once per product revision
+#
+# A full read of 50,000 items rendered every row as dicts and JSON-encoded each page whole. The
+# rows of Item and ItemShop are now kept per product (under its revision, see
+# synccli.sandbox.data.product_revision, so a change to a product re-renders that product only),
+# and each row also keeps its JSON text, written straight from the row's values with the templates
+# below: a listing page is those texts joined. The templates must write exactly what json.dumps
+# writes for the row dicts (default separators, ASCII escapes);
+# tests/test_sandbox_listing_cache.py checks that they do.
+
+_esc = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (ensure_ascii)
+
+_ITEM_TEXT = (
+    '{"itemID": %s, "systemSku": %s, "defaultCost": "0", "avgCost": "0", "discountable": "true", '
+    '"tax": "true", "archived": %s, "itemType": %s, "serialized": "false", "description": %s, '
+    '"modelYear": "0", "upc": "", "ean": "", "customSku": %s, "manufacturerSku": "", '
+    '"createTime": %s, "timeStamp": %s, "publishToEcom": "false", "categoryID": "0", '
+    '"taxClassID": "1", "departmentID": "0", "itemMatrixID": "0", "manufacturerID": "0", '
+    '"seasonID": "0", "defaultVendorID": "0"'
+)
+_SHOP_TEXT = (
+    '{"itemShopID": %s, "qoh": %s, "sellable": %s, "backorder": "0", "componentQoh": "0", '
+    '"componentBackorder": "0", "reorderPoint": "0", "reorderLevel": "0", "timeStamp": %s, '
+    '"itemID": %s, "shopID": %s}'
+)
+_ITEM_SHOPS_TEXT = ', "ItemShops": {"ItemShop": [%s, %s]}'
+_ITEM_PRICES_TEXT = (
+    ', "Prices": {"ItemPrice": [{"amount": %s, "useTypeID": "1", "useType": "Default"}, '
+    '{"amount": "0", "useTypeID": "2", "useType": "MSRP"}, '
+    '{"amount": "0", "useTypeID": "3", "useType": "Online"}]}}'
+)
+SHOP_IDS = ("0", "1")  # the account-wide summary and the one shop
+_ZERO = Decimal(0)
+
+
+def _text(value: Any) -> str:
+    """``value`` as json.dumps writes it in a response body."""
+    if value.__class__ is str:
+        return _esc(value)
+    return json.dumps(value, default=_json_default)
+
+
+def _time_key(raw: str) -> str:
+    """``_sort_value`` of a date written by :func:`fmt_time`: the text itself (it is already the
+    UTC isoformat, which parse_time reads back and isoformat writes again unchanged)."""
+    return raw
+
+
+# (itemShopID of shop "0", of shop "1", qoh, sellable, timeStamp, itemID): an item's ItemShop rows
+ShopValues = tuple[str, str, str, str, str, str]
+
+
+def _shop_values(p: Product, gone: bool, stamp: str | None = None) -> ShopValues:
+    """What an item's ItemShop rows show; ``stamp`` is ``fmt_time(p.stock_updated_at)`` when the
+    caller has it already."""
+    stock = _ZERO if gone else p.stock
+    ts = fmt_time(p.stock_updated_at) if stamp is None else stamp
+    first = 100000 + p.seq * 10
+    return str(first + 0), str(first + 1), qty(stock), qty(max(stock, _ZERO)), ts, str(p.seq)
+
+
+def _shop_row(values: ShopValues, n: int) -> dict[str, Any]:
+    """Shop ``SHOP_IDS[n]``'s ItemShop row."""
+    return {
+        "itemShopID": values[n],
+        "qoh": values[2],
+        "sellable": values[3],
+        "backorder": "0",
+        "componentQoh": "0",
+        "componentBackorder": "0",
+        "reorderPoint": "0",
+        "reorderLevel": "0",
+        "timeStamp": values[4],
+        "itemID": values[5],
+        "shopID": SHOP_IDS[n],
+    }
+
+
+def _shop_text(values: ShopValues, n: int) -> str:
+    """``json.dumps(_shop_row(values, n))``."""
+    return _SHOP_TEXT % (
+        _esc(values[n]),
+        _esc(values[2]),
+        _esc(values[3]),
+        _text(values[4]),
+        _esc(values[5]),
+        _esc(SHOP_IDS[n]),
+    )
+
+
+class _ShopRow:
+    """An ItemShop row's attach (a constant record), with its JSON text and sort key kept."""
+
+    __slots__ = ("row", "_values", "_n", "_text", "_key_field", "_key_pk", "_key")
+
+    def __init__(self, values: ShopValues, n: int) -> None:
+        self.row = _shop_row(values, n)
+        self._values = values
+        self._n = n
+        self._text: bytes | None = None
+        self._key_field = self._key_pk = ""  # what _key is the key of
+        self._key: tuple[Any, ...] = ()
+
+    def __call__(self, rels: list[str]) -> dict[str, Any]:
+        return dict(self.row)
+
+    def text(self, rels: list[str]) -> bytes:
+        """``json.dumps(self(rels))``, encoded."""
+        if self._text is None:
+            self._text = _shop_text(self._values, self._n).encode()
+        return self._text
+
+    def sort_key(self, sort_field: str, pk: str) -> tuple[Any, ...]:
+        """The listing's ``key`` of this row."""
+        if self._key_field != sort_field or self._key_pk != pk:
+            raw = self.row[sort_field]
+            value = _time_key(raw) if sort_field == "timeStamp" else _sort_value(sort_field, raw)
+            self._key = (value, int(self.row[pk]))
+            self._key_field, self._key_pk = sort_field, pk
+        return self._key
+
+
+class _ItemEntry:
+    """One item as the account shows it: its Item row (``base``; this object is the row's
+    attach), its ItemShop rows, and the JSON texts of both, each made at most once while the
+    product keeps its revision. What a listing may not need (stock, price, texts) is made on first
+    use, as the uncached attach made it."""
+
+    __slots__ = (
+        "product",
+        "revision",
+        "gone",
+        "base",
+        "_stamp",
+        "_stock",
+        "_shops",
+        "_price",
+        "_text",
+        "_text_shops",
+        "_key_field",
+        "_key_pk",
+        "_key",
+    )
+
+    def __init__(self, p: Product, gone: bool) -> None:
+        self.product = p
+        self.revision = product_revision(p)  # before reading the product: see product_revision
+        self.gone = gone
+        created_at, updated_at, stock_at = p.created_at, p.updated_at, p.stock_updated_at
+        created = fmt_time(created_at)
+        # a product's dates are often one datetime object: written once, then
+        updated = created if updated_at is created_at else fmt_time(updated_at)
+        self.base: dict[str, Any] = {
+            "itemID": str(p.seq),
+            "systemSku": f"21{p.seq:010d}",
+            "defaultCost": "0",
+            "avgCost": "0",
+            "discountable": "true",
+            "tax": "true",
+            "archived": "true" if (p.archived or gone) else "false",
+            "itemType": "default" if p.tracked else "non_inventory",
+            "serialized": "false",
+            "description": p.name,
+            "modelYear": "0",
+            "upc": "",
+            "ean": "",
+            "customSku": p.code,
+            "manufacturerSku": "",
+            "createTime": created,
+            "timeStamp": updated,
+            "publishToEcom": "false",
+            "categoryID": "0",
+            "taxClassID": "1",
+            "departmentID": "0",
+            "itemMatrixID": "0",
+            "manufacturerID": "0",
+            "seasonID": "0",
+            "defaultVendorID": "0",
+        }
+        self._stamp = (
+            updated if stock_at is updated_at else created if stock_at is created_at else None
+        )
+        self._stock: ShopValues | None = None
+        self._shops: list[_ShopRow] | None = None
+        self._price: str | None = None
+        self._text: bytes | None = None
+        self._text_shops: bytes | None = None
+        self._key_field = self._key_pk = ""  # what _key is the key of
+        self._key: tuple[Any, ...] = ()
+
+    def current(self, p: Product) -> bool:
+        """Still what ``p`` renders as: the same product, not changed since."""
+        revision = self.revision
+        return self.product is p and revision is not None and revision == product_revision(p)
+
+    def stock(self) -> ShopValues:
+        if self._stock is None:
+            self._stock = _shop_values(self.product, self.gone, self._stamp)
+        return self._stock
+
+    def shops(self) -> list[_ShopRow]:
+        """The item's ItemShop rows."""
+        if self._shops is None:
+            values = self.stock()
+            self._shops = [_ShopRow(values, n) for n in range(len(SHOP_IDS))]
+        return self._shops
+
+    def price(self) -> str:
+        if self._price is None:
+            self._price = money(self.product.price)
+        return self._price
+
+    def __call__(self, rels: list[str]) -> dict[str, Any]:
+        out = dict(self.base)
+        if "ItemShops" in rels:
+            out["ItemShops"] = {"ItemShop": one_or_many([shop(rels) for shop in self.shops()])}
+        out["Prices"] = {
+            "ItemPrice": [
+                {"amount": self.price(), "useTypeID": "1", "useType": "Default"},
+                {"amount": "0", "useTypeID": "2", "useType": "MSRP"},
+                {"amount": "0", "useTypeID": "3", "useType": "Online"},
+            ]
+        }
+        return out
+
+    def text(self, rels: list[str]) -> bytes:
+        """``json.dumps(self(rels))``, encoded."""
+        with_shops = "ItemShops" in rels
+        text = self._text_shops if with_shops else self._text
+        if text is None:
+            b = self.base
+            out = _ITEM_TEXT % (
+                _esc(b["itemID"]),
+                _esc(b["systemSku"]),
+                _esc(b["archived"]),
+                _esc(b["itemType"]),
+                _text(b["description"]),
+                _text(b["customSku"]),
+                _text(b["createTime"]),
+                _text(b["timeStamp"]),
+            )
+            if with_shops:  # both shops, so always a list of two
+                values = self.stock()
+                out += _ITEM_SHOPS_TEXT % (_shop_text(values, 0), _shop_text(values, 1))
+            text = (out + _ITEM_PRICES_TEXT % _esc(self.price())).encode()
+            if with_shops:
+                self._text_shops = text
+            else:
+                self._text = text
+        return text
+
+    def sort_key(self, sort_field: str, pk: str) -> tuple[Any, ...]:
+        """The listing's ``key`` of this row."""
+        if self._key_field != sort_field or self._key_pk != pk:
+            raw = self.base[sort_field]
+            value = _time_key(raw) if sort_field == "timeStamp" else _sort_value(sort_field, raw)
+            self._key = (value, int(self.base[pk]))
+            self._key_field, self._key_pk = sort_field, pk
+        return self._key
+
+
+# ------------------------------------------------------------------------------------------------
 # the app
 
 
@@ -444,6 +715,8 @@ class LightspeedSandbox(SandboxApp):
         # (method, path, raw query) of the latest API calls, for wire checks
         self.log: deque[tuple[str, str, str]] = deque(maxlen=10_000)
         self._known: dict[str, dict[str, Product]] = {}  # tenant -> product id -> Product
+        # tenant -> (live, deleted) items' renderings by product id (see _ItemEntry)
+        self._entries: dict[str, tuple[dict[str, _ItemEntry], dict[str, _ItemEntry]]] = {}
         self._company: dict[str, str] = {}
         self.started = self.clock.now()
         world = self.catalogue.tenant(self.tenant)
@@ -480,14 +753,18 @@ class LightspeedSandbox(SandboxApp):
 
     def items(self, tenant: str | None = None) -> list[tuple[Product, bool]]:
         """Every item the account shows, as (product, deleted): deleted ones render archived."""
-        tenant = tenant or self.tenant
+        live, gone = self._item_products(tenant or self.tenant)
+        return [(p, False) for p in live] + [(p, True) for p in gone]
+
+    def _item_products(self, tenant: str) -> tuple[list[Product], list[Product]]:
+        """The products the account shows: (live ones, deleted ones)."""
         with self.catalogue.lock:
             self._sync(tenant)
             world = self.catalogue.tenant(tenant)
-            live = [(p, False) for p in world.products.values()]
             known = self._known.get(tenant, {})
-            gone = [(known[i], True) for i in world.deleted_products if i in known]
-        return live + gone
+            return list(world.products.values()), [
+                known[i] for i in world.deleted_products if i in known
+            ]
 
     def bucket(self, account: str | None = None, client_id: str = DEFAULT_CLIENT_ID) -> LeakyBucket:
         key = (account or self.tenant, client_id)
@@ -953,9 +1230,20 @@ class LightspeedSandbox(SandboxApp):
         def key(base: dict[str, Any]) -> tuple[Any, ...]:
             return (_sort_value(sort_field, base[sort_field]), int(base[spec.pk]))
 
+        if entity in PRODUCT_ENTITIES:  # the same key, kept with each product's rendering
+
+            def row_key(row: Row) -> tuple[Any, ...]:
+                return row[1].sort_key(sort_field, spec.pk)  # type: ignore[attr-defined]
+
+        else:
+
+            def row_key(row: Row) -> tuple[Any, ...]:
+                return key(row[0])
+
         def build() -> tuple[list[Row], list[tuple[Any, ...]]]:
             selected: list[Row] = []
-            for base, attach in rows:
+            for row in rows:
+                base, attach = row
                 if spec.archived and "archived" in base:
                     flag = base["archived"] == "true"
                     if archived in ("false", "0") and flag or archived == "only" and not flag:
@@ -972,10 +1260,10 @@ class LightspeedSandbox(SandboxApp):
                         ok = False
                         break
                 if ok:
-                    selected.append((base, attach))
-            selected.sort(key=lambda r: key(r[0]), reverse=desc)
+                    selected.append(row)
+            selected.sort(key=row_key, reverse=desc)
             # ascending, for bisecting: the page bounds are counts of keys below a token
-            ascending = [key(b) for b, _ in selected]
+            ascending = [row_key(row) for row in selected]
             if desc:
                 ascending.reverse()
             return selected, ascending
@@ -1020,6 +1308,18 @@ class LightspeedSandbox(SandboxApp):
         nxt = link("after", page[-1][0]) if page and more else ""
         prev = link("before", page[0][0]) if page and start > 0 else ""
         body: dict[str, Any] = {"@attributes": {"next": nxt, "previous": prev}}
+        if entity in PRODUCT_ENTITIES:
+            # the rows' kept JSON texts, joined as json.dumps would join the rows themselves
+            head = json.dumps(body, default=_json_default).encode()
+            if not page:
+                return Response(200, head)
+            head = b"%s, %s: " % (head[:-1], _text(entity).encode())
+            texts = [attach.text(rels) for _, attach in page]  # type: ignore[attr-defined]
+            if len(texts) == 1:  # one row is an object, not a list
+                return Response(200, head + texts[0] + b"}")
+            texts[0] = head + b"[" + texts[0]  # the body in one join
+            texts[-1] += b"]}"
+            return Response(200, b", ".join(texts))
         rendered = [attach(rels) for _, attach in page]
         if rendered:
             body[entity] = rendered[0] if len(rendered) == 1 else rendered
@@ -1128,15 +1428,30 @@ class LightspeedSandbox(SandboxApp):
             )
         return self._build_rows(entity, account)
 
+    def _item_entries(self, account: str) -> list[_ItemEntry]:
+        """Every item of the account (as :meth:`items`), each product rendered again only if it
+        changed since."""
+        kept = self._entries.get(account, ({}, {}))
+        now: tuple[dict[str, _ItemEntry], dict[str, _ItemEntry]] = ({}, {})
+        out = []
+        for gone, products in enumerate(self._item_products(account)):
+            was, entries = kept[gone], now[gone]
+            for p in products:
+                entry = was.get(p.id)
+                if entry is None or not entry.current(p):
+                    entry = _ItemEntry(p, bool(gone))
+                entries[p.id] = entry
+                out.append(entry)
+        self._entries[account] = now
+        return out
+
     def _build_rows(self, entity: str, account: str) -> list[Row]:
         if entity == "Item":
-            return [self._item_row(p, gone) for p, gone in self.items(account)]
+            return [(entry.base, entry) for entry in self._item_entries(account)]
         if entity == "ItemShop":
-            rows = []
-            for p, gone in self.items(account):
-                for shop in self._item_shops(p, gone):
-                    rows.append((shop, _const(shop)))
-            return rows
+            return [
+                (shop.row, shop) for entry in self._item_entries(account) for shop in entry.shops()
+            ]
         world = self.catalogue.tenant(account)
         if entity == "Customer":
             return [self._customer_row(c) for c in world.customers.values()]
@@ -1237,72 +1552,9 @@ class LightspeedSandbox(SandboxApp):
             ]
         return []
 
-    def _item_shops(self, p: Product, gone: bool) -> list[dict[str, Any]]:
-        stock = Decimal(0) if gone else p.stock
-        ts = fmt_time(p.stock_updated_at)
-        rows = []
-        for shop_id in ("0", "1"):
-            q = qty(stock)
-            rows.append(
-                {
-                    "itemShopID": str(100000 + p.seq * 10 + int(shop_id)),
-                    "qoh": q,
-                    "sellable": qty(max(stock, Decimal(0))),
-                    "backorder": "0",
-                    "componentQoh": "0",
-                    "componentBackorder": "0",
-                    "reorderPoint": "0",
-                    "reorderLevel": "0",
-                    "timeStamp": ts,
-                    "itemID": str(p.seq),
-                    "shopID": shop_id,
-                }
-            )
-        return rows
-
     def _item_row(self, p: Product, gone: bool) -> Row:
-        base = {
-            "itemID": str(p.seq),
-            "systemSku": f"21{p.seq:010d}",
-            "defaultCost": "0",
-            "avgCost": "0",
-            "discountable": "true",
-            "tax": "true",
-            "archived": "true" if (p.archived or gone) else "false",
-            "itemType": "default" if p.tracked else "non_inventory",
-            "serialized": "false",
-            "description": p.name,
-            "modelYear": "0",
-            "upc": "",
-            "ean": "",
-            "customSku": p.code,
-            "manufacturerSku": "",
-            "createTime": fmt_time(p.created_at),
-            "timeStamp": fmt_time(p.updated_at),
-            "publishToEcom": "false",
-            "categoryID": "0",
-            "taxClassID": "1",
-            "departmentID": "0",
-            "itemMatrixID": "0",
-            "manufacturerID": "0",
-            "seasonID": "0",
-            "defaultVendorID": "0",
-        }
-
-        def attach(rels: list[str]) -> dict[str, Any]:
-            out = dict(base)
-            if "ItemShops" in rels:
-                out["ItemShops"] = {"ItemShop": one_or_many(self._item_shops(p, gone))}
-            out["Prices"] = {
-                "ItemPrice": [
-                    {"amount": money(p.price), "useTypeID": "1", "useType": "Default"},
-                    {"amount": "0", "useTypeID": "2", "useType": "MSRP"},
-                    {"amount": "0", "useTypeID": "3", "useType": "Online"},
-                ]
-            }
-            return out
-
-        return base, attach
+        entry = _ItemEntry(p, gone)
+        return entry.base, entry
 
     def _customer_row(self, c: Customer) -> Row:
         base = {

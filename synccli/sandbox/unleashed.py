@@ -88,11 +88,12 @@ from synccli.sandbox.core import (
     ceil_seconds,
     json_body,
 )
-from synccli.sandbox.data import Customer, Invoice, Product, World
+from synccli.sandbox.data import Customer, Invoice, Product, World, product_revision
 
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PAGE = r"(?:/(?P<page>\d+))?"
 CENT = Decimal("0.01")
+AVG_COST_SHARE = Decimal("0.45")  # a product's average cost is this share of its price
 TAX_CODES = {"G.S.T.": Decimal("0.15"), "NONE": Decimal("0"), "EXEMPT": Decimal("0")}
 DEFAULT_LIMITS: dict[str, int | None] = {"per_month": 15000, "per_minute": None}
 QUOTA_DESCRIPTION = "Monthly API call limit reached for this account"
@@ -119,13 +120,93 @@ def sign(api_key: str, query: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def dotnet_date(when: datetime | None, offset_hours: float = 0.0) -> str | None:
     """``/Date(ms)/`` of ``when`` (UTC) shifted back by ``offset_hours``, as the JSON shows it."""
     if when is None:
         return None
     shown = when - timedelta(hours=offset_hours)
-    ms = (shown - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    ms = (shown - EPOCH) // _MS
     return f"/Date({ms})/"
+
+
+# .NET escapes the slashes of its dates: "\/Date(1413424319073)\/"
+_DOTNET_DATE = re.compile(r'"/Date\((-?\d+)\)/"')
+
+
+def dotnet_json(text: str) -> str:
+    """JSON text with its dates' slashes escaped as .NET writes them. A date is always a whole JSON
+    string (the pattern holds no quote or backslash between its two quotes), so this may be done
+    to each value of a record apart, with the same result as to the whole."""
+    return _DOTNET_DATE.sub(r'"\\/Date(\1)\\/"', text) if "/Date(" in text else text
+
+
+# ------------------------------------------------------------------------------------------------
+# products and stock rows, rendered once per product revision
+#
+# A full read of 50,000 products (and their stock) rendered every record as a dict and encoded
+# each page of 1,000 whole. Now each record's JSON text is written straight from its values with
+# the templates below, kept per product (under its revision, see
+# synccli.sandbox.data.product_revision: a change to a product renders that product again), and a
+# page is those texts joined. The templates must write exactly what _json writes for product_json
+# and stock_json (compact separators, ASCII escapes, .NET dates);
+# tests/test_sandbox_listing_cache.py checks that they do.
+
+_esc = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (ensure_ascii)
+_isfinite = math.isfinite
+_TIERS = ",".join(
+    f'"SellPriceTier{i}":{{"Name":"Sell Price Tier {i}","Value":null}}' for i in range(1, 11)
+)
+_PRODUCT_TEXT = (
+    '{"ProductCode":%s,"ProductDescription":%s,"Barcode":null,"PackSize":null,"Width":null,'
+    '"Height":null,"Depth":null,"Weight":null,"MinStockAlertLevel":null,'
+    '"MaxStockAlertLevel":null,"ReOrderPoint":null,"UnitOfMeasure":null,"NeverDiminishing":%s,'
+    '"LastCost":0.0,"DefaultPurchasePrice":null,"DefaultSellPrice":%s,"AverageLandPrice":0.0,'
+    '"Obsolete":%s,"Notes":%s,' + _TIERS + ',"XeroTaxCode":null,'
+    '"XeroTaxRate":null,"TaxablePurchase":null,"TaxableSales":true,"XeroSalesTaxCode":null,'
+    '"XeroSalesTaxRate":null,"IsComponent":false,"IsAssembledProduct":false,'
+    '"CanAutoAssemble":false,"ProductGroup":null,"XeroSalesAccount":null,"BinLocation":null,'
+    '"Supplier":null,"SourceId":null,"CreatedBy":%s,"SourceVariantParentId":null,'
+    '"IsSellable":true,"IsPurchasable":true,"CreatedOn":%s,"Guid":%s,"LastModifiedOn":%s}'
+)
+_BRIEF_TEXT = (
+    '{"Guid":%s,"ProductCode":%s,"ProductDescription":%s,"DefaultPurchasePrice":null,'
+    '"DefaultSellPrice":%s,"SellPriceTier1":{"Name":"Sell Price Tier 1","Value":null},'
+    '"DefaultSupplierId":null}'
+)
+_STOCK_TEXT = (
+    '{"ProductCode":%s,"ProductDescription":%s,"ProductGuid":%s,"ProductSourceId":null,'
+    '"ProductGroupName":"","WarehouseId":%s,"Warehouse":%s,"WarehouseCode":%s,'
+    '"DaysSinceLastSale":0,"OnPurchase":0.0,"AllocatedQty":%s,"AvailableQty":%s,'
+    '"QtyOnHand":%s,"AvgCost":%s,"TotalCost":%s,"Guid":%s,"LastModifiedOn":%s}'
+)
+
+
+def _value_text(value: Any) -> str:
+    """``value`` as _json writes it (json.dumps, compact, then the .NET dates)."""
+    kind = value.__class__
+    if kind is str:
+        text = _esc(value)
+        return dotnet_json(text) if "/Date(" in text else text
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is float:
+        return _float_text(value)
+    return dotnet_json(json.dumps(value, separators=(",", ":")))
+
+
+def _float_text(value: float) -> str:
+    """A float as json's encoder writes it."""
+    if _isfinite(value):
+        return float.__repr__(value)
+    return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
 
 
 def parse_when(value: Any) -> datetime:
@@ -157,6 +238,22 @@ def _dec(value: Any, field: str) -> Decimal:
     if not result.is_finite():
         raise _Invalid(f"{field} '{value}' is not a number")
     return result
+
+
+# product id -> (product, its revision, the timestamp offset, the product's text)
+Kept = dict[str, tuple[Product, int, float, bytes]]
+
+
+def _kept(texts: Kept, p: Product, offset: float, render: Callable[[], str]) -> bytes:
+    """``render()`` encoded, or what it gave before for ``p`` unchanged (and the same offset)."""
+    revision = product_revision(p)  # before reading the product: see product_revision
+    kept = texts.get(p.id)
+    if kept is not None and kept[0] is p and kept[1] == revision and kept[2] == offset:
+        return kept[3]
+    made = render().encode()
+    if revision is not None:
+        texts[p.id] = (p, revision, offset, made)
+    return made
 
 
 class _Invalid(Exception):
@@ -219,6 +316,9 @@ class UnleashedSandbox(SandboxApp):
         self.accounts: dict[str, Account] = {}
         self.quota: dict[str, tuple[tuple[int, int], int]] = {}  # tenant -> (month, used)
         self.minute: dict[str, Window] = {}
+        # rendered records kept per product revision: (tenant, kind) -> see _texts
+        self._kept: dict[tuple[str, str], Kept] = {}
+        self._last_date: tuple[Any, Any, str] = (object(), object(), "")  # see _date_text
         self.tenant = tenant
         self.add_account(tenant, products=products, customers=customers)
         self._routes()
@@ -331,9 +431,7 @@ class UnleashedSandbox(SandboxApp):
 
     # rendering ----------------------------------------------------------------------------------
     def _json(self, body: Any, status: int = 200) -> Response:
-        text = json.dumps(body, separators=(",", ":"))
-        # .NET escapes the slashes of its dates: "\/Date(1413424319073)\/"
-        text = re.sub(r'"/Date\((-?\d+)\)/"', r'"\\/Date(\1)\\/"', text)
+        text = dotnet_json(json.dumps(body, separators=(",", ":")))
         return Response(status, text.encode("utf-8"))
 
     def _error(self, status: int, description: str) -> Response:
@@ -342,15 +440,30 @@ class UnleashedSandbox(SandboxApp):
     def _date(self, when: datetime | None) -> str | None:
         return dotnet_date(when, self.timestamp_offset_hours)
 
+    def _date_text(self, when: datetime | None) -> str:
+        """``_value_text(self._date(when))``: ``"/Date(ms)/"`` with its slashes escaped, written
+        directly (dotnet_json would always rewrite it so). The last one written is kept: a
+        mutation stamps all the products it changes with one datetime object."""
+        offset = self.timestamp_offset_hours
+        last = self._last_date
+        if when is last[0] and offset is last[1]:
+            return last[2]
+        shown = dotnet_date(when, offset)
+        text = "null" if shown is None else f'"\\{shown[:-1]}\\/"'
+        self._last_date = (when, offset, text)
+        return text
+
     def _page(
         self,
         req: Request,
         items: list[Any],
         page: str | None,
         render: Callable[[Any], dict[str, Any]] | None = None,
+        text: Callable[[Any], bytes] | None = None,
     ) -> Response:
         """One page of ``items``: records rendered by ``render``, or thunks called as they are
-        (only the page's own records are rendered)."""
+        (only the page's own records are rendered); or, with ``text``, the records' JSON texts
+        joined (what _json would write for the rendered records)."""
         q = _query(req)
         try:
             size = int(q.get("pagesize") or 200)
@@ -370,6 +483,16 @@ class UnleashedSandbox(SandboxApp):
             "PageNumber": number,
             "NumberOfPages": pages,
         }
+        if text is not None:
+            head = json.dumps({"Pagination": pagination}, separators=(",", ":")).encode()
+            head = head[:-1] + b',"Items":['
+            texts = [text(item) for item in chunk]
+            if not texts:
+                return Response(200, head + b"]}")
+            # the body in one join (a page is a megabyte: each extra copy of it shows)
+            texts[0] = head + texts[0]
+            texts[-1] += b"]}"
+            return Response(200, b",".join(texts))
         rendered = [render(item) for item in chunk] if render else [thunk() for thunk in chunk]
         return self._json({"Pagination": pagination, "Items": rendered})
 
@@ -467,7 +590,51 @@ class UnleashedSandbox(SandboxApp):
         except _Invalid as err:
             return self._error(400, str(err))
         brief = _truthy(q.get("brief"))
-        return self._page(req, items, page, lambda p: self.product_json(p, brief))
+        texts = self._texts(req.environ["unleashed.tenant"], "brief" if brief else "product")
+        offset = self.timestamp_offset_hours
+
+        def text(p: Product) -> bytes:
+            return _kept(texts, p, offset, lambda: self.product_text(p, brief))
+
+        return self._page(req, items, page, text=text)
+
+    def _texts(self, tenant: str, kind: str) -> Kept:
+        """The kept texts of one kind of record: product id -> (product, its revision, the
+        timestamp offset, text). Those of products gone from the account are let go now and
+        then."""
+        texts = self._kept.setdefault((tenant, kind), {})
+        products = self.world(tenant).products
+        if len(texts) > 2 * len(products) + 1000:
+            for pid in [pid for pid in texts if pid not in products]:
+                del texts[pid]
+        return texts
+
+    def product_text(self, p: Product, brief: bool = False) -> str:
+        """``product_json(p, brief)`` as _json writes it."""
+        price = _num(p.price)
+        if brief:
+            return _BRIEF_TEXT % (
+                _value_text(p.id),
+                _value_text(p.code),
+                _value_text(p.name),
+                _value_text(price),
+            )
+        created_at, updated_at = p.created_at, p.updated_at
+        created = self._date_text(created_at)
+        # a product never changed has one datetime object for both: written once, then
+        updated = created if updated_at is created_at else self._date_text(updated_at)
+        return _PRODUCT_TEXT % (
+            _value_text(p.code),
+            _value_text(p.name),
+            "false" if p.tracked else "true",  # not p.tracked
+            _value_text(price),
+            _value_text(p.archived),
+            _value_text(p.description or None),
+            _value_text(CREATED_BY),
+            created,
+            _value_text(p.id),
+            updated,
+        )
 
     def _filter_products(self, world: World, q: dict[str, str]) -> list[Product]:
         items = list(world.products.values())
@@ -554,7 +721,7 @@ class UnleashedSandbox(SandboxApp):
 
     def stock_json(self, p: Product, allocated: Decimal, warehouse: bool) -> dict[str, Any]:
         on_hand = p.stock
-        avg = (p.price * Decimal("0.45")).quantize(CENT)
+        avg = (p.price * AVG_COST_SHARE).quantize(CENT)
         return {
             "ProductCode": p.code,
             "ProductDescription": p.name,
@@ -574,6 +741,33 @@ class UnleashedSandbox(SandboxApp):
             "Guid": p.id,
             "LastModifiedOn": self._date(p.stock_updated_at),
         }
+
+    def stock_text(self, p: Product, allocated: Decimal, warehouse: bool) -> str:
+        """``stock_json(p, allocated, warehouse)`` as _json writes it."""
+        on_hand = p.stock
+        avg = (p.price * AVG_COST_SHARE).quantize(CENT)
+        guid = _value_text(p.id)
+        if warehouse:
+            where = (
+                _value_text(WAREHOUSE["Guid"]),
+                _value_text(WAREHOUSE["WarehouseName"]),
+                _value_text(WAREHOUSE["WarehouseCode"]),
+            )
+        else:
+            where = ("null", '""', '""')  # None, "", ""
+        return _STOCK_TEXT % (
+            _value_text(p.code),
+            _value_text(p.name),
+            guid,
+            *where,
+            _float_text(float(allocated)),
+            _float_text(float(on_hand - allocated)),
+            _float_text(float(on_hand)),
+            _float_text(float(avg)),
+            _float_text(float((avg * on_hand).quantize(CENT))),
+            guid,
+            self._date_text(p.stock_updated_at),
+        )
 
     def _has_stock_row(self, p: Product, allocated: dict[str, Decimal]) -> bool:
         moved = p.stock_updated_at > p.created_at
@@ -612,12 +806,17 @@ class UnleashedSandbox(SandboxApp):
             items = self.cached_view(view, build)
         except _Invalid as err:
             return self._error(400, str(err))
-        return self._page(
-            req,
-            items,
-            page,
-            lambda p: self.stock_json(p, allocated.get(p.id, Decimal(0)), warehouse),
-        )
+        # kept only for products with nothing allocated (what is allocated is not the product's)
+        kind = "stock with warehouse" if warehouse else "stock"
+        texts = self._texts(req.environ["unleashed.tenant"], kind)
+        offset = self.timestamp_offset_hours
+
+        def text(p: Product) -> bytes:
+            if p.id in allocated:
+                return self.stock_text(p, allocated[p.id], warehouse).encode()
+            return _kept(texts, p, offset, lambda: self.stock_text(p, Decimal(0), warehouse))
+
+        return self._page(req, items, page, text=text)
 
     def get_stock(self, req: Request, guid: str) -> Response:
         world = self._world(req)
