@@ -133,6 +133,8 @@ def parse_date(value: Any) -> datetime | None:
 
 
 def _money(value: Any) -> Decimal | None:
+    if type(value) is Decimal:  # the JSON parser made it one already (parse_float=Decimal)
+        return value
     if value is None or value == "":
         return None
     try:

@@ -75,7 +75,7 @@ def insert_rows(
         chunk = values[start : start + per]
         sql = head + ", ".join([one] * len(chunk)) + tail
         flat = [v for row in chunk for v in row]
-        found.extend(tuple(r) for r in conn.exec_driver_sql(sql, tuple(flat)))
+        found.extend(map(tuple, conn.exec_driver_sql(sql, tuple(flat)).all()))
     return found
 
 

@@ -103,8 +103,18 @@ def snapshot(product: Product | None) -> dict[str, Any] | None:
 class _Applier:
     """Applies remote products to local ones within one session (a page or a batch)."""
 
-    def __init__(self, ctx: JobContext, s: Session, now: datetime, changes: list[Change]) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        s: Session,
+        now: datetime,
+        changes: list[Change],
+        stamped_since: datetime | None = None,
+    ) -> None:
         self.ctx, self.s, self.now, self.changes = ctx, s, now, changes
+        # a link stamped at or after this (by this run's products) need not be stamped again
+        # for its stock: 50,000 index moves on a first Unleashed pull, for a few seconds' news
+        self.stamped_since = stamped_since
         self.conn_id = ctx.connection.id
         self.dry = ctx.dry_run
         self.deactivated = 0
@@ -299,6 +309,12 @@ class _Applier:
         products as plain rows, and one statement a kind writes the page's changes (events,
         product stock, link stamps), instead of a tracked object and a flush per row."""
         targets = self._stock_targets([r.remote_id for r in records])
+        since = self.stamped_since
+        fresh = {
+            link_id
+            for link_id, _, _, _, synced in targets.values()
+            if since is not None and synced is not None and synced >= since
+        }
         events: list[dict[str, Any]] = []
         stock: dict[int, Decimal | None] = {}  # product id -> new stock (a later row wins)
         stamps: list[int] = []
@@ -308,7 +324,7 @@ class _Applier:
             if target is None:
                 report.stock_unknown += 1
                 continue
-            link_id, local_id, sku, old = target
+            link_id, local_id, sku, old, synced = target
             if _same(old, row.quantity):
                 continue
             if old is None:
@@ -316,7 +332,7 @@ class _Applier:
                 # and not counted, as for a product that arrives with its stock (Xero,
                 # Lightspeed). On a first Unleashed pull that was 50,000 "changes".
                 if not self.dry:
-                    targets[row.remote_id] = (link_id, local_id, sku, row.quantity)
+                    targets[row.remote_id] = (link_id, local_id, sku, row.quantity, synced)
                     stock[local_id] = row.quantity
                     stamps.append(link_id)
                 continue
@@ -325,7 +341,7 @@ class _Applier:
             if self.dry:
                 continue
             # a page naming one product twice compares its second row with the first
-            targets[row.remote_id] = (link_id, local_id, sku, row.quantity)
+            targets[row.remote_id] = (link_id, local_id, sku, row.quantity, synced)
             events.append(self._event_row(local_id, "stock", old, row.quantity))
             stock[local_id] = row.quantity
             stamps.append(link_id)
@@ -340,18 +356,25 @@ class _Applier:
             [{"id": pid, "stock": q, "updated_at": self.now} for pid, q in stock.items()],
         )
         links = Link.__table__
-        for chunk in _chunks(stamps, 500):
+        for chunk in _chunks([i for i in stamps if i not in fresh], 500):
             conn.execute(update(links).where(links.c.id.in_(chunk)).values(last_synced_at=self.now))
 
     def _stock_targets(
         self, remote_ids: list[str]
-    ) -> dict[str, tuple[int, int, str, Decimal | None]]:
-        """remote id -> (link id, product id, sku, stock) of the linked products among
-        ``remote_ids``."""
-        found: dict[str, tuple[int, int, str, Decimal | None]] = {}
+    ) -> dict[str, tuple[int, int, str, Decimal | None, datetime | None]]:
+        """remote id -> (link id, product id, sku, stock, link's last sync) of the linked
+        products among ``remote_ids``."""
+        found: dict[str, tuple[int, int, str, Decimal | None, datetime | None]] = {}
         for chunk in _chunks(remote_ids, 500):
             rows = self.s.execute(
-                select(Link.remote_id, Link.id, Product.id, Product.sku, Product.stock)
+                select(
+                    Link.remote_id,
+                    Link.id,
+                    Product.id,
+                    Product.sku,
+                    Product.stock,
+                    Link.last_synced_at,
+                )
                 .join(Product, Product.id == Link.local_id)
                 .where(
                     Link.connection_id == self.conn_id,
@@ -359,8 +382,8 @@ class _Applier:
                     Link.remote_id.in_(chunk),
                 )
             )
-            for remote_id, link_id, product_id, sku, quantity in rows:
-                found[remote_id] = (link_id, product_id, sku, quantity)
+            for remote_id, link_id, product_id, sku, quantity, synced in rows:
+                found[remote_id] = (link_id, product_id, sku, quantity, synced)
         return found
 
     def _event_row(self, local_id: int, name: str, old: Any, new: Any) -> dict[str, Any]:
@@ -521,7 +544,7 @@ def pull_products(
                     mark = _Mark.of(report)
                     try:
                         with ctx.store.session() as s:
-                            applier = _Applier(ctx, s, now, report.changes)
+                            applier = _Applier(ctx, s, now, report.changes, run_start)
                             if stream == "products":
                                 report.seen += len(records)
                                 applier.apply_products(records, report)
@@ -835,7 +858,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
         for page in fetch(None):
             now = ctx.clock.now()
             with ctx.store.session() as s:
-                applier = _Applier(ctx, s, now, report.changes)
+                applier = _Applier(ctx, s, now, report.changes, started)
                 counter = PullReport()
                 if stream == "products":
                     applier.apply_products(page.records, counter)
