@@ -12,6 +12,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -136,6 +137,19 @@ class Store:
                 yield session
             finally:
                 session.rollback()
+
+    @contextmanager
+    def reading_connection(self) -> Iterator[SAConnection]:
+        """A read-only Core connection, as ``reading`` but without a Session around it: for
+        the budget check before every call."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(sqlite_begin="BEGIN")
+            with conn.begin() as transaction:
+                try:
+                    yield conn
+                finally:
+                    transaction.rollback()
 
     @contextmanager
     def locked(self) -> Iterator[Session]:
