@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -92,49 +93,53 @@ class StoreLedger:
         with self._guard:
             pending = list(self._pending)
         said = [c for c in pending if "day" in c.remaining]
+        day, month = day_start(now), month_start(now)
+        mine = budgets.c.connection_id == self.connection_id
+        # one statement, not three: this runs before every call
+        columns = [
+            select(budgets.c[name]).where(mine).scalar_subquery().label(name)
+            for name in ("blocked_until", "blocked_reason", "remaining", "updated_at")
+        ]
+        if self.limits.per_day:
+            columns.append(self._written_since(day).label("day_used"))
+        if self.limits.per_month:
+            columns.append(self._written_since(month).label("month_used"))
         with self.store.reading_connection() as s:
-            budget = s.execute(
-                select(
-                    budgets.c.blocked_until,
-                    budgets.c.blocked_reason,
-                    budgets.c.remaining,
-                    budgets.c.updated_at,
-                ).where(budgets.c.connection_id == self.connection_id)
-            ).first()
-            if budget and budget.blocked_until and now < budget.blocked_until:
+            budget = s.execute(select(*columns)).one()
+        if budget.blocked_until and now < budget.blocked_until:
+            raise BudgetExhausted(
+                budget.blocked_reason or "API budget exhausted", reset_at=budget.blocked_until
+            )
+        if self.limits.per_day:
+            used = int(budget.day_used or 0) + sum(1 for c in pending if c.at >= day)
+            left = self.limits.per_day - used
+            remaining = (budget.remaining or {}).get("day")
+            if said and said[-1].at >= day:
+                left = min(left, int(said[-1].remaining["day"]))
+            elif remaining is not None and budget.updated_at and budget.updated_at >= day:
+                left = min(left, int(remaining))
+            if left - self.reserve <= 0:
                 raise BudgetExhausted(
-                    budget.blocked_reason or "API budget exhausted", reset_at=budget.blocked_until
+                    f"the day's budget of {self.limits.per_day} calls is used up "
+                    f"({used} made today, {self.reserve} reserved)",
+                    reset_at=day + timedelta(days=1),
                 )
-            if self.limits.per_day:
-                used = self._count(s, day_start(now), pending)
-                left = self.limits.per_day - used
-                remaining = (budget.remaining or {}).get("day") if budget else None
-                if said and said[-1].at >= day_start(now):
-                    left = min(left, int(said[-1].remaining["day"]))
-                elif remaining is not None and budget and budget.updated_at >= day_start(now):
-                    left = min(left, int(remaining))
-                if left - self.reserve <= 0:
-                    raise BudgetExhausted(
-                        f"the day's budget of {self.limits.per_day} calls is used up "
-                        f"({used} made today, {self.reserve} reserved)",
-                        reset_at=day_start(now) + timedelta(days=1),
-                    )
-            if self.limits.per_month:
-                used = self._count(s, month_start(now), pending)
-                if used + self.reserve >= self.limits.per_month:
-                    raise BudgetExhausted(
-                        f"the month's budget of {self.limits.per_month} calls is used up",
-                        reset_at=next_month(now),
-                    )
+        if self.limits.per_month:
+            used = int(budget.month_used or 0) + sum(1 for c in pending if c.at >= month)
+            if used + self.reserve >= self.limits.per_month:
+                raise BudgetExhausted(
+                    f"the month's budget of {self.limits.per_month} calls is used up",
+                    reset_at=next_month(now),
+                )
 
-    def _count(self, s: Connection, since: datetime, pending: list[CallRecord]) -> int:
-        """Calls since ``since``: those written, and those kept back (``deferred``)."""
-        written = s.scalar(
+    def _written_since(self, since: datetime) -> Any:
+        """Calls written since ``since`` (those kept back are counted by the caller)."""
+        return (
             select(func.count())
             .select_from(ApiCall)
             .where(ApiCall.connection_id == self.connection_id, ApiCall.at >= since)
+            .scalar_subquery()
         )
-        return int(written or 0) + sum(1 for c in pending if c.at >= since)
 
     def record(self, call: CallRecord) -> None:
         """Write one call (with any kept back before it), and what the provider said is left."""
