@@ -58,7 +58,8 @@ def test_month_simulates_two_days_of_the_crontab_for_every_provider() -> None:
 
 
 def test_throughput_pulls_2000_products_and_times_the_xero_sdk() -> None:
-    doc = bench("throughput.py", "--products", "2000", "--repeat", "1")
+    quick = ("--repeat", "1", "--pull-repeat", "1", "--warmup", "0")
+    doc = bench("throughput.py", "--products", "2000", *quick)
     stores = {"sqlite", "postgresql"} if os.environ.get("SYNC_TEST_POSTGRES_URL") else {"sqlite"}
     assert {(p["provider"], p["store"]) for p in doc["pulls"]} == {
         (provider, store) for provider in PROVIDERS for store in stores
