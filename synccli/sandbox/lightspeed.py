@@ -443,6 +443,13 @@ def _shop_text(values: ShopValues, n: int) -> str:
     )
 
 
+def _row_sort_key(row: dict[str, Any], sort_field: str, pk: str) -> tuple[Any, ...]:
+    """A listing's sort key of one rendered row: its sort field, then its id."""
+    raw = row[sort_field]
+    value = _time_key(raw) if sort_field == "timeStamp" else _sort_value(sort_field, raw)
+    return (value, int(row[pk]))
+
+
 class _ShopRow:
     """An ItemShop row's attach (a constant record), with its JSON text and sort key kept."""
 
@@ -468,9 +475,7 @@ class _ShopRow:
     def sort_key(self, sort_field: str, pk: str) -> tuple[Any, ...]:
         """The listing's ``key`` of this row."""
         if self._key_field != sort_field or self._key_pk != pk:
-            raw = self.row[sort_field]
-            value = _time_key(raw) if sort_field == "timeStamp" else _sort_value(sort_field, raw)
-            self._key = (value, int(self.row[pk]))
+            self._key = _row_sort_key(self.row, sort_field, pk)
             self._key_field, self._key_pk = sort_field, pk
         return self._key
 
@@ -607,9 +612,7 @@ class _ItemEntry:
     def sort_key(self, sort_field: str, pk: str) -> tuple[Any, ...]:
         """The listing's ``key`` of this row."""
         if self._key_field != sort_field or self._key_pk != pk:
-            raw = self.base[sort_field]
-            value = _time_key(raw) if sort_field == "timeStamp" else _sort_value(sort_field, raw)
-            self._key = (value, int(self.base[pk]))
+            self._key = _row_sort_key(self.base, sort_field, pk)
             self._key_field, self._key_pk = sort_field, pk
         return self._key
 
