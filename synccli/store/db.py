@@ -127,21 +127,10 @@ class Store:
                 raise
 
     @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """A read-only session. On SQLite its transaction is deferred: with WAL it neither waits
-        for nor blocks a writer (a budget check beside a page being applied)."""
-        with self.sessions() as session:
-            try:
-                if self.is_sqlite:
-                    session.connection(execution_options={"sqlite_begin": "BEGIN"})
-                yield session
-            finally:
-                session.rollback()
-
-    @contextmanager
-    def reading_connection(self) -> Iterator[SAConnection]:
-        """A read-only Core connection, as ``reading`` but without a Session around it: for
-        the budget check before every call."""
+    def reading(self) -> Iterator[SAConnection]:
+        """A read-only connection (Core: it serves the budget check before every call). On
+        SQLite its transaction is deferred: with WAL it neither waits for nor blocks a writer (a
+        budget check beside a batch being applied)."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(sqlite_begin="BEGIN")

@@ -104,7 +104,7 @@ class StoreLedger:
             columns.append(self._written_since(day).label("day_used"))
         if self.limits.per_month:
             columns.append(self._written_since(month).label("month_used"))
-        with self.store.reading_connection() as s:
+        with self.store.reading() as s:
             budget = s.execute(select(*columns)).one()
         if budget.blocked_until and now < budget.blocked_until:
             raise BudgetExhausted(
@@ -214,14 +214,11 @@ class StoreLedger:
                 if not remaining:
                     return
                 where = budgets.c.connection_id == self.connection_id
-                held = conn.execute(
-                    select(budgets.c.remaining).where(where).with_for_update()
-                ).first()
+                held_now = select(budgets.c.remaining).where(where).with_for_update()
+                held = conn.execute(held_now).first()
                 if held is None:
                     _insert_budget_row(conn, self.connection_id, said_at or batch[-1].at)
-                    held = conn.execute(
-                        select(budgets.c.remaining).where(where).with_for_update()
-                    ).first()
+                    held = conn.execute(held_now).first()
                 conn.execute(
                     update(budgets)
                     .where(where)
