@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
+from synccli.gc_tuning import fewer_collections
 from synccli.store.bulk import insert_rows, update_rows
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
@@ -507,101 +508,116 @@ def pull_products(
     started = time.perf_counter()
     report = PullReport(dry_run=ctx.dry_run)
     connector = ctx.connector
-    overlap = connector.capabilities.cursor_overlap
     run_start = ctx.clock.now()
     streams: list[tuple[str, Callable[[datetime | None], Any]]] = [
         ("products", connector.changed_products),
         ("stock", connector.changed_stock),
     ]
-    for stream, fetch in streams:
-        with ctx.store.session() as s:
-            cursor = get_cursor(s, ctx.connection.id, stream)
-            stored = cursor.value if cursor else None
-        start = since if since is not None else (stored - overlap if stored else None)
-        if (
-            stream == "stock"
-            and stored is None
-            and since is None
-            and (connector.capabilities.stock_in_product)
-        ):
-            # The first full read brought stock inside the products: start the stock stream at
-            # this run instead of reading every stock row ever changed.
-            if not ctx.dry_run:
-                with ctx.store.session() as s:
-                    advance_cursor(s, ctx.connection.id, stream, run_start, ctx.clock.now())
-            continue
-        newest: datetime | None = None
-        seen_ids: set[str] = set()
-        with ctx.calls_deferred():
-            for batch in read_ahead(fetch(start)):
-                records = [r for page in batch for r in page.records]
-                report.pages += len(batch)
-                if stream == "products":
-                    seen_ids.update(r.remote_id for r in records)
-                cursors = [page.cursor for page in batch if page.cursor is not None]
-                now = ctx.clock.now()
-                for attempt in (1, 2):
-                    mark = _Mark.of(report)
-                    try:
-                        with ctx.store.session() as s:
-                            applier = _Applier(ctx, s, now, report.changes, run_start)
-                            if stream == "products":
-                                report.seen += len(records)
-                                applier.apply_products(records, report)
-                            else:
-                                applier.apply_stock(records, report)
-                            report.deactivated += applier.deactivated
-                            for page in batch:
-                                report.errors.extend(page.errors)
-                            if not ctx.dry_run and cursors:
-                                # never past the run's start: records changed while we read come
-                                # next time
-                                cursor = min(max(cursors), run_start)
-                                advance_cursor(
-                                    s, ctx.connection.id, stream, cursor, now, batch[-1].number
-                                )
-                            if ctx.dry_run:
-                                s.rollback()
-                        break
-                    except IntegrityError:
-                        # post-invoices linked or created one of these products (by SKU, at sale
-                        # time) between our read and our write: apply the batch again over that
-                        mark.restore(report)
-                        if attempt == 2:
-                            raise
-                        log.info(
-                            "pages %d-%d: a product was linked meanwhile; applying them again",
-                            batch[0].number,
-                            batch[-1].number,
-                        )
-                stamps = [r.updated_at for r in records if r.updated_at]
-                if stamps:
-                    newest = max([newest, *stamps]) if newest else max(stamps)
-                if on_page:
-                    on_page(report)
-                ctx.heartbeat("pull-products")
-        if stream == "products" and connector.capabilities.full_catalogue_call:
-            if report.errors:
-                # an unreadable record may be one of ours: nothing is a ghost on this evidence
-                log.warning("ghost check skipped: the catalogue had unreadable records")
-            elif not _plausible_catalogue(ctx, len(seen_ids)):
-                # an empty or truncated answer must not turn the whole catalogue into ghosts
-                report.errors.append(
-                    f"ghost check skipped: the provider listed {len(seen_ids)} products, under "
-                    "half of those linked; the sweep will check them one batch at a time"
-                )
-            else:
-                # One call read the whole catalogue: whatever is missing from it has vanished.
-                _flag_missing(ctx, seen_ids, report)
-        if not ctx.dry_run:
-            with ctx.store.session() as s:
-                final = min(newest, run_start) if newest else None
-                advance_cursor(s, ctx.connection.id, stream, final, ctx.clock.now(), None)
-                cur = get_cursor(s, ctx.connection.id, stream)
-                report.cursor[stream] = cur.value.isoformat() if cur and cur.value else None
+    with fewer_collections():
+        for stream, fetch in streams:
+            _pull_stream(ctx, stream, fetch, since, run_start, report, on_page)
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _pull_stream(
+    ctx: JobContext,
+    stream: str,
+    fetch: Callable[[datetime | None], Any],
+    since: datetime | None,
+    run_start: datetime,
+    report: PullReport,
+    on_page: Callable[[PullReport], None] | None,
+) -> None:
+    """One stream of a pull (products or stock), from its cursor to its end."""
+    connector = ctx.connector
+    overlap = connector.capabilities.cursor_overlap
+    with ctx.store.session() as s:
+        cursor = get_cursor(s, ctx.connection.id, stream)
+        stored = cursor.value if cursor else None
+    start = since if since is not None else (stored - overlap if stored else None)
+    if (
+        stream == "stock"
+        and stored is None
+        and since is None
+        and connector.capabilities.stock_in_product
+    ):
+        # The first full read brought stock inside the products: start the stock stream at
+        # this run instead of reading every stock row ever changed.
+        if not ctx.dry_run:
+            with ctx.store.session() as s:
+                advance_cursor(s, ctx.connection.id, stream, run_start, ctx.clock.now())
+        return
+    newest: datetime | None = None
+    seen_ids: set[str] = set()
+    with ctx.calls_deferred():
+        for batch in read_ahead(fetch(start)):
+            records = [r for page in batch for r in page.records]
+            report.pages += len(batch)
+            if stream == "products":
+                seen_ids.update(r.remote_id for r in records)
+            cursors = [page.cursor for page in batch if page.cursor is not None]
+            now = ctx.clock.now()
+            for attempt in (1, 2):
+                mark = _Mark.of(report)
+                try:
+                    with ctx.store.session() as s:
+                        applier = _Applier(ctx, s, now, report.changes, run_start)
+                        if stream == "products":
+                            report.seen += len(records)
+                            applier.apply_products(records, report)
+                        else:
+                            applier.apply_stock(records, report)
+                        report.deactivated += applier.deactivated
+                        for page in batch:
+                            report.errors.extend(page.errors)
+                        if not ctx.dry_run and cursors:
+                            # never past the run's start: records changed while we read come
+                            # next time
+                            cursor = min(max(cursors), run_start)
+                            advance_cursor(
+                                s, ctx.connection.id, stream, cursor, now, batch[-1].number
+                            )
+                        if ctx.dry_run:
+                            s.rollback()
+                    break
+                except IntegrityError:
+                    # post-invoices linked or created one of these products (by SKU, at sale
+                    # time) between our read and our write: apply the batch again over that
+                    mark.restore(report)
+                    if attempt == 2:
+                        raise
+                    log.info(
+                        "pages %d-%d: a product was linked meanwhile; applying them again",
+                        batch[0].number,
+                        batch[-1].number,
+                    )
+            stamps = [r.updated_at for r in records if r.updated_at]
+            if stamps:
+                newest = max([newest, *stamps]) if newest else max(stamps)
+            if on_page:
+                on_page(report)
+            ctx.heartbeat("pull-products")
+    if stream == "products" and connector.capabilities.full_catalogue_call:
+        if report.errors:
+            # an unreadable record may be one of ours: nothing is a ghost on this evidence
+            log.warning("ghost check skipped: the catalogue had unreadable records")
+        elif not _plausible_catalogue(ctx, len(seen_ids)):
+            # an empty or truncated answer must not turn the whole catalogue into ghosts
+            report.errors.append(
+                f"ghost check skipped: the provider listed {len(seen_ids)} products, under "
+                "half of those linked; the sweep will check them one batch at a time"
+            )
+        else:
+            # One call read the whole catalogue: whatever is missing from it has vanished.
+            _flag_missing(ctx, seen_ids, report)
+    if not ctx.dry_run:
+        with ctx.store.session() as s:
+            final = min(newest, run_start) if newest else None
+            advance_cursor(s, ctx.connection.id, stream, final, ctx.clock.now(), None)
+            cur = get_cursor(s, ctx.connection.id, stream)
+            report.cursor[stream] = cur.value.isoformat() if cur and cur.value else None
 
 
 @dataclass
