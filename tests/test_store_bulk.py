@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import DateTime, insert, select
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
 from synccli.store.bulk import insert_rows, update_rows
 from synccli.store.connections import add_connection, get_connection
 from synccli.store.db import Store
-from synccli.store.models import Link, Product
+from synccli.store.models import Link, Product, UTCDateTime
 
 NOW = datetime(2026, 11, 29, 7, 0, 0, 123456, tzinfo=UTC)
 ELSEWHERE = datetime(2026, 11, 29, 20, 30, tzinfo=timezone(timedelta(hours=13)))  # 07:30 UTC
@@ -108,3 +109,22 @@ def test_bulk_insert_fills_column_defaults_and_reports_duplicates(any_store: Sto
         assert (link.state, link.origin) == ("linked", "matched")  # the models' defaults
     with pytest.raises(IntegrityError), store.session() as s:
         insert_rows(s.connection(), Link.__table__, [row])  # the pull retries on this
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        NOW,
+        ELSEWHERE,
+        datetime(2026, 1, 2, 3, 4, 5),  # naive: taken as UTC, no microseconds
+        datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),  # a year under 1000 keeps 4 digits
+        datetime(2026, 3, 29, 1, 0, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+    ],
+)
+def test_timestamps_are_stored_as_sqlalchemys_sqlite_datetime_text(value: datetime) -> None:
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().bind_processor(dialect)
+    theirs = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    as_utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    assert ours(value) == theirs(as_utc)
+    assert ours(None) is None
