@@ -591,6 +591,15 @@ def test_doc_items_paging_normalises_objects_lists_and_empty_relations():
     assert pages[1].cursor == datetime(2021, 11, 2, 13, 0, tzinfo=UTC)  # -05:00 read as UTC
 
 
+def test_an_unreadable_row_is_reported_and_the_cursor_still_moves_past_it():
+    conn, _ = doc_connector()
+    with replay("itemshops_unreadable"):
+        pages = list(conn.changed_stock(SINCE))
+    assert [(s.remote_id, s.quantity) for s in records(pages)] == [("20", Decimal("-3"))]
+    assert len(pages[0].errors) == 1 and "lots" in pages[0].errors[0]
+    assert pages[0].cursor == datetime(2021, 11, 3, 8, 0, tzinfo=UTC)
+
+
 def test_doc_itemshop_single_object_negative_qoh():
     conn, _ = doc_connector()
     with replay("itemshops"):

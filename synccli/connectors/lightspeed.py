@@ -377,14 +377,20 @@ class LightspeedConnector(Connector):
                 if not isinstance(row, dict):
                     errors.append(f"{entity}: unreadable row {str(row)[:60]!r}")
                     continue
+                record: Any = None
                 try:
-                    records.append(convert(row))
+                    record = convert(row)
+                    records.append(record)
                 except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
                     errors.append(
                         f"{entity} {row.get(entity[0].lower() + entity[1:] + 'ID')}: {exc}"
                     )
                 if cursor_field:
-                    ts = parse_time(row.get(cursor_field))
+                    # a record read its stamp from this field already; a row that failed to
+                    # convert still moves the cursor past it
+                    ts = getattr(record, "updated_at", None)
+                    if ts is None or cursor_field != "timeStamp":
+                        ts = parse_time(row.get(cursor_field))
                     if ts and (newest is None or ts > newest):
                         newest = ts
             number += 1
