@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import DateTime, insert, select
+from sqlalchemy import DateTime, insert, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
-from synccli.store.bulk import insert_rows, update_rows
+from synccli.store.bulk import insert_rows, one_of, update_rows
 from synccli.store.connections import add_connection, get_connection
 from synccli.store.db import Store
 from synccli.store.models import Link, Product, UTCDateTime
@@ -128,3 +128,34 @@ def test_timestamps_are_stored_as_sqlalchemys_sqlite_datetime_text(value: dateti
     as_utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
     assert ours(value) == theirs(as_utc)
     assert ours(None) is None
+
+
+def test_one_of_finds_exactly_the_listed_rows(any_store: Store) -> None:
+    store = any_store
+    add_connection(store, "shop", "xero", {}, {}, None)
+    conn_id = get_connection(store, "shop").id
+    odd = ['O\'Neil "8" ü', "back\\slash", "[1]", "1"]  # JSON escaping; "1" stays a string
+    rows = _rows(conn_id, "p")
+    for row, sku in zip(rows, odd, strict=False):
+        row["sku"] = sku
+    with store.session() as s:
+        found = dict(
+            (sku, pid)
+            for pid, sku in insert_rows(s.connection(), Product.__table__, rows, ("id", "sku"))
+        )
+    with store.session() as s:
+        dialect = s.get_bind().dialect
+
+        def skus(where) -> list[str]:
+            return sorted(s.scalars(select(Product.sku).where(where)))
+
+        assert skus(one_of(Product.sku, [*odd, "absent"], dialect)) == sorted(odd)
+        assert skus(one_of(Product.sku, ["1"], dialect)) == ["1"]
+        assert skus(one_of(Product.id, [found["[1]"], found["1"], 10**9], dialect)) == ["1", "[1]"]
+        assert skus(one_of(Product.sku, [], dialect)) == []
+        assert (
+            s.execute(
+                update(Product).where(one_of(Product.id, [found["1"]], dialect)).values(name="x")
+            ).rowcount
+            == 1
+        )

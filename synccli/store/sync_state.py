@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from synccli.store.bulk import one_of
 from synccli.store.models import Cursor, Event, Link, ReviewItem
 
 
@@ -40,11 +41,14 @@ def links_by_remote(s: Session, connection_id: int, kind: str) -> dict[str, Link
 def links_for(s: Session, connection_id: int, kind: str, remote_ids: list[str]) -> dict[str, Link]:
     """The links of these remote ids (one page's worth), keyed by remote id."""
     found: dict[str, Link] = {}
+    dialect = s.get_bind().dialect
     for start in range(0, len(remote_ids), 500):
         chunk = remote_ids[start : start + 500]
         rows = s.scalars(
             select(Link).where(
-                Link.connection_id == connection_id, Link.kind == kind, Link.remote_id.in_(chunk)
+                Link.connection_id == connection_id,
+                Link.kind == kind,
+                one_of(Link.remote_id, chunk, dialect),
             )
         )
         found.update((link.remote_id, link) for link in rows)

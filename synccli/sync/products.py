@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
-from synccli.store.bulk import insert_rows, update_rows
+from synccli.store.bulk import insert_rows, one_of, update_rows
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
 from synccli.store.sync_state import (
@@ -119,7 +119,8 @@ class _Applier:
         self.conn_id = ctx.connection.id
         self.dry = ctx.dry_run
         self.deactivated = 0
-        if s.get_bind().dialect.name == "postgresql":
+        self.dialect = s.get_bind().dialect
+        if self.dialect.name == "postgresql":
             # A page looks its rows up with IN lists of up to 500-1,000 values. psycopg prepares
             # a statement run 5 times, and PostgreSQL then plans it once for any values: a plan
             # that tests every row of the connection against the list one value at a time (0.5 s
@@ -129,7 +130,9 @@ class _Applier:
 
     def _local_by_sku(self, skus: list[str]) -> dict[str, Product]:
         rows = self.s.scalars(
-            select(Product).where(Product.connection_id == self.conn_id, Product.sku.in_(skus))
+            select(Product).where(
+                Product.connection_id == self.conn_id, one_of(Product.sku, skus, self.dialect)
+            )
         )
         return {p.sku: p for p in rows}
 
@@ -143,7 +146,7 @@ class _Applier:
         linked_ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
         locals_by_id: dict[int, Product] = {}
         for chunk in _chunks(linked_ids, 500):
-            for p in self.s.scalars(select(Product).where(Product.id.in_(chunk))):
+            for p in self.s.scalars(select(Product).where(one_of(Product.id, chunk, self.dialect))):
                 locals_by_id[p.id] = p
         new: dict[str, RemoteProduct] = {}  # by code: a page naming one code twice adds it once
         stamp: list[int] = []  # links seen in this page
@@ -206,7 +209,9 @@ class _Applier:
         for chunk in _chunks(stamp, 500):
             # one statement a chunk: a full-catalogue read stamps every link it saw
             self.s.execute(
-                update(Link).where(Link.id.in_(chunk)).values(last_synced_at=self.now),
+                update(Link)
+                .where(one_of(Link.id, chunk, self.dialect))
+                .values(last_synced_at=self.now),
                 execution_options={"synchronize_session": False},
             )
         if new:
@@ -256,7 +261,7 @@ class _Applier:
                     select(Link.local_id).where(
                         Link.connection_id == self.conn_id,
                         Link.kind == KIND,
-                        Link.local_id.in_(chunk),
+                        one_of(Link.local_id, chunk, self.dialect),
                     )
                 )
             )
@@ -358,7 +363,8 @@ class _Applier:
         )
         links = Link.__table__
         for chunk in _chunks([i for i in stamps if i not in fresh], 500):
-            conn.execute(update(links).where(links.c.id.in_(chunk)).values(last_synced_at=self.now))
+            stamp = one_of(links.c.id, chunk, self.dialect)
+            conn.execute(update(links).where(stamp).values(last_synced_at=self.now))
 
     def _stock_targets(
         self, remote_ids: list[str]
@@ -380,7 +386,7 @@ class _Applier:
                 .where(
                     Link.connection_id == self.conn_id,
                     Link.kind == KIND,
-                    Link.remote_id.in_(chunk),
+                    one_of(Link.remote_id, chunk, self.dialect),
                 )
             )
             for remote_id, link_id, product_id, sku, quantity, synced in rows:
