@@ -5,8 +5,9 @@ none of them in reference cycles. With CPython's default threshold (a collection
 container objects) a 50,000-product Lightspeed pull ran the collector 813 times (6 of them over
 everything alive, SQLAlchemy's mappers and compiled statements included), 0.48 s in all, each
 pause holding the interpreter lock that the fetching and the applying threads share. With the
-settings below: 84 collections, none full, 0.08 s; the pull went from 11,600-13,400 to
-14,500-16,600 items/s (``bench/throughput.py``, docs/benchmarks.md).
+settings below: 84 collections, none full, 0.08 s. With the budget check's statement built
+once (the same day's change), single Lightspeed pulls went from 11,837-14,393 to
+14,468-16,606 items/s in the same hour (``bench/throughput.py``, docs/benchmarks.md).
 """
 
 from __future__ import annotations
