@@ -34,20 +34,17 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value.replace(tzinfo=None)
+        return None if value is None else _naive_utc(value)
 
     def bind_processor(self, dialect: Any) -> Any:
-        convert = super().bind_processor(dialect)
-        if convert is None:
-            return None
         if getattr(self.impl.dialect_impl(dialect), "_storage_format", None) == _SQLITE_FORMAT:
             # SQLite's text format is isoformat's, built in C instead of a %-format of seven
             # attributes: 200,000 values in a first pull's links and products
             convert = _sqlite_text
+        else:
+            convert = super().bind_processor(dialect)
+            if convert is None:
+                return None
         # A bulk write binds the same timestamp object on every row (a batch's "now" in four
         # columns of 1,000 rows, between per-row stamps): converting it once instead of each
         # time was a fifth of a first pull's store time. The two latest conversions are kept,
@@ -76,16 +73,19 @@ _SQLITE_FORMAT = (
 )
 
 
+def _naive_utc(value: datetime) -> datetime:
+    """``value`` in UTC without its zone (a naive value is taken as UTC already)."""
+    zone = value.tzinfo
+    if zone is None:
+        return value
+    if zone is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None)
+
+
 def _sqlite_text(value: datetime | None) -> str | None:
     """What SQLAlchemy's SQLite DATETIME stores for ``value`` after ``process_bind_param``."""
-    if value is None:
-        return None
-    zone = value.tzinfo
-    if zone is not None:
-        if zone is not UTC:
-            value = value.astimezone(UTC)
-        value = value.replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    return None if value is None else _naive_utc(value).isoformat(" ", "microseconds")
 
 
 Money = Numeric(18, 4, asdecimal=True)
