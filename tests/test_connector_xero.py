@@ -36,7 +36,8 @@ from synccli.errors import BudgetExhausted, ConfigError, Rejected
 from synccli.sandbox.xero import XeroSandbox
 
 CASSETTES = Path(__file__).parent / "cassettes" / "xero"
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "xero_accounting.yaml"
+# Xero's OpenAPI description (MIT), kept in tests/specs/ with its licence (see its README.md)
+SPEC = Path(__file__).resolve().parent / "specs" / "xero_accounting.yaml"
 START = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 
 
