@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
@@ -153,6 +153,18 @@ def _default_message(resp: requests.Response) -> str:
             if body.get(key):
                 return str(body[key])[:300]
     return f"HTTP {resp.status_code}"
+
+
+def _server_date(resp: requests.Response) -> datetime | None:
+    """The answer's ``Date`` header (RFC 7231: every origin server with a clock sends it), UTC."""
+    value = resp.headers.get("Date")
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def retry_after_seconds(resp: requests.Response, now: datetime) -> float | None:
@@ -311,6 +323,9 @@ class HttpClient:
         self.backoff = backoff
         self.default_headers = dict(default_headers or {})
         self.calls = 0  # calls this client made (for run summaries)
+        # the provider's clock: the Date header of its latest answer (None before any, or when
+        # it sent none). A job judges the provider's record stamps against it, not against ours.
+        self.server_date: datetime | None = None
         self.cost = 0.0
         self.session = self._session(pace)
         # requests reads the proxy, CA-bundle and netrc settings from the environment again on
@@ -448,6 +463,7 @@ class HttpClient:
             )
             status = resp.status_code
             remaining = self._remaining(resp)
+            self.server_date = _server_date(resp) or self.server_date
             _read_body(resp)
             return resp
         except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:

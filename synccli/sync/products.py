@@ -42,6 +42,10 @@ log = logging.getLogger("synccli.job")
 
 KIND = "product"
 FIELDS = ("name", "description", "price", "stock", "active")
+# A record stamped more than this past the provider's clock (its Date header) has a stamp from
+# a clock that runs ahead or a time-zone slip (issue 17): kept as it is, it would make every later
+# real change look older than what we applied, and be skipped for good.
+FUTURE_SLACK = timedelta(minutes=5)
 
 
 @dataclass
@@ -63,6 +67,7 @@ class PullReport:
     deactivated: int = 0
     stock_seen: int = 0
     stock_unknown: int = 0  # stock rows for products we have no link for
+    future_stamps: int = 0  # records stamped past the provider's clock (clamped to it)
     calls: int = 0
     seconds: float = 0.0
     dry_run: bool = False
@@ -77,6 +82,7 @@ class SweepReport:
     requested: int = 0
     swept: int = 0
     changed: int = 0
+    future_stamps: int = 0  # records stamped past the provider's clock (clamped to it)
     ghosts: list[dict[str, str]] = field(default_factory=list)
     calls: int = 0
     seconds: float = 0.0
@@ -91,8 +97,15 @@ class ProductSyncReport:
     after: dict[str, Any] | None
     found: bool
     calls: int = 0
+    future_stamps: int = 0  # 1 when the product was stamped past the provider's clock
     dry_run: bool = False
     changes: list[Change] = field(default_factory=list)
+
+
+def provider_now(ctx: JobContext) -> datetime:
+    """The provider's clock as its latest answer gave it (``Date``), else ours."""
+    served = getattr(getattr(ctx.connector, "http", None), "server_date", None)
+    return served if isinstance(served, datetime) else ctx.clock.now()
 
 
 def snapshot(product: Product | None) -> dict[str, Any] | None:
@@ -111,8 +124,14 @@ class _Applier:
         now: datetime,
         changes: list[Change],
         stamped_since: datetime | None = None,
+        authoritative: bool = False,
     ) -> None:
         self.ctx, self.s, self.now, self.changes = ctx, s, now, changes
+        # The records are the provider's current state, fetched for a check (a sweep, a
+        # sync-product): their field values are applied whatever their stamps say.
+        self.authoritative = authoritative
+        self.served = provider_now(ctx)
+        self.stamp_limit = self.served + FUTURE_SLACK
         # a link stamped at or after this (by this run's products) need not be stamped again
         # for its stock: 50,000 index moves on a first Unleashed pull, for a few seconds' news
         self.stamped_since = stamped_since
@@ -139,6 +158,7 @@ class _Applier:
     def apply_products(self, records: list[RemoteProduct], report: Any) -> None:
         """Apply one page: update linked products, link unlinked ones by exact code, and insert
         new ones (in bulk: a first import of 50,000 products is one statement a page)."""
+        self._clamp_future(records, report)
         links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
         by_sku = self._local_by_sku(unlinked_codes) if unlinked_codes else {}
@@ -154,11 +174,14 @@ class _Applier:
         for remote in records:
             link = links.get(remote.remote_id)
             local = locals_by_id.get(link.local_id) if link else None
+            stored = link.remote_updated_at if link is not None else None
+            if stored is not None and stored > self.stamp_limit:
+                stored = None  # a future stamp kept by an earlier version blocks nothing
             if (
-                link is not None
-                and link.remote_updated_at
+                not self.authoritative
+                and stored is not None
                 and remote.updated_at
-                and remote.updated_at < link.remote_updated_at
+                and remote.updated_at < stored
             ):
                 continue  # an older copy than we applied (overlap re-read)
             if local is None:
@@ -197,8 +220,10 @@ class _Applier:
                 report.changed += 1
             if not self.dry and link is not None:
                 stamp.append(link.id)
-                if remote.updated_at and (
-                    link.remote_updated_at is None or remote.updated_at > link.remote_updated_at
+                if (
+                    remote.updated_at
+                    and remote.updated_at != link.remote_updated_at
+                    and (self.authoritative or stored is None or remote.updated_at > stored)
                 ):
                     link.remote_updated_at = remote.updated_at
                 state = "linked" if remote.active else "archived"
@@ -252,6 +277,21 @@ class _Applier:
                     for local_id, r in to_link
                 ],
             )
+
+    def _clamp_future(self, records: list[RemoteProduct], report: Any) -> None:
+        """A stamp more than FUTURE_SLACK past the provider's clock becomes that clock's time,
+        and is counted in the run (``future_stamps``) and logged."""
+        for remote in records:
+            if remote.updated_at is not None and remote.updated_at > self.stamp_limit:
+                log.warning(
+                    "product %s (%s): stamped %s, past the provider's clock (%s); clamped",
+                    remote.code,
+                    remote.remote_id,
+                    remote.updated_at.isoformat(),
+                    self.served.isoformat(),
+                )
+                remote.updated_at = self.served
+                report.future_stamps += 1
 
     def _linked_local_ids(self, local_ids: list[int]) -> set[int]:
         found: set[int] = set()
@@ -793,10 +833,11 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
         remote = {p.remote_id: p for p in connector.get_products([rid for _, rid, _ in chunk])}
         now = ctx.clock.now()
         with ctx.store.session() as s:
-            applier = _Applier(ctx, s, now, report.changes)
+            applier = _Applier(ctx, s, now, report.changes, authoritative=True)
             counter = PullReport()
             applier.apply_products([remote[rid] for _, rid, _ in chunk if rid in remote], counter)
             report.changed += counter.changed
+            report.future_stamps += counter.future_stamps
             for link_id, rid, local_id in chunk:
                 link = s.get(Link, link_id)
                 product = s.get(Product, local_id)
@@ -880,7 +921,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
         for page in fetch(None):
             now = ctx.clock.now()
             with ctx.store.session() as s:
-                applier = _Applier(ctx, s, now, report.changes, started)
+                applier = _Applier(ctx, s, now, report.changes, started, authoritative=True)
                 counter = PullReport()
                 if stream == "products":
                     applier.apply_products(page.records, counter)
@@ -898,6 +939,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
                 else:
                     applier.apply_stock(page.records, counter)
                 report.changed += counter.changed
+                report.future_stamps += counter.future_stamps
                 errors.extend(page.errors)
                 if ctx.dry_run:
                     s.rollback()
@@ -958,8 +1000,10 @@ def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
         report.calls = ctx.calls
         return report
     with ctx.store.session() as s:
-        applier = _Applier(ctx, s, ctx.clock.now(), report.changes)
-        applier.apply_products([remote], PullReport())
+        applier = _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True)
+        counter = PullReport()
+        applier.apply_products([remote], counter)
+        report.future_stamps = counter.future_stamps
         if ctx.dry_run:
             s.rollback()
             after = dict(before or {"sku": sku})
