@@ -33,9 +33,10 @@ How the contract maps onto Lightspeed:
   first full pull does not need it (the products carry stock); an incremental pull with nothing
   changed costs 2 calls (one empty Item page, one empty ItemShop page).
 - ``get_products(ids)``: ``Item.json?itemID=IN,[...]`` with ItemShops and archived=true, 100 ids per
-  call. ``find_product(code)``: ``Item.json?customSku=X``, then an exact, case-sensitive match here.
+  call. ``find_product(code)``: ``Item.json?customSku==,X``, then an exact, case-sensitive match
+  here. Every look-up value goes with the explicit ``=,`` operator (:func:`exact`).
 - Customers: ``Customer.json?load_relations=["Contact"]``; ``find_customers(email=)`` filters with
-  ``Contact.email=~,{email}`` and keeps only exact case-insensitive matches; Lightspeed has no
+  ``Contact.email==,{email}`` and keeps only exact case-insensitive matches; Lightspeed has no
   account-number field, so ``find_customers(account=)`` finds nothing (and calls nothing).
   ``create_customer`` POSTs firstName/lastName/Contact.Emails; existing customers are never updated.
 - Invoices are Sales: ``post_invoice`` POSTs a completed ``Sale.json`` on the configured shop,
@@ -43,7 +44,7 @@ How the contract maps onto Lightspeed:
   ``payment_type_id``; each line's ``tax_code`` is a TaxCategory ``tax1Name`` mapped to its
   ``taxCategoryID`` through one cached ``TaxCategory.json`` read (an unknown code is sent as-is so
   Lightspeed rejects it). Lightspeed honours no idempotency key: exactly-once relies on
-  ``find_invoice(number)`` (``Sale.json?referenceNumber=N``) before any re-post.
+  ``find_invoice(number)`` (``Sale.json?referenceNumber==,N``) before any re-post.
 - Every collection is normalised (an object, a list or ``""``); every scalar is parsed from its
   string; money is Decimal.
 """
@@ -239,6 +240,15 @@ def encode_query(pairs: list[tuple[str, str]]) -> str:
     """Encode each value once and fully: ``>`` ``,`` ``+`` ``:`` ``[`` ``"`` become %XX, as
     Lightspeed's own ``next`` URLs do (a raw ``+`` would arrive as a space)."""
     return "&".join(f"{key}={quote(str(value), safe='')}" for key, value in pairs)
+
+
+def exact(value: str) -> str:
+    """A query value compared for equality, whatever it holds: ``=,`` names the operator, so a
+    value that itself begins with one (``~,``, ``IN,[``, ``><,``, ``>,``) is never read as LIKE, a
+    list or a range, and ``%`` / ``_`` are no wildcards; after ``=,`` the rest is the value
+    verbatim, commas included [D introduction/parameters/]. Lightspeed's collation may still match
+    more (case), so every look-up also compares exactly here."""
+    return f"=,{value}"
 
 
 def money(value: Decimal) -> str:
@@ -450,7 +460,11 @@ class LightspeedConnector(Connector):
         return [found[i] for i in ids if i in found]
 
     def find_product(self, code: str) -> RemoteProduct | None:
-        pairs = [("customSku", code), ("load_relations", ITEM_RELATIONS), ("archived", "true")]
+        pairs = [
+            ("customSku", exact(code)),
+            ("load_relations", ITEM_RELATIONS),
+            ("archived", "true"),
+        ]
         matches: list[RemoteProduct] = []
         for page in self._pages(
             "Item", pairs, self._product, cost=COST_ITEMS_WITH_SHOPS, cursor_field=None
@@ -490,7 +504,7 @@ class LightspeedConnector(Connector):
         if not email or not email.strip():
             return []  # no account-number field in Lightspeed: nothing to look up
         wanted = email.strip().casefold()
-        pairs = [("load_relations", CUSTOMER_RELATIONS), ("Contact.email", f"~,{email.strip()}")]
+        pairs = [("load_relations", CUSTOMER_RELATIONS), ("Contact.email", exact(email.strip()))]
         found: list[RemoteCustomer] = []
         for page in self._pages(
             "Customer",
@@ -528,7 +542,7 @@ class LightspeedConnector(Connector):
 
     # invoices -----------------------------------------------------------------------------------
     def find_invoice(self, number: str) -> PostedInvoice | None:
-        pairs = [("referenceNumber", number), ("sort", "saleID")]
+        pairs = [("referenceNumber", exact(number)), ("sort", "saleID")]
         matches: list[PostedInvoice] = []
         for page in self._pages("Sale", pairs, self._sale_row, cursor_field=None):
             for invoice, voided in page.records:

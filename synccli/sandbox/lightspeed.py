@@ -24,8 +24,11 @@ Modelled (facts from the provider notes, the Lightspeed provider notes):
   timeStamp); ``next`` is ``""`` on the last page, ``previous`` ``""`` on the first; ``limit``
   0-100 (default 100) and ``sort`` are appended to ``next``. A re-encoded (damaged) token is a 400.
 - Query operators ``field=OP,value`` for ``>``, ``>=``, ``<``, ``<=``, ``><`` (inclusive BETWEEN),
-  ``!=``, ``~`` / ``!~`` (LIKE with ``%``), ``IN,[...]`` (at most 100 values), plain equality;
-  raw and percent-encoded forms alike. Dates are ``YYYY-MM-DDTHH:MM:SS±HH:MM`` (``±HHMM`` and ``Z``
+  ``!=``, ``~`` / ``!~`` (LIKE with ``%`` and ``_``; a backslash escapes the next character, as in
+  MySQL's LIKE), ``IN,[...]`` (at most 100 values), ``=`` (explicit equal: the rest after ``=,``
+  is the value verbatim), plain equality; raw and percent-encoded forms alike. A plain value that
+  begins with an operator and a comma (``IN,[A]``, ``~,A%``) is read as that operator, never as
+  itself. Dates are ``YYYY-MM-DDTHH:MM:SS±HH:MM`` (``±HHMM`` and ``Z``
   too); a ``+`` sent unencoded decodes to a space and is rejected with a 400, as on the real API.
   ``archived=false|true|only`` (default hides archived), ``load_relations=["..."]`` (a JSON array,
   or ``all``), ``sort=field`` / ``sort=-field`` limited to each entity's sortable fields,
@@ -290,7 +293,11 @@ NESTED_ENTITIES = {
     "ContactWebsite",
 }
 CONTROL = {"limit", "sort", "after", "before", "load_relations", "archived", "count"}
-OPERATORS = (">=", "<=", "><", "!=", "!~", ">", "<", "~", "IN")
+# ``field=OP,value`` [D introduction/parameters/]: the text before the first comma is an operator
+# whenever it is one of these, so a plain value such as ``IN,[A]`` or ``~,A%`` is read as a query,
+# not as itself. ``=`` is the explicit equal: after ``=,`` the rest is the value, verbatim (issue
+# #16 line 15), which is how a client compares any value exactly.
+OPERATORS = (">=", "<=", "><", "!=", "!~", ">", "<", "~", "IN", "=")
 DATE_FIELDS = {"timeStamp", "createTime", "completeTime", "updateTime"}
 
 
@@ -1386,11 +1393,7 @@ class LightspeedSandbox(SandboxApp):
             wanted = {conv(v) for v in values}
             return lambda v: rec(v) in wanted
         if op in ("~", "!~"):
-            pattern = (
-                "^"
-                + "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in operand)
-                + "$"
-            )
+            pattern = "^" + _like_regex(operand) + "$"
             regex = re.compile(pattern, re.DOTALL | (re.IGNORECASE if ci else 0))
             return (lambda v: bool(regex.match(v))) if op == "~" else (lambda v: not regex.match(v))
         if op == "><":
@@ -1953,6 +1956,25 @@ class LightspeedSandbox(SandboxApp):
         world.invoices[inv.id] = inv
         self.record_write("invoice", str(sale_id), body, True)
         return Response(200, {"@attributes": {"count": "1"}, "Sale": sale})
+
+
+def _like_regex(pattern: str) -> str:
+    r"""A LIKE pattern as a regex: ``%`` any run, ``_`` any one character, and a backslash takes
+    the next character literally (MySQL's LIKE, whose default ESCAPE is the backslash; a trailing
+    backslash is itself). Lightspeed documents no escape of its own, so a value holding ``\``,
+    ``%`` or ``_`` sent with ``~,`` does not find itself reliably."""
+    out: list[str] = []
+    chars = iter(pattern)
+    for c in chars:
+        if c == "\\":
+            out.append(re.escape(next(chars, "\\")))
+        elif c == "%":
+            out.append(".*")
+        elif c == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(c))
+    return "".join(out)
 
 
 def _bind(handler: Callable[..., Response], entity: str) -> Callable[..., Response]:

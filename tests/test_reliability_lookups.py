@@ -1,0 +1,245 @@
+"""A look-up can never miss our own invoice (issue #16, lines 7, 8 and 15).
+
+Every scenario goes through a lost answer: the provider commits a write (a sale, an item, a
+customer) but its answer never arrives, so the next run has to find that record by the value we
+sent (the order number, the SKU, the email). With a value that looks like the provider's own query
+syntax (Lightspeed's ``~,`` / ``IN,[...]`` / ``><,`` operator prefixes, ``%`` and ``_``, Xero's
+quotes and backslashes, ``+``, ``&``, non-ASCII) the look-up must still find exactly our record, so
+nothing is written twice: one sale, one item, one customer at the provider.
+
+A value a provider cannot compare exactly is refused by ``invoices add`` with a message naming the
+field, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from synccli.errors import TransientError
+from synccli.sandbox import harness
+from synccli.store.connections import get_connection
+from synccli.store.db import Store
+from synccli.store.models import Connection, InvoiceJob
+from synccli.sync import invoices
+from synccli.sync.context import job_run
+from synccli.sync.orders import add_orders, line_amounts
+
+pytestmark = [pytest.mark.reliability]
+
+SCALE = 1000.0
+TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+WRITES = {  # (method, path regex) of each kind of write, for the lost-answer fault
+    ("lightspeed", "invoice"): ("POST", r"/Sale\.json$"),
+    ("lightspeed", "product"): ("POST", r"/Item\.json$"),
+    ("lightspeed", "customer"): ("POST", r"/Customer\.json$"),
+}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+@contextmanager
+def sandbox(provider: str, **kw: Any) -> Iterator[harness.Running]:
+    kw.setdefault("time_scale", SCALE)
+    kw.setdefault("products", 12)
+    kw.setdefault("customers", 6)
+    running = harness.start(provider, **kw)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def connect(store: Store, running: harness.Running) -> Connection:
+    harness.add_connection(
+        store, "shop", running, notify_email="owner@shop.example", time_scale=SCALE
+    )
+    return get_connection(store, "shop")
+
+
+def world(running: harness.Running) -> Any:
+    return running.app.catalogue.tenant(running.app.tenant)
+
+
+def order(
+    running: harness.Running,
+    number: str,
+    *,
+    sku: str | None = None,
+    email: str | None = None,
+    account: str | None = None,
+) -> str:
+    """One order line of one unit: a product the sandbox has unless ``sku`` names another; the
+    sandbox's first customer unless ``email`` / ``account`` name another."""
+    w = world(running)
+    known = sorted(w.products.values(), key=lambda p: p.code)[0]
+    first = sorted(w.customers.values(), key=lambda c: c.code)[0]
+    if email is None and account is None:
+        customer = {"email": first.email, "account_number": first.account_number}
+        customer["name"] = first.name
+    else:
+        customer = {"name": "Hostile Value"}
+        if email is not None:
+            customer["email"] = email
+        if account is not None:
+            customer["account_number"] = account
+    price = "12.30"
+    amount, tax = line_amounts(Decimal(1), Decimal(price), Decimal("0.15"))
+    line = {
+        "sku": sku or known.code,
+        "description": f"Item {sku or known.code}",
+        "quantity": 1,
+        "unit_price": price,
+        "tax_code": TAX[running.provider],
+        "tax_rate": "0.15",
+    }
+    body = {
+        "number": number,
+        "date": "2026-01-05",
+        "currency": "NZD",
+        "customer": customer,
+        "lines": [line],
+        "total": str(amount + tax),
+    }
+    return json.dumps(body) + "\n"
+
+
+def run_post(store: Store, conn: Connection) -> invoices.PostReport:
+    with job_run(store, invoices.JOB, conn) as ctx:
+        report = invoices.post_invoices(ctx, None)
+        ctx.counts = report
+    return report
+
+
+def post_through_a_lost_answer(store: Store, conn: Connection, running: harness.Running) -> None:
+    """Runs until the job is settled (at most five): the first loses the armed write's answer."""
+    for _ in range(5):
+        try:
+            run_post(store, conn)
+        except TransientError:
+            pass
+        if not {"pending", "posting"} & states(store):
+            break
+    assert running.app.faults.fired["lost"] == 1
+
+
+def states(store: Store) -> set[str]:
+    with store.session() as s:
+        return set(s.scalars(select(InvoiceJob.state)))
+
+
+def lose(running: harness.Running, what: str) -> None:
+    method, path = WRITES[(running.provider, what)]
+    running.app.faults.add("lost", method=method, path=path, times=1)
+
+
+def other_orders(running: harness.Running, store: Store, conn: Connection) -> None:
+    """A few ordinary sales first: a look-up read as LIKE, IN or a range has rows to mismatch."""
+    batch = "".join(order(running, f"WEB-{i}") for i in range(1, 4))
+    add_orders(store, conn, batch)
+    run_post(store, conn)
+    assert states(store) == {"posted"}
+
+
+# --- Lightspeed (line 7, line 15) ---------------------------------------------------------------
+LIGHTSPEED_HOSTILE = [
+    "~,WEB%",  # LIKE with a wildcard
+    "!~,WEB-1",  # NOT LIKE
+    ">,WEB-1",  # greater than
+    "IN,[WEB-1]",  # an IN list
+    "><,A,Z",  # BETWEEN
+    "=,WEB-1",  # the explicit operator itself
+    "WEB_%",  # LIKE wildcards without an operator
+]
+
+
+def lightspeed_sales(running: harness.Running, number: str) -> list[Any]:
+    return [inv for inv in world(running).invoices.values() if inv.number == number]
+
+
+@pytest.mark.parametrize("number", LIGHTSPEED_HOSTILE)
+def test_lightspeed_sale_found_by_a_hostile_reference_after_a_lost_answer(
+    store: Store, number: str
+) -> None:
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        add_orders(store, conn, order(running, number))
+        lose(running, "invoice")
+        post_through_a_lost_answer(store, conn, running)
+        assert len(lightspeed_sales(running, number)) == 1, "the sale was posted twice"
+        assert states(store) == {"posted"}
+        assert len(world(running).invoices) == 4
+
+
+@pytest.mark.parametrize("sku", ["~,NEW%", "IN,[NEW-1]", "><,A,Z", ">,A", "NEW_%"])
+def test_lightspeed_item_found_by_a_hostile_sku_after_a_lost_answer(store: Store, sku: str) -> None:
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        add_orders(store, conn, order(running, "NEW-ITEM-1", sku=sku))
+        lose(running, "product")
+        post_through_a_lost_answer(store, conn, running)
+        items = [p for p in world(running).products.values() if p.code == sku]
+        assert len(items) == 1, f"{len(items)} items with SKU {sku!r}"
+        assert len(lightspeed_sales(running, "NEW-ITEM-1")) == 1
+        assert states(store) == {"posted"}
+
+
+@pytest.mark.parametrize(
+    "email", ["o\\brien@buyer.example", "~,ann@buyer.example", "a%b_c@buyer.example"]
+)
+def test_lightspeed_customer_found_by_a_hostile_email_after_a_lost_answer(
+    store: Store, email: str
+) -> None:
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        add_orders(store, conn, order(running, "NEW-CUST-1", email=email))
+        lose(running, "customer")
+        post_through_a_lost_answer(store, conn, running)
+        people = [c for c in world(running).customers.values() if c.email == email]
+        assert len(people) == 1, f"{len(people)} customers with email {email!r}"
+        assert len(lightspeed_sales(running, "NEW-CUST-1")) == 1
+        assert states(store) == {"posted"}
+
+
+def test_lightspeed_simulator_reads_operator_prefixes_as_lightspeed_documents(
+    store: Store,
+) -> None:
+    """Line 15: a value sent without an explicit operator is read as one, as on the real API."""
+    import requests
+
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        app = running.app
+        token = app.credentials()["access_token"]
+        url = f"{running.url}/API/V3/Account/{app.tenant}/Sale.json"
+
+        def numbers(value: str) -> list[str]:
+            resp = requests.get(
+                url,
+                params={"referenceNumber": value},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert resp.status_code == 200, resp.text
+            rows = resp.json().get("Sale", [])
+            rows = [rows] if isinstance(rows, dict) else rows
+            return sorted(r["referenceNumber"] for r in rows)
+
+        assert numbers("WEB-1") == ["WEB-1"]
+        assert numbers("=,WEB-1") == ["WEB-1"]  # the explicit equal
+        assert numbers("~,WEB-%") == ["WEB-1", "WEB-2", "WEB-3"]
+        assert numbers("~,web\\-1") == ["WEB-1"]  # MySQL's LIKE: a backslash escapes
+        assert numbers("IN,[WEB-1,WEB-3]") == ["WEB-1", "WEB-3"]
+        assert numbers("><,WEB-2,WEB-3") == ["WEB-2", "WEB-3"]
+        assert numbers(">,WEB-2") == ["WEB-3"]
+        assert numbers("!~,WEB-2") == ["WEB-1", "WEB-3"]
+        assert numbers("=,~,WEB-%") == []  # after =, the rest is the value, verbatim
