@@ -72,6 +72,7 @@ from synccli.connectors.base import (
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
+from synccli.remote_ids import is_nil, refusal
 
 API = "/api.xro/2.0"
 XERO_API = "https://api.xero.com"
@@ -87,6 +88,7 @@ LIMITS = Limits(per_minute=60, per_day=5000, concurrency=5)
 # Invoices per PUT: the notes suggest batches of about 50 elements (3.5 MB per request).
 INVOICE_BATCH = 50
 NAME_TAKEN = "already assigned to another contact"
+ID_FIELDS = {"Items": "ItemID", "Contacts": "ContactID", "Invoices": "InvoiceID"}
 MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{2,4})?\)/$")
 
 
@@ -164,13 +166,61 @@ def _dec(value: Any) -> Decimal | None:
 
 
 def _validation_messages(elements: list[Any]) -> list[str]:
-    out = []
+    """Every ``ValidationErrors[].Message`` of the elements, each kept whole, in order; those of
+    the parts inside an element (its Contact, LineItems, ...) follow the element's own."""
+    out: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            errors = node.get("ValidationErrors")
+            for err in errors if isinstance(errors, list) else []:
+                message = err.get("Message") if isinstance(err, dict) else err
+                if message and str(message) not in out:
+                    out.append(str(message))
+            for key, value in node.items():
+                if key != "ValidationErrors" and isinstance(value, dict | list):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
     for el in elements:
-        if isinstance(el, dict):
-            for err in el.get("ValidationErrors") or []:
-                if isinstance(err, dict) and err.get("Message"):
-                    out.append(str(err["Message"]))
+        walk(el)
     return out
+
+
+def _set(value: Any) -> bool:
+    """A Xero boolean flag that is on (``true``; also the string form, to be safe)."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def refused(el: Any) -> list[str] | None:
+    """Xero's messages when it refused this element of a write answer, None when it accepted it.
+
+    Any ONE of these is a refusal (provider notes §2 ``summarizeErrors``; OAS examples): a
+    non-empty ``ValidationErrors`` (createItems answers just that: no status at all),
+    ``HasValidationErrors: true`` (Contacts), ``HasErrors: true`` or
+    ``StatusAttributeString: "ERROR"`` (Invoices). Only the element's own flags decide; the
+    messages of its parts are added to say why."""
+    if not isinstance(el, dict):
+        return [f"unreadable element {str(el)[:60]!r}"]
+    own = el.get("ValidationErrors")
+    flags = [
+        name
+        for name, on in (
+            ("ValidationErrors", bool(own)),
+            ("HasValidationErrors", _set(el.get("HasValidationErrors"))),
+            ("HasErrors", _set(el.get("HasErrors"))),
+            (
+                "StatusAttributeString",
+                str(el.get("StatusAttributeString") or "").strip().upper() == "ERROR",
+            ),
+        )
+        if on
+    ]
+    if not flags:
+        return None
+    return _validation_messages([el]) or [f"refused without a message ({', '.join(flags)})"]
 
 
 def _where_string(value: str) -> str:
@@ -208,6 +258,8 @@ def product_from(item: dict[str, Any]) -> RemoteProduct:
     item_id, code = item.get("ItemID"), item.get("Code")
     if not isinstance(item_id, str) or not item_id:
         raise ValueError("no ItemID")
+    if is_nil(item_id):
+        raise ValueError("ItemID is the nil GUID")
     if not isinstance(code, str) or not code.strip():
         raise ValueError("no Code")
     sales = item.get("SalesDetails") or {}
@@ -291,6 +343,24 @@ def invoice_from(inv: dict[str, Any]) -> PostedInvoice:
     )
 
 
+def _untrusted(plural: str, sent: dict[str, Any], el: dict[str, Any]) -> list[str]:
+    """An accepted-looking element that names no record (the nil GUID), or another record than
+    the one asked for (createItems example: asked ``abc``, answered ``abc65591``): a refusal.
+    Xero echoes Code and InvoiceNumber, so a missing one is a difference too."""
+    key = {"Items": "Code", "Invoices": "InvoiceNumber"}.get(plural)
+    asked = sent.get(key) if key else None
+    what = f"{plural[:-1].lower()} {asked or sent.get('Name') or ''}".strip()
+    remote_id = el.get(ID_FIELDS[plural])
+    if is_nil(remote_id):
+        return [refusal(what, remote_id)]
+    if key and asked is not None and el.get(key) != asked:
+        return [
+            f"Xero answered {what} with {key} {str(el.get(key))[:60]!r} instead of {asked!r} "
+            f"(record {remote_id}): taken as a refusal, nothing was linked"
+        ]
+    return []
+
+
 # the connector ---------------------------------------------------------------------------------
 class XeroConnector(Connector):
     provider = "xero"
@@ -343,7 +413,7 @@ class XeroConnector(Connector):
 
     def find_product(self, code: str) -> RemoteProduct | None:
         items = self._items({"where": f"Code=={_where_string(code)}"})
-        exact = [i for i in items if i.get("Code") == code]
+        exact = [i for i in items if i.get("Code") == code and not is_nil(i.get("ItemID"))]
         return product_from(exact[0]) if exact else None
 
     def create_product(self, product: NewProduct) -> RemoteProduct:
@@ -383,9 +453,14 @@ class XeroConnector(Connector):
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
         params = {"order": "UpdatedDateUTC ASC", "includeArchived": "true"}
         for contacts, page in self._contacts(params, since):
-            records = [customer_from(c) for c in contacts]
+            records = [customer_from(c) for c in contacts if not is_nil(c.get("ContactID"))]
             stamps = [r.updated_at for r in records if r.updated_at]
-            yield Page(records, cursor=max(stamps) if stamps else None, number=page)
+            errors = [
+                f"contact {str(c.get('Name'))[:60]!r}: no usable ContactID"
+                for c in contacts
+                if is_nil(c.get("ContactID"))
+            ]
+            yield Page(records, cursor=max(stamps) if stamps else None, number=page, errors=errors)
 
     def find_customers(
         self, *, email: str | None = None, account: str | None = None
@@ -395,13 +470,15 @@ class XeroConnector(Connector):
             want = email.strip().casefold()
             for contacts, _ in self._contacts({"where": f"EmailAddress=={_where_string(email)}"}):
                 for c in contacts:
+                    if is_nil(c.get("ContactID")):
+                        continue  # names no contact: never a match
                     if (c.get("EmailAddress") or "").strip().casefold() == want:
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
         if account:
             where = f"AccountNumber=={_where_string(account)}"
             for contacts, _ in self._contacts({"where": where}):
                 for c in contacts:
-                    if c.get("AccountNumber") == account:
+                    if c.get("AccountNumber") == account and not is_nil(c.get("ContactID")):
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
         return list(found.values())
 
@@ -487,12 +564,14 @@ class XeroConnector(Connector):
         elements = answer.get("Invoices") if isinstance(answer, dict) else None
         if not isinstance(elements, list) or len(elements) != len(invoices):
             raise BadResponse(f"PUT /Invoices: expected {len(invoices)} elements in the response")
+        # each invoice's own element: by its InvoiceNumber (Xero echoes it, refused or not), else
+        # by position
+        by_number = {e.get("InvoiceNumber"): e for e in elements if isinstance(e, dict)}
         results: list[PostedInvoice | Rejected] = []
-        for el in elements:
-            if not isinstance(el, dict):
-                results.append(Rejected("PUT /Invoices: unreadable element", errors=["unreadable"]))
-            elif el.get("StatusAttributeString") == "ERROR" or el.get("HasErrors"):
-                messages = _validation_messages([el]) or ["rejected without a message"]
+        for (draft, _), at in zip(invoices, elements, strict=True):
+            el = by_number.get(draft.number, at)
+            messages = refused(el) or _untrusted("Invoices", {"InvoiceNumber": draft.number}, el)
+            if messages:
                 results.append(
                     Rejected(
                         "PUT /Invoices: " + "; ".join(messages),
@@ -575,8 +654,8 @@ class XeroConnector(Connector):
         if not isinstance(elements, list) or len(elements) != 1:
             raise BadResponse(f"PUT /{plural}: expected one element in the response")
         el = elements[0]
-        if el.get("StatusAttributeString") == "ERROR" or el.get("HasErrors"):
-            messages = _validation_messages([el]) or ["rejected without a message"]
+        messages = refused(el) or _untrusted(plural, body[plural][0], el)
+        if messages:
             raise Rejected(
                 f"PUT /{plural}: " + "; ".join(messages),
                 errors=messages,

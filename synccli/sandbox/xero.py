@@ -43,9 +43,13 @@ Modelled:
   updates the active contact of that name (or creates one), and ContactID plus other fields
   updates that contact; both are counted as customer updates in ``counters.updates``.
 - Writes: plural envelope required (unwrapped body -> 400 ``NoDataProcessedException``, ErrorNumber
-  17); ``summarizeErrors=false`` -> 200 with ``StatusAttributeString``/``ValidationErrors`` per
-  element; default -> 400 ``ValidationException`` listing the bad elements while valid siblings are
-  still created. ``Idempotency-Key`` (<= 128 chars): the stored response is replayed within
+  17); ``summarizeErrors=false`` -> 200 with each element's outcome; default -> 400
+  ``ValidationException`` (``ErrorNumber``, ``Type``, ``Message``, ``Elements``) listing the bad
+  elements while valid siblings are still created. A refused element has the shape Xero gives its
+  type (OAS examples, see ``_refused``): Items ``ValidationErrors`` alone with a real-looking
+  ItemID; Contacts ``HasValidationErrors`` with the nil ContactID; Invoices ``HasErrors`` and
+  ``StatusAttributeString: "ERROR"``. Only accepted invoices carry ``StatusAttributeString: "OK"``.
+  ``Idempotency-Key`` (<= 128 chars): the stored response is replayed within
   ``idempotency_window`` seconds (default 360) of ``self.clock``; the same key with another
   method, URL or body -> 400. Replays count against the limits.
 - Dates: ``/Date(ms+0000)/`` in responses, ``DateString`` on invoices; request dates accepted as
@@ -1076,14 +1080,11 @@ class XeroSandbox(SandboxApp):
                 el = {}
             out, errors = one(el, req, world, extra, ident)
             if errors:
-                out = {
-                    **out,
-                    "HasErrors": True,
-                    "StatusAttributeString": "ERROR",
-                    "ValidationErrors": [{"Message": m} for m in errors],
-                }
+                out = _refused(plural, out, errors)
                 bad.append(out)
-            elif not summarize:
+            elif not summarize and plural == "Invoices":
+                # createInvoices example: StatusAttributeString OK; the createItems and
+                # createContacts examples carry no status on an accepted element
                 out = {**out, "StatusAttributeString": "OK"}
             results.append(out)
         if bad and summarize:
@@ -1760,6 +1761,31 @@ class XeroSandbox(SandboxApp):
                     item.stock_updated_at = now
         self.record_write("invoice", inv_id, el, existing is None)
         return rec, []
+
+
+def _refused(plural: str, out: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """A refused element, in the shape Xero gives each element type (OAS examples):
+
+    - Items (createItems example): ``ValidationErrors`` and nothing else, no status, no
+      HasErrors, and a real-looking ItemID that names no item (the example's a4544d51-...).
+    - Contacts (createContacts 400 example): the nil ContactID, ``HasValidationErrors: true`` and
+      ``ValidationErrors``, no status.
+    - Invoices (xero-node#177; the OAS BankTransactions example for the status):
+      ``HasErrors: true``, ``StatusAttributeString: "ERROR"``, ``ValidationErrors``, nil id.
+    """
+    messages = [{"Message": m} for m in errors]
+    flags = ("HasErrors", "HasValidationErrors", "StatusAttributeString", "ValidationErrors")
+    el = {k: v for k, v in out.items() if k not in flags}
+    if plural == "Items":
+        return {**el, "ItemID": str(uuid.uuid4()), "ValidationErrors": messages}
+    if plural == "Contacts":
+        return {
+            **el,
+            "ContactID": NIL_ID,
+            "HasValidationErrors": True,
+            "ValidationErrors": messages,
+        }
+    return {**el, "HasErrors": True, "StatusAttributeString": "ERROR", "ValidationErrors": messages}
 
 
 def _same(a: str, b: str) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from synccli.errors import Rejected
+from synccli.remote_ids import is_nil
 from synccli.store.bulk import one_of
 from synccli.store.models import Cursor, Event, Link, ReviewItem
 
@@ -68,7 +70,10 @@ def add_link(
     remote_updated_at: datetime | None = None,
 ) -> Link:
     """Bind a local record to a remote one. The database's unique keys refuse a second binding
-    of either side (IntegrityError), so two racing jobs cannot both link."""
+    of either side (IntegrityError), so two racing jobs cannot both link. A remote id that names
+    no record (the nil GUID, empty) is refused: the callers check first, this is the last guard."""
+    if is_nil(remote_id):
+        raise Rejected(f"{kind} link refused: the remote id {remote_id!s:.60} names no record")
     link = Link(
         connection_id=connection_id,
         kind=kind,

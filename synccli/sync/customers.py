@@ -43,6 +43,7 @@ from synccli.clock import (
 )
 from synccli.connectors.base import NewCustomer, RemoteCustomer
 from synccli.errors import Rejected, UsageError
+from synccli.remote_ids import refusal
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
 from synccli.store.models import RemoteCustomer as RemoteCustomerRow
@@ -740,6 +741,9 @@ def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> 
         name=c.name, email=email, account_number=account, first_name=first, last_name=last
     )
     remote = connector.create_customer(new)
+    why = refusal(f"new customer {who}", remote.remote_id)
+    if why:  # nothing to link to: the order waits, the merchant hears
+        raise Rejected(f"order {order.number}: {why}")
     now = ctx.clock.now()
     # OCA: commit right after the remote create, so nothing later can make us create it again.
     with store.session() as s:

@@ -53,6 +53,7 @@ from synccli.errors import (
     TransientError,
     UsageError,
 )
+from synccli.remote_ids import refusal
 from synccli.store.db import Store
 from synccli.store.models import (
     Connection,
@@ -456,6 +457,11 @@ class _Worker:
         return outcome
 
     def posted(self, posted: PostedInvoice, how: str) -> str:
+        why = refusal(
+            f"invoice {self.order.number}", posted.remote_id, self.order.number, posted.number
+        )
+        if why:  # never a posted invoice pointing at nothing, or at another invoice
+            return self.rejected([why])
         now = self.now()
         with self.store.locked() as s:
             job = s.get(InvoiceJob, self.job_id)
@@ -652,6 +658,7 @@ def ensure_product(
             return found
         remote = ctx.connector.find_product(sku)
         if remote is not None:
+            _believe(f"product {sku}", remote.remote_id, sku, remote.code)
             result = _link_product(
                 ctx,
                 sku,
@@ -675,6 +682,7 @@ def ensure_product(
             account_code=line.account_code or (ctx.connection.settings or {}).get("account_code"),
         )
         created = ctx.connector.create_product(new)
+        _believe(f"new product {sku}", created.remote_id, sku, created.code)
         result = _link_product(
             ctx,
             sku,
@@ -690,6 +698,14 @@ def ensure_product(
             report.products_created += 1
         log.info("product %s created as %s (order %s)", sku, created.remote_id, order_number)
         return result
+
+
+def _believe(what: str, remote_id: str, asked: str, got: str | None) -> None:
+    """Refuse (Rejected: the invoice waits, the merchant hears) an answer naming no record or
+    another code than the one asked for, before anything is linked to it."""
+    why = refusal(what, remote_id, asked, got)
+    if why:
+        raise Rejected(why)
 
 
 def _link_product(

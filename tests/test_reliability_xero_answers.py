@@ -1,0 +1,485 @@
+"""Reliability: a provider's answer is believed only when it says success (issue 16, lines 1-4
+and the Xero part of 15).
+
+- Line 1: an element of a Xero batch answer (Items, Contacts, Invoices) is refused when any one of
+  a non-empty ``ValidationErrors``, ``HasValidationErrors: true``, ``HasErrors: true`` or
+  ``StatusAttributeString: "ERROR"`` is present: one test per flag, alone, per element type
+  (test_xero_element_refused_by_one_flag_alone, test_xero_batch_element_refused_by_one_flag).
+- Line 2: no link to the nil GUID nor to a record with another code than the one asked for; such
+  an invoice is rejected, never posted (test_xero_*_nil_guid_*, test_xero_item_*_code_*,
+  test_unleashed_*, test_lightspeed_*).
+- Line 15: the Xero simulator answers refusals per element type as Xero does, by default
+  (test_simulator_refusals_have_xeros_shape_per_element_type).
+
+The Xero answers are made by the project's simulator; where a test needs an answer the simulator
+would not give (one flag alone), :class:`_Answering` answers chosen elements itself without
+processing them (Xero refused them: nothing was created), in Xero's wire shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import requests
+from hostile.support import serve
+from sqlalchemy import select
+from xero_spec_answers import CREATE_ITEMS_200, NIL_GUID, example
+
+from synccli.sandbox import harness
+from synccli.sandbox.core import Response
+from synccli.sandbox.lightspeed import LightspeedSandbox
+from synccli.sandbox.unleashed import UnleashedSandbox
+from synccli.sandbox.xero import API, XeroSandbox
+from synccli.store.connections import get_connection
+from synccli.store.db import Store
+from synccli.store.models import Connection, InvoiceJob, Link, Notification, Order, Product
+from synccli.sync import invoices
+from synccli.sync.context import job_run
+from synccli.sync.orders import add_orders, line_amounts
+
+pytestmark = pytest.mark.reliability
+
+SCALE = 1000.0
+TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+ID_FIELD = {"Items": "ItemID", "Contacts": "ContactID", "Invoices": "InvoiceID"}
+# each refusal flag alone, as Xero writes it (provider notes §2 summarizeErrors; OAS examples)
+FLAGS: dict[str, dict[str, Any]] = {
+    "ValidationErrors": {"ValidationErrors": [{"Message": "Xero says no (ValidationErrors)"}]},
+    "HasValidationErrors": {"HasValidationErrors": True},
+    "HasErrors": {"HasErrors": True},
+    "StatusAttributeString": {"StatusAttributeString": "ERROR"},
+}
+
+
+# --- a Xero simulator that can answer chosen elements itself --------------------------------------
+class _Answering(XeroSandbox):
+    """``craft[plural](sent_element)`` returns the element to answer for it (the simulator never
+    processes it: Xero refused it), or None to let the simulator process it as usual."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.craft: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {}
+
+    def _write_now(self, req, plural, one, tid, world, extra, ident):  # type: ignore[no-untyped-def]
+        craft = self.craft.get(plural)
+        if craft is None:
+            return super()._write_now(req, plural, one, tid, world, extra, ident)
+        answered = []
+        for el in json.loads(req.body)[plural]:
+            answer = craft(el)
+            if answer is None:
+                rec, errors = one(el, req, world, extra, ident)
+                assert not errors, errors
+                answer = {**rec, "StatusAttributeString": "OK"} if plural == "Invoices" else rec
+            answered.append(answer)
+        return Response(200, {**self._head(), plural: answered})
+
+
+def refused(sent: dict[str, Any], plural: str, flag: str, **more: Any) -> dict[str, Any]:
+    """Xero's echo of ``sent`` with a real-looking id and ONE refusal flag."""
+    return {**sent, ID_FIELD[plural]: str(uuid.uuid4()), **more, **FLAGS[flag]}
+
+
+@contextmanager
+def xero(**kw: Any) -> Iterator[harness.Running]:
+    app = _Answering(time_scale=SCALE, products=12, customers=4, **kw)
+    with serve("xero", app) as running:
+        yield running
+
+
+def connect(store: Store, running: harness.Running, **settings: Any) -> Connection:
+    harness.add_connection(
+        store,
+        "shop",
+        running,
+        notify_email="owner@shop.example",
+        time_scale=SCALE,
+        **settings,
+    )
+    return get_connection(store, "shop")
+
+
+def world(running: harness.Running) -> Any:
+    return running.app.catalogue.tenant(running.app.tenant)
+
+
+def known(running: harness.Running) -> tuple[Any, Any]:
+    """A product and a customer the provider has."""
+    w = world(running)
+    product = sorted(w.products.values(), key=lambda p: p.code)[0]
+    customer = sorted(w.customers.values(), key=lambda c: c.code)[0]
+    return product, customer
+
+
+def order(
+    number: str,
+    lines: list[tuple[str, str, int, str]],
+    customer: dict[str, str],
+    provider: str = "xero",
+    tax_code: str | None = None,
+) -> dict[str, Any]:
+    out, total = [], Decimal("0.00")
+    for sku, description, qty, price in lines:
+        amount, tax = line_amounts(Decimal(qty), Decimal(price), Decimal("0.15"))
+        total += amount + tax
+        out.append(
+            {
+                "sku": sku,
+                "description": description,
+                "quantity": qty,
+                "unit_price": price,
+                "tax_code": tax_code or TAX[provider],
+                "tax_rate": "0.15",
+            }
+        )
+    return {
+        "number": number,
+        "date": "2026-01-05",
+        "currency": "NZD",
+        "customer": customer,
+        "lines": out,
+        "total": str(total),
+    }
+
+
+def who(customer: Any) -> dict[str, str]:
+    return {"email": customer.email, "name": customer.name}
+
+
+def add(store: Store, conn: Connection, *orders: dict[str, Any]) -> None:
+    assert add_orders(store, conn, "\n".join(json.dumps(o) for o in orders)).added == len(orders)
+
+
+def run_post(store: Store, conn: Connection) -> invoices.PostReport:
+    with job_run(store, invoices.JOB, conn) as ctx:
+        report = invoices.post_invoices(ctx)
+        ctx.counts = report
+    return report
+
+
+def job(store: Store, number: str) -> InvoiceJob:
+    with store.session() as s:
+        found = s.scalar(select(InvoiceJob).join(Order).where(Order.number == number))
+    assert found is not None
+    return found
+
+
+def links(store: Store, kind: str) -> dict[str, str]:
+    """remote id -> origin of every link of ``kind``."""
+    with store.session() as s:
+        return {lk.remote_id: lk.origin for lk in s.scalars(select(Link).where(Link.kind == kind))}
+
+
+def product_link(store: Store, sku: str) -> str | None:
+    with store.session() as s:
+        product = s.scalar(select(Product).where(Product.sku == sku))
+        if product is None:
+            return None
+        link = s.scalar(select(Link).where(Link.kind == "product", Link.local_id == product.id))
+        return None if link is None else link.remote_id
+
+
+def emails_about(store: Store, number: str) -> list[Notification]:
+    with store.session() as s:
+        return [n for n in s.scalars(select(Notification)) if number in n.subject]
+
+
+def assert_rejected_not_posted(store: Store, number: str, report: invoices.PostReport) -> None:
+    """The merchant's view of a refusal: failed (retried on the schedule), no remote id, one
+    email naming the order."""
+    row = job(store, number)
+    assert row.state == "failed", (row.state, row.last_error)
+    assert row.remote_id is None
+    assert report.posted == 0 or all(i.number != number for i in report.invoices if i.remote_id)
+    assert [i.outcome for i in report.invoices if i.number == number] == ["rejected"]
+    assert len(emails_about(store, number)) == 1
+
+
+# --- line 1: one flag alone refuses the element ------------------------------------------------
+@pytest.mark.parametrize("flag", FLAGS)
+@pytest.mark.parametrize("plural", ["Items", "Contacts", "Invoices"])
+def test_xero_element_refused_by_one_flag_alone(store: Store, plural: str, flag: str) -> None:
+    """Items (a product created at sale time), Contacts (a customer created at sale time) and
+    Invoices: an element carrying just one refusal flag, with a real-looking id, is a refusal:
+    nothing is linked, the invoice is rejected (email, retry), never posted."""
+    with xero() as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        lines = [(product.code, product.name, 2, "10.00")]
+        buyer = who(customer)
+        if plural == "Items":
+            lines.append(("NEW-SKU-1", "A product Xero lacks", 1, "19.99"))
+        if plural == "Contacts":
+            buyer = {"email": "new.buyer@shop.example", "name": "New Buyer"}
+        new = order("F-1", lines, buyer)
+        add(store, conn, new)
+        running.app.craft[plural] = lambda sent: refused(
+            sent, plural, flag, Total=float(new["total"])
+        )
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "F-1", report)
+        if plural == "Items":
+            assert product_link(store, "NEW-SKU-1") is None
+        if plural == "Contacts":
+            assert links(store, "customer") == {}
+        assert world(running).invoices == {} or plural == "Invoices"
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+def test_xero_batch_element_refused_by_one_flag(store: Store, flag: str) -> None:
+    """Several invoices in one PUT: the element carrying one refusal flag is rejected, its
+    neighbours are posted."""
+    with xero() as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        orders = [
+            order(f"B-{i}", [(product.code, product.name, i, "10.00")], who(customer))
+            for i in (1, 2, 3)
+        ]
+        add(store, conn, *orders)
+        total = float(orders[1]["total"])
+        running.app.craft["Invoices"] = lambda sent: (
+            refused(sent, "Invoices", flag, Total=total) if sent["InvoiceNumber"] == "B-2" else None
+        )
+
+        report = run_post(store, conn)
+
+        assert running.app.counters.total("PUT", "Invoices") == 1  # one batch
+        assert_rejected_not_posted(store, "B-2", report)
+        assert {job(store, n).state for n in ("B-1", "B-3")} == {"posted"}
+        assert report.posted == 2 and report.rejected == 1
+
+
+# --- line 2: never a link to the nil GUID nor to another code ----------------------------------
+def test_xero_invoice_answered_with_the_nil_guid_is_rejected_not_posted(store: Store) -> None:
+    """An answer that says OK but names the nil GUID created nothing we can point at."""
+    with xero() as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        new = order("N-1", [(product.code, product.name, 1, "10.00")], who(customer))
+        add(store, conn, new)
+        running.app.craft["Invoices"] = lambda sent: {
+            **sent,
+            "InvoiceID": NIL_GUID,
+            "HasErrors": False,
+            "StatusAttributeString": "OK",
+            "Total": float(new["total"]),
+        }
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "N-1", report)
+        assert "00000000-0000-0000-0000-000000000000" in (job(store, "N-1").last_error or "")
+
+
+def test_xero_contact_answered_with_the_nil_guid_is_not_linked(store: Store) -> None:
+    with xero() as running:
+        conn = connect(store, running)
+        product, _ = known(running)
+        new = order(
+            "N-2",
+            [(product.code, product.name, 1, "10.00")],
+            {"email": "nil.contact@shop.example", "name": "Nil Contact"},
+        )
+        add(store, conn, new)
+        running.app.craft["Contacts"] = lambda sent: {
+            **sent,
+            "ContactID": NIL_GUID,
+            "HasValidationErrors": False,
+        }
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "N-2", report)
+        assert links(store, "customer") == {}
+        assert world(running).invoices == {}
+
+
+@pytest.mark.parametrize("with_errors", [True, False], ids=["spec-example", "code-alone"])
+def test_xero_item_answered_with_another_code_is_not_linked(
+    store: Store, with_errors: bool
+) -> None:
+    """Xero's createItems example: asked ``abc``, answered ``abc65591`` (with ValidationErrors,
+    or, stricter, without them): a refusal, not a link."""
+    with xero() as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        new = order(
+            "C-1",
+            [(product.code, product.name, 1, "10.00"), ("abc", "Hello world", 1, "5.00")],
+            who(customer),
+        )
+        add(store, conn, new)
+        answer = example(CREATE_ITEMS_200)["Items"][0]
+        if not with_errors:
+            answer["ValidationErrors"] = []
+        running.app.craft["Items"] = lambda sent: answer
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "C-1", report)
+        assert product_link(store, "abc") is None
+        assert "a4544d51-48f6-441f-a623-99ecbced6ab7" not in links(store, "product")
+        assert world(running).invoices == {}
+
+
+def test_xero_invoice_answered_with_another_number_is_rejected(store: Store) -> None:
+    with xero() as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        new = order("C-2", [(product.code, product.name, 1, "10.00")], who(customer))
+        add(store, conn, new)
+        running.app.craft["Invoices"] = lambda sent: {
+            **sent,
+            "InvoiceID": str(uuid.uuid4()),
+            "InvoiceNumber": "C-265591",
+            "HasErrors": False,
+            "StatusAttributeString": "OK",
+            "Total": float(new["total"]),
+        }
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "C-2", report)
+
+
+class _Rewriting:
+    """Rewrites the answers of matching requests after the simulator made them."""
+
+    rules: list[tuple[str, str, Callable[[dict[str, Any]], dict[str, Any]]]]
+
+    def handle(self, req: Any) -> Any:
+        resp = super().handle(req)  # type: ignore[misc]
+        for method, path, rewrite in self.rules:
+            if resp is not None and req.method == method and re.search(path, req.path):
+                body = rewrite(json.loads(resp.encode()))
+                resp = Response(resp.status, body, dict(resp.headers), resp.content_type)
+        return resp
+
+
+@contextmanager
+def rewriting(provider: str, base: type, scale: float) -> Iterator[harness.Running]:
+    cls = type(f"Rewriting{base.__name__}", (_Rewriting, base), {})
+    app = cls(time_scale=scale, products=12, customers=4)
+    app.rules = []
+    with serve(provider, app) as running:
+        yield running
+
+
+def test_unleashed_sales_order_answered_with_the_nil_guid_is_rejected(store: Store) -> None:
+    with rewriting("unleashed", UnleashedSandbox, SCALE) as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        add(
+            store,
+            conn,
+            order("U-1", [(product.code, product.name, 1, "10.00")], who(customer), "unleashed"),
+        )
+        running.app.rules.append(
+            ("POST", r"/SalesOrders/[0-9a-fA-F-]+$", lambda body: {**body, "Guid": NIL_GUID})
+        )
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "U-1", report)
+
+
+def test_unleashed_product_answered_with_another_code_is_not_linked(store: Store) -> None:
+    with rewriting("unleashed", UnleashedSandbox, SCALE) as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        lines = [(product.code, product.name, 1, "10.00"), ("abc", "Hello world", 1, "5.00")]
+        add(store, conn, order("U-2", lines, who(customer), "unleashed"))
+        running.app.rules.append(
+            ("POST", r"/Products/[0-9a-fA-F-]+$", lambda body: {**body, "ProductCode": "abc65591"})
+        )
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "U-2", report)
+        assert product_link(store, "abc") is None
+
+
+def test_lightspeed_item_answered_with_another_code_is_not_linked(store: Store) -> None:
+    def other_sku(body: dict[str, Any]) -> dict[str, Any]:
+        item = body["Item"][0] if isinstance(body["Item"], list) else body["Item"]
+        item["customSku"] = "abc65591"
+        return body
+
+    with rewriting("lightspeed", LightspeedSandbox, 200.0) as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        lines = [(product.code, product.name, 1, "10.00"), ("abc", "Hello world", 1, "5.00")]
+        add(store, conn, order("L-1", lines, who(customer), "lightspeed"))
+        running.app.rules.append(("POST", r"/Item\.json$", other_sku))
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "L-1", report)
+        assert product_link(store, "abc") is None
+
+
+# --- line 15: the simulator's refusals, per element type, by default -----------------------------
+def test_simulator_refusals_have_xeros_shape_per_element_type() -> None:
+    """summarizeErrors=false: Items refused with ValidationErrors alone (createItems example),
+    Contacts with HasValidationErrors (createContacts example), Invoices with HasErrors and
+    StatusAttributeString ERROR. Summarised: a 400 ValidationException with Elements."""
+    app = XeroSandbox(time_scale=SCALE, products=3, customers=2)
+    with serve("xero", app) as running:
+        creds = app.credentials()
+        head = {
+            "Authorization": f"Bearer {creds['access_token']}",
+            "xero-tenant-id": creds["tenant_id"],
+            "Accept": "application/json",
+        }
+        taken = next(iter(world(running).customers.values())).name
+        bodies = {
+            "Items": {"Items": [{"Code": "X-1", "Name": "x", "SalesDetails": {"TaxType": "NOPE"}}]},
+            "Contacts": {"Contacts": [{"Name": taken}]},
+            "Invoices": {
+                "Invoices": [
+                    {
+                        "Type": "ACCREC",
+                        "Contact": {"ContactID": next(iter(world(running).customers))},
+                        "LineItems": [
+                            {"Description": "x", "Quantity": 1, "UnitAmount": 1, "TaxType": "NOPE"}
+                        ],
+                    }
+                ]
+            },
+        }
+        for plural, body in bodies.items():
+            resp = requests.put(
+                f"{running.url}{API}/{plural}",
+                params={"summarizeErrors": "false"},
+                json=body,
+                headers=head,
+                timeout=10,
+            )
+            assert resp.status_code == 200
+            el = resp.json()[plural][0]
+            assert el["ValidationErrors"] and el["ValidationErrors"][0]["Message"]
+            if plural == "Items":
+                assert "StatusAttributeString" not in el and "HasErrors" not in el
+                assert "HasValidationErrors" not in el
+            elif plural == "Contacts":
+                assert el["HasValidationErrors"] is True
+                assert "StatusAttributeString" not in el and "HasErrors" not in el
+            else:
+                assert el["HasErrors"] is True and el["StatusAttributeString"] == "ERROR"
+            summarised = requests.put(
+                f"{running.url}{API}/{plural}", json=body, headers=head, timeout=10
+            )
+            assert summarised.status_code == 400
+            error = summarised.json()
+            assert error["ErrorNumber"] == 10 and error["Type"] == "ValidationException"
+            assert error["Message"] and error["Elements"][0]["ValidationErrors"]
