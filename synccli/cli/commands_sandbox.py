@@ -42,7 +42,8 @@ def serve(
     connect: str | None = typer.Option(
         None,
         "--connect",
-        help="Also add (or replace) a store connection with this name pointing at the sandbox.",
+        help="Also point a store connection with this name at the sandbox: a new one, or one an "
+        "earlier serve made (a merchant's connection is refused).",
     ),
     seconds: float | None = typer.Option(
         None, "--seconds", help="Stop after this many seconds (default: Ctrl-C)."
@@ -75,12 +76,11 @@ def serve(
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     if connect:
-        from synccli.store.connections import list_connections, remove_connection
-
-        store = state(ctx).store()
-        if any(c.name == connect for c in list_connections(store)):
-            remove_connection(store, connect, force=True)
-        harness.add_connection(store, connect, running, time_scale=time_scale)
+        try:
+            harness.connect(state(ctx).store(), connect, running, time_scale=time_scale)
+        except BaseException:
+            running.stop()
+            raise
         output.line(f"connection {connect} points at the sandbox")
     print(running.url, flush=True)
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from synccli.errors import UsageError
 from synccli.sandbox.core import SandboxApp, SandboxServer
 from synccli.store.connections import add_connection as store_add_connection
 from synccli.store.db import Store
@@ -14,6 +15,9 @@ from synccli.store.models import Connection
 
 PROVIDERS = ("xero", "unleashed", "lightspeed")
 _SECRET_WORDS = ("secret", "token", "api_key", "password")
+# The setting that marks a connection made for a simulator: only such a connection may be
+# re-pointed by `sandbox serve --connect`.
+SANDBOX_MARK = "sandbox"
 
 
 @dataclass
@@ -83,8 +87,10 @@ def add_connection(
     notify_email: str | None = None,
     **settings: Any,
 ) -> Connection:
-    """A store connection pointing at ``running`` (tokens included, as if authorised)."""
+    """A store connection pointing at ``running`` (tokens included, as if authorised), marked
+    as a sandbox connection (setting ``sandbox``)."""
     values, creds = connection_values(running, tenant, **settings)
+    values[SANDBOX_MARK] = True
     conn = store_add_connection(
         store,
         name,
@@ -99,3 +105,28 @@ def add_connection(
 
         set_values(store, name, {k: str(v) for k, v in tokens.items()})
     return conn
+
+
+def connect(store: Store, name: str, running: Running, **settings: Any) -> Connection:
+    """Point connection ``name`` at ``running``: a new sandbox connection, or an existing one of
+    ours re-pointed in place (its links, cursors and the shop's rows untouched: nothing is
+    deleted). A connection that is not a sandbox connection, or is for another provider, is
+    refused: it may be a merchant's real account."""
+    from synccli.store.connections import get_connection, list_connections, repoint
+
+    if not any(c.name == name for c in list_connections(store)):
+        return add_connection(store, name, running, **settings)
+    existing = get_connection(store, name)
+    if not existing.settings.get(SANDBOX_MARK):
+        raise UsageError(
+            f"connection {name!r} exists and is not a sandbox connection: "
+            "choose another name for --connect"
+        )
+    if existing.provider != running.provider:
+        raise UsageError(
+            f"connection {name!r} is a {existing.provider} sandbox connection, "
+            f"not {running.provider}: choose another name for --connect"
+        )
+    values, creds = connection_values(running, **settings)
+    values[SANDBOX_MARK] = True
+    return repoint(store, name, values, {k: str(v) for k, v in creds.items()})

@@ -96,6 +96,24 @@ def set_values(store: Store, name: str, values: dict[str, str]) -> Connection:
         return conn
 
 
+def repoint(
+    store: Store, name: str, settings: dict[str, Any], credentials: dict[str, Any]
+) -> Connection:
+    """Replace the settings and credentials of connection ``name`` in place (same id: its
+    links, cursors and the shop's rows stay with it)."""
+    with store.session() as s:
+        conn = s.scalar(select(Connection).where(Connection.name == name))
+        if conn is None:
+            raise UsageError(f"no connection named {name!r} (see `synccli connections list`)")
+        conn.settings = {k: v for k, v in settings.items() if v is not None}
+        conn.credentials = store.vault.seal({k: v for k, v in credentials.items() if v})
+        conn.needs_reauth = False
+        conn.reauth_reason = None
+        conn.updated_at = _now()
+        secrets.register(*(v for v in credentials.values() if isinstance(v, str)))
+        return conn
+
+
 def _typed(value: str) -> Any:
     low = value.lower()
     if low in ("true", "false"):

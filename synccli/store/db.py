@@ -11,7 +11,7 @@ from typing import Any
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -106,13 +106,14 @@ class Store:
         return self._vault
 
     def _holds_credentials(self) -> bool:
-        try:
-            with self.sessions() as s:
-                held = s.scalar(
-                    select(Connection.id).where(Connection.credentials.is_not(None)).limit(1)
-                )
-        except SQLAlchemyError:  # no tables yet: nothing is sealed
-            return False
+        # A read that takes no write lock: the vault is often first needed inside a session that
+        # holds it (`connections set`), where a BEGIN IMMEDIATE here would wait for itself.
+        with self.reading() as conn:
+            if not inspect(conn).has_table(Connection.__tablename__):
+                return False  # no tables yet: nothing is sealed
+            held = conn.scalar(
+                select(Connection.id).where(Connection.credentials.is_not(None)).limit(1)
+            )
         return held is not None
 
     @contextmanager
@@ -174,9 +175,28 @@ class Store:
     def upgrade(self) -> tuple[str | None, str | None]:
         before = self.current_revision()
         cfg = alembic_config(self.settings.database_url)
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                # A migration that rebuilds a table (SQLite's batch mode) drops the old one, and
+                # with foreign keys on that drop deletes every row referring to it, ON DELETE
+                # CASCADE included (order lines of rebuilt orders). The pragma is a no-op inside
+                # a transaction, so it is set on the driver's connection before BEGIN.
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    if self.is_sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                        if broken is not None:
+                            raise ConfigError(
+                                f"the upgrade left a broken reference in {broken[0]}: not applied"
+                            )
+            finally:
+                if self.is_sqlite:
+                    raw.execute("PRAGMA foreign_keys=ON")
         return before, self.current_revision()
 
     def dispose(self) -> None:

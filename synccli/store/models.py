@@ -122,7 +122,10 @@ class Product(Base):
     __table_args__ = (UniqueConstraint("connection_id", "sku", name="uq_products_sku"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    # The shop's rows outlive their connection: removing it sets this to NULL (README.md)
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="SET NULL")
+    )
     sku: Mapped[str] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(Text)
@@ -136,7 +139,9 @@ class Customer(Base):
     __tablename__ = "customers"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="SET NULL")
+    )
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255), index=True)
     account_number: Mapped[str | None] = mapped_column(String(100), index=True)
@@ -152,7 +157,9 @@ class Order(Base):
     __table_args__ = (UniqueConstraint("connection_id", "number", name="uq_orders_number"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    connection_id: Mapped[int | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="SET NULL")
+    )
     number: Mapped[str] = mapped_column(String(100))
     date: Mapped[datetime]
     currency: Mapped[str] = mapped_column(String(3))
