@@ -8,6 +8,12 @@ and the Xero part of 15).
 - Line 2: no link to the nil GUID nor to a record with another code than the one asked for; such
   an invoice is rejected, never posted (test_xero_*_nil_guid_*, test_xero_item_*_code_*,
   test_unleashed_*, test_lightspeed_*).
+- Line 3: a 400 ValidationException keeps every ``Elements[].ValidationErrors[].Message`` as its
+  own message (attempt rows, email, ``invoices show``); the contact name-clash retry decides on
+  the structured messages (test_xero_every_validation_message_is_kept_whole,
+  test_xero_name_clash_with_another_refusal_is_not_retried_blindly).
+- Line 4: a batch answered 400 resolves to one outcome per invoice and the run goes on
+  (test_xero_batch_answered_400_*).
 - Line 15: the Xero simulator answers refusals per element type as Xero does, by default
   (test_simulator_refusals_have_xeros_shape_per_element_type).
 
@@ -18,6 +24,7 @@ processing them (Xero refused them: nothing was created), in Xero's wire shape.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -61,25 +68,55 @@ FLAGS: dict[str, dict[str, Any]] = {
 # --- a Xero simulator that can answer chosen elements itself --------------------------------------
 class _Answering(XeroSandbox):
     """``craft[plural](sent_element)`` returns the element to answer for it (the simulator never
-    processes it: Xero refused it), or None to let the simulator process it as usual."""
+    processes it: Xero refused it), or None to let the simulator process it as usual.
+
+    ``summarise``: answer as Xero does without ``summarizeErrors=false`` (what it does in
+    practice when the parameter is not honoured, provider notes §2, Xero-Net#285): a 400
+    ValidationException listing only the refused elements, the valid siblings created.
+    ``batch_error``: a 400 body answered for the whole call, nothing processed."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.craft: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {}
+        self.summarise = False
+        self.batch_error: dict[str, Any] | None = None
 
     def _write_now(self, req, plural, one, tid, world, extra, ident):  # type: ignore[no-untyped-def]
+        if self.batch_error is not None:
+            return Response(400, self.batch_error)
+        if self.summarise:  # the parameter is not honoured
+            query = "&".join(
+                p for p in req.query_string.split("&") if not p.startswith("summarizeErrors")
+            )
+            req = dataclasses.replace(req, query_string=query)
         craft = self.craft.get(plural)
         if craft is None:
             return super()._write_now(req, plural, one, tid, world, extra, ident)
-        answered = []
+        answered, bad = [], []
         for el in json.loads(req.body)[plural]:
             answer = craft(el)
+            if answer == {}:  # lost inside Xero: neither processed nor answered
+                continue
             if answer is None:
                 rec, errors = one(el, req, world, extra, ident)
                 assert not errors, errors
                 answer = {**rec, "StatusAttributeString": "OK"} if plural == "Invoices" else rec
+            else:
+                bad.append(answer)
             answered.append(answer)
+        if bad and self.summarise:
+            return Response(400, validation_exception(bad))
         return Response(200, {**self._head(), plural: answered})
+
+
+def validation_exception(elements: list[dict[str, Any]]) -> dict[str, Any]:
+    """Xero's 400 body (OAS ``Error``; the createContacts 400 example)."""
+    return {
+        "ErrorNumber": 10,
+        "Type": "ValidationException",
+        "Message": "A validation exception occurred",
+        "Elements": elements,
+    }
 
 
 def refused(sent: dict[str, Any], plural: str, flag: str, **more: Any) -> dict[str, Any]:
@@ -483,3 +520,221 @@ def test_simulator_refusals_have_xeros_shape_per_element_type() -> None:
             error = summarised.json()
             assert error["ErrorNumber"] == 10 and error["Type"] == "ValidationException"
             assert error["Message"] and error["Elements"][0]["ValidationErrors"]
+
+
+# --- line 3: every validation message kept whole, decisions on the structured messages ----------
+def bogus_lines(product: Any, n: int) -> list[dict[str, Any]]:
+    """n lines, each with its own tax code Xero does not know: n messages of ~90 characters."""
+    return [
+        {
+            "sku": product.code,
+            "description": f"{product.name} #{i}",
+            "quantity": 1,
+            "unit_price": "10.00",
+            "tax_code": f"BOGUS{i}",
+            "tax_rate": "0.15",
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+@pytest.mark.parametrize("summarise", [False, True], ids=["200-elements", "400-exception"])
+def test_xero_every_validation_message_is_kept_whole(
+    store: Store, cli: Any, summarise: bool
+) -> None:
+    """Eight messages (over 700 characters): each is its own message on the attempt row, in the
+    merchant's email and in ``invoices show``, and ``last_error`` keeps them all."""
+    with xero() as running:
+        running.app.summarise = summarise
+        conn = connect(store, running)
+        product, customer = known(running)
+        lines = bogus_lines(product, 8)
+        new = {
+            "number": "M-1",
+            "date": "2026-01-05",
+            "currency": "NZD",
+            "customer": who(customer),
+            "lines": lines,
+            "total": str(Decimal("11.50") * 8),
+        }
+        add(store, conn, new)
+
+        report = run_post(store, conn)
+
+        expected = [
+            f"The TaxType code BOGUS{i} does not exist or cannot be used for this type of "
+            "transaction."
+            for i in range(1, 9)
+        ]
+        assert_rejected_not_posted(store, "M-1", report)
+        detail = invoices.show_invoice(store, "M-1")
+        assert detail.history[0].messages == expected
+        assert all(m in (detail.invoice.last_error or "") for m in expected)
+        (email,) = emails_about(store, "M-1")
+        assert all(f"  - {m}" in email.body for m in expected), email.body
+        shown = json.loads(cli("invoices", "show", "M-1", "--json").stdout)
+        assert shown["history"][0]["messages"] == expected
+
+
+NAME_CLASH = (
+    "The contact name {name} is already assigned to another contact. The contact name must be "
+    "unique across all active contacts."
+)
+ACCOUNT_TAKEN = "The Account Number already exists. Please enter a different Account Number."
+
+
+@pytest.mark.parametrize("summarise", [False, True], ids=["200-elements", "400-exception"])
+def test_xero_name_clash_with_another_refusal_is_not_retried_blindly(
+    store: Store, summarise: bool
+) -> None:
+    """A renamed contact would still be refused for its account number: no second create, and
+    the merchant hears both reasons."""
+    with xero() as running:
+        running.app.summarise = summarise
+        conn = connect(store, running)
+        product, _ = known(running)
+        buyer = {"email": "clash@shop.example", "account_number": "ACC-9", "name": "Clash Buyer"}
+        add(store, conn, order("K-1", [(product.code, product.name, 1, "10.00")], buyer))
+        running.app.craft["Contacts"] = lambda sent: {
+            **sent,
+            "ContactID": NIL_GUID,
+            "HasValidationErrors": True,
+            "ValidationErrors": [
+                {"Message": NAME_CLASH.format(name=sent["Name"])},
+                {"Message": ACCOUNT_TAKEN},
+            ],
+        }
+
+        report = run_post(store, conn)
+
+        assert running.app.counters.total("PUT", "Contacts") == 1
+        assert_rejected_not_posted(store, "K-1", report)
+        (email,) = emails_about(store, "K-1")
+        assert ACCOUNT_TAKEN in email.body and "Clash Buyer is already assigned" in email.body
+
+
+def test_xero_name_clash_in_a_400_is_retried_with_a_distinct_name(store: Store) -> None:
+    """The clash alone, answered as a 400 ValidationException (the createContacts example's
+    shape): the contact is created under a distinct name and the invoice posted."""
+    with xero() as running:
+        running.app.summarise = True
+        conn = connect(store, running)
+        product, _ = known(running)
+        buyer = {"email": "clash2@shop.example", "account_number": "ACC-10", "name": "Buzz"}
+        add(store, conn, order("K-2", [(product.code, product.name, 1, "10.00")], buyer))
+        calls = []
+
+        def clash_once(sent: dict[str, Any]) -> dict[str, Any] | None:
+            calls.append(sent["Name"])
+            if len(calls) > 1:
+                return None
+            return {
+                **sent,
+                "ContactID": NIL_GUID,
+                "HasValidationErrors": True,
+                "ValidationErrors": [{"Message": NAME_CLASH.format(name=sent["Name"])}],
+            }
+
+        running.app.craft["Contacts"] = clash_once
+
+        report = run_post(store, conn)
+
+        assert report.posted == 1, report.invoices
+        assert calls == ["Buzz", "Buzz (#ACC-10)"]
+        assert job(store, "K-2").state == "posted"
+
+
+# --- line 4: a batch answered 400 resolves to one outcome per invoice ---------------------------
+def test_xero_batch_answered_400_posts_the_accepted_and_rejects_the_refused(store: Store) -> None:
+    """Xero answers the batch 400 with the refused element only, having created its siblings
+    (StackOverflow q52706101, Xero staff): those are found and posted with Xero's ids, the
+    refused one is rejected with its message, and the next batch goes out."""
+    with xero() as running:
+        running.app.summarise = True
+        conn = connect(store, running, invoice_batch="3")
+        product, customer = known(running)
+        orders = [
+            order(
+                f"Q-{i}",
+                [(product.code, product.name, i, "10.00")],
+                who(customer),
+                tax_code="BOGUS" if i == 2 else None,
+            )
+            for i in range(1, 7)
+        ]
+        add(store, conn, *orders)
+
+        report = run_post(store, conn)
+
+        assert running.app.counters.total("PUT", "Invoices") == 2  # two batches of three
+        assert "error" not in {i.outcome for i in report.invoices}
+        assert report.posted == 5 and report.rejected == 1
+        at_xero = {inv.number: inv.id for inv in world(running).invoices.values()}
+        assert sorted(at_xero) == ["Q-1", "Q-3", "Q-4", "Q-5", "Q-6"]
+        for number, remote_id in at_xero.items():
+            row = job(store, number)
+            assert (row.state, row.remote_id) == ("posted", remote_id)
+        assert_rejected_not_posted(store, "Q-2", report)
+        assert "BOGUS" in (job(store, "Q-2").last_error or "")
+
+
+def test_xero_batch_answered_400_without_elements_rejects_each(store: Store) -> None:
+    """A 400 for the whole call that names no element (nothing was processed): one rejection per
+    invoice, each emailed, and the run ends normally."""
+    with xero() as running:
+        running.app.batch_error = {
+            "ErrorNumber": 10,
+            "Type": "ValidationException",
+            "Message": "Idempotency-Key 'synccli-batch-x' is used with a different request",
+        }
+        conn = connect(store, running)
+        product, customer = known(running)
+        orders = [
+            order(f"W-{i}", [(product.code, product.name, i, "10.00")], who(customer))
+            for i in (1, 2)
+        ]
+        add(store, conn, *orders)
+
+        report = run_post(store, conn)
+
+        assert report.rejected == 2 and report.posted == 0
+        for number in ("W-1", "W-2"):
+            assert_rejected_not_posted(store, number, report)
+            assert "used with a different request" in (job(store, number).last_error or "")
+
+
+def test_xero_batch_answered_400_invoice_neither_refused_nor_found_is_looked_up_next_run(
+    store: Store,
+) -> None:
+    """An invoice missing from both the 400's elements and Xero's records has no clear answer:
+    it stays ``posting`` (no email), and the next run looks it up, then posts it once."""
+    with xero() as running:
+        running.app.summarise = True
+        conn = connect(store, running)
+        product, customer = known(running)
+        orders = [
+            order(f"G-{i}", [(product.code, product.name, i, "10.00")], who(customer))
+            for i in (1, 2)
+        ]
+        add(store, conn, *orders)
+        total = float(orders[1]["total"])
+        running.app.craft["Invoices"] = lambda sent: (
+            {}
+            if sent["InvoiceNumber"] == "G-1"
+            else refused(sent, "Invoices", "HasErrors", Total=total)
+        )
+
+        report = run_post(store, conn)
+
+        assert [i.outcome for i in report.invoices if i.number == "G-1"] == ["transient"]
+        assert job(store, "G-1").state == "posting"
+        assert emails_about(store, "G-1") == []
+        assert_rejected_not_posted(store, "G-2", report)
+
+        running.app.craft.clear()
+        running.app.summarise = False
+        again = run_post(store, conn)
+
+        assert job(store, "G-1").state == "posted"
+        assert [i.number for i in world(running).invoices.values()] == ["G-1"]
+        assert again.posted == 1

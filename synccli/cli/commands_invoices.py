@@ -276,7 +276,12 @@ def show(
         output.table(
             ["time", "outcome", "request", "error"],
             [
-                [a.at.strftime("%Y-%m-%d %H:%M:%S"), a.outcome, a.summary, a.error]
+                [
+                    a.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    a.outcome,
+                    a.summary,
+                    "\n".join(a.messages) if a.messages else a.error,  # one message a line
+                ]
                 for a in d.history
             ],
             title="attempts",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from synccli.errors import Rejected
+from synccli.errors import Rejected, TransientError
 
 if TYPE_CHECKING:
     from synccli.connectors.http import HttpClient
@@ -206,12 +206,14 @@ class Connector(ABC):
 
     def post_invoices(
         self, invoices: list[tuple[InvoiceDraft, str]]
-    ) -> list[PostedInvoice | Rejected]:
+    ) -> list[PostedInvoice | Rejected | TransientError]:
         """Post several invoices, each with its own idempotency key, in as few calls as the
         provider allows (``capabilities.invoice_batch``). Returns one outcome per invoice, in
-        order: the posted invoice, or the ``Rejected`` error for that invoice alone. A failure of
-        the call itself (transient, budget, auth) is raised for the whole batch."""
-        results: list[PostedInvoice | Rejected] = []
+        order: the posted invoice, the ``Rejected`` error for that invoice alone, or a
+        ``TransientError`` when the provider's answer leaves that invoice unclear (it may exist:
+        it is looked up before it is sent again). A failure of the call itself (transient,
+        budget, auth) is raised for the whole batch."""
+        results: list[PostedInvoice | Rejected | TransientError] = []
         for draft, key in invoices:
             try:
                 results.append(self.post_invoice(draft, key))

@@ -343,6 +343,43 @@ def invoice_from(inv: dict[str, Any]) -> PostedInvoice:
     )
 
 
+def _error_body(resp: requests.Response) -> dict[str, Any]:
+    """A 400's JSON body (OAS ``Error``: ErrorNumber, Type, Message, Elements), or {}."""
+    try:
+        body = parse_json(resp)
+    except BadResponse:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _call_messages(error: dict[str, Any], resp: requests.Response) -> list[str]:
+    """The message of a 400 that names no element."""
+    for key in ("Message", "Detail", "Title"):
+        if error.get(key):
+            return [str(error[key])]
+    return [_error_message(resp)]
+
+
+def _rejected_call(plural: str, resp: requests.Response) -> Rejected:
+    """A write answered 400: every ``Elements[].ValidationErrors[].Message`` as its own message
+    (never joined and cut), else the call's own message."""
+    error = _error_body(resp)
+    raw = error.get("Elements")
+    elements = [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+    messages: list[str] = []
+    for el in elements:
+        for m in refused(el) or _validation_messages([el]):
+            if m not in messages:
+                messages.append(m)
+    messages = messages or _call_messages(error, resp)
+    return Rejected(
+        f"PUT /{plural}: " + "; ".join(messages),
+        errors=messages,
+        status=400,
+        body=secrets.redact(resp.text[:2000]),
+    )
+
+
 def _untrusted(plural: str, sent: dict[str, Any], el: dict[str, Any]) -> list[str]:
     """An accepted-looking element that names no record (the nil GUID), or another record than
     the one asked for (createItems example: asked ``abc``, answered ``abc65591``): a refusal.
@@ -496,7 +533,9 @@ class XeroConnector(Connector):
         try:
             return customer_from(self._create("Contacts", contact))
         except Rejected as err:
-            if not any(NAME_TAKEN in m for m in err.errors):
+            # decided on Xero's messages one by one: a distinct name helps only when the name
+            # clash is all Xero objected to (another refusal would stand for the new name too)
+            if not (err.errors and all(NAME_TAKEN in m for m in err.errors)):
                 raise
         # The name belongs to another active contact: never touch it, make ours distinct.
         contact["Name"] = self._disambiguated(name, customer)
@@ -539,7 +578,7 @@ class XeroConnector(Connector):
 
     def post_invoices(
         self, invoices: list[tuple[InvoiceDraft, str]]
-    ) -> list[PostedInvoice | Rejected]:
+    ) -> list[PostedInvoice | Rejected | TransientError]:
         """Up to ``INVOICE_BATCH`` invoices in one PUT (the plural envelope, summarizeErrors=false:
         one status per element). The call's Idempotency-Key is derived from its invoices' keys, so
         a retry of the same batch is replayed, never posted twice; and every invoice carries its
@@ -553,21 +592,25 @@ class XeroConnector(Connector):
         if len(invoices) > INVOICE_BATCH:
             raise ValueError(f"at most {INVOICE_BATCH} invoices per call")
         digest = hashlib.sha256("\n".join(k for _, k in invoices).encode()).hexdigest()
-        answer = self.http.json(
+        resp = self.http.request(
             "PUT",
             f"{API}/Invoices",
             params={"summarizeErrors": "false", "unitdp": "4"},
             json_body={"Invoices": [self.invoice_body(d) for d, _ in invoices]},
             headers={"Idempotency-Key": f"synccli-batch-{digest[:48]}"},
             retry=True,  # the same batch under the same key is replayed by the provider
+            ok=(400,),  # the batch's ValidationException: one outcome per invoice, below
         )
+        if resp.status_code == 400:
+            return self._refused_batch(invoices, resp)
+        answer = parse_json(resp)
         elements = answer.get("Invoices") if isinstance(answer, dict) else None
         if not isinstance(elements, list) or len(elements) != len(invoices):
             raise BadResponse(f"PUT /Invoices: expected {len(invoices)} elements in the response")
         # each invoice's own element: by its InvoiceNumber (Xero echoes it, refused or not), else
         # by position
         by_number = {e.get("InvoiceNumber"): e for e in elements if isinstance(e, dict)}
-        results: list[PostedInvoice | Rejected] = []
+        results: list[PostedInvoice | Rejected | TransientError] = []
         for (draft, _), at in zip(invoices, elements, strict=True):
             el = by_number.get(draft.number, at)
             messages = refused(el) or _untrusted("Invoices", {"InvoiceNumber": draft.number}, el)
@@ -583,6 +626,94 @@ class XeroConnector(Connector):
             else:
                 results.append(invoice_from(el))
         return results
+
+    def _refused_batch(
+        self, invoices: list[tuple[InvoiceDraft, str]], resp: requests.Response
+    ) -> list[PostedInvoice | Rejected | TransientError]:
+        """A batch answered 400 ValidationException. Xero lists the refused elements only and
+        may have created their valid siblings without naming them (provider notes §2;
+        StackOverflow q52706101, answered by Xero staff): each refused element's invoice (by its
+        echoed InvoiceNumber) is Rejected with its own messages, every other one is looked up
+        by number. Found -> posted; not found -> no clear answer (TransientError: the job
+        stays ``posting`` and is looked up before it is sent again). A 400 that names no
+        element processed nothing: every invoice is Rejected with its message."""
+        error = _error_body(resp)
+        raw = error.get("Elements")
+        elements = [e for e in raw if isinstance(e, dict)] if isinstance(raw, list) else []
+        body = secrets.redact(resp.text[:2000])
+        if not elements:
+            messages = _call_messages(error, resp)
+            return [
+                Rejected(
+                    "PUT /Invoices: " + "; ".join(messages), errors=messages, status=400, body=body
+                )
+                for _ in invoices
+            ]
+        numbers = {d.number for d, _ in invoices}
+        refusals: dict[str, list[str]] = {}
+        for el in elements:
+            number = el.get("InvoiceNumber")
+            if number in numbers:
+                mine = refusals.setdefault(number, [])
+                for m in refused(el) or _validation_messages([el]) or ["refused without a message"]:
+                    if m not in mine:
+                        mine.append(m)
+        rest = [d.number for d, _ in invoices if d.number not in refusals]
+        lookup = ""
+        try:
+            found = self._find_invoices(rest)
+        except TransientError as err:  # the refusals above still hold
+            found, lookup = {}, f" (the look-up failed: {err.message})"
+        results: list[PostedInvoice | Rejected | TransientError] = []
+        for draft, _ in invoices:
+            if draft.number in refusals:
+                messages = refusals[draft.number]
+                results.append(
+                    Rejected(
+                        "PUT /Invoices: " + "; ".join(messages),
+                        errors=messages,
+                        status=400,
+                        body=body,
+                    )
+                )
+            elif draft.number in found:
+                results.append(found[draft.number])
+            else:
+                results.append(
+                    TransientError(
+                        f"PUT /Invoices: the batch was answered 400 and invoice {draft.number} is "
+                        f"neither among its refused elements nor found at Xero{lookup}",
+                        status=400,
+                    )
+                )
+        return results
+
+    def _find_invoices(self, numbers: list[str]) -> dict[str, PostedInvoice]:
+        """The invoices with these numbers, in one call (``InvoiceNumbers`` is a comma-separated
+        list, so a number holding a comma is looked up alone)."""
+        out: dict[str, PostedInvoice] = {}
+        plain = [n for n in numbers if "," not in n]
+        for number in (n for n in numbers if "," in n):
+            one = self.find_invoice(number)
+            if one is not None:
+                out[number] = one
+        for start in range(0, len(plain), INVOICE_BATCH):
+            chunk = plain[start : start + INVOICE_BATCH]
+            body = self.http.json(
+                "GET", f"{API}/Invoices", params={"InvoiceNumbers": ",".join(chunk)}
+            )
+            invoices = body.get("Invoices") if isinstance(body, dict) else None
+            if not isinstance(invoices, list):
+                raise BadResponse("GET /Invoices: no Invoices list in the response")
+            for number in chunk:
+                exact = [
+                    i for i in invoices if isinstance(i, dict) and i.get("InvoiceNumber") == number
+                ]
+                live = [i for i in exact if i.get("Status") not in ("DELETED", "VOIDED")]
+                chosen = (live or exact)[:1]
+                if chosen:
+                    out[number] = invoice_from(chosen[0])
+        return out
 
     def invoice_body(self, invoice: InvoiceDraft) -> dict[str, Any]:
         """The one Invoice element we send: Contact by ContactID only, every line field explicit."""
@@ -642,14 +773,18 @@ class XeroConnector(Connector):
         self, plural: str, body: dict[str, Any], key: str, *, params: dict[str, str]
     ) -> dict[str, Any]:
         """PUT one element with summarizeErrors=false; its ERROR status becomes ``Rejected``."""
-        answer = self.http.json(
+        resp = self.http.request(
             "PUT",
             f"{API}/{plural}",
             params=params,
             json_body=body,
             headers={"Idempotency-Key": key},
             retry=True,  # safe: the provider replays the stored answer for the same key
+            ok=(400,),  # a ValidationException is read here, message by message
         )
+        if resp.status_code == 400:
+            raise _rejected_call(plural, resp)
+        answer = parse_json(resp)
         elements = answer.get(plural) if isinstance(answer, dict) else None
         if not isinstance(elements, list) or len(elements) != 1:
             raise BadResponse(f"PUT /{plural}: expected one element in the response")

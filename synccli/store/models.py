@@ -327,7 +327,9 @@ class InvoiceAttempt(Base):
     at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(20))  # posted|found|rejected|transient|budget|auth
     summary: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # the messages joined, for reading
+    # each of the provider's messages whole, in its order (a refusal's ValidationErrors)
+    messages: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class Notification(Base):

@@ -263,6 +263,8 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
         raise
     except TransientError as err:
         return [w.transient(err) for w, _ in workers]
+    except Rejected as err:  # the call refused as a whole: each invoice is refused
+        return [w.rejected(err.errors or [err.message]) for w, _ in workers]
     except BaseException as err:
         for w, _ in workers:
             w.release(f"{err.__class__.__name__}: {err}", outcome="error")
@@ -271,6 +273,8 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     for (w, _), result in zip(workers, results, strict=True):
         if isinstance(result, Rejected):
             outcomes.append(w.rejected(result.errors or [result.message]))
+        elif isinstance(result, TransientError):  # no clear answer: looked up before re-sending
+            outcomes.append(w.transient(result))
         else:
             outcomes.append(w.posted(result, "posted"))
     return outcomes
@@ -438,7 +442,9 @@ class _Worker:
             )
             return bool(result.rowcount)
 
-    def attempt(self, s: Any, outcome: str, error: str | None = None) -> None:
+    def attempt(
+        self, s: Any, outcome: str, error: str | None = None, messages: list[str] | None = None
+    ) -> None:
         s.add(
             InvoiceAttempt(
                 job_id=self.job_id,
@@ -447,6 +453,7 @@ class _Worker:
                 outcome=outcome,
                 summary=(self.summary or None),
                 error=error,
+                messages=messages or None,
             )
         )
 
@@ -488,7 +495,8 @@ class _Worker:
 
     def rejected(self, messages: list[str], outcome: str = "rejected") -> str:
         now = self.now()
-        error = "; ".join(m.strip() for m in messages if m and m.strip()) or "rejected"
+        messages = [m.strip() for m in messages if m and m.strip()]  # each kept whole
+        error = "; ".join(messages) or "rejected"
         with self.store.locked() as s:
             job = s.get(InvoiceJob, self.job_id)
             assert job is not None
@@ -503,7 +511,7 @@ class _Worker:
             job.last_error = error
             job.claimed_by, job.claimed_until = None, None
             attempts, first_failed, next_at = job.attempts, job.first_failed_at, job.next_attempt_at
-            self.attempt(s, outcome, error)
+            self.attempt(s, outcome, error, messages)
         number = self.order.number
         if gave_up:
             self.report.gave_up += 1
@@ -883,6 +891,7 @@ class AttemptRow:
     outcome: str
     summary: str | None
     error: str | None
+    messages: list[str] = field(default_factory=list)  # the provider's, each whole
 
 
 @dataclass
@@ -980,7 +989,7 @@ def show_invoice(store: Store, number: str, connection: str | None = None) -> In
     with store.session() as s:
         job, order, name = _find(s, number, connection)
         history = [
-            AttemptRow(a.at, a.outcome, a.summary, a.error)
+            AttemptRow(a.at, a.outcome, a.summary, a.error, list(a.messages or []))
             for a in s.scalars(
                 select(InvoiceAttempt)
                 .where(InvoiceAttempt.job_id == job.id)
