@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,6 +85,8 @@ def setup_logging(verbosity: int = 0, fmt: str = "text", log_file: Path | None =
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         try:
+            # Created owner-only: a log can name the merchant's products, customers and calls.
+            os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
             handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot open log file {log_file}: {exc.strerror}") from None

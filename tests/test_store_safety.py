@@ -245,3 +245,148 @@ def test_the_upgrade_that_frees_shop_rows_keeps_every_row_of_an_existing_store(
     assert cli("connections", "remove", "shop", "--force").exit_code == 0
     assert _count(any_store, "products", conn_id) == 0
     assert len(_rows(any_store, "order_lines")) == 2
+
+
+# line 15: keys and files ---------------------------------------------------------------------
+def _one_line(result: Any) -> str:
+    assert result.stderr.strip() and result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    return result.stderr.strip()
+
+
+def _credentials_column(store: Store) -> list[Any]:
+    return [row["credentials"] for row in _rows(store, "connections")]
+
+
+def test_a_key_that_does_not_open_the_stored_credentials_is_refused_before_sealing(
+    any_store, cli, monkeypatch
+):
+    from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("SYNC_SECRET_KEY", Fernet.generate_key().decode())
+    assert cli("connections", "add", "shop", "--provider", "xero", input="").exit_code == 0
+    sealed = _credentials_column(any_store)
+
+    other = Fernet.generate_key().decode()
+    added = cli(
+        "connections",
+        "add",
+        "later",
+        "--provider",
+        "unleashed",
+        "--api-id",
+        "id-1",
+        "--secret-stdin",
+        input="an-api-key-sealed-with-the-wrong-key\n",
+        env={"SYNC_SECRET_KEY": other},
+    )
+
+    assert added.exit_code == 2
+    assert "SYNC_SECRET_KEY" in _one_line(added)
+    assert _credentials_column(any_store) == sealed  # nothing sealed with the other key
+    assert cli("connections", "show", "later").exit_code == 2  # and nothing added
+
+
+def test_a_key_file_that_does_not_open_the_stored_credentials_is_refused(
+    any_store, cli, _isolated_env
+):
+    assert cli("connections", "add", "shop", "--provider", "xero").exit_code == 0
+    sealed = _credentials_column(any_store)
+    from cryptography.fernet import Fernet
+
+    key_file = _isolated_env / "secret.key"
+    key_file.write_bytes(Fernet.generate_key() + b"\n")  # a valid key, but not the store's
+
+    added = cli("connections", "add", "later", "--provider", "xero")
+
+    assert added.exit_code == 2
+    assert str(key_file) in _one_line(added)
+    assert _credentials_column(any_store) == sealed
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\n", b"dGhpcyBpcyBub3QgYSBrZXk", b"not a key at all\n", b"\xff\xfe\x00binary"],
+    ids=["empty", "newline", "truncated", "text", "binary"],
+)
+def test_a_bad_key_file_is_one_line_naming_it(store, cli, _isolated_env, content):
+    from cryptography.fernet import Fernet
+
+    key_file = _isolated_env / "secret.key"
+    if content == b"dGhpcyBpcyBub3QgYSBrZXk":
+        content = Fernet.generate_key()[:30]  # a real key cut short
+    key_file.write_bytes(content)
+
+    for args in (("connections", "add", "shop", "--provider", "xero"), ("connections", "list")):
+        result = cli(*args)
+        if args[1] == "list":
+            break  # listing needs no key
+        assert result.exit_code == 2, result
+        assert str(key_file) in _one_line(result)
+    assert key_file.read_bytes() == content  # never replaced
+    assert _rows(store, "connections") == []
+
+
+def _limited_file_size(limit: int) -> Any:
+    """preexec_fn: files this process writes may not grow past ``limit`` bytes (a full disk for
+    the key file; SIGXFSZ ignored so the write fails with an error instead of killing it)."""
+
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.postgres
+def test_a_key_file_cut_short_while_written_never_takes_its_place(pg_url, tmp_path):
+    """The key file is written under a temporary name and renamed into place: a write that fails
+    half-way (here the file-size limit, as a full disk would) leaves no key file at all, so the
+    next run makes a whole one instead of finding a broken one. (PostgreSQL: the store then
+    writes no local file of its own.)"""
+    import subprocess
+
+    from hostile.support import SYNCCLI, cli_env
+
+    data = tmp_path / "keydata"
+    env = cli_env(data, pg_url)
+    assert subprocess.run([*SYNCCLI, "db", "upgrade"], env=env, capture_output=True).returncode == 0
+    key_file = data / "secret.key"
+
+    failed = subprocess.run(
+        [*SYNCCLI, "connections", "add", "shop", "--provider", "xero"],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited_file_size(20),
+    )
+
+    assert failed.returncode == 2, failed.stderr
+    assert str(key_file) in failed.stderr and failed.stderr.strip().count("\n") == 0
+    assert not key_file.exists()
+    assert list(data.iterdir()) == []  # no temporary file left behind either
+    again = subprocess.run(
+        [*SYNCCLI, "connections", "add", "shop", "--provider", "xero"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert len(key_file.read_bytes().strip()) == 44
+
+
+def test_the_log_file_is_created_owner_only(store, cli, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        log = tmp_path / "cron.log"
+        assert cli("--log-file", str(log), "-v", "connections", "list").exit_code == 0
+    finally:
+        os.umask(old)
+    assert log.exists()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600

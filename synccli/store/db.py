@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
 from synccli.config import Settings, ensure_private_dir
-from synccli.crypto import Vault, load_key
+from synccli.crypto import Vault, key_path, load_key
 from synccli.errors import ConfigError, SchemaOutdated
 from synccli.store.models import Connection
 
@@ -102,19 +102,36 @@ class Store:
         if self._vault is None:
             # A new key is made only for a store that holds no credentials yet: a removed key file
             # must not be silently replaced by one that cannot open what is stored.
-            self._vault = Vault(load_key(self.settings, create=not self._holds_credentials()))
+            sealed = self._sealed_sample()
+            vault = Vault(load_key(self.settings, create=sealed is None))
+            if sealed is not None and not vault.opens(sealed):
+                # Refused before anything is sealed with it: credentials under two keys would
+                # leave some that no key opens.
+                source = (
+                    "SYNC_SECRET_KEY"
+                    if self.settings.secret_key
+                    else f"key file {key_path(self.settings)}"
+                )
+                raise ConfigError(
+                    f"stored credentials cannot be decrypted with {source}: they were sealed "
+                    "with another key (use the key they were stored with)"
+                )
+            self._vault = vault
         return self._vault
 
-    def _holds_credentials(self) -> bool:
+    def _sealed_sample(self) -> str | None:
+        """One connection's sealed credentials, or None when the store holds none yet."""
         # A read that takes no write lock: the vault is often first needed inside a session that
         # holds it (`connections set`), where a BEGIN IMMEDIATE here would wait for itself.
         with self.reading() as conn:
             if not inspect(conn).has_table(Connection.__tablename__):
-                return False  # no tables yet: nothing is sealed
-            held = conn.scalar(
-                select(Connection.id).where(Connection.credentials.is_not(None)).limit(1)
+                return None  # no tables yet: nothing is sealed
+            return conn.scalar(
+                select(Connection.credentials)
+                .where(Connection.credentials.is_not(None))
+                .order_by(Connection.id)
+                .limit(1)
             )
-        return held is not None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
