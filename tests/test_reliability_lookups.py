@@ -243,3 +243,204 @@ def test_lightspeed_simulator_reads_operator_prefixes_as_lightspeed_documents(
         assert numbers(">,WEB-2") == ["WEB-3"]
         assert numbers("!~,WEB-2") == ["WEB-1", "WEB-3"]
         assert numbers("=,~,WEB-%") == []  # after =, the rest is the value, verbatim
+
+
+# --- Xero and Unleashed (line 8, line 15) -------------------------------------------------------
+# The other providers retry a write under the same key or Guid, so a single lost answer is mended
+# inside the call. The look-up matters when every try of the write went unanswered and the next
+# run comes later than the provider's idempotency window (Xero replays a key for minutes only).
+LATER = 3600.0
+
+XERO_WRITES = {"invoice": ("PUT", r"/Invoices$"), "product": ("PUT", r"/Items$")}
+XERO_WRITES["customer"] = ("PUT", r"/Contacts$")
+UNLEASHED_WRITES = {"invoice": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$")}
+UNLEASHED_WRITES["product"] = ("POST", r"/Products/[0-9a-fA-F-]+$")
+UNLEASHED_WRITES["customer"] = ("POST", r"/Customers/[0-9a-fA-F-]+$")
+OTHER_WRITES = {"xero": XERO_WRITES, "unleashed": UNLEASHED_WRITES}
+
+
+def settle_after_unanswered_write(
+    store: Store, conn: Connection, running: harness.Running, what: str
+) -> None:
+    """The first run's write (and its retries) commit nothing we hear of; the next runs come an
+    hour later, when the provider no longer replays the write's key."""
+    method, path = OTHER_WRITES[running.provider][what]
+    running.app.faults.add("lost", method=method, path=path, times=1)
+    running.app.faults.add("503", method=method, path=path, times=10)
+    try:
+        run_post(store, conn)
+    except TransientError:
+        pass
+    assert running.app.faults.fired["lost"] == 1
+    running.app.faults.clear()
+    for _ in range(3):
+        running.app.clock.advance(LATER)
+        try:
+            run_post(store, conn)
+        except TransientError:
+            pass
+        if not {"pending", "posting"} & states(store):
+            break
+
+
+def remote_orders(running: harness.Running, number: str) -> list[Any]:
+    return [inv for inv in world(running).invoices.values() if inv.number == number]
+
+
+HOSTILE = {  # quotes, backslashes, +, &, %, non-ASCII, and a comma (Xero's InvoiceNumbers list)
+    "comma": "WEB,1",
+    "backslash": "WEB\\1",
+    "apostrophe": "O'Brien-1",
+    "plus-amp-pct": "A+B&C%D",
+    "non-ascii": "Ünïcødé-№1",
+}
+
+
+@contextmanager
+def later_sandbox(provider: str) -> Iterator[harness.Running]:
+    from datetime import UTC, datetime
+
+    from synccli.clock import SimClock
+
+    with sandbox(provider, clock=SimClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))) as running:
+        yield running
+
+
+@pytest.mark.parametrize("provider", ["xero", "unleashed"])
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_invoice_found_by_a_hostile_number_after_unanswered_posts(
+    store: Store, provider: str, kind: str
+) -> None:
+    number = HOSTILE[kind]
+    with later_sandbox(provider) as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        add_orders(store, conn, order(running, number))
+        settle_after_unanswered_write(store, conn, running, "invoice")
+        assert len(remote_orders(running, number)) == 1, "posted twice (or not at all)"
+        assert states(store) == {"posted"}
+        assert len(world(running).invoices) == 4
+
+
+@pytest.mark.parametrize("provider", ["xero", "unleashed"])
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_product_found_by_a_hostile_sku_after_unanswered_creates(
+    store: Store, provider: str, kind: str
+) -> None:
+    sku = "NEW-" + HOSTILE[kind]
+    with later_sandbox(provider) as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        add_orders(store, conn, order(running, "NEW-ITEM-1", sku=sku))
+        settle_after_unanswered_write(store, conn, running, "product")
+        items = [p for p in world(running).products.values() if p.code == sku]
+        assert len(items) == 1, f"{len(items)} products with code {sku!r}"
+        assert len(remote_orders(running, "NEW-ITEM-1")) == 1
+        assert states(store) == {"posted"}
+
+
+CUSTOMERS = {  # (email, account number)
+    "email-backslash": ("o\\brien@buyer.example", None),
+    "email-plus-amp-pct": ("a+b&c%d@buyer.example", None),
+    "email-non-ascii": ("zoë@bücher.example", None),
+    "account-backslash": (None, "ACC\\1"),
+    "account-plus-amp-pct": (None, "A+B&C%D"),
+    "account-non-ascii": (None, "KUNDE-Ü1"),
+}
+
+
+@pytest.mark.parametrize("provider", ["xero", "unleashed"])
+@pytest.mark.parametrize("kind", sorted(CUSTOMERS))
+def test_customer_found_by_a_hostile_email_or_account_after_unanswered_creates(
+    store: Store, provider: str, kind: str
+) -> None:
+    email, account = CUSTOMERS[kind]
+    with later_sandbox(provider) as running:
+        conn = connect(store, running)
+        other_orders(running, store, conn)
+        add_orders(store, conn, order(running, "NEW-CUST-1", email=email, account=account))
+        settle_after_unanswered_write(store, conn, running, "customer")
+        people = [
+            c
+            for c in world(running).customers.values()
+            if (email and c.email == email) or (account and c.account_number == account)
+        ]
+        assert len(people) == 1, f"{len(people)} customers for {email or account!r}"
+        assert len(remote_orders(running, "NEW-CUST-1")) == 1
+        assert states(store) == {"posted"}
+
+
+QUOTED = {  # field named in the refusal -> order keywords
+    "number": {"number": 'WEB-"7"'},
+    "lines[0].sku": {"sku": 'SKU-"7"'},
+    "customer.email": {"email": '"o"@buyer.example'},
+    "customer.account_number": {"account": 'ACC-"7"'},
+}
+
+
+@pytest.mark.parametrize("field", sorted(QUOTED))
+def test_invoices_add_refuses_a_value_xero_cannot_look_up_naming_the_field(
+    store: Store, cli: Any, tmp_path: Any, field: str
+) -> None:
+    """Xero's where filter has no escape for a double quote: such a value would never be found
+    after a lost answer, so it is refused before anything is sent (exit 2, the field named)."""
+    kw = dict(QUOTED[field])
+    number = kw.pop("number", "WEB-7")
+    with sandbox("xero") as running:
+        connect(store, running)
+        path = tmp_path / "orders.jsonl"
+        path.write_text(order(running, number, **kw))
+        result = cli("invoices", "add", str(path), "--connection", "shop")
+        assert result.exit_code == 2, result.stdout + result.stderr
+        assert field in result.stderr and "double quote" in result.stderr, result.stderr
+        assert states(store) == set()
+    with sandbox("lightspeed") as running:  # Lightspeed compares it exactly with =,
+        harness.add_connection(store, "ls", running, time_scale=SCALE)
+        assert cli("invoices", "add", str(path), "--connection", "ls").exit_code == 0
+
+
+def test_an_order_stored_without_the_check_is_not_sent_to_xero(store: Store) -> None:
+    """An order written straight into the tables with a quoted SKU: rejected as invalid before
+    any call that could create a product or an invoice we could not find again."""
+    from synccli.store.models import Order
+
+    with sandbox("xero") as running:
+        conn = connect(store, running)
+        add_orders(store, conn, order(running, "WEB-8", sku="SKU-8"))
+        with store.session() as s:
+            stored = s.scalar(select(Order).where(Order.number == "WEB-8"))
+            assert stored is not None
+            stored.lines[0].sku = 'SKU-"8"'
+        report = run_post(store, conn)
+        assert report.posted == 0 and report.rejected == 1
+        assert world(running).invoices == {} and running.app.counters.creates["product"] == 0
+        with store.session() as s:
+            job = s.scalar(select(InvoiceJob))
+            assert job is not None and "double quote" in (job.last_error or "")
+
+
+def test_xero_simulator_reads_where_strings_as_xero_does() -> None:
+    """Line 15: in ``where`` a backslash is an ordinary character and a double quote cannot be
+    escaped (XeroAPI/Xero-Java#347: both ``"a\\"b"`` and ``"a"b"`` answer QueryParseException)."""
+    from xero_helpers import Raw, running
+
+    from synccli.sandbox.xero import XeroSandbox
+
+    app = XeroSandbox(products=2, customers=1)
+    with running(app) as server:
+        raw = Raw(app, server)
+        for code in ("A\\B", "A\\\\B"):
+            made = raw.put("Items", {"Items": [{"Code": code, "Name": code}]})
+            assert made.status_code == 200, made.text
+
+        def codes(where: str) -> Any:
+            resp = raw.get("Items", {"where": where})
+            if resp.status_code != 200:
+                return resp.status_code, resp.json()["Type"]
+            return sorted(i["Code"] for i in resp.json()["Items"])
+
+        assert codes('Code=="A\\B"') == ["A\\B"]  # verbatim
+        assert codes('Code=="A\\\\B"') == ["A\\\\B"]  # not an escaped backslash
+        assert codes('Code=="A\\"B"') == (400, "QueryParseException")
+        assert codes('Code=="A""B"') == (400, "QueryParseException")
+        assert codes('Code=="A\'B"') == []  # an apostrophe is just a character

@@ -196,6 +196,13 @@ class Connector(ABC):
         """Create a customer with a name the provider accepts. Never updates an existing one."""
 
     # invoices ------------------------------------------------------------------------------
+    @classmethod
+    def unmatchable(cls, value: str) -> str | None:
+        """Why this provider's look-ups cannot compare ``value`` (an order number, a SKU, an email
+        or an account number) exactly, or None. Such a value could make a look-up miss our own
+        record after a lost answer, so ``invoices add`` refuses it, naming the field."""
+        return None
+
     @abstractmethod
     def find_invoice(self, number: str) -> PostedInvoice | None:
         """The invoice (sale, sales order) we posted under ``number``, if the provider has it."""

@@ -17,7 +17,10 @@ Wire facts: the Xero provider notes. How the calls are spent:
 - ``post_invoice``: ``PUT /Invoices?summarizeErrors=false&unitdp=4`` with ``Idempotency-Key``,
   Contact ``{"ContactID": …}`` only. Element ERROR -> ``Rejected`` with Xero's messages. Writes
   carrying an idempotency key are retried by the HTTP layer (the replay window is minutes).
-- ``find_invoice``: ``GET /Invoices?InvoiceNumbers=…``.
+- ``find_invoice``: ``GET /Invoices?InvoiceNumbers=…`` (a comma-separated list), or
+  ``where=InvoiceNumber=="…"`` for a number holding a comma.
+- ``where`` string literals carry the value verbatim (backslashes are ordinary characters there);
+  a value holding a double quote cannot be looked up and is refused by ``invoices add``.
 
 Settings (non-secret) and their defaults:
 - ``base_url``: ``https://api.xero.com`` (the Accounting API lives under ``/api.xro/2.0``).
@@ -223,9 +226,25 @@ def refused(el: Any) -> list[str] | None:
     return _validation_messages([el]) or [f"refused without a message ({', '.join(flags)})"]
 
 
+# Xero's ``where`` is a Dynamic LINQ expression: a string literal runs from one double quote to
+# the next, a backslash in it is an ordinary character, and no escape for a double quote works
+# (raw or as \", both answer "QueryParseException: Syntax error": XeroAPI/Xero-Java#347,
+# waynerobinson/xeroizer#160). So a value is sent as it is, and one holding a double quote cannot
+# be looked up at all (``invoices add`` refuses it; see ``XeroConnector.unmatchable``).
+NO_QUOTE = "contains a double quote, which Xero's where filter cannot compare (no escape works)"
+
+
+def _searchable(value: str) -> str:
+    """``value`` itself, or ``Rejected`` when Xero cannot look it up (an order that reached the
+    store without ``invoices add``'s check)."""
+    if '"' in value:
+        raise Rejected(f"cannot look up {value!r} at Xero: it {NO_QUOTE}", errors=[NO_QUOTE])
+    return value
+
+
 def _where_string(value: str) -> str:
-    """A string literal for a ``where`` expression (C# escaping)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A string literal for a ``where`` expression: the value verbatim between double quotes."""
+    return f'"{_searchable(value)}"'
 
 
 def _since_header(since: datetime) -> str:
@@ -557,8 +576,18 @@ class XeroConnector(Connector):
         return name[: 255 - len(suffix)] + suffix
 
     # invoices ----------------------------------------------------------------------------------
+    @classmethod
+    def unmatchable(cls, value: str) -> str | None:
+        return NO_QUOTE if '"' in value else None
+
     def find_invoice(self, number: str) -> PostedInvoice | None:
-        body = self.http.json("GET", f"{API}/Invoices", params={"InvoiceNumbers": number})
+        # InvoiceNumbers is a comma-separated list (spec): a number holding a comma goes through
+        # ``where`` instead, which compares the whole value.
+        if "," in number:
+            params = {"where": f"InvoiceNumber=={_where_string(number)}"}
+        else:
+            params = {"InvoiceNumbers": _searchable(number)}
+        body = self.http.json("GET", f"{API}/Invoices", params=params)
         invoices = body.get("Invoices") if isinstance(body, dict) else None
         if not isinstance(invoices, list):
             raise BadResponse("GET /Invoices: no Invoices list in the response")

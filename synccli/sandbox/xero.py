@@ -215,12 +215,20 @@ def _num(value: Decimal) -> float | int:
 
 
 # the `where` mini-language ---------------------------------------------------------------------
+def _unquote(item: str) -> str:
+    return item[1:-1] if len(item) >= 2 and item[0] == item[-1] == '"' else item
+
+
 class WhereError(ValueError):
     pass
 
 
+# A string literal runs from one double quote to the next: a backslash is an ordinary character
+# and nothing escapes a double quote. Xero's ``where`` is a Dynamic LINQ expression; a name holding
+# a double quote cannot be searched, whether sent raw or with ``\"`` ("QueryParseException: Syntax
+# error", XeroAPI/Xero-Java#347; "No property or field 'Bat' exists", waynerobinson/xeroizer#160).
 _WHERE_TOKEN = re.compile(
-    r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<num>-?\d+(?:\.\d+)?)'
+    r'\s*(?:(?P<str>"[^"]*")|(?P<num>-?\d+(?:\.\d+)?)'
     r"|(?P<op>==|!=|>=|<=|&&|\|\||[<>(),!=])|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
 )
 _METHODS = {"contains", "startswith", "endswith"}
@@ -343,7 +351,7 @@ class _Where:
     def _value(self) -> Any:
         kind, tok = self._next()
         if kind == "str":
-            return json.loads(tok)
+            return tok[1:-1]  # verbatim: no escapes (see _WHERE_TOKEN)
         if kind == "num":
             return Decimal(tok)
         low = tok.lower()
@@ -1490,7 +1498,9 @@ class XeroSandbox(SandboxApp):
         since = parse_modified_since(req.header("if-modified-since"))
 
         def csv(name: str, lower: bool = False) -> set[str]:
-            vals = {v.strip() for v in q.get(name, "").split(",") if v.strip()}
+            # a comma-separated list whose items may be quoted: the spec's own example is
+            # ``"INV-001", "INV-002"`` (InvoiceNumbers); no escape for a comma is documented
+            vals = {_unquote(v.strip()) for v in q.get(name, "").split(",") if v.strip()}
             return {v.lower() for v in vals} if lower else vals
 
         ids, numbers = csv("IDs", True), csv("InvoiceNumbers")

@@ -106,9 +106,19 @@ def build_connector(
 
 
 def _limits_of(module: Any) -> Any:
+    return connector_class(module).capabilities.limits
+
+
+def connector_class(module_or_provider: Any) -> type[Connector]:
+    """The connector class a provider's module declares (a module, or a provider's name)."""
+    module = (
+        connector_module(module_or_provider)
+        if isinstance(module_or_provider, str)
+        else module_or_provider
+    )
     for value in vars(module).values():
         if isinstance(value, type) and issubclass(value, Connector) and value is not Connector:
-            return value.capabilities.limits
+            return value
     raise SyncError(f"connector module {module.__name__} declares no connector")
 
 

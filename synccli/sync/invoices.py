@@ -67,8 +67,8 @@ from synccli.store.models import (
 from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import owner_id
 from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
-from synccli.sync.context import JobContext, creation_lock
-from synccli.sync.orders import enqueue_missing, order_total
+from synccli.sync.context import JobContext, connector_class, creation_lock
+from synccli.sync.orders import enqueue_missing, lookup_values, order_total
 
 log = logging.getLogger("synccli.job")
 
@@ -371,7 +371,7 @@ class _Worker:
             assert order is not None
             state_before, key = job.state, job.idempotency_key
         self.order, self.state_before, self.key = order, state_before, key
-        problems = _local_problems(order)
+        problems = _local_problems(order, self.conn.provider)
         if problems:
             self.summary = "not sent: the order in the store is invalid"
             return self.rejected(problems, outcome="invalid")
@@ -581,9 +581,16 @@ def _summary(draft: InvoiceDraft, key: str) -> str:
     )
 
 
-def _local_problems(order: Order) -> list[str]:
-    """What makes an order (inserted straight into the tables) impossible to post as it is."""
+def _local_problems(order: Order, provider: str) -> list[str]:
+    """What makes an order (inserted straight into the tables, or added before a check existed)
+    impossible to post as it is: among it, a value the provider cannot look up exactly, which
+    could post the order twice after a lost answer."""
     problems = []
+    searchable = connector_class(provider)
+    for path, value in lookup_values(order):
+        why = searchable.unmatchable(value)
+        if why:
+            problems.append(f"{path} {value!r} {why}")
     if not order.lines:
         problems.append(f"order {order.number} has no lines")
     for ln in order.lines:
@@ -854,7 +861,7 @@ def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostRepo
         report.unlinked_products = [k for k in skus if k not in linked]
         for order, state in work:
             report.due += 1
-            problems = _local_problems(order)
+            problems = _local_problems(order, ctx.connection.provider)
             outcome = "would_look_up" if state == "posting" else "would_post"
             report.invoices.append(
                 InvoiceOutcome(

@@ -625,6 +625,34 @@ def _local_customer(
     return found, created
 
 
+def lookup_values(o: OrderIn | Order) -> list[tuple[str, str]]:
+    """(field, value) of everything a provider is asked to find by value for this order."""
+    if isinstance(o, Order):
+        email, account, skus = o.customer_email, o.customer_account, [ln.sku for ln in o.lines]
+    else:
+        email, account = o.customer.email, o.customer.account_number
+        skus = [ln.sku for ln in o.lines]
+    values = [("number", o.number), ("customer.email", email)]
+    values.append(("customer.account_number", account))
+    values += [(f"lines[{i}].sku", sku) for i, sku in enumerate(skus)]
+    return [(path, value) for path, value in values if value]
+
+
+def unsearchable(provider: str, orders: list[OrderIn]) -> list[str]:
+    """Values the connection's provider cannot look up exactly (after a lost answer such a look-up
+    could miss our own invoice, product or customer, and post or create it twice), each named."""
+    from synccli.sync.context import connector_class  # the connectors, only when adding
+
+    connector = connector_class(provider)
+    problems = []
+    for o in orders:
+        for path, value in lookup_values(o):
+            why = connector.unmatchable(value)
+            if why:
+                problems.append(f"line {o.line}: {path} {value!r} {why}")
+    return problems
+
+
 def add_orders(
     store: Store,
     connection: Connection,
@@ -635,6 +663,9 @@ def add_orders(
     in one transaction, or nothing. Raises :class:`OrderInputError` (exit 2) naming the problem."""
     now = now or datetime.now(UTC)
     orders = parse_orders(source)
+    problems = unsearchable(connection.provider, orders)
+    if problems:
+        raise OrderInputError(problems)
     report = AddReport(connection.name)
     try:
         with store.locked() as s:
