@@ -693,6 +693,7 @@ def test_handwritten_find_product(fl: UnleashedConnector) -> None:
 
 
 def test_handwritten_create_product(fl: UnleashedConnector) -> None:
+    fl.new_guid = lambda: "eed6db73-81af-49f0-ae17-23d8c52ef0a4"  # the Guid the recording used
     with _replay("create_product") as tape:
         made = fl.create_product(NewProduct(code="9160", name="something", price=Decimal("0")))
     assert tape.all_played
@@ -720,6 +721,7 @@ def test_handwritten_customers(fl: UnleashedConnector) -> None:
 
 
 def test_handwritten_create_customer(fl: UnleashedConnector) -> None:
+    fl.new_guid = lambda: "c7b96023-f6ae-41d2-8398-b05707326e0d"  # the Guid the recording used
     with _replay("create_customer") as tape:
         made = fl.create_customer(NewCustomer(name="test ", account_number="test@t.com"))
     assert tape.all_played

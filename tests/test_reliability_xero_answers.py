@@ -446,6 +446,25 @@ def test_unleashed_product_answered_with_another_code_is_not_linked(store: Store
         assert product_link(store, "abc") is None
 
 
+def test_unleashed_product_answered_with_another_guid_is_not_linked(store: Store) -> None:
+    """Unleashed creates at the Guid we choose: an answer naming another record is a refusal."""
+    other = str(uuid.uuid4())
+    with rewriting("unleashed", UnleashedSandbox, SCALE) as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        lines = [(product.code, product.name, 1, "10.00"), ("abd", "Hello world", 1, "5.00")]
+        add(store, conn, order("U-3", lines, who(customer), "unleashed"))
+        running.app.rules.append(
+            ("POST", r"/Products/[0-9a-fA-F-]+$", lambda body: {**body, "Guid": other})
+        )
+
+        report = run_post(store, conn)
+
+        assert_rejected_not_posted(store, "U-3", report)
+        assert product_link(store, "abd") is None
+        assert other not in links(store, "product")
+
+
 def test_lightspeed_item_answered_with_another_code_is_not_linked(store: Store) -> None:
     def other_sku(body: dict[str, Any]) -> dict[str, Any]:
         item = body["Item"][0] if isinstance(body["Item"], list) else body["Item"]

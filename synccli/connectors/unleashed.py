@@ -495,13 +495,13 @@ class UnleashedConnector(Connector):
         while True:
             attempts += 1
             try:
-                return self._post(f"/{endpoint}/{guid}", body)
+                return _ours(endpoint, guid, self._post(f"/{endpoint}/{guid}", body))
             except TransientError:
                 if attempts > self.http.retries:
                     raise
                 status, existing = self._get(f"/{endpoint}/{guid}", missing_ok=True)
                 if status == 200 and isinstance(existing, dict):
-                    return existing
+                    return _ours(endpoint, guid, existing)
 
     # invoices (sales orders) ------------------------------------------------------------------
     def find_invoice(self, number: str) -> PostedInvoice | None:
@@ -605,6 +605,18 @@ class UnleashedConnector(Connector):
     def ping(self) -> dict[str, Any]:
         resp = self.http.request("GET", "/Warehouses")
         return {"date": resp.headers.get("Date"), "status": resp.status_code}
+
+
+def _ours(endpoint: str, guid: str, item: Any) -> Any:
+    """The record created at the Guid we chose, or a refusal: an answer naming another record
+    (or the nil GUID) is never linked (issue 16)."""
+    got = str(item.get("Guid") or "").lower() if isinstance(item, dict) else ""
+    if got != guid.lower():
+        raise Rejected(
+            f"POST /{endpoint}/{guid}: the answer names record {got or '(none)'!s:.60}, not the "
+            "one created: taken as a refusal, nothing was linked"
+        )
+    return item
 
 
 def _error_text(err: Rejected) -> str:
