@@ -719,11 +719,15 @@ class XeroConnector(Connector):
 
     def _find_invoices(self, numbers: list[str]) -> dict[str, PostedInvoice]:
         """The invoices with these numbers, in one call (``InvoiceNumbers`` is a comma-separated
-        list, so a number holding a comma is looked up alone)."""
+        list, so a number holding a comma, or a quote, goes through :meth:`find_invoice` alone;
+        one that cannot be looked up at all is simply not found: no clear answer)."""
         out: dict[str, PostedInvoice] = {}
-        plain = [n for n in numbers if "," not in n]
-        for number in (n for n in numbers if "," in n):
-            one = self.find_invoice(number)
+        plain = [n for n in numbers if "," not in n and '"' not in n]
+        for number in (n for n in numbers if n not in plain):
+            try:
+                one = self.find_invoice(number)
+            except Rejected:
+                continue
             if one is not None:
                 out[number] = one
         for start in range(0, len(plain), INVOICE_BATCH):
