@@ -37,8 +37,17 @@ import pytest
 import requests
 from hostile.support import serve
 from sqlalchemy import select
-from xero_spec_answers import CREATE_ITEMS_200, NIL_GUID, example
+from xero_helpers import draft, make_connector
+from xero_spec_answers import (
+    CREATE_CONTACTS_400,
+    CREATE_INVOICES_200,
+    CREATE_ITEMS_200,
+    NIL_GUID,
+    example,
+)
 
+from synccli.connectors.base import NewCustomer, NewProduct
+from synccli.errors import Rejected
 from synccli.sandbox import harness
 from synccli.sandbox.core import Response
 from synccli.sandbox.lightspeed import LightspeedSandbox
@@ -593,6 +602,8 @@ def test_xero_every_validation_message_is_kept_whole(
         assert all(f"  - {m}" in email.body for m in expected), email.body
         shown = json.loads(cli("invoices", "show", "M-1", "--json").stdout)
         assert shown["history"][0]["messages"] == expected
+        text = cli("invoices", "show", "M-1").stdout
+        assert all(f"BOGUS{i}" in text for i in range(1, 9)), text
 
 
 NAME_CLASH = (
@@ -757,3 +768,58 @@ def test_xero_batch_answered_400_invoice_neither_refused_nor_found_is_looked_up_
         assert job(store, "G-1").state == "posted"
         assert [i.number for i in world(running).invoices.values()] == ["G-1"]
         assert again.posted == 1
+
+
+# --- Xero's published examples, answered to the connector itself ------------------------------
+def test_connector_reads_the_create_items_example_as_a_refusal() -> None:
+    """createItems 200 example: ValidationErrors and no status at all -> Rejected with Xero's
+    message, never a product."""
+    app = _Answering(time_scale=SCALE, products=3, customers=2)
+    app.craft["Items"] = lambda sent: example(CREATE_ITEMS_200)["Items"][0]
+    with serve("xero", app) as running:
+        connector, _, _ = make_connector(app, running.url)
+        with pytest.raises(Rejected) as refusal:
+            connector.create_product(NewProduct(code="abc", name="Hello", price=Decimal("1")))
+    assert refusal.value.errors == ["Price List Item with Code ''abc'' already exists"]
+
+
+def test_connector_reads_the_create_contacts_400_example_message_by_message() -> None:
+    """createContacts 400 example (HasValidationErrors, nil ContactID): the clash message whole;
+    a clash alone is worth one retry under a distinct name, refused again here -> Rejected."""
+    app = _Answering(time_scale=SCALE, products=3, customers=2)
+    app.summarise = True
+    app.craft["Contacts"] = lambda sent: example(CREATE_CONTACTS_400)["Elements"][0]
+    with serve("xero", app) as running:
+        connector, _, _ = make_connector(app, running.url)
+        with pytest.raises(Rejected) as refusal:
+            connector.create_customer(
+                NewCustomer(name="Buzz Lightyear", account_number="12345-ABCD")
+            )
+    message = CREATE_CONTACTS_400["Elements"][0]["ValidationErrors"][0]["Message"]
+    assert refusal.value.errors == [message] and refusal.value.status == 400
+    assert app.counters.total("PUT", "Contacts") == 2
+    sent = [r for r in app.counters.requests if r["kind"] == "customer"]
+    assert sent == []  # nothing was created
+
+
+@pytest.mark.parametrize("flip", [None, *FLAGS])
+def test_connector_reads_the_create_invoices_example(flip: str | None) -> None:
+    """createInvoices 200 example: accepted (HasErrors false, StatusAttributeString OK) ->
+    posted with Xero's InvoiceID; the same element with any one refusal flag -> Rejected."""
+    app = _Answering(time_scale=SCALE, products=3, customers=2)
+
+    def answer(sent: dict[str, Any]) -> dict[str, Any]:
+        el = example(CREATE_INVOICES_200)["Invoices"][0]
+        return {**el, **FLAGS[flip]} if flip else el
+
+    app.craft["Invoices"] = answer
+    with serve("xero", app) as running:
+        connector, _, _ = make_connector(app, running.url)
+        invoice = draft(app, "INV-0007")
+        if flip is None:
+            posted = connector.post_invoice(invoice, "key-1")
+            assert posted.remote_id == "ed255415-e141-4150-aab7-89c3bbbb851c"
+            assert posted.total == Decimal("40.00")
+        else:
+            with pytest.raises(Rejected):
+                connector.post_invoice(invoice, "key-1")
