@@ -388,6 +388,7 @@ def test_unleashed_pages_are_the_records_encoded_before_and_after_every_kind_of_
     guid = "21111111-2222-4333-8444-555555555555"
     assert un.call("POST", f"/SalesOrders/{guid}", body=order)[0] == "201 Created"
     assert un.check(endpoint, query) > 0
+    assert un.call("POST", f"/SalesOrders/{guid}/Complete")[0].startswith("500")  # 1st fails
     assert un.call("POST", f"/SalesOrders/{guid}/Complete")[0] == "200 OK"
     assert un.check(endpoint, query) > 0
     update = {"ProductCode": products[42].code, "ProductDescription": "Replaced", "Obsolete": True}

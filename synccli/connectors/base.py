@@ -207,6 +207,12 @@ class Connector(ABC):
     def find_invoice(self, number: str) -> PostedInvoice | None:
         """The invoice (sale, sales order) we posted under ``number``, if the provider has it."""
 
+    def finish_found(self, found: PostedInvoice) -> PostedInvoice:
+        """Bring an invoice the look-up found (an earlier run's answer was lost) to the state a
+        post leaves it in, or raise ``Rejected`` when it cannot count as posted. Most providers
+        have nothing left to do."""
+        return found
+
     @abstractmethod
     def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         """Post an invoice. Raises ``Rejected`` with the provider's messages when it refuses it."""

@@ -8,7 +8,11 @@ Settings (non-secret), with defaults:
                       (``warehouseCode=``); when None the account's default warehouse / all
                       warehouses' totals are used
 - ``complete_orders`` False — after posting a sales order, ``POST /SalesOrders/{guid}/Complete``
-                      (completing makes Unleashed raise the invoice and ship the stock)
+                      (completing makes Unleashed raise the invoice and ship the stock). An
+                      invoice counts as posted only once its order reads Completed: a failed
+                      or empty answer to Complete is checked by reading the order back, and an
+                      order found by the look-up after an unclear run is completed first
+                      (:meth:`UnleashedConnector.finish_found`)
 - ``order_status``    "Parked" — OrderStatus sent with a new sales order
 - ``stock_field``     "AvailableQty" — which StockOnHand figure is the shop's stock
                       ("AvailableQty" = on hand - allocated, may be negative; or "QtyOnHand")
@@ -89,6 +93,7 @@ _DOTNET = re.compile(r"^\\?/Date\((-?\d+)([+-]\d{4})?\)\\?/$")
 _QUOTA = re.compile(r"month|quota|api call limit", re.IGNORECASE)
 _TAKEN = re.compile(r"already|exist|duplicate|unique|in use", re.IGNORECASE)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+COMPLETED, DELETED = "Completed", "Deleted"  # SalesOrder statuses (D-SO)
 
 T = TypeVar("T")
 
@@ -506,7 +511,21 @@ class UnleashedConnector(Connector):
     # invoices (sales orders) ------------------------------------------------------------------
     def find_invoice(self, number: str) -> PostedInvoice | None:
         orders = self._collect("SalesOrders", [("orderNumber", number)], self._invoice)
-        return next((o for o in orders if o.number == number), None)
+        exact = [o for o in orders if o.number == number]
+        # orderNumber overrides every other filter (D-SO), the default "not Deleted" one too:
+        # a live order wins over a deleted one; a deleted one alone is returned as it is, and
+        # finish_found refuses it.
+        live = [o for o in exact if o.status != DELETED]
+        return (live or exact or [None])[0]
+
+    def finish_found(self, found: PostedInvoice) -> PostedInvoice:
+        """An order the look-up found: refused when the merchant deleted it; completed first
+        when ``complete_orders`` is on and it is not Completed yet (an earlier run died or failed
+        between the create and the Complete)."""
+        self._refuse_deleted(found.number, found.status)
+        if _flag(self.settings.get("complete_orders")) and found.status != COMPLETED:
+            return self._invoice(self._complete(found.remote_id, found.number))
+        return found
 
     def order_guid(self, idempotency_key: str) -> str:
         """The sales order Guid for an idempotency key (stable, and distinct per account)."""
@@ -597,9 +616,41 @@ class UnleashedConnector(Connector):
                 raise Rejected(
                     err.message, errors=[_error_text(err)], status=err.status, body=err.body
                 ) from None
-        if _flag(self.settings.get("complete_orders")) and item.get("OrderStatus") != "Completed":
-            item = self._post(f"/SalesOrders/{guid}/Complete", retry=True)
+        self._refuse_deleted(invoice.number, item.get("OrderStatus"))
+        if _flag(self.settings.get("complete_orders")) and item.get("OrderStatus") != COMPLETED:
+            item = self._complete(guid, invoice.number)
         return self._invoice(item)
+
+    def _complete(self, guid: str, number: str) -> dict[str, Any]:
+        """``POST /SalesOrders/{guid}/Complete`` and the order as it then is, Completed. The call
+        may fail or answer with an empty body (issue #16): an answer that does not show the
+        order Completed is checked by reading the order back. Still not Completed -> transient
+        (the job stays unsure, and the next run's look-up completes it)."""
+        try:
+            answer = self._post(f"/SalesOrders/{guid}/Complete", retry=True)
+        except BadResponse:
+            answer = None  # an empty or unreadable answer: what happened is read back below
+        if isinstance(answer, dict) and answer.get("OrderStatus") == COMPLETED:
+            return answer
+        status, order = self._get(f"/SalesOrders/{guid}", missing_ok=True)
+        state = order.get("OrderStatus") if isinstance(order, dict) else None
+        if status == 200 and isinstance(order, dict) and state == COMPLETED:
+            return order
+        self._refuse_deleted(number, state)
+        raise TransientError(
+            f"sales order {number}: Complete did not leave it Completed "
+            f"(it reads {state or 'missing'}); the next run completes it"
+        )
+
+    @staticmethod
+    def _refuse_deleted(number: str, status: Any) -> None:
+        if status == DELETED:
+            message = (
+                f"sales order {number} exists in Unleashed but was deleted there, so it is not "
+                "posted: restore it in Unleashed, or cancel the invoice "
+                f"(synccli invoices cancel {number})"
+            )
+            raise Rejected(message, errors=[message])
 
     # operations -------------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:

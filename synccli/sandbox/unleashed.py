@@ -30,7 +30,10 @@ Modelled
   filter; ``modifiedSince``, ``customerCode`` prefix, ``orderStatus`` list, Deleted hidden),
   ``GET /SalesOrders/{guid}``, ``POST /SalesOrders/{guid}`` (create; validation of customer,
   products, tax codes and totals to 2 dp with ``{"Description": ...}`` 400s; unique OrderNumber),
-  ``POST /SalesOrders/{guid}/Complete`` (status Completed, stock leaves the warehouse).
+  ``POST /SalesOrders/{guid}/Complete`` (status Completed, stock leaves the warehouse; a
+  Completed or Deleted order refuses a POST: it cannot be changed any more).
+  By default the Complete call is unreliable, as issue #16 (lines 6 and 15) found the real one:
+  see ``complete_answers``. A Completed order stays Completed.
   Valid tax codes: "G.S.T." 0.15, "NONE" 0, "EXEMPT" 0 (matched case-insensitively, FL sent "None").
 - ``GET /Warehouses`` (one default warehouse, W1) for cheap authenticated pings.
 - JSON dates as .NET ``"\\/Date(ms)\\/"``; the 2014 offset anomaly via ``timestamp_offset_hours``.
@@ -60,6 +63,13 @@ Switches (all unconfirmed in the notes):
 - ``rounding`` ("half_up"): how LineTotal / LineTax are rounded ("half_even" = .NET default).
 - ``max_query_length`` (None): longer query strings answer 404 like IIS request filtering.
 - ``limits``: {"per_month": 15000, "per_minute": None}.
+- ``complete_answers`` (("500", "empty")): how the 1st, 2nd, ... ``/Complete`` call of each order
+  is answered while the order is not yet Completed: "500" fails (Unleashed's 500 with a
+  Description; the order is not completed), "empty" completes it and answers 200 with an empty
+  body, "echo" completes it and answers with the order. Calls beyond the list, and calls on a
+  Completed order, echo. The notes record no answer body for Complete at all (D-SO names the
+  call only) and list 500 among the statuses Unleashed answers (PB); issue #16 reproduced both
+  the failed call and the empty answer. ``()`` is the kind behaviour (always "echo").
 """
 
 from __future__ import annotations
@@ -292,6 +302,7 @@ class UnleashedSandbox(SandboxApp):
         orderby_descending: bool = False,
         rounding: str = "half_up",
         max_query_length: int | None = None,
+        complete_answers: tuple[str, ...] = ("500", "empty"),
         tenant: str = "unleashed-demo",
     ) -> None:
         super().__init__(seed=seed, clock=clock, time_scale=time_scale, faults=faults)
@@ -312,6 +323,10 @@ class UnleashedSandbox(SandboxApp):
         self.orderby_descending = orderby_descending
         self.rounding = ROUND_HALF_UP if rounding == "half_up" else ROUND_HALF_EVEN
         self.max_query_length = max_query_length
+        if not set(complete_answers) <= {"500", "empty", "echo"}:
+            raise ValueError("complete_answers holds '500', 'empty' or 'echo'")
+        self.complete_answers = tuple(complete_answers)
+        self.complete_calls: dict[str, int] = {}  # order guid -> Complete calls while not done
         self._keys = random.Random(seed * 7919 + 1)
         self.accounts: dict[str, Account] = {}
         self.quota: dict[str, tuple[tuple[int, int], int]] = {}  # tenant -> (month, used)
@@ -1099,9 +1114,12 @@ class UnleashedSandbox(SandboxApp):
             if existing is not None:
                 if self.order_repost == "error":
                     raise _Invalid(f"A sales order with Guid '{guid}' already exists")
-                if existing.body["OrderStatus"] == "Completed":
+                if existing.body["OrderStatus"] in ("Completed", "Deleted"):
+                    # Both are final statuses (D-SO lists them last). Whether a POST revives a
+                    # deleted order is unconfirmed: refusing it is the stricter answer.
+                    status = existing.body["OrderStatus"].lower()
                     raise _Invalid(
-                        f"Sales order {existing.number} is completed and cannot be changed"
+                        f"Sales order {existing.number} is {status} and cannot be changed"
                     )
             order = self._validate_order(world, body, guid)
         except _Invalid as err:
@@ -1152,6 +1170,10 @@ class UnleashedSandbox(SandboxApp):
         warehouse = (body.get("Warehouse") or {}).get("WarehouseCode")
         if warehouse and warehouse.lower() != WAREHOUSE["WarehouseCode"].lower():
             raise _Invalid(f"Warehouse '{warehouse}' does not exist")
+        # Fields left out are filled with the account's defaults (notes §8, FL 2014: warehouse,
+        # currency): an order without Tax takes the account's default tax (G.S.T. here) and a
+        # line without LineTaxCode the order's. FL's create_order.yml shows TaxCode "None"
+        # (rate 0) accepted: the explicit no-tax code.
         order_tax = _tax_code((body.get("Tax") or {}).get("TaxCode") or "G.S.T.")
         number = str(body.get("OrderNumber") or "").strip()
         if not number:
@@ -1263,6 +1285,15 @@ class UnleashedSandbox(SandboxApp):
         inv = world.invoices.get(guid.lower())
         if inv is None:
             return self._error(404, f"Sales order '{guid}' was not found")
+        if inv.body["OrderStatus"] == "Deleted":
+            return self._error(400, f"Sales order {inv.number} is deleted and cannot be completed")
+        answer = "echo"
+        if inv.body["OrderStatus"] != "Completed":
+            n = self.complete_calls[inv.id] = self.complete_calls.get(inv.id, 0) + 1
+            if n <= len(self.complete_answers):
+                answer = self.complete_answers[n - 1]
+            if answer == "500":  # see ``complete_answers``: not completed
+                return self._error(500, "An error has occurred while completing the sales order")
         if inv.body["OrderStatus"] != "Completed":  # completing twice is harmless
             now = self.clock.now()
             inv.body["OrderStatus"] = "Completed"
@@ -1274,6 +1305,8 @@ class UnleashedSandbox(SandboxApp):
                     product.stock -= line["qty"]
                     product.stock_updated_at = now
             self.record_write("invoice", inv.id, {"Complete": True}, created=False)
+        if answer == "empty":  # completed, but the answer says nothing
+            return Response(200, b"")
         return self._json(self.order_json(inv, world))
 
     def list_warehouses(self, req: Request, page: str | None = None) -> Response:

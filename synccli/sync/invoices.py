@@ -380,7 +380,8 @@ class _Worker:
             self.summary = f"look up invoice {order.number} (an earlier post had no clear answer)"
             found = self.ctx.connector.find_invoice(order.number)
             if found is not None:
-                return self.posted(found, "found")
+                # e.g. an Unleashed order created but not completed yet: finished first
+                return self.posted(self.ctx.connector.finish_found(found), "found")
             lookup = f"looked up invoice {order.number}: not found; "
         self.summary = lookup + f"prepare invoice {order.number}: customer and products"
         customer_id = ensure_customer(self.ctx, order)
