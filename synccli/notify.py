@@ -263,6 +263,30 @@ See every attempt with: synccli invoices show {number} --connection {connection.
     return Email(f"[synccli] {provider} refused invoice {number}", body)
 
 
+def mismatch_email(
+    connection: Connection,
+    number: str,
+    reason: str,
+    remote_id: str,
+    order_total: str,
+    remote_total: str | None,
+) -> Email:
+    provider = _provider(connection)
+    body = f"""Invoice {number} reached {provider} (connection {connection.name}, {provider} id
+{remote_id}), but its total there is not the order's: {reason}.
+
+It is not counted as posted, and synccli will not post it again (that would make a second
+invoice). The usual cause is a tax code whose rate in {provider} differs from the order's tax
+rate, or a line {provider} priced differently.
+
+What to do: correct or void the invoice in {provider} (order total {order_total}, {provider}
+total {remote_total or "unknown"}). See it with:
+
+    synccli invoices show {number} --connection {connection.name}
+"""
+    return Email(f"[synccli] invoice {number}: {provider}'s total differs from the order", body)
+
+
 def gave_up_email(
     connection: Connection, number: str, messages: list[str], attempts: int, since: datetime | None
 ) -> Email:

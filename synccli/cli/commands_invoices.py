@@ -153,13 +153,12 @@ def post_invoices(
             f"rejected {r.rejected}, "
             f"gave up {r.gave_up}, transient {r.transient}, postponed {r.postponed}; "
             f"products created {r.products_created}, linked {r.products_linked}; emails {r.emails}"
+            + (f"; total mismatches {r.total_mismatches}" if r.total_mismatches else "")
         )
-        for item in r.invoices:
+        for item in r.invoices:  # (a total mismatch is logged as an error, -q or not)
             if item.outcome in ("rejected", "invalid", "gave_up"):
                 verb = "gave up on" if item.outcome == "gave_up" else "rejected"
                 output.warn(f"{conn.name}: {verb} invoice {item.number}: {item.error}")
-            elif item.error and item.outcome in ("posted", "found"):
-                output.warn(f"{conn.name}: invoice {item.number}: {item.error}")
 
     run_for_connections(ctx, invoices.JOB, connection, all_, dry_run, work, render, json_out)
 
@@ -169,7 +168,9 @@ def list_(
     ctx: typer.Context,
     connection: list[str] = CONNECTION_OPT,
     state_: str | None = typer.Option(
-        None, "--state", help="pending, posting, posted, failed, gave_up or cancelled."
+        None,
+        "--state",
+        help="pending, posting, posted, mismatch, failed, gave_up or cancelled.",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N rows."),
     json_out: bool = JSON_OPT,

@@ -33,7 +33,9 @@ Settings (non-secret) and their defaults:
   no refresh token, tenant header optional).
 - ``scopes``: space-separated, default :data:`DEFAULT_SCOPES`.
 - ``account_code``: revenue account for invoice lines without one, default ``"200"``.
-- ``tax_type``: tax type for lines and new items without one, default unset (Xero's default).
+- ``tax_type``: tax type for lines and new items without one. Unset, a line without a tax code
+  goes as ``TaxType: NONE``: Xero applies the account's default tax type to a line that leaves
+  it out (the spec's Account example: 200 Sales, OUTPUT2), which would tax an untaxed line.
 
 Credentials (secret): ``client_secret``. OAuth tokens live in the token store.
 """
@@ -92,6 +94,7 @@ LIMITS = Limits(per_minute=60, per_day=5000, concurrency=5)
 INVOICE_BATCH = 50
 NAME_TAKEN = "already assigned to another contact"
 ID_FIELDS = {"Items": "ItemID", "Contacts": "ContactID", "Invoices": "InvoiceID"}
+NO_TAX = "NONE"  # Xero's TaxType for no tax (the spec's TaxType values; its Account examples)
 MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{2,4})?\)/$")
 
 
@@ -759,9 +762,8 @@ class XeroConnector(Connector):
                 "UnitAmount": float(line.unit_price),
                 "AccountCode": line.account_code or self._account_code(),
             }
-            tax = line.tax_code or self.settings.get("tax_type")
-            if tax:
-                out["TaxType"] = tax
+            # never left to the account's default tax type (see ``tax_type`` above)
+            out["TaxType"] = line.tax_code or self.settings.get("tax_type") or NO_TAX
             lines.append(out)
         el: dict[str, Any] = {
             "Type": "ACCREC",

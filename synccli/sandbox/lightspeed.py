@@ -1794,6 +1794,9 @@ class LightspeedSandbox(SandboxApp):
                 unit = to_decimal(line["unitPrice"], "unitPrice")
             else:
                 unit = product.price
+            # A line that leaves ``tax`` out is taxed at the shop's category (R-Series sales
+            # tutorial: its SaleLines carry no tax field and come back with calcTax1); only an
+            # explicit "tax": false leaves a line untaxed.
             taxed = to_bool(line.get("tax"), default=True)
             category = str(line.get("taxCategoryID") or shop_tax)
             if category not in rates:

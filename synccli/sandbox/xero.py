@@ -1672,6 +1672,10 @@ class XeroSandbox(SandboxApp):
             qty = Decimal(1) if qty is None else qty
             unit = _dec(line.get("UnitAmount")) or Decimal(0)
             unit = unit.quantize(Q4 if unitdp4 else CENT, rounding=ROUND_HALF_UP)
+            # A line without TaxType gets its account's default tax type: Xero's LineItem docs
+            # call TaxType "an override if the default Tax Code for the selected AccountCode is
+            # not correct"; the spec's Accounts example gives 200 Sales TaxType OUTPUT2, the
+            # default of every revenue account here. So an untaxed line must say NONE.
             rate = TAX_RATES.get(tax or "OUTPUT2", Decimal(0))
             if amount_types == "NoTax":
                 rate = Decimal(0)

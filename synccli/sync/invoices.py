@@ -15,6 +15,9 @@ before any call. ``post_invoices`` drains the due jobs of one connection:
 4. **Post**: the job is marked ``posting`` and committed, then ``post_invoice(draft, key)``; the
    remote id is committed the moment the provider answers.
 
+An invoice is ``posted`` only when the provider's total equals the order's; any other total
+(or none) leaves the job in ``mismatch``, with the remote id kept and one email to the merchant.
+
 Outcomes: transient (retried next run, no attempt counted against the merchant), rejected (email
 the merchant once per distinct error, retry on the slow schedule, give up after the configured age
 with one final email), budget exhausted (postponed to the reset, the run stops: exit 3),
@@ -73,7 +76,10 @@ from synccli.sync.orders import enqueue_missing, lookup_values, order_total
 log = logging.getLogger("synccli.job")
 
 JOB = "post-invoices"
-STATES = ("pending", "posting", "posted", "failed", "gave_up", "cancelled")
+# ``mismatch``: the provider has the invoice, but its total is not the order's (a tax code whose
+# rate there differs from the shop's, say). Not posted, not due again: the merchant corrects it at
+# the provider (emailed once).
+STATES = ("pending", "posting", "posted", "mismatch", "failed", "gave_up", "cancelled")
 ACTIVE = ("pending", "posting", "failed")
 CLAIM_TTL = timedelta(minutes=10)
 TRANSIENT_BREAKER = 5  # transient failures in a row stop the run (the provider is down)
@@ -465,34 +471,50 @@ class _Worker:
         return outcome
 
     def posted(self, posted: PostedInvoice, how: str) -> str:
+        """Record what the provider holds: ``posted`` when its total is the order's, else
+        ``mismatch`` (not due again: posting it once more would make a second invoice)."""
         why = refusal(
             f"invoice {self.order.number}", posted.remote_id, self.order.number, posted.number
         )
         if why:  # never a posted invoice pointing at nothing, or at another invoice
             return self.rejected([why])
         now = self.now()
+        mismatch = total_mismatch(posted.total, Decimal(self.order.total))
         with self.store.locked() as s:
             job = s.get(InvoiceJob, self.job_id)
             assert job is not None
-            job.state, job.remote_id, job.remote_total = "posted", posted.remote_id, posted.total
-            job.posted_at, job.last_error = now, None
+            job.state = "posted" if mismatch is None else "mismatch"
+            job.remote_id, job.remote_total = posted.remote_id, posted.total
+            job.posted_at, job.last_error = now, mismatch
             job.claimed_by, job.claimed_until = None, None
-            self.attempt(s, how, None)
-        mismatch = None
-        if posted.total is not None and Decimal(posted.total) != Decimal(self.order.total):
-            mismatch = (
-                f"the provider's total {posted.total} differs from the order's {self.order.total}"
-            )
+            self.attempt(s, how, mismatch)
+        number = self.order.number
+        if mismatch is not None:
             self.report.total_mismatches += 1
-            log.warning("invoice %s: %s", self.order.number, mismatch)
+            # an error, not a warning: cron's -q shows it on stderr
+            log.error(
+                "invoice %s: at the provider as %s, but %s", number, posted.remote_id, mismatch
+            )
+            email = notify.mismatch_email(
+                self.conn,
+                number,
+                mismatch,
+                posted.remote_id,
+                _money(Decimal(self.order.total)),
+                None if posted.total is None else _money(Decimal(posted.total)),
+            )
+            key = f"invoice-mismatch:{self.conn.id}:{self.job_id}:{posted.remote_id}"[:255]
+            if notify.notify(self.store, self.conn, key, email, now, mailer=self.mailer):
+                self.report.emails += 1
+            return self.outcome(
+                "mismatch", remote_id=posted.remote_id, remote_total=posted.total, error=mismatch
+            )
         if how == "found":
             self.report.found += 1
         else:
             self.report.posted += 1
-        log.info("invoice %s %s as %s", self.order.number, how, posted.remote_id)
-        return self.outcome(
-            how, remote_id=posted.remote_id, remote_total=posted.total, error=mismatch
-        )
+        log.info("invoice %s %s as %s", number, how, posted.remote_id)
+        return self.outcome(how, remote_id=posted.remote_id, remote_total=posted.total)
 
     def rejected(self, messages: list[str], outcome: str = "rejected") -> str:
         now = self.now()
@@ -518,13 +540,13 @@ class _Worker:
             self.report.gave_up += 1
             email = notify.gave_up_email(self.conn, number, messages, attempts, first_failed)
             key = f"invoice-gave-up:{self.conn.id}:{self.job_id}:{first_failed.isoformat()}"
-            log.warning("invoice %s: gave up after %d rejection(s): %s", number, attempts, error)
+            log.error("invoice %s: gave up after %d rejection(s): %s", number, attempts, error)
         else:
             self.report.rejected += 1
             email = notify.rejected_email(self.conn, number, messages, next_at, give_up_at)
             digest = hashlib.sha256(error.encode("utf-8")).hexdigest()[:24]
             key = f"invoice-rejected:{self.conn.id}:{self.job_id}:{digest}"
-            log.warning("invoice %s rejected (retry at %s): %s", number, next_at, error)
+            log.error("invoice %s rejected (retry at %s): %s", number, next_at, error)
         if notify.notify(self.store, self.conn, key, email, now, mailer=self.mailer):
             self.report.emails += 1
         return self.outcome("gave_up" if gave_up else outcome, error=error)
@@ -573,6 +595,24 @@ class _Worker:
                 .values(claimed_by=None, claimed_until=None)
             )
         return self.outcome("skipped", error=why)
+
+
+def _money(value: Decimal) -> str:
+    """2 decimal places unless the value has more (24.0000 from the store -> 24.00)."""
+    cents = value.quantize(Decimal("0.01"))
+    return str(cents if cents == value else value)
+
+
+def total_mismatch(remote_total: Decimal | None, order_total: Decimal) -> str | None:
+    """Why the provider's total does not count as the order's, or None when it is the same."""
+    if remote_total is None:
+        return f"the provider did not say its total (the order's is {_money(order_total)})"
+    if Decimal(remote_total) != order_total:
+        return (
+            f"the provider's total {_money(Decimal(remote_total))} differs from the order's "
+            f"{_money(order_total)}"
+        )
+    return None
 
 
 def _summary(draft: InvoiceDraft, key: str) -> str:
@@ -1040,6 +1080,12 @@ def retry_invoice(store: Store, number: str, connection: str | None, now: dateti
         job, order, name = _find(s, number, connection)
         if job.state == "posted":
             raise UsageError(f"invoice {number} is already posted (remote id {job.remote_id})")
+        if job.state == "mismatch":
+            raise UsageError(
+                f"invoice {number} is at the provider already (remote id {job.remote_id}), with "
+                f"another total ({job.last_error}): correct it there; posting again would make "
+                "a second one"
+            )
         if job.state != "posting":  # posting keeps its look-up-first marker
             job.state = "pending"
         job.next_attempt_at = now
@@ -1056,10 +1102,10 @@ def cancel_invoice(
     reached the provider (state ``posting``)."""
     with store.locked() as s:
         job, order, name = _find(s, number, connection)
-        if job.state == "posted":
+        if job.state in ("posted", "mismatch"):
             raise UsageError(
-                f"invoice {number} is already posted (remote id {job.remote_id}): "
-                "void it at the provider"
+                f"invoice {number} is already at the provider (remote id {job.remote_id}): "
+                "void it there"
             )
         warning = None
         if job.state == "posting":
