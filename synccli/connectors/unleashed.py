@@ -24,7 +24,9 @@ Wire rules followed (docs/providers/unleashed.md): the query string is built onc
 byte and sent unchanged (values are percent-encoded only where they must be; ``@ : ,`` go raw as
 FL's recordings did); ``Accept`` and ``Content-Type`` are JSON; pages are ``/{Endpoint}/{n}`` at
 pageSize 1000 looping ``while n < NumberOfPages`` (an empty result has NumberOfPages 0); code and
-email filters are prefix matches, so every lookup compares exactly on our side; a missing
+email filters are prefix matches, so every lookup compares exactly on our side; a look-up value
+that needed encoding and got a 403 is signed once more over the decoded query (which form the
+server checks is unconfirmed), and the accepted form is kept; a missing
 StockOnHand row means 0; ``/Date(ms)/`` and ISO dates are both parsed; money is Decimal.
 
 Cursors: no list is documented as sorted by time in a known direction (``orderBy=LastModifiedOn``
@@ -52,7 +54,7 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 import requests
 
@@ -80,7 +82,7 @@ from synccli.connectors.http import (
     _default_message,
     parsed_body,
 )
-from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
+from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, TransientError
 
 DEFAULT_BASE_URL = "https://api.unleashedsoftware.com"
 PAGE_SIZE = 1000
@@ -208,9 +210,15 @@ class UnleashedAuth:
     def __init__(self, api_id: str, api_key: str) -> None:
         self.api_id = api_id
         self._key = api_key
+        # Which form of the query the server checks is unconfirmed (provider notes §1: one client
+        # signs the bytes it sends, another the url-decoded form). The two differ only when a
+        # value needed encoding (a look-up by a SKU, email or number holding "+", "&", "%", a
+        # quote, a backslash or non-ASCII): see ``UnleashedConnector._get``.
+        self.decoded = False
 
     def headers(self, method: str, url: str, query: str) -> dict[str, str]:
-        return {"api-auth-id": self.api_id, "api-auth-signature": sign(self._key, query)}
+        message = unquote_plus(query) if self.decoded else query
+        return {"api-auth-id": self.api_id, "api-auth-signature": sign(self._key, message)}
 
     def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
         return False  # nothing to refresh: the key is fixed
@@ -241,12 +249,33 @@ class UnleashedConnector(Connector):
         """GET and parse; with ``missing_ok`` a 404 answers (404, None). (Not via ``ok=``: the
         HTTP layer reads a Description body on an ``ok`` status as an error envelope.)"""
         try:
-            resp = self.http.request("GET", path, query=query)
+            resp = self._signed_get(path, query)
         except Rejected as err:
             if missing_ok and err.status == 404:
                 return 404, None
             raise
         return resp.status_code, self._parse(resp)
+
+    def _signed_get(self, path: str, query: str) -> requests.Response:
+        """A 403 on a query whose encoded and decoded forms differ may only mean that the server
+        checks the other form: sign that one once more, and keep the form that was accepted. A
+        real 403 (a wrong key) fails both ways and is raised as it was."""
+        auth = self.http.auth
+        try:
+            return self.http.request("GET", path, query=query)
+        except AuthError as err:
+            if (
+                err.status != 403
+                or not isinstance(auth, UnleashedAuth)
+                or unquote_plus(query) == query
+            ):
+                raise
+            auth.decoded = not auth.decoded
+            try:
+                return self.http.request("GET", path, query=query)
+            except AuthError:
+                auth.decoded = not auth.decoded
+                raise err from None
 
     def _post(self, path: str, body: Any = None, *, retry: bool = False) -> Any:
         resp = self.http.request(
