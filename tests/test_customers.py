@@ -195,8 +195,9 @@ def test_link_customers_3000_links_450_flags_10_and_writes_no_customer(
         # never a customer write at the provider, never a local customer field changed
         assert customer_writes(app) == (0, 0, 0)
         assert customer_checksum(store) == checksum
-        # paging: one call per page (Lightspeed may add one to discover its account id)
-        pages = {"xero": 3, "unleashed": 3, "lightspeed": 30}[provider]
+        # paging: one call per page (Lightspeed may add one to discover its account id); Xero's
+        # pages hold 100 rows whatever pageSize asks for (the simulator's page_rows)
+        pages = {"xero": 30, "unleashed": 3, "lightspeed": 30}[provider]
         assert report.pages == pages
         assert pages <= report.calls <= pages + 1
         assert app.counters.throttled == 0
@@ -648,7 +649,7 @@ def test_a_rival_on_a_later_page_undoes_the_link_made_on_an_earlier_one(
 ) -> None:
     """Pages come oldest first: the local customer's match is on page 1, a second remote customer
     with the same email (created later) on the last page. No guess: no link, one review item."""
-    size = {"xero": 1000, "lightspeed": 100}[provider]
+    size = {"xero": 100, "lightspeed": 100}[provider]  # rows a page holds (Xero: page_rows)
     with start(provider, size + 5) as running:
         app = running.app
         conn = connect(store, running)

@@ -213,8 +213,11 @@ def test_items_are_unpaged_5000_in_one_response_and_page_is_ignored():
         assert sample["SalesDetails"]["TaxType"] == "OUTPUT2"
 
 
-def test_contacts_paging_returns_every_record_exactly_once():
-    app = XeroSandbox(products=0, customers=2345)
+@pytest.mark.parametrize("rows", [100, None], ids=["short-pages", "pagesize-honoured"])
+def test_contacts_paging_returns_every_record_exactly_once(rows: int | None):
+    app = XeroSandbox(products=0, customers=2345, page_rows=rows)
+    per_page = rows or 1000
+    pages = -(-2345 // per_page)
     with running(app) as server:
         raw = Raw(app, server)
         seen, page = [], 1
@@ -223,18 +226,22 @@ def test_contacts_paging_returns_every_record_exactly_once():
                 "Contacts", {"page": page, "pageSize": 1000, "order": "UpdatedDateUTC ASC"}
             ).json()
             seen += [c["ContactID"] for c in body["Contacts"]]
+            # the size asked for is echoed; only pageCount says how many pages there are
             assert body["pagination"] == {
                 "page": page,
                 "pageSize": 1000,
-                "pageCount": 3,
+                "pageCount": pages,
                 "itemCount": 2345,
             }
+            assert len(body["Contacts"]) == (per_page if page < pages else 2345 % per_page)
             if page >= body["pagination"]["pageCount"]:
                 break
             page += 1
         assert len(seen) == len(set(seen)) == 2345 == len(app.world().customers)
         # pageSize is clamped to 1000; the default is 100; unpaged answers drop Addresses
-        assert len(raw.get("Contacts", {"page": 1, "pageSize": 5000}).json()["Contacts"]) == 1000
+        assert len(raw.get("Contacts", {"page": 1, "pageSize": 5000}).json()["Contacts"]) == (
+            per_page
+        )
         assert len(raw.get("Contacts", {"page": 1}).json()["Contacts"]) == 100
         unpaged = raw.get("Contacts").json()
         assert len(unpaged["Contacts"]) == 2345 and "Addresses" not in unpaged["Contacts"][0]

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,8 @@ from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
 from synccli.remote_ids import is_nil, refusal
 
+log = logging.getLogger("synccli.xero")
+
 API = "/api.xro/2.0"
 XERO_API = "https://api.xero.com"
 XERO_IDENTITY = "https://identity.xero.com"
@@ -92,6 +95,7 @@ PRODUCT_PAGE = 1000  # records per Page when splitting the one Items response
 LIMITS = Limits(per_minute=60, per_day=5000, concurrency=5)
 # Invoices per PUT: the notes suggest batches of about 50 elements (3.5 MB per request).
 INVOICE_BATCH = 50
+CONTACT_PASSES = 3  # passes over a Contacts listing that keeps changing before giving up
 NAME_TAKEN = "already assigned to another contact"
 ID_FIELDS = {"Items": "ItemID", "Contacts": "ContactID", "Invoices": "InvoiceID"}
 NO_TAX = "NONE"  # Xero's TaxType for no tax (the spec's TaxType values; its Account examples)
@@ -493,33 +497,102 @@ class XeroConnector(Connector):
     # customers ---------------------------------------------------------------------------------
     def _contacts(
         self, params: dict[str, str], since: datetime | None = None
-    ) -> Iterator[tuple[list[dict[str, Any]], int]]:
-        headers = {"If-Modified-Since": _since_header(since)} if since else None
-        page = 1
-        while True:
-            query = {**params, "page": str(page), "pageSize": str(PAGE_SIZE)}
-            body = self.http.json("GET", f"{API}/Contacts", params=query, headers=headers)
-            contacts = body.get("Contacts") if isinstance(body, dict) else None
-            if not isinstance(contacts, list):
-                raise BadResponse("GET /Contacts: no Contacts list in the response")
-            yield contacts, page
-            pagination = body.get("pagination") or {}
-            page_count = pagination.get("pageCount")
-            if len(contacts) < PAGE_SIZE or (page_count is not None and page >= page_count):
+    ) -> Iterator[tuple[list[dict[str, Any]], int, bool]]:
+        """Every page of a Contacts listing: (contacts, page number, complete).
+
+        Pages follow ``pagination.pageCount`` when the answer has it: a page may hold fewer
+        rows than asked for while more follow. Only without it does a short page end the list.
+
+        Offset pages over ``order=UpdatedDateUTC ASC`` shift while they are read: a contact
+        edited after its page was read moves to the end, and the first contact of the next page
+        slides back onto a page already read, never to be seen (Xero-Net#241). A pass that
+        read a contact twice, read fewer distinct contacts than ``itemCount``, or saw the count
+        shrink is followed by another pass from the last stamp read before the shift (the
+        listing is in time order, so nothing older can have been skipped). ``complete`` is True
+        only on the last page of a pass that saw the listing hold still: until then no cursor
+        may pass anything in it."""
+        boundary = since
+        number = 0
+        for attempt in range(1, CONTACT_PASSES + 1):
+            headers = {"If-Modified-Since": _since_header(boundary)} if boundary else None
+            first_seen: dict[str, int] = {}  # contact id -> page it was first read on
+            last_stamp: dict[int, datetime] = {}  # page -> the newest stamp on it
+            moved_from: int | None = None
+            counts: list[int] = []
+            page = 1
+            while True:
+                query = {**params, "page": str(page), "pageSize": str(PAGE_SIZE)}
+                body = self.http.json("GET", f"{API}/Contacts", params=query, headers=headers)
+                contacts = body.get("Contacts") if isinstance(body, dict) else None
+                if not isinstance(contacts, list):
+                    raise BadResponse("GET /Contacts: no Contacts list in the response")
+                pagination = body.get("pagination") or {}
+                if not isinstance(pagination, dict):
+                    pagination = {}
+                if isinstance(pagination.get("itemCount"), int):
+                    counts.append(pagination["itemCount"])
+                for i, c in enumerate(contacts):
+                    if not isinstance(c, dict):
+                        continue
+                    cid = str(c.get("ContactID"))
+                    if is_nil(cid):
+                        cid = f"(no id) {page}.{i}"  # read, though it names no contact
+                    if cid in first_seen:
+                        seen_on = first_seen[cid]
+                        moved_from = seen_on if moved_from is None else min(moved_from, seen_on)
+                    else:
+                        first_seen[cid] = page
+                    stamp = parse_xero_date(c.get("UpdatedDateUTC"))
+                    if stamp is not None and (page not in last_stamp or stamp > last_stamp[page]):
+                        last_stamp[page] = stamp
+                page_count = pagination.get("pageCount")
+                if isinstance(page_count, int):
+                    more = page < page_count
+                else:
+                    more = len(contacts) >= PAGE_SIZE
+                number += 1
+                if more:
+                    yield contacts, number, False
+                    page += 1
+                    continue
+                shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
+                short = bool(counts) and len(first_seen) < counts[-1]
+                steady = page == 1 or (moved_from is None and not shrank and not short)
+                yield contacts, number, steady
+                break
+            if steady:
                 return
-            page += 1
+            safe = last_stamp.get(moved_from or 1)
+            if safe is not None:
+                # second precision, records modified *after* it: one second back keeps the ties
+                safe = safe.replace(microsecond=0) - timedelta(seconds=1)
+                boundary = max(boundary, safe) if boundary else safe
+            log.info(
+                "GET /Contacts: the listing changed while it was paged (pass %d); reading again "
+                "from %s",
+                attempt,
+                boundary.isoformat() if boundary else "the start",
+            )
+        raise TransientError(
+            f"GET /Contacts: the contacts changed while they were paged, {CONTACT_PASSES} times "
+            "running; read again next run"
+        )
 
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
         params = {"order": "UpdatedDateUTC ASC", "includeArchived": "true"}
-        for contacts, page in self._contacts(params, since):
+        newest: datetime | None = None
+        for contacts, page, complete in self._contacts(params, since):
             records = [customer_from(c) for c in contacts if not is_nil(c.get("ContactID"))]
-            stamps = [r.updated_at for r in records if r.updated_at]
+            for r in records:
+                if r.updated_at and (newest is None or r.updated_at > newest):
+                    newest = r.updated_at
             errors = [
                 f"contact {str(c.get('Name'))[:60]!r}: no usable ContactID"
                 for c in contacts
                 if is_nil(c.get("ContactID"))
             ]
-            yield Page(records, cursor=max(stamps) if stamps else None, number=page, errors=errors)
+            # the cursor moves only once a pass has read the whole listing holding still
+            yield Page(records, cursor=newest if complete else None, number=page, errors=errors)
 
     def find_customers(
         self, *, email: str | None = None, account: str | None = None
@@ -527,7 +600,9 @@ class XeroConnector(Connector):
         found: dict[str, RemoteCustomer] = {}
         if email:
             want = email.strip().casefold()
-            for contacts, _ in self._contacts({"where": f"EmailAddress=={_where_string(email)}"}):
+            for contacts, _, _ in self._contacts(
+                {"where": f"EmailAddress=={_where_string(email)}"}
+            ):
                 for c in contacts:
                     if is_nil(c.get("ContactID")):
                         continue  # names no contact: never a match
@@ -535,7 +610,7 @@ class XeroConnector(Connector):
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
         if account:
             where = f"AccountNumber=={_where_string(account)}"
-            for contacts, _ in self._contacts({"where": where}):
+            for contacts, _, _ in self._contacts({"where": where}):
                 for c in contacts:
                     if c.get("AccountNumber") == account and not is_nil(c.get("ContactID")):
                         found.setdefault(str(c.get("ContactID")), customer_from(c))

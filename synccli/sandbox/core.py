@@ -259,6 +259,10 @@ class SandboxApp:
             self.faults.parse(faults)
         self.lock = threading.RLock()  # one request at a time touches the data
         self.routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
+        # Callbacks run as a request is served (after auth and limits, before the handler, with
+        # the data lock held): a test changes the provider's data between two pages of a listing
+        # the way a merchant does while a job pages through it (issue 17).
+        self.on_request: list[Callable[[Request, str], None]] = []
         self._views: dict[tuple[Any, ...], tuple[int, Any]] = {}
         self._views_lock = threading.Lock()
 
@@ -348,6 +352,8 @@ class SandboxApp:
                     content_type="text/html",
                 )
             with self.lock:
+                for hook in list(self.on_request):
+                    hook(req, endpoint)
                 try:
                     resp = handler(req, **match.groupdict())
                 except _BadJson:

@@ -66,6 +66,12 @@ Switches for facts the notes mark **unconfirmed**:
 - ``code_ttl`` (300 s): authorisation-code lifetime (sources say 5 min or 30 s).
 - ``idempotency_window`` (360 s) and the replay semantics (SEC only).
 - ``page_size_max`` (1000): pageSize clamp.
+- ``page_rows`` (100): rows a page of Contacts or Invoices holds, whatever ``pageSize`` asks for.
+  Pages may hold fewer rows than asked while ``pagination`` says more pages follow: issue 17
+  (line 18) reports recorded answers doing so. ``pageSize`` is newer than paging itself
+  (Xero-OpenAPI PR #597, mid-2024): pages held 100 rows before it (n8n-io/n8n#2391,
+  XeroAPI/Xero-Java#245), and the answer still echoes the (clamped) size asked for, so only
+  ``pageCount`` / ``itemCount`` tell a client that more follow. None honours ``pageSize``.
 - ``unique_invoice_numbers`` (True): PUT of an ACCREC with an existing number fails.
 - The exact messages for an unknown ContactID / AccountCode and for idempotency misuse are not
   documented; the texts used here are ours.
@@ -563,6 +569,7 @@ class XeroSandbox(SandboxApp):
         code_ttl: int = 300,
         idempotency_window: int = 360,
         page_size_max: int = 1000,
+        page_rows: int | None = 100,
         stock_bumps_item_timestamp: bool = False,
         where_case_sensitive: bool = False,
         unique_invoice_numbers: bool = True,
@@ -575,6 +582,7 @@ class XeroSandbox(SandboxApp):
         self.code_ttl = timedelta(seconds=code_ttl)
         self.idempotency_window = timedelta(seconds=idempotency_window)
         self.page_size_max = page_size_max
+        self.page_rows = page_rows
         self.stock_bumps_item_timestamp = stock_bumps_item_timestamp
         self.where_case_sensitive = where_case_sensitive
         self.unique_invoice_numbers = unique_invoice_numbers
@@ -1001,9 +1009,11 @@ class XeroSandbox(SandboxApp):
 
     def _paged(self, name: str, records: list[dict], paging: tuple[int, int]) -> Response:
         page, size = paging
+        # what a page holds may be fewer rows than the size it echoes (see ``page_rows``)
+        rows = min(size, self.page_rows) if self.page_rows else size
         count = len(records)
-        pages = (count + size - 1) // size
-        chunk = records[(page - 1) * size : page * size]
+        pages = (count + rows - 1) // rows
+        chunk = records[(page - 1) * rows : page * rows]
         pagination = {"page": page, "pageSize": size, "pageCount": pages, "itemCount": count}
         return self._list(name, chunk, pagination)
 
