@@ -146,6 +146,9 @@ class Page(Generic[T]):
     cursor: datetime | None = None
     number: int = 1
     errors: list[str] = field(default_factory=list)  # records of this page that could not be read
+    # this page begins another read of the whole listing (it changed while it was paged):
+    # what earlier pages showed may since have gone, so a "seen" set starts again here
+    relisted: bool = False
 
 
 class Connector(ABC):

@@ -48,9 +48,11 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -87,6 +89,7 @@ from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, Transi
 DEFAULT_BASE_URL = "https://api.unleashedsoftware.com"
 PAGE_SIZE = 1000
 LOOKUP_BATCH = 100
+LISTING_PASSES = 3  # reads of a listing that keeps changing while paged, before giving up
 CENT = Decimal("0.01")
 # Namespace of the Guids we derive (sales orders from idempotency keys).
 GUID_NAMESPACE = uuid.UUID("5b0e6f52-4f0c-5d3e-9a57-2f1d8c3b7a10")
@@ -98,6 +101,18 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COMPLETED, DELETED = "Completed", "Deleted"  # SalesOrder statuses (D-SO)
 
 T = TypeVar("T")
+
+
+log = logging.getLogger("synccli.unleashed")
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What one page says of its whole listing: how many records it holds, and the Guids of
+    the page's own rows (read even when a row cannot be parsed)."""
+
+    count: int
+    guids: list[str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,8 +321,9 @@ class UnleashedConnector(Connector):
         parse: Callable[[dict], T],
         *,
         first_path: str | None = None,
-    ) -> Iterator[tuple[int, list[T], list[str], int]]:
-        """(page number, records, errors, NumberOfPages) for each page of a list."""
+    ) -> Iterator[tuple[int, list[T], list[str], int, _Listing]]:
+        """(page number, records, errors, NumberOfPages, what the page says of its listing)
+        for each page of a list."""
         query = build_query(*pairs)
         number = 1
         while True:
@@ -318,7 +334,12 @@ class UnleashedConnector(Connector):
             items = body.get("Items")
             if items is not None and not isinstance(items, list):
                 raise BadResponse(f"GET {path}: Items is not a list")
-            pages = int((body.get("Pagination") or {}).get("NumberOfPages") or 0)
+            pagination = body.get("Pagination") or {}
+            pages = int(pagination.get("NumberOfPages") or 0)
+            listing = _Listing(
+                int(pagination.get("NumberOfItems") or 0),
+                [str(i.get("Guid") or "").lower() for i in items or [] if isinstance(i, dict)],
+            )
             records, errors = [], []
             for item in items or []:
                 try:
@@ -328,7 +349,7 @@ class UnleashedConnector(Connector):
                         f"{item.get('Guid', '?') if isinstance(item, dict) else '?'}: "
                         f"{exc.__class__.__name__} {exc}"
                     )
-            yield number, records, errors, pages
+            yield number, records, errors, pages, listing
             if number >= pages:
                 return
             number += 1
@@ -340,20 +361,62 @@ class UnleashedConnector(Connector):
         parse: Callable[[dict], T],
         stamp: Callable[[T], datetime | None],
     ) -> Iterator[Page[T]]:
+        """A listing read to its end, its newest stamp on the last page (``Page.cursor``).
+
+        Pages are offsets into a list in code order: a record deleted, or re-coded past the
+        page being read, while the list is paged shifts every later record back one place,
+        and the first of the next page slides onto a page already read, never to be seen
+        (issue 17). The pages say how many records the list holds (``NumberOfItems``): when
+        that count shrank, or fewer distinct records were read than the last page counts, the
+        listing is read again (up to LISTING_PASSES times). The last page carries the cursor
+        only when its pass saw the list hold still, so a cursor never passes a record not read.
+        """
         newest: datetime | None = None
-        for number, records, errors, pages in self._pages(endpoint, pairs, parse):
-            for record in records:
-                when = stamp(record)
-                if when is not None and (newest is None or when > newest):
-                    newest = when
-            last = number >= pages
-            yield Page(records, cursor=newest if last else None, number=number, errors=errors)
+        number = 0
+        for attempt in range(1, LISTING_PASSES + 1):
+            counts: list[int] = []
+            read: set[str] = set()
+            steady = True
+            for page, records, errors, pages, listing in self._pages(endpoint, pairs, parse):
+                number += 1
+                counts.append(listing.count)
+                read.update(listing.guids)
+                for record in records:
+                    when = stamp(record)
+                    if when is not None and (newest is None or when > newest):
+                        newest = when
+                relisted = attempt > 1 and page == 1
+                if page < pages:
+                    yield Page(
+                        records, cursor=None, number=number, errors=errors, relisted=relisted
+                    )
+                    continue
+                shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
+                steady = len(counts) == 1 or not (shrank or len(read) < counts[-1])
+                yield Page(
+                    records,
+                    cursor=newest if steady else None,
+                    number=number,
+                    errors=errors,
+                    relisted=relisted,
+                )
+            if steady:
+                return
+            log.info(
+                "GET /%s: the listing changed while it was paged (pass %d); reading it again",
+                endpoint,
+                attempt,
+            )
+        raise TransientError(
+            f"GET /{endpoint}: the listing changed while it was paged, {LISTING_PASSES} times "
+            "running; read again next run"
+        )
 
     def _collect(
         self, endpoint: str, pairs: list[tuple[str, Any]], parse: Callable[[dict], T]
     ) -> list[T]:
         out: list[T] = []
-        for _, records, _, _ in self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}"):
+        for _, records, _, _, _ in self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}"):
             out.extend(records)
         return out
 
@@ -449,7 +512,7 @@ class UnleashedConnector(Connector):
             return None
         match = None
         pairs = [("productCode", code), ("includeObsolete", True)]
-        for number, records, _, _ in self._pages(
+        for number, records, _, _, _ in self._pages(
             "Products", pairs, self._product, first_path="/Products"
         ):
             match = next((p for p in records if p.code == code), None)  # exact, never a prefix

@@ -216,7 +216,10 @@ class _Applier:
                         taken.add(local.id)
                     else:
                         link.local_id = local.id
-            if self._set_fields(local, remote):
+            changed = self._set_fields(local, remote)
+            if link is not None and remote.code and link.remote_code != remote.code:
+                changed = self._recoded(link, local, remote) or changed
+            if changed:
                 report.changed += 1
             if not self.dry and link is not None:
                 stamp.append(link.id)
@@ -277,6 +280,38 @@ class _Applier:
                     for local_id, r in to_link
                 ],
             )
+
+    def _recoded(self, link: Link, local: Product, remote: RemoteProduct) -> bool:
+        """The provider's code for a linked product changed (a re-SKU there): the link follows
+        it, so invoices for the product post against the item it is linked to, and the change
+        is an event (field ``remote_code``). The shop's own SKU stays as the shop set it."""
+        if link.remote_code is None:  # a link made before codes were kept: no news
+            if not self.dry:
+                link.remote_code = remote.code
+            return False
+        self.changes.append(Change(local.sku, "remote_code", link.remote_code, remote.code))
+        if self.dry:
+            return True
+        record_event(
+            self.s,
+            run_id=self.ctx.run_id,
+            connection_id=self.conn_id,
+            kind=KIND,
+            local_id=local.id,
+            field="remote_code",
+            old=link.remote_code,
+            new=remote.code,
+            at=self.now,
+        )
+        log.info(
+            "product %s: code at the provider changed %r -> %r (remote id %s)",
+            local.sku,
+            link.remote_code,
+            remote.code,
+            remote.remote_id,
+        )
+        link.remote_code = remote.code
+        return True
 
     def _clamp_future(self, records: list[RemoteProduct], report: Any) -> None:
         """A stamp more than FUTURE_SLACK past the provider's clock becomes that clock's time,
@@ -602,7 +637,10 @@ def _pull_stream(
             records = [r for page in batch for r in page.records]
             report.pages += len(batch)
             if stream == "products":
-                seen_ids.update(r.remote_id for r in records)
+                for page in batch:
+                    if page.relisted:
+                        seen_ids.clear()  # the listing is read again: only that read counts
+                    seen_ids.update(r.remote_id for r in page.records)
             cursors = [page.cursor for page in batch if page.cursor is not None]
             now = ctx.clock.now()
             for attempt in (1, 2):
@@ -706,8 +744,12 @@ def _plausible_catalogue(ctx: JobContext, listed: int) -> bool:
 
 
 def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
-    """After a read of the whole catalogue: every linked product it lacks has vanished."""
-    now = ctx.clock.now()
+    """After a read of the whole catalogue: every linked product it lacks is looked up by id
+    (in the provider's batches) and has vanished only if that look-up does not find it either.
+
+    A listing is not proof of absence: one paged while the catalogue changed skips records
+    (issue 17), and one answer can drop a record it still has. A product the look-up finds is
+    applied as found (a new code, archived, ...) and is not a ghost."""
     with ctx.store.session() as s:
         rows = s.execute(
             select(Link.id, Link.remote_id, Product.id, Product.sku, Product.active)
@@ -716,11 +758,26 @@ def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
                 Link.connection_id == ctx.connection.id, Link.kind == KIND, Link.state != "ghost"
             )
         ).all()
-        missing = [row for row in rows if row[1] not in seen]
-        for _link_id, remote_id, _product_id, sku, _active in missing:
-            report.ghosts.append({"sku": sku, "remote_id": remote_id, "state": "ghost"})
-        if ctx.dry_run or not missing:
-            return
+    missing = [row for row in rows if row[1] not in seen]
+    if not missing:
+        return
+    # no transaction is held across the look-up (see design §11)
+    found = ctx.connector.get_products([row[1] for row in missing])
+    if found:
+        with ctx.store.session() as s:
+            _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True).apply_products(
+                found, report
+            )
+            if ctx.dry_run:
+                s.rollback()
+        alive = {p.remote_id for p in found}
+        missing = [row for row in missing if row[1] not in alive]
+    now = ctx.clock.now()
+    for _link_id, remote_id, _product_id, sku, _active in missing:
+        report.ghosts.append({"sku": sku, "remote_id": remote_id, "state": "ghost"})
+    if ctx.dry_run or not missing:
+        return
+    with ctx.store.session() as s:
         for chunk in _chunks(missing, 500):
             s.execute(
                 update(Link)
@@ -925,6 +982,8 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
                 counter = PullReport()
                 if stream == "products":
                     applier.apply_products(page.records, counter)
+                    if page.relisted:
+                        seen.clear()  # the listing is read again: only that read counts
                     seen.update(r.remote_id for r in page.records)
                     inactive = [r for r in page.records if not r.active]
                     if inactive:
