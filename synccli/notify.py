@@ -279,10 +279,13 @@ It is not counted as posted, and synccli will not post it again (that would make
 invoice). The usual cause is a tax code whose rate in {provider} differs from the order's tax
 rate, or a line {provider} priced differently.
 
-What to do: correct or void the invoice in {provider} (order total {order_total}, {provider}
-total {remote_total or "unknown"}). See it with:
+What to do: correct the invoice in {provider} (order total {order_total}, {provider} total
+{remote_total or "unknown"}), then have synccli check it again (it looks the invoice up and
+never posts a second one):
 
-    synccli invoices show {number} --connection {connection.name}
+    synccli invoices retry {number} --connection {connection.name}
+
+See it with: synccli invoices show {number} --connection {connection.name}
 """
     return Email(f"[synccli] invoice {number}: {provider}'s total differs from the order", body)
 

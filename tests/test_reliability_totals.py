@@ -255,8 +255,27 @@ def test_total_mismatch_is_a_visible_state(
             [note] = s.scalars(select(Notification))
         assert "23" in note.body and "24" in note.body
 
-        # not due again: a later run posts nothing more, and a retry is refused (exit 2)
+        # not due again: a later run posts nothing more; a cancel is refused (it is there)
         assert cli("post-invoices", "-c", "shop").exit_code == 0
-        assert cli("invoices", "retry", "MM-1", "-c", "shop").exit_code == 2
+        assert cli("invoices", "cancel", "MM-1", "-c", "shop").exit_code == 2
+        assert len(remote(running)) == 1 and job(store).state == "mismatch"
+        # a retry checks the provider's copy again, and never posts a second one
+        assert cli("invoices", "retry", "MM-1", "-c", "shop").exit_code == 0
         assert cli("post-invoices", "-c", "shop").exit_code == 0
         assert len(remote(running)) == 1 and job(store).state == "mismatch"
+        correct_total(provider, invoice, Decimal("24.00"))  # the merchant fixes it there
+        assert cli("invoices", "retry", "MM-1", "-c", "shop").exit_code == 0
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        assert len(remote(running)) == 1 and job(store).state == "posted"
+        with store.session() as s:
+            assert len(list(s.scalars(select(Notification)))) == 1  # emailed once
+
+
+def correct_total(provider: str, invoice: Any, total: Decimal) -> None:
+    """What the merchant's correction at the provider leaves behind: the invoice's total."""
+    invoice.total = total
+    if provider == "xero":
+        invoice.body["Total"] = float(total)
+    else:
+        invoice.body["calcTotal"] = f"{total:.2f}"
+        invoice.body["total"] = f"{total:.2f}"

@@ -1075,18 +1075,17 @@ def show_invoice(store: Store, number: str, connection: str | None = None) -> In
 
 
 def retry_invoice(store: Store, number: str, connection: str | None, now: datetime) -> InvoiceRow:
-    """Make the job due now (also from gave_up or cancelled), with a fresh rejection count."""
+    """Make the job due now (also from gave_up or cancelled), with a fresh rejection count.
+    A ``mismatch`` (the provider has the invoice with another total) is checked again, never
+    posted again: the job becomes ``posting``, so the next run looks the invoice up first and
+    records it ``posted`` once the merchant has corrected its total at the provider."""
     with store.locked() as s:
         job, order, name = _find(s, number, connection)
         if job.state == "posted":
             raise UsageError(f"invoice {number} is already posted (remote id {job.remote_id})")
         if job.state == "mismatch":
-            raise UsageError(
-                f"invoice {number} is at the provider already (remote id {job.remote_id}), with "
-                f"another total ({job.last_error}): correct it there; posting again would make "
-                "a second one"
-            )
-        if job.state != "posting":  # posting keeps its look-up-first marker
+            job.state = "posting"
+        elif job.state != "posting":  # posting keeps its look-up-first marker
             job.state = "pending"
         job.next_attempt_at = now
         job.attempts = 0
