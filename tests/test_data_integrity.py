@@ -14,12 +14,15 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import select
+from xero_helpers import make_connector
+from xero_helpers import running as serving
 
 from synccli.clock import SimClock
 from synccli.sandbox import harness
 from synccli.sandbox.data import Customer as SimCustomer
 from synccli.sandbox.data import Product as SimProduct
 from synccli.sandbox.data import World
+from synccli.sandbox.xero import XeroSandbox
 from synccli.store.db import Store
 from synccli.store.models import Cursor, Customer, Event, Link, Product
 from synccli.sync import customers, invoices, products
@@ -367,3 +370,28 @@ def test_remote_code_change_moves_the_link_and_invoices_post_against_the_linked_
         "lightspeed": f'"itemID": "{product.seq}"',
     }[running.provider]
     assert linked_item in body
+
+
+def test_xero_lookup_listing_not_in_time_order_is_read_again_whole_when_it_shifts() -> None:
+    """A look-up listing (``where``, Xero's default order by Name) that shifts while paged is
+    read again from its start: only a listing in time order may be taken up from a stamp."""
+    app = XeroSandbox(products=0, customers=0, clock=CLOCK)
+    month_ago = CLOCK.now() - timedelta(days=30)
+    shared = [
+        app.catalogue.gen.add_customer(
+            app.world(), email="family@shop.example", at=month_ago + timedelta(seconds=i)
+        )
+        for i in range(150)
+    ]
+    by_name = sorted(shared, key=lambda c: c.name)
+    renamed = by_name[3]  # on page 1; renamed to the end of the order, as page 2 is served
+
+    def rename() -> None:
+        renamed.name = "Zz " + renamed.name
+        renamed.updated_at = CLOCK.now()
+
+    once_when_served(app, "Contacts", 2, rename)
+    with serving(app) as server:
+        conn, _, _ = make_connector(app, server.url, clock=CLOCK)
+        found = conn.find_customers(email="family@shop.example")
+    assert {c.remote_id for c in found} == {c.id for c in shared}

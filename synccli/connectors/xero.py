@@ -562,7 +562,9 @@ class XeroConnector(Connector):
                 break
             if steady:
                 return
-            safe = last_stamp.get(moved_from or 1)
+            # only a listing in time order can be taken up from a stamp; any other is read again
+            timed = params.get("order", "").replace(" ", "").lower() == "updateddateutcasc"
+            safe = last_stamp.get(moved_from or 1) if timed else None
             if safe is not None:
                 # second precision, records modified *after* it: one second back keeps the ties
                 safe = safe.replace(microsecond=0) - timedelta(seconds=1)
