@@ -82,13 +82,16 @@ class _Answering(XeroSandbox):
     ``summarise``: answer as Xero does without ``summarizeErrors=false`` (what it does in
     practice when the parameter is not honoured, provider notes §2, Xero-Net#285): a 400
     ValidationException listing only the refused elements, the valid siblings created.
-    ``batch_error``: a 400 body answered for the whole call, nothing processed."""
+    ``batch_error``: a 400 body answered for the whole call, nothing processed.
+    ``reverse``: the elements answered in the reverse order (nothing in the spec promises the
+    order; each element echoes its InvoiceNumber)."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.craft: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {}
         self.summarise = False
         self.batch_error: dict[str, Any] | None = None
+        self.reverse = False  # answer the elements in the reverse order
 
     def _write_now(self, req, plural, one, tid, world, extra, ident):  # type: ignore[no-untyped-def]
         if self.batch_error is not None:
@@ -115,6 +118,8 @@ class _Answering(XeroSandbox):
             answered.append(answer)
         if bad and self.summarise:
             return Response(400, validation_exception(bad))
+        if self.reverse:
+            answered.reverse()
         return Response(200, {**self._head(), plural: answered})
 
 
@@ -303,6 +308,29 @@ def test_xero_batch_element_refused_by_one_flag(store: Store, flag: str) -> None
         assert_rejected_not_posted(store, "B-2", report)
         assert {job(store, n).state for n in ("B-1", "B-3")} == {"posted"}
         assert report.posted == 2 and report.rejected == 1
+
+
+def test_xero_batch_answer_in_another_order_gives_each_invoice_its_own_id(store: Store) -> None:
+    """Each invoice takes the element that echoes its InvoiceNumber, wherever it stands: a
+    reordered answer never swaps remote ids (nor makes a refusal of an accepted invoice)."""
+    with xero() as running:
+        conn = connect(store, running)
+        product, customer = known(running)
+        orders = [
+            order(f"R-{i}", [(product.code, product.name, i, "10.00")], who(customer))
+            for i in (1, 2, 3)
+        ]
+        add(store, conn, *orders)
+        running.app.craft["Invoices"] = lambda sent: None  # processed as usual
+        running.app.reverse = True
+
+        report = run_post(store, conn)
+
+        assert report.posted == 3
+        at_xero = {inv.number: inv.id for inv in world(running).invoices.values()}
+        for number, remote_id in at_xero.items():
+            row = job(store, number)
+            assert (row.state, row.remote_id) == ("posted", remote_id)
 
 
 # --- line 2: never a link to the nil GUID nor to another code ----------------------------------
