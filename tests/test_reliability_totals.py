@@ -279,3 +279,41 @@ def correct_total(provider: str, invoice: Any, total: Decimal) -> None:
     else:
         invoice.body["calcTotal"] = f"{total:.2f}"
         invoice.body["total"] = f"{total:.2f}"
+
+
+def test_mismatch_in_a_batch_is_that_invoice_alone(store: Store, cli: Any, tmp_path: Path) -> None:
+    """Xero takes several invoices a call: the one whose total differs is the mismatch, its
+    siblings in the same call are posted, and only its merchant email goes out."""
+    with sandbox("xero") as running:
+        connect(store, running)
+        good = [example_for("xero") | {"number": f"OK-{i}"} for i in (1, 2)]
+        for order in [good[0], mismatched_order("xero"), good[1]]:
+            add(cli, tmp_path, order)
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        assert running.app.counters.total("PUT", "Invoices") == 1  # one call for the three
+        listed = {
+            r["number"]: r["state"] for r in json.loads(cli("invoices", "list", "--json").stdout)
+        }
+        assert listed == {"OK-1": "posted", "MM-1": "mismatch", "OK-2": "posted"}
+        with store.session() as s:
+            assert [n.subject for n in s.scalars(select(Notification))] == [
+                "[synccli] invoice MM-1: Xero's total differs from the order"
+            ]
+
+
+def test_mismatch_found_by_the_look_up_is_not_posted(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    """The answer to the post is lost; the next run finds the invoice at Xero, with another
+    total: that is the mismatch, not "found already posted"."""
+    with sandbox("xero") as running:
+        connect(store, running)
+        add(cli, tmp_path, mismatched_order("xero"))
+        running.app.faults.add("lost", method="PUT", path=r"/Invoices$")
+        assert cli("post-invoices", "-c", "shop").exit_code in (0, 1)
+        assert job(store).state == "posting" and len(remote(running)) == 1
+        running.app.faults.clear()
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        assert len(remote(running)) == 1
+        found = job(store)
+        assert found.state == "mismatch" and Decimal(found.remote_total or 0) == Decimal("23")
