@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 import typer
 from sqlalchemy import select
 
+from synccli import secrets
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
@@ -77,6 +80,13 @@ class Outcome:
     code: int = 0
 
 
+def _internal(exc: Exception) -> str:
+    """One line for an error none of our classes describes (the first line only: never the SQL
+    statement and its parameters that a database error carries on the next lines)."""
+    first = (str(exc).splitlines() or [""])[0][:300]
+    return f"internal error: {exc.__class__.__name__}: {first}"
+
+
 def run_for_connections(
     ctx: typer.Context,
     job: str,
@@ -114,6 +124,12 @@ def run_for_connections(
             except SyncError as err:
                 outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
                 output.error_line(f"{conn.name}: {err.message}")
+            except Exception as exc:  # a bug or a surprise in one connection: the others still run
+                message = _internal(exc)
+                outcomes.append(Outcome(conn.name, None, message, int(ExitCode.FAILURE)))
+                output.error_line(f"{conn.name}: {message}")
+                if st.verbosity > 0:
+                    sys.stderr.write(secrets.redact(traceback.format_exc()))
     if json_out:
         output.print_json(
             [{"connection": o.connection, "error": o.error, "report": o.report} for o in outcomes]

