@@ -155,6 +155,7 @@ LIGHTSPEED_HOSTILE = [
     "><,A,Z",  # BETWEEN
     "=,WEB-1",  # the explicit operator itself
     "WEB_%",  # LIKE wildcards without an operator
+    "O'B\"r\\i+e&n ü",  # quotes, a backslash, +, &, a space and non-ASCII
 ]
 
 
@@ -177,7 +178,7 @@ def test_lightspeed_sale_found_by_a_hostile_reference_after_a_lost_answer(
         assert len(world(running).invoices) == 4
 
 
-@pytest.mark.parametrize("sku", ["~,NEW%", "IN,[NEW-1]", "><,A,Z", ">,A", "NEW_%"])
+@pytest.mark.parametrize("sku", ["~,NEW%", "IN,[NEW-1]", "><,A,Z", ">,A", "NEW_%", "N'E\"W\\+&ü"])
 def test_lightspeed_item_found_by_a_hostile_sku_after_a_lost_answer(store: Store, sku: str) -> None:
     with sandbox("lightspeed") as running:
         conn = connect(store, running)
@@ -297,6 +298,16 @@ HOSTILE = {  # quotes, backslashes, +, &, %, non-ASCII, and a comma (Xero's Invo
 
 
 VARIANTS = ["xero", "unleashed", "unleashed-decoded"]
+# a double quote: Xero cannot look it up at all, so for Xero it is refused by `invoices add`
+# (test_invoices_add_refuses_a_value_xero_cannot_look_up_naming_the_field)
+QUOTE = {"dquote": 'WEB-"1"'}
+CUSTOMER_QUOTE = {"email-dquote": ('"o.b"@buyer.example', None), "account-dquote": (None, 'A"1')}
+
+
+def cases(values: dict[str, Any], quoted: dict[str, Any]) -> list[tuple[str, str]]:
+    """(variant, kind) pairs: every value for every variant, the quoted ones for Unleashed."""
+    out = [(v, k) for v in VARIANTS for k in sorted(values)]
+    return out + [(v, k) for v in VARIANTS if v != "xero" for k in sorted(quoted)]
 
 
 @contextmanager
@@ -315,12 +326,11 @@ def later_sandbox(variant: str) -> Iterator[harness.Running]:
         yield running
 
 
-@pytest.mark.parametrize("provider", VARIANTS)
-@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize(("provider", "kind"), cases(HOSTILE, QUOTE))
 def test_invoice_found_by_a_hostile_number_after_unanswered_posts(
     store: Store, provider: str, kind: str
 ) -> None:
-    number = HOSTILE[kind]
+    number = {**HOSTILE, **QUOTE}[kind]
     with later_sandbox(provider) as running:
         conn = connect(store, running)
         other_orders(running, store, conn)
@@ -331,12 +341,11 @@ def test_invoice_found_by_a_hostile_number_after_unanswered_posts(
         assert len(world(running).invoices) == 4
 
 
-@pytest.mark.parametrize("provider", VARIANTS)
-@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize(("provider", "kind"), cases(HOSTILE, QUOTE))
 def test_product_found_by_a_hostile_sku_after_unanswered_creates(
     store: Store, provider: str, kind: str
 ) -> None:
-    sku = "NEW-" + HOSTILE[kind]
+    sku = "NEW-" + {**HOSTILE, **QUOTE}[kind]
     with later_sandbox(provider) as running:
         conn = connect(store, running)
         other_orders(running, store, conn)
@@ -358,12 +367,11 @@ CUSTOMERS = {  # (email, account number)
 }
 
 
-@pytest.mark.parametrize("provider", VARIANTS)
-@pytest.mark.parametrize("kind", sorted(CUSTOMERS))
+@pytest.mark.parametrize(("provider", "kind"), cases(CUSTOMERS, CUSTOMER_QUOTE))
 def test_customer_found_by_a_hostile_email_or_account_after_unanswered_creates(
     store: Store, provider: str, kind: str
 ) -> None:
-    email, account = CUSTOMERS[kind]
+    email, account = {**CUSTOMERS, **CUSTOMER_QUOTE}[kind]
     with later_sandbox(provider) as running:
         conn = connect(store, running)
         other_orders(running, store, conn)
