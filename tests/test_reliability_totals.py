@@ -251,6 +251,9 @@ def test_total_mismatch_is_a_visible_state(
         assert "mismatch" in cli("invoices", "list").stdout
         assert json.loads(cli("status", "--json").stdout)[0]["invoices"] == {"mismatch": 1}
         assert "mismatch 1" in cli("status").stdout
+        shown = cli("invoices", "show", "MM-1").stdout
+        assert "MM-1 (shop): mismatch" in shown and "remote total 23" in shown
+        assert "the provider's total 23.00 differs from the order's 24.00" in shown
         with store.session() as s:
             [note] = s.scalars(select(Notification))
         assert "23" in note.body and "24" in note.body

@@ -247,10 +247,9 @@ def show(
     )
     output.line(f"  idempotency key {r.idempotency_key}")
     if r.remote_id:
-        output.line(
-            f"  remote id {r.remote_id}, remote total {r.remote_total}, "
-            f"posted {r.posted_at:%Y-%m-%d %H:%M} UTC"
-        )
+        when = "posted" if r.state == "posted" else "at the provider since"  # e.g. a mismatch
+        since = f", {when} {r.posted_at:%Y-%m-%d %H:%M} UTC" if r.posted_at else ""
+        output.line(f"  remote id {r.remote_id}, remote total {r.remote_total}{since}")
     if r.next_attempt_at:
         output.line(
             f"  next attempt {r.next_attempt_at:%Y-%m-%d %H:%M} UTC; rejections {r.attempts}"
