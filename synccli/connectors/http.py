@@ -463,7 +463,7 @@ class HttpClient:
             )
             status = resp.status_code
             remaining = self._remaining(resp)
-            self.server_date = _server_date(resp) or self.server_date
+            self.server_date = _server_date(resp)
             _read_body(resp)
             return resp
         except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:

@@ -108,11 +108,19 @@ log = logging.getLogger("synccli.unleashed")
 
 @dataclass(frozen=True)
 class _Listing:
-    """What one page says of its whole listing: how many records it holds, and the Guids of
+    """What one page says of its whole listing: how many records it holds, and the keys of
     the page's own rows (read even when a row cannot be parsed)."""
 
     count: int
     guids: list[str]
+
+
+def _row_key(item: dict[str, Any]) -> str:
+    """What tells one row of a listing from another: its Guid, and for a StockOnHand row its
+    warehouse too (an SOH row's Guid is its product's, and a listing across warehouses may hold
+    one row per warehouse: unleashed notes, StockOnHand)."""
+    warehouse = item.get("WarehouseId") or item.get("WarehouseCode") or ""
+    return f"{str(item.get('Guid') or '').lower()}|{warehouse}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +346,7 @@ class UnleashedConnector(Connector):
             pages = int(pagination.get("NumberOfPages") or 0)
             listing = _Listing(
                 int(pagination.get("NumberOfItems") or 0),
-                [str(i.get("Guid") or "").lower() for i in items or [] if isinstance(i, dict)],
+                [_row_key(i) for i in items or [] if isinstance(i, dict)],
             )
             records, errors = [], []
             for item in items or []:
@@ -368,11 +376,15 @@ class UnleashedConnector(Connector):
         and the first of the next page slides onto a page already read, never to be seen
         (issue 17). The pages say how many records the list holds (``NumberOfItems``): when
         that count shrank, or fewer distinct records were read than the last page counts, the
-        listing is read again (up to LISTING_PASSES times). The last page carries the cursor
-        only when its pass saw the list hold still, so a cursor never passes a record not read.
+        listing is read again (up to LISTING_PASSES times). A pass that reads exactly what the
+        pass before it read, under the same counts, is taken as it is: nothing moved between
+        them, so a count that disagrees with the rows is the provider's, not a shift. The last
+        page carries the cursor only when its pass saw the list hold still, so a cursor never
+        passes a record not read.
         """
         newest: datetime | None = None
         number = 0
+        before: tuple[set[str], list[int]] | None = None
         for attempt in range(1, LISTING_PASSES + 1):
             counts: list[int] = []
             read: set[str] = set()
@@ -392,7 +404,11 @@ class UnleashedConnector(Connector):
                     )
                     continue
                 shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
-                steady = len(counts) == 1 or not (shrank or len(read) < counts[-1])
+                steady = (
+                    len(counts) == 1
+                    or not (shrank or len(read) < counts[-1])
+                    or before == (read, counts)
+                )
                 yield Page(
                     records,
                     cursor=newest if steady else None,
@@ -402,6 +418,7 @@ class UnleashedConnector(Connector):
                 )
             if steady:
                 return
+            before = (read, counts)
             log.info(
                 "GET /%s: the listing changed while it was paged (pass %d); reading it again",
                 endpoint,

@@ -508,11 +508,14 @@ class XeroConnector(Connector):
         slides back onto a page already read, never to be seen (Xero-Net#241). A pass that
         read a contact twice, read fewer distinct contacts than ``itemCount``, or saw the count
         shrink is followed by another pass from the last stamp read before the shift (the
-        listing is in time order, so nothing older can have been skipped). ``complete`` is True
+        listing is in time order, so nothing older can have been skipped). The same shortfall
+        against ``itemCount`` two passes running, with nothing read twice, is Xero's count and
+        not a shift: that pass is taken as it is. ``complete`` is True
         only on the last page of a pass that saw the listing hold still: until then no cursor
         may pass anything in it."""
         boundary = since
         number = 0
+        deficit_before = 0  # what the pass before fell short of its itemCount by
         for attempt in range(1, CONTACT_PASSES + 1):
             headers = {"If-Modified-Since": _since_header(boundary)} if boundary else None
             first_seen: dict[str, int] = {}  # contact id -> page it was first read on
@@ -556,12 +559,16 @@ class XeroConnector(Connector):
                     page += 1
                     continue
                 shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
-                short = bool(counts) and len(first_seen) < counts[-1]
+                deficit = counts[-1] - len(first_seen) if counts else 0
+                # the same shortfall twice running, nothing read twice: the count is Xero's own
+                # (it counts rows it does not list), not a shift
+                short = deficit > 0 and deficit != deficit_before
                 steady = page == 1 or (moved_from is None and not shrank and not short)
                 yield contacts, number, steady
                 break
             if steady:
                 return
+            deficit_before = deficit
             # only a listing in time order can be taken up from a stamp; any other is read again
             timed = params.get("order", "").replace(" ", "").lower() == "updateddateutcasc"
             safe = last_stamp.get(moved_from or 1) if timed else None
