@@ -288,8 +288,9 @@ def active_skus(store: Store) -> set[str]:
         return set(s.scalars(select(Product.sku).where(Product.active.is_(True))))
 
 
-def test_unleashed_product_deleted_while_the_catalogue_pages_flags_only_that_product(
-    store: Store,
+@pytest.mark.parametrize("change", ["deleted", "recoded"])
+def test_unleashed_product_deleted_or_recoded_while_the_catalogue_pages_flags_only_that_product(
+    store: Store, change: str
 ) -> None:
     with start("unleashed", 2500) as running:
         app = running.app
@@ -297,15 +298,26 @@ def test_unleashed_product_deleted_while_the_catalogue_pages_flags_only_that_pro
         pull(store, conn)
         CLOCK.advance(days=1)
         live = active_skus(store)
-        gone = by_code(app, "SKU-00010")  # on page 1 of the code-ordered listing
+        target = by_code(app, "SKU-00010")  # on page 1 of the code-ordered listing
 
-        def delete() -> None:
-            del world(app).products[gone.id]
+        def delete_or_recode() -> None:
+            # either shifts every later product back one place as page 2 is served
+            if change == "deleted":
+                del world(app).products[target.id]
+            else:
+                target.code, target.updated_at = "ZZZ-00010", CLOCK.now()
 
-        once_when_served(app, "Products", 2, delete)
+        once_when_served(app, "Products", 2, delete_or_recode)
         report = sweep(store, conn, 2500)  # listing the catalogue costs fewer calls than ids
-        assert [g["sku"] for g in report.ghosts] == ["SKU-00010"]
-        assert active_skus(store) == live - {"SKU-00010"}
+        if change == "deleted":
+            assert [g["sku"] for g in report.ghosts] == ["SKU-00010"]
+            assert active_skus(store) == live - {"SKU-00010"}
+        else:
+            assert report.ghosts == []
+            assert active_skus(store) == live
+            assert [(c.sku, c.field, c.new) for c in report.changes] == [
+                ("SKU-00010", "remote_code", "ZZZ-00010")
+            ]
 
 
 # --- line 6: a re-SKU at the provider -----------------------------------------------------------
