@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from synccli import fmt
 from synccli.cli import output
 from synccli.cli.jobs import (
     ALL_OPT,
@@ -208,7 +209,7 @@ def list_(
                 r.number,
                 r.state,
                 r.attempts,
-                f"{r.total} {r.currency}",
+                f"{fmt.number(r.total)} {r.currency}",
                 r.next_attempt_at,
                 r.remote_id,
                 (r.last_error or "")[:70] or None,
@@ -241,19 +242,18 @@ def show(
     r = d.invoice
     output.line(f"[bold]invoice {r.number}[/bold] ({r.connection}): {r.state}")
     output.line(
-        f"  order date {d.order_date:%Y-%m-%d}, total {r.total} {r.currency}, customer "
+        f"  order date {d.order_date:%Y-%m-%d}, total {fmt.number(r.total)} {r.currency}, customer "
         f"{d.customer['name']} <{d.customer['email'] or '-'}> "
         f"{d.customer['account_number'] or ''}".rstrip()
     )
     output.line(f"  idempotency key {r.idempotency_key}")
     if r.remote_id:
         when = "posted" if r.state == "posted" else "at the provider since"  # e.g. a mismatch
-        since = f", {when} {r.posted_at:%Y-%m-%d %H:%M} UTC" if r.posted_at else ""
-        output.line(f"  remote id {r.remote_id}, remote total {r.remote_total}{since}")
+        since = f", {when} {fmt.minute(r.posted_at)}" if r.posted_at else ""
+        total = fmt.number(r.remote_total) if r.remote_total is not None else "-"
+        output.line(f"  remote id {r.remote_id}, remote total {total}{since}")
     if r.next_attempt_at:
-        output.line(
-            f"  next attempt {r.next_attempt_at:%Y-%m-%d %H:%M} UTC; rejections {r.attempts}"
-        )
+        output.line(f"  next attempt {fmt.minute(r.next_attempt_at)}; rejections {r.attempts}")
     if r.last_error:
         output.line(f"  last error: {r.last_error}")
     output.table(
@@ -277,7 +277,7 @@ def show(
             ["time", "outcome", "request", "error"],
             [
                 [
-                    a.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    a.at,
                     a.outcome,
                     a.summary,
                     "\n".join(a.messages) if a.messages else a.error,  # one message a line

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import typer
 
+from synccli import fmt
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
@@ -68,19 +70,16 @@ def plan(
         )
         output.table(
             ["job", "runs/day", "calls/day", "calls/month", "how"],
-            [
-                [j.job, j.runs_per_day, f"{j.calls_per_day:g}", f"{j.calls_per_month:g}", j.note]
-                for j in r.jobs
-            ],
-            title=f"{r.provider}: {r.calls_per_day:g} calls/day, "
-            f"{r.calls_per_month:g} calls/month ({limit})",
+            [[j.job, j.runs_per_day, j.calls_per_day, j.calls_per_month, j.note] for j in r.jobs],
+            title=f"{r.provider}: {fmt.number(r.calls_per_day)} calls/day, "
+            f"{fmt.number(r.calls_per_month)} calls/month ({limit})",
         )
         fresh = (
-            f"{r.freshness_minutes:g} minutes"
+            f"{fmt.number(r.freshness_minutes)} minutes"
             if r.freshness_minutes is not None
             else "no pull scheduled"
         )
-        sweep = f"every {r.sweep_days:g} days" if r.sweep_days is not None else "never"
+        sweep = f"every {fmt.number(r.sweep_days)} days" if r.sweep_days is not None else "never"
         output.line(
             f"  worst-case freshness of a product change: {fresh}; whole catalogue swept {sweep}"
         )
@@ -168,7 +167,7 @@ def trace(
     for link in result.links:
         output.line(
             f"  link: remote {link['remote_id']} ({link['state']}, {link['origin']}), "
-            f"last synced {link['last_synced_at']}"
+            f"last synced {_when(link['last_synced_at'])}"
         )
     output.table(
         ["when", "what", "detail", "run"],
@@ -195,3 +194,7 @@ def demo(
     from synccli.sync.demo import run_demo
 
     run_demo(keep, say=output.line)
+
+
+def _when(value: datetime | None) -> str:
+    return fmt.minute(value) if value is not None else "never"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import typer
 
+from synccli import fmt
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
@@ -20,8 +23,9 @@ def status(
     connection: list[str] = typer.Option([], "--connection", "-c", help="Only these connections."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Per connection: the last run of each job (when, outcome, counts, calls), cursor lag,
-    calls used today and this month against the limits, the invoice queue, ghosts and review items.
+    """Per connection: the last run of each job (when, outcome, counts, calls), when the last
+    successful pull ended, calls used today and this month against the limits, the invoice
+    queue, ghosts and review items.
 
     Example:
 
@@ -36,7 +40,8 @@ def status(
 
 def render_status(store: Store, names: list[str] | None = None) -> None:
     """The human status view (also the end of the demo)."""
-    report = status_report(store, SystemClock().now(), names)
+    now = SystemClock().now()
+    report = status_report(store, now, names)
     if not report:
         output.line(
             "no connections yet: add one with `synccli connections add NAME --provider ...`"
@@ -48,20 +53,22 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
         month = item.limits.get("per_month")
         budget = f"calls today {item.calls['today']}" + (f"/{day}" if day else "")
         budget += f", this month {item.calls['month']}" + (f"/{month}" if month else "")
-        if item.calls.get("blocked_until"):
-            budget += f", BLOCKED until {item.calls['blocked_until']}"
-        queue = ", ".join(f"{k} {v}" for k, v in sorted(item.invoices.items())) or "empty"
-        lag = (
-            ", ".join(
-                f"{k} {v:g} min" if v is not None else f"{k} -"
-                for k, v in item.cursor_lag_minutes.items()
-            )
-            or "-"
-        )
+        blocked = item.calls.get("blocked_until")
+        if blocked:
+            when = datetime.fromisoformat(blocked) if isinstance(blocked, str) else blocked
+            budget += f", BLOCKED until {fmt.minute(when)}"
+        queue = ", ".join(f"{k} {v}" for k, v in item.invoices.items() if v) or "empty"
+        if item.last_successful_pull is None:
+            pulled = "last successful pull: never"
+        else:
+            minutes = max(0, int((now - fmt.utc(item.last_successful_pull)).total_seconds() // 60))
+            pulled = f"last successful pull {minutes} minute{'' if minutes == 1 else 's'} ago"
         output.line(f"[bold]{item.name}[/bold] ({item.provider}){flag}")
+        if item.needs_reauth and item.reauth_reason:
+            output.line(f"  re-authorisation needed: {item.reauth_reason}")
         output.line(
             f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; "
-            f"review {item.review_waiting}; cursor lag: {lag}"
+            f"review {item.review_waiting}; {pulled}"
         )
         output.table(
             ["job", "last run", "outcome", "calls", "counts"],

@@ -14,6 +14,11 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+try:  # typer 0.29+ carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException  # type: ignore[no-redef]
+
 from synccli import secrets
 from synccli.cli import output
 from synccli.cli.state import AppState
@@ -23,6 +28,40 @@ from synccli.logs import setup_logging
 
 class SyncGroup(TyperGroup):
     """Maps every expected error to one line on stderr and its exit code, in one place."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """The CLI framework's own errors (unknown option, missing argument) in the tool's one
+        error style, and a reader that went away (``| head``) ending the output quietly."""
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except ClickException as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+            output.error_line(f"{exc.format_message()}{where}")
+            code = exc.exit_code
+        except typer.Abort:
+            output.error_line("aborted")
+            code = 1
+        except BrokenPipeError:
+            output.stdout_gone()
+            code = 0
+        except SystemExit as exc:
+            # The framework turns a broken pipe while printing help into exit 1, after wrapping
+            # stdout to silence it: that reader went away, nothing failed.
+            if type(sys.stdout).__name__ != "PacifyFlushWrapper":
+                raise
+            output.stdout_gone()
+            code = 0 if exc.code == 1 else exc.code
+        else:
+            if not standalone_mode:
+                return rv
+            # without standalone mode the framework returns an exit's code (ctx.exit(2))
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        if not standalone_mode:
+            return code
+        output.flush()
+        sys.exit(code)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -39,6 +78,8 @@ class SyncGroup(TyperGroup):
         except KeyboardInterrupt:
             output.error_line("interrupted")
             ctx.exit(130)
+        except BrokenPipeError:
+            raise  # the reader went away: see main()
         except Exception as exc:  # a bug: say so in one line, the traceback only with -v
             if type(exc).__module__.startswith(("typer", "click")):
                 raise  # usage errors, --help and exits: the CLI framework renders them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
@@ -13,14 +14,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from synccli import secrets
+from synccli import fmt, secrets
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def to_plain(value: Any) -> Any:
-    """Dataclasses, Decimals and datetimes as JSON-ready values."""
+    """Dataclasses, Decimals and datetimes as JSON-ready values: numbers as plain decimals
+    (Decimals as strings, whole floats as integers), times as ISO 8601 UTC."""
     if is_dataclass(value) and not isinstance(value, type):
         return to_plain(asdict(value))
     if isinstance(value, dict):
@@ -28,25 +30,57 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple, set)):
         return [to_plain(v) for v in value]
     if isinstance(value, Decimal):
-        return str(value.normalize()) if value == value.to_integral() else str(value)
+        return fmt.number(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        return fmt.iso(value)
     return value
 
 
 def print_json(value: Any) -> None:
     text = json.dumps(to_plain(value), indent=2, sort_keys=False, default=str)
-    sys.stdout.write(secrets.redact(text) + "\n")
-    sys.stdout.flush()
+    write(secrets.redact(text) + "\n")
+    flush()
+
+
+def write(text: str) -> None:
+    """Write to stdout; a reader that went away (``| head``) ends the output, not the command:
+    a job keeps going to its end (lease released, run row closed), it just prints no more."""
+    try:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        stdout_gone()
+
+
+def flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_gone()
+
+
+def stdout_gone() -> None:
+    """Point stdout at /dev/null once its reader has gone, so later writes and the flush at
+    exit are silent (Python's own advice for SIGPIPE: docs.python.org/3/library/signal.html)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (a test runner's buffer)
+        pass
 
 
 def line(text: str = "") -> None:
     """One line of human output (rich markup allowed on a terminal)."""
     text = secrets.redact(text)
     if out.is_terminal:
-        out.print(text)
+        try:
+            out.print(text)
+        except BrokenPipeError:
+            stdout_gone()
     else:
-        sys.stdout.write(_strip_markup(text) + "\n")
+        write(_strip_markup(text) + "\n")
 
 
 def warn(text: str) -> None:
@@ -75,20 +109,20 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
         out.print(t)
         return
     if title:
-        sys.stdout.write(secrets.redact(title) + "\n")
+        write(secrets.redact(title) + "\n")
     widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
     for row in [list(columns), *rows]:
         text = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
-        sys.stdout.write(secrets.redact(text) + "\n")
+        write(secrets.redact(text) + "\n")
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, Decimal):
-        return str(to_plain(value))
+        return fmt.minute(value)
+    if isinstance(value, (Decimal, float)) and not isinstance(value, bool):
+        return fmt.number(value)
     return str(value)
 
 

@@ -46,7 +46,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from synccli import notify
+from synccli import fmt, notify
 from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, PostedInvoice
 from synccli.errors import (
     AuthError,
@@ -617,7 +617,8 @@ def total_mismatch(remote_total: Decimal | None, order_total: Decimal) -> str | 
 
 def _summary(draft: InvoiceDraft, key: str) -> str:
     return (
-        f"post invoice {draft.number}: {len(draft.lines)} line(s), total {draft.total} "
+        f"post invoice {draft.number}: {len(draft.lines)} line(s), "
+        f"total {fmt.number(draft.total)} "
         f"{draft.currency}, customer {draft.customer_remote_id}, idempotency key {key}"
     )
 

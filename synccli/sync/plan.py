@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synccli import fmt
 from synccli.errors import UsageError
 
 
@@ -230,7 +231,10 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             if full is not None and n and full < _by_id_calls(m, share):
                 passes = 1 if auto else runs
                 calls, covered = full * passes, merchant.products * passes
-                note = f"the whole catalogue ({merchant.products}), {full:.3g} call(s) a day"
+                note = (
+                    f"the whole catalogue ({merchant.products}), "
+                    f"{fmt.number(round(full, 1))} call(s) a day"
+                )
             sweep_per_day += covered
         elif entry.job == "link-customers":
             per_run = _pages(merchant.new_customers_per_day / runs, m.customer_page)
@@ -249,9 +253,9 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                 note = f"up to {m.invoice_batch} invoices a call"
             else:
                 posts = merchant.orders_per_day * per_order
-                note = f"{per_order:g} call(s) an order"
+                note = f"{fmt.number(per_order)} call(s) an order"
             calls = posts + lookups + (m.per_day_overhead if active_runs else 0)
-            note += f", {lookups:g} lookups/creates a day"
+            note += f", {fmt.number(lookups)} lookups/creates a day"
         jobs.append(JobCost(entry.job, runs, round(calls, 1), round(calls * 30, 1), note))
     per_day = sum(j.calls_per_day for j in jobs)
     report = PlanReport(

@@ -8,11 +8,18 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from synccli.errors import UsageError
 from synccli.store.db import Store
 from synccli.store.ledger import usage
 from synccli.store.models import Connection, Cursor, InvoiceJob, Link, ReviewItem, Run
 from synccli.store.runs import last_runs
-from synccli.sync.products import STOCK_SWEEP
+from synccli.sync.customers import STREAM as CUSTOMER_STREAM
+from synccli.sync.invoices import STATES as INVOICE_STATES
+
+# Every connection reports the same cursors, whichever its provider has moved yet: a script
+# reads one shape (None: never pulled).
+CURSOR_STREAMS = ("products", "stock", CUSTOMER_STREAM)
+PULL_JOB = "pull-products"
 
 
 @dataclass
@@ -31,8 +38,12 @@ class ConnectionStatus:
     name: str
     provider: str
     needs_reauth: bool
+    reauth_reason: str | None = None
     jobs: list[JobStatus] = field(default_factory=list)
-    cursor_lag_minutes: dict[str, float | None] = field(default_factory=dict)
+    # When the last successful pull ended (None: never), and each stream's cursor: how fresh the
+    # local copy is, in terms a merchant asks about.
+    last_successful_pull: datetime | None = None
+    cursors: dict[str, datetime | None] = field(default_factory=dict)
     calls: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
     invoices: dict[str, int] = field(default_factory=dict)
@@ -43,16 +54,22 @@ class ConnectionStatus:
 def status_report(
     store: Store, now: datetime, names: list[str] | None = None
 ) -> list[ConnectionStatus]:
-    """Per connection: last run of each job, cursor lag, budget use, queue, ghosts, review items."""
+    """Per connection: last run of each job, the last successful pull and the cursors, budget
+    use, the invoice queue (every state, zero when empty), ghosts and review items. An unknown
+    name in ``names`` is a usage error."""
     from synccli.sync.context import _limits_of, connector_module
 
     report = []
     with store.session() as s:
         conns = list(s.scalars(select(Connection).order_by(Connection.name)))
+    missing = [n for n in names or [] if n not in {c.name for c in conns}]
+    if missing:
+        raise UsageError(f"no connection named {missing[0]!r} (see `synccli connections list`)")
     for conn in conns:
         if names and conn.name not in names:
             continue
-        item = ConnectionStatus(conn.name, conn.provider, conn.needs_reauth)
+        item = ConnectionStatus(conn.name, conn.provider, conn.needs_reauth, conn.reauth_reason)
+        item.last_successful_pull = _last_ok_end(store, conn.id, PULL_JOB)
         for run in last_runs(store, conn.id):
             item.jobs.append(
                 JobStatus(
@@ -66,12 +83,14 @@ def status_report(
                 )
             )
         with store.session() as s:
-            for cur in s.scalars(select(Cursor).where(Cursor.connection_id == conn.id)):
-                if cur.stream == STOCK_SWEEP:  # a weekly mark, not a freshness cursor
-                    continue
-                item.cursor_lag_minutes[cur.stream] = (
-                    round((now - cur.value).total_seconds() / 60, 1) if cur.value else None
+            item.cursors = dict.fromkeys(CURSOR_STREAMS)
+            for cur in s.scalars(
+                select(Cursor).where(
+                    Cursor.connection_id == conn.id, Cursor.stream.in_(CURSOR_STREAMS)
                 )
+            ):
+                item.cursors[cur.stream] = cur.value
+            item.invoices = dict.fromkeys(INVOICE_STATES, 0)
             for state, n in s.execute(
                 select(InvoiceJob.state, func.count())
                 .where(InvoiceJob.connection_id == conn.id)
@@ -102,6 +121,15 @@ def status_report(
             item.limits = {}
         report.append(item)
     return report
+
+
+def _last_ok_end(store: Store, connection_id: int, job: str) -> datetime | None:
+    with store.session() as s:
+        return s.scalar(
+            select(func.max(Run.ended_at)).where(
+                Run.connection_id == connection_id, Run.job == job, Run.outcome == "ok"
+            )
+        )
 
 
 def last_run_of(store: Store, connection_id: int, job: str) -> Run | None:
