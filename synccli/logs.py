@@ -21,6 +21,11 @@ from synccli.secrets import RedactingFilter
 
 _context: ContextVar[dict[str, object] | None] = ContextVar("synccli_log_context", default=None)
 
+# Set by setup_logging: the stderr handler, the --log-file handler, and whether stderr speaks JSON.
+_console: logging.Handler | None = None
+_file: logging.Handler | None = None
+_json_console = False
+
 
 @contextmanager
 def bind(**fields: object) -> Iterator[None]:
@@ -53,8 +58,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
-        if fields:
-            payload["fields"] = fields
+        if fields:  # top level, so `jq 'select(.outcome)'` finds a run's closing record
+            payload.update({k: v for k, v in fields.items() if k not in payload})
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)
@@ -72,8 +77,27 @@ class HumanFormatter(logging.Formatter):
         return text
 
 
+def user_line(level: int, text: str) -> bool:
+    """An error or warning line the user is shown: the log file gets it too, at its level.
+
+    With ``--log-format json`` the line goes to stderr as a JSON record (whatever the verbosity:
+    what the text form always prints, the JSON form prints too) and True is returned: the
+    caller prints nothing itself, so stderr carries only JSON lines."""
+    record = logging.getLogger("synccli.cli").makeRecord(
+        "synccli.cli", level, "", 0, text, None, None
+    )
+    attached = logging.getLogger("synccli").handlers  # not a handler of an earlier setup
+    if _file is not None and _file in attached:
+        _file.handle(record)
+    if _json_console and _console is not None and _console in attached:
+        _console.handle(record)
+        return True
+    return False
+
+
 def setup_logging(verbosity: int = 0, fmt: str = "text", log_file: Path | None = None) -> None:
     """-q: errors only; default: warnings; -v: one line per call and job step; -vv: debug."""
+    global _console, _file, _json_console
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(
         max(-1, min(verbosity, 2)), logging.DEBUG
     )
@@ -98,3 +122,6 @@ def setup_logging(verbosity: int = 0, fmt: str = "text", log_file: Path | None =
         handler.addFilter(_ContextFilter())
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)
+    _console = handlers[0]
+    _file = handlers[1] if len(handlers) > 1 else None
+    _json_console = fmt == "json"

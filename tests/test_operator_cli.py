@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -238,3 +240,258 @@ def test_status_names_the_last_successful_pull_and_refuses_an_unknown_connection
     assert "last successful pull: never" in text
     assert unknown.exit_code == 2 and "nosuch" in unknown.stderr
     assert unknown_json.exit_code == 2 and unknown_json.stdout == ""
+
+
+# --- line 5: cron never hides a failure -----------------------------------------------------------
+def _log_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_errors_and_warnings_printed_by_a_run_reach_the_log_file(
+    store: Store, cli, tmp_path: Path
+) -> None:
+    log = tmp_path / "sync.log"
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        assert cli("pull-products", "-c", "x").exit_code == 0
+        bad = json.loads(_order("WEB-7", "10"))
+        bad["lines"][0]["tax_code"] = "NOPE"
+        assert cli("invoices", "add", "-", "-c", "x", input=json.dumps(bad)).exit_code == 0
+        logged = ("--log-format", "json", "--log-file", str(log))
+        refused = cli(*logged, "post-invoices", "-c", "x")
+        running.app.faults.add("500", 1.0, path="/Items")
+        failed = cli("-q", *logged, "pull-products", "-c", "x")
+    assert failed.exit_code == 1
+    records = _log_records(log)
+    warned = [r for r in records if r["level"] == "warning" and "WEB-7" in r["message"]]
+    assert warned, (refused.stderr, records)
+    assert warned[0]["connection"] == "x" and warned[0]["job"] == "post-invoices"
+    errors = [r for r in records if r["level"] == "error"]
+    assert errors and "HTTP 500" in errors[-1]["message"], records
+    assert errors[-1]["connection"] == "x" and errors[-1]["job"] == "pull-products"
+
+
+def test_each_run_ends_with_one_record_in_the_log_file(store: Store, cli, tmp_path: Path) -> None:
+    log = tmp_path / "sync.log"
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        ok = cli("-q", "--log-format", "json", "--log-file", str(log), "pull-products", "-c", "x")
+        running.app.faults.add("500", 1.0, path="/Items")
+        bad = cli("-q", "--log-format", "json", "--log-file", str(log), "pull-products", "-c", "x")
+    assert (ok.exit_code, bad.exit_code) == (0, 1)
+    ends = [r for r in _log_records(log) if "outcome" in r]
+    assert len(ends) == 2, _log_records(log)
+    first, second = ends
+    for end in ends:
+        assert end["job"] == "pull-products" and end["connection"] == "x"
+        assert isinstance(end["run_id"], int)
+        assert isinstance(end["calls"], int) and isinstance(end["counts"], dict)
+    assert (first["outcome"], first["exit_code"], first["counts"]["seen"]) == ("ok", 0, 5)
+    assert (second["outcome"], second["exit_code"]) == ("failed", 1)
+    assert second["run_id"] == first["run_id"] + 1
+
+
+def test_log_format_json_puts_only_json_lines_on_stderr(store: Store, cli) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        running.app.faults.add("500", 1.0, path="/Items")
+        failed = cli("-v", "--log-format", "json", "pull-products", "-c", "x")
+        unknown = cli("--log-format", "json", "status", "-c", "nosuch")
+    for result in (failed, unknown):
+        lines = result.stderr.splitlines()
+        assert lines
+        for line in lines:
+            json.loads(line)  # every line is one JSON object
+    assert any(json.loads(line)["level"] == "error" for line in failed.stderr.splitlines())
+    assert "nosuch" in json.loads(unknown.stderr.splitlines()[-1])["message"]
+
+
+# --- line 7: skipped connections are visible ------------------------------------------------------
+def test_all_names_each_skipped_connection_in_one_line_and_in_json(store: Store, cli) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from synccli.store.models import Lease
+
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "a", running)
+        busy = harness.add_connection(store, "b", running)
+        harness.add_connection(store, "c", running)
+        assert cli("pull-products", "-c", "c").exit_code == 0  # c: already done this round
+        with store.session() as s:
+            s.add(
+                Lease(
+                    job="pull-products",
+                    connection_id=busy.id,
+                    owner="cron-host-2:4242",
+                    expires_at=datetime.now(UTC) + timedelta(minutes=10),
+                )
+            )
+        text = cli("pull-products", "--all")
+        data = json.loads(cli("pull-products", "--all", "--json").stdout)
+        quiet = cli("-q", "pull-products", "--all")
+    assert text.exit_code == 0, text.stderr
+    skipped = [line for line in text.stdout.splitlines() if "skipped" in line]
+    assert len(skipped) == 2, text.stdout
+    assert skipped[0].startswith("b: skipped") and "cron-host-2" in skipped[0]
+    assert skipped[1].startswith("c: skipped") and "this round" in skipped[1]
+    by_name = {entry["connection"]: entry for entry in data}
+    assert "cron-host-2" in by_name["b"]["skipped"]
+    assert by_name["a"]["skipped"] is not None  # ran in the first --all of this round
+    assert "this round" in by_name["c"]["skipped"]
+    assert quiet.stdout == "" and quiet.exit_code == 0
+
+
+# --- line 8: signals end a run cleanly; a dead holder's lease is taken over ---------------------
+def _lease_and_runs(store: Store) -> tuple[list[str], list[tuple[str, object]]]:
+    from sqlalchemy import select
+
+    from synccli.store.models import Lease, Run
+
+    with store.session() as s:
+        leases = list(s.scalars(select(Lease.owner).where(Lease.job == "pull-products")))
+        runs = [(r.outcome, r.ended_at) for r in s.scalars(select(Run).order_by(Run.id))]
+    return leases, runs
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_a_rate_limit_wait_ends_the_run_within_a_second(
+    store: Store, _isolated_env: Path, signum: int
+) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        running.app.limits["per_minute"] = 1  # the next call waits out the minute (Retry-After)
+        env = _env(_isolated_env)
+        cmd = [*SYNCCLI, "pull-products", "-c", "x"]
+        assert subprocess.run(cmd, env=env, capture_output=True, timeout=60).returncode == 0
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while running.app.counters.throttled < 1:
+                assert time.monotonic() < deadline, "no 429 served"
+                time.sleep(0.02)
+            time.sleep(0.3)  # the client is now sleeping out the Retry-After
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            proc.wait(timeout=30)
+            took = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert took < 1.0, f"took {took:.2f}s"
+    assert proc.returncode == 128 + signum, (proc.returncode, stderr)
+    assert "Traceback" not in stderr
+    assert signal.Signals(signum).name in stderr
+    leases, runs = _lease_and_runs(store)
+    assert leases == []  # released
+    assert runs[-1][0] == "interrupted" and runs[-1][1] is not None  # the run row closed
+
+
+def test_a_killed_runs_lease_on_this_host_is_taken_over_at_once(
+    store: Store, _isolated_env: Path
+) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        running.app.faults.slow_seconds = 30.0
+        running.app.faults.add("slow", 1.0, path="/Items", times=1)
+        env = _env(_isolated_env)  # the default lease: 15 minutes
+        cmd = [*SYNCCLI, "pull-products", "-c", "x"]
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while running.app.counters.total("GET", "Items") < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert _lease_and_runs(store)[0], "the first run holds the lease"
+        finally:
+            first.kill()  # kill -9: nothing is cleaned up
+            first.wait()
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    leases, runs = _lease_and_runs(store)
+    assert leases == []
+    assert [outcome for outcome, _ in runs] == ["died", "ok"]
+    assert all(ended is not None for _, ended in runs)
+
+
+def _hold(store: Store, owner: str, minutes: float = 10) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from synccli.store.models import Lease, Run
+
+    conn_id = store_conn_id(store)
+    now = datetime.now(UTC)
+    with store.session() as s:
+        s.add(
+            Lease(
+                job="pull-products",
+                connection_id=conn_id,
+                owner=owner,
+                expires_at=now + timedelta(minutes=minutes),
+            )
+        )
+        s.add(Run(job="pull-products", connection_id=conn_id, started_at=now, owner=owner))
+
+
+def store_conn_id(store: Store) -> int:
+    from sqlalchemy import select
+
+    with store.session() as s:
+        return int(s.scalar(select(Connection.id).where(Connection.name == "x")))
+
+
+def _this_host_owner(pid: int, ticks: str | None = None, namespace: str | None = None) -> str:
+    """An owner as this host's processes write it (host:pid:start:boot:pidns), read from /proc."""
+    me = subprocess.run(
+        [sys.executable, "-c", "from synccli.procs import owner_id; print(owner_id())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    host, _pid, _ticks, boot, ns = me.split(":")
+    if ticks is None:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = fh.read().rsplit(")", 1)[1].split()[19]
+    return f"{host}:{pid}:{ticks}:{boot}:{namespace or ns}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_only_a_holder_known_dead_loses_its_lease_before_it_expires(store: Store, cli) -> None:
+    from sqlalchemy import delete
+
+    from synccli.store.models import Lease, Run
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    elsewhere = "cron-host-2:4000000:1:0badc0de:4026531836"
+    cases = {
+        "live": (_this_host_owner(sleeper.pid), 10),
+        # the pid is alive, but it is a later process than the one that took the lease
+        "reused pid": (_this_host_owner(sleeper.pid, ticks="1"), 10),
+        # this host's boot, but a process in another container: its pid means nothing here
+        "other pid namespace": (_this_host_owner(4_000_000, ticks="1", namespace="1"), 10),
+        "other host": (elsewhere, 10),
+        "other host, expired": (elsewhere, -1),
+    }
+    seen: dict[str, tuple[int, list[object]]] = {}
+    try:
+        with harness.start("xero", products=5) as running:
+            harness.add_connection(store, "x", running)
+            for case, (owner, minutes) in cases.items():
+                with store.session() as s:
+                    s.execute(delete(Lease))
+                    s.execute(delete(Run))
+                _hold(store, owner, minutes)
+                result = cli("pull-products", "-c", "x")
+                outcomes = [outcome for outcome, _ in _lease_and_runs(store)[1]]
+                seen[case] = (result.exit_code, outcomes)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    busy = (4, ["running"])
+    assert seen == {
+        "live": busy,
+        "reused pid": (0, ["died", "ok"]),
+        "other pid namespace": busy,
+        "other host": busy,
+        "other host, expired": (0, ["died", "ok"]),
+    }

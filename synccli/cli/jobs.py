@@ -1,7 +1,9 @@
 """Running a job from the CLI over one connection or all of them: leases, run rows, exit codes.
 
-With ``--all``, a connection whose lease another process holds is skipped quietly: several cron
-hosts share the connections between them. With ``--connection``, a busy lease is exit code 4.
+With ``--all``, a connection whose lease another process holds, or whose job another process
+already ran this round, is skipped (several cron hosts share the connections between them): one
+line says so, and ``--json`` has an entry with ``skipped``. With ``--connection``, a busy lease
+is exit code 4.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class Outcome:
     report: Any = None
     error: str | None = None
     code: int = 0
+    skipped: str | None = None  # why --all left this connection alone
 
 
 def _internal(exc: Exception) -> str:
@@ -118,6 +121,9 @@ def run_for_connections(
             except LeaseBusy as err:
                 if all_:
                     log.info("skipped: %s", err.message)
+                    outcomes.append(Outcome(conn.name, skipped=err.message))
+                    if not json_out and not st.quiet:
+                        output.line(f"{conn.name}: skipped: {err.message}")
                     continue
                 outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
                 output.error_line(f"{conn.name}: {err.message}")
@@ -132,7 +138,15 @@ def run_for_connections(
                     sys.stderr.write(secrets.redact(traceback.format_exc()))
     if json_out:
         output.print_json(
-            [{"connection": o.connection, "error": o.error, "report": o.report} for o in outcomes]
+            [
+                {
+                    "connection": o.connection,
+                    "skipped": o.skipped,
+                    "error": o.error,
+                    "report": o.report,
+                }
+                for o in outcomes
+            ]
         )
     codes = {o.code for o in outcomes if o.code}
     if codes:

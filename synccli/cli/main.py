@@ -6,6 +6,7 @@ Commands are thin: parse options, call one library function, render the result.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ try:  # typer 0.29+ carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
-from synccli import secrets
+from synccli import interrupt
 from synccli.cli import output
 from synccli.cli.state import AppState
 from synccli.errors import ExitCode, SyncError
@@ -33,7 +34,8 @@ class SyncGroup(TyperGroup):
         """The CLI framework's own errors (unknown option, missing argument) in the tool's one
         error style, and a reader that went away (``| head``) ending the output quietly."""
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            with interrupt.handled():
+                rv = super().main(*args, standalone_mode=False, **kwargs)
         except typer.Exit as exc:
             code = exc.exit_code
         except ClickException as exc:
@@ -71,13 +73,14 @@ class SyncGroup(TyperGroup):
             state = ctx.find_object(AppState)
             if state is not None and state.verbosity > 0:
                 if err.detail:
-                    sys.stderr.write(secrets.redact(err.detail) + "\n")
+                    output.detail(err.detail)
                 if state.verbosity > 1:
-                    sys.stderr.write(secrets.redact(traceback.format_exc()))
+                    output.detail(traceback.format_exc())
             ctx.exit(int(err.exit_code))
-        except KeyboardInterrupt:
-            output.error_line("interrupted")
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run closed itself
+            name = exc.args[0] if isinstance(exc, interrupt.Interrupted) else "SIGINT"
+            output.error_line(f"interrupted ({name})")
+            ctx.exit(int(getattr(exc, "exit_code", 130)))
         except BrokenPipeError:
             raise  # the reader went away: see main()
         except Exception as exc:  # a bug: say so in one line, the traceback only with -v
@@ -87,7 +90,7 @@ class SyncGroup(TyperGroup):
             output.error_line(f"internal error: {exc.__class__.__name__}: {first}")
             state = ctx.find_object(AppState)
             if state is not None and state.verbosity > 0:
-                sys.stderr.write(secrets.redact(traceback.format_exc()))
+                output.detail(traceback.format_exc())
             ctx.exit(int(ExitCode.FAILURE))
 
 
@@ -165,4 +168,19 @@ _register()
 
 def run() -> None:
     """Console-script entry point."""
-    app(prog_name="synccli")
+    try:
+        app(prog_name="synccli")
+    except SystemExit as exc:
+        if not interrupt.STOP.is_set():
+            raise
+        # Stopped by a signal: the run is closed and its lease released. Skip the interpreter's
+        # teardown of every imported module (half a second on a busy host), so Ctrl-C and
+        # SIGTERM end the process within the second.
+        code = exc.code if isinstance(exc.code, int) else 1
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)

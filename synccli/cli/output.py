@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from synccli import fmt, secrets
+from synccli import fmt, logs, secrets
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -85,6 +86,8 @@ def line(text: str = "") -> None:
 
 def warn(text: str) -> None:
     text = secrets.redact(text)
+    if logs.user_line(logging.WARNING, text):
+        return
     if err.is_terminal:
         err.print(f"[yellow]{text}[/yellow]")
     else:
@@ -93,10 +96,20 @@ def warn(text: str) -> None:
 
 def error_line(text: str) -> None:
     text = secrets.redact(text)
+    if logs.user_line(logging.ERROR, text):
+        return
     if err.is_terminal:
         err.print(f"[red]error:[/red] {text}", markup=True)
     else:
         sys.stderr.write(f"error: {text}\n")
+
+
+def detail(text: str) -> None:
+    """Detail under an error (``-v``: the cause, ``-vv``: the traceback); a JSON record with
+    ``--log-format json``."""
+    text = secrets.redact(text)
+    if not logs.user_line(logging.DEBUG, text.rstrip("\n")):
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

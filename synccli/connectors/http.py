@@ -32,7 +32,7 @@ from pyrate_limiter import Limiter, Rate
 from requests_ratelimiter import LimiterSession
 from requests_ratelimiter.buckets import HostBucketFactory
 
-from synccli import secrets
+from synccli import interrupt, secrets
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Limits
 from synccli.errors import (
@@ -218,7 +218,7 @@ class WindowPacer:
         *,
         steer: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = interrupt.sleep,
     ) -> None:
         self.limit = limit
         self.window = window
@@ -524,7 +524,7 @@ class HttpClient:
         level = max(0.0, level - (time.monotonic() - at) * drip_scaled)
         excess = level + cost - size
         if excess > 0:
-            time.sleep(excess / drip_scaled)
+            interrupt.sleep(excess / drip_scaled)
 
     def _classify(self, method: str, url: str, resp: requests.Response) -> ProviderError:
         status = resp.status_code
@@ -580,7 +580,7 @@ class HttpClient:
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
-            time.sleep(min(seconds, 3600.0))
+            interrupt.sleep(min(seconds, 3600.0))  # a stop signal ends it at once
 
 
 def _read_body(resp: requests.Response) -> None:

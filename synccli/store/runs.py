@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from synccli import fmt, procs
 from synccli.errors import LeaseBusy
 from synccli.store.db import Store
 from synccli.store.models import Lease, Run
 
 
 def owner_id() -> str:
-    """Who holds a lease: host and process, so a support engineer can find it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a lease: host and process, so a support engineer can find it (and, after them,
+    what tells a dead holder from a live one: see ``synccli.procs``)."""
+    return procs.owner_id()
 
 
 def start_run(store: Store, job: str, connection_id: int | None, now: datetime) -> int:
@@ -60,7 +60,9 @@ def last_runs(store: Store, connection_id: int) -> list[Run]:
 def acquire_lease(
     store: Store, job: str, connection_id: int, now: datetime, ttl: timedelta, owner: str
 ) -> None:
-    """Take the lease or raise LeaseBusy. A lease whose holder died is taken over once expired."""
+    """Take the lease or raise LeaseBusy. A lease whose holder died is taken over once it has
+    expired, or at once when its holder was a process of this host that is gone; the run rows
+    the dead holder left open are closed then (outcome ``died``)."""
     expires = now + ttl
     with store.locked() as s:
         lease = s.get(Lease, (job, connection_id), with_for_update=True)
@@ -71,12 +73,31 @@ def acquire_lease(
             except IntegrityError:  # another host inserted it between our read and write
                 raise LeaseBusy(f"{job} is already running for this connection") from None
             return
-        if lease.owner != owner and lease.expires_at > now:
-            raise LeaseBusy(
-                f"{job} is already running for this connection (held by {lease.owner} "
-                f"until {lease.expires_at:%H:%M:%S} UTC)"
-            )
+        if lease.owner != owner:
+            if lease.expires_at > now and not procs.holder_gone(lease.owner):
+                raise LeaseBusy(
+                    f"{job} is already running for this connection (held by {lease.owner} "
+                    f"until {fmt.minute(lease.expires_at)})"
+                )
+            _close_dead_runs(s, job, connection_id, lease.owner, now)
         lease.owner, lease.expires_at = owner, expires
+
+
+def _close_dead_runs(s: Any, job: str, connection_id: int, owner: str, now: datetime) -> None:
+    s.execute(
+        update(Run)
+        .where(
+            Run.job == job,
+            Run.connection_id == connection_id,
+            Run.owner == owner,
+            Run.ended_at.is_(None),
+        )
+        .values(
+            ended_at=now,
+            outcome="died",
+            error="its process ended without closing the run (lease taken over)",
+        )
+    )
 
 
 def renew_lease(

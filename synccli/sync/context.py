@@ -237,32 +237,103 @@ def job_run(
     credentials(store, conn)
     ttl = lease_ttl()
     if dry_run:
-        yield JobContext(store, conn, clock, True, None, reserve, connector_factory)
+        dry = JobContext(store, conn, clock, True, None, reserve, connector_factory)
+        dry_outcome: BaseException | None = None
+        try:
+            yield dry
+        except BaseException as err:
+            dry_outcome = err
+            raise
+        finally:
+            _log_run_end(job, conn.name, None, dry_outcome, dry.counts, dry.calls, dry_run=True)
         return
     if lease:
         acquire_lease(store, job, conn.id, clock.now(), ttl, owner)
         if round_start is not None and _done_since(store, job, conn.id, round_start):
             release_lease(store, job, conn.id, owner)
-            raise AlreadyDone(f"{job} already ran for {conn.name} in this round")
+            raise AlreadyDone(f"{job} already ran in this round")
     run_id = start_run(store, job, conn.id, clock.now())
     ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory)
     outcome, error, counts = "ok", None, {}
+    raised: BaseException | None = None
     try:
         with bind(run_id=run_id, job=job, connection=conn.name):
             yield ctx
         counts = ctx.counts or {}
     except SyncError as err:
-        outcome = next((v for k, v in OUTCOMES.items() if isinstance(err, k)), "failed")
+        outcome = run_outcome(err)
         error = err.message
         counts = ctx.counts or {}
+        raised = err
         raise
     except BaseException as err:
-        outcome, error = "failed", f"{err.__class__.__name__}: {err}"
+        outcome, error, raised = run_outcome(err), f"{err.__class__.__name__}: {err}", err
         raise
     finally:
         finish_run(store, run_id, clock.now(), outcome, _plain(counts), ctx.calls, error)
         if lease:
             release_lease(store, job, conn.id, owner)
+        _log_run_end(job, conn.name, run_id, raised, counts, ctx.calls)
+
+
+def run_outcome(err: BaseException | None) -> str:
+    """The outcome a run row records for how the job ended."""
+    if err is None:
+        return "ok"
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(err, SyncError):
+        return next((v for k, v in OUTCOMES.items() if isinstance(err, k)), "failed")
+    return "failed"
+
+
+def run_exit_code(err: BaseException | None) -> int:
+    """The exit code this run alone would give the process (``--all``: the worst one wins)."""
+    if err is None:
+        return 0
+    if isinstance(err, KeyboardInterrupt):
+        return int(getattr(err, "exit_code", 130))
+    if isinstance(err, SyncError):
+        return int(err.exit_code)
+    return 1
+
+
+def _log_run_end(
+    job: str,
+    connection: str,
+    run_id: int | None,
+    err: BaseException | None,
+    counts: Any,
+    calls: int,
+    *,
+    dry_run: bool = False,
+) -> None:
+    """One record closes every run, for cron's log: job, connection, run id (bound), outcome,
+    the report's counts (its numbers, not its lists), calls and the exit code."""
+    outcome, code = run_outcome(err), run_exit_code(err)
+    plain = _plain(counts) if counts else {}
+    numbers = {
+        k: v
+        for k, v in (plain.items() if isinstance(plain, dict) else ())
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+    fields = {
+        "outcome": outcome,
+        "counts": numbers,
+        "calls": calls,
+        "exit_code": code,
+        "dry_run": dry_run,
+    }
+    with bind(run_id=run_id, job=job, connection=connection):
+        log.info(
+            "run %s ended: %s, exit %d, %d call(s)%s",
+            run_id if run_id is not None else "(dry run)",
+            outcome,
+            code,
+            calls,
+            "".join(f", {k} {v}" for k, v in numbers.items() if k not in ("calls",)),
+            extra={"fields": fields},
+        )
 
 
 _PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})  # kept as they are, no call

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from synccli import interrupt
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
@@ -541,7 +542,11 @@ def read_ahead(
                 state["error"], state["done"] = exc, True
                 ready.notify_all()
 
-    worker = threading.Thread(target=context.copy().run, args=(work,), name="read-ahead")
+    # A daemon: after a stop signal the process may exit while a call of the worker is still on
+    # the wire (see the end).
+    worker = threading.Thread(
+        target=context.copy().run, args=(work,), name="read-ahead", daemon=True
+    )
     worker.start()
     try:
         while True:
@@ -569,7 +574,13 @@ def read_ahead(
         with ready:
             state["stop"] = True
             ready.notify_all()
-        worker.join()
+        # Its waits end with a stop signal (interrupt.sleep); a call on the wire may not, and a
+        # stopped run must end within the second: it is then left to the process's exit.
+        while worker.is_alive():
+            worker.join(0.1)
+            if interrupt.STOP.is_set():
+                worker.join(0.5)
+                break
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
