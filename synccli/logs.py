@@ -84,7 +84,7 @@ def user_line(level: int, text: str) -> bool:
     what the text form always prints, the JSON form prints too) and True is returned: the
     caller prints nothing itself, so stderr carries only JSON lines."""
     record = logging.getLogger("synccli.cli").makeRecord(
-        "synccli.cli", level, "", 0, text, None, None
+        "synccli.cli", level, "", 0, text, (), None
     )
     attached = logging.getLogger("synccli").handlers  # not a handler of an earlier setup
     if _file is not None and _file in attached:

@@ -49,13 +49,13 @@ def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
             assert "already running" in second.stderr
             first.kill()  # kill -9 while it holds the lease
             first.wait()
-            again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
-            assert again.returncode == 4  # the dead run's lease has not expired yet
         finally:
             if first.poll() is None:
                 first.kill()
         running.app.faults.clear()
-        time.sleep(8.2)
+        # Its holder was a process of this host and is gone: taken over at once, not after
+        # the lease expires (issue 18; expiry is the rule for other hosts, see
+        # test_operator_cli).
         after = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert after.returncode == 0, after.stderr
         assert "pulled" in after.stdout

@@ -495,3 +495,165 @@ def test_only_a_holder_known_dead_loses_its_lease_before_it_expires(store: Store
         "other host": busy,
         "other host, expired": (0, ["died", "ok"]),
     }
+
+
+# --- line 14: global options anywhere; hints that work as printed ---------------------------------
+def test_global_options_work_after_the_subcommand(store: Store, cli, tmp_path: Path) -> None:
+    log = tmp_path / "after.log"
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        verbose = cli("pull-products", "-c", "x", "--dry-run", "-v")
+        quiet = cli("pull-products", "-c", "x", "-q")
+        logged = cli("status", "-c", "nosuch", "--log-format", "json", "--log-file", str(log))
+        elsewhere = cli("connections", "list", "--data-dir", str(tmp_path / "other"))
+    assert verbose.exit_code == 0, verbose.stderr
+    assert "GET /api.xro/2.0/Items" in verbose.stderr  # -v: one line per call
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+    assert logged.exit_code == 2
+    assert json.loads(logged.stderr.splitlines()[-1])["level"] == "error"
+    assert "nosuch" in log.read_text()
+    assert elsewhere.exit_code == 2 and str(tmp_path / "other") in elsewhere.stderr
+
+
+def _hints(text: str) -> list[list[str]]:
+    """Every `synccli ...` command quoted in ``text``, as arguments."""
+    import shlex
+
+    return [shlex.split(cmd)[1:] for cmd in re.findall(r"`(synccli [^`]+)`", text)]
+
+
+def test_every_hint_printed_with_several_connections_works_as_printed(store: Store, cli) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "a", running)
+        harness.add_connection(store, "b", running)
+        cli("invoices", "add", "-", "-c", "a", input=_order("WEB-1", "10"))
+        cancelled = cli("invoices", "cancel", "WEB-1", "-c", "a")
+        no_connection = cli("sync-product", "SKU-1")
+        no_connection_add = cli("invoices", "add", "-", input=_order("WEB-2", "10"))
+        hints = _hints(cancelled.stdout)
+        assert hints, cancelled.stdout
+        results = [(hint, cli(*hint)) for hint in hints]
+    for hint, result in results:
+        assert result.exit_code == 0, (hint, result.stderr)
+    for refused in (no_connection, no_connection_add):
+        assert refused.exit_code == 2
+        assert "--all" not in refused.stderr, refused.stderr  # neither command has --all
+        assert "-c NAME" in refused.stderr and "a, b" in refused.stderr
+
+
+# --- line 15: read-only commands create nothing ---------------------------------------------------
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["connections", "list"],
+        ["invoices", "list"],
+        ["customers", "review"],
+        ["trace", "product", "SKU-1"],
+        ["db", "current"],
+        ["doctor"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_a_read_only_command_on_a_new_machine_creates_nothing_and_names_the_path(
+    cli, _isolated_env: Path, args: list[str]
+) -> None:
+    assert not _isolated_env.exists()
+    result = cli(*args)
+    assert result.exit_code == 2, result.stderr
+    store = _isolated_env / "synccli.db"
+    assert f"no store at {store} yet" in result.stderr + result.stdout
+    assert "synccli db upgrade" in result.stderr + result.stdout
+    assert not _isolated_env.exists()  # no directory, no empty store, no key file
+
+
+def test_db_upgrade_creates_the_store_a_read_only_command_then_reads(
+    cli, _isolated_env: Path
+) -> None:
+    assert cli("db", "upgrade").exit_code == 0
+    assert (_isolated_env / "synccli.db").exists()
+    assert cli("status").exit_code == 0
+
+
+# --- line 16: help and errors ---------------------------------------------------------------------
+def _command_paths() -> list[list[str]]:
+    import typer
+
+    from synccli.cli.main import app
+
+    root = typer.main.get_command(app)
+    paths: list[list[str]] = [[]]
+
+    def walk(group: object, prefix: list[str]) -> None:
+        for name, sub in getattr(group, "commands", {}).items():
+            paths.append([*prefix, name])
+            walk(sub, [*prefix, name])
+
+    walk(root, [])
+    return paths
+
+
+TYPE_METAVARS = re.compile(r"\b(TEXT|INTEGER|FLOAT|PATH|BOOLEAN|RANGE|FILENAME|DIRECTORY)\b")
+
+
+def test_help_keeps_example_lines_and_names_values_with_words(cli) -> None:
+    paths = _command_paths()
+    assert len(paths) > 20
+    for path in paths:
+        result = cli(*path, "--help")
+        assert result.exit_code == 0, (path, result.stderr)
+        text = result.stdout
+        assert not TYPE_METAVARS.search(text), (path, TYPE_METAVARS.search(text), text)
+        examples = text.split("Example:", 1)[1] if "Example:" in text else ""
+        assert "synccli" in examples, (path, text)  # every command shows an example
+        for line in examples.splitlines():
+            # one example per line: a second `synccli` on a line means two were run together
+            assert line.count("synccli ") <= 1 or "|" in line or "&&" in line, (path, line)
+
+
+def _cron_jobs() -> dict[str, str]:
+    """job -> its schedule in crontab.example, in words (as the help should say it)."""
+    words = {}
+    for line in (ROOT / "crontab.example").read_text().splitlines():
+        if not line or line.startswith("#") or "=" in line.split()[0]:
+            continue
+        minute, hour, *_ = line.split()[:5]
+        job = next(
+            w
+            for w in line.split()[5:]
+            if not w.startswith("-")
+            and w[0].isalpha()
+            and w not in ("synccli", "json")
+            and not w.startswith("/")
+        )
+        if minute.startswith("*/"):
+            words[job] = f"every {minute[2:]} minutes"
+        elif hour.startswith("*/"):
+            words[job] = f"every {hour[2:]} hours"
+        elif hour.isdigit():
+            words[job] = "every night"
+    return words
+
+
+def test_help_frequencies_match_crontab_example(cli) -> None:
+    jobs = _cron_jobs()
+    assert set(jobs) == {"pull-products", "sweep-oldest", "link-customers", "post-invoices"}
+    for job, phrase in jobs.items():
+        text = " ".join(cli(job, "--help").stdout.split())
+        assert phrase in text, (job, phrase, text)
+        others = set(re.findall(r"every \d+ (?:minutes|hours)|every hour|every night", text))
+        assert others == {phrase}, (job, others)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["pull-products", "--bogus"], ["sync-product"], ["nosuch"], ["--log-format", "xml", "status"]],
+    ids=["unknown option", "missing argument", "unknown command", "bad value"],
+)
+def test_usage_errors_speak_in_the_one_error_style(cli, args: list[str]) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "--help" in lines[0]

@@ -64,7 +64,7 @@ def link_customers(
     Example:
 
         \b
-        synccli link-customers --all                 # from cron, every hour
+        synccli link-customers --all                 # from cron, every 6 hours
         synccli link-customers -c shop1 --since 1d --dry-run
     """
 
@@ -165,7 +165,8 @@ def review_cmd(
             output.table(
                 ["item", "subject", "customer", "candidates", "why"],
                 rows,
-                title="ambiguous (not linked): link one with `synccli customers link LOCAL REMOTE`",
+                title="ambiguous (not linked): link one with "
+                f"`synccli customers link -c {r.connection} LOCAL REMOTE`",
             )
         if r.created:
             rows = []

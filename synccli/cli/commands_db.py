@@ -21,7 +21,7 @@ def upgrade(ctx: typer.Context) -> None:
 
         SYNC_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/test synccli db upgrade
     """
-    store = state(ctx).store(check=False)
+    store = state(ctx).store(check=False, create=True)
     before, after = store.upgrade()
     if before == after:
         output.line(f"schema already at {after}")

@@ -110,7 +110,7 @@ def post_invoices(
     Example:
 
         \b
-        synccli post-invoices --all                 # from cron, every 10 minutes
+        synccli post-invoices --all                 # from cron, every 2 hours
         synccli post-invoices -c shop1 --dry-run
     """
 
@@ -329,5 +329,5 @@ def cancel(
         output.warn(f"warning: {warning}")
     output.line(
         f"invoice {r.number} ({r.connection}) cancelled; "
-        f"`synccli invoices retry {r.number}` undoes it"
+        f"`synccli invoices retry {r.number} -c {r.connection}` undoes it"
     )

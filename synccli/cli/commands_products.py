@@ -95,6 +95,7 @@ def sweep_oldest(
 
     Example:
 
+        synccli sweep-oldest auto --all       # from cron, every night
         synccli sweep-oldest 500 --all
         synccli sweep-oldest auto -c shop1 --dry-run
     """

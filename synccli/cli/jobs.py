@@ -58,7 +58,11 @@ DRY_RUN_OPT = typer.Option(
 JSON_OPT = typer.Option(False, "--json", help="JSON output.")
 
 
-def select_connections(store: Store, names: list[str], all_: bool) -> list[Connection]:
+def select_connections(
+    store: Store, names: list[str], all_: bool, *, offer_all: bool = False
+) -> list[Connection]:
+    """The named connections, all of them (``all_``), or the only one. ``offer_all``: the
+    command has ``--all``, so the hint may suggest it."""
     with store.session() as s:
         conns = list(s.scalars(select(Connection).order_by(Connection.name)))
     if all_:
@@ -66,7 +70,13 @@ def select_connections(store: Store, names: list[str], all_: bool) -> list[Conne
     if not names:
         if len(conns) == 1:
             return conns
-        raise UsageError("name a connection with --connection NAME, or use --all")
+        if not conns:
+            raise UsageError(
+                "no connections yet: add one with `synccli connections add NAME --provider ...`"
+            )
+        known = ", ".join(c.name for c in conns)
+        alternative = ", or use --all" if offer_all else ""
+        raise UsageError(f"name a connection with -c NAME ({known}){alternative}")
     by_name = {c.name: c for c in conns}
     missing = [n for n in names if n not in by_name]
     if missing:
@@ -107,7 +117,8 @@ def run_for_connections(
     # Hosts that cron starts "at once" start seconds apart: a run another host finished shortly
     # before this one began belongs to the same round.
     round_start = SystemClock().now() - round_slack() if all_ else None
-    for conn in select_connections(store, names, all_):
+    offer_all = any(p.name == "all_" for p in ctx.command.params)
+    for conn in select_connections(store, names, all_, offer_all=offer_all):
         with bind(job=job, connection=conn.name):
             try:
                 with job_run(

@@ -21,25 +21,64 @@ except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from synccli import interrupt
-from synccli.cli import output
+from synccli.cli import helptext, output
 from synccli.cli.state import AppState
 from synccli.errors import ExitCode, SyncError
 from synccli.logs import setup_logging
+
+# Global options: accepted after the subcommand too (`synccli pull-products --dry-run -v`).
+GLOBAL_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet"})
+GLOBAL_VALUED = frozenset({"--log-format", "--log-file", "--database-url", "--data-dir"})
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options found after the subcommand to before it, where the parser reads
+    them. No subcommand defines an option of these names; ``--`` ends the search."""
+    i = 0
+    while i < len(args) and args[i] != "--" and args[i].startswith("-"):
+        i += 2 if args[i] in GLOBAL_VALUED else 1
+    front, rest = args[:i], args[i:]
+    moved: list[str] = []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        arg = rest[j]
+        if arg == "--":
+            kept.extend(rest[j:])
+            break
+        if arg in GLOBAL_FLAGS or (len(arg) > 2 and arg[0] == "-" and set(arg[1:]) == {"v"}):
+            moved.append(arg)
+            j += 1
+        elif arg.split("=", 1)[0] in GLOBAL_VALUED:
+            width = 1 if "=" in arg else 2
+            moved.extend(rest[j : j + width])
+            j += width
+        else:
+            kept.append(arg)
+            j += 1
+    return front + moved + kept
 
 
 class SyncGroup(TyperGroup):
     """Maps every expected error to one line on stderr and its exit code, in one place."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args)))
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         """The CLI framework's own errors (unknown option, missing argument) in the tool's one
         error style, and a reader that went away (``| head``) ending the output quietly."""
+        standalone_mode = kwargs.pop("standalone_mode", True)
+        code: int | str | None
+        helptext.polish(self)
         try:
             with interrupt.handled():
-                rv = super().main(*args, standalone_mode=False, **kwargs)
+                rv = super().main(*args, **{**kwargs, "standalone_mode": False})
         except typer.Exit as exc:
             code = exc.exit_code
         except ClickException as exc:
-            where = f" (see `{exc.ctx.command_path} --help`)" if getattr(exc, "ctx", None) else ""
+            where_ctx = getattr(exc, "ctx", None)
+            where = f" (see `{where_ctx.command_path} --help`)" if where_ctx else ""
             output.error_line(f"{exc.format_message()}{where}")
             code = exc.exit_code
         except typer.Abort:
@@ -132,6 +171,7 @@ def main(
     Example:
 
         synccli -v pull-products --connection shop1 --dry-run
+        synccli pull-products -c shop1 --dry-run -v     # global options after the command too
     """
     if log_format not in ("text", "json"):
         raise typer.BadParameter("use text or json", param_hint="--log-format")

@@ -24,10 +24,12 @@ class AppState:
             self._settings = load_settings(self.database_url, self.data_dir)
         return self._settings
 
-    def store(self, check: bool = True) -> Store:
-        """The store; with ``check`` an out-of-date schema stops the command (exit 2)."""
+    def store(self, check: bool = True, create: bool = False) -> Store:
+        """The store; with ``check`` an out-of-date schema stops the command (exit 2). Only
+        ``create`` (``db upgrade``) makes a SQLite file that is not there yet: any other command
+        says where it looked and creates nothing."""
         if self._store is None:
-            self._store = open_store(self.settings, check=check)
+            self._store = open_store(self.settings, check=check, create=create)
         elif check:
             self._store.check_schema()
         return self._store

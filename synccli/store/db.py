@@ -38,14 +38,33 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def make_engine(url: str, **kw: Any) -> Engine:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    return Path(database) if database and database != ":memory:" else None
+
+
+def store_location(url: str) -> str:
+    """Where a store lives, for messages: the SQLite file, or the URL without its password."""
+    path = sqlite_path(url)
+    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str, *, create: bool = True, **kw: Any) -> Engine:
     """An engine for ``url``. SQLite files are created owner-only, in WAL mode, with a busy
-    timeout, so cron runs and the ledger can write while another process reads."""
+    timeout, so cron runs and the ledger can write while another process reads. Without
+    ``create``, a SQLite file that does not exist is an error and nothing is created (no
+    directory, no empty file): a read-only command must leave no trace."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             path = Path(database)
+            if not create and not path.exists():
+                raise ConfigError(f"no store at {path} yet: run `synccli db upgrade`")
             ensure_private_dir(path.parent)
             if not path.exists():
                 try:
@@ -87,9 +106,11 @@ def make_engine(url: str, **kw: Any) -> Engine:
 class Store:
     """The link store: engine, session factory and the credential vault."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, *, create: bool = True
+    ) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings.database_url)
+        self.engine = engine or make_engine(settings.database_url, create=create)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._vault: Vault | None = None
 
@@ -183,8 +204,13 @@ class Store:
     def check_schema(self) -> None:
         """Stop with one line when the schema is behind the code."""
         current, head = self.current_revision(), head_revision()
+        if current is None:
+            raise SchemaOutdated(
+                f"no store at {store_location(self.settings.database_url)} yet "
+                "(no schema): run `synccli db upgrade`"
+            )
         if current != head:
-            state = "empty" if current is None else f"at {current}, code expects {head}"
+            state = f"at {current}, code expects {head}"
             raise SchemaOutdated(
                 f"the store's schema is out of date ({state}): run `synccli db upgrade`"
             )
@@ -220,10 +246,11 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(settings: Settings, check: bool = True) -> Store:
-    """Open the store named by ``settings``; with ``check``, refuse an out-of-date schema."""
+def open_store(settings: Settings, check: bool = True, create: bool = True) -> Store:
+    """Open the store named by ``settings``; with ``check``, refuse an out-of-date schema;
+    without ``create``, refuse a SQLite file that does not exist (creating nothing)."""
     try:
-        store = Store(settings)
+        store = Store(settings, create=create)
         if check:
             store.check_schema()
         return store

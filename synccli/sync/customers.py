@@ -697,8 +697,8 @@ def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> 
         ids = ", ".join(f"{r.remote_id} ({r.name})" for r in found)
         message = (
             f"order {order.number}: customer {who} {why} ({ids}); link the right one with "
-            f"`synccli customers link {c.id if c.id is not None else '<local id>'} "
-            "REMOTE_ID`"
+            f"`synccli customers link -c {ctx.connection.name} "
+            f"{c.id if c.id is not None else 'LOCAL'} REMOTE_ID`"
         )
         if not ctx.dry_run and c.id is not None:
             with store.session() as s:
@@ -831,7 +831,7 @@ class LinkChange:
     warning: str | None = None
 
 
-def _local_by_ref(s: Session, conn_id: int, ref: str) -> Customer:
+def _local_by_ref(s: Session, conn_id: int, ref: str, conn_name: str = "") -> Customer:
     """A local customer by id, or by email / account number when exactly one has it."""
     text = ref.strip()
     if text.isdigit():
@@ -839,7 +839,8 @@ def _local_by_ref(s: Session, conn_id: int, ref: str) -> Customer:
         if cust is not None and cust.connection_id == conn_id:
             return cust
         raise UsageError(
-            f"no local customer #{text} in this connection (see `synccli customers list`)"
+            f"no local customer #{text} in this connection "
+            f"(see `synccli customers list -c {conn_name}`)"
         )
     email, account = norm_email(text), norm_account(text)
     rows = list(
@@ -873,14 +874,14 @@ def link_manual(
     if not remote_id:
         raise UsageError("give the remote customer's id")
     with store.session() as s:
-        cust = _local_by_ref(s, conn.id, local_ref)
+        cust = _local_by_ref(s, conn.id, local_ref, conn.name)
         mine = link_by_local(s, conn.id, KIND, cust.id)
         if mine is not None:
             if mine.remote_id == remote_id:
                 raise UsageError(f"local customer #{cust.id} is already linked to {remote_id}")
             raise UsageError(
                 f"local customer #{cust.id} is linked to {mine.remote_id}: "
-                f"`synccli customers unlink {cust.id}` first"
+                f"`synccli customers unlink -c {conn.name} {cust.id}` first"
             )
         theirs = link_by_remote(s, conn.id, KIND, remote_id)
         if theirs is not None:
@@ -922,7 +923,7 @@ def link_manual(
 def unlink(store: Store, conn: Connection, local_ref: str, now: datetime) -> LinkChange:
     """Remove a local customer's link (the customers themselves are untouched)."""
     with store.session() as s:
-        cust = _local_by_ref(s, conn.id, local_ref)
+        cust = _local_by_ref(s, conn.id, local_ref, conn.name)
         link = link_by_local(s, conn.id, KIND, cust.id)
         if link is None:
             raise UsageError(f"local customer #{cust.id} is not linked")

@@ -114,7 +114,7 @@ def check_connection(store: Store, conn: Connection, now: datetime) -> list[Chec
             f"{name}: budget",
             ok,
             ", ".join(parts),
-            "" if ok else "lower the sweep size or pull less often (`synccli plan`)",
+            "" if ok else "lower the sweep size or pull less often (`synccli plan --help`)",
         )
     )
     return checks
@@ -126,7 +126,7 @@ def _fix_for(err: SyncError, name: str) -> str:
     if isinstance(err, AuthError):
         return f"run `synccli connections authorize {name}`"
     if isinstance(err, BudgetExhausted):
-        return "wait for the reset, or lower the schedule (`synccli plan`)"
+        return "wait for the reset, or lower the schedule (`synccli plan --help`)"
     if isinstance(err, TransientError):
         return "check the network and the provider's status page, then retry"
-    return "check the connection's settings (`synccli connections show`)"
+    return f"check the connection's settings (`synccli connections show {name}`)"
