@@ -46,6 +46,16 @@ class LeaseBusy(SyncError):
     exit_code = ExitCode.BUSY
 
 
+class ClaimLost(SyncError):
+    """This process no longer holds the claim it worked under (it expired while the process was
+    stalled, and another run took the work over, or an operator cancelled it): stop, send nothing
+    more, and leave the work to its new holder."""
+
+    def __init__(self, message: str, *, lost: frozenset[int] = frozenset()) -> None:
+        super().__init__(message)
+        self.lost = lost  # ids of the claims found lost (empty: not known which)
+
+
 class ProviderError(SyncError):
     """Any failure talking to a provider. ``retryable`` says whether a later run may succeed."""
 

@@ -16,7 +16,7 @@ look-up-first rule). Kill points, in turn:
   is killed then ("after the provider committed but before our commit").
 
 Each kill is classified by what the sandbox saw at that moment. A killed run leaves its claim on
-the job for 10 minutes (``invoices.CLAIM_TTL``) and any creation lock it held (a customer being
+the job for 10 minutes (``SYNC_CLAIM_SECONDS``) and any creation lock it held (a customer being
 looked up) for 5 (``context.CREATE_LOCK_TTL``); the test stands in for those minutes by expiring
 the dead process's claims and locks (only after the sandbox has finished every request it
 received: a provider would have, within 10 minutes). The lease lasts 0.5 s
@@ -141,7 +141,7 @@ class TrapLightspeed(LightspeedSandbox):
 
 def _let_ten_minutes_pass(store: Store, pid: int) -> None:
     """Stand in for the minutes after a crash: the dead process ``pid``'s job claims (10 min,
-    ``invoices.CLAIM_TTL``), its job lease and its creation locks (5 min,
+    ``SYNC_CLAIM_SECONDS``), its job lease and its creation locks (5 min,
     ``context.CREATE_LOCK_TTL``) expire."""
     owner = f"{socket.gethostname()}:{pid}"
     past = datetime.now(UTC) - timedelta(seconds=1)

@@ -155,6 +155,7 @@ def post_invoices(
             f"gave up {r.gave_up}, transient {r.transient}, postponed {r.postponed}; "
             f"products created {r.products_created}, linked {r.products_linked}; emails {r.emails}"
             + (f"; total mismatches {r.total_mismatches}" if r.total_mismatches else "")
+            + (f"; left to another run that took them over {r.lost}" if r.lost else "")
         )
         for item in r.invoices:  # (a total mismatch is logged as an error, -q or not)
             if item.outcome in ("rejected", "invalid", "gave_up"):

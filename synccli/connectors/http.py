@@ -337,6 +337,13 @@ class HttpClient:
         self._proxies: dict[str, dict[str, str]] = {}
         self.pacer = self._window_pacer(pace)
         self._bucket: tuple[float, float, float, float] | None = None  # level, size, drip, t
+        # Set by a job for the writes it makes under a claim (an invoice job's): ``fence`` is
+        # called right before every write is sent, retries included, and raises ClaimLost once
+        # the claim is gone, so a process that stalled past its claim sends nothing more;
+        # ``write_wait`` caps the seconds one write may spend in retries and Retry-After waits,
+        # so that it never outlives the claim it was started under.
+        self.fence: Callable[[], None] | None = None
+        self.write_wait: float | None = None
 
     def _session(self, pace: bool) -> requests.Session:
         if not (pace and self.limits.drip_per_second and not self.limits.per_minute):
@@ -386,7 +393,9 @@ class HttpClient:
         if query:
             url = f"{url}{'&' if '?' in url else '?'}{query}"
         query_string = urlsplit(url).query
-        retry = (method.upper() == "GET") if retry is None else retry
+        write = method.upper() != "GET"
+        retry = not write if retry is None else retry
+        began = time.monotonic()
         refreshed = False
         attempt = 0
         while True:
@@ -395,7 +404,7 @@ class HttpClient:
                 resp = self._send_once(method, url, query_string, json_body, headers, cost)
             except TransientError as err:
                 if retry and attempt <= self.retries:
-                    self._sleep(self._backoff_delay(attempt, err))
+                    self._wait_to_retry(self._backoff_delay(attempt, err), err, write, began)
                     continue
                 raise
             status = resp.status_code
@@ -412,12 +421,26 @@ class HttpClient:
                     continue
             err = self._classify(method, url, resp)
             if isinstance(err, RateLimited) and attempt <= self.retries + 3:
-                self._sleep(err.retry_after)
+                self._wait_to_retry(err.retry_after, err, write, began)
                 continue
             if isinstance(err, TransientError) and retry and attempt <= self.retries:
-                self._sleep(self._backoff_delay(attempt, err))
+                self._wait_to_retry(self._backoff_delay(attempt, err), err, write, began)
                 continue
             raise err
+
+    def _wait_to_retry(self, seconds: float, err: ProviderError, write: bool, began: float) -> None:
+        """Sleep before sending again; a write that would then have waited longer than
+        ``write_wait`` in all gives up instead (a transient failure: the next run tries again)."""
+        if write and self.write_wait is not None:
+            spent = time.monotonic() - began
+            if spent + seconds > self.write_wait:
+                raise TransientError(
+                    f"{err.message}; not waiting {seconds:g}s more for it (a write may wait "
+                    f"{self.write_wait:g}s in all): tried again by the next run",
+                    status=err.status,
+                    body=err.body,
+                ) from err
+        self._sleep(seconds)
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         """``request`` and parse the JSON body; an unreadable body is a BadResponse."""
@@ -446,6 +469,8 @@ class HttpClient:
         all_headers.update(self.auth.headers(method, url, query))
         all_headers.update(headers or {})
         data = None if json_body is None else json.dumps(json_body, default=str)
+        if self.fence is not None and method.upper() != "GET":
+            self.fence()  # the last moment before the write leaves: is the claim still ours?
         started = time.perf_counter()
         sent_at = time.monotonic()
         path = urlsplit(url).path

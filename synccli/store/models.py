@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -314,6 +315,10 @@ class InvoiceJob(Base):
     first_failed_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     posted_at: Mapped[datetime | None]
+    # An earlier post may have reached the provider (its answer was lost, or its run stalled or
+    # died after ``posting``): the next post looks the invoice up first. Unlike the ``posting``
+    # state it survives ``invoices cancel`` and ``invoices retry``.
+    maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     order: Mapped[Order] = relationship()
 

@@ -52,16 +52,32 @@ log = logging.getLogger("synccli.job")
 R = TypeVar("R")
 
 
-def lease_ttl() -> timedelta:
-    """How long a run's lease lasts before another run may take it over (renewed every page)."""
-    text = os.environ.get("SYNC_LEASE_SECONDS", "900")
+def _seconds_setting(name: str, default: str) -> timedelta:
+    text = os.environ.get(name, default)
     try:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < 7 * 86400:
-        raise ConfigError(f"SYNC_LEASE_SECONDS must be a number of seconds, got {text!r}")
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}")
     return timedelta(seconds=seconds)
+
+
+def lease_ttl() -> timedelta:
+    """How long a run's lease lasts before another run may take it over (renewed every page)."""
+    return _seconds_setting("SYNC_LEASE_SECONDS", "900")
+
+
+def claim_ttl() -> timedelta:
+    """How long a worker's claim on one invoice job lasts before another run may take the job
+    over (``SYNC_CLAIM_SECONDS``, default 10 minutes). The worker renews it before every write it
+    makes for the job, and one write may wait at most half of it (:data:`WRITE_WAIT_SHARE`)."""
+    return _seconds_setting("SYNC_CLAIM_SECONDS", "600")
+
+
+# The share of a claim that one write may spend in retries and Retry-After waits: the claim is
+# renewed right before the write is sent, so the write ends well within it.
+WRITE_WAIT_SHARE = 0.5
 
 
 PROVIDERS = ("xero", "unleashed", "lightspeed")
@@ -165,6 +181,22 @@ class JobContext:
             return
         with deferred.deferred():
             yield
+
+    @contextmanager
+    def fenced(self, fence: Callable[[], None], claim: timedelta) -> Iterator[None]:
+        """Within this block every write the connector sends is preceded by ``fence()`` (which
+        raises ClaimLost once the claim is gone), and none waits longer than its share of
+        ``claim`` in retries and Retry-After sleeps (see ``HttpClient.fence``)."""
+        http = getattr(self.connector, "http", None)
+        if http is None or self.dry_run:
+            yield
+            return
+        before = http.fence, http.write_wait
+        http.fence, http.write_wait = fence, claim.total_seconds() * WRITE_WAIT_SHARE
+        try:
+            yield
+        finally:
+            http.fence, http.write_wait = before
 
     def heartbeat(self, job: str) -> None:
         """Extend the lease during long runs: at most once a tenth of its lifetime.

@@ -6,9 +6,10 @@ before any call. ``post_invoices`` drains the due jobs of one connection:
 1. **Claim** one due job at a time: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
    database write lock (``BEGIN IMMEDIATE``) on SQLite; the claim (``claimed_by`` /
    ``claimed_until``) is committed, so overlapping runs and hosts never work on the same job.
-2. **Look up first** when the job may have been sent before: state ``posting`` means an earlier
-   post got no clear answer (a crash, a timeout, a lost response, a 5xx). ``find_invoice(number)``
-   then decides: found -> recorded as posted, nothing is sent again.
+2. **Look up first** when the job may have been sent before (``maybe_sent``, set with
+   ``posting``, kept through ``invoices cancel`` and ``retry``): an earlier post got no clear
+   answer (a crash, a timeout, a lost response, a 5xx, a run that stalled past its claim).
+   ``find_invoice(number)`` then decides: found -> recorded as posted, nothing is sent again.
 3. **Dependencies first** (the OCA connector's rule): the customer (``ensure_customer``) and every
    product (linked -> use; else ``find_product`` by exact code -> link; else ``create_product`` ->
    link + review item), each remote create committed at once.
@@ -17,6 +18,15 @@ before any call. ``post_invoices`` drains the due jobs of one connection:
 
 An invoice is ``posted`` only when the provider's total equals the order's; any other total
 (or none) leaves the job in ``mismatch``, with the remote id kept and one email to the merchant.
+
+**Fencing.** A claim lasts ``SYNC_CLAIM_SECONDS`` (:func:`~synccli.sync.context.claim_ttl`) and
+can run out while its worker is stalled (a stopped process, a long Retry-After), after which
+another run may take the job over. So the worker re-asserts (and renews) its claim right before
+every write it sends for the job (the invoice, a product, a customer, Unleashed's Complete, each
+retry: ``HttpClient.fence``) and in every state write (``posting``, posted, rejected, released);
+one write never waits more than half the claim in retries and Retry-After sleeps (beyond that the
+job is released as transient). A worker that lost its claim stops: it sends nothing more and
+leaves the job, and its emails, to the run that holds it now (outcome ``lost``).
 
 Outcomes: transient (retried next run, no attempt counted against the merchant), rejected (email
 the merchant once per distinct error, retry on the slow schedule, give up after the configured age
@@ -51,12 +61,14 @@ from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, Poste
 from synccli.errors import (
     AuthError,
     BudgetExhausted,
+    ClaimLost,
     ConfigError,
     Rejected,
     TransientError,
     UsageError,
 )
 from synccli.remote_ids import refusal
+from synccli.store.claims import held_job, reassert
 from synccli.store.db import Store
 from synccli.store.models import (
     Connection,
@@ -70,7 +82,7 @@ from synccli.store.models import (
 from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import owner_id
 from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
-from synccli.sync.context import JobContext, connector_class, creation_lock
+from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.orders import enqueue_missing, lookup_values, order_total
 
 log = logging.getLogger("synccli.job")
@@ -81,7 +93,6 @@ JOB = "post-invoices"
 # the provider (emailed once).
 STATES = ("pending", "posting", "posted", "mismatch", "failed", "gave_up", "cancelled")
 ACTIVE = ("pending", "posting", "failed")
-CLAIM_TTL = timedelta(minutes=10)
 TRANSIENT_BREAKER = 5  # transient failures in a row stop the run (the provider is down)
 DEFAULT_SCHEDULE = "2h,4h,8h,12h,24h"
 DEFAULT_GIVE_UP = "7d"
@@ -156,6 +167,7 @@ class PostReport:
     products_linked: int = 0
     emails: int = 0
     total_mismatches: int = 0
+    lost: int = 0  # jobs another run took over while this one was stalled (left to it)
     stopped: str | None = None
     unlinked_products: list[str] = field(default_factory=list)  # dry run: would look up/create
     invoices: list[InvoiceOutcome] = field(default_factory=list)
@@ -184,6 +196,7 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
     started = ctx.clock.now()
     report.enqueued = enqueue_missing(store, conn, started)
     worker = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
+    ttl = claim_ttl()
     mailer = notify.mailer_for(store.settings)
     seen: set[int] = set()
     in_a_row = 0
@@ -196,7 +209,7 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
     try:
         while limit is None or len(seen) < limit:
             room = batch if limit is None else min(batch, limit - len(seen))
-            workers = _claim_batch(ctx, worker, policy, mailer, report, seen, room)
+            workers = _claim_batch(ctx, worker, ttl, policy, mailer, report, seen, room)
             if workers is None:
                 break
             if not workers:
@@ -228,6 +241,7 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
 def _claim_batch(
     ctx: JobContext,
     worker: str,
+    ttl: timedelta,
     policy: RetryPolicy,
     mailer: notify.Mailer,
     report: PostReport,
@@ -239,13 +253,13 @@ def _claim_batch(
     prepared: list[tuple[_Worker, InvoiceDraft]] = []
     claimed = 0
     while claimed < room:
-        job_id = _claim(ctx.store, ctx.connection.id, worker, ctx.clock.now(), seen)
+        job_id = _claim(ctx.store, ctx.connection.id, worker, ctx.clock.now(), ttl, seen)
         if job_id is None:
             break
         claimed += 1
         seen.add(job_id)
         report.due += 1
-        w = _Worker(ctx, job_id, worker, policy, mailer, report)
+        w = _Worker(ctx, job_id, worker, ttl, policy, mailer, report)
         result = w.guard(w.prepare)
         if isinstance(result, InvoiceDraft):
             prepared.append((w, result))
@@ -257,8 +271,12 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     if len(workers) == 1:
         w, draft = workers[0]
         return [w.guard(lambda: w.posted(ctx.connector.post_invoice(draft, w.key), "posted"))]
+    jobs = [w for w, _ in workers]
     try:
-        results = ctx.connector.post_invoices([(draft, w.key) for w, draft in workers])
+        with ctx.fenced(lambda: _fence(jobs), jobs[0].ttl):
+            results = ctx.connector.post_invoices([(draft, w.key) for w, draft in workers])
+    except ClaimLost as err:  # not sent: the jobs still held go back to the queue
+        return [w.lost() if w.job_id in err.lost else w.transient(err) for w in jobs]
     except BudgetExhausted as err:
         for w, _ in workers:
             w.postponed(err)
@@ -286,8 +304,26 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     return outcomes
 
 
+def _fence(workers: list[_Worker]) -> None:
+    """Re-assert (and renew) the claims of the jobs a write is about to be sent for; raises
+    ClaimLost naming those this run no longer holds."""
+    w = workers[0]
+    lost = reassert(w.store, [x.job_id for x in workers], w.worker, w.now(), w.ttl)
+    if lost:
+        raise ClaimLost(
+            f"the claim on {len(lost)} invoice job(s) ran out and another run took them over "
+            "(or they were cancelled): not sent",
+            lost=frozenset(lost),
+        )
+
+
 def _claim(
-    store: Store, connection_id: int, worker: str, now: datetime, seen: set[int]
+    store: Store,
+    connection_id: int,
+    worker: str,
+    now: datetime,
+    ttl: timedelta,
+    seen: set[int],
 ) -> int | None:
     """Claim the next due job (committed), or None when nothing is due."""
     query = (
@@ -312,7 +348,7 @@ def _claim(
         s.execute(
             update(InvoiceJob)
             .where(InvoiceJob.id == job_id)
-            .values(claimed_by=worker, claimed_until=now + CLAIM_TTL)
+            .values(claimed_by=worker, claimed_until=now + ttl)
         )
     return job_id
 
@@ -325,14 +361,17 @@ class _Worker:
         ctx: JobContext,
         job_id: int,
         worker: str,
+        ttl: timedelta,
         policy: RetryPolicy,
         mailer: notify.Mailer,
         report: PostReport,
     ) -> None:
         self.ctx, self.store, self.conn = ctx, ctx.store, ctx.connection
-        self.job_id, self.worker, self.policy = job_id, worker, policy
+        self.job_id, self.worker, self.ttl, self.policy = job_id, worker, ttl, policy
         self.mailer, self.report = mailer, report
         self.summary = ""
+        self.maybe_sent = False  # when claimed: an earlier post may have reached the provider
+        self.marked = False  # this attempt marked the job ``posting`` (its post may go out)
 
     def now(self) -> datetime:
         return self.ctx.clock.now()
@@ -346,10 +385,18 @@ class _Worker:
             lambda: self.posted(self.ctx.connector.post_invoice(prepared, self.key), "posted")
         )
 
+    def fence(self) -> None:
+        """Right before a write is sent for this job: is the claim still ours? (renews it)"""
+        _fence([self])
+
     def guard(self, step: Callable[[], Any]) -> Any:
-        """Run a step; turn its failure into this job's outcome (or re-raise to stop the run)."""
+        """Run a step, every write it sends fenced by this job's claim; turn its failure into this
+        job's outcome (or re-raise to stop the run)."""
         try:
-            return step()
+            with self.ctx.fenced(self.fence, self.ttl):
+                return step()
+        except ClaimLost:
+            return self.lost()
         except Rejected as err:
             return self.rejected(err.errors or [err.message])
         except BudgetExhausted as err:
@@ -376,13 +423,14 @@ class _Worker:
             )
             assert order is not None
             state_before, key = job.state, job.idempotency_key
+            self.maybe_sent = bool(job.maybe_sent) or state_before == "posting"
         self.order, self.state_before, self.key = order, state_before, key
         problems = _local_problems(order, self.conn.provider)
         if problems:
             self.summary = "not sent: the order in the store is invalid"
             return self.rejected(problems, outcome="invalid")
         lookup = ""
-        if state_before == "posting":
+        if self.maybe_sent:
             self.summary = f"look up invoice {order.number} (an earlier post had no clear answer)"
             found = self.ctx.connector.find_invoice(order.number)
             if found is not None:
@@ -398,7 +446,7 @@ class _Worker:
         draft = self.draft(order, customer_id, products)
         self.summary = lookup + _summary(draft, self.key)
         if not self.mark_posting():
-            return self.skipped("cancelled or taken over meanwhile")
+            return self.lost()
         return draft
 
     # building ---------------------------------------------------------------------------------
@@ -431,23 +479,26 @@ class _Worker:
             due_date=due,
             reference=order.number,
             total=Decimal(order.total),
-            resend=self.state_before == "posting",
+            resend=self.maybe_sent,
         )
 
     # state changes ----------------------------------------------------------------------------
     def mark_posting(self) -> bool:
-        """Commit ``posting`` before the call, so a crash leaves a job that looks up first."""
-        with self.store.session() as s:
-            result = s.execute(
-                update(InvoiceJob)
-                .where(
-                    InvoiceJob.id == self.job_id,
-                    InvoiceJob.claimed_by == self.worker,
-                    InvoiceJob.state.in_(ACTIVE),
-                )
-                .values(state="posting", claimed_until=self.now() + CLAIM_TTL)
-            )
-            return bool(result.rowcount)
+        """Commit ``posting`` (and ``maybe_sent``) before the call, so a crash leaves a job that
+        looks up first; False when the claim is no longer ours."""
+        with self.store.locked() as s:
+            job = self.held(s)
+            if job is None:
+                return False
+            job.state, job.maybe_sent = "posting", True
+            job.claimed_until = self.now() + self.ttl
+        self.marked = True
+        return True
+
+    def held(self, s: Any) -> InvoiceJob | None:
+        """The job, locked, while this worker still holds its claim (every state write goes
+        through here: a worker that lost the claim writes nothing)."""
+        return held_job(s, self.job_id, self.worker, self.now())
 
     def attempt(
         self, s: Any, outcome: str, error: str | None = None, messages: list[str] | None = None
@@ -481,8 +532,9 @@ class _Worker:
         now = self.now()
         mismatch = total_mismatch(posted.total, Decimal(self.order.total))
         with self.store.locked() as s:
-            job = s.get(InvoiceJob, self.job_id)
-            assert job is not None
+            job = self.held(s)
+            if job is None:  # the job stays marked maybe_sent: its new holder looks it up
+                return self.lost(f"the provider has it as {posted.remote_id}")
             job.state = "posted" if mismatch is None else "mismatch"
             job.remote_id, job.remote_total = posted.remote_id, posted.total
             job.posted_at, job.last_error = now, mismatch
@@ -521,8 +573,11 @@ class _Worker:
         messages = [m.strip() for m in messages if m and m.strip()]  # each kept whole
         error = "; ".join(messages) or "rejected"
         with self.store.locked() as s:
-            job = s.get(InvoiceJob, self.job_id)
-            assert job is not None
+            job = self.held(s)
+            if job is None:  # no email either: the job is the new holder's
+                return self.lost(f"refused: {error}")
+            if self.marked:  # the provider refused the post itself: nothing of it exists there
+                job.maybe_sent = False
             job.attempts = (job.attempts or 0) + 1
             job.first_failed_at = job.first_failed_at or now
             give_up_at = job.first_failed_at + self.policy.give_up_after
@@ -553,22 +608,27 @@ class _Worker:
 
     def release(
         self, error: str, outcome: str, next_at: datetime | None = None, restore: bool = False
-    ) -> None:
-        """Free the claim without counting an attempt against the merchant."""
+    ) -> bool:
+        """Free the claim without counting an attempt against the merchant. False when the
+        claim was no longer ours (nothing written)."""
         with self.store.locked() as s:
-            job = s.get(InvoiceJob, self.job_id)
-            assert job is not None
+            job = self.held(s)
+            if job is None:
+                return False
             if restore and job.state == "posting" and self.state_before != "posting":
                 job.state = self.state_before  # refused before the provider processed anything
+                job.maybe_sent = self.maybe_sent
             job.last_error = error
             job.claimed_by, job.claimed_until = None, None
             if next_at is not None:
                 job.next_attempt_at = next_at
             self.attempt(s, outcome, error)
+        return True
 
     def transient(self, err: Exception) -> str:
         message = getattr(err, "message", str(err))
-        self.release(message, "transient", next_at=self.now())
+        if not self.release(message, "transient", next_at=self.now()):
+            return self.lost()
         self.report.transient += 1
         log.info("invoice %s: transient failure, retried next run: %s", self.order.number, message)
         return self.outcome("transient", error=message)
@@ -586,6 +646,16 @@ class _Worker:
         self.outcome("auth", error=err.message)
         if flag_reauth(self.store, self.conn, err.message, self.now(), mailer=self.mailer):
             self.report.emails += 1
+
+    def lost(self, detail: str = "") -> str:
+        """This worker's claim ran out while it was stalled and another run holds the job now (or
+        an operator cancelled it): nothing more is sent or written for it here."""
+        number = self.order.number
+        why = "taken over by another run (this one stalled past its claim) or cancelled"
+        why += f"; {detail}" if detail else ""
+        log.warning("invoice %s: claim lost, left to its new holder: %s", number, why)
+        self.report.lost += 1
+        return self.outcome("lost", error=why)
 
     def skipped(self, why: str) -> str:
         with self.store.session() as s:
@@ -856,7 +926,7 @@ def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostRepo
     with ctx.store.session() as s:
         jobs = list(
             s.execute(
-                select(Order, InvoiceJob.state)
+                select(Order, InvoiceJob.state, InvoiceJob.maybe_sent)
                 .join(InvoiceJob, InvoiceJob.order_id == Order.id)
                 .options(selectinload(Order.lines))
                 .where(
@@ -877,7 +947,8 @@ def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostRepo
             )
         )
         report.enqueued = len(unqueued)
-        work = [(o, st) for o, st in jobs] + [(o, "new") for o in unqueued]
+        work = [(o, "posting" if sent else st) for o, st, sent in jobs]
+        work += [(o, "new") for o in unqueued]
         if limit is not None:
             work = work[:limit]
         skus = sorted({ln.sku for o, _ in work for ln in o.lines})
@@ -1079,13 +1150,14 @@ def retry_invoice(store: Store, number: str, connection: str | None, now: dateti
     """Make the job due now (also from gave_up or cancelled), with a fresh rejection count.
     A ``mismatch`` (the provider has the invoice with another total) is checked again, never
     posted again: the job becomes ``posting``, so the next run looks the invoice up first and
-    records it ``posted`` once the merchant has corrected its total at the provider."""
+    records it ``posted`` once the merchant has corrected its total at the provider. A job that
+    may have been sent before (``maybe_sent``) keeps that mark: it is looked up first too."""
     with store.locked() as s:
         job, order, name = _find(s, number, connection)
         if job.state == "posted":
             raise UsageError(f"invoice {number} is already posted (remote id {job.remote_id})")
         if job.state == "mismatch":
-            job.state = "posting"
+            job.state, job.maybe_sent = "posting", True
         elif job.state != "posting":  # posting keeps its look-up-first marker
             job.state = "pending"
         job.next_attempt_at = now
@@ -1099,7 +1171,7 @@ def cancel_invoice(
     store: Store, number: str, connection: str | None, now: datetime
 ) -> tuple[InvoiceRow, str | None]:
     """Stop posting this order. Returns the row and a warning when an earlier post may have
-    reached the provider (state ``posting``)."""
+    reached the provider (``maybe_sent``, which the job keeps: a later retry looks it up first)."""
     with store.locked() as s:
         job, order, name = _find(s, number, connection)
         if job.state in ("posted", "mismatch"):
@@ -1108,11 +1180,12 @@ def cancel_invoice(
                 "void it there"
             )
         warning = None
-        if job.state == "posting":
+        if job.maybe_sent or job.state == "posting":
             warning = (
                 f"an earlier post of invoice {number} got no clear answer: check the provider "
                 "for it, it may exist there"
             )
+        job.maybe_sent = job.maybe_sent or job.state == "posting"  # kept for a later retry
         job.state = "cancelled"
         job.claimed_by, job.claimed_until = None, None
         return _row(job, order, name), warning
