@@ -239,8 +239,14 @@ def test_unleashed_product_recoded_while_a_later_page_is_read_loses_no_change(
             recoded.updated_at = CLOCK.now()
 
         once_when_served(app, "Products", 2, recode)
+        slid = by_code(app, "SKU-01001")
         report = pull(store, conn)
         assert report.errors == []
+        # applied in this run, or the cursor stays at or before it so that the next run reads it
+        with store.session() as s:
+            cursor = s.get(Cursor, (conn.id, "products"))
+            applied = s.scalar(select(Product.price).where(Product.sku == "SKU-01001"))
+        assert applied == slid.price or cursor.value <= slid.updated_at
         CLOCK.advance(hours=1)
         pull(store, conn)  # "in this run or the next"
         with store.session() as s:
@@ -407,3 +413,16 @@ def test_xero_lookup_listing_not_in_time_order_is_read_again_whole_when_it_shift
         conn, _, _ = make_connector(app, server.url, clock=CLOCK)
         found = conn.find_customers(email="family@shop.example")
     assert {c.remote_id for c in found} == {c.id for c in shared}
+
+
+def test_pull_and_sweep_say_when_a_stamp_was_past_the_providers_clock(store: Store, cli) -> None:
+    with start("xero", 5) as running:
+        harness.add_connection(store, "shop", running)
+        product = by_code(running.app, "SKU-00003")
+        product.updated_at = CLOCK.now() + timedelta(hours=13)  # a time-zone slip
+        pulled = cli("pull-products", "--connection", "shop")
+        assert pulled.exit_code == 0, pulled.stderr
+        assert "shop: 1 product(s) stamped past the provider's clock (clamped)" in pulled.stderr
+        swept = cli("sweep-oldest", "5", "--connection", "shop")
+        assert swept.exit_code == 0, swept.stderr
+        assert "shop: 1 product(s) stamped past the provider's clock (clamped)" in swept.stderr

@@ -30,6 +30,12 @@ def _changes_table(changes: list[products.Change], title: str) -> None:
             output.line(f"... and {len(changes) - 200} more (use --json for all)")
 
 
+def _future_stamps(conn: Connection, n: int) -> None:
+    """Say so when the provider stamped records past its own clock (they were clamped)."""
+    if n:
+        output.warn(f"{conn.name}: {n} product(s) stamped past the provider's clock (clamped)")
+
+
 def pull_products(
     ctx: typer.Context,
     since: str | None = typer.Option(
@@ -79,6 +85,7 @@ def pull_products(
         )
         for err in r.errors:
             output.warn(f"{conn.name}: {err}")
+        _future_stamps(conn, r.future_stamps)
 
     run_for_connections(ctx, "pull-products", connection, all_, dry_run, work, render, json_out)
 
@@ -113,6 +120,7 @@ def sweep_oldest(
             f"{conn.name}: swept {r.swept} of {r.requested} requested, {r.changed} changed, "
             f"{len(r.ghosts)} ghost(s); {r.calls} call(s), {r.seconds:.1f}s"
         )
+        _future_stamps(conn, r.future_stamps)
         if r.ghosts:
             output.table(
                 ["sku", "remote id", "state"],
@@ -152,5 +160,6 @@ def sync_product(
             title=f"{conn.name}: {sku}{' (dry run, nothing written)' if r.dry_run else ''}",
         )
         output.line(f"{len(r.changes)} change(s); {r.calls} call(s)")
+        _future_stamps(conn, r.future_stamps)
 
     run_for_connections(ctx, "sync-product", connection, False, dry_run, work, render, json_out)

@@ -319,7 +319,8 @@ class _Applier:
         and is counted in the run (``future_stamps``) and logged."""
         for remote in records:
             if remote.updated_at is not None and remote.updated_at > self.stamp_limit:
-                log.warning(
+                # one line each with -v; the run's count is what a command reports
+                log.info(
                     "product %s (%s): stamped %s, past the provider's clock (%s); clamped",
                     remote.code,
                     remote.remote_id,
