@@ -5,7 +5,9 @@ recorded answer of a provider (its ``source`` is a key of ``SOURCES.md`` beside 
 
 - ``call``: the connector method to call and its arguments (``method``, ``args``);
 - ``exchanges``: the HTTP calls the connector must make, in order, each with a ``request``
-  expectation (method, path, query values, headers, JSON body fields, all compared exactly; a
+  expectation (method, path, query values, form fields, headers, JSON body fields, compared
+  exactly; ``query_like`` holds patterns, ``query_one_of`` alternatives, ``query_absent`` keys
+  never sent; a
   path segment ``{name}`` matches any one segment and its value can be used in the answer as
   ``{{name}}``) and the ``response`` the provider gave (status, headers, a JSON ``body`` or a
   raw ``text``; ``{{base}}`` is the server's own address, for Lightspeed's ``next`` links);
@@ -150,7 +152,7 @@ class FixtureServer:
                     body,
                 )
                 status, headers, payload = server.answer(seen)
-                self.send_response(status)
+                self.send_response_only(status)  # no Date or Server of its own: the fixture says
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
@@ -202,6 +204,18 @@ class FixtureServer:
         for key, value in (want.get("query") or {}).items():
             if query.get(key) != value:
                 problems.append(f"query {key}={query.get(key)!r}, expected {value!r}")
+        for key, pattern in (want.get("query_like") or {}).items():
+            if not re.search(pattern, query.get(key, "")):
+                problems.append(f"query {key}={query.get(key)!r} does not match {pattern!r}")
+        alternatives = want.get("query_one_of") or []
+        if alternatives and not any(
+            all(query.get(k) == v for k, v in alt.items()) for alt in alternatives
+        ):
+            problems.append(f"query {query!r} has none of {alternatives!r}")
+        for key, value in (want.get("form") or {}).items():
+            form = dict(parse_qsl(seen.body.decode("utf-8", "replace"), keep_blank_values=True))
+            if form.get(key) != value:
+                problems.append(f"form {key}={form.get(key)!r}, expected {value!r}")
         for key in want.get("query_absent") or []:
             if key in query:
                 problems.append(f"query {key} sent ({query[key]!r}), expected none")
