@@ -141,7 +141,9 @@ def _claims_run_out(store: Store, pid: int) -> None:
 
 def _run_id(store: Store, pid: int) -> int:
     with store.session() as s:
-        found = s.scalar(select(Run.id).where(Run.owner == _owner(pid)))
+        found = s.scalar(
+            select(Run.id).where((Run.owner == _owner(pid)) | Run.owner.like(_owner(pid) + ":%"))
+        )
     assert found is not None, f"process {pid} recorded no run"
     return found
 
