@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from sqlalchemy import update
 
 from synccli.sandbox import harness
 from synccli.store.db import Store
-from synccli.store.models import Connection
+from synccli.store.models import Connection, Lease
 
 SYNCCLI = [sys.executable, "-m", "synccli"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -301,7 +302,9 @@ def test_log_format_json_puts_only_json_lines_on_stderr(store: Store, cli) -> No
         running.app.faults.add("500", 1.0, path="/Items")
         failed = cli("-v", "--log-format", "json", "pull-products", "-c", "x")
         unknown = cli("--log-format", "json", "status", "-c", "nosuch")
-    for result in (failed, unknown):
+        no_command = cli("--log-format", "json", "nosuch")
+        bad_option = cli("pull-products", "--bogus", "--log-format=json")
+    for result in (failed, unknown, no_command, bad_option):
         lines = result.stderr.splitlines()
         assert lines
         for line in lines:
@@ -658,3 +661,19 @@ def test_usage_errors_speak_in_the_one_error_style(cli, args: list[str]) -> None
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "--help" in lines[0]
+
+
+def test_status_reports_a_dead_runs_row_as_died_once_its_lease_expired(store: Store, cli) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        _hold(store, "cron-host-2:4000000:1:0badc0de:4026531836", minutes=-1)  # expired
+        dead = json.loads(cli("status", "--json").stdout)[0]["jobs"]
+        with store.session() as s:
+            s.execute(update(Lease).values(expires_at=datetime.now(UTC) + timedelta(minutes=5)))
+        alive = json.loads(cli("status", "--json").stdout)[0]["jobs"]
+        text = cli("status").stdout
+    assert [(j["job"], j["outcome"], j["ended_at"]) for j in dead] == [
+        ("pull-products", "died", None)
+    ]
+    assert [j["outcome"] for j in alive] == ["running"]
+    assert "running" in text

@@ -59,6 +59,17 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + moved + kept
 
 
+def _wants_json_logs(args: list[str]) -> bool:
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return False
+        if arg == "--log-format=json" or (
+            arg == "--log-format" and args[i + 1 : i + 2] == ["json"]
+        ):
+            return True
+    return False
+
+
 class SyncGroup(TyperGroup):
     """Maps every expected error to one line on stderr and its exit code, in one place."""
 
@@ -71,6 +82,10 @@ class SyncGroup(TyperGroup):
         standalone_mode = kwargs.pop("standalone_mode", True)
         code: int | str | None
         helptext.polish(self)
+        given = args[0] if args else kwargs.get("args")
+        if _wants_json_logs(list(sys.argv[1:] if given is None else given)):
+            # An unknown command is refused before the options are applied: speak JSON already.
+            setup_logging(0, "json", None)
         try:
             with interrupt.handled():
                 rv = super().main(*args, **{**kwargs, "standalone_mode": False})

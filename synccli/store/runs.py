@@ -118,3 +118,18 @@ def release_lease(store: Store, job: str, connection_id: int, owner: str) -> Non
                 Lease.job == job, Lease.connection_id == connection_id, Lease.owner == owner
             )
         )
+
+
+def holds_lease(store: Store, run: Run, now: datetime) -> bool:
+    """Whether ``run``'s process still holds its job's lease (a running row without one is a
+    dead run's)."""
+    if run.connection_id is None or run.owner is None:
+        return False
+    with store.session() as s:
+        lease = s.get(Lease, (run.job, run.connection_id))
+    return (
+        lease is not None
+        and lease.owner == run.owner
+        and lease.expires_at > now
+        and not procs.holder_gone(lease.owner)
+    )

@@ -12,7 +12,7 @@ from synccli.errors import UsageError
 from synccli.store.db import Store
 from synccli.store.ledger import usage
 from synccli.store.models import Connection, Cursor, InvoiceJob, Link, ReviewItem, Run
-from synccli.store.runs import last_runs
+from synccli.store.runs import holds_lease, last_runs
 from synccli.sync.customers import STREAM as CUSTOMER_STREAM
 from synccli.sync.invoices import STATES as INVOICE_STATES
 
@@ -71,15 +71,21 @@ def status_report(
         item = ConnectionStatus(conn.name, conn.provider, conn.needs_reauth, conn.reauth_reason)
         item.last_successful_pull = _last_ok_end(store, conn.id, PULL_JOB)
         for run in last_runs(store, conn.id):
+            outcome, error = run.outcome, run.error
+            if run.ended_at is None and not holds_lease(store, run, now):
+                # Its process died (kill -9, a crash) and its lease has lapsed: the row is
+                # closed as `died` when the job's lease is next taken; say so already.
+                outcome = "died"
+                error = error or "its process ended without closing the run (lease expired)"
             item.jobs.append(
                 JobStatus(
                     run.job,
                     run.started_at,
                     run.ended_at,
-                    run.outcome,
+                    outcome,
                     run.calls,
                     run.counts or {},
-                    run.error,
+                    error,
                 )
             )
         with store.session() as s:
