@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     BUDGET = 3  # the provider's API budget for the day/month is exhausted
     BUSY = 4  # another run holds the lease for this job and connection
     REAUTH = 5  # the connection needs re-authorisation by the merchant
+    UNNOTIFIED = 6  # the merchant could not be emailed (no notify_email, SMTP failing)
 
 
 class SyncError(Exception):

@@ -29,7 +29,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from synccli import secrets
+from synccli import mailsafe, secrets
 from synccli.config import Settings
 from synccli.store.db import Store
 from synccli.store.models import Connection, Notification
@@ -122,14 +122,26 @@ def _message(settings: Settings, recipient: str, email: Email, now: datetime) ->
     msg = EmailMessage()
     msg["From"] = settings.smtp_from
     msg["To"] = recipient
-    msg["Subject"] = secrets.redact(email.subject)[:250]
+    # A subject names an order whose number may predate the checks at `invoices add` (a row the
+    # shop inserted itself): characters a header cannot carry are written as escapes.
+    msg["Subject"] = mailsafe.header_text(secrets.redact(email.subject))[:250]
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = make_msgid(domain="synccli.local")
     msg.set_content(secrets.redact(email.body))
     return msg
 
 
-def notify(
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one email: ``recorded`` False when one under its key was recorded before
+    (nothing was done); else ``sent``, or the ``error`` kept on its notification row."""
+
+    recorded: bool
+    sent: bool = False
+    error: str | None = None
+
+
+def send_once(
     store: Store,
     connection: Connection,
     dedupe_key: str,
@@ -137,12 +149,11 @@ def notify(
     now: datetime,
     *,
     mailer: Mailer | None = None,
-) -> bool:
+) -> Delivery:
     """Record and send ``email`` unless one with ``dedupe_key`` was recorded before.
 
-    Returns True when this call recorded it (and tried to send it). Sending errors never raise:
-    they stay on the row, and :func:`flush_pending` tries again later.
-    """
+    Nothing raises for one email: a message that cannot be built or sent keeps its error on its
+    row (``flush_pending`` tries again later) and the caller gets it to report."""
     key = dedupe_key[:255]
     row = Notification(
         connection_id=connection.id,
@@ -156,16 +167,30 @@ def notify(
         with store.session() as s:
             s.add(row)
     except IntegrityError:
-        return False
-    _deliver(store, row.id, mailer or mailer_for(store.settings), now)
-    return True
+        return Delivery(recorded=False)
+    return _deliver(store, row.id, mailer or mailer_for(store.settings), now)
 
 
-def _deliver(store: Store, notification_id: int, mailer: Mailer, now: datetime) -> bool:
+def notify(
+    store: Store,
+    connection: Connection,
+    dedupe_key: str,
+    email: Email,
+    now: datetime,
+    *,
+    mailer: Mailer | None = None,
+) -> bool:
+    """:func:`send_once`, True when this call recorded the email (and tried to send it)."""
+    return send_once(store, connection, dedupe_key, email, now, mailer=mailer).recorded
+
+
+def _deliver(store: Store, notification_id: int, mailer: Mailer, now: datetime) -> Delivery:
     with store.locked() as s:
         row = s.get(Notification, notification_id)
-        if row is None or row.sent_at is not None:
-            return False
+        if row is None:
+            return Delivery(recorded=True, error="the notification row was removed")
+        if row.sent_at is not None:  # another process sent it meanwhile
+            return Delivery(recorded=True, sent=True)
         recipient = row.recipient
         if recipient is None and row.connection_id is not None:
             conn = s.get(Connection, row.connection_id)
@@ -177,24 +202,26 @@ def _deliver(store: Store, notification_id: int, mailer: Mailer, now: datetime) 
                 "(synccli connections set NAME notify_email=...)"
             )
             log.warning("email not sent (%s): %s", row.subject, row.error)
-            return False
+            return Delivery(recorded=True, error=row.error)
         row.recipient = recipient
     try:
+        # Built inside the try: a recipient or subject the email package refuses (a row stored
+        # before addresses were checked) is this email's failure, not the run's.
         mailer.send(_message(store.settings, recipient, email, now))
-    except (OSError, smtplib.SMTPException) as exc:
+    except Exception as exc:  # OSError, SMTPException, ValueError from a header, ...
         error = secrets.redact(f"{exc.__class__.__name__}: {exc}")[:500]
         log.warning("email not sent (%s): %s", email.subject, error)
         with store.locked() as s:
             row = s.get(Notification, notification_id)
             if row is not None:
                 row.error = error
-        return False
+        return Delivery(recorded=True, error=error)
     with store.locked() as s:
         row = s.get(Notification, notification_id)
         if row is not None:
             row.sent_at, row.error = now, None
     log.info("emailed %s: %s", recipient, email.subject)
-    return True
+    return Delivery(recorded=True, sent=True)
 
 
 def flush_pending(
@@ -222,7 +249,7 @@ def flush_pending(
     if not ids:
         return 0
     mailer = mailer or mailer_for(store.settings)
-    return sum(_deliver(store, i, mailer, now) for i in ids)
+    return sum(_deliver(store, i, mailer, now).sent for i in ids)
 
 
 # --- templates ---------------------------------------------------------------------------------

@@ -17,16 +17,18 @@ import json
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from synccli.sandbox import harness
 from synccli.store.connections import get_connection, set_values
 from synccli.store.db import Store
-from synccli.store.models import Connection, InvoiceJob, Order
+from synccli.store.models import Connection, InvoiceJob, Notification, Order, OrderLine
 from synccli.sync.orders import line_amounts
 
 pytestmark = pytest.mark.reliability
@@ -172,6 +174,82 @@ def test_notify_email_is_validated_at_connections_add_and_set(
     assert get_connection(store, "shop").notify_email is None
 
 
+def test_email_that_cannot_be_built_is_kept_on_its_row_and_the_batch_goes_on(
+    store: Store, cli
+) -> None:
+    """A recipient stored before addresses were checked (a header line break in it): the email
+    about the refused invoice cannot be built. The invoice accepted in the same Xero batch is
+    still recorded as posted, the error stays on the notification row, the run reports it."""
+    with sandbox("xero") as running:
+        connect(store, running, "shop")
+        with store.session() as s:  # a row written by an older version, or by hand
+            s.execute(
+                update(Connection)
+                .where(Connection.name == "shop")
+                .values(notify_email="owner@shop.example\r\nBcc: all@elsewhere.example")
+            )
+        added = cli(
+            "invoices", "add", "-", "-c", "shop",
+            input=jsonl(order(running, "BAD-1", "BOGUS"), order(running, "OK-1")),
+        )  # fmt: skip
+        assert added.exit_code == 0, added.stderr
+        result = cli("-q", "post-invoices", "-c", "shop")
+        assert "internal error" not in result.stderr
+        assert job_state(store, "OK-1") == "posted"
+        assert job_state(store, "BAD-1") == "failed"
+        assert remote_numbers(running) == ["OK-1"]
+        with store.session() as s:
+            note = s.scalar(select(Notification))
+        assert note is not None and note.sent_at is None
+        assert note.error and "BAD-1" in note.subject
+        assert "BAD-1" in result.stderr and "not emailed" in result.stderr
+        assert result.exit_code == 6, result.stderr
+
+
+def test_order_number_in_the_tables_that_no_header_can_carry_is_held_and_the_run_goes_on(
+    store: Store, cli, tmp_path: Path
+) -> None:
+    """The shop inserts an order straight into the tables with U+2028 in its number (``invoices
+    add`` would refuse it). It is held as invalid, the merchant's email still goes out (the
+    number shown escaped in the subject), and the next order is posted."""
+    with sandbox("xero") as running:
+        conn = connect(store, running, "shop")
+        assert cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, "OK-2")))
+        o = order(running, "WEB\u20281")
+        with store.session() as s:
+            row = Order(
+                connection_id=conn.id,
+                number=o["number"],
+                date=datetime(2026, 1, 5, tzinfo=UTC),
+                currency="NZD",
+                customer_email=o["customer"]["email"],
+                customer_name=o["customer"]["name"],
+                total=Decimal(o["total"]),
+                created_at=datetime(2026, 1, 5, tzinfo=UTC),
+            )
+            ln = o["lines"][0]
+            row.lines = [
+                OrderLine(
+                    line_no=1,
+                    sku=ln["sku"],
+                    description=ln["description"],
+                    quantity=Decimal(1),
+                    unit_price=Decimal("10.00"),
+                    tax_code=ln["tax_code"],
+                    tax_rate=Decimal("0.15"),
+                )
+            ]
+            s.add(row)
+        result = cli("post-invoices", "-c", "shop")
+        assert "internal error" not in result.stderr, result.stderr
+        assert job_state(store, "OK-2") == "posted"
+        assert job_state(store, "WEB\u20281") == "failed"
+        assert remote_numbers(running) == ["OK-2"]
+        outbox = list((tmp_path / "data" / "outbox").glob("*.eml"))
+        assert len(outbox) == 1
+        assert b"WEB\\u20281" in outbox[0].read_bytes()
+
+
 # --- line 14: one connection's surprise does not stop the others ---------------------------------
 def _break_claims_of(store: Store, connection: str) -> None:
     """The shop's own trigger on a documented table refuses every change to one connection's
@@ -229,3 +307,49 @@ def test_all_exit_code_is_the_worst_of_the_connections(store: Store, cli) -> Non
         assert result.exit_code == 5, result.stderr
         assert job_state(store, "C-1") == "posted"
         assert "a-shop" in result.stderr and "b-shop" in result.stderr
+
+
+# --- issue 18 line 6: the merchant not told is a failure -----------------------------------------
+def test_refused_invoice_without_notify_email_is_a_failure_under_quiet(store: Store, cli) -> None:
+    with sandbox("xero") as running:
+        connect(store, running, "shop", notify=None)
+        cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, "BAD-1", "BOGUS")))
+        quiet = cli("-q", "post-invoices", "-c", "shop")
+        assert quiet.exit_code == 6, quiet.stdout + quiet.stderr
+        assert quiet.stdout == ""
+        assert "BAD-1" in quiet.stderr and "notify_email" in quiet.stderr
+        with store.session() as s:
+            note = s.scalar(select(Notification))
+        assert note is not None and note.sent_at is None and "notify_email" in (note.error or "")
+
+
+def test_refused_invoice_with_smtp_down_counts_as_email_failed(store: Store, cli) -> None:
+    port = free_port()  # nothing listens there
+    env = {"SYNC_SMTP_HOST": "127.0.0.1", "SYNC_SMTP_PORT": str(port), "SYNC_SMTP_SECURITY": "none"}
+    with sandbox("unleashed") as running:
+        connect(store, running, "shop")
+        cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, "BAD-1", "BOGUS")))
+        result = cli("post-invoices", "-c", "shop", env=env)
+        assert result.exit_code == 6, result.stdout + result.stderr
+        assert "emails failed 1" in result.stdout
+        assert "emails 1" not in result.stdout
+        assert "BAD-1" in result.stderr
+
+
+def test_dead_token_found_by_a_pull_emails_the_merchant_once(
+    store: Store, cli, tmp_path: Path
+) -> None:
+    with sandbox("xero") as running:
+        connect(store, running, "shop")
+        set_values(
+            store,
+            "shop",
+            {"refresh_token": "dead-refresh-token", "expires_at": "2020-01-01T00:00:00+00:00"},
+        )
+        first = cli("pull-products", "-c", "shop")
+        assert first.exit_code == 5, first.stderr
+        second = cli("link-customers", "-c", "shop")
+        assert second.exit_code == 5, second.stderr
+        outbox = list((tmp_path / "data" / "outbox").glob("*.eml"))
+        assert len(outbox) == 1
+        assert b"authorised again" in outbox[0].read_bytes()

@@ -153,7 +153,9 @@ def post_invoices(
             f"{conn.name}: posted {r.posted}, found already posted {r.found}, "
             f"rejected {r.rejected}, "
             f"gave up {r.gave_up}, transient {r.transient}, postponed {r.postponed}; "
-            f"products created {r.products_created}, linked {r.products_linked}; emails {r.emails}"
+            f"products created {r.products_created}, linked {r.products_linked}; "
+            f"emails sent {r.emails}"
+            + (f", emails failed {r.emails_failed}" if r.emails_failed else "")
             + (f"; total mismatches {r.total_mismatches}" if r.total_mismatches else "")
             + (f"; left to another run that took them over {r.lost}" if r.lost else "")
         )

@@ -34,7 +34,14 @@ log = logging.getLogger("synccli.job")
 R = TypeVar("R")
 
 # When several connections fail differently, the most actionable code wins.
-_PRIORITY = [ExitCode.REAUTH, ExitCode.BUDGET, ExitCode.USAGE, ExitCode.FAILURE, ExitCode.BUSY]
+_PRIORITY = [
+    ExitCode.REAUTH,
+    ExitCode.BUDGET,
+    ExitCode.USAGE,
+    ExitCode.FAILURE,
+    ExitCode.UNNOTIFIED,
+    ExitCode.BUSY,
+]
 
 
 def round_slack() -> timedelta:
@@ -93,6 +100,15 @@ class Outcome:
     skipped: str | None = None  # why --all left this connection alone
 
 
+def _unnotified(conn: Connection, report: Any) -> int:
+    """Print (under -q too) what the merchant should have been told by email and was not: a
+    refused invoice nobody hears of is a failure (exit 6), not a count of emails."""
+    failures = getattr(report, "email_failures", None) or []
+    for failure in failures:
+        output.error_line(f"{conn.name}: {failure}")
+    return int(ExitCode.UNNOTIFIED) if failures else 0
+
+
 def _internal(exc: Exception) -> str:
     """One line for an error none of our classes describes (the first line only: never the SQL
     statement and its parameters that a database error carries on the next lines)."""
@@ -120,15 +136,16 @@ def run_for_connections(
     offer_all = any(p.name == "all_" for p in ctx.command.params)
     for conn in select_connections(store, names, all_, offer_all=offer_all):
         with bind(job=job, connection=conn.name):
+            jc: JobContext | None = None
             try:
                 with job_run(
                     store, job, conn, clock=SystemClock(), dry_run=dry_run, round_start=round_start
                 ) as jc:
                     report = work(jc)
                     jc.counts = report
-                outcomes.append(Outcome(conn.name, report))
                 if render is not None and not json_out and not st.quiet:
                     render(conn, report)
+                outcomes.append(Outcome(conn.name, report, code=_unnotified(conn, report)))
             except LeaseBusy as err:
                 if all_:
                     log.info("skipped: %s", err.message)
@@ -141,6 +158,8 @@ def run_for_connections(
             except SyncError as err:
                 outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
                 output.error_line(f"{conn.name}: {err.message}")
+                if jc is not None:
+                    _unnotified(conn, jc.counts)
             except Exception as exc:  # a bug or a surprise in one connection: the others still run
                 message = _internal(exc)
                 outcomes.append(Outcome(conn.name, None, message, int(ExitCode.FAILURE)))

@@ -29,6 +29,7 @@ from synccli.errors import (
     AuthError,
     BudgetExhausted,
     ConfigError,
+    ExitCode,
     LeaseBusy,
     ReauthRequired,
     SyncError,
@@ -47,6 +48,7 @@ from synccli.store.runs import (
     renew_lease,
     start_run,
 )
+from synccli.sync.alerts import flag_reauth
 
 log = logging.getLogger("synccli.job")
 R = TypeVar("R")
@@ -297,6 +299,8 @@ def job_run(
         error = err.message
         counts = ctx.counts or {}
         raised = err
+        if isinstance(err, AuthError):
+            _tell_merchant(store, conn, err, clock)
         raise
     except BaseException as err:
         outcome, error, raised = run_outcome(err), f"{err.__class__.__name__}: {err}", err
@@ -343,6 +347,8 @@ def _log_run_end(
     """One record closes every run, for cron's log: job, connection, run id (bound), outcome,
     the report's counts (its numbers, not its lists), calls and the exit code."""
     outcome, code = run_outcome(err), run_exit_code(err)
+    if code == 0 and getattr(counts, "email_failures", None):
+        code = int(ExitCode.UNNOTIFIED)  # the merchant was not told: the CLI exits 6
     plain = _plain(counts) if counts else {}
     numbers = {
         k: v
@@ -366,6 +372,18 @@ def _log_run_end(
             "".join(f", {k} {v}" for k, v in numbers.items() if k not in ("calls",)),
             extra={"fields": fields},
         )
+
+
+def _tell_merchant(store: Store, conn: Connection, err: AuthError, clock: Clock) -> None:
+    """Whichever job finds the connection's authorisation dead, the merchant is emailed once
+    (post-invoices has done it already; the email's key makes this a no-op then)."""
+    try:
+        delivery = flag_reauth(store, conn, err.message, clock.now())
+    except Exception:  # never hide the run's own outcome behind an email problem
+        log.exception("could not record the re-authorisation email")
+        return
+    if delivery.recorded and not delivery.sent:
+        log.error("the merchant was not emailed about it: %s", delivery.error)
 
 
 _PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})  # kept as they are, no call

@@ -56,7 +56,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from synccli import fmt, notify
+from synccli import fmt, mailsafe, notify
 from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, PostedInvoice
 from synccli.errors import (
     AuthError,
@@ -82,6 +82,7 @@ from synccli.store.models import (
 from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import owner_id
 from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
+from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.orders import enqueue_missing, lookup_values, order_total
 
@@ -165,12 +166,22 @@ class PostReport:
     postponed: int = 0
     products_created: int = 0
     products_linked: int = 0
-    emails: int = 0
+    emails: int = 0  # sent
+    emails_failed: int = 0  # recorded but not sent: the merchant does not know
     total_mismatches: int = 0
     lost: int = 0  # jobs another run took over while this one was stalled (left to it)
     stopped: str | None = None
     unlinked_products: list[str] = field(default_factory=list)  # dry run: would look up/create
     invoices: list[InvoiceOutcome] = field(default_factory=list)
+    email_failures: list[str] = field(default_factory=list)  # what the merchant was not told
+
+    def emailed(self, delivery: notify.Delivery, about: str) -> None:
+        """Count one email to the merchant; an unsent one is a failure the run reports."""
+        if delivery.sent:
+            self.emails += 1
+        elif delivery.recorded:
+            self.emails_failed += 1
+            self.email_failures.append(f"{about}; the merchant was not emailed: {delivery.error}")
 
 
 @dataclass
@@ -556,8 +567,10 @@ class _Worker:
                 None if posted.total is None else _money(Decimal(posted.total)),
             )
             key = f"invoice-mismatch:{self.conn.id}:{self.job_id}:{posted.remote_id}"[:255]
-            if notify.notify(self.store, self.conn, key, email, now, mailer=self.mailer):
-                self.report.emails += 1
+            self.report.emailed(
+                notify.send_once(self.store, self.conn, key, email, now, mailer=self.mailer),
+                f"invoice {number}: the provider's total differs from the order's",
+            )
             return self.outcome(
                 "mismatch", remote_id=posted.remote_id, remote_total=posted.total, error=mismatch
             )
@@ -602,8 +615,10 @@ class _Worker:
             digest = hashlib.sha256(error.encode("utf-8")).hexdigest()[:24]
             key = f"invoice-rejected:{self.conn.id}:{self.job_id}:{digest}"
             log.error("invoice %s rejected (retry at %s): %s", number, next_at, error)
-        if notify.notify(self.store, self.conn, key, email, now, mailer=self.mailer):
-            self.report.emails += 1
+        self.report.emailed(
+            notify.send_once(self.store, self.conn, key, email, now, mailer=self.mailer),
+            f"invoice {number} {'given up' if gave_up else 'refused'}",
+        )
         return self.outcome("gave_up" if gave_up else outcome, error=error)
 
     def release(
@@ -644,8 +659,8 @@ class _Worker:
         self.release(err.message, "auth", restore=True)
         self.report.stopped = "the connection needs re-authorisation"
         self.outcome("auth", error=err.message)
-        if flag_reauth(self.store, self.conn, err.message, self.now(), mailer=self.mailer):
-            self.report.emails += 1
+        delivery = flag_reauth(self.store, self.conn, err.message, self.now(), mailer=self.mailer)
+        self.report.emailed(delivery, "the connection needs re-authorisation")
 
     def lost(self, detail: str = "") -> str:
         """This worker's claim ran out while it was stalled and another run holds the job now (or
@@ -698,6 +713,9 @@ def _local_problems(order: Order, provider: str) -> list[str]:
     impossible to post as it is: among it, a value the provider cannot look up exactly, which
     could post the order twice after a lost answer."""
     problems = []
+    bad = mailsafe.first_unsafe(order.number)
+    if bad:  # as `invoices add` refuses it: the number reaches email subjects and look-ups
+        problems.append(f"number contains control characters or line breaks ({bad})")
     searchable = connector_class(provider)
     for path, value in lookup_values(order):
         why = searchable.unmatchable(value)
@@ -719,29 +737,6 @@ def _local_problems(order: Order, provider: str) -> list[str]:
                 f"order total {order.total} does not match its lines ({computed}, tax included)"
             )
     return problems
-
-
-def flag_reauth(
-    store: Store,
-    connection: Connection,
-    reason: str,
-    now: datetime,
-    *,
-    mailer: notify.Mailer | None = None,
-) -> bool:
-    """Flag the connection as needing re-authorisation and email the merchant once: once per
-    authorisation (the key changes when the credentials or tokens are next renewed)."""
-    with store.locked() as s:
-        conn = s.get(Connection, connection.id)
-        if conn is None:
-            return False
-        conn.needs_reauth = True
-        conn.reauth_reason = reason[:1000]
-        since = conn.updated_at.isoformat() if conn.updated_at else "never"
-    key = f"reauth:{connection.id}:{since}"
-    return notify.notify(
-        store, connection, key, notify.reauth_email(connection, reason), now, mailer=mailer
-    )
 
 
 # --- dependencies --------------------------------------------------------------------------------
