@@ -291,8 +291,14 @@ def test_where_filters_and_search(shared):
     found = raw.get("Items", {"where": f'Code=="{product.code}"'}).json()["Items"]
     assert [i["ItemID"] for i in found] == [product.id]
     customer = list(world.customers.values())[5]
-    by_email = raw.get("Contacts", {"where": f'EmailAddress=="{customer.email.upper()}"'})
+    by_email = raw.get("Contacts", {"where": f'EmailAddress=="{customer.email}"'})
     assert [c["ContactID"] for c in by_email.json()["Contacts"]] == [customer.id]
+    # == compares case included (calcinai/xero-php#416); ToLower() is the way round it
+    upper = raw.get("Contacts", {"where": f'EmailAddress=="{customer.email.upper()}"'})
+    assert upper.json()["Contacts"] == []
+    lowered = f'EmailAddress.ToLower()=="{customer.email.lower()}"'
+    by_lower = raw.get("Contacts", {"where": lowered})
+    assert [c["ContactID"] for c in by_lower.json()["Contacts"]] == [customer.id]
     by_account = raw.get("Contacts", {"where": f'AccountNumber=="{customer.account_number}"'})
     assert [c["ContactID"] for c in by_account.json()["Contacts"]] == [customer.id]
     term = raw.get("Contacts", {"searchTerm": customer.last_name.lower()}).json()["Contacts"]

@@ -24,7 +24,9 @@ Wire rules followed (docs/providers/unleashed.md): the query string is built onc
 byte and sent unchanged (values are percent-encoded only where they must be; ``@ : ,`` go raw as
 FL's recordings did); ``Accept`` and ``Content-Type`` are JSON; pages are ``/{Endpoint}/{n}`` at
 pageSize 1000 looping ``while n < NumberOfPages`` (an empty result has NumberOfPages 0); code and
-email filters are prefix matches, so every lookup compares exactly on our side; a look-up value
+email filters are prefix matches, so every lookup compares exactly on our side (``contactEmail``
+reaches a customer through any of its contacts, so a customer whose primary ``Email`` is not the
+address is confirmed by reading its contacts, ``GET /Customers/{guid}/Contacts``); a look-up value
 that needed encoding and got a 403 is signed once more over the decoded query (which form the
 server checks is unconfirmed), and the accepted form is kept; a missing
 StockOnHand row means 0; ``/Date(ms)/`` and ISO dates are both parsed; money is Decimal.
@@ -566,13 +568,36 @@ class UnleashedConnector(Connector):
         if email and email.strip():
             wanted = email.strip().casefold()
             for c in self._lookup_customers("contactEmail", email.strip()):
-                if (c.email or "").strip().casefold() == wanted:
+                # ``contactEmail`` matches a prefix of the primary Email or of any contact's
+                # (issue 17): a customer reached through another contact is ours only if one
+                # of its contacts holds exactly this address, which one more call tells.
+                if (c.email or "").strip().casefold() == wanted or wanted in self._contact_emails(
+                    c.remote_id
+                ):
                     out.setdefault(c.remote_id, c)
         if account and account.strip():
             for c in self._lookup_customers("customerCode", account.strip()):
                 if c.account_number == account.strip():
                     out.setdefault(c.remote_id, c)
         return list(out.values())
+
+    def _contact_emails(self, guid: str) -> set[str]:
+        """The email addresses of a customer's contacts (``GET /Customers/{guid}/Contacts``),
+        case-folded. Read leniently: a list envelope (``Items``) or a bare list, each contact's
+        ``EmailAddress`` (or ``Email``)."""
+        status, body = self._get(f"/Customers/{guid}/Contacts", missing_ok=True)
+        if status == 404 or body is None:
+            return set()
+        rows = body.get("Items") if isinstance(body, dict) else body
+        out: set[str] = set()
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict):
+                continue
+            for key in ("EmailAddress", "Email"):
+                value = row.get(key)
+                if isinstance(value, str) and value.strip():
+                    out.add(value.strip().casefold())
+        return out
 
     def _lookup_customers(self, key: str, value: str) -> list[RemoteCustomer]:
         return self._collect("Customers", [(key, value), ("includeObsolete", True)], self._customer)

@@ -9,8 +9,13 @@ Wire facts: the Xero provider notes. How the calls are spent:
 - ``find_product``: ``where=Code=="…"``, then an exact (ordinal) compare here.
 - Customers: ``GET /Contacts`` paged at pageSize=1000, ``order=UpdatedDateUTC ASC`` and
   ``If-Modified-Since`` (ISO UTC, whole seconds; the job subtracts ``cursor_overlap``).
-  ``find_customers``: ``where=EmailAddress=="…"`` (compared case-insensitively here) and/or
-  ``where=AccountNumber=="…"`` (exact), one call each.
+  ``find_customers``: ``where=EmailAddress.ToLower()=="…"`` with the address lower-cased (Xero's
+  ``==`` compares case included: a contact saved as ``Jane@X.com`` is found by ``jane@x.com`` in
+  one call; compared case-insensitively here too) and/or ``where=AccountNumber=="…" OR
+  ContactNumber=="…"`` (exact), one call each. A contact is known by either code:
+  ``ContactNumber`` is writable through the API only, so a contact we create at sale time gets the
+  shop's code there too, and an edit in Xero's screens cannot break the link.
+- Currency codes are sent upper-case (Xero reads ``CurrencyCode`` as a case-sensitive enum).
 - ``create_customer``: ``PUT /Contacts?summarizeErrors=false``. Xero wants active names unique; if
   the name is taken we retry once with a disambiguating suffix ("Jane Doe (#ACC-1)"). We never
   POST to an existing contact and never send contact details on an invoice.
@@ -349,12 +354,23 @@ def read_items(raw: list[Any]) -> tuple[list[RemoteProduct], list[str]]:
     return products, errors
 
 
+def _contact_number(customer: NewCustomer) -> str | None:
+    """The ContactNumber a contact created at sale time gets: the shop's account number, else
+    its email, when either fits Xero's 50 characters."""
+    for value in (customer.account_number, customer.email):
+        text = (value or "").strip()
+        if text and len(text) <= 50:
+            return text
+    return None
+
+
 def customer_from(contact: dict[str, Any]) -> RemoteCustomer:
     return RemoteCustomer(
         remote_id=str(contact.get("ContactID")),
         name=str(contact.get("Name") or ""),
         email=contact.get("EmailAddress") or None,
-        account_number=contact.get("AccountNumber") or None,
+        # either code names the contact: AccountNumber (editable in Xero's screens) first
+        account_number=contact.get("AccountNumber") or contact.get("ContactNumber") or None,
         active=(contact.get("ContactStatus") or "ACTIVE") == "ACTIVE",
         updated_at=parse_xero_date(contact.get("UpdatedDateUTC")),
     )
@@ -607,21 +623,23 @@ class XeroConnector(Connector):
         self, *, email: str | None = None, account: str | None = None
     ) -> list[RemoteCustomer]:
         found: dict[str, RemoteCustomer] = {}
-        if email:
+        if email and email.strip():
             want = email.strip().casefold()
-            for contacts, _, _ in self._contacts(
-                {"where": f"EmailAddress=={_where_string(email)}"}
-            ):
+            lowered = _where_string(email.strip().lower())
+            for contacts, _, _ in self._contacts({"where": f"EmailAddress.ToLower()=={lowered}"}):
                 for c in contacts:
                     if is_nil(c.get("ContactID")):
                         continue  # names no contact: never a match
                     if (c.get("EmailAddress") or "").strip().casefold() == want:
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
         if account:
-            where = f"AccountNumber=={_where_string(account)}"
+            code = _where_string(account)
+            where = f"AccountNumber=={code} OR ContactNumber=={code}"
             for contacts, _, _ in self._contacts({"where": where}):
                 for c in contacts:
-                    if c.get("AccountNumber") == account and not is_nil(c.get("ContactID")):
+                    if is_nil(c.get("ContactID")):
+                        continue
+                    if account in (c.get("AccountNumber"), c.get("ContactNumber")):
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
         return list(found.values())
 
@@ -633,6 +651,8 @@ class XeroConnector(Connector):
             ("LastName", customer.last_name),
             ("EmailAddress", customer.email),
             ("AccountNumber", customer.account_number),
+            # API-only (shown as "Contact Code"): the link's code survives edits in Xero
+            ("ContactNumber", _contact_number(customer)),
         ):
             if value:
                 contact[key] = value
@@ -860,7 +880,7 @@ class XeroConnector(Connector):
         if invoice.reference:
             el["Reference"] = invoice.reference
         el.update(
-            CurrencyCode=invoice.currency,
+            CurrencyCode=invoice.currency.strip().upper(),
             Status="AUTHORISED",
             LineAmountTypes="Exclusive",
             LineItems=lines,

@@ -61,8 +61,15 @@ Modelled:
 
 Switches for facts the notes mark **unconfirmed**:
 - ``stock_bumps_item_timestamp`` (False): whether a stock movement moves Item ``UpdatedDateUTC``.
-- ``where_case_sensitive`` (False): string ``==`` in ``where`` compares case-insensitively (as a
-  SQL collation would); True makes it ordinal.
+- ``where_case_sensitive`` (True): string ``==`` (and ``.Contains`` / ``.StartsWith`` /
+  ``.EndsWith``) in ``where`` compare ordinally, case included, as issue threads report of Xero:
+  an Item ``Code`` "DevD" is not found by "devd" (calcinai/xero-php#416, where Xero's team
+  advised ``Code.ToLower()``), and ``ToLower()`` is the documented way round it
+  (XeroAPI/xero-ruby#184, freakboy3742/pyxero#172 and #227). False compares case-insensitively
+  (the kind behaviour). ``.ToLower()`` / ``.ToUpper()`` on a field are accepted either way,
+  alone (``EmailAddress.ToLower()=="a@b.c"``) or before a string method
+  (``Name.ToLower().Contains("x")``); on a field that is null they yield null (SQL's LOWER), so
+  the comparison is false.
 - ``code_ttl`` (300 s): authorisation-code lifetime (sources say 5 min or 30 s).
 - ``idempotency_window`` (360 s) and the replay semantics (SEC only).
 - ``page_size_max`` (1000): pageSize clamp.
@@ -235,9 +242,10 @@ class WhereError(ValueError):
 # error", XeroAPI/Xero-Java#347; "No property or field 'Bat' exists", waynerobinson/xeroizer#160).
 _WHERE_TOKEN = re.compile(
     r'\s*(?:(?P<str>"[^"]*")|(?P<num>-?\d+(?:\.\d+)?)'
-    r"|(?P<op>==|!=|>=|<=|&&|\|\||[<>(),!=])|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))"
+    r"|(?P<op>==|!=|>=|<=|&&|\|\||[<>(),!=])|(?P<word>\.?[A-Za-z_][A-Za-z0-9_.]*))"
 )
 _METHODS = {"contains", "startswith", "endswith"}
+_TRANSFORMS = {"tolower": str.lower, "toupper": str.upper}  # .NET String.ToLower / ToUpper
 
 
 class _Where:
@@ -339,6 +347,25 @@ class _Where:
         if kind != "word":
             raise WhereError(f"Syntax error near '{word}'")
         path = word.split(".")
+        if len(path) > 1 and path[-1].lower() in _TRANSFORMS and self._peek() == "(":
+            # Field.ToLower(), then a comparison or a chained string method
+            change = _TRANSFORMS[path.pop().lower()]
+            self._next()
+            self._expect(")")
+            raw = self._getter(path)
+
+            def get(r: dict) -> Any:
+                value = raw(r)
+                return change(value) if isinstance(value, str) else None
+
+            nxt = self._peek() or ""
+            if nxt.startswith(".") and nxt[1:].lower() in _METHODS:
+                method = self._next()[1][1:].lower()
+                self._expect("(")
+                arg = self._value()
+                self._expect(")")
+                return lambda r: self._string_method(get(r), method, arg)
+            return self._compared(get)
         if len(path) > 1 and path[-1].lower() in _METHODS and self._peek() == "(":
             method = path.pop().lower()
             self._next()
@@ -346,7 +373,9 @@ class _Where:
             self._expect(")")
             get = self._getter(path)
             return lambda r: self._string_method(get(r), method, arg)
-        get = self._getter(path)
+        return self._compared(self._getter(path))
+
+    def _compared(self, get: Callable[[dict], Any]) -> Callable[[dict], bool]:
         op = self._peek()
         if op not in ("==", "!=", "<", ">", "<=", ">=", "="):
             return lambda r: bool(get(r))
@@ -571,7 +600,7 @@ class XeroSandbox(SandboxApp):
         page_size_max: int = 1000,
         page_rows: int | None = 100,
         stock_bumps_item_timestamp: bool = False,
-        where_case_sensitive: bool = False,
+        where_case_sensitive: bool = True,
         unique_invoice_numbers: bool = True,
     ) -> None:
         super().__init__(seed=seed, clock=clock, time_scale=time_scale, faults=faults)
@@ -1651,6 +1680,14 @@ class XeroSandbox(SandboxApp):
         if inv_date is None:
             errors.append(f"'{el.get('Date')}' is not a valid date")
         due = parse_body_date(el.get("DueDate")) if el.get("DueDate") else None
+        currency = el.get("CurrencyCode")
+        if currency is not None and not (
+            isinstance(currency, str) and re.fullmatch("[A-Z]{3}", currency)
+        ):
+            # CurrencyCode is an enum of upper-case ISO 4217 codes (OAS ``CurrencyCode``), read
+            # the .NET way, case included: Xero answers an unknown value with "Requested value
+            # 'TRY' was not found." (XeroAPI/Xero-NetStandard#656), so "nzd" is refused too.
+            errors.append(f"Requested value '{currency}' was not found.")
         unitdp4 = req.query.get("unitdp") == "4"
         lines, sub, tax_total = [], Decimal(0), Decimal(0)
         raw_lines = el.get("LineItems")

@@ -1,0 +1,275 @@
+"""Every real record is synced (issue 17, lines 7-11 and the simulators' part of line 18).
+
+Each test runs a connector against its provider's simulator over real HTTP, with the simulator as
+strict as the provider by default: customers reached through a second contact, look-ups whose
+case differs, customers Lightspeed archived, items without the code a shop keeps, signatures over
+values that need encoding.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from synccli.clock import SimClock
+from synccli.connectors.base import InvoiceDraft, InvoiceLine
+from synccli.sandbox import harness
+from synccli.sandbox.data import Customer as SandboxCustomer
+from synccli.store.db import Store
+from synccli.store.models import Connection, Order
+from synccli.sync import customers
+from synccli.sync.context import job_run
+
+CLOCK = SimClock()
+SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 200.0}
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> None:
+    CLOCK.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+
+def start(provider: str, n_customers: int = 8, n_products: int = 3, **kw) -> harness.Running:
+    return harness.start(
+        provider,
+        products=n_products,
+        customers=n_customers,
+        clock=CLOCK,
+        time_scale=SCALE[provider],
+        **kw,
+    )
+
+
+def connect(store: Store, running: harness.Running, **settings) -> Connection:
+    return harness.add_connection(
+        store, "shop", running, time_scale=SCALE[running.provider], **settings
+    )
+
+
+def world_customers(running: harness.Running) -> list[SandboxCustomer]:
+    app = running.app
+    return sorted(app.catalogue.tenant(app.tenant).customers.values(), key=lambda c: c.seq)
+
+
+def add_order(store: Store, conn: Connection, number: str, **kw) -> Order:
+    with store.session() as s:
+        order = Order(
+            connection_id=conn.id,
+            number=number,
+            date=CLOCK.now(),
+            currency=kw.pop("currency", "NZD"),
+            customer_email=kw.pop("email", None),
+            customer_account=kw.pop("account", None),
+            customer_name=kw.pop("name", None),
+            total=Decimal("11.50"),
+            created_at=CLOCK.now(),
+        )
+        s.add(order)
+    return order
+
+
+def ensure(store: Store, conn: Connection, order: Order) -> str:
+    """The remote customer post-invoices would use for ``order``."""
+    with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+        return customers.ensure_customer(jc, order)
+
+
+def customer_creates(app) -> int:
+    return app.counters.creates["customer"]
+
+
+def count(store: Store, model, *where) -> int:
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+# --- line 9: Unleashed customers reached through any of their contacts ---------------------------
+def test_unleashed_order_by_a_second_contacts_email_finds_that_customer_and_creates_none(
+    store: Store,
+) -> None:
+    with start("unleashed") as running:
+        app = running.app
+        conn = connect(store, running)
+        target = world_customers(running)[1]
+        app.add_contact(target.id, "Orders@Acme-Buyer.test", "Olive", "Orders")
+        # a customer whose primary email the look-up's prefix also reaches, not ours
+        other = world_customers(running)[2]
+        other.email = "orders@acme-buyer.test.au"
+        order = add_order(store, conn, "U-1", email=" orders@acme-buyer.TEST ", name="Olive")
+        app.counters.reset()
+
+        assert ensure(store, conn, order) == target.id
+        assert customer_creates(app) == 0
+        # the second order of that customer is linked already: no look-up, no create
+        again = add_order(store, conn, "U-2", email="orders@acme-buyer.test", name="Olive")
+        assert ensure(store, conn, again) == target.id
+        assert customer_creates(app) == 0
+
+
+def test_unleashed_simulator_contact_email_filter_matches_every_contact_by_default() -> None:
+    with start("unleashed") as running:
+        app = running.app
+        seeded = [c for c in world_customers(running) if app.contacts.get(c.id)]
+        assert seeded, "some customers have a second contact by default"
+        from synccli.connectors import unleashed
+
+        conn = unleashed.UnleashedConnector(
+            harness_http(running), {"api_id": app.credentials()["api_id"]}
+        )
+        contact = app.contacts[seeded[0].id][0]["EmailAddress"]
+        found = conn.find_customers(email=contact.upper())
+        assert [c.remote_id for c in found] == [seeded[0].id]
+
+
+def harness_http(running: harness.Running):
+    from synccli.connectors import unleashed
+
+    creds = running.app.credentials()
+    conn = unleashed.connect(
+        {"base_url": running.url, "api_id": creds["api_id"]}, {"api_key": creds["api_key"]}
+    )
+    return conn.http
+
+
+# --- line 11: Xero look-ups whatever the case, ContactNumber, currency codes ----------------------
+def test_xero_email_lookup_finds_a_contact_whatever_the_case_in_one_call(store: Store) -> None:
+    with start("xero") as running:
+        app = running.app
+        conn = connect(store, running)
+        target = world_customers(running)[1]
+        target.email = "Jane.Mixed@Example.COM"
+        order = add_order(store, conn, "X-1", email="jane.mixed@example.com", name="Jane")
+        app.counters.reset()
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            found = jc.connector.find_customers(email="JANE.MIXED@example.com")
+            assert jc.calls == 1
+        assert [c.remote_id for c in found] == [target.id]
+        assert ensure(store, conn, order) == target.id
+        assert customer_creates(app) == 0
+
+
+def test_xero_simulator_where_equals_is_case_sensitive_and_accepts_tolower() -> None:
+    import requests
+
+    with start("xero") as running:
+        app = running.app
+        target = world_customers(running)[1]
+        target.email = "Jane.Mixed@Example.COM"
+        headers = xero_headers(running)
+        url = f"{running.url}/api.xro/2.0/Contacts"
+
+        def names(where: str) -> list[str]:
+            resp = requests.get(url, params={"where": where}, headers=headers, timeout=10)
+            assert resp.status_code == 200, resp.text
+            return [c["ContactID"] for c in resp.json()["Contacts"]]
+
+        assert names('EmailAddress=="jane.mixed@example.com"') == []
+        assert names('EmailAddress=="Jane.Mixed@Example.COM"') == [target.id]
+        assert names('EmailAddress.ToLower()=="jane.mixed@example.com"') == [target.id]
+        assert app is running.app
+
+
+def xero_headers(running: harness.Running) -> dict[str, str]:
+    creds = running.app.credentials()
+    return {
+        "Authorization": f"Bearer {creds['access_token']}",
+        "xero-tenant-id": creds["tenant_id"],
+        "Accept": "application/json",
+    }
+
+
+def test_xero_links_by_contact_number_and_a_contact_created_at_sale_gets_one(
+    store: Store,
+) -> None:
+    with start("xero") as running:
+        app = running.app
+        conn = connect(store, running)
+        target = world_customers(running)[2]
+        target.account_number = None  # only the API-set ContactNumber names it
+        target.code = "SHOP-2042"
+        order = add_order(store, conn, "X-2", account="SHOP-2042", name="Someone")
+        app.counters.reset()
+        assert ensure(store, conn, order) == target.id
+        assert customer_creates(app) == 0
+
+        new = add_order(
+            store, conn, "X-3", account="SHOP-9001", email="new@buyer.test", name="New Buyer"
+        )
+        rid = ensure(store, conn, new)
+        assert customer_creates(app) == 1
+        made = app.catalogue.tenant(app.tenant).customers[rid]
+        assert made.code == "SHOP-9001"  # ContactNumber: set by the API only
+        # an edit in Xero's screens empties the AccountNumber: the contact is still found
+        made.account_number = None
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            found = jc.connector.find_customers(account="SHOP-9001")
+        assert [c.remote_id for c in found] == [rid]
+
+
+def test_xero_lower_case_currency_is_sent_upper_case(store: Store) -> None:
+    with start("xero", n_products=2) as running:
+        app = running.app
+        conn = connect(store, running)
+        product = sorted(app.catalogue.tenant(app.tenant).products.values(), key=lambda p: p.seq)[0]
+        customer = world_customers(running)[0]
+        draft = InvoiceDraft(
+            number="X-CUR-1",
+            date=CLOCK.now(),
+            currency="nzd",
+            customer_remote_id=customer.id,
+            lines=[
+                InvoiceLine(
+                    product_remote_id=product.id,
+                    code=product.code,
+                    description=product.name,
+                    quantity=Decimal(1),
+                    unit_price=Decimal("10.00"),
+                )
+            ],
+        )
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            posted = jc.connector.post_invoice(draft, "key-cur-1")
+        assert posted.number == "X-CUR-1"
+        sent = app.counters.requests[-1]["body"]
+        assert sent["CurrencyCode"] == "NZD"
+
+
+def test_xero_simulator_refuses_a_lower_case_currency_code() -> None:
+    import requests
+
+    with start("xero", n_products=2) as running:
+        app = running.app
+        product = sorted(app.catalogue.tenant(app.tenant).products.values(), key=lambda p: p.seq)[0]
+        customer = world_customers(running)[0]
+        body = {
+            "Invoices": [
+                {
+                    "Type": "ACCREC",
+                    "Contact": {"ContactID": customer.id},
+                    "InvoiceNumber": "X-CUR-2",
+                    "CurrencyCode": "nzd",
+                    "Status": "AUTHORISED",
+                    "LineItems": [
+                        {
+                            "ItemCode": product.code,
+                            "Description": "x",
+                            "Quantity": 1,
+                            "UnitAmount": 10,
+                            "AccountCode": "200",
+                            "TaxType": "NONE",
+                        }
+                    ],
+                }
+            ]
+        }
+        resp = requests.put(
+            f"{running.url}/api.xro/2.0/Invoices",
+            json=body,
+            headers=xero_headers(running),
+            timeout=10,
+        )
+        assert resp.status_code == 400
+        assert "nzd" in resp.text
