@@ -475,6 +475,17 @@ class UnleashedConnector(Connector):
             updated_at=parse_date(item.get("LastModifiedOn")),
         )
 
+    @classmethod
+    def _customer_addresses(cls, item: dict[str, Any]) -> tuple[RemoteCustomer, set[str]]:
+        """The customer, and the addresses its own record holds (``Email`` and the ``EmailCC``
+        list, case-folded): a look-up needs no call for a contact these already name."""
+        out: set[str] = set()
+        for key in ("Email", "EmailCC"):
+            value = item.get(key)
+            if isinstance(value, str):
+                out.update(p.strip().casefold() for p in re.split(r"[;,]", value) if p.strip())
+        return cls._customer(item), out
+
     @staticmethod
     def _invoice(item: dict[str, Any]) -> PostedInvoice:
         return PostedInvoice(
@@ -567,13 +578,12 @@ class UnleashedConnector(Connector):
         out: dict[str, RemoteCustomer] = {}
         if email and email.strip():
             wanted = email.strip().casefold()
-            for c in self._lookup_customers("contactEmail", email.strip()):
+            pairs = [("contactEmail", email.strip()), ("includeObsolete", True)]
+            for c, addresses in self._collect("Customers", pairs, self._customer_addresses):
                 # ``contactEmail`` matches a prefix of the primary Email or of any contact's
                 # (issue 17): a customer reached through another contact is ours only if one
                 # of its contacts holds exactly this address, which one more call tells.
-                if (c.email or "").strip().casefold() == wanted or wanted in self._contact_emails(
-                    c.remote_id
-                ):
+                if wanted in addresses or wanted in self._contact_emails(c.remote_id):
                     out.setdefault(c.remote_id, c)
         if account and account.strip():
             for c in self._lookup_customers("customerCode", account.strip()):
