@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,20 @@ CLAIM_SECONDS = 6  # so one write may wait at most 3 s
 SHORT_WAIT = 1.5  # a Retry-After the worker waits out (under half the claim)
 LONG_WAIT = 20  # a Retry-After that outlasts the claim
 
-# The invoice write of each provider (method, path test).
+# Each provider's invoice write and customer create (method, path test).
 _WRITES = {
-    "xero": ("PUT", lambda p: p.rstrip("/").endswith("/Invoices")),
-    "unleashed": ("POST", lambda p: p.lower().startswith("/salesorders/") and p.count("/") == 2),
-    "lightspeed": ("POST", lambda p: p.endswith("/Sale.json")),
+    ("xero", "invoice"): ("PUT", lambda p: p.rstrip("/").endswith("/Invoices")),
+    ("xero", "customer"): ("PUT", lambda p: p.rstrip("/").endswith("/Contacts")),
+    ("unleashed", "invoice"): (
+        "POST",
+        lambda p: p.lower().startswith("/salesorders/") and p.count("/") == 2,
+    ),
+    ("unleashed", "customer"): (
+        "POST",
+        lambda p: p.lower().startswith("/customers/") and p.count("/") == 2,
+    ),
+    ("lightspeed", "invoice"): ("POST", lambda p: p.endswith("/Sale.json")),
+    ("lightspeed", "customer"): ("POST", lambda p: p.endswith("/Customer.json")),
 }
 _BASES = {"xero": XeroSandbox, "unleashed": UnleashedSandbox, "lightspeed": LightspeedSandbox}
 
@@ -90,16 +100,17 @@ def _too_many(provider: str, wait: float) -> Response:
     return resp
 
 
-def _simulator(provider: str) -> Any:
-    """The provider's simulator, whose next invoice write can be answered with a 429."""
-    method, is_write = _WRITES[provider]
+def _simulator(provider: str, kind: str = "invoice") -> Any:
+    """The provider's simulator, whose next write of ``kind`` (invoice, customer) can be answered
+    with a 429; ``writes`` keeps the status each such write was answered with."""
+    method, is_write = _WRITES[(provider, kind)]
 
     class Throttling(_BASES[provider]):  # type: ignore[misc, valid-type]
         def __init__(self, **kw: Any) -> None:
             super().__init__(**kw)
             self.throttle_next: float | None = None
             self.throttled = threading.Event()
-            self.invoice_writes: list[int] = []  # the status each invoice write was answered
+            self.writes: list[int] = []
             self.trap_lock = threading.Lock()
 
         def handle(self, req: Request) -> Response | None:
@@ -108,11 +119,11 @@ def _simulator(provider: str) -> Any:
             with self.trap_lock:
                 wait, self.throttle_next = self.throttle_next, None
             if wait is not None:
-                self.invoice_writes.append(429)
+                self.writes.append(429)
                 self.throttled.set()
                 return _too_many(provider, wait)
             resp = super().handle(req)
-            self.invoice_writes.append(resp.status if resp is not None else 0)
+            self.writes.append(resp.status if resp is not None else 0)
             return resp
 
     return Throttling(products=8, customers=4, time_scale=SCALE)
@@ -178,13 +189,28 @@ def _at_provider(running: harness.Running, number: str) -> int:
     return Counter(inv.number for inv in world.invoices.values())[number]
 
 
-def _setup(store: Store, provider: str, running: harness.Running) -> str:
+def _setup(
+    store: Store, provider: str, running: harness.Running, n: int = 1, new_customer: bool = False
+) -> list[str]:
+    """The shop's connection and ``n`` orders of the simulator's own products (and customers,
+    unless ``new_customer``: one the provider does not know yet, created at sale time)."""
     harness.add_connection(
         store, "shop", running, notify_email="shop@example.com", time_scale=SCALE
     )
-    order = orders_for(running, provider, 1, "FN")
-    add_orders(store, get_connection(store, "shop"), jsonl(order))
-    return str(order[0]["number"])
+    orders = orders_for(running, provider, n, "FN")
+    if new_customer:
+        for order in orders:
+            order["customer"] = {"email": NEW_EMAIL, "name": "Fenna Fence"}
+    add_orders(store, get_connection(store, "shop"), jsonl(orders))
+    return [str(o["number"]) for o in orders]
+
+
+NEW_EMAIL = "fenna.fence@example.com"
+
+
+def _customers_at_provider(running: harness.Running) -> int:
+    world = running.app.catalogue.tenant(running.app.tenant)
+    return sum(1 for c in world.customers.values() if (c.email or "").lower() == NEW_EMAIL)
 
 
 def _env(data: Path) -> dict[str, str]:
@@ -202,48 +228,115 @@ def _finish(proc: Any, timeout: float) -> tuple[str, str]:
     return out, err
 
 
+@dataclass
+class Takeover:
+    first: Any  # the run that was stopped, finished
+    first_err: str
+    run1: int
+    run2: int
+
+
+def _stop_take_over_resume(
+    store: Store, env: dict[str, str], app: Any, numbers: list[str]
+) -> Takeover:
+    """Start a run; stop it (SIGSTOP) while it waits out the simulator's 429 on its write, after
+    the jobs were claimed; let its claims and lease run out; a second run posts; resume the first
+    (SIGCONT) and let it end."""
+    app.throttle_next = SHORT_WAIT
+    first = spawn(["post-invoices", "-c", "shop"], env)
+    try:
+        assert wait_for(lambda: app.throttled.is_set() or first.poll() is not None, 60)
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        os.kill(first.pid, signal.SIGSTOP)
+        for number in numbers:
+            claimed_by = _job(store, number)[1]
+            assert (claimed_by or "").startswith(_owner(first.pid) + ":"), claimed_by
+        _claims_run_out(store, first.pid)
+        second = run_cli(["post-invoices", "-c", "shop"], env)
+        assert second.returncode == 0, second.stderr[-2000:]
+    finally:
+        if first.poll() is None:
+            os.kill(first.pid, signal.SIGCONT)
+    _, first_err = _finish(first, 60)
+    run1 = _run_id(store, first.pid)
+    with store.session() as s:
+        run2 = s.scalar(select(func.max(Run.id)).where(Run.id != run1))
+    assert run2 is not None
+    return Takeover(first, first_err, run1, run2)
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_stopped_worker_never_posts_after_a_takeover(
     provider: str, store: Store, _isolated_env: Path
 ) -> None:
-    env = _env(_isolated_env)
     app = _simulator(provider)
     with serve(provider, app) as running:
-        number = _setup(store, provider, running)
-        app.throttle_next = SHORT_WAIT
-        first = spawn(["post-invoices", "-c", "shop"], env)
-        try:
-            assert wait_for(lambda: app.throttled.is_set() or first.poll() is not None, 60)
-            assert first.poll() is None, first.communicate()[1][-2000:]
-            # Paused while waiting out the Retry-After: after `posting`, before the invoice's send.
-            os.kill(first.pid, signal.SIGSTOP)
-            state, claimed_by, _ = _job(store, number)
-            assert state == "posting" and (claimed_by or "").startswith(_owner(first.pid) + ":")
-            _claims_run_out(store, first.pid)
-            second = run_cli(["post-invoices", "-c", "shop"], env)
-            assert second.returncode == 0, second.stderr[-2000:]
-        finally:
-            if first.poll() is None:
-                os.kill(first.pid, signal.SIGCONT)
-        _, first_err = _finish(first, 60)
-        run1 = _run_id(store, first.pid)
-        with store.session() as s:
-            run2 = s.scalar(select(func.max(Run.id)).where(Run.id != run1))
+        [number] = _setup(store, provider, running)
+        # Stopped while waiting out the Retry-After: after `posting`, before the invoice's send.
+        t = _stop_take_over_resume(store, _env(_isolated_env), app, [number])
         state, claimed_by, attempts = _job(store, number)
         summary = (
             f"{provider}: at provider {_at_provider(running, number)}, job {state}, attempts "
-            f"{attempts} (first run {run1}, second {run2}), invoice writes {app.invoice_writes}, "
-            f"emails {_emails(store)}, first run exit {first.returncode}: {first_err[-500:]}"
+            f"{attempts} (first run {t.run1}, second {t.run2}), invoice writes {app.writes}, "
+            f"emails {_emails(store)}, first run exit {t.first.returncode}: {t.first_err[-500:]}"
         )
         assert _at_provider(running, number) == 1, summary
         assert state == "posted" and claimed_by is None, summary
         # Nothing written by the stopped run: the only attempt is the second run's post.
-        assert attempts == [(run2, "posted")], summary
+        assert attempts == [(t.run2, "posted")], summary
         assert _emails(store) == [], summary  # no false "refused" email
         # The first run sent nothing after it was resumed: its 429, then the second run's post.
-        assert [s // 100 for s in app.invoice_writes] == [4, 2], summary
-        assert first.returncode == 0, summary
+        assert [s // 100 for s in app.writes] == [4, 2], summary
+        assert t.first.returncode == 0, summary
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_stopped_worker_never_creates_the_customer_after_a_takeover(
+    provider: str, store: Store, _isolated_env: Path
+) -> None:
+    """The same stall on the sale-time write before the invoice: creating its new customer."""
+    app = _simulator(provider, "customer")
+    with serve(provider, app) as running:
+        [number] = _setup(store, provider, running, new_customer=True)
+        t = _stop_take_over_resume(store, _env(_isolated_env), app, [number])
+        state, _, attempts = _job(store, number)
+        summary = (
+            f"{provider}: customers at provider {_customers_at_provider(running)}, invoices "
+            f"{_at_provider(running, number)}, job {state}, attempts {attempts} (first run "
+            f"{t.run1}, second {t.run2}), customer writes {app.writes}, emails "
+            f"{_emails(store)}, first run exit {t.first.returncode}: {t.first_err[-500:]}"
+        )
+        assert _customers_at_provider(running) == 1, summary
+        assert _at_provider(running, number) == 1, summary
+        assert state == "posted" and attempts == [(t.run2, "posted")], summary
+        assert _emails(store) == [], summary
+        assert [s // 100 for s in app.writes] == [4, 2], summary
+        assert t.first.returncode == 0, summary
+
+
+@pytest.mark.timeout(180)
+def test_stopped_worker_never_posts_a_batch_after_a_takeover(
+    store: Store, _isolated_env: Path
+) -> None:
+    """Xero takes several invoices in one call: the batch is fenced by every claim in it."""
+    app = _simulator("xero")
+    with serve("xero", app) as running:
+        numbers = _setup(store, "xero", running, n=3)
+        t = _stop_take_over_resume(store, _env(_isolated_env), app, numbers)
+        jobs = {n: _job(store, n) for n in numbers}
+        summary = (
+            f"at provider {[_at_provider(running, n) for n in numbers]}, jobs {jobs} (first run "
+            f"{t.run1}, second {t.run2}), invoice writes {app.writes}, emails {_emails(store)}, "
+            f"first run exit {t.first.returncode}: {t.first_err[-500:]}"
+        )
+        assert all(_at_provider(running, n) == 1 for n in numbers), summary
+        for state, _, attempts in jobs.values():
+            assert state == "posted" and attempts == [(t.run2, "posted")], summary
+        assert _emails(store) == [], summary
+        assert [s // 100 for s in app.writes] == [4, 2], summary  # one batch call each
+        assert t.first.returncode == 0, summary
 
 
 @pytest.mark.timeout(180)
@@ -254,7 +347,7 @@ def test_retry_after_longer_than_the_claim_releases_the_job(
     env = _env(_isolated_env)
     app = _simulator(provider)
     with serve(provider, app) as running:
-        number = _setup(store, provider, running)
+        [number] = _setup(store, provider, running)
         app.throttle_next = LONG_WAIT
         first = spawn(["post-invoices", "-c", "shop"], env)
         try:
@@ -276,7 +369,7 @@ def test_retry_after_longer_than_the_claim_releases_the_job(
         state, claimed_by, attempts = _job(store, number)
         summary = (
             f"{provider}: at provider {_at_provider(running, number)}, job {state}, attempts "
-            f"{attempts} (first run {run1}, second {run2}), invoice writes {app.invoice_writes}, "
+            f"{attempts} (first run {run1}, second {run2}), invoice writes {app.writes}, "
             f"emails {_emails(store)}, first run let the job go after {first_took:.1f}s "
             f"(exit {first.returncode}): {first_err[-500:]}"
         )
@@ -285,7 +378,7 @@ def test_retry_after_longer_than_the_claim_releases_the_job(
         # The first run released the job as transient; the second posted it.
         assert attempts == [(run1, "transient"), (run2, "posted")], summary
         assert _emails(store) == [], summary
-        assert [s // 100 for s in app.invoice_writes] == [4, 2], summary
+        assert [s // 100 for s in app.writes] == [4, 2], summary
         assert released and first_took < CLAIM_SECONDS / 2 + 2, summary
 
 
@@ -303,7 +396,7 @@ def test_lost_answer_survives_cancel_and_retry(
 ) -> None:
     env = _env(_isolated_env)
     with harness.start(provider, products=8, customers=4, time_scale=SCALE) as running:
-        number = _setup(store, provider, running)
+        [number] = _setup(store, provider, running)
         method, path = _LOST[provider]
         running.app.faults.add("lost", method=method, path=path)  # every answer, retries too
         lost = run_cli(["post-invoices", "-c", "shop"], env)
