@@ -7,7 +7,7 @@ recorded answer of a provider (its ``source`` is a key of ``SOURCES.md`` beside 
 - ``exchanges``: the HTTP calls the connector must make, in order, each with a ``request``
   expectation (method, path, query values, form fields, headers, JSON body fields, compared
   exactly; ``query_like`` holds patterns, ``query_one_of`` alternatives, ``query_absent`` keys
-  never sent; a
+  never sent, ``raw_query_contains`` bytes of the query as sent; a
   path segment ``{name}`` matches any one segment and its value can be used in the answer as
   ``{{name}}``) and the ``response`` the provider gave (status, headers, a JSON ``body`` or a
   raw ``text``; ``{{base}}`` is the server's own address, for Lightspeed's ``next`` links);
@@ -216,6 +216,9 @@ class FixtureServer:
             form = dict(parse_qsl(seen.body.decode("utf-8", "replace"), keep_blank_values=True))
             if form.get(key) != value:
                 problems.append(f"form {key}={form.get(key)!r}, expected {value!r}")
+        for part in want.get("raw_query_contains") or []:
+            if part not in seen.query:
+                problems.append(f"query {seen.query!r} does not hold {part!r} as sent")
         for key in want.get("query_absent") or []:
             if key in query:
                 problems.append(f"query {key} sent ({query[key]!r}), expected none")

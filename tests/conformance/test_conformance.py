@@ -22,6 +22,7 @@ from conformance_harness import (
 from synccli import errors
 
 ALL = [f for p in PROVIDERS for f in load_all(p)]
+MINIMUM = 25  # issue 17, line 19: at least this many fixtures per provider
 
 
 def _param(f: Fixture) -> Any:
@@ -85,3 +86,4 @@ def test_every_fixture_names_a_source_listed_beside_it(provider: str) -> None:
     for f in fixtures:
         assert f.source in keys, f"{f.path.name}: source {f.source!r} is not in SOURCES.md"
         assert f.data.get("description"), f"{f.path.name}: no description"
+    assert len(fixtures) >= MINIMUM, f"{provider}: {len(fixtures)} fixtures, need {MINIMUM}"
