@@ -273,3 +273,57 @@ def test_xero_simulator_refuses_a_lower_case_currency_code() -> None:
         )
         assert resp.status_code == 400
         assert "nzd" in resp.text
+
+
+# --- line 8: Lightspeed archived customers, pages in the older offset form -----------------------
+def link_run(store: Store, conn: Connection) -> customers.LinkReport:
+    with job_run(store, customers.JOB, conn, clock=CLOCK) as jc:
+        report = customers.link_customers(jc)
+        jc.counts = report
+    return report
+
+
+def test_lightspeed_archived_customers_are_read_and_kept_inactive(store: Store) -> None:
+    with start("lightspeed", n_customers=6) as running:
+        conn = connect(store, running)
+        gone = world_customers(running)[2]
+        gone.archived = True
+        report = link_run(store, conn)
+        assert report.seen == 6 and report.inactive == 1
+        with store.session() as s:
+            seen = customers.load_seen(s, conn.id)
+        assert seen[str(gone.seq)]["active"] is False
+        assert sum(1 for d in seen.values() if d["active"]) == 5
+
+
+def test_lightspeed_order_of_an_archived_customer_creates_no_duplicate(store: Store) -> None:
+    from synccli.errors import Rejected
+
+    with start("lightspeed", n_customers=6) as running:
+        app = running.app
+        conn = connect(store, running)
+        gone = world_customers(running)[3]
+        gone.archived = True
+        order = add_order(store, conn, "L-1", email=gone.email.upper(), name=gone.name)
+        app.counters.reset()
+        with pytest.raises(Rejected, match="archived"):
+            ensure(store, conn, order)
+        assert customer_creates(app) == 0
+
+
+@pytest.mark.parametrize("paging", ["cursor", "offset"])
+def test_lightspeed_customers_paged_by_offset_are_all_read(store: Store, paging: str) -> None:
+    with start("lightspeed", n_customers=230, paging=paging) as running:
+        conn = connect(store, running)
+        report = link_run(store, conn)
+        assert report.seen == 230 and report.pages == 3
+        assert not report.errors
+
+
+def test_lightspeed_offset_answer_that_ignores_the_offset_fails_loudly(store: Store) -> None:
+    from synccli.errors import BadResponse
+
+    with start("lightspeed", n_customers=230, paging="offset_ignored") as running:
+        conn = connect(store, running)
+        with pytest.raises(BadResponse, match="offset"):
+            link_run(store, conn)

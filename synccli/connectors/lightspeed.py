@@ -21,8 +21,10 @@ How the contract maps onto Lightspeed:
 
 - ``changed_products(since)``: ``Item.json?load_relations=["ItemShops"]&archived=true&sort=timeStamp
   &timeStamp=>,{since}``, following ``@attributes.next`` **verbatim** (its ``after`` token is never
-  decoded or re-encoded); 100 items per call, so 2,500 items cost 25 calls. ``Page.cursor`` is the
-  newest ``Item.timeStamp`` of the page (the stream is sorted ascending). Archived items come back
+  decoded or re-encoded); a page answered in the older form (``@attributes`` with ``count``/
+  ``offset``/``limit`` and no ``next``) goes on by ``offset``, and fails loudly when the answer
+  does not follow the offset asked for; 100 items per call, so 2,500 items cost 25 calls.
+  ``Page.cursor`` is the newest ``Item.timeStamp`` of the page (the stream is sorted ascending). Archived items come back
   with ``active=False``: Lightspeed never deletes items (a DELETE archives them and zeroes
   stock), so a product deleted in the neutral sandbox model also shows up here as archived.
 - Stock comes inside the product: ``RemoteProduct.stock`` is the ``qoh`` of the **shopID 0** row
@@ -35,7 +37,8 @@ How the contract maps onto Lightspeed:
 - ``get_products(ids)``: ``Item.json?itemID=IN,[...]`` with ItemShops and archived=true, 100 ids per
   call. ``find_product(code)``: ``Item.json?customSku==,X``, then an exact, case-sensitive match
   here. Every look-up value goes with the explicit ``=,`` operator (:func:`exact`).
-- Customers: ``Customer.json?load_relations=["Contact"]``; ``find_customers(email=)`` filters with
+- Customers: ``Customer.json?load_relations=["Contact"]&archived=true&archive=1`` (archived ones
+  too, inactive); ``find_customers(email=)`` (archived ones too) filters with
   ``Contact.email==,{email}`` and keeps only exact case-insensitive matches; Lightspeed has no
   account-number field, so ``find_customers(account=)`` finds nothing (and calls nothing).
   ``create_customer`` POSTs firstName/lastName/Contact.Emails; existing customers are never updated.
@@ -94,6 +97,10 @@ CENT = Decimal("0.01")
 LIMITS = Limits(bucket_size=90, drip_per_second=1)
 ITEM_RELATIONS = '["ItemShops"]'
 CUSTOMER_RELATIONS = '["Contact"]'
+# Archived customers are read with ``archived=true`` (parameters page) or ``archive=1`` (the
+# Customer page); which one the Customer endpoint honours is unconfirmed (provider notes §3), so
+# customer reads send both.
+ARCHIVED_TOO = [("archived", "true"), ("archive", "1")]
 # Request costs from the notes' table, used to pace before the bucket overflows.
 COST_GET = 1.0
 COST_ITEMS_WITH_SHOPS = 1.4  # list call, one to-many relation: 1 + 2 x 0.2
@@ -367,6 +374,7 @@ class LightspeedConnector(Connector):
         url: str = self._path(entity)
         query: str | None = encode_query(pairs)
         number = 0
+        asked_offset = 0  # the offset we asked for, when the answers page the older way
         while True:
             data = self.http.json("GET", url, query=query, cost=cost)
             if not isinstance(data, dict):
@@ -409,10 +417,20 @@ class LightspeedConnector(Connector):
             )
             attributes = data.get("@attributes")
             nxt = attributes.get("next") if isinstance(attributes, dict) else ""
-            if not nxt:
+            if nxt:
+                self._check_next(nxt)
+                url, query = nxt, None  # verbatim: never decode or re-encode the after token
+                continue
+            following = _next_offset(entity, attributes, asked_offset, len(as_list(raw)))
+            if following is None:
                 return
-            self._check_next(nxt)
-            url, query = nxt, None  # verbatim: never decode or re-encode the after token
+            # An answer in the older count/offset/limit form, without ``next`` (issue 17):
+            # more rows are counted than read, so the next page is asked for by offset.
+            asked_offset = following
+            url = self._path(entity)
+            query = encode_query(
+                [(k, v) for k, v in pairs if k != "offset"] + [("offset", str(following))]
+            )
 
     def _check_next(self, url: str) -> None:
         """Follow ``next`` only to our own API host: the bearer token goes with it."""
@@ -493,7 +511,8 @@ class LightspeedConnector(Connector):
 
     # customers ----------------------------------------------------------------------------------
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
-        pairs = [("load_relations", CUSTOMER_RELATIONS), ("sort", "timeStamp")]
+        # archived customers too: they come back inactive (never link targets, but known)
+        pairs = [("load_relations", CUSTOMER_RELATIONS), *ARCHIVED_TOO, ("sort", "timeStamp")]
         self._since(pairs, since)
         pairs.append(("limit", str(PAGE_LIMIT)))
         yield from self._pages("Customer", pairs, self._customer, cost=COST_CUSTOMERS_WITH_CONTACT)
@@ -504,7 +523,13 @@ class LightspeedConnector(Connector):
         if not email or not email.strip():
             return []  # no account-number field in Lightspeed: nothing to look up
         wanted = email.strip().casefold()
-        pairs = [("load_relations", CUSTOMER_RELATIONS), ("Contact.email", exact(email.strip()))]
+        # archived ones too: a customer Lightspeed archived is still that customer, never one
+        # to create again
+        pairs = [
+            ("load_relations", CUSTOMER_RELATIONS),
+            *ARCHIVED_TOO,
+            ("Contact.email", exact(email.strip())),
+        ]
         found: list[RemoteCustomer] = []
         for page in self._pages(
             "Customer",
@@ -773,6 +798,36 @@ class LightspeedConnector(Connector):
             status="completed" if to_bool(row.get("completed")) else "open",
         )
         return posted, to_bool(row.get("voided", "false")) or to_bool(row.get("archived", "false"))
+
+
+def _next_offset(entity: str, attributes: Any, asked: int, rows: int) -> int | None:
+    """Where the next page of a listing answered in the older form (``@attributes`` holding
+    ``count``, ``offset`` and ``limit``, no ``next``) begins; None when it was the last one.
+
+    That form was V2's ("removed in V3" on 2022-04-11, provider notes §2), yet answers still
+    carry it: reading only the first page would drop every later record without a word. An
+    answer that does not go where it was asked (its offset is not ours, or it is empty while
+    more rows are counted) would loop or stop short, so it fails loudly instead."""
+    if not isinstance(attributes, dict) or "count" not in attributes:
+        return None
+    try:
+        count = int(str(attributes.get("count")))
+        offset = int(str(attributes.get("offset") or 0))
+    except ValueError:
+        raise BadResponse(f"GET {entity}.json: unreadable count/offset in @attributes") from None
+    if offset != asked:
+        raise BadResponse(
+            f"GET {entity}.json: asked for offset {asked}, answered offset {offset} without a "
+            "next link; the listing cannot be read past its first page"
+        )
+    if offset + rows >= count:
+        return None
+    if rows == 0:
+        raise BadResponse(
+            f"GET {entity}.json: an empty page at offset {offset} of {count} rows without a "
+            "next link; the listing cannot be read to its end"
+        )
+    return offset + rows
 
 
 def _int_or_str(value: Any) -> Any:

@@ -76,14 +76,18 @@ Switches (constructor keywords) for what the notes mark **unconfirmed** or optio
 - ``unit_price_overrides=True``: an explicit SaleLine ``unitPrice`` replaces the item's price.
 - ``reference_number_unique=False``: referenceNumber is not an idempotency key (no guarantee found).
 - ``burst_limiter=False``; ``registers=1`` (bucket size and drip grow with registers).
+- ``paging="cursor"``: V3 ``next``/``previous`` links. ``"offset"`` answers every list in the
+  older form (``@attributes`` with ``count``/``offset``/``limit``, no ``next``) and honours
+  ``offset``; ``"offset_ignored"`` answers that form but always from the first row (issue 17,
+  line 8: a client must go on by offset, or fail loudly, never stop after page 1).
 - ``limits`` override dict: ``bucket_size``, ``drip``, ``burst`` (per second, default 20) and
   ``day`` (default None). ``day`` is **not a Lightspeed limit**: it is a test hook modelling an
   account that is cut off for the rest of the UTC day (``self.clock``); it answers 429 with
   ``X-LS-API-RateLimit-Type: api-daily-quota`` and a Retry-After until midnight.
 
-Not modelled: XML (no ``.json`` suffix), V2 offset paging, ``or=`` queries, refunds, PUT (stock is
+Not modelled: XML (no ``.json`` suffix), V2 ``orderby``, ``or=`` queries, refunds, PUT (stock is
 moved with the neutral mutations), the refresh throttle (5 per minute), the revoke endpoint's effect
-on access tokens, Customer ``archive=1``, custom fields, matrices, X-Series.
+on access tokens, custom fields, matrices, X-Series.
 """
 
 from __future__ import annotations
@@ -292,7 +296,17 @@ NESTED_ENTITIES = {
     "ContactAddress",
     "ContactWebsite",
 }
-CONTROL = {"limit", "sort", "after", "before", "load_relations", "archived", "count"}
+CONTROL = {
+    "limit",
+    "sort",
+    "after",
+    "before",
+    "load_relations",
+    "archived",
+    "archive",
+    "count",
+    "offset",
+}
 # ``field=OP,value`` [D introduction/parameters/]: the text before the first comma is an operator
 # whenever it is one of these, so a plain value such as ``IN,[A]`` or ``~,A%`` is read as a query,
 # not as itself. ``=`` is the explicit equal: after ``=,`` the rest is the value, verbatim (issue
@@ -686,6 +700,7 @@ class LightspeedSandbox(SandboxApp):
         reference_number_unique: bool = False,
         burst_limiter: bool = False,
         registers: int = 1,
+        paging: str = "cursor",
         **switches: Any,
     ) -> None:
         super().__init__(seed=seed, clock=clock, time_scale=time_scale, faults=faults)
@@ -704,6 +719,9 @@ class LightspeedSandbox(SandboxApp):
         self.unit_price_overrides = unit_price_overrides
         self.reference_number_unique = reference_number_unique
         self.burst_limiter = burst_limiter
+        if paging not in ("cursor", "offset", "offset_ignored"):
+            raise ValueError("paging is 'cursor', 'offset' or 'offset_ignored'")
+        self.paging = paging
         self.registers = max(1, registers)
         extra = self.registers - 1
         self.limits: dict[str, Any] = {
@@ -1219,6 +1237,11 @@ class LightspeedSandbox(SandboxApp):
         archived = params.get("archived", "false").lower()
         if archived not in ("false", "true", "only", "0", "1"):
             raise _bad("archived must be one of false, true, only")
+        if to_bool(params.get("archive")) and archived in ("false", "0"):
+            # The Customer page documents ``?archive=1`` for reading archived customers, the
+            # parameters page ``archived=true`` [D endpoints/Customer/, D introduction/
+            # parameters/]; issue 17 (line 18) reports ``archive=1`` accepted: both are read.
+            archived = "true"
         filters = [(k, v) for k, v in pairs if k not in CONTROL]
         rows = self._rows(entity, account)
         if rows:
@@ -1289,6 +1312,8 @@ class LightspeedSandbox(SandboxApp):
             return Response(200, {"@attributes": {"count": str(len(selected))}})
         n = len(selected)
         start, end = 0, n
+        if self.paging != "cursor":
+            return self._offset_page(req, entity, rels, selected, params, limit)
         if "after" in params:
             token = self._token(params["after"], sort_field, spec)
             # the first row past the token: after it in the listing's order
@@ -1330,6 +1355,33 @@ class LightspeedSandbox(SandboxApp):
             texts[0] = head + b"[" + texts[0]  # the body in one join
             texts[-1] += b"]}"
             return Response(200, b", ".join(texts))
+        rendered = [attach(rels) for _, attach in page]
+        if rendered:
+            body[entity] = rendered[0] if len(rendered) == 1 else rendered
+        return Response(200, body)
+
+    def _offset_page(
+        self,
+        req: Request,
+        entity: str,
+        rels: list[str],
+        selected: list[Row],
+        params: dict[str, str],
+        limit: int,
+    ) -> Response:
+        """A page in the older form: ``@attributes`` holds ``count``, ``offset`` and ``limit``
+        and no ``next`` (V2 paging, "removed in V3" on 2022-04-11 [D changelog], yet issue 17
+        line 8 reports such answers). ``paging="offset"`` honours ``offset``;
+        ``"offset_ignored"`` answers the first rows whatever ``offset`` asks."""
+        try:
+            offset = int(params.get("offset") or 0)
+        except ValueError:
+            raise _bad("offset must be an integer") from None
+        if self.paging == "offset_ignored":
+            offset = 0
+        page = selected[offset : offset + limit]
+        attributes = {"count": str(len(selected)), "offset": str(offset), "limit": str(limit)}
+        body: dict[str, Any] = {"@attributes": attributes}
         rendered = [attach(rels) for _, attach in page]
         if rendered:
             body[entity] = rendered[0] if len(rendered) == 1 else rendered
