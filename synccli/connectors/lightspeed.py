@@ -24,9 +24,10 @@ How the contract maps onto Lightspeed:
   decoded or re-encoded); a page answered in the older form (``@attributes`` with ``count``/
   ``offset``/``limit`` and no ``next``) goes on by ``offset``, and fails loudly when the answer
   does not follow the offset asked for; 100 items per call, so 2,500 items cost 25 calls.
-  ``Page.cursor`` is the newest ``Item.timeStamp`` of the page (the stream is sorted ascending). Archived items come back
-  with ``active=False``: Lightspeed never deletes items (a DELETE archives them and zeroes
-  stock), so a product deleted in the neutral sandbox model also shows up here as archived.
+  ``Page.cursor`` is the newest ``Item.timeStamp`` of the page (the stream is sorted
+  ascending). Archived items come back with ``active=False``: Lightspeed never deletes items
+  (a DELETE archives them and zeroes stock), so a product deleted in the neutral sandbox model
+  also shows up here as archived.
 - Stock comes inside the product: ``RemoteProduct.stock`` is the ``qoh`` of the **shopID 0** row
   (Lightspeed's account-wide summary); when an item has no shop-0 row, the sum of its shops' qoh;
   None when it has no ItemShops at all (non-inventory items).
