@@ -7,7 +7,8 @@ recorded answer of a provider (its ``source`` is a key of ``SOURCES.md`` beside 
 - ``exchanges``: the HTTP calls the connector must make, in order, each with a ``request``
   expectation (method, path, query values, form fields, headers, JSON body fields, compared
   exactly; ``query_like`` holds patterns, ``query_one_of`` alternatives, ``query_absent`` keys
-  never sent, ``raw_query_contains`` bytes of the query as sent; a
+  never sent, ``raw_query_contains`` bytes of the query as sent; an Unleashed request's
+  api-auth-signature is checked against its query as sent unless ``signed`` is false; a
   path segment ``{name}`` matches any one segment and its value can be used in the answer as
   ``{{name}}``) and the ``response`` the provider gave (status, headers, a JSON ``body`` or a
   raw ``text``; ``{{base}}`` is the server's own address, for Lightspeed's ``next`` links);
@@ -126,8 +127,10 @@ def _segments(pattern: str) -> re.Pattern[str]:
 class FixtureServer:
     """Serves a fixture's exchanges in order on 127.0.0.1, checking each request as it comes."""
 
-    def __init__(self, exchanges: list[dict[str, Any]]) -> None:
+    def __init__(self, exchanges: list[dict[str, Any]], provider: str = "") -> None:
         self.exchanges = exchanges
+        # Unleashed signs every request's query (D-AUTH): checked unless a fixture says otherwise
+        self.signs = provider == "unleashed"
         self.seen: list[Seen] = []
         self.failures: list[str] = []
         self.captured: dict[str, str] = {}
@@ -228,7 +231,7 @@ class FixtureServer:
                 problems.append(f"header {key}: {got!r}, expected none")
             elif value is not None and got != value:
                 problems.append(f"header {key}: {got!r}, expected {value!r}")
-        if want.get("signed"):
+        if want.get("signed", self.signs):
             expected = unleashed.sign(UNLEASHED_KEY, seen.query)
             if seen.headers.get("api-auth-signature") != expected:
                 problems.append(f"api-auth-signature does not sign the query {seen.query!r}")

@@ -34,7 +34,7 @@ def _param(f: Fixture) -> Any:
 
 def _run(f: Fixture) -> tuple[Any, BaseException | None, FixtureServer]:
     call = f.data["call"]
-    with FixtureServer(f.data["exchanges"]) as server:
+    with FixtureServer(f.data["exchanges"], f.provider) as server:
         conn = connector_for(f.provider, server.url, f.data.get("settings") or {})
         method = getattr(conn, call["method"])
         args = arguments(call["method"], call.get("args") or {})
