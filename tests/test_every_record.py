@@ -327,3 +327,49 @@ def test_lightspeed_offset_answer_that_ignores_the_offset_fails_loudly(store: St
         conn = connect(store, running)
         with pytest.raises(BadResponse, match="offset"):
             link_run(store, conn)
+
+
+# --- line 10: Unleashed signs exactly what it sends; the accepted form is kept --------------------
+HARD_CODES = ["MUG BLUE 1", "A+B", "R&D-1", "50%OFF", "CRÈME-ÉTÉ", "日本-1", "a b+c&d%e"]
+
+
+@pytest.mark.parametrize("form", ["raw", "decoded"])
+def test_unleashed_signs_values_needing_encoding_and_keeps_the_form_the_account_accepts(
+    store: Store, form: str
+) -> None:
+    with start("unleashed", n_products=len(HARD_CODES), signature_form=form) as running:
+        app = running.app
+        conn = connect(store, running)
+        products = sorted(app.world().products.values(), key=lambda p: p.seq)
+        for p, code in zip(products, HARD_CODES, strict=True):
+            p.code = code
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            for p in products:
+                found = jc.connector.find_product(p.code)
+                assert found is not None and found.remote_id == p.id, p.code
+        # a decoded-checking account costs one refused call, once
+        assert app.bad_signatures == (1 if form == "decoded" else 0)
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:  # a later run
+            for p in products:
+                assert jc.connector.find_product(p.code).remote_id == p.id
+            by_email = jc.connector.find_customers(email="nobody+tag@x y.test")
+        assert by_email == []
+        assert app.bad_signatures == (1 if form == "decoded" else 0)
+
+
+def test_unleashed_a_wrong_key_is_refused_both_ways_and_nothing_is_kept(store: Store) -> None:
+    from synccli.errors import AuthError
+    from synccli.store.connections import StoreTokenStore
+
+    with start("unleashed", signature_form="raw") as running:
+        app = running.app
+        conn = connect(store, running)
+        acct = next(iter(app.accounts.values()))
+        acct.api_key = "another-key"
+        with (
+            pytest.raises(AuthError),
+            job_run(store, "post-invoices", conn, clock=CLOCK) as jc,
+        ):
+            jc.connector.find_product("A+B")
+        assert app.bad_signatures == 2  # the form it was sent in, then the other one
+        assert "signature_form" not in StoreTokenStore(store, conn.id).load().extra

@@ -28,7 +28,8 @@ email filters are prefix matches, so every lookup compares exactly on our side (
 reaches a customer through any of its contacts, so a customer whose primary ``Email`` is not the
 address is confirmed by reading its contacts, ``GET /Customers/{guid}/Contacts``); a look-up value
 that needed encoding and got a 403 is signed once more over the decoded query (which form the
-server checks is unconfirmed), and the accepted form is kept; a missing
+server checks is unconfirmed), and the accepted form is kept for the connection (its token
+store's ``extra["signature_form"]``), so later runs sign that form first; a missing
 StockOnHand row means 0; ``/Date(ms)/`` and ISO dates are both parsed; money is Decimal.
 
 Cursors: no list is documented as sorted by time in a known direction (``orderBy=LastModifiedOn``
@@ -54,7 +55,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -64,7 +65,7 @@ import requests
 
 from synccli import secrets
 from synccli.clock import Clock, utc
-from synccli.connectors.auth import TokenStore
+from synccli.connectors.auth import Tokens, TokenStore
 from synccli.connectors.base import (
     Capabilities,
     Connector,
@@ -95,6 +96,7 @@ LISTING_PASSES = 3  # reads of a listing that keeps changing while paged, before
 CENT = Decimal("0.01")
 # Namespace of the Guids we derive (sales orders from idempotency keys).
 GUID_NAMESPACE = uuid.UUID("5b0e6f52-4f0c-5d3e-9a57-2f1d8c3b7a10")
+SIGNATURE_FORM = "signature_form"  # token store extra: "raw" or "decoded"
 _SAFE = "@:,-._~"  # sent raw (FL's recordings show @ and : raw); everything else is encoded
 _DOTNET = re.compile(r"^\\?/Date\((-?\d+)([+-]\d{4})?\)\\?/$")
 _QUOTA = re.compile(r"month|quota|api call limit", re.IGNORECASE)
@@ -261,8 +263,21 @@ class UnleashedConnector(Connector):
         catalogue_page=PAGE_SIZE,
     )
 
-    def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        http: HttpClient,
+        settings: dict[str, Any],
+        *,
+        token_store: TokenStore | None = None,
+    ) -> None:
         super().__init__(http, settings)
+        # Where the form of the query this account's signatures are checked over is kept
+        # between runs (``extra["signature_form"]``): learnt once from a 403, never again.
+        self.token_store = token_store
+        if token_store is not None and isinstance(http.auth, UnleashedAuth):
+            form = token_store.load().extra.get(SIGNATURE_FORM)
+            if form in ("raw", "decoded"):
+                http.auth.decoded = form == "decoded"
         self.api_id = str(settings.get("api_id") or "")
         self.batch = max(1, int(settings.get("lookup_batch") or LOOKUP_BATCH))
         self.stock_field = settings.get("stock_field") or "AvailableQty"
@@ -297,10 +312,25 @@ class UnleashedConnector(Connector):
                 raise
             auth.decoded = not auth.decoded
             try:
-                return self.http.request("GET", path, query=query)
+                resp = self.http.request("GET", path, query=query)
             except AuthError:
                 auth.decoded = not auth.decoded
                 raise err from None
+            self._remember_form("decoded" if auth.decoded else "raw")
+            return resp
+
+    def _remember_form(self, form: str) -> None:
+        """Keep the query form this account's signatures are checked over, for later runs (a
+        dry run writes nothing)."""
+        log.info("Unleashed checks this account's signatures over the %s query", form)
+        ledger = self.http.ledger
+        if self.token_store is None or getattr(ledger, "read_only", False):
+            return
+
+        def keep(tokens: Tokens) -> Tokens:
+            return replace(tokens, extra={**tokens.extra, SIGNATURE_FORM: form})
+
+        self.token_store.update_locked(keep)
 
     def _post(self, path: str, body: Any = None, *, retry: bool = False) -> Any:
         resp = self.http.request(
@@ -849,7 +879,8 @@ def connect(
     pace: bool = True,
     timeout: tuple[float, float] = (5.0, 30.0),
 ) -> UnleashedConnector:
-    """An Unleashed connector for one account. ``token_store`` is unused (no OAuth)."""
+    """An Unleashed connector for one account. There is no OAuth: ``token_store`` keeps only
+    which form of the query the account's signatures are checked over."""
     api_id = settings.get("api_id")
     api_key = credentials.get("api_key")
     if not api_id:
@@ -874,4 +905,4 @@ def connect(
             "client-type": settings.get("client_type") or "synccli/sync",
         },
     )
-    return UnleashedConnector(http, settings)
+    return UnleashedConnector(http, settings, token_store=token_store)

@@ -63,7 +63,9 @@ Switches (all unconfirmed in the notes):
 - ``forbidden_description`` ("Forbidden"): Description of the 403. The oft-quoted
   "ApiId/Signature Invalid" is a client library's own exception text, not a recorded body.
 - ``signature_form`` ("raw"): "raw" checks the signature over the query string as received;
-  "decoded" over its percent-decoded form (what some public clients sign).
+  "decoded" over its percent-decoded form, ``+`` read as a space (what AT signs: PHP's
+  urldecode; provider notes §1, §11.2). Which one Unleashed checks is unconfirmed, and an
+  account may be either (issue 17, line 10). ``bad_signatures`` counts the 403s answered.
 - ``accept_status`` (400): status when ``Accept`` does not name JSON (406 for XML-only).
 - ``order_repost`` ("update"): POST to an existing SalesOrder Guid updates it; "error" answers 400.
 - ``orderby_descending`` (False): direction of ``orderBy`` (undocumented).
@@ -334,6 +336,7 @@ class UnleashedSandbox(SandboxApp):
             raise ValueError("complete_answers holds '500', 'empty' or 'echo'")
         self.complete_answers = tuple(complete_answers)
         self.complete_calls: dict[str, int] = {}  # order guid -> Complete calls while not done
+        self.bad_signatures = 0  # requests answered 403 for their signature
         self._keys = random.Random(seed * 7919 + 1)
         self.accounts: dict[str, Account] = {}
         self.quota: dict[str, tuple[tuple[int, int], int]] = {}  # tenant -> (month, used)
@@ -440,6 +443,8 @@ class UnleashedSandbox(SandboxApp):
             req.query_string if self.signature_form == "raw" else unquote_plus(req.query_string)
         )
         if not hmac.compare_digest(sign(acct.api_key, message), given):
+            with self.lock:
+                self.bad_signatures += 1
             return self._error(403, self.forbidden_description)
         req.environ["unleashed.tenant"] = acct.tenant
         accept = (req.header("accept") or "").lower()
