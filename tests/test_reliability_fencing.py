@@ -410,6 +410,8 @@ def test_lost_answer_survives_cancel_and_retry(
         assert "may exist there" in cancel.stderr  # the operator is told
         retry = run_cli(["invoices", "retry", number, "-c", "shop"], env)
         assert retry.returncode == 0, retry.stderr
+        show = run_cli(["invoices", "show", number, "-c", "shop"], env)
+        assert "the next post looks it up first" in show.stdout, show.stdout
         post = run_cli(["post-invoices", "-c", "shop"], env)
         state, _, attempts = _job(store, number)
         summary = (

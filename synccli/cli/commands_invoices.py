@@ -250,6 +250,11 @@ def show(
         f"{d.customer['account_number'] or ''}".rstrip()
     )
     output.line(f"  idempotency key {r.idempotency_key}")
+    if d.maybe_sent:
+        output.line(
+            "  an earlier post may have reached the provider (no clear answer): "
+            "the next post looks it up first"
+        )
     if r.remote_id:
         when = "posted" if r.state == "posted" else "at the provider since"  # e.g. a mismatch
         since = f", {when} {fmt.minute(r.posted_at)}" if r.posted_at else ""

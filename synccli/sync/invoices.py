@@ -672,15 +672,6 @@ class _Worker:
         self.report.lost += 1
         return self.outcome("lost", error=why)
 
-    def skipped(self, why: str) -> str:
-        with self.store.session() as s:
-            s.execute(
-                update(InvoiceJob)
-                .where(InvoiceJob.id == self.job_id, InvoiceJob.claimed_by == self.worker)
-                .values(claimed_by=None, claimed_until=None)
-            )
-        return self.outcome("skipped", error=why)
-
 
 def _money(value: Decimal) -> str:
     """2 decimal places unless the value has more (24.0000 from the store -> 24.00)."""
@@ -1019,6 +1010,8 @@ class InvoiceDetail:
     claimed_by: str | None
     claimed_until: datetime | None
     history: list[AttemptRow]
+    # an earlier post may have reached the provider: the next post looks the invoice up first
+    maybe_sent: bool = False
 
 
 def _row(job: InvoiceJob, order: Order, conn_name: str) -> InvoiceRow:
@@ -1138,6 +1131,8 @@ def show_invoice(store: Store, number: str, connection: str | None = None) -> In
             job.claimed_by,
             job.claimed_until,
             history,
+            maybe_sent=(job.maybe_sent or job.state == "posting")
+            and job.state not in ("posted", "mismatch"),
         )
 
 
