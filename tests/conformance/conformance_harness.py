@@ -127,8 +127,11 @@ def _segments(pattern: str) -> re.Pattern[str]:
 class FixtureServer:
     """Serves a fixture's exchanges in order on 127.0.0.1, checking each request as it comes."""
 
-    def __init__(self, exchanges: list[dict[str, Any]], provider: str = "") -> None:
+    def __init__(
+        self, exchanges: list[dict[str, Any]], provider: str = "", key: str = UNLEASHED_KEY
+    ) -> None:
         self.exchanges = exchanges
+        self.key = key  # what an Unleashed signature must be made with
         # Unleashed signs every request's query (D-AUTH): checked unless a fixture says otherwise
         self.signs = provider == "unleashed"
         self.seen: list[Seen] = []
@@ -232,7 +235,7 @@ class FixtureServer:
             elif value is not None and got != value:
                 problems.append(f"header {key}: {got!r}, expected {value!r}")
         if want.get("signed", self.signs):
-            expected = unleashed.sign(UNLEASHED_KEY, seen.query)
+            expected = unleashed.sign(self.key, seen.query)
             if seen.headers.get("api-auth-signature") != expected:
                 problems.append(f"api-auth-signature does not sign the query {seen.query!r}")
         if "body" in want:

@@ -4,6 +4,7 @@ it is compared: ``conformance_harness``. Where each one comes from: ``<provider>
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -45,8 +46,8 @@ def _run(f: Fixture) -> tuple[Any, BaseException | None, FixtureServer]:
             return None, err, server
 
 
-@pytest.mark.parametrize("fixture", [_param(f) for f in ALL])
-def test_fixture(fixture: Fixture) -> None:
+def problems_of(fixture: Fixture) -> list[str]:
+    """Everything the connector did that the fixture does not say: requests, result, error."""
     result, error, server = _run(fixture)
     expect = fixture.data["expect"]
     problems = list(server.failures)
@@ -71,12 +72,61 @@ def test_fixture(fixture: Fixture) -> None:
             for attr in ("status", "retry_after"):
                 if attr in want and getattr(error, attr, None) != want[attr]:
                     problems.append(f"error.{attr} {getattr(error, attr, None)!r}")
+    elif error is not None:
+        problems.append(f"raised {type(error).__name__}: {error}")
     else:
-        if error is not None:
-            problems.append(f"raised {type(error).__name__}: {error}")
-        else:
-            problems += differences(expect["result"], result)
+        problems += differences(expect["result"], result)
+    return problems
+
+
+@pytest.mark.parametrize("fixture", [_param(f) for f in ALL])
+def test_fixture(fixture: Fixture) -> None:
+    problems = problems_of(fixture)
     assert not problems, "\n".join(problems)
+
+
+def _changed(name: str, change: Any) -> Fixture:
+    """A copy of fixture ``provider/name`` after ``change`` edits its data."""
+    provider, stem = name.split("/")
+    original = next(f for f in ALL if f.provider == provider and f.name == stem)
+    data = copy.deepcopy(original.data)
+    change(data)
+    return Fixture(provider, stem, original.path, data)
+
+
+def test_the_harness_reports_a_result_other_than_the_fixture_says() -> None:
+    def dearer(data: dict[str, Any]) -> None:
+        data["expect"]["result"]["price"] = "5000.01"
+
+    assert problems_of(_changed("xero/items_find_by_code", dearer)) == [
+        "result.price: Decimal('5000.0'), expected '5000.01'"
+    ]
+
+
+def test_the_harness_reports_a_request_other_than_the_fixture_says() -> None:
+    def other_code(data: dict[str, Any]) -> None:
+        data["exchanges"][0]["request"]["query"]["where"] = 'Code=="124"'
+
+    assert problems_of(_changed("xero/items_find_by_code", other_code)) == [
+        "request 1: query where='Code==\"123\"', expected 'Code==\"124\"'"
+    ]
+
+
+def test_the_harness_reports_a_call_the_fixture_does_not_expect() -> None:
+    def no_stock_call(data: dict[str, Any]) -> None:
+        del data["exchanges"][1]
+
+    problems = problems_of(_changed("unleashed/products_find_with_stock_row", no_stock_call))
+    assert problems[0].startswith("request 2 was not expected: GET /StockOnHand?productId=")
+
+
+def test_the_harness_checks_the_unleashed_signature() -> None:
+    fixture = next(f for f in ALL if f.name == "sales_orders_find_none")
+    with FixtureServer(fixture.data["exchanges"], "unleashed", key="another-key") as server:
+        connector_for("unleashed", server.url, {}).find_invoice("44112233")
+    assert server.failures == [
+        "request 1: api-auth-signature does not sign the query 'orderNumber=44112233'"
+    ]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
