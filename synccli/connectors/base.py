@@ -206,6 +206,12 @@ class Connector(ABC):
         record after a lost answer, so ``invoices add`` refuses it, naming the field."""
         return None
 
+    def number_taken(self, messages: list[str]) -> bool:
+        """Whether a refusal of an invoice says its number is in use at the provider already:
+        it may be ours, posted before the store was restored from an older backup. The caller
+        looks it up then instead of telling the merchant the invoice was refused."""
+        return False
+
     @abstractmethod
     def find_invoice(self, number: str) -> PostedInvoice | None:
         """The invoice (sale, sales order) we posted under ``number``, if the provider has it."""

@@ -453,6 +453,12 @@ class XeroConnector(Connector):
         invoice_batch=INVOICE_BATCH,
     )
 
+    def number_taken(self, messages: list[str]) -> bool:
+        # Xero's validation message for a second ACCREC with an existing InvoiceNumber
+        # (sandbox/xero.py models it; seen in Xero's ValidationErrors as "Invoice # must be
+        # unique.").
+        return any("invoice # must be unique" in m.lower() for m in messages)
+
     # products ----------------------------------------------------------------------------------
     def _items(self, params: dict[str, str] | None = None, *, read: bool = False) -> list[Any]:
         """The Items list; with ``read``, its items already read into RemoteProducts."""

@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from synccli import mailsafe, secrets
+from synccli import fmt, mailsafe, procs, secrets
 from synccli.connectors.auth import Tokens
-from synccli.errors import UsageError
+from synccli.errors import LeaseBusy, UsageError
 from synccli.store.db import Store
-from synccli.store.models import Connection, InvoiceJob
+from synccli.store.models import Connection, InvoiceJob, Lease
 
 PROVIDERS = ("xero", "unleashed", "lightspeed")
 # Keys whose values are secrets wherever they appear (settings never hold them).
@@ -154,8 +154,26 @@ def remove_connection(store: Store, name: str, force: bool = False) -> int:
                 f"connection {name!r} has {unposted} unposted invoice(s); post or cancel them, "
                 "or use --force"
             )
+        _refuse_while_running(s, conn)
         s.delete(conn)
         return unposted or 0
+
+
+def _refuse_while_running(s: Any, conn: Connection) -> None:
+    """A run working on the connection would lose the rows it is about to write (an invoice the
+    provider has just accepted among them) and die on the first one: removing waits for it.
+    ``--force`` is about unposted invoices, not about pulling the store from under a run. On
+    SQLite this transaction holds the write lock, so no run can take a lease meanwhile."""
+    now = _now()
+    for lease in s.scalars(
+        select(Lease).where(Lease.connection_id == conn.id, Lease.expires_at > now)
+    ):
+        if procs.holder_gone(lease.owner):
+            continue
+        raise LeaseBusy(
+            f"connection {conn.name!r} is in use by a run ({lease.job.split(':', 1)[0]}, "
+            f"held until {fmt.minute(lease.expires_at)}); remove it when that run has ended"
+        )
 
 
 def credentials(store: Store, conn: Connection) -> dict[str, Any]:

@@ -281,7 +281,7 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     """Post prepared jobs: one call where the provider takes several invoices at once."""
     if len(workers) == 1:
         w, draft = workers[0]
-        return [w.guard(lambda: w.posted(ctx.connector.post_invoice(draft, w.key), "posted"))]
+        return [w.guard(lambda: w.send(draft))]
     jobs = [w for w, _ in workers]
     try:
         with ctx.fenced(lambda: _fence(jobs), jobs[0].ttl):
@@ -307,7 +307,7 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     outcomes = []
     for (w, _), result in zip(workers, results, strict=True):
         if isinstance(result, Rejected):
-            outcomes.append(w.rejected(result.errors or [result.message]))
+            outcomes.append(w.guard(lambda w=w, refusal=result: w.refused(refusal)))
         elif isinstance(result, TransientError):  # no clear answer: looked up before re-sending
             outcomes.append(w.transient(result))
         else:
@@ -421,6 +421,30 @@ class _Worker:
         except BaseException as err:  # a bug: keep what we know, free the job, let it show
             self.release(f"{err.__class__.__name__}: {err}", outcome="error")
             raise
+
+    def send(self, draft: InvoiceDraft) -> str:
+        """Post this one invoice (inside :meth:`guard`)."""
+        try:
+            posted = self.ctx.connector.post_invoice(draft, self.key)
+        except Rejected as err:
+            return self.refused(err)
+        return self.posted(posted, "posted")
+
+    def refused(self, err: Rejected) -> str:
+        """The provider refused the post. When it says the number is in use, the invoice may be
+        ours, posted before the store was restored from an older backup (or by a run whose every
+        record was lost): it is looked up, and found it counts as posted, not as refused."""
+        messages = err.errors or [err.message]
+        if self.ctx.connector.number_taken(messages):
+            found = self.ctx.connector.find_invoice(self.order.number)
+            if found is not None:
+                log.warning(
+                    "invoice %s: the provider has this number already (%s): found, not sent again",
+                    self.order.number,
+                    found.remote_id,
+                )
+                return self.posted(self.ctx.connector.finish_found(found), "found")
+        return self.rejected(messages)
 
     def prepare(self) -> InvoiceDraft | str:
         """Everything before the post: the lookup after an unclear earlier post, the customer and

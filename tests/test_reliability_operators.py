@@ -1,0 +1,252 @@
+"""What an operator, the shop's own database writes, or an odd but valid provider answer can do
+between an invoice job's claim and its commit (issue 16, line 16).
+
+Each scenario runs post-invoices against a simulator while the change happens at the moment it
+hurts most: a hook in the simulator (``SandboxApp.on_request``, run as the provider serves a
+request) makes the change as the request of interest arrives.
+
+- the shop deletes an order row while its invoice is prepared, or while it is being sent: the
+  run goes on with the next order; a sale the provider accepted for the deleted order is named
+  (with its id) in the report. Held on main once claim fencing landed; kept as guards.
+- ``connections remove --force`` while post-invoices posts: on main the removal went through and
+  the run died on the next write (FOREIGN KEY constraint failed), the accepted sale unrecorded.
+  Now refused (exit 4) while a run holds a lease on the connection.
+- the store restored from a backup taken before an invoice was posted: Xero refuses the number
+  ("Invoice # must be unique."); on main that was a refusal (merchant emailed, retried for a week).
+  Now looked up and recorded as posted. (Unleashed finds its own order by the Guid derived from
+  the key and held on main. Lightspeed has no unique reference: see the report.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, select
+
+from synccli.clock import SimClock
+from synccli.errors import LeaseBusy
+from synccli.sandbox import harness
+from synccli.store.connections import get_connection, remove_connection
+from synccli.store.db import Store
+from synccli.store.models import Connection, InvoiceAttempt, InvoiceJob, Order, OrderLine
+from synccli.sync import invoices
+from synccli.sync.context import job_run
+from synccli.sync.orders import add_orders, line_amounts
+
+pytestmark = pytest.mark.reliability
+
+SCALE = 1000.0
+TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+INVOICE_WRITE = {  # (method, path regex) of each provider's invoice write
+    "xero": ("PUT", r"/Invoices$"),
+    "unleashed": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$"),
+    "lightspeed": ("POST", r"/Sale\.json$"),
+}
+CUSTOMER_WRITE = {
+    "xero": ("PUT", r"/Contacts$"),
+    "unleashed": ("POST", r"/Customers/[0-9a-fA-F-]+$"),
+    "lightspeed": ("POST", r"/Customer\.json$"),
+}
+
+
+@contextmanager
+def sandbox(provider: str, **kw: Any) -> Iterator[harness.Running]:
+    kw.setdefault("time_scale", SCALE)
+    kw.setdefault("products", 10)
+    kw.setdefault("customers", 5)
+    running = harness.start(provider, **kw)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def connect(store: Store, running: harness.Running, name: str = "shop") -> Connection:
+    harness.add_connection(
+        store, name, running, notify_email="owner@shop.example", time_scale=SCALE
+    )
+    return get_connection(store, name)
+
+
+def world(running: harness.Running) -> Any:
+    return running.app.catalogue.tenant(running.app.tenant)
+
+
+def order(
+    running: harness.Running, number: str, customer: dict[str, str] | None = None
+) -> dict[str, Any]:
+    w = world(running)
+    product = sorted(w.products.values(), key=lambda p: p.code)[0]
+    known = sorted(w.customers.values(), key=lambda c: c.code)[0]
+    amount, tax = line_amounts(Decimal(1), Decimal("10.00"), Decimal("0.15"))
+    return {
+        "number": number,
+        "date": "2026-01-05",
+        "currency": "NZD",
+        "customer": customer or {"email": known.email, "name": known.name},
+        "lines": [
+            {
+                "sku": product.code,
+                "description": product.name,
+                "quantity": 1,
+                "unit_price": "10.00",
+                "tax_code": TAX[running.provider],
+                "tax_rate": "0.15",
+            }
+        ],
+        "total": str(amount + tax),
+    }
+
+
+def add(store: Store, conn: Connection, *orders: dict[str, Any]) -> None:
+    add_orders(store, conn, "\n".join(json.dumps(o) for o in orders), now=NOW)
+
+
+NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def run_post(store: Store, conn: Connection, clock: SimClock) -> invoices.PostReport:
+    with job_run(store, invoices.JOB, conn, clock=clock) as ctx:
+        report = invoices.post_invoices(ctx)
+        ctx.counts = report
+    return report
+
+
+def remote_invoices(running: harness.Running) -> list[Any]:
+    return list(world(running).invoices.values())
+
+
+def states(store: Store) -> dict[str, str]:
+    with store.session() as s:
+        rows = s.execute(select(Order.number, InvoiceJob.state).join(InvoiceJob))
+        return {number: state for number, state in rows}
+
+
+def on_write(running: harness.Running, method: str, path: str, action: Any) -> list[int]:
+    """Run ``action()`` once, as the first request ``method path`` reaches the provider."""
+    import re
+
+    done: list[int] = []
+
+    def hook(req: Any, endpoint: str) -> None:
+        if not done and req.method == method and re.search(path, req.path):
+            done.append(1)
+            action()
+
+    running.app.on_request.append(hook)
+    return done
+
+
+def delete_order(store: Store, number: str) -> None:
+    """The shop deletes an order row (the documented tables are the shop's)."""
+    with store.session() as s:
+        order_id = s.scalar(select(Order.id).where(Order.number == number))
+        s.execute(delete(OrderLine).where(OrderLine.order_id == order_id))
+        s.execute(delete(Order).where(Order.id == order_id))
+
+
+# --- the shop deletes an order while its invoice is in flight ---------------------------------
+@pytest.mark.parametrize("provider", ["lightspeed", "unleashed"])
+def test_order_deleted_by_the_shop_while_its_invoice_is_prepared_is_skipped_and_the_run_goes_on(
+    store: Store, provider: str
+) -> None:
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "GONE-1"), order(running, "KEEP-1"))
+        method, path = INVOICE_WRITE[provider]
+        # the first call of the run (the product/customer look-up) is where the shop deletes it
+        fired = on_write(running, "GET", r".", lambda: delete_order(store, "GONE-1"))
+        report = run_post(store, conn, clock)
+        assert fired
+        assert states(store) == {"KEEP-1": "posted"}
+        assert [i.number for i in remote_invoices(running)] == ["KEEP-1"]
+        assert report.posted == 1
+
+
+@pytest.mark.parametrize("provider", ["lightspeed", "unleashed"])
+def test_order_deleted_by_the_shop_while_its_invoice_is_sent_is_reported_and_the_run_goes_on(
+    store: Store, provider: str
+) -> None:
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "GONE-1"), order(running, "KEEP-1"))
+        method, path = INVOICE_WRITE[provider]
+        fired = on_write(running, method, path, lambda: delete_order(store, "GONE-1"))
+        report = run_post(store, conn, clock)
+        assert fired
+        assert states(store) == {"KEEP-1": "posted"}
+        numbers = sorted(i.number for i in remote_invoices(running))
+        assert numbers == ["GONE-1", "KEEP-1"]  # the provider had it already
+        # the provider's id of the sale whose order is gone is in the report, for the operator
+        remote = next(i for i in remote_invoices(running) if i.number == "GONE-1")
+        gone = [i for i in report.invoices if i.number == "GONE-1"]
+        ids = {str(getattr(remote, k)) for k in ("id", "seq") if getattr(remote, k, None)}
+        assert gone and any(i in (gone[0].error or "") for i in ids), gone
+
+
+# --- the operator removes the connection during a run ------------------------------------------
+def test_connection_removed_while_a_run_posts_is_refused_until_the_run_ends(store: Store) -> None:
+    clock = SimClock(datetime.now(UTC))  # `connections remove` reads the wall clock
+    with sandbox("lightspeed", clock=clock) as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "A-1"), order(running, "A-2"))
+        refused: list[BaseException] = []
+
+        def remove() -> None:
+            try:
+                remove_connection(store, "shop", force=True)
+            except LeaseBusy as err:
+                refused.append(err)
+
+        method, path = INVOICE_WRITE["lightspeed"]
+        on_write(running, method, path, remove)
+        report = run_post(store, conn, clock)
+        assert refused, "connections remove --force went through while the run was posting"
+        assert "post-invoices" in str(refused[0])
+        assert report.posted == 2
+        assert states(store) == {"A-1": "posted", "A-2": "posted"}
+        assert remove_connection(store, "shop") == 0  # after the run, it goes
+
+
+# --- the store is restored from last night's backup ----------------------------------------------
+def _restore_backup_of(store: Store, number: str) -> None:
+    """The job as a backup taken before it was posted holds it: pending, no remote id."""
+    with store.session() as s:
+        job = s.scalar(select(InvoiceJob).join(Order).where(Order.number == number))
+        assert job is not None and job.state == "posted"
+        job.state, job.remote_id, job.remote_total, job.posted_at = "pending", None, None, None
+        job.next_attempt_at, job.maybe_sent = NOW, False
+        s.execute(delete(InvoiceAttempt).where(InvoiceAttempt.job_id == job.id))
+
+
+@pytest.mark.parametrize("provider", ["xero", "unleashed"])
+def test_store_restored_from_a_backup_finds_the_invoice_the_provider_says_exists(
+    store: Store, provider: str
+) -> None:
+    """The provider refuses the number as taken ("Invoice # must be unique." / "Order number
+    'X' already exists"): the invoice is ours, posted before the backup was restored. It is
+    looked up and recorded as posted; the merchant is not told a refusal."""
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "WEB-1"), order(running, "WEB-2"))  # one Xero batch
+        assert run_post(store, conn, clock).posted == 2
+        with store.session() as s:
+            first_ids = set(s.scalars(select(InvoiceJob.remote_id)))
+        _restore_backup_of(store, "WEB-1")
+        _restore_backup_of(store, "WEB-2")
+        clock.advance(days=1)  # long past any idempotency replay window
+        report = run_post(store, conn, clock)
+        assert states(store) == {"WEB-1": "posted", "WEB-2": "posted"}, report.invoices
+        assert report.rejected == 0 and report.emails == 0
+        assert len(remote_invoices(running)) == 2
+        with store.session() as s:
+            assert set(s.scalars(select(InvoiceJob.remote_id))) == first_ids
