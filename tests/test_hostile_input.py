@@ -312,7 +312,7 @@ BAD_CONFIG = [
     ),
     Case(
         "data-dir-unwritable",
-        ADD,
+        ["db", "upgrade"],  # the one command that creates a store (issue 18, line 15)
         "cannot be created",
         lines(good()),
         env={"SYNC_DATA_DIR": "/sys/synccli-hostile"},

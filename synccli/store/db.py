@@ -64,6 +64,8 @@ def make_engine(url: str, *, create: bool = True, **kw: Any) -> Engine:
         if database and database != ":memory:":
             path = Path(database)
             if not create and not path.exists():
+                if path.parent.exists() and not path.parent.is_dir():
+                    ensure_private_dir(path.parent)  # says why it cannot be the data directory
                 raise ConfigError(f"no store at {path} yet: run `synccli db upgrade`")
             ensure_private_dir(path.parent)
             if not path.exists():
