@@ -15,6 +15,12 @@ request) makes the change as the request of interest arrives.
   ("Invoice # must be unique."); on main that was a refusal (merchant emailed, retried for a week).
   Now looked up and recorded as posted. (Unleashed finds its own order by the Guid derived from
   the key and held on main. Lightspeed has no unique reference: see the report.)
+- the shop renumbers an order after a post of it got no clear answer: on main the look-up by the
+  new number missed and Lightspeed got a second sale. Now the number the job was queued under
+  (read back from its key) is looked up too; when the key holds only a digest, the order is held
+  for someone to check the provider.
+- a product created at sale time whose answer is lost: found by its code next run, created once.
+  Held on main; kept as a guard.
 """
 
 from __future__ import annotations
@@ -250,3 +256,114 @@ def test_store_restored_from_a_backup_finds_the_invoice_the_provider_says_exists
         assert len(remote_invoices(running)) == 2
         with store.session() as s:
             assert set(s.scalars(select(InvoiceJob.remote_id))) == first_ids
+
+
+# --- helpers for the shop's own rows ----------------------------------------------------------
+def insert_order(store: Store, conn: Connection, o: dict[str, Any]) -> None:
+    """The shop inserts an order straight into the documented tables."""
+    with store.session() as s:
+        row = Order(
+            connection_id=conn.id,
+            number=o["number"],
+            date=NOW,
+            currency="NZD",
+            customer_email=o["customer"].get("email"),
+            customer_account=o["customer"].get("account_number"),
+            customer_name=o["customer"].get("name"),
+            total=Decimal(o["total"]),
+            created_at=NOW,
+        )
+        row.lines = [
+            OrderLine(
+                line_no=i + 1,
+                sku=ln["sku"],
+                description=ln["description"],
+                quantity=Decimal(ln["quantity"]),
+                unit_price=Decimal(ln["unit_price"]),
+                tax_code=ln["tax_code"],
+                tax_rate=Decimal(ln["tax_rate"]),
+            )
+            for i, ln in enumerate(o["lines"])
+        ]
+        s.add(row)
+
+
+# --- the shop renumbers an order after a post of it got no clear answer ---------------------------
+def _renumber(store: Store, number: str, new: str) -> None:
+    with store.session() as s:
+        o = s.scalar(select(Order).where(Order.number == number))
+        assert o is not None
+        o.number = new
+
+
+@pytest.mark.parametrize("provider", ["lightspeed", "xero", "unleashed"])
+def test_order_renumbered_after_a_lost_answer_is_found_under_its_first_number(
+    store: Store, provider: str
+) -> None:
+    """The sale was made, its answer lost; the shop then renumbers the order (WEB-1 ->
+    WEB-1-R). The look-up by the new number misses; on main Lightspeed got a second sale."""
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "WEB-1"))
+        method, path = INVOICE_WRITE[provider]
+        running.app.faults.add("lost", 1.0, method=method, path=path, times=1)
+        run_post(store, conn, clock)
+        running.app.faults.clear()
+        assert len(remote_invoices(running)) == 1
+        _renumber(store, "WEB-1", "WEB-1-R")
+        clock.advance(days=1)  # past any idempotency replay window
+        report = run_post(store, conn, clock)
+        assert len(remote_invoices(running)) == 1, report.invoices
+        assert states(store) == {"WEB-1-R": "posted"}, report.invoices
+
+
+def test_order_renumbered_after_a_lost_answer_whose_first_number_is_unknown_is_held(
+    store: Store,
+) -> None:
+    """A number the job's key holds only as a digest (it has a space): the first number cannot
+    be looked up, so the order is held for someone to check the provider, never sent twice."""
+    clock = SimClock(NOW)
+    with sandbox("lightspeed", clock=clock) as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "WEB 1"))
+        method, path = INVOICE_WRITE["lightspeed"]
+        running.app.faults.add("lost", 1.0, method=method, path=path, times=1)
+        run_post(store, conn, clock)
+        running.app.faults.clear()
+        _renumber(store, "WEB 1", "WEB-1")
+        report = run_post(store, conn, clock)
+        assert len(remote_invoices(running)) == 1, report.invoices
+        assert states(store) == {"WEB-1": "failed"}
+        (held,) = report.invoices
+        assert "renumbered" in (held.error or "")
+
+
+PRODUCT_WRITE = {
+    "xero": ("PUT", r"/Items$"),
+    "unleashed": ("POST", r"/Products/[0-9a-fA-F-]+$"),
+    "lightspeed": ("POST", r"/Item\.json$"),
+}
+
+
+@pytest.mark.parametrize("provider", ["lightspeed", "xero", "unleashed"])
+def test_product_created_at_sale_time_whose_answer_is_lost_is_created_once(
+    store: Store, provider: str
+) -> None:
+    """The product a sale needs is created, its answer lost: the next run finds it by its code
+    and links it, no second product. Held on main."""
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        o = order(running, "WEB-1")
+        o["lines"][0]["sku"] = "NEW-SKU-1"
+        add(store, conn, o)
+        method, path = PRODUCT_WRITE[provider]
+        running.app.faults.add("lost", 1.0, method=method, path=path, times=1)
+        run_post(store, conn, clock)
+        running.app.faults.clear()
+        clock.advance(hours=1)
+        run_post(store, conn, clock)
+        w = world(running)
+        codes = [p.code for p in w.products.values() if p.code == "NEW-SKU-1"]
+        assert len(codes) == 1 and states(store) == {"WEB-1": "posted"}

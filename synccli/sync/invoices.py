@@ -84,7 +84,13 @@ from synccli.store.runs import owner_id
 from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
 from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
-from synccli.sync.orders import enqueue_missing, lookup_values, order_total
+from synccli.sync.orders import (
+    enqueue_missing,
+    idempotency_key,
+    lookup_values,
+    order_total,
+    queued_number,
+)
 
 log = logging.getLogger("synccli.job")
 
@@ -467,10 +473,15 @@ class _Worker:
         lookup = ""
         if self.maybe_sent:
             self.summary = f"look up invoice {order.number} (an earlier post had no clear answer)"
-            found = self.ctx.connector.find_invoice(order.number)
+            found, asked = self.ctx.connector.find_invoice(order.number), order.number
+            if found is None and idempotency_key(self.conn.name, order.number) != key:
+                earlier = self.renumbered(order, key)
+                if isinstance(earlier, str):
+                    return earlier  # held
+                found, asked = earlier
             if found is not None:
                 # e.g. an Unleashed order created but not completed yet: finished first
-                return self.posted(self.ctx.connector.finish_found(found), "found")
+                return self.posted(self.ctx.connector.finish_found(found), "found", asked)
             lookup = f"looked up invoice {order.number}: not found; "
         self.summary = lookup + f"prepare invoice {order.number}: customer and products"
         customer_id = ensure_customer(self.ctx, order)
@@ -483,6 +494,34 @@ class _Worker:
         if not self.mark_posting():
             return self.lost()
         return draft
+
+    def renumbered(self, order: Order, key: str) -> tuple[PostedInvoice | None, str] | str:
+        """The shop changed the order's number after a post of it got no clear answer: that post
+        may be at the provider under the number the job was queued under. Look that one up too;
+        when the key does not spell it out, hold the order (posting it under the new number
+        could make a second invoice) for someone to check the provider."""
+        earlier = queued_number(self.conn.name, key)
+        if earlier is None:
+            self.summary = "not sent: the order was renumbered after a post got no clear answer"
+            return self.rejected(
+                [
+                    f"order {order.number} was renumbered after an earlier post of it got no "
+                    "clear answer, and its first number cannot be read back: check the "
+                    "provider for it, then cancel this invoice (it is there) or give the order "
+                    "its first number back"
+                ],
+                outcome="invalid",
+            )
+        self.summary = f"look up invoice {earlier} (the order's number before it was changed)"
+        found = self.ctx.connector.find_invoice(earlier)
+        if found is not None:
+            log.warning(
+                "invoice %s: found at the provider under its earlier number %s (%s)",
+                order.number,
+                earlier,
+                found.remote_id,
+            )
+        return found, earlier
 
     # building ---------------------------------------------------------------------------------
     def draft(
@@ -556,11 +595,15 @@ class _Worker:
         )
         return outcome
 
-    def posted(self, posted: PostedInvoice, how: str) -> str:
+    def posted(self, posted: PostedInvoice, how: str, asked: str | None = None) -> str:
         """Record what the provider holds: ``posted`` when its total is the order's, else
-        ``mismatch`` (not due again: posting it once more would make a second invoice)."""
+        ``mismatch`` (not due again: posting it once more would make a second invoice).
+        ``asked``: the number it was sent or looked up under, when not the order's own."""
         why = refusal(
-            f"invoice {self.order.number}", posted.remote_id, self.order.number, posted.number
+            f"invoice {self.order.number}",
+            posted.remote_id,
+            asked or self.order.number,
+            posted.number,
         )
         if why:  # never a posted invoice pointing at nothing, or at another invoice
             return self.rejected([why])

@@ -127,6 +127,17 @@ def idempotency_key(connection_name: str, number: str) -> str:
     return f"synccli:{connection_name[:60]}:h-{digest}"
 
 
+def queued_number(connection_name: str, key: str) -> str | None:
+    """The order number a job's key was derived from, when the key spells it out (a digest
+    does not: None). An order the shop renumbers after a post got no clear answer is looked up
+    under this number too."""
+    prefix = f"synccli:{connection_name}:"
+    number = key.removeprefix(prefix)
+    if not key.startswith(prefix) or re.fullmatch(r"h-[0-9a-f]{40}", number):
+        return None  # a digest (or a number spelt like one: held, the safe side)
+    return number if idempotency_key(connection_name, number) == key else None
+
+
 # --- the validated records --------------------------------------------------------------------
 @dataclass
 class CustomerIn:
