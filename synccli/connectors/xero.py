@@ -96,6 +96,10 @@ DEFAULT_SCOPES = (
     "accounting.transactions"
 )
 PAGE_SIZE = 1000  # Contacts/Invoices maximum pageSize
+# Rows a page holds when Xero reads no pageSize (the OAS ``page`` parameter: "Up to 100 contacts
+# will be returned in a single API call"; tap-xero pages while a page holds 100). An answer
+# without the pagination block comes from that form, so a page this full may have a successor.
+XERO_PAGE_ROWS = 100
 PRODUCT_PAGE = 1000  # records per Page when splitting the one Items response
 LIMITS = Limits(per_minute=60, per_day=5000, concurrency=5)
 # Invoices per PUT: the notes suggest batches of about 50 elements (3.5 MB per request).
@@ -523,7 +527,9 @@ class XeroConnector(Connector):
         """Every page of a Contacts listing: (contacts, page number, complete).
 
         Pages follow ``pagination.pageCount`` when the answer has it: a page may hold fewer
-        rows than asked for while more follow. Only without it does a short page end the list.
+        rows than asked for while more follow. Only without it does a short page end the list,
+        and short means fewer than the 100 rows Xero puts on a page when it reads no pageSize
+        (the form that has no pagination block), not fewer than the 1000 asked for.
 
         Offset pages over ``order=UpdatedDateUTC ASC`` shift while they are read: a contact
         edited after its page was read moves to the end, and the first contact of the next page
@@ -574,7 +580,9 @@ class XeroConnector(Connector):
                 if isinstance(page_count, int):
                     more = page < page_count
                 else:
-                    more = len(contacts) >= PAGE_SIZE
+                    # no count to follow: only a page shorter than any page size Xero uses ends
+                    # the listing (at worst one more call answers an empty page)
+                    more = len(contacts) >= XERO_PAGE_ROWS
                 number += 1
                 if more:
                     yield contacts, number, False

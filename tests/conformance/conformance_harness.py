@@ -399,7 +399,8 @@ def plain(value: Any) -> Any:
 def differences(want: Any, got: Any, where: str = "result") -> list[str]:
     """How ``got`` differs from ``want``: dicts on the keys ``want`` names, lists whole and in
     order, Decimals by value, datetimes by instant, strings and numbers exactly. A string
-    ``{"contains": "..."}`` in ``want`` matches any string holding it."""
+    ``{"contains": "..."}`` in ``want`` matches any string holding it, ``{"length": n}`` any
+    list of n entries."""
     if isinstance(got, Decimal) and not isinstance(want, dict):
         if want is None or Decimal(str(want)) != got:
             return [f"{where}: {got!r}, expected {want!r}"]
@@ -407,6 +408,10 @@ def differences(want: Any, got: Any, where: str = "result") -> list[str]:
     if isinstance(got, datetime):
         if want is None or _when(want) != got:
             return [f"{where}: {got.isoformat()}, expected {want!r}"]
+        return []
+    if isinstance(want, dict) and set(want) == {"length"} and isinstance(got, list):
+        if len(got) != want["length"]:
+            return [f"{where}: {len(got)} entries, expected {want['length']}"]
         return []
     if isinstance(want, dict) and set(want) == {"contains"}:
         if not isinstance(got, str) or want["contains"] not in got:
@@ -426,7 +431,7 @@ def differences(want: Any, got: Any, where: str = "result") -> list[str]:
         if not isinstance(got, list):
             return [f"{where}: {got!r}, expected a list"]
         if len(want) != len(got):
-            return [f"{where}: {len(got)} entries, expected {len(want)}: {got!r}"]
+            return [f"{where}: {len(got)} entries, expected {len(want)}: {repr(got)[:300]}"]
         out = []
         for i, (w, g) in enumerate(zip(want, got, strict=True)):
             out.extend(differences(w, g, f"{where}[{i}]"))
