@@ -2,7 +2,7 @@
 touches the job, once another run has taken it over.
 
 The real CLI runs in subprocesses against each provider's simulator (Xero, Unleashed, Lightspeed),
-served in this process, on one SQLite store. The claim lasts ``SYNC_CLAIM_SECONDS`` (6 s here) and
+served in this process, on one SQLite store. The claim lasts ``SYNC_CLAIM_SECONDS`` (10 s here) and
 the job lease ``SYNC_LEASE_SECONDS`` (1 s), so a stopped run's claim and lease lapse quickly.
 
 Where a worker is paused is chosen at the process boundary, not inside the code: the simulator
@@ -11,12 +11,16 @@ whose ``Retry-After`` the worker then waits out before it sends the invoice. Tha
 the job was marked ``posting`` and before the write that creates the invoice:
 
 - ``test_stopped_worker_never_posts_after_a_takeover``: the worker is stopped (SIGSTOP) during that
-  wait (1.5 s, within what a write may wait); its claim and lease run out; a second run takes the
+  wait (2.5 s, within what a write may wait); its claim and lease run out; a second run takes the
   job over, looks the invoice up, posts it; the first is resumed (SIGCONT). Exactly one invoice at
   the provider, the job posted by the second run, no "refused" email, nothing written by the first.
 - ``test_retry_after_longer_than_the_claim_releases_the_job``: the ``Retry-After`` (20 s) outlasts
   the claim. The worker must not sleep it out holding the job: it releases the job as transient at
   once, and the next run posts it. Exactly one invoice, posted by the second run, no email.
+- ``test_stopped_worker_never_creates_the_customer_after_a_takeover``: the same stall on the
+  sale-time write before the invoice (creating the order's new customer): one customer.
+- ``test_stopped_worker_never_posts_a_batch_after_a_takeover``: the same with Xero's batched post
+  of three invoices, fenced by every claim in the batch.
 - ``test_lost_answer_survives_cancel_and_retry``: an invoice whose answer was lost keeps the fact
   that it may have been sent through ``invoices cancel`` and ``invoices retry``: the next post
   looks it up first and records it as found, never posting it again.
@@ -57,8 +61,8 @@ pytestmark = [pytest.mark.reliability]
 
 PROVIDERS = ("xero", "unleashed", "lightspeed")
 SCALE = 1000.0
-CLAIM_SECONDS = 6  # so one write may wait at most 3 s
-SHORT_WAIT = 1.5  # a Retry-After the worker waits out (under half the claim)
+CLAIM_SECONDS = 10  # so one write may wait at most 5 s
+SHORT_WAIT = 2.5  # a Retry-After the worker waits out (under half the claim)
 LONG_WAIT = 20  # a Retry-After that outlasts the claim
 
 # Each provider's invoice write and customer create (method, path test).
