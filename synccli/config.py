@@ -53,6 +53,7 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_from: str = "synccli@localhost"
     outbox_dir: Path | None = None
+    lock_timeout: float = 30.0  # seconds a store write waits for another process's lock
 
     @property
     def is_sqlite(self) -> bool:
@@ -73,6 +74,15 @@ def load_settings(database_url: str | None = None, data_dir: str | None = None) 
     if security not in ("starttls", "ssl", "none"):
         raise ConfigError(f"SYNC_SMTP_SECURITY must be starttls, ssl or none, got {security!r}")
     outbox = env.get("SYNC_OUTBOX_DIR")
+    lock_text = env.get("SYNC_LOCK_TIMEOUT", "30")
+    try:
+        lock_timeout = float(lock_text)
+    except ValueError:
+        lock_timeout = -1.0
+    if not 0 < lock_timeout <= 3600:
+        raise ConfigError(
+            f"SYNC_LOCK_TIMEOUT must be a number of seconds (at most 3600), got {lock_text!r}"
+        )
     return Settings(
         data_dir=directory,
         database_url=url,
@@ -84,6 +94,7 @@ def load_settings(database_url: str | None = None, data_dir: str | None = None) 
         smtp_password=env.get("SYNC_SMTP_PASSWORD") or None,
         smtp_from=env.get("SYNC_SMTP_FROM", "synccli@localhost"),
         outbox_dir=Path(outbox) if outbox else directory / "outbox",
+        lock_timeout=lock_timeout,
     )
 
 

@@ -43,6 +43,14 @@ class SchemaOutdated(UsageError):
     """The store's schema is behind the code."""
 
 
+class StoreUnavailable(SyncError):
+    """The store failed under us: its server is gone, its disk is full, a lock was held by
+    another process for longer than the lock timeout. Nothing is wrong with the command: a later
+    run may succeed (exit 1, one line naming the cause)."""
+
+    exit_code = ExitCode.FAILURE
+
+
 class LeaseBusy(SyncError):
     exit_code = ExitCode.BUSY
 

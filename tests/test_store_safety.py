@@ -390,3 +390,207 @@ def test_the_log_file_is_created_owner_only(store, cli, tmp_path):
         os.umask(old)
     assert log.exists()
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+# line 17: store outages ------------------------------------------------------------------------
+def _sqlite_path(store: Store) -> str:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(store.settings.database_url).database
+    assert database
+    return database
+
+
+def test_a_lock_held_too_long_is_one_line_exit_1_and_reads_go_on(store, cli):
+    """Another process holds SQLite's write lock: a read still works; a write gives up after
+    SYNC_LOCK_TIMEOUT with one line saying so (exit 1), not "cannot open the store" (exit 2)."""
+    import sqlite3
+
+    add_connection(store, "shop", "xero", {"client_id": "c"}, {"client_secret": "s3cr3t-value"})
+    holder = sqlite3.connect(_sqlite_path(store), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        env = {"SYNC_LOCK_TIMEOUT": "1"}
+        listed = cli("connections", "list", env=env)
+        changed = cli("connections", "set", "shop", "notify_email=a@b.example", env=env)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert listed.exit_code == 0, listed.stderr
+    assert "shop" in listed.stdout
+    assert changed.exit_code == 1
+    line = _one_line(changed)
+    assert "lock" in line and "cannot open the store" not in line
+    assert get_connection(store, "shop").notify_email is None
+
+
+@pytest.mark.postgres
+def test_a_row_lock_held_too_long_on_postgres_is_one_line_exit_1(pg_store, tmp_path):
+    """PostgreSQL waits for a lock forever by default: a cron run behind a stuck process must
+    give up after SYNC_LOCK_TIMEOUT instead (one line, exit 1)."""
+    import subprocess
+
+    from hostile.support import SYNCCLI, cli_env
+
+    add_connection(pg_store, "shop", "xero", {"client_id": "c"}, {"client_secret": "s3cr3t-value"})
+    env = cli_env(pg_store.settings.data_dir, pg_store.settings.database_url, SYNC_LOCK_TIMEOUT="1")
+    with pg_store.engine.connect() as holder:
+        holder.execute(text("SELECT id FROM connections WHERE name = 'shop' FOR UPDATE"))
+        done = subprocess.run(
+            [*SYNCCLI, "connections", "set", "shop", "notify_email=a@b.example"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        holder.rollback()
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "lock" in done.stderr
+    assert "internal error" not in done.stderr
+
+
+@pytest.mark.postgres
+def test_a_database_server_that_is_gone_is_one_line_exit_1(cli, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens any more
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SYNC_DATABASE_URL", f"postgresql+psycopg://shop@127.0.0.1:{port}/shop")
+
+    for args in (("connections", "list"), ("pull-products", "--all"), ("status",)):
+        result = cli(*args)
+        assert result.exit_code == 1, (args, result)
+        line = _one_line(result)
+        assert "store unavailable" in line and "cannot be reached" in line, line
+
+
+def test_a_full_disk_is_one_line_naming_it_exit_1(store, tmp_path):
+    """The store's disk fills while orders are written (the file-size limit stands in for it):
+    one line naming the disk, exit 1, and nothing half-written."""
+    import json
+    import subprocess
+
+    from hostile.support import SYNCCLI, cli_env
+
+    add_connection(store, "shop", "xero", {"client_id": "c"}, {"client_secret": "s3cr3t-value"})
+    orders = tmp_path / "orders.jsonl"
+    orders.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "number": f"W-{i}",
+                    "date": "2026-05-01",
+                    "currency": "NZD",
+                    "customer": {"email": f"c{i}@shop.example", "name": "C"},
+                    "lines": [
+                        {
+                            "sku": "MUG",
+                            "description": "Mug " * 50,
+                            "quantity": 1,
+                            "unit_price": "10.00",
+                        }
+                    ],
+                    "total": "10.00",
+                }
+            )
+            + "\n"
+            for i in range(3000)
+        )
+    )
+    size = sum(p.stat().st_size for p in store.settings.data_dir.glob("synccli.db*"))
+    store.dispose()
+    env = cli_env(store.settings.data_dir)
+
+    done = subprocess.run(
+        [*SYNCCLI, "invoices", "add", str(orders), "-c", "shop"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limited_file_size(size + 200_000),
+    )
+
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "internal error" not in done.stderr
+    assert "store unavailable" in done.stderr and "disk" in done.stderr
+    assert _rows(store, "orders") == []
+
+
+class _HeldTokenXero:
+    """A Xero sandbox whose token endpoint holds each refresh until the test lets it answer."""
+
+    def __init__(self, **kw: Any) -> None:
+        import threading
+
+        self.token_arrived = threading.Event()
+        self.answer_token = threading.Event()
+        super().__init__(**kw)  # type: ignore[call-arg]
+
+    def handle(self, req: Any) -> Any:
+        if req.method == "POST" and req.path.endswith("/connect/token"):
+            self.token_arrived.set()
+            self.answer_token.wait(90)  # never forever, whatever the test does
+        return super().handle(req)  # type: ignore[misc]
+
+
+def test_a_token_refresh_does_not_hold_the_store_while_it_waits_for_the_provider(
+    any_store, tmp_path
+):
+    """While one process's refresh call is held by the provider, other processes write to the
+    store: to another connection's row and to the refreshing connection's own."""
+    import subprocess
+    from datetime import timedelta
+
+    from hostile.support import SYNCCLI, cli_env, serve
+
+    from synccli.sandbox import harness
+    from synccli.sandbox.xero import XeroSandbox
+    from synccli.store.connections import credentials, set_values
+
+    app = type("HeldXero", (_HeldTokenXero, XeroSandbox), {})(products=3, customers=1)
+    running = serve("xero", app)
+    try:
+        harness.add_connection(any_store, "shop", running)
+        expired = (app.clock.now() - timedelta(hours=1)).isoformat()
+        set_values(any_store, "shop", {"expires_at": expired})
+        add_connection(any_store, "other", "xero", {"client_id": "c"}, {"client_secret": "s3cr3t"})
+        env = cli_env(
+            any_store.settings.data_dir, any_store.settings.database_url, SYNC_LOCK_TIMEOUT="20"
+        )
+        refresher = subprocess.Popen(
+            [*SYNCCLI, "sync-product", "SKU-00001", "-c", "shop"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert app.token_arrived.wait(60), "the refresh never reached the provider"
+            # both at once: the refresher's own HTTP timeout (15 s) keeps running meanwhile
+            writers = [
+                subprocess.Popen(
+                    [*SYNCCLI, "connections", "set", name, "notify_email=ops@shop.example"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for name in ("other", "shop")
+            ]
+            writes = [(w.wait(timeout=60), w.communicate()[1]) for w in writers]
+            held_throughout = not app.answer_token.is_set() and refresher.poll() is None
+        finally:
+            app.answer_token.set()
+            out, err = refresher.communicate(timeout=60)
+        assert writes == [(0, ""), (0, "")]
+        assert held_throughout
+        assert refresher.returncode == 0, err
+        # the refreshed tokens were kept, and the edit made meanwhile too
+        shop = get_connection(any_store, "shop")
+        assert shop.notify_email == "ops@shop.example"
+        assert credentials(any_store, shop)["expires_at"] > expired
+    finally:
+        running.stop()

@@ -25,6 +25,7 @@ from synccli.cli import helptext, output
 from synccli.cli.state import AppState
 from synccli.errors import ExitCode, SyncError
 from synccli.logs import setup_logging
+from synccli.store.outage import store_outage
 
 # Global options: accepted after the subcommand too (`synccli pull-products --dry-run -v`).
 GLOBAL_FLAGS = frozenset({"-v", "--verbose", "-q", "--quiet"})
@@ -123,14 +124,7 @@ class SyncGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SyncError as err:
-            output.error_line(err.message)
-            state = ctx.find_object(AppState)
-            if state is not None and state.verbosity > 0:
-                if err.detail:
-                    output.detail(err.detail)
-                if state.verbosity > 1:
-                    output.detail(traceback.format_exc())
-            ctx.exit(int(err.exit_code))
+            self._fail(ctx, err)
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run closed itself
             name = exc.args[0] if isinstance(exc, interrupt.Interrupted) else "SIGINT"
             output.error_line(f"interrupted ({name})")
@@ -140,12 +134,27 @@ class SyncGroup(TyperGroup):
         except Exception as exc:  # a bug: say so in one line, the traceback only with -v
             if type(exc).__module__.startswith(("typer", "click")):
                 raise  # usage errors, --help and exits: the CLI framework renders them
+            state = ctx.find_object(AppState)
+            outage = store_outage(exc, state.lock_timeout if state is not None else None)
+            if outage is not None:  # the store failed under us: not a bug
+                self._fail(ctx, outage)
             first = (str(exc).splitlines() or [""])[0][:300]  # not the SQL and its parameters
             output.error_line(f"internal error: {exc.__class__.__name__}: {first}")
             state = ctx.find_object(AppState)
             if state is not None and state.verbosity > 0:
                 output.detail(traceback.format_exc())
             ctx.exit(int(ExitCode.FAILURE))
+
+    @staticmethod
+    def _fail(ctx: typer.Context, err: SyncError) -> None:
+        output.error_line(err.message)
+        state = ctx.find_object(AppState)
+        if state is not None and state.verbosity > 0:
+            if err.detail:
+                output.detail(err.detail)
+            if state.verbosity > 1:
+                output.detail(traceback.format_exc())
+        ctx.exit(int(err.exit_code))
 
 
 app = typer.Typer(

@@ -35,6 +35,11 @@ class AppState:
         return self._store
 
     @property
+    def lock_timeout(self) -> float | None:
+        """The store's lock timeout in seconds, once settings were read (for error messages)."""
+        return self._settings.lock_timeout if self._settings is not None else None
+
+    @property
     def quiet(self) -> bool:
         return self.verbosity < 0
 

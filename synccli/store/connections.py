@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,9 +13,10 @@ from sqlalchemy.exc import IntegrityError
 
 from synccli import fmt, mailsafe, procs, secrets
 from synccli.connectors.auth import Tokens
-from synccli.errors import LeaseBusy, UsageError
+from synccli.errors import LeaseBusy, TransientError, UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, InvoiceJob, Lease
+from synccli.store.runs import acquire_lease, owner_id, release_lease
 
 PROVIDERS = ("xero", "unleashed", "lightspeed")
 # Keys whose values are secrets wherever they appear (settings never hold them).
@@ -26,7 +29,7 @@ def _now() -> datetime:
 
 def get_connection(store: Store, name: str) -> Connection:
     """The connection called ``name``; an unknown name is a usage error naming it."""
-    with store.session() as s:
+    with store.read_session() as s:
         conn = s.scalar(select(Connection).where(Connection.name == name))
     if conn is None:
         raise UsageError(f"no connection named {name!r} (see `synccli connections list`)")
@@ -34,7 +37,7 @@ def get_connection(store: Store, name: str) -> Connection:
 
 
 def list_connections(store: Store) -> list[Connection]:
-    with store.session() as s:
+    with store.read_session() as s:
         return list(s.scalars(select(Connection).order_by(Connection.name)))
 
 
@@ -198,9 +201,18 @@ def describe(store: Store, conn: Connection) -> dict[str, Any]:
 class StoreTokenStore:
     """OAuth tokens kept in the connection's encrypted credentials.
 
-    ``update_locked`` serialises refreshes of one connection across processes and hosts: a row
-    lock on PostgreSQL, the database write lock (BEGIN IMMEDIATE) on SQLite.
+    ``update_locked`` serialises refreshes of one connection across processes and hosts with a
+    lease row (job ``token-refresh``), not a database lock: the refresh's HTTP call runs with no
+    transaction open, so every other process can read and write the store meanwhile (on SQLite a
+    transaction held across the call would stop all writers). The new tokens are written only if
+    the stored ones are still those the refresh started from.
     """
+
+    LEASE_JOB = "token-refresh"
+    # Longer than a refresh takes (two token calls of at most 15 s each); a holder that died is
+    # taken over after it.
+    LEASE_TTL = timedelta(seconds=60)
+    POLL_SECONDS = 0.1
 
     def __init__(self, store: Store, connection_id: int) -> None:
         self.store = store
@@ -213,23 +225,58 @@ class StoreTokenStore:
             return _tokens(self.store.vault.open(conn.credentials))
 
     def update_locked(self, fn: Callable[[Tokens], Tokens]) -> Tokens:
-        with self.store.locked() as s:
-            conn = s.get(Connection, self.connection_id, with_for_update=True)
-            assert conn is not None
-            creds = self.store.vault.open(conn.credentials)
-            tokens = fn(_tokens(creds))
-            creds.update(
-                access_token=tokens.access_token,
-                refresh_token=tokens.refresh_token,
-                expires_at=tokens.expires_at.isoformat() if tokens.expires_at else None,
-                token_extra=tokens.extra,
-            )
-            conn.credentials = self.store.vault.seal(creds)
-            conn.needs_reauth = False
-            conn.reauth_reason = None
-            conn.updated_at = _now()
-            # committed by the context manager before the caller uses the new access token
-        return tokens
+        owner = f"{owner_id()}:{uuid.uuid4().hex[:8]}"  # two threads of one process differ
+        self._take_lease(owner)
+        try:
+            before = self.load()  # a short read, after the lease is ours
+            tokens = fn(before)  # the HTTP call: no transaction open
+            if tokens == before:
+                return tokens
+            with self.store.locked() as s:
+                conn = s.get(Connection, self.connection_id, with_for_update=True)
+                assert conn is not None
+                creds = self.store.vault.open(conn.credentials)
+                stored = _tokens(creds)
+                if (stored.access_token, stored.refresh_token) != (
+                    before.access_token,
+                    before.refresh_token,
+                ):
+                    # Rotated by another process while we held the lease (only one that took
+                    # it over after it expired can): what is stored wins, ours is not written
+                    # over it. Other changes to the credentials meanwhile are kept either way.
+                    return stored
+                creds.update(
+                    access_token=tokens.access_token,
+                    refresh_token=tokens.refresh_token,
+                    expires_at=tokens.expires_at.isoformat() if tokens.expires_at else None,
+                    token_extra=tokens.extra,
+                )
+                conn.credentials = self.store.vault.seal(creds)
+                conn.needs_reauth = False
+                conn.reauth_reason = None
+                conn.updated_at = _now()
+                # committed by the context manager before the caller uses the new access token
+            return tokens
+        finally:
+            release_lease(self.store, self.LEASE_JOB, self.connection_id, owner)
+
+    def _take_lease(self, owner: str) -> None:
+        """Wait for another process's refresh of this connection to end (or its lease to
+        expire), then hold the lease."""
+        deadline = time.monotonic() + self.LEASE_TTL.total_seconds() + 5
+        while True:
+            try:
+                acquire_lease(
+                    self.store, self.LEASE_JOB, self.connection_id, _now(), self.LEASE_TTL, owner
+                )
+                return
+            except LeaseBusy:
+                if time.monotonic() > deadline:
+                    raise TransientError(
+                        "another process has been refreshing this connection's token for too "
+                        "long; try again later"
+                    ) from None
+                time.sleep(self.POLL_SECONDS)
 
     def mark_reauth(self, reason: str) -> None:
         with self.store.session() as s:

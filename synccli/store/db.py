@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from alembic import command
 from synccli.config import Settings, ensure_private_dir
 from synccli.crypto import Vault, key_path, load_key
-from synccli.errors import ConfigError, SchemaOutdated
+from synccli.errors import ConfigError, SchemaOutdated, SyncError
 from synccli.store.models import Connection
+from synccli.store.outage import store_outage
 
 ROOT = Path(__file__).resolve().parents[2]
 BUSY_TIMEOUT_MS = 30_000  # how long a SQLite write waits for another connection's lock
@@ -53,11 +54,16 @@ def store_location(url: str) -> str:
     return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
-def make_engine(url: str, *, create: bool = True, **kw: Any) -> Engine:
+def make_engine(
+    url: str, *, create: bool = True, lock_timeout: float = BUSY_TIMEOUT_MS / 1000, **kw: Any
+) -> Engine:
     """An engine for ``url``. SQLite files are created owner-only, in WAL mode, with a busy
     timeout, so cron runs and the ledger can write while another process reads. Without
     ``create``, a SQLite file that does not exist is an error and nothing is created (no
-    directory, no empty file): a read-only command must leave no trace."""
+    directory, no empty file): a read-only command must leave no trace. A write waits at most
+    ``lock_timeout`` seconds for another process's lock (SQLite's busy timeout, PostgreSQL's
+    lock_timeout), then fails: the command stops with one line, exit 1."""
+    lock_ms = max(1, int(lock_timeout * 1000))
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -73,13 +79,13 @@ def make_engine(url: str, *, create: bool = True, **kw: Any) -> Engine:
                     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
                 except OSError as exc:
                     raise ConfigError(f"cannot create store {path}: {exc.strerror}") from None
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000}, **kw)
+        engine = create_engine(url, connect_args={"timeout": lock_ms / 1000}, **kw)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={lock_ms}")
             # With WAL, NORMAL survives a killed process; only a power cut may lose the last
             # commits, and every job re-checks the provider before repeating a write.
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -102,7 +108,21 @@ def make_engine(url: str, *, create: bool = True, **kw: Any) -> Engine:
             )
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kw)
+    engine = create_engine(url, pool_pre_ping=True, **kw)
+
+    @event.listens_for(engine, "connect")
+    def _lock_timeout(dbapi_conn: Any, _record: Any) -> None:
+        # PostgreSQL waits for a lock forever by default: a cron run behind a stuck one would
+        # hang instead of failing with a reason. Set for the session, outside any transaction.
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET lock_timeout = {lock_ms}")
+        finally:
+            dbapi_conn.autocommit = autocommit
+
+    return engine
 
 
 class Store:
@@ -112,7 +132,10 @@ class Store:
         self, settings: Settings, engine: Engine | None = None, *, create: bool = True
     ) -> None:
         self.settings = settings
-        self.engine = engine or make_engine(settings.database_url, create=create)
+        self.lock_timeout_ms = max(1, int(settings.lock_timeout * 1000))
+        self.engine = engine or make_engine(
+            settings.database_url, create=create, lock_timeout=settings.lock_timeout
+        )
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._vault: Vault | None = None
 
@@ -168,6 +191,20 @@ class Store:
                 raise
 
     @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only, never committed. On SQLite its transaction is deferred:
+        with WAL it neither takes nor waits for the write lock, so a command that only reads
+        works while another process writes."""
+        with self.sessions() as session:
+            if self.is_sqlite:
+                session.connection(execution_options={"sqlite_begin": "BEGIN"})
+            try:
+                yield session
+            finally:
+                session.expunge_all()  # what was read stays loaded once the session is gone
+                session.rollback()
+
+    @contextmanager
     def reading(self) -> Iterator[SAConnection]:
         """A read-only connection (Core: it serves the budget check before every call). On
         SQLite its transaction is deferred: with WAL it neither waits for nor blocks a writer (a
@@ -198,10 +235,20 @@ class Store:
 
     def current_revision(self) -> str | None:
         try:
-            with self.engine.connect() as conn:
+            # a read: it neither takes nor waits for the write lock (SQLite), so a command can
+            # start while another process writes
+            with self.reading() as conn:
                 return MigrationContext.configure(conn).get_current_revision()
         except OperationalError as exc:
-            raise ConfigError(f"cannot open the store: {_first_line(exc)}") from None
+            raise self.failure(exc) from None
+
+    def failure(self, exc: Exception) -> SyncError:
+        """What a database error met while opening the store means: an outage (exit 1, e.g. a
+        lock held too long, the server gone) or a store that cannot be used as configured."""
+        outage = store_outage(exc, self.settings.lock_timeout)
+        if outage is not None:
+            return outage
+        return ConfigError(f"cannot open the store: {_first_line(exc)}")
 
     def check_schema(self) -> None:
         """Stop with one line when the schema is behind the code."""
@@ -257,6 +304,9 @@ def open_store(settings: Settings, check: bool = True, create: bool = True) -> S
             store.check_schema()
         return store
     except SQLAlchemyError as exc:
+        outage = store_outage(exc, settings.lock_timeout)
+        if outage is not None:
+            raise outage from None
         raise ConfigError(f"cannot open the store: {_first_line(exc)}") from None
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from synccli.connectors.base import Limits
 from synccli.connectors.http import CallRecord
 from synccli.errors import BudgetExhausted
-from synccli.store.db import BUSY_TIMEOUT_MS, Store
+from synccli.store.db import Store
 from synccli.store.models import ApiCall, Budget
 
 
@@ -194,7 +194,7 @@ class StoreLedger:
                 remaining.update(call.remaining)
                 said_at = call.at
         with self.store.engine.connect() as conn:
-            with _busy_timeout(conn, None if wait else 0):
+            with _busy_timeout(conn, None if wait else 0, self.store.lock_timeout_ms):
                 try:
                     transaction = conn.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
                 except OperationalError as exc:
@@ -247,7 +247,7 @@ class _LockBusy(Exception):
 
 
 @contextmanager
-def _busy_timeout(conn: Connection, ms: int | None) -> Iterator[None]:
+def _busy_timeout(conn: Connection, ms: int | None, configured: int) -> Iterator[None]:
     """SQLite: wait at most ``ms`` for a lock on ``conn`` within the block (None: as configured)."""
     if ms is None or conn.dialect.name != "sqlite":
         yield
@@ -258,7 +258,7 @@ def _busy_timeout(conn: Connection, ms: int | None) -> Iterator[None]:
     try:
         yield
     finally:
-        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        raw.execute(f"PRAGMA busy_timeout={configured}")
 
 
 def _insert_budget_row(conn: Connection | Session, connection_id: int, at: datetime) -> None:
