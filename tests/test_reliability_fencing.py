@@ -21,6 +21,9 @@ the job was marked ``posting`` and before the write that creates the invoice:
   sale-time write before the invoice (creating the order's new customer): one customer.
 - ``test_stopped_worker_never_posts_a_batch_after_a_takeover``: the same with Xero's batched post
   of three invoices, fenced by every claim in the batch.
+- ``test_worker_stopped_before_any_send_never_posts_after_a_takeover``: Lightspeed's worker is
+  stopped with nothing of the invoice sent at all (the simulator holds the tax-category read the
+  sale needs, made after ``posting``).
 - ``test_lost_answer_survives_cancel_and_retry``: an invoice whose answer was lost keeps the fact
   that it may have been sent through ``invoices cancel`` and ``invoices retry``: the next post
   looks it up first and records it as found, never posting it again.
@@ -341,6 +344,69 @@ def test_stopped_worker_never_posts_a_batch_after_a_takeover(
         assert _emails(store) == [], summary
         assert [s // 100 for s in app.writes] == [4, 2], summary  # one batch call each
         assert t.first.returncode == 0, summary
+
+
+class HeldTaxRead(LightspeedSandbox):
+    """Holds its first tax-category read (which Lightspeed's connector makes inside the invoice
+    post, after the job is marked ``posting`` and before the sale is sent) until released."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.held, self.release = threading.Event(), threading.Event()
+        self.sales: list[int] = []
+
+    def handle(self, req: Request) -> Response | None:
+        tax_read = req.method == "GET" and req.path.endswith("/TaxCategory.json")
+        if tax_read and not self.held.is_set():
+            self.held.set()
+            self.release.wait(60)
+        resp = super().handle(req)
+        if req.method == "POST" and req.path.endswith("/Sale.json"):
+            self.sales.append(resp.status if resp is not None else 0)
+        return resp
+
+
+@pytest.mark.timeout(180)
+def test_worker_stopped_before_any_send_never_posts_after_a_takeover(
+    store: Store, _isolated_env: Path
+) -> None:
+    """The stall with no request of the invoice sent at all: Lightspeed's worker is stopped while
+    it reads the tax categories the sale needs, after ``posting`` was committed."""
+    env = _env(_isolated_env)
+    app = HeldTaxRead(products=8, customers=4, time_scale=SCALE)
+    with serve("lightspeed", app) as running:
+        [number] = _setup(store, "lightspeed", running)
+        first = spawn(["post-invoices", "-c", "shop"], env)
+        try:
+            assert wait_for(lambda: app.held.is_set() or first.poll() is not None, 60)
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            os.kill(first.pid, signal.SIGSTOP)
+            app.release.set()  # answered; the stopped worker reads it once resumed
+            state, claimed_by, _ = _job(store, number)
+            assert state == "posting" and (claimed_by or "").startswith(_owner(first.pid) + ":")
+            assert app.sales == []
+            _claims_run_out(store, first.pid)
+            second = run_cli(["post-invoices", "-c", "shop"], env)
+            assert second.returncode == 0, second.stderr[-2000:]
+        finally:
+            app.release.set()
+            if first.poll() is None:
+                os.kill(first.pid, signal.SIGCONT)
+        _, first_err = _finish(first, 60)
+        run1 = _run_id(store, first.pid)
+        with store.session() as s:
+            run2 = s.scalar(select(func.max(Run.id)).where(Run.id != run1))
+        state, _, attempts = _job(store, number)
+        summary = (
+            f"at provider {_at_provider(running, number)}, job {state}, attempts {attempts} "
+            f"(first run {run1}, second {run2}), sales sent {app.sales}, emails "
+            f"{_emails(store)}, first run exit {first.returncode}: {first_err[-500:]}"
+        )
+        assert _at_provider(running, number) == 1, summary
+        assert state == "posted" and attempts == [(run2, "posted")], summary
+        assert _emails(store) == [], summary
+        assert app.sales == [200], summary  # the second run's; none from the first
+        assert first.returncode == 0, summary
 
 
 @pytest.mark.timeout(180)
