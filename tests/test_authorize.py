@@ -35,9 +35,9 @@ def test_authorize_stores_tokens_and_discovers_the_account(store: Store, provide
     with harness.start(provider, products=5) as running:
         conn = _unauthorised(store, running, "c")
         said: list[str] = []
-        result = authorize(store, conn, say=said.append, timeout=20, on_listen=_browser)
+        result = authorize(store, conn, say=said.append, port=0, timeout=20, on_listen=_browser)
         assert any(running.url in line for line in said)  # the URL was printed
-        assert any("http://127.0.0.1:" in line for line in said)  # loopback redirect only
+        assert any("http://localhost:" in line for line in said)  # loopback redirect only
         creds = credentials(store, get_connection(store, "c"))
         assert creds["access_token"] and creds["refresh_token"]
         key = "tenant_id" if provider == "xero" else "account_id"
@@ -59,7 +59,7 @@ def test_authorize_refuses_a_redirect_with_another_state(store: Store) -> None:
             ).start()
 
         with pytest.raises(AuthError, match="state"):
-            authorize(store, conn, say=lambda _t: None, timeout=20, on_listen=forged)
+            authorize(store, conn, say=lambda _t: None, port=0, timeout=20, on_listen=forged)
         assert "access_token" not in credentials(store, get_connection(store, "c"))
 
 
@@ -67,7 +67,7 @@ def test_authorize_times_out(store: Store) -> None:
     with harness.start("xero", products=1) as running:
         conn = _unauthorised(store, running, "c")
         with pytest.raises(AuthError, match="no redirect"):
-            authorize(store, conn, say=lambda _t: None, timeout=0.5)
+            authorize(store, conn, say=lambda _t: None, port=0, timeout=0.5)
 
 
 def test_unleashed_has_nothing_to_authorise(store: Store, cli) -> None:

@@ -47,7 +47,7 @@ def test_secret_never_shown_and_encrypted_at_rest(cli, _isolated_env: Path) -> N
         "--client-secret",
         SECRET,
         "--tenant-id",
-        "t-1",
+        "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
     )
     assert added.exit_code == 0, added.stderr
     shown = cli("connections", "show", "shop1", "--json")
@@ -117,8 +117,9 @@ def test_remove_refuses_unknown_provider_and_duplicate(cli) -> None:
     cli("db", "upgrade")
     bad = cli("connections", "add", "x", "--provider", "quickbooks")
     assert bad.exit_code == 2 and "quickbooks" in bad.stderr
-    cli("connections", "add", "x", "--provider", "xero")
-    again = cli("connections", "add", "x", "--provider", "xero")
+    secret = {"SYNC_CLIENT_SECRET": SECRET}
+    assert cli("connections", "add", "x", "--provider", "xero", env=secret).exit_code == 0
+    again = cli("connections", "add", "x", "--provider", "xero", env=secret)
     assert again.exit_code == 2 and "already exists" in again.stderr
     assert cli("connections", "remove", "x").exit_code == 0
     assert cli("connections", "show", "x").exit_code == 2

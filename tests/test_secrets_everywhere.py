@@ -15,6 +15,7 @@ seconds (it uses a throwaway store of its own).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -91,15 +92,19 @@ def invocations(
     yield ["connections", "show", "shop"]
     yield ["connections", "show", "shop", "--json"]
     yield add_extra
+    # secrets never go on a command line: `set` takes them from the environment (or stdin)
+    os.environ["TYPED_SECRET"] = FAKE[secret_key]
     yield [
         "connections",
         "set",
         "extra",
-        f"{secret_key}={FAKE[secret_key]}",
+        "--secret-env",
+        "TYPED_SECRET",
         "notify_email=a@b.example",
     ]
     yield ["connections", "remove", "extra", "--force"]
-    yield ["connections", "set", "shop", f"{secret_key}={current_secret()}"]
+    os.environ["TYPED_SECRET"] = current_secret()
+    yield ["connections", "set", "shop", "--secret-env", "TYPED_SECRET"]
     yield ["doctor"]
     yield ["doctor", "--json"]
     yield ["pull-products", "-c", "shop", "--dry-run"]
@@ -166,7 +171,19 @@ def _linked_customer(store: Store) -> tuple[str, str]:
 def authorize_in_a_process(env: dict[str, str], log: Path) -> tuple[int, str, str]:
     """``connections authorize shop`` in a real process; this test plays the browser."""
     proc = spawn(
-        ["-v", "--log-file", str(log), "connections", "authorize", "shop", "--timeout", "20"], env
+        [
+            "-v",
+            "--log-file",
+            str(log),
+            "connections",
+            "authorize",
+            "shop",
+            "--port",
+            "0",
+            "--timeout",
+            "20",
+        ],
+        env,
     )
     assert proc.stderr is not None
     seen: list[str] = []
@@ -227,6 +244,7 @@ def test_no_secret_anywhere(
         orders_file.write_text(jsonl(orders_for(running, provider, 3, "SEC")))
         secret_key = "api_key" if provider == "unleashed" else "client_secret"
         shop_secret = lambda: credentials(store, get_connection(store, "shop"))[secret_key]  # noqa: E731
+        monkeypatch.setenv("TYPED_SECRET", "")  # restored after the test
         for args in invocations(
             provider, orders_file, shop_secret, lambda: _linked_customer(store)
         ):

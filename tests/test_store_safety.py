@@ -296,6 +296,7 @@ def test_a_key_that_does_not_open_the_stored_credentials_is_refused_before_seali
     from cryptography.fernet import Fernet
 
     monkeypatch.setenv("SYNC_SECRET_KEY", Fernet.generate_key().decode())
+    monkeypatch.setenv("SYNC_CLIENT_SECRET", "a-client-secret")
     assert cli("connections", "add", "shop", "--provider", "xero", input="").exit_code == 0
     sealed = _credentials_column(any_store)
 
@@ -320,8 +321,9 @@ def test_a_key_that_does_not_open_the_stored_credentials_is_refused_before_seali
 
 
 def test_a_key_file_that_does_not_open_the_stored_credentials_is_refused(
-    any_store, cli, _isolated_env
+    any_store, cli, _isolated_env, monkeypatch
 ):
+    monkeypatch.setenv("SYNC_CLIENT_SECRET", "a-client-secret")
     assert cli("connections", "add", "shop", "--provider", "xero").exit_code == 0
     sealed = _credentials_column(any_store)
     from cryptography.fernet import Fernet
@@ -341,8 +343,10 @@ def test_a_key_file_that_does_not_open_the_stored_credentials_is_refused(
     [b"", b"\n", b"dGhpcyBpcyBub3QgYSBrZXk", b"not a key at all\n", b"\xff\xfe\x00binary"],
     ids=["empty", "newline", "truncated", "text", "binary"],
 )
-def test_a_bad_key_file_is_one_line_naming_it(store, cli, _isolated_env, content):
+def test_a_bad_key_file_is_one_line_naming_it(store, cli, _isolated_env, content, monkeypatch):
     from cryptography.fernet import Fernet
+
+    monkeypatch.setenv("SYNC_CLIENT_SECRET", "a-client-secret")
 
     key_file = _isolated_env / "secret.key"
     if content == b"dGhpcyBpcyBub3QgYSBrZXk":
@@ -384,7 +388,7 @@ def test_a_key_file_cut_short_while_written_never_takes_its_place(pg_url, tmp_pa
     from hostile.support import SYNCCLI, cli_env
 
     data = tmp_path / "keydata"
-    env = cli_env(data, pg_url)
+    env = {**cli_env(data, pg_url), "SYNC_CLIENT_SECRET": "a-client-secret"}
     assert subprocess.run([*SYNCCLI, "db", "upgrade"], env=env, capture_output=True).returncode == 0
     key_file = data / "secret.key"
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import sys
 
 import typer
 
+from synccli import connsettings
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.errors import UsageError
@@ -25,6 +28,41 @@ def _pairs(values: list[str]) -> dict[str, str]:
             raise UsageError(f"expected KEY=VALUE, got {item!r}")
         pairs[key.strip()] = value
     return pairs
+
+
+def _secret_name(provider: str) -> tuple[str, str]:
+    """(credential key, what people call it) for ``provider``."""
+    return ("api_key", "API key") if provider == "unleashed" else ("client_secret", "client secret")
+
+
+def _read_secret(label: str, name: str) -> str:
+    """The secret on stdin: on a terminal a prompt that does not echo, else the first line."""
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"{label} for {name} (not shown): ", stream=sys.stderr)
+    else:
+        value = sys.stdin.readline()
+    value = value.strip()
+    if not value:
+        raise UsageError(f"--secret-stdin: no {label} on stdin")
+    return value
+
+
+def _secret_from_env(var: str, label: str) -> str:
+    value = (os.environ.get(var) or "").strip()
+    if not value:
+        raise UsageError(f"--secret-env: the environment variable {var} holds no {label}")
+    return value
+
+
+def _next_step(name: str, provider: str, settings: dict[str, object]) -> str:
+    if provider == "unleashed" or settings.get("grant") == "client_credentials":
+        return f"next: synccli connections test {name}"
+    from synccli.sync.authorize import DEFAULT_PORT, redirect_uri_for
+
+    return (
+        f"next: register {redirect_uri_for(DEFAULT_PORT)} as the app's redirect URI, then run "
+        f"synccli connections authorize {name} (README: Connect a real account)"
+    )
 
 
 @app.command("add")
@@ -72,16 +110,20 @@ def add(
 
         synccli connections add shop1 --provider xero --client-id ABC --secret-stdin < secret.txt
     """
-    secret = client_secret
-    key = api_key
+    if provider not in store_connections.PROVIDERS:
+        raise UsageError(
+            f"unknown provider {provider!r}: choose one of {', '.join(store_connections.PROVIDERS)}"
+        )
+    secret_key, label = _secret_name(provider)
+    given = api_key if provider == "unleashed" else client_secret
     if secret_stdin:
-        value = sys.stdin.readline().strip()
-        if not value:
-            raise UsageError("--secret-stdin: nothing on stdin")
-        if provider == "unleashed":
-            key = value
-        else:
-            secret = value
+        given = _read_secret(label, name)
+    if given is None or not given.strip():
+        env = "SYNC_API_KEY" if provider == "unleashed" else "SYNC_CLIENT_SECRET"
+        raise UsageError(
+            f"connections add: no {label} given (an empty one is refused): pipe it with "
+            f"--secret-stdin, or set {env}"
+        )
     settings = {
         "client_id": client_id,
         "api_id": api_id,
@@ -91,15 +133,17 @@ def add(
         "base_url": base_url,
         **_pairs(setting),
     }
+    connsettings.check(provider, settings)
     store = state(ctx).store()
     conn = store_connections.add_connection(
-        store, name, provider, settings, {"client_secret": secret, "api_key": key}, notify_email
+        store, name, provider, settings, {secret_key: given.strip()}, notify_email
     )
     data = store_connections.describe(store, conn)
     if json_out:
         output.print_json(data)
     else:
         output.line(f"connection {name} added ({provider})")
+        output.line(_next_step(name, provider, conn.settings))
 
 
 @app.command("list")
@@ -155,17 +199,42 @@ def set_(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Connection name."),
     values: list[str] = typer.Argument(
-        ..., help="KEY=VALUE pairs; an empty VALUE removes a setting."
+        None, metavar="[KEY=VALUE]...", help="Settings; an empty VALUE removes a setting."
+    ),
+    secret_stdin: bool = typer.Option(
+        False,
+        "--secret-stdin",
+        help="Read a new client secret / API key from stdin (a prompt, not echoed, on a terminal).",
+    ),
+    secret_env: str | None = typer.Option(
+        None,
+        "--secret-env",
+        metavar="VAR",
+        help="Take a new client secret / API key from the environment variable VAR.",
     ),
 ) -> None:
-    """Change settings or credentials of a connection.
+    """Change settings or credentials of a connection. Every key and value is checked first
+    (exit 2 naming the key); secrets never go on the command line.
 
     Example:
 
         synccli connections set shop1 notify_email=owner@shop.example account_code=200
+        synccli connections set shop1 --secret-stdin < new-secret.txt
     """
+    pairs = _pairs(values or [])
+    if not pairs and not secret_stdin and not secret_env:
+        raise UsageError("connections set: give KEY=VALUE pairs, --secret-stdin or --secret-env")
     store = state(ctx).store()
-    store_connections.set_values(store, name, _pairs(values))
+    conn = store_connections.get_connection(store, name)
+    connsettings.check(conn.provider, pairs, removing_allowed=True)
+    secret_key, label = _secret_name(conn.provider)
+    if secret_stdin and secret_env:
+        raise UsageError("give one of --secret-stdin and --secret-env")
+    if secret_stdin:
+        pairs[secret_key] = _read_secret(label, name)
+    elif secret_env:
+        pairs[secret_key] = _secret_from_env(secret_env, label)
+    store_connections.set_values(store, name, pairs)
     output.line(f"connection {name} updated")
 
 
@@ -192,16 +261,32 @@ def authorize(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Connection name."),
     port: int = typer.Option(
-        0, "--port", help="Loopback port for the redirect (0: any free port)."
+        8765,
+        "--port",
+        metavar="N",
+        help="Loopback port for the redirect; the redirect URI to register is "
+        "http://localhost:N/callback.",
     ),
-    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the redirect."),
+    redirect_uri: str | None = typer.Option(
+        None,
+        "--redirect-uri",
+        metavar="URL",
+        help="The redirect URI registered with the app, if not http://localhost:N/callback; "
+        "one that is not a loopback address (Lightspeed's HTTPS URL) is pasted back from "
+        "the browser.",
+    ),
+    timeout: float = typer.Option(
+        300.0, "--timeout", metavar="SECONDS", help="Seconds to wait for the redirect."
+    ),
 ) -> None:
-    """Authorise a Xero or Lightspeed connection (OAuth2 authorization code): prints the URL,
-    listens on 127.0.0.1 for the redirect, stores the tokens encrypted.
+    """Authorise a Xero or Lightspeed connection (OAuth2 authorization code): prints the redirect
+    URI to register and the URL to open, listens on 127.0.0.1 for the redirect (or reads the
+    address pasted back), stores the tokens encrypted and finds the tenant or account id.
 
     Example:
 
         synccli connections authorize shop1 --port 8765
+        ssh -L 8765:127.0.0.1:8765 me@server     # from a laptop, for a headless server
     """
     from synccli.sync.authorize import authorize as run_authorize
 
@@ -212,7 +297,9 @@ def authorize(
         conn,
         say=lambda text: output.err.print(text, markup=False),
         port=port,
+        redirect_uri=redirect_uri,
         timeout=timeout,
+        read_pasted=sys.stdin.readline,
     )
     details = ", ".join(f"{k} {v}" for k, v in result.details.items())
     output.line(f"connection {name} authorised{'; ' + details if details else ''}")

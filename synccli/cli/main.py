@@ -168,6 +168,14 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from synccli import __version__
+
+        output.line(f"synccli {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main(
     ctx: typer.Context,
@@ -188,6 +196,13 @@ def main(
     ),
     data_dir: str | None = typer.Option(
         None, "--data-dir", help="Data directory (overrides SYNC_DATA_DIR)."
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print synccli's version and exit.",
     ),
 ) -> None:
     """Keep a shop's database in step with a provider.

@@ -482,6 +482,10 @@ class _Client:
     client_id: str
     secret: str
     custom_tenant: str | None = None  # client_credentials connections are bound to one org
+    # The redirect URIs registered with the app; None: any (the default app of a sandbox). An
+    # authorisation request must name one exactly (RFC 6749 §3.1.2.3; Xero's app settings take
+    # a list of redirect URIs and its login page refuses any other with "Invalid redirect_uri").
+    redirect_uris: list[str] | None = None
 
 
 @dataclass
@@ -657,11 +661,13 @@ class XeroSandbox(SandboxApp):
         client_secret: str | None = None,
         *,
         custom_tenant: str | None = None,
+        redirect_uris: list[str] | None = None,
     ) -> tuple[str, str]:
-        """Register an app. ``custom_tenant`` makes it a custom connection (client_credentials)."""
+        """Register an app. ``custom_tenant`` makes it a custom connection (client_credentials);
+        ``redirect_uris`` are the only ones its authorisation requests may name."""
         client_id = client_id or uuid.uuid4().hex.upper()
         client_secret = client_secret or pysecrets.token_urlsafe(36)
-        self.clients[client_id] = _Client(client_id, client_secret, custom_tenant)
+        self.clients[client_id] = _Client(client_id, client_secret, custom_tenant, redirect_uris)
         return client_id, client_secret
 
     def issue_tokens(
@@ -938,7 +944,12 @@ class XeroSandbox(SandboxApp):
     def _authorize(self, req: Request) -> Response:
         q = req.query
         client = self.clients.get(q.get("client_id", ""))
-        if client is None or q.get("response_type") != "code" or not q.get("redirect_uri"):
+        if (
+            client is None
+            or q.get("response_type") != "code"
+            or not q.get("redirect_uri")
+            or (client.redirect_uris is not None and q["redirect_uri"] not in client.redirect_uris)
+        ):
             return Response(
                 400,
                 "<html><body>Error: unauthorized_client</body></html>",

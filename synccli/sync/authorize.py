@@ -2,6 +2,12 @@
 
 Prints the provider's authorize URL, listens on 127.0.0.1 only for the redirect, checks ``state``,
 exchanges the code at once (codes live 30 s to 5 minutes), and stores the tokens encrypted.
+
+A provider sends the browser back only to a redirect URI registered with the app, compared
+exactly, port included: so the port is fixed (:data:`DEFAULT_PORT`, or ``--port``) and the URI
+printed is the one to register. A registered URI that is not a plain-HTTP loopback address (such
+as Lightspeed's HTTPS-only redirect URLs) is not listened on: the merchant pastes the address the
+browser was sent to, and the code and state are read from it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,22 @@ from synccli.store.connections import StoreTokenStore, credentials, set_values
 from synccli.store.db import Store
 from synccli.store.models import Connection
 from synccli.sync.context import connector_module
+
+DEFAULT_PORT = 8765
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+
+
+def redirect_uri_for(port: int) -> str:
+    """The redirect URI to register for a loopback listener on ``port``."""
+    return f"http://localhost:{port}/callback"
+
+
+def _listens(redirect_uri: str) -> tuple[int, str] | None:
+    """(port, path) when ``redirect_uri`` is a plain-HTTP loopback address we can listen on."""
+    parts = urlsplit(redirect_uri)
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS:
+        return None
+    return parts.port or 80, parts.path or "/"
 
 
 @dataclass
@@ -50,16 +72,67 @@ class _Callback(BaseHTTPRequestHandler):
         pass
 
 
+def _query_of(pasted: str, redirect_uri: str) -> dict[str, str]:
+    text = pasted.strip()
+    if not text.startswith(redirect_uri.split("?")[0]):
+        raise AuthError(f"the pasted address does not start with the redirect URI {redirect_uri}")
+    query = {k: v[0] for k, v in parse_qs(urlsplit(text).query).items()}
+    if "code" not in query and "error" not in query:
+        raise AuthError("the pasted address carries no code: approve access and paste again")
+    return query
+
+
+def _listen(port: int) -> tuple[HTTPServer, type[_Callback]]:
+    handler = type("Callback", (_Callback,), {"done": threading.Event(), "result": None})
+    try:
+        server = HTTPServer(("127.0.0.1", port), handler)  # loopback only, never 0.0.0.0
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): free the port, or give "
+            "another with --port (and register that redirect URI with the app)"
+        ) from None
+    return server, handler
+
+
+def _wait_for_redirect(
+    name: str,
+    server: HTTPServer,
+    handler: type[_Callback],
+    say: Callable[[str], None],
+    timeout: float,
+) -> dict[str, str]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        say(f"Waiting for the redirect on 127.0.0.1:{server.server_address[1]} "
+            f"(up to {timeout:.0f}s)...")  # fmt: skip
+        if not handler.done.wait(timeout):
+            raise AuthError(
+                f"no redirect within {timeout:.0f}s: "
+                f"run `synccli connections authorize {name}` again"
+            )
+        return handler.result or {}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def authorize(
     store: Store,
     conn: Connection,
     *,
     say: Callable[[str], None],
-    port: int = 0,
+    port: int = DEFAULT_PORT,
+    redirect_uri: str | None = None,
     timeout: float = 300.0,
     on_listen: Callable[[str], None] | None = None,
+    read_pasted: Callable[[], str] | None = None,
 ) -> AuthorizeResult:
-    """Run the flow for ``conn``; ``on_listen(url)`` lets a test play the browser."""
+    """Run the flow for ``conn``; ``on_listen(url)`` lets a test play the browser.
+
+    ``redirect_uri``: the one registered with the provider (default: ``http://localhost:PORT/
+    callback``); when it is not a loopback address, ``read_pasted()`` returns the address the
+    browser landed on."""
     module = connector_module(conn.provider)
     if not hasattr(module, "authorize_url"):
         raise UsageError(f"{conn.provider} connections use an API id and key: nothing to authorise")
@@ -70,27 +143,29 @@ def authorize(
             "this Xero custom connection gets its tokens with its client secret: "
             "nothing to authorise"
         )
-    handler = type("Callback", (_Callback,), {"done": threading.Event(), "result": None})
-    server = HTTPServer(("127.0.0.1", port), handler)  # loopback only, never 0.0.0.0
-    redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
+    server = None
+    if redirect_uri is None or _listens(redirect_uri) is not None:
+        loopback = _listens(redirect_uri) if redirect_uri else None
+        server, handler = _listen(loopback[0] if loopback else port)
+        redirect_uri = redirect_uri or redirect_uri_for(int(server.server_address[1]))
     state = pysecrets.token_urlsafe(24)
     url = module.authorize_url(settings, redirect_uri, state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        say(f"Open this URL in a browser and approve access:\n{url}")
-        say(f"Waiting for the redirect on {redirect_uri} (up to {timeout:.0f}s)...")
+    say(f"Redirect URI (must be registered with the app exactly): {redirect_uri}")
+    say(f"Open this URL in a browser and approve access:\n{url}")
+    if server is None:
+        if read_pasted is None:
+            raise UsageError(f"--redirect-uri {redirect_uri}: nothing to read the address from")
+        say(
+            "Then paste here the whole address the browser was sent to "
+            "(it starts with the redirect URI; the code in it lasts about a minute):"
+        )
         if on_listen is not None:
             on_listen(url)
-        if not handler.done.wait(timeout):
-            raise AuthError(
-                f"no redirect within {timeout:.0f}s: "
-                f"run `synccli connections authorize {conn.name}` again"
-            )
-        query = handler.result or {}
-    finally:
-        server.shutdown()
-        server.server_close()
+        query = _query_of(read_pasted(), redirect_uri)
+    else:
+        if on_listen is not None:
+            on_listen(url)
+        query = _wait_for_redirect(conn.name, server, handler, say, timeout)
     if query.get("state") != state:
         raise AuthError(
             "the redirect's state does not match: the authorisation was not ours, ignored"
