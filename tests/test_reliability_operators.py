@@ -21,6 +21,11 @@ request) makes the change as the request of interest arrives.
   for someone to check the provider.
 - a product created at sale time whose answer is lost: found by its code next run, created once.
   Held on main; kept as a guard.
+- a customer Lightspeed cannot look up (no email: a name or an account number only) created at
+  sale time, its answer lost: on main the next run created a second customer. Now a create of
+  such a customer is recorded first (a review item); while it stands the invoice is held for the
+  merchant to link the customer created, or to resolve the item (it was not created). Xero
+  (unique names) and Unleashed (derived codes) find theirs again: guards.
 """
 
 from __future__ import annotations
@@ -40,9 +45,17 @@ from synccli.errors import LeaseBusy
 from synccli.sandbox import harness
 from synccli.store.connections import get_connection, remove_connection
 from synccli.store.db import Store
-from synccli.store.models import Connection, InvoiceAttempt, InvoiceJob, Order, OrderLine
-from synccli.sync import invoices
+from synccli.store.models import (
+    Connection,
+    Customer,
+    InvoiceAttempt,
+    InvoiceJob,
+    Order,
+    OrderLine,
+)
+from synccli.sync import customers, invoices
 from synccli.sync.context import job_run
+from synccli.sync.customers import link_manual
 from synccli.sync.orders import add_orders, line_amounts
 
 pytestmark = pytest.mark.reliability
@@ -367,3 +380,89 @@ def test_product_created_at_sale_time_whose_answer_is_lost_is_created_once(
         w = world(running)
         codes = [p.code for p in w.products.values() if p.code == "NEW-SKU-1"]
         assert len(codes) == 1 and states(store) == {"WEB-1": "posted"}
+
+
+# --- a customer the provider cannot look up, created with a lost answer ---------------------------
+@pytest.mark.parametrize(
+    ("provider", "customer"),
+    [
+        ("lightspeed", {"name": "Walk In Buyer"}),
+        ("lightspeed", {"account_number": "ACC-WALK-1", "name": "Walk In Buyer"}),
+        ("xero", {"name": "Walk In Buyer"}),
+        ("unleashed", {"name": "Walk In Buyer"}),
+    ],
+    ids=[
+        "lightspeed-name-only",
+        "lightspeed-account-only",
+        "xero-name-only",
+        "unleashed-name-only",
+    ],
+)
+def test_customer_the_provider_cannot_look_up_is_not_created_twice_after_a_lost_answer(
+    store: Store, provider: str, customer: dict[str, str]
+) -> None:
+    """An order whose customer has no email (a row the shop inserted, or an account number
+    only): Lightspeed cannot look such a customer up (no account-number field). Its create is
+    answered but the answer is lost. On main the next run created a second customer. Now the
+    invoice is held for the merchant to link the one created (or to say it was not); Xero (unique
+    names) and Unleashed (codes derived from the customer) find theirs again."""
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        insert_order(store, conn, order(running, "WEB-1", customer))
+        method, path = CUSTOMER_WRITE[provider]
+        running.app.faults.add("lost", 1.0, method=method, path=path, times=1)
+        run_post(store, conn, clock)
+        running.app.faults.clear()
+        clock.advance(hours=1)
+        with store.session() as s:  # due now (a transient failure waits for the next run)
+            for job in s.scalars(select(InvoiceJob)):
+                job.next_attempt_at = clock.now()
+        second = run_post(store, conn, clock)
+        w = world(running)
+        created = [c for c in w.customers.values() if "Walk In" in (c.name or "")]
+        assert len(created) == 1, [c.name for c in created]
+        if provider != "lightspeed":
+            assert states(store) == {"WEB-1": "posted"}
+            return
+        assert states(store) == {"WEB-1": "failed"}
+        (held,) = second.invoices
+        assert "customers link" in (held.error or "")
+        # the merchant links the customer that was created: the invoice goes out on its retry
+        with store.session() as s:
+            local_id = s.scalar(select(Customer.id).where(Customer.name == "Walk In Buyer"))
+        link_manual(store, conn, str(local_id), str(created[0].seq), clock.now())
+        with store.session() as s:
+            for job in s.scalars(select(InvoiceJob)):
+                job.next_attempt_at = clock.now()
+        run_post(store, conn, clock)
+        assert states(store) == {"WEB-1": "posted"}
+        assert len([c for c in w.customers.values() if "Walk In" in (c.name or "")]) == 1
+
+
+def test_customer_create_that_failed_unclearly_is_created_once_the_merchant_says_it_is_not_there(
+    store: Store,
+) -> None:
+    """Lightspeed answers the create with a 500 (nothing was made, but a 500 does not say so):
+    the invoice is held; the merchant finds no such customer and resolves the review item; the
+    next run creates it, once."""
+    clock = SimClock(NOW)
+    with sandbox("lightspeed", clock=clock) as running:
+        conn = connect(store, running)
+        insert_order(store, conn, order(running, "WEB-1", {"name": "Walk In Buyer"}))
+        method, path = CUSTOMER_WRITE["lightspeed"]
+        running.app.faults.add("500", 1.0, method=method, path=path, times=1)
+        run_post(store, conn, clock)
+        running.app.faults.clear()
+        held = run_post(store, conn, clock)
+        assert states(store) == {"WEB-1": "failed"}, held.invoices
+        review = customers.review(store, conn)
+        (item,) = [e for e in review.ambiguous if e.kind == customers.UNANSWERED]
+        assert customers.resolve_items(store, conn, [item.id], clock.now()) == 1
+        with store.session() as s:
+            for job in s.scalars(select(InvoiceJob)):
+                job.next_attempt_at = clock.now()
+        run_post(store, conn, clock)
+        assert states(store) == {"WEB-1": "posted"}
+        created = [c for c in world(running).customers.values() if c.name == "Walk In Buyer"]
+        assert len(created) == 1

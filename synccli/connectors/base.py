@@ -198,6 +198,12 @@ class Connector(ABC):
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
         """Create a customer with a name the provider accepts. Never updates an existing one."""
 
+    def refinds_customer(self, email: str | None, account: str | None) -> bool:
+        """Whether a customer created with this email / account number, its answer lost, is
+        found again by the next attempt (a look-up, a unique name or a derived code), so that
+        it is not created twice. When not, the caller must not create it blindly again."""
+        return True
+
     # invoices ------------------------------------------------------------------------------
     @classmethod
     def unmatchable(cls, value: str) -> str | None:

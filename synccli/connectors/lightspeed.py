@@ -544,6 +544,11 @@ class LightspeedConnector(Connector):
                     found.append(customer)
         return found
 
+    def refinds_customer(self, email: str | None, account: str | None) -> bool:
+        # found again by email only (find_customers): no account-number field, and names are
+        # not unique in Lightspeed
+        return bool(email and email.strip())
+
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
         first, last = customer.first_name, customer.last_name
         if not (first or last):

@@ -65,6 +65,9 @@ STREAM = "customers"
 KIND = "customer"
 AMBIGUOUS = "ambiguous_customer"
 CREATED = "created_customer"
+# A create the provider may have done (its answer was lost) of a customer it cannot look up:
+# shown with the ambiguous ones, settled by `customers link` or by resolving it.
+UNANSWERED = "customer_create_unanswered"
 DRY_RUN_REMOTE_ID = "(would create)"  # what ensure_customer returns for a new customer in a dry run
 _CHUNK = 500  # ids per IN (...) query
 _REVIEW_IN_REPORT = 50  # ambiguous items listed in a report (all are in the review table)
@@ -152,7 +155,7 @@ def _resolve(
     connection_id: int,
     subjects: Iterable[str],
     now: datetime,
-    kinds: tuple[str, ...] = (AMBIGUOUS,),
+    kinds: tuple[str, ...] = (AMBIGUOUS, UNANSWERED),
 ) -> int:
     subjects = list(subjects)
     if not subjects:
@@ -740,7 +743,16 @@ def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> 
     new = NewCustomer(
         name=c.name, email=email, account_number=account, first_name=first, last_name=last
     )
-    remote = connector.create_customer(new)
+    unanswered = None if connector.refinds_customer(email, account) else f"local:{c.id}"
+    if unanswered is not None:
+        _before_blind_create(ctx, order, c, who, unanswered)
+    try:
+        remote = connector.create_customer(new)
+    except Rejected:  # refused: nothing was created, nothing to wonder about
+        if unanswered is not None:
+            with store.session() as s:
+                _resolve(s, conn_id, [unanswered], ctx.clock.now(), kinds=(UNANSWERED,))
+        raise
     why = refusal(f"new customer {who}", remote.remote_id)
     if why:  # nothing to link to: the order waits, the merchant hears
         raise Rejected(f"order {order.number}: {why}")
@@ -782,10 +794,64 @@ def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> 
             now,
         )
         save_seen(s, conn_id, [remote], now)
+        if unanswered is not None:
+            _resolve(s, conn_id, [unanswered], now, kinds=(UNANSWERED,))
     log.info(
         "order %s: created %s customer %s for %s", order.number, provider, remote.remote_id, who
     )
     return remote.remote_id
+
+
+def _before_blind_create(
+    ctx: JobContext, order: Order, c: _OrderCustomer, who: str, subject: str
+) -> None:
+    """Before creating a customer the provider cannot look up again (Lightspeed without an
+    email): when an earlier create of it got no answer, it may exist there already, and a second
+    create would make a duplicate. The invoice is held for the merchant to link the one created
+    (or to resolve the review item: it was not created). Else the attempt is recorded, and
+    settled together with the link the create's answer brings."""
+    store, conn_id, name = ctx.store, ctx.connection.id, ctx.connection.name
+    provider = ctx.connection.provider
+    now = ctx.clock.now()
+    with store.session() as s:
+        pending = s.scalar(
+            select(ReviewItem).where(
+                ReviewItem.connection_id == conn_id,
+                ReviewItem.kind == UNANSWERED,
+                ReviewItem.subject == subject,
+                ReviewItem.resolved_at.is_(None),
+            )
+        )
+        if pending is None:
+            _flag(
+                s,
+                conn_id,
+                UNANSWERED,
+                subject,
+                {
+                    "reason": (
+                        f"created at {provider} for order {order.number}; if this item stays, "
+                        "the answer never came back"
+                    ),
+                    "order": order.number,
+                    "local": {
+                        "local_id": c.id,
+                        "name": c.name,
+                        "email": c.email,
+                        "account_number": c.account,
+                    },
+                    "candidates": [],
+                },
+                now,
+            )
+            return
+        item_id = pending.id
+    raise Rejected(
+        f"order {order.number}: an earlier create of customer {who} at {provider} got no "
+        f"answer and {provider} cannot look this customer up (no email): it may exist there. "
+        f"Link it with `synccli customers link -c {name} {c.id} REMOTE_ID`, or, if it is not "
+        f"there, `synccli customers review -c {name} --resolve {item_id}` to have it created"
+    )
 
 
 def _after_race(ctx: JobContext, c: _OrderCustomer, order: Order) -> str:
@@ -1007,7 +1073,7 @@ def review(
             select(ReviewItem)
             .where(
                 ReviewItem.connection_id == conn.id,
-                ReviewItem.kind.in_((AMBIGUOUS, CREATED)),
+                ReviewItem.kind.in_((AMBIGUOUS, UNANSWERED, CREATED)),
                 ReviewItem.resolved_at.is_(None),
             )
             .order_by(ReviewItem.created_at, ReviewItem.id)
@@ -1016,7 +1082,7 @@ def review(
             entry = ReviewEntry(
                 item.id, item.kind, item.subject, item.created_at, dict(item.detail or {})
             )
-            (out.ambiguous if item.kind == AMBIGUOUS else out.created).append(entry)
+            (out.created if item.kind == CREATED else out.ambiguous).append(entry)
         seen = load_seen(s, conn.id)
         owners = {
             ln.remote_id: ln.local_id
@@ -1055,7 +1121,7 @@ def resolve_items(store: Store, conn: Connection, ids: list[int], now: datetime)
             select(ReviewItem).where(
                 ReviewItem.connection_id == conn.id,
                 ReviewItem.id.in_(ids),
-                ReviewItem.kind.in_((AMBIGUOUS, CREATED)),
+                ReviewItem.kind.in_((AMBIGUOUS, UNANSWERED, CREATED)),
             )
         ).all()
         missing = set(ids) - {i.id for i in items}
