@@ -426,3 +426,37 @@ def test_pull_and_sweep_say_when_a_stamp_was_past_the_providers_clock(store: Sto
         swept = cli("sweep-oldest", "5", "--connection", "shop")
         assert swept.exit_code == 0, swept.stderr
         assert "shop: 1 product(s) stamped past the provider's clock (clamped)" in swept.stderr
+
+
+def test_unleashed_product_missing_from_one_listing_but_found_by_id_is_no_ghost(
+    store: Store,
+) -> None:
+    """The catalogue listing lacks a product the provider still has (and has just re-coded):
+    the look-up by id finds it, so it is applied, not flagged or deactivated."""
+    with start("unleashed", 2500) as running:
+        app = running.app
+        conn = harness.add_connection(store, "shop", running)
+        pull(store, conn)
+        CLOCK.advance(days=1)
+        live = active_skus(store)
+        hidden = by_code(app, "SKU-00500")
+        products_now = world(app).products
+
+        def hide_then_show(req, endpoint: str) -> None:
+            if endpoint != "Products" or req.method != "GET":
+                return
+            if "productId" in req.query:  # the look-up by id: there it is, with a new code
+                if hidden.id not in products_now:
+                    hidden.code, hidden.updated_at = "SKU-00500-B", CLOCK.now()
+                    products_now[hidden.id] = hidden
+            elif not getattr(hide_then_show, "done", False):
+                hide_then_show.done = True  # type: ignore[attr-defined]
+                del products_now[hidden.id]  # left out of every page of the listing
+
+        app.on_request.append(hide_then_show)
+        report = sweep(store, conn, 2500)
+        assert report.ghosts == []
+        assert active_skus(store) == live
+        assert ("SKU-00500", "remote_code", "SKU-00500-B") in [
+            (c.sku, c.field, c.new) for c in report.changes
+        ]

@@ -1032,6 +1032,10 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     else:
         _flag_missing(ctx, seen, flagged)
     report.ghosts.extend(flagged.ghosts)
+    # what the look-up by id found and applied (a product re-coded, say) is the sweep's too
+    report.changes.extend(flagged.changes)
+    report.changed += flagged.changed
+    report.future_stamps += flagged.future_stamps
     report.swept = linked
 
 
