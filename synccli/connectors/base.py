@@ -140,7 +140,8 @@ class PostedInvoice:
 @dataclass
 class Page(Generic[T]):
     """One page of a list. ``cursor`` is the value the stored cursor may advance to once this page
-    is committed (None when the stream is not ordered by time and must be read to the end)."""
+    is committed (None when the stream is not ordered by time and must be read to the end, or
+    when the connector cannot yet vouch that no earlier record slid past unread)."""
 
     records: list[T]
     cursor: datetime | None = None

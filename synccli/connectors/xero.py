@@ -8,7 +8,10 @@ Wire facts: the Xero provider notes. How the calls are spent:
   ``changed_stock`` yields nothing; ``get_products`` is that same one call, filtered here.
 - ``find_product``: ``where=Code=="…"``, then an exact (ordinal) compare here.
 - Customers: ``GET /Contacts`` paged at pageSize=1000, ``order=UpdatedDateUTC ASC`` and
-  ``If-Modified-Since`` (ISO UTC, whole seconds; the job subtracts ``cursor_overlap``).
+  ``If-Modified-Since`` (ISO UTC, whole seconds; the job subtracts ``cursor_overlap``). Pages
+  follow ``pagination.pageCount`` (a page may hold fewer rows than asked for); a listing that
+  shifted while paged is read again from the last stamp before the shift, and ``Page.cursor`` is
+  set only on the last page of a read that held still (see ``_contacts``).
   ``find_customers``: ``where=EmailAddress.ToLower()=="…"`` with the address lower-cased (Xero's
   ``==`` compares case included: a contact saved as ``Jane@X.com`` is found by ``jane@x.com`` in
   one call; compared case-insensitively here too) and/or ``where=AccountNumber=="…" OR
