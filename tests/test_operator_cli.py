@@ -677,3 +677,14 @@ def test_status_reports_a_dead_runs_row_as_died_once_its_lease_expired(store: St
     ]
     assert [j["outcome"] for j in alive] == ["running"]
     assert "running" in text
+
+
+def test_call_log_lines_print_large_remaining_counts_as_plain_numbers(store: Store, cli) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        running.app.limits["per_day"] = 5_000_000  # an account with a generous day
+        result = cli("-v", "pull-products", "-c", "x")
+    assert result.exit_code == 0, result.stderr
+    call = next(line for line in result.stderr.splitlines() if "/Items" in line)
+    assert "day=4999999" in call, call
+    assert not EXPONENT.search(call), call

@@ -32,7 +32,7 @@ from pyrate_limiter import Limiter, Rate
 from requests_ratelimiter import LimiterSession
 from requests_ratelimiter.buckets import HostBucketFactory
 
-from synccli import interrupt, secrets
+from synccli import fmt, interrupt, secrets
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Limits
 from synccli.errors import (
@@ -509,9 +509,10 @@ class HttpClient:
             self.cost += cost
             if self.ledger is not None:
                 self.ledger.record(CallRecord(now, method, path, status, ms, cost, remaining))
-            left = " ".join(f"{k}={v:g}" for k, v in remaining.items())
+            left = " ".join(f"{k}={fmt.number(v)}" for k, v in remaining.items())
+            cost_text = fmt.number(cost)
             log.info(
-                secrets.redact(f"{method} {path} {status or 'ERR'} {ms}ms cost={cost:g} {left}")
+                secrets.redact(f"{method} {path} {status or 'ERR'} {ms}ms cost={cost_text} {left}")
             )
 
     def _proxies_for(self, url: str) -> dict[str, str]:
