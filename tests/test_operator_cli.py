@@ -688,3 +688,15 @@ def test_call_log_lines_print_large_remaining_counts_as_plain_numbers(store: Sto
     call = next(line for line in result.stderr.splitlines() if "/Items" in line)
     assert "day=4999999" in call, call
     assert not EXPONENT.search(call), call
+
+
+def test_authorize_under_log_format_json_speaks_json_on_stderr(store: Store, cli) -> None:
+    with harness.start("xero", products=5) as running:
+        harness.add_connection(store, "x", running)
+        result = cli(
+            "--log-format", "json", "connections", "authorize", "x", "--timeout", "0.5", input=""
+        )
+    lines = result.stderr.splitlines()
+    assert any("Open this URL" in json.loads(line)["message"] for line in lines), lines
+    for line in lines:
+        json.loads(line)

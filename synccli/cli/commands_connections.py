@@ -295,7 +295,7 @@ def authorize(
     result = run_authorize(
         store,
         conn,
-        say=lambda text: output.err.print(text, markup=False),
+        say=output.say,
         port=port,
         redirect_uri=redirect_uri,
         timeout=timeout,

@@ -104,6 +104,14 @@ def error_line(text: str) -> None:
         sys.stderr.write(f"error: {text}\n")
 
 
+def say(text: str) -> None:
+    """A line for the person at the terminal, on stderr (stdout stays for results): plain, or a
+    JSON record with ``--log-format json``."""
+    text = secrets.redact(text)
+    if not logs.user_line(logging.INFO, text):
+        err.print(text, markup=False, highlight=False)
+
+
 def detail(text: str) -> None:
     """Detail under an error (``-v``: the cause, ``-vv``: the traceback); a JSON record with
     ``--log-format json``."""
