@@ -700,3 +700,40 @@ def test_authorize_under_log_format_json_speaks_json_on_stderr(store: Store, cli
     assert any("Open this URL" in json.loads(line)["message"] for line in lines), lines
     for line in lines:
         json.loads(line)
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run synccli with stdout and stderr on a pseudo-terminal; its exit code and what it showed
+    (colours stripped)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*SYNCCLI, *args],
+        env={**env, "TERM": "xterm", "COLUMNS": "120"},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    code = proc.wait(timeout=60)
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return code, re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_on_a_terminal_a_usage_error_is_the_same_one_line(_isolated_env: Path) -> None:
+    code, shown = _on_a_terminal(["pull-products", "--bogus"], _env(_isolated_env))
+    assert code == 2
+    assert shown.strip().splitlines() == [
+        "error: No such option: --bogus (see `synccli pull-products --help`)"
+    ], shown
