@@ -46,6 +46,8 @@ def handled() -> Iterator[None]:
     STOP.clear()
     previous: dict[int, Any] = {}
     for sig in SIGNALS:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            continue  # ignored on purpose (`nohup` ignores SIGHUP): stays ignored
         previous[sig] = signal.signal(sig, _raise)
     try:
         yield

@@ -370,13 +370,25 @@ def test_a_signal_during_a_rate_limit_wait_ends_the_run_within_a_second(
         env = _env(_isolated_env)
         cmd = [*SYNCCLI, "pull-products", "-c", "x"]
         assert subprocess.run(cmd, env=env, capture_output=True, timeout=60).returncode == 0
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Under `nohup` (SIGHUP ignored) a hang-up must stay ignored.
+        nohup = signum != signal.SIGHUP
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
+        )
         try:
             deadline = time.monotonic() + 30
             while running.app.counters.throttled < 1:
                 assert time.monotonic() < deadline, "no 429 served"
                 time.sleep(0.02)
             time.sleep(0.3)  # the client is now sleeping out the Retry-After
+            if nohup:
+                proc.send_signal(signal.SIGHUP)
+                time.sleep(0.5)
+                assert proc.poll() is None, "a SIGHUP ignored by nohup stopped the run"
             sent = time.monotonic()
             proc.send_signal(signum)
             proc.wait(timeout=30)
