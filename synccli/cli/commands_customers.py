@@ -147,8 +147,9 @@ def review_cmd(
         output.print_json(reports)
         return
     for r in reports:
-        output.line(
-            f"[bold]{r.connection}[/bold]: {len(r.ambiguous)} ambiguous, {len(r.created)} created "
+        output.styled(
+            f"[bold]{output.esc(r.connection)}[/bold]: {len(r.ambiguous)} ambiguous, "
+            f"{len(r.created)} created "
             f"at sale time, {len(r.duplicates)} suspected duplicate pair(s) among "
             f"{r.remote_customers_known} remote customers"
         )

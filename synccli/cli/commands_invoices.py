@@ -243,7 +243,10 @@ def show(
         output.print_json(d)
         return
     r = d.invoice
-    output.line(f"[bold]invoice {r.number}[/bold] ({r.connection}): {r.state}")
+    output.styled(
+        f"[bold]invoice {output.esc(r.number)}[/bold] ({output.esc(r.connection)}): "
+        f"{output.esc(r.state)}"
+    )
     output.line(
         f"  order date {d.order_date:%Y-%m-%d}, total {fmt.number(r.total)} {r.currency}, customer "
         f"{d.customer['name']} <{d.customer['email'] or '-'}> "

@@ -63,7 +63,7 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
         else:
             minutes = max(0, int((now - fmt.utc(item.last_successful_pull)).total_seconds() // 60))
             pulled = f"last successful pull {minutes} minute{'' if minutes == 1 else 's'} ago"
-        output.line(f"[bold]{item.name}[/bold] ({item.provider}){flag}")
+        output.styled(f"[bold]{output.esc(item.name)}[/bold] ({output.esc(item.provider)}){flag}")
         if item.needs_reauth and item.reauth_reason:
             output.line(f"  re-authorisation needed: {item.reauth_reason}")
         output.line(

@@ -14,11 +14,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from synccli import fmt, logs, secrets
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a name like "Tea :coffee: cup" is data, not an emoji code
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def to_plain(value: Any) -> Any:
@@ -73,15 +75,36 @@ def stdout_gone() -> None:
 
 
 def line(text: str = "") -> None:
-    """One line of human output (rich markup allowed on a terminal)."""
+    """One line of human output, printed as it is: never read as markup, so a product named
+    ``Mug [/red] large`` or an order ``M[/b]-1`` shows verbatim, on a terminal and piped."""
     text = secrets.redact(text)
     if out.is_terminal:
         try:
-            out.print(text)
+            out.print(text, markup=False)
         except BrokenPipeError:
             stdout_gone()
     else:
-        write(_strip_markup(text) + "\n")
+        write(text + "\n")
+
+
+def styled(markup: str) -> None:
+    """One line with rich markup of our own (``[bold]...[/bold]``), shown on a terminal and
+    dropped when piped. Every value from data inside it must go through :func:`esc`."""
+    markup = secrets.redact(markup)
+    if out.is_terminal:
+        try:
+            out.print(markup)
+        except BrokenPipeError:
+            stdout_gone()
+    else:
+        write(_strip_markup(markup) + "\n")
+
+
+def esc(value: Any) -> str:
+    """``value`` as text that markup shows as it is (for :func:`styled`)."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def warn(text: str) -> None:
@@ -89,7 +112,7 @@ def warn(text: str) -> None:
     if logs.user_line(logging.WARNING, text):
         return
     if err.is_terminal:
-        err.print(f"[yellow]{text}[/yellow]")
+        err.print(f"[yellow]{esc(text)}[/yellow]")
     else:
         sys.stderr.write(text + "\n")
 
@@ -99,7 +122,7 @@ def error_line(text: str) -> None:
     if logs.user_line(logging.ERROR, text):
         return
     if err.is_terminal:
-        err.print(f"[red]error:[/red] {text}", markup=True)
+        err.print(f"[red]error:[/red] {esc(text)}", markup=True)
     else:
         sys.stderr.write(f"error: {text}\n")
 
@@ -124,9 +147,10 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     """A table on a terminal; aligned plain columns when piped (easy to grep and cut)."""
     rows = [[_cell(c) for c in row] for row in rows]
     if out.is_terminal:
-        t = Table(*columns, title=title, title_justify="left")
+        # cells and title as Text: data, never markup
+        t = Table(*columns, title=Text(title) if title else None, title_justify="left")
         for row in rows:
-            t.add_row(*row)
+            t.add_row(*(Text(secrets.redact(cell)) for cell in row))
         out.print(t)
         return
     if title:
@@ -148,6 +172,4 @@ def _cell(value: Any) -> str:
 
 
 def _strip_markup(text: str) -> str:
-    from rich.text import Text
-
     return Text.from_markup(text).plain if "[" in text else text

@@ -87,7 +87,7 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
         settings = load_settings()
         store = Store(settings)
         store.upgrade()
-        say(f"[bold]synccli demo[/bold]: throwaway store in {base}")
+        say(f"synccli demo: throwaway store in {base}")
         conns: dict[str, Connection] = {}
         for provider in harness.PROVIDERS:
             r = harness.start(provider, time_scale=SCALE[provider], **SANDBOX)
@@ -106,13 +106,13 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
         for provider, conn in conns.items():
             _seed_local_customers(store, conn, running_for(running, provider))
         say("")
-        say("[bold]Round 1[/bold]: the first run of every job")
+        say("Round 1: the first run of every job")
         for provider, conn in conns.items():
             _orders_round(store, conn, provider, running_for(running, provider), 1)
             _round(store, conn, say)
         say("")
         say(
-            "[bold]Meanwhile at the providers[/bold]: prices, stock and customers change; "
+            "Meanwhile at the providers: prices, stock and customers change; "
             "products vanish without their timestamps moving"
         )
         for r in running:
@@ -128,14 +128,14 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
                 f"{len(gone)} deleted, {len(archived)} archived, 5 new customers"
             )
         say("")
-        say("[bold]Round 2[/bold]: only what changed is pulled; the sweep flags the ghosts")
+        say("Round 2: only what changed is pulled; the sweep flags the ghosts")
         for provider, conn in conns.items():
             _orders_round(store, conn, provider, running_for(running, provider), 2)
             _round(store, conn, say, sweep=SANDBOX["products"])
         outbox = base / "outbox"
         mails = sorted(outbox.glob("*.eml")) if outbox.exists() else []
         say("")
-        say(f"[bold]Merchant email[/bold]: {len(mails)} message(s) in {outbox}")
+        say(f"Merchant email: {len(mails)} message(s) in {outbox}")
         for mail in mails[:3]:
             subject = next(
                 (
