@@ -494,3 +494,18 @@ def test_lost_answer_survives_cancel_and_retry(
         # looked up first and found: not sent a second time
         assert state == "posted" and attempts[-1][1] == "found", summary
         assert _emails(store) == [], summary
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5"])
+def test_a_bad_claim_setting_is_refused_before_anything_runs(
+    value: str, store: Store, _isolated_env: Path
+) -> None:
+    with harness.start("lightspeed", products=4, customers=2, time_scale=SCALE) as running:
+        _setup(store, "lightspeed", running)
+        env = cli_env(_isolated_env, SYNC_CLAIM_SECONDS=value)
+        done = run_cli(["post-invoices", "-c", "shop"], env)
+        assert done.returncode == 2, (done.returncode, done.stderr)
+        assert "SYNC_CLAIM_SECONDS" in done.stderr
+        with store.session() as s:
+            assert s.scalar(select(func.count()).select_from(Run)) == 0
+        assert _at_provider(running, "FN-0001") == 0

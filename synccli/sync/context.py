@@ -270,6 +270,7 @@ def job_run(
     connector_module(conn.provider)
     credentials(store, conn)
     ttl = lease_ttl()
+    claim_ttl()  # checked here too, so a bad value is refused before any run is recorded
     if dry_run:
         dry = JobContext(store, conn, clock, True, None, reserve, connector_factory)
         dry_outcome: BaseException | None = None
