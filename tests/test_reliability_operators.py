@@ -21,6 +21,9 @@ request) makes the change as the request of interest arrives.
   for someone to check the provider.
 - a product created at sale time whose answer is lost: found by its code next run, created once.
   Held on main; kept as a guard.
+- the shop deletes a posted order's row and inserts it again (an "update" done as delete +
+  insert), through the tables or ``invoices add``: on main Lightspeed got a second sale. Now the
+  posted invoice is remembered as an ``invoice`` link and the order is looked up first.
 - a customer Lightspeed cannot look up (no email: a name or an account number only) created at
   sale time, its answer lost: on main the next run created a second customer. Now a create of
   such a customer is recorded first (a review item); while it stands the invoice is held for the
@@ -466,3 +469,37 @@ def test_customer_create_that_failed_unclearly_is_created_once_the_merchant_says
         assert states(store) == {"WEB-1": "posted"}
         created = [c for c in world(running).customers.values() if c.name == "Walk In Buyer"]
         assert len(created) == 1
+
+
+# --- the shop's integration updates an order by deleting and inserting it again -------------------
+@pytest.mark.parametrize(
+    ("provider", "how"),
+    [
+        ("lightspeed", "tables"),
+        ("lightspeed", "invoices add"),
+        ("xero", "tables"),
+        ("unleashed", "tables"),
+    ],
+)
+def test_order_deleted_and_inserted_again_after_it_was_posted_is_not_posted_twice(
+    store: Store, provider: str, how: str
+) -> None:
+    """The shop's integration "updates" an order by deleting its row and inserting it again; the
+    invoice job (and every attempt) went with the row. On main Lightspeed got a second sale. Now
+    a posted invoice is remembered apart from the order (an ``invoice`` link), and an order
+    queued again under its number is looked up before it is posted."""
+    clock = SimClock(NOW)
+    with sandbox(provider, clock=clock) as running:
+        conn = connect(store, running)
+        o = order(running, "WEB-1")
+        insert_order(store, conn, o)
+        assert run_post(store, conn, clock).posted == 1
+        delete_order(store, "WEB-1")  # the invoice job goes with it (ON DELETE CASCADE)
+        if how == "tables":
+            insert_order(store, conn, o)
+        else:
+            add(store, conn, o)
+        clock.advance(days=1)
+        report = run_post(store, conn, clock)
+        assert len(remote_invoices(running)) == 1, report.invoices
+        assert states(store) == {"WEB-1": "posted"}

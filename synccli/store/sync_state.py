@@ -181,3 +181,47 @@ def add_review(
     else:
         item.detail = detail
     return item
+
+
+# --- posted invoices, remembered apart from the shop's order rows ------------------------------
+INVOICE = "invoice"  # links of this kind: local id = the order's id, remote code = its number
+
+
+def remember_invoice(
+    s: Session, connection_id: int, order_id: int, number: str, remote_id: str, now: datetime
+) -> None:
+    """Keep that order ``number`` is at the provider as ``remote_id``. The invoice job (and its
+    attempts) go when the shop deletes the order row; this link stays, so an order inserted
+    again under the same number is looked up before it is posted (:func:`posted_before`)."""
+    if is_nil(remote_id):
+        return
+    link = link_by_remote(s, connection_id, INVOICE, remote_id)
+    other = link_by_local(s, connection_id, INVOICE, order_id)
+    if other is not None and other is not link:
+        s.delete(other)  # the order was found again under another remote id: keep the newest
+        s.flush()
+    if link is None:
+        add_link(
+            s, connection_id, INVOICE, order_id, remote_id, now, remote_code=number, origin="posted"
+        )
+        return
+    link.local_id, link.remote_code, link.last_synced_at = order_id, number, now
+
+
+def posted_before(s: Session, connection_id: int, numbers: list[str]) -> set[str]:
+    """Which of these order numbers this connection posted before (see remember_invoice)."""
+    found: set[str] = set()
+    dialect = s.get_bind().dialect
+    for start in range(0, len(numbers), 500):
+        chunk = numbers[start : start + 500]
+        found.update(
+            str(code)
+            for code in s.scalars(
+                select(Link.remote_code).where(
+                    Link.connection_id == connection_id,
+                    Link.kind == INVOICE,
+                    one_of(Link.remote_code, chunk, dialect),
+                )
+            )
+        )
+    return found

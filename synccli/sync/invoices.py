@@ -81,7 +81,13 @@ from synccli.store.models import (
 )
 from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import owner_id
-from synccli.store.sync_state import add_link, add_review, link_by_local, link_by_remote
+from synccli.store.sync_state import (
+    add_link,
+    add_review,
+    link_by_local,
+    link_by_remote,
+    remember_invoice,
+)
 from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.orders import (
@@ -618,6 +624,10 @@ class _Worker:
             job.posted_at, job.last_error = now, mismatch
             job.claimed_by, job.claimed_until = None, None
             self.attempt(s, how, mismatch)
+            # kept when the shop deletes the order row (and with it this job)
+            remember_invoice(
+                s, self.conn.id, self.order.id, self.order.number, posted.remote_id, now
+            )
         number = self.order.number
         if mismatch is not None:
             self.report.total_mismatches += 1

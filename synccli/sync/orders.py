@@ -40,6 +40,7 @@ from synccli import mailsafe
 from synccli.errors import UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, InvoiceJob, Order, OrderLine
+from synccli.store.sync_state import posted_before
 
 MAX_LINE = 10 * 1024 * 1024  # bytes per input line (and per multi-line document)
 CENT = Decimal("0.01")
@@ -695,6 +696,7 @@ def add_orders(
                     ]
                 )
             cache: dict[str, Customer] = {}
+            seen = posted_before(s, connection.id, [o.number for o in orders])
             for o in orders:
                 customer, created = _local_customer(s, connection.id, o.customer, now, cache)
                 report.customers_created += created
@@ -734,6 +736,7 @@ def add_orders(
                         attempts=0,
                         next_attempt_at=now,
                         created_at=now,
+                        maybe_sent=o.number in seen,  # posted before its row was deleted
                     )
                 )
                 report.added += 1
@@ -770,6 +773,9 @@ def enqueue_missing(store: Store, connection: Connection, now: datetime) -> int:
         )
         if not missing:
             return 0
+        # An order inserted again after its row (and job) went, under a number posted before: the
+        # shop's "update" may be a delete and an insert. Looked up before it is posted again.
+        seen = posted_before(s, connection.id, [number for _, number in missing])
         rows = [
             {
                 "connection_id": connection.id,
@@ -779,6 +785,7 @@ def enqueue_missing(store: Store, connection: Connection, now: datetime) -> int:
                 "attempts": 0,
                 "next_attempt_at": now,
                 "created_at": now,
+                "maybe_sent": number in seen,
             }
             for order_id, number in missing
         ]
