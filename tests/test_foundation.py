@@ -44,10 +44,9 @@ def test_secret_never_shown_and_encrypted_at_rest(cli, _isolated_env: Path) -> N
         "xero",
         "--client-id",
         "app1",
-        "--client-secret",
-        SECRET,
         "--tenant-id",
         "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b1a",
+        env={"SYNC_CLIENT_SECRET": SECRET},  # never on the command line
     )
     assert added.exit_code == 0, added.stderr
     shown = cli("connections", "show", "shop1", "--json")
@@ -95,7 +94,7 @@ def test_out_of_date_schema_tells_to_upgrade(cli) -> None:
 
 def test_store_and_key_files_are_owner_only(cli, _isolated_env: Path) -> None:
     cli("db", "upgrade")
-    cli("connections", "add", "s", "--provider", "xero", "--client-secret", SECRET)
+    cli("connections", "add", "s", "--provider", "xero", env={"SYNC_CLIENT_SECRET": SECRET})
     for name in ("synccli.db", "secret.key"):
         mode = stat.S_IMODE(os.stat(_isolated_env / name).st_mode)
         assert mode == 0o600, f"{name} has mode {oct(mode)}"
@@ -104,7 +103,7 @@ def test_store_and_key_files_are_owner_only(cli, _isolated_env: Path) -> None:
 def test_removed_key_file_is_not_silently_replaced(cli, _isolated_env: Path) -> None:
     """A new key could not open the stored credentials: say what to restore, make none."""
     cli("db", "upgrade")
-    cli("connections", "add", "s", "--provider", "xero", "--client-secret", SECRET)
+    cli("connections", "add", "s", "--provider", "xero", env={"SYNC_CLIENT_SECRET": SECRET})
     key = _isolated_env / "secret.key"
     key.unlink()
     shown = cli("connections", "show", "s")

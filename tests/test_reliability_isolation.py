@@ -155,15 +155,16 @@ def test_invoices_add_refuses_line_separators_in_every_single_line_field(
 def test_notify_email_is_validated_at_connections_add_and_set(
     store: Store, cli, address: str
 ) -> None:
+    secret = {"SYNC_CLIENT_SECRET": "s3cret-value"}  # never on the command line
     added = cli(
         "connections", "add", "shop", "--provider", "xero", "--client-id", "abc",
-        "--client-secret", "s3cret-value", "--notify-email", address,
+        "--notify-email", address, env=secret,
     )  # fmt: skip
     assert added.exit_code == 2, added.stdout + added.stderr
     assert "notify_email" in added.stderr
     ok = cli(
         "connections", "add", "shop", "--provider", "xero", "--client-id", "abc",
-        "--client-secret", "s3cret-value", "--notify-email", "owner@shop.example",
+        "--notify-email", "owner@shop.example", env=secret,
     )  # fmt: skip
     assert ok.exit_code == 0, ok.stderr
     changed = cli("connections", "set", "shop", f"notify_email={address}")

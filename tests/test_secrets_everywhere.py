@@ -81,17 +81,23 @@ def invocations(
     callables read the store at the moment the invocation is made)."""
     secret_key = "api_key" if provider == "unleashed" else "client_secret"
     add_extra = ["connections", "add", "extra", "--provider", provider, "--json"]
+    # secrets never go on a command line: `add` reads them from the environment (or stdin)
     if provider == "unleashed":
-        add_extra += ["--api-id", "typed-api-id", "--api-key", FAKE["api_key"]]
+        add_extra += ["--api-id", "typed-api-id"]
+        secret_env = {"SYNC_API_KEY": FAKE["api_key"]}
     else:
-        add_extra += ["--client-id", "typed-client-id", "--client-secret", FAKE["client_secret"]]
+        add_extra += ["--client-id", "typed-client-id"]
+        secret_env = {"SYNC_CLIENT_SECRET": FAKE["client_secret"]}
     yield ["db", "upgrade"]
     yield ["db", "current", "--json"]
     yield ["connections", "list"]
     yield ["connections", "list", "--json"]
     yield ["connections", "show", "shop"]
     yield ["connections", "show", "shop", "--json"]
+    os.environ.update(secret_env)
     yield add_extra
+    for var in secret_env:
+        del os.environ[var]
     # secrets never go on a command line: `set` takes them from the environment (or stdin)
     os.environ["TYPED_SECRET"] = FAKE[secret_key]
     yield [

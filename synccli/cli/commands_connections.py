@@ -47,6 +47,20 @@ def _read_secret(label: str, name: str) -> str:
     return value
 
 
+def _refuse_secret_argument(ctx: typer.Context, param: str, option: str) -> None:
+    """A secret typed on the command line is readable by every user of the machine (``ps``,
+    /proc/PID/cmdline) and kept in the shell's history: refused, nothing written."""
+    source = ctx.get_parameter_source(param)
+    if source is not None and source.name == "COMMANDLINE":
+        label, env = (
+            ("API key", "SYNC_API_KEY") if param == "api_key" else ("secret", "SYNC_CLIENT_SECRET")
+        )
+        raise UsageError(
+            f"{option} would put the {label} on the command line, where other users of this "
+            f"machine can read it: pipe it with --secret-stdin, or set {env}"
+        )
+
+
 def _secret_from_env(var: str, label: str) -> str:
     value = (os.environ.get(var) or "").strip()
     if not value:
@@ -73,18 +87,20 @@ def add(
     client_id: str | None = typer.Option(
         None, "--client-id", help="OAuth2 client id (Xero, Lightspeed)."
     ),
+    # Secrets come from the environment (or stdin), never from the command line: the options
+    # exist, hidden, only to be read from SYNC_CLIENT_SECRET / SYNC_API_KEY and to refuse a
+    # value typed after them (see _refuse_secret_argument).
     client_secret: str | None = typer.Option(
-        None,
-        "--client-secret",
-        envvar="SYNC_CLIENT_SECRET",
-        help="OAuth2 client secret (or SYNC_CLIENT_SECRET).",
+        None, "--client-secret", envvar="SYNC_CLIENT_SECRET", hidden=True
     ),
     api_id: str | None = typer.Option(None, "--api-id", help="Unleashed API id."),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="SYNC_API_KEY", help="Unleashed API key (or SYNC_API_KEY)."
-    ),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="SYNC_API_KEY", hidden=True),
     secret_stdin: bool = typer.Option(
-        False, "--secret-stdin", help="Read the client secret / API key from stdin (never echoed)."
+        False,
+        "--secret-stdin",
+        help="Read the client secret (Xero, Lightspeed) or API key (Unleashed) from stdin (a "
+        "prompt, not echoed, on a terminal). Without it they are read from SYNC_CLIENT_SECRET "
+        "or SYNC_API_KEY; never from the command line.",
     ),
     tenant_id: str | None = typer.Option(
         None, "--tenant-id", help="Xero tenant (organisation) id."
@@ -115,6 +131,8 @@ def add(
             f"unknown provider {provider!r}: choose one of {', '.join(store_connections.PROVIDERS)}"
         )
     secret_key, label = _secret_name(provider)
+    for param, option in (("client_secret", "--client-secret"), ("api_key", "--api-key")):
+        _refuse_secret_argument(ctx, param, option)
     given = api_key if provider == "unleashed" else client_secret
     if secret_stdin:
         given = _read_secret(label, name)
