@@ -167,3 +167,11 @@ def check(provider: str, values: dict[str, Any], *, removing_allowed: bool = Fal
         problem = checks[key](value)
         if problem:
             raise UsageError(f"setting {key}: {value!r} {problem}")
+
+
+REQUIRED = {"xero": ("client_id",), "unleashed": ("api_id",), "lightspeed": ("client_id",)}
+
+
+def missing(provider: str, settings: dict[str, Any]) -> list[str]:
+    """Settings ``provider`` cannot work without that are not set."""
+    return [k for k in REQUIRED.get(provider, ()) if not settings.get(k)]

@@ -80,6 +80,22 @@ class SmtpMailer:
                 smtp.login(self.user, self.password or "")
             smtp.send_message(message)
 
+    def probe(self) -> None:
+        """Connect, EHLO, STARTTLS and log in as ``send`` would, and send nothing."""
+        context = self.context or ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if self.security == "ssl":
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            smtp.ehlo()
+            if self.security == "starttls":
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if self.user:
+                smtp.login(self.user, self.password or "")
+
 
 class DirectoryMailer:
     """Writes each message as an ``.eml`` file (owner-only) into a directory."""
@@ -129,6 +145,17 @@ def _message(settings: Settings, recipient: str, email: Email, now: datetime) ->
     msg["Message-ID"] = make_msgid(domain="synccli.local")
     msg.set_content(secrets.redact(email.body))
     return msg
+
+
+def send_test(settings: Settings, recipient: str, mailer: Mailer, now: datetime) -> None:
+    """One test email to ``recipient`` (``connections test --send-test-email``); raises as the
+    mailer does."""
+    email = Email(
+        "synccli: test email",
+        "This is a test email from synccli. The merchant's emails about refused invoices and\n"
+        "expired authorisations will come to this address.\n",
+    )
+    mailer.send(_message(settings, recipient, email, now))
 
 
 @dataclass(frozen=True)

@@ -144,11 +144,11 @@ def test_json_logs_carry_job_connection_and_run(store: Store, cli, tmp_path: Pat
 
 def test_doctor_reports_each_check_on_one_line(store: Store, cli) -> None:
     with harness.start("xero", products=5) as running:
-        harness.add_connection(store, "x", running)
+        harness.add_connection(store, "x", running, notify_email="owner@shop.example")
         result = cli("doctor")
     lines = result.stdout.strip().splitlines()
     assert any(line.startswith("ok   schema") for line in lines)
-    assert any("x: provider" in line for line in lines)
+    assert any("x: credentials" in line for line in lines)
     assert any("x: clock" in line for line in lines)
     assert result.exit_code == 0, result.stdout
 

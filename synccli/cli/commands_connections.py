@@ -321,3 +321,59 @@ def authorize(
     )
     details = ", ".join(f"{k} {v}" for k, v in result.details.items())
     output.line(f"connection {name} authorised{'; ' + details if details else ''}")
+
+
+@app.command("test")
+def test(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Connection name."),
+    send_test_email: bool = typer.Option(
+        False, "--send-test-email", help="Also send a test email to the notify_email address."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Check one connection with one cheap call: its settings, credentials, the provider's
+    clock, notify_email, email delivery (SMTP reachable; a test email on request), leases left
+    by runs and the budget (a stored block included). Same as `doctor -c NAME`.
+
+    Example:
+
+        synccli connections test shop1 --send-test-email
+    """
+    from datetime import UTC, datetime
+
+    from synccli.cli.commands_ops import render_checks
+    from synccli.sync.doctor import check_connection
+
+    st = state(ctx)
+    store = st.store()
+    conn = store_connections.get_connection(store, name)
+    checks = check_connection(
+        store, conn, datetime.now(UTC), st.settings, send_test_email=send_test_email
+    )
+    render_checks(checks, json_out)
+
+
+@app.command("unblock")
+def unblock(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Connection name."),
+) -> None:
+    """Lift a stored budget block (the day's or month's allowance was read as spent) once the
+    provider allows calls again: more calls bought, or a wrong reading. The next call the
+    provider refuses for its budget stores a new one.
+
+    Example:
+
+        synccli connections unblock stock
+    """
+    from synccli import fmt
+    from synccli.store.ledger import lift_block
+
+    store = state(ctx).store()
+    conn = store_connections.get_connection(store, name)
+    was = lift_block(store, conn.id)
+    if was is None:
+        output.line(f"connection {name} has no stored budget block")
+        return
+    output.line(f"budget block of {name} lifted (it was until {fmt.minute(was[0])}: {was[1]})")

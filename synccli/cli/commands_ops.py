@@ -11,10 +11,10 @@ from synccli import fmt
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
-from synccli.errors import ExitCode, SyncError, UsageError
+from synccli.errors import SyncError, UsageError
 from synccli.store.connections import get_connection, list_connections
 from synccli.sync import plan as planning
-from synccli.sync.doctor import check_connection, check_setup
+from synccli.sync.doctor import Check, check_connection, check_setup, exit_code
 from synccli.sync.trace import trace as trace_record
 
 
@@ -97,8 +97,9 @@ def doctor(
     connection: list[str] = typer.Option([], "--connection", "-c", help="Only these connections."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Check configuration, schema, provider reachability, token, clock skew and budget: one line
-    each, ok or the problem and what to do.
+    """Check configuration, schema, and for each connection its settings, credentials (one
+    cheap call), clock skew, notify_email, email delivery, leases and budget: one line each, ok
+    or the problem and what to do; the exit code is the first problem's.
 
     Example:
 
@@ -120,7 +121,12 @@ def doctor(
             else list_connections(store)
         )
         for conn in conns:
-            checks.extend(check_connection(store, conn, now))
+            checks.extend(check_connection(store, conn, now, st.settings))
+    render_checks(checks, json_out)
+
+
+def render_checks(checks: list[Check], json_out: bool) -> None:
+    """One line per check (ok, or FAIL with what to do); exit with the first failure's code."""
     if json_out:
         output.print_json(checks)
     else:
@@ -128,8 +134,9 @@ def doctor(
             mark = "ok  " if c.ok else "FAIL"
             fix = f" -> {c.fix}" if c.fix and not c.ok else ""
             output.line(f"{mark} {c.name}: {c.message}{fix}")
-    if not all(c.ok for c in checks):
-        raise typer.Exit(int(ExitCode.FAILURE))
+    code = exit_code(checks)
+    if code:
+        raise typer.Exit(code)
 
 
 def trace(

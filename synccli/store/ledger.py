@@ -296,3 +296,24 @@ def usage(store: Store, connection_id: int, now: datetime) -> dict[str, object]:
             if budget and budget.blocked_until and budget.blocked_until > now
             else None,
         }
+
+
+def stored_block(store: Store, connection_id: int, now: datetime) -> tuple[datetime, str] | None:
+    """(until, reason) of the budget block stored for ``connection_id``, while it lasts."""
+    with store.session() as s:
+        budget = s.get(Budget, connection_id)
+        if budget is None or budget.blocked_until is None or budget.blocked_until <= now:
+            return None
+        return budget.blocked_until, budget.blocked_reason or "budget exhausted"
+
+
+def lift_block(store: Store, connection_id: int) -> tuple[datetime, str] | None:
+    """Remove the stored budget block; returns what it was (None: there was none)."""
+    with store.session() as s:
+        budget = s.get(Budget, connection_id)
+        if budget is None or budget.blocked_until is None:
+            return None
+        was = (budget.blocked_until, budget.blocked_reason or "budget exhausted")
+        budget.blocked_until = None
+        budget.blocked_reason = None
+        return was

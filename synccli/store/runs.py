@@ -133,3 +133,11 @@ def holds_lease(store: Store, run: Run, now: datetime) -> bool:
         and lease.expires_at > now
         and not procs.holder_gone(lease.owner)
     )
+
+
+def leases_of(store: Store, connection_id: int) -> list[Lease]:
+    """The leases held on ``connection_id``'s jobs now (running, or left by a run that died)."""
+    with store.session() as s:
+        return list(
+            s.scalars(select(Lease).where(Lease.connection_id == connection_id).order_by(Lease.job))
+        )

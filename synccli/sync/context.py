@@ -108,12 +108,14 @@ def build_connector(
 ) -> Connector:
     """The connector for ``conn``, its calls counted in the store's ledger."""
     module = connector_module(conn.provider)
+    creds = credentials(store, conn)
+    never_authorised(conn, module, creds)
     limits = _limits_of(module)
     ledger = StoreLedger(store, conn.id, limits, run_id=run_id, reserve=reserve, read_only=dry_run)
     settings = dict(conn.settings)
     return module.connect(
         settings,
-        credentials(store, conn),
+        creds,
         token_store=StoreTokenStore(store, conn.id),
         ledger=ledger,
         clock=clock,
@@ -121,6 +123,25 @@ def build_connector(
         pace=pace,
         timeout=timeout,
     )
+
+
+class NeverAuthorised(ReauthRequired):
+    """Set up, never authorised: the operator's next step, not a merchant's dead token (so no
+    re-authorisation email)."""
+
+
+def never_authorised(conn: Connection, module: Any, creds: dict[str, Any]) -> None:
+    """An OAuth connection that has never been through ``connections authorize`` stops here,
+    with one message and exit 5 on every provider, before any call (Xero would otherwise say
+    its tenant is missing, Lightspeed that its token was refused)."""
+    oauth = hasattr(module, "authorize_url")
+    if not oauth or (conn.settings or {}).get("grant") == "client_credentials":
+        return
+    if not creds.get("access_token") and not creds.get("refresh_token"):
+        raise NeverAuthorised(
+            f"connection {conn.name} has never been authorised: "
+            f"run `synccli connections authorize {conn.name}`"
+        )
 
 
 def _limits_of(module: Any) -> Any:
@@ -300,7 +321,7 @@ def job_run(
         error = err.message
         counts = ctx.counts or {}
         raised = err
-        if isinstance(err, AuthError):
+        if isinstance(err, AuthError) and not isinstance(err, NeverAuthorised):
             _tell_merchant(store, conn, err, clock)
         raise
     except BaseException as err:

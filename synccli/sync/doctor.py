@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import smtplib
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+from synccli import connsettings, fmt
 from synccli.config import Settings
 from synccli.crypto import key_path
-from synccli.errors import SyncError
+from synccli.errors import SyncError, UsageError
+from synccli.procs import holder_gone
 from synccli.store.db import Store, head_revision
-from synccli.store.ledger import usage
+from synccli.store.ledger import stored_block, usage
 from synccli.store.models import Connection
+from synccli.store.runs import leases_of
 from synccli.sync.context import _limits_of, build_connector, connector_module
 
 SKEW_WARN_SECONDS = 120
@@ -24,6 +28,7 @@ class Check:
     ok: bool
     message: str
     fix: str = ""
+    code: int = 1  # the exit code when this check failed
 
 
 def check_setup(settings: Settings, store: Store | None) -> list[Check]:
@@ -58,41 +63,149 @@ def check_setup(settings: Settings, store: Store | None) -> list[Check]:
     return checks
 
 
-def check_connection(store: Store, conn: Connection, now: datetime) -> list[Check]:
+def check_connection(
+    store: Store,
+    conn: Connection,
+    now: datetime,
+    settings: Settings | None = None,
+    *,
+    send_test_email: bool = False,
+) -> list[Check]:
+    """Everything one connection needs, at the cost of one cheap call: its settings, its
+    credentials (the call), the provider's clock, ``notify_email`` and the SMTP server (a test
+    email on request), leases left by runs, and the budget (a stored block included)."""
+    checks = [_settings_check(conn), *_credentials_checks(store, conn, now)]
+    checks.append(_notify_check(conn))
+    if settings is not None:
+        checks.append(_email_check(settings, conn, now, send_test_email))
+    checks.extend(_lease_checks(store, conn, now))
+    checks.append(_budget_check(store, conn, now))
+    return checks
+
+
+def exit_code(checks: list[Check]) -> int:
+    """The first failed check's exit code (0 when all passed)."""
+    failed = [c for c in checks if not c.ok]
+    return failed[0].code if failed else 0
+
+
+def _settings_check(conn: Connection) -> Check:
     name = conn.name
-    checks: list[Check] = []
-    if conn.needs_reauth:
-        checks.append(
-            Check(
-                f"{name}: token",
-                False,
-                conn.reauth_reason or "needs re-authorisation",
-                f"run `synccli connections authorize {name}`",
-            )
-        )
+    try:
+        connsettings.check(conn.provider, dict(conn.settings or {}), removing_allowed=True)
+        missing = connsettings.missing(conn.provider, dict(conn.settings or {}))
+    except UsageError as err:
+        return Check(f"{name}: settings", False, err.message,
+                     f"correct it with `synccli connections set {name} KEY=VALUE`", 2)  # fmt: skip
+    if missing:
+        return Check(f"{name}: settings", False, f"{', '.join(missing)} not set",
+                     f"`synccli connections set {name} {missing[0]}=...`", 2)  # fmt: skip
+    return Check(f"{name}: settings", True, f"{len(conn.settings or {})} settings, all valid")
+
+
+def _credentials_checks(store: Store, conn: Connection, now: datetime) -> list[Check]:
+    name = conn.name
     try:
         from synccli.clock import SystemClock
 
         connector = build_connector(store, conn, clock=SystemClock(), timeout=(5.0, 15.0))
         answer = connector.ping()
-        checks.append(Check(f"{name}: provider", True, f"reachable ({answer.get('status', 'ok')})"))
-        if not conn.needs_reauth:
-            checks.append(Check(f"{name}: token", True, "valid or refreshed"))
-        date = answer.get("date")
-        if date:
-            skew = abs((parsedate_to_datetime(date) - now).total_seconds())
-            checks.append(
-                Check(
-                    f"{name}: clock",
-                    skew < SKEW_WARN_SECONDS,
-                    f"{skew:.0f}s from the provider's clock",
-                    "" if skew < SKEW_WARN_SECONDS else "fix this host's clock (NTP)",
-                )
-            )
     except SyncError as err:
-        checks.append(Check(f"{name}: provider", False, err.message, _fix_for(err, name)))
+        return [Check(f"{name}: credentials", False, err.message, _fix_for(err, conn),
+                      _code_for(err, conn))]  # fmt: skip
     except NotImplementedError:
-        checks.append(Check(f"{name}: provider", False, "connector has no ping", ""))
+        return [Check(f"{name}: credentials", False, "connector has no ping", "", 1)]
+    found = {k: answer[k] for k in ("organisation", "tenant_id", "account_id") if answer.get(k)}
+    told = ", ".join(f"{k} {v}" for k, v in found.items())
+    check = Check(f"{name}: credentials", True, f"accepted ({told or answer.get('status', 'ok')})")
+    date = answer.get("date")
+    if date:
+        skew = abs((parsedate_to_datetime(date) - now).total_seconds())
+        return [check, Check(f"{name}: clock", skew < SKEW_WARN_SECONDS,
+                             f"{skew:.0f}s from the provider's clock",
+                             "fix this host's clock (NTP)", 1)]  # fmt: skip
+    return [check]
+
+
+def _code_for(err: SyncError, conn: Connection) -> int:
+    from synccli.errors import AuthError
+
+    if isinstance(err, AuthError) and conn.provider == "unleashed":
+        return 2  # a key to set again (configuration), not an authorisation to redo
+    return int(err.exit_code)
+
+
+def _notify_check(conn: Connection) -> Check:
+    name = conn.name
+    if not conn.notify_email:
+        return Check(
+            f"{name}: notify_email",
+            False,
+            "not set: a refused invoice or a dead token cannot be told to the merchant",
+            f"`synccli connections set {name} notify_email=owner@shop.example`",
+            2,
+        )
+    return Check(f"{name}: notify_email", True, conn.notify_email)
+
+
+def _email_check(settings: Settings, conn: Connection, now: datetime, send: bool) -> Check:
+    """SMTP reachable (connect, EHLO, STARTTLS, login), or the outbox directory writable; with
+    ``send`` one test email to ``notify_email``."""
+    from synccli import notify
+
+    name = conn.name
+    mailer = notify.mailer_for(settings)
+    outbox = settings.outbox_dir or settings.data_dir / "outbox"
+    where = (
+        f"SMTP {settings.smtp_host}:{settings.smtp_port}"
+        if settings.smtp_host
+        else f"no SYNC_SMTP_HOST: .eml files in {outbox}"
+    )
+    try:
+        if send:
+            if not conn.notify_email:
+                return Check(f"{name}: email", False, "no notify_email to send to", "", 2)
+            notify.send_test(settings, conn.notify_email, mailer, now)
+            return Check(
+                f"{name}: email", True, f"test email sent to {conn.notify_email} ({where})"
+            )
+        if isinstance(mailer, notify.SmtpMailer):
+            mailer.probe()
+            return Check(f"{name}: email", True, f"{where} answers")
+        return Check(f"{name}: email", True, where)
+    except (OSError, smtplib.SMTPException) as exc:
+        return Check(
+            f"{name}: email",
+            False,
+            f"{where}: {exc.__class__.__name__}: {exc}",
+            "check SYNC_SMTP_HOST, SYNC_SMTP_PORT, SYNC_SMTP_SECURITY and the login",
+            1,
+        )
+
+
+def _lease_checks(store: Store, conn: Connection, now: datetime) -> list[Check]:
+    out = []
+    for lease in leases_of(store, conn.id):
+        if lease.expires_at <= now or holder_gone(lease.owner):
+            why = "its holder is gone" if holder_gone(lease.owner) else "expired"
+            out.append(Check(
+                f"{conn.name}: lease",
+                True,
+                f"stale lease on {lease.job} ({why}; held by {lease.owner} until "
+                f"{fmt.minute(lease.expires_at)}): the next run takes it over",
+            ))  # fmt: skip
+        else:
+            out.append(Check(
+                f"{conn.name}: lease",
+                True,
+                f"{lease.job} running now (held by {lease.owner} until "
+                f"{fmt.minute(lease.expires_at)})",
+            ))  # fmt: skip
+    return out
+
+
+def _budget_check(store: Store, conn: Connection, now: datetime) -> Check:
+    name = conn.name
     used = usage(store, conn.id, now)
     try:
         limits = _limits_of(connector_module(conn.provider))
@@ -106,27 +219,42 @@ def check_connection(store: Store, conn: Connection, now: datetime) -> list[Chec
     if limits and limits.per_month:
         parts[1] += f" of {limits.per_month}"
         ok = ok and used["month"] < limits.per_month * 0.9
-    if used.get("blocked_until"):
+    fix = "" if ok else "lower the sweep size or pull less often (`synccli plan --help`)"
+    block = stored_block(store, conn.id, now)
+    if block is not None:
+        until, reason = block
         ok = False
-        parts.append(f"blocked until {used['blocked_until']}")
-    checks.append(
-        Check(
-            f"{name}: budget",
-            ok,
-            ", ".join(parts),
-            "" if ok else "lower the sweep size or pull less often (`synccli plan --help`)",
+        parts.append(
+            f"stored budget block until {fmt.minute(until)} (set by the provider's answer to an "
+            f"earlier call: {reason})"
         )
-    )
-    return checks
+        fix = (
+            f"wait for it, or once the provider allows calls again (more bought, a wrong "
+            f"reading) `synccli connections unblock {name}`"
+        )
+    return Check(f"{name}: budget", ok, ", ".join(parts), fix, 0 if ok else 3)
 
 
-def _fix_for(err: SyncError, name: str) -> str:
+def _fix_for(err: SyncError, conn: Connection) -> str:
+    """What to do, in this provider's terms: an Unleashed key is set, not authorised."""
     from synccli.errors import AuthError, BudgetExhausted, TransientError
 
+    name = conn.name
     if isinstance(err, AuthError):
+        if conn.provider == "unleashed":
+            return (
+                "copy the API ID and API Key again from Integration > Unleashed API Access "
+                f"(account owner only), then `synccli connections set {name} api_id=ID` and "
+                f"`synccli connections set {name} --secret-stdin`"
+            )
+        if conn.provider == "xero" and (conn.settings or {}).get("grant") == "client_credentials":
+            return (
+                "check the custom connection's client secret: "
+                f"`synccli connections set {name} --secret-stdin`"
+            )
         return f"run `synccli connections authorize {name}`"
     if isinstance(err, BudgetExhausted):
-        return "wait for the reset, or lower the schedule (`synccli plan --help`)"
+        return f"wait for the reset, or `synccli connections unblock {name}` once calls are allowed"
     if isinstance(err, TransientError):
         return "check the network and the provider's status page, then retry"
     return f"check the connection's settings (`synccli connections show {name}`)"
