@@ -101,6 +101,7 @@ COMMON: dict[str, Check] = {
     "due_days": _whole(0, 3650),
     "sweep_days": _positive,
     "sandbox": _boolean,  # marks a connection `sandbox serve --connect` made
+    "time_scale": _positive,  # a simulator's clock speed (the demo and the tests)
 }
 PROVIDER: dict[str, dict[str, Check]] = {
     "xero": {

@@ -112,6 +112,8 @@ def invocations(
     os.environ["TYPED_SECRET"] = current_secret()
     yield ["connections", "set", "shop", "--secret-env", "TYPED_SECRET"]
     yield ["doctor"]
+    yield ["connections", "test", "shop"]
+    yield ["connections", "unblock", "shop"]
     yield ["doctor", "--json"]
     yield ["pull-products", "-c", "shop", "--dry-run"]
     yield ["pull-products", "-c", "shop", "--dry-run", "--json"]
