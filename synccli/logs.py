@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from synccli.errors import ConfigError
 from synccli.secrets import RedactingFilter
@@ -125,3 +126,29 @@ def setup_logging(verbosity: int = 0, fmt: str = "text", log_file: Path | None =
     _console = handlers[0]
     _file = handlers[1] if len(handlers) > 1 else None
     _json_console = fmt == "json"
+
+
+def json_on_stderr() -> bool:
+    """Whether stderr carries JSON log lines (``--log-format json``): nothing else may go there."""
+    return (
+        _json_console and _console is not None and _console in logging.getLogger("synccli").handlers
+    )
+
+
+@contextmanager
+def console_stream(stream: TextIO) -> Iterator[None]:
+    """Inside the block the stderr log lines go to ``stream`` instead: a live progress line's
+    proxy, which prints each line above the progress line instead of onto it."""
+    handler = _console
+    if (
+        not isinstance(handler, logging.StreamHandler)
+        or handler not in logging.getLogger("synccli").handlers
+    ):
+        yield
+        return
+    before = handler.stream
+    handler.setStream(stream)
+    try:
+        yield
+    finally:
+        handler.setStream(before)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from synccli.cli import output
+from synccli.cli import output, progress
 from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, DRY_RUN_OPT, JSON_OPT, run_for_connections
-from synccli.cli.state import state
 from synccli.errors import UsageError
 from synccli.store.models import Connection
 from synccli.sync import products
@@ -53,27 +52,12 @@ def pull_products(
         synccli pull-products --all            # from cron, every 30 minutes
         synccli pull-products -c shop1 --since 2h --dry-run
     """
-    quiet = state(ctx).quiet
-    progress = None
-    if output.out.is_terminal and not json_out and not quiet:
-        progress = output.out.status("pulling...")
+    show = progress.wanted(ctx, json_out)
 
     def work(jc: JobContext) -> products.PullReport:
         start = products.parse_since(since, jc.clock.now())
-
-        def on_page(r: products.PullReport) -> None:
-            if progress is not None:
-                progress.update(
-                    f"{jc.connection.name}: page {r.pages}, {r.seen} items, {r.changed} changed"
-                )
-
-        if progress is not None:
-            progress.start()
-        try:
-            return products.pull_products(jc, start, on_page)
-        finally:
-            if progress is not None:
-                progress.stop()
+        with progress.shown(jc.connection.name, show) as observer, jc.observed(observer):
+            return products.pull_products(jc, start)
 
     def render(conn: Connection, r: products.PullReport) -> None:
         if r.dry_run:

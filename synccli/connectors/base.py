@@ -150,6 +150,10 @@ class Page(Generic[T]):
     # this page begins another read of the whole listing (it changed while it was paged):
     # what earlier pages showed may since have gone, so a "seen" set starts again here
     relisted: bool = False
+    # how many records the whole listing holds, when the provider says so (Xero's one Items
+    # list, Unleashed's Pagination.NumberOfItems, Lightspeed's older @attributes.count): for a
+    # progress line's total only, never to decide where the listing ends
+    total: int | None = None
 
 
 class Connector(ABC):

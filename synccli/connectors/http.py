@@ -44,6 +44,7 @@ from synccli.errors import (
     Rejected,
     TransientError,
 )
+from synccli.progress import QUIET, ProgressObserver
 
 log = logging.getLogger("synccli.http")
 
@@ -344,6 +345,8 @@ class HttpClient:
         # so that it never outlives the claim it was started under.
         self.fence: Callable[[], None] | None = None
         self.write_wait: float | None = None
+        # told of every wait for the provider's rate limit (a progress line shows it)
+        self.observer: ProgressObserver = QUIET
 
     def _session(self, pace: bool) -> requests.Session:
         if not (pace and self.limits.drip_per_second and not self.limits.per_minute):
@@ -362,7 +365,9 @@ class HttpClient:
         # "N calls a minute" (Xero): steered by the provider's own count of calls left, which a
         # client-side rate limiter cannot read (see WindowPacer). The window shrinks with the
         # sandbox's time scale so tests cross it in seconds.
-        return WindowPacer(self.limits.per_minute, 60.0 / self.time_scale)
+        return WindowPacer(
+            self.limits.per_minute, 60.0 / self.time_scale, sleep=self._rate_limit_sleep
+        )
 
     # ------------------------------------------------------------------------------------------
     def url(self, path: str) -> str:
@@ -421,14 +426,22 @@ class HttpClient:
                     continue
             err = self._classify(method, url, resp)
             if isinstance(err, RateLimited) and attempt <= self.retries + 3:
-                self._wait_to_retry(err.retry_after, err, write, began)
+                self._wait_to_retry(err.retry_after, err, write, began, rate_limit=True)
                 continue
             if isinstance(err, TransientError) and retry and attempt <= self.retries:
                 self._wait_to_retry(self._backoff_delay(attempt, err), err, write, began)
                 continue
             raise err
 
-    def _wait_to_retry(self, seconds: float, err: ProviderError, write: bool, began: float) -> None:
+    def _wait_to_retry(
+        self,
+        seconds: float,
+        err: ProviderError,
+        write: bool,
+        began: float,
+        *,
+        rate_limit: bool = False,
+    ) -> None:
         """Sleep before sending again; a write that would then have waited longer than
         ``write_wait`` in all gives up instead (a transient failure: the next run tries again)."""
         if write and self.write_wait is not None:
@@ -440,7 +453,10 @@ class HttpClient:
                     status=err.status,
                     body=err.body,
                 ) from err
-        self._sleep(seconds)
+        if rate_limit:
+            self._rate_limit_sleep(min(seconds, 3600.0))
+        else:
+            self._sleep(seconds)
 
     def json(self, method: str, path: str, **kw: Any) -> Any:
         """``request`` and parse the JSON body; an unreadable body is a BadResponse."""
@@ -550,7 +566,7 @@ class HttpClient:
         level = max(0.0, level - (time.monotonic() - at) * drip_scaled)
         excess = level + cost - size
         if excess > 0:
-            interrupt.sleep(excess / drip_scaled)
+            self._rate_limit_sleep(excess / drip_scaled)
 
     def _classify(self, method: str, url: str, resp: requests.Response) -> ProviderError:
         status = resp.status_code
@@ -607,6 +623,17 @@ class HttpClient:
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
             interrupt.sleep(min(seconds, 3600.0))  # a stop signal ends it at once
+
+    def _rate_limit_sleep(self, seconds: float) -> None:
+        """Wait for the provider's rate limit (a pacer's wait or a 429's Retry-After), telling
+        the observer; a stop signal ends it at once."""
+        if seconds <= 0:
+            return
+        self.observer.waiting(seconds)
+        try:
+            interrupt.sleep(seconds)
+        finally:
+            self.observer.waited()
 
 
 def _read_body(resp: requests.Response) -> None:

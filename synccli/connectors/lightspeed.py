@@ -413,10 +413,14 @@ class LightspeedConnector(Connector):
                     if ts and (newest is None or ts > newest):
                         newest = ts
             number += 1
-            yield Page(
-                records, cursor=newest if cursor_field else None, number=number, errors=errors
-            )
             attributes = data.get("@attributes")
+            yield Page(
+                records,
+                cursor=newest if cursor_field else None,
+                number=number,
+                errors=errors,
+                total=_listed_count(attributes),
+            )
             nxt = attributes.get("next") if isinstance(attributes, dict) else ""
             if nxt:
                 self._check_next(nxt)
@@ -804,6 +808,19 @@ class LightspeedConnector(Connector):
             status="completed" if to_bool(row.get("completed")) else "open",
         )
         return posted, to_bool(row.get("voided", "false")) or to_bool(row.get("archived", "false"))
+
+
+def _listed_count(attributes: Any) -> int | None:
+    """How many rows the listing holds, when the answer says so at no extra cost: the older
+    form's ``@attributes.count``. V3's cursor pages carry no count, and ``count=1`` is a call of
+    its own costing 10 drips (provider notes §2): a progress line goes without a total then."""
+    if not isinstance(attributes, dict):
+        return None
+    try:
+        count = int(str(attributes.get("count")))
+    except ValueError:
+        return None
+    return count if count > 0 else None
 
 
 def _next_offset(entity: str, attributes: Any, asked: int, rows: int) -> int | None:

@@ -432,7 +432,12 @@ class UnleashedConnector(Connector):
                 relisted = attempt > 1 and page == 1
                 if page < pages:
                     yield Page(
-                        records, cursor=None, number=number, errors=errors, relisted=relisted
+                        records,
+                        cursor=None,
+                        number=number,
+                        errors=errors,
+                        relisted=relisted,
+                        total=listing.count or None,
                     )
                     continue
                 shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
@@ -447,6 +452,7 @@ class UnleashedConnector(Connector):
                     number=number,
                     errors=errors,
                     relisted=relisted,
+                    total=listing.count or None,
                 )
             if steady:
                 return

@@ -486,7 +486,11 @@ class XeroConnector(Connector):
         for n, start in enumerate(range(0, len(products), PRODUCT_PAGE), start=1):
             chunk = products[start : start + PRODUCT_PAGE]
             yield Page(
-                chunk, cursor=chunk[-1].updated_at, number=n, errors=errors if n == 1 else []
+                chunk,
+                cursor=chunk[-1].updated_at,
+                number=n,
+                errors=errors if n == 1 else [],
+                total=len(products),  # the one Items answer is the whole list
             )
 
     def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:

@@ -36,6 +36,7 @@ from synccli.errors import (
     TransientError,
 )
 from synccli.logs import bind
+from synccli.progress import QUIET, ProgressObserver
 from synccli.store.connections import StoreTokenStore, credentials
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
@@ -171,6 +172,8 @@ class JobContext:
     reserve: int = 0
     connector_factory: Callable[[JobContext], Connector] | None = None
     counts: Any = None  # the job's report, saved on the run row
+    # told how far a long job has got, and of rate-limit waits (the CLI's progress line)
+    progress: ProgressObserver = QUIET
     _connector: Connector | None = None
     _renewed: dict[str, datetime] = field(default_factory=dict)  # job -> last lease renewal
 
@@ -188,7 +191,27 @@ class JobContext:
                     reserve=self.reserve,
                     dry_run=self.dry_run,
                 )
+            self._observe(self._connector)
         return self._connector
+
+    def _observe(self, connector: Connector) -> None:
+        http = getattr(connector, "http", None)
+        if http is not None and hasattr(http, "observer"):
+            http.observer = self.progress  # its rate-limit waits reach the same observer
+
+    @contextmanager
+    def observed(self, progress: ProgressObserver) -> Iterator[ProgressObserver]:
+        """Within this block the job and its connector's HTTP layer report to ``progress``."""
+        before = self.progress
+        self.progress = progress
+        if self._connector is not None:
+            self._observe(self._connector)
+        try:
+            yield progress
+        finally:
+            self.progress = before
+            if self._connector is not None:
+                self._observe(self._connector)
 
     @property
     def calls(self) -> int:

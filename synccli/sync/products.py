@@ -26,6 +26,7 @@ from synccli import interrupt
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
+from synccli.progress import observed_pages
 from synccli.store.bulk import insert_rows, one_of, update_rows
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
@@ -645,7 +646,7 @@ def _pull_stream(
     newest: datetime | None = None
     seen_ids: set[str] = set()
     with ctx.calls_deferred():
-        for batch in read_ahead(fetch(start)):
+        for batch in read_ahead(observed_pages(ctx.progress, stream, fetch(start))):
             records = [r for page in batch for r in page.records]
             report.pages += len(batch)
             if stream == "products":

@@ -1,0 +1,178 @@
+"""Issue 18, line 13: on a terminal, a long pull shows a progress line with a total (where the
+provider says one), an ETA, and "waiting N s for the rate limit" during waits; log lines never
+print onto it. Piped, or under -q, --json or --log-format json, none of it is shown.
+
+Every run is the real entry point (``python -m synccli``) in a subprocess, on a pseudo-terminal
+where the terminal is the point, against a simulator serving several pages and a per-minute limit
+that makes the client wait.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from synccli.sandbox import harness
+from synccli.store.db import Store
+
+SYNCCLI = [sys.executable, "-m", "synccli"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
+ETA = re.compile(r"\bETA \d+:\d\d:\d\d\b")
+WAITING = re.compile(r"waiting \d+ s for the rate limit")
+PRODUCTS = 2500  # three pages of Unleashed's 1000, and three of stock
+
+
+def _env(data: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    env.pop("NO_COLOR", None)
+    env.update(SYNC_DATA_DIR=str(data), TERM="xterm-256color", COLUMNS="120", **extra)
+    return env
+
+
+def _on_a_terminal(
+    cmd: list[str], env: dict[str, str], *, stderr_file: Path | None = None, timeout: float = 120
+) -> tuple[int, str]:
+    """Run ``cmd`` with stdin, stdout and stderr on a pseudo-terminal 120 columns wide (stderr
+    into ``stderr_file`` instead, when given); returns its exit code and everything the terminal
+    was sent."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    err = stderr_file.open("wb") if stderr_file is not None else None
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=err if err is not None else follower,
+        close_fds=True,
+    )
+    os.close(follower)
+    if err is not None:
+        err.close()
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's last writer has gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(leader)
+    return code, b"".join(chunks).decode("utf-8", "replace")
+
+
+def _segments(screen: str) -> list[str]:
+    """What the terminal showed, cut where the cursor went back to a line's start: the text of
+    each line as it was drawn (escape sequences removed; a cursor move or line erase ends one)."""
+    marked = ANSI.sub("\r", screen)
+    return [s for s in re.split(r"[\r\n]", marked) if s.strip()]
+
+
+@pytest.fixture
+def limited(store: Store):
+    """An Unleashed simulator with 2500 products and 4 calls a minute, on a clock that makes
+    that minute last 3 seconds: the pull waits for the rate limit more than once."""
+    with harness.start(
+        "unleashed", products=PRODUCTS, time_scale=20.0, limits={"per_minute": 4}
+    ) as running:
+        harness.add_connection(store, "u", running)
+        yield running
+
+
+def test_a_pull_on_a_terminal_shows_a_total_an_eta_and_rate_limit_waits(
+    limited: harness.Running, _isolated_env: Path
+) -> None:
+    code, screen = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "u", "-v"], _env(_isolated_env))
+    assert code == 0, screen[-2000:]
+    assert limited.app.counters.throttled >= 1, "the simulator never made the pull wait"
+    lines = _segments(screen)
+    with_total = [s for s in lines if re.search(rf"\b\d+/{PRODUCTS}\b", s)]
+    assert with_total, "no progress line with the provider's total:\n" + "\n".join(lines[-40:])
+    assert any(ETA.search(s) for s in with_total), "no ETA:\n" + "\n".join(with_total[-20:])
+    assert any(WAITING.search(s) for s in lines), "no rate-limit wait shown:\n" + "\n".join(
+        lines[-40:]
+    )
+    # -v: one line per call. Each starts a line of its own and ends it: never glued after or
+    # before the progress line's text.
+    calls = re.findall(r"[^\r\n]*GET /StockOnHand/\d+ 200[^\r\n]*", ANSI.sub("", screen))
+    assert calls, "no call was logged"
+    for call in calls:
+        assert call.lstrip().startswith("info"), f"a log line glued to other text: {call!r}"
+        assert not ETA.search(call) and "for the rate limit" not in call, call
+    assert "pulled" in screen and "Traceback" not in screen
+
+
+def test_no_progress_line_on_a_terminal_under_quiet_json_or_json_logs(
+    limited: harness.Running, _isolated_env: Path
+) -> None:
+    """-q prints nothing; --json prints one JSON document; --log-format json prints JSON lines
+    on stderr and the summary on stdout: no progress line in any of them."""
+    env = _env(_isolated_env)
+    code, quiet = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "u", "-q"], env)
+    assert code == 0 and quiet.strip() == "", quiet[-2000:]
+    code, as_json = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "u", "--json"], env)
+    assert code == 0, as_json[-2000:]
+    assert json.loads(as_json)[0]["report"]["pages"] == 6  # nothing but the document
+    code, json_logs = _on_a_terminal(
+        [*SYNCCLI, "pull-products", "-c", "u", "-v", "--log-format", "json"], env
+    )
+    assert code == 0, json_logs[-2000:]
+    assert limited.app.counters.throttled >= 3, "the pulls never waited"
+    lines = _segments(json_logs)
+    others = [s for s in lines if not s.startswith("{")]
+    assert [s for s in lines if s.startswith("{")], "no JSON log line"
+    for s in lines:
+        if s.startswith("{"):
+            json.loads(s)
+    assert len(others) == 1 and others[0].startswith("u: pulled 6 page(s)"), others[-20:]
+
+
+def test_a_pull_whose_stderr_is_not_a_terminal_shows_no_progress(
+    limited: harness.Running, _isolated_env: Path, tmp_path: Path
+) -> None:
+    """``2>>pull.log`` on a terminal, and both outputs piped: the log has plain lines, the
+    terminal only the summary."""
+    env = _env(_isolated_env)
+    log_file = tmp_path / "pull.log"
+    cmd = [*SYNCCLI, "pull-products", "-c", "u", "-v"]
+    code, terminal = _on_a_terminal(cmd, env, stderr_file=log_file)
+    assert code == 0, terminal[-2000:]
+    logged = log_file.read_text()
+    assert limited.app.counters.throttled >= 1
+    assert _segments(terminal) == [s for s in _segments(terminal) if "pulled 6 page(s)" in s]
+    assert len(_segments(terminal)) == 1, _segments(terminal)[-20:]
+    assert "\x1b" not in logged and "\r" not in logged, logged[-2000:]
+    assert re.search(r"(?m)^info +\[u/pull-products\] GET /Products/\d+ 200", logged)
+    assert not ETA.search(logged) and not WAITING.search(logged), logged[-2000:]
+
+    piped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    both = piped.stdout + piped.stderr
+    assert "\x1b" not in both and "\r" not in both, both[-2000:]
+    assert not ETA.search(both) and not WAITING.search(both), both[-2000:]
+    assert re.search(r"(?m)^info +\[u/pull-products\] GET /StockOnHand/\d+ 200", piped.stderr)
+    assert piped.stdout.splitlines()[-1].startswith("u: pulled 6 page(s)")
