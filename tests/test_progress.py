@@ -20,7 +20,9 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -32,6 +34,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
 ETA = re.compile(r"\bETA \d+:\d\d:\d\d\b")
 WAITING = re.compile(r"waiting \d+ s for the rate limit")
 PRODUCTS = 2500  # three pages of Unleashed's 1000, and three of stock
+T = TypeVar("T")
 
 
 def _env(data: Path, **extra: str) -> dict[str, str]:
@@ -95,20 +98,31 @@ def _segments(screen: str) -> list[str]:
 @pytest.fixture
 def limited(store: Store):
     """An Unleashed simulator with 2500 products and 4 calls a minute, on a clock that makes
-    that minute last 3 seconds: the pull waits for the rate limit more than once."""
+    that minute last 6 seconds: a pull's 7 calls cannot all go in one, so it waits."""
     with harness.start(
-        "unleashed", products=PRODUCTS, time_scale=20.0, limits={"per_minute": 4}
+        "unleashed", products=PRODUCTS, time_scale=10.0, limits={"per_minute": 4}
     ) as running:
         harness.add_connection(store, "u", running)
         yield running
 
 
+# every run reads the whole catalogue (6 pages, 7 calls), not only what changed since the last
+PULL = [*SYNCCLI, "pull-products", "-c", "u", "--since", "2000-01-01T00:00:00+00:00"]
+
+
+def _waited(running: harness.Running, run: Callable[[], T]) -> T:
+    """``run()``'s result, once the simulator made that run wait for the rate limit."""
+    before = running.app.counters.throttled
+    result = run()
+    assert running.app.counters.throttled > before, "the simulator never made the pull wait"
+    return result
+
+
 def test_a_pull_on_a_terminal_shows_a_total_an_eta_and_rate_limit_waits(
     limited: harness.Running, _isolated_env: Path
 ) -> None:
-    code, screen = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "u", "-v"], _env(_isolated_env))
+    code, screen = _waited(limited, lambda: _on_a_terminal([*PULL, "-v"], _env(_isolated_env)))
     assert code == 0, screen[-2000:]
-    assert limited.app.counters.throttled >= 1, "the simulator never made the pull wait"
     lines = _segments(screen)
     with_total = [s for s in lines if re.search(rf"\b\d+/{PRODUCTS}\b", s)]
     assert with_total, "no progress line with the provider's total:\n" + "\n".join(lines[-40:])
@@ -118,30 +132,31 @@ def test_a_pull_on_a_terminal_shows_a_total_an_eta_and_rate_limit_waits(
     )
     # -v: one line per call. Each starts a line of its own and ends it: never glued after or
     # before the progress line's text.
-    calls = re.findall(r"[^\r\n]*GET /StockOnHand/\d+ 200[^\r\n]*", ANSI.sub("", screen))
-    assert calls, "no call was logged"
+    calls = re.findall(
+        r"[^\r\n]*GET /(?:Products|StockOnHand)/\d+ 200[^\r\n]*", ANSI.sub("", screen)
+    )
+    assert len(calls) >= 6, "a call was not logged"
     for call in calls:
         assert call.lstrip().startswith("info"), f"a log line glued to other text: {call!r}"
         assert not ETA.search(call) and "for the rate limit" not in call, call
-    assert "pulled" in screen and "Traceback" not in screen
+    assert "u: pulled 6 page(s)" in screen and "Traceback" not in screen
 
 
 def test_no_progress_line_on_a_terminal_under_quiet_json_or_json_logs(
     limited: harness.Running, _isolated_env: Path
 ) -> None:
     """-q prints nothing; --json prints one JSON document; --log-format json prints JSON lines
-    on stderr and the summary on stdout: no progress line in any of them."""
+    on stderr and the summary on stdout: no progress line in any of them, though each waits."""
     env = _env(_isolated_env)
-    code, quiet = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "u", "-q"], env)
+    code, quiet = _waited(limited, lambda: _on_a_terminal([*PULL, "-q"], env))
     assert code == 0 and quiet.strip() == "", quiet[-2000:]
-    code, as_json = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "u", "--json"], env)
+    code, as_json = _waited(limited, lambda: _on_a_terminal([*PULL, "--json"], env))
     assert code == 0, as_json[-2000:]
     assert json.loads(as_json)[0]["report"]["pages"] == 6  # nothing but the document
-    code, json_logs = _on_a_terminal(
-        [*SYNCCLI, "pull-products", "-c", "u", "-v", "--log-format", "json"], env
+    code, json_logs = _waited(
+        limited, lambda: _on_a_terminal([*PULL, "-v", "--log-format", "json"], env)
     )
     assert code == 0, json_logs[-2000:]
-    assert limited.app.counters.throttled >= 3, "the pulls never waited"
     lines = _segments(json_logs)
     others = [s for s in lines if not s.startswith("{")]
     assert [s for s in lines if s.startswith("{")], "no JSON log line"
@@ -158,18 +173,19 @@ def test_a_pull_whose_stderr_is_not_a_terminal_shows_no_progress(
     terminal only the summary."""
     env = _env(_isolated_env)
     log_file = tmp_path / "pull.log"
-    cmd = [*SYNCCLI, "pull-products", "-c", "u", "-v"]
-    code, terminal = _on_a_terminal(cmd, env, stderr_file=log_file)
+    cmd = [*PULL, "-v"]
+    code, terminal = _waited(limited, lambda: _on_a_terminal(cmd, env, stderr_file=log_file))
     assert code == 0, terminal[-2000:]
     logged = log_file.read_text()
-    assert limited.app.counters.throttled >= 1
-    assert _segments(terminal) == [s for s in _segments(terminal) if "pulled 6 page(s)" in s]
-    assert len(_segments(terminal)) == 1, _segments(terminal)[-20:]
+    shown = _segments(terminal)
+    assert len(shown) == 1 and shown[0].startswith("u: pulled 6 page(s)"), shown[-20:]
     assert "\x1b" not in logged and "\r" not in logged, logged[-2000:]
     assert re.search(r"(?m)^info +\[u/pull-products\] GET /Products/\d+ 200", logged)
     assert not ETA.search(logged) and not WAITING.search(logged), logged[-2000:]
 
-    piped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    piped = _waited(
+        limited, lambda: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    )
     assert piped.returncode == 0, piped.stderr[-2000:]
     both = piped.stdout + piped.stderr
     assert "\x1b" not in both and "\r" not in both, both[-2000:]
