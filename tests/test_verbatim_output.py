@@ -85,6 +85,8 @@ SHOWN = [
     (["trace", "invoice", ORDER], [ORDER]),
     (["trace", "product", SKU], [SKU, PRODUCT, EMOJI]),
     (["customers", "list"], [CUSTOMER]),
+    (["trace", "customer", "ann@shop.example"], [CUSTOMER]),
+    (["post-invoices", "-c", "shop", "--dry-run"], [ORDER]),
     (["connections", "show", "shop"], [ACCOUNT]),
     (["invoices", "retry", ORDER], [ORDER]),
     (["invoices", "cancel", ORDER], [ORDER]),
