@@ -38,7 +38,7 @@ def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
         harness.add_connection(store, "x", running)
         running.app.faults.slow_seconds = 5.0
         running.app.faults.add("slow", 1.0, path="/Items")
-        env = _env(_isolated_env, SYNC_LEASE_SECONDS="8")
+        env = _env(_isolated_env)  # the default lease (15 min): never lapses on a slow host
         cmd = [*SYNCCLI, "pull-products", "--connection", "x"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
