@@ -36,9 +36,11 @@ def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
 ) -> None:
     with harness.start("xero", products=20) as running:
         harness.add_connection(store, "x", running)
-        running.app.faults.slow_seconds = 5.0
-        running.app.faults.add("slow", 1.0, path="/Items")
-        env = _env(_isolated_env)  # the default lease (15 min): never lapses on a slow host
+        # The first run holds its lease (15 minutes, the default) long enough for a second
+        # process to start, however slow the host; it is killed long before its answer comes.
+        running.app.faults.slow_seconds = 30.0
+        running.app.faults.add("slow", 1.0, path="/Items", times=1)
+        env = _env(_isolated_env)
         cmd = [*SYNCCLI, "pull-products", "--connection", "x"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
