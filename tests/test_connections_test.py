@@ -3,6 +3,7 @@ that can be lifted and says what it is)."""
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,3 +138,39 @@ def test_it_reports_a_stale_lease_and_a_stored_budget_block(cli, store: Store) -
     assert "pull-products" in text and "stale" in text
     assert "stored budget block until" in text
     assert "synccli connections unblock shop" in text
+
+
+def test_a_stored_block_says_so_names_no_call_and_can_be_lifted(cli, store: Store) -> None:
+    with harness.start("xero", products=2) as running:
+        conn = harness.add_connection(store, "shop", running, notify_email="owner@shop.example")
+        until = datetime.now(UTC) + timedelta(hours=20)
+        limits = connector_class("xero").capabilities.limits
+        StoreLedger(store, conn.id, limits).exhausted(
+            "day", until, "GET /Items answered 429 (X-Rate-Limit-Problem: day)"
+        )
+        before = _calls(store)
+        blocked = cli("pull-products", "-c", "shop")
+        assert blocked.exit_code == 3, blocked.stderr
+        assert _calls(store) == before  # no call made
+        line = blocked.stderr
+        assert "stored budget block" in line and "no call was made" in line, line
+        assert f"{until:%Y-%m-%d %H:%M} UTC" in line, line
+        assert "synccli connections unblock shop" in line, line
+        lifted = cli("connections", "unblock", "shop")
+        assert lifted.exit_code == 0 and "lifted" in lifted.stdout
+        again = cli("pull-products", "-c", "shop")
+    assert again.exit_code == 0, again.stderr
+
+
+def test_calls_made_by_a_dry_run_count_in_the_ledger_and_status(cli, store: Store) -> None:
+    with harness.start("xero", products=2) as running:
+        harness.add_connection(store, "shop", running, notify_email="owner@shop.example")
+        before = _calls(store)
+        dry = cli("pull-products", "-c", "shop", "--dry-run")
+        assert dry.exit_code == 0, dry.stderr
+        assert _calls(store) == before + 1  # Xero's Items: one call, made and counted
+        status = cli("status", "-c", "shop", "--json")
+    assert status.exit_code == 0, status.stderr
+    shown = json.loads(status.stdout)
+    entry = shown[0] if isinstance(shown, list) else shown
+    assert entry["calls"]["today"] == 1, entry["calls"]

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from synccli import fmt
 from synccli.connectors.base import Limits
 from synccli.connectors.http import CallRecord
 from synccli.errors import BudgetExhausted
@@ -51,8 +52,12 @@ class StoreLedger:
         run_id: int | None = None,
         reserve: int = 0,
         read_only: bool = False,
+        name: str | None = None,
     ) -> None:
-        self.read_only = read_only  # a dry run checks the budget but writes nothing
+        # A dry run writes no shop data, but the calls it makes are made: the provider counts
+        # them, so the ledger does too (and a budget the provider says is spent is stored).
+        self.read_only = read_only
+        self.name = name  # the connection's, for the hint a stored block gives
         self.store = store
         self.connection_id = connection_id
         self.limits = limits
@@ -97,8 +102,13 @@ class StoreLedger:
         with self.store.reading() as conn:
             budget = conn.execute(self._budget_read(), {"day": day, "month": month}).one()
         if budget.blocked_until and now < budget.blocked_until:
+            lift = f"synccli connections unblock {self.name}" if self.name else ""
+            why = budget.blocked_reason or "budget spent"
             raise BudgetExhausted(
-                budget.blocked_reason or "API budget exhausted", reset_at=budget.blocked_until
+                f"stored budget block until {fmt.minute(budget.blocked_until)}, set by the "
+                f"provider's answer to an earlier call ({why}); no call was made"
+                + (f". Once the provider allows calls again, `{lift}` lifts it" if lift else ""),
+                reset_at=budget.blocked_until,
             )
         if self.limits.per_day:
             used = int(budget.day_used or 0) + sum(1 for c in pending if c.at >= day)
@@ -150,8 +160,6 @@ class StoreLedger:
 
     def record(self, call: CallRecord) -> None:
         """Write one call (with any kept back before it), and what the provider said is left."""
-        if self.read_only:
-            return
         with self._guard:
             self._pending.append(call)
             waiting = len(self._pending)
@@ -233,8 +241,6 @@ class StoreLedger:
                 )
 
     def exhausted(self, scope: str, reset_at: datetime, message: str) -> None:
-        if self.read_only:
-            return
         with self.store.session() as s:
             budget = _budget_row(s, self.connection_id, reset_at)
             budget.blocked_until = reset_at

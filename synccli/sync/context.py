@@ -112,7 +112,9 @@ def build_connector(
     creds = credentials(store, conn)
     never_authorised(conn, module, creds)
     limits = _limits_of(module)
-    ledger = StoreLedger(store, conn.id, limits, run_id=run_id, reserve=reserve, read_only=dry_run)
+    ledger = StoreLedger(
+        store, conn.id, limits, run_id=run_id, reserve=reserve, read_only=dry_run, name=conn.name
+    )
     settings = dict(conn.settings)
     return module.connect(
         settings,
