@@ -192,3 +192,71 @@ def test_a_pull_whose_stderr_is_not_a_terminal_shows_no_progress(
     assert not ETA.search(both) and not WAITING.search(both), both[-2000:]
     assert re.search(r"(?m)^info +\[u/pull-products\] GET /StockOnHand/\d+ 200", piped.stderr)
     assert piped.stdout.splitlines()[-1].startswith("u: pulled 6 page(s)")
+
+
+def test_link_customers_on_a_terminal_shows_xeros_item_count_and_its_minute_limit(
+    store: Store, _isolated_env: Path
+) -> None:
+    """Xero's Contacts pages carry ``pagination.itemCount``: the total. Two calls a minute (a
+    6-second one): the client's pacer, steered by X-MinLimit-Remaining, waits before the third
+    page and the fourth; the wait is shown, and the log lines stay off the progress line."""
+    customers = 350  # four pages: the simulator's pages hold 100 rows, as Xero's did (page_rows)
+    with harness.start(
+        "xero", products=5, customers=customers, time_scale=10.0, limits={"per_minute": 2}
+    ) as running:
+        harness.add_connection(store, "x", running, time_scale=10.0)
+        code, screen = _on_a_terminal(
+            [*SYNCCLI, "link-customers", "-c", "x", "-v"], _env(_isolated_env)
+        )
+        pages = running.app.counters.total("GET", "Contacts")
+    assert code == 0, screen[-2000:]
+    assert pages == 4, pages
+    lines = _segments(screen)
+    with_total = [s for s in lines if re.search(rf"\b\d+/{customers}\b", s)]
+    assert with_total, "no progress line with itemCount:\n" + "\n".join(lines[-40:])
+    assert any(ETA.search(s) for s in with_total), "no ETA:\n" + "\n".join(with_total[-20:])
+    assert any(WAITING.search(s) for s in lines), "no rate-limit wait shown:\n" + "\n".join(
+        lines[-40:]
+    )
+    calls = re.findall(r"[^\r\n]*GET /api\.xro/2\.0/Contacts 200[^\r\n]*", ANSI.sub("", screen))
+    assert len(calls) == 4, "a call was not logged:\n" + "\n".join(lines[-40:])
+    for call in calls:
+        assert call.lstrip().startswith("info"), f"a log line glued to other text: {call!r}"
+
+
+@pytest.mark.parametrize(
+    ("paging", "total"),
+    [("cursor", False), ("offset", True)],
+    ids=["v3-cursor-no-total", "older-form-count"],
+)
+def test_lightspeed_pull_shows_a_total_only_where_a_page_counts_its_listing(
+    store: Store, _isolated_env: Path, paging: str, total: bool
+) -> None:
+    """V3's cursor pages carry no count, and ``count=1`` is a call of its own (10 drips): the
+    line counts what was read, with no total and no ETA, and no call is spent on one. The older
+    form's ``@attributes.count`` is the total. A small bucket makes the pacer wait either way."""
+    products = 350  # four pages of 100 items (with their stock)
+    with harness.start(
+        "lightspeed",
+        products=products,
+        time_scale=2.0,
+        paging=paging,
+        limits={"bucket_size": 3},  # a page of items with their shops costs 1.4 drips
+    ) as running:
+        harness.add_connection(store, "l", running, time_scale=2.0)
+        code, screen = _on_a_terminal([*SYNCCLI, "pull-products", "-c", "l"], _env(_isolated_env))
+    assert code == 0, screen[-2000:]
+    lines = _segments(screen)
+    assert any(WAITING.search(s) for s in lines), "no rate-limit wait shown:\n" + "\n".join(
+        lines[-40:]
+    )
+    summary = next(s for s in lines if "pulled" in s)
+    pages, calls = map(int, re.findall(r"(\d+) page\(s\).* (\d+) call\(s\)", summary)[0])
+    assert calls == pages, f"a call was spent on something else than a page: {summary}"
+    if total:
+        assert any(re.search(rf"\b\d+/{products}\b.*ETA", s) for s in lines), "\n".join(lines)
+    else:
+        assert any(re.search(r"\b\d+ read\b", s) for s in lines), "\n".join(lines[-40:])
+        assert not any(re.search(r"\b\d+/\d+\b", s) or ETA.search(s) for s in lines), "\n".join(
+            lines[-40:]
+        )

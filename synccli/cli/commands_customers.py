@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from synccli.cli import output
+from synccli.cli import output, progress
 from synccli.cli.jobs import (
     ALL_OPT,
     CONNECTION_OPT,
@@ -68,8 +68,12 @@ def link_customers(
         synccli link-customers -c shop1 --since 1d --dry-run
     """
 
+    show = progress.wanted(ctx, json_out)
+
     def work(jc: JobContext) -> customers.LinkReport:
-        return customers.link_customers(jc, customers.parse_since(since, jc.clock.now()))
+        start = customers.parse_since(since, jc.clock.now())
+        with progress.shown(jc.connection.name, show) as observer, jc.observed(observer):
+            return customers.link_customers(jc, start)
 
     def render(conn: Connection, r: customers.LinkReport) -> None:
         if r.dry_run and r.would_link:

@@ -530,8 +530,9 @@ class XeroConnector(Connector):
     # customers ---------------------------------------------------------------------------------
     def _contacts(
         self, params: dict[str, str], since: datetime | None = None
-    ) -> Iterator[tuple[list[dict[str, Any]], int, bool]]:
-        """Every page of a Contacts listing: (contacts, page number, complete).
+    ) -> Iterator[tuple[list[dict[str, Any]], int, bool, int | None]]:
+        """Every page of a Contacts listing: (contacts, page number, complete, the page's
+        ``pagination.itemCount`` when it has one).
 
         Pages follow ``pagination.pageCount`` when the answer has it: a page may hold fewer
         rows than asked for while more follow. Only without it does a short page end the list,
@@ -591,8 +592,9 @@ class XeroConnector(Connector):
                     # the listing (at worst one more call answers an empty page)
                     more = len(contacts) >= XERO_PAGE_ROWS
                 number += 1
+                listed = counts[-1] if counts else None
                 if more:
-                    yield contacts, number, False
+                    yield contacts, number, False, listed
                     page += 1
                     continue
                 shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
@@ -601,7 +603,7 @@ class XeroConnector(Connector):
                 # (it counts rows it does not list), not a shift
                 short = deficit > 0 and deficit != deficit_before
                 steady = page == 1 or (moved_from is None and not shrank and not short)
-                yield contacts, number, steady
+                yield contacts, number, steady, listed
                 break
             if steady:
                 return
@@ -627,7 +629,7 @@ class XeroConnector(Connector):
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
         params = {"order": "UpdatedDateUTC ASC", "includeArchived": "true"}
         newest: datetime | None = None
-        for contacts, page, complete in self._contacts(params, since):
+        for contacts, page, complete, listed in self._contacts(params, since):
             records = [customer_from(c) for c in contacts if not is_nil(c.get("ContactID"))]
             for r in records:
                 if r.updated_at and (newest is None or r.updated_at > newest):
@@ -638,7 +640,13 @@ class XeroConnector(Connector):
                 if is_nil(c.get("ContactID"))
             ]
             # the cursor moves only once a pass has read the whole listing holding still
-            yield Page(records, cursor=newest if complete else None, number=page, errors=errors)
+            yield Page(
+                records,
+                cursor=newest if complete else None,
+                number=page,
+                errors=errors,
+                total=listed,
+            )
 
     def find_customers(
         self, *, email: str | None = None, account: str | None = None
@@ -647,7 +655,8 @@ class XeroConnector(Connector):
         if email and email.strip():
             want = email.strip().casefold()
             lowered = _where_string(email.strip().lower())
-            for contacts, _, _ in self._contacts({"where": f"EmailAddress.ToLower()=={lowered}"}):
+            by_email = {"where": f"EmailAddress.ToLower()=={lowered}"}
+            for contacts, _, _, _ in self._contacts(by_email):
                 for c in contacts:
                     if is_nil(c.get("ContactID")):
                         continue  # names no contact: never a match
@@ -656,7 +665,7 @@ class XeroConnector(Connector):
         if account:
             code = _where_string(account)
             where = f"AccountNumber=={code} OR ContactNumber=={code}"
-            for contacts, _, _ in self._contacts({"where": where}):
+            for contacts, _, _, _ in self._contacts({"where": where}):
                 for c in contacts:
                     if is_nil(c.get("ContactID")):
                         continue

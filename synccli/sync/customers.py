@@ -43,6 +43,7 @@ from synccli.clock import (
 )
 from synccli.connectors.base import NewCustomer, RemoteCustomer
 from synccli.errors import Rejected, UsageError
+from synccli.progress import observed_pages
 from synccli.remote_ids import refusal
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
@@ -358,7 +359,7 @@ def link_customers(
     flagged: dict[str, dict[str, Any]] = {}
     newest: datetime | None = None
 
-    for page in connector.changed_customers(start):
+    for page in observed_pages(ctx.progress, "customers", connector.changed_customers(start)):
         report.pages += 1
         report.seen += len(page.records)
         report.errors.extend(page.errors)
