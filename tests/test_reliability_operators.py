@@ -24,6 +24,9 @@ request) makes the change as the request of interest arrives.
 - the shop deletes a posted order's row and inserts it again (an "update" done as delete +
   insert), through the tables or ``invoices add``: on main Lightspeed got a second sale. Now the
   posted invoice is remembered as an ``invoice`` link and the order is looked up first.
+- the host's clock ran fast and was set back: on main ``--all`` took the last run (ended "in the
+  future") as this round's and skipped the connection for hours. A run that ended more than a
+  minute ahead of the clock no longer counts.
 - a customer Lightspeed cannot look up (no email: a name or an account number only) created at
   sale time, its answer lost: on main the next run created a second customer. Now a create of
   such a customer is recorded first (a review item); while it stands the invoice is held for the
@@ -36,7 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +58,7 @@ from synccli.store.models import (
     InvoiceJob,
     Order,
     OrderLine,
+    Run,
 )
 from synccli.sync import customers, invoices
 from synccli.sync.context import job_run
@@ -503,3 +507,29 @@ def test_order_deleted_and_inserted_again_after_it_was_posted_is_not_posted_twic
         report = run_post(store, conn, clock)
         assert len(remote_invoices(running)) == 1, report.invoices
         assert states(store) == {"WEB-1": "posted"}
+
+
+# --- the host's clock is set back -------------------------------------------------------------
+def test_all_is_not_skipped_for_hours_after_the_clock_was_set_back(store: Store, cli) -> None:
+    """The host's clock ran three hours fast and NTP set it back. The last post-invoices run
+    ended, by its row, three hours "from now". On main every ``--all`` run took that as this
+    round's run and skipped the connection until the clock caught up: no invoice for hours."""
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+        add(store, conn, order(running, "WEB-1"))
+        ahead = datetime.now(UTC) + timedelta(hours=3)
+        with store.session() as s:
+            s.add(
+                Run(
+                    job=invoices.JOB,
+                    connection_id=conn.id,
+                    started_at=ahead - timedelta(seconds=5),
+                    ended_at=ahead,
+                    outcome="ok",
+                    counts={},
+                    calls=0,
+                )
+            )
+        result = cli("post-invoices", "--all")
+        assert result.exit_code == 0, result.stderr
+        assert states(store) == {"WEB-1": "posted"}, result.stdout

@@ -265,7 +265,12 @@ class AlreadyDone(LeaseBusy):
     """Another process already did this round's work for the connection (``--all``)."""
 
 
-def _done_since(store: Store, job: str, connection_id: int, since: datetime) -> bool:
+# Hosts' clocks agree within seconds; a run that ended further ahead of ours than this was
+# stamped by a clock since set back (NTP after it ran fast), not in this round.
+CLOCK_TOLERANCE = timedelta(minutes=1)
+
+
+def _done_since(store: Store, job: str, connection_id: int, since: datetime, now: datetime) -> bool:
     with store.session() as s:
         return (
             s.scalar(
@@ -275,6 +280,7 @@ def _done_since(store: Store, job: str, connection_id: int, since: datetime) -> 
                     Run.job == job,
                     Run.outcome == "ok",
                     Run.ended_at >= since,
+                    Run.ended_at <= now + CLOCK_TOLERANCE,
                 )
                 .limit(1)
             )
@@ -330,7 +336,7 @@ def job_run(
         return
     if lease:
         acquire_lease(store, job, conn.id, clock.now(), ttl, owner)
-        if round_start is not None and _done_since(store, job, conn.id, round_start):
+        if round_start is not None and _done_since(store, job, conn.id, round_start, clock.now()):
             release_lease(store, job, conn.id, owner)
             raise AlreadyDone(f"{job} already ran in this round")
     run_id = start_run(store, job, conn.id, clock.now())
