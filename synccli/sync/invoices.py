@@ -50,6 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -319,7 +320,7 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     outcomes = []
     for (w, _), result in zip(workers, results, strict=True):
         if isinstance(result, Rejected):
-            outcomes.append(w.guard(lambda w=w, refusal=result: w.refused(refusal)))
+            outcomes.append(w.guard(partial(w.refused, result)))
         elif isinstance(result, TransientError):  # no clear answer: looked up before re-sending
             outcomes.append(w.transient(result))
         else:
