@@ -274,3 +274,82 @@ def test_authorize_with_a_registered_https_redirect_takes_the_pasted_address(
             proc.kill()
     assert proc.returncode == 0, "".join(said) + err
     assert credentials(store, get_connection(store, "c")).get("refresh_token")
+
+
+# connections ids --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "provider,settings",
+    [
+        ("xero", ["tenant_id"]),
+        ("unleashed", ["warehouse_code"]),
+        ("lightspeed", ["shop_id", "register_id", "employee_id", "payment_type_id"]),
+    ],
+)
+def test_connections_ids_lists_what_each_id_setting_may_be(
+    cli, store: Store, provider: str, settings: list[str]
+) -> None:
+    with harness.start(provider, products=1) as running:
+        conn = harness.add_connection(store, "c", running)
+        result = cli("connections", "ids", "c", "--json")
+        assert result.exit_code == 0, result.stderr
+    import json
+
+    found = json.loads(result.stdout)
+    assert sorted(found) == sorted(settings)
+    for setting in settings:
+        assert found[setting] and all(row["id"] and row["name"] for row in found[setting])
+    if provider == "xero":
+        assert conn.settings["tenant_id"] in [row["id"] for row in found["tenant_id"]]
+    if provider == "unleashed":
+        assert [row["id"] for row in found["warehouse_code"]] == ["W1"]  # the simulator's one
+
+
+# crontab.example, as cron runs it ---------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _crontab() -> tuple[dict[str, str], list[str]]:
+    """crontab.example's environment lines and its jobs' commands."""
+    env: dict[str, str] = {}
+    jobs: list[str] = []
+    for line in (ROOT / "crontab.example").read_text().splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split(None, 5)
+        if "=" in fields[0] and not fields[0][0].isdigit() and fields[0][0] != "*":
+            key, _, value = text.partition("=")
+            env[key.strip()] = value.strip()
+        else:
+            jobs.append(fields[5])
+    return env, jobs
+
+
+def test_crontab_example_runs_as_installed_under_cron(store: Store, tmp_path: Path) -> None:
+    """Each job as cron runs it: `sh -c` with nothing but the crontab's own variables (cron's
+    short PATH, no profile), synccli where README's Production section installs it (here: the
+    test's virtualenv in its place), the data and log directories the crontab names (here:
+    the test's)."""
+    env, jobs = _crontab()
+    assert len(jobs) == 4
+    assert "SYNC_DATA_DIR" in env
+    installed = Path(sys.executable).parent / "synccli"
+    logs = tmp_path / "log"
+    logs.mkdir()
+    with harness.start("xero", products=3, customers=2) as running:
+        harness.add_connection(store, "shop", running, notify_email="owner@shop.example")
+        for job in jobs:
+            assert job.startswith("/"), f"cron cannot find a bare command: {job}"
+            command = job.replace("/usr/local/bin/synccli", str(installed)).replace(
+                "/var/log/synccli/", f"{logs}/"
+            )
+            cron_env = {**env, "HOME": str(tmp_path), "LOGNAME": "shopsync"}
+            cron_env["SYNC_DATA_DIR"] = str(store.settings.data_dir)
+            done = subprocess.run(
+                ["/bin/sh", "-c", command], env=cron_env, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, (job, done.stderr)
+            assert done.stdout == "" and done.stderr == ""  # -q: quiet unless something failed
+    records = (logs / "synccli.log").read_text().splitlines()
+    assert sum('"outcome": "ok"' in r or '"outcome":"ok"' in r for r in records) == 4, records

@@ -114,6 +114,7 @@ def invocations(
     yield ["doctor"]
     yield ["connections", "test", "shop"]
     yield ["connections", "unblock", "shop"]
+    yield ["connections", "ids", "shop"]
     yield ["doctor", "--json"]
     yield ["pull-products", "-c", "shop", "--dry-run"]
     yield ["pull-products", "-c", "shop", "--dry-run", "--json"]

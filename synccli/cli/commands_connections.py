@@ -377,3 +377,37 @@ def unblock(
         output.line(f"connection {name} has no stored budget block")
         return
     output.line(f"budget block of {name} lifted (it was until {fmt.minute(was[0])}: {was[1]})")
+
+
+@app.command("ids")
+def ids(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Connection name."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """List the ids a connection's settings name, as the provider has them: Xero's
+    organisations (tenant_id), Unleashed's warehouses (warehouse_code), Lightspeed's shops,
+    registers, employees and payment types (shop_id, register_id, employee_id, payment_type_id).
+    The setting in use is marked with *.
+
+    Example:
+
+        synccli connections ids pos
+    """
+    from synccli.sync.doctor import list_ids
+
+    store = state(ctx).store()
+    conn = store_connections.get_connection(store, name)
+    found = list_ids(store, conn)
+    if json_out:
+        output.print_json(found)
+        return
+    for setting, rows in found.items():
+        current = str((conn.settings or {}).get(setting) or "")
+        output.line(f"{setting}:")
+        for row in rows:
+            mark = "*" if row["id"] == current else " "
+            output.line(f"  {mark} {row['id']}  {row['name']}")
+        if not rows:
+            output.line("    (none)")
+    output.line(f"set one with: synccli connections set {name} KEY=ID")

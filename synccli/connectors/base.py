@@ -268,3 +268,8 @@ class Connector(ABC):
     def ping(self) -> dict[str, Any]:
         """One cheap authenticated call for ``doctor``; returns the response's Date header."""
         raise NotImplementedError
+
+    def ids(self) -> dict[str, list[dict[str, str]]]:
+        """For each id setting the provider's own list of what it may be (``{"tenant_id":
+        [{"id": ..., "name": ...}]}``), for ``connections ids``."""
+        raise NotImplementedError

@@ -717,6 +717,31 @@ class LightspeedConnector(Connector):
         )
         return {"date": resp.headers.get("Date"), "status": resp.status_code, "account_id": account}
 
+    # the ids a posted Sale names: Shop, Register, Employee, PaymentType (the notes' §2 table,
+    # "lookups for creating a Sale"), one call each
+    IDS: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "shop_id": ("Shop", "shopID", "name"),
+        "register_id": ("Register", "registerID", "name"),
+        "employee_id": ("Employee", "employeeID", "lastName"),
+        "payment_type_id": ("PaymentType", "paymentTypeID", "name"),
+    }
+
+    def ids(self) -> dict[str, list[dict[str, str]]]:
+        """What each id setting may be set to: ``{"shop_id": [{"id", "name"}], ...}``."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for setting, (entity, key, label) in self.IDS.items():
+            rows: list[dict[str, str]] = []
+            for page in self._pages(
+                entity, [("limit", str(PAGE_LIMIT))], lambda r: r, cursor_field=None
+            ):
+                for row in page.records:
+                    name = row.get(label) or ""
+                    if entity == "Employee":
+                        name = f"{row.get('firstName') or ''} {row.get('lastName') or ''}".strip()
+                    rows.append({"id": str(row.get(key)), "name": str(name)})
+            out[setting] = rows
+        return out
+
     # record mapping -----------------------------------------------------------------------------
     @staticmethod
     def _product(row: dict[str, Any]) -> RemoteProduct:

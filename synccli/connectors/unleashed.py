@@ -85,6 +85,7 @@ from synccli.connectors.http import (
     Ledger,
     Profile,
     _default_message,
+    parse_json,
     parsed_body,
 )
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, TransientError
@@ -836,6 +837,22 @@ class UnleashedConnector(Connector):
     def ping(self) -> dict[str, Any]:
         resp = self.http.request("GET", "/Warehouses")
         return {"date": resp.headers.get("Date"), "status": resp.status_code}
+
+    def ids(self) -> dict[str, list[dict[str, str]]]:
+        """The warehouses ``warehouse_code`` may name (one call: ``GET /Warehouses``)."""
+        body = parse_json(self.http.request("GET", "/Warehouses"))
+        items = body.get("Items") if isinstance(body, dict) else None
+        rows = []
+        for w in items if isinstance(items, list) else []:
+            if isinstance(w, dict) and not w.get("Obsolete"):
+                default = " (default)" if w.get("IsDefault") else ""
+                rows.append(
+                    {
+                        "id": str(w.get("WarehouseCode")),
+                        "name": f"{w.get('WarehouseName')}{default}",
+                    }
+                )
+        return {"warehouse_code": rows}
 
 
 def _ours(endpoint: str, guid: str, item: Any) -> Any:

@@ -930,6 +930,18 @@ class XeroConnector(Connector):
             "tenant_id": org.get("OrganisationID"),
         }
 
+    def ids(self) -> dict[str, list[dict[str, str]]]:
+        """The organisations this grant reaches, for ``tenant_id`` (one call: ``GET
+        /connections``, the notes' §1)."""
+        resp = self.http.request("GET", "/connections")
+        body = parse_json(resp)
+        rows = [
+            {"id": str(c.get("tenantId")), "name": str(c.get("tenantName"))}
+            for c in (body if isinstance(body, list) else [])
+            if isinstance(c, dict) and c.get("tenantType", "ORGANISATION") == "ORGANISATION"
+        ]
+        return {"tenant_id": rows}
+
     # helpers -----------------------------------------------------------------------------------
     def _account_code(self) -> str:
         return str(self.settings.get("account_code") or "200")

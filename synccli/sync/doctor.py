@@ -258,3 +258,13 @@ def _fix_for(err: SyncError, conn: Connection) -> str:
     if isinstance(err, TransientError):
         return "check the network and the provider's status page, then retry"
     return f"check the connection's settings (`synccli connections show {name}`)"
+
+
+def list_ids(store: Store, conn: Connection) -> dict[str, list[dict[str, str]]]:
+    """What each id setting of ``conn`` may be set to, as the provider lists it (Xero: its
+    organisations, one call; Unleashed: its warehouses, one call; Lightspeed: its shops,
+    registers, employees and payment types, four calls)."""
+    from synccli.clock import SystemClock
+
+    connector = build_connector(store, conn, clock=SystemClock(), timeout=(5.0, 15.0))
+    return connector.ids()
