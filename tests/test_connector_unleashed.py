@@ -137,7 +137,8 @@ def test_pull_2500_products_with_stock_in_3_plus_3_calls_and_no_429() -> None:
         # not sorted by time: only the last page may move the cursor, to the newest of all
         assert [p.cursor is None for p in product_pages] == [True, True, False]
         assert product_pages[-1].cursor == max(p.updated_at for p in products)
-        assert stock_pages[-1].cursor == app.clock.now()  # the stock moved just now
+        # the stock moved just now, as the JSON shows it: 13 h behind (the simulator's default)
+        assert stock_pages[-1].cursor == app.clock.now() - timedelta(hours=13)
 
 
 # acceptance: monthly quota ------------------------------------------------------------------------
@@ -358,7 +359,7 @@ def test_changed_products_and_stock_are_incremental() -> None:
         archived = app.catalogue.archive(app.tenant, 1)  # no timestamp moves: the ghost case
         pages = list(conn.changed_products(mark))
         assert {p.remote_id for p in pages[0].records} == {p.id for p in priced}
-        assert pages[0].cursor == mark
+        assert pages[0].cursor == mark - timedelta(hours=13)  # the JSON's stamps run 13 h behind
         stock = list(conn.changed_stock(mark))[0].records
         assert {s.remote_id: s.quantity for s in stock} == {p.id: p.stock for p in moved}
         if archived[0].id not in {p.id for p in priced}:

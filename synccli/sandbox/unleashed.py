@@ -43,7 +43,8 @@ Modelled
   see ``complete_answers``. A Completed order stays Completed.
   Valid tax codes: "G.S.T." 0.15, "NONE" 0, "EXEMPT" 0 (matched case-insensitively, FL sent "None").
 - ``GET /Warehouses`` (one default warehouse, W1) for cheap authenticated pings.
-- JSON dates as .NET ``"\\/Date(ms)\\/"``; the 2014 offset anomaly via ``timestamp_offset_hours``.
+- JSON dates as .NET ``"\\/Date(ms)\\/"``, 13 hours behind real UTC by default (the 2014 offset
+  anomaly, ``timestamp_offset_hours``).
 - Monthly call quota per account, counted per calendar month of ``self.clock`` (UTC); every
   authenticated request counts. Optional per-minute window (off by default) on the limit clock.
 - Counters (``record_write`` for every write) and the base class faults.
@@ -56,8 +57,9 @@ other than echoing the code, webhooks, per-customer sell prices, order discounts
 inventions: the notes only establish the top-level ``Description`` key).
 
 Switches (all unconfirmed in the notes):
-- ``timestamp_offset_hours`` (0): JSON dates show real UTC minus this many hours (13 reproduces the
-  2014 recordings); filters still compare real UTC.
+- ``timestamp_offset_hours`` (13): JSON dates show real UTC minus this many hours, as the 2014
+  recordings do (FL cassettes: a product POSTed at about 13:49Z reads ``/Date(1413766150817)/``,
+  00:49Z; provider notes §6); filters still compare real UTC. 0 is the kind behaviour.
 - ``quota_status`` (429): status served once the monthly quota is spent; ``quota_description``
   is its Description. No remaining-calls header is sent (none is documented).
 - ``forbidden_description`` ("Forbidden"): Description of the 403. The oft-quoted
@@ -301,7 +303,7 @@ class UnleashedSandbox(SandboxApp):
         time_scale: float = 1.0,
         faults: str | None = None,
         limits: dict[str, int | None] | None = None,
-        timestamp_offset_hours: float = 0.0,
+        timestamp_offset_hours: float = 13.0,
         quota_status: int = 429,
         quota_description: str = QUOTA_DESCRIPTION,
         forbidden_description: str = "Forbidden",
