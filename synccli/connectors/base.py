@@ -75,6 +75,9 @@ class RemoteCustomer:
     account_number: str | None = None
     active: bool = True
     updated_at: datetime | None = None
+    # further codes the provider knows the customer by (Xero: a ContactNumber besides the
+    # AccountNumber); matched like the account number
+    other_codes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -378,6 +378,11 @@ def customer_from(contact: dict[str, Any]) -> RemoteCustomer:
         email=contact.get("EmailAddress") or None,
         # either code names the contact: AccountNumber (editable in Xero's screens) first
         account_number=contact.get("AccountNumber") or contact.get("ContactNumber") or None,
+        other_codes=tuple(
+            str(code)
+            for code in (contact.get("ContactNumber"),)
+            if code and code != contact.get("AccountNumber")
+        ),
         active=(contact.get("ContactStatus") or "ACTIVE") == "ACTIVE",
         updated_at=parse_xero_date(contact.get("UpdatedDateUTC")),
     )

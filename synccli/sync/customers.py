@@ -216,10 +216,15 @@ class _Remote:
     account: str | None
     active: bool
     updated_at: datetime | None = None
+    others: tuple[str, ...] = ()  # further codes (Xero's ContactNumber)
 
     @property
     def keys(self) -> list[tuple[str, str]]:
-        return _keys(self.email, self.account)
+        keys = _keys(self.email, self.account)
+        for code in self.others:
+            if (a := norm_account(code)) is not None and ("account", a) not in keys:
+                keys.append(("account", a))
+        return keys
 
 
 def _keys(email: str | None, account: str | None) -> list[tuple[str, str]]:
@@ -406,7 +411,13 @@ def _apply_page(
     touched_keys: set[tuple[str, str]] = set()
     for rec in records:
         r = _Remote(
-            rec.remote_id, rec.name, rec.email, rec.account_number, rec.active, rec.updated_at
+            rec.remote_id,
+            rec.name,
+            rec.email,
+            rec.account_number,
+            rec.active,
+            rec.updated_at,
+            rec.other_codes,
         )
         touched_keys |= m.observe(r)
         if not rec.active:
