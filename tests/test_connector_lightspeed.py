@@ -85,7 +85,9 @@ def test_pull_2500_products_with_stock_costs_25_calls_and_no_429():
     loading ItemShops puts each item's stock (the shopID 0 row) inside the item, so a full pull
     needs no ItemShop.json call at all. The 25 calls cost 25 x 1.4 = 35 drips, under the size 90.
     """
-    app = make_app(products=2500, customers=0, time_scale=10)
+    # the acceptance counts 2,500 items: none of them without a customSku (those are read all
+    # the same: tests/test_every_record.py)
+    app = make_app(products=2500, customers=0, time_scale=10, uncoded_items=0)
     with serve(app) as server:
         conn, _, _ = make_connector(app, server, pace=True, time_scale=10)
         pages = list(conn.changed_products(None))
@@ -130,7 +132,7 @@ def test_next_is_followed_verbatim():
     with serve(app) as server:
         conn, _, creds = make_connector(app, server)
         since = START - timedelta(days=365)
-        assert len(records(conn.changed_products(since))) == 230
+        assert len(records(conn.changed_products(since))) == len(app.items())
         sent = [q for m, p, q in app.log if p.endswith("/Item.json")]
         assert len(sent) == 3
         assert "timeStamp=%3E%2C2025-01-05T09%3A00%3A00%2B00%3A00" in sent[0]
@@ -153,8 +155,8 @@ def test_get_products_batches_100_ids_per_call_and_shows_archived_and_deleted():
         ids = [str(p.seq) for p, _ in app.items()] + ["999999", "not-an-id"]
         before = app.counters.total()
         got = conn.get_products(ids)
-        assert app.counters.total() - before == 3  # 100 + 100 + 50
-        assert len(got) == 250
+        assert app.counters.total() - before == 3  # 100 + 100 + the rest
+        assert len(got) == len(app.items())
         inactive = {p.remote_id for p in got if not p.active}
         assert inactive == archived | deleted
         assert all(p.stock == 0 for p in got if p.remote_id in deleted)
@@ -270,7 +272,7 @@ def test_access_token_expiring_mid_run_is_refreshed_once_and_the_run_completes()
         first = next(pages)
         clock.advance(1800)
         rest = list(pages)
-        assert len(first.records) + len(records(rest)) == 250
+        assert len(first.records) + len(records(rest)) == len(app.items())
         assert conn.http.auth.refreshes == 1 and app.token_calls == 1
         assert store.tokens.refresh_token != creds["refresh_token"]
 
@@ -283,7 +285,7 @@ def test_a_401_mid_run_refreshes_once_and_retries():
         pages = conn.changed_products(None)
         next(pages)
         app.clock.advance(1800)
-        assert len(records(pages)) == 50
+        assert len(records(pages)) == len(app.items()) - 100
         assert conn.http.auth.refreshes == 1 and app.token_calls == 1
         assert app.counters.total("GET", "Item") == 3  # page 1, the 401, page 2 again
 
@@ -429,7 +431,7 @@ def test_no_secret_reaches_the_logs_or_the_output(caplog, capsys, monkeypatch):
         store = MemoryTokenStore(tokens)
         conn = connect(settings, credentials, token_store=store, clock=clock, pace=False)
         errors = []
-        assert len(records(conn.changed_products(None))) == 120
+        assert len(records(conn.changed_products(None))) == len(app.items())
         clock.advance(3600)  # forces a refresh with rotation
         assert conn.find_product("SKU-00001") is not None
         try:

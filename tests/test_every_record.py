@@ -19,7 +19,7 @@ from synccli.connectors.base import InvoiceDraft, InvoiceLine
 from synccli.sandbox import harness
 from synccli.sandbox.data import Customer as SandboxCustomer
 from synccli.store.db import Store
-from synccli.store.models import Connection, Order
+from synccli.store.models import Connection, Customer, Order
 from synccli.sync import customers
 from synccli.sync.context import job_run
 
@@ -340,7 +340,7 @@ def test_unleashed_signs_values_needing_encoding_and_keeps_the_form_the_account_
     with start("unleashed", n_products=len(HARD_CODES), signature_form=form) as running:
         app = running.app
         conn = connect(store, running)
-        products = sorted(app.world().products.values(), key=lambda p: p.seq)
+        products = sorted(app.catalogue.tenant(app.tenant).products.values(), key=lambda p: p.seq)
         for p, code in zip(products, HARD_CODES, strict=True):
             p.code = code
         with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
@@ -373,3 +373,148 @@ def test_unleashed_a_wrong_key_is_refused_both_ways_and_nothing_is_kept(store: S
             jc.connector.find_product("A+B")
         assert app.bad_signatures == 2  # the form it was sent in, then the other one
         assert "signature_form" not in StoreTokenStore(store, conn.id).load().extra
+
+
+# --- line 7: Lightspeed items with no customSku; the field that holds the shop's SKU ------------
+def pull(store: Store, conn: Connection):
+    from synccli.sync import products
+
+    with job_run(store, "pull-products", conn, clock=CLOCK) as jc:
+        report = products.pull_products(jc)
+        jc.counts = report
+    return report
+
+
+def local_skus(store: Store, conn: Connection) -> set[str]:
+    from synccli.store.models import Product
+
+    with store.session() as s:
+        return set(s.scalars(select(Product.sku).where(Product.connection_id == conn.id)))
+
+
+def test_lightspeed_items_without_custom_sku_are_counted_not_errors_and_shown_by_status(
+    store: Store, cli
+) -> None:
+    from synccli.sync.status import status_report
+
+    with start("lightspeed", n_products=30) as running:
+        app = running.app
+        conn = connect(store, running)
+        items = [p for p, _ in app.items()]
+        uncoded = [p for p in items if not p.code]
+        assert len(items) == 35 and len(uncoded) == 5  # the simulator's default: 1 in 6
+        first = pull(store, conn)
+        assert first.errors == []
+        assert (first.seen, first.new, first.uncoded) == (35, 30, 5)
+        assert local_skus(store, conn) == {p.code for p in items if p.code}
+        CLOCK.advance(60)
+        uncoded[0].price += 1  # a change at the provider: read again, still not an error
+        uncoded[0].updated_at = CLOCK.now()
+        again = pull(store, conn)
+        assert again.errors == [] and again.uncoded == 1
+        (item,) = status_report(store, CLOCK.now(), ["shop"])
+        assert item.uncoded == 5
+        shown = cli("status")
+        assert shown.exit_code == 0, shown.stderr
+        assert "5 products at lightspeed not synced" in shown.stdout
+        # the merchant gives one a customSku in Lightspeed: it is synced, and counted no more
+        CLOCK.advance(60)
+        uncoded[1].code = "GIFT-25"
+        uncoded[1].updated_at = CLOCK.now()
+        third = pull(store, conn)
+        assert third.new == 1 and "GIFT-25" in local_skus(store, conn)
+        (item,) = status_report(store, CLOCK.now(), ["shop"])
+        assert item.uncoded == 4
+
+
+def test_lightspeed_sku_field_system_sku_syncs_every_item_and_finds_by_it(store: Store) -> None:
+    from synccli.connectors.base import NewProduct
+    from synccli.errors import Rejected
+
+    with start("lightspeed", n_products=12) as running:
+        app = running.app
+        conn = connect(store, running, sku_field="systemSku")
+        report = pull(store, conn)
+        items = [p for p, _ in app.items()]
+        assert report.errors == [] and report.uncoded == 0
+        assert report.new == len(items) == 14
+        assert local_skus(store, conn) == {f"21{p.seq:010d}" for p in items}
+        gift = next(p for p in items if not p.code)
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            found = jc.connector.find_product(f"21{gift.seq:010d}")
+            assert found is not None and found.remote_id == str(gift.seq)
+            with pytest.raises(Rejected, match="systemSku"):
+                jc.connector.create_product(NewProduct("219999999999", "New", Decimal(1)))
+        assert app.counters.creates["product"] == 0
+
+
+def test_lightspeed_sku_field_manufacturer_sku_for_pull_find_and_create(store: Store) -> None:
+    from synccli.connectors.base import NewProduct
+
+    with start("lightspeed", n_products=6, uncoded_items=0) as running:
+        app = running.app
+        conn = connect(store, running, sku_field="manufacturerSku")
+        products = sorted(app.catalogue.tenant(app.tenant).products.values(), key=lambda p: p.seq)
+        for n, p in enumerate(products[:4]):
+            app.set_codes(p, manufacturerSku=f"MFR-{n}")
+        report = pull(store, conn)
+        assert report.errors == [] and (report.new, report.uncoded) == (4, 2)
+        assert local_skus(store, conn) == {f"MFR-{n}" for n in range(4)}
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            assert jc.connector.find_product("MFR-2").remote_id == str(products[2].seq)
+            assert jc.connector.find_product(products[2].code) is None  # not the customSku
+            made = jc.connector.create_product(NewProduct("MFR-NEW", "Made at sale", Decimal(3)))
+            assert made.code == "MFR-NEW"
+            assert jc.connector.find_product("MFR-NEW").remote_id == made.remote_id
+
+
+def test_lightspeed_unknown_sku_field_is_refused_naming_the_choices(store: Store) -> None:
+    from synccli.errors import ConfigError
+
+    with start("lightspeed") as running:
+        conn = connect(store, running, sku_field="barcode")
+        with (
+            pytest.raises(ConfigError, match="customSku, systemSku"),
+            job_run(store, "pull-products", conn, clock=CLOCK) as jc,
+        ):
+            jc.connector.find_product("X")
+
+
+def test_lightspeed_simulator_reads_an_unencoded_plus_and_archive_1() -> None:
+    import requests
+
+    with start("lightspeed", n_customers=4) as running:
+        app = running.app
+        token = app.issue_tokens()["access_token"]
+        base = f"{running.url}/API/V3/Account/{app.tenant}"
+        headers = {"Authorization": f"Bearer {token}"}
+        gone = world_customers(running)[0]
+        gone.archived = True
+        listed = requests.get(f"{base}/Customer.json?archive=1", headers=headers, timeout=10)
+        assert listed.status_code == 200
+        ids = {c["customerID"] for c in listed.json()["Customer"]}
+        assert str(gone.seq) in ids and len(ids) == 4
+        since = "2000-01-01T00:00:00+00:00"  # the '+' unencoded: it arrives as a space
+        raw = requests.get(f"{base}/Item.json?timeStamp=>,{since}", headers=headers, timeout=10)
+        assert raw.status_code == 200 and raw.json()["Item"]
+
+
+def test_xero_link_customers_matches_a_contact_by_its_contact_number(store: Store) -> None:
+    with start("xero", n_customers=6) as running:
+        conn = connect(store, running)
+        target = world_customers(running)[4]
+        target.account_number, target.code = "ACC-OTHER-4", "SHOP-4004"
+        with store.session() as s:
+            s.add(
+                Customer(
+                    connection_id=conn.id,
+                    name="Someone Else",
+                    email=None,
+                    account_number="shop-4004",
+                    created_at=CLOCK.now(),
+                )
+            )
+        report = link_run(store, conn)
+        assert report.linked == 1
+        with job_run(store, "post-invoices", conn, clock=CLOCK) as jc:
+            assert jc.connector.find_customers(account="SHOP-4004")[0].remote_id == target.id

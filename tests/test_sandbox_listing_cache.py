@@ -246,9 +246,9 @@ def test_lightspeed_renders_again_only_the_products_that_changed(monkeypatch):
     made: list[str] = []
 
     class Counted(lightspeed._ItemEntry):
-        def __init__(self, p: Product, gone: bool) -> None:
+        def __init__(self, p: Product, gone: bool, codes: dict[str, str] | None = None) -> None:
             made.append(p.id)
-            super().__init__(p, gone)
+            super().__init__(p, gone, codes)
 
     monkeypatch.setattr(lightspeed, "_ItemEntry", Counted)
     query = ITEMS + "&limit=50"

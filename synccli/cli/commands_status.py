@@ -25,7 +25,7 @@ def status(
 ) -> None:
     """Per connection: the last run of each job (when, outcome, counts, calls), when the last
     successful pull ended, calls used today and this month against the limits, the invoice
-    queue, ghosts and review items.
+    queue, ghosts, review items, and products the provider has with no code (not synced).
 
     Example:
 
@@ -70,6 +70,8 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; "
             f"review {item.review_waiting}; {pulled}"
         )
+        if item.uncoded:
+            output.line(f"  {uncoded_line(item.provider, item.uncoded)}")
         output.table(
             ["job", "last run", "outcome", "calls", "counts"],
             [
@@ -77,6 +79,17 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
                 for j in item.jobs
             ],
         )
+
+
+def uncoded_line(provider: str, n: int) -> str:
+    """What status says of products the provider has with no code (never synced)."""
+    where = (
+        " in the field the connection's sku_field names (customSku unless set)"
+        if provider == "lightspeed"
+        else ""
+    )
+    its = "it has" if n == 1 else "they have"
+    return f"{n} product{'' if n == 1 else 's'} at {provider} not synced: {its} no code{where}"
 
 
 def _counts(counts: dict) -> str:

@@ -12,6 +12,11 @@ Settings (non-secret, ``settings`` dict), with defaults:
 - ``shop_id`` ``"1"``, ``register_id`` ``"1"``, ``employee_id`` ``"1"``, ``payment_type_id``
   ``"1"``: what a posted Sale is rung up on and paid with.
 - ``scope``: asked for by :func:`authorize_url`, default ``employee:all``.
+- ``sku_field``: the Item field that holds the shop's SKU, default ``customSku``; one of
+  ``customSku``, ``systemSku`` (set by Lightspeed on every item, read-only: nothing can be
+  created at sale time), ``manufacturerSku``, ``upc``, ``ean``. Pulls, ``find_product`` and
+  create-at-sale all use it. An item with nothing in it is read with ``code=""``: the job counts
+  it (``status`` shows how many), it is no page error.
 
 Credentials (secret, ``credentials`` dict): ``client_secret`` (required). OAuth tokens live in the
 token store; refresh tokens are single-use and rotating, so refreshes run under the store's lock
@@ -36,7 +41,7 @@ How the contract maps onto Lightspeed:
   first full pull does not need it (the products carry stock); an incremental pull with nothing
   changed costs 2 calls (one empty Item page, one empty ItemShop page).
 - ``get_products(ids)``: ``Item.json?itemID=IN,[...]`` with ItemShops and archived=true, 100 ids per
-  call. ``find_product(code)``: ``Item.json?customSku==,X``, then an exact, case-sensitive match
+  call. ``find_product(code)``: ``Item.json?{sku_field}==,X``, then an exact, case-sensitive match
   here. Every look-up value goes with the explicit ``=,`` operator (:func:`exact`).
 - Customers: ``Customer.json?load_relations=["Contact"]&archived=true&archive=1`` (archived ones
   too, inactive); ``find_customers(email=)`` (archived ones too) filters with
@@ -91,6 +96,10 @@ log = logging.getLogger("synccli.lightspeed")
 DEFAULT_BASE_URL = "https://api.lightspeedapp.com"
 DEFAULT_AUTH_URL = "https://cloud.lightspeedapp.com"
 DEFAULT_SCOPE = "employee:all"
+# The Item fields a shop may keep its SKU in (setting ``sku_field``); ``systemSku`` is set by
+# Lightspeed on every item and read-only [D endpoints/Item/].
+SKU_FIELDS = ("customSku", "systemSku", "manufacturerSku", "upc", "ean")
+DEFAULT_SKU_FIELD = "customSku"
 PAGE_LIMIT = 100
 TAX_LIST = "tax_categories"  # the name its copy is kept under between runs
 IN_LIMIT = 100
@@ -294,10 +303,16 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
         "employee_id": "1",
         "payment_type_id": "1",
         "scope": DEFAULT_SCOPE,
+        "sku_field": DEFAULT_SKU_FIELD,
     }
     s.update({k: v for k, v in settings.items() if v is not None})
     s["base_url"] = str(s["base_url"]).rstrip("/")
     s["auth_url"] = str(s["auth_url"]).rstrip("/")
+    if s["sku_field"] not in SKU_FIELDS:
+        raise ConfigError(
+            f"Lightspeed setting sku_field is {s['sku_field']!r}: choose one of "
+            + ", ".join(SKU_FIELDS)
+        )
     return s
 
 
@@ -482,9 +497,14 @@ class LightspeedConnector(Connector):
                     found[product.remote_id] = product
         return [found[i] for i in ids if i in found]
 
+    @property
+    def sku_field(self) -> str:
+        """The Item field that holds the shop's SKU (setting ``sku_field``)."""
+        return str(self.settings["sku_field"])
+
     def find_product(self, code: str) -> RemoteProduct | None:
         pairs = [
-            ("customSku", exact(code)),
+            (self.sku_field, exact(code)),
             ("load_relations", ITEM_RELATIONS),
             ("archived", "true"),
         ]
@@ -497,9 +517,16 @@ class LightspeedConnector(Connector):
         return matches[0] if matches else None
 
     def create_product(self, product: NewProduct) -> RemoteProduct:
+        if self.sku_field == "systemSku":
+            # read-only: Lightspeed numbers every item itself, so no item can be made to carry
+            # the shop's code there
+            raise Rejected(
+                f"no Lightspeed item has systemSku {product.code}, and Lightspeed sets systemSku "
+                "itself: create the item in Lightspeed, or choose another sku_field"
+            )
         body = {
             "description": product.name,
-            "customSku": product.code,
+            self.sku_field: product.code,
             "defaultCost": "0",
             "tax": "true",
             "Prices": {
@@ -512,7 +539,13 @@ class LightspeedConnector(Connector):
         rows = as_list(data.get("Item")) if isinstance(data, dict) else []
         if not rows:
             raise BadResponse("POST Item.json: no Item in the answer")
-        return self._product(rows[0])
+        made = self._product(rows[0])
+        if made.code != product.code:  # believed only when it carries the code we sent
+            raise Rejected(
+                f"Lightspeed created item {made.remote_id} with {self.sku_field} "
+                f"{made.code!r}, not {product.code!r}"
+            )
+        return made
 
     # customers ----------------------------------------------------------------------------------
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
@@ -743,12 +776,16 @@ class LightspeedConnector(Connector):
         return out
 
     # record mapping -----------------------------------------------------------------------------
-    @staticmethod
-    def _product(row: dict[str, Any]) -> RemoteProduct:
+    def _product(self, row: dict[str, Any]) -> RemoteProduct:
+        """An item; one with no code in the SKU field (``""``, absent) is read all the same,
+        with ``code=""``: a real item the job counts, not an unreadable record (issue 17)."""
         item_id = str(row["itemID"])
-        code = row.get("customSku")
-        if not isinstance(code, str) or not code.strip():
-            raise ValueError("no customSku")
+        raw = row.get(self.sku_field)
+        if raw is not None and not isinstance(raw, (str, int)):
+            raise ValueError(f"{self.sku_field} is not a string")
+        code = "" if raw is None else str(raw)
+        if not code.strip():
+            code = ""
         for name in ("Prices", "ItemShops"):
             if row.get(name) not in (None, "") and not isinstance(row.get(name), dict):
                 raise ValueError(f"{name} is not an object")

@@ -29,7 +29,8 @@ Modelled (facts from the provider notes, the Lightspeed provider notes):
   is the value verbatim), plain equality; raw and percent-encoded forms alike. A plain value that
   begins with an operator and a comma (``IN,[A]``, ``~,A%``) is read as that operator, never as
   itself. Dates are ``YYYY-MM-DDTHH:MM:SS±HH:MM`` (``±HHMM`` and ``Z``
-  too); a ``+`` sent unencoded decodes to a space and is rejected with a 400, as on the real API.
+  too); a ``+`` sent unencoded decodes to a space and is read as the ``+`` it was, as
+  Lightspeed does (issue 17 line 18; the notes' advice to send ``%2B`` still holds for clients).
   ``archived=false|true|only`` (default hides archived), ``load_relations=["..."]`` (a JSON array,
   or ``all``), ``sort=field`` / ``sort=-field`` limited to each entity's sortable fields,
   ``count=1``. Filtering on a relation's field (``Contact.email``, ``ItemShops.qoh``) needs that
@@ -76,6 +77,9 @@ Switches (constructor keywords) for what the notes mark **unconfirmed** or optio
 - ``unit_price_overrides=True``: an explicit SaleLine ``unitPrice`` replaces the item's price.
 - ``reference_number_unique=False``: referenceNumber is not an idempotency key (no guarantee found).
 - ``burst_limiter=False``; ``registers=1`` (bucket size and drip grow with registers).
+- ``uncoded_items`` (default: one for every six products, rounded up): items only this account
+  has (gift cards, labour, shipping...), with an empty ``customSku`` and a ``systemSku``, as one
+  recorded account had 38 of 234 (issue 17, lines 7 and 18). 0 is the kind behaviour.
 - ``paging="cursor"``: V3 ``next``/``previous`` links. ``"offset"`` answers every list in the
   older form (``@attributes`` with ``count``/``offset``/``limit``, no ``next``) and honours
   ``offset``; ``"offset_ignored"`` answers that form but always from the first row (issue 17,
@@ -97,6 +101,7 @@ import hashlib
 import json
 import re
 import secrets as pysecrets
+import uuid
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
@@ -147,6 +152,7 @@ PAYMENT_TYPES = [  # (paymentTypeID, name, type)
 ]
 EMPLOYEES = [("1", "Sandbox", "Admin"), ("2", "Jane", "Cashier")]
 SHOPS = [("1", "Main Store")]
+UNCODED_NAMES = ["Gift Card", "Labour (hour)", "Shipping", "Gift Wrap", "Repair", "Deposit"]
 
 # ------------------------------------------------------------------------------------------------
 # errors and small helpers
@@ -234,11 +240,20 @@ def to_decimal(value: Any, what: str) -> Decimal:
     return result
 
 
+_SPACED_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?) (\d\d:?\d\d)")
+
+
 @lru_cache(maxsize=65536)
 def parse_time(text: str) -> datetime | None:
     """An R-Series date: ISO 8601 with ±HH:MM, ±HHMM or Z; None when unreadable."""
     value = text.strip()
-    if not value or " " in value:  # a '+' sent unencoded arrives as a space
+    # A '+' sent unencoded arrives as a space ("2024-01-01T00:00:00 00:00"): read as the '+' it
+    # was, as Lightspeed does (issue 17, line 18, from recorded answers; darrylmorley/
+    # lightspeed-retail-sdk sends ``timeStamp=>,`` and its offset unencoded and works).
+    plus = _SPACED_OFFSET.fullmatch(value)
+    if plus:
+        value = f"{plus.group(1)}+{plus.group(2)}"
+    if not value or " " in value:
         return None
     try:
         dt = datetime.fromisoformat(value)
@@ -389,7 +404,7 @@ _esc = json.encoder.encode_basestring_ascii  # json.dumps' own string encoder (e
 _ITEM_TEXT = (
     '{"itemID": %s, "systemSku": %s, "defaultCost": "0", "avgCost": "0", "discountable": "true", '
     '"tax": "true", "archived": %s, "itemType": %s, "serialized": "false", "description": %s, '
-    '"modelYear": "0", "upc": "", "ean": "", "customSku": %s, "manufacturerSku": "", '
+    '"modelYear": "0", "upc": %s, "ean": %s, "customSku": %s, "manufacturerSku": %s, '
     '"createTime": %s, "timeStamp": %s, "publishToEcom": "false", "categoryID": "0", '
     '"taxClassID": "1", "departmentID": "0", "itemMatrixID": "0", "manufacturerID": "0", '
     '"seasonID": "0", "defaultVendorID": "0"'
@@ -523,7 +538,7 @@ class _ItemEntry:
         "_key",
     )
 
-    def __init__(self, p: Product, gone: bool) -> None:
+    def __init__(self, p: Product, gone: bool, codes: dict[str, str] | None = None) -> None:
         self.product = p
         self.revision = product_revision(p)  # before reading the product: see product_revision
         self.gone = gone
@@ -543,10 +558,10 @@ class _ItemEntry:
             "serialized": "false",
             "description": p.name,
             "modelYear": "0",
-            "upc": "",
-            "ean": "",
+            "upc": (codes or {}).get("upc", ""),
+            "ean": (codes or {}).get("ean", ""),
             "customSku": p.code,
-            "manufacturerSku": "",
+            "manufacturerSku": (codes or {}).get("manufacturerSku", ""),
             "createTime": created,
             "timeStamp": updated,
             "publishToEcom": "false",
@@ -616,7 +631,10 @@ class _ItemEntry:
                 _esc(b["archived"]),
                 _esc(b["itemType"]),
                 _text(b["description"]),
+                _text(b["upc"]),
+                _text(b["ean"]),
                 _text(b["customSku"]),
+                _text(b["manufacturerSku"]),
                 _text(b["createTime"]),
                 _text(b["timeStamp"]),
             )
@@ -701,6 +719,7 @@ class LightspeedSandbox(SandboxApp):
         burst_limiter: bool = False,
         registers: int = 1,
         paging: str = "cursor",
+        uncoded_items: int | None = None,
         **switches: Any,
     ) -> None:
         super().__init__(seed=seed, clock=clock, time_scale=time_scale, faults=faults)
@@ -746,9 +765,15 @@ class LightspeedSandbox(SandboxApp):
         # tenant -> (live, deleted) items' renderings by product id (see _ItemEntry)
         self._entries: dict[str, tuple[dict[str, _ItemEntry], dict[str, _ItemEntry]]] = {}
         self._company: dict[str, str] = {}
+        # tenant -> items only this account has, with no customSku (see ``add_uncoded_items``)
+        self._uncoded: dict[str, list[Product]] = {}
+        # product id -> its other codes (manufacturerSku, upc, ean), set by POST Item or
+        # ``set_codes``; the neutral code is the customSku
+        self._codes: dict[str, dict[str, str]] = {}
         self.started = self.clock.now()
         world = self.catalogue.tenant(self.tenant)
         self.catalogue.gen.populate(world, products, customers)
+        self.add_uncoded_items((products + 5) // 6 if uncoded_items is None else uncoded_items)
         self._sync(self.tenant)
         self._routes()
 
@@ -779,6 +804,46 @@ class LightspeedSandbox(SandboxApp):
             "expires_in": tokens["expires_in"],
         }
 
+    def add_uncoded_items(self, n: int, tenant: str | None = None) -> list[Product]:
+        """Items only this Lightspeed account has, none with a ``customSku``: gift cards,
+        labour, shipping, as real accounts keep them (issue 17 line 7: 38 of 234 items of one
+        recorded account had an empty customSku). They are not in the neutral catalogue, so
+        no other simulator shows them; their ``systemSku`` is set, as Lightspeed sets it on
+        every item."""
+        tenant = tenant or self.tenant
+        world = self.catalogue.tenant(tenant)
+        kept = self._uncoded.setdefault(tenant, [])
+        at = self.clock.now() - timedelta(days=90)
+        made = []
+        for _ in range(n):
+            k = len(kept)
+            name = f"{UNCODED_NAMES[k % len(UNCODED_NAMES)]} {k // len(UNCODED_NAMES) + 1}"
+            item = Product(
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"lightspeed/{tenant}/uncoded/{k}")),
+                code="",
+                name=name,
+                description=name,
+                price=Decimal("5.00") * (k % 7 + 1),
+                stock=Decimal(0),
+                updated_at=at,
+                stock_updated_at=at,
+                created_at=at,
+                tracked=False,
+                seq=world.seq(),
+            )
+            kept.append(item)
+            made.append(item)
+        self._entries.pop(tenant, None)
+        return made
+
+    def set_codes(self, product: Product, **codes: str) -> None:
+        """Give an item a manufacturerSku, upc or ean (what a merchant types in Lightspeed)."""
+        unknown = set(codes) - {"manufacturerSku", "upc", "ean"}
+        if unknown:
+            raise ValueError(f"not an item code field: {', '.join(sorted(unknown))}")
+        self._codes.setdefault(product.id, {}).update(codes)
+        product.updated_at = self.clock.now()  # an edit in Lightspeed moves the item's stamp
+
     def items(self, tenant: str | None = None) -> list[tuple[Product, bool]]:
         """Every item the account shows, as (product, deleted): deleted ones render archived."""
         live, gone = self._item_products(tenant or self.tenant)
@@ -790,7 +855,7 @@ class LightspeedSandbox(SandboxApp):
             self._sync(tenant)
             world = self.catalogue.tenant(tenant)
             known = self._known.get(tenant, {})
-            return list(world.products.values()), [
+            return list(world.products.values()) + self._uncoded.get(tenant, []), [
                 known[i] for i in world.deleted_products if i in known
             ]
 
@@ -1497,7 +1562,7 @@ class LightspeedSandbox(SandboxApp):
             for p in products:
                 entry = was.get(p.id)
                 if entry is None or not entry.current(p):
-                    entry = _ItemEntry(p, bool(gone))
+                    entry = _ItemEntry(p, bool(gone), self._codes.get(p.id))
                 entries[p.id] = entry
                 out.append(entry)
         self._entries[account] = now
@@ -1611,7 +1676,7 @@ class LightspeedSandbox(SandboxApp):
         return []
 
     def _item_row(self, p: Product, gone: bool) -> Row:
-        entry = _ItemEntry(p, gone)
+        entry = _ItemEntry(p, gone, self._codes.get(p.id))
         return entry.base, entry
 
     def _customer_row(self, c: Customer) -> Row:
@@ -1682,6 +1747,16 @@ class LightspeedSandbox(SandboxApp):
         if not description:
             return ls_error(400, "Item description is required.")
         sku = str(body.get("customSku") or "")
+        # systemSku is read-only (Lightspeed numbers every item itself): ignored if sent.
+        # upc and ean hold 11-14 digits [D endpoints/Item/].
+        codes = {
+            f: str(body[f]).strip()
+            for f in ("manufacturerSku", "upc", "ean")
+            if str(body.get(f) or "").strip()
+        }
+        for f in ("upc", "ean"):
+            if f in codes and not re.fullmatch(r"\d{11,14}", codes[f]):
+                return ls_error(400, f"Invalid {f}: {codes[f]} (11 to 14 digits)")
         world = self._world(account)
         with self.catalogue.lock:
             if (
@@ -1717,6 +1792,8 @@ class LightspeedSandbox(SandboxApp):
                 seq=world.seq(),
                 tracked=str(body.get("itemType", "default")) != "non_inventory",
             )
+            if codes:
+                self._codes[product.id] = codes
             world.products[product.id] = product
             self._sync(account)
         rendered = self._item_row(product, False)[1](["ItemShops"])

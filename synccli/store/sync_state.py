@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from synccli.errors import Rejected
@@ -225,3 +225,102 @@ def posted_before(s: Session, connection_id: int, numbers: list[str]) -> set[str
             )
         )
     return found
+
+
+# --- products the provider has without a code ----------------------------------------------------
+UNCODED = "uncoded_product"  # review kind: a remote product with no code in the SKU field
+
+
+def _uncoded_subject(remote_id: str) -> str:
+    return f"remote:{remote_id}"
+
+
+def mark_uncoded(
+    s: Session, connection_id: int, products: list[tuple[str, str]], now: datetime
+) -> int:
+    """Remember remote products (remote id, name) that carry no code: one open review item
+    each, so ``status`` can count them and a later run does not report them again. Returns
+    how many were not known yet."""
+    if not products:
+        return 0
+    subjects = {_uncoded_subject(rid): name for rid, name in products}
+    known = {
+        item.subject: item
+        for item in s.scalars(
+            select(ReviewItem).where(
+                ReviewItem.connection_id == connection_id,
+                ReviewItem.kind == UNCODED,
+                one_of(ReviewItem.subject, list(subjects), s.get_bind().dialect),
+            )
+        )
+    }
+    new = 0
+    for subject, name in subjects.items():
+        item = known.get(subject)
+        if item is None:
+            s.add(
+                ReviewItem(
+                    connection_id=connection_id,
+                    kind=UNCODED,
+                    subject=subject,
+                    detail={"remote_id": subject.removeprefix("remote:"), "name": name},
+                    created_at=now,
+                )
+            )
+            new += 1
+        elif item.resolved_at is not None:  # it lost its code again
+            item.resolved_at = None
+            item.detail = {**item.detail, "name": name}
+    return new
+
+
+def resolve_uncoded(s: Session, connection_id: int, remote_ids: list[str], now: datetime) -> int:
+    """Close the uncoded items among ``remote_ids`` (they carry a code now)."""
+    if not remote_ids:
+        return 0
+    open_items = s.scalars(
+        select(ReviewItem).where(
+            ReviewItem.connection_id == connection_id,
+            ReviewItem.kind == UNCODED,
+            ReviewItem.resolved_at.is_(None),
+            one_of(
+                ReviewItem.subject,
+                [_uncoded_subject(r) for r in remote_ids],
+                s.get_bind().dialect,
+            ),
+        )
+    ).all()
+    for item in open_items:
+        item.resolved_at = now
+    return len(open_items)
+
+
+def any_uncoded(s: Session, connection_id: int) -> bool:
+    return (
+        s.scalar(
+            select(ReviewItem.id)
+            .where(
+                ReviewItem.connection_id == connection_id,
+                ReviewItem.kind == UNCODED,
+                ReviewItem.resolved_at.is_(None),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def count_uncoded(s: Session, connection_id: int) -> int:
+    """Remote products known to carry no code (open uncoded items)."""
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(ReviewItem)
+            .where(
+                ReviewItem.connection_id == connection_id,
+                ReviewItem.kind == UNCODED,
+                ReviewItem.resolved_at.is_(None),
+            )
+        )
+        or 0
+    )

@@ -32,10 +32,13 @@ from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
 from synccli.store.sync_state import (
     advance_cursor,
+    any_uncoded,
     get_cursor,
     links_for,
+    mark_uncoded,
     oldest_links,
     record_event,
+    resolve_uncoded,
 )
 from synccli.sync.context import JobContext
 
@@ -69,6 +72,7 @@ class PullReport:
     deactivated: int = 0
     stock_seen: int = 0
     stock_unknown: int = 0  # stock rows for products we have no link for
+    uncoded: int = 0  # remote products read with no code (nothing to match a shop product by)
     future_stamps: int = 0  # records stamped past the provider's clock (clamped to it)
     calls: int = 0
     seconds: float = 0.0
@@ -84,6 +88,7 @@ class SweepReport:
     requested: int = 0
     swept: int = 0
     changed: int = 0
+    uncoded: int = 0  # remote products read with no code
     future_stamps: int = 0  # records stamped past the provider's clock (clamped to it)
     ghosts: list[dict[str, str]] = field(default_factory=list)
     calls: int = 0
@@ -172,6 +177,7 @@ class _Applier:
                 locals_by_id[p.id] = p
         new: dict[str, RemoteProduct] = {}  # by code: a page naming one code twice adds it once
         stamp: list[int] = []  # links seen in this page
+        uncoded: list[tuple[str, str]] = []  # (remote id, name): unlinked, with no code
         to_link: list[tuple[int, RemoteProduct]] = []
         for remote in records:
             link = links.get(remote.remote_id)
@@ -201,7 +207,14 @@ class _Applier:
                         # the later copy is the newer
                         new[remote.code] = remote
                         continue
-                    if earlier is not None or not remote.code:
+                    if not remote.code:
+                        # A real record with nothing in the field that holds the shop's code
+                        # (a Lightspeed item with no customSku, issue 17): it cannot be matched
+                        # to a shop product, so it is counted and kept for ``status``, not
+                        # reported as an error every run.
+                        uncoded.append((remote.remote_id, remote.name))
+                        continue
+                    if earlier is not None:
                         report.errors.append(
                             f"remote product {remote.remote_id}: code {remote.code!r} is empty or "
                             "repeated; skipped"
@@ -234,8 +247,15 @@ class _Applier:
                 state = "linked" if remote.active else "archived"
                 if link.state != state:
                     link.state = state
+        if hasattr(report, "uncoded"):
+            report.uncoded += len(uncoded)
         if self.dry:
             return
+        if uncoded:
+            mark_uncoded(self.s, self.conn_id, uncoded, self.now)
+        coded = [r.remote_id for r in records if r.code]
+        if coded and any_uncoded(self.s, self.conn_id):
+            resolve_uncoded(self.s, self.conn_id, coded, self.now)  # given a code since
         for chunk in _chunks(stamp, 500):
             # one statement a chunk: a full-catalogue read stamps every link it saw
             self.s.execute(
@@ -727,13 +747,17 @@ class _Mark:
     deactivated: int
     changes: int
     errors: int
+    uncoded: int = 0
 
     @classmethod
     def of(cls, r: PullReport) -> _Mark:
-        return cls(r.seen, r.changed, r.new, r.deactivated, len(r.changes), len(r.errors))
+        return cls(
+            r.seen, r.changed, r.new, r.deactivated, len(r.changes), len(r.errors), r.uncoded
+        )
 
     def restore(self, r: PullReport) -> None:
         r.seen, r.changed, r.new = self.seen, self.changed, self.new
+        r.uncoded = self.uncoded
         r.deactivated = self.deactivated
         del r.changes[self.changes :]
         del r.errors[self.errors :]

@@ -13,6 +13,7 @@ from synccli.store.db import Store
 from synccli.store.ledger import usage
 from synccli.store.models import Connection, Cursor, InvoiceJob, Link, ReviewItem, Run
 from synccli.store.runs import holds_lease, last_runs
+from synccli.store.sync_state import count_uncoded
 from synccli.sync.customers import STREAM as CUSTOMER_STREAM
 from synccli.sync.invoices import STATES as INVOICE_STATES
 
@@ -49,6 +50,8 @@ class ConnectionStatus:
     invoices: dict[str, int] = field(default_factory=dict)
     ghosts: int = 0
     review_waiting: int = 0
+    # remote products with no code in the field that holds the shop's SKU: read, never synced
+    uncoded: int = 0
 
 
 def status_report(
@@ -119,6 +122,7 @@ def status_report(
                 )
                 or 0
             )
+            item.uncoded = count_uncoded(s, conn.id)
         item.calls = usage(store, conn.id, now)
         try:
             limits = _limits_of(connector_module(conn.provider))
