@@ -154,7 +154,10 @@ def worker_pull(values: dict[str, Any], database_url: str | None, profile: str |
         return {
             "provider": provider,
             "store": common.store_label(store),
-            "items": report.seen,
+            # the products a shop can hold: items with no code (Lightspeed's uncoded items,
+            # read and counted) are not stored
+            "items": report.seen - report.uncoded,
+            "uncoded": report.uncoded,
             "stored": stored,
             "with_stock": with_stock,
             "calls": report.calls,

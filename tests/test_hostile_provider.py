@@ -227,7 +227,9 @@ def _mutator(provider: str, case: str) -> Callable[[dict[str, Any]], None]:
         "lightspeed": {
             "price-wrong-type": set_path("Prices", "ItemPrice", "amount", value="twelve dollars"),
             "id-missing": drop("itemID"),
-            "code-missing": drop("customSku"),
+            # an item with no customSku is an item like any other (issue 17, line 7): the broken
+            # form of its code is one that is not a string
+            "code-missing": set_path("customSku", value={"code": "SKU"}),
             "timestamp-wrong": set_path("timeStamp", value="yesterday"),
             "object-is-a-string": set_path("Prices", value="free"),
         },

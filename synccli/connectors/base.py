@@ -45,6 +45,11 @@ class Capabilities:
     full_catalogue_call: bool = False  # one call lists every product (Xero Items)
     invoice_batch: int = 1  # invoices one post call may carry (Xero: a plural envelope)
     catalogue_page: int | None = None  # products a page when listing the whole catalogue
+    # Whether the provider's record stamps can be compared with its clock. Unleashed's JSON
+    # stamps were seen shifted by the account's time zone (13 h in the 2014 recordings): a
+    # stamp there can neither be told to lie in the future nor rank a record's versions
+    # against a clamped one, so a pull applies what it reads by value, as a sweep does.
+    stamps_on_provider_clock: bool = True
 
 
 @dataclass

@@ -262,6 +262,7 @@ class UnleashedConnector(Connector):
         cursor_overlap=timedelta(hours=14),
         limits=Limits(per_month=15000),
         catalogue_page=PAGE_SIZE,
+        stamps_on_provider_clock=False,  # JSON dates seen 13 h off (provider notes §6)
     )
 
     def __init__(

@@ -680,7 +680,16 @@ def _pull_stream(
                 mark = _Mark.of(report)
                 try:
                     with ctx.store.session() as s:
-                        applier = _Applier(ctx, s, now, report.changes, run_start)
+                        applier = _Applier(
+                            ctx,
+                            s,
+                            now,
+                            report.changes,
+                            run_start,
+                            # a listing shows each record as it is now: where stamps cannot
+                            # be ranked against the provider's clock, values decide
+                            authoritative=not connector.capabilities.stamps_on_provider_clock,
+                        )
                         if stream == "products":
                             report.seen += len(records)
                             applier.apply_products(records, report)

@@ -13,7 +13,7 @@ from synccli.store.db import Store
 from synccli.store.ledger import usage
 from synccli.store.models import Connection, Cursor, InvoiceJob, Link, ReviewItem, Run
 from synccli.store.runs import holds_lease, last_runs
-from synccli.store.sync_state import count_uncoded
+from synccli.store.sync_state import UNCODED, count_uncoded
 from synccli.sync.customers import STREAM as CUSTOMER_STREAM
 from synccli.sync.invoices import STATES as INVOICE_STATES
 
@@ -118,7 +118,11 @@ def status_report(
                 s.scalar(
                     select(func.count())
                     .select_from(ReviewItem)
-                    .where(ReviewItem.connection_id == conn.id, ReviewItem.resolved_at.is_(None))
+                    .where(
+                        ReviewItem.connection_id == conn.id,
+                        ReviewItem.resolved_at.is_(None),
+                        ReviewItem.kind != UNCODED,  # counted apart: item.uncoded
+                    )
                 )
                 or 0
             )
