@@ -183,8 +183,11 @@ def test_a_pull_whose_stderr_is_not_a_terminal_shows_no_progress(
     assert re.search(r"(?m)^info +\[u/pull-products\] GET /Products/\d+ 200", logged)
     assert not ETA.search(logged) and not WAITING.search(logged), logged[-2000:]
 
+    # FORCE_COLOR (set by many CI runners) asks for colour, not for a progress line in a pipe
+    forced = {**env, "FORCE_COLOR": "1"}
     piped = _waited(
-        limited, lambda: subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        limited,
+        lambda: subprocess.run(cmd, env=forced, capture_output=True, text=True, timeout=120),
     )
     assert piped.returncode == 0, piped.stderr[-2000:]
     both = piped.stdout + piped.stderr

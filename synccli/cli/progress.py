@@ -9,6 +9,7 @@ shown, log lines and anything else written to stderr are printed above it by ric
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +26,15 @@ from synccli.progress import QUIET, ProgressObserver
 
 
 def wanted(ctx: typer.Context, json_out: bool) -> bool:
-    """Whether this invocation shows a progress line."""
+    """Whether this invocation shows a progress line: stderr itself must be a terminal (rich
+    also takes FORCE_COLOR, which CI runners set, for one) that can move its cursor."""
     if json_out or state(ctx).quiet or logs.json_on_stderr():
         return False
-    return Console(stderr=True).is_terminal
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed, or no real stream
+        return False
+    return tty and os.environ.get("TERM") != "dumb"
 
 
 class _Status(ProgressColumn):
