@@ -259,20 +259,21 @@ def flush_pending(
     mailer: Mailer | None = None,
     grace: timedelta = timedelta(minutes=10),
     max_age: timedelta = timedelta(days=7),
+    created_before: datetime | None = None,
 ) -> int:
     """Send again the connection's emails that failed (or whose sender died before sending).
-    Rows younger than ``grace`` without an error may still be in another process's hands."""
+    Rows younger than ``grace`` without an error may still be in another process's hands; rows
+    created from ``created_before`` on (this run's, just tried) wait for the next run."""
     with store.session() as s:
-        ids = list(
-            s.scalars(
-                select(Notification.id).where(
-                    Notification.connection_id == connection.id,
-                    Notification.sent_at.is_(None),
-                    Notification.created_at >= now - max_age,
-                    (Notification.error.is_not(None)) | (Notification.created_at < now - grace),
-                )
-            )
+        query = select(Notification.id).where(
+            Notification.connection_id == connection.id,
+            Notification.sent_at.is_(None),
+            Notification.created_at >= now - max_age,
+            (Notification.error.is_not(None)) | (Notification.created_at < now - grace),
         )
+        if created_before is not None:
+            query = query.where(Notification.created_at < created_before)
+        ids = list(s.scalars(query))
     if not ids:
         return 0
     mailer = mailer or mailer_for(store.settings)

@@ -354,3 +354,17 @@ def test_dead_token_found_by_a_pull_emails_the_merchant_once(
         outbox = list((tmp_path / "data" / "outbox").glob("*.eml"))
         assert len(outbox) == 1
         assert b"authorised again" in outbox[0].read_bytes()
+
+
+def test_an_email_that_failed_in_this_run_is_not_tried_again_at_its_end(store: Store, cli) -> None:
+    """SMTP is down: the refusal email fails once, is kept for a later run, and the end of this
+    run does not try it again at once (on main it did: a second connection attempt, up to the
+    SMTP timeout again, and a second warning)."""
+    port = free_port()
+    env = {"SYNC_SMTP_HOST": "127.0.0.1", "SYNC_SMTP_PORT": str(port), "SYNC_SMTP_SECURITY": "none"}
+    with sandbox("xero") as running:
+        connect(store, running, "shop")
+        cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, "BAD-1", "BOGUS")))
+        result = cli("post-invoices", "-c", "shop", env=env)
+        assert result.exit_code == 6, result.stderr
+        assert result.stderr.count("email not sent") == 1, result.stderr

@@ -256,7 +256,9 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
             with store.session() as s:
                 keep_lists(s, conn.id, fresh, ctx.clock.now())
         try:
-            report.emails += notify.flush_pending(store, conn, ctx.clock.now(), mailer=mailer)
+            report.emails += notify.flush_pending(
+                store, conn, ctx.clock.now(), mailer=mailer, created_before=started
+            )
         except Exception:  # never hide the run's own outcome behind an email problem
             log.exception("could not send pending emails")
     return report
