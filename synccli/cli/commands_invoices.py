@@ -54,10 +54,14 @@ def add(
         ..., metavar="FILE|-", help="A JSON order, a JSON array, or JSON lines; - reads stdin."
     ),
     connection: str | None = ONE_CONNECTION_OPT,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the orders and show what would be queued; write nothing."
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
     """Add orders to post as invoices. The whole input is checked first: one problem anywhere
     (named with its line and field) and nothing is written (exit 2). Schema: docs/orders.md.
+    --dry-run makes every check and prints what would be queued, writing nothing.
 
     Example:
 
@@ -71,13 +75,13 @@ def add(
     if source == "-":
         stream = getattr(sys.stdin, "buffer", None)
         report = orders.add_orders(
-            store, conn, stream if stream is not None else sys.stdin.read(), now
+            store, conn, stream if stream is not None else sys.stdin.read(), now, dry_run=dry_run
         )
     else:
         path = Path(source)
         try:
             with path.open("rb") as fh:
-                report = orders.add_orders(store, conn, fh, now)
+                report = orders.add_orders(store, conn, fh, now, dry_run=dry_run)
         except IsADirectoryError:
             raise UsageError(f"cannot read {source}: it is a directory") from None
         except OSError as exc:
@@ -85,7 +89,13 @@ def add(
     if json_out:
         output.print_json(report)
         return
-    if not state(ctx).quiet:
+    if dry_run:
+        new = f", {report.customers_created} new customer(s)" if report.customers_created else ""
+        output.line(
+            f"{conn.name}: would add {report.added} order(s) and queue {report.queued} "
+            f"invoice(s){new}: {', '.join(report.numbers)} (dry run: nothing written)"
+        )
+    elif not state(ctx).quiet:
         output.line(
             f"{conn.name}: added {report.added} order(s); {report.queued} invoice(s) queued "
             f"(post them with `synccli post-invoices -c {conn.name}`)"

@@ -180,6 +180,11 @@ class AddReport:
     queued: int = 0  # invoice jobs created
     numbers: list[str] = field(default_factory=list)
     customers_created: int = 0
+    dry_run: bool = False  # checked and counted as for real, then nothing written
+
+
+class _RollBack(Exception):
+    """Ends a dry run's transaction without committing it."""
 
 
 class OrderInputError(UsageError):
@@ -674,15 +679,19 @@ def add_orders(
     connection: Connection,
     source: bytes | str | IO[bytes],
     now: datetime | None = None,
+    *,
+    dry_run: bool = False,
 ) -> AddReport:
     """Validate a batch of orders and write all of it (orders, lines, customers, invoice jobs)
-    in one transaction, or nothing. Raises :class:`OrderInputError` (exit 2) naming the problem."""
+    in one transaction, or nothing. Raises :class:`OrderInputError` (exit 2) naming the problem.
+    ``dry_run``: every check and count made as for real (numbers already taken included), then
+    the transaction is rolled back."""
     now = now or datetime.now(UTC)
     orders = parse_orders(source)
     problems = unsearchable(connection.provider, orders)
     if problems:
         raise OrderInputError(problems)
-    report = AddReport(connection.name)
+    report = AddReport(connection.name, dry_run=dry_run)
     try:
         with store.locked() as s:
             taken = _existing_numbers(s, connection.id, [o.number for o in orders])
@@ -743,6 +752,10 @@ def add_orders(
                 report.queued += 1
                 report.numbers.append(o.number)
             s.flush()
+            if dry_run:
+                raise _RollBack
+    except _RollBack:
+        pass
     except IntegrityError:
         # Another `invoices add` inserted one of these numbers between our check and our write.
         raise OrderInputError(
