@@ -123,7 +123,7 @@ def test_plan_warns_and_proposes_when_over_budget(tmp_path: Path, cli) -> None:
         "--provider",
         "unleashed",
     )
-    assert result.exit_code == 0
+    assert result.exit_code == 3  # over budget (issue 18, line 18)
     assert "warning" in result.stdout + result.stderr
     assert "a schedule that fits" in result.stdout
 

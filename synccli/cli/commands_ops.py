@@ -11,7 +11,7 @@ from synccli import fmt
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
-from synccli.errors import SyncError, UsageError
+from synccli.errors import ExitCode, SyncError, UsageError
 from synccli.store.connections import get_connection, list_connections
 from synccli.sync import plan as planning
 from synccli.sync.doctor import Check, check_connection, check_setup, exit_code
@@ -38,8 +38,8 @@ def plan(
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """The calls per day and per month a schedule spends, per job, against each provider's limits,
-    and the worst-case freshness of a product change. Warns when over budget and proposes a
-    schedule that fits.
+    and the worst-case freshness of a product change. Over budget it warns, prints crontab lines
+    that fit (to paste as they are) and exits 3.
 
     Example:
 
@@ -55,8 +55,11 @@ def plan(
     schedule = planning.load_schedule(crontab)
     merchant = planning.Merchant(products, customers, orders_per_day)
     reports = [planning.plan(p, merchant, schedule) for p in (provider or list(planning.MODELS))]
+    over = any(r.over_budget for r in reports)
     if json_out:
         output.print_json(reports)
+        if over:
+            raise typer.Exit(int(ExitCode.BUDGET))
         return
     for r in reports:
         limit = (
@@ -86,10 +89,12 @@ def plan(
         for w in r.warnings:
             output.warn(f"  warning: {w}")
         if r.proposal:
-            output.line("  a schedule that fits:")
+            output.line("  a schedule that fits (crontab lines, to paste as they are):")
             for line in r.proposal:
-                output.line(f"    {line}")
+                output.line(line)
         output.line("")
+    if over:
+        raise typer.Exit(int(ExitCode.BUDGET))  # exit 3: the schedule spends more than allowed
 
 
 def doctor(

@@ -106,6 +106,7 @@ class PlanReport:
     sweep_days: float | None  # days to sweep the whole catalogue once
     warnings: list[str] = field(default_factory=list)
     proposal: list[str] = field(default_factory=list)
+    over_budget: bool = False  # more calls than the provider's day or month limit
 
 
 DEFAULT_SCHEDULE = [
@@ -269,8 +270,10 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
         sweep_days=round(merchant.products / sweep_per_day, 1) if sweep_per_day else None,
     )
     if m.per_day and per_day > m.per_day:
+        report.over_budget = True
         report.warnings.append(f"{per_day:.0f} calls a day exceed Xero's {m.per_day} a day")
     if m.per_month and per_day * 30 > m.per_month:
+        report.over_budget = True
         report.warnings.append(
             f"{per_day * 30:.0f} calls a month exceed the quota of {m.per_month}"
         )
@@ -311,6 +314,11 @@ def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: li
     return math.ceil(math.ceil(merchant.products / SWEEP_DAYS) / max(1, runs))
 
 
+# How crontab.example runs synccli (the full path cron finds it at, README "Production"), so a
+# proposed line can be pasted next to its lines.
+CRON_COMMAND = "/usr/local/bin/synccli -q --log-format json --log-file /var/log/synccli/synccli.log"
+
+
 def propose(provider: str, merchant: Merchant) -> list[str]:
     """A schedule that fits the provider's limits, as crontab lines."""
     m = MODELS[provider]
@@ -325,13 +333,13 @@ def propose(provider: str, merchant: Merchant) -> list[str]:
         within_day = not m.per_day or report.calls_per_day <= m.per_day
         within_month = not m.per_month or report.calls_per_month <= m.per_month
         if within_day and within_month:
+            pull = f"*/{pull_every} * * * *" if pull_every < 60 else f"0 */{pull_every // 60} * * *"
             return [
-                f"*/{pull_every} * * * *" if pull_every < 60 else f"0 */{pull_every // 60} * * *",
-                "  synccli pull-products --all",
-                "30 2 * * *  synccli sweep-oldest auto --all",
-                "45 2 * * *  synccli link-customers --all",
-                "5 */2 * * *  synccli post-invoices --all",
                 f"# about {report.calls_per_month:.0f} calls a month, product changes visible "
                 f"within {pull_every} minutes",
+                f"{pull}  {CRON_COMMAND} pull-products --all",
+                f"30 2 * * *  {CRON_COMMAND} sweep-oldest auto --all",
+                f"45 2 * * *  {CRON_COMMAND} link-customers --all",
+                f"5 */2 * * *  {CRON_COMMAND} post-invoices --all",
             ]
     return ["# no schedule fits: ask the provider for a higher limit"]
