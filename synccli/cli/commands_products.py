@@ -133,6 +133,13 @@ def sync_product(
         return products.sync_product(jc, sku)
 
     def render(conn: Connection, r: products.ProductSyncReport) -> None:
+        if r.deleted:
+            done = "would be deactivated (dry run)" if r.dry_run else "deactivated"
+            output.line(
+                f"{conn.name}: {sku} was deleted at the provider: {done}, marked as a ghost; "
+                f"{r.calls} call(s)"
+            )
+            return
         if not r.found:
             output.line(f"{conn.name}: {sku} not found at the provider; {r.calls} call(s)")
             return

@@ -107,6 +107,7 @@ class ProductSyncReport:
     future_stamps: int = 0  # 1 when the product was stamped past the provider's clock
     dry_run: bool = False
     changes: list[Change] = field(default_factory=list)
+    deleted: bool = False  # linked, and gone at the provider: deactivated (a ghost)
 
 
 def provider_now(ctx: JobContext) -> datetime:
@@ -1073,6 +1074,34 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     report.swept = linked
 
 
+def _deactivate_ghost(ctx: JobContext, link_id: int, report: ProductSyncReport) -> None:
+    now = ctx.clock.now()
+    with ctx.store.session() as s:
+        stored = s.get(Link, link_id)
+        product = s.get(Product, stored.local_id) if stored is not None else None
+        if product is not None and product.active:
+            report.changes.append(Change(product.sku, "active", True, False))
+            report.after = {**(report.before or {}), "active": False}
+        if ctx.dry_run or stored is None:
+            return
+        stored.state = "ghost"
+        stored.last_synced_at = now
+        if product is not None and product.active:
+            record_event(
+                s,
+                run_id=ctx.run_id,
+                connection_id=ctx.connection.id,
+                kind=KIND,
+                local_id=product.id,
+                field="active",
+                old=True,
+                new=False,
+                at=now,
+            )
+            product.active = False
+            product.updated_at = now
+
+
 def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
     """One product and its stock, in at most 2 calls; shows before and after."""
     with ctx.store.session() as s:
@@ -1100,12 +1129,11 @@ def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
         sku=sku, before=before, after=before, found=remote is not None, dry_run=ctx.dry_run
     )
     if remote is None:
-        if link is not None and not ctx.dry_run:
-            with ctx.store.session() as s:
-                stored = s.get(Link, link.id)
-                if stored is not None:
-                    stored.state = "ghost"
-                    stored.last_synced_at = ctx.clock.now()
+        if link is not None:
+            # A linked product its provider no longer has, looked up by id: a ghost, as the
+            # sweep finds it (the link marked, the product deactivated, the change an event).
+            report.deleted = True
+            _deactivate_ghost(ctx, link.id, report)
         report.calls = ctx.calls
         return report
     with ctx.store.session() as s:
