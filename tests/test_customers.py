@@ -865,7 +865,9 @@ def test_a_link_made_elsewhere_during_the_run_does_not_sink_the_page(store: Stor
 
         def meanwhile(report: customers.LinkReport) -> None:
             if report.pages == 1:
-                customers.link_manual(store, conn, str(late_local), "by-hand-1", CLOCK.now())
+                customers.link_manual(
+                    store, conn, str(late_local), "by-hand-1", CLOCK.now(), force=True
+                )
 
         with job_run(store, customers.JOB, conn, clock=CLOCK) as jc:
             report = customers.link_customers(jc, on_page=meanwhile)

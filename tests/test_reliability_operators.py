@@ -438,7 +438,7 @@ def test_customer_the_provider_cannot_look_up_is_not_created_twice_after_a_lost_
         # the merchant links the customer that was created: the invoice goes out on its retry
         with store.session() as s:
             local_id = s.scalar(select(Customer.id).where(Customer.name == "Walk In Buyer"))
-        link_manual(store, conn, str(local_id), str(created[0].seq), clock.now())
+        link_manual(store, conn, str(local_id), str(created[0].seq), clock.now(), force=True)
         with store.session() as s:
             for job in s.scalars(select(InvoiceJob)):
                 job.next_attempt_at = clock.now()

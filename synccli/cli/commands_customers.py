@@ -220,9 +220,13 @@ def link_cmd(
     ),
     remote: str = typer.Argument(..., help="The provider's customer id (see `customers review`)."),
     connection: list[str] = typer.Option([], "--connection", "-c", help="Connection name."),
+    force: bool = typer.Option(
+        False, "--force", help="Link a remote id link-customers has never seen."
+    ),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Link a local customer to a remote one by hand (settles the review items about them).
+    """Link a local customer to a remote one by hand (settles the review items about them). A
+    remote id link-customers has never seen is refused unless --force.
 
     Example:
 
@@ -231,7 +235,7 @@ def link_cmd(
         synccli customers link -c shop1 jane@example.com 8d3c1f0e-5a8e-4c62-9d57-0b6f2f4f8a10
     """
     conn = _one_connection(ctx, connection)
-    change = customers.link_manual(state(ctx).store(), conn, local, remote, _now())
+    change = customers.link_manual(state(ctx).store(), conn, local, remote, _now(), force)
     if json_out:
         output.print_json(change)
         return

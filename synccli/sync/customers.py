@@ -248,6 +248,7 @@ class _Matcher:
                 self.local_keys[k].add(c.id)
         self.remote_owner: dict[str, int] = {ln.remote_id: ln.local_id for ln in links}
         self.run_links: dict[int, str] = {}  # local id -> remote id, links made by this run
+        self.raced: set[int] = set()  # local ids linked by another process during this run
         self.remotes: dict[str, _Remote] = {}
         self.remote_keys: dict[tuple[str, str], set[str]] = defaultdict(set)
         for rid, d in seen.items():
@@ -385,6 +386,16 @@ def link_customers(
         if on_page is not None:
             on_page(report)
         ctx.heartbeat(JOB)
+    # Local customers added since their remote twin was last listed: matched against every
+    # remote customer seen before (the cache), not only this run's pages; no call is made.
+    done = set(matcher.run_links) | matcher.raced
+    waiting = {lid for lid in matcher.locals if lid not in done}
+    waiting = {lid for lid in waiting if matcher.candidates_of_local(lid)}
+    if waiting:
+        with ctx.store.session() as s:
+            _apply_page(ctx, s, matcher, [], report, flagged, ctx.clock.now(), waiting)
+            if ctx.dry_run:
+                s.rollback()
     if not ctx.dry_run:
         with ctx.store.session() as s:
             final = min(newest, run_start) if newest else None
@@ -406,7 +417,10 @@ def _apply_page(
     report: LinkReport,
     flagged: dict[str, dict[str, Any]],
     now: datetime,
+    also: set[int] | None = None,
 ) -> None:
+    """Observe ``records`` and decide every unlinked local customer they concern (and those in
+    ``also``)."""
     conn_id = ctx.connection.id
     touched_keys: set[tuple[str, str]] = set()
     for rec in records:
@@ -426,7 +440,7 @@ def _apply_page(
             report.already_linked += 1
         elif not m.locals_for_keys(r.keys):
             report.unmatched += 1
-    touched = sorted(m.locals_for_keys(touched_keys))
+    touched = sorted(m.locals_for_keys(touched_keys) | (also or set()))
 
     def flag(subject: str, detail: dict[str, Any]) -> None:
         flagged[subject] = {"subject": subject, **detail}
@@ -498,6 +512,7 @@ def _apply_page(
                     )
             except IntegrityError:  # ensure_customer (or a person) linked one of them meanwhile
                 report.raced += 1
+                m.raced.add(lid)
                 continue
             _resolve(s, conn_id, [f"local:{lid}", f"remote:{rid}"], now)
         m.link(lid, rid)
@@ -861,7 +876,8 @@ def _before_blind_create(
     raise Rejected(
         f"order {order.number}: an earlier create of customer {who} at {provider} got no "
         f"answer and {provider} cannot look this customer up (no email): it may exist there. "
-        f"Link it with `synccli customers link -c {name} {c.id} REMOTE_ID`, or, if it is not "
+        f"Link it with `synccli customers link -c {name} {c.id} REMOTE_ID --force` (its id at "
+        f"{provider}, not listed by link-customers yet), or, if it is not "
         f"there, `synccli customers review -c {name} --resolve {item_id}` to have it created"
     )
 
@@ -942,12 +958,36 @@ def _local_by_ref(s: Session, conn_id: int, ref: str, conn_name: str = "") -> Cu
     )
 
 
+def _under_review(s: Session, connection_id: int, remote_id: str) -> bool:
+    """Whether an open review item names ``remote_id`` (a candidate the provider answered with
+    at sale time, which link-customers may not have listed yet)."""
+    items = s.scalars(
+        select(ReviewItem).where(
+            ReviewItem.connection_id == connection_id, ReviewItem.resolved_at.is_(None)
+        )
+    )
+    for item in items:
+        detail = item.detail or {}
+        named = [c.get("remote_id") for c in detail.get("candidates") or [] if isinstance(c, dict)]
+        remote = detail.get("remote")
+        if isinstance(remote, dict):
+            named.append(remote.get("remote_id"))
+        if remote_id in [str(n) for n in named if n is not None]:
+            return True
+    return False
+
+
 def link_manual(
-    store: Store, conn: Connection, local_ref: str, remote_id: str, now: datetime
+    store: Store,
+    conn: Connection,
+    local_ref: str,
+    remote_id: str,
+    now: datetime,
+    force: bool = False,
 ) -> LinkChange:
     """Link a local customer to a remote one by hand (origin "manual"); settles the review items
-    about either of them. The remote id is taken as given (no call is spent); a warning says when
-    link-customers has never seen it."""
+    about either of them. No call is spent: a remote id link-customers has never seen (a typo,
+    another account's id) is refused unless ``force``, and then linked with a warning."""
     remote_id = remote_id.strip()
     if not remote_id:
         raise UsageError("give the remote customer's id")
@@ -973,6 +1013,12 @@ def link_manual(
                 RemoteCustomerRow.remote_id == remote_id,
             )
         )
+        if seen is None and not force and not _under_review(s, conn.id, remote_id):
+            raise UsageError(
+                f"remote customer {remote_id} has never been seen by link-customers: check the "
+                f"id (`synccli link-customers -c {conn.name}` reads the provider's customers), or "
+                "link it anyway with --force"
+            )
         detail = _row_detail(seen) if seen is not None else {}
         add_link(
             s,
