@@ -77,8 +77,14 @@ def connect_chains(store: Store, running: harness.Running) -> list[str]:
     tenants = list(running.app.orgs) if running.provider == "xero" else [None] * CHAINS
     for i, tenant in enumerate(tenants[:CHAINS]):
         name = f"chain{i + 1}"
+        # a merchant to email: a refused invoice whose email cannot go out is exit 6
         harness.add_connection(
-            store, name, running, tenant=tenant, time_scale=SCALE[running.provider]
+            store,
+            name,
+            running,
+            tenant=tenant,
+            notify_email="owner@shop.example",
+            time_scale=SCALE[running.provider],
         )
         names.append(name)
     return names
