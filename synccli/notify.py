@@ -369,6 +369,20 @@ or, if it should not be posted at all:
 
 def reauth_email(connection: Connection, reason: str) -> Email:
     provider = _provider(connection)
+    if connection.provider == "unleashed":  # an API key refused: nothing to authorise
+        name = connection.name
+        body = f"""synccli can no longer reach your {provider} account (connection {name}):
+{provider} refuses its API key.
+
+Reason: {reason}
+
+Invoices and syncs for this connection are paused until the API ID and API key are entered
+again. Nothing is lost: queued invoices are posted once access is restored.
+
+The account owner finds both under Integration > Unleashed API Access; ask your support contact
+to enter them with `synccli connections set {connection.name} --secret-stdin`.
+"""
+        return Email(f"[synccli] {provider} refuses the API key ({connection.name})", body)
     body = f"""synccli can no longer reach your {provider} account (connection {connection.name}):
 {provider} no longer accepts its authorisation.
 

@@ -174,3 +174,20 @@ def test_calls_made_by_a_dry_run_count_in_the_ledger_and_status(cli, store: Stor
     shown = json.loads(status.stdout)
     entry = shown[0] if isinstance(shown, list) else shown
     assert entry["calls"]["today"] == 1, entry["calls"]
+
+
+def test_an_unleashed_key_refused_in_a_job_says_to_set_the_key_everywhere(
+    cli, store: Store, _isolated_env
+) -> None:
+    with harness.start("unleashed", products=1) as running:
+        settings, _ = harness.connection_values(running)
+        add_connection(store, "u", "unleashed", settings, {"api_key": "wrong"}, "o@shop.example")
+        job = cli("pull-products", "-c", "u")
+        status = cli("status", "-c", "u")
+    assert job.exit_code == 5, job.stderr
+    assert "synccli connections set u --secret-stdin" in status.stdout, status.stdout
+    assert "re-authoris" not in status.stdout
+    (mail,) = list((_isolated_env / "outbox").glob("*.eml"))
+    body = mail.read_text()
+    assert "authoris" not in body and "API key" in body, body
+    assert "Unleashed API Access" in body.replace("=\n", "")

@@ -48,7 +48,8 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
         )
         return
     for item in report:
-        flag = "  [red]NEEDS RE-AUTHORISATION[/red]" if item.needs_reauth else ""
+        need = "API KEY REFUSED" if item.provider == "unleashed" else "NEEDS RE-AUTHORISATION"
+        flag = f"  [red]{need}[/red]" if item.needs_reauth else ""
         day = item.limits.get("per_day")
         month = item.limits.get("per_month")
         budget = f"calls today {item.calls['today']}" + (f"/{day}" if day else "")
@@ -65,7 +66,17 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             pulled = f"last successful pull {minutes} minute{'' if minutes == 1 else 's'} ago"
         output.styled(f"[bold]{output.esc(item.name)}[/bold] ({output.esc(item.provider)}){flag}")
         if item.needs_reauth and item.reauth_reason:
-            output.line(f"  re-authorisation needed: {item.reauth_reason}")
+            if item.provider == "unleashed":  # a key to enter again, nothing to authorise
+                output.line(
+                    f"  API key refused: {item.reauth_reason} -> enter the API ID and key from "
+                    "Integration > Unleashed API Access again: "
+                    f"`synccli connections set {item.name} --secret-stdin`"
+                )
+            else:
+                output.line(
+                    f"  re-authorisation needed: {item.reauth_reason} -> "
+                    f"`synccli connections authorize {item.name}`"
+                )
         output.line(
             f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; "
             f"review {item.review_waiting}; {pulled}"
