@@ -611,7 +611,8 @@ def test_reauth_needed_flags_connection_and_emails_once(store: Store, cli) -> No
         with store.session() as s:
             notes = list(s.scalars(select(Notification)))
             attempts = s.scalar(select(func.sum(InvoiceJob.attempts)))
-        assert len(notes) == 1 and "authorised again" in notes[0].subject
+        # An Unleashed key cannot be re-authorised: the email asks for the key to be entered again.
+        assert len(notes) == 1 and "refuses the API key" in notes[0].subject
         assert attempts == 0
         assert job_states(store, conn) == {"pending": 3}
         eml = list((store.settings.outbox_dir or Path()).glob("*.eml"))
