@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -243,6 +244,28 @@ class Takeover:
     run2: int
 
 
+def _stop_outside_a_store_write(store: Store, pid: int) -> None:
+    """SIGSTOP the worker in its Retry-After wait, not in the instant after the 429 while it
+    records the call: a process stopped holding SQLite's write lock would hold it for good, and
+    this test's own reads would time out. Stop, check the lock is free, else resume and retry."""
+    db = store.engine.url.database if store.is_sqlite else None
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        if db is None:
+            return
+        probe = sqlite3.connect(db, timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            probe.close()
+    raise AssertionError("the worker held the store's write lock at every attempt to stop it")
+
+
 def _stop_take_over_resume(
     store: Store, env: dict[str, str], app: Any, numbers: list[str]
 ) -> Takeover:
@@ -254,7 +277,7 @@ def _stop_take_over_resume(
     try:
         assert wait_for(lambda: app.throttled.is_set() or first.poll() is not None, 60)
         assert first.poll() is None, first.communicate()[1][-2000:]
-        os.kill(first.pid, signal.SIGSTOP)
+        _stop_outside_a_store_write(store, first.pid)
         for number in numbers:
             claimed_by = _job(store, number)[1]
             assert (claimed_by or "").startswith(_owner(first.pid) + ":"), claimed_by
