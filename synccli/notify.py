@@ -64,37 +64,34 @@ class SmtpMailer:
         self.context = context
         secrets.register(password)
 
-    def send(self, message: EmailMessage) -> None:
+    def _session(self) -> smtplib.SMTP:
+        """Connect, EHLO, STARTTLS and log in: what a send and a probe both need."""
         context = self.context or ssl.create_default_context()
         smtp: smtplib.SMTP
         if self.security == "ssl":
             smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
         else:
             smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with smtp:
+        try:
             smtp.ehlo()
             if self.security == "starttls":
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if self.user:
                 smtp.login(self.user, self.password or "")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def send(self, message: EmailMessage) -> None:
+        with self._session() as smtp:
             smtp.send_message(message)
 
     def probe(self) -> None:
         """Connect, EHLO, STARTTLS and log in as ``send`` would, and send nothing."""
-        context = self.context or ssl.create_default_context()
-        smtp: smtplib.SMTP
-        if self.security == "ssl":
-            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-        with smtp:
-            smtp.ehlo()
-            if self.security == "starttls":
-                smtp.starttls(context=context)
-                smtp.ehlo()
-            if self.user:
-                smtp.login(self.user, self.password or "")
+        with self._session():
+            pass
 
 
 class DirectoryMailer:
