@@ -951,18 +951,7 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
                     if not ctx.dry_run and link is not None:
                         link.state = "ghost"
                         if product is not None and product.active:
-                            record_event(
-                                s,
-                                run_id=ctx.run_id,
-                                connection_id=ctx.connection.id,
-                                kind=KIND,
-                                local_id=product.id,
-                                field="active",
-                                old=True,
-                                new=False,
-                                at=now,
-                            )
-                            product.active = False
+                            _deactivate(ctx, s, product, now)
                 elif not remote[rid].active:
                     report.ghosts.append({"sku": sku, "remote_id": rid, "state": "archived"})
                 if not ctx.dry_run and link is not None:
@@ -1087,19 +1076,24 @@ def _deactivate_ghost(ctx: JobContext, link_id: int, report: ProductSyncReport) 
         stored.state = "ghost"
         stored.last_synced_at = now
         if product is not None and product.active:
-            record_event(
-                s,
-                run_id=ctx.run_id,
-                connection_id=ctx.connection.id,
-                kind=KIND,
-                local_id=product.id,
-                field="active",
-                old=True,
-                new=False,
-                at=now,
-            )
-            product.active = False
+            _deactivate(ctx, s, product, now)
             product.updated_at = now
+
+
+def _deactivate(ctx: JobContext, s: Any, product: Product, now: datetime) -> None:
+    """A product the provider no longer has: inactive locally, and the change an event."""
+    record_event(
+        s,
+        run_id=ctx.run_id,
+        connection_id=ctx.connection.id,
+        kind=KIND,
+        local_id=product.id,
+        field="active",
+        old=True,
+        new=False,
+        at=now,
+    )
+    product.active = False
 
 
 def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
