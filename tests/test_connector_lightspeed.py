@@ -3,8 +3,11 @@ from the sandbox, and hand-written from the provider notes' documented examples)
 
 from __future__ import annotations
 
+import http.server
+import json
 import logging
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -737,3 +740,49 @@ def test_doc_401_refreshes_once_and_retries():
         assert conn.ping()["status"] == 200
     assert conn.http.auth.refreshes == 1
     assert store.tokens.refresh_token == "def50200-doc-rotated-refresh"
+
+
+class _SameNext(http.server.BaseHTTPRequestHandler):
+    """Answers every Item.json with one item and a ``next`` link to the very same page, as a
+    provider stuck on its cursor would; after a few calls it ends the list, so a walk that does
+    not notice shows up as duplicates rather than hanging the test."""
+
+    calls = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).calls += 1
+        host = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+        link = f"{host}/API/V3/Account/1/Item.json?after=stuck" if type(self).calls < 6 else ""
+        item = {"itemID": "7", "customSku": "A", "description": "A", "timeStamp": START.isoformat()}
+        body = json.dumps({"@attributes": {"next": link, "previous": ""}, "Item": item}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_next_link_answered_twice_is_an_error_naming_it_not_a_loop():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SameNext)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        conn = connect(
+            {"base_url": url, "auth_url": url, "client_id": "c", "account_id": "1"},
+            {"client_secret": "s"},
+            token_store=MemoryTokenStore(Tokens("access", "refresh", None, {})),
+            clock=SimClock(START),
+            pace=False,
+        )
+        pages = conn.changed_products(None)
+        assert [p.remote_id for p in next(pages).records] == ["7"]
+        assert [p.remote_id for p in next(pages).records] == ["7"]  # the stuck link, read once
+        with pytest.raises(TransientError, match=r"after=stuck.*already read"):
+            next(pages)
+        assert _SameNext.calls == 2
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -89,6 +89,7 @@ from synccli.connectors.base import (
     RemoteStock,
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
+from synccli.connectors.paging import NextLink, OffsetCount, pages
 from synccli.errors import BadResponse, ConfigError, Rejected
 
 log = logging.getLogger("synccli.lightspeed")
@@ -387,70 +388,56 @@ class LightspeedConnector(Connector):
         cost: float = COST_GET,
         cursor_field: str | None = "timeStamp",
     ) -> Iterator[Page[T]]:
-        url: str = self._path(entity)
-        query: str | None = encode_query(pairs)
-        number = 0
-        asked_offset = 0  # the offset we asked for, when the answers page the older way
-        while True:
-            data = self.http.json("GET", url, query=query, cost=cost)
-            if not isinstance(data, dict):
-                raise BadResponse(
-                    f"GET {entity}.json: expected an object, got {type(data).__name__}"
-                )
-            raw = data.get(entity)
-            if raw is None and "@attributes" not in data:
-                # a 200 carrying an error envelope, not an empty list
-                message = data.get("message") or data.get("httpMessage") or "no " + entity
-                raise BadResponse(f"GET {entity}.json: {str(message)[:200]}")
-            if isinstance(raw, (str, int, float)) and raw != "":
-                raise BadResponse(f"GET {entity}.json: {entity} is not a list or an object")
-            records: list[T] = []
-            errors: list[str] = []
-            newest: datetime | None = None
-            for row in as_list(raw):
-                if not isinstance(row, dict):
-                    errors.append(f"{entity}: unreadable row {str(row)[:60]!r}")
-                    continue
-                record: Any = None
-                try:
-                    record = convert(row)
-                    records.append(record)
-                except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-                    errors.append(
-                        f"{entity} {row.get(entity[0].lower() + entity[1:] + 'ID')}: {exc}"
-                    )
-                if cursor_field:
-                    # a record read its stamp from this field already; a row that failed to
-                    # convert still moves the cursor past it
-                    ts = getattr(record, "updated_at", None)
-                    if ts is None or cursor_field != "timeStamp":
-                        ts = parse_time(row.get(cursor_field))
-                    if ts and (newest is None or ts > newest):
-                        newest = ts
-            number += 1
-            attributes = data.get("@attributes")
-            yield Page(
-                records,
-                cursor=newest if cursor_field else None,
-                number=number,
-                errors=errors,
-                total=_listed_count(attributes),
-            )
-            nxt = attributes.get("next") if isinstance(attributes, dict) else ""
-            if nxt:
-                self._check_next(nxt)
-                url, query = nxt, None  # verbatim: never decode or re-encode the after token
-                continue
-            following = _next_offset(entity, attributes, asked_offset, len(as_list(raw)))
-            if following is None:
-                return
-            # An answer in the older count/offset/limit form, without ``next`` (issue 17):
-            # more rows are counted than read, so the next page is asked for by offset.
-            asked_offset = following
-            url = self._path(entity)
-            query = encode_query(
-                [(k, v) for k, v in pairs if k != "offset"] + [("offset", str(following))]
-            )
+        """Every page of a listing: ``@attributes.next`` followed verbatim (its ``after`` token
+        is never decoded or re-encoded), else the older count/offset form by ``offset``
+        (issue 17); a link answered twice stops the walk (:mod:`synccli.connectors.paging`)."""
+        path = self._path(entity)
+        what = f"{entity}.json"
+
+        def fetch(asked: str | int) -> Any:
+            if isinstance(asked, str):
+                return self.http.json("GET", asked, query=None, cost=cost)
+            # an answer in the older form without ``next``: more rows are counted than read,
+            # so the next page is asked for by offset
+            asking = [(k, v) for k, v in pairs if k != "offset"] + [("offset", str(asked))]
+            query = encode_query(asking if asked else pairs)
+            return self.http.json("GET", path, query=query, cost=cost)
+
+        def read(row: Any) -> T:
+            if not isinstance(row, dict):
+                raise TypeError("not an object")
+            return convert(row)
+
+        def line(row: Any, exc: Exception) -> str:
+            if not isinstance(row, dict):
+                return f"{entity}: unreadable row {str(row)[:60]!r}"
+            return f"{entity} {row.get(entity[0].lower() + entity[1:] + 'ID')}: {exc}"
+
+        def stamp(row: Any, record: T | None) -> datetime | None:
+            # a record read its stamp from this field already; a row that failed to convert
+            # still moves the cursor past it
+            if not isinstance(row, dict):
+                return None
+            ts = getattr(record, "updated_at", None)
+            if ts is None or cursor_field != "timeStamp":
+                ts = parse_time(row.get(cursor_field))
+            return ts if isinstance(ts, datetime) else None
+
+        attributes: Callable[[Any], Any] = lambda data: data.get("@attributes")  # noqa: E731
+        paginator = NextLink(
+            link=lambda data: (attributes(data) or {}).get("next") or None,
+            check=self._check_next,
+            fallback=OffsetCount(what, attributes),
+        )
+        yield from pages(
+            paginator,
+            fetch,
+            lambda data: _rows(entity, data),
+            read,
+            what=what,
+            error_line=line,
+            stamp=stamp if cursor_field else None,
+        )
 
     def _check_next(self, url: str) -> None:
         """Follow ``next`` only to our own API host: the bearer token goes with it."""
@@ -872,47 +859,19 @@ class LightspeedConnector(Connector):
         return posted, to_bool(row.get("voided", "false")) or to_bool(row.get("archived", "false"))
 
 
-def _listed_count(attributes: Any) -> int | None:
-    """How many rows the listing holds, when the answer says so at no extra cost: the older
-    form's ``@attributes.count``. V3's cursor pages carry no count, and ``count=1`` is a call of
-    its own costing 10 drips (provider notes §2): a progress line goes without a total then."""
-    if not isinstance(attributes, dict):
-        return None
-    try:
-        count = int(str(attributes.get("count")))
-    except ValueError:
-        return None
-    return count if count > 0 else None
-
-
-def _next_offset(entity: str, attributes: Any, asked: int, rows: int) -> int | None:
-    """Where the next page of a listing answered in the older form (``@attributes`` holding
-    ``count``, ``offset`` and ``limit``, no ``next``) begins; None when it was the last one.
-
-    That form was V2's ("removed in V3" on 2022-04-11, provider notes §2), yet answers still
-    carry it: reading only the first page would drop every later record without a word. An
-    answer that does not go where it was asked (its offset is not ours, or it is empty while
-    more rows are counted) would loop or stop short, so it fails loudly instead."""
-    if not isinstance(attributes, dict) or "count" not in attributes:
-        return None
-    try:
-        count = int(str(attributes.get("count")))
-        offset = int(str(attributes.get("offset") or 0))
-    except ValueError:
-        raise BadResponse(f"GET {entity}.json: unreadable count/offset in @attributes") from None
-    if offset != asked:
-        raise BadResponse(
-            f"GET {entity}.json: asked for offset {asked}, answered offset {offset} without a "
-            "next link; the listing cannot be read past its first page"
-        )
-    if offset + rows >= count:
-        return None
-    if rows == 0:
-        raise BadResponse(
-            f"GET {entity}.json: an empty page at offset {offset} of {count} rows without a "
-            "next link; the listing cannot be read to its end"
-        )
-    return offset + rows
+def _rows(entity: str, data: Any) -> list[Any]:
+    """The rows of a list answer; an answer that is no list (an error envelope on a 200, a
+    scalar where the rows belong) is a bad response, not an empty list."""
+    if not isinstance(data, dict):
+        raise BadResponse(f"GET {entity}.json: expected an object, got {type(data).__name__}")
+    raw = data.get(entity)
+    if raw is None and "@attributes" not in data:
+        # a 200 carrying an error envelope, not an empty list
+        message = data.get("message") or data.get("httpMessage") or "no " + entity
+        raise BadResponse(f"GET {entity}.json: {str(message)[:200]}")
+    if isinstance(raw, (str, int, float)) and raw != "":
+        raise BadResponse(f"GET {entity}.json: {entity} is not a list or an object")
+    return as_list(raw)
 
 
 def _int_or_str(value: Any) -> Any:
