@@ -9,7 +9,6 @@ recorded with its outcome, counts and calls, whatever happens.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
+from synccli import registry
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Connector
 from synccli.errors import (
@@ -83,16 +83,14 @@ def claim_ttl() -> timedelta:
 WRITE_WAIT_SHARE = 0.5
 
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
-
-
 def connector_module(provider: str) -> Any:
     """The connector module of a provider; an unknown one (a hand-edited row) is a config error."""
-    if provider not in PROVIDERS:
+    if provider not in registry.names():
         raise ConfigError(
-            f"unknown provider {provider!r} in the store: choose one of {', '.join(PROVIDERS)}"
+            f"unknown provider {provider!r} in the store: "
+            f"choose one of {', '.join(registry.names())}"
         )
-    return importlib.import_module(f"synccli.connectors.{provider}")
+    return registry.get(provider).module()
 
 
 def build_connector(

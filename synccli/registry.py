@@ -1,0 +1,460 @@
+"""The providers synccli speaks to, each declared once, as data.
+
+A provider is one :class:`Provider` entry: its name, what people call it, its connector and
+simulator modules, the settings and credentials a connection to it holds (with their meaning,
+default and check), how it authorises (an API key, or OAuth with :class:`OAuthHooks`), and the
+call pattern ``plan`` costs. Every other list of providers (the store's, the CLI's choices, the
+demo's, the tests') is read from here, so registering a provider is adding one entry to
+:data:`PROVIDERS` (docs/adding-a-provider.md).
+
+This module imports no connector: a connector module (requests, the HTTP layer) is imported only
+when its class is asked for, so the store and the CLI's option parsing stay cheap to import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from synccli.errors import ConfigError
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from synccli.connectors.auth import Tokens
+    from synccli.connectors.base import Capabilities, Connector, Limits
+
+Check = Callable[[str], str | None]  # a problem with the value, or None
+
+
+# --- value checks ---------------------------------------------------------------------------
+# A mistyped value (``give_up_after=7 days``) would otherwise be stored and found only when a job
+# reads it, hours later, under cron: `connections add` and `connections set` run these first.
+
+
+def text(value: str) -> str | None:
+    if not value.strip():
+        return "is empty (an empty value removes a setting: use `connections set NAME KEY=`)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains a control character"
+    return None
+
+
+def url(value: str) -> str | None:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http(s) URL such as https://api.example.com"
+    if parts.query or parts.fragment:
+        return "must not carry a query or fragment"
+    return None
+
+
+def duration(value: str) -> str | None:
+    from synccli.errors import UsageError
+    from synccli.sync.invoices import parse_duration  # the jobs' own parser: one rule
+
+    try:
+        parse_duration(value)
+    except UsageError:
+        return "is not a duration such as 2h, 30m or 7d"
+    return None
+
+
+def durations(value: str) -> str | None:
+    parts = value.split(",")
+    if not parts or any(duration(p) for p in parts):
+        return "is not a list of durations such as 2h,4h,8h,12h,24h"
+    return None
+
+
+def whole(low: int, high: int | None = None) -> Check:
+    def check(value: str) -> str | None:
+        digits = value.strip()
+        if not digits.isdigit() or int(digits) < low or (high is not None and int(digits) > high):
+            upper = f" to {high}" if high is not None else " or more"
+            return f"is not a whole number from {low}{upper}"
+        return None
+
+    return check
+
+
+def positive(value: str) -> str | None:
+    try:
+        ok = float(value) > 0
+    except ValueError:
+        ok = False
+    return None if ok else "is not a number above zero"
+
+
+def choice(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"is not one of {', '.join(choices)}"
+
+    return check
+
+
+def boolean(value: str) -> str | None:
+    return None if value.lower() in ("true", "false") else "is not true or false"
+
+
+def digits(value: str) -> str | None:
+    return None if value.strip().isdigit() else "is not a Lightspeed id (digits, such as 1)"
+
+
+def guid(value: str) -> str | None:
+    pattern = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    return None if re.fullmatch(pattern, value.strip()) else "is not a Xero tenant id (a GUID)"
+
+
+# --- the schema ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key a connection may hold: a setting (stored as it is) or a credential (a secret,
+    stored encrypted, never taken from a command line)."""
+
+    key: str
+    meaning: str
+    default: str | None = None  # as the connector applies it; None: none, or found by itself
+    secret: bool = False
+    check: Check = text
+    required: bool = False  # the connection cannot work without it
+    option: bool = False  # `connections add` offers it as --KEY (with dashes)
+    env: str | None = None  # a secret: the variable `connections add` reads it from
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+class AuthKind(StrEnum):
+    API_KEY = "api_key"  # a key the merchant copies from the provider: nothing to authorise
+    OAUTH = "oauth"  # a browser consent (`connections authorize`), then tokens we refresh
+
+
+class OAuthHooks(Protocol):
+    """What the generic authorisation job (sync/authorize.py) asks of an OAuth provider."""
+
+    def authorize_url(self, settings: dict[str, Any], redirect_uri: str, state: str) -> str: ...
+
+    def exchange_code(
+        self, settings: dict[str, Any], creds: dict[str, Any], code: str, redirect_uri: str
+    ) -> Tokens: ...
+
+    def nothing_to_authorise(self, settings: dict[str, Any]) -> str | None:
+        """Why this connection needs no browser consent (it gets its own tokens), or None."""
+        ...
+
+    def learned(self, settings: dict[str, Any], tokens: Tokens) -> dict[str, str]:
+        """Settings the token answer told us that the connection does not set yet (Xero's
+        tenant, Lightspeed's account), to store with it."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModuleOAuth:
+    """:class:`OAuthHooks` served by a connector module's ``authorize_url`` and
+    ``exchange_code`` functions, with the provider's differences as data."""
+
+    module: str
+    learns: tuple[str, ...] = ()  # keys of the tokens' ``extra`` kept as settings when unset
+    # (setting, value, why): a connection with this setting gets its tokens with its secret
+    own_grant: tuple[str, str, str] | None = None
+
+    def _functions(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def authorize_url(self, settings: dict[str, Any], redirect_uri: str, state: str) -> str:
+        return str(self._functions().authorize_url(settings, redirect_uri, state))
+
+    def exchange_code(
+        self, settings: dict[str, Any], creds: dict[str, Any], code: str, redirect_uri: str
+    ) -> Tokens:
+        tokens: Tokens = self._functions().exchange_code(settings, creds, code, redirect_uri)
+        return tokens
+
+    def nothing_to_authorise(self, settings: dict[str, Any]) -> str | None:
+        if self.own_grant and settings.get(self.own_grant[0]) == self.own_grant[1]:
+            return self.own_grant[2]
+        return None
+
+    def learned(self, settings: dict[str, Any], tokens: Tokens) -> dict[str, str]:
+        extra = tokens.extra or {}
+        return {
+            k: str(extra[k])
+            for k in self.learns
+            if isinstance(extra.get(k), (str, int)) and not settings.get(k)
+        }
+
+
+@dataclass(frozen=True)
+class CallPattern:
+    """How the connector spends calls where its capabilities do not say (``plan`` costs it)."""
+
+    customer_page: int  # customers a page of a changed-customers read
+    stock_changes_read: bool = False  # an incremental pull also pages through changed stock
+    daily_list_calls: int = 0  # post-invoices: lists read again once a day (tax categories)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The provider's simulator (``synccli sandbox serve``, the demo, the tests)."""
+
+    module: str  # its ``create(**kw)`` builds the app
+    tax_code: str  # a 15% tax code every simulated account has
+    demo_time_scale: float = 1.0  # the demo's clock speed (a leaky bucket drains faster)
+    urls: tuple[str, ...] = ()  # settings that point at the simulator besides base_url
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    display_name: str
+    connector_module: str
+    auth: AuthKind
+    settings: tuple[Setting, ...]
+    credentials: tuple[Setting, ...]
+    calls: CallPattern
+    sandbox: Sandbox
+    oauth: OAuthHooks | None = None
+
+    def module(self) -> ModuleType:
+        return importlib.import_module(self.connector_module)
+
+    @property
+    def connector(self) -> type[Connector]:
+        return _connector_class(self.connector_module)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.connector.capabilities
+
+    @property
+    def limits(self) -> Limits:
+        return self.capabilities.limits
+
+    @property
+    def secret(self) -> Setting:
+        """The credential the merchant gives us (client secret or API key)."""
+        return self.credentials[0]
+
+    @property
+    def key_only(self) -> bool:
+        """An API key is all there is: nothing to authorise, and a refused key is entered
+        again (status, doctor and the merchant's email say so)."""
+        return self.auth is AuthKind.API_KEY
+
+    def schema(self) -> tuple[Setting, ...]:
+        """Every setting a connection to this provider may hold, common ones first."""
+        return (*COMMON, *self.settings)
+
+    def setting(self, key: str) -> Setting | None:
+        return next((s for s in (*self.schema(), *self.credentials) if s.key == key), None)
+
+
+@cache
+def _connector_class(module_name: str) -> type[Connector]:
+    from synccli.connectors.base import Connector
+
+    module = importlib.import_module(module_name)
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Connector) and value is not Connector:
+            return value
+    raise ConfigError(f"connector module {module_name} declares no connector")
+
+
+# Settings every connection may hold, whatever its provider (the jobs read them).
+COMMON: tuple[Setting, ...] = (
+    Setting("base_url", "API base URL", "the provider's", check=url, option=True),
+    Setting(
+        "retry_schedule",
+        "waits between attempts to post an invoice the provider refused for now",
+        "2h,4h,8h,12h,24h",
+        check=durations,
+    ),
+    Setting(
+        "give_up_after",
+        "how long an invoice is retried before it needs a person",
+        "7d",
+        check=duration,
+    ),
+    Setting(
+        "due_days", "days from the order date to the invoice's due date", None, check=whole(0, 3650)
+    ),
+    Setting(
+        "sweep_days",
+        "days within which sweep-oldest auto re-checks the whole catalogue",
+        "7",
+        check=positive,
+    ),
+    # Marks a connection `sandbox serve --connect` made: only such a one may be re-pointed.
+    Setting(
+        "sandbox", "made by `sandbox serve --connect` (never set by hand)", "false", check=boolean
+    ),
+    Setting(
+        "time_scale", "a simulator's clock speed (the demo and the tests)", "1", check=positive
+    ),
+)
+
+_CLIENT_ID = Setting("client_id", "the OAuth app's client id", required=True, option=True)
+_CLIENT_SECRET = Setting(
+    "client_secret", "the OAuth app's client secret", secret=True, env="SYNC_CLIENT_SECRET"
+)
+
+XERO = Provider(
+    name="xero",
+    display_name="Xero",
+    connector_module="synccli.connectors.xero",
+    auth=AuthKind.OAUTH,
+    settings=(
+        _CLIENT_ID,
+        Setting(
+            "tenant_id",
+            "the organisation (xero-tenant-id)",
+            "found when authorised",
+            check=guid,
+            option=True,
+        ),
+        Setting(
+            "grant",
+            "authorization_code, or client_credentials for a custom connection",
+            "authorization_code",
+            check=choice("authorization_code", "client_credentials"),
+            option=True,
+        ),
+        Setting("account_code", "revenue account for invoice lines without one", "200"),
+        Setting("tax_type", "tax type for lines and new items without one", "NONE"),
+        Setting("invoice_batch", "invoices one call posts", "50", check=whole(1, 50)),
+        Setting("scopes", "OAuth scopes asked for, space-separated", "the app's usual set"),
+        Setting("identity_url", "token endpoint host", "https://identity.xero.com", check=url),
+        Setting("login_url", "authorisation host", "https://login.xero.com", check=url),
+    ),
+    credentials=(_CLIENT_SECRET,),
+    calls=CallPattern(customer_page=1000),
+    sandbox=Sandbox("synccli.sandbox.xero", tax_code="OUTPUT2", urls=("identity_url", "login_url")),
+    oauth=ModuleOAuth(
+        "synccli.connectors.xero",
+        learns=("tenant_id",),
+        own_grant=(
+            "grant",
+            "client_credentials",
+            "this Xero custom connection gets its tokens with its client secret: "
+            "nothing to authorise",
+        ),
+    ),
+)
+
+UNLEASHED = Provider(
+    name="unleashed",
+    display_name="Unleashed",
+    connector_module="synccli.connectors.unleashed",
+    auth=AuthKind.API_KEY,
+    settings=(
+        Setting("api_id", "the account's API id", required=True, option=True),
+        Setting("warehouse_code", "warehouse for sales orders and stock", "the account's default"),
+        Setting(
+            "complete_orders",
+            "complete each sales order once posted (Unleashed then raises the invoice)",
+            "false",
+            check=boolean,
+        ),
+        Setting(
+            "order_status",
+            "status of a new sales order",
+            "Parked",
+            check=choice("Parked", "Placed"),
+        ),
+        Setting(
+            "stock_field",
+            "which stock figure is the shop's",
+            "AvailableQty",
+            check=choice("AvailableQty", "QtyOnHand"),
+        ),
+        Setting("lookup_batch", "product ids a look-up call carries", "100", check=whole(1, 100)),
+        Setting("client_type", "the client-type header", "synccli/sync"),
+    ),
+    credentials=(Setting("api_key", "the account's API key", secret=True, env="SYNC_API_KEY"),),
+    calls=CallPattern(customer_page=1000, stock_changes_read=True),
+    sandbox=Sandbox("synccli.sandbox.unleashed", tax_code="G.S.T."),
+)
+
+LIGHTSPEED = Provider(
+    name="lightspeed",
+    display_name="Lightspeed Retail",
+    connector_module="synccli.connectors.lightspeed",
+    auth=AuthKind.OAUTH,
+    settings=(
+        _CLIENT_ID,
+        Setting(
+            "account_id",
+            "the Lightspeed account",
+            "found when authorised",
+            check=digits,
+            option=True,
+        ),
+        Setting("shop_id", "the shop a sale is rung up in", "1", check=digits),
+        Setting("register_id", "the register a sale is rung up on", "1", check=digits),
+        Setting("employee_id", "the employee a sale is rung up by", "1", check=digits),
+        Setting("payment_type_id", "how a sale is paid", "1", check=digits),
+        Setting(
+            "sku_field",
+            "the item field holding the shop's SKU",
+            "customSku",
+            check=choice("customSku", "systemSku", "manufacturerSku", "upc", "ean"),
+        ),
+        Setting("scope", "OAuth scope asked for", "employee:all"),
+        Setting("auth_url", "authorisation server", "https://cloud.lightspeedapp.com", check=url),
+    ),
+    credentials=(_CLIENT_SECRET,),
+    calls=CallPattern(customer_page=100, stock_changes_read=True, daily_list_calls=1),
+    sandbox=Sandbox(
+        "synccli.sandbox.lightspeed", tax_code="GST", demo_time_scale=100.0, urls=("auth_url",)
+    ),
+    oauth=ModuleOAuth("synccli.connectors.lightspeed", learns=("account_id",)),
+)
+
+# The registered providers, in the order lists show them.
+PROVIDERS: tuple[Provider, ...] = (XERO, UNLEASHED, LIGHTSPEED)
+
+# Keys that are secret wherever they appear: credentials, and the tokens an authorisation stores.
+TOKENS = ("access_token", "refresh_token", "expires_at")
+
+
+def providers() -> tuple[Provider, ...]:
+    return PROVIDERS
+
+
+def names() -> tuple[str, ...]:
+    return tuple(p.name for p in PROVIDERS)
+
+
+def choices() -> str:
+    """The names for a message or a help text: "a, b or c"."""
+    all_names = names()
+    return (
+        ", ".join(all_names[:-1]) + f" or {all_names[-1]}" if len(all_names) > 1 else all_names[0]
+    )
+
+
+def secret_keys() -> tuple[str, ...]:
+    """Every credential key of every provider, then the tokens."""
+    keys = dict.fromkeys(c.key for p in PROVIDERS for c in p.credentials)
+    return (*keys, *TOKENS)
+
+
+class UnknownProvider(ConfigError):
+    """A provider name no entry has (a typo, or a hand-edited store row)."""
+
+
+def get(name: str) -> Provider:
+    found = next((p for p in PROVIDERS if p.name == name), None)
+    if found is None:
+        raise UnknownProvider(f"unknown provider {name!r}: choose one of {', '.join(names())}")
+    return found

@@ -1,0 +1,42 @@
+"""The provider registry: one entry per provider, and everything else reads it."""
+
+from __future__ import annotations
+
+import pytest
+
+from synccli import connsettings, registry
+from synccli.connectors.base import Connector
+from synccli.errors import UsageError
+
+
+def test_names_are_the_entries_in_order() -> None:
+    assert registry.names() == tuple(p.name for p in registry.providers())
+    assert len(set(registry.names())) == len(registry.names())
+
+
+def test_unknown_provider_is_a_usage_error_naming_the_choices() -> None:
+    with pytest.raises(UsageError) as err:
+        registry.get("quickbooks")
+    for name in registry.names():
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_each_entry_is_complete(name: str) -> None:
+    p = registry.get(name)
+    assert issubclass(p.connector, Connector)
+    assert p.limits is p.connector.capabilities.limits
+    assert p.credentials and all(c.secret for c in p.credentials)
+    assert not any(s.secret for s in p.schema())
+    assert p.display_name and all(s.meaning for s in (*p.schema(), *p.credentials))
+    # an OAuth provider declares its hooks; an API-key one has nothing to authorise
+    assert (p.oauth is not None) == (p.auth is registry.AuthKind.OAUTH)
+    assert connsettings.missing(name, {}) == [s.key for s in p.schema() if s.required]
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_every_default_passes_its_own_check(name: str) -> None:
+    for s in registry.get(name).schema():
+        if s.default is None or s.default.startswith(("the ", "found ")):
+            continue  # described, not a value (the provider's own URL, the tenant found)
+        assert s.check(s.default) is None, (s.key, s.default)
