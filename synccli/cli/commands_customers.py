@@ -29,7 +29,7 @@ app = typer.Typer(
 
 
 def register(root: typer.Typer) -> None:
-    root.command("link-customers")(link_customers)
+    root.command(customers.JOB)(link_customers)
     root.add_typer(app, name="customers")
 
 

@@ -39,7 +39,7 @@ ONE_CONNECTION_OPT = typer.Option(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="invoices")
-    root.command("post-invoices")(post_invoices)
+    root.command(invoices.JOB)(post_invoices)
 
 
 def _one_connection(ctx: typer.Context, name: str | None) -> Connection:

@@ -10,12 +10,13 @@ from synccli.errors import UsageError
 from synccli.store.models import Connection
 from synccli.sync import products
 from synccli.sync.context import JobContext
+from synccli.sync.jobs import Job
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pull-products")(pull_products)
-    app.command("sweep-oldest")(sweep_oldest)
-    app.command("sync-product")(sync_product)
+    app.command(Job.PULL_PRODUCTS)(pull_products)
+    app.command(Job.SWEEP_OLDEST)(sweep_oldest)
+    app.command(Job.SYNC_PRODUCT)(sync_product)
 
 
 def _changes_table(changes: list[products.Change], title: str) -> None:
@@ -71,7 +72,7 @@ def pull_products(
             output.warn(f"{conn.name}: {err}")
         _future_stamps(conn, r.future_stamps)
 
-    run_for_connections(ctx, "pull-products", connection, all_, dry_run, work, render, json_out)
+    run_for_connections(ctx, Job.PULL_PRODUCTS, connection, all_, dry_run, work, render, json_out)
 
 
 def sweep_oldest(
@@ -112,7 +113,7 @@ def sweep_oldest(
                 title="ghosts",
             )
 
-    run_for_connections(ctx, "sweep-oldest", connection, all_, dry_run, work, render, json_out)
+    run_for_connections(ctx, Job.SWEEP_OLDEST, connection, all_, dry_run, work, render, json_out)
 
 
 def sync_product(
@@ -153,4 +154,4 @@ def sync_product(
         output.line(f"{len(r.changes)} change(s); {r.calls} call(s)")
         _future_stamps(conn, r.future_stamps)
 
-    run_for_connections(ctx, "sync-product", connection, False, dry_run, work, render, json_out)
+    run_for_connections(ctx, Job.SYNC_PRODUCT, connection, False, dry_run, work, render, json_out)

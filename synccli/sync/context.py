@@ -174,8 +174,11 @@ class JobContext:
     counts: Any = None  # the job's report, saved on the run row
     # told how far a long job has got, and of rate-limit waits (the CLI's progress line)
     progress: ProgressObserver = QUIET
+    # the running job's name (``jobs.Job``): the lease a heartbeat renews is this job's own,
+    # whichever job's code (a shared stream runner, say) is doing the work
+    job: str = ""
     _connector: Connector | None = None
-    _renewed: dict[str, datetime] = field(default_factory=dict)  # job -> last lease renewal
+    _renewed: datetime | None = None  # the last lease renewal
 
     @property
     def connector(self) -> Connector:
@@ -244,19 +247,20 @@ class JobContext:
         finally:
             http.fence, http.write_wait = before
 
-    def heartbeat(self, job: str) -> None:
-        """Extend the lease during long runs: at most once a tenth of its lifetime.
+    def heartbeat(self) -> None:
+        """Extend the running job's lease during long runs: at most once a tenth of its lifetime.
 
         Jobs call this every page; a 500-page pull renewing 500 times spent a transaction a
-        page on it. A tenth of the lease is still nine tenths of margin before it could lapse."""
-        if self.dry_run:
+        page on it. A tenth of the lease is still nine tenths of margin before it could lapse.
+        A dry run holds no lease, nor does a context no job run opened."""
+        if self.dry_run or not self.job:
             return
         now, ttl = self.clock.now(), lease_ttl()
-        last = self._renewed.get(job)
+        last = self._renewed
         if last is not None and last <= now < last + ttl / 10:
             return
-        renew_lease(self.store, job, self.connection.id, now, ttl, owner_id())
-        self._renewed[job] = now
+        renew_lease(self.store, self.job, self.connection.id, now, ttl, owner_id())
+        self._renewed = now
 
 
 class AlreadyDone(LeaseBusy):
@@ -322,7 +326,7 @@ def job_run(
     ttl = lease_ttl()
     claim_ttl()  # checked here too, so a bad value is refused before any run is recorded
     if dry_run:
-        dry = JobContext(store, conn, clock, True, None, reserve, connector_factory)
+        dry = JobContext(store, conn, clock, True, None, reserve, connector_factory, job=job)
         dry_outcome: BaseException | None = None
         try:
             yield dry
@@ -338,7 +342,8 @@ def job_run(
             release_lease(store, job, conn.id, owner)
             raise AlreadyDone(f"{job} already ran in this round")
     run_id = start_run(store, job, conn.id, clock.now())
-    ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory)
+    ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory, job=job)
+    counts: Any  # the job's report, or its plain form
     outcome, error, counts = "ok", None, {}
     raised: BaseException | None = None
     try:

@@ -58,10 +58,11 @@ from synccli.store.sync_state import (
 )
 from synccli.sync.context import JobContext, creation_lock
 from synccli.sync.duplicates import DuplicatePair, Person, find_duplicates
+from synccli.sync.jobs import Job
 
 log = logging.getLogger("synccli.customers")
 
-JOB = "link-customers"
+JOB = Job.LINK_CUSTOMERS
 STREAM = "customers"
 KIND = "customer"
 AMBIGUOUS = "ambiguous_customer"
@@ -385,7 +386,7 @@ def link_customers(
                     )
         if on_page is not None:
             on_page(report)
-        ctx.heartbeat(JOB)
+        ctx.heartbeat()
     # Local customers added since their remote twin was last listed: matched against every
     # remote customer seen before (the cache), not only this run's pages; no call is made.
     done = set(matcher.run_links) | matcher.raced

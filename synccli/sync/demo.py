@@ -24,10 +24,11 @@ from synccli.store.db import Store
 from synccli.store.models import Connection, Customer
 from synccli.sync import customers, invoices, orders, products
 from synccli.sync.context import job_run
+from synccli.sync.jobs import Job
 
 TAX = {"xero": ("OUTPUT2", "0.15"), "unleashed": ("G.S.T.", "0.15"), "lightspeed": ("GST", "0.15")}
 BAD_TAX = "NOSUCHTAX"
-SANDBOX = {"products": 300, "customers": 120, "seed": 7}
+SANDBOX: dict[str, Any] = {"products": 300, "customers": 120, "seed": 7}
 SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 100.0}
 
 
@@ -223,28 +224,28 @@ def _orders_round(
 def _round(store: Store, conn: Connection, say: Callable[[str], None], sweep: int = 100) -> None:
     name = conn.name
     try:
-        with job_run(store, "pull-products", conn) as jc:
+        with job_run(store, Job.PULL_PRODUCTS, conn) as jc:
             r = products.pull_products(jc)
             jc.counts = r
         say(
             f"  {name}: pull-products: {r.seen} seen, {r.changed} changed, {r.new} new, "
             f"{r.deactivated} deactivated ({r.calls} calls)"
         )
-        with job_run(store, "sweep-oldest", conn) as jc:
+        with job_run(store, Job.SWEEP_OLDEST, conn) as jc:
             w = products.sweep_oldest(jc, sweep)
             jc.counts = w
         ghosts = ", ".join(f"{g['sku']} ({g['state']})" for g in w.ghosts) or "none"
         say(
             f"  {name}: sweep-oldest {sweep}: {w.swept} checked, ghosts: {ghosts} ({w.calls} calls)"
         )
-        with job_run(store, "link-customers", conn) as jc:
+        with job_run(store, Job.LINK_CUSTOMERS, conn) as jc:
             c = customers.link_customers(jc)
             jc.counts = c
         say(
             f"  {name}: link-customers: {c.seen} seen, {c.linked} linked, "
             f"{c.ambiguous} for review ({jc.calls} calls)"
         )
-        with job_run(store, "post-invoices", conn) as jc:
+        with job_run(store, Job.POST_INVOICES, conn) as jc:
             p = invoices.post_invoices(jc)
             jc.counts = p
         say(

@@ -91,6 +91,7 @@ from synccli.store.sync_state import (
 )
 from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
+from synccli.sync.jobs import Job
 from synccli.sync.orders import (
     enqueue_missing,
     idempotency_key,
@@ -101,7 +102,7 @@ from synccli.sync.orders import (
 
 log = logging.getLogger("synccli.job")
 
-JOB = "post-invoices"
+JOB = Job.POST_INVOICES
 # ``mismatch``: the provider has the invoice, but its total is not the order's (a tax code whose
 # rate there differs from the shop's, say). Not posted, not due again: the merchant corrects it at
 # the provider (emailed once).
@@ -239,7 +240,7 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
             if not workers:
                 continue
             outcomes = _post_batch(ctx, workers)
-            ctx.heartbeat(JOB)
+            ctx.heartbeat()
             for outcome in outcomes:
                 in_a_row = in_a_row + 1 if outcome == "transient" else 0
             if in_a_row >= TRANSIENT_BREAKER:

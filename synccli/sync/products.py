@@ -41,6 +41,7 @@ from synccli.store.sync_state import (
     resolve_uncoded,
 )
 from synccli.sync.context import JobContext
+from synccli.sync.jobs import Job
 
 T = TypeVar("T")
 log = logging.getLogger("synccli.job")
@@ -725,7 +726,7 @@ def _pull_stream(
                 newest = max([newest, *stamps]) if newest else max(stamps)
             if on_page:
                 on_page(report)
-            ctx.heartbeat("pull-products")
+            ctx.heartbeat()
     if stream == "products" and connector.capabilities.full_catalogue_call:
         if report.errors:
             # an unreadable record may be one of ours: nothing is a ghost on this evidence
@@ -874,7 +875,7 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
         runs = s.scalars(
             select(Run).where(
                 Run.connection_id == ctx.connection.id,
-                Run.job == "sweep-oldest",
+                Run.job == Job.SWEEP_OLDEST,
                 Run.started_at >= day_start(now),
                 Run.outcome == "ok",
             )
@@ -959,7 +960,7 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
             report.swept += len(chunk)
             if ctx.dry_run:
                 s.rollback()
-        ctx.heartbeat("sweep-oldest")
+        ctx.heartbeat()
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -1038,7 +1039,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
                 errors.extend(page.errors)
                 if ctx.dry_run:
                     s.rollback()
-            ctx.heartbeat("sweep-oldest")
+            ctx.heartbeat()
         if stream == "stock" and not errors and not ctx.dry_run:
             with ctx.store.session() as s:  # every stock page read: the next is due in a week
                 advance_cursor(s, ctx.connection.id, STOCK_SWEEP, started, ctx.clock.now())

@@ -16,11 +16,12 @@ from synccli.store.runs import holds_lease, last_runs
 from synccli.store.sync_state import UNCODED, count_uncoded
 from synccli.sync.customers import STREAM as CUSTOMER_STREAM
 from synccli.sync.invoices import STATES as INVOICE_STATES
+from synccli.sync.jobs import Job
 
 # Every connection reports the same cursors, whichever its provider has moved yet: a script
 # reads one shape (None: never pulled).
 CURSOR_STREAMS = ("products", "stock", CUSTOMER_STREAM)
-PULL_JOB = "pull-products"
+PULL_JOB = Job.PULL_PRODUCTS
 
 
 @dataclass
