@@ -55,7 +55,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -88,6 +88,7 @@ from synccli.connectors.http import (
     parse_json,
     parsed_body,
 )
+from synccli.connectors.paging import Sheet, number_of_pages, read_pages
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, TransientError
 
 DEFAULT_BASE_URL = "https://api.unleashedsoftware.com"
@@ -109,15 +110,6 @@ T = TypeVar("T")
 
 
 log = logging.getLogger("synccli.unleashed")
-
-
-@dataclass(frozen=True)
-class _Listing:
-    """What one page says of its whole listing: how many records it holds, and the keys of
-    the page's own rows (read even when a row cannot be parsed)."""
-
-    count: int
-    guids: list[str]
 
 
 def _row_key(item: dict[str, Any]) -> str:
@@ -363,38 +355,39 @@ class UnleashedConnector(Connector):
         parse: Callable[[dict], T],
         *,
         first_path: str | None = None,
-    ) -> Iterator[tuple[int, list[T], list[str], int, _Listing]]:
-        """(page number, records, errors, NumberOfPages, what the page says of its listing)
-        for each page of a list."""
+        stamp: Callable[[T], datetime | None] | None = None,
+        number: int = 0,
+    ) -> Iterator[Sheet[T]]:
+        """Each page of a list (``/{Endpoint}/{n}`` while n < NumberOfPages), numbered on from
+        ``number``, with the answer it came from."""
         query = build_query(*pairs)
-        number = 1
-        while True:
-            path = first_path if (number == 1 and first_path) else f"/{endpoint}/{number}"
+
+        def fetch(page: int) -> Any:
+            path = first_path if (page == 1 and first_path) else f"/{endpoint}/{page}"
             _, body = self._get(path, query)
             if not isinstance(body, dict) or "Items" not in body:
                 raise BadResponse(f"GET {path}: no Items in the response")
-            items = body.get("Items")
-            if items is not None and not isinstance(items, list):
+            if body.get("Items") is not None and not isinstance(body.get("Items"), list):
                 raise BadResponse(f"GET {path}: Items is not a list")
-            pagination = body.get("Pagination") or {}
-            pages = int(pagination.get("NumberOfPages") or 0)
-            listing = _Listing(
-                int(pagination.get("NumberOfItems") or 0),
-                [_row_key(i) for i in items or [] if isinstance(i, dict)],
-            )
-            records, errors = [], []
-            for item in items or []:
-                try:
-                    records.append(parse(item))
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    errors.append(
-                        f"{item.get('Guid', '?') if isinstance(item, dict) else '?'}: "
-                        f"{exc.__class__.__name__} {exc}"
-                    )
-            yield number, records, errors, pages, listing
-            if number >= pages:
-                return
-            number += 1
+            return body
+
+        def line(item: Any, exc: Exception) -> str:
+            guid = item.get("Guid", "?") if isinstance(item, dict) else "?"
+            return f"{guid}: {exc.__class__.__name__} {exc}"
+
+        def when(row: Any, record: T | None) -> datetime | None:
+            return stamp(record) if stamp is not None and record is not None else None
+
+        return read_pages(
+            number_of_pages(),
+            fetch,
+            lambda body: body.get("Items") or [],
+            parse,
+            what=f"/{endpoint}",
+            error_line=line,
+            stamp=when if stamp is not None else None,
+            number=number,
+        )
 
     def _stream(
         self,
@@ -423,24 +416,17 @@ class UnleashedConnector(Connector):
             counts: list[int] = []
             read: set[str] = set()
             steady = True
-            for page, records, errors, pages, listing in self._pages(endpoint, pairs, parse):
-                number += 1
-                counts.append(listing.count)
-                read.update(listing.guids)
-                for record in records:
-                    when = stamp(record)
-                    if when is not None and (newest is None or when > newest):
-                        newest = when
-                relisted = attempt > 1 and page == 1
-                if page < pages:
-                    yield Page(
-                        records,
-                        cursor=None,
-                        number=number,
-                        errors=errors,
-                        relisted=relisted,
-                        total=listing.count or None,
-                    )
+            for sheet in self._pages(endpoint, pairs, parse, stamp=stamp, number=number):
+                page = sheet.page
+                number = page.number
+                counts.append(page.total or 0)
+                # the keys of every row, read even when a row cannot be parsed
+                read.update(_row_key(i) for i in sheet.rows if isinstance(i, dict))
+                if page.cursor is not None and (newest is None or page.cursor > newest):
+                    newest = page.cursor
+                relisted = attempt > 1 and sheet.asked == 1
+                if not sheet.last:
+                    yield replace(page, cursor=None, relisted=relisted)
                     continue
                 shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
                 steady = (
@@ -448,14 +434,7 @@ class UnleashedConnector(Connector):
                     or not (shrank or len(read) < counts[-1])
                     or before == (read, counts)
                 )
-                yield Page(
-                    records,
-                    cursor=newest if steady else None,
-                    number=number,
-                    errors=errors,
-                    relisted=relisted,
-                    total=listing.count or None,
-                )
+                yield replace(page, cursor=newest if steady else None, relisted=relisted)
             if steady:
                 return
             before = (read, counts)
@@ -473,8 +452,8 @@ class UnleashedConnector(Connector):
         self, endpoint: str, pairs: list[tuple[str, Any]], parse: Callable[[dict], T]
     ) -> list[T]:
         out: list[T] = []
-        for _, records, _, _, _ in self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}"):
-            out.extend(records)
+        for sheet in self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}"):
+            out.extend(sheet.page.records)
         return out
 
     # parsing ----------------------------------------------------------------------------------
@@ -580,11 +559,10 @@ class UnleashedConnector(Connector):
             return None
         match = None
         pairs = [("productCode", code), ("includeObsolete", True)]
-        for number, records, _, _, _ in self._pages(
-            "Products", pairs, self._product, first_path="/Products"
-        ):
-            match = next((p for p in records if p.code == code), None)  # exact, never a prefix
-            if match is not None or number > 5:
+        for sheet in self._pages("Products", pairs, self._product, first_path="/Products"):
+            # exact, never a prefix
+            match = next((p for p in sheet.page.records if p.code == code), None)
+            if match is not None or sheet.page.number > 5:
                 break
         if match is None:
             return None
@@ -698,7 +676,8 @@ class UnleashedConnector(Connector):
         # a live order wins over a deleted one; a deleted one alone is returned as it is, and
         # finish_found refuses it.
         live = [o for o in exact if o.status != DELETED]
-        return (live or exact or [None])[0]
+        chosen = live or exact
+        return chosen[0] if chosen else None
 
     def finish_found(self, found: PostedInvoice) -> PostedInvoice:
         """An order the look-up found: refused when the merchant deleted it; completed first
