@@ -19,7 +19,7 @@ from synccli.store.connections import add_connection, get_connection
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
 from synccli.store.models import ApiCall, Budget
-from synccli.sync.products import read_ahead
+from synccli.sync.stream import read_ahead
 
 
 def _pages(fetched: list[int], count: int, size: int = 100) -> Iterator[Page[int]]:

@@ -43,7 +43,6 @@ from synccli.clock import (
 )
 from synccli.connectors.base import NewCustomer, RemoteCustomer
 from synccli.errors import Rejected, UsageError
-from synccli.progress import observed_pages
 from synccli.remote_ids import refusal
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
@@ -51,14 +50,13 @@ from synccli.store.models import RemoteCustomer as RemoteCustomerRow
 from synccli.store.sync_state import (
     add_link,
     add_review,
-    advance_cursor,
-    get_cursor,
     link_by_local,
     link_by_remote,
 )
 from synccli.sync.context import JobContext, creation_lock
 from synccli.sync.duplicates import DuplicatePair, Person, find_duplicates
 from synccli.sync.jobs import Job
+from synccli.sync.stream import Batch, CursorStream
 
 log = logging.getLogger("synccli.customers")
 
@@ -127,13 +125,13 @@ def save_seen(s: Session, connection_id: int, records: list[RemoteCustomer], now
     by_id = {r.remote_id: r for r in records}
     existing: dict[str, RemoteCustomerRow] = {}
     for ids in _chunks(list(by_id)):
-        for row in s.scalars(
+        for known in s.scalars(
             select(RemoteCustomerRow).where(
                 RemoteCustomerRow.connection_id == connection_id,
                 RemoteCustomerRow.remote_id.in_(ids),
             )
         ):
-            existing[row.remote_id] = row
+            existing[known.remote_id] = known
     for rid, r in by_id.items():
         row = existing.get(rid)
         if row is None:
@@ -350,43 +348,32 @@ def link_customers(
     report = LinkReport(dry_run=ctx.dry_run)
     ctx.counts = report  # partial counts reach the run row if the run stops half-way
     conn_id = ctx.connection.id
-    run_start = ctx.clock.now()
+    stream: CursorStream[RemoteCustomer] = CursorStream(ctx, STREAM, since)
     with ctx.store.session() as s:
-        cursor = get_cursor(s, conn_id, STREAM)
-        stored = cursor.value if cursor else None
         links = list(
             s.scalars(select(Link).where(Link.connection_id == conn_id, Link.kind == KIND))
         )
         matcher = _Matcher(_load_unlinked(s, conn_id), links, load_seen(s, conn_id))
-    connector = ctx.connector
-    start = since
-    if start is None and stored is not None:
-        start = stored - connector.capabilities.cursor_overlap
-    report.since = start.isoformat() if start else None
+    report.since = stream.start.isoformat() if stream.start else None
     flagged: dict[str, dict[str, Any]] = {}
-    newest: datetime | None = None
 
-    for page in observed_pages(ctx.progress, "customers", connector.changed_customers(start)):
-        report.pages += 1
-        report.seen += len(page.records)
-        report.errors.extend(page.errors)
-        now = ctx.clock.now()
-        with ctx.store.session() as s:
-            _apply_page(ctx, s, matcher, page.records, report, flagged, now)
-            stamps = [r.updated_at for r in page.records if r.updated_at]
-            if stamps:
-                newest = max([newest, *stamps]) if newest else max(stamps)
-            if ctx.dry_run:
-                s.rollback()
-            else:
-                save_seen(s, conn_id, page.records, now)
-                if page.cursor is not None:
-                    advance_cursor(
-                        s, conn_id, STREAM, min(page.cursor, run_start), now, page.number
-                    )
-        if on_page is not None:
-            on_page(report)
-        ctx.heartbeat()
+    def counted(batch: Batch[RemoteCustomer]) -> None:
+        report.pages += len(batch.pages)
+        report.seen += len(batch.records)
+        for page in batch.pages:
+            report.errors.extend(page.errors)
+
+    def apply(s: Session, batch: Batch[RemoteCustomer]) -> None:
+        _apply_page(ctx, s, matcher, batch.records, report, flagged, batch.now)
+        if not ctx.dry_run:
+            save_seen(s, conn_id, batch.records, batch.now)
+
+    stream.read(
+        ctx.connector.changed_customers,
+        apply,
+        counted=counted,
+        applied=(lambda: on_page(report)) if on_page is not None else None,
+    )
     # Local customers added since their remote twin was last listed: matched against every
     # remote customer seen before (the cache), not only this run's pages; no call is made.
     done = set(matcher.run_links) | matcher.raced
@@ -397,12 +384,8 @@ def link_customers(
             _apply_page(ctx, s, matcher, [], report, flagged, ctx.clock.now(), waiting)
             if ctx.dry_run:
                 s.rollback()
-    if not ctx.dry_run:
-        with ctx.store.session() as s:
-            final = min(newest, run_start) if newest else None
-            advance_cursor(s, conn_id, STREAM, final, ctx.clock.now(), None)
-            cur = get_cursor(s, conn_id, STREAM)
-            report.cursor = cur.value.isoformat() if cur and cur.value else None
+    cursor = stream.advance()
+    report.cursor = cursor.isoformat() if cursor else None
     report.ambiguous = len(flagged)
     report.review = list(flagged.values())[:_REVIEW_IN_REPORT]
     report.calls = ctx.calls

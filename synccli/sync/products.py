@@ -7,12 +7,10 @@ the cursor's overlap and a crashed run's re-read never apply a change twice.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,9 +20,8 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from synccli import interrupt
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
-from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
+from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
 from synccli.progress import observed_pages
 from synccli.store.bulk import insert_rows, one_of, update_rows
@@ -42,6 +39,7 @@ from synccli.store.sync_state import (
 )
 from synccli.sync.context import JobContext
 from synccli.sync.jobs import Job
+from synccli.sync.stream import APPLY_BATCH, read_ahead  # noqa: F401 - APPLY_BATCH for tests
 
 T = TypeVar("T")
 log = logging.getLogger("synccli.job")
@@ -513,98 +511,6 @@ def _same(old: Any, new: Any) -> bool:
             return old is None and new is None
         return Decimal(old) == Decimal(new)
     return old == new
-
-
-_END = object()
-APPLY_BATCH = 1_000  # records applied and committed together (pages are joined up to this)
-BATCH_LINGER = 1.0  # seconds a batch waits for more pages before it is applied as it is
-
-
-def read_ahead(
-    pages: Iterator[Page[T]], size: int = APPLY_BATCH, linger: float = BATCH_LINGER
-) -> Iterator[list[Page[T]]]:
-    """Yield ``pages`` in order, joined into batches of about ``size`` records, while the next
-    batch is already being fetched on one worker thread.
-
-    A pull alternates waiting for the provider with applying to the store; fetching the next
-    batch while one is applied keeps both busy, and applying 1,000 records in one transaction
-    instead of ten pages of 100 halves the store's work per record (Lightspeed). The worker stops
-    once a whole batch waits, so at most one batch (and the page in flight) is ahead. A batch is
-    also let go when its first page has waited ``linger`` seconds, so a slow provider's pages are
-    still committed as they come. Pages come from one thread at a time, so the connector's paging
-    (cursors, next links) is as before. If applying stops the pull, the page in flight is
-    awaited (its call is in the ledger) and dropped with the batch not applied: the cursor only
-    moves with applied pages, so the next run reads them again.
-    """
-    context = contextvars.copy_context()  # the run's log context follows the calls
-    ready = threading.Condition()
-    buffer: list[Page[T]] = []
-    state: dict[str, Any] = {"held": 0, "done": False, "error": None, "stop": False, "since": 0.0}
-
-    def work() -> None:
-        try:
-            while True:
-                with ready:
-                    while state["held"] >= size and not state["stop"]:
-                        ready.wait()
-                    if state["stop"]:
-                        return
-                page = next(pages, _END)
-                with ready:
-                    if page is _END:
-                        state["done"] = True
-                    else:
-                        if not buffer:
-                            state["since"] = time.monotonic()
-                        buffer.append(page)  # type: ignore[arg-type]
-                        state["held"] += len(page.records)  # type: ignore[union-attr]
-                    ready.notify_all()
-                    if state["done"]:
-                        return
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, in order
-            with ready:
-                state["error"], state["done"] = exc, True
-                ready.notify_all()
-
-    # A daemon: after a stop signal the process may exit while a call of the worker is still on
-    # the wire (see the end).
-    worker = threading.Thread(
-        target=context.copy().run, args=(work,), name="read-ahead", daemon=True
-    )
-    worker.start()
-    try:
-        while True:
-            with ready:
-                while not state["done"] and state["held"] < size:
-                    if buffer:
-                        left = state["since"] + linger - time.monotonic()
-                        if left <= 0:
-                            break
-                        ready.wait(left)
-                    else:
-                        ready.wait()
-                batch = buffer[:]
-                buffer.clear()
-                state["held"] = 0
-                finished, error = state["done"], state["error"]
-                ready.notify_all()
-            if batch:
-                yield batch
-            if finished and not batch:
-                if error is not None:
-                    raise error
-                return
-    finally:
-        with ready:
-            state["stop"] = True
-            ready.notify_all()
-        # Its waits end with a stop signal (interrupt.sleep); a call on the wire may not, and a
-        # stopped run must end within the second: it is then left to the process's exit.
-        while worker.is_alive():
-            worker.join(0.1)
-            if interrupt.STOP.is_set():
-                worker.join(0.5)
-                break
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
