@@ -288,13 +288,13 @@ def version_max(body: Any) -> int | None:
 
 
 @dataclass
-class Sheet(Generic[T]):
+class Sheet(Generic[T, Req]):
     """One page of a walk with what it came from: the request, the parsed answer and its raw
     rows (for callers that judge the listing as a whole), and whether the paginator found no
     page after it."""
 
     page: Page[T]
-    asked: Hashable
+    asked: Req
     body: Any
     rows: list[Any]
     last: bool
@@ -314,7 +314,7 @@ def read_pages(
     error_line: Callable[[Any, Exception], str] = _default_line,
     stamp: Callable[[Any, T | None], datetime | None] | None = None,
     number: int = 0,
-) -> Iterator[Sheet[T]]:
+) -> Iterator[Sheet[T, Req]]:
     """Walk a listing page by page.
 
     ``fetch(request)`` makes the call and returns the parsed answer; ``rows(body)`` its rows

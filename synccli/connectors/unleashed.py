@@ -357,7 +357,7 @@ class UnleashedConnector(Connector):
         first_path: str | None = None,
         stamp: Callable[[T], datetime | None] | None = None,
         number: int = 0,
-    ) -> Iterator[Sheet[T]]:
+    ) -> Iterator[Sheet[T, int]]:
         """Each page of a list (``/{Endpoint}/{n}`` while n < NumberOfPages), numbered on from
         ``number``, with the answer it came from."""
         query = build_query(*pairs)

@@ -55,6 +55,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -85,6 +86,7 @@ from synccli.connectors.base import (
     RemoteStock,
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
+from synccli.connectors.paging import Sheet, read_pages, xero_pages
 from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
 from synccli.remote_ids import is_nil, refusal
 
@@ -397,6 +399,74 @@ def invoice_from(inv: dict[str, Any]) -> PostedInvoice:
     )
 
 
+def _linkable_customer(contact: Any) -> RemoteCustomer:
+    """A contact of a listing as a customer; one that names no contact is a page error."""
+    if not isinstance(contact, dict):
+        raise TypeError("not an object")
+    if is_nil(contact.get("ContactID")):
+        raise ValueError("no usable ContactID")
+    return customer_from(contact)
+
+
+def _contact_rows(body: Any) -> list[Any]:
+    contacts = body.get("Contacts") if isinstance(body, dict) else None
+    if not isinstance(contacts, list):
+        raise BadResponse("GET /Contacts: no Contacts list in the response")
+    return contacts
+
+
+@dataclass
+class _Shift:
+    """What one pass over a Contacts listing read, to tell whether the listing shifted under
+    it (see ``XeroConnector._contacts``)."""
+
+    first_seen: dict[str, int] = field(default_factory=dict)  # contact id -> page first read on
+    last_stamp: dict[int, datetime] = field(default_factory=dict)  # page -> its newest stamp
+    moved_from: int | None = None  # the earliest page a contact read twice was first read on
+    counts: list[int] = field(default_factory=list)  # each page's itemCount, when it has one
+
+    def read(self, page: int, contacts: list[Any], body: Any) -> None:
+        pagination = body.get("pagination") if isinstance(body, dict) else None
+        count = pagination.get("itemCount") if isinstance(pagination, dict) else None
+        if isinstance(count, int):
+            self.counts.append(count)
+        for i, c in enumerate(contacts):
+            if not isinstance(c, dict):
+                continue
+            cid = str(c.get("ContactID"))
+            if is_nil(cid):
+                cid = f"(no id) {page}.{i}"  # read, though it names no contact
+            if cid in self.first_seen:
+                seen_on = self.first_seen[cid]
+                self.moved_from = (
+                    seen_on if self.moved_from is None else min(self.moved_from, seen_on)
+                )
+            else:
+                self.first_seen[cid] = page
+            stamp = parse_xero_date(c.get("UpdatedDateUTC"))
+            if stamp is not None and (page not in self.last_stamp or stamp > self.last_stamp[page]):
+                self.last_stamp[page] = stamp
+
+    @property
+    def deficit(self) -> int:
+        """How many fewer distinct contacts were read than the last itemCount says."""
+        return self.counts[-1] - len(self.first_seen) if self.counts else 0
+
+    def steady(self, deficit_before: int) -> bool:
+        """Whether the listing held still: nothing read twice, the count never shrank, and no
+        shortfall against it, unless the pass before fell short by as many: with nothing read
+        twice, that count is Xero's own (it counts rows it does not list), not a shift."""
+        shrank = any(b < a for a, b in zip(self.counts, self.counts[1:], strict=False))
+        short = self.deficit > 0 and self.deficit != deficit_before
+        return self.moved_from is None and not shrank and not short
+
+    def safe_stamp(self) -> datetime | None:
+        """Where the next pass may start: the last stamp read before the shift, one second
+        back (second precision, records modified *after* it: the second keeps the ties)."""
+        safe = self.last_stamp.get(self.moved_from or 1)
+        return safe.replace(microsecond=0) - timedelta(seconds=1) if safe else None
+
+
 def _error_body(resp: requests.Response) -> dict[str, Any]:
     """A 400's JSON body (OAS ``Error``: ErrorNumber, Type, Message, Elements), or {}."""
     try:
@@ -533,11 +603,37 @@ class XeroConnector(Connector):
         return product_from(el)
 
     # customers ---------------------------------------------------------------------------------
+    def _contact_pages(
+        self, params: dict[str, str], headers: dict[str, str] | None, number: int
+    ) -> Iterator[Sheet[RemoteCustomer, int]]:
+        """One read of a Contacts listing, page by page (numbered on from ``number``)."""
+
+        def fetch(page: int) -> Any:
+            query = {**params, "page": str(page), "pageSize": str(PAGE_SIZE)}
+            return self.http.json("GET", f"{API}/Contacts", params=query, headers=headers)
+
+        def line(row: Any, exc: Exception) -> str:
+            name = row.get("Name") if isinstance(row, dict) else row
+            return f"contact {str(name)[:60]!r}: {exc}"
+
+        def stamp(row: Any, record: RemoteCustomer | None) -> datetime | None:
+            return record.updated_at if record is not None else None
+
+        return read_pages(
+            xero_pages(XERO_PAGE_ROWS),
+            fetch,
+            _contact_rows,
+            _linkable_customer,
+            what="/Contacts",
+            error_line=line,
+            stamp=stamp,
+            number=number,
+        )
+
     def _contacts(
         self, params: dict[str, str], since: datetime | None = None
-    ) -> Iterator[tuple[list[dict[str, Any]], int, bool, int | None]]:
-        """Every page of a Contacts listing: (contacts, page number, complete, the page's
-        ``pagination.itemCount`` when it has one).
+    ) -> Iterator[tuple[Sheet[RemoteCustomer, int], bool]]:
+        """Every page of a Contacts listing, and whether it completes a read that held still.
 
         Pages follow ``pagination.pageCount`` when the answer has it: a page may hold fewer
         rows than asked for while more follow. Only without it does a short page end the list,
@@ -551,74 +647,29 @@ class XeroConnector(Connector):
         shrink is followed by another pass from the last stamp read before the shift (the
         listing is in time order, so nothing older can have been skipped). The same shortfall
         against ``itemCount`` two passes running, with nothing read twice, is Xero's count and
-        not a shift: that pass is taken as it is. ``complete`` is True
-        only on the last page of a pass that saw the listing hold still: until then no cursor
-        may pass anything in it."""
+        not a shift: that pass is taken as it is. The flag is True only on the last page of a
+        pass that saw the listing hold still: until then no cursor may pass anything in it.
+        Each page's ``total`` is the latest ``itemCount`` its pass has seen."""
         boundary = since
         number = 0
         deficit_before = 0  # what the pass before fell short of its itemCount by
+        # only a listing in time order can be taken up from a stamp; any other is read again
+        timed = params.get("order", "").replace(" ", "").lower() == "updateddateutcasc"
         for attempt in range(1, CONTACT_PASSES + 1):
             headers = {"If-Modified-Since": _since_header(boundary)} if boundary else None
-            first_seen: dict[str, int] = {}  # contact id -> page it was first read on
-            last_stamp: dict[int, datetime] = {}  # page -> the newest stamp on it
-            moved_from: int | None = None
-            counts: list[int] = []
-            page = 1
-            while True:
-                query = {**params, "page": str(page), "pageSize": str(PAGE_SIZE)}
-                body = self.http.json("GET", f"{API}/Contacts", params=query, headers=headers)
-                contacts = body.get("Contacts") if isinstance(body, dict) else None
-                if not isinstance(contacts, list):
-                    raise BadResponse("GET /Contacts: no Contacts list in the response")
-                pagination = body.get("pagination") or {}
-                if not isinstance(pagination, dict):
-                    pagination = {}
-                if isinstance(pagination.get("itemCount"), int):
-                    counts.append(pagination["itemCount"])
-                for i, c in enumerate(contacts):
-                    if not isinstance(c, dict):
-                        continue
-                    cid = str(c.get("ContactID"))
-                    if is_nil(cid):
-                        cid = f"(no id) {page}.{i}"  # read, though it names no contact
-                    if cid in first_seen:
-                        seen_on = first_seen[cid]
-                        moved_from = seen_on if moved_from is None else min(moved_from, seen_on)
-                    else:
-                        first_seen[cid] = page
-                    stamp = parse_xero_date(c.get("UpdatedDateUTC"))
-                    if stamp is not None and (page not in last_stamp or stamp > last_stamp[page]):
-                        last_stamp[page] = stamp
-                page_count = pagination.get("pageCount")
-                if isinstance(page_count, int):
-                    more = page < page_count
-                else:
-                    # no count to follow: only a page shorter than any page size Xero uses ends
-                    # the listing (at worst one more call answers an empty page)
-                    more = len(contacts) >= XERO_PAGE_ROWS
-                number += 1
-                listed = counts[-1] if counts else None
-                if more:
-                    yield contacts, number, False, listed
-                    page += 1
-                    continue
-                shrank = any(b < a for a, b in zip(counts, counts[1:], strict=False))
-                deficit = counts[-1] - len(first_seen) if counts else 0
-                # the same shortfall twice running, nothing read twice: the count is Xero's own
-                # (it counts rows it does not list), not a shift
-                short = deficit > 0 and deficit != deficit_before
-                steady = page == 1 or (moved_from is None and not shrank and not short)
-                yield contacts, number, steady, listed
-                break
+            watch = _Shift()
+            steady = True
+            for sheet in self._contact_pages(params, headers, number):
+                number = sheet.page.number
+                watch.read(sheet.asked, sheet.rows, sheet.body)
+                sheet.page.total = watch.counts[-1] if watch.counts else None
+                steady = sheet.last and (sheet.asked == 1 or watch.steady(deficit_before))
+                yield sheet, steady
             if steady:
                 return
-            deficit_before = deficit
-            # only a listing in time order can be taken up from a stamp; any other is read again
-            timed = params.get("order", "").replace(" ", "").lower() == "updateddateutcasc"
-            safe = last_stamp.get(moved_from or 1) if timed else None
+            deficit_before = watch.deficit
+            safe = watch.safe_stamp() if timed else None
             if safe is not None:
-                # second precision, records modified *after* it: one second back keeps the ties
-                safe = safe.replace(microsecond=0) - timedelta(seconds=1)
                 boundary = max(boundary, safe) if boundary else safe
             log.info(
                 "GET /Contacts: the listing changed while it was paged (pass %d); reading again "
@@ -634,24 +685,13 @@ class XeroConnector(Connector):
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
         params = {"order": "UpdatedDateUTC ASC", "includeArchived": "true"}
         newest: datetime | None = None
-        for contacts, page, complete, listed in self._contacts(params, since):
-            records = [customer_from(c) for c in contacts if not is_nil(c.get("ContactID"))]
-            for r in records:
-                if r.updated_at and (newest is None or r.updated_at > newest):
-                    newest = r.updated_at
-            errors = [
-                f"contact {str(c.get('Name'))[:60]!r}: no usable ContactID"
-                for c in contacts
-                if is_nil(c.get("ContactID"))
-            ]
+        for sheet, complete in self._contacts(params, since):
+            page = sheet.page
+            if page.cursor is not None and (newest is None or page.cursor > newest):
+                newest = page.cursor
             # the cursor moves only once a pass has read the whole listing holding still
-            yield Page(
-                records,
-                cursor=newest if complete else None,
-                number=page,
-                errors=errors,
-                total=listed,
-            )
+            page.cursor = newest if complete else None
+            yield page
 
     def find_customers(
         self, *, email: str | None = None, account: str | None = None
@@ -661,18 +701,18 @@ class XeroConnector(Connector):
             want = email.strip().casefold()
             lowered = _where_string(email.strip().lower())
             by_email = {"where": f"EmailAddress.ToLower()=={lowered}"}
-            for contacts, _, _, _ in self._contacts(by_email):
-                for c in contacts:
-                    if is_nil(c.get("ContactID")):
+            for sheet, _ in self._contacts(by_email):
+                for c in sheet.rows:
+                    if not isinstance(c, dict) or is_nil(c.get("ContactID")):
                         continue  # names no contact: never a match
                     if (c.get("EmailAddress") or "").strip().casefold() == want:
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
         if account:
             code = _where_string(account)
             where = f"AccountNumber=={code} OR ContactNumber=={code}"
-            for contacts, _, _, _ in self._contacts({"where": where}):
-                for c in contacts:
-                    if is_nil(c.get("ContactID")):
+            for sheet, _ in self._contacts({"where": where}):
+                for c in sheet.rows:
+                    if not isinstance(c, dict) or is_nil(c.get("ContactID")):
                         continue
                     if account in (c.get("AccountNumber"), c.get("ContactNumber")):
                         found.setdefault(str(c.get("ContactID")), customer_from(c))
