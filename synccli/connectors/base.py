@@ -31,6 +31,9 @@ class Limits:
     concurrency: int | None = None
     bucket_size: float | None = None  # leaky bucket (Lightspeed)
     drip_per_second: float | None = None
+    # "N calls a window of S seconds" (Lightspeed X-Series: 300 x registers + 50 per 300 s)
+    window_calls: int | None = None
+    window_seconds: float | None = None
 
 
 @dataclass(frozen=True)
