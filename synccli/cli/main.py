@@ -16,18 +16,15 @@ import typer
 from typer.core import TyperGroup
 
 try:  # typer 0.29+ carries its own copy of click
-    from typer._click.core import Context as ClickContext
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on click
-    from click.core import Context as ClickContext  # type: ignore[no-redef]
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from synccli import interrupt
 from synccli.cli import helptext, output
 from synccli.cli.state import AppState
-from synccli.errors import SyncError
+from synccli.errors import ExitCode, SyncError
 from synccli.logs import setup_logging
-from synccli.outcomes import outcome_of
 from synccli.store.outage import store_outage
 
 # Global options: accepted after the subcommand too (`synccli pull-products --dry-run -v`).
@@ -75,7 +72,7 @@ def _wants_json_logs(args: list[str]) -> bool:
 
 
 class SyncGroup(TyperGroup):
-    """Maps every error to one line on stderr and its exit code (:mod:`synccli.outcomes`)."""
+    """Maps every expected error to one line on stderr and its exit code, in one place."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(list(args)))
@@ -123,7 +120,7 @@ class SyncGroup(TyperGroup):
         output.flush()
         sys.exit(code)
 
-    def invoke(self, ctx: ClickContext) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SyncError as err:
@@ -131,7 +128,7 @@ class SyncGroup(TyperGroup):
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run closed itself
             name = exc.args[0] if isinstance(exc, interrupt.Interrupted) else "SIGINT"
             output.error_line(f"interrupted ({name})")
-            ctx.exit(outcome_of(exc).exit_code)
+            ctx.exit(int(getattr(exc, "exit_code", 130)))
         except BrokenPipeError:
             raise  # the reader went away: see main()
         except Exception as exc:  # a bug: say so in one line, the traceback only with -v
@@ -146,10 +143,10 @@ class SyncGroup(TyperGroup):
             state = ctx.find_object(AppState)
             if state is not None and state.verbosity > 0:
                 output.detail(traceback.format_exc())
-            ctx.exit(outcome_of(exc).exit_code)
+            ctx.exit(int(ExitCode.FAILURE))
 
     @staticmethod
-    def _fail(ctx: ClickContext, err: SyncError) -> None:
+    def _fail(ctx: typer.Context, err: SyncError) -> None:
         output.error_line(err.message)
         state = ctx.find_object(AppState)
         if state is not None and state.verbosity > 0:
@@ -157,7 +154,7 @@ class SyncGroup(TyperGroup):
                 output.detail(err.detail)
             if state.verbosity > 1:
                 output.detail(traceback.format_exc())
-        ctx.exit(outcome_of(err).exit_code)
+        ctx.exit(int(err.exit_code))
 
 
 app = typer.Typer(

@@ -1,0 +1,700 @@
+"""Lightspeed Retail **X-Series** (formerly Vend) connector, API version 2026-07.
+
+Wire facts and their sources: the provider notes (``providers/lightspeed-x.md``, keys such as
+[D-PAG] below); the official OpenAPI spec is kept in ``tests/specs/``, and the tests check every
+request sent here against it. Settings and credentials are declared in :mod:`synccli.registry`.
+
+- Cursors: X-Series pages by **version**, one integer counter per store [D-PAG]. The store keeps
+  cursors as instants, so a version travels as that many microseconds after 1970
+  (:func:`version_stamp`), before any run's start; a record's ``updated_at`` is its version the
+  same way, so the jobs rank and clamp versions without knowing.
+- ``changed_products``/``changed_customers``: ``GET /products|customers?deleted=true&after=V``,
+  1000 a page; a short page ends the feed (one call a run). Deleted (``deleted_at``) and inactive
+  rows come back ``active=False``.
+- ``changed_stock``: ``POST /inventory`` asked ascending (its default is descending), 5000 a
+  page, deleted rows included, by its own cursor; the answer is a bare array [SPEC]. Only the
+  connection's outlet counts.
+- ``get_products``: by id, two calls a product; the sweep lists the whole catalogue instead when
+  that is cheaper (``catalogue_page``). A deleted product is absent whether the API answers 404
+  or the row with ``deleted_at`` (unconfirmed, notes §10).
+- ``find_product``: ``GET /products?sku=``; ``find_customers``: ``/search`` by ``email`` then
+  ``customer_code``; both compared exactly here (the server's matching is undocumented).
+- Sales: posted under our own ``id``, a UUID derived from the store and the order number
+  (:func:`sale_id`), so ``find_invoice(number)`` is ``GET /sales/{id}``: 200 found, 404 absent
+  (the job posts again only then) [notes §12].
+- Limits: ``300 x registers + 50`` calls per 300 s [D-RL], paced and steered by
+  ``X-RateLimit-Remaining``, counted across runs by the ledger; a 429's ``Retry-After`` is an
+  HTTP date, read against the answer's ``Date``.
+- Reference lists (taxes, outlets, registers, payment types, the token's user) are read once a
+  day and kept by the store (:meth:`LightspeedXConnector.prime`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlencode
+
+import requests
+
+from synccli import secrets
+from synccli.clock import Clock, SystemClock
+from synccli.connectors.auth import OAuth2Auth, Tokens, TokenStore, token_request
+from synccli.connectors.base import (
+    Capabilities,
+    Connector,
+    InvoiceDraft,
+    Limits,
+    NewCustomer,
+    NewProduct,
+    Page,
+    PostedInvoice,
+    RemoteCustomer,
+    RemoteProduct,
+    RemoteStock,
+)
+from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
+from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
+from synccli.errors import AuthError, BadResponse, ConfigError, Rejected
+
+API = "api/2026-07"
+TOKEN_PATH = "api/1.0/token"
+DEFAULT_BASE_URL = "https://{domain_prefix}.retail.lightspeed.app"
+DEFAULT_AUTH_URL = "https://secure.retail.lightspeed.app"
+# [notes §1] what synccli reads and writes; ``webhooks`` is not asked for
+DEFAULT_SCOPE = (
+    "products:read products:write inventory:read customers:read customers:write sales:read "
+    "sales:write outlets:read registers:read payment_types:read taxes:read users:read "
+    "retailer:read"
+)
+PAGE = 1000  # [notes §3] the spec names no cap; 1000 is what clients are served
+INVENTORY_PAGE = 5000  # [SPEC InventoryRequest.size maximum]
+WINDOW = 300.0  # seconds [D-RL]
+REFERENCE = "x_series_reference"  # the name its copy is kept under between runs
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CENT = Decimal("0.01")
+SALE_NS = uuid.UUID("0b0e6f4e-3c51-5c1e-9d0b-2f3f6c1d7a10")
+T = TypeVar("T")
+
+
+def limits_for(registers: int = 1) -> Limits:
+    """Calls allowed per 5 minutes [D-RL]."""
+    return Limits(window_calls=300 * max(1, registers) + 50, window_seconds=WINDOW)
+
+
+def version_stamp(version: int) -> datetime:
+    """A version as the instant the store keeps cursors in (microseconds after 1970)."""
+    return EPOCH + timedelta(microseconds=max(0, int(version)))
+
+
+def stamp_version(value: datetime | None) -> int:
+    """The version a stored cursor stands for (0: from the start)."""
+    if value is None:
+        return 0
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return max(0, (aware - EPOCH) // timedelta(microseconds=1))
+
+
+def sale_id(domain_prefix: str, number: str) -> str:
+    """Our sale's id: the same UUID for the same order number in the same store, so a post
+    whose answer was lost is found by ``GET /sales/{id}`` and never posted twice."""
+    return str(uuid.uuid5(SALE_NS, f"{domain_prefix.lower()}\x00{number}"))
+
+
+def dec(value: Any) -> Decimal | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        result = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
+
+
+# ------------------------------------------------------------------------------------------------
+# PROFILE
+
+
+def _read_remaining(resp: requests.Response) -> dict[str, float]:
+    out: dict[str, float] = {}
+    left, limit = resp.headers.get("X-RateLimit-Remaining"), resp.headers.get("X-RateLimit-Limit")
+    if left is not None:
+        out["window"] = float(left)
+    if limit is not None:
+        out["window_limit"] = float(limit)
+    return out
+
+
+PROFILE = Profile(
+    read_remaining=_read_remaining,
+    limit_scope=lambda resp: "short",  # one 5-minute window, no day or month quota [D-RL]
+)
+
+
+class PersonalToken:
+    """A retailer's personal token [D-AUTH]: sent as is, never refreshed."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def headers(self, method: str, url: str, query: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# the connector
+
+
+def _settings(settings: dict[str, Any]) -> dict[str, Any]:
+    s: dict[str, Any] = dict(base_url=DEFAULT_BASE_URL, auth_url=DEFAULT_AUTH_URL, registers=1)
+    s.update({k: v for k, v in settings.items() if v is not None})
+    prefix = str(s.get("domain_prefix") or "")
+    if "{domain_prefix}" in str(s["base_url"]):
+        if not prefix:
+            raise ConfigError(
+                "Lightspeed X-Series settings need domain_prefix (the store's, given when the "
+                "connection is authorised)"
+            )
+        s["base_url"] = str(s["base_url"]).replace("{domain_prefix}", prefix)
+    s["base_url"] = str(s["base_url"]).rstrip("/")
+    s["auth_url"] = str(s["auth_url"]).rstrip("/")
+    try:
+        s["registers"] = max(1, int(s["registers"]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"registers must be a whole number, got {s['registers']!r}") from None
+    return s
+
+
+class LightspeedXConnector(Connector):
+    """One Lightspeed Retail X-Series store."""
+
+    provider: ClassVar[str] = "lightspeed-x"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        lookup_batch=1,  # by id: one product (and its stock) a call pair
+        stock_in_product=False,
+        idempotency_keys=True,  # our own sale id, derived from the order
+        # a version cursor needs no time overlap [notes §3]; 500 versions are re-read as a
+        # cheap guard against a row made visible late (same call, idempotent apply)
+        cursor_overlap=timedelta(microseconds=500),
+        limits=limits_for(1),
+        catalogue_page=PAGE,
+    )
+
+    def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
+        super().__init__(http, _settings(settings))
+        self._reference: dict[str, Any] | None = None
+        self._reference_source = "none"  # "store" (an earlier run's copy) or "read"
+
+    @property
+    def prefix(self) -> str:
+        return str(self.settings.get("domain_prefix") or self.http.base_url)
+
+    # paging -------------------------------------------------------------------------------------
+    def _feed(
+        self, resource: str, after: int, convert: Callable[[dict[str, Any]], T], **params: Any
+    ) -> Iterator[Page[T]]:
+        """A version-cursor list [D-PAG], walked by the shared page generator."""
+
+        def fetch(asked: int) -> Any:
+            query = {"after": asked, "page_size": PAGE, **params}
+            return self.http.json("GET", f"{API}/{resource}", params=query)
+
+        walk = ShortPageCursor(f"/{resource}", after, PAGE)
+        yield from pages(
+            walk, fetch, lambda body: _rows(body, resource), convert, **_walk(resource)
+        )
+
+    # products and stock -------------------------------------------------------------------------
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        yield from self._feed("products", stamp_version(since), _product, deleted="true")
+
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
+        """The inventory feed by its own cursor [SPEC ListInventoryRecords]: a bare array, asked
+        ascending (the default is descending), deleted products' rows included."""
+        outlet = self.outlet_id()
+
+        def fetch(asked: int) -> Any:
+            body = {"after": asked, "size": INVENTORY_PAGE, "sort_direction": "asc"}
+            body["include_deleted"] = True
+            rows = self.http.json("POST", f"{API}/inventory", json_body=body, retry=True)
+            if not isinstance(rows, list):
+                raise BadResponse("POST /inventory: expected an array of inventory records")
+            top = max((_int(r.get("version")) or 0 for r in rows if isinstance(r, dict)), default=0)
+            return {"data": rows, "version": {"max": top or None}}
+
+        walk = ShortPageCursor("/inventory", stamp_version(since), INVENTORY_PAGE)
+        mine = lambda row: _stock(row) if row.get("outlet_id") == outlet else None  # noqa: E731
+        for page in pages(walk, fetch, lambda body: body["data"], mine, **_walk("inventory")):
+            kept = [r for r in page.records if r is not None]
+            yield Page(kept, cursor=page.cursor, number=page.number, errors=page.errors)
+
+    def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
+        """By id, two calls a product (the product, its stock). A sweep of many reads the whole
+        catalogue instead (``catalogue_page``): the job compares the two costs."""
+        out = []
+        for rid in dict.fromkeys(str(r).strip().lower() for r in remote_ids if str(r).strip()):
+            product = self._one_product(rid)
+            if product is not None:
+                product.stock = self._stock_of(rid)
+                out.append(product)
+        return out
+
+    def _one_product(self, rid: str) -> RemoteProduct | None:
+        resp = self.http.request("GET", f"{API}/products/{rid}", ok=(404,))
+        if resp.status_code == 404:
+            return None
+        body = parse_json(resp)
+        row = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(row, dict):
+            raise BadResponse(f"GET /products/{rid}: no data in the answer")
+        if row.get("deleted_at"):
+            return None  # deleted: gone, as a 404 says it (which one answers is unconfirmed)
+        return _product(row)
+
+    def _stock_of(self, rid: str) -> Decimal | None:
+        """One product's level at our outlet (``POST /inventory {product_id}``)."""
+        body = {"product_id": rid, "size": INVENTORY_PAGE, "sort_direction": "asc"}
+        rows = self.http.json("POST", f"{API}/inventory", json_body=body, retry=True)
+        mine = [
+            r for r in rows or [] if isinstance(r, dict) and r.get("outlet_id") == self.outlet_id()
+        ]
+        return dec(mine[0].get("current_inventory_level")) if mine else None
+
+    def find_product(self, code: str) -> RemoteProduct | None:
+        body = self.http.json("GET", f"{API}/products", params={"sku": code})
+        found = _convert(_rows(body, "products"), _product)[0]
+        matches = [p for p in found if p.code == code]  # exact, case-sensitive, here
+        matches.sort(key=lambda p: (not p.active, p.remote_id))
+        if matches:
+            matches[0].stock = self._stock_of(matches[0].remote_id)
+        return matches[0] if matches else None
+
+    def create_product(self, product: NewProduct) -> RemoteProduct:
+        body: dict[str, Any] = {"name": product.name, "sku": product.code, "is_active": True}
+        body["price_excluding_tax"] = float(product.price.quantize(CENT, ROUND_HALF_UP))
+        if product.description:
+            body["description"] = product.description
+        data = self.http.json("POST", f"{API}/products", json_body=body)
+        ids = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(ids, list) or len(ids) != 1 or not isinstance(ids[0], str):
+            raise BadResponse("POST /products: expected the new product's id in data")
+        made = RemoteProduct(ids[0].lower(), product.code, product.name, product.description)
+        made.price, made.stock = product.price, Decimal(0)
+        return made
+
+    # customers ----------------------------------------------------------------------------------
+    def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
+        yield from self._feed("customers", stamp_version(since), _customer, deleted="true")
+
+    def find_customers(
+        self, *, email: str | None = None, account: str | None = None
+    ) -> list[RemoteCustomer]:
+        found: dict[str, RemoteCustomer] = {}
+        if email and email.strip():
+            wanted = email.strip().casefold()
+            for c in self._search_customers("email", email.strip()):
+                if (c.email or "").strip().casefold() == wanted:
+                    found[c.remote_id] = c
+        if account and account.strip():
+            for c in self._search_customers("customer_code", account.strip()):
+                if c.account_number == account.strip():
+                    found[c.remote_id] = c
+        return list(found.values())
+
+    def _search_customers(self, field: str, value: str) -> list[RemoteCustomer]:
+        params = {"type": "customers", field: value, "deleted": "true", "page_size": PAGE}
+        body = self.http.json("GET", f"{API}/search", params=params)
+        rows = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise BadResponse("GET /search: no data list in the answer")
+        return _convert(rows, _customer)[0]
+
+    def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
+        first, last = customer.first_name, customer.last_name
+        if not (first or last):
+            first, _, last = (customer.name or "").strip().rpartition(" ")
+        body: dict[str, Any] = {"first_name": first or None, "last_name": last or None}
+        if customer.email:
+            body["email"] = customer.email
+        if customer.account_number:
+            body["customer_code"] = customer.account_number
+        if not (first or last):
+            body["company_name"] = customer.name
+        data = self.http.json("POST", f"{API}/customers", json_body=body)
+        row = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(row, dict):
+            raise BadResponse("POST /customers: no data in the answer")
+        made = _customer(row)
+        if customer.account_number and made.account_number != customer.account_number:
+            raise Rejected(
+                f"Lightspeed created customer {made.remote_id} with code "
+                f"{made.account_number!r}, not {customer.account_number!r}"
+            )
+        return made
+
+    # invoices -----------------------------------------------------------------------------------
+    def find_invoice(self, number: str) -> PostedInvoice | None:
+        rid = sale_id(self.prefix, number)
+        resp = self.http.request("GET", f"{API}/sales/{rid}", ok=(404,))
+        if resp.status_code == 404:
+            return None
+        row = _data(parse_json(resp), f"GET /sales/{rid}")
+        posted = _sale(row, number)
+        return None if posted.status == "voided" else posted
+
+    def finish_found(self, found: PostedInvoice) -> PostedInvoice:
+        if found.status not in ("closed", "pending"):
+            raise Rejected(f"sale {found.number} is at Lightspeed as {found.status}, not closed")
+        return found
+
+    def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        """POST the sale under our own id (stored with the job: it is derived from the order),
+        after which ``find_invoice`` finds it by that id."""
+        ref = self.reference()
+        taxes: dict[str, tuple[str, Decimal]] = ref["taxes"]
+        lines, computed = [], Decimal(0)
+        for line in invoice.lines:
+            tax_id, rate = self._tax(line.tax_code, line.tax_rate, taxes)
+            line_total = (line.quantity * line.unit_price).quantize(CENT, ROUND_HALF_UP)
+            line_tax = (line_total * rate).quantize(CENT, ROUND_HALF_UP)
+            computed += line_total + line_tax
+            # the tax is per unit [SPEC LineItemTax]: the line's rounded tax spread over it
+            unit_tax = line_tax / line.quantity if line.quantity else Decimal(0)
+            item = {"product": {"id": line.product_remote_id}, "quantity": float(line.quantity)}
+            item["pricing"] = {"price": float(line.unit_price)}
+            item["tax"] = {"id": tax_id, "amount": float(unit_tax.quantize(Decimal("1e-6")))}
+            lines.append(item)
+        total = computed if invoice.total is None else invoice.total.quantize(CENT, ROUND_HALF_UP)
+        rid = sale_id(self.prefix, invoice.number)
+        body: dict[str, Any] = {
+            "id": rid,
+            "source": {"author_id": ref["user_id"], "register_id": ref["register_id"]},
+            "state": "closed",
+            "date": invoice.date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "note": invoice.reference or invoice.number,
+            "line_items": lines,
+            "payments": [{"amount": float(total), "type": {"config_id": ref["payment_type_id"]}}],
+        }
+        body["source"].update(id=invoice.number, type="synccli")  # our order, on every read
+        if invoice.customer_remote_id:
+            body["customer_id"] = invoice.customer_remote_id
+        try:
+            data = self.http.json("POST", f"{API}/sales", json_body=body)
+        except Rejected as err:
+            why = f"Lightspeed rejected sale {invoice.number}: {err.message}"
+            raise Rejected(why, errors=[err.message], status=err.status, body=err.body) from None
+        posted = _sale(_data(data, "POST /sales"), invoice.number)
+        if posted.remote_id != rid:
+            raise BadResponse(f"POST /sales: answered sale {posted.remote_id}, not ours ({rid})")
+        return posted
+
+    @staticmethod
+    def _tax(
+        code: str | None, rate: Decimal, taxes: dict[str, tuple[str, Decimal]]
+    ) -> tuple[str, Decimal]:
+        """The tax id for a line and the rate it charges: its code by name or id, a tax of its
+        rate, else "No Tax"."""
+        if code:
+            for name, (tid, tax_rate) in taxes.items():
+                if code.casefold() in (name.casefold(), tid.casefold()):
+                    return tid, tax_rate
+            return code, rate or Decimal(0)  # unknown: sent as is, Lightspeed says why
+        if rate:
+            for tid, tax_rate in taxes.values():
+                if tax_rate == rate:
+                    return tid, tax_rate
+        no_tax = taxes.get("No Tax")  # [SPEC] tax-free lines point at the tax named "No Tax"
+        if no_tax is None:
+            raise Rejected("the store has no tax named 'No Tax' for lines without tax")
+        return no_tax
+
+    # reference lists ----------------------------------------------------------------------------
+    def outlet_id(self) -> str:
+        return str(self.settings.get("outlet_id") or self.reference()["outlet_id"])
+
+    def reference(self, *, fresh: bool = False) -> dict[str, Any]:
+        """Taxes, the outlet, register, user and payment type a sale needs: read once a day
+        (kept by the store between runs, :meth:`prime`), or again when ``fresh``."""
+        if self._reference is None or fresh:
+            names = ("taxes", "outlets", "registers", "payment_types")
+            lists = {name: self._all(name) for name in names}
+            user = _data(self.http.json("GET", f"{API}/user"), "GET /user")
+            taxes = {str(t.get("name")): [str(t.get("id")), str(_rate(t))] for t in lists["taxes"]}
+            outlet = self.settings.get("outlet_id") or _first(lists["outlets"], "outlet")
+            at_outlet = [r for r in lists["registers"] if r.get("outlet_id") == outlet]
+            s = self.settings
+            live = [p for p in lists["payment_types"] if not p.get("disabled")]
+            self._reference = {
+                "taxes": taxes,
+                "outlet_id": outlet,
+                "register_id": s.get("register_id")
+                or _first(at_outlet or lists["registers"], "register"),
+                "user_id": s.get("user_id") or str(user.get("id")),
+                "payment_type_id": s.get("payment_type_id") or _first(live, "payment type"),
+                "lists": {k: _named(v) for k, v in lists.items()},
+            }
+            self._reference_source = "read"
+        out = dict(self._reference)
+        out["taxes"] = {k: (v[0], Decimal(str(v[1]))) for k, v in self._reference["taxes"].items()}
+        return out
+
+    def _all(self, resource: str) -> list[dict[str, Any]]:
+        return [r for page in self._feed(resource, 0, lambda r: r) for r in page.records]
+
+    def prime(self, name: str, value: dict[str, Any]) -> None:
+        if name == REFERENCE and self._reference is None and isinstance(value.get("taxes"), dict):
+            self._reference, self._reference_source = dict(value), "store"
+
+    def reference_lists(self) -> dict[str, dict[str, Any]]:
+        if self._reference_source != "read" or self._reference is None:
+            return {}
+        return {REFERENCE: self._reference}
+
+    # operations ---------------------------------------------------------------------------------
+    def ping(self) -> dict[str, Any]:
+        resp = self.http.request("GET", f"{API}/retailer")
+        retailer = _data(parse_json(resp), "GET /retailer")
+        prefix = retailer.get("domain_prefix")
+        return {"date": resp.headers.get("Date"), "status": resp.status_code, "store": prefix}
+
+    def ids(self) -> dict[str, list[dict[str, str]]]:
+        """What each id setting may be: outlets, registers, payment types, taxes, users."""
+        lists = {**self.reference(fresh=True)["lists"], "users": self._all("users")}
+        pick = ("outlet", "register", "payment_type", "no_tax", "user")
+        named = ("outlets", "registers", "payment_types", "taxes", "users")
+        return {f"{key}_id": _named(lists[name]) for key, name in zip(pick, named, strict=True)}
+
+
+# ------------------------------------------------------------------------------------------------
+# record mapping
+
+
+def _rows(body: Any, resource: str) -> list[Any]:
+    """``{data: [...], version: {min, max}}`` [SPEC *Collection]: its rows."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise BadResponse(f"GET /{resource}: expected {{data: [...]}}")
+    return list(body["data"])
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _row_stamp(row: Any, record: Any) -> datetime | None:
+    """A row's version as an instant: a row that failed to read still moves the cursor."""
+    version = _int(row.get("version")) if isinstance(row, dict) else None
+    return version_stamp(version) if version is not None else None
+
+
+def _walk(resource: str) -> dict[str, Any]:
+    """What every feed tells the page generator: its name, error lines, versions as stamps."""
+    return {"what": f"/{resource}", "error_line": _error_line, "stamp": _row_stamp}
+
+
+def _error_line(row: Any, exc: Exception) -> str:
+    return f"{row.get('id') if isinstance(row, dict) else str(row)[:60]}: {exc}"
+
+
+class ShortPageCursor(VersionCursor):
+    """:class:`VersionCursor` that also stops at a page shorter than asked: rows come in
+    version order, so a short page is the end, and the empty call after it is saved (one call
+    a run instead of two [notes §15]). Should a provider clamp the page size below ours, the
+    read only ends early; the cursor stands at the last row read."""
+
+    def __init__(self, what: str, after: int, size: int) -> None:
+        super().__init__(what, after)
+        self.size = size
+
+    def following(self, asked: int, body: Any, rows: int) -> int | None:
+        if rows < self.size:
+            return None  # taxes' list carries no version at all [SPEC TaxCollection]
+        return super().following(asked, body, rows)
+
+
+def _convert(rows: list[Any], convert: Callable[[dict[str, Any]], T]) -> tuple[list[T], list[str]]:
+    records: list[T] = []
+    errors: list[str] = []
+    for row in rows:
+        if not isinstance(row, dict):
+            errors.append(f"unreadable row {str(row)[:60]!r}")
+            continue
+        try:
+            records.append(convert(row))
+        except ROW_ERRORS as exc:
+            errors.append(f"{row.get('id')}: {exc}")
+    return records, errors
+
+
+def _data(body: Any, where: str) -> dict[str, Any]:
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]  # /user's example is a one-row array, its schema an object [SPEC]
+    if not isinstance(data, dict):
+        raise BadResponse(f"{where}: no data object in the answer")
+    return data
+
+
+def _rate(tax: dict[str, Any]) -> Decimal:
+    """A tax's rate: the sum of its rates [SPEC Tax.rates]."""
+    return sum((dec(r.get("rate")) or Decimal(0) for r in tax.get("rates") or []), Decimal(0))
+
+
+def _named(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [
+        {"id": str(r.get("id")), "name": str(r.get("name") or r.get("display_name") or "")}
+        for r in rows
+        if not r.get("deleted_at")
+    ]
+
+
+def _first(rows: list[dict[str, Any]], what: str) -> str:
+    live = [r for r in rows if not r.get("deleted_at")]
+    if not live:
+        raise ConfigError(f"the Lightspeed store lists no {what}")
+    return str(live[0]["id"])
+
+
+def _version(row: dict[str, Any]) -> int:
+    if (value := _int(row.get("version"))) is None:
+        raise ValueError(f"version {row.get('version')!r} is not an integer")
+    return value
+
+
+def _product(row: dict[str, Any]) -> RemoteProduct:
+    code = row.get("sku")
+    if code is not None and not isinstance(code, str):
+        raise ValueError("sku is not a string")
+    price = dec(row.get("price_excluding_tax"))
+    if price is None and row.get("price_excluding_tax") is not None:
+        raise ValueError(f"price {row.get('price_excluding_tax')!r} is not a number")
+    name = str(row.get("variant_name") or row.get("name") or "")
+    described = str(row["description"]) if row.get("description") else None
+    active = row.get("active") is not False and not row.get("deleted_at")
+    code = code if code and code.strip() else ""
+    stamp = version_stamp(_version(row))
+    return RemoteProduct(str(row["id"]).lower(), code, name, described, price, active, stamp)
+
+
+def _stock(row: dict[str, Any]) -> RemoteStock:
+    quantity = dec(row.get("current_inventory_level"))
+    if quantity is None:
+        raise ValueError(f"unreadable level {row.get('current_inventory_level')!r}")
+    if row.get("deleted_at"):
+        quantity = Decimal(0)  # a deleted product's row: nothing left to sell
+    return RemoteStock(str(row["product_id"]).lower(), quantity, None, version_stamp(_version(row)))
+
+
+def _customer(row: dict[str, Any]) -> RemoteCustomer:
+    first = str(row.get("first_name") or "").strip()
+    last = str(row.get("last_name") or "").strip()
+    name = f"{first} {last}".strip() or str(row.get("name") or row.get("company_name") or "")
+    email = str(row["email"]).strip() if row.get("email") else None
+    code = str(row["customer_code"]) if row.get("customer_code") else None
+    version = _int(row.get("version"))
+    stamp = version_stamp(version) if version is not None else None
+    return RemoteCustomer(
+        str(row["id"]).lower(), name.strip(), email, code, not row.get("deleted_at"), stamp
+    )
+
+
+def _sale(row: dict[str, Any], number: str) -> PostedInvoice:
+    raw = row.get("totals")
+    totals: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    total = dec(totals.get("price_incl_tax"))
+    if total is None and dec(totals.get("price")) is not None:
+        total = (dec(totals.get("price")) or Decimal(0)) + (dec(totals.get("tax")) or Decimal(0))
+    total = total.quantize(CENT, ROUND_HALF_UP) if total is not None else None
+    return PostedInvoice(
+        str(row.get("id") or "").lower(), number, total, str(row.get("state") or "")
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# wiring
+
+
+def connect(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    token_store: TokenStore,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    **http: Any,  # time_scale, pace, timeout: as for every connector
+) -> LightspeedXConnector:
+    """A connector for one store: a personal token when one is given, else OAuth."""
+    s = _settings(settings)
+    auth: Any
+    personal = credentials.get("personal_token")
+    if personal:
+        secrets.register(personal)
+        auth = PersonalToken(str(personal))
+    else:
+        secret = credentials.get("client_secret")
+        if not s.get("client_id") or not secret:
+            why = "client_id and client_secret, or a personal_token"
+            raise ConfigError(f"Lightspeed X-Series needs {why}")
+        secrets.register(secret)
+        stored = token_store.load()
+        secrets.register(stored.access_token, stored.refresh_token)
+        token_url, client = f"{s['base_url']}/{TOKEN_PATH}", str(s["client_id"])
+        # rotating refresh tokens [D-RT]: refreshed one at a time under the store's lock
+        auth = OAuth2Auth(
+            token_url=token_url,
+            client_id=client,
+            client_secret=str(secret),
+            store=token_store,
+            clock=clock,
+            basic_auth=False,
+        )
+    limits = limits_for(int(s["registers"]))
+    use = getattr(ledger, "use_limits", None)
+    if use is not None:
+        use(limits)  # this store's window, from its register count
+    session = HttpClient(
+        s["base_url"], auth=auth, limits=limits, profile=PROFILE, ledger=ledger, clock=clock, **http
+    )
+    return LightspeedXConnector(session, s)
+
+
+def authorize_url(settings: dict[str, Any], redirect_uri: str, state: str) -> str:
+    """Where the retailer grants access [D-AUTH]; ``scope`` is required since 2026-06 [D-SCOPE]."""
+    params = {"response_type": "code", "client_id": settings.get("client_id") or ""}
+    params.update(redirect_uri=redirect_uri, state=state)
+    params["scope"] = settings.get("scope") or DEFAULT_SCOPE
+    auth_url = str(settings.get("auth_url") or DEFAULT_AUTH_URL).rstrip("/")
+    return f"{auth_url}/connect?{urlencode(params)}"
+
+
+def exchange_code(
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    code: str,
+    redirect_uri: str,
+    *,
+    callback: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
+) -> Tokens:
+    """Trade the code at the store's own token URL [D-AUTH]; the store is the callback's
+    ``domain_prefix`` (kept in ``extra`` for the connection's settings)."""
+    prefix = (callback or {}).get("domain_prefix") or settings.get("domain_prefix")
+    if not prefix:
+        raise AuthError("the authorisation callback named no domain_prefix (the store)")
+    s = _settings({**settings, "domain_prefix": prefix})
+    secret = str(credentials.get("client_secret") or "")
+    if not s.get("client_id") or not secret:
+        raise ConfigError("Lightspeed X-Series needs client_id and client_secret to authorise")
+    secrets.register(secret)
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+    client = str(s["client_id"])
+    url = f"{s['base_url']}/{TOKEN_PATH}"
+    body = token_request(url, form, client_id=client, client_secret=secret, basic_auth=False)
+    expires = (clock or SystemClock()).now() + timedelta(seconds=int(body.get("expires_in", 86400)))
+    extra = {"domain_prefix": str(body.get("domain_prefix") or prefix)}
+    return Tokens(body["access_token"], body.get("refresh_token"), expires, extra)
