@@ -298,9 +298,6 @@ COMMON: tuple[Setting, ...] = (
     Setting(
         "sandbox", "made by `sandbox serve --connect` (never set by hand)", "false", check=boolean
     ),
-    Setting(
-        "time_scale", "a simulator's clock speed (the demo and the tests)", "1", check=positive
-    ),
 )
 
 _CLIENT_ID = Setting("client_id", "the OAuth app's client id", required=True, option=True)
@@ -443,10 +440,14 @@ def choices() -> str:
     )
 
 
+def credential_keys() -> tuple[str, ...]:
+    """Every credential key of every provider (each once)."""
+    return tuple(dict.fromkeys(c.key for p in PROVIDERS for c in p.credentials))
+
+
 def secret_keys() -> tuple[str, ...]:
-    """Every credential key of every provider, then the tokens."""
-    keys = dict.fromkeys(c.key for p in PROVIDERS for c in p.credentials)
-    return (*keys, *TOKENS)
+    """Keys never taken from a command line: every credential, and the tokens."""
+    return (*credential_keys(), *TOKENS)
 
 
 class UnknownProvider(ConfigError):

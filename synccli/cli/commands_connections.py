@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from synccli import connsettings
+from synccli import connsettings, registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.errors import UsageError
@@ -126,9 +126,9 @@ def add(
 
         synccli connections add shop1 --provider xero --client-id ABC --secret-stdin < secret.txt
     """
-    if provider not in store_connections.PROVIDERS:
+    if provider not in registry.names():
         raise UsageError(
-            f"unknown provider {provider!r}: choose one of {', '.join(store_connections.PROVIDERS)}"
+            f"unknown provider {provider!r}: choose one of {', '.join(registry.names())}"
         )
     secret_key, label = _secret_name(provider)
     for param, option in (("client_secret", "--client-secret"), ("api_key", "--api-key")):

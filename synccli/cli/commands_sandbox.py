@@ -6,6 +6,7 @@ import time
 
 import typer
 
+from synccli import registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.errors import UsageError
@@ -25,7 +26,7 @@ def register(root: typer.Typer) -> None:
 @app.command("serve")
 def serve(
     ctx: typer.Context,
-    provider: str = typer.Option(..., "--provider", help="xero, unleashed or lightspeed."),
+    provider: str = typer.Option(..., "--provider", help=f"{registry.choices()}."),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Interface to listen on (loopback by default)."
     ),
@@ -56,9 +57,9 @@ def serve(
         synccli sandbox serve --provider xero --products 5000 --connect demo-xero
         curl "$URL/api.xro/2.0/Items" ...
     """
-    if provider not in harness.PROVIDERS:
+    if provider not in registry.names():
         raise UsageError(
-            f"unknown provider {provider!r}: choose one of {', '.join(harness.PROVIDERS)}"
+            f"unknown provider {provider!r}: choose one of {', '.join(registry.names())}"
         )
     try:
         running = harness.start(

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from synccli import registry
 from synccli.errors import UsageError
 from synccli.sandbox.core import SandboxApp, SandboxServer
 from synccli.store.connections import add_connection as store_add_connection
 from synccli.store.db import Store
 from synccli.store.models import Connection
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
 _SECRET_WORDS = ("secret", "token", "api_key", "password")
 # The setting that marks a connection made for a simulator: only such a connection may be
 # re-pointed by `sandbox serve --connect`.
@@ -41,9 +41,10 @@ class Running:
 
 
 def create_app(provider: str, **kw: Any) -> SandboxApp:
-    if provider not in PROVIDERS:
+    if provider not in registry.names():
         raise ValueError(f"unknown provider {provider!r}")
-    return importlib.import_module(f"synccli.sandbox.{provider}").create(**kw)
+    app: SandboxApp = importlib.import_module(registry.get(provider).sandbox.module).create(**kw)
+    return app
 
 
 def start(provider: str, host: str = "127.0.0.1", port: int = 0, **kw: Any) -> Running:
@@ -60,10 +61,8 @@ def connection_values(
     raw = dict(app.credentials(tenant) if tenant else app.credentials())
     settings: dict[str, Any] = {"base_url": running.url}
     creds: dict[str, Any] = {}
-    if running.provider == "xero":
-        settings.update(identity_url=running.url, login_url=running.url)
-    if running.provider == "lightspeed":
-        settings.update(auth_url=running.url)
+    # every URL the provider's connector reads points at the one simulator
+    settings.update(dict.fromkeys(registry.get(running.provider).sandbox.urls, running.url))
     expires_in = raw.pop("expires_in", None)
     raw.pop("expires_at", None)  # recomputed below on the sandbox's clock
     for key, value in raw.items():
@@ -85,10 +84,12 @@ def add_connection(
     running: Running,
     tenant: str | None = None,
     notify_email: str | None = None,
+    time_scale: float | None = None,
     **settings: Any,
 ) -> Connection:
     """A store connection pointing at ``running`` (tokens included, as if authorised), marked
-    as a sandbox connection (setting ``sandbox``)."""
+    as a sandbox connection (setting ``sandbox``). ``time_scale``: the simulator's speed-up,
+    which the connector paces to (stored apart from the settings, where no command can set it)."""
     values, creds = connection_values(running, tenant, **settings)
     values[SANDBOX_MARK] = True
     conn = store_add_connection(
@@ -98,6 +99,7 @@ def add_connection(
         values,
         {k: v for k, v in creds.items() if k != "expires_at"},
         notify_email,
+        sandbox_time_scale=time_scale,
     )
     tokens = {k: creds[k] for k in ("access_token", "refresh_token", "expires_at") if k in creds}
     if tokens:
@@ -107,7 +109,9 @@ def add_connection(
     return conn
 
 
-def connect(store: Store, name: str, running: Running, **settings: Any) -> Connection:
+def connect(
+    store: Store, name: str, running: Running, time_scale: float | None = None, **settings: Any
+) -> Connection:
     """Point connection ``name`` at ``running``: a new sandbox connection, or an existing one of
     ours re-pointed in place (its links, cursors and the shop's rows untouched: nothing is
     deleted). A connection that is not a sandbox connection, or is for another provider, is
@@ -115,7 +119,7 @@ def connect(store: Store, name: str, running: Running, **settings: Any) -> Conne
     from synccli.store.connections import get_connection, list_connections, repoint
 
     if not any(c.name == name for c in list_connections(store)):
-        return add_connection(store, name, running, **settings)
+        return add_connection(store, name, running, time_scale=time_scale, **settings)
     existing = get_connection(store, name)
     if not existing.settings.get(SANDBOX_MARK):
         raise UsageError(
@@ -129,4 +133,10 @@ def connect(store: Store, name: str, running: Running, **settings: Any) -> Conne
         )
     values, creds = connection_values(running, **settings)
     values[SANDBOX_MARK] = True
-    return repoint(store, name, values, {k: str(v) for k, v in creds.items()})
+    return repoint(
+        store,
+        name,
+        values,
+        {k: str(v) for k, v in creds.items()},
+        sandbox_time_scale=time_scale,
+    )

@@ -11,16 +11,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from synccli import fmt, mailsafe, procs, secrets
+from synccli import fmt, mailsafe, procs, registry, secrets
 from synccli.connectors.auth import Tokens
 from synccli.errors import LeaseBusy, TransientError, UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, InvoiceJob, Lease
 from synccli.store.runs import acquire_lease, owner_id, release_lease
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
 # Keys whose values are secrets wherever they appear (settings never hold them).
-SECRET_KEYS = ("client_secret", "api_key", "access_token", "refresh_token")
+SECRET_KEYS = (*registry.credential_keys(), "access_token", "refresh_token")
 
 
 def _now() -> datetime:
@@ -48,9 +47,15 @@ def add_connection(
     settings: dict[str, Any],
     credentials: dict[str, Any],
     notify_email: str | None = None,
+    *,
+    sandbox_time_scale: float | None = None,
 ) -> Connection:
-    if provider not in PROVIDERS:
-        raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+    """``sandbox_time_scale``: the sandbox harness's own connection to a simulator running that
+    much faster than real time (never a setting: see ``Connection.sandbox_time_scale``)."""
+    if provider not in registry.names():
+        raise UsageError(
+            f"unknown provider {provider!r}: choose one of {', '.join(registry.names())}"
+        )
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise UsageError(f"connection name {name!r}: use letters, digits, '-' and '_'")
     for key in settings:
@@ -64,6 +69,7 @@ def add_connection(
         settings={k: v for k, v in settings.items() if v is not None},
         credentials=store.vault.seal({k: v for k, v in credentials.items() if v}),
         notify_email=notify_email,
+        sandbox_time_scale=sandbox_time_scale,
         created_at=now,
         updated_at=now,
     )
@@ -103,7 +109,12 @@ def set_values(store: Store, name: str, values: dict[str, str]) -> Connection:
 
 
 def repoint(
-    store: Store, name: str, settings: dict[str, Any], credentials: dict[str, Any]
+    store: Store,
+    name: str,
+    settings: dict[str, Any],
+    credentials: dict[str, Any],
+    *,
+    sandbox_time_scale: float | None = None,
 ) -> Connection:
     """Replace the settings and credentials of connection ``name`` in place (same id: its
     links, cursors and the shop's rows stay with it)."""
@@ -115,6 +126,7 @@ def repoint(
         conn.credentials = store.vault.seal({k: v for k, v in credentials.items() if v})
         conn.needs_reauth = False
         conn.reauth_reason = None
+        conn.sandbox_time_scale = sandbox_time_scale
         conn.updated_at = _now()
         secrets.register(*(v for v in credentials.values() if isinstance(v, str)))
         return conn

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -111,6 +112,10 @@ class Connection(Base):
     notify_email: Mapped[str | None] = mapped_column(String(255))
     needs_reauth: Mapped[bool] = mapped_column(Boolean, default=False)
     reauth_reason: Mapped[str | None] = mapped_column(Text)
+    # How much faster than real time the simulator this connection points at runs, so the
+    # connector paces to match. Only the sandbox harness writes it: a column, not a setting,
+    # so `connections set` can never speed up the pacing of a merchant's real account.
+    sandbox_time_scale: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

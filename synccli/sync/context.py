@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -120,10 +121,24 @@ def build_connector(
         token_store=StoreTokenStore(store, conn.id),
         ledger=ledger,
         clock=clock,
-        time_scale=float(settings.get("time_scale", time_scale)),
+        time_scale=sandbox_time_scale(conn) or time_scale,
         pace=pace,
         timeout=timeout,
     )
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def sandbox_time_scale(conn: Connection) -> float | None:
+    """The speed-up of the simulator ``conn`` points at, or None: pace as normal.
+
+    Only the sandbox harness stores one (``Connection.sandbox_time_scale``, no setting), and it
+    counts only while the connection points at this machine: a connection re-pointed at a
+    provider's host is paced as normal whatever it holds."""
+    scale = conn.sandbox_time_scale
+    host = urlsplit(str((conn.settings or {}).get("base_url") or "")).hostname
+    return float(scale) if scale and host in LOOPBACK else None
 
 
 class NeverAuthorised(ReauthRequired):

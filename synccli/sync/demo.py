@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from synccli import registry
 from synccli.config import load_settings
 from synccli.errors import SyncError
 from synccli.sandbox import harness
@@ -26,10 +27,9 @@ from synccli.sync import customers, invoices, orders, products
 from synccli.sync.context import job_run
 from synccli.sync.jobs import Job
 
-TAX = {"xero": ("OUTPUT2", "0.15"), "unleashed": ("G.S.T.", "0.15"), "lightspeed": ("GST", "0.15")}
+TAX_RATE = "0.15"  # each simulator's tax code (the registry's ``sandbox.tax_code``) is 15%
 BAD_TAX = "NOSUCHTAX"
 SANDBOX: dict[str, Any] = {"products": 300, "customers": 120, "seed": 7}
-SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 100.0}
 
 
 def _order(
@@ -40,8 +40,7 @@ def _order(
     customer: dict[str, str],
     tax_code: str | None = None,
 ) -> dict[str, Any]:
-    code, rate = TAX[provider]
-    code = tax_code or code
+    code, rate = tax_code or registry.get(provider).sandbox.tax_code, TAX_RATE
     qty = Decimal(2)
     line_total = (qty * price).quantize(Decimal("0.01"))
     tax = (line_total * Decimal(rate)).quantize(Decimal("0.01"))
@@ -90,19 +89,20 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
         store.upgrade()
         say(f"synccli demo: throwaway store in {base}")
         conns: dict[str, Connection] = {}
-        for provider in harness.PROVIDERS:
-            r = harness.start(provider, time_scale=SCALE[provider], **SANDBOX)
+        for entry in registry.providers():
+            scale = entry.sandbox.demo_time_scale
+            r = harness.start(entry.name, time_scale=scale, **SANDBOX)
             running.append(r)
-            conns[provider] = harness.add_connection(
+            conns[entry.name] = harness.add_connection(
                 store,
-                f"demo-{provider}",
+                f"demo-{entry.name}",
                 r,
                 notify_email="merchant@shop.example",
-                time_scale=SCALE[provider],
+                time_scale=scale,
             )
             say(
-                f"  started the {provider} sandbox at {r.url} with {SANDBOX['products']} products "
-                f"and {SANDBOX['customers']} customers; connection demo-{provider}"
+                f"  started the {entry.name} sandbox at {r.url} with {SANDBOX['products']} "
+                f"products and {SANDBOX['customers']} customers; connection demo-{entry.name}"
             )
         for provider, conn in conns.items():
             _seed_local_customers(store, conn, running_for(running, provider))
