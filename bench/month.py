@@ -267,7 +267,7 @@ class Naive:
                 expires_at=datetime.fromisoformat(expires) if expires else None,
             )
         )
-        self.settings = {**settings, "time_scale": scale}
+        self.settings = settings
         self.creds = {
             k: v
             for k, v in creds.items()

@@ -146,10 +146,10 @@ def via_connector(store: Any, running: harness.Running, n: int, scale: float) ->
 def via_job(
     store: Any, running: harness.Running, n: int, scale: float, batched: bool = False
 ) -> dict[str, Any]:
-    settings: dict[str, Any] = {"time_scale": scale}
+    settings: dict[str, Any] = {}
     if not batched:
         settings["invoice_batch"] = 1  # one invoice per call: the pacing is what is measured
-    harness.add_connection(store, "rl-job", running, **settings)
+    harness.add_connection(store, "rl-job", running, time_scale=scale, **settings)
     conn = get_connection(store, "rl-job")
     world = running.app.world()
     contacts = sorted(world.customers.values(), key=lambda c: c.code)

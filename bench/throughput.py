@@ -83,7 +83,7 @@ def start_sandbox(provider: str, n: int) -> tuple[harness.Running, TimedApp]:
 
 
 def connection_file(running: harness.Running, directory: Path) -> Path:
-    settings, creds = harness.connection_values(running, time_scale=SCALE)
+    settings, creds = harness.connection_values(running)  # the worker connects at SCALE
     path = directory / f"{running.provider}.json"
     path.write_text(
         json.dumps({"provider": running.provider, "settings": settings, "credentials": creds}),

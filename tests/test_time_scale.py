@@ -13,7 +13,13 @@ import pytest
 from synccli.clock import SystemClock
 from synccli.errors import UsageError
 from synccli.sandbox import harness
-from synccli.store.connections import add_connection, get_connection, set_values
+from synccli.store.connections import (
+    add_connection,
+    get_connection,
+    remove_connection,
+    sandbox_time_scale,
+    set_values,
+)
 from synccli.store.db import Store
 from synccli.sync.context import build_connector
 
@@ -48,6 +54,10 @@ def test_the_harness_paces_its_own_connection_at_the_simulators_speed(store: Sto
         # re-pointed at a host that is not this machine, it is paced as normal again
         set_values(store, "shop", {"base_url": "https://api.xero.com"})
         assert _scale(store, "shop") == 1.0
+        # the speed-up goes with the connection
+        conn_id = get_connection(store, "shop").id
+        remove_connection(store, "shop")
+        assert sandbox_time_scale(store, conn_id) is None
 
 
 def test_a_time_scale_is_no_setting_of_any_provider() -> None:

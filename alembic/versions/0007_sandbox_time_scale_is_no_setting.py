@@ -2,7 +2,7 @@
 
 ``connections set`` writes settings, including on a merchant's real account; the speed-up a
 simulator runs at must not be one of them (issue 19). The sandbox harness alone writes this
-column. A ``time_scale`` left in old settings is no longer read.
+table. A ``time_scale`` left in old settings is no longer read.
 
 Revision ID: 0007
 Revises: 0006
@@ -20,11 +20,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("connections") as batch_op:
-        batch_op.add_column(sa.Column("sandbox_time_scale", sa.Float(), nullable=True))
+    op.create_table(
+        "sandbox_clocks",
+        sa.Column(
+            "connection_id",
+            ID,
+            sa.ForeignKey("connections.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("time_scale", sa.Float(), nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("connections") as batch_op:
-        batch_op.drop_column("sandbox_time_scale")
+    op.drop_table("sandbox_clocks")

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from synccli import fmt, mailsafe, procs, registry, secrets
 from synccli.connectors.auth import Tokens
 from synccli.errors import LeaseBusy, TransientError, UsageError
 from synccli.store.db import Store
-from synccli.store.models import Connection, InvoiceJob, Lease
+from synccli.store.models import Connection, InvoiceJob, Lease, SandboxClock
 from synccli.store.runs import acquire_lease, owner_id, release_lease
 
 # Keys whose values are secrets wherever they appear (settings never hold them).
@@ -69,7 +69,6 @@ def add_connection(
         settings={k: v for k, v in settings.items() if v is not None},
         credentials=store.vault.seal({k: v for k, v in credentials.items() if v}),
         notify_email=notify_email,
-        sandbox_time_scale=sandbox_time_scale,
         created_at=now,
         updated_at=now,
     )
@@ -77,6 +76,9 @@ def add_connection(
     try:
         with store.session() as s:
             s.add(conn)
+            if sandbox_time_scale:
+                s.flush()  # the connection's id
+                s.add(SandboxClock(connection_id=conn.id, time_scale=sandbox_time_scale))
     except IntegrityError:
         raise UsageError(f"a connection named {name!r} already exists") from None
     return conn
@@ -126,8 +128,10 @@ def repoint(
         conn.credentials = store.vault.seal({k: v for k, v in credentials.items() if v})
         conn.needs_reauth = False
         conn.reauth_reason = None
-        conn.sandbox_time_scale = sandbox_time_scale
         conn.updated_at = _now()
+        s.execute(delete(SandboxClock).where(SandboxClock.connection_id == conn.id))
+        if sandbox_time_scale:
+            s.add(SandboxClock(connection_id=conn.id, time_scale=sandbox_time_scale))
         secrets.register(*(v for v in credentials.values() if isinstance(v, str)))
         return conn
 
@@ -148,6 +152,14 @@ def _typed(value: str) -> Any:
     if low in ("true", "false"):
         return low == "true"
     return value
+
+
+def sandbox_time_scale(store: Store, connection_id: int) -> float | None:
+    """The speed-up the sandbox harness stored for its connection to a simulator, if any."""
+    with store.read_session() as s:
+        return s.scalar(
+            select(SandboxClock.time_scale).where(SandboxClock.connection_id == connection_id)
+        )
 
 
 def remove_connection(store: Store, name: str, force: bool = False) -> int:

@@ -112,10 +112,6 @@ class Connection(Base):
     notify_email: Mapped[str | None] = mapped_column(String(255))
     needs_reauth: Mapped[bool] = mapped_column(Boolean, default=False)
     reauth_reason: Mapped[str | None] = mapped_column(Text)
-    # How much faster than real time the simulator this connection points at runs, so the
-    # connector paces to match. Only the sandbox harness writes it: a column, not a setting,
-    # so `connections set` can never speed up the pacing of a merchant's real account.
-    sandbox_time_scale: Mapped[float | None] = mapped_column(Float, default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -221,6 +217,19 @@ class Link(Base):
     last_synced_at: Mapped[datetime | None]
     remote_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+
+
+class SandboxClock(Base):
+    """How much faster than real time the simulator a connection points at runs, so its
+    connector paces to match. Only the sandbox harness writes a row: a table of its own, not a
+    setting, so `connections set` can never speed up the pacing of a merchant's real account."""
+
+    __tablename__ = "sandbox_clocks"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    time_scale: Mapped[float] = mapped_column(Float)
 
 
 class Cursor(Base):

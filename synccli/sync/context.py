@@ -39,6 +39,7 @@ from synccli.errors import (
 from synccli.logs import bind
 from synccli.progress import QUIET, ProgressObserver
 from synccli.store.connections import StoreTokenStore, credentials
+from synccli.store.connections import sandbox_time_scale as stored_time_scale
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
 from synccli.store.models import Connection, Run
@@ -121,7 +122,7 @@ def build_connector(
         token_store=StoreTokenStore(store, conn.id),
         ledger=ledger,
         clock=clock,
-        time_scale=sandbox_time_scale(conn) or time_scale,
+        time_scale=sandbox_time_scale(store, conn) or time_scale,
         pace=pace,
         timeout=timeout,
     )
@@ -130,15 +131,16 @@ def build_connector(
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def sandbox_time_scale(conn: Connection) -> float | None:
+def sandbox_time_scale(store: Store, conn: Connection) -> float | None:
     """The speed-up of the simulator ``conn`` points at, or None: pace as normal.
 
-    Only the sandbox harness stores one (``Connection.sandbox_time_scale``, no setting), and it
-    counts only while the connection points at this machine: a connection re-pointed at a
-    provider's host is paced as normal whatever it holds."""
-    scale = conn.sandbox_time_scale
+    Only the sandbox harness stores one (``SandboxClock``, no setting), and it counts only while
+    the connection points at this machine: a connection re-pointed at a provider's host is
+    paced as normal whatever the store holds."""
     host = urlsplit(str((conn.settings or {}).get("base_url") or "")).hostname
-    return float(scale) if scale and host in LOOPBACK else None
+    if host not in LOOPBACK:
+        return None
+    return stored_time_scale(store, conn.id)
 
 
 class NeverAuthorised(ReauthRequired):
