@@ -4,7 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
+
+# Tests run in parallel worker processes (pytest-xdist). Most tests wait on a simulator's socket
+# or a child process, so a worker more than the cores pays. ``loadgroup`` hands tests out one at
+# a time, slow ones first (tests/conftest.py orders them), so the longest do not start last; tests
+# sharing one expensive module fixture carry one ``xdist_group`` and stay on one worker.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +25,11 @@ demo: $(STAMP)
 	$(BIN)/synccli demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# Everything but the reliability proofs and the tests marked slow: for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest $(XDIST) -m "not reliability and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check synccli tests bench

@@ -20,6 +20,14 @@ POSTGRES_URL = os.environ.get("SYNC_TEST_POSTGRES_URL")
 POSTGRES_SKIP = "PostgreSQL tests need SYNC_TEST_POSTGRES_URL (set by .ci/run)"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first. ``make test`` hands tests to its workers in this order, one
+    at a time: a 90-second test started early overlaps the rest, started last it ends the run
+    alone. (The sort is stable, and every worker sorts the same collection the same way, as
+    pytest-xdist requires.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _logging_reset() -> Iterator[None]:
     """A CLI run configures the synccli logger for itself; give the next test a clean one."""

@@ -137,6 +137,11 @@ def _own_schema(base: str) -> Iterator[str]:
         admin.dispose()
 
 
+# The tests reading the rounds share one worker under pytest-xdist: each worker would run the
+# rounds (over a minute) again for its own copy of the module fixture.
+HOSTS_GROUP = pytest.mark.xdist_group("reliability-hosts")
+
+
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsResult]:
     """The rounds, run once for the tests of this module (PostgreSQL)."""
@@ -160,6 +165,7 @@ def _in_round(rnd: RoundResult, at: datetime) -> bool:
 
 
 @pytest.mark.postgres
+@HOSTS_GROUP
 def test_many_hosts_every_job_ran_no_overlap_no_double_invoice(hosts: HostsResult) -> None:
     for rnd in hosts.rounds:
         for job, code, err in rnd.exits:
@@ -194,6 +200,7 @@ def test_many_hosts_every_job_ran_no_overlap_no_double_invoice(hosts: HostsResul
 
 
 @pytest.mark.postgres
+@HOSTS_GROUP
 def test_many_hosts_each_job_ran_exactly_once_per_round(hosts: HostsResult) -> None:
     """A lease alone keeps runs apart in time only: a process reaching a connection another one
     has just finished would run the job again in the same round."""

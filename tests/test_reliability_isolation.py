@@ -104,10 +104,13 @@ def job_state(store: Store, number: str) -> str:
     return str(state)
 
 
-def free_port() -> int:
+@contextmanager
+def dead_port() -> Iterator[int]:
+    """A loopback port where nothing listens, held bound (never listening) until the block ends:
+    a connection is refused, and no other test running alongside can start a server on it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 # --- line 13: what reaches an email header is checked where it enters ----------------------------
@@ -325,9 +328,9 @@ def test_refused_invoice_without_notify_email_is_a_failure_under_quiet(store: St
 
 
 def test_refused_invoice_with_smtp_down_counts_as_email_failed(store: Store, cli) -> None:
-    port = free_port()  # nothing listens there
-    env = {"SYNC_SMTP_HOST": "127.0.0.1", "SYNC_SMTP_PORT": str(port), "SYNC_SMTP_SECURITY": "none"}
-    with sandbox("unleashed") as running:
+    with dead_port() as port, sandbox("unleashed") as running:
+        env = {"SYNC_SMTP_HOST": "127.0.0.1", "SYNC_SMTP_PORT": str(port)}
+        env["SYNC_SMTP_SECURITY"] = "none"
         connect(store, running, "shop")
         cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, "BAD-1", "BOGUS")))
         result = cli("post-invoices", "-c", "shop", env=env)
@@ -360,9 +363,9 @@ def test_an_email_that_failed_in_this_run_is_not_tried_again_at_its_end(store: S
     """SMTP is down: the refusal email fails once, is kept for a later run, and the end of this
     run does not try it again at once (on main it did: a second connection attempt, up to the
     SMTP timeout again, and a second warning)."""
-    port = free_port()
-    env = {"SYNC_SMTP_HOST": "127.0.0.1", "SYNC_SMTP_PORT": str(port), "SYNC_SMTP_SECURITY": "none"}
-    with sandbox("xero") as running:
+    with dead_port() as port, sandbox("xero") as running:
+        env = {"SYNC_SMTP_HOST": "127.0.0.1", "SYNC_SMTP_PORT": str(port)}
+        env["SYNC_SMTP_SECURITY"] = "none"
         connect(store, running, "shop")
         cli("invoices", "add", "-", "-c", "shop", input=jsonl(order(running, "BAD-1", "BOGUS")))
         result = cli("post-invoices", "-c", "shop", env=env)
