@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from synccli.clock import SimClock
-from synccli.connectors import lightspeed, unleashed, xero
+from synccli.connectors import lightspeed, lightspeed_x, unleashed, xero
 from synccli.connectors.auth import MemoryTokenStore, Tokens
 from synccli.connectors.base import (
     Connector,
@@ -48,7 +48,7 @@ from synccli.connectors.base import (
 from synccli.connectors.http import MemoryLedger
 
 HERE = Path(__file__).parent
-PROVIDERS = ("xero", "unleashed", "lightspeed")
+PROVIDERS = ("xero", "unleashed", "lightspeed", "lightspeed-x")
 # a fixed instant for every connector clock (the fixtures' answers carry their own Date headers)
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 # made-up credentials: the fixtures hold no real account's values
@@ -298,6 +298,22 @@ def connector_for(provider: str, base: str, settings: dict[str, Any]) -> Connect
                 "auth_url": base,
                 "client_id": "conformance-client",
                 "account_id": LIGHTSPEED_ACCOUNT,
+                **settings,
+            },
+            {"client_secret": "conformance-client-secret"},
+            token_store=store,
+            ledger=ledger,
+            clock=clock,
+            pace=False,
+            timeout=(5.0, 10.0),
+        )
+    if provider == "lightspeed-x":
+        store = MemoryTokenStore(Tokens(ACCESS, REFRESH, None, {}))
+        return lightspeed_x.connect(
+            {
+                "base_url": base,
+                "domain_prefix": "conformance",
+                "client_id": "conformance-client",
                 **settings,
             },
             {"client_secret": "conformance-client-secret"},
