@@ -29,13 +29,12 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from synccli import mailsafe, secrets
+from synccli import mailsafe, registry, secrets
 from synccli.config import Settings
 from synccli.store.db import Store
 from synccli.store.models import Connection, Notification
 
 log = logging.getLogger("synccli.notify")
-PROVIDER_NAMES = {"xero": "Xero", "unleashed": "Unleashed", "lightspeed": "Lightspeed Retail"}
 
 
 class Mailer(Protocol):
@@ -279,7 +278,8 @@ def flush_pending(
 
 # --- templates ---------------------------------------------------------------------------------
 def _provider(connection: Connection) -> str:
-    return PROVIDER_NAMES.get(connection.provider, connection.provider)
+    entry = registry.find(connection.provider)
+    return entry.display_name if entry is not None else connection.provider
 
 
 def _bullets(messages: list[str]) -> str:
@@ -366,20 +366,21 @@ or, if it should not be posted at all:
 
 def reauth_email(connection: Connection, reason: str) -> Email:
     provider = _provider(connection)
-    if connection.provider == "unleashed":  # an API key refused: nothing to authorise
-        name = connection.name
+    entry = registry.find(connection.provider)
+    if entry is not None and entry.key_only:  # a key refused: nothing to authorise
+        name, ident, key = connection.name, entry.account_key.name, entry.secret.name
         body = f"""synccli can no longer reach your {provider} account (connection {name}):
-{provider} refuses its API key.
+{provider} refuses its {key}.
 
 Reason: {reason}
 
-Invoices and syncs for this connection are paused until the API ID and API key are entered
+Invoices and syncs for this connection are paused until the {ident} and {key} are entered
 again. Nothing is lost: queued invoices are posted once access is restored.
 
-The account owner finds both under Integration > Unleashed API Access; ask your support contact
+The account owner finds both under {entry.key_source}; ask your support contact
 to enter them with `synccli connections set {connection.name} --secret-stdin`.
 """
-        return Email(f"[synccli] {provider} refuses the API key ({connection.name})", body)
+        return Email(f"[synccli] {provider} refuses the {key} ({connection.name})", body)
     body = f"""synccli can no longer reach your {provider} account (connection {connection.name}):
 {provider} no longer accepts its authorisation.
 

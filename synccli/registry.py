@@ -128,10 +128,15 @@ class Setting:
     required: bool = False  # the connection cannot work without it
     option: bool = False  # `connections add` offers it as --KEY (with dashes)
     env: str | None = None  # a secret: the variable `connections add` reads it from
+    label: str = ""  # what people call it ("API key"); default: the key in words
 
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+    @property
+    def name(self) -> str:
+        return self.label or self.key.replace("_", " ")
 
 
 class AuthKind(StrEnum):
@@ -224,6 +229,8 @@ class Provider:
     calls: CallPattern
     sandbox: Sandbox
     oauth: OAuthHooks | None = None
+    # An API-key provider: where in its screens the account owner finds the id and key.
+    key_source: str = ""
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.connector_module)
@@ -250,6 +257,16 @@ class Provider:
         """An API key is all there is: nothing to authorise, and a refused key is entered
         again (status, doctor and the merchant's email say so)."""
         return self.auth is AuthKind.API_KEY
+
+    @property
+    def account_key(self) -> Setting:
+        """The setting naming the account (Unleashed's API id; the OAuth app's client id)."""
+        return next(s for s in self.settings if s.required)
+
+    def authorises(self, settings: dict[str, Any]) -> bool:
+        """Whether a connection with ``settings`` needs `connections authorize` (a browser
+        consent): not one with an API key, nor an OAuth one that gets its own tokens."""
+        return self.oauth is not None and self.oauth.nothing_to_authorise(settings) is None
 
     def schema(self) -> tuple[Setting, ...]:
         """Every setting a connection to this provider may hold, common ones first."""
@@ -354,7 +371,7 @@ UNLEASHED = Provider(
     connector_module="synccli.connectors.unleashed",
     auth=AuthKind.API_KEY,
     settings=(
-        Setting("api_id", "the account's API id", required=True, option=True),
+        Setting("api_id", "the account's API id", required=True, option=True, label="API ID"),
         Setting("warehouse_code", "warehouse for sales orders and stock", "the account's default"),
         Setting(
             "complete_orders",
@@ -377,9 +394,14 @@ UNLEASHED = Provider(
         Setting("lookup_batch", "product ids a look-up call carries", "100", check=whole(1, 100)),
         Setting("client_type", "the client-type header", "synccli/sync"),
     ),
-    credentials=(Setting("api_key", "the account's API key", secret=True, env="SYNC_API_KEY"),),
+    credentials=(
+        Setting(
+            "api_key", "the account's API key", secret=True, env="SYNC_API_KEY", label="API key"
+        ),
+    ),
     calls=CallPattern(customer_page=1000, stock_changes_read=True),
     sandbox=Sandbox("synccli.sandbox.unleashed", tax_code="G.S.T."),
+    key_source="Integration > Unleashed API Access",
 )
 
 LIGHTSPEED = Provider(
@@ -454,8 +476,13 @@ class UnknownProvider(ConfigError):
     """A provider name no entry has (a typo, or a hand-edited store row)."""
 
 
+def find(name: str) -> Provider | None:
+    """The entry called ``name``, or None (a row naming a provider no longer registered)."""
+    return next((p for p in PROVIDERS if p.name == name), None)
+
+
 def get(name: str) -> Provider:
-    found = next((p for p in PROVIDERS if p.name == name), None)
+    found = find(name)
     if found is None:
         raise UnknownProvider(f"unknown provider {name!r}: choose one of {', '.join(names())}")
     return found

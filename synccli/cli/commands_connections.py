@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import getpass
+import inspect
 import os
 import sys
+from typing import Any
 
 import typer
 
@@ -32,7 +34,8 @@ def _pairs(values: list[str]) -> dict[str, str]:
 
 def _secret_name(provider: str) -> tuple[str, str]:
     """(credential key, what people call it) for ``provider``."""
-    return ("api_key", "API key") if provider == "unleashed" else ("client_secret", "client secret")
+    secret = registry.get(provider).secret
+    return secret.key, secret.name
 
 
 def _read_secret(label: str, name: str) -> str:
@@ -47,17 +50,15 @@ def _read_secret(label: str, name: str) -> str:
     return value
 
 
-def _refuse_secret_argument(ctx: typer.Context, param: str, option: str) -> None:
+def _refuse_secret_argument(ctx: typer.Context, secret: registry.Setting) -> None:
     """A secret typed on the command line is readable by every user of the machine (``ps``,
     /proc/PID/cmdline) and kept in the shell's history: refused, nothing written."""
-    source = ctx.get_parameter_source(param)
+    source = ctx.get_parameter_source(secret.key)
     if source is not None and source.name == "COMMANDLINE":
-        label, env = (
-            ("API key", "SYNC_API_KEY") if param == "api_key" else ("secret", "SYNC_CLIENT_SECRET")
-        )
+        label = secret.name if secret.key == "api_key" else "secret"
         raise UsageError(
-            f"{option} would put the {label} on the command line, where other users of this "
-            f"machine can read it: pipe it with --secret-stdin, or set {env}"
+            f"{secret.flag} would put the {label} on the command line, where other users of this "
+            f"machine can read it: pipe it with --secret-stdin, or set {secret.env}"
         )
 
 
@@ -69,7 +70,7 @@ def _secret_from_env(var: str, label: str) -> str:
 
 
 def _next_step(name: str, provider: str, settings: dict[str, object]) -> str:
-    if provider == "unleashed" or settings.get("grant") == "client_credentials":
+    if not registry.get(provider).authorises(settings):
         return f"next: synccli connections test {name}"
     from synccli.sync.authorize import DEFAULT_PORT, redirect_uri_for
 
@@ -79,46 +80,35 @@ def _next_step(name: str, provider: str, settings: dict[str, object]) -> str:
     )
 
 
-@app.command("add")
+def _option_settings() -> tuple[registry.Setting, ...]:
+    """The settings `connections add` offers as options: each key once, across providers."""
+    seen: dict[str, registry.Setting] = {}
+    for p in registry.providers():
+        for setting in p.schema():
+            if setting.option:
+                seen.setdefault(setting.key, setting)
+    return tuple(seen.values())
+
+
+def _who(key: str) -> str:
+    """Which providers a key belongs to, for its help text (all of them: nothing said)."""
+    having = [p.display_name for p in registry.providers() if p.setting(key) is not None]
+    return "" if len(having) == len(registry.names()) else f" ({', '.join(having)})"
+
+
+def _secrets() -> tuple[registry.Setting, ...]:
+    return tuple({c.key: c for p in registry.providers() for c in p.credentials}.values())
+
+
 def add(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="A short name, e.g. shop1."),
-    provider: str = typer.Option(..., "--provider", help="xero, unleashed or lightspeed."),
-    client_id: str | None = typer.Option(
-        None, "--client-id", help="OAuth2 client id (Xero, Lightspeed)."
-    ),
-    # Secrets come from the environment (or stdin), never from the command line: the options
-    # exist, hidden, only to be read from SYNC_CLIENT_SECRET / SYNC_API_KEY and to refuse a
-    # value typed after them (see _refuse_secret_argument).
-    client_secret: str | None = typer.Option(
-        None, "--client-secret", envvar="SYNC_CLIENT_SECRET", hidden=True
-    ),
-    api_id: str | None = typer.Option(None, "--api-id", help="Unleashed API id."),
-    api_key: str | None = typer.Option(None, "--api-key", envvar="SYNC_API_KEY", hidden=True),
-    secret_stdin: bool = typer.Option(
-        False,
-        "--secret-stdin",
-        help="Read the client secret (Xero, Lightspeed) or API key (Unleashed) from stdin (a "
-        "prompt, not echoed, on a terminal). Without it they are read from SYNC_CLIENT_SECRET "
-        "or SYNC_API_KEY; never from the command line.",
-    ),
-    tenant_id: str | None = typer.Option(
-        None, "--tenant-id", help="Xero tenant (organisation) id."
-    ),
-    account_id: str | None = typer.Option(None, "--account-id", help="Lightspeed account id."),
-    grant: str | None = typer.Option(
-        None, "--grant", help="Xero: authorization_code (default) or client_credentials."
-    ),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="API base URL (default: the provider's)."
-    ),
-    notify_email: str | None = typer.Option(
-        None, "--notify-email", help="Where the merchant's emails go."
-    ),
-    setting: list[str] = typer.Option(
-        [], "--set", help="Any other setting, KEY=VALUE (repeatable)."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+    name: str,
+    provider: str,
+    secret_stdin: bool,
+    notify_email: str | None,
+    setting: list[str],
+    json_out: bool,
+    **given: str | None,
 ) -> None:
     """Add a connection. Secrets are stored encrypted and never shown.
 
@@ -130,31 +120,22 @@ def add(
         raise UsageError(
             f"unknown provider {provider!r}: choose one of {', '.join(registry.names())}"
         )
-    secret_key, label = _secret_name(provider)
-    for param, option in (("client_secret", "--client-secret"), ("api_key", "--api-key")):
-        _refuse_secret_argument(ctx, param, option)
-    given = api_key if provider == "unleashed" else client_secret
-    if secret_stdin:
-        given = _read_secret(label, name)
-    if given is None or not given.strip():
-        env = "SYNC_API_KEY" if provider == "unleashed" else "SYNC_CLIENT_SECRET"
+    entry = registry.get(provider)
+    for secret in _secrets():
+        _refuse_secret_argument(ctx, secret)
+    secret = entry.secret
+    value = _read_secret(secret.name, name) if secret_stdin else given.get(secret.key)
+    if value is None or not value.strip():
         raise UsageError(
-            f"connections add: no {label} given (an empty one is refused): pipe it with "
-            f"--secret-stdin, or set {env}"
+            f"connections add: no {secret.name} given (an empty one is refused): pipe it with "
+            f"--secret-stdin, or set {secret.env}"
         )
-    settings = {
-        "client_id": client_id,
-        "api_id": api_id,
-        "tenant_id": tenant_id,
-        "account_id": account_id,
-        "grant": grant,
-        "base_url": base_url,
-        **_pairs(setting),
-    }
+    settings: dict[str, str | None] = {s.key: given.get(s.key) for s in _option_settings()}
+    settings.update(_pairs(setting))
     connsettings.check(provider, settings)
     store = state(ctx).store()
     conn = store_connections.add_connection(
-        store, name, provider, settings, {secret_key: given.strip()}, notify_email
+        store, name, provider, settings, {secret.key: value.strip()}, notify_email
     )
     data = store_connections.describe(store, conn)
     if json_out:
@@ -162,6 +143,72 @@ def add(
     else:
         output.line(f"connection {name} added ({provider})")
         output.line(_next_step(name, provider, conn.settings))
+
+
+def _add_parameters() -> list[inspect.Parameter]:
+    """``add``'s options: the fixed ones, then one per option setting of the registry (its
+    meaning as help), then each credential, hidden: read only from its environment variable,
+    its option there only to refuse a value typed after it (see _refuse_secret_argument)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    fixed = [
+        ("ctx", typer.Context, inspect.Parameter.empty),
+        ("name", str, typer.Argument(..., help="A short name, e.g. shop1.")),
+        ("provider", str, typer.Option(..., "--provider", help=f"{registry.choices()}.")),
+        (
+            "secret_stdin",
+            bool,
+            typer.Option(
+                False,
+                "--secret-stdin",
+                help="Read the "
+                + " or ".join(f"{c.name}{_who(c.key)}" for c in _secrets())
+                + " from stdin (a prompt, not echoed, on a terminal). Without it they are read "
+                + "from "
+                + " or ".join(str(c.env) for c in _secrets())
+                + "; never from the command line.",
+            ),
+        ),
+        (
+            "notify_email",
+            str | None,
+            typer.Option(None, "--notify-email", help="Where the merchant's emails go."),
+        ),
+        (
+            "setting",
+            list[str],
+            typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
+        ),
+        ("json_out", bool, typer.Option(False, "--json", help="JSON output.")),
+    ]
+    params = [inspect.Parameter(n, keyword, annotation=t, default=d) for n, t, d in fixed]
+    for s in _option_settings():
+        default = f"; default: {s.default}" if s.default else ""
+        first, *rest = s.meaning.split(" ", 1)  # "The app's id" yes, "Authorization_code" no
+        first = first if "_" in first else first[0].upper() + first[1:]
+        help_text = f"{' '.join([first, *rest])}{_who(s.key)}{default}."
+        option = typer.Option(None, s.flag, help=help_text)
+        params.append(inspect.Parameter(s.key, keyword, annotation=str | None, default=option))
+    for c in _secrets():
+        option = typer.Option(None, c.flag, envvar=c.env, hidden=True)
+        params.append(inspect.Parameter(c.key, keyword, annotation=str | None, default=option))
+    return params
+
+
+def _register_add() -> None:
+    """Typer reads a command's options from its signature: ``add``'s is built from the
+    registry, so a provider's new setting is an option without an edit here."""
+
+    def command(**kw: Any) -> None:
+        add(**kw)
+
+    params = _add_parameters()
+    command.__doc__ = add.__doc__
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    app.command("add")(command)
+
+
+_register_add()
 
 
 @app.command("list")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import typer
 
-from synccli import fmt
+from synccli import fmt, registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
@@ -48,7 +48,9 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
         )
         return
     for item in report:
-        need = "API KEY REFUSED" if item.provider == "unleashed" else "NEEDS RE-AUTHORISATION"
+        entry = registry.find(item.provider)
+        keyed = entry if entry is not None and entry.key_only else None  # nothing to authorise
+        need = f"{keyed.secret.name.upper()} REFUSED" if keyed else "NEEDS RE-AUTHORISATION"
         flag = f"  [red]{need}[/red]" if item.needs_reauth else ""
         day = item.limits.get("per_day")
         month = item.limits.get("per_month")
@@ -66,10 +68,10 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             pulled = f"last successful pull {minutes} minute{'' if minutes == 1 else 's'} ago"
         output.styled(f"[bold]{output.esc(item.name)}[/bold] ({output.esc(item.provider)}){flag}")
         if item.needs_reauth and item.reauth_reason:
-            if item.provider == "unleashed":  # a key to enter again, nothing to authorise
+            if keyed:  # a key to enter again
                 output.line(
-                    f"  API key refused: {item.reauth_reason} -> enter the API ID and key from "
-                    "Integration > Unleashed API Access again: "
+                    f"  {keyed.secret.name} refused: {item.reauth_reason} -> enter the "
+                    f"{keyed.account_key.name} and key from {keyed.key_source} again: "
                     f"`synccli connections set {item.name} --secret-stdin`"
                 )
             else:

@@ -25,7 +25,7 @@ from synccli.errors import AuthError, UsageError
 from synccli.store.connections import StoreTokenStore, credentials, set_values
 from synccli.store.db import Store
 from synccli.store.models import Connection
-from synccli.sync.context import connector_module
+from synccli.sync.context import provider_of
 
 DEFAULT_PORT = 8765
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
@@ -133,23 +133,23 @@ def authorize(
     ``redirect_uri``: the one registered with the provider (default: ``http://localhost:PORT/
     callback``); when it is not a loopback address, ``read_pasted()`` returns the address the
     browser landed on."""
-    module = connector_module(conn.provider)
-    if not hasattr(module, "authorize_url"):
+    provider = provider_of(conn.provider)
+    hooks = provider.oauth
+    if hooks is None:
+        # the one other kind of provider (registry.AuthKind)
         raise UsageError(f"{conn.provider} connections use an API id and key: nothing to authorise")
     settings = dict(conn.settings)
     creds = credentials(store, conn)
-    if settings.get("grant") == "client_credentials":
-        raise UsageError(
-            "this Xero custom connection gets its tokens with its client secret: "
-            "nothing to authorise"
-        )
+    own = hooks.nothing_to_authorise(settings)
+    if own is not None:
+        raise UsageError(own)
     server = None
     if redirect_uri is None or _listens(redirect_uri) is not None:
         loopback = _listens(redirect_uri) if redirect_uri else None
         server, handler = _listen(loopback[0] if loopback else port)
         redirect_uri = redirect_uri or redirect_uri_for(int(server.server_address[1]))
     state = pysecrets.token_urlsafe(24)
-    url = module.authorize_url(settings, redirect_uri, state)
+    url = hooks.authorize_url(settings, redirect_uri, state)
     say(f"Redirect URI (must be registered with the app exactly): {redirect_uri}")
     say(f"Open this URL in a browser and approve access:\n{url}")
     if server is None:
@@ -172,14 +172,12 @@ def authorize(
         )
     if "error" in query:
         raise AuthError(f"the provider refused: {query.get('error_description') or query['error']}")
-    tokens: Tokens = module.exchange_code(settings, creds, query["code"], redirect_uri)
+    tokens: Tokens = hooks.exchange_code(settings, creds, query["code"], redirect_uri)
     StoreTokenStore(store, conn.id).update_locked(lambda _old: tokens)
     extra = {k: v for k, v in (tokens.extra or {}).items() if isinstance(v, (str, int))}
-    found = {
-        k: v for k, v in extra.items() if k in ("tenant_id", "account_id") and not settings.get(k)
-    }
+    found = hooks.learned(settings, tokens)  # Xero's tenant, Lightspeed's account
     if found:
-        set_values(store, conn.name, {k: str(v) for k, v in found.items()})
+        set_values(store, conn.name, found)
     return AuthorizeResult(
         conn.name, tokens.expires_at.isoformat() if tokens.expires_at else None, extra
     )

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from synccli import registry
 from synccli.clock import Clock, SystemClock
-from synccli.connectors.base import Connector
+from synccli.connectors.base import Connector, Limits
 from synccli.errors import (
     AuthError,
     BudgetExhausted,
@@ -85,14 +85,19 @@ def claim_ttl() -> timedelta:
 WRITE_WAIT_SHARE = 0.5
 
 
-def connector_module(provider: str) -> Any:
-    """The connector module of a provider; an unknown one (a hand-edited row) is a config error."""
+def provider_of(provider: str) -> registry.Provider:
+    """A stored connection's provider; an unknown one (a hand-edited row) is a config error."""
     if provider not in registry.names():
         raise ConfigError(
             f"unknown provider {provider!r} in the store: "
             f"choose one of {', '.join(registry.names())}"
         )
-    return registry.get(provider).module()
+    return registry.get(provider)
+
+
+def connector_module(provider: str) -> Any:
+    """The connector module of a provider (an unknown one is a config error)."""
+    return provider_of(provider).module()
 
 
 def build_connector(
@@ -108,10 +113,11 @@ def build_connector(
     timeout: tuple[float, float] = (5.0, 30.0),
 ) -> Connector:
     """The connector for ``conn``, its calls counted in the store's ledger."""
-    module = connector_module(conn.provider)
+    provider = provider_of(conn.provider)
+    module = provider.module()
     creds = credentials(store, conn)
-    never_authorised(conn, module, creds)
-    limits = _limits_of(module)
+    never_authorised(conn, creds)
+    limits = provider.limits
     ledger = StoreLedger(
         store, conn.id, limits, run_id=run_id, reserve=reserve, read_only=dry_run, name=conn.name
     )
@@ -148,12 +154,11 @@ class NeverAuthorised(ReauthRequired):
     re-authorisation email)."""
 
 
-def never_authorised(conn: Connection, module: Any, creds: dict[str, Any]) -> None:
+def never_authorised(conn: Connection, creds: dict[str, Any]) -> None:
     """An OAuth connection that has never been through ``connections authorize`` stops here,
     with one message and exit 5 on every provider, before any call (Xero would otherwise say
     its tenant is missing, Lightspeed that its token was refused)."""
-    oauth = hasattr(module, "authorize_url")
-    if not oauth or (conn.settings or {}).get("grant") == "client_credentials":
+    if not provider_of(conn.provider).authorises(conn.settings or {}):
         return
     if not creds.get("access_token") and not creds.get("refresh_token"):
         raise NeverAuthorised(
@@ -162,21 +167,14 @@ def never_authorised(conn: Connection, module: Any, creds: dict[str, Any]) -> No
         )
 
 
-def _limits_of(module: Any) -> Any:
-    return connector_class(module).capabilities.limits
+def limits_of(provider: str) -> Limits:
+    """A stored connection's provider's limits (an unknown provider is a config error)."""
+    return provider_of(provider).limits
 
 
-def connector_class(module_or_provider: Any) -> type[Connector]:
-    """The connector class a provider's module declares (a module, or a provider's name)."""
-    module = (
-        connector_module(module_or_provider)
-        if isinstance(module_or_provider, str)
-        else module_or_provider
-    )
-    for value in vars(module).values():
-        if isinstance(value, type) and issubclass(value, Connector) and value is not Connector:
-            return value
-    raise SyncError(f"connector module {module.__name__} declares no connector")
+def connector_class(provider: str) -> type[Connector]:
+    """The connector class of a provider, by name."""
+    return provider_of(provider).connector
 
 
 @dataclass

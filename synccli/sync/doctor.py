@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from synccli import connsettings, fmt
+from synccli import connsettings, fmt, registry
 from synccli.config import Settings
 from synccli.crypto import key_path
 from synccli.errors import SyncError, UsageError
@@ -17,7 +17,7 @@ from synccli.store.db import Store, head_revision
 from synccli.store.ledger import stored_block, usage
 from synccli.store.models import Connection
 from synccli.store.runs import leases_of
-from synccli.sync.context import _limits_of, build_connector, connector_module
+from synccli.sync.context import build_connector, limits_of
 
 SKEW_WARN_SECONDS = 120
 
@@ -130,7 +130,8 @@ def _credentials_checks(store: Store, conn: Connection, now: datetime) -> list[C
 def _code_for(err: SyncError, conn: Connection) -> int:
     from synccli.errors import AuthError
 
-    if isinstance(err, AuthError) and conn.provider == "unleashed":
+    entry = registry.find(conn.provider)
+    if isinstance(err, AuthError) and entry is not None and entry.key_only:
         return 2  # a key to set again (configuration), not an authorisation to redo
     return int(err.exit_code)
 
@@ -208,17 +209,18 @@ def _budget_check(store: Store, conn: Connection, now: datetime) -> Check:
     name = conn.name
     used = usage(store, conn.id, now)
     try:
-        limits = _limits_of(connector_module(conn.provider))
+        limits = limits_of(conn.provider)
     except SyncError:
         limits = None
-    parts = [f"{used['today']} calls today", f"{used['month']} this month"]
+    today, month = int(str(used["today"])), int(str(used["month"]))  # counts
+    parts = [f"{today} calls today", f"{month} this month"]
     ok = True
     if limits and limits.per_day:
         parts[0] += f" of {limits.per_day}"
-        ok = used["today"] < limits.per_day * 0.9
+        ok = today < limits.per_day * 0.9
     if limits and limits.per_month:
         parts[1] += f" of {limits.per_month}"
-        ok = ok and used["month"] < limits.per_month * 0.9
+        ok = ok and month < limits.per_month * 0.9
     fix = "" if ok else "lower the sweep size or pull less often (`synccli plan --help`)"
     block = stored_block(store, conn.id, now)
     if block is not None:
@@ -240,18 +242,21 @@ def _fix_for(err: SyncError, conn: Connection) -> str:
     from synccli.errors import AuthError, BudgetExhausted, TransientError
 
     name = conn.name
+    entry = registry.find(conn.provider)
+    if isinstance(err, AuthError) and entry is not None:
+        ident, key = entry.account_key, entry.secret
+        if entry.key_only:
+            return (
+                f"copy the {ident.name} and {key.name} again from {entry.key_source} "
+                f"(account owner only), then `synccli connections set {name} {ident.key}=ID` "
+                f"and `synccli connections set {name} --secret-stdin`"
+            )
+        if not entry.authorises(conn.settings or {}):  # it gets its own tokens with its secret
+            return (
+                f"check the custom connection's {key.name}: "
+                f"`synccli connections set {name} --secret-stdin`"
+            )
     if isinstance(err, AuthError):
-        if conn.provider == "unleashed":
-            return (
-                "copy the API ID and API Key again from Integration > Unleashed API Access "
-                f"(account owner only), then `synccli connections set {name} api_id=ID` and "
-                f"`synccli connections set {name} --secret-stdin`"
-            )
-        if conn.provider == "xero" and (conn.settings or {}).get("grant") == "client_credentials":
-            return (
-                "check the custom connection's client secret: "
-                f"`synccli connections set {name} --secret-stdin`"
-            )
         return f"run `synccli connections authorize {name}`"
     if isinstance(err, BudgetExhausted):
         return f"wait for the reset, or `synccli connections unblock {name}` once calls are allowed"

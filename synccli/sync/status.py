@@ -61,7 +61,7 @@ def status_report(
     """Per connection: last run of each job, the last successful pull and the cursors, budget
     use, the invoice queue (every state, zero when empty), ghosts and review items. An unknown
     name in ``names`` is a usage error."""
-    from synccli.sync.context import _limits_of, connector_module
+    from synccli.sync.context import limits_of
 
     report = []
     with store.session() as s:
@@ -130,7 +130,7 @@ def status_report(
             item.uncoded = count_uncoded(s, conn.id)
         item.calls = usage(store, conn.id, now)
         try:
-            limits = _limits_of(connector_module(conn.provider))
+            limits = limits_of(conn.provider)
             item.limits = {k: v for k, v in vars(limits).items() if v is not None}
         except (ImportError, Exception):  # a provider without a connector yet
             item.limits = {}
