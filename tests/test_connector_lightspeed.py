@@ -8,9 +8,12 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -742,19 +745,17 @@ def test_doc_401_refreshes_once_and_retries():
     assert store.tokens.refresh_token == "def50200-doc-rotated-refresh"
 
 
-class _SameNext(http.server.BaseHTTPRequestHandler):
-    """Answers every Item.json with one item and a ``next`` link to the very same page, as a
-    provider stuck on its cursor would; after a few calls it ends the list, so a walk that does
-    not notice shows up as duplicates rather than hanging the test."""
+class _Fixed(http.server.BaseHTTPRequestHandler):
+    """A tiny local provider: ``answer(host, call number)`` is the JSON body of every GET."""
 
+    answer: Any = None
     calls = 0
+    url = ""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         type(self).calls += 1
         host = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
-        link = f"{host}/API/V3/Account/1/Item.json?after=stuck" if type(self).calls < 6 else ""
-        item = {"itemID": "7", "customSku": "A", "description": "A", "timeStamp": START.isoformat()}
-        body = json.dumps({"@attributes": {"next": link, "previous": ""}, "Item": item}).encode()
+        body = json.dumps(type(self).answer(host, type(self).calls)).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -765,24 +766,73 @@ class _SameNext(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_next_link_answered_twice_is_an_error_naming_it_not_a_loop():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SameNext)
+@contextmanager
+def answering(answer: Callable[[str, int], Any]) -> Iterator[type[_Fixed]]:
+    """A connector's provider that answers every call with ``answer(host, call number)``."""
+    handler = type("Handler", (_Fixed,), {"answer": staticmethod(answer), "calls": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        conn = connect(
-            {"base_url": url, "auth_url": url, "client_id": "c", "account_id": "1"},
-            {"client_secret": "s"},
-            token_store=MemoryTokenStore(Tokens("access", "refresh", None, {})),
-            clock=SimClock(START),
-            pace=False,
-        )
-        pages = conn.changed_products(None)
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def local_connector(handler: type[_Fixed]) -> LightspeedConnector:
+    return connect(
+        {"base_url": handler.url, "auth_url": handler.url, "client_id": "c", "account_id": "1"},
+        {"client_secret": "s"},
+        token_store=MemoryTokenStore(Tokens("access", "refresh", None, {})),
+        clock=SimClock(START),
+        pace=False,
+    )
+
+
+def _item(item_id: str, qoh: str = "4") -> dict[str, Any]:
+    return {
+        "itemID": item_id,
+        "customSku": f"SKU-{item_id}",
+        "description": "A",
+        "timeStamp": START.isoformat(),
+        "ItemShops": {"ItemShop": [{"shopID": "0", "qoh": qoh}]},
+    }
+
+
+def test_a_next_link_answered_twice_is_an_error_naming_it_not_a_loop():
+    def stuck(host: str, call: int) -> Any:
+        # a provider stuck on its cursor; after a few calls it ends the list, so a walk that
+        # does not notice shows up as duplicates rather than hanging the test
+        link = f"{host}/API/V3/Account/1/Item.json?after=stuck" if call < 6 else ""
+        return {"@attributes": {"next": link, "previous": ""}, "Item": _item("7")}
+
+    with answering(stuck) as handler:
+        pages = local_connector(handler).changed_products(None)
         assert [p.remote_id for p in next(pages).records] == ["7"]
         assert [p.remote_id for p in next(pages).records] == ["7"]  # the stuck link, read once
         with pytest.raises(TransientError, match=r"after=stuck.*already read"):
             next(pages)
-        assert _SameNext.calls == 2
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert handler.calls == 2
+
+
+def test_an_unreadable_qoh_is_a_row_error_not_an_item_without_stock():
+    def items(host: str, call: int) -> Any:
+        return {"@attributes": {"next": ""}, "Item": [_item("1"), _item("2", qoh="lots")]}
+
+    with answering(items) as handler:
+        (page,) = local_connector(handler).changed_products(None)
+    assert [(p.remote_id, p.stock) for p in page.records] == [("1", Decimal(4))]
+    assert len(page.errors) == 1 and "qoh 'lots' is not a number" in page.errors[0]
+
+
+def test_a_look_up_with_an_unreadable_item_fails_rather_than_call_it_gone():
+    def items(host: str, call: int) -> Any:
+        return {"@attributes": {"next": ""}, "Item": [_item("1"), _item("2", qoh="lots")]}
+
+    with answering(items) as handler:
+        conn = local_connector(handler)
+        with pytest.raises(TransientError, match="unreadable record"):
+            conn.get_products(["1", "2"])
+        with pytest.raises(TransientError, match="unreadable record"):
+            conn.find_product("SKU-1")

@@ -34,10 +34,10 @@ from synccli.connectors.unleashed import (
     UnleashedConnector,
     build_query,
     connect,
-    parse_date,
     sign,
 )
-from synccli.errors import AuthError, BudgetExhausted, ConfigError, Rejected
+from synccli.connectors.wire import instant
+from synccli.errors import AuthError, BudgetExhausted, ConfigError, Rejected, TransientError
 from synccli.sandbox.core import SandboxServer
 from synccli.sandbox.unleashed import UnleashedSandbox
 
@@ -261,6 +261,10 @@ def test_signature_check_values_and_query_building() -> None:
         == "modifiedSince=2014-10-08T00:00:00&contactEmail=a%2Bb%20c@x.test&productId=g1,g2"
         "&includeObsolete=true"
     )
+
+
+def parse_date(value: object) -> datetime | None:
+    return instant(value, "LastModifiedOn")
 
 
 def test_dates_parse_every_form() -> None:
@@ -824,3 +828,20 @@ def test_a_page_is_parsed_with_the_collector_paused_and_its_state_restored() -> 
         assert not gc.isenabled()  # a caller's own pause is left as it was
     finally:
         gc.enable()
+
+
+def test_a_stock_look_up_with_an_unreadable_row_fails_rather_than_read_it_as_zero() -> None:
+    with served(products=3, customers=0) as (app, url):
+        conn = make(app, url, pace=False)
+        ids = [p.remote_id for page in conn.changed_products(None) for p in page.records]
+        real = conn._get
+
+        def garbled(path: str, query: str = "", **kw: Any) -> Any:
+            status, body = real(path, query, **kw)
+            if path.startswith("/StockOnHand") and body["Items"]:
+                body["Items"][0]["AvailableQty"] = "lots"
+            return status, body
+
+        conn._get = garbled  # type: ignore[method-assign]
+        with pytest.raises(TransientError, match="unreadable record.*AvailableQty 'lots'"):
+            conn.get_products(ids)

@@ -23,14 +23,15 @@ from synccli.clock import SimClock
 from synccli.connectors.auth import MemoryTokenStore, Tokens
 from synccli.connectors.base import NewCustomer, NewProduct
 from synccli.connectors.http import MemoryLedger
+from synccli.connectors.wire import instant_or_none as parse_xero_date
 from synccli.connectors.xero import (
     LIMITS,
     PROFILE,
     XeroConnector,
     authorize_url,
     connect,
+    customer_from,
     exchange_code,
-    parse_xero_date,
 )
 from synccli.errors import BudgetExhausted, ConfigError, Rejected
 from synccli.sandbox.xero import XeroSandbox
@@ -742,3 +743,11 @@ def test_handwritten_authorisation_code_exchange():
         assert cassette.all_played
     assert tokens.extra["tenant_id"] == "45e4708e-d862-4111-ab3a-dd8cd03913e1"
     assert tokens.refresh_token == "first-refresh-token"
+
+
+def test_a_contact_with_an_unreadable_stamp_is_unreadable_not_undated() -> None:
+    contact = {"ContactID": "c-1", "Name": "Jane", "UpdatedDateUTC": "yesterday"}
+    with pytest.raises(ValueError, match="UpdatedDateUTC 'yesterday' is not a time"):
+        customer_from(contact)
+    dated = customer_from({**contact, "UpdatedDateUTC": "/Date(1551981476267+0000)/"})
+    assert dated.updated_at == datetime(2019, 3, 7, 17, 57, 56, 267000, tzinfo=UTC)

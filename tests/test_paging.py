@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 
+from synccli.connectors.base import Page
 from synccli.connectors.paging import (
     NextLink,
     OffsetCount,
     RepeatedPage,
     VersionCursor,
+    every_record,
     number_of_pages,
     pages,
     read_pages,
@@ -283,3 +285,9 @@ def test_a_repeated_page_number_is_an_error() -> None:
     next(walk)
     with pytest.raises(RepeatedPage, match="offset 0"):
         next(walk)
+
+
+def test_a_look_up_with_an_unreadable_row_fails_rather_than_leave_it_out() -> None:
+    assert every_record([Page([1, 2]), Page([3])], "GET /Products") == [1, 2, 3]
+    with pytest.raises(BadResponse, match=r"GET /Products: 1 unreadable record\(s\): g-2: no code"):
+        every_record([Page([1]), Page([2], errors=["g-2: no code"])], "GET /Products")

@@ -35,6 +35,7 @@ from requests_ratelimiter.buckets import HostBucketFactory
 from synccli import fmt, interrupt, secrets
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Limits
+from synccli.connectors.wire import MESSAGE_KEYS, error_message
 from synccli.errors import (
     AuthError,
     BadResponse,
@@ -143,17 +144,7 @@ NOT_PARSED: Any = _PARSED  # parsed_body's answer when nothing was parsed
 
 
 def _default_message(resp: requests.Response) -> str:
-    text = resp.text.strip()
-    try:
-        body = resp.json()
-    except ValueError:
-        first = text.splitlines()[0][:200] if text else ""
-        return f"HTTP {resp.status_code} {first}".strip()
-    if isinstance(body, dict):
-        for key in ("Message", "message", "Description", "Detail", "error_description", "error"):
-            if body.get(key):
-                return str(body[key])[:300]
-    return f"HTTP {resp.status_code}"
+    return error_message(resp, MESSAGE_KEYS)
 
 
 def _server_date(resp: requests.Response) -> datetime | None:

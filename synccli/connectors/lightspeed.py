@@ -66,7 +66,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -89,7 +89,18 @@ from synccli.connectors.base import (
     RemoteStock,
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
-from synccli.connectors.paging import NextLink, OffsetCount, pages
+from synccli.connectors.paging import NextLink, OffsetCount, every_record, pages
+from synccli.connectors.wire import (
+    body_message,
+    decimal,
+    decimal_or_none,
+    error_message,
+    instant,
+    instant_or_none,
+    line_amounts,
+    money_text,
+    round_money,
+)
 from synccli.errors import BadResponse, ConfigError, Rejected
 
 log = logging.getLogger("synccli.lightspeed")
@@ -104,7 +115,6 @@ DEFAULT_SKU_FIELD = "customSku"
 PAGE_LIMIT = 100
 TAX_LIST = "tax_categories"  # the name its copy is kept under between runs
 IN_LIMIT = 100
-CENT = Decimal("0.01")
 LIMITS = Limits(bucket_size=90, drip_per_second=1)
 ITEM_RELATIONS = '["ItemShops"]'
 CUSTOMER_RELATIONS = '["Contact"]'
@@ -166,21 +176,17 @@ def _limit_scope(resp: requests.Response) -> str:
     return "short"
 
 
+def _own_message(body: dict[str, Any]) -> str | None:
+    if body.get("message") and "httpCode" in body:
+        return str(body["message"])[:300]
+    if body.get("error"):  # OAuth shape
+        detail = body.get("hint") or body.get("error_description") or ""
+        return f"{body['error']}: {detail}".strip(": ")[:300]
+    return None
+
+
 def _error_message(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else ""
-        return f"HTTP {resp.status_code} {text}".strip()
-    if isinstance(body, dict):
-        if body.get("message") and "httpCode" in body:
-            return str(body["message"])[:300]
-        if body.get("error"):  # OAuth shape
-            detail = body.get("hint") or body.get("error_description") or ""
-            return f"{body['error']}: {detail}".strip(": ")[:300]
-        if body.get("message"):
-            return str(body["message"])[:300]
-    return f"HTTP {resp.status_code}"
+    return error_message(resp, ("message",), own=_own_message)
 
 
 PROFILE = Profile(
@@ -211,37 +217,6 @@ def relation(record: dict[str, Any], outer: str, inner: str) -> list[dict[str, A
     return [r for r in as_list(container.get(inner)) if isinstance(r, dict)]
 
 
-def parse_time(value: Any) -> datetime | None:
-    """An R-Series timestamp (``2021-03-30T19:38:07+00:00``, ``+0000``, ``Z``) as aware UTC."""
-    if not value or not isinstance(value, str):
-        return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        for pattern in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M:%S"):
-            try:
-                dt = datetime.strptime(text, pattern)
-                break
-            except ValueError:
-                continue
-        else:
-            return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def dec(value: Any) -> Decimal | None:
-    if value is None or value == "":
-        return None
-    try:
-        result = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return result if result.is_finite() else None
-
-
 def to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -267,14 +242,6 @@ def exact(value: str) -> str:
     verbatim, commas included [D introduction/parameters/]. Lightspeed's collation may still match
     more (case), so every look-up also compares exactly here."""
     return f"=,{value}"
-
-
-def money(value: Decimal) -> str:
-    return format(value.quantize(CENT, ROUND_HALF_UP), "f")
-
-
-def round2(value: Decimal) -> Decimal:
-    return value.quantize(CENT, ROUND_HALF_UP)
 
 
 def jwt_claim(token: str | None, claim: str) -> Any:
@@ -420,7 +387,7 @@ class LightspeedConnector(Connector):
                 return None
             ts = getattr(record, "updated_at", None)
             if ts is None or cursor_field != "timeStamp":
-                ts = parse_time(row.get(cursor_field))
+                ts = instant_or_none(row.get(cursor_field))
             return ts if isinstance(ts, datetime) else None
 
         attributes: Callable[[Any], Any] = lambda data: data.get("@attributes")  # noqa: E731
@@ -477,11 +444,11 @@ class LightspeedConnector(Connector):
                 ("archived", "true"),
                 ("limit", str(PAGE_LIMIT)),
             ]
-            for page in self._pages(
+            walk = self._pages(
                 "Item", pairs, self._product, cost=COST_ITEMS_WITH_SHOPS, cursor_field=None
-            ):
-                for product in page.records:
-                    found[product.remote_id] = product
+            )
+            for product in every_record(walk, "GET Item.json"):
+                found[product.remote_id] = product
         return [found[i] for i in ids if i in found]
 
     @property
@@ -495,11 +462,11 @@ class LightspeedConnector(Connector):
             ("load_relations", ITEM_RELATIONS),
             ("archived", "true"),
         ]
-        matches: list[RemoteProduct] = []
-        for page in self._pages(
+        walk = self._pages(
             "Item", pairs, self._product, cost=COST_ITEMS_WITH_SHOPS, cursor_field=None
-        ):
-            matches += [p for p in page.records if p.code == code]  # exact, case-sensitive
+        )
+        # exact, case-sensitive
+        matches = [p for p in every_record(walk, "GET Item.json") if p.code == code]
         matches.sort(key=lambda p: (not p.active, int(p.remote_id)))
         return matches[0] if matches else None
 
@@ -518,7 +485,7 @@ class LightspeedConnector(Connector):
             "tax": "true",
             "Prices": {
                 "ItemPrice": [
-                    {"amount": money(product.price), "useTypeID": "1", "useType": "Default"}
+                    {"amount": money_text(product.price), "useTypeID": "1", "useType": "Default"}
                 ]
             },
         }
@@ -555,18 +522,16 @@ class LightspeedConnector(Connector):
             *ARCHIVED_TOO,
             ("Contact.email", exact(email.strip())),
         ]
-        found: list[RemoteCustomer] = []
-        for page in self._pages(
+        walk = self._pages(
             "Customer",
             pairs,
             self._customer_row,
             cost=COST_CUSTOMERS_WITH_CONTACT,
             cursor_field=None,
-        ):
-            for customer, addresses in page.records:
-                if wanted in addresses:
-                    found.append(customer)
-        return found
+        )
+        return [
+            c for c, addresses in every_record(walk, "GET Customer.json") if wanted in addresses
+        ]
 
     def refinds_customer(self, email: str | None, account: str | None) -> bool:
         # found again by email only (find_customers): no account-number field, and names are
@@ -598,11 +563,12 @@ class LightspeedConnector(Connector):
     # invoices -----------------------------------------------------------------------------------
     def find_invoice(self, number: str) -> PostedInvoice | None:
         pairs = [("referenceNumber", exact(number)), ("sort", "saleID")]
-        matches: list[PostedInvoice] = []
-        for page in self._pages("Sale", pairs, self._sale_row, cursor_field=None):
-            for invoice, voided in page.records:
-                if invoice.number == number and not voided:
-                    matches.append(invoice)
+        walk = self._pages("Sale", pairs, self._sale_row, cursor_field=None)
+        matches = [
+            invoice
+            for invoice, voided in every_record(walk, "GET Sale.json")
+            if invoice.number == number and not voided
+        ]
         matches.sort(key=lambda inv: (inv.status != "completed", int(inv.remote_id)))
         return matches[0] if matches else None
 
@@ -632,8 +598,8 @@ class LightspeedConnector(Connector):
         lines: list[dict[str, Any]] = []
         computed = Decimal(0)
         for line in invoice.lines:
-            line_total = round2(line.quantity * line.unit_price)
-            computed += line_total + round2(line_total * (line.tax_rate or Decimal(0)))
+            line_total, line_tax = line_amounts(line.quantity, line.unit_price, line.tax_rate)
+            computed += line_total + line_tax
             entry: dict[str, Any] = {
                 "itemID": _int_or_str(line.product_remote_id),
                 "unitQuantity": format(line.quantity.normalize(), "f"),
@@ -645,7 +611,7 @@ class LightspeedConnector(Connector):
             else:
                 entry["tax"] = False
             lines.append(entry)
-        total = round2(invoice.total) if invoice.total is not None else computed
+        total = round_money(invoice.total) if invoice.total is not None else computed
         body: dict[str, Any] = {
             "employeeID": _int_or_str(self.settings["employee_id"]),
             "registerID": _int_or_str(self.settings["register_id"]),
@@ -656,7 +622,7 @@ class LightspeedConnector(Connector):
             "SaleLines": {"SaleLine": lines},
             "SalePayments": {
                 "SalePayment": {
-                    "amount": money(total),
+                    "amount": money_text(total),
                     "paymentTypeID": _int_or_str(self.settings["payment_type_id"]),
                 }
             },
@@ -667,7 +633,7 @@ class LightspeedConnector(Connector):
         try:
             data = self.http.json("POST", self._path("Sale"), json_body=body, cost=cost)
         except Rejected as err:
-            message = _body_message(err.body) or err.message
+            message = body_message(err.body, "message") or err.message
             raise Rejected(
                 f"Lightspeed rejected sale {invoice.number}: {message}",
                 errors=[message],
@@ -690,7 +656,7 @@ class LightspeedConnector(Connector):
                     name = str(row.get("tax1Name") or "")
                     table[name] = (
                         str(row.get("taxCategoryID")),
-                        dec(row.get("tax1Rate")) or Decimal(0),
+                        decimal_or_none(row.get("tax1Rate")) or Decimal(0),  # for reference
                     )
             self._tax_categories = table
             self._tax_source = "read"
@@ -776,24 +742,20 @@ class LightspeedConnector(Connector):
         for name in ("Prices", "ItemShops"):
             if row.get(name) not in (None, "") and not isinstance(row.get(name), dict):
                 raise ValueError(f"{name} is not an object")
-        stamp = row.get("timeStamp")
-        updated = parse_time(stamp)
-        if stamp and updated is None:
-            raise ValueError(f"timeStamp {stamp!r} is not a time")
+        updated = instant(row.get("timeStamp"), "timeStamp")
         price = None
         for entry in relation(row, "Prices", "ItemPrice"):
             if entry.get("useType") == "Default" or str(entry.get("useTypeID")) == "1":
-                price = dec(entry.get("amount"))
-                if price is None and entry.get("amount") not in (None, ""):
-                    raise ValueError(f"price {entry.get('amount')!r} is not a number")
+                price = decimal(entry.get("amount"), "price")
                 break
         shops = relation(row, "ItemShops", "ItemShop")
         stock: Decimal | None = None
         summary = [s for s in shops if str(s.get("shopID")) == "0"]
         if summary:
-            stock = dec(summary[0].get("qoh"))
+            stock = decimal(summary[0].get("qoh"), "qoh")
         elif shops:
-            stock = sum((dec(s.get("qoh")) or Decimal(0) for s in shops), Decimal(0))
+            # a shop row without a qoh holds none
+            stock = sum((decimal(s.get("qoh"), "qoh") or Decimal(0) for s in shops), Decimal(0))
         description = str(row.get("description") or "")
         return RemoteProduct(
             remote_id=item_id,
@@ -808,13 +770,13 @@ class LightspeedConnector(Connector):
 
     @staticmethod
     def _stock(row: dict[str, Any]) -> RemoteStock:
-        quantity = dec(row.get("qoh"))
+        quantity = decimal(row.get("qoh"), "qoh")
         if quantity is None:
-            raise ValueError(f"unreadable qoh {row.get('qoh')!r}")
+            raise ValueError("no qoh")
         return RemoteStock(
             remote_id=str(row["itemID"]),
             quantity=quantity,
-            updated_at=parse_time(row.get("timeStamp")),
+            updated_at=instant(row.get("timeStamp"), "timeStamp"),
         )
 
     @staticmethod
@@ -838,7 +800,7 @@ class LightspeedConnector(Connector):
             email=emails[0] if emails else None,
             account_number=None,
             active=not to_bool(row.get("archived", "false")),
-            updated_at=parse_time(row.get("timeStamp")),
+            updated_at=instant(row.get("timeStamp"), "timeStamp"),
         )
 
     @classmethod
@@ -847,9 +809,10 @@ class LightspeedConnector(Connector):
 
     @staticmethod
     def _sale_row(row: dict[str, Any]) -> tuple[PostedInvoice, bool]:
-        total = dec(row.get("calcTotal")) if row.get("calcTotal") not in (None, "") else None
+        # compared when known: an unreadable total never hides a sale we posted
+        total = decimal_or_none(row.get("calcTotal"))
         if total is None:
-            total = dec(row.get("total"))
+            total = decimal_or_none(row.get("total"))
         posted = PostedInvoice(
             remote_id=str(row["saleID"]),
             number=str(row.get("referenceNumber") or ""),
@@ -877,18 +840,6 @@ def _rows(entity: str, data: Any) -> list[Any]:
 def _int_or_str(value: Any) -> Any:
     text = str(value).strip()
     return int(text) if text.isdigit() else text
-
-
-def _body_message(body: str | None) -> str | None:
-    if not body:
-        return None
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(data, dict) and data.get("message"):
-        return str(data["message"])
-    return None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ the answer's way on is not, and the error follows the page (as it always did for
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -379,3 +379,17 @@ def pages(
     """:func:`read_pages`, the pages alone."""
     for sheet in read_pages(paginator, fetch, rows, read, **kw):
         yield sheet.page
+
+
+def every_record(walk: Iterable[Page[T]], what: str) -> list[T]:
+    """Every record of a look-up's pages. A row that cannot be read fails the look-up: it must
+    not pass for one the provider does not have (a product taken for gone, a customer or an
+    invoice created a second time, a stock row read as none)."""
+    out: list[T] = []
+    for page in walk:
+        if page.errors:
+            raise BadResponse(
+                f"{what}: {len(page.errors)} unreadable record(s): {page.errors[0][:200]}"
+            )
+        out.extend(page.records)
+    return out

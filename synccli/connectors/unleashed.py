@@ -56,8 +56,8 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
@@ -84,26 +84,32 @@ from synccli.connectors.http import (
     HttpClient,
     Ledger,
     Profile,
-    _default_message,
     parse_json,
     parsed_body,
 )
-from synccli.connectors.paging import Sheet, number_of_pages, read_pages
+from synccli.connectors.paging import Sheet, every_record, number_of_pages, read_pages
+from synccli.connectors.wire import (
+    MESSAGE_KEYS,
+    body_message,
+    decimal,
+    decimal_or_none,
+    error_message,
+    instant,
+    line_amounts,
+    round_money,
+)
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, TransientError
 
 DEFAULT_BASE_URL = "https://api.unleashedsoftware.com"
 PAGE_SIZE = 1000
 LOOKUP_BATCH = 100
 LISTING_PASSES = 3  # reads of a listing that keeps changing while paged, before giving up
-CENT = Decimal("0.01")
 # Namespace of the Guids we derive (sales orders from idempotency keys).
 GUID_NAMESPACE = uuid.UUID("5b0e6f52-4f0c-5d3e-9a57-2f1d8c3b7a10")
 SIGNATURE_FORM = "signature_form"  # token store extra: "raw" or "decoded"
 _SAFE = "@:,-._~"  # sent raw (FL's recordings show @ and : raw); everything else is encoded
-_DOTNET = re.compile(r"^\\?/Date\((-?\d+)([+-]\d{4})?\)\\?/$")
 _QUOTA = re.compile(r"month|quota|api call limit", re.IGNORECASE)
 _TAKEN = re.compile(r"already|exist|duplicate|unique|in use", re.IGNORECASE)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 COMPLETED, DELETED = "Completed", "Deleted"  # SalesOrder statuses (D-SO)
 
 T = TypeVar("T")
@@ -143,37 +149,6 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def parse_date(value: Any) -> datetime | None:
-    """``/Date(ms)/`` (optionally ``/Date(ms+1300)/``; ms are UTC) or an ISO timestamp (UTC)."""
-    if value is None or value == "":
-        return None
-    text = str(value).strip()
-    m = _DOTNET.match(text)
-    if m:
-        return EPOCH + timedelta(milliseconds=int(m.group(1)))
-    text = text.replace("Z", "+00:00")
-    if "." in text:  # .NET writes up to 7 fraction digits
-        head, _, frac = text.partition(".")
-        digits = re.match(r"\d*", frac).group(0)  # type: ignore[union-attr]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{frac[len(digits) :]}"
-    return utc(datetime.fromisoformat(text))
-
-
-def _money(value: Any) -> Decimal | None:
-    if type(value) is Decimal:  # the JSON parser made it one already (parse_float=Decimal)
-        return value
-    if value is None or value == "":
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
-
-
-def round2(value: Decimal) -> Decimal:
-    return value.quantize(CENT, ROUND_HALF_UP)
-
-
 def _description(resp: requests.Response) -> str:
     try:
         body = resp.json()
@@ -195,7 +170,7 @@ def _limit_scope(resp: requests.Response) -> str:
 
 
 def _error_message(resp: requests.Response) -> str:
-    return _description(resp)[:300] or _default_message(resp)
+    return error_message(resp, ("Description", "description", *MESSAGE_KEYS))
 
 
 def _body_error(body: Any) -> str | None:
@@ -451,10 +426,8 @@ class UnleashedConnector(Connector):
     def _collect(
         self, endpoint: str, pairs: list[tuple[str, Any]], parse: Callable[[dict], T]
     ) -> list[T]:
-        out: list[T] = []
-        for sheet in self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}"):
-            out.extend(sheet.page.records)
-        return out
+        walk = self._pages(endpoint, pairs, parse, first_path=f"/{endpoint}")
+        return every_record((sheet.page for sheet in walk), f"GET /{endpoint}")
 
     # parsing ----------------------------------------------------------------------------------
     @staticmethod
@@ -467,18 +440,18 @@ class UnleashedConnector(Connector):
             code=code,
             name=str(item.get("ProductDescription") or item["ProductCode"]),
             description=item.get("Notes") or None,
-            price=_money(item.get("DefaultSellPrice")),
+            price=decimal(item.get("DefaultSellPrice"), "DefaultSellPrice"),
             active=not item.get("Obsolete", False),
-            updated_at=parse_date(item.get("LastModifiedOn")),
+            updated_at=instant(item.get("LastModifiedOn"), "LastModifiedOn"),
         )
 
     def _stock(self, item: dict[str, Any]) -> RemoteStock:
-        qty = _money(item.get(self.stock_field))
+        qty = decimal(item.get(self.stock_field), self.stock_field)
         return RemoteStock(
             remote_id=str(item.get("ProductGuid") or item["Guid"]).lower(),
             quantity=qty if qty is not None else Decimal(0),
             code=item.get("ProductCode"),
-            updated_at=parse_date(item.get("LastModifiedOn")),
+            updated_at=instant(item.get("LastModifiedOn"), "LastModifiedOn"),
         )
 
     @staticmethod
@@ -489,7 +462,7 @@ class UnleashedConnector(Connector):
             email=item.get("Email") or None,
             account_number=item.get("CustomerCode") or None,
             active=not item.get("Obsolete", False),
-            updated_at=parse_date(item.get("LastModifiedOn")),
+            updated_at=instant(item.get("LastModifiedOn"), "LastModifiedOn"),
         )
 
     @classmethod
@@ -508,7 +481,8 @@ class UnleashedConnector(Connector):
         return PostedInvoice(
             remote_id=str(item["Guid"]).lower(),
             number=str(item.get("OrderNumber") or ""),
-            total=_money(item.get("Total")),
+            # compared when known: an unreadable total never hides an order we posted
+            total=decimal_or_none(item.get("Total")),
             status=item.get("OrderStatus"),
         )
 
@@ -561,7 +535,8 @@ class UnleashedConnector(Connector):
         pairs = [("productCode", code), ("includeObsolete", True)]
         for sheet in self._pages("Products", pairs, self._product, first_path="/Products"):
             # exact, never a prefix
-            match = next((p for p in sheet.page.records if p.code == code), None)
+            records = every_record([sheet.page], "GET /Products")
+            match = next((p for p in records if p.code == code), None)
             if match is not None or sheet.page.number > 5:
                 break
         if match is None:
@@ -576,7 +551,7 @@ class UnleashedConnector(Connector):
             "ProductCode": product.code,
             "ProductDescription": product.name,
             "Notes": product.description,
-            "DefaultSellPrice": float(round2(product.price)),
+            "DefaultSellPrice": float(round_money(product.price)),
         }
         item = self._create("Products", guid, body)
         created = self._product(item)
@@ -695,8 +670,7 @@ class UnleashedConnector(Connector):
     def order_body(self, invoice: InvoiceDraft, guid: str) -> dict[str, Any]:
         lines, subtotal, tax_total = [], Decimal(0), Decimal(0)
         for i, line in enumerate(invoice.lines, start=1):
-            line_total = round2(line.quantity * line.unit_price)
-            line_tax = round2(line_total * line.tax_rate)
+            line_total, line_tax = line_amounts(line.quantity, line.unit_price, line.tax_rate)
             subtotal += line_total
             tax_total += line_tax
             tax_code = line.tax_code or ("G.S.T." if line.tax_rate else "NONE")
@@ -721,7 +695,7 @@ class UnleashedConnector(Connector):
                 }
             )
         total = subtotal + tax_total
-        if invoice.total is not None and round2(invoice.total) != total:
+        if invoice.total is not None and round_money(invoice.total) != total:
             raise Rejected(
                 f"invoice {invoice.number}: the shop's total {invoice.total} does not match "
                 f"the lines ({total})",
@@ -849,14 +823,7 @@ def _ours(endpoint: str, guid: str, item: Any) -> Any:
 
 def _error_text(err: Rejected) -> str:
     """The provider's Description alone (HttpClient prefixes it with the method and path)."""
-    if err.body:
-        try:
-            body = json.loads(err.body)
-            if isinstance(body, dict) and body.get("Description"):
-                return str(body["Description"])
-        except ValueError:
-            pass
-    return err.message
+    return body_message(err.body, "Description") or err.message
 
 
 def _flag(value: Any) -> bool:

@@ -53,11 +53,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlencode
 
@@ -87,6 +85,13 @@ from synccli.connectors.base import (
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.connectors.paging import Sheet, read_pages, xero_pages
+from synccli.connectors.wire import (
+    decimal,
+    decimal_or_none,
+    error_message,
+    instant,
+    instant_or_none,
+)
 from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
 from synccli.remote_ids import is_nil, refusal
 
@@ -113,7 +118,6 @@ CONTACT_PASSES = 3  # passes over a Contacts listing that keeps changing before 
 NAME_TAKEN = "already assigned to another contact"
 ID_FIELDS = {"Items": "ItemID", "Contacts": "ContactID", "Invoices": "InvoiceID"}
 NO_TAX = "NONE"  # Xero's TaxType for no tax (the spec's TaxType values; its Account examples)
-MS_DATE = re.compile(r"^/Date\((-?\d+)([+-]\d{2,4})?\)/$")
 
 
 # profile ---------------------------------------------------------------------------------------
@@ -133,21 +137,14 @@ def _limit_scope(resp: requests.Response) -> str:
     return "day" if problem.startswith(("day", "daily")) else "short"
 
 
+def _element_messages(body: dict[str, Any]) -> str | None:
+    messages = _validation_messages(body.get("Elements") or [])
+    return "; ".join(messages)[:500] if messages else None
+
+
 def _error_message(resp: requests.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        text = resp.text.strip()
-        first = text.splitlines()[0][:200] if text else ""
-        return f"HTTP {resp.status_code} {first}".strip()
-    if isinstance(body, dict):
-        messages = _validation_messages(body.get("Elements") or [])
-        if messages:
-            return "; ".join(messages)[:500]
-        for key in ("Detail", "Message", "error_description", "error", "Title"):
-            if body.get(key):
-                return str(body[key])[:300]
-    return f"HTTP {resp.status_code}"
+    keys = ("Detail", "Message", "error_description", "error", "Title")
+    return error_message(resp, keys, own=_element_messages)
 
 
 def _is_limit(resp: requests.Response) -> bool:
@@ -166,29 +163,6 @@ PROFILE = Profile(
 
 
 # parsing ---------------------------------------------------------------------------------------
-def parse_xero_date(value: Any) -> datetime | None:
-    """``/Date(1551981476267+0000)/`` (ms since the epoch, offset informational), ISO-8601 with or
-    without a zone (no zone = UTC), or None."""
-    if not value or not isinstance(value, str):
-        return None
-    m = MS_DATE.match(value.strip())
-    if m:
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(m.group(1)))
-    try:
-        return utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def _dec(value: Any) -> Decimal | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
-
-
 def _validation_messages(elements: list[Any]) -> list[str]:
     """Every ``ValidationErrors[].Message`` of the elements, each kept whole, in order; those of
     the parts inside an element (its Contact, LineItems, ...) follow the element's own."""
@@ -280,17 +254,6 @@ def _key_for(body: Any) -> str:
     return f"synccli-{digest[:48]}"
 
 
-def _strict_dec(value: Any, field: str) -> Decimal | None:
-    """A number, or None when absent; anything else is an unreadable record, never a silent None
-    that would wipe the local value."""
-    if value is None or value == "":
-        return None
-    number = None if isinstance(value, bool) else _dec(value)
-    if number is None or not number.is_finite():
-        raise ValueError(f"{field} {value!r} is not a number")
-    return number
-
-
 def product_from(item: dict[str, Any]) -> RemoteProduct:
     """An Item as a RemoteProduct; ValueError names what makes it unreadable."""
     if not isinstance(item, dict):
@@ -305,19 +268,16 @@ def product_from(item: dict[str, Any]) -> RemoteProduct:
     sales = item.get("SalesDetails") or {}
     if not isinstance(sales, dict):
         raise ValueError("SalesDetails is not an object")
-    stamp = item.get("UpdatedDateUTC")
-    updated = parse_xero_date(stamp)
-    if stamp and updated is None:
-        raise ValueError(f"UpdatedDateUTC {stamp!r} is not a date")
+    updated = instant(item.get("UpdatedDateUTC"), "UpdatedDateUTC")
     return RemoteProduct(
         remote_id=item_id,
         code=code,
         name=str(item.get("Name") or ""),
         description=item.get("Description"),
-        price=_strict_dec(sales.get("UnitPrice"), "SalesDetails.UnitPrice"),
+        price=decimal(sales.get("UnitPrice"), "SalesDetails.UnitPrice"),
         active=item.get("IsSold", True) is not False,
         updated_at=updated,
-        stock=_strict_dec(item.get("QuantityOnHand"), "QuantityOnHand"),
+        stock=decimal(item.get("QuantityOnHand"), "QuantityOnHand"),
     )
 
 
@@ -386,7 +346,7 @@ def customer_from(contact: dict[str, Any]) -> RemoteCustomer:
             if code and code != contact.get("AccountNumber")
         ),
         active=(contact.get("ContactStatus") or "ACTIVE") == "ACTIVE",
-        updated_at=parse_xero_date(contact.get("UpdatedDateUTC")),
+        updated_at=instant(contact.get("UpdatedDateUTC"), "UpdatedDateUTC"),
     )
 
 
@@ -394,7 +354,8 @@ def invoice_from(inv: dict[str, Any]) -> PostedInvoice:
     return PostedInvoice(
         remote_id=str(inv.get("InvoiceID")),
         number=str(inv.get("InvoiceNumber") or ""),
-        total=_dec(inv.get("Total")),
+        # compared when known: an unreadable total never hides an invoice we posted
+        total=decimal_or_none(inv.get("Total")),
         status=inv.get("Status"),
     )
 
@@ -406,6 +367,15 @@ def _linkable_customer(contact: Any) -> RemoteCustomer:
     if is_nil(contact.get("ContactID")):
         raise ValueError("no usable ContactID")
     return customer_from(contact)
+
+
+def _matched(contact: dict[str, Any]) -> RemoteCustomer:
+    """A contact a look-up matched. One that cannot be read fails the look-up: it must not pass
+    for no match, or the customer would be created a second time."""
+    try:
+        return customer_from(contact)
+    except ValueError as exc:
+        raise BadResponse(f"GET /Contacts: contact {contact.get('ContactID')}: {exc}") from None
 
 
 def _contact_rows(body: Any) -> list[Any]:
@@ -443,7 +413,7 @@ class _Shift:
                 )
             else:
                 self.first_seen[cid] = page
-            stamp = parse_xero_date(c.get("UpdatedDateUTC"))
+            stamp = instant_or_none(c.get("UpdatedDateUTC"))
             if stamp is not None and (page not in self.last_stamp or stamp > self.last_stamp[page]):
                 self.last_stamp[page] = stamp
 
@@ -706,7 +676,7 @@ class XeroConnector(Connector):
                     if not isinstance(c, dict) or is_nil(c.get("ContactID")):
                         continue  # names no contact: never a match
                     if (c.get("EmailAddress") or "").strip().casefold() == want:
-                        found.setdefault(str(c.get("ContactID")), customer_from(c))
+                        found.setdefault(str(c.get("ContactID")), _matched(c))
         if account:
             code = _where_string(account)
             where = f"AccountNumber=={code} OR ContactNumber=={code}"
@@ -715,7 +685,7 @@ class XeroConnector(Connector):
                     if not isinstance(c, dict) or is_nil(c.get("ContactID")):
                         continue
                     if account in (c.get("AccountNumber"), c.get("ContactNumber")):
-                        found.setdefault(str(c.get("ContactID")), customer_from(c))
+                        found.setdefault(str(c.get("ContactID")), _matched(c))
         return list(found.values())
 
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
