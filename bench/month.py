@@ -815,7 +815,7 @@ class Month:
             return product_jobs.sweep_budget(jc)  # what `sweep-oldest auto` does
         if choice == "plan":  # plan's model of `auto`: the whole catalogue in 7 days
             merchant = self.merchant()
-            model = plan_mod.MODELS[self.provider]
+            model = plan_mod.model(self.provider)
             return plan_mod._sweep_n(argument, model, merchant, self.entries)
         return int(choice)
 

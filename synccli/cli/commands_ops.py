@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from synccli import fmt
+from synccli import fmt, registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
@@ -54,7 +54,7 @@ def plan(
             raise UsageError(f"{name} must not be negative")
     schedule = planning.load_schedule(crontab)
     merchant = planning.Merchant(products, customers, orders_per_day)
-    reports = [planning.plan(p, merchant, schedule) for p in (provider or list(planning.MODELS))]
+    reports = [planning.plan(p, merchant, schedule) for p in (provider or registry.names())]
     over = any(r.over_budget for r in reports)
     if json_out:
         output.print_json(reports)

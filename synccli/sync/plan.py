@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synccli import fmt
+from synccli import fmt, registry
 from synccli.errors import UsageError
 
 
@@ -34,30 +34,37 @@ class ProviderModel:
     per_day_overhead: float = 0.0  # post-invoices: lists read once a day (tax categories)
     invoice_batch: int = 1  # invoices one post call carries
     catalogue_page: int | None = None  # products a page when a sweep lists the whole catalogue
+    display_name: str = ""
 
 
-MODELS = {
-    "xero": ProviderModel(
-        "xero", 5000, None, None, None, 1000, None, 1, post_calls=1, invoice_batch=50
-    ),
-    "unleashed": ProviderModel(
-        "unleashed", None, 15000, 1000, 1000, 1000, 100, 2, post_calls=1, catalogue_page=1000
-    ),
-    # A sale is looked up by reference only after an unclear answer, not before every post.
-    "lightspeed": ProviderModel(
-        "lightspeed",
-        None,
-        None,
-        100,
-        100,
-        100,
-        100,
-        1,
+def model(provider: str) -> ProviderModel:
+    """How ``provider`` spends calls, read from its registry entry: the connector's limits and
+    capabilities, and the call pattern the registry declares beside them."""
+    if provider not in registry.names():
+        raise UsageError(
+            f"unknown provider {provider!r}: choose one of {', '.join(registry.names())}"
+        )
+    entry = registry.get(provider)
+    caps, limits, calls = entry.capabilities, entry.limits, entry.calls
+    page = caps.catalogue_page
+    return ProviderModel(
+        provider,
+        limits.per_day,
+        limits.per_month,
+        item_page=None if caps.full_catalogue_call else page,
+        stock_page=page if calls.stock_changes_read else None,
+        customer_page=calls.customer_page,
+        lookup_batch=caps.lookup_batch,
+        # a look-up by id reads stock apart where products do not carry it
+        sweep_calls_per_batch=1 if caps.stock_in_product else 2,
+        # A sale is looked up by reference only after an unclear answer, not before every post.
         post_calls=1,
-        per_day_overhead=1,
-        catalogue_page=100,
-    ),
-}
+        per_day_overhead=calls.daily_list_calls,
+        invoice_batch=caps.invoice_batch,
+        catalogue_page=page,
+        display_name=entry.display_name,
+    )
+
 
 SWEEP_DAYS = 7  # sweep-oldest auto: the whole catalogue re-checked within a week
 
@@ -197,9 +204,7 @@ def plan(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanReport
 
 
 def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanReport:
-    if provider not in MODELS:
-        raise UsageError(f"unknown provider {provider!r}: choose one of {', '.join(MODELS)}")
-    m = MODELS[provider]
+    m = model(provider)
     jobs: list[JobCost] = []
     freshness = None
     sweep_per_day = 0.0
@@ -271,7 +276,9 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
     )
     if m.per_day and per_day > m.per_day:
         report.over_budget = True
-        report.warnings.append(f"{per_day:.0f} calls a day exceed Xero's {m.per_day} a day")
+        report.warnings.append(
+            f"{per_day:.0f} calls a day exceed {m.display_name}'s {m.per_day} a day"
+        )
     if m.per_month and per_day * 30 > m.per_month:
         report.over_budget = True
         report.warnings.append(
@@ -321,7 +328,7 @@ CRON_COMMAND = "/usr/local/bin/synccli -q --log-format json --log-file /var/log/
 
 def propose(provider: str, merchant: Merchant) -> list[str]:
     """A schedule that fits the provider's limits, as crontab lines."""
-    m = MODELS[provider]
+    m = model(provider)
     for pull_every in (30, 60, 120):
         schedule = [
             Entry("pull-products", 1440 // pull_every, pull_every),
