@@ -232,6 +232,7 @@ def _register() -> None:
         "commands_customers",
         "commands_invoices",
         "commands_ops",
+        "commands_providers",
     ):
         try:
             module = __import__(f"synccli.cli.{name}", fromlist=["register"])
