@@ -3,13 +3,8 @@ from the sandbox, and hand-written from the provider notes' documented examples)
 
 from __future__ import annotations
 
-import http.server
-import json
 import logging
 import re
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +23,7 @@ from lightspeed_helpers import (
     replay,
     serve,
 )
+from local_json import Served, answering
 
 from synccli.clock import SimClock
 from synccli.connectors.auth import MemoryTokenStore, Tokens
@@ -745,44 +741,9 @@ def test_doc_401_refreshes_once_and_retries():
     assert store.tokens.refresh_token == "def50200-doc-rotated-refresh"
 
 
-class _Fixed(http.server.BaseHTTPRequestHandler):
-    """A tiny local provider: ``answer(host, call number)`` is the JSON body of every GET."""
-
-    answer: Any = None
-    calls = 0
-    url = ""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        type(self).calls += 1
-        host = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
-        body = json.dumps(type(self).answer(host, type(self).calls)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def answering(answer: Callable[[str, int], Any]) -> Iterator[type[_Fixed]]:
-    """A connector's provider that answers every call with ``answer(host, call number)``."""
-    handler = type("Handler", (_Fixed,), {"answer": staticmethod(answer), "calls": 0})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield handler
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def local_connector(handler: type[_Fixed]) -> LightspeedConnector:
+def local_connector(served: Served) -> LightspeedConnector:
     return connect(
-        {"base_url": handler.url, "auth_url": handler.url, "client_id": "c", "account_id": "1"},
+        {"base_url": served.url, "auth_url": served.url, "client_id": "c", "account_id": "1"},
         {"client_secret": "s"},
         token_store=MemoryTokenStore(Tokens("access", "refresh", None, {})),
         clock=SimClock(START),
@@ -807,21 +768,21 @@ def test_a_next_link_answered_twice_is_an_error_naming_it_not_a_loop():
         link = f"{host}/API/V3/Account/1/Item.json?after=stuck" if call < 6 else ""
         return {"@attributes": {"next": link, "previous": ""}, "Item": _item("7")}
 
-    with answering(stuck) as handler:
-        pages = local_connector(handler).changed_products(None)
+    with answering(stuck) as served:
+        pages = local_connector(served).changed_products(None)
         assert [p.remote_id for p in next(pages).records] == ["7"]
         assert [p.remote_id for p in next(pages).records] == ["7"]  # the stuck link, read once
         with pytest.raises(TransientError, match=r"after=stuck.*already read"):
             next(pages)
-        assert handler.calls == 2
+        assert served.calls == 2
 
 
 def test_an_unreadable_qoh_is_a_row_error_not_an_item_without_stock():
     def items(host: str, call: int) -> Any:
         return {"@attributes": {"next": ""}, "Item": [_item("1"), _item("2", qoh="lots")]}
 
-    with answering(items) as handler:
-        (page,) = local_connector(handler).changed_products(None)
+    with answering(items) as served:
+        (page,) = local_connector(served).changed_products(None)
     assert [(p.remote_id, p.stock) for p in page.records] == [("1", Decimal(4))]
     assert len(page.errors) == 1 and "qoh 'lots' is not a number" in page.errors[0]
 
@@ -830,8 +791,8 @@ def test_a_look_up_with_an_unreadable_item_fails_rather_than_call_it_gone():
     def items(host: str, call: int) -> Any:
         return {"@attributes": {"next": ""}, "Item": [_item("1"), _item("2", qoh="lots")]}
 
-    with answering(items) as handler:
-        conn = local_connector(handler)
+    with answering(items) as served:
+        conn = local_connector(served)
         with pytest.raises(TransientError, match="unreadable record"):
             conn.get_products(["1", "2"])
         with pytest.raises(TransientError, match="unreadable record"):

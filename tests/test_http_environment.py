@@ -7,42 +7,18 @@ for the proxy: a proxied request arrives with an absolute URI in its request lin
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_json import answering
 
 from synccli.connectors.http import HttpClient
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        type(self).seen.append(self.path)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[str]]]:
-    _Recorder.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", _Recorder.seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with answering(lambda url, call: {"ok": True}) as served:
+        yield served.url, served.paths
 
 
 def _clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
