@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -107,6 +107,16 @@ def digits(value: str) -> str | None:
     return None if value.strip().isdigit() else "is not a Lightspeed id (digits, such as 1)"
 
 
+def uuid_id(value: str) -> str | None:
+    pattern = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    return None if re.fullmatch(pattern, value.strip()) else "is not an id such as 0adaafb3-6583-…"
+
+
+def store_prefix(value: str) -> str | None:
+    ok = re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value.strip())
+    return None if ok else "is not a store's domain prefix (lower-case letters, digits, '-')"
+
+
 def guid(value: str) -> str | None:
     pattern = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     return None if re.fullmatch(pattern, value.strip()) else "is not a Xero tenant id (a GUID)"
@@ -150,8 +160,16 @@ class OAuthHooks(Protocol):
     def authorize_url(self, settings: dict[str, Any], redirect_uri: str, state: str) -> str: ...
 
     def exchange_code(
-        self, settings: dict[str, Any], creds: dict[str, Any], code: str, redirect_uri: str
-    ) -> Tokens: ...
+        self,
+        settings: dict[str, Any],
+        creds: dict[str, Any],
+        code: str,
+        redirect_uri: str,
+        callback: Mapping[str, str] | None = None,
+    ) -> Tokens:
+        """Trade the code for tokens; ``callback`` is the whole redirect's query (Lightspeed
+        X-Series names the store there)."""
+        ...
 
     def nothing_to_authorise(self, settings: dict[str, Any]) -> str | None:
         """Why this connection needs no browser consent (it gets its own tokens), or None."""
@@ -172,6 +190,7 @@ class ModuleOAuth:
     learns: tuple[str, ...] = ()  # keys of the tokens' ``extra`` kept as settings when unset
     # (setting, value, why): a connection with this setting gets its tokens with its secret
     own_grant: tuple[str, str, str] | None = None
+    callback: bool = False  # its exchange_code reads the redirect's query (``callback=``)
 
     def _functions(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -180,9 +199,17 @@ class ModuleOAuth:
         return str(self._functions().authorize_url(settings, redirect_uri, state))
 
     def exchange_code(
-        self, settings: dict[str, Any], creds: dict[str, Any], code: str, redirect_uri: str
+        self,
+        settings: dict[str, Any],
+        creds: dict[str, Any],
+        code: str,
+        redirect_uri: str,
+        callback: Mapping[str, str] | None = None,
     ) -> Tokens:
-        tokens: Tokens = self._functions().exchange_code(settings, creds, code, redirect_uri)
+        extra = {"callback": dict(callback or {})} if self.callback else {}
+        tokens: Tokens = self._functions().exchange_code(
+            settings, creds, code, redirect_uri, **extra
+        )
         return tokens
 
     def nothing_to_authorise(self, settings: dict[str, Any]) -> str | None:
@@ -261,7 +288,8 @@ class Provider:
     @property
     def account_key(self) -> Setting:
         """The setting naming the account (Unleashed's API id; the OAuth app's client id)."""
-        return next(s for s in self.settings if s.required)
+        # X-Series requires none (a personal token needs no app): its client id, listed first
+        return next((s for s in self.settings if s.required), self.settings[0])
 
     def authorises(self, settings: dict[str, Any]) -> bool:
         """Whether a connection with ``settings`` needs `connections authorize` (a browser
@@ -439,8 +467,72 @@ LIGHTSPEED = Provider(
     oauth=ModuleOAuth("synccli.connectors.lightspeed", learns=("account_id",)),
 )
 
+_X_ID = "found from the store's lists"
+LIGHTSPEED_X = Provider(
+    name="lightspeed-x",
+    display_name="Lightspeed Retail X-Series",
+    connector_module="synccli.connectors.lightspeed_x",
+    auth=AuthKind.OAUTH,
+    settings=(
+        Setting("client_id", "the OAuth app's client id (not for a personal token)", option=True),
+        Setting(
+            "domain_prefix",
+            "the store: its address is DOMAIN_PREFIX.retail.lightspeed.app",
+            "found when authorised",
+            check=store_prefix,
+            option=True,
+        ),
+        Setting(
+            "grant",
+            "authorization_code, or personal_token (the secret given is a personal token)",
+            "authorization_code",
+            check=choice("authorization_code", "personal_token"),
+            option=True,
+        ),
+        Setting("outlet_id", "the outlet whose stock is the shop's", _X_ID, check=uuid_id),
+        Setting("register_id", "the register a sale is rung up on", _X_ID, check=uuid_id),
+        Setting("user_id", "the user a sale is rung up by", "the token's own", check=uuid_id),
+        Setting("payment_type_id", "how a sale is paid", _X_ID, check=uuid_id),
+        Setting(
+            "no_tax_id", "the tax for lines without tax", "the one named No Tax", check=uuid_id
+        ),
+        Setting(
+            "registers",
+            "registers the store has (its limit: 300 x registers + 50 calls in 5 minutes)",
+            "1",
+            check=whole(1, 1000),
+        ),
+        Setting(
+            "scope", "OAuth scopes asked for, space-separated", "what synccli reads and writes"
+        ),
+        Setting(
+            "auth_url", "authorisation server", "https://secure.retail.lightspeed.app", check=url
+        ),
+    ),
+    credentials=(
+        Setting(
+            "client_secret",
+            "the OAuth app's client secret, or the personal token (grant personal_token)",
+            secret=True,
+            env="SYNC_CLIENT_SECRET",
+        ),
+    ),
+    calls=CallPattern(customer_page=1000, stock_changes_read=True, daily_list_calls=5),
+    sandbox=Sandbox("synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",)),
+    oauth=ModuleOAuth(
+        "synccli.connectors.lightspeed_x",
+        learns=("domain_prefix",),
+        own_grant=(
+            "grant",
+            "personal_token",
+            "this connection uses a personal token made in the store: nothing to authorise",
+        ),
+        callback=True,
+    ),
+)
+
 # The registered providers, in the order lists show them.
-PROVIDERS: tuple[Provider, ...] = (XERO, UNLEASHED, LIGHTSPEED)
+PROVIDERS: tuple[Provider, ...] = (XERO, UNLEASHED, LIGHTSPEED, LIGHTSPEED_X)
 
 # Keys that are secret wherever they appear: credentials, and the tokens an authorisation stores.
 TOKENS = ("access_token", "refresh_token", "expires_at")

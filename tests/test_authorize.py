@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from synccli import registry
 from synccli.errors import AuthError
 from synccli.sandbox import harness
 from synccli.store.connections import add_connection, credentials, get_connection
@@ -20,7 +21,7 @@ from synccli.sync.products import pull_products
 def _unauthorised(store: Store, running: harness.Running, name: str):
     settings, creds = harness.connection_values(running)
     secret = {"client_secret": creds["client_secret"]}
-    for key in ("tenant_id", "account_id"):
+    for key in ("tenant_id", "account_id", "domain_prefix"):
         settings.pop(key, None)  # the flow must discover them
     return add_connection(store, name, running.provider, settings, secret)
 
@@ -30,7 +31,10 @@ def _browser(url: str) -> None:
     threading.Thread(target=lambda: requests.get(url, timeout=10), daemon=True).start()
 
 
-@pytest.mark.parametrize("provider", ["xero", "lightspeed"])
+OAUTH = [p.name for p in registry.providers() if p.oauth is not None]
+
+
+@pytest.mark.parametrize("provider", OAUTH)
 def test_authorize_stores_tokens_and_discovers_the_account(store: Store, provider: str) -> None:
     with harness.start(provider, products=5) as running:
         conn = _unauthorised(store, running, "c")
@@ -40,7 +44,7 @@ def test_authorize_stores_tokens_and_discovers_the_account(store: Store, provide
         assert any("http://localhost:" in line for line in said)  # loopback redirect only
         creds = credentials(store, get_connection(store, "c"))
         assert creds["access_token"] and creds["refresh_token"]
-        key = "tenant_id" if provider == "xero" else "account_id"
+        (key,) = registry.get(provider).oauth.learns  # type: ignore[union-attr]
         assert get_connection(store, "c").settings[key] == str(result.details[key])
         with job_run(store, "pull-products", get_connection(store, "c")) as jc:
             report = pull_products(jc)

@@ -288,3 +288,29 @@ def test_the_five_minute_window_is_counted_in_the_ledger_across_runs(store):
     with pytest.raises(RateLimited):
         later.check(now, 1.0)
     later.check(now + timedelta(seconds=301), 1.0)  # the window has moved on
+
+
+def test_a_connection_with_a_personal_token_needs_no_authorisation(store, cli, monkeypatch):
+    from synccli.sandbox import harness
+    from synccli.store.connections import get_connection
+    from synccli.sync.context import job_run
+    from synccli.sync.products import pull_products
+
+    with harness.start("lightspeed-x", products=4, customers=0) as running:
+        monkeypatch.setenv("SYNC_CLIENT_SECRET", running.app.personal_token())
+        args = ["--provider", "lightspeed-x", "--base-url", running.url, "--set"]
+        added = cli(
+            "connections",
+            "add",
+            "px",
+            *args,
+            "domain_prefix=sandboxstore",
+            "--set",
+            "grant=personal_token",
+        )
+        assert added.exit_code == 0, added.stderr
+        assert "connections test px" in added.stdout  # no browser consent to ask for
+        refused = cli("connections", "authorize", "px")
+        assert refused.exit_code == 2 and "personal token" in refused.stderr
+        with job_run(store, "pull-products", get_connection(store, "px")) as jc:
+            assert pull_products(jc).new == 4

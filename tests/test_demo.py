@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from synccli import registry
+
 
 def test_demo_runs_the_schedule_twice_and_ends_with_status(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
@@ -22,7 +24,7 @@ def test_demo_runs_the_schedule_twice_and_ends_with_status(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Round 1" in out and "Round 2" in out
-    for provider in ("xero", "unleashed", "lightspeed"):
+    for provider in registry.names():
         assert f"demo-{provider}: pull-products" in out
         assert f"demo-{provider}: post-invoices" in out
     assert "calls)" in out  # every step says what it cost

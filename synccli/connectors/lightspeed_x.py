@@ -179,9 +179,7 @@ class LightspeedXConnector(Connector):
         lookup_batch=1,  # by id: one product (and its stock) a call pair
         stock_in_product=False,
         idempotency_keys=True,  # our own sale id, derived from the order
-        # a version cursor needs no time overlap [notes §3]; 500 versions are re-read as a
-        # cheap guard against a row made visible late (same call, idempotent apply)
-        cursor_overlap=timedelta(microseconds=500),
+        cursor_overlap=timedelta(0),  # versions are given at write time [notes §3]
         limits=limits_for(1),
         catalogue_page=PAGE,
     )
@@ -632,6 +630,8 @@ def connect(
     s = _settings(settings)
     auth: Any
     personal = credentials.get("personal_token")
+    if s.get("grant") == "personal_token":
+        personal = personal or credentials.get("client_secret")  # given as the secret
     if personal:
         secrets.register(personal)
         auth = PersonalToken(str(personal))

@@ -172,7 +172,10 @@ def authorize(
         )
     if "error" in query:
         raise AuthError(f"the provider refused: {query.get('error_description') or query['error']}")
-    tokens: Tokens = hooks.exchange_code(settings, creds, query["code"], redirect_uri)
+    # the whole redirect goes along: Lightspeed X-Series names the store (domain_prefix) there
+    tokens: Tokens = hooks.exchange_code(
+        settings, creds, query["code"], redirect_uri, callback=query
+    )
     StoreTokenStore(store, conn.id).update_locked(lambda _old: tokens)
     extra = {k: v for k, v in (tokens.extra or {}).items() if isinstance(v, (str, int))}
     found = hooks.learned(settings, tokens)  # Xero's tenant, Lightspeed's account
