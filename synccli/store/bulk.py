@@ -16,7 +16,17 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, literal, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import bindparam
 from sqlalchemy.sql.elements import ColumnElement
@@ -70,7 +80,7 @@ def insert_rows(
     # a statement as SQLite's limit on parameters allows.
     driver = conn.connection.dbapi_connection
     assert driver is not None
-    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # type: ignore[attr-defined]
+    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per = max(1, min(1000, limit // len(names)))
     tail = f" RETURNING {', '.join(map(q, returning))}"
     found: list[tuple[Any, ...]] = []
@@ -121,7 +131,7 @@ def one_of(column: Any, values: Sequence[str | int], dialect: Dialect) -> Column
     value (``SEARCH ... USING INDEX``, then ``LIST SUBQUERY``). Strings and integers only."""
     if dialect.name != "sqlite":
         return column.in_(values)
-    listed = select(literal_column("value")).select_from(
+    listed: Select[Any] = select(literal_column("value")).select_from(
         func.json_each(literal(json.dumps(values)))
     )
     return column.in_(listed)

@@ -268,6 +268,7 @@ class Store:
         before = self.current_revision()
         cfg = alembic_config(self.settings.database_url)
         with self.engine.connect() as conn:
+            raw = None  # SQLite's driver connection, while its foreign keys are off
             if self.is_sqlite:
                 # A migration that rebuilds a table (SQLite's batch mode) drops the old one, and
                 # with foreign keys on that drop deletes every row referring to it, ON DELETE
@@ -287,7 +288,7 @@ class Store:
                                 f"the upgrade left a broken reference in {broken[0]}: not applied"
                             )
             finally:
-                if self.is_sqlite:
+                if raw is not None:
                     raw.execute("PRAGMA foreign_keys=ON")
         return before, self.current_revision()
 

@@ -256,6 +256,7 @@ class StoreLedger:
                 if held is None:
                     _insert_budget_row(conn, self.connection_id, said_at or batch[-1].at)
                     held = conn.execute(held_now).first()
+                    assert held is not None  # inserted above, or by the host that raced us
                 conn.execute(
                     update(budgets)
                     .where(where)

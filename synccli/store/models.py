@@ -6,9 +6,10 @@ read and write those tables directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Integer,
     Numeric,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -39,7 +41,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else _naive_utc(value)
 
     def bind_processor(self, dialect: Any) -> Any:
-        if getattr(self.impl.dialect_impl(dialect), "_storage_format", None) == _SQLITE_FORMAT:
+        convert: Callable[[Any], Any] | None
+        storage = getattr(self.impl_instance.dialect_impl(dialect), "_storage_format", None)
+        if storage == _SQLITE_FORMAT:
             # SQLite's text format is isoformat's, built in C instead of a %-format of seven
             # attributes: 200,000 values in a first pull's links and products
             convert = _sqlite_text
@@ -96,6 +100,9 @@ Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments
 
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), Decimal: Money, dict[str, Any]: JSON}
+    # Every model here maps one Table (no model is mapped to a join or a select), so the bulk
+    # helpers in store/ take ``Model.__table__`` as the Table it is.
+    __table__: ClassVar[Table]
 
 
 # --- connections -----------------------------------------------------------------------------

@@ -98,6 +98,6 @@ def _message(cause: str, lock_timeout: float | None) -> str:
     return f"store unavailable: {cause}"
 
 
-def _first_line(orig: BaseException) -> str:
+def _first_line(orig: BaseException | None) -> str:
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     return (lines[0] if lines else orig.__class__.__name__)[:200]
