@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 import requests
@@ -416,16 +416,17 @@ class HttpClient:
                 return resp
             if status == 401 and not refreshed:
                 refreshed = True
-                if self.auth.on_unauthorized(resp.request.headers):
+                # every header this client sends is text (requests types them str | bytes)
+                if self.auth.on_unauthorized(cast(Mapping[str, str], resp.request.headers)):
                     continue
-            err = self._classify(method, url, resp)
-            if isinstance(err, RateLimited) and attempt <= self.retries + 3:
-                self._wait_to_retry(err.retry_after, err, write, began, rate_limit=True)
+            failure = self._classify(method, url, resp)
+            if isinstance(failure, RateLimited) and attempt <= self.retries + 3:
+                self._wait_to_retry(failure.retry_after, failure, write, began, rate_limit=True)
                 continue
-            if isinstance(err, TransientError) and retry and attempt <= self.retries:
-                self._wait_to_retry(self._backoff_delay(attempt, err), err, write, began)
+            if isinstance(failure, TransientError) and retry and attempt <= self.retries:
+                self._wait_to_retry(self._backoff_delay(attempt, failure), failure, write, began)
                 continue
-            raise err
+            raise failure
 
     def _wait_to_retry(
         self,
@@ -656,8 +657,8 @@ def _read_body(resp: requests.Response) -> None:
     except BaseException:
         resp.close()  # a connection dropped mid-answer is not handed back
         raise
-    resp._content = body or b""  # type: ignore[attr-defined]
-    resp._content_consumed = True  # type: ignore[attr-defined]
+    resp._content = body or b""
+    resp._content_consumed = True
     resp.raw.release_conn()
 
 
