@@ -16,8 +16,10 @@ import typer
 from typer.core import TyperGroup
 
 try:  # typer 0.29+ carries its own copy of click
+    from typer._click.core import Context as ClickContext
     from typer._click.exceptions import ClickException
 except ImportError:  # pragma: no cover - older typer on click
+    from click.core import Context as ClickContext  # type: ignore[no-redef]
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from synccli import interrupt
@@ -120,7 +122,7 @@ class SyncGroup(TyperGroup):
         output.flush()
         sys.exit(code)
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: ClickContext) -> Any:
         try:
             return super().invoke(ctx)
         except SyncError as err:
@@ -146,7 +148,7 @@ class SyncGroup(TyperGroup):
             ctx.exit(int(ExitCode.FAILURE))
 
     @staticmethod
-    def _fail(ctx: typer.Context, err: SyncError) -> None:
+    def _fail(ctx: ClickContext, err: SyncError) -> None:
         output.error_line(err.message)
         state = ctx.find_object(AppState)
         if state is not None and state.verbosity > 0:
