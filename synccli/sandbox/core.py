@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from socketserver import ThreadingMixIn
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 from urllib.parse import parse_qsl
 from wsgiref.handlers import SimpleHandler
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -454,6 +454,7 @@ _REASONS = {
 class _Handler(WSGIRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
+    server: WSGIServer  # make_server builds it (a _Server)
 
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
@@ -478,15 +479,18 @@ class _Handler(WSGIRequestHandler):
                 return
             if not self.parse_request():
                 return
+            # the socket's buffered files, which the stubs type more loosely than IO[bytes]
             handler = _KeepAliveHandler(
-                self.rfile,
-                self.wfile,
+                cast(IO[bytes], self.rfile),
+                cast(IO[bytes], self.wfile),
                 self.get_stderr(),
                 self.get_environ(),
                 multithread=True,
             )
             handler.request_handler = self
-            handler.run(self.server.get_app())
+            app = self.server.get_app()
+            assert app is not None  # make_server set it
+            handler.run(app)
             if self.headers.get("Connection", "").lower() == "close":
                 self.close_connection = True
             else:
@@ -498,6 +502,11 @@ class _Handler(WSGIRequestHandler):
 class _KeepAliveHandler(SimpleHandler):
     http_version = "1.1"
     origin_server = True
+    request_handler: _Handler  # set right after construction
+    # BaseHandler's own state, which the stubs do not declare: start_response sets the status
+    # before the answer is finished and the handler closed.
+    status: str
+    bytes_sent: int
 
     def handle_error(self) -> None:
         # A dropped connection (fault) or a client that went away: nothing to answer.
@@ -526,7 +535,8 @@ class SandboxServer:
     def __init__(self, app: SandboxApp, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
         self.httpd = make_server(host, port, app, server_class=_Server, handler_class=_Handler)
-        self.host, self.port = self.httpd.server_address[:2]
+        bound, self.port = self.httpd.server_address[:2]
+        self.host = cast(str, bound)  # an IPv4 address: always text
         self.url = f"http://{self.host}:{self.port}"
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

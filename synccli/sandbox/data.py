@@ -193,7 +193,9 @@ class _ProductDict(dict[str, Any]):
         _Version.value += 1
         super().clear()
 
-    def __ior__(self, other: Any) -> _ProductDict:
+    # ``|=`` returns the dict itself while ``|`` builds a wider one: the stubs' own dict carries
+    # the same ignore for this clash.
+    def __ior__(self, other: Any) -> _ProductDict:  # type: ignore[override, misc]
         _Version.value += 1
         super().__ior__(other)
         return self
