@@ -371,8 +371,8 @@ class _Where:
             self._next()
             arg = self._value()
             self._expect(")")
-            get = self._getter(path)
-            return lambda r: self._string_method(get(r), method, arg)
+            field_of = self._getter(path)
+            return lambda r: self._string_method(field_of(r), method, arg)
         return self._compared(self._getter(path))
 
     def _compared(self, get: Callable[[dict], Any]) -> Callable[[dict], bool]:
@@ -406,7 +406,8 @@ class _Where:
                 self._next()
                 parts.append(int(self._value()))
             self._expect(")")
-            return datetime(*parts, tzinfo=UTC)
+            # the query gives the parts (year to microsecond), which the stubs cannot count
+            return datetime(*parts, tzinfo=UTC)  # type: ignore[misc, arg-type]
         raise WhereError(f"Syntax error near '{tok}'")
 
     def _norm(self, value: Any) -> Any:
@@ -553,6 +554,29 @@ class _TenantExtra:
     customer_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
     is_customer: set[str] = field(default_factory=set)
     invoice_seq: int = 0
+
+
+# One element of a write: (element, request, world, tenant extras, id in the path) -> (the
+# element's answer, its validation errors).
+_WriteOne = Callable[
+    [dict[str, Any], Request, World, _TenantExtra, str | None], tuple[dict, list[str]]
+]
+
+
+@dataclass
+class _InvoiceHead:
+    """An invoice element's header fields, as read (and checked) before its lines."""
+
+    kind: Any  # as sent, or the existing invoice's
+    status: Any
+    amount_types: Any
+    number: Any
+    issued: date | None  # None when unreadable (an error was recorded)
+    due: date | None
+
+
+# An invoice line as answered, the item it names (if any) and its quantity.
+_InvoiceLine = tuple[dict[str, Any], Product | None, Decimal]
 
 
 def _words(text: str) -> set[str]:
@@ -1095,7 +1119,7 @@ class XeroSandbox(SandboxApp):
         self,
         req: Request,
         plural: str,
-        one: Callable[[dict, Request, World, _TenantExtra, str | None], tuple[dict, list[str]]],
+        one: _WriteOne,
         ident: str | None = None,
     ) -> Response:
         tid, world, extra = self._tenant(req)
@@ -1117,7 +1141,16 @@ class XeroSandbox(SandboxApp):
             self._idem[(tid, key)] = _Stored(fingerprint, resp.status, resp.body, now)
         return resp
 
-    def _write_now(self, req, plural, one, tid, world, extra, ident) -> Response:
+    def _write_now(
+        self,
+        req: Request,
+        plural: str,
+        one: _WriteOne,
+        tid: str,
+        world: World,
+        extra: _TenantExtra,
+        ident: str | None,
+    ) -> Response:
         body = json_body(req)
         elements = body.get(plural) if isinstance(body, dict) else None
         if not isinstance(elements, list):
@@ -1280,16 +1313,46 @@ class XeroSandbox(SandboxApp):
     def _write_items(self, req: Request, ident: str | None = None) -> Response:
         return self._write(req, "Items", self._one_item, ident)
 
-    def _one_item(self, el, req, world, extra, ident) -> tuple[dict, list[str]]:
-        errors: list[str] = []
-        method = req.method
+    def _one_item(
+        self,
+        el: dict[str, Any],
+        req: Request,
+        world: World,
+        extra: _TenantExtra,
+        ident: str | None,
+    ) -> tuple[dict, list[str]]:
         code = el.get("Code")
         existing = None
-        if method == "POST":
+        if req.method == "POST":
             target = el.get("ItemID") or ident
             existing = self._find_item(world, target) if target else None
             if existing is None and code:
                 existing = world.product_by_code(code)
+        errors = self._item_errors(el, world, existing)
+        sales = el.get("SalesDetails") or {}
+        tax = sales.get("TaxType")
+        account = sales.get("AccountCode")
+        price = _dec(sales.get("UnitPrice"))
+        if errors:
+            return {**el, "ItemID": NIL_ID}, errors
+        purchase = el.get("PurchaseDetails") or {}
+        meta = {
+            "AccountCode": account or "200",
+            "TaxType": tax or "OUTPUT2",
+            "COGSAccountCode": purchase.get("COGSAccountCode") or "310",
+            "PurchaseTaxType": purchase.get("TaxType") or "INPUT2",
+            "InventoryAssetAccountCode": el.get("InventoryAssetAccountCode") or "630",
+        }
+        p, created = self._apply_item(el, world, existing, price)
+        extra.item_meta[p.id] = meta
+        self.record_write("product", p.id, el, created)
+        rec, _ = self._render_item(p, extra, True)
+        return {**rec, "ValidationErrors": []}, []
+
+    def _item_errors(self, el: dict[str, Any], world: World, existing: Product | None) -> list[str]:
+        """An item element's validation errors, in the order Xero lists them."""
+        errors: list[str] = []
+        code = el.get("Code")
         if not code:
             errors.append("Price List Item Code must be supplied")
         elif len(code) > 30:
@@ -1316,19 +1379,18 @@ class XeroSandbox(SandboxApp):
         account = sales.get("AccountCode")
         if account and account not in ACCOUNTS:
             errors.append(f"Account code '{account}' is not a valid code for this document.")
-        price = _dec(sales.get("UnitPrice"))
-        if errors:
-            return {**el, "ItemID": NIL_ID}, errors
+        return errors
+
+    def _apply_item(
+        self, el: dict[str, Any], world: World, existing: Product | None, price: Decimal | None
+    ) -> tuple[Product, bool]:
+        """Create the item or update ``existing`` from a valid element: (the item, created)."""
         now = self.clock.now()
+        code: str = el["Code"]  # a valid element has one
+        name = el.get("Name")  # a new item's is given (refused otherwise)
         purchase = el.get("PurchaseDetails") or {}
-        meta = {
-            "AccountCode": account or "200",
-            "TaxType": tax or "OUTPUT2",
-            "COGSAccountCode": purchase.get("COGSAccountCode") or "310",
-            "PurchaseTaxType": purchase.get("TaxType") or "INPUT2",
-            "InventoryAssetAccountCode": el.get("InventoryAssetAccountCode") or "630",
-        }
         if existing is None:
+            assert name
             p = Product(
                 id=self.catalogue.gen.uuid(),
                 code=code,
@@ -1361,10 +1423,7 @@ class XeroSandbox(SandboxApp):
                 p.archived = False
             p.updated_at = now
             created = False
-        extra.item_meta[p.id] = meta
-        self.record_write("product", p.id, el, created)
-        rec, _ = self._render_item(p, extra, True)
-        return {**rec, "ValidationErrors": []}, []
+        return p, created
 
     # Contacts ----------------------------------------------------------------------------------
     def _render_contact(self, c: Customer, extra: _TenantExtra, full: bool) -> dict:
@@ -1525,7 +1584,14 @@ class XeroSandbox(SandboxApp):
                 merged["ContactPersons"] = []  # left out of the payload: wiped (§4)
         return c
 
-    def _one_contact(self, el, req, world, extra, ident) -> tuple[dict, list[str]]:
+    def _one_contact(
+        self,
+        el: dict[str, Any],
+        req: Request,
+        world: World,
+        extra: _TenantExtra,
+        ident: str | None,
+    ) -> tuple[dict, list[str]]:
         existing = None
         if req.method == "POST":
             target = el.get("ContactID") or ident
@@ -1654,111 +1720,32 @@ class XeroSandbox(SandboxApp):
         self.record_write("customer", c.id, details, True)
         return c
 
-    def _one_invoice(self, el, req, world, extra, ident) -> tuple[dict, list[str]]:
+    def _one_invoice(
+        self,
+        el: dict[str, Any],
+        req: Request,
+        world: World,
+        extra: _TenantExtra,
+        ident: str | None,
+    ) -> tuple[dict, list[str]]:
         errors: list[str] = []
-        method = req.method
         now = self.clock.now()
-        existing = None
-        if method == "POST":
-            target = el.get("InvoiceID") or ident
-            if target:
-                existing = self._find_invoice(world, str(target))
-                if existing is None:
-                    errors.append(f"Invoice with InvoiceID {target} could not be found.")
-            elif el.get("InvoiceNumber"):  # POST overwrites by number (pyxero#328, unconfirmed)
-                existing = self._find_invoice(world, el["InvoiceNumber"])
-        kind = el.get("Type") or (existing.body["Type"] if existing else None)
-        if kind not in ("ACCREC", "ACCPAY"):
-            errors.append("Invoice Type must be specified")
-        status = el.get("Status") or (existing.body["Status"] if existing else "DRAFT")
-        if status not in ("DRAFT", "SUBMITTED", "AUTHORISED", "DELETED", "VOIDED"):
-            errors.append(f"Invoice Status '{status}' is not valid")
-        amount_types = el.get("LineAmountTypes") or "Exclusive"
-        if amount_types not in ("Exclusive", "Inclusive", "NoTax"):
-            errors.append(f"LineAmountTypes '{amount_types}' is not valid")
-        number = el.get("InvoiceNumber")
-        if (
-            number
-            and kind == "ACCREC"
-            and method == "PUT"
-            and self.unique_invoice_numbers
-            and any(
-                i.number == number and i.body["Type"] == "ACCREC" for i in world.invoices.values()
-            )
-        ):
-            errors.append("Invoice # must be unique.")
-        inv_date = parse_body_date(el.get("Date")) if el.get("Date") else now.date()
-        if inv_date is None:
-            errors.append(f"'{el.get('Date')}' is not a valid date")
-        due = parse_body_date(el.get("DueDate")) if el.get("DueDate") else None
-        currency = el.get("CurrencyCode")
-        if currency is not None and not (
-            isinstance(currency, str) and re.fullmatch("[A-Z]{3}", currency)
-        ):
-            # CurrencyCode is an enum of upper-case ISO 4217 codes (OAS ``CurrencyCode``), read
-            # the .NET way, case included: Xero answers an unknown value with "Requested value
-            # 'TRY' was not found." (XeroAPI/Xero-NetStandard#656), so "nzd" is refused too.
-            errors.append(f"Requested value '{currency}' was not found.")
+        existing = self._invoice_target(el, req, world, ident, errors)
+        head = self._invoice_head(el, req, world, existing, now, errors)
         unitdp4 = req.query.get("unitdp") == "4"
-        lines, sub, tax_total = [], Decimal(0), Decimal(0)
         raw_lines = el.get("LineItems")
         if not isinstance(raw_lines, list) or not raw_lines:
             if existing is None:
                 errors.append("Invoice must have at least one line item")
             raw_lines = []
+        lines: list[_InvoiceLine] = []
+        sub, tax_total = Decimal(0), Decimal(0)
         for line in raw_lines:
-            line = line if isinstance(line, dict) else {}
-            code = line.get("ItemCode")
-            item = None
-            if code:
-                item = world.product_by_code(code)
-                if item is None:
-                    errors.append(f"Item code '{code}' is not valid")
-            tax = line.get("TaxType")
-            if tax is not None and tax not in SALES_TAX_TYPES:
-                errors.append(
-                    f"The TaxType code {tax} does not exist or cannot be used for this type of "
-                    "transaction."
-                )
-            account = line.get("AccountCode")
-            if account is not None and account not in ACCOUNTS:
-                errors.append(f"Account code '{account}' is not a valid code for this document.")
-            desc = line.get("Description")
-            if not desc and item is None:
-                errors.append("Description must be specified")
-            qty = _dec(line.get("Quantity"))
-            qty = Decimal(1) if qty is None else qty
-            unit = _dec(line.get("UnitAmount")) or Decimal(0)
-            unit = unit.quantize(Q4 if unitdp4 else CENT, rounding=ROUND_HALF_UP)
-            # A line without TaxType gets its account's default tax type: Xero's LineItem docs
-            # call TaxType "an override if the default Tax Code for the selected AccountCode is
-            # not correct"; the spec's Accounts example gives 200 Sales TaxType OUTPUT2, the
-            # default of every revenue account here. So an untaxed line must say NONE.
-            rate = TAX_RATES.get(tax or "OUTPUT2", Decimal(0))
-            if amount_types == "NoTax":
-                rate = Decimal(0)
-            amount = _round2(qty * unit)
-            if amount_types == "Inclusive":
-                line_tax = _round2(amount - amount / (1 + rate))
-                net = amount - line_tax
-            else:
-                line_tax = _round2(amount * rate)
-                net = amount
+            out, item, qty, net, line_tax = self._invoice_line(
+                line if isinstance(line, dict) else {}, world, head, unitdp4, errors
+            )
             sub += net
             tax_total += line_tax
-            out = {
-                "LineItemID": str(uuid.uuid4()),
-                "Description": desc or (item.description if item else ""),
-                "Quantity": _num(qty),
-                "UnitAmount": _num(unit),
-                "TaxType": tax or "OUTPUT2",
-                "TaxAmount": _num(line_tax),
-                "LineAmount": _num(amount),
-                "AccountCode": account or "200",
-                "Tracking": [],
-            }
-            if code:
-                out = {"ItemCode": code, **out}
             lines.append((out, item, qty))
         contact = None
         if not errors:
@@ -1775,12 +1762,162 @@ class XeroSandbox(SandboxApp):
                 )
             return echo, errors
         assert contact is not None
+        rec = self._save_invoice(
+            el, world, extra, existing, head, lines, sub, tax_total, contact, now
+        )
+        return rec, []
+
+    def _invoice_target(
+        self,
+        el: dict[str, Any],
+        req: Request,
+        world: World,
+        ident: str | None,
+        errors: list[str],
+    ) -> Invoice | None:
+        """The invoice a POST updates (by id, or by number), or None for a new one."""
+        existing = None
+        if req.method == "POST":
+            target = el.get("InvoiceID") or ident
+            if target:
+                existing = self._find_invoice(world, str(target))
+                if existing is None:
+                    errors.append(f"Invoice with InvoiceID {target} could not be found.")
+            elif el.get("InvoiceNumber"):  # POST overwrites by number (pyxero#328, unconfirmed)
+                existing = self._find_invoice(world, el["InvoiceNumber"])
+        return existing
+
+    def _invoice_head(
+        self,
+        el: dict[str, Any],
+        req: Request,
+        world: World,
+        existing: Invoice | None,
+        now: datetime,
+        errors: list[str],
+    ) -> _InvoiceHead:
+        """The element's header fields, each refusal added to ``errors`` in Xero's order."""
+        kind = el.get("Type") or (existing.body["Type"] if existing else None)
+        if kind not in ("ACCREC", "ACCPAY"):
+            errors.append("Invoice Type must be specified")
+        status = el.get("Status") or (existing.body["Status"] if existing else "DRAFT")
+        if status not in ("DRAFT", "SUBMITTED", "AUTHORISED", "DELETED", "VOIDED"):
+            errors.append(f"Invoice Status '{status}' is not valid")
+        amount_types = el.get("LineAmountTypes") or "Exclusive"
+        if amount_types not in ("Exclusive", "Inclusive", "NoTax"):
+            errors.append(f"LineAmountTypes '{amount_types}' is not valid")
+        number = el.get("InvoiceNumber")
+        if (
+            number
+            and kind == "ACCREC"
+            and req.method == "PUT"
+            and self._number_taken(world, number)
+        ):
+            errors.append("Invoice # must be unique.")
+        inv_date = parse_body_date(el.get("Date")) if el.get("Date") else now.date()
+        if inv_date is None:
+            errors.append(f"'{el.get('Date')}' is not a valid date")
+        due = parse_body_date(el.get("DueDate")) if el.get("DueDate") else None
+        currency = el.get("CurrencyCode")
+        if currency is not None and not (
+            isinstance(currency, str) and re.fullmatch("[A-Z]{3}", currency)
+        ):
+            # CurrencyCode is an enum of upper-case ISO 4217 codes (OAS ``CurrencyCode``), read
+            # the .NET way, case included: Xero answers an unknown value with "Requested value
+            # 'TRY' was not found." (XeroAPI/Xero-NetStandard#656), so "nzd" is refused too.
+            errors.append(f"Requested value '{currency}' was not found.")
+        return _InvoiceHead(kind, status, amount_types, number, inv_date, due)
+
+    def _number_taken(self, world: World, number: Any) -> bool:
+        """A new sales invoice's number already in use (when numbers are kept unique)."""
+        return self.unique_invoice_numbers and any(
+            i.number == number and i.body["Type"] == "ACCREC" for i in world.invoices.values()
+        )
+
+    def _invoice_line(
+        self,
+        line: dict[str, Any],
+        world: World,
+        head: _InvoiceHead,
+        unitdp4: bool,
+        errors: list[str],
+    ) -> tuple[dict[str, Any], Product | None, Decimal, Decimal, Decimal]:
+        """One line as answered, its item, quantity, net amount and tax; refusals to ``errors``."""
+        code = line.get("ItemCode")
+        item = None
+        if code:
+            item = world.product_by_code(code)
+            if item is None:
+                errors.append(f"Item code '{code}' is not valid")
+        tax = line.get("TaxType")
+        if tax is not None and tax not in SALES_TAX_TYPES:
+            errors.append(
+                f"The TaxType code {tax} does not exist or cannot be used for this type of "
+                "transaction."
+            )
+        account = line.get("AccountCode")
+        if account is not None and account not in ACCOUNTS:
+            errors.append(f"Account code '{account}' is not a valid code for this document.")
+        desc = line.get("Description")
+        if not desc and item is None:
+            errors.append("Description must be specified")
+        qty = _dec(line.get("Quantity"))
+        qty = Decimal(1) if qty is None else qty
+        unit = _dec(line.get("UnitAmount")) or Decimal(0)
+        unit = unit.quantize(Q4 if unitdp4 else CENT, rounding=ROUND_HALF_UP)
+        # A line without TaxType gets its account's default tax type: Xero's LineItem docs
+        # call TaxType "an override if the default Tax Code for the selected AccountCode is
+        # not correct"; the spec's Accounts example gives 200 Sales TaxType OUTPUT2, the
+        # default of every revenue account here. So an untaxed line must say NONE.
+        rate = TAX_RATES.get(tax or "OUTPUT2", Decimal(0))
+        if head.amount_types == "NoTax":
+            rate = Decimal(0)
+        amount = _round2(qty * unit)
+        if head.amount_types == "Inclusive":
+            line_tax = _round2(amount - amount / (1 + rate))
+            net = amount - line_tax
+        else:
+            line_tax = _round2(amount * rate)
+            net = amount
+        out: dict[str, Any] = {
+            "LineItemID": str(uuid.uuid4()),
+            "Description": desc or (item.description if item else ""),
+            "Quantity": _num(qty),
+            "UnitAmount": _num(unit),
+            "TaxType": tax or "OUTPUT2",
+            "TaxAmount": _num(line_tax),
+            "LineAmount": _num(amount),
+            "AccountCode": account or "200",
+            "Tracking": [],
+        }
+        if code:
+            out = {"ItemCode": code, **out}
+        return out, item, qty, net, line_tax
+
+    def _save_invoice(
+        self,
+        el: dict[str, Any],
+        world: World,
+        extra: _TenantExtra,
+        existing: Invoice | None,
+        head: _InvoiceHead,
+        lines: list[_InvoiceLine],
+        sub: Decimal,
+        tax_total: Decimal,
+        contact: Customer,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Store a valid invoice element (new, or over ``existing``) and answer its record; a
+        sales invoice newly authorised takes its tracked items' quantities out of stock."""
+        kind, status = head.kind, head.status
+        inv_date = head.issued
+        assert inv_date is not None  # an unreadable date was refused
         if existing is None:
             extra.invoice_seq += 1
-        number = number or (existing.number if existing else f"INV-{extra.invoice_seq:04d}")
+        number = head.number or (existing.number if existing else f"INV-{extra.invoice_seq:04d}")
         inv_id = existing.id if existing else self.catalogue.gen.uuid()
         total = sub + tax_total
-        due = due or (inv_date + timedelta(days=30))
+        due = head.due or (inv_date + timedelta(days=30))
         rec = {
             "Type": kind,
             "InvoiceID": inv_id,
@@ -1808,7 +1945,7 @@ class XeroSandbox(SandboxApp):
             "DueDateString": f"{due.isoformat()}T00:00:00",
             "DueDate": xero_day(due),
             "Status": status,
-            "LineAmountTypes": amount_types,
+            "LineAmountTypes": head.amount_types,
             "LineItems": [out for out, _, _ in lines]
             or (existing.body["LineItems"] if existing else []),
             "SubTotal": _num(sub),
@@ -1832,7 +1969,7 @@ class XeroSandbox(SandboxApp):
                     item.stock -= qty
                     item.stock_updated_at = now
         self.record_write("invoice", inv_id, el, existing is None)
-        return rec, []
+        return rec
 
 
 def _refused(plural: str, out: dict[str, Any], errors: list[str]) -> dict[str, Any]:
@@ -1872,7 +2009,7 @@ def _problem(
     status: int, title: str, detail: str, headers: dict[str, str] | None = None
 ) -> Response:
     """Xero's RFC 7807-style error body for 401/403/404/429."""
-    body = {
+    body: dict[str, Any] = {
         "Type": None,
         "Title": title,
         "Status": status,
