@@ -118,7 +118,7 @@ AVG_COST_SHARE = Decimal("0.45")  # a product's average cost is this share of it
 TAX_CODES = {"G.S.T.": Decimal("0.15"), "NONE": Decimal("0"), "EXEMPT": Decimal("0")}
 DEFAULT_LIMITS: dict[str, int | None] = {"per_month": 15000, "per_minute": None}
 QUOTA_DESCRIPTION = "Monthly API call limit reached for this account"
-WAREHOUSE = {
+WAREHOUSE: dict[str, Any] = {
     "WarehouseCode": "W1",
     "WarehouseName": "Main Warehouse",
     "IsDefault": True,
@@ -239,7 +239,9 @@ def parse_when(value: Any) -> datetime:
     text = text.replace("Z", "+00:00")
     if "." in text:  # .NET sends up to 7 fraction digits; Python takes at most 6
         head, _, frac = text.partition(".")
-        digits = re.match(r"\d*", frac).group(0)
+        run = re.match(r"\d*", frac)
+        assert run is not None  # \d* matches the empty string too
+        digits = run.group(0)
         text = f"{head}.{digits[:6].ljust(6, '0')}{frac[len(digits) :]}"
     dt = datetime.fromisoformat(text)
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
@@ -1200,10 +1202,8 @@ class UnleashedSandbox(SandboxApp):
         self.record_write("invoice", guid, body, created=existing is None)
         return self._json(self.order_json(inv, world), 201)
 
-    def _validate_order(self, world: World, body: Any, guid: str) -> dict[str, Any]:
-        if not isinstance(body, dict):
-            raise _Invalid("The request body must be a SalesOrder object")
-        _check_guid(body, guid)
+    def _order_customer(self, world: World, body: dict[str, Any]) -> Customer:
+        """The order's customer, named by Guid or by CustomerCode."""
         ref = body.get("Customer") or {}
         customer = None
         if isinstance(ref, dict) and ref.get("Guid"):
@@ -1219,6 +1219,13 @@ class UnleashedSandbox(SandboxApp):
             raise _Invalid(
                 f"Customer '{ref.get('Guid') or ref.get('CustomerCode')}' does not exist"
             )
+        return customer
+
+    def _validate_order(self, world: World, body: Any, guid: str) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise _Invalid("The request body must be a SalesOrder object")
+        _check_guid(body, guid)
+        customer = self._order_customer(world, body)
         warehouse = (body.get("Warehouse") or {}).get("WarehouseCode")
         if warehouse and warehouse.lower() != WAREHOUSE["WarehouseCode"].lower():
             raise _Invalid(f"Warehouse '{warehouse}' does not exist")
