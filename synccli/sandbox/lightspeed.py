@@ -180,6 +180,19 @@ def _bad(message: str, error_class: str = "InvalidArgumentException") -> _Fail:
     return _Fail(ls_error(400, message, error_class))
 
 
+_INVALID_REQUEST = (
+    "The request is missing a required parameter, includes an invalid "
+    "parameter value, includes a parameter more than once, or is otherwise "
+    "malformed."
+)
+_INVALID_GRANT = (
+    "The provided authorization grant (e.g., authorization code, resource "
+    "owner credentials) or refresh token is invalid, expired, revoked, does "
+    "not match the redirection URI used in the authorization request, or was "
+    "issued to another client."
+)
+
+
 def oauth_error(status: int, error: str, description: str, hint: str | None = None) -> Response:
     body = {"error": error, "error_description": description, "message": description}
     if hint:
@@ -905,35 +918,9 @@ class LightspeedSandbox(SandboxApp):
             return None
         with self.lock:
             self.log.append((req.method, req.path, req.query_string))
-            header = req.header("authorization") or ""
-            if not header.lower().startswith("bearer "):
-                return oauth_error(
-                    401,
-                    "access_denied",
-                    "The resource owner or authorization server denied the request.",
-                    'Missing "Authorization" header',
-                )
-            token = self.access_tokens.get(header[7:].strip())
-            if token is None or self.clock.now() >= token.expires_at:
-                return oauth_error(
-                    401,
-                    "access_denied",
-                    "The resource owner or authorization server denied the request.",
-                    "Access token could not be verified",
-                )
-            if token.revoked:
-                return oauth_error(
-                    401,
-                    "access_denied",
-                    "The resource owner or authorization server denied the request.",
-                    "Access token has been revoked",
-                )
-            if not token.used:
-                token.used = True
-                if token.replaces_refresh and self.revoke_on_first_use:
-                    old = self.refresh_tokens.get(token.replaces_refresh)
-                    if old is not None:
-                        old.state = "spent"
+            token = self._bearer(req)
+            if isinstance(token, Response):
+                return token
             req.environ["ls.token"] = token
             match = re.match(rf"^{API}/([^/]+)/", req.path, re.IGNORECASE)
             if match and match.group(1) != token.account:
@@ -942,89 +929,146 @@ class LightspeedSandbox(SandboxApp):
                     "Not Authorized: Insufficient rights to perform the request",
                     "InsufficientRightsException",
                 )
-            entity = endpoint.split("/")[0].removeprefix("POST ").removeprefix("DELETE ")
-            params = dict(parse_qsl(req.query_string, keep_blank_values=True))
-            body = None
-            if req.method in ("POST", "PUT"):
-                try:
-                    body = req.json()
-                except (ValueError, UnicodeDecodeError):
-                    body = None
-            try:
-                cost = request_cost(
-                    req.method,
-                    entity,
-                    params,
-                    body,
-                    is_list="/" not in endpoint and req.method == "GET",
-                )
-            except _Fail:
-                cost = 1.0
+            cost = self._cost(req, endpoint)
             req.environ["ls.cost"] = cost
-            key = (token.account, token.client_id)
-            t = self.limit_time()
-            day_limit = self.limits.get("day")
-            if day_limit is not None:
-                today = self.clock.now().date().isoformat()
-                used = self.day_used.get((*key, today), 0)
-                if used >= day_limit:
-                    now = self.clock.now()
-                    midnight = (now + timedelta(days=1)).replace(
-                        hour=0, minute=0, second=0, microsecond=0
-                    )
-                    resp = ls_error(
-                        429,
-                        "Rate Limit Exceeded: the account's daily allowance is spent",
-                        "RateLimitedException",
-                    )
-                    resp.headers.update(
-                        {
-                            "X-LS-API-RateLimit-Type": "api-daily-quota",
-                            "Retry-After": str(int((midnight - now).total_seconds()) or 1),
-                            "X-LS-Acct-Id": token.account,
-                        }
-                    )
-                    return resp
-                self.day_used[(*key, today)] = used + 1
-            if self.burst_limiter:
-                window = self.bursts.setdefault(key, [t, 0])
-                if t - window[0] >= 1.0:
-                    window[0], window[1] = t, 0
-                if window[1] >= int(self.limits["burst"]):
-                    resp = ls_error(
-                        429,
-                        "Rate Limit Exceeded: burst rate limit exceeded",
-                        "RateLimitedException",
-                    )
-                    resp.headers.update(
-                        {
-                            "X-LS-API-RateLimit-Type": "api-burst-limiter",
-                            "Retry-After": ceil_seconds((window[0] + 1.0 - t) / self.time_scale),
-                            "X-LS-API-Burst-Level": f"{window[1]}/{self.limits['burst']}",
-                        }
-                    )
-                    resp.headers.update(self._bucket_headers(token, 0.0, t))
-                    return resp
-                window[1] += 1
-                req.environ["ls.burst"] = f"{window[1]}/{self.limits['burst']}"
-            bucket = self.bucket(token.account, token.client_id)
-            if not bucket.take(t, cost):
-                resp = ls_error(
-                    429,
-                    "Rate Limit Exceeded: Please decrease your request volume. "
-                    "To find out more about our rate limits, please visit: "
-                    "https://developers.lightspeedhq.com/retail/introduction/ratelimits/",
-                    "RateLimitedException",
-                )
-                resp.headers.update(
-                    {
-                        "X-LS-API-RateLimit-Type": "api-leaky-bucket",
-                        "Retry-After": ceil_seconds(bucket.retry_after(t) / self.time_scale),
-                    }
-                )
-                resp.headers.update(self._bucket_headers(token, 0.0, t))
-                return resp
-            req.environ["ls.t"] = t
+            return self._throttle(req, token, cost)
+
+    def _bearer(self, req: Request) -> _AccessToken | Response:
+        """The request's access token, or the 401 that refuses it. A token's first use spends
+        the refresh token it replaced (when refresh tokens are revoked on first use)."""
+        header = req.header("authorization") or ""
+        if not header.lower().startswith("bearer "):
+            return oauth_error(
+                401,
+                "access_denied",
+                "The resource owner or authorization server denied the request.",
+                'Missing "Authorization" header',
+            )
+        token = self.access_tokens.get(header[7:].strip())
+        if token is None or self.clock.now() >= token.expires_at:
+            return oauth_error(
+                401,
+                "access_denied",
+                "The resource owner or authorization server denied the request.",
+                "Access token could not be verified",
+            )
+        if token.revoked:
+            return oauth_error(
+                401,
+                "access_denied",
+                "The resource owner or authorization server denied the request.",
+                "Access token has been revoked",
+            )
+        if not token.used:
+            token.used = True
+            if token.replaces_refresh and self.revoke_on_first_use:
+                old = self.refresh_tokens.get(token.replaces_refresh)
+                if old is not None:
+                    old.state = "spent"
+        return token
+
+    def _cost(self, req: Request, endpoint: str) -> float:
+        """The request's units from the bucket (1 when the request cannot be costed)."""
+        entity = endpoint.split("/")[0].removeprefix("POST ").removeprefix("DELETE ")
+        params = dict(parse_qsl(req.query_string, keep_blank_values=True))
+        body = None
+        if req.method in ("POST", "PUT"):
+            try:
+                body = req.json()
+            except (ValueError, UnicodeDecodeError):
+                body = None
+        try:
+            return request_cost(
+                req.method,
+                entity,
+                params,
+                body,
+                is_list="/" not in endpoint and req.method == "GET",
+            )
+        except _Fail:
+            return 1.0
+
+    def _throttle(self, req: Request, token: _AccessToken, cost: float) -> Response | None:
+        """The 429 of the first limit the request would break (daily quota, burst, leaky
+        bucket), or None with the request counted against each."""
+        key = (token.account, token.client_id)
+        t = self.limit_time()
+        day_limit = self.limits.get("day")
+        if day_limit is not None:
+            refused = self._spend_day(key, token, day_limit)
+            if refused is not None:
+                return refused
+        if self.burst_limiter:
+            refused = self._spend_burst(req, key, token, t)
+            if refused is not None:
+                return refused
+        bucket = self.bucket(token.account, token.client_id)
+        if not bucket.take(t, cost):
+            resp = ls_error(
+                429,
+                "Rate Limit Exceeded: Please decrease your request volume. "
+                "To find out more about our rate limits, please visit: "
+                "https://developers.lightspeedhq.com/retail/introduction/ratelimits/",
+                "RateLimitedException",
+            )
+            resp.headers.update(
+                {
+                    "X-LS-API-RateLimit-Type": "api-leaky-bucket",
+                    "Retry-After": ceil_seconds(bucket.retry_after(t) / self.time_scale),
+                }
+            )
+            resp.headers.update(self._bucket_headers(token, 0.0, t))
+            return resp
+        req.environ["ls.t"] = t
+        return None
+
+    def _spend_day(
+        self, key: tuple[str, str], token: _AccessToken, day_limit: float
+    ) -> Response | None:
+        today = self.clock.now().date().isoformat()
+        used = self.day_used.get((*key, today), 0)
+        if used >= day_limit:
+            now = self.clock.now()
+            midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+            resp = ls_error(
+                429,
+                "Rate Limit Exceeded: the account's daily allowance is spent",
+                "RateLimitedException",
+            )
+            resp.headers.update(
+                {
+                    "X-LS-API-RateLimit-Type": "api-daily-quota",
+                    "Retry-After": str(int((midnight - now).total_seconds()) or 1),
+                    "X-LS-Acct-Id": token.account,
+                }
+            )
+            return resp
+        self.day_used[(*key, today)] = used + 1
+        return None
+
+    def _spend_burst(
+        self, req: Request, key: tuple[str, str], token: _AccessToken, t: float
+    ) -> Response | None:
+        window = self.bursts.setdefault(key, [t, 0])
+        if t - window[0] >= 1.0:
+            window[0], window[1] = t, 0
+        if window[1] >= int(self.limits["burst"]):
+            resp = ls_error(
+                429,
+                "Rate Limit Exceeded: burst rate limit exceeded",
+                "RateLimitedException",
+            )
+            resp.headers.update(
+                {
+                    "X-LS-API-RateLimit-Type": "api-burst-limiter",
+                    "Retry-After": ceil_seconds((window[0] + 1.0 - t) / self.time_scale),
+                    "X-LS-API-Burst-Level": f"{window[1]}/{self.limits['burst']}",
+                }
+            )
+            resp.headers.update(self._bucket_headers(token, 0.0, t))
+            return resp
+        window[1] += 1
+        req.environ["ls.burst"] = f"{window[1]}/{self.limits['burst']}"
         return None
 
     def _bucket_headers(self, token: _AccessToken, cost: float, t: float) -> dict[str, str]:
@@ -1141,21 +1185,10 @@ class LightspeedSandbox(SandboxApp):
             form = {k: str(v) for k, v in (body or {}).items()} if isinstance(body, dict) else {}
         else:
             form = req.form()
-        invalid_request = (
-            "The request is missing a required parameter, includes an invalid "
-            "parameter value, includes a parameter more than once, or is otherwise "
-            "malformed."
-        )
-        invalid_grant = (
-            "The provided authorization grant (e.g., authorization code, resource "
-            "owner credentials) or refresh token is invalid, expired, revoked, does "
-            "not match the redirection URI used in the authorization request, or was "
-            "issued to another client."
-        )
         grant = form.get("grant_type")
         if not grant:
             return oauth_error(
-                400, "invalid_request", invalid_request, "Check the `grant_type` parameter"
+                400, "invalid_request", _INVALID_REQUEST, "Check the `grant_type` parameter"
             )
         if grant not in ("authorization_code", "refresh_token"):
             return oauth_error(
@@ -1168,63 +1201,71 @@ class LightspeedSandbox(SandboxApp):
         if client is None or client["secret"] != form.get("client_secret"):
             return oauth_error(401, "invalid_client", "Client authentication failed")
         if "scope" in form and self.reject_scope_in_token_request:
-            return oauth_error(400, "invalid_grant", invalid_grant)
+            return oauth_error(400, "invalid_grant", _INVALID_GRANT)
         now = self.clock.now()
         with self.lock:
             if grant == "authorization_code":
-                code = self.codes.get(form.get("code", ""))
-                if not form.get("code"):
-                    return oauth_error(
-                        400, "invalid_request", invalid_request, "Check the `code` parameter"
-                    )
-                if code is None or code.client_id != form["client_id"]:
-                    return oauth_error(
-                        400, "invalid_grant", invalid_grant, "Cannot decrypt the authorization code"
-                    )
-                if code.used:
-                    return oauth_error(
-                        400, "invalid_grant", invalid_grant, "Authorization code has been revoked"
-                    )
-                if now >= code.expires_at:
-                    return oauth_error(
-                        400, "invalid_grant", invalid_grant, "Authorization code has expired"
-                    )
-                if code.redirect_uri and form.get("redirect_uri") not in (None, code.redirect_uri):
-                    return oauth_error(400, "invalid_client", "Client authentication failed")
-                if code.challenge:
-                    verifier = form.get("code_verifier", "")
-                    if code.method == "S256":
-                        digest = hashlib.sha256(verifier.encode()).digest()
-                        computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-                    else:
-                        computed = verifier
-                    if computed != code.challenge:
-                        return oauth_error(
-                            400, "invalid_grant", invalid_grant, "Failed to verify `code_verifier`."
-                        )
-                code.used = True
-                return Response(200, self._issue(code.account, code.client_id))
-            raw = form.get("refresh_token")
-            if not raw:
+                return self._grant_code(form, now)
+            return self._grant_refresh(form, now)
+
+    def _grant_code(self, form: dict[str, str], now: datetime) -> Response:
+        """Exchange an authorization code (once, before it expires, with its PKCE verifier)."""
+        code = self.codes.get(form.get("code", ""))
+        if not form.get("code"):
+            return oauth_error(
+                400, "invalid_request", _INVALID_REQUEST, "Check the `code` parameter"
+            )
+        if code is None or code.client_id != form["client_id"]:
+            return oauth_error(
+                400, "invalid_grant", _INVALID_GRANT, "Cannot decrypt the authorization code"
+            )
+        if code.used:
+            return oauth_error(
+                400, "invalid_grant", _INVALID_GRANT, "Authorization code has been revoked"
+            )
+        if now >= code.expires_at:
+            return oauth_error(
+                400, "invalid_grant", _INVALID_GRANT, "Authorization code has expired"
+            )
+        if code.redirect_uri and form.get("redirect_uri") not in (None, code.redirect_uri):
+            return oauth_error(400, "invalid_client", "Client authentication failed")
+        if code.challenge:
+            verifier = form.get("code_verifier", "")
+            if code.method == "S256":
+                digest = hashlib.sha256(verifier.encode()).digest()
+                computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            else:
+                computed = verifier
+            if computed != code.challenge:
                 return oauth_error(
-                    400, "invalid_request", invalid_request, "Check the `refresh_token` parameter"
+                    400, "invalid_grant", _INVALID_GRANT, "Failed to verify `code_verifier`."
                 )
-            token = self.refresh_tokens.get(raw)
-            if token is None or token.client_id != form["client_id"]:
-                return oauth_error(
-                    400, "invalid_grant", invalid_grant, "Cannot decrypt the refresh token"
-                )
-            if token.state != "active":
-                return oauth_error(400, "invalid_grant", invalid_grant, "Token has been revoked")
-            if now >= token.issued_at + timedelta(days=30):
-                return oauth_error(400, "invalid_grant", invalid_grant, "Token has expired")
-            if not self.revoke_on_first_use:
-                token.state = "spent"
-            if self.revoke_old_access_on_refresh:
-                old_access = self.access_tokens.get(token.access_token)
-                if old_access is not None:
-                    old_access.revoked = True
-            return Response(200, self._issue(token.account, token.client_id, replaces=raw))
+        code.used = True
+        return Response(200, self._issue(code.account, code.client_id))
+
+    def _grant_refresh(self, form: dict[str, str], now: datetime) -> Response:
+        """Exchange a refresh token for a new pair (spent now, or on the new token's first use)."""
+        raw = form.get("refresh_token")
+        if not raw:
+            return oauth_error(
+                400, "invalid_request", _INVALID_REQUEST, "Check the `refresh_token` parameter"
+            )
+        token = self.refresh_tokens.get(raw)
+        if token is None or token.client_id != form["client_id"]:
+            return oauth_error(
+                400, "invalid_grant", _INVALID_GRANT, "Cannot decrypt the refresh token"
+            )
+        if token.state != "active":
+            return oauth_error(400, "invalid_grant", _INVALID_GRANT, "Token has been revoked")
+        if now >= token.issued_at + timedelta(days=30):
+            return oauth_error(400, "invalid_grant", _INVALID_GRANT, "Token has expired")
+        if not self.revoke_on_first_use:
+            token.state = "spent"
+        if self.revoke_old_access_on_refresh:
+            old_access = self.access_tokens.get(token.access_token)
+            if old_access is not None:
+                old_access.revoked = True
+        return Response(200, self._issue(token.account, token.client_id, replaces=raw))
 
     def h_revoke(self, req: Request) -> Response:
         form = req.form() if "json" not in (req.header("content-type") or "") else json_body(req)
@@ -1284,14 +1325,7 @@ class LightspeedSandbox(SandboxApp):
         rels = self._relations(params, spec)
         if params.get("count") == "1" and {"limit", "sort", "after", "before"} & params.keys():
             raise _bad("count cannot be combined with limit, sort, after or before")
-        limit = 100
-        if "limit" in params:
-            try:
-                limit = int(params["limit"])
-            except ValueError:
-                raise _bad("limit must be an integer between 0 and 100") from None
-            if not 0 <= limit <= 100:
-                raise _bad("limit must be an integer between 0 and 100")
+        limit = _limit_param(params)
         sort_param = params.get("sort") or spec.pk
         desc = sort_param.startswith("-")
         sort_field = sort_param.lstrip("-")
@@ -1299,72 +1333,16 @@ class LightspeedSandbox(SandboxApp):
             raise _bad(
                 f"Invalid sort field: {sort_field}. Sortable fields: " + ", ".join(spec.sortable)
             )
-        archived = params.get("archived", "false").lower()
-        if archived not in ("false", "true", "only", "0", "1"):
-            raise _bad("archived must be one of false, true, only")
-        if to_bool(params.get("archive")) and archived in ("false", "0"):
-            # The Customer page documents ``?archive=1`` for reading archived customers, the
-            # parameters page ``archived=true`` [D endpoints/Customer/, D introduction/
-            # parameters/]; issue 17 (line 18) reports ``archive=1`` accepted: both are read.
-            archived = "true"
+        archived = _archived_param(params)
         filters = [(k, v) for k, v in pairs if k not in CONTROL]
         rows = self._rows(entity, account)
         if rows:
-            sample = rows[0][0]
-            for name, _ in filters:
-                head = name.split(".", 1)[0]
-                if "." in name:
-                    if head not in spec.relations:
-                        raise _bad(f"Invalid field: {name}")
-                    if head not in rels:
-                        raise _bad(
-                            f"Cannot filter on {name}: load the {head} relation "
-                            f'(load_relations=["{head}"])'
-                        )
-                elif name not in sample:
-                    raise _bad(f"Invalid field: {name}")
+            _check_filters(filters, rows[0][0], spec, rels)
         compiled = [(name, self._compile(name, value)) for name, value in filters]
-
-        def key(base: dict[str, Any]) -> tuple[Any, ...]:
-            return (_sort_value(sort_field, base[sort_field]), int(base[spec.pk]))
-
-        if entity in PRODUCT_ENTITIES:  # the same key, kept with each product's rendering
-
-            def row_key(row: Row) -> tuple[Any, ...]:
-                return row[1].sort_key(sort_field, spec.pk)  # type: ignore[attr-defined]
-
-        else:
-
-            def row_key(row: Row) -> tuple[Any, ...]:
-                return key(row[0])
+        row_key = _row_key(entity, sort_field, spec.pk)
 
         def build() -> tuple[list[Row], list[tuple[Any, ...]]]:
-            selected: list[Row] = []
-            for row in rows:
-                base, attach = row
-                if spec.archived and "archived" in base:
-                    flag = base["archived"] == "true"
-                    if archived in ("false", "0") and flag or archived == "only" and not flag:
-                        continue
-                full = None
-                ok = True
-                for name, test in compiled:
-                    if "." in name:
-                        full = full or attach(rels)
-                        values = _relation_values(full, name)
-                    else:
-                        values = [base[name]]
-                    if not any(test(v) for v in values):
-                        ok = False
-                        break
-                if ok:
-                    selected.append(row)
-            selected.sort(key=row_key, reverse=desc)
-            # ascending, for bisecting: the page bounds are counts of keys below a token
-            ascending = [row_key(row) for row in selected]
-            if desc:
-                ascending.reverse()
-            return selected, ascending
+            return _select(rows, spec, archived, compiled, rels, row_key, desc)
 
         if entity in PRODUCT_ENTITIES:
             # A cursor read asks for the same filtered, sorted listing once per page: build it
@@ -1375,10 +1353,26 @@ class LightspeedSandbox(SandboxApp):
             selected, keys = build()
         if params.get("count") == "1":
             return Response(200, {"@attributes": {"count": str(len(selected))}})
-        n = len(selected)
-        start, end = 0, n
         if self.paging != "cursor":
             return self._offset_page(req, entity, rels, selected, params, limit)
+        start, end = self._cursor_bounds(params, keys, len(selected), desc, sort_field, spec, limit)
+        page = selected[start : min(end, start + limit)]
+        more = start + len(page) < len(selected)
+        listing = _Listing(entity, spec, rels, pairs, limit, sort_param, sort_field)
+        return self._cursor_page(req, listing, page, more, start)
+
+    def _cursor_bounds(
+        self,
+        params: dict[str, str],
+        keys: list[tuple[Any, ...]],
+        n: int,
+        desc: bool,
+        sort_field: str,
+        spec: Spec,
+        limit: int,
+    ) -> tuple[int, int]:
+        """The rows between the ``after`` and ``before`` tokens: (start, end) in the listing."""
+        start, end = 0, n
         if "after" in params:
             token = self._token(params["after"], sort_field, spec)
             # the first row past the token: after it in the listing's order
@@ -1388,15 +1382,22 @@ class LightspeedSandbox(SandboxApp):
             # the first row at or past the token
             end = n - bisect_right(keys, token) if desc else bisect_left(keys, token)
             start = max(start, end - limit)
-        page = selected[start : min(end, start + limit)]
-        more = start + len(page) < len(selected)
+        return start, end
+
+    def _cursor_page(
+        self, req: Request, listing: _Listing, page: list[Row], more: bool, start: int
+    ) -> Response:
+        """A page in the V3 form: ``@attributes`` holds the ``next`` and ``previous`` links
+        (the query as asked, its limit and sort spelled out, and a token after or before)."""
+        entity, spec, rels = listing.entity, listing.spec, listing.rels
+        sort_field, limit = listing.sort_field, listing.limit
         base_url = f"{req.environ.get('wsgi.url_scheme', 'http')}://{req.header('host')}{req.path}"
-        kept = [(k, v) for k, v in pairs if k not in ("after", "before")]
+        kept = [(k, v) for k, v in listing.pairs if k not in ("after", "before")]
         names = {k for k, _ in kept}
         if "limit" not in names:
             kept.append(("limit", str(limit)))
         if "sort" not in names:
-            kept.append(("sort", sort_param))
+            kept.append(("sort", listing.sort_param))
         encoded = "&".join(f"{_q(k)}={_q(v)}" for k, v in kept)
 
         def link(direction: str, base: dict[str, Any]) -> str:
@@ -1474,40 +1475,13 @@ class LightspeedSandbox(SandboxApp):
         ci = self.case_insensitive_equals
 
         def conv(value: str) -> Any:
-            if leaf in DATE_FIELDS:
-                parsed = parse_time(value)
-                if parsed is None:
-                    raise _bad(
-                        f"Invalid date for {name}: {value!r}. Use YYYY-MM-DDTHH:MM:SS±HH:MM "
-                        "and send '+' as %2B",
-                        "InvalidParameterException",
-                    )
-                return parsed
-            if leaf.endswith("ID") or leaf in ("qoh", "amount", "unitQuantity"):
-                try:
-                    return Decimal(value)
-                except InvalidOperation:
-                    return None
-            return value.casefold() if ci else value
+            return _operand_value(name, leaf, value, ci)
 
         def rec(value: str) -> Any:
-            if leaf in DATE_FIELDS:
-                return parse_time(value)
-            if leaf.endswith("ID") or leaf in ("qoh", "amount", "unitQuantity"):
-                try:
-                    return Decimal(value)
-                except InvalidOperation:
-                    return None
-            return value.casefold() if ci else value
+            return _field_value(leaf, value, ci)
 
         if op == "IN":
-            inner = operand.strip()
-            if not (inner.startswith("[") and inner.endswith("]")):
-                raise _bad(f"IN needs a list: {name}=IN,[1,2,3]")
-            values = [v.strip().strip('"') for v in inner[1:-1].split(",") if v.strip()]
-            if len(values) > 100:
-                raise _bad(f"Too many values for IN on {name}: at most 100 are allowed")
-            wanted = {conv(v) for v in values}
+            wanted = {conv(v) for v in _in_values(name, operand)}
             return lambda v: rec(v) in wanted
         if op in ("~", "!~"):
             pattern = "^" + _like_regex(operand) + "$"
@@ -1519,27 +1493,7 @@ class LightspeedSandbox(SandboxApp):
                 raise _bad(f"BETWEEN needs two values: {name}=><,low,high")
             low, high = conv(low_raw), conv(high_raw)
             return lambda v: (r := rec(v)) is not None and low <= r <= high
-        target = conv(operand)
-        compare: dict[str, Callable[[Any, Any], bool]] = {
-            "=": lambda a, b: a == b,
-            "!=": lambda a, b: a != b,
-            ">": lambda a, b: a > b,
-            ">=": lambda a, b: a >= b,
-            "<": lambda a, b: a < b,
-            "<=": lambda a, b: a <= b,
-        }
-        fn = compare[op]
-
-        def test(v: str) -> bool:
-            r = rec(v)
-            if r is None or target is None:
-                return op == "!=" and r != target
-            try:
-                return fn(r, target)
-            except TypeError:
-                return False
-
-        return test
+        return _comparison(op, conv(operand), rec)
 
     # rows ---------------------------------------------------------------------------------------
     def _rows(self, entity: str, account: str) -> list[Row]:
@@ -1700,7 +1654,7 @@ class LightspeedSandbox(SandboxApp):
         }
 
         def attach(rels: list[str]) -> dict[str, Any]:
-            out = dict(base)
+            out: dict[str, Any] = dict(base)
             if "Contact" in rels:
                 out["Contact"] = self._contact(c)
             return out
@@ -1865,6 +1819,123 @@ class LightspeedSandbox(SandboxApp):
         except _Fail as fail:
             return fail.response
 
+    def _sale_line(
+        self,
+        n: int,
+        line: Any,
+        items: dict[str, Product],
+        rates: dict[str, Decimal],
+        shop_tax: str,
+        refs: _SaleRefs,
+    ) -> tuple[dict[str, Any], Decimal, Decimal, bool]:
+        """SaleLine ``n`` as stored, its total before tax, its tax and whether it is taxed."""
+        sale_id, now = refs.sale_id, refs.now
+        if not isinstance(line, dict):
+            raise _bad(f"SaleLine {n} is not an object.")
+        item_id = str(line.get("itemID", ""))
+        product = items.get(item_id)
+        if product is None:
+            raise _bad(
+                f"Invalid itemID: {item_id or '(missing)'} does not exist.", "NotFoundException"
+            )
+        quantity = to_decimal(line.get("unitQuantity", 1), "unitQuantity")
+        if "unitPrice" in line and self.unit_price_overrides:
+            unit = to_decimal(line["unitPrice"], "unitPrice")
+        else:
+            unit = product.price
+        # A line that leaves ``tax`` out is taxed at the shop's category (R-Series sales
+        # tutorial: its SaleLines carry no tax field and come back with calcTax1); only an
+        # explicit "tax": false leaves a line untaxed.
+        taxed = to_bool(line.get("tax"), default=True)
+        category = str(line.get("taxCategoryID") or shop_tax)
+        if category not in rates:
+            raise _bad(f"Invalid taxCategoryID: {category} does not exist.", "NotFoundException")
+        line_total = round2(quantity * unit)
+        line_tax = round2(line_total * rates[category]) if taxed else Decimal(0)
+        customer_id, employee_id, shop_id = refs.customer_id, refs.employee_id, refs.shop_id
+        out = {
+            "saleLineID": str(sale_id * 100 + n),
+            "createTime": fmt_time(now),
+            "timeStamp": fmt_time(now),
+            "unitQuantity": qty(quantity),
+            "unitPrice": money(unit),
+            "normalUnitPrice": money(product.price),
+            "discountAmount": "0",
+            "discountPercent": "0",
+            "avgCost": "0",
+            "fifoCost": "0",
+            "tax": "true" if taxed else "false",
+            "tax1Rate": format(rates[category], "f"),
+            "tax2Rate": "0",
+            "isLayaway": "false",
+            "isWorkorder": "false",
+            "isSpecialOrder": "false",
+            "displayableSubtotal": money(line_total),
+            "displayableUnitPrice": money(unit),
+            "calcLineDiscount": "0",
+            "calcTransactionDiscount": "0",
+            "calcTotal": money(line_total + line_tax),
+            "calcSubtotal": money(line_total),
+            "calcTax1": money(line_tax),
+            "calcTax2": "0",
+            "taxClassID": "1",
+            "customerID": customer_id,
+            "discountID": "0",
+            "employeeID": employee_id,
+            "itemID": item_id,
+            "noteID": "0",
+            "parentSaleLineID": "0",
+            "shopID": shop_id,
+            "taxCategoryID": category,
+            "saleID": str(sale_id),
+        }
+        return out, line_total, line_tax, taxed
+
+    def _sale_payments(
+        self, body: dict[str, Any], refs: _SaleRefs
+    ) -> tuple[list[dict[str, Any]], Decimal]:
+        """The sale's payments as stored, and their sum."""
+        sale_id, now = refs.sale_id, refs.now
+        register_id, employee_id = refs.register_id, refs.employee_id
+        payments_in = as_list(
+            (body.get("SalePayments") or {}).get("SalePayment")
+            if isinstance(body.get("SalePayments"), dict)
+            else None
+        )
+        pay_types = {p for p, _, _ in PAYMENT_TYPES}
+        paid = Decimal(0)
+        payments_out = []
+        for n, payment in enumerate(payments_in, 1):
+            if not isinstance(payment, dict):
+                raise _bad(f"SalePayment {n} is not an object.")
+            amount = to_decimal(payment.get("amount", 0), "SalePayment.amount")
+            ptype = str(payment.get("paymentTypeID", ""))
+            if ptype not in pay_types:
+                raise _bad(
+                    f"Invalid paymentTypeID: {ptype or '(missing)'} does not exist.",
+                    "NotFoundException",
+                )
+            paid += amount
+            payments_out.append(
+                {
+                    "salePaymentID": str(sale_id * 100 + n),
+                    "amount": money(amount),
+                    "tipAmount": "0",
+                    "createTime": fmt_time(now),
+                    "archived": "false",
+                    "remoteReference": "",
+                    "paymentID": "",
+                    "saleID": str(sale_id),
+                    "paymentTypeID": ptype,
+                    "ccChargeID": "0",
+                    "refPaymentID": "0",
+                    "registerID": register_id,
+                    "employeeID": employee_id,
+                    "creditAccountID": "0",
+                }
+            )
+        return payments_out, paid
+
     def _post_sale(self, body: dict[str, Any], account: str) -> Response:
         world = self._world(account)
 
@@ -1907,115 +1978,22 @@ class LightspeedSandbox(SandboxApp):
             raise _bad("A sale needs at least one SaleLine.")
         now = self.clock.now()
         sale_id = world.seq()
+        refs = _SaleRefs(sale_id, now, shop_id, register_id, employee_id, customer_id)
         lines_out = []
         subtotal = tax_total = taxable = non_taxable = Decimal(0)
         for n, line in enumerate(lines_in, 1):
-            if not isinstance(line, dict):
-                raise _bad(f"SaleLine {n} is not an object.")
-            item_id = str(line.get("itemID", ""))
-            product = items.get(item_id)
-            if product is None:
-                raise _bad(
-                    f"Invalid itemID: {item_id or '(missing)'} does not exist.", "NotFoundException"
-                )
-            quantity = to_decimal(line.get("unitQuantity", 1), "unitQuantity")
-            if "unitPrice" in line and self.unit_price_overrides:
-                unit = to_decimal(line["unitPrice"], "unitPrice")
-            else:
-                unit = product.price
-            # A line that leaves ``tax`` out is taxed at the shop's category (R-Series sales
-            # tutorial: its SaleLines carry no tax field and come back with calcTax1); only an
-            # explicit "tax": false leaves a line untaxed.
-            taxed = to_bool(line.get("tax"), default=True)
-            category = str(line.get("taxCategoryID") or shop_tax)
-            if category not in rates:
-                raise _bad(
-                    f"Invalid taxCategoryID: {category} does not exist.", "NotFoundException"
-                )
-            line_total = round2(quantity * unit)
-            line_tax = round2(line_total * rates[category]) if taxed else Decimal(0)
+            out, line_total, line_tax, taxed = self._sale_line(
+                n, line, items, rates, shop_tax, refs
+            )
             subtotal += line_total
             tax_total += line_tax
             if taxed:
                 taxable += line_total
             else:
                 non_taxable += line_total
-            lines_out.append(
-                {
-                    "saleLineID": str(sale_id * 100 + n),
-                    "createTime": fmt_time(now),
-                    "timeStamp": fmt_time(now),
-                    "unitQuantity": qty(quantity),
-                    "unitPrice": money(unit),
-                    "normalUnitPrice": money(product.price),
-                    "discountAmount": "0",
-                    "discountPercent": "0",
-                    "avgCost": "0",
-                    "fifoCost": "0",
-                    "tax": "true" if taxed else "false",
-                    "tax1Rate": format(rates[category], "f"),
-                    "tax2Rate": "0",
-                    "isLayaway": "false",
-                    "isWorkorder": "false",
-                    "isSpecialOrder": "false",
-                    "displayableSubtotal": money(line_total),
-                    "displayableUnitPrice": money(unit),
-                    "calcLineDiscount": "0",
-                    "calcTransactionDiscount": "0",
-                    "calcTotal": money(line_total + line_tax),
-                    "calcSubtotal": money(line_total),
-                    "calcTax1": money(line_tax),
-                    "calcTax2": "0",
-                    "taxClassID": "1",
-                    "customerID": customer_id,
-                    "discountID": "0",
-                    "employeeID": employee_id,
-                    "itemID": item_id,
-                    "noteID": "0",
-                    "parentSaleLineID": "0",
-                    "shopID": shop_id,
-                    "taxCategoryID": category,
-                    "saleID": str(sale_id),
-                }
-            )
+            lines_out.append(out)
         total = subtotal + tax_total
-        payments_in = as_list(
-            (body.get("SalePayments") or {}).get("SalePayment")
-            if isinstance(body.get("SalePayments"), dict)
-            else None
-        )
-        pay_types = {p for p, _, _ in PAYMENT_TYPES}
-        paid = Decimal(0)
-        payments_out = []
-        for n, payment in enumerate(payments_in, 1):
-            if not isinstance(payment, dict):
-                raise _bad(f"SalePayment {n} is not an object.")
-            amount = to_decimal(payment.get("amount", 0), "SalePayment.amount")
-            ptype = str(payment.get("paymentTypeID", ""))
-            if ptype not in pay_types:
-                raise _bad(
-                    f"Invalid paymentTypeID: {ptype or '(missing)'} does not exist.",
-                    "NotFoundException",
-                )
-            paid += amount
-            payments_out.append(
-                {
-                    "salePaymentID": str(sale_id * 100 + n),
-                    "amount": money(amount),
-                    "tipAmount": "0",
-                    "createTime": fmt_time(now),
-                    "archived": "false",
-                    "remoteReference": "",
-                    "paymentID": "",
-                    "saleID": str(sale_id),
-                    "paymentTypeID": ptype,
-                    "ccChargeID": "0",
-                    "refPaymentID": "0",
-                    "registerID": register_id,
-                    "employeeID": employee_id,
-                    "creditAccountID": "0",
-                }
-            )
+        payments_out, paid = self._sale_payments(body, refs)
         if completed and round2(paid) < round2(total):
             raise _bad(
                 f"Payments ({money(paid)}) do not cover the sale total ({money(total)}): "
@@ -2107,6 +2085,201 @@ def _like_regex(pattern: str) -> str:
         else:
             out.append(re.escape(c))
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class _SaleRefs:
+    """What every line and payment of a new sale repeats."""
+
+    sale_id: int
+    now: datetime
+    shop_id: str
+    register_id: str
+    employee_id: str
+    customer_id: str
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What a cursor page repeats in its links: the listing asked for."""
+
+    entity: str
+    spec: Spec
+    rels: list[str]
+    pairs: list[tuple[str, str]]  # the query's parameters, in order
+    limit: int
+    sort_param: str  # as asked (``-`` first for descending)
+    sort_field: str
+
+
+def _limit_param(params: dict[str, str]) -> int:
+    """``limit``: 0 to 100, 100 when left out."""
+    limit = 100
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            raise _bad("limit must be an integer between 0 and 100") from None
+        if not 0 <= limit <= 100:
+            raise _bad("limit must be an integer between 0 and 100")
+    return limit
+
+
+def _archived_param(params: dict[str, str]) -> str:
+    """``archived`` as given (false, true, only, 0 or 1); ``archive=1`` reads as true."""
+    archived = params.get("archived", "false").lower()
+    if archived not in ("false", "true", "only", "0", "1"):
+        raise _bad("archived must be one of false, true, only")
+    if to_bool(params.get("archive")) and archived in ("false", "0"):
+        # The Customer page documents ``?archive=1`` for reading archived customers, the
+        # parameters page ``archived=true`` [D endpoints/Customer/, D introduction/
+        # parameters/]; issue 17 (line 18) reports ``archive=1`` accepted: both are read.
+        archived = "true"
+    return archived
+
+
+def _check_filters(
+    filters: list[tuple[str, str]], sample: dict[str, Any], spec: Spec, rels: list[str]
+) -> None:
+    """Refuse a filter on a field the records lack, or on a relation not loaded."""
+    for name, _ in filters:
+        relation = name.split(".", 1)[0]
+        if "." in name:
+            if relation not in spec.relations:
+                raise _bad(f"Invalid field: {name}")
+            if relation not in rels:
+                raise _bad(
+                    f"Cannot filter on {name}: load the {relation} relation "
+                    f'(load_relations=["{relation}"])'
+                )
+        elif name not in sample:
+            raise _bad(f"Invalid field: {name}")
+
+
+def _row_key(entity: str, sort_field: str, pk: str) -> Callable[[Row], tuple[Any, ...]]:
+    """A row's place in the listing: its sort field, then its primary key."""
+    if entity in PRODUCT_ENTITIES:  # the same key, kept with each product's rendering
+
+        def kept_key(row: Row) -> tuple[Any, ...]:
+            return row[1].sort_key(sort_field, pk)  # type: ignore[attr-defined]
+
+        return kept_key
+
+    def row_key(row: Row) -> tuple[Any, ...]:
+        base = row[0]
+        return (_sort_value(sort_field, base[sort_field]), int(base[pk]))
+
+    return row_key
+
+
+def _select(
+    rows: list[Row],
+    spec: Spec,
+    archived: str,
+    compiled: list[tuple[str, Callable[[str], bool]]],
+    rels: list[str],
+    row_key: Callable[[Row], tuple[Any, ...]],
+    desc: bool,
+) -> tuple[list[Row], list[tuple[Any, ...]]]:
+    """The rows the filters keep, in the listing's order, and their keys in ascending order
+    (for bisecting: the page bounds are counts of keys below a token)."""
+    selected = [
+        row for row in rows if _shown(row[0], spec, archived) and _matches(row, compiled, rels)
+    ]
+    selected.sort(key=row_key, reverse=desc)
+    ascending = [row_key(row) for row in selected]
+    if desc:
+        ascending.reverse()
+    return selected, ascending
+
+
+def _shown(base: dict[str, Any], spec: Spec, archived: str) -> bool:
+    """Whether ``archived`` lists the record."""
+    if spec.archived and "archived" in base:
+        flag = base["archived"] == "true"
+        if archived in ("false", "0") and flag or archived == "only" and not flag:
+            return False
+    return True
+
+
+def _matches(row: Row, compiled: list[tuple[str, Callable[[str], bool]]], rels: list[str]) -> bool:
+    """Whether every filter passes (one of a relation's values passing is enough)."""
+    base, attach = row
+    full = None
+    for name, test in compiled:
+        if "." in name:
+            full = full or attach(rels)
+            values = _relation_values(full, name)
+        else:
+            values = [base[name]]
+        if not any(test(v) for v in values):
+            return False
+    return True
+
+
+def _field_value(leaf: str, value: str, ci: bool) -> Any:
+    """A record's field as a filter compares it: a date, a number (None when not one) or text
+    (case-folded when equality ignores case)."""
+    if leaf in DATE_FIELDS:
+        return parse_time(value)
+    if leaf.endswith("ID") or leaf in ("qoh", "amount", "unitQuantity"):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return None
+    return value.casefold() if ci else value
+
+
+def _operand_value(name: str, leaf: str, value: str, ci: bool) -> Any:
+    """A filter's operand, read as its field is; an unreadable date is refused."""
+    if leaf in DATE_FIELDS:
+        parsed = parse_time(value)
+        if parsed is None:
+            raise _bad(
+                f"Invalid date for {name}: {value!r}. Use YYYY-MM-DDTHH:MM:SS±HH:MM "
+                "and send '+' as %2B",
+                "InvalidParameterException",
+            )
+        return parsed
+    return _field_value(leaf, value, ci)
+
+
+def _in_values(name: str, operand: str) -> list[str]:
+    """The values of ``IN,[a,b,c]``: a bracketed list of at most 100."""
+    inner = operand.strip()
+    if not (inner.startswith("[") and inner.endswith("]")):
+        raise _bad(f"IN needs a list: {name}=IN,[1,2,3]")
+    values = [v.strip().strip('"') for v in inner[1:-1].split(",") if v.strip()]
+    if len(values) > 100:
+        raise _bad(f"Too many values for IN on {name}: at most 100 are allowed")
+    return values
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def _comparison(op: str, target: Any, rec: Callable[[str], Any]) -> Callable[[str], bool]:
+    """The test of a plain comparison. A missing or unreadable value on either side only
+    passes ``!=`` (against a present one); values that cannot be ordered never pass."""
+    fn = _COMPARE[op]
+
+    def test(v: str) -> bool:
+        r = rec(v)
+        if r is None or target is None:
+            return op == "!=" and r != target
+        try:
+            return fn(r, target)
+        except TypeError:
+            return False
+
+    return test
 
 
 def _bind(handler: Callable[..., Response], entity: str) -> Callable[..., Response]:
