@@ -512,8 +512,8 @@ class HttpClient:
             if self.pacer is not None:
                 # Every call stays in the pacer's log (one that died on the way may have been
                 # counted); a 429's count describes a window the caller waits out (Retry-After).
-                left = remaining.get("minute", remaining.get("window"))
-                self.pacer.done(sent_at, time.monotonic(), left, refused=status == 429)
+                calls_left = remaining.get("minute", remaining.get("window"))
+                self.pacer.done(sent_at, time.monotonic(), calls_left, refused=status == 429)
             ms = int((time.perf_counter() - started) * 1000)
             self.calls += 1
             self.cost += cost
