@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 from sqlalchemy import func, select
@@ -37,13 +37,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli import mailsafe
+from synccli.connectors.wire import line_amounts
 from synccli.errors import UsageError
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, InvoiceJob, Order, OrderLine
 from synccli.store.sync_state import posted_before
 
 MAX_LINE = 10 * 1024 * 1024  # bytes per input line (and per multi-line document)
-CENT = Decimal("0.01")
 MAX_PLACES = 4  # the store keeps 4 decimal places
 MAX_AMOUNT = Decimal("1e12")
 KEY_MAX = 128  # idempotency keys: Xero accepts up to 128 characters
@@ -95,16 +95,8 @@ SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
 
 
 # --- the money rule ---------------------------------------------------------------------------
-def round2(value: Decimal) -> Decimal:
-    return value.quantize(CENT, rounding=ROUND_HALF_UP)
-
-
-def line_amounts(
-    quantity: Decimal, unit_price: Decimal, tax_rate: Decimal
-) -> tuple[Decimal, Decimal]:
-    """(line_total, line_tax) by the one money rule every provider is held to."""
-    total = round2(quantity * unit_price)
-    return total, round2(total * tax_rate)
+# One rule for the shop's orders and for what the connectors send: wire.line_amounts (the line
+# total half up to the cent, then its tax on that amount; round2 above is wire.round_money).
 
 
 def order_total(lines: Iterable[Any]) -> Decimal:
