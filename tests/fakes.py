@@ -1,0 +1,531 @@
+"""A fake provider for job tests: the connector contract over an in-memory account, no HTTP.
+
+A job test asserts what a job does with what a provider says (which rows it writes, what it
+asks for, how often, what it makes of a refusal or a lost answer), not how a provider spells it
+on the wire. The simulators (``synccli/sandbox``) stay for that, for the connector tests and for
+one end-to-end test per job and provider; a job test runs against :class:`FakeProvider` instead,
+in milliseconds rather than a simulator thread's seconds.
+
+- **World**: products (price, stock, archived, deleted), customers and invoices of the
+  simulators' own data model (``synccli.sandbox.data``), so a test changes them with the same
+  calls (``provider.catalogue.change_prices(provider.tenant, 37)``) and stamps them on the
+  test's clock.
+- **Calls**: every contract method is one call (a listing one call a page, a look-up one call
+  per ``lookup_batch`` ids), counted per method in :attr:`FakeProvider.calls` and recorded in
+  the run's ledger exactly as the HTTP layer records one, so budgets, ``runs.calls`` and a run's
+  ``ctx.calls`` behave as with a real connector.
+- **Faults**: :meth:`FakeProvider.fail` makes the next matching call fail: a transient error,
+  a rate limit, a spent budget, a write whose answer is lost after it was made, a refusal, or a
+  dead authorisation.
+- **Seam**: ``job_run(..., connector_factory=provider.factory)`` (or :meth:`FakeProvider.run`)
+  runs a job against it; nothing is patched.
+
+Each provider name (``like=``) lends the fake the real connector's capabilities and limits, so
+a job plans its calls as it would for that provider (Xero's one Items call and batches of 50
+invoices, Unleashed's separate stock stream, Lightspeed's pages of 100...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from synccli.clock import Clock, SimClock
+from synccli.connectors.base import (
+    Capabilities,
+    Connector,
+    InvoiceDraft,
+    NewCustomer,
+    NewProduct,
+    Page,
+    PostedInvoice,
+    RemoteCustomer,
+    RemoteProduct,
+    RemoteStock,
+)
+from synccli.connectors.http import CallRecord, Ledger
+from synccli.errors import AuthError, BudgetExhausted, RateLimited, Rejected, TransientError
+from synccli.progress import QUIET, ProgressObserver
+from synccli.sandbox import data
+from synccli.store.connections import add_connection
+from synccli.store.db import Store
+from synccli.store.ledger import StoreLedger
+from synccli.store.models import Connection
+from synccli.sync.context import JobContext, connector_class, job_run
+
+CENT = Decimal("0.01")
+NUMBER_TAKEN = "Invoice # must be unique."  # what the fake says to a number it has already
+FAULTS = ("transient", "rate_limited", "budget", "lost", "rejected", "auth")
+WRITES = frozenset({"create_product", "create_customer", "post_invoice", "post_invoices"})
+
+
+@dataclass
+class Fault:
+    """The next ``times`` calls of ``method`` (any method when None) whose argument satisfies
+    ``when`` fail this way.
+
+    - ``transient``: nothing happens, a TransientError (a 503, a timeout) is raised.
+    - ``rate_limited``: a 429 the HTTP layer gave up waiting for (RateLimited).
+    - ``budget``: the provider says the day's budget is spent: the ledger stores the block, as
+      the HTTP layer does, and BudgetExhausted is raised.
+    - ``lost``: the write is made, then its answer is lost (TransientError).
+    - ``rejected``: the provider refuses the request (Rejected with ``messages``).
+    - ``auth``: the provider refuses the credentials (AuthError).
+    """
+
+    kind: str
+    method: str | None = None
+    times: int = 1
+    messages: tuple[str, ...] = ("refused by the provider",)
+    when: Callable[[Any], bool] | None = None
+    fired: int = 0
+
+    def matches(self, method: str, arg: Any) -> bool:
+        if self.fired >= self.times or self.method not in (None, method):
+            return False
+        return self.when is None or bool(self.when(arg))
+
+
+class FakeHttp:
+    """What a job reads of a connector's HTTP layer: its call count, the provider's clock, the
+    fence and write wait a claimed write runs under, the progress observer, and the ledger every
+    call is recorded in."""
+
+    def __init__(self, clock: Clock, ledger: Ledger | None) -> None:
+        self.clock, self.ledger = clock, ledger
+        self.calls = 0
+        self.cost = 0.0
+        self.server_date: datetime | None = None
+        self.fence: Callable[[], None] | None = None
+        self.write_wait: float | None = None
+        self.observer: ProgressObserver = QUIET
+
+    def call(self, method: str, write: bool, perform: Callable[[], Any]) -> Any:
+        """One call, in the HTTP layer's order: the ledger's budget check, the fence before a
+        write, the call, and its record in the ledger whatever the outcome."""
+        now = self.clock.now()
+        if self.ledger is not None:
+            self.ledger.check(now, 1.0)
+        if write and self.fence is not None:
+            self.fence()
+        status: int | None = 200
+        try:
+            return perform()
+        except BudgetExhausted:
+            status = 429
+            raise
+        except AuthError:
+            status = 401
+            raise
+        except Rejected:
+            status = 400
+            raise
+        except TransientError:
+            status = None
+            raise
+        finally:
+            self.calls += 1
+            self.cost += 1.0
+            self.server_date = now
+            if self.ledger is not None:
+                path = f"/fake/{method}"
+                self.ledger.record(CallRecord(now, "POST" if write else "GET", path, status, 0, 1))
+
+
+class FakeProvider:
+    """One merchant's account at a pretend provider, kept across runs; each run gets its own
+    :class:`FakeConnector` over it (see :meth:`factory`)."""
+
+    tenant = "fake"
+
+    def __init__(
+        self,
+        like: str = "xero",
+        *,
+        products: int = 0,
+        customers: int = 0,
+        clock: Clock | None = None,
+        seed: int = 42,
+        page_size: int | None = None,
+        capabilities: Capabilities | None = None,
+        stock_stream: bool | None = None,
+    ) -> None:
+        self.provider = like
+        self.clock = clock or SimClock()
+        self.catalogue = data.Catalogue(seed, self.clock)
+        self.world = self.catalogue.tenant(self.tenant)
+        self.catalogue.gen.populate(self.world, products, customers)
+        self.capabilities = capabilities or connector_class(like).capabilities
+        # records a listing's page holds (Xero's Items come in one page whatever this is)
+        self.page_size = page_size or self.capabilities.catalogue_page or 100
+        self.real = connector_class(like)  # lends its rules (see FakeConnector)
+        # Whether stock changes are read from a stream of their own (Unleashed's StockOnHand,
+        # Lightspeed's ItemShops), or move the product's own stamp and come with it (Xero's one
+        # Items call, where changed_stock makes no call).
+        full = self.capabilities.full_catalogue_call
+        self.stock_stream = not full if stock_stream is None else stock_stream
+        self.calls: Counter[str] = Counter()  # per contract method, across runs
+        self.faults: list[Fault] = []
+        self.connectors: list[FakeConnector] = []
+        self.keys: dict[str, str] = {}  # idempotency key -> invoice id (where honoured)
+
+    # set-up ------------------------------------------------------------------------------------
+    def add_connection(self, store: Store, name: str = "shop", **settings: Any) -> Connection:
+        """A store connection for this provider's name (the fake stands in for its connector)."""
+        return add_connection(store, name, self.provider, settings, {"fake": "not-a-secret"})
+
+    def factory(self, ctx: JobContext) -> FakeConnector:
+        """``JobContext.connector_factory``: a connector counted in the run's ledger, as
+        ``build_connector`` makes one."""
+        conn = ctx.connection
+        ledger = StoreLedger(
+            ctx.store,
+            conn.id,
+            self.capabilities.limits,
+            run_id=ctx.run_id,
+            reserve=ctx.reserve,
+            read_only=ctx.dry_run,
+            name=conn.name,
+        )
+        return self.connector(ledger, dict(conn.settings or {}))
+
+    def connector(
+        self, ledger: Ledger | None = None, settings: dict[str, Any] | None = None
+    ) -> FakeConnector:
+        connector = FakeConnector(self, FakeHttp(self.clock, ledger), settings or {})
+        self.connectors.append(connector)
+        return connector
+
+    @contextmanager
+    def run(self, store: Store, job: str, conn: Connection, **kw: Any) -> Iterator[JobContext]:
+        """``job_run`` with this provider's connector."""
+        kw.setdefault("clock", self.clock)
+        with job_run(store, job, conn, connector_factory=self.factory, **kw) as ctx:
+            yield ctx
+
+    # faults and counts -------------------------------------------------------------------------
+    def fail(
+        self,
+        kind: str,
+        method: str | None = None,
+        *,
+        times: int = 1,
+        messages: tuple[str, ...] = ("refused by the provider",),
+        when: Callable[[Any], bool] | None = None,
+    ) -> Fault:
+        """Make the next ``times`` matching calls fail (see :class:`Fault`)."""
+        if kind not in FAULTS:
+            raise ValueError(f"unknown fault {kind!r}: one of {', '.join(FAULTS)}")
+        fault = Fault(kind, method, times, messages, when)
+        self.faults.append(fault)
+        return fault
+
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def writes(self) -> int:
+        return sum(n for method, n in self.calls.items() if method in WRITES)
+
+    def _fault(self, method: str, arg: Any) -> Fault | None:
+        for fault in self.faults:
+            if fault.matches(method, arg):
+                fault.fired += 1
+                return fault
+        return None
+
+    # the world, as the connector reads it ------------------------------------------------------
+    def invoices(self) -> list[data.Invoice]:
+        return list(self.world.invoices.values())
+
+    def product(self, code: str) -> data.Product | None:
+        return self.world.product_by_code(code)
+
+
+def _raise(fault: Fault, method: str, now: datetime) -> None:
+    where = f"fake {method}"
+    if fault.kind in ("transient", "lost"):
+        what = "answer lost" if fault.kind == "lost" else "HTTP 503"
+        raise TransientError(f"{where}: {what}", status=None if fault.kind == "lost" else 503)
+    if fault.kind == "rate_limited":
+        raise RateLimited(f"{where}: rate limited (minute)", retry_after=1.0, status=429)
+    if fault.kind == "rejected":
+        raise Rejected(f"{where}: {fault.messages[0]}", errors=list(fault.messages), status=400)
+    if fault.kind == "auth":
+        raise AuthError(f"{where}: not authorised (token refused)", status=401)
+    raise AssertionError(fault.kind)
+
+
+class FakeConnector(Connector):
+    """The contract over a :class:`FakeProvider`'s account, for one run."""
+
+    provider = "fake"
+
+    def __init__(self, fake: FakeProvider, http: FakeHttp, settings: dict[str, Any]) -> None:
+        super().__init__(http, settings)
+        self.fake, self.http = fake, http
+        self.provider = fake.provider
+        self.capabilities = fake.capabilities
+        self.primed: dict[str, dict[str, Any]] = {}
+
+    # one call ----------------------------------------------------------------------------------
+    def _call(self, method: str, arg: Any, perform: Callable[[], Any]) -> Any:
+        write = method in WRITES
+
+        def attempt() -> Any:
+            self.fake.calls[method] += 1
+            fault = self.fake._fault(method, arg)
+            if fault is None:
+                return perform()
+            if fault.kind == "budget":
+                reset = self.fake.clock.now() + timedelta(hours=1)
+                text = f"fake {method}: the provider's day budget is exhausted"
+                if self.http.ledger is not None:
+                    self.http.ledger.exhausted("day", reset, text)
+                raise BudgetExhausted(text, reset_at=reset, status=429)
+            if fault.kind == "lost":
+                perform()  # made, and then the answer never came
+            _raise(fault, method, self.fake.clock.now())
+            return None
+
+        return self.http.call(method, write, attempt)
+
+    def _pages(self, method: str, since: datetime | None, rows: list[Any]) -> Iterator[Page[Any]]:
+        """``rows`` (already in stamp order) a page a call; an empty listing is one call too."""
+        size = (len(rows) or 1) if self.capabilities.full_catalogue_call else self.fake.page_size
+        pages = max(1, math.ceil(len(rows) / size))
+        for number in range(1, pages + 1):
+            chunk = self._call(method, since, lambda n=number: rows[(n - 1) * size : n * size])
+            stamps = [r.updated_at for r in chunk if r.updated_at is not None]
+            yield Page(list(chunk), cursor=max(stamps) if stamps else None, number=number)
+
+    # products and stock --------------------------------------------------------------------------
+    def _product(self, p: data.Product) -> RemoteProduct:
+        stamp = p.updated_at
+        if not self.fake.stock_stream:
+            stamp = max(p.updated_at, p.stock_updated_at)
+        return RemoteProduct(
+            remote_id=p.id,
+            code=p.code,
+            name=p.name,
+            description=p.description,
+            price=p.price,
+            active=not p.archived,
+            updated_at=stamp,
+            stock=p.stock if p.tracked else None,
+        )
+
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        rows = sorted(
+            (self._product(p) for p in list(self.fake.world.products.values())),
+            key=lambda r: (r.updated_at, r.code),
+        )
+        rows = [r for r in rows if since is None or (r.updated_at and r.updated_at > since)]
+        if not self.capabilities.stock_in_product:
+            rows = [replace(r, stock=None) for r in rows]
+        return self._pages("changed_products", since, rows)
+
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:
+        if not self.fake.stock_stream:
+            return iter(())  # stock moves the product's stamp and comes with it: no call
+        rows = sorted(
+            (
+                RemoteStock(p.id, p.stock, p.code, p.stock_updated_at)
+                for p in list(self.fake.world.products.values())
+                if p.tracked and (since is None or p.stock_updated_at > since)
+            ),
+            key=lambda r: (r.updated_at, r.code),
+        )
+        return self._pages("changed_stock", since, rows)
+
+    def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
+        batch = self.capabilities.lookup_batch or max(1, len(remote_ids))
+        found: list[RemoteProduct] = []
+        for start in range(0, max(1, len(remote_ids)), batch):
+            ids = remote_ids[start : start + batch]
+
+            def read(ids: list[str] = ids) -> list[RemoteProduct]:
+                world = self.fake.world.products
+                return [self._product(world[i]) for i in ids if i in world]
+
+            found += self._call("get_products", ids, read)
+        return found
+
+    def find_product(self, code: str) -> RemoteProduct | None:
+        def read() -> RemoteProduct | None:
+            p = self.fake.world.product_by_code(code)
+            return self._product(p) if p is not None else None
+
+        return self._call("find_product", code, read)
+
+    def create_product(self, product: NewProduct) -> RemoteProduct:
+        def create() -> RemoteProduct:
+            if self.fake.world.product_by_code(product.code) is not None:
+                raise Rejected(f"fake create_product: code {product.code!r} is in use")
+            made = self.fake.catalogue.gen.add_product(
+                self.fake.world, code=product.code, name=product.name, price=product.price
+            )
+            made.stock = Decimal(0)
+            made.description = product.description or ""
+            return self._product(made)
+
+        return self._call("create_product", product, create)
+
+    # customers -----------------------------------------------------------------------------------
+    @staticmethod
+    def _customer(c: data.Customer) -> RemoteCustomer:
+        return RemoteCustomer(
+            remote_id=c.id,
+            name=c.name,
+            email=c.email,
+            account_number=c.account_number,
+            active=not c.archived,
+            updated_at=c.updated_at,
+        )
+
+    def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
+        rows = sorted(
+            (
+                self._customer(c)
+                for c in list(self.fake.world.customers.values())
+                if since is None or c.updated_at > since
+            ),
+            key=lambda r: (r.updated_at, r.remote_id),
+        )
+        size = self.fake.page_size
+        pages = max(1, math.ceil(len(rows) / size))
+        for number in range(1, pages + 1):
+            chunk = self._call(
+                "changed_customers", since, lambda n=number: rows[(n - 1) * size : n * size]
+            )
+            stamps = [r.updated_at for r in chunk if r.updated_at is not None]
+            yield Page(list(chunk), cursor=max(stamps) if stamps else None, number=number)
+
+    def find_customers(
+        self, *, email: str | None = None, account: str | None = None
+    ) -> list[RemoteCustomer]:
+        def read() -> list[RemoteCustomer]:
+            wanted = (email or "").strip().lower()
+            return [
+                self._customer(c)
+                for c in self.fake.world.customers.values()
+                if not c.archived
+                and (
+                    (wanted and (c.email or "").lower() == wanted)
+                    or (account and c.account_number == account)
+                )
+            ]
+
+        return self._call("find_customers", (email, account), read)
+
+    def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
+        def create() -> RemoteCustomer:
+            first, _, last = customer.name.partition(" ")
+            made = self.fake.catalogue.gen.add_customer(
+                self.fake.world,
+                first=customer.first_name or first or customer.name,
+                last=customer.last_name or last or "-",
+                email=customer.email,
+                account_number=customer.account_number,
+            )
+            if customer.email is None:
+                made.email = None
+            made.name = customer.name
+            return self._customer(made)
+
+        return self._call("create_customer", customer, create)
+
+    def refinds_customer(self, email: str | None, account: str | None) -> bool:
+        # the real connector's rule (Lightspeed finds a customer again by email only): it reads
+        # nothing of the connector itself
+        return self.fake.real.refinds_customer(self, email, account)
+
+    # invoices ------------------------------------------------------------------------------------
+    def number_taken(self, messages: list[str]) -> bool:
+        return any(NUMBER_TAKEN.lower() in m.lower() for m in messages)
+
+    @staticmethod
+    def _posted(inv: data.Invoice) -> PostedInvoice:
+        return PostedInvoice(inv.id, inv.number, inv.total, str(inv.body.get("status", "")))
+
+    def find_invoice(self, number: str) -> PostedInvoice | None:
+        def read() -> PostedInvoice | None:
+            for inv in self.fake.world.invoices.values():
+                if inv.number == number:
+                    return self._posted(inv)
+            return None
+
+        return self._call("find_invoice", number, read)
+
+    def _create_invoice(self, draft: InvoiceDraft, key: str) -> PostedInvoice:
+        world = self.fake.world
+        if self.capabilities.idempotency_keys and key in self.fake.keys:
+            return self._posted(world.invoices[self.fake.keys[key]])  # the provider honours it
+        if any(inv.number == draft.number for inv in world.invoices.values()):
+            raise Rejected(f"fake post_invoice: {NUMBER_TAKEN}", errors=[NUMBER_TAKEN])
+        if draft.customer_remote_id not in world.customers:
+            raise Rejected("fake post_invoice: no such customer")
+        missing = [ln.code for ln in draft.lines if ln.product_remote_id not in world.products]
+        if missing:
+            raise Rejected(f"fake post_invoice: no such product {missing[0]}")
+        total = sum(
+            (ln.quantity * ln.unit_price * (1 + ln.tax_rate) for ln in draft.lines), Decimal(0)
+        ).quantize(CENT)
+        now = self.fake.clock.now()
+        inv = data.Invoice(
+            id=self.fake.catalogue.gen.uuid(),
+            number=draft.number,
+            customer_id=draft.customer_remote_id,
+            total=draft.total if draft.total is not None else total,
+            body={"status": "AUTHORISED", "draft": draft, "key": key},
+            created_at=now,
+            updated_at=now,
+            seq=world.seq(),
+        )
+        world.invoices[inv.id] = inv
+        self.fake.keys[key] = inv.id
+        return self._posted(inv)
+
+    def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        return self._call(
+            "post_invoice", invoice, lambda: self._create_invoice(invoice, idempotency_key)
+        )
+
+    def post_invoices(
+        self, invoices: list[tuple[InvoiceDraft, str]]
+    ) -> list[PostedInvoice | Rejected | TransientError]:
+        if self.capabilities.invoice_batch <= 1:
+            return super().post_invoices(invoices)
+
+        def post_all() -> list[PostedInvoice | Rejected | TransientError]:
+            # one call for the batch; an invoice's own fault (``method="post_invoice"``) is
+            # that invoice's outcome alone, as a plural envelope reports it
+            results: list[PostedInvoice | Rejected | TransientError] = []
+            for draft, key in invoices:
+                fault = self.fake._fault("post_invoice", draft)
+                try:
+                    if fault is not None and fault.kind == "lost":
+                        self._create_invoice(draft, key)
+                    if fault is not None:
+                        _raise(fault, "post_invoice", self.fake.clock.now())
+                    results.append(self._create_invoice(draft, key))
+                except (Rejected, TransientError) as err:
+                    results.append(err)
+            return results
+
+        return self._call("post_invoices", invoices, post_all)
+
+    # lists kept between runs and operations ------------------------------------------------------
+    def prime(self, name: str, value: dict[str, Any]) -> None:
+        self.primed[name] = value
+
+    def ping(self) -> dict[str, Any]:
+        return self._call("ping", None, lambda: {"date": self.fake.clock.now().isoformat()})
+
+    def ids(self) -> dict[str, list[dict[str, str]]]:
+        return {"tenant_id": [{"id": self.fake.tenant, "name": "Fake shop"}]}
