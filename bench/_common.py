@@ -7,6 +7,7 @@ nothing here is part of the installed package.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -30,22 +31,21 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable w
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from synccli import registry  # noqa: E402
 from synccli.config import load_settings  # noqa: E402
 from synccli.store.db import Store, make_engine  # noqa: E402
 from synccli.sync.plan import JOBS, Entry, _field_values, parse_crontab  # noqa: E402
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
+PROVIDERS = registry.suite_names()
 # Sandbox time scale (and the same on the connection): short limit windows (Xero's minute,
 # Lightspeed's leaky bucket) run this much faster than real time, so a simulated month does not
 # wait out real minutes. Day and month windows run on the simulated clock and are untouched.
-TIME_SCALE = {"xero": 1000.0, "unleashed": 1000.0, "lightspeed": 1000.0}
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% at each sandbox
+TIME_SCALE = dict.fromkeys(PROVIDERS, 1000.0)
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% at each sandbox
 TAX_RATE = "0.15"
 # Limits high enough to never answer 429: for the naive strategy's twin sandbox and throughput.
 NO_LIMITS: dict[str, dict[str, Any]] = {
-    "xero": {"per_minute": None, "per_day": None, "concurrency": None, "app_per_minute": None},
-    "unleashed": {"per_month": None, "per_minute": None},
-    "lightspeed": {"bucket_size": 1e12, "drip": 1e9, "burst": 10**9, "day": None},
+    p: dict(importlib.import_module(registry.get(p).sandbox.module).NO_LIMITS) for p in PROVIDERS
 }
 AUTH_ENDPOINTS = ("identity.", "oauth.", "connections")  # token calls are not API calls
 

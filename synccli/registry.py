@@ -243,6 +243,10 @@ class Sandbox:
     tax_code: str  # a 15% tax code every simulated account has
     demo_time_scale: float = 1.0  # the demo's clock speed (a leaky bucket drains faster)
     urls: tuple[str, ...] = ()  # settings that point at the simulator besides base_url
+    # The job tests run for every provider (tests/) and the benchmarks (bench/) include this
+    # one. A new provider turns it on once its simulator models what they use and the tests'
+    # per-provider facts (its endpoints) are written (docs/adding-a-provider.md).
+    shared_suites: bool = True
 
 
 @dataclass(frozen=True)
@@ -518,7 +522,9 @@ LIGHTSPEED_X = Provider(
         ),
     ),
     calls=CallPattern(customer_page=1000, stock_changes_read=True, daily_list_calls=5),
-    sandbox=Sandbox("synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",)),
+    sandbox=Sandbox(
+        "synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",), shared_suites=False
+    ),
     oauth=ModuleOAuth(
         "synccli.connectors.lightspeed_x",
         learns=("domain_prefix",),
@@ -544,6 +550,11 @@ def providers() -> tuple[Provider, ...]:
 
 def names() -> tuple[str, ...]:
     return tuple(p.name for p in PROVIDERS)
+
+
+def suite_names() -> tuple[str, ...]:
+    """The providers the shared job tests and the benchmarks run for (``Sandbox.shared_suites``)."""
+    return tuple(p.name for p in PROVIDERS if p.sandbox.shared_suites)
 
 
 def choices() -> str:

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from synccli import registry
+
 ROOT = Path(__file__).resolve().parents[1]
-PROVIDERS = {"xero", "unleashed", "lightspeed"}
+PROVIDERS = set(registry.suite_names())  # the benchmarks run for these
 
 pytestmark = pytest.mark.slow
 

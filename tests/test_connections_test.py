@@ -12,6 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.store.connections import add_connection
 from synccli.store.db import Store
@@ -40,7 +41,7 @@ class _Inbox:
         return "250 OK"
 
 
-@pytest.mark.parametrize("provider", ["xero", "unleashed", "lightspeed"])
+@pytest.mark.parametrize("provider", registry.names())
 def test_a_working_connection_is_checked_with_one_call(cli, store: Store, provider: str) -> None:
     with harness.start(provider, products=3) as running:
         harness.add_connection(store, "shop", running, notify_email="owner@shop.example")

@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.connectors.base import InvoiceDraft, InvoiceLine
 from synccli.errors import Rejected, TransientError
@@ -23,9 +24,9 @@ from synccli.sync import customers
 from synccli.sync.context import job_run
 from synccli.sync.duplicates import Person, find_duplicates
 
-PROVIDERS = ["xero", "unleashed", "lightspeed"]
+PROVIDERS = list(registry.suite_names())
 # Lightspeed's leaky bucket drains 1 unit/s: scale its limit clock so 30 pages take no time.
-SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 200.0}
+SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0}  # drain the leaky bucket fast
 ACCOUNT_NUMBERS = {"xero": True, "unleashed": True, "lightspeed": False}  # R-Series has none
 CLOCK = SimClock()
 
@@ -643,13 +644,13 @@ def test_review_finds_planted_near_duplicates_with_few_false_pairs(
 
 
 # --- link-customers: rivals across pages, cursor, dry run -----------------------------------------
-@pytest.mark.parametrize("provider", ["xero", "lightspeed"])
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "unleashed"])
 def test_a_rival_on_a_later_page_undoes_the_link_made_on_an_earlier_one(
     provider: str, store: Store
 ) -> None:
     """Pages come oldest first: the local customer's match is on page 1, a second remote customer
     with the same email (created later) on the last page. No guess: no link, one review item."""
-    size = {"xero": 100, "lightspeed": 100}[provider]  # rows a page holds (Xero: page_rows)
+    size = 100  # rows a page holds (Xero: page_rows)
     with start(provider, size + 5) as running:
         app = running.app
         conn = connect(store, running)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from xero_helpers import make_connector
 from xero_helpers import running as serving
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.sandbox import harness
 from synccli.sandbox.data import Customer as SimCustomer
@@ -29,8 +30,8 @@ from synccli.sync import customers, invoices, products
 from synccli.sync.context import job_run
 from synccli.sync.orders import add_orders, line_amounts
 
-PROVIDERS = ["xero", "unleashed", "lightspeed"]
-SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 200.0}  # drain the leaky bucket fast
+PROVIDERS = list(registry.suite_names())
+SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0}  # drain the leaky bucket fast
 CLOCK = SimClock()
 
 
@@ -329,7 +330,7 @@ def test_unleashed_product_deleted_or_recoded_while_the_catalogue_pages_flags_on
 
 
 # --- line 6: a re-SKU at the provider -----------------------------------------------------------
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each simulator
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each simulator
 
 
 @pytest.mark.parametrize("shop", [(p, 5) for p in PROVIDERS], indirect=True, ids=PROVIDERS)

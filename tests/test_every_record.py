@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.connectors.base import InvoiceDraft, InvoiceLine
 from synccli.sandbox import harness
@@ -24,7 +25,7 @@ from synccli.sync import customers
 from synccli.sync.context import job_run
 
 CLOCK = SimClock()
-SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 200.0}
+SCALE = {**dict.fromkeys(registry.names(), 1.0), "lightspeed": 200.0}
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,7 @@ import pytest
 from hostile.support import TABLES, jsonl, orders_for, row_counts, serve
 from sqlalchemy import select
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.sandbox.core import Response
 from synccli.sandbox.lightspeed import LightspeedSandbox
@@ -35,8 +36,8 @@ from synccli.sync.orders import add_orders
 
 pytestmark = pytest.mark.reliability
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
-SCALE = {"xero": 1000.0, "unleashed": 1000.0, "lightspeed": 200.0}
+PROVIDERS = registry.suite_names()
+SCALE = {**dict.fromkeys(PROVIDERS, 1000.0), "lightspeed": 200.0}
 BASES = {"xero": XeroSandbox, "unleashed": UnleashedSandbox, "lightspeed": LightspeedSandbox}
 PRODUCT_LIST = {  # the first call of a pull: the product list
     "xero": ("GET", r"/Items$"),
@@ -301,7 +302,7 @@ def test_bad_record_is_reported_good_records_apply(
                 )
 
 
-@pytest.mark.parametrize("provider", ["xero", "lightspeed"])
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "unleashed"])
 @pytest.mark.parametrize("known", [False, True], ids=["new-catalogue", "known-catalogue"])
 def test_duplicate_records_in_one_page_apply_once(
     store: Store, cli: Any, provider: str, known: bool

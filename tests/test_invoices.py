@@ -33,6 +33,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, text
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.connectors.base import InvoiceDraft, InvoiceLine
 from synccli.errors import BudgetExhausted, ExitCode, TransientError
@@ -56,9 +57,9 @@ from synccli.sync import invoices
 from synccli.sync.context import job_run
 from synccli.sync.orders import add_orders, line_amounts
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
+PROVIDERS = registry.suite_names()
 SCALE = 1000.0  # sandbox limit windows and client pacing run this much faster than real time
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
 INVOICE_WRITE = {  # (method, path regex) of the invoice write, for the lost-response fault
     "xero": ("PUT", r"/Invoices$"),
     "unleashed": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$"),
@@ -466,7 +467,7 @@ def _drain_concurrently(store: Store, conn: Connection, workers: int = 2) -> lis
     return results
 
 
-@pytest.mark.parametrize("provider", ["lightspeed", "xero"])
+@pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "unleashed"])
 def test_two_workers_share_the_queue_on_sqlite(store: Store, provider: str) -> None:
     with sandbox(provider) as running:
         conn = connect(store, running)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.store.db import Store
 from synccli.store.models import Customer, Link
@@ -23,7 +24,7 @@ def _remote_id(provider: str, c) -> str:
     return str(c.seq) if provider == "lightspeed" else c.id
 
 
-@pytest.mark.parametrize("provider", ["xero", "unleashed", "lightspeed"])
+@pytest.mark.parametrize("provider", registry.names())
 def test_a_local_customer_added_later_is_linked_to_its_seen_twin(
     cli, store: Store, provider: str
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from synccli import registry
 from synccli.errors import ExitCode
 from synccli.store.connections import add_connection, get_connection
 from synccli.store.db import Store
@@ -29,7 +30,7 @@ from synccli.sync.orders import (
     parse_orders,
 )
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
+PROVIDERS = registry.names()
 TABLES = ("orders", "order_lines", "invoice_jobs", "customers")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.sandbox import harness
 from synccli.store.db import Store
@@ -18,12 +19,12 @@ from synccli.store.models import Event, Link, Product
 from synccli.sync import products
 from synccli.sync.context import job_run
 
-PROVIDERS = ["xero", "unleashed", "lightspeed"]
+PROVIDERS = list(registry.suite_names())
 # Fewest calls for a pull that finds nothing: Xero reads Items in one call; the others read
 # products and stock separately.
 EMPTY_PULL_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2}
 SWEEP_100_MAX_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2}
-SCALE = {"xero": 1.0, "unleashed": 1.0, "lightspeed": 200.0}  # drain the leaky bucket fast
+SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0}  # drain the leaky bucket fast
 
 
 def start(provider: str, n: int, **kw) -> harness.Running:

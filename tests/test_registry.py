@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from synccli import connsettings, registry
@@ -40,3 +43,42 @@ def test_every_default_passes_its_own_check(name: str) -> None:
         if s.default is None or s.default.startswith(("the ", "found ")):
             continue  # described, not a value (the provider's own URL, the tenant found)
         assert s.check(s.default) is None, (s.key, s.default)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _literal_lists(tree: ast.AST, names: set[str], *, dicts: bool) -> list[int]:
+    """Lines of a tuple, list or set literal naming 2+ providers (with ``dicts``, a dict literal
+    keyed by 2+ providers too)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            elements: list[ast.expr | None] = list(node.elts)
+        elif dicts and isinstance(node, ast.Dict):
+            elements = list(node.keys)
+        else:
+            continue
+        named = [e for e in elements if isinstance(e, ast.Constant) and e.value in names]
+        if len(named) >= 2:
+            found.append(node.lineno)
+    return found
+
+
+def test_no_literal_list_of_providers_outside_the_registry() -> None:
+    """Every list of providers derives from ``registry.names()``: adding one is one entry. A
+    test about one provider names it; a dict of per-provider expectations in a test is that
+    test's data (which providers it runs for still comes from the registry), but in synccli/ and
+    bench/ such facts belong to the registry entry."""
+    names = set(registry.names())
+    offences = []
+    for top in ("synccli", "tests", "bench"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if path == ROOT / "synccli" / "registry.py":
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for line in _literal_lists(tree, names, dicts=top != "tests"):
+                offences.append(f"{path.relative_to(ROOT)}:{line}")
+    assert not offences, "literal lists of providers (use registry.names()):\n" + "\n".join(
+        offences
+    )

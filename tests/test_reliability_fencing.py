@@ -51,6 +51,7 @@ import pytest
 from hostile.support import cli_env, jsonl, kill9, orders_for, run_cli, serve, spawn, wait_for
 from sqlalchemy import func, select, update
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.sandbox.core import Request, Response
 from synccli.sandbox.lightspeed import LightspeedSandbox, ls_error
@@ -63,7 +64,7 @@ from synccli.sync.orders import add_orders
 
 pytestmark = [pytest.mark.reliability]
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
+PROVIDERS = registry.suite_names()
 SCALE = 1000.0
 CLAIM_SECONDS = 10  # so one write may wait at most 5 s
 SHORT_WAIT = 2.5  # a Retry-After the worker waits out (under half the claim)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.store.connections import get_connection, set_values
 from synccli.store.db import Store
@@ -34,7 +35,7 @@ from synccli.sync.orders import line_amounts
 pytestmark = pytest.mark.reliability
 
 SCALE = 1000.0
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
 # What the email package refuses in a header (it splits header values with str.splitlines()),
 # and the C0/C1 control characters.
 HEADER_BREAKERS = ["\u2028", "\u2029", "\u0085", "\u001c", "\u001d", "\u001e", "\u000b", "\u0080"]

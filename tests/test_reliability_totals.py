@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.store.connections import get_connection
 from synccli.store.db import Store
@@ -36,10 +37,10 @@ from synccli.sync.context import job_run
 
 pytestmark = [pytest.mark.reliability]
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
+PROVIDERS = registry.suite_names()
 SCALE = 1000.0
 ROOT = Path(__file__).resolve().parents[1]
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each simulator
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each simulator
 
 
 def docs_example() -> dict[str, Any]:

@@ -46,6 +46,7 @@ from xero_spec_answers import (
     example,
 )
 
+from synccli import registry
 from synccli.connectors.base import NewCustomer, NewProduct
 from synccli.errors import Rejected
 from synccli.sandbox import harness
@@ -63,7 +64,7 @@ from synccli.sync.orders import add_orders, line_amounts
 pytestmark = pytest.mark.reliability
 
 SCALE = 1000.0
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
 ID_FIELD = {"Items": "ItemID", "Contacts": "ContactID", "Invoices": "InvoiceID"}
 # each refusal flag alone, as Xero writes it (provider notes §2 summarizeErrors; OAS examples)
 FLAGS: dict[str, dict[str, Any]] = {

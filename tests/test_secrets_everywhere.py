@@ -28,6 +28,7 @@ import typer
 from hostile.support import cli_env, jsonl, orders_for, spawn
 from sqlalchemy import select
 
+from synccli import registry
 from synccli import secrets as secret_registry
 from synccli.cli.main import app
 from synccli.sandbox import harness
@@ -37,8 +38,8 @@ from synccli.store.models import Customer, Link
 
 pytestmark = pytest.mark.reliability
 
-PROVIDERS = ("xero", "unleashed", "lightspeed")
-SCALE = {"xero": 1000.0, "unleashed": 1000.0, "lightspeed": 200.0}
+PROVIDERS = registry.suite_names()
+SCALE = {**dict.fromkeys(PROVIDERS, 1000.0), "lightspeed": 200.0}
 SECRET_FIELDS = ("client_secret", "api_key", "access_token", "refresh_token")
 FAKE = {  # secrets typed on the command line for `connections add` / `set`
     "client_secret": "typed-client-secret-4f9a1c27e0",

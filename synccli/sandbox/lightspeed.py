@@ -129,6 +129,8 @@ DEFAULT_CLIENT_ID = "synccli-sandbox-client"
 DEFAULT_CLIENT_SECRET = "ls-sandbox-client-secret-0f3c9a"
 CENT = Decimal("0.01")
 API = "/API/V3/Account"
+# Limits high enough never to answer 429 (a benchmark's twin sandbox, throughput runs).
+NO_LIMITS: dict[str, float | None] = {"bucket_size": 1e12, "drip": 1e9, "burst": 10**9, "day": None}
 
 _REASON = {
     400: "Bad Request",

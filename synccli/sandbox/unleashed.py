@@ -117,6 +117,8 @@ CENT = Decimal("0.01")
 AVG_COST_SHARE = Decimal("0.45")  # a product's average cost is this share of its price
 TAX_CODES = {"G.S.T.": Decimal("0.15"), "NONE": Decimal("0"), "EXEMPT": Decimal("0")}
 DEFAULT_LIMITS: dict[str, int | None] = {"per_month": 15000, "per_minute": None}
+# Limits high enough never to answer 429 (a benchmark's twin sandbox, throughput runs).
+NO_LIMITS: dict[str, int | None] = dict.fromkeys(DEFAULT_LIMITS)
 QUOTA_DESCRIPTION = "Monthly API call limit reached for this account"
 WAREHOUSE: dict[str, Any] = {
     "WarehouseCode": "W1",

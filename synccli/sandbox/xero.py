@@ -147,6 +147,8 @@ DEFAULT_LIMITS: dict[str, int | None] = {
     "concurrency": 5,
     "app_per_minute": 10000,
 }
+# Limits high enough never to answer 429 (a benchmark's twin sandbox, throughput runs).
+NO_LIMITS: dict[str, int | None] = dict.fromkeys(DEFAULT_LIMITS)
 DEFAULT_SCOPE = (
     "openid profile email offline_access accounting.settings accounting.contacts "
     "accounting.transactions"

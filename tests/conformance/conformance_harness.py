@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.connectors import lightspeed, lightspeed_x, unleashed, xero
 from synccli.connectors.auth import MemoryTokenStore, Tokens
@@ -48,7 +49,7 @@ from synccli.connectors.base import (
 from synccli.connectors.http import MemoryLedger
 
 HERE = Path(__file__).parent
-PROVIDERS = ("xero", "unleashed", "lightspeed", "lightspeed-x")
+PROVIDERS = registry.names()
 # a fixed instant for every connector clock (the fixtures' answers carry their own Date headers)
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 # made-up credentials: the fixtures hold no real account's values

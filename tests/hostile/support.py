@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from synccli import registry
 from synccli.sandbox import harness
 from synccli.store.db import Store
 from synccli.sync.orders import line_amounts
@@ -41,7 +42,7 @@ TABLES = (
     "events",
     "review_items",
 )
-TAX = {"xero": "OUTPUT2", "unleashed": "G.S.T.", "lightspeed": "GST"}  # 15% in each sandbox
+TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
 
 
 def cli_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
