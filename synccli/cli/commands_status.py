@@ -96,9 +96,11 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
 
 def uncoded_line(provider: str, n: int) -> str:
     """What status says of products the provider has with no code (never synced)."""
+    entry = registry.find(provider)
+    field = entry.setting("sku_field") if entry is not None else None  # a configurable SKU
     where = (
-        " in the field the connection's sku_field names (customSku unless set)"
-        if provider == "lightspeed"
+        f" in the field the connection's sku_field names ({field.default} unless set)"
+        if field is not None
         else ""
     )
     its = "it has" if n == 1 else "they have"
