@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -73,6 +74,7 @@ def test_known_empty_day_budget_makes_no_call(store: Store, cli) -> None:
         assert running.app.counters.throttled == 0
 
 
+@pytest.mark.slow
 def test_two_processes_needing_a_refresh_leave_one_valid_chain(
     store: Store, _isolated_env: Path
 ) -> None:

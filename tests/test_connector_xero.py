@@ -62,6 +62,7 @@ def test_pull_2500_products_with_stock_in_one_call_under_real_limits():
         assert app.counters.throttled == 0 and conn.http.calls == 66
 
 
+@pytest.mark.slow
 def test_access_token_expiring_mid_run_is_refreshed_once_and_the_run_completes():
     clock = SimClock(START)
     app = XeroSandbox(products=0, customers=2500, clock=clock)

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from synccli import registry
 
 
+@pytest.mark.slow
 def test_demo_runs_the_schedule_twice_and_ends_with_status(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
     env["HOME"] = str(tmp_path)  # a fresh machine: no configuration anywhere

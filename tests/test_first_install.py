@@ -166,6 +166,7 @@ def _run_on_a_terminal(args: list[str], typed: str, data_dir: Path) -> tuple[int
     return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_secret_stdin_on_a_terminal_prompts_without_echo(
     cli, store: Store, shop, _isolated_env: Path
 ) -> None:
@@ -209,6 +210,7 @@ def _authorize(data_dir: Path, *args: str, paste: bool = False):
     return proc, url, said
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("provider", [p for p in OAUTH if p in registry.suite_names()])
 def test_authorize_listens_on_the_fixed_port_it_tells_to_register(
     store: Store, provider: str, _isolated_env: Path
@@ -236,6 +238,7 @@ def test_authorize_listens_on_the_fixed_port_it_tells_to_register(
     assert credentials(store, get_connection(store, "c")).get("refresh_token")
 
 
+@pytest.mark.slow
 def test_authorize_without_port_uses_one_fixed_redirect_uri(
     store: Store, _isolated_env: Path
 ) -> None:
@@ -251,6 +254,7 @@ def test_authorize_without_port_uses_one_fixed_redirect_uri(
     assert "http://localhost:8765/callback" in seen[0]
 
 
+@pytest.mark.slow
 def test_authorize_with_a_registered_https_redirect_takes_the_pasted_address(
     store: Store, _isolated_env: Path
 ) -> None:
@@ -328,6 +332,7 @@ def _crontab() -> tuple[dict[str, str], list[str]]:
     return env, jobs
 
 
+@pytest.mark.slow
 def test_crontab_example_runs_as_installed_under_cron(store: Store, tmp_path: Path) -> None:
     """Each job as cron runs it: `sh -c` with nothing but the crontab's own variables (cron's
     short PATH, no profile), synccli where README's Production section installs it (here: the

@@ -481,6 +481,7 @@ def test_two_workers_share_the_queue_on_sqlite(store: Store, provider: str) -> N
         assert running.app.counters.creates["customer"] == len(batch.new_emails)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_workers_share_the_queue_on_postgres(pg_store: Store) -> None:
     with sandbox("lightspeed") as running:

@@ -32,6 +32,7 @@ def _wait_for(predicate, seconds: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
     store: Store, _isolated_env: Path
 ) -> None:
@@ -164,6 +165,7 @@ def test_trace_unknown_record_is_a_usage_error(store: Store, cli, missing: str) 
     assert result.exit_code == 2 and missing in result.stderr
 
 
+@pytest.mark.slow
 def test_sandbox_serve_answers_items_with_5000_in_one_response(
     store: Store, _isolated_env: Path
 ) -> None:

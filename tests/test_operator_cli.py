@@ -138,6 +138,7 @@ def test_times_are_iso_utc_in_json_and_to_the_minute_for_people(store: Store, cl
     ],
     ids=["plan", "help", "status-json", "invoices-list", "pull-products"],
 )
+@pytest.mark.slow
 def test_piping_into_head_ends_quietly(
     store: Store, _isolated_env: Path, tmp_path: Path, args: list[str]
 ) -> None:
@@ -170,6 +171,7 @@ def test_piping_into_head_ends_quietly(
     assert done.returncode in (0, 141), done.returncode
 
 
+@pytest.mark.slow
 def test_piping_a_long_listing_into_head_in_a_shell(store: Store, _isolated_env: Path) -> None:
     with harness.start("xero", products=5) as running:
         harness.add_connection(store, "x", running)
@@ -360,6 +362,7 @@ def _lease_and_runs(store: Store) -> tuple[list[str], list[tuple[str, object]]]:
     return leases, runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_during_a_rate_limit_wait_ends_the_run_within_a_second(
     store: Store, _isolated_env: Path, signum: int
@@ -406,6 +409,7 @@ def test_a_signal_during_a_rate_limit_wait_ends_the_run_within_a_second(
     assert runs[-1][0] == "interrupted" and runs[-1][1] is not None  # the run row closed
 
 
+@pytest.mark.slow
 def test_a_killed_runs_lease_on_this_host_is_taken_over_at_once(
     store: Store, _isolated_env: Path
 ) -> None:

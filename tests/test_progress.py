@@ -118,6 +118,7 @@ def _waited(running: harness.Running, run: Callable[[], T]) -> T:
     return result
 
 
+@pytest.mark.slow
 def test_a_pull_on_a_terminal_shows_a_total_an_eta_and_rate_limit_waits(
     limited: harness.Running, _isolated_env: Path
 ) -> None:
@@ -142,6 +143,7 @@ def test_a_pull_on_a_terminal_shows_a_total_an_eta_and_rate_limit_waits(
     assert "u: pulled 6 page(s)" in screen and "Traceback" not in screen
 
 
+@pytest.mark.slow
 def test_no_progress_line_on_a_terminal_under_quiet_json_or_json_logs(
     limited: harness.Running, _isolated_env: Path
 ) -> None:
@@ -166,6 +168,7 @@ def test_no_progress_line_on_a_terminal_under_quiet_json_or_json_logs(
     assert len(others) == 1 and others[0].startswith("u: pulled 6 page(s)"), others[-20:]
 
 
+@pytest.mark.slow
 def test_a_pull_whose_stderr_is_not_a_terminal_shows_no_progress(
     limited: harness.Running, _isolated_env: Path, tmp_path: Path
 ) -> None:
@@ -197,6 +200,7 @@ def test_a_pull_whose_stderr_is_not_a_terminal_shows_no_progress(
     assert piped.stdout.splitlines()[-1].startswith("u: pulled 6 page(s)")
 
 
+@pytest.mark.slow
 def test_link_customers_on_a_terminal_shows_xeros_item_count_and_its_minute_limit(
     store: Store, _isolated_env: Path
 ) -> None:
@@ -227,6 +231,7 @@ def test_link_customers_on_a_terminal_shows_xeros_item_count_and_its_minute_limi
         assert call.lstrip().startswith("info"), f"a log line glued to other text: {call!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("paging", "total"),
     [("cursor", False), ("offset", True)],

@@ -213,6 +213,7 @@ def test_items_are_unpaged_5000_in_one_response_and_page_is_ignored():
         assert sample["SalesDetails"]["TaxType"] == "OUTPUT2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rows", [100, None], ids=["short-pages", "pagesize-honoured"])
 def test_contacts_paging_returns_every_record_exactly_once(rows: int | None):
     app = XeroSandbox(products=0, customers=2345, page_rows=rows)

@@ -377,6 +377,7 @@ def _limited_file_size(limit: int) -> Any:
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_key_file_cut_short_while_written_never_takes_its_place(pg_url, tmp_path):
     """The key file is written under a temporary name and renamed into place: a write that fails
@@ -461,6 +462,7 @@ def test_a_lock_held_too_long_is_one_line_exit_1_and_reads_go_on(store, cli):
     assert get_connection(store, "shop").notify_email is None
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_row_lock_held_too_long_on_postgres_is_one_line_exit_1(pg_store, tmp_path):
     """PostgreSQL waits for a lock forever by default: a cron run behind a stuck process must
@@ -502,6 +504,7 @@ def test_a_database_server_that_is_gone_is_one_line_exit_1(cli, monkeypatch):
         assert "store unavailable" in line and "cannot be reached" in line, line
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_naming_it_exit_1(store, tmp_path):
     """The store's disk fills while orders are written (the file-size limit stands in for it):
     one line naming the disk, exit 1, and nothing half-written."""
@@ -572,6 +575,7 @@ class _HeldTokenXero:
         return super().handle(req)  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_a_token_refresh_does_not_hold_the_store_while_it_waits_for_the_provider(
     any_store, tmp_path
 ):

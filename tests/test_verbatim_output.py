@@ -147,6 +147,7 @@ def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
     return code, shown
 
 
+@pytest.mark.slow
 def test_markup_like_data_is_printed_verbatim_on_a_terminal(shop):
     env = cli_env(shop.settings.data_dir)
     for args, expected in SHOWN:
