@@ -53,6 +53,9 @@ class Capabilities:
     # stamp there can neither be told to lie in the future nor rank a record's versions
     # against a clamped one, so a pull applies what it reads by value, as a sweep does.
     stamps_on_provider_clock: bool = True
+    # Whether a record's stamp is the provider's change counter (Lightspeed X-Series' version,
+    # carried as an instant), not a time: it orders changes, and none can lie in the future.
+    version_stamps: bool = False
 
 
 @dataclass

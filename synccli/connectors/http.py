@@ -225,6 +225,13 @@ class WindowPacer:
         self._lock = threading.Lock()
         self.waited = 0.0  # seconds spent waiting, for run summaries and benchmarks
 
+    def resume(self, left: float, ends_in: float) -> None:
+        """Start from a count the provider gave an earlier client: ``left`` calls until a
+        window that ends at the latest ``ends_in`` seconds from now."""
+        with self._lock:
+            self._said = self._left = left
+            self._window_end = self._monotonic() + ends_in + self.margin
+
     def delay(self, now: float) -> float:
         """Seconds to wait from ``now`` before the next call may be sent (0: send now)."""
         if self._left is not None and self._window_end is not None:
@@ -361,7 +368,16 @@ class HttpClient:
         # the provider's own count of calls left, which a client-side rate limiter cannot read
         # (see WindowPacer). The window shrinks with the sandbox's time scale so tests cross it
         # in seconds.
-        return WindowPacer(limit, seconds / self.time_scale, sleep=self._rate_limit_sleep)
+        pacer = WindowPacer(limit, seconds / self.time_scale, sleep=self._rate_limit_sleep)
+        said = getattr(self.ledger, "window_left", None)
+        known = said(self.clock.now()) if said is not None else None
+        if known is not None:
+            # an earlier run (maybe another host) left this window partly spent: start from
+            # the provider's own count, until the latest that window can end
+            left, at = known
+            ends = seconds - (self.clock.now() - at).total_seconds()
+            pacer.resume(left, max(0.0, ends) / self.time_scale)
+        return pacer
 
     # ------------------------------------------------------------------------------------------
     def url(self, path: str) -> str:
@@ -470,7 +486,7 @@ class HttpClient:
     ) -> requests.Response:
         now = self.clock.now()
         if self.ledger is not None:
-            self._ledger_check(now, cost)
+            self.ledger.check(now, cost)
         self._pace(cost)
         if self.pacer is not None:
             self.pacer.acquire()
@@ -524,18 +540,6 @@ class HttpClient:
             log.info(
                 secrets.redact(f"{method} {path} {status or 'ERR'} {ms}ms cost={cost_text} {left}")
             )
-
-    def _ledger_check(self, now: datetime, cost: float) -> None:
-        """The ledger's verdict before a call. A short window it counts spent (calls of other
-        runs and hosts share it) is waited out a few times, then left to the next run."""
-        for _ in range(3):
-            try:
-                self.ledger.check(now, cost)  # type: ignore[union-attr]
-                return
-            except RateLimited as err:
-                self._rate_limit_sleep(min(err.retry_after / self.time_scale, 3600.0))
-                now = self.clock.now()
-        self.ledger.check(now, cost)  # type: ignore[union-attr]
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         """The environment's proxies for ``url``'s host (``HTTPS_PROXY``, ``NO_PROXY``...), as

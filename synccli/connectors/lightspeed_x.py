@@ -34,7 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
@@ -58,6 +58,7 @@ from synccli.connectors.base import (
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
+from synccli.connectors.wire import decimal, decimal_or_none, round_money
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected
 
 API = "api/2026-07"
@@ -71,11 +72,11 @@ DEFAULT_SCOPE = (
     "retailer:read"
 )
 PAGE = 1000  # [notes §3] the spec names no cap; 1000 is what clients are served
+BATCH = 100  # ids one /search carries (a 4 kB query)
 INVENTORY_PAGE = 5000  # [SPEC InventoryRequest.size maximum]
 WINDOW = 300.0  # seconds [D-RL]
 REFERENCE = "x_series_reference"  # the name its copy is kept under between runs
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-CENT = Decimal("0.01")
 SALE_NS = uuid.UUID("0b0e6f4e-3c51-5c1e-9d0b-2f3f6c1d7a10")
 T = TypeVar("T")
 
@@ -104,28 +105,14 @@ def sale_id(domain_prefix: str, number: str) -> str:
     return str(uuid.uuid5(SALE_NS, f"{domain_prefix.lower()}\x00{number}"))
 
 
-def dec(value: Any) -> Decimal | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        result = Decimal(str(value))
-    except InvalidOperation:
-        return None
-    return result if result.is_finite() else None
-
-
 # ------------------------------------------------------------------------------------------------
 # PROFILE
 
 
 def _read_remaining(resp: requests.Response) -> dict[str, float]:
-    out: dict[str, float] = {}
-    left, limit = resp.headers.get("X-RateLimit-Remaining"), resp.headers.get("X-RateLimit-Limit")
-    if left is not None:
-        out["window"] = float(left)
-    if limit is not None:
-        out["window_limit"] = float(limit)
-    return out
+    """[D-RL] X-RateLimit-Remaining steers the pacer; the limit is kept beside it."""
+    pairs = (("window", "X-RateLimit-Remaining"), ("window_limit", "X-RateLimit-Limit"))
+    return {key: float(resp.headers[name]) for key, name in pairs if name in resp.headers}
 
 
 PROFILE = Profile(
@@ -157,17 +144,11 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     prefix = str(s.get("domain_prefix") or "")
     if "{domain_prefix}" in str(s["base_url"]):
         if not prefix:
-            raise ConfigError(
-                "Lightspeed X-Series settings need domain_prefix (the store's, given when the "
-                "connection is authorised)"
-            )
+            raise ConfigError("Lightspeed X-Series settings need domain_prefix (the store)")
         s["base_url"] = str(s["base_url"]).replace("{domain_prefix}", prefix)
     s["base_url"] = str(s["base_url"]).rstrip("/")
     s["auth_url"] = str(s["auth_url"]).rstrip("/")
-    try:
-        s["registers"] = max(1, int(s["registers"]))
-    except (TypeError, ValueError):
-        raise ConfigError(f"registers must be a whole number, got {s['registers']!r}") from None
+    s["registers"] = max(1, int(str(s["registers"])))  # checked when set (registry)
     return s
 
 
@@ -176,22 +157,20 @@ class LightspeedXConnector(Connector):
 
     provider: ClassVar[str] = "lightspeed-x"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        lookup_batch=1,  # by id: one product (and its stock) a call pair
+        lookup_batch=BATCH,  # ids a look-up call pair carries (search, levels)
         stock_in_product=False,
         idempotency_keys=True,  # our own sale id, derived from the order
         cursor_overlap=timedelta(0),  # versions are given at write time [notes §3]
         limits=limits_for(1),
         catalogue_page=PAGE,
+        version_stamps=True,
     )
 
     def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
         super().__init__(http, _settings(settings))
         self._reference: dict[str, Any] | None = None
         self._reference_source = "none"  # "store" (an earlier run's copy) or "read"
-
-    @property
-    def prefix(self) -> str:
-        return str(self.settings.get("domain_prefix") or self.http.base_url)
+        self.prefix = str(self.settings.get("domain_prefix") or http.base_url)  # sale ids
 
     # paging -------------------------------------------------------------------------------------
     def _feed(
@@ -233,36 +212,54 @@ class LightspeedXConnector(Connector):
             yield Page(kept, cursor=page.cursor, number=page.number, errors=page.errors)
 
     def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
-        """By id, two calls a product (the product, its stock). A sweep of many reads the whole
-        catalogue instead (``catalogue_page``): the job compares the two costs."""
-        out = []
-        for rid in dict.fromkeys(str(r).strip().lower() for r in remote_ids if str(r).strip()):
-            product = self._one_product(rid)
-            if product is not None:
-                product.stock = self._stock_of(rid)
+        """100 ids a call pair: ``/search`` by repeated ``_id`` (deleted ones too) and the levels
+        snapshot ``POST /inventory_levels`` [SPEC]. An id the search leaves out is confirmed by
+        ``GET /products/{id}`` before it counts as gone: absence is not deletion."""
+        ids = list(dict.fromkeys(str(r).strip().lower() for r in remote_ids if str(r).strip()))
+        out: list[RemoteProduct] = []
+        for start in range(0, len(ids), BATCH):
+            chunk = ids[start : start + BATCH]
+            query = [("type", "products"), ("deleted", "true"), ("page_size", PAGE)]
+            body = self.http.json(
+                "GET", f"{API}/search", params=query + [("_id", i) for i in chunk]
+            )
+            rows = {
+                str(r.get("id")).lower(): r for r in _rows(body, "search") if isinstance(r, dict)
+            }
+            found: dict[str, RemoteProduct] = {}
+            for rid in chunk:
+                row = rows.get(rid)
+                product = self._one_product(rid) if row is None else None
+                if row is not None and not row.get("deleted_at"):
+                    product = _product(row)  # a deleted row is gone: no need to ask again
+                if product is not None:
+                    found[rid] = product
+            levels = self._levels(list(found)) if found else {}
+            for rid, product in found.items():
+                product.stock = levels.get(rid)
                 out.append(product)
         return out
+
+    def _levels(self, ids: list[str]) -> dict[str, Decimal]:
+        """Our outlet's level of each product (a snapshot; inactive ones too)."""
+        body = {"product_ids": ids, "size": 10000, "include_inactive": True}
+        rows = self.http.json("POST", f"{API}/inventory_levels", json_body=body, retry=True)
+        outlet = self.outlet_id()
+        mine = [r for r in rows or [] if isinstance(r, dict) and r.get("location_id") == outlet]
+        try:
+            levels = {str(r["product_id"]).lower(): _level(r) for r in mine}
+        except ROW_ERRORS as exc:  # a look-up that cannot read a row fails (wire's rule)
+            raise BadResponse(f"POST /inventory_levels: {exc}") from None
+        return {rid: level for rid, level in levels.items() if level is not None}
 
     def _one_product(self, rid: str) -> RemoteProduct | None:
         resp = self.http.request("GET", f"{API}/products/{rid}", ok=(404,))
         if resp.status_code == 404:
             return None
-        body = parse_json(resp)
-        row = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(row, dict):
-            raise BadResponse(f"GET /products/{rid}: no data in the answer")
+        row = _data(parse_json(resp), f"GET /products/{rid}")
         if row.get("deleted_at"):
             return None  # deleted: gone, as a 404 says it (which one answers is unconfirmed)
         return _product(row)
-
-    def _stock_of(self, rid: str) -> Decimal | None:
-        """One product's level at our outlet (``POST /inventory {product_id}``)."""
-        body = {"product_id": rid, "size": INVENTORY_PAGE, "sort_direction": "asc"}
-        rows = self.http.json("POST", f"{API}/inventory", json_body=body, retry=True)
-        mine = [
-            r for r in rows or [] if isinstance(r, dict) and r.get("outlet_id") == self.outlet_id()
-        ]
-        return dec(mine[0].get("current_inventory_level")) if mine else None
 
     def find_product(self, code: str) -> RemoteProduct | None:
         body = self.http.json("GET", f"{API}/products", params={"sku": code})
@@ -270,12 +267,13 @@ class LightspeedXConnector(Connector):
         matches = [p for p in found if p.code == code]  # exact, case-sensitive, here
         matches.sort(key=lambda p: (not p.active, p.remote_id))
         if matches:
-            matches[0].stock = self._stock_of(matches[0].remote_id)
+            rid = matches[0].remote_id
+            matches[0].stock = self._levels([rid]).get(rid)
         return matches[0] if matches else None
 
     def create_product(self, product: NewProduct) -> RemoteProduct:
         body: dict[str, Any] = {"name": product.name, "sku": product.code, "is_active": True}
-        body["price_excluding_tax"] = float(product.price.quantize(CENT, ROUND_HALF_UP))
+        body["price_excluding_tax"] = float(round_money(product.price))
         if product.description:
             body["description"] = product.description
         data = self.http.json("POST", f"{API}/products", json_body=body)
@@ -359,8 +357,8 @@ class LightspeedXConnector(Connector):
         lines, computed = [], Decimal(0)
         for line in invoice.lines:
             tax_id, rate = self._tax(line.tax_code, line.tax_rate, taxes)
-            line_total = (line.quantity * line.unit_price).quantize(CENT, ROUND_HALF_UP)
-            line_tax = (line_total * rate).quantize(CENT, ROUND_HALF_UP)
+            line_total = round_money(line.quantity * line.unit_price)
+            line_tax = round_money(line_total * rate)
             computed += line_total + line_tax
             # the tax is per unit [SPEC LineItemTax]: the line's rounded tax spread over it
             unit_tax = line_tax / line.quantity if line.quantity else Decimal(0)
@@ -368,7 +366,7 @@ class LightspeedXConnector(Connector):
             item["pricing"] = {"price": float(line.unit_price)}
             item["tax"] = {"id": tax_id, "amount": float(unit_tax.quantize(Decimal("1e-6")))}
             lines.append(item)
-        total = computed if invoice.total is None else invoice.total.quantize(CENT, ROUND_HALF_UP)
+        total = computed if invoice.total is None else round_money(invoice.total)
         rid = sale_id(self.prefix, invoice.number)
         body: dict[str, Any] = {
             "id": rid,
@@ -492,11 +490,8 @@ def _row_stamp(row: Any, record: Any) -> datetime | None:
 
 def _walk(resource: str) -> dict[str, Any]:
     """What every feed tells the page generator: its name, error lines, versions as stamps."""
-    return {"what": f"/{resource}", "error_line": _error_line, "stamp": _row_stamp}
-
-
-def _error_line(row: Any, exc: Exception) -> str:
-    return f"{row.get('id') if isinstance(row, dict) else str(row)[:60]}: {exc}"
+    line = lambda row, exc: f"{row.get('id') if isinstance(row, dict) else row}: {exc}"  # noqa: E731
+    return {"what": f"/{resource}", "error_line": line, "stamp": _row_stamp}
 
 
 class ShortPageCursor(VersionCursor):
@@ -540,7 +535,8 @@ def _data(body: Any, where: str) -> dict[str, Any]:
 
 def _rate(tax: dict[str, Any]) -> Decimal:
     """A tax's rate: the sum of its rates [SPEC Tax.rates]."""
-    return sum((dec(r.get("rate")) or Decimal(0) for r in tax.get("rates") or []), Decimal(0))
+    rates = (decimal_or_none(r.get("rate")) for r in tax.get("rates") or [])
+    return sum((rate or Decimal(0) for rate in rates), Decimal(0))
 
 
 def _named(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -568,9 +564,7 @@ def _product(row: dict[str, Any]) -> RemoteProduct:
     code = row.get("sku")
     if code is not None and not isinstance(code, str):
         raise ValueError("sku is not a string")
-    price = dec(row.get("price_excluding_tax"))
-    if price is None and row.get("price_excluding_tax") is not None:
-        raise ValueError(f"price {row.get('price_excluding_tax')!r} is not a number")
+    price = decimal(row.get("price_excluding_tax"), "price_excluding_tax")
     name = str(row.get("variant_name") or row.get("name") or "")
     described = str(row["description"]) if row.get("description") else None
     active = row.get("active") is not False and not row.get("deleted_at")
@@ -579,10 +573,14 @@ def _product(row: dict[str, Any]) -> RemoteProduct:
     return RemoteProduct(str(row["id"]).lower(), code, name, described, price, active, stamp)
 
 
+def _level(row: dict[str, Any]) -> Decimal | None:
+    return decimal(row.get("current_inventory_level"), "current_inventory_level")
+
+
 def _stock(row: dict[str, Any]) -> RemoteStock:
-    quantity = dec(row.get("current_inventory_level"))
+    quantity = _level(row)
     if quantity is None:
-        raise ValueError(f"unreadable level {row.get('current_inventory_level')!r}")
+        raise ValueError("no current_inventory_level")
     if row.get("deleted_at"):
         quantity = Decimal(0)  # a deleted product's row: nothing left to sell
     return RemoteStock(str(row["product_id"]).lower(), quantity, None, version_stamp(_version(row)))
@@ -604,10 +602,11 @@ def _customer(row: dict[str, Any]) -> RemoteCustomer:
 def _sale(row: dict[str, Any], number: str) -> PostedInvoice:
     raw = row.get("totals")
     totals: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    total = dec(totals.get("price_incl_tax"))
-    if total is None and dec(totals.get("price")) is not None:
-        total = (dec(totals.get("price")) or Decimal(0)) + (dec(totals.get("tax")) or Decimal(0))
-    total = total.quantize(CENT, ROUND_HALF_UP) if total is not None else None
+    total = decimal_or_none(totals.get("price_incl_tax"))
+    price, tax = decimal_or_none(totals.get("price")), decimal_or_none(totals.get("tax"))
+    if total is None and price is not None:
+        total = price + (tax or Decimal(0))
+    total = round_money(total) if total is not None else None
     return PostedInvoice(
         str(row.get("id") or "").lower(), number, total, str(row.get("state") or "")
     )

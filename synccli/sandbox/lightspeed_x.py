@@ -32,13 +32,13 @@ Modelled:
 - Inventory [SPEC ListInventoryRecords]: ``POST /inventory`` (a read) answers a **bare array**,
   sorted **descending unless** ``sort_direction: "asc"``, ``size`` at most 5000, rows of deleted
   products only with ``include_deleted``. One record per product and outlet; the neutral stock is
-  the first outlet's level.
+  the first outlet's level. ``POST /inventory_levels`` [SPEC]: a snapshot by ``product_ids``.
 - Customers [SPEC ListCustomers/CreateCustomer]: feed with ``deleted``; ``POST`` answers 201;
   ``customer_code`` generated when omitted (unconfirmed; the spec's example shows ``Tony-N4ZJ``).
 - ``GET /search`` [SPEC Search]: ``type`` required, ``offset`` + ``page_size`` (clamped to 1000);
   customers by ``email`` / ``customer_code`` / names, products by ``sku`` (only lower-case values
-  match [SPEC]), sales by ``invoice_number`` / ``customer_id``. Matching is a case-insensitive
-  **substring** test by default (unconfirmed: a client compares exactly itself).
+  match [SPEC]) or repeated ``_id``, sales by ``invoice_number`` / ``customer_id``. Matching is
+  a case-insensitive **substring** test by default (unconfirmed: a client compares exactly).
 - Sales [SPEC CreateSale, SaleRequest; D-S101; D-STATE]: client-chosen ``id``; ``source.author_id``
   and ``state`` required; every line's product, quantity, ``pricing.price`` and ``tax.id`` +
   ``tax.amount`` (per unit) required; unknown user, register, customer, product, tax or payment
@@ -52,8 +52,7 @@ Modelled:
   limit clock, scaled by ``time_scale``); every answer carries ``X-RateLimit-Limit`` and
   ``X-RateLimit-Remaining``; over it, 429 with ``{"error": "Too Many Requests", "message": "Rate
   limiting enforced"}`` and ``Retry-After`` as an **HTTP date**.
-- Faults, counters and the data generator come from :mod:`synccli.sandbox.core` and
-  :mod:`synccli.sandbox.data`.
+- Faults, counters and the data generator: :mod:`synccli.sandbox.core`, :mod:`~.data`.
 
 Switches for what the notes mark unconfirmed (defaults in brackets): ``stock_bumps_product_version``
 [False: stock has its own feed, §5], ``archive_bumps_version`` [False: an archived product shows up
@@ -63,7 +62,7 @@ create-or-update [D-09], or "conflict"], ``unique_customer_code`` [True], ``uniq
 §4], ``search_match`` ["contains" or "exact"], ``unknown_sale_status`` [404].
 
 Not modelled: variants and families, composites, price books, webhooks, the token endpoint's own
-rate limit, postal-code validation, ``/inventory_levels``, returns and PUT.
+rate limit, postal-code validation, returns and PUT.
 """
 
 from __future__ import annotations
@@ -75,7 +74,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from synccli.clock import Clock
 from synccli.sandbox.core import Request, Response, SandboxApp, Window, json_body
@@ -95,6 +94,8 @@ DEFAULT_CLIENT_SECRET = "lsx-sandbox-client-secret-5d1e7b"
 CENT = Decimal("0.01")
 NS = uuid.UUID("6f1c6a52-6b8e-4d0e-9c59-6d1f7b0a2c11")  # the sandbox's own id namespace
 WINDOW_SECONDS = 300.0  # [D-RL]
+# Limits high enough never to answer 429 (a benchmark's twin sandbox, throughput runs).
+NO_LIMITS: dict[str, int | None] = {"window": 10**12}
 PAGE_CAP = 1000
 INVENTORY_CAP = 5000  # [SPEC InventoryRequest.size maximum]
 SEARCH_CAP = 1000  # [SPEC Search page_size]
@@ -103,6 +104,7 @@ SCOPES = {
     "products": "products:read",
     "POST products": "products:write",
     "inventory": "inventory:read",
+    "inventory_levels": "inventory:read",
     "customers": "customers:read",
     "POST customers": "customers:write",
     "sales": "sales:read",
@@ -287,6 +289,7 @@ class LightspeedXSandbox(SandboxApp):
         self.limits: dict[str, Any] = {"window": 300 * self.registers + 50}
         self.limits.update(limits or {})
         self.clients: dict[str, str] = {DEFAULT_CLIENT_ID: DEFAULT_CLIENT_SECRET}
+        self.redirects: dict[str, list[str] | None] = {}
         self.codes: dict[str, _Code] = {}
         self.tokens: dict[str, _Token] = {}
         self.refresh_tokens: dict[str, _Refresh] = {}
@@ -367,6 +370,14 @@ class LightspeedXSandbox(SandboxApp):
         return str(self.users[0]["id"])
 
     # test helpers -------------------------------------------------------------------------
+    def add_client(
+        self, client_id: str, client_secret: str, redirect_uris: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Register an app; with ``redirect_uris`` the authorize step accepts only those."""
+        self.clients[client_id] = client_secret
+        self.redirects[client_id] = redirect_uris
+        return {"client_id": client_id, "client_secret": client_secret}
+
     def world(self) -> World:
         return self.catalogue.tenant(self.tenant)
 
@@ -502,6 +513,8 @@ class LightspeedXSandbox(SandboxApp):
         self.route("POST", f"{API}/sales", "POST sales", self._guard(self.h_post_sale))
         self.route("POST", f"{API}/inventory", "inventory", self._guard(self.h_inventory))
         self.route("GET", f"{API}/search", "search", self._guard(self.h_search))
+        levels = self._guard(self.h_inventory_levels)
+        self.route("POST", f"{API}/inventory_levels", "inventory_levels", levels)
         self.route("GET", f"{API}/retailer", "retailer", self._guard(self.h_retailer))
         self.route("GET", f"{API}/user", "user", self._guard(self.h_user))
 
@@ -587,7 +600,8 @@ class LightspeedXSandbox(SandboxApp):
         if q.get("client_id") not in self.clients or q.get("response_type") != "code":
             return error(400, "invalid_request")
         redirect = q.get("redirect_uri") or ""
-        if not redirect:
+        allowed = self.redirects.get(q["client_id"])
+        if not redirect or (allowed is not None and redirect not in allowed):
             return error(400, "invalid_request: redirect_uri")
         params: dict[str, str] = {}
         words = frozenset((q.get("scope") or "").split())
@@ -759,74 +773,37 @@ class LightspeedXSandbox(SandboxApp):
         return rows
 
     def _reference_rows(self, name: str) -> list[dict[str, Any]]:
-        v = self.reference_version
+        """The fixed lists, with the fields each schema requires [SPEC Tax, Outlet, Register,
+        PaymentType]."""
+        common = {"deleted_at": None, "version": self.reference_version}
         if name == "taxes":
             return [
-                {
-                    "id": t["id"],
-                    "name": t["name"],
-                    "display_name": t["name"],
-                    "is_default": t["is_default"],
-                    "deleted_at": None,
-                    "version": v,
-                    "rates": [
-                        {
-                            "id": uid("rate", t["name"]),
-                            "name": t["name"],
-                            "display_name": t["name"],
-                            "rate": num(t["rate"]),
-                        }
-                    ],
-                }
+                dict(common, id=t["id"], name=t["name"], display_name=t["name"],
+                     is_default=t["is_default"], rates=[dict(id=uid("rate", t["name"]),
+                     name=t["name"], display_name=t["name"], rate=num(t["rate"]))])
                 for t in self.taxes
-            ]
+            ]  # fmt: skip
         if name == "outlets":
+            shown = dict(currency="NZD", currency_symbol="$", display_prices="inclusive")
             return [
-                {
-                    "id": o["id"],
-                    "name": o["name"],
-                    "default_tax_id": self.gst_id,
-                    "currency": "NZD",
-                    "currency_symbol": "$",
-                    "display_prices": "inclusive",
-                    "time_zone": "Pacific/Auckland",
-                    "attributes": [],
-                    "deleted_at": None,
-                    "version": v,
-                }
+                dict(common, **shown, id=o["id"], name=o["name"], default_tax_id=self.gst_id,
+                     time_zone="Pacific/Auckland", attributes=[])
                 for o in self.outlets
-            ]
+            ]  # fmt: skip
         if name == "registers":
             return [
-                {
-                    "id": r["id"],
-                    "name": r["name"],
-                    "outlet_id": r["outlet_id"],
-                    "invoice_prefix": r["invoice_prefix"],
-                    "invoice_suffix": "",
-                    "invoice_sequence": float(r["invoice_sequence"]),
-                    "is_open": True,
-                    "deleted_at": None,
-                    "version": v,
-                }
+                dict(common, id=r["id"], name=r["name"], outlet_id=r["outlet_id"],
+                     invoice_prefix=r["invoice_prefix"], invoice_suffix="", is_open=True,
+                     invoice_sequence=float(r["invoice_sequence"]))
                 for r in self.register_rows
-            ]
+            ]  # fmt: skip
         if name == "payment_types":
             return [
-                {
-                    "id": p["id"],
-                    "name": p["name"],
-                    "type_id": p["type_id"],
-                    "disabled": False,
-                    "internal": False,
-                    "deleted_at": None,
-                    "version": v,
-                }
+                dict(common, id=p["id"], name=p["name"], type_id=p["type_id"], disabled=False,
+                     internal=False)
                 for p in self.payment_types
-            ]
-        if name == "users":
-            return [self._user(u) for u in self.users]
-        return []
+            ]  # fmt: skip
+        return [self._user(u) for u in self.users] if name == "users" else []
 
     def _user(self, u: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -962,6 +939,38 @@ class LightspeedXSandbox(SandboxApp):
         records.sort(key=lambda r: r["version"], reverse=direction == "desc")
         return Response(200, records[:size])  # a bare array [SPEC]
 
+    def h_inventory_levels(self, req: Request) -> Response:
+        """A snapshot of levels [SPEC ListInventoryLevels]: a bare array of rows by location,
+        offset + size (at most 10,000), ``product_ids`` at most 1000, inactive products only
+        with ``include_inactive``, deleted ones never."""
+        body = json_body(req) or {}
+        if not isinstance(body, dict):
+            raise _bad("the body must be an object")
+        ids = body.get("product_ids")
+        if ids is not None and (not isinstance(ids, list) or len(ids) > 1000):
+            raise _bad("product_ids must be a list of at most 1000 ids")
+        size, offset = body.get("size", 100), body.get("offset", 0)
+        if not isinstance(size, int) or not 1 <= size <= 10000 or not isinstance(offset, int):
+            raise _bad("size must be 1 to 10000, offset an integer")
+        wanted = set(ids or [])
+        rows = []
+        for pid, row in sorted(self._stock.items(), key=lambda pair: pair[1].version):
+            p: Product = row.ref
+            hidden = p.archived and body.get("include_inactive") is not True
+            if row.deleted_at or hidden or (wanted and pid not in wanted):
+                continue
+            for outlet in range(len(self.outlets)):
+                rec = self._inventory(pid, row, outlet)
+                rows.append(
+                    {
+                        "product_id": pid,
+                        "location_id": rec["outlet_id"],
+                        "name": p.name,
+                        "current_inventory_level": rec["current_inventory_level"],
+                    }
+                )
+        return Response(200, rows[offset : offset + size])
+
     # search -------------------------------------------------------------------------------
     def _matches(self, have: Any, want: str) -> bool:
         if have is None:
@@ -989,8 +998,10 @@ class LightspeedXSandbox(SandboxApp):
                 if all(self._matches(rendered.get(k), v) for k, v in wanted.items()):
                     rows.append(rendered)
         elif kind == "products":
+            # ``_id`` may come several times, as ``sku`` may [SPEC Search] (unconfirmed for it)
+            ids = {v for k, v in parse_qsl(req.query_string) if k == "_id"}
             for prow in sorted(self._products.values(), key=lambda r: r.version):
-                if prow.deleted_at and not deleted:
+                if (prow.deleted_at and not deleted) or (ids and prow.ref.id not in ids):
                     continue
                 sku = wanted.get("sku")
                 # [SPEC] SKU values must be lower-case: the index holds them folded
@@ -1098,7 +1109,7 @@ class LightspeedXSandbox(SandboxApp):
             )
             created = now
         else:
-            number, created = existing.ref.number, existing.ref.created_at
+            number, created = existing.ref.body["invoice_number"], existing.ref.created_at
         rendered = self._sale_body(sale_id, sale, body, lines, number, created, now)
         lowers = body["state"] == "closed" or "onaccount" in (body.get("attributes") or [])
         if lowers and existing is None:  # [D-STATE] a closed or on-account sale lowers stock
@@ -1110,8 +1121,10 @@ class LightspeedXSandbox(SandboxApp):
                     p.stock_updated_at = now
         version = self._bump()
         rendered["_metadata"] = {"version": version}
+        # the neutral number is the shop's: the order's id in its system (``source.id``)
+        ours = str(body["source"].get("id") or number)
         invoice = Invoice(
-            sale_id, number, body.get("customer_id") or "", total, rendered, created, now
+            sale_id, ours, body.get("customer_id") or "", total, rendered, created, now
         )
         self.world().invoices[sale_id] = invoice
         self._sales[sale_id] = _Row(version, ref=invoice)

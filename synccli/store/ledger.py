@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from synccli import fmt
 from synccli.connectors.base import Limits
 from synccli.connectors.http import CallRecord
-from synccli.errors import BudgetExhausted, RateLimited
+from synccli.errors import BudgetExhausted
 from synccli.store.db import Store
 from synccli.store.models import ApiCall, Budget
 
@@ -76,6 +76,30 @@ class StoreLedger:
         grows with the store's registers)."""
         self.limits, self._read = limits, None
 
+    def window_left(self, now: datetime) -> tuple[float, datetime] | None:
+        """What the provider last said was left of its short window (``window``, as Lightspeed
+        X-Series' X-RateLimit-Remaining), and when, if within the window: a new run's pacer
+        starts from it, so runs and hosts that follow each other share the window."""
+        seconds = self.limits.window_seconds
+        if not seconds:
+            return None
+        with self._guard:
+            said = [c for c in self._pending if "window" in c.remaining]
+        if said:
+            return said[-1].remaining["window"], said[-1].at
+        with self.store.reading() as conn:
+            row = conn.execute(
+                select(Budget.remaining, Budget.updated_at).where(
+                    Budget.connection_id == self.connection_id
+                )
+            ).first()
+        if row is None or not row.updated_at or "window" not in (row.remaining or {}):
+            return None
+        at = row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC)
+        if now - at >= timedelta(seconds=seconds):
+            return None
+        return float(row.remaining["window"]), at
+
     @contextmanager
     def deferred(self) -> Iterator[None]:
         """Within this block, a call is recorded without waiting for the store's write lock.
@@ -104,11 +128,8 @@ class StoreLedger:
             pending = list(self._pending)
         said = [c for c in pending if "day" in c.remaining]
         day, month = day_start(now), month_start(now)
-        window = now - timedelta(seconds=self.limits.window_seconds or 0)
         with self.store.reading() as conn:
-            budget = conn.execute(
-                self._budget_read(), {"day": day, "month": month, "window": window}
-            ).one()
+            budget = conn.execute(self._budget_read(), {"day": day, "month": month}).one()
         if budget.blocked_until and now < budget.blocked_until:
             lift = f"synccli connections unblock {self.name}" if self.name else ""
             why = budget.blocked_reason or "budget spent"
@@ -132,16 +153,6 @@ class StoreLedger:
                     f"({used} made today, {self.reserve} reserved)",
                     reset_at=day + timedelta(days=1),
                 )
-        if self.limits.window_calls:
-            # a short window every run and host of this connection shares (Lightspeed
-            # X-Series' 5 minutes): what earlier runs spent in it counts, not just ours
-            used = int(budget.window_used or 0) + sum(1 for c in pending if c.at >= window)
-            if used + self.reserve >= self.limits.window_calls:
-                raise RateLimited(
-                    f"{used} calls made in the last {self.limits.window_seconds:g} s, the "
-                    f"provider's limit is {self.limits.window_calls}",
-                    retry_after=float(self.limits.window_seconds or 0) / 10,
-                )
         if self.limits.per_month:
             used = int(budget.month_used or 0) + sum(1 for c in pending if c.at >= month)
             if used + self.reserve >= self.limits.per_month:
@@ -161,11 +172,7 @@ class StoreLedger:
                 select(budgets.c[name]).where(mine).scalar_subquery().label(name)
                 for name in ("blocked_until", "blocked_reason", "remaining", "updated_at")
             ]
-            for scope, limit in (
-                ("day", self.limits.per_day),
-                ("month", self.limits.per_month),
-                ("window", self.limits.window_calls),
-            ):
+            for scope, limit in (("day", self.limits.per_day), ("month", self.limits.per_month)):
                 if limit:
                     written = (
                         select(func.count())
