@@ -150,6 +150,8 @@ def invocations(
     yield ["status"]
     yield ["status", "--json"]
     yield ["plan", "--products", "5000", "--customers", "3000", "--orders-per-day", "50"]
+    yield ["providers"]
+    yield ["providers", provider, "--json"]
     yield [
         "sandbox",
         "serve",
