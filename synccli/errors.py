@@ -1,4 +1,5 @@
-"""One exception hierarchy for the library; the CLI maps each class to an exit code in one place."""
+"""One exception hierarchy for the library. What each class means for the process's exit code, the
+run's record and an invoice job is one table: :mod:`synccli.outcomes`."""
 
 from __future__ import annotations
 
@@ -21,18 +22,21 @@ class ExitCode(IntEnum):
 class SyncError(Exception):
     """Base of every expected error. ``str(err)`` is the one line a user sees."""
 
-    exit_code: ExitCode = ExitCode.FAILURE
-
     def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
 
+    @property
+    def exit_code(self) -> int:
+        """The process's exit code for this error, read from the one table of outcomes."""
+        from synccli.outcomes import outcome_of  # that module imports this one
+
+        return outcome_of(self).exit_code
+
 
 class UsageError(SyncError):
     """Bad input or an unknown name given by the user."""
-
-    exit_code = ExitCode.USAGE
 
 
 class ConfigError(UsageError):
@@ -48,11 +52,9 @@ class StoreUnavailable(SyncError):
     another process for longer than the lock timeout. Nothing is wrong with the command: a later
     run may succeed (exit 1, one line naming the cause)."""
 
-    exit_code = ExitCode.FAILURE
-
 
 class LeaseBusy(SyncError):
-    exit_code = ExitCode.BUSY
+    """Another run holds the lease for this job and connection."""
 
 
 class ClaimLost(SyncError):
@@ -104,8 +106,6 @@ class RateLimited(TransientError):
 class BudgetExhausted(ProviderError):
     """The day's or month's allowance is spent: stop cleanly and resume after ``reset_at``."""
 
-    exit_code = ExitCode.BUDGET
-
     def __init__(self, message: str, *, reset_at: datetime | None = None, **kw) -> None:
         super().__init__(message, **kw)
         self.reset_at = reset_at
@@ -113,8 +113,6 @@ class BudgetExhausted(ProviderError):
 
 class AuthError(ProviderError):
     """Credentials rejected; the HTTP layer refreshes once before raising this."""
-
-    exit_code = ExitCode.REAUTH
 
 
 class ReauthRequired(AuthError):

@@ -26,6 +26,7 @@ from synccli.cli.state import state
 from synccli.clock import SystemClock
 from synccli.errors import ExitCode, LeaseBusy, SyncError, UsageError
 from synccli.logs import bind
+from synccli.outcomes import outcome_of
 from synccli.store.db import Store
 from synccli.store.models import Connection
 from synccli.sync.context import JobContext, job_run
@@ -153,16 +154,16 @@ def run_for_connections(
                     if not json_out and not st.quiet:
                         output.line(f"{conn.name}: skipped: {err.message}")
                     continue
-                outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
+                outcomes.append(Outcome(conn.name, None, err.message, outcome_of(err).exit_code))
                 output.error_line(f"{conn.name}: {err.message}")
             except SyncError as err:
-                outcomes.append(Outcome(conn.name, None, err.message, int(err.exit_code)))
+                outcomes.append(Outcome(conn.name, None, err.message, outcome_of(err).exit_code))
                 output.error_line(f"{conn.name}: {err.message}")
                 if jc is not None:
                     _unnotified(conn, jc.counts)
             except Exception as exc:  # a bug or a surprise in one connection: the others still run
                 message = _internal(exc)
-                outcomes.append(Outcome(conn.name, None, message, int(ExitCode.FAILURE)))
+                outcomes.append(Outcome(conn.name, None, message, outcome_of(exc).exit_code))
                 output.error_line(f"{conn.name}: {message}")
                 if st.verbosity > 0:
                     sys.stderr.write(secrets.redact(traceback.format_exc()))

@@ -25,8 +25,9 @@ except ImportError:  # pragma: no cover - older typer on click
 from synccli import interrupt
 from synccli.cli import helptext, output
 from synccli.cli.state import AppState
-from synccli.errors import ExitCode, SyncError
+from synccli.errors import SyncError
 from synccli.logs import setup_logging
+from synccli.outcomes import outcome_of
 from synccli.store.outage import store_outage
 
 # Global options: accepted after the subcommand too (`synccli pull-products --dry-run -v`).
@@ -74,7 +75,7 @@ def _wants_json_logs(args: list[str]) -> bool:
 
 
 class SyncGroup(TyperGroup):
-    """Maps every expected error to one line on stderr and its exit code, in one place."""
+    """Maps every error to one line on stderr and its exit code (:mod:`synccli.outcomes`)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(list(args)))
@@ -130,7 +131,7 @@ class SyncGroup(TyperGroup):
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run closed itself
             name = exc.args[0] if isinstance(exc, interrupt.Interrupted) else "SIGINT"
             output.error_line(f"interrupted ({name})")
-            ctx.exit(int(getattr(exc, "exit_code", 130)))
+            ctx.exit(outcome_of(exc).exit_code)
         except BrokenPipeError:
             raise  # the reader went away: see main()
         except Exception as exc:  # a bug: say so in one line, the traceback only with -v
@@ -145,7 +146,7 @@ class SyncGroup(TyperGroup):
             state = ctx.find_object(AppState)
             if state is not None and state.verbosity > 0:
                 output.detail(traceback.format_exc())
-            ctx.exit(int(ExitCode.FAILURE))
+            ctx.exit(outcome_of(exc).exit_code)
 
     @staticmethod
     def _fail(ctx: ClickContext, err: SyncError) -> None:
@@ -156,7 +157,7 @@ class SyncGroup(TyperGroup):
                 output.detail(err.detail)
             if state.verbosity > 1:
                 output.detail(traceback.format_exc())
-        ctx.exit(int(err.exit_code))
+        ctx.exit(outcome_of(err).exit_code)
 
 
 app = typer.Typer(

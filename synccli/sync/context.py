@@ -28,7 +28,6 @@ from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Connector, Limits
 from synccli.errors import (
     AuthError,
-    BudgetExhausted,
     ConfigError,
     ExitCode,
     LeaseBusy,
@@ -37,6 +36,7 @@ from synccli.errors import (
     TransientError,
 )
 from synccli.logs import bind
+from synccli.outcomes import outcome_of
 from synccli.progress import QUIET, ProgressObserver
 from synccli.store.connections import StoreTokenStore, credentials
 from synccli.store.connections import sandbox_time_scale as stored_time_scale
@@ -305,14 +305,6 @@ def _done_since(store: Store, job: str, connection_id: int, since: datetime, now
         )
 
 
-OUTCOMES: dict[type[SyncError], str] = {
-    BudgetExhausted: "budget",
-    ReauthRequired: "reauth",
-    AuthError: "auth",
-    LeaseBusy: "busy",
-}
-
-
 @contextmanager
 def job_run(
     store: Store,
@@ -384,25 +376,13 @@ def job_run(
 
 
 def run_outcome(err: BaseException | None) -> str:
-    """The outcome a run row records for how the job ended."""
-    if err is None:
-        return "ok"
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(err, SyncError):
-        return next((v for k, v in OUTCOMES.items() if isinstance(err, k)), "failed")
-    return "failed"
+    """The outcome a run row records for how the job ended (the table in synccli.outcomes)."""
+    return "ok" if err is None else outcome_of(err).run_outcome
 
 
 def run_exit_code(err: BaseException | None) -> int:
     """The exit code this run alone would give the process (``--all``: the worst one wins)."""
-    if err is None:
-        return 0
-    if isinstance(err, KeyboardInterrupt):
-        return int(getattr(err, "exit_code", 130))
-    if isinstance(err, SyncError):
-        return int(err.exit_code)
-    return 1
+    return 0 if err is None else outcome_of(err).exit_code
 
 
 def _log_run_end(

@@ -59,15 +59,8 @@ from sqlalchemy.orm import selectinload
 
 from synccli import fmt, mailsafe, notify
 from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, PostedInvoice
-from synccli.errors import (
-    AuthError,
-    BudgetExhausted,
-    ClaimLost,
-    ConfigError,
-    Rejected,
-    TransientError,
-    UsageError,
-)
+from synccli.errors import ClaimLost, ConfigError, Rejected, TransientError, UsageError
+from synccli.outcomes import InvoiceAction, outcome_of
 from synccli.remote_ids import refusal
 from synccli.store.claims import held_job, reassert
 from synccli.store.db import Store
@@ -302,24 +295,12 @@ def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) ->
     try:
         with ctx.fenced(lambda: _fence(jobs), jobs[0].ttl):
             results = ctx.connector.post_invoices([(draft, w.key) for w, draft in workers])
-    except ClaimLost as err:  # not sent: the jobs still held go back to the queue
-        return [w.lost() if w.job_id in err.lost else w.transient(err) for w in jobs]
-    except BudgetExhausted as err:
-        for w, _ in workers:
-            w.postponed(err)
-        raise
-    except AuthError as err:
-        for w, _ in workers:
-            w.auth(err)
-        raise
-    except TransientError as err:
-        return [w.transient(err) for w, _ in workers]
-    except Rejected as err:  # the call refused as a whole: each invoice is refused
-        return [w.rejected(err.errors or [err.message]) for w, _ in workers]
-    except BaseException as err:
-        for w, _ in workers:
-            w.release(f"{err.__class__.__name__}: {err}", outcome="error")
-        raise
+    except BaseException as err:  # the call failed as a whole: so did each invoice of it
+        held = [isinstance(err, ClaimLost) and w.job_id not in err.lost for w in jobs]
+        ended = [w.settle(err, still_held=h) for w, h in zip(jobs, held, strict=True)]
+        if any(e is None for e in ended):
+            raise
+        return [e for e in ended if e is not None]
     outcomes = []
     for (w, _), result in zip(workers, results, strict=True):
         if isinstance(result, Rejected):
@@ -422,21 +403,31 @@ class _Worker:
         try:
             with self.ctx.fenced(self.fence, self.ttl):
                 return step()
-        except ClaimLost:
-            return self.lost()
-        except Rejected as err:
-            return self.rejected(err.errors or [err.message])
-        except BudgetExhausted as err:
-            self.postponed(err)
-            raise
-        except AuthError as err:
-            self.auth(err)
-            raise
-        except TransientError as err:
+        except BaseException as err:
+            ended = self.settle(err)
+            if ended is None:
+                raise
+            return ended
+
+    def settle(self, err: BaseException, still_held: bool = False) -> str | None:
+        """Record what ``err`` means for this job (the table's invoice action, synccli.outcomes).
+        Returns the job's outcome, or None when the run must stop (the caller re-raises).
+        ``still_held``: a write for several jobs found only others' claims lost, not this one's
+        (nothing was sent: it goes back to the queue)."""
+        action = outcome_of(err).invoice_action
+        if action is InvoiceAction.LOST:
+            return self.transient(err) if still_held else self.lost()
+        if action is InvoiceAction.REJECTED:
+            return self.rejected(getattr(err, "errors", None) or [_message(err)])
+        if action is InvoiceAction.TRANSIENT:
             return self.transient(err)
-        except BaseException as err:  # a bug: keep what we know, free the job, let it show
+        if action is InvoiceAction.POSTPONED:
+            self.postponed(_message(err), getattr(err, "reset_at", None))
+        elif action is InvoiceAction.AUTH:
+            self.auth(_message(err))
+        else:  # a bug or an outage: keep what we know, free the job, let it show
             self.release(f"{err.__class__.__name__}: {err}", outcome="error")
-            raise
+        return None
 
     def send(self, draft: InvoiceDraft) -> str:
         """Post this one invoice (inside :meth:`guard`)."""
@@ -721,7 +712,7 @@ class _Worker:
             self.attempt(s, outcome, error)
         return True
 
-    def transient(self, err: Exception) -> str:
+    def transient(self, err: BaseException) -> str:
         message = getattr(err, "message", str(err))
         if not self.release(message, "transient", next_at=self.now()):
             return self.lost()
@@ -729,18 +720,18 @@ class _Worker:
         log.info("invoice %s: transient failure, retried next run: %s", self.order.number, message)
         return self.outcome("transient", error=message)
 
-    def postponed(self, err: BudgetExhausted) -> None:
-        reset = err.reset_at or self.now() + timedelta(hours=1)
-        self.release(err.message, "budget", next_at=reset, restore=True)
+    def postponed(self, message: str, reset_at: datetime | None) -> None:
+        reset = reset_at or self.now() + timedelta(hours=1)
+        self.release(message, "budget", next_at=reset, restore=True)
         self.report.postponed += 1
         self.report.stopped = f"budget exhausted until {reset:%Y-%m-%d %H:%M} UTC"
-        self.outcome("postponed", error=err.message)
+        self.outcome("postponed", error=message)
 
-    def auth(self, err: AuthError) -> None:
-        self.release(err.message, "auth", restore=True)
+    def auth(self, message: str) -> None:
+        self.release(message, "auth", restore=True)
         self.report.stopped = "the connection needs re-authorisation"
-        self.outcome("auth", error=err.message)
-        delivery = flag_reauth(self.store, self.conn, err.message, self.now(), mailer=self.mailer)
+        self.outcome("auth", error=message)
+        delivery = flag_reauth(self.store, self.conn, message, self.now(), mailer=self.mailer)
         self.report.emailed(delivery, "the connection needs re-authorisation")
 
     def lost(self, detail: str = "") -> str:
@@ -752,6 +743,10 @@ class _Worker:
         log.warning("invoice %s: claim lost, left to its new holder: %s", number, why)
         self.report.lost += 1
         return self.outcome("lost", error=why)
+
+
+def _message(err: BaseException) -> str:
+    return getattr(err, "message", None) or str(err)
 
 
 def _money(value: Decimal) -> str:
@@ -775,7 +770,7 @@ def total_mismatch(remote_total: Decimal | None, order_total: Decimal) -> str | 
 def _summary(draft: InvoiceDraft, key: str) -> str:
     return (
         f"post invoice {draft.number}: {len(draft.lines)} line(s), "
-        f"total {fmt.number(draft.total)} "
+        f"total {fmt.number(draft.total if draft.total is not None else Decimal(0))} "
         f"{draft.currency}, customer {draft.customer_remote_id}, idempotency key {key}"
     )
 
@@ -1019,7 +1014,7 @@ def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostRepo
         if limit is not None:
             work = work[:limit]
         skus = sorted({ln.sku for o, _ in work for ln in o.lines})
-        linked = set()
+        linked: set[str] = set()
         for start in range(0, len(skus), 500):
             chunk = skus[start : start + 500]
             linked.update(
