@@ -12,7 +12,9 @@ action), used by the CLI, the run records and the invoice worker.
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -23,6 +25,7 @@ from sqlalchemy import select
 
 from synccli import errors, interrupt
 from synccli.clock import SimClock
+from synccli.connectors.paging import RepeatedPage
 from synccli.connectors.xero import XeroConnector
 from synccli.errors import (
     AuthError,
@@ -65,6 +68,7 @@ PINNED: list[tuple[BaseException, int, str, str]] = [
     (TransientError("x"), 1, "failed", "transient"),
     (BadResponse("x"), 1, "failed", "transient"),
     (RateLimited("x", retry_after=1.0), 1, "failed", "transient"),
+    (RepeatedPage("x"), 1, "failed", "transient"),
     (BudgetExhausted("x"), 3, "budget", "postponed"),
     (AuthError("x"), 5, "auth", "auth"),
     (ReauthRequired("x"), 5, "reauth", "auth"),
@@ -105,8 +109,11 @@ def test_table_pins_every_error_class(
 
 
 def test_every_error_class_is_pinned() -> None:
-    import synccli.sync.invoices  # noqa: F401  (every module that declares an error class)
+    import synccli
 
+    for module in pkgutil.walk_packages(synccli.__path__, "synccli."):  # every error class
+        if not module.name.endswith("__main__"):  # that one runs the CLI
+            importlib.import_module(module.name)
     declared = {c for c in _subclasses(SyncError) if c.__module__.startswith("synccli.")}
     declared |= {SyncError}
     pinned = {type(e) for e, *_ in PINNED}
