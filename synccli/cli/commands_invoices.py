@@ -144,13 +144,11 @@ def post_invoices(
                     title=f"{conn.name}: due invoices",
                 )
             if r.unlinked_products:
-                shown = ", ".join(r.unlinked_products[:20])
-                more = (
-                    f" and {len(r.unlinked_products) - 20} more"
-                    if len(r.unlinked_products) > 20
-                    else ""
-                )
-                output.line(f"{conn.name}: products to look up (or create): {shown}{more}")
+                listed = _some(r.unlinked_products)
+                output.line(f"{conn.name}: products to look up (or create): {listed}")
+            if r.unlinked_customers:
+                listed = _some(r.unlinked_customers)
+                output.line(f"{conn.name}: customers to look up (or create): {listed}")
             output.line(
                 f"{conn.name}: would post {r.due} invoice(s) ({r.enqueued} not queued yet); "
                 "no call made"
@@ -175,6 +173,12 @@ def post_invoices(
                 output.warn(f"{conn.name}: {verb} invoice {item.number}: {item.error}")
 
     run_for_connections(ctx, invoices.JOB, connection, all_, dry_run, work, render, json_out)
+
+
+def _some(items: list[str], shown: int = 20) -> str:
+    """The first ``shown`` items, and how many more there are."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
 
 
 @app.command("list")

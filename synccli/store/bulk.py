@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -30,6 +30,18 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import bindparam
 from sqlalchemy.sql.elements import ColumnElement
+
+T = TypeVar("T")
+
+# Values in one IN (...) list, or rows in one multi-row INSERT: the one chunk size of the store's
+# batched statements (SQLite binds up to 32,766 parameters; PostgreSQL plans such a list quickly).
+CHUNK = 500
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Callable | None]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from synccli.errors import Rejected
 from synccli.remote_ids import is_nil
-from synccli.store.bulk import one_of
+from synccli.store.bulk import chunks, one_of
 from synccli.store.models import Cursor, Event, Link, ReviewItem
 
 
@@ -44,8 +44,7 @@ def links_for(s: Session, connection_id: int, kind: str, remote_ids: list[str]) 
     """The links of these remote ids (one page's worth), keyed by remote id."""
     found: dict[str, Link] = {}
     dialect = s.get_bind().dialect
-    for start in range(0, len(remote_ids), 500):
-        chunk = remote_ids[start : start + 500]
+    for chunk in chunks(remote_ids):
         rows = s.scalars(
             select(Link).where(
                 Link.connection_id == connection_id,
@@ -212,8 +211,7 @@ def posted_before(s: Session, connection_id: int, numbers: list[str]) -> set[str
     """Which of these order numbers this connection posted before (see remember_invoice)."""
     found: set[str] = set()
     dialect = s.get_bind().dialect
-    for start in range(0, len(numbers), 500):
-        chunk = numbers[start : start + 500]
+    for chunk in chunks(numbers):
         found.update(
             str(code)
             for code in s.scalars(

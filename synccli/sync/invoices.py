@@ -46,16 +46,14 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 
 from synccli import fmt, mailsafe, notify
 from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, PostedInvoice
@@ -64,11 +62,24 @@ from synccli.outcomes import InvoiceAction, outcome_of
 from synccli.remote_ids import refusal
 from synccli.store.claims import held_job, reassert
 from synccli.store.db import Store
+from synccli.store.invoices import (
+    ACTIVE,
+    attempts_of,
+    claim_next,
+    connection_names,
+    due_jobs,
+    job_rows,
+    job_with_order,
+    jobs_of_number,
+    linked_products,
+    order_number_exists,
+    orders_without_job,
+    product_by_sku,
+)
 from synccli.store.models import (
     Connection,
     InvoiceAttempt,
     InvoiceJob,
-    Link,
     Order,
     OrderLine,
     Product,
@@ -80,6 +91,7 @@ from synccli.store.sync_state import (
     add_review,
     link_by_local,
     link_by_remote,
+    posted_before,
     remember_invoice,
 )
 from synccli.sync.alerts import flag_reauth
@@ -100,7 +112,6 @@ JOB = Job.POST_INVOICES
 # rate there differs from the shop's, say). Not posted, not due again: the merchant corrects it at
 # the provider (emailed once).
 STATES = ("pending", "posting", "posted", "mismatch", "failed", "gave_up", "cancelled")
-ACTIVE = ("pending", "posting", "failed")
 TRANSIENT_BREAKER = 5  # transient failures in a row stop the run (the provider is down)
 DEFAULT_SCHEDULE = "2h,4h,8h,12h,24h"
 DEFAULT_GIVE_UP = "7d"
@@ -143,6 +154,11 @@ class RetryPolicy:
             due_days = int(str(raw_due).strip())
         return cls(schedule, give_up, due_days)
 
+    def gives_up(self, first_failed_at: datetime | None, now: datetime) -> bool:
+        """Whether a refusal at ``now`` is the last one (the job is given up, one final email).
+        ``first_failed_at``: the job's first refusal (None: this one would be the first)."""
+        return now >= (first_failed_at or now) + self.give_up_after
+
     def delay(self, rejections: int) -> timedelta:
         """The wait after the ``rejections``-th rejection (1-based); the last delay repeats."""
         return self.schedule[min(max(rejections, 1), len(self.schedule)) - 1]
@@ -179,6 +195,7 @@ class PostReport:
     lost: int = 0  # jobs another run took over while this one was stalled (left to it)
     stopped: str | None = None
     unlinked_products: list[str] = field(default_factory=list)  # dry run: would look up/create
+    unlinked_customers: list[str] = field(default_factory=list)  # dry run: would look up/create
     invoices: list[InvoiceOutcome] = field(default_factory=list)
     email_failures: list[str] = field(default_factory=list)  # what the merchant was not told
 
@@ -273,7 +290,7 @@ def _claim_batch(
     prepared: list[tuple[_Worker, InvoiceDraft]] = []
     claimed = 0
     while claimed < room:
-        job_id = _claim(ctx.store, ctx.connection.id, worker, ctx.clock.now(), ttl, seen)
+        job_id = claim_next(ctx.store, ctx.connection.id, worker, ctx.clock.now(), ttl, seen)
         if job_id is None:
             break
         claimed += 1
@@ -323,42 +340,6 @@ def _fence(workers: list[_Worker]) -> None:
             "(or they were cancelled): not sent",
             lost=frozenset(lost),
         )
-
-
-def _claim(
-    store: Store,
-    connection_id: int,
-    worker: str,
-    now: datetime,
-    ttl: timedelta,
-    seen: set[int],
-) -> int | None:
-    """Claim the next due job (committed), or None when nothing is due."""
-    query = (
-        select(InvoiceJob.id)
-        .where(
-            InvoiceJob.connection_id == connection_id,
-            InvoiceJob.state.in_(ACTIVE),
-            InvoiceJob.next_attempt_at <= now,
-            (InvoiceJob.claimed_until.is_(None)) | (InvoiceJob.claimed_until < now),
-        )
-        .order_by(InvoiceJob.next_attempt_at, InvoiceJob.id)
-        .limit(1)
-    )
-    if seen:
-        query = query.where(InvoiceJob.id.not_in(seen))
-    if not store.is_sqlite:
-        query = query.with_for_update(skip_locked=True)
-    with store.locked() as s:
-        job_id = s.scalar(query)
-        if job_id is None:
-            return None
-        s.execute(
-            update(InvoiceJob)
-            .where(InvoiceJob.id == job_id)
-            .values(claimed_by=worker, claimed_until=now + ttl)
-        )
-    return job_id
 
 
 class _Worker:
@@ -458,21 +439,17 @@ class _Worker:
         products, the draft, and ``posting`` committed. Returns the draft, or the job's outcome
         when it ended here."""
         with self.store.session() as s:
-            job = s.get(InvoiceJob, self.job_id)
-            assert job is not None
-            order = s.scalar(
-                select(Order).options(selectinload(Order.lines)).where(Order.id == job.order_id)
-            )
-            assert order is not None
+            job, order = job_with_order(s, self.job_id)
             state_before, key = job.state, job.idempotency_key
             self.maybe_sent = bool(job.maybe_sent) or state_before == "posting"
+            due = Due(order, self.maybe_sent, job.first_failed_at)
+            plan = plan_invoices(s, self.conn, [due], self.policy, self.now())[0]
         self.order, self.state_before, self.key = order, state_before, key
-        problems = _local_problems(order, self.conn.provider)
-        if problems:
+        if plan.problems:
             self.summary = "not sent: the order in the store is invalid"
-            return self.rejected(problems, outcome="invalid")
+            return self.rejected(plan.problems, outcome="invalid")
         lookup = ""
-        if self.maybe_sent:
+        if plan.look_up:
             self.summary = f"look up invoice {order.number} (an earlier post had no clear answer)"
             found, asked = self.ctx.connector.find_invoice(order.number), order.number
             if found is None and idempotency_key(self.conn.name, order.number) != key:
@@ -485,8 +462,8 @@ class _Worker:
                 return self.posted(self.ctx.connector.finish_found(found), "found", asked)
             lookup = f"looked up invoice {order.number}: not found; "
         self.summary = lookup + f"prepare invoice {order.number}: customer and products"
-        customer_id = ensure_customer(self.ctx, order)
-        products = {}
+        customer_id = plan.customer_remote_id or ensure_customer(self.ctx, order)
+        products = dict(plan.products)  # linked already: no call
         for line in order.lines:
             if line.sku not in products:
                 products[line.sku] = ensure_product(self.ctx, line, order.number, self.report)
@@ -666,7 +643,7 @@ class _Worker:
             job.attempts = (job.attempts or 0) + 1
             job.first_failed_at = job.first_failed_at or now
             give_up_at = job.first_failed_at + self.policy.give_up_after
-            gave_up = now >= give_up_at
+            gave_up = self.policy.gives_up(job.first_failed_at, now)
             job.state = "gave_up" if gave_up else "failed"
             job.next_attempt_at = (
                 now if gave_up else min(now + self.policy.delay(job.attempts), give_up_at)
@@ -817,15 +794,15 @@ def ensure_customer(ctx: JobContext, order: Order) -> str:
 
 def _linked(ctx: JobContext, sku: str) -> EnsuredProduct | None:
     with ctx.store.session() as s:
-        product = s.scalar(
-            select(Product).where(Product.connection_id == ctx.connection.id, Product.sku == sku)
-        )
-        if product is None:
-            return None
-        link = link_by_local(s, ctx.connection.id, "product", product.id)
-        if link is None or link.state == "ghost":
-            return None
-        return EnsuredProduct(link.remote_id, link.remote_code or sku, "linked")
+        return _linked_products(s, ctx.connection.id, [sku]).get(sku)
+
+
+def _linked_products(s: Any, connection_id: int, skus: Iterable[str]) -> dict[str, EnsuredProduct]:
+    """The products of these SKUs linked to the provider's (no call needed for them)."""
+    return {
+        sku: EnsuredProduct(remote_id, code or sku, "linked")
+        for sku, (remote_id, code) in linked_products(s, connection_id, skus).items()
+    }
 
 
 def ensure_product(
@@ -912,9 +889,7 @@ def _link_product(
     for attempt in (1, 2):
         try:
             with ctx.store.locked() as s:
-                product = s.scalar(
-                    select(Product).where(Product.connection_id == conn_id, Product.sku == sku)
-                )
+                product = product_by_sku(s, conn_id, sku)
                 if product is None:
                     product = Product(
                         connection_id=conn_id,
@@ -980,72 +955,133 @@ def _link_product(
     raise AssertionError("unreachable")
 
 
-# --- dry run -------------------------------------------------------------------------------------
-def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostReport:
-    """What a run would do, from the store alone: no call, no write."""
-    now = ctx.clock.now()
-    conn_id = ctx.connection.id
+# --- planning: what a run does with each due job ----------------------------------------------
+@dataclass
+class Due:
+    """A due job as the store has it: its order, whether an earlier post may have reached the
+    provider, and when it was first refused (None: never)."""
+
+    order: Order
+    maybe_sent: bool
+    first_failed_at: datetime | None = None
+    queued: bool = True  # False: an order without a job yet (the run queues it first)
+
+
+@dataclass
+class InvoicePlan:
+    """What a run does with one due job, decided from the store alone. The real run carries it
+    out (the provider's answers decide the rest: found or not, matched or created); a dry run
+    lists it. One planning function for both, so the dry run shows what the real run does."""
+
+    number: str
+    total: Decimal
+    problems: list[str]  # invalid in the store: refused without a call
+    gives_up: bool  # a refusal now is the last one (past give_up_after)
+    look_up: bool  # an earlier post had no clear answer: the invoice is looked up first
+    customer: str  # the order's customer, as a look-up names it (email, account or name)
+    customer_remote_id: str | None  # linked already; None: looked up (created when missing)
+    products: dict[str, EnsuredProduct]  # linked already: no call
+    missing_products: list[str]  # looked up (created when missing), in line order
+
+    @property
+    def action(self) -> str:
+        """post | look_up (then post when not found) | reject (invalid) | give_up."""
+        if self.problems:
+            return "give_up" if self.gives_up else "reject"
+        return "look_up" if self.look_up else "post"
+
+
+def plan_invoices(
+    s: Any, conn: Connection, due: list[Due], policy: RetryPolicy, now: datetime
+) -> list[InvoicePlan]:
+    """The plan of each due job (the real run plans one job at a time, right after claiming it;
+    a dry run all of them at once)."""
+    skus = {ln.sku for d in due for ln in d.order.lines if ln.sku}
+    linked = _linked_products(s, conn.id, skus)
+    plans = []
+    for d in due:
+        order = d.order
+        problems = _local_problems(order, conn.provider)
+        products = {ln.sku: linked[ln.sku] for ln in order.lines if ln.sku in linked}
+        missing = [ln.sku for ln in order.lines if ln.sku not in products]
+        plans.append(
+            InvoicePlan(
+                number=order.number,
+                total=Decimal(order.total),
+                problems=problems,
+                gives_up=policy.gives_up(d.first_failed_at, now),
+                look_up=d.maybe_sent,
+                customer=_customer_named(order),
+                customer_remote_id=None if problems else _linked_customer(s, conn.id, order),
+                products={} if problems else products,
+                missing_products=[] if problems else list(dict.fromkeys(missing)),
+            )
+        )
+    return plans
+
+
+def _customer_named(order: Order) -> str:
+    return (
+        (order.customer_email or "").strip()
+        or (order.customer_account or "").strip()
+        or (order.customer_name or "").strip()
+    )
+
+
+def _linked_customer(s: Any, connection_id: int, order: Order) -> str | None:
+    """The remote id of the order's customer when it is linked (as ``ensure_customer`` finds it,
+    without creating anything); None when it is looked up, created, or refused there."""
+    from synccli.sync.customers import KIND, _find_local
+
+    try:
+        local = _find_local(s, connection_id, order)
+    except Rejected:  # ensure_customer refuses it, in its place among the steps
+        return None
+    link = link_by_local(s, connection_id, KIND, local.id) if local is not None else None
+    return link.remote_id if link is not None else None
+
+
+def _due_now(ctx: JobContext, limit: int | None) -> tuple[list[Due], int]:
+    """The jobs a run would claim now, in its order (those already queued, then the orders it
+    queues first), at most ``limit``; and how many orders it would queue."""
+    now, conn_id = ctx.clock.now(), ctx.connection.id
     with ctx.store.session() as s:
-        jobs = list(
-            s.execute(
-                select(Order, InvoiceJob.state, InvoiceJob.maybe_sent)
-                .join(InvoiceJob, InvoiceJob.order_id == Order.id)
-                .options(selectinload(Order.lines))
-                .where(
-                    InvoiceJob.connection_id == conn_id,
-                    InvoiceJob.state.in_(ACTIVE),
-                    InvoiceJob.next_attempt_at <= now,
-                )
-                .order_by(InvoiceJob.next_attempt_at, InvoiceJob.id)
+        due = [
+            Due(order, bool(job.maybe_sent) or job.state == "posting", job.first_failed_at)
+            for job, order in due_jobs(s, conn_id, now)
+        ]
+        unqueued = orders_without_job(s, conn_id)
+        seen = posted_before(s, conn_id, [o.number for o in unqueued])
+    # queued with next_attempt_at = now and ids after every job: claimed after the due ones
+    due += [Due(o, o.number in seen, None, queued=False) for o in unqueued]
+    return (due if limit is None else due[:limit]), len(unqueued)
+
+
+def _dry_run(ctx: JobContext, limit: int | None, report: PostReport) -> PostReport:
+    """What a run would do, planned by the real run's own code from the store alone: no call,
+    no write."""
+    policy = RetryPolicy.from_settings(ctx.connection.settings or {})
+    due, report.enqueued = _due_now(ctx, limit)
+    with ctx.store.session() as s:
+        plans = plan_invoices(s, ctx.connection, due, policy, ctx.clock.now())
+    products: set[str] = set()
+    customers: set[str] = set()
+    for plan in plans:
+        report.due += 1
+        report.invoices.append(
+            InvoiceOutcome(
+                plan.number,
+                f"would_{plan.action}",
+                total=plan.total,
+                error="; ".join(plan.problems) or None,
             )
         )
-        unqueued = list(
-            s.scalars(
-                select(Order)
-                .outerjoin(InvoiceJob, InvoiceJob.order_id == Order.id)
-                .options(selectinload(Order.lines))
-                .where(Order.connection_id == conn_id, InvoiceJob.id.is_(None))
-                .order_by(Order.id)
-            )
-        )
-        report.enqueued = len(unqueued)
-        work = [(o, "posting" if sent else st) for o, st, sent in jobs]
-        work += [(o, "new") for o in unqueued]
-        if limit is not None:
-            work = work[:limit]
-        skus = sorted({ln.sku for o, _ in work for ln in o.lines})
-        linked: set[str] = set()
-        for start in range(0, len(skus), 500):
-            chunk = skus[start : start + 500]
-            linked.update(
-                s.scalars(
-                    select(Product.sku)
-                    .join(
-                        Link,
-                        (Link.local_id == Product.id)
-                        & (Link.kind == "product")
-                        & (Link.connection_id == conn_id),
-                    )
-                    .where(
-                        Product.connection_id == conn_id,
-                        Product.sku.in_(chunk),
-                        Link.state != "ghost",
-                    )
-                )
-            )
-        report.unlinked_products = [k for k in skus if k not in linked]
-        for order, state in work:
-            report.due += 1
-            problems = _local_problems(order, ctx.connection.provider)
-            outcome = "would_look_up" if state == "posting" else "would_post"
-            report.invoices.append(
-                InvoiceOutcome(
-                    order.number,
-                    "would_reject" if problems else outcome,
-                    total=Decimal(order.total),
-                    error="; ".join(problems) or None,
-                )
-            )
+        if plan.action in ("post", "look_up"):  # (a look-up that finds it needs neither)
+            products.update(plan.missing_products)
+            if plan.customer_remote_id is None:
+                customers.add(plan.customer)
+    report.unlinked_products = sorted(products)
+    report.unlinked_customers = sorted(customers)
     return report
 
 
@@ -1118,43 +1154,24 @@ def list_invoices(
     if state is not None and state not in STATES:
         raise UsageError(f"unknown state {state!r}: use one of {', '.join(STATES)}")
     with store.session() as s:
-        query = (
-            select(InvoiceJob, Order, Connection.name)
-            .join(Order, InvoiceJob.order_id == Order.id)
-            .join(Connection, InvoiceJob.connection_id == Connection.id)
-            .order_by(Connection.name, InvoiceJob.id)
-        )
         if connections:
-            known = set(s.scalars(select(Connection.name).where(Connection.name.in_(connections))))
+            known = connection_names(s, connections)
             missing = [n for n in connections if n not in known]
             if missing:
                 raise UsageError(
                     f"no connection named {missing[0]!r} (see `synccli connections list`)"
                 )
-            query = query.where(Connection.name.in_(connections))
-        if state:
-            query = query.where(InvoiceJob.state == state)
-        if limit:
-            query = query.limit(limit)
-        return [_row(job, order, name) for job, order, name in s.execute(query)]
+        rows = job_rows(s, connections, state, limit)
+        return [_row(job, order, name) for job, order, name in rows]
 
 
 def _find(s: Any, number: str, connection: str | None) -> tuple[InvoiceJob, Order, str]:
-    query = (
-        select(InvoiceJob, Order, Connection.name)
-        .join(Order, InvoiceJob.order_id == Order.id)
-        .join(Connection, InvoiceJob.connection_id == Connection.id)
-        .where(Order.number == number)
-    )
-    if connection:
-        if s.scalar(select(Connection.id).where(Connection.name == connection)) is None:
-            raise UsageError(f"no connection named {connection!r} (see `synccli connections list`)")
-        query = query.where(Connection.name == connection)
-    rows = list(s.execute(query))
+    if connection and not connection_names(s, [connection]):
+        raise UsageError(f"no connection named {connection!r} (see `synccli connections list`)")
+    rows = jobs_of_number(s, number, connection)
     if not rows:
         where = f" in connection {connection!r}" if connection else ""
-        exists = s.scalar(select(func.count()).select_from(Order).where(Order.number == number))
-        if exists:
+        if order_number_exists(s, number):
             raise UsageError(
                 f"order {number!r}{where} has no invoice job yet: "
                 "the next post-invoices run queues it"
@@ -1174,11 +1191,7 @@ def show_invoice(store: Store, number: str, connection: str | None = None) -> In
         job, order, name = _find(s, number, connection)
         history = [
             AttemptRow(a.at, a.outcome, a.summary, a.error, list(a.messages or []))
-            for a in s.scalars(
-                select(InvoiceAttempt)
-                .where(InvoiceAttempt.job_id == job.id)
-                .order_by(InvoiceAttempt.id)
-            )
+            for a in attempts_of(s, job.id)
         ]
         lines = [
             {

@@ -31,8 +31,6 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +38,9 @@ from synccli import mailsafe
 from synccli.connectors.wire import line_amounts
 from synccli.errors import UsageError
 from synccli.store.db import Store
+from synccli.store.invoices import insert_jobs, order_keys_without_job
 from synccli.store.models import Connection, Customer, InvoiceJob, Order, OrderLine
+from synccli.store.orders import customer_by_account, customer_by_email, existing_numbers
 from synccli.store.sync_state import posted_before
 
 MAX_LINE = 10 * 1024 * 1024  # bytes per input line (and per multi-line document)
@@ -574,20 +574,6 @@ class _Validator:
 
 
 # --- writing ----------------------------------------------------------------------------------
-def _existing_numbers(s: Session, connection_id: int, numbers: list[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(numbers), 500):
-        chunk = numbers[start : start + 500]
-        found.update(
-            s.scalars(
-                select(Order.number).where(
-                    Order.connection_id == connection_id, Order.number.in_(chunk)
-                )
-            )
-        )
-    return found
-
-
 def _local_customer(
     s: Session, connection_id: int, c: CustomerIn, now: datetime, cache: dict[str, Customer]
 ) -> tuple[Customer, bool]:
@@ -598,28 +584,9 @@ def _local_customer(
     for key in keys:
         if key in cache:
             return cache[key], False
-    found = None
-    if c.email:
-        found = s.scalar(
-            select(Customer)
-            .where(
-                Customer.connection_id == connection_id,
-                # the shop's rows may carry stray case and spaces (link-customers ignores both)
-                func.lower(func.trim(Customer.email)) == c.email,
-            )
-            .order_by(Customer.id)
-            .limit(1)
-        )
+    found = customer_by_email(s, connection_id, c.email) if c.email else None
     if found is None and c.account_number:
-        found = s.scalar(
-            select(Customer)
-            .where(
-                Customer.connection_id == connection_id,
-                Customer.account_number == c.account_number,
-            )
-            .order_by(Customer.id)
-            .limit(1)
-        )
+        found = customer_by_account(s, connection_id, c.account_number)
     created = found is None
     if found is None:
         found = Customer(
@@ -686,7 +653,7 @@ def add_orders(
     report = AddReport(connection.name, dry_run=dry_run)
     try:
         with store.locked() as s:
-            taken = _existing_numbers(s, connection.id, [o.number for o in orders])
+            taken = existing_numbers(s, connection.id, [o.number for o in orders])
             if taken:
                 raise OrderInputError(
                     [
@@ -764,18 +731,7 @@ def enqueue_missing(store: Store, connection: Connection, now: datetime) -> int:
     straight into ``orders``/``order_lines``). Safe to run concurrently: the database's unique
     keys decide, and a second runner's insert does nothing."""
     with store.locked() as s:
-        missing = list(
-            s.execute(
-                select(Order.id, Order.number)
-                .outerjoin(
-                    InvoiceJob,
-                    (InvoiceJob.order_id == Order.id)
-                    & (InvoiceJob.connection_id == Order.connection_id),
-                )
-                .where(Order.connection_id == connection.id, InvoiceJob.id.is_(None))
-                .order_by(Order.id)
-            )
-        )
+        missing = order_keys_without_job(s, connection.id)
         if not missing:
             return 0
         # An order inserted again after its row (and job) went, under a number posted before: the
@@ -794,14 +750,4 @@ def enqueue_missing(store: Store, connection: Connection, now: datetime) -> int:
             }
             for order_id, number in missing
         ]
-        insert = postgresql.insert if store.engine.dialect.name == "postgresql" else sqlite.insert
-        added = 0
-        for start in range(0, len(rows), 500):
-            statement = (
-                insert(InvoiceJob)
-                .values(rows[start : start + 500])
-                .on_conflict_do_nothing()
-                .returning(InvoiceJob.id)
-            )
-            added += len(s.execute(statement).all())
-        return added
+        return insert_jobs(s, rows)

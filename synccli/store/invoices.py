@@ -1,0 +1,211 @@
+"""Invoice jobs and the orders behind them: which jobs are due, claiming one, queueing the orders
+that have none, what a plan reads (the order, its linked products), and the operator's views.
+
+The due rule is written once (:func:`_due`): the claim a run takes and the list a dry run shows
+read the same jobs in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, selectinload
+
+from synccli.store.bulk import chunks
+from synccli.store.claims import HELD_STATES
+from synccli.store.db import Store
+from synccli.store.models import Connection, InvoiceAttempt, InvoiceJob, Link, Order, Product
+
+ACTIVE = HELD_STATES  # the states a job is worked in: due again at its next_attempt_at
+
+
+def _due(connection_id: int, now: datetime) -> tuple[Any, ...]:
+    """A job a run takes now: active, due, and not claimed by a run still holding it."""
+    return (
+        InvoiceJob.connection_id == connection_id,
+        InvoiceJob.state.in_(ACTIVE),
+        InvoiceJob.next_attempt_at <= now,
+        (InvoiceJob.claimed_until.is_(None)) | (InvoiceJob.claimed_until < now),
+    )
+
+
+_DUE_ORDER = (InvoiceJob.next_attempt_at, InvoiceJob.id)
+
+
+def claim_next(
+    store: Store,
+    connection_id: int,
+    worker: str,
+    now: datetime,
+    ttl: timedelta,
+    seen: set[int],
+) -> int | None:
+    """Claim the next due job for ``worker`` until ``now + ttl`` (committed), or None when
+    nothing is due. ``seen``: jobs this run had already (not taken twice in one run)."""
+    query = select(InvoiceJob.id).where(*_due(connection_id, now)).order_by(*_DUE_ORDER).limit(1)
+    if seen:
+        query = query.where(InvoiceJob.id.not_in(seen))
+    if not store.is_sqlite:  # SQLite: the store's write lock already serialises the claims
+        query = query.with_for_update(skip_locked=True)
+    with store.locked() as s:
+        job_id = s.scalar(query)
+        if job_id is None:
+            return None
+        s.execute(
+            update(InvoiceJob)
+            .where(InvoiceJob.id == job_id)
+            .values(claimed_by=worker, claimed_until=now + ttl)
+        )
+    return job_id
+
+
+def due_jobs(s: Session, connection_id: int, now: datetime) -> list[tuple[InvoiceJob, Order]]:
+    """The jobs :func:`claim_next` would hand out now, in its order, each with its order and
+    lines (nothing claimed)."""
+    rows = s.execute(
+        select(InvoiceJob, Order)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .options(selectinload(Order.lines))
+        .where(*_due(connection_id, now))
+        .order_by(*_DUE_ORDER)
+    )
+    return [(job, order) for job, order in rows.tuples()]
+
+
+def _without_job(connection_id: int) -> Select[Any]:
+    return (
+        select(Order)
+        .outerjoin(
+            InvoiceJob,
+            (InvoiceJob.order_id == Order.id) & (InvoiceJob.connection_id == Order.connection_id),
+        )
+        .where(Order.connection_id == connection_id, InvoiceJob.id.is_(None))
+        .order_by(Order.id)
+    )
+
+
+def orders_without_job(s: Session, connection_id: int) -> list[Order]:
+    """Orders the shop inserted straight into its tables (no invoice job yet), oldest first,
+    with their lines."""
+    return list(s.scalars(_without_job(connection_id).options(selectinload(Order.lines))))
+
+
+def order_keys_without_job(s: Session, connection_id: int) -> list[tuple[int, str]]:
+    """(id, number) of :func:`orders_without_job`, without loading the orders."""
+    query = _without_job(connection_id).with_only_columns(Order.id, Order.number)
+    return [(order_id, number) for order_id, number in s.execute(query).tuples()]
+
+
+def insert_jobs(s: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert invoice jobs, skipping any whose order has one already (another runner queued it
+    meanwhile: the unique keys decide). Returns how many were inserted."""
+    dialect = s.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    added = 0
+    for chunk in chunks(rows):
+        statement = (
+            insert(InvoiceJob).values(chunk).on_conflict_do_nothing().returning(InvoiceJob.id)
+        )
+        added += len(s.execute(statement).all())
+    return added
+
+
+def job_with_order(s: Session, job_id: int) -> tuple[InvoiceJob, Order]:
+    """A job and its order with lines (both exist: the job was just claimed)."""
+    job = s.get(InvoiceJob, job_id)
+    assert job is not None
+    order = s.scalar(
+        select(Order).options(selectinload(Order.lines)).where(Order.id == job.order_id)
+    )
+    assert order is not None
+    return job, order
+
+
+def product_by_sku(s: Session, connection_id: int, sku: str) -> Product | None:
+    return s.scalar(
+        select(Product).where(Product.connection_id == connection_id, Product.sku == sku)
+    )
+
+
+def linked_products(
+    s: Session, connection_id: int, skus: Iterable[str]
+) -> dict[str, tuple[str, str | None]]:
+    """sku -> (remote id, remote code) of the local products with these SKUs that are linked to
+    a provider's product (a ghost link, whose remote record is gone, does not count)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for chunk in chunks(sorted(set(skus))):
+        rows = s.execute(
+            select(Product.sku, Link.remote_id, Link.remote_code)
+            .join(
+                Link,
+                (Link.local_id == Product.id)
+                & (Link.kind == "product")
+                & (Link.connection_id == connection_id),
+            )
+            .where(
+                Product.connection_id == connection_id,
+                Product.sku.in_(chunk),
+                Link.state != "ghost",
+            )
+        )
+        found.update((sku, (remote_id, code)) for sku, remote_id, code in rows.tuples())
+    return found
+
+
+# --- the operator's views -------------------------------------------------------------------------
+def connection_names(s: Session, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are connections."""
+    return set(s.scalars(select(Connection.name).where(Connection.name.in_(list(names)))))
+
+
+def job_rows(
+    s: Session, connections: list[str] | None, state: str | None, limit: int | None
+) -> list[tuple[InvoiceJob, Order, str]]:
+    """(job, order, connection name), by connection and job id."""
+    query = (
+        select(InvoiceJob, Order, Connection.name)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .join(Connection, InvoiceJob.connection_id == Connection.id)
+        .order_by(Connection.name, InvoiceJob.id)
+    )
+    if connections:
+        query = query.where(Connection.name.in_(connections))
+    if state:
+        query = query.where(InvoiceJob.state == state)
+    if limit:
+        query = query.limit(limit)
+    return [(job, order, name) for job, order, name in s.execute(query).tuples()]
+
+
+def jobs_of_number(
+    s: Session, number: str, connection: str | None
+) -> list[tuple[InvoiceJob, Order, str]]:
+    """(job, order, connection name) of the orders numbered ``number`` (in ``connection``)."""
+    query = (
+        select(InvoiceJob, Order, Connection.name)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .join(Connection, InvoiceJob.connection_id == Connection.id)
+        .where(Order.number == number)
+    )
+    if connection:
+        query = query.where(Connection.name == connection)
+    return [(job, order, name) for job, order, name in s.execute(query).tuples()]
+
+
+def order_number_exists(s: Session, number: str) -> bool:
+    count = s.scalar(select(func.count()).select_from(Order).where(Order.number == number))
+    return bool(count)
+
+
+def attempts_of(s: Session, job_id: int) -> list[InvoiceAttempt]:
+    return list(
+        s.scalars(
+            select(InvoiceAttempt)
+            .where(InvoiceAttempt.job_id == job_id)
+            .order_by(InvoiceAttempt.id)
+        )
+    )
