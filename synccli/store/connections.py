@@ -318,3 +318,16 @@ def _tokens(creds: dict[str, Any]) -> Tokens:
         expires_at=datetime.fromisoformat(expires) if expires else None,
         extra=creds.get("token_extra") or {},
     )
+
+
+def flag_reauth_needed(store: Store, connection_id: int, reason: str) -> str | None:
+    """Mark the connection as needing re-authorisation. Returns when its credentials last
+    changed (ISO time, or "never": what tells one authorisation from the next), or None when
+    the connection is gone."""
+    with store.locked() as s:
+        conn = s.get(Connection, connection_id)
+        if conn is None:
+            return None
+        conn.needs_reauth = True
+        conn.reauth_reason = reason[:1000]
+        return conn.updated_at.isoformat() if conn.updated_at else "never"

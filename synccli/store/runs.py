@@ -45,6 +45,25 @@ def finish_run(
         )
 
 
+def ran_ok_between(
+    store: Store, job: str, connection_id: int, since: datetime, until: datetime
+) -> bool:
+    """Whether a run of ``job`` for the connection ended successfully between the two times."""
+    with store.session() as s:
+        found = s.scalar(
+            select(Run.id)
+            .where(
+                Run.connection_id == connection_id,
+                Run.job == job,
+                Run.outcome == "ok",
+                Run.ended_at >= since,
+                Run.ended_at <= until,
+            )
+            .limit(1)
+        )
+    return found is not None
+
+
 def last_runs(store: Store, connection_id: int) -> list[Run]:
     """The most recent run of each job for a connection."""
     with store.session() as s:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from synccli import notify
+from synccli.store.connections import flag_reauth_needed
 from synccli.store.db import Store
 from synccli.store.models import Connection
 
@@ -19,13 +20,9 @@ def flag_reauth(
 ) -> notify.Delivery:
     """Flag the connection as needing re-authorisation and email the merchant once: once per
     authorisation (the key changes when the credentials or tokens are next renewed)."""
-    with store.locked() as s:
-        conn = s.get(Connection, connection.id)
-        if conn is None:
-            return notify.Delivery(recorded=False)
-        conn.needs_reauth = True
-        conn.reauth_reason = reason[:1000]
-        since = conn.updated_at.isoformat() if conn.updated_at else "never"
+    since = flag_reauth_needed(store, connection.id, reason)
+    if since is None:
+        return notify.Delivery(recorded=False)
     key = f"reauth:{connection.id}:{since}"
     return notify.send_once(
         store, connection, key, notify.reauth_email(connection, reason), now, mailer=mailer

@@ -21,8 +21,6 @@ from functools import cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-
 from synccli import registry
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.base import Connector, Limits
@@ -42,11 +40,12 @@ from synccli.store.connections import StoreTokenStore, credentials
 from synccli.store.connections import sandbox_time_scale as stored_time_scale
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
-from synccli.store.models import Connection, Run
+from synccli.store.models import Connection
 from synccli.store.runs import (
     acquire_lease,
     finish_run,
     owner_id,
+    ran_ok_between,
     release_lease,
     renew_lease,
     start_run,
@@ -288,21 +287,7 @@ CLOCK_TOLERANCE = timedelta(minutes=1)
 
 
 def _done_since(store: Store, job: str, connection_id: int, since: datetime, now: datetime) -> bool:
-    with store.session() as s:
-        return (
-            s.scalar(
-                select(Run.id)
-                .where(
-                    Run.connection_id == connection_id,
-                    Run.job == job,
-                    Run.outcome == "ok",
-                    Run.ended_at >= since,
-                    Run.ended_at <= now + CLOCK_TOLERANCE,
-                )
-                .limit(1)
-            )
-            is not None
-        )
+    return ran_ok_between(store, job, connection_id, since, now + CLOCK_TOLERANCE)
 
 
 @contextmanager

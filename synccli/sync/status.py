@@ -6,14 +6,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from synccli.errors import UsageError
+from synccli.store.connections import list_connections
 from synccli.store.db import Store
 from synccli.store.ledger import usage
-from synccli.store.models import Connection, Cursor, InvoiceJob, Link, ReviewItem, Run
+from synccli.store.reports import (
+    count_ghosts,
+    count_review_waiting,
+    cursors_of,
+    invoice_states,
+    last_ok_end,
+)
 from synccli.store.runs import holds_lease, last_runs
-from synccli.store.sync_state import UNCODED, count_uncoded
+from synccli.store.sync_state import count_uncoded
 from synccli.sync.customers import STREAM as CUSTOMER_STREAM
 from synccli.sync.invoices import STATES as INVOICE_STATES
 from synccli.sync.jobs import Job
@@ -64,8 +69,7 @@ def status_report(
     from synccli.sync.context import limits_of
 
     report = []
-    with store.session() as s:
-        conns = list(s.scalars(select(Connection).order_by(Connection.name)))
+    conns = list_connections(store)
     missing = [n for n in names or [] if n not in {c.name for c in conns}]
     if missing:
         raise UsageError(f"no connection named {missing[0]!r} (see `synccli connections list`)")
@@ -73,7 +77,7 @@ def status_report(
         if names and conn.name not in names:
             continue
         item = ConnectionStatus(conn.name, conn.provider, conn.needs_reauth, conn.reauth_reason)
-        item.last_successful_pull = _last_ok_end(store, conn.id, PULL_JOB)
+        item.last_successful_pull = last_ok_end(store, conn.id, PULL_JOB)
         for run in last_runs(store, conn.id):
             outcome, error = run.outcome, run.error
             if run.ended_at is None and not holds_lease(store, run, now):
@@ -93,40 +97,13 @@ def status_report(
                 )
             )
         with store.session() as s:
-            item.cursors = dict.fromkeys(CURSOR_STREAMS)
-            for cur in s.scalars(
-                select(Cursor).where(
-                    Cursor.connection_id == conn.id, Cursor.stream.in_(CURSOR_STREAMS)
-                )
-            ):
-                item.cursors[cur.stream] = cur.value
-            item.invoices = dict.fromkeys(INVOICE_STATES, 0)
-            for state, n in s.execute(
-                select(InvoiceJob.state, func.count())
-                .where(InvoiceJob.connection_id == conn.id)
-                .group_by(InvoiceJob.state)
-            ):
-                item.invoices[state] = n
-            item.ghosts = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(Link)
-                    .where(Link.connection_id == conn.id, Link.state.in_(("ghost", "archived")))
-                )
-                or 0
-            )
-            item.review_waiting = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(ReviewItem)
-                    .where(
-                        ReviewItem.connection_id == conn.id,
-                        ReviewItem.resolved_at.is_(None),
-                        ReviewItem.kind != UNCODED,  # counted apart: item.uncoded
-                    )
-                )
-                or 0
-            )
+            item.cursors = {
+                **dict.fromkeys(CURSOR_STREAMS),
+                **cursors_of(s, conn.id, CURSOR_STREAMS),
+            }
+            item.invoices = {**dict.fromkeys(INVOICE_STATES, 0), **invoice_states(s, conn.id)}
+            item.ghosts = count_ghosts(s, conn.id)
+            item.review_waiting = count_review_waiting(s, conn.id)
             item.uncoded = count_uncoded(s, conn.id)
         item.calls = usage(store, conn.id, now)
         try:
@@ -136,22 +113,3 @@ def status_report(
             item.limits = {}
         report.append(item)
     return report
-
-
-def _last_ok_end(store: Store, connection_id: int, job: str) -> datetime | None:
-    with store.session() as s:
-        return s.scalar(
-            select(func.max(Run.ended_at)).where(
-                Run.connection_id == connection_id, Run.job == job, Run.outcome == "ok"
-            )
-        )
-
-
-def last_run_of(store: Store, connection_id: int, job: str) -> Run | None:
-    with store.session() as s:
-        return s.scalar(
-            select(Run)
-            .where(Run.connection_id == connection_id, Run.job == job)
-            .order_by(Run.id.desc())
-            .limit(1)
-        )

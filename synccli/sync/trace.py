@@ -6,20 +6,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-
 from synccli.errors import UsageError
 from synccli.store.db import Store
-from synccli.store.models import (
-    Connection,
-    Customer,
-    Event,
-    InvoiceAttempt,
-    InvoiceJob,
-    Link,
-    Order,
-    Product,
-    Run,
+from synccli.store.invoices import product_by_sku
+from synccli.store.models import Connection
+from synccli.store.orders import customer_by_email
+from synccli.store.reports import (
+    attempts_with_jobs,
+    events_of,
+    job_of_order,
+    links_of,
+    order_by_number,
 )
 
 
@@ -43,11 +40,6 @@ class Trace:
 
 
 def _links(s: Any, conn: Connection, kind: str, local_id: int) -> list[dict[str, Any]]:
-    rows = s.scalars(
-        select(Link).where(
-            Link.connection_id == conn.id, Link.kind == kind, Link.local_id == local_id
-        )
-    )
     return [
         {
             "remote_id": lk.remote_id,
@@ -57,20 +49,14 @@ def _links(s: Any, conn: Connection, kind: str, local_id: int) -> list[dict[str,
             "last_synced_at": lk.last_synced_at,
             "remote_updated_at": lk.remote_updated_at,
         }
-        for lk in rows
+        for lk in links_of(s, conn.id, kind, local_id)
     ]
 
 
 def _events(s: Any, conn: Connection, kind: str, local_id: int) -> list[TraceLine]:
-    rows = s.execute(
-        select(Event, Run.job)
-        .outerjoin(Run, Run.id == Event.run_id)
-        .where(Event.connection_id == conn.id, Event.kind == kind, Event.local_id == local_id)
-        .order_by(Event.at, Event.id)
-    )
     return [
         TraceLine(ev.at, f"{ev.field} changed", f"{ev.old} -> {ev.new}", ev.run_id, job)
-        for ev, job in rows
+        for ev, job in events_of(s, conn.id, kind, local_id)
     ]
 
 
@@ -78,9 +64,7 @@ def trace(store: Store, conn: Connection, kind: str, key: str) -> Trace:
     """``kind`` is product (by SKU), customer (by email) or invoice (by order number)."""
     with store.session() as s:
         if kind == "product":
-            product = s.scalar(
-                select(Product).where(Product.connection_id == conn.id, Product.sku == key)
-            )
+            product = product_by_sku(s, conn.id, key)
             if product is None:
                 raise UsageError(f"no product with SKU {key!r} in connection {conn.name!r}")
             result = Trace(
@@ -100,12 +84,7 @@ def trace(store: Store, conn: Connection, kind: str, key: str) -> Trace:
             result.history = _events(s, conn, "product", product.id)
             return result
         if kind == "customer":
-            customer = s.scalar(
-                select(Customer).where(
-                    Customer.connection_id == conn.id,
-                    func.lower(func.trim(Customer.email)) == key.strip().lower(),
-                )
-            )
+            customer = customer_by_email(s, conn.id, key.strip().lower())
             if customer is None:
                 raise UsageError(f"no customer with email {key!r} in connection {conn.name!r}")
             result = Trace(
@@ -122,12 +101,10 @@ def trace(store: Store, conn: Connection, kind: str, key: str) -> Trace:
             result.history = _events(s, conn, "customer", customer.id)
             return result
         if kind == "invoice":
-            order = s.scalar(
-                select(Order).where(Order.connection_id == conn.id, Order.number == key)
-            )
+            order = order_by_number(s, conn.id, key)
             if order is None:
                 raise UsageError(f"no order numbered {key!r} in connection {conn.name!r}")
-            job = s.scalar(select(InvoiceJob).where(InvoiceJob.order_id == order.id))
+            job = job_of_order(s, order.id)
             result = Trace(
                 kind,
                 key,
@@ -149,13 +126,7 @@ def trace(store: Store, conn: Connection, kind: str, key: str) -> Trace:
                 result.history.append(
                     TraceLine(job.created_at, "queued", f"key {job.idempotency_key}")
                 )
-                rows = s.execute(
-                    select(InvoiceAttempt, Run.job)
-                    .outerjoin(Run, Run.id == InvoiceAttempt.run_id)
-                    .where(InvoiceAttempt.job_id == job.id)
-                    .order_by(InvoiceAttempt.at, InvoiceAttempt.id)
-                )
-                for attempt, run_job in rows:
+                for attempt, run_job in attempts_with_jobs(s, job.id):
                     detail = attempt.error or attempt.summary or ""
                     result.history.append(
                         TraceLine(
