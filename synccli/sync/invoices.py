@@ -441,8 +441,8 @@ class _Worker:
         with self.store.session() as s:
             job, order = job_with_order(s, self.job_id)
             state_before, key = job.state, job.idempotency_key
-            self.maybe_sent = bool(job.maybe_sent) or state_before == "posting"
-            due = Due(order, self.maybe_sent, job.first_failed_at)
+            due = Due.of(job, order)
+            self.maybe_sent = due.maybe_sent
             plan = plan_invoices(s, self.conn, [due], self.policy, self.now())[0]
         self.order, self.state_before, self.key = order, state_before, key
         if plan.problems:
@@ -966,6 +966,11 @@ class Due:
     first_failed_at: datetime | None = None
     queued: bool = True  # False: an order without a job yet (the run queues it first)
 
+    @classmethod
+    def of(cls, job: InvoiceJob, order: Order) -> Due:
+        # ``posting``: a run marked it and then stopped (a crash) before the post's answer
+        return cls(order, bool(job.maybe_sent) or job.state == "posting", job.first_failed_at)
+
 
 @dataclass
 class InvoicePlan:
@@ -1046,10 +1051,7 @@ def _due_now(ctx: JobContext, limit: int | None) -> tuple[list[Due], int]:
     queues first), at most ``limit``; and how many orders it would queue."""
     now, conn_id = ctx.clock.now(), ctx.connection.id
     with ctx.store.session() as s:
-        due = [
-            Due(order, bool(job.maybe_sent) or job.state == "posting", job.first_failed_at)
-            for job, order in due_jobs(s, conn_id, now)
-        ]
+        due = [Due.of(job, order) for job, order in due_jobs(s, conn_id, now)]
         unqueued = orders_without_job(s, conn_id)
         seen = posted_before(s, conn_id, [o.number for o in unqueued])
     # queued with next_attempt_at = now and ids after every job: claimed after the due ones
