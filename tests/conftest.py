@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import make_url, text
 from typer.testing import CliRunner
 
+from synccli import secrets
 from synccli.config import ensure_private_dir, load_settings
 from synccli.store.db import Store, make_engine
 
@@ -39,6 +40,19 @@ def _logging_reset() -> Iterator[None]:
     logger.handlers.clear()
     logger.propagate = True
     logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test() -> Iterator[None]:
+    """The secrets a test registers for redaction are forgotten when it ends. The registry is
+    process-wide: a value one test registered ("refresh", say) would otherwise be masked in the
+    output or the replayed cassettes of whichever test its worker runs next, so a test's result
+    would depend on the tests run before it in the same process."""
+    before = set(secrets._secrets)
+    yield
+    with secrets._lock:
+        secrets._secrets.clear()
+        secrets._secrets.update(before)
 
 
 @pytest.fixture(autouse=True)
