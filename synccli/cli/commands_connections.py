@@ -96,6 +96,27 @@ def _who(key: str) -> str:
     return "" if len(having) == len(registry.names()) else f" ({', '.join(having)})"
 
 
+def _said(s: registry.Setting) -> str:
+    """A setting's meaning and default as a sentence's words."""
+    first, *rest = s.meaning.split(" ", 1)  # "The app's id" yes, "Authorization_code" no
+    first = first if "_" in first else first[0].upper() + first[1:]
+    return " ".join([first, *rest]) + (f"; default: {s.default}" if s.default else "")
+
+
+def _option_help(key: str) -> str:
+    """One option's help: the meaning once where every provider having the key means the same,
+    else each provider's own (a grant means something else to each)."""
+    having = [(p, s) for p in registry.providers() if (s := p.setting(key)) is not None]
+    if len({_said(s) for _, s in having}) == 1:
+        first = having[0][1]
+        default = f"; default: {first.default}" if first.default else ""
+        return f"{_said(first).removesuffix(default)}{_who(key)}{default}."
+    said: dict[str, list[str]] = {}  # providers that mean the same, together
+    for p, s in having:
+        said.setdefault(_said(s), []).append(p.display_name)
+    return " ".join(f"{', '.join(names)}: {words}." for words, names in said.items())
+
+
 def _secrets() -> tuple[registry.Setting, ...]:
     return tuple({c.key: c for p in registry.providers() for c in p.credentials}.values())
 
@@ -182,11 +203,7 @@ def _add_parameters() -> list[inspect.Parameter]:
     ]
     params = [inspect.Parameter(n, keyword, annotation=t, default=d) for n, t, d in fixed]
     for s in _option_settings():
-        default = f"; default: {s.default}" if s.default else ""
-        first, *rest = s.meaning.split(" ", 1)  # "The app's id" yes, "Authorization_code" no
-        first = first if "_" in first else first[0].upper() + first[1:]
-        help_text = f"{' '.join([first, *rest])}{_who(s.key)}{default}."
-        option = typer.Option(None, s.flag, help=help_text)
+        option = typer.Option(None, s.flag, help=_option_help(s.key))
         params.append(inspect.Parameter(s.key, keyword, annotation=str | None, default=option))
     for c in _secrets():
         option = typer.Option(None, c.flag, envvar=c.env, hidden=True)
