@@ -3,9 +3,11 @@
 Each order has one row in ``invoice_jobs`` whose idempotency key was fixed when it was enqueued,
 before any call. ``post_invoices`` drains the due jobs of one connection:
 
-1. **Claim** one due job at a time: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, the
-   database write lock (``BEGIN IMMEDIATE``) on SQLite; the claim (``claimed_by`` /
-   ``claimed_until``) is committed, so overlapping runs and hosts never work on the same job.
+1. **Claim** one due job at a time (:func:`synccli.store.invoices.claim_next`): ``SELECT ...
+   FOR UPDATE SKIP LOCKED`` on PostgreSQL, the database write lock (``BEGIN IMMEDIATE``) on
+   SQLite; the claim (``claimed_by`` / ``claimed_until``) is committed, so overlapping runs and
+   hosts never work on the same job. A dry run lists the same due jobs, each planned by the same
+   code (:func:`plan_invoices`), from the store alone.
 2. **Look up first** when the job may have been sent before (``maybe_sent``, set with
    ``posting``, kept through ``invoices cancel`` and ``retry``): an earlier post got no clear
    answer (a crash, a timeout, a lost response, a 5xx, a run that stalled past its claim).
@@ -28,11 +30,11 @@ one write never waits more than half the claim in retries and Retry-After sleeps
 job is released as transient). A worker that lost its claim stops: it sends nothing more and
 leaves the job, and its emails, to the run that holds it now (outcome ``lost``).
 
-Outcomes: transient (retried next run, no attempt counted against the merchant), rejected (email
-the merchant once per distinct error, retry on the slow schedule, give up after the configured age
-with one final email), budget exhausted (postponed to the reset, the run stops: exit 3),
-re-authorisation needed (the connection is flagged, one email, the run stops: exit 5). Every
-attempt is a row in ``invoice_attempts``.
+Outcomes (which error leads to which is one table, :mod:`synccli.outcomes`): transient (retried
+next run, no attempt counted against the merchant), rejected (email the merchant once per distinct
+error, retry on the slow schedule, give up after the configured age with one final email), budget
+exhausted (postponed to the reset, the run stops: exit 3), re-authorisation needed (the connection
+is flagged, one email, the run stops: exit 5). Every attempt is a row in ``invoice_attempts``.
 
 Connection settings read here: ``retry_schedule`` ("2h,4h,8h,12h,24h": the delay after the 1st,
 2nd, ... rejection; the last one repeats), ``give_up_after`` ("7d", counted from the first
