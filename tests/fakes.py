@@ -163,7 +163,7 @@ class FakeProvider:
         self.catalogue.gen.populate(self.world, products, customers)
         self.capabilities = capabilities or connector_class(like).capabilities
         # records a listing's page holds (Xero's Items come in one page whatever this is)
-        self.page_size = page_size or self.capabilities.catalogue_page or 100
+        self.page_size = page_size or self.capabilities.catalogue_page or 1000
         self.real = connector_class(like)  # lends its rules (see FakeConnector)
         # Whether stock changes are read from a stream of their own (Unleashed's StockOnHand,
         # Lightspeed's ItemShops), or move the product's own stamp and come with it (Xero's one
@@ -297,12 +297,27 @@ class FakeConnector(Connector):
 
     def _pages(self, method: str, since: datetime | None, rows: list[Any]) -> Iterator[Page[Any]]:
         """``rows`` (already in stamp order) a page a call; an empty listing is one call too."""
-        size = (len(rows) or 1) if self.capabilities.full_catalogue_call else self.fake.page_size
+        size = self.fake.page_size
         pages = max(1, math.ceil(len(rows) / size))
         for number in range(1, pages + 1):
             chunk = self._call(method, since, lambda n=number: rows[(n - 1) * size : n * size])
             stamps = [r.updated_at for r in chunk if r.updated_at is not None]
             yield Page(list(chunk), cursor=max(stamps) if stamps else None, number=number)
+
+    def _catalogue(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        """Xero's Items: every product from one call, whatever ``since`` (the job tells the
+        changes by value), split into pages of ``page_size`` for the job's batches."""
+        rows = self._call("changed_products", since, lambda: self._all_products())
+        size = self.fake.page_size
+        for number, start in enumerate(range(0, len(rows), size), start=1):
+            chunk = rows[start : start + size]
+            yield Page(chunk, cursor=chunk[-1].updated_at, number=number, total=len(rows))
+
+    def _all_products(self) -> list[RemoteProduct]:
+        return sorted(
+            (self._product(p) for p in list(self.fake.world.products.values())),
+            key=lambda r: (r.updated_at, r.remote_id),
+        )
 
     # products and stock --------------------------------------------------------------------------
     def _product(self, p: data.Product) -> RemoteProduct:
@@ -321,10 +336,9 @@ class FakeConnector(Connector):
         )
 
     def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
-        rows = sorted(
-            (self._product(p) for p in list(self.fake.world.products.values())),
-            key=lambda r: (r.updated_at, r.code),
-        )
+        if self.capabilities.full_catalogue_call:
+            return self._catalogue(since)
+        rows = self._all_products()
         rows = [r for r in rows if since is None or (r.updated_at and r.updated_at > since)]
         if not self.capabilities.stock_in_product:
             rows = [replace(r, stock=None) for r in rows]
@@ -344,16 +358,24 @@ class FakeConnector(Connector):
         return self._pages("changed_stock", since, rows)
 
     def get_products(self, remote_ids: list[str]) -> list[RemoteProduct]:
-        batch = self.capabilities.lookup_batch or max(1, len(remote_ids))
+        """One call a ``lookup_batch`` of ids (the whole catalogue in one where there is no
+        batch, as Xero's Items); where stock has a stream of its own, one more call a batch for
+        the stock of those found (none when none was)."""
+        if not remote_ids:
+            return []
+        world = self.fake.world.products
+        if self.capabilities.lookup_batch is None:
+            everything = self._call("get_products", remote_ids, self._all_products)
+            wanted = set(remote_ids)
+            return [p for p in everything if p.remote_id in wanted]
+        batch = self.capabilities.lookup_batch
         found: list[RemoteProduct] = []
-        for start in range(0, max(1, len(remote_ids)), batch):
+        for start in range(0, len(remote_ids), batch):
             ids = remote_ids[start : start + batch]
-
-            def read(ids: list[str] = ids) -> list[RemoteProduct]:
-                world = self.fake.world.products
-                return [self._product(world[i]) for i in ids if i in world]
-
-            found += self._call("get_products", ids, read)
+            got = self._call("get_products", ids, lambda ids=ids: [i for i in ids if i in world])
+            if got and self.fake.stock_stream:
+                self._call("get_stock", got, lambda: None)
+            found += [self._product(world[i]) for i in got if i in world]
         return found
 
     def find_product(self, code: str) -> RemoteProduct | None:

@@ -31,7 +31,7 @@ def draft(fake: FakeProvider, number: str) -> InvoiceDraft:
 
 def test_listings_page_by_stamp_and_return_what_changed_since() -> None:
     clock = SimClock(START)
-    fake = FakeProvider("lightspeed", products=250, customers=3, clock=clock)
+    fake = FakeProvider("lightspeed", products=250, customers=3, clock=clock)  # pages of 100
     c = fake.connector()
     pages = list(c.changed_products(None))
     assert [len(p.records) for p in pages] == [100, 100, 50]  # Lightspeed's pages of 100
@@ -56,9 +56,13 @@ def test_a_provider_without_a_stock_stream_moves_the_product_and_makes_no_stock_
     clock.advance(hours=1)
     moved = fake.catalogue.change_stock(fake.tenant, 2)
     since = clock.now() - timedelta(minutes=1)
-    got = {r.code: r.stock for p in c.changed_products(since) for r in p.records}
+    listed = [r for p in c.changed_products(since) for r in p.records]  # every item, one call
+    assert len(listed) == 30 and fake.calls["changed_products"] == 2
+    got = {r.code: r.stock for r in listed if r.updated_at and r.updated_at > since}
     assert got == {p.code: p.stock for p in moved}
     assert list(c.changed_stock(since)) == [] and "changed_stock" not in fake.calls
+    assert len(c.get_products([r.remote_id for r in listed[:3]])) == 3
+    assert fake.calls["get_products"] == 1  # the whole list again, one call
 
 
 def test_look_ups_are_exact_and_batched_as_the_provider_allows() -> None:
@@ -67,7 +71,8 @@ def test_look_ups_are_exact_and_batched_as_the_provider_allows() -> None:
     world = list(fake.world.products.values())
     ids = [p.id for p in world[:250]]
     assert len(c.get_products(ids + ["gone"])) == 250
-    assert fake.calls["get_products"] == 3  # Unleashed's look-ups take 100 ids
+    # Unleashed's look-ups take 100 ids, and the stock of those found is a call of its own
+    assert fake.calls["get_products"] == 3 and fake.calls["get_stock"] == 3
     fake.catalogue.gen.add_product(fake.world, code="ABC-1")
     assert c.find_product("ABC") is None
     assert c.create_product(NewProduct("ABC", "ours", Decimal("5.00"))).code == "ABC"

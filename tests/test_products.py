@@ -1,4 +1,8 @@
-"""Issue 5: pull-products, sweep-oldest, sync-product and ghosts, against every sandbox."""
+"""Issue 5: pull-products, sweep-oldest, sync-product and ghosts.
+
+The jobs' logic runs against the fake provider (tests/fakes.py), lent each provider's capabilities
+(Xero's one Items call, Unleashed's pages of 1,000 and separate stock, Lightspeed's pages of 100);
+a thin end-to-end layer runs each job over HTTP against every provider's simulator."""
 
 from __future__ import annotations
 
@@ -9,13 +13,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from fakes import FakeProvider
 from sqlalchemy import func, select
 
 from synccli import registry
 from synccli.clock import SimClock
 from synccli.sandbox import harness
 from synccli.store.db import Store
-from synccli.store.models import Event, Link, Product
+from synccli.store.models import Connection, Event, Link, Product
 from synccli.sync import products
 from synccli.sync.context import job_run
 
@@ -43,6 +48,14 @@ def world(request, store: Store) -> Iterator[tuple[Store, harness.Running, objec
         yield store, running, conn
 
 
+@pytest.fixture
+def fake_world(request, store: Store) -> tuple[Store, FakeProvider, Connection]:
+    """A fake account lent provider ``like``'s capabilities, with ``n`` products."""
+    like, n = request.param
+    fake = FakeProvider(like, products=n, customers=5, clock=CLOCK)
+    return store, fake, fake.add_connection(store)
+
+
 @pytest.fixture(autouse=True)
 def _clock() -> None:
     CLOCK.set(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
@@ -51,15 +64,19 @@ def _clock() -> None:
 CLOCK = SimClock()
 
 
-def pull(store: Store, conn, **kw) -> products.PullReport:
+def pull(store: Store, conn, fake: FakeProvider | None = None, **kw) -> products.PullReport:
+    """A pull run, against ``fake`` when given (else the connection's provider)."""
+    if fake is not None:
+        kw["connector_factory"] = fake.factory
     with job_run(store, "pull-products", conn, clock=CLOCK, **kw) as jc:
         report = products.pull_products(jc)
         jc.counts = report
     return report
 
 
-def sweep(store: Store, conn, n: int) -> products.SweepReport:
-    with job_run(store, "sweep-oldest", conn, clock=CLOCK) as jc:
+def sweep(store: Store, conn, n: int, fake: FakeProvider | None = None) -> products.SweepReport:
+    factory = fake.factory if fake is not None else None
+    with job_run(store, "sweep-oldest", conn, clock=CLOCK, connector_factory=factory) as jc:
         return products.sweep_oldest(jc, n)
 
 
@@ -68,10 +85,10 @@ def events(store: Store) -> int:
         return s.scalar(select(func.count()).select_from(Event)) or 0
 
 
-@pytest.mark.parametrize("world", [(p, 5000) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
-def test_pull_applies_exactly_the_changes_then_nothing_at_minimum_cost(world) -> None:
-    store, running, conn = world
-    first = pull(store, conn)
+@pytest.mark.parametrize("fake_world", [(p, 5000) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
+def test_pull_applies_exactly_the_changes_then_nothing_at_minimum_cost(fake_world) -> None:
+    store, fake, conn = fake_world
+    first = pull(store, conn, fake)
     assert first.new == 5000
     # a first import changes nothing: products arrive with their first stock figure, even where
     # it comes in a stream of its own (Unleashed), with no event for it
@@ -85,12 +102,11 @@ def test_pull_applies_exactly_the_changes_then_nothing_at_minimum_cost(world) ->
     # the initial import lies two days back, outside any re-read overlap (Unleashed's: 14 h past
     # a cursor its JSON stamps already show 13 h behind)
     CLOCK.advance(days=2)
-    app = running.app
-    priced = app.catalogue.change_prices(app.tenant, 37)
-    moved = app.catalogue.change_stock(app.tenant, 12, exclude={p.id for p in priced})
+    priced = fake.catalogue.change_prices(fake.tenant, 37)
+    moved = fake.catalogue.change_stock(fake.tenant, 12, exclude={p.id for p in priced})
     before = events(store)
 
-    second = pull(store, conn)
+    second = pull(store, conn, fake)
     assert second.changed == 49
     assert events(store) - before == 49
     with store.session() as s:
@@ -101,12 +117,12 @@ def test_pull_applies_exactly_the_changes_then_nothing_at_minimum_cost(world) ->
             local = s.scalar(select(Product).where(Product.sku == p.code))
             assert local.stock == p.stock
 
-    calls_before = app.counters.total()
-    third = pull(store, conn)
+    calls_before = fake.total()
+    third = pull(store, conn, fake)
     assert third.changed == 0
     assert events(store) - before == 49
-    assert app.counters.total() - calls_before == EMPTY_PULL_CALLS[running.provider]
-    assert third.calls == EMPTY_PULL_CALLS[running.provider]
+    assert fake.total() - calls_before == EMPTY_PULL_CALLS[fake.provider]
+    assert third.calls == EMPTY_PULL_CALLS[fake.provider]
 
 
 class Crash(Exception):
@@ -118,41 +134,39 @@ def test_crash_after_first_committed_page_loses_nothing(provider: str, store: St
     """Three batches of changes; the process dies after the first batch is committed. (Xero
     sends its Items in one response, Lightspeed pages of 100; the job commits 1,000 at a time.)"""
     n = products.APPLY_BATCH * 3
-    with start(provider, n, clock=CLOCK) as running:
-        conn = harness.add_connection(store, "shop", running, time_scale=SCALE[provider])
-        pull(store, conn)
-        CLOCK.advance(days=1)
-        app = running.app
-        changed = app.catalogue.change_prices(app.tenant, n - 5)  # spans three pages
-        baseline = events(store)
+    fake = FakeProvider(provider, products=n, customers=5, clock=CLOCK)
+    conn = fake.add_connection(store)
+    pull(store, conn, fake)
+    CLOCK.advance(days=1)
+    changed = fake.catalogue.change_prices(fake.tenant, n - 5)  # spans three pages
+    baseline = events(store)
 
-        def die_after_first(report: products.PullReport) -> None:
-            raise Crash()  # after the first batch was committed
+    def die_after_first(report: products.PullReport) -> None:
+        raise Crash()  # after the first batch was committed
 
-        with pytest.raises(Crash), job_run(store, "pull-products", conn, clock=CLOCK) as jc:
-            products.pull_products(jc, on_page=die_after_first)
-        after_crash = events(store) - baseline
-        assert 0 < after_crash < len(changed)
+    with pytest.raises(Crash), fake.run(store, "pull-products", conn) as jc:
+        products.pull_products(jc, on_page=die_after_first)
+    after_crash = events(store) - baseline
+    assert 0 < after_crash < len(changed)
 
-        pull(store, conn)
-        assert events(store) - baseline == len(changed)  # none lost, none twice
-        with store.session() as s:
-            for p in changed:
-                assert s.scalar(select(Product.price).where(Product.sku == p.code)) == p.price
+    pull(store, conn, fake)
+    assert events(store) - baseline == len(changed)  # none lost, none twice
+    with store.session() as s:
+        for p in changed:
+            assert s.scalar(select(Product.price).where(Product.sku == p.code)) == p.price
 
 
-@pytest.mark.parametrize("world", [(p, 5000) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
-def test_sweep_flags_every_ghost_within_one_rotation(world) -> None:
-    store, running, conn = world
-    pull(store, conn)
-    app = running.app
-    deleted = app.catalogue.delete(app.tenant, 5)
-    archived = app.catalogue.archive(app.tenant, 5)
+@pytest.mark.parametrize("fake_world", [(p, 5000) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
+def test_sweep_flags_every_ghost_within_one_rotation(fake_world) -> None:
+    store, fake, conn = fake_world
+    pull(store, conn, fake)
+    deleted = fake.catalogue.delete(fake.tenant, 5)
+    archived = fake.catalogue.archive(fake.tenant, 5)
     n = 1000
     flagged: dict[str, str] = {}
     for _ in range(math.ceil(5000 / n)):
         CLOCK.advance(hours=4)  # cron runs sweeps hours apart
-        report = sweep(store, conn, n)
+        report = sweep(store, conn, n, fake)
         flagged.update({g["sku"]: g["state"] for g in report.ghosts})
     assert {p.code for p in deleted + archived} <= set(flagged)
     with store.session() as s:
@@ -162,10 +176,39 @@ def test_sweep_flags_every_ghost_within_one_rotation(world) -> None:
         )
     assert all(states[p.code] in ("ghost", "archived") for p in deleted + archived)
     assert never == 0
-    calls = app.counters.total()
-    report = sweep(store, conn, 100)
+    calls = fake.total()
+    report = sweep(store, conn, 100, fake)
     assert report.swept == 100
-    assert app.counters.total() - calls <= SWEEP_100_MAX_CALLS[running.provider]
+    assert fake.total() - calls <= SWEEP_100_MAX_CALLS[fake.provider]
+
+
+# --- end to end: each job over HTTP against every provider's simulator --------------------------
+@pytest.mark.parametrize("world", [(p, 300) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
+def test_pull_and_sweep_end_to_end_on_the_simulator(world) -> None:
+    """The pull and the sweep read the provider's own wire format: what the fake stands in for
+    above, checked against each simulator over loopback HTTP."""
+    store, running, conn = world
+    assert pull(store, conn).new == 300
+    CLOCK.advance(days=2)
+    app = running.app
+    priced = app.catalogue.change_prices(app.tenant, 7)
+    moved = app.catalogue.change_stock(app.tenant, 5, exclude={p.id for p in priced})
+    assert pull(store, conn).changed == 12
+    with store.session() as s:
+        for p in priced:
+            assert s.scalar(select(Product.price).where(Product.sku == p.code)) == p.price
+        for p in moved:
+            assert s.scalar(select(Product.stock).where(Product.sku == p.code)) == p.stock
+    calls = app.counters.total()
+    assert pull(store, conn).changed == 0
+    assert app.counters.total() - calls == EMPTY_PULL_CALLS[running.provider]
+    deleted = app.catalogue.delete(app.tenant, 2)
+    archived = app.catalogue.archive(app.tenant, 2)
+    CLOCK.advance(hours=4)
+    report = sweep(store, conn, 300)
+    states = {g["sku"]: g["state"] for g in report.ghosts}
+    # (Lightspeed answers for a deleted item as for an archived one)
+    assert all(states.get(p.code) in ("ghost", "archived") for p in deleted + archived)
 
 
 @pytest.mark.parametrize("world", [(p, 200) for p in PROVIDERS], indirect=True, ids=PROVIDERS)
@@ -219,27 +262,26 @@ def test_prefix_code_never_links_the_wrong_product(provider: str, store: Store) 
             assert local.price == Decimal("5.00")
 
 
-@pytest.mark.parametrize("world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])
-def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(world) -> None:
+@pytest.mark.parametrize("fake_world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])
+def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(fake_world) -> None:
     """Unleashed: today's share (715 of 5,000) by id is 8 + 8 batches of 100; the whole catalogue
     is 5 + 5 pages of 1,000. `sweep-oldest auto` takes the cheaper road and checks everything."""
-    store, running, conn = world
-    pull(store, conn)
-    app = running.app
-    deleted = app.catalogue.delete(app.tenant, 4)
-    archived = app.catalogue.archive(app.tenant, 3)
-    silent = app.catalogue.tenant(app.tenant).products
+    store, fake, conn = fake_world
+    pull(store, conn, fake)
+    deleted = fake.catalogue.delete(fake.tenant, 4)
+    archived = fake.catalogue.archive(fake.tenant, 3)
+    silent = fake.catalogue.tenant(fake.tenant).products
     quiet = next(p for p in silent.values() if not p.archived)
     quiet.price = quiet.price + Decimal("1.00")  # changed with no timestamp moving
     CLOCK.advance(hours=4)
-    with job_run(store, "sweep-oldest", conn, clock=CLOCK) as jc:
+    with fake.run(store, "sweep-oldest", conn) as jc:
         n = products.sweep_budget(jc)
-        calls = app.counters.total()
+        calls = fake.total()
         report = products.sweep_oldest(jc, n)
         jc.counts = report
     assert n == 5000
     # ten pages, and one look-up by id that confirms the four missing products are gone
-    assert app.counters.total() - calls == 10 + 1
+    assert fake.total() - calls == 10 + 1
     assert report.swept == 5000
     states = {g["sku"]: g["state"] for g in report.ghosts}
     assert {p.code: "ghost" for p in deleted}.items() <= states.items()
@@ -255,16 +297,16 @@ def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(world) -> N
     daily = []
     for _ in range(7):
         CLOCK.advance(hours=24)
-        calls = app.counters.total()
-        with job_run(store, "sweep-oldest", conn, clock=CLOCK) as jc:
+        calls = fake.total()
+        with fake.run(store, "sweep-oldest", conn) as jc:
             jc.counts = products.sweep_oldest(jc, products.sweep_budget(jc))
-        daily.append(app.counters.total() - calls)
+        daily.append(fake.total() - calls)
     assert daily == [5, 5, 5, 5, 5, 5, 10]
 
     # A listing under half the linked catalogue (an outage, a wrong filter) flags nothing.
-    gone = app.catalogue.delete(app.tenant, 3000)
+    gone = fake.catalogue.delete(fake.tenant, 3000)
     CLOCK.advance(hours=4)
-    report = sweep(store, conn, 5000)
+    report = sweep(store, conn, 5000, fake)
     assert not [g for g in report.ghosts if g["state"] == "ghost"]
     with store.session() as s:
         ghosts = s.scalar(select(func.count()).select_from(Link).where(Link.state == "ghost"))
@@ -272,11 +314,11 @@ def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(world) -> N
     assert len(gone) == 3000
 
 
-@pytest.mark.parametrize("world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])
-def test_small_sweep_still_goes_by_id(world) -> None:
-    store, running, conn = world
-    pull(store, conn)
-    calls = running.app.counters.total()
-    report = sweep(store, conn, 100)
+@pytest.mark.parametrize("fake_world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])
+def test_small_sweep_still_goes_by_id(fake_world) -> None:
+    store, fake, conn = fake_world
+    pull(store, conn, fake)
+    calls = fake.total()
+    report = sweep(store, conn, 100, fake)
     assert report.swept == 100
-    assert running.app.counters.total() - calls == 2
+    assert fake.total() - calls == 2
