@@ -14,16 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
-from synccli.progress import observed_pages
 from synccli.store.bulk import insert_rows, one_of, update_rows
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
@@ -39,7 +38,7 @@ from synccli.store.sync_state import (
 )
 from synccli.sync.context import JobContext
 from synccli.sync.jobs import Job
-from synccli.sync.stream import APPLY_BATCH, read_ahead  # noqa: F401 - APPLY_BATCH for tests
+from synccli.sync.stream import APPLY_BATCH, Batch, CursorStream, Retry
 
 T = TypeVar("T")
 log = logging.getLogger("synccli.job")
@@ -545,7 +544,7 @@ def pull_products(
 
 def _pull_stream(
     ctx: JobContext,
-    stream: str,
+    name: str,
     fetch: Callable[[datetime | None], Any],
     since: datetime | None,
     run_start: datetime,
@@ -553,105 +552,65 @@ def _pull_stream(
     on_page: Callable[[PullReport], None] | None,
 ) -> None:
     """One stream of a pull (products or stock), from its cursor to its end."""
-    connector = ctx.connector
-    overlap = connector.capabilities.cursor_overlap
-    with ctx.store.session() as s:
-        cursor = get_cursor(s, ctx.connection.id, stream)
-        stored = cursor.value if cursor else None
-    start = since if since is not None else (stored - overlap if stored else None)
-    if (
-        stream == "stock"
-        and stored is None
-        and since is None
-        and connector.capabilities.stock_in_product
-    ):
-        # The first full read brought stock inside the products: start the stock stream at
+    caps = ctx.connector.capabilities
+    stream: CursorStream[Any] = CursorStream(ctx, name, since, run_start)
+    if name == "stock" and caps.stock_in_product and stream.start_here_if_new():
+        # The first full read brought stock inside the products: the stock stream starts at
         # this run instead of reading every stock row ever changed.
-        if not ctx.dry_run:
-            with ctx.store.session() as s:
-                advance_cursor(s, ctx.connection.id, stream, run_start, ctx.clock.now())
         return
-    newest: datetime | None = None
-    seen_ids: set[str] = set()
-    with ctx.calls_deferred():
-        for batch in read_ahead(observed_pages(ctx.progress, stream, fetch(start))):
-            records = [r for page in batch for r in page.records]
-            report.pages += len(batch)
-            if stream == "products":
-                for page in batch:
-                    if page.relisted:
-                        seen_ids.clear()  # the listing is read again: only that read counts
-                    seen_ids.update(r.remote_id for r in page.records)
-            cursors = [page.cursor for page in batch if page.cursor is not None]
-            now = ctx.clock.now()
-            for attempt in (1, 2):
-                mark = _Mark.of(report)
-                try:
-                    with ctx.store.session() as s:
-                        applier = _Applier(
-                            ctx,
-                            s,
-                            now,
-                            report.changes,
-                            run_start,
-                            # a listing shows each record as it is now: where stamps cannot
-                            # be ranked against the provider's clock, values decide
-                            authoritative=not connector.capabilities.stamps_on_provider_clock,
-                        )
-                        if stream == "products":
-                            report.seen += len(records)
-                            applier.apply_products(records, report)
-                        else:
-                            applier.apply_stock(records, report)
-                        report.deactivated += applier.deactivated
-                        for page in batch:
-                            report.errors.extend(page.errors)
-                        if not ctx.dry_run and cursors:
-                            # never past the run's start: records changed while we read come
-                            # next time
-                            cursor = min(max(cursors), run_start)
-                            advance_cursor(
-                                s, ctx.connection.id, stream, cursor, now, batch[-1].number
-                            )
-                        if ctx.dry_run:
-                            s.rollback()
-                    break
-                except IntegrityError:
-                    # post-invoices linked or created one of these products (by SKU, at sale
-                    # time) between our read and our write: apply the batch again over that
-                    mark.restore(report)
-                    if attempt == 2:
-                        raise
-                    log.info(
-                        "pages %d-%d: a product was linked meanwhile; applying them again",
-                        batch[0].number,
-                        batch[-1].number,
-                    )
-            stamps = [r.updated_at for r in records if r.updated_at]
-            if stamps:
-                newest = max([newest, *stamps]) if newest else max(stamps)
-            if on_page:
-                on_page(report)
-            ctx.heartbeat()
-    if stream == "products" and connector.capabilities.full_catalogue_call:
-        if report.errors:
-            # an unreadable record may be one of ours: nothing is a ghost on this evidence
-            log.warning("ghost check skipped: the catalogue had unreadable records")
-        elif not _plausible_catalogue(ctx, len(seen_ids)):
-            # an empty or truncated answer must not turn the whole catalogue into ghosts
-            report.errors.append(
-                f"ghost check skipped: the provider listed {len(seen_ids)} products, under "
-                "half of those linked; the sweep will check them one batch at a time"
-            )
+    products = name == "products"
+
+    def counted(batch: Batch[Any]) -> None:
+        report.pages += len(batch.pages)
+
+    def apply(s: Session, batch: Batch[Any]) -> None:
+        applier = _Applier(
+            ctx, s, batch.now, report.changes, run_start, authoritative=stream.by_value
+        )
+        if products:
+            report.seen += len(batch.records)
+            applier.apply_products(batch.records, report)
         else:
-            # One call read the whole catalogue: whatever is missing from it has vanished.
-            _flag_missing(ctx, seen_ids, report)
+            applier.apply_stock(batch.records, report)
+        report.deactivated += applier.deactivated
+        for page in batch.pages:
+            report.errors.extend(page.errors)
+
+    stream.read(
+        fetch,
+        apply,
+        counted=counted,
+        applied=(lambda: on_page(report)) if on_page is not None else None,
+        batch_records=APPLY_BATCH,
+        # post-invoices linked or created one of these products (by SKU, at sale time) between
+        # our read and our write: the batch is applied again over that
+        retry=Retry(lambda: partial(_Mark.of(report).restore, report), LINKED_MEANWHILE),
+        track_seen=products,
+    )
+    if products and caps.full_catalogue_call:
+        _check_ghosts(ctx, stream.seen, report)
+    cursor = stream.advance()
     if not ctx.dry_run:
-        with ctx.store.session() as s:
-            final = min(newest, run_start) if newest else None
-            advance_cursor(s, ctx.connection.id, stream, final, ctx.clock.now(), None)
-            cur = get_cursor(s, ctx.connection.id, stream)
-            report.cursor[stream] = cur.value.isoformat() if cur and cur.value else None
+        report.cursor[name] = cursor.isoformat() if cursor else None
+
+
+LINKED_MEANWHILE = "a product was linked meanwhile"
+
+
+def _check_ghosts(ctx: JobContext, seen: set[str], report: PullReport) -> None:
+    """After one call read the whole catalogue: whatever is missing from it has vanished, when
+    the read is whole and plausible."""
+    if report.errors:
+        # an unreadable record may be one of ours: nothing is a ghost on this evidence
+        log.warning("ghost check skipped: the catalogue had unreadable records")
+    elif not _plausible_catalogue(ctx, len(seen)):
+        # an empty or truncated answer must not turn the whole catalogue into ghosts
+        report.errors.append(
+            f"ghost check skipped: the provider listed {len(seen)} products, under "
+            "half of those linked; the sweep will check them one batch at a time"
+        )
+    else:
+        _flag_missing(ctx, seen, report)
 
 
 @dataclass
