@@ -17,19 +17,37 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
 from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
-from synccli.store.bulk import insert_rows, one_of, update_rows
-from synccli.store.ledger import day_start
-from synccli.store.models import ApiCall, Event, Link, Product, Run
+from synccli.store.bulk import chunks
+from synccli.store.catalogue import (
+    calls_today,
+    count_product_links,
+    deactivate_products,
+    insert_events,
+    insert_links,
+    insert_products,
+    linked_local_ids,
+    live_product_links,
+    mark_ghosts,
+    ok_runs_today,
+    plan_for_each_execution,
+    product_by_sku,
+    products_by_id,
+    products_by_sku,
+    set_stock,
+    stamp_links,
+    stock_targets,
+)
+from synccli.store.models import Link, Product
 from synccli.store.sync_state import (
     advance_cursor,
     any_uncoded,
     get_cursor,
+    link_by_local,
     links_for,
     mark_uncoded,
     oldest_links,
@@ -120,6 +138,20 @@ def snapshot(product: Product | None) -> dict[str, Any] | None:
     return {f: getattr(product, f) for f in ("sku", *FIELDS)}
 
 
+@dataclass
+class _Batch:
+    """What one application of remote products reads before it decides, and what it decides."""
+
+    links: dict[str, Link]  # by remote id
+    by_sku: dict[str, Product]  # local products whose code an unlinked record has
+    taken: set[int]  # of those, the ones linked already (to another remote product)
+    by_id: dict[int, Product]  # the linked local products
+    new: dict[str, RemoteProduct] = field(default_factory=dict)  # by code: added once
+    stamp: list[int] = field(default_factory=list)  # links seen
+    uncoded: list[tuple[str, str]] = field(default_factory=list)  # (remote id, name), no code
+    to_link: list[tuple[int, RemoteProduct]] = field(default_factory=list)
+
+
 class _Applier:
     """Applies remote products to local ones within one session (a page or a batch)."""
 
@@ -144,163 +176,156 @@ class _Applier:
         self.conn_id = ctx.connection.id
         self.dry = ctx.dry_run
         self.deactivated = 0
-        self.dialect = s.get_bind().dialect
-        if self.dialect.name == "postgresql":
-            # A page looks its rows up with IN lists of up to 500-1,000 values. psycopg prepares
-            # a statement run 5 times, and PostgreSQL then plans it once for any values: a plan
-            # that tests every row of the connection against the list one value at a time (0.5 s
-            # a query at 50,000 products). Planned for each execution's values, the list is
-            # hashed. SET LOCAL ends with this page's transaction.
-            s.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-
-    def _local_by_sku(self, skus: list[str]) -> dict[str, Product]:
-        rows = self.s.scalars(
-            select(Product).where(
-                Product.connection_id == self.conn_id, one_of(Product.sku, skus, self.dialect)
-            )
-        )
-        return {p.sku: p for p in rows}
+        plan_for_each_execution(s)  # IN lists of 500-1,000 values (see there)
 
     def apply_products(self, records: list[RemoteProduct], report: Any) -> None:
         """Apply one page: update linked products, link unlinked ones by exact code, and insert
         new ones (in bulk: a first import of 50,000 products is one statement a page)."""
         self._clamp_future(records, report)
+        batch = self._load(records)
+        for remote in records:
+            self._apply_one(remote, batch, report)
+        if hasattr(report, "uncoded"):
+            report.uncoded += len(batch.uncoded)
+        if not self.dry:
+            self._write(records, batch)
+
+    def _load(self, records: list[RemoteProduct]) -> _Batch:
+        """The links and local products ``records`` concern, in a few set-based reads."""
         links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
-        by_sku = self._local_by_sku(unlinked_codes) if unlinked_codes else {}
-        taken = self._linked_local_ids([p.id for p in by_sku.values()])
+        by_sku = products_by_sku(self.s, self.conn_id, unlinked_codes) if unlinked_codes else {}
+        taken = linked_local_ids(self.s, self.conn_id, KIND, [p.id for p in by_sku.values()])
         linked_ids = [lk.local_id for r in records if (lk := links.get(r.remote_id))]
-        locals_by_id: dict[int, Product] = {}
-        for chunk in _chunks(linked_ids, 500):
-            for p in self.s.scalars(select(Product).where(one_of(Product.id, chunk, self.dialect))):
-                locals_by_id[p.id] = p
-        new: dict[str, RemoteProduct] = {}  # by code: a page naming one code twice adds it once
-        stamp: list[int] = []  # links seen in this page
-        uncoded: list[tuple[str, str]] = []  # (remote id, name): unlinked, with no code
-        to_link: list[tuple[int, RemoteProduct]] = []
-        for remote in records:
-            link = links.get(remote.remote_id)
-            local = locals_by_id.get(link.local_id) if link else None
-            stored = link.remote_updated_at if link is not None else None
-            if stored is not None and stored > self.stamp_limit:
-                stored = None  # a future stamp kept by an earlier version blocks nothing
-            if (
-                not self.authoritative
-                and stored is not None
-                and remote.updated_at
-                and remote.updated_at < stored
-            ):
-                continue  # an older copy than we applied (overlap re-read)
+        return _Batch(links, by_sku, taken, products_by_id(self.s, linked_ids))
+
+    def _apply_one(self, remote: RemoteProduct, batch: _Batch, report: Any) -> None:
+        link = batch.links.get(remote.remote_id)
+        local = batch.by_id.get(link.local_id) if link else None
+        stored = link.remote_updated_at if link is not None else None
+        if stored is not None and stored > self.stamp_limit:
+            stored = None  # a future stamp kept by an earlier version blocks nothing
+        if (
+            not self.authoritative
+            and stored is not None
+            and remote.updated_at
+            and remote.updated_at < stored
+        ):
+            return  # an older copy than we applied (overlap re-read)
+        if local is None:
+            local = self._match(remote, link, batch, report)
             if local is None:
-                local = by_sku.get(remote.code)
-                if local is not None and local.id in taken and link is None:
-                    report.errors.append(
-                        f"product {remote.code}: the local product with this code is linked to "
-                        f"another remote product; not linked to {remote.remote_id}"
-                    )
-                    continue
-                if local is None:
-                    earlier = new.get(remote.code)
-                    if earlier is not None and earlier.remote_id == remote.remote_id:
-                        # the same product twice in a batch (its stamp moved while we paged):
-                        # the later copy is the newer
-                        new[remote.code] = remote
-                        continue
-                    if not remote.code:
-                        # A real record with nothing in the field that holds the shop's code
-                        # (a Lightspeed item with no customSku, issue 17): it cannot be matched
-                        # to a shop product, so it is counted and kept for ``status``, not
-                        # reported as an error every run.
-                        uncoded.append((remote.remote_id, remote.name))
-                        continue
-                    if earlier is not None:
-                        report.errors.append(
-                            f"remote product {remote.remote_id}: code {remote.code!r} is empty or "
-                            "repeated; skipped"
-                        )
-                        continue
-                    report.new += 1
-                    self.changes.append(Change(remote.code, "new", None, remote.name))
-                    new[remote.code] = remote
-                    continue
-                if not self.dry:
-                    if link is None:
-                        # Exact code only: a provider's prefix match never reaches here.
-                        to_link.append((local.id, remote))
-                        taken.add(local.id)
-                    else:
-                        link.local_id = local.id
-            changed = self._set_fields(local, remote)
-            if link is not None and remote.code and link.remote_code != remote.code:
-                changed = self._recoded(link, local, remote) or changed
-            if changed:
-                report.changed += 1
-            if not self.dry and link is not None:
-                stamp.append(link.id)
-                if (
-                    remote.updated_at
-                    and remote.updated_at != link.remote_updated_at
-                    and (self.authoritative or stored is None or remote.updated_at > stored)
-                ):
-                    link.remote_updated_at = remote.updated_at
-                state = "linked" if remote.active else "archived"
-                if link.state != state:
-                    link.state = state
-        if hasattr(report, "uncoded"):
-            report.uncoded += len(uncoded)
-        if self.dry:
+                return
+        changed = self._set_fields(local, remote)
+        if link is not None and remote.code and link.remote_code != remote.code:
+            changed = self._recoded(link, local, remote) or changed
+        if changed:
+            report.changed += 1
+        if not self.dry and link is not None:
+            batch.stamp.append(link.id)
+            if (
+                remote.updated_at
+                and remote.updated_at != link.remote_updated_at
+                and (self.authoritative or stored is None or remote.updated_at > stored)
+            ):
+                link.remote_updated_at = remote.updated_at
+            state = "linked" if remote.active else "archived"
+            if link.state != state:
+                link.state = state
+
+    def _match(
+        self, remote: RemoteProduct, link: Link | None, batch: _Batch, report: Any
+    ) -> Product | None:
+        """The local product of the same code for a remote one with no linked product, linked
+        to it (by exact code only: a provider's prefix match never reaches here); None when there
+        is none to apply it to (then it is new, uncoded, or refused)."""
+        local = batch.by_sku.get(remote.code)
+        if local is not None and local.id in batch.taken and link is None:
+            report.errors.append(
+                f"product {remote.code}: the local product with this code is linked to "
+                f"another remote product; not linked to {remote.remote_id}"
+            )
+            return None
+        if local is None:
+            self._new(remote, batch, report)
+            return None
+        if not self.dry:
+            if link is None:
+                batch.to_link.append((local.id, remote))
+                batch.taken.add(local.id)
+            else:
+                link.local_id = local.id
+        return local
+
+    def _new(self, remote: RemoteProduct, batch: _Batch, report: Any) -> None:
+        """A remote product no local one has the code of: a new product, once a code."""
+        earlier = batch.new.get(remote.code)
+        if earlier is not None and earlier.remote_id == remote.remote_id:
+            # the same product twice in a batch (its stamp moved while we paged): the later copy
+            # is the newer
+            batch.new[remote.code] = remote
             return
-        if uncoded:
-            mark_uncoded(self.s, self.conn_id, uncoded, self.now)
+        if not remote.code:
+            # A real record with nothing in the field that holds the shop's code (a Lightspeed
+            # item with no customSku, issue 17): it cannot be matched to a shop product, so it
+            # is counted and kept for ``status``, not reported as an error every run.
+            batch.uncoded.append((remote.remote_id, remote.name))
+            return
+        if earlier is not None:
+            report.errors.append(
+                f"remote product {remote.remote_id}: code {remote.code!r} is empty or "
+                "repeated; skipped"
+            )
+            return
+        report.new += 1
+        self.changes.append(Change(remote.code, "new", None, remote.name))
+        batch.new[remote.code] = remote
+
+    def _write(self, records: list[RemoteProduct], batch: _Batch) -> None:
+        """The batch's set-based writes: uncoded items, link stamps, new products and links."""
+        if batch.uncoded:
+            mark_uncoded(self.s, self.conn_id, batch.uncoded, self.now)
         coded = [r.remote_id for r in records if r.code]
         if coded and any_uncoded(self.s, self.conn_id):
             resolve_uncoded(self.s, self.conn_id, coded, self.now)  # given a code since
-        for chunk in _chunks(stamp, 500):
-            # one statement a chunk: a full-catalogue read stamps every link it saw
-            self.s.execute(
-                update(Link)
-                .where(one_of(Link.id, chunk, self.dialect))
-                .values(last_synced_at=self.now),
-                execution_options={"synchronize_session": False},
-            )
-        if new:
-            rows = [
-                {
-                    "connection_id": self.conn_id,
-                    "sku": r.code,
-                    "name": r.name,
-                    "description": r.description,
-                    "price": r.price,
-                    "stock": r.stock,
-                    "active": r.active,
-                    "updated_at": self.now,
-                }
-                for r in new.values()
-            ]
-            # multi-row INSERT ... RETURNING: the new ids come back without a query
-            inserted = insert_rows(self.s.connection(), Product.__table__, rows, ("id", "sku"))
-            ids = {sku: pid for pid, sku in inserted}
-            to_link.extend((ids[code], r) for code, r in new.items())
-        if to_link:
-            insert_rows(
-                self.s.connection(),
-                Link.__table__,
+        stamp_links(self.s, batch.stamp, self.now)
+        to_link = batch.to_link
+        if batch.new:
+            ids = insert_products(
+                self.s,
                 [
                     {
                         "connection_id": self.conn_id,
-                        "kind": KIND,
-                        "local_id": local_id,
-                        "remote_id": r.remote_id,
-                        "remote_code": r.code,
-                        "origin": "matched",
-                        "state": "linked" if r.active else "archived",
-                        "last_synced_at": self.now,
-                        "remote_updated_at": r.updated_at,
-                        "created_at": self.now,
+                        "sku": r.code,
+                        "name": r.name,
+                        "description": r.description,
+                        "price": r.price,
+                        "stock": r.stock,
+                        "active": r.active,
+                        "updated_at": self.now,
                     }
-                    for local_id, r in to_link
+                    for r in batch.new.values()
                 ],
             )
+            to_link.extend((ids[code], r) for code, r in batch.new.items())
+        insert_links(
+            self.s,
+            [
+                {
+                    "connection_id": self.conn_id,
+                    "kind": KIND,
+                    "local_id": local_id,
+                    "remote_id": r.remote_id,
+                    "remote_code": r.code,
+                    "origin": "matched",
+                    "state": "linked" if r.active else "archived",
+                    "last_synced_at": self.now,
+                    "remote_updated_at": r.updated_at,
+                    "created_at": self.now,
+                }
+                for local_id, r in to_link
+            ],
+        )
 
     def _recoded(self, link: Link, local: Product, remote: RemoteProduct) -> bool:
         """The provider's code for a linked product changed (a re-SKU there): the link follows
@@ -350,20 +375,6 @@ class _Applier:
                 remote.updated_at = self.served
                 report.future_stamps += 1
 
-    def _linked_local_ids(self, local_ids: list[int]) -> set[int]:
-        found: set[int] = set()
-        for chunk in _chunks(local_ids, 500):
-            found.update(
-                self.s.scalars(
-                    select(Link.local_id).where(
-                        Link.connection_id == self.conn_id,
-                        Link.kind == KIND,
-                        one_of(Link.local_id, chunk, self.dialect),
-                    )
-                )
-            )
-        return found
-
     def _set_fields(self, local: Product, remote: RemoteProduct, quiet: bool = False) -> bool:
         wanted = {
             "name": remote.name,
@@ -381,7 +392,7 @@ class _Applier:
             if name == "stock" and old is None:
                 # a first stock figure is the product's initial state (see apply_stock)
                 if not self.dry:
-                    local.stock = new
+                    local.stock = remote.stock
                     local.updated_at = self.now
                 continue
             changed = True
@@ -411,12 +422,12 @@ class _Applier:
         """Apply one page of stock rows, set-based: one query a chunk reads their links and
         products as plain rows, and one statement a kind writes the page's changes (events,
         product stock, link stamps), instead of a tracked object and a flush per row."""
-        targets = self._stock_targets([r.remote_id for r in records])
+        targets = stock_targets(self.s, self.conn_id, [r.remote_id for r in records])
         since = self.stamped_since
         fresh = {
-            link_id
-            for link_id, _, _, _, synced in targets.values()
-            if since is not None and synced is not None and synced >= since
+            t.link_id
+            for t in targets.values()
+            if since is not None and t.synced is not None and t.synced >= since
         }
         events: list[dict[str, Any]] = []
         stock: dict[int, Decimal | None] = {}  # product id -> new stock (a later row wins)
@@ -427,7 +438,12 @@ class _Applier:
             if target is None:
                 report.stock_unknown += 1
                 continue
-            link_id, local_id, sku, old, synced = target
+            link_id, local_id, sku, old = (
+                target.link_id,
+                target.product_id,
+                target.sku,
+                target.stock,
+            )
             if _same(old, row.quantity):
                 continue
             if old is None:
@@ -435,7 +451,7 @@ class _Applier:
                 # and not counted, as for a product that arrives with its stock (Xero,
                 # Lightspeed). On a first Unleashed pull that was 50,000 "changes".
                 if not self.dry:
-                    targets[row.remote_id] = (link_id, local_id, sku, row.quantity, synced)
+                    targets[row.remote_id] = target._replace(stock=row.quantity)
                     stock[local_id] = row.quantity
                     stamps.append(link_id)
                 continue
@@ -444,51 +460,15 @@ class _Applier:
             if self.dry:
                 continue
             # a page naming one product twice compares its second row with the first
-            targets[row.remote_id] = (link_id, local_id, sku, row.quantity, synced)
+            targets[row.remote_id] = target._replace(stock=row.quantity)
             events.append(self._event_row(local_id, "stock", old, row.quantity))
             stock[local_id] = row.quantity
             stamps.append(link_id)
         if not stock:
             return
-        conn = self.s.connection()
-        insert_rows(conn, Event.__table__, events)
-        update_rows(
-            conn,
-            Product.__table__,
-            "id",
-            [{"id": pid, "stock": q, "updated_at": self.now} for pid, q in stock.items()],
-        )
-        links = Link.__table__
-        for chunk in _chunks([i for i in stamps if i not in fresh], 500):
-            stamp = one_of(links.c.id, chunk, self.dialect)
-            conn.execute(update(links).where(stamp).values(last_synced_at=self.now))
-
-    def _stock_targets(
-        self, remote_ids: list[str]
-    ) -> dict[str, tuple[int, int, str, Decimal | None, datetime | None]]:
-        """remote id -> (link id, product id, sku, stock, link's last sync) of the linked
-        products among ``remote_ids``."""
-        found: dict[str, tuple[int, int, str, Decimal | None, datetime | None]] = {}
-        for chunk in _chunks(remote_ids, 500):
-            rows = self.s.execute(
-                select(
-                    Link.remote_id,
-                    Link.id,
-                    Product.id,
-                    Product.sku,
-                    Product.stock,
-                    Link.last_synced_at,
-                )
-                .join(Product, Product.id == Link.local_id)
-                .where(
-                    Link.connection_id == self.conn_id,
-                    Link.kind == KIND,
-                    one_of(Link.remote_id, chunk, self.dialect),
-                )
-            )
-            for remote_id, link_id, product_id, sku, quantity, synced in rows:
-                found[remote_id] = (link_id, product_id, sku, quantity, synced)
-        return found
+        insert_events(self.s, events)
+        set_stock(self.s, stock, self.now)
+        stamp_links(self.s, [i for i in stamps if i not in fresh], self.now)
 
     def _event_row(self, local_id: int, name: str, old: Any, new: Any) -> dict[str, Any]:
         """An ``events`` row as :func:`record_event` writes it, for a bulk insert."""
@@ -510,10 +490,6 @@ def _same(old: Any, new: Any) -> bool:
             return old is None and new is None
         return Decimal(old) == Decimal(new)
     return old == new
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def pull_products(
@@ -641,18 +617,7 @@ class _Mark:
 
 def _plausible_catalogue(ctx: JobContext, listed: int) -> bool:
     with ctx.store.session() as s:
-        linked = (
-            s.scalar(
-                select(func.count())
-                .select_from(Link)
-                .where(
-                    Link.connection_id == ctx.connection.id,
-                    Link.kind == KIND,
-                    Link.state != "ghost",
-                )
-            )
-            or 0
-        )
+        linked = count_product_links(s, ctx.connection.id, live_only=True)
     return linked < 20 or listed * 2 >= linked
 
 
@@ -664,18 +629,12 @@ def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
     (issue 17), and one answer can drop a record it still has. A product the look-up finds is
     applied as found (a new code, archived, ...) and is not a ghost."""
     with ctx.store.session() as s:
-        rows = s.execute(
-            select(Link.id, Link.remote_id, Product.id, Product.sku, Product.active)
-            .join(Product, Product.id == Link.local_id)
-            .where(
-                Link.connection_id == ctx.connection.id, Link.kind == KIND, Link.state != "ghost"
-            )
-        ).all()
-    missing = [row for row in rows if row[1] not in seen]
+        rows = live_product_links(s, ctx.connection.id)
+    missing = [row for row in rows if row.remote_id not in seen]
     if not missing:
         return
     # no transaction is held across the look-up (see design §11)
-    found = ctx.connector.get_products([row[1] for row in missing])
+    found = ctx.connector.get_products([row.remote_id for row in missing])
     if found:
         with ctx.store.session() as s:
             _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True).apply_products(
@@ -684,35 +643,27 @@ def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
             if ctx.dry_run:
                 s.rollback()
         alive = {p.remote_id for p in found}
-        missing = [row for row in missing if row[1] not in alive]
+        missing = [row for row in missing if row.remote_id not in alive]
     now = ctx.clock.now()
-    for _link_id, remote_id, _product_id, sku, _active in missing:
-        report.ghosts.append({"sku": sku, "remote_id": remote_id, "state": "ghost"})
+    for row in missing:
+        report.ghosts.append({"sku": row.sku, "remote_id": row.remote_id, "state": "ghost"})
     if ctx.dry_run or not missing:
         return
     with ctx.store.session() as s:
-        for chunk in _chunks(missing, 500):
-            s.execute(
-                update(Link)
-                .where(Link.id.in_([row[0] for row in chunk]))
-                .values(state="ghost", last_synced_at=now)
-            )
-            active = [row for row in chunk if row[4]]
+        for chunk in chunks(missing):
+            mark_ghosts(s, [row.link_id for row in chunk], now)
+            active = [row for row in chunk if row.active]
             if not active:
                 continue
-            s.execute(
-                update(Product)
-                .where(Product.id.in_([row[2] for row in active]))
-                .values(active=False, updated_at=now)
-            )
-            for _link_id, _remote_id, product_id, _sku, _active in active:
+            deactivate_products(s, [row.product_id for row in active], now)
+            for row in active:
                 report.deactivated += 1
                 record_event(
                     s,
                     run_id=ctx.run_id,
                     connection_id=ctx.connection.id,
                     kind=KIND,
-                    local_id=product_id,
+                    local_id=row.product_id,
                     field="active",
                     old=True,
                     new=False,
@@ -728,23 +679,9 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
     limits = caps.limits
     now = ctx.clock.now()
     with ctx.store.session() as s:
-        links = _linked_count(s, ctx.connection.id)
-        used = (
-            s.scalar(
-                select(func.count())
-                .select_from(ApiCall)
-                .where(ApiCall.connection_id == ctx.connection.id, ApiCall.at >= day_start(now))
-            )
-            or 0
-        )
-        runs = s.scalars(
-            select(Run).where(
-                Run.connection_id == ctx.connection.id,
-                Run.job == Job.SWEEP_OLDEST,
-                Run.started_at >= day_start(now),
-                Run.outcome == "ok",
-            )
-        )
+        links = count_product_links(s, ctx.connection.id)
+        used = calls_today(s, ctx.connection.id, now)
+        runs = ok_runs_today(s, ctx.connection.id, Job.SWEEP_OLDEST, now)
         swept_today = sum(int((r.counts or {}).get("swept") or 0) for r in runs)
     if caps.full_catalogue_call:
         return links  # one call reads the whole catalogue
@@ -788,7 +725,7 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
     report = SweepReport(requested=n, dry_run=ctx.dry_run)
     connector = ctx.connector
     with ctx.store.session() as s:
-        links = _linked_count(s, ctx.connection.id)
+        links = count_product_links(s, ctx.connection.id)
     if n > 0 and _catalogue_read_pays(connector.capabilities, links, n):
         _sweep_catalogue(ctx, report)
         report.calls = ctx.calls
@@ -799,7 +736,7 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
             (lk.id, lk.remote_id, lk.local_id) for lk in oldest_links(s, ctx.connection.id, KIND, n)
         ]
     batch = connector.capabilities.lookup_batch or max(1, len(picked))
-    for chunk in _chunks(picked, batch):
+    for chunk in chunks(picked, batch):
         remote = {p.remote_id: p for p in connector.get_products([rid for _, rid, _ in chunk])}
         now = ctx.clock.now()
         with ctx.store.session() as s:
@@ -829,17 +766,6 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report
-
-
-def _linked_count(s: Session, connection_id: int) -> int:
-    return (
-        s.scalar(
-            select(func.count())
-            .select_from(Link)
-            .where(Link.connection_id == connection_id, Link.kind == KIND)
-        )
-        or 0
-    )
 
 
 STOCK_SWEEP = "stock-sweep"  # cursor: when a sweep last listed every stock position
@@ -909,7 +835,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
             with ctx.store.session() as s:  # every stock page read: the next is due in a week
                 advance_cursor(s, ctx.connection.id, STOCK_SWEEP, started, ctx.clock.now())
     with ctx.store.session() as s:
-        linked = _linked_count(s, ctx.connection.id)
+        total = count_product_links(s, ctx.connection.id)
     flagged = PullReport(dry_run=ctx.dry_run)
     if errors:
         # an unreadable record may be one of ours: nothing is a ghost on this evidence
@@ -926,7 +852,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     report.changes.extend(flagged.changes)
     report.changed += flagged.changed
     report.future_stamps += flagged.future_stamps
-    report.swept = linked
+    report.swept = total
 
 
 def _deactivate_ghost(ctx: JobContext, link_id: int, report: ProductSyncReport) -> None:
@@ -965,19 +891,11 @@ def _deactivate(ctx: JobContext, s: Any, product: Product, now: datetime) -> Non
 def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
     """One product and its stock, in at most 2 calls; shows before and after."""
     with ctx.store.session() as s:
-        local = s.scalar(
-            select(Product).where(Product.connection_id == ctx.connection.id, Product.sku == sku)
-        )
+        local = product_by_sku(s, ctx.connection.id, sku)
         before = snapshot(local)
         link = None
         if local is not None:
-            link = s.scalar(
-                select(Link).where(
-                    Link.connection_id == ctx.connection.id,
-                    Link.kind == KIND,
-                    Link.local_id == local.id,
-                )
-            )
+            link = link_by_local(s, ctx.connection.id, KIND, local.id)
         remote_id = link.remote_id if link else None
     remote: RemoteProduct | None
     if remote_id:
@@ -1018,12 +936,6 @@ def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
             report.after = after
         else:
             s.flush()
-            report.after = snapshot(
-                s.scalar(
-                    select(Product).where(
-                        Product.connection_id == ctx.connection.id, Product.sku == sku
-                    )
-                )
-            )
+            report.after = snapshot(product_by_sku(s, ctx.connection.id, sku))
     report.calls = ctx.calls
     return report

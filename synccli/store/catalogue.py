@@ -1,0 +1,222 @@
+"""Products and their links: the reads and writes the product jobs (pull, sweep, sync-product)
+make, as named functions over an open session (the job decides where a transaction ends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import Table, func, select, text, update
+from sqlalchemy.orm import Session
+
+from synccli.store.bulk import chunks, insert_rows, one_of, update_rows
+from synccli.store.ledger import day_start
+from synccli.store.models import ApiCall, Event, Link, Product, Run
+
+PRODUCT = "product"  # the links' kind for products
+# the mapped classes' tables, as the bulk writers take them
+PRODUCTS, LINKS, EVENTS = (cast(Table, m.__table__) for m in (Product, Link, Event))
+
+
+def plan_for_each_execution(s: Session) -> None:
+    """On PostgreSQL, plan this transaction's statements for their own values.
+
+    A page looks its rows up with IN lists of up to 500-1,000 values. psycopg prepares a
+    statement run 5 times, and PostgreSQL then plans it once for any values: a plan that tests
+    every row of the connection against the list one value at a time (0.5 s a query at 50,000
+    products). Planned for each execution's values, the list is hashed. SET LOCAL ends with the
+    transaction."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+def products_by_sku(s: Session, connection_id: int, skus: Sequence[str]) -> dict[str, Product]:
+    """The connection's products with these SKUs, by SKU."""
+    rows = s.scalars(
+        select(Product).where(
+            Product.connection_id == connection_id,
+            one_of(Product.sku, skus, s.get_bind().dialect),
+        )
+    )
+    return {p.sku: p for p in rows}
+
+
+def products_by_id(s: Session, ids: Sequence[int]) -> dict[int, Product]:
+    """These products, by id."""
+    found: dict[int, Product] = {}
+    dialect = s.get_bind().dialect
+    for chunk in chunks(ids):
+        for p in s.scalars(select(Product).where(one_of(Product.id, chunk, dialect))):
+            found[p.id] = p
+    return found
+
+
+def product_by_sku(s: Session, connection_id: int, sku: str) -> Product | None:
+    return s.scalar(
+        select(Product).where(Product.connection_id == connection_id, Product.sku == sku)
+    )
+
+
+def stamp_links(s: Session, link_ids: Sequence[int], now: datetime) -> None:
+    """Mark these links synced at ``now``: one statement a chunk (a full-catalogue read stamps
+    every link it saw), leaving the session's loaded links as they are."""
+    dialect = s.get_bind().dialect
+    for chunk in chunks(link_ids):
+        s.execute(
+            update(Link).where(one_of(Link.id, chunk, dialect)).values(last_synced_at=now),
+            execution_options={"synchronize_session": False},
+        )
+
+
+class StockTarget(NamedTuple):
+    """A linked product a stock row is for, as plain values."""
+
+    link_id: int
+    product_id: int
+    sku: str
+    stock: Decimal | None
+    synced: datetime | None  # the link's last sync
+
+
+def stock_targets(
+    s: Session, connection_id: int, remote_ids: Sequence[str]
+) -> dict[str, StockTarget]:
+    """remote id -> :class:`StockTarget` of the linked products among ``remote_ids``."""
+    found: dict[str, StockTarget] = {}
+    dialect = s.get_bind().dialect
+    for chunk in chunks(remote_ids):
+        rows = s.execute(
+            select(
+                Link.remote_id,
+                Link.id,
+                Product.id,
+                Product.sku,
+                Product.stock,
+                Link.last_synced_at,
+            )
+            .join(Product, Product.id == Link.local_id)
+            .where(
+                Link.connection_id == connection_id,
+                Link.kind == PRODUCT,
+                one_of(Link.remote_id, chunk, dialect),
+            )
+        )
+        for remote_id, link_id, product_id, sku, quantity, synced in rows:
+            found[remote_id] = StockTarget(link_id, product_id, sku, quantity, synced)
+    return found
+
+
+class LinkedProduct(NamedTuple):
+    link_id: int
+    remote_id: str
+    product_id: int
+    sku: str
+    active: bool
+
+
+def live_product_links(s: Session, connection_id: int) -> list[LinkedProduct]:
+    """Every product link not known to be a ghost, with its product's SKU and active flag."""
+    rows = s.execute(
+        select(Link.id, Link.remote_id, Product.id, Product.sku, Product.active)
+        .join(Product, Product.id == Link.local_id)
+        .where(Link.connection_id == connection_id, Link.kind == PRODUCT, Link.state != "ghost")
+    )
+    return [LinkedProduct(*row) for row in rows]
+
+
+def mark_ghosts(s: Session, link_ids: Sequence[int], now: datetime) -> None:
+    """These links' products are gone at the provider."""
+    s.execute(update(Link).where(Link.id.in_(link_ids)).values(state="ghost", last_synced_at=now))
+
+
+def deactivate_products(s: Session, product_ids: Sequence[int], now: datetime) -> None:
+    s.execute(
+        update(Product).where(Product.id.in_(product_ids)).values(active=False, updated_at=now)
+    )
+
+
+def count_product_links(s: Session, connection_id: int, *, live_only: bool = False) -> int:
+    """The connection's product links (``live_only``: less those known to be ghosts)."""
+    q = (
+        select(func.count())
+        .select_from(Link)
+        .where(Link.connection_id == connection_id, Link.kind == PRODUCT)
+    )
+    if live_only:
+        q = q.where(Link.state != "ghost")
+    return s.scalar(q) or 0
+
+
+def calls_today(s: Session, connection_id: int, now: datetime) -> int:
+    """Calls the connection made since the start of ``now``'s day."""
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(ApiCall)
+            .where(ApiCall.connection_id == connection_id, ApiCall.at >= day_start(now))
+        )
+        or 0
+    )
+
+
+def ok_runs_today(s: Session, connection_id: int, job: str, now: datetime) -> list[Run]:
+    """The job's runs that ended well and started since the start of ``now``'s day."""
+    return list(
+        s.scalars(
+            select(Run).where(
+                Run.connection_id == connection_id,
+                Run.job == job,
+                Run.started_at >= day_start(now),
+                Run.outcome == "ok",
+            )
+        )
+    )
+
+
+def linked_local_ids(
+    s: Session, connection_id: int, kind: str, local_ids: Sequence[int]
+) -> set[int]:
+    """Which of these local ids a link of ``kind`` binds."""
+    found: set[int] = set()
+    dialect = s.get_bind().dialect
+    for chunk in chunks(local_ids):
+        found.update(
+            s.scalars(
+                select(Link.local_id).where(
+                    Link.connection_id == connection_id,
+                    Link.kind == kind,
+                    one_of(Link.local_id, chunk, dialect),
+                )
+            )
+        )
+    return found
+
+
+def insert_products(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Insert new products (dicts with the same keys); answers their ids by SKU. One multi-row
+    INSERT ... RETURNING: the new ids come back without a query."""
+    inserted = insert_rows(s.connection(), PRODUCTS, rows, ("id", "sku"))
+    return {sku: pid for pid, sku in inserted}
+
+
+def insert_links(s: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert links (dicts with the same keys) in one statement."""
+    insert_rows(s.connection(), LINKS, rows)
+
+
+def insert_events(s: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert change events (rows as ``record_event`` writes them) in one statement."""
+    insert_rows(s.connection(), EVENTS, rows)
+
+
+def set_stock(s: Session, stock: dict[int, Decimal | None], now: datetime) -> None:
+    """Products' stock (product id -> quantity), updated at ``now``: one executemany."""
+    update_rows(
+        s.connection(),
+        PRODUCTS,
+        "id",
+        [{"id": pid, "stock": q, "updated_at": now} for pid, q in stock.items()],
+    )
