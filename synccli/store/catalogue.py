@@ -176,25 +176,6 @@ def ok_runs_today(s: Session, connection_id: int, job: str, now: datetime) -> li
     )
 
 
-def linked_local_ids(
-    s: Session, connection_id: int, kind: str, local_ids: Sequence[int]
-) -> set[int]:
-    """Which of these local ids a link of ``kind`` binds."""
-    found: set[int] = set()
-    dialect = s.get_bind().dialect
-    for chunk in chunks(local_ids):
-        found.update(
-            s.scalars(
-                select(Link.local_id).where(
-                    Link.connection_id == connection_id,
-                    Link.kind == kind,
-                    one_of(Link.local_id, chunk, dialect),
-                )
-            )
-        )
-    return found
-
-
 def insert_products(s: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert new products (dicts with the same keys); answers their ids by SKU. One multi-row
     INSERT ... RETURNING: the new ids come back without a query."""

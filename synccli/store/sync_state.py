@@ -6,10 +6,11 @@ page by page).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from synccli.errors import Rejected
@@ -88,6 +89,29 @@ def add_link(
     s.add(link)
     s.flush()
     return link
+
+
+def linked_local_ids(
+    s: Session, connection_id: int, kind: str, local_ids: Sequence[int]
+) -> set[int]:
+    """Which of these local ids a link of ``kind`` binds."""
+    found: set[int] = set()
+    dialect = s.get_bind().dialect
+    for chunk in chunks(local_ids):
+        found.update(
+            s.scalars(
+                select(Link.local_id).where(
+                    Link.connection_id == connection_id,
+                    Link.kind == kind,
+                    one_of(Link.local_id, chunk, dialect),
+                )
+            )
+        )
+    return found
+
+
+def delete_link(s: Session, link_id: int) -> None:
+    s.execute(delete(Link).where(Link.id == link_id))
 
 
 def oldest_links(s: Session, connection_id: int, kind: str, limit: int) -> list[Link]:

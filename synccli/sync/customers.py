@@ -29,12 +29,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,14 +43,31 @@ from synccli.clock import (
 from synccli.connectors.base import NewCustomer, RemoteCustomer
 from synccli.errors import Rejected, UsageError
 from synccli.remote_ids import refusal
+from synccli.store.customers import (
+    customers_by_account,
+    customers_by_bare_name,
+    customers_by_email,
+    customers_by_email_or_account,
+    customers_with_links,
+    open_review_items,
+    review_items_by_id,
+    seen_by_id,
+    seen_customer,
+    seen_customers,
+    serialise_new_customers,
+    unlinked_customers,
+)
 from synccli.store.db import Store
 from synccli.store.models import Connection, Customer, Link, Order, ReviewItem
 from synccli.store.models import RemoteCustomer as RemoteCustomerRow
 from synccli.store.sync_state import (
     add_link,
     add_review,
+    delete_link,
     link_by_local,
     link_by_remote,
+    linked_local_ids,
+    links_by_remote,
 )
 from synccli.sync.context import JobContext, creation_lock
 from synccli.sync.duplicates import DuplicatePair, Person, find_duplicates
@@ -69,9 +85,7 @@ CREATED = "created_customer"
 # shown with the ambiguous ones, settled by `customers link` or by resolving it.
 UNANSWERED = "customer_create_unanswered"
 DRY_RUN_REMOTE_ID = "(would create)"  # what ensure_customer returns for a new customer in a dry run
-_CHUNK = 500  # ids per IN (...) query
 _REVIEW_IN_REPORT = 50  # ambiguous items listed in a report (all are in the review table)
-_LOCK_NEW_LOCAL = 0x43_55_53_01  # + connection id: find-or-create a local customer (PG)
 
 
 # --- normalisation -----------------------------------------------------------------------------
@@ -87,11 +101,6 @@ def norm_account(value: str | None) -> str | None:
     return text or None
 
 
-def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
 # --- the seen-customers cache --------------------------------------------------------------------
 def _seen_detail(r: RemoteCustomer) -> dict[str, Any]:
     return {
@@ -105,10 +114,7 @@ def _seen_detail(r: RemoteCustomer) -> dict[str, Any]:
 
 def load_seen(s: Session, connection_id: int) -> dict[str, dict[str, Any]]:
     """Every remote customer link-customers has seen: remote id -> name/email/account/active."""
-    rows = s.scalars(
-        select(RemoteCustomerRow).where(RemoteCustomerRow.connection_id == connection_id)
-    )
-    return {row.remote_id: _row_detail(row) for row in rows}
+    return {row.remote_id: _row_detail(row) for row in seen_customers(s, connection_id)}
 
 
 def _row_detail(row: RemoteCustomerRow) -> dict[str, Any]:
@@ -123,15 +129,7 @@ def _row_detail(row: RemoteCustomerRow) -> dict[str, Any]:
 
 def save_seen(s: Session, connection_id: int, records: list[RemoteCustomer], now: datetime) -> None:
     by_id = {r.remote_id: r for r in records}
-    existing: dict[str, RemoteCustomerRow] = {}
-    for ids in _chunks(list(by_id)):
-        for known in s.scalars(
-            select(RemoteCustomerRow).where(
-                RemoteCustomerRow.connection_id == connection_id,
-                RemoteCustomerRow.remote_id.in_(ids),
-            )
-        ):
-            existing[known.remote_id] = known
+    existing = seen_by_id(s, connection_id, list(by_id))
     for rid, r in by_id.items():
         row = existing.get(rid)
         if row is None:
@@ -160,14 +158,7 @@ def _resolve(
     subjects = list(subjects)
     if not subjects:
         return 0
-    items = s.scalars(
-        select(ReviewItem).where(
-            ReviewItem.connection_id == connection_id,
-            ReviewItem.kind.in_(kinds),
-            ReviewItem.subject.in_(subjects),
-            ReviewItem.resolved_at.is_(None),
-        )
-    ).all()
+    items = open_review_items(s, connection_id, kinds, subjects)
     for item in items:
         item.resolved_at = now
     return len(items)
@@ -324,13 +315,7 @@ def _remote_view(r: _Remote) -> dict[str, Any]:
 
 
 def _load_unlinked(s: Session, connection_id: int) -> list[_Local]:
-    linked = select(Link.local_id).where(Link.connection_id == connection_id, Link.kind == KIND)
-    rows = s.execute(
-        select(Customer.id, Customer.name, Customer.email, Customer.account_number).where(
-            Customer.connection_id == connection_id, Customer.id.not_in(linked)
-        )
-    )
-    return [_Local(i, n, e, a) for i, n, e, a in rows]
+    return [_Local(*row) for row in unlinked_customers(s, connection_id, KIND)]
 
 
 def link_customers(
@@ -350,9 +335,7 @@ def link_customers(
     conn_id = ctx.connection.id
     stream: CursorStream[RemoteCustomer] = CursorStream(ctx, STREAM, since)
     with ctx.store.session() as s:
-        links = list(
-            s.scalars(select(Link).where(Link.connection_id == conn_id, Link.kind == KIND))
-        )
+        links = list(links_by_remote(s, conn_id, KIND).values())
         matcher = _Matcher(_load_unlinked(s, conn_id), links, load_seen(s, conn_id))
     report.since = stream.start.isoformat() if stream.start else None
     flagged: dict[str, dict[str, Any]] = {}
@@ -405,7 +388,22 @@ def _apply_page(
 ) -> None:
     """Observe ``records`` and decide every unlinked local customer they concern (and those in
     ``also``)."""
-    conn_id = ctx.connection.id
+    touched = sorted(m.locals_for_keys(_observe(m, records, report)) | (also or set()))
+    page = _PageDecisions(ctx, s, m, report, flagged, now)
+    # 1. a link of this run whose local customer now has a rival: undo it, do not guess.
+    for lid in touched:
+        if lid in m.run_links and len(m.candidates_of_local(lid)) > 1:
+            page.undo(lid)
+    # 2. decide every touched local customer that is still unlinked.
+    for lid in touched:
+        if lid not in m.run_links:
+            page.decide(lid)
+
+
+def _observe(
+    m: _Matcher, records: list[RemoteCustomer], report: LinkReport
+) -> set[tuple[str, str]]:
+    """Remember ``records`` in the matcher and count them; answers the keys they touched."""
     touched_keys: set[tuple[str, str]] = set()
     for rec in records:
         r = _Remote(
@@ -424,34 +422,46 @@ def _apply_page(
             report.already_linked += 1
         elif not m.locals_for_keys(r.keys):
             report.unmatched += 1
-    touched = sorted(m.locals_for_keys(touched_keys) | (also or set()))
+    return touched_keys
 
-    def flag(subject: str, detail: dict[str, Any]) -> None:
-        flagged[subject] = {"subject": subject, **detail}
-        if not ctx.dry_run:
-            _flag(s, conn_id, AMBIGUOUS, subject, detail, now)
 
-    # 1. a link of this run whose local customer now has a rival: undo it, do not guess.
-    for lid in touched:
-        if lid in m.run_links and len(m.candidates_of_local(lid)) > 1:
-            rid = m.unlink(lid)
-            report.linked -= 1
-            report.unlinked_rivals += 1
-            if ctx.dry_run:
-                report.would_link = [w for w in report.would_link if w["local_id"] != lid]
-            else:
-                link = link_by_local(s, conn_id, KIND, lid)
-                if link is not None and link.remote_id == rid:
-                    s.delete(link)
-                    s.flush()
-    # 2. decide every touched local customer that is still unlinked.
-    for lid in touched:
-        if lid in m.run_links:
-            continue
+@dataclass
+class _PageDecisions:
+    """The decisions about the local customers one page concerns, in that page's session."""
+
+    ctx: JobContext
+    s: Session
+    m: _Matcher
+    report: LinkReport
+    flagged: dict[str, dict[str, Any]]
+    now: datetime
+
+    def flag(self, subject: str, detail: dict[str, Any]) -> None:
+        self.flagged[subject] = {"subject": subject, **detail}
+        if not self.ctx.dry_run:
+            _flag(self.s, self.ctx.connection.id, AMBIGUOUS, subject, detail, self.now)
+
+    def undo(self, lid: int) -> None:
+        """Undo this run's link of local customer ``lid`` (a rival came)."""
+        rid = self.m.unlink(lid)
+        report = self.report
+        report.linked -= 1
+        report.unlinked_rivals += 1
+        if self.ctx.dry_run:
+            report.would_link = [w for w in report.would_link if w["local_id"] != lid]
+            return
+        link = link_by_local(self.s, self.ctx.connection.id, KIND, lid)
+        if link is not None and link.remote_id == rid:
+            self.s.delete(link)
+            self.s.flush()
+
+    def decide(self, lid: int) -> None:
+        """Link local customer ``lid`` to its one match, flag it when there are several."""
+        m = self.m
         local = m.locals[lid]
         rivals = m.candidates_of_local(lid)
         if len(rivals) > 1:
-            flag(
+            self.flag(
                 f"local:{lid}",
                 {
                     "reason": "several remote customers match this local customer",
@@ -459,56 +469,56 @@ def _apply_page(
                     "candidates": [_remote_view(m.remotes[r]) for r in sorted(rivals)],
                 },
             )
-            continue
+            return
         if not rivals:
-            continue
+            return
         (rid,) = rivals
-        remote = m.remotes[rid]
         locals_ = m.candidates_of_remote(rid)
         if locals_ != {lid}:
-            flag(
+            self.flag(
                 f"remote:{rid}",
                 {
                     "reason": "several local customers match this remote customer",
-                    "remote": _remote_view(remote),
+                    "remote": _remote_view(m.remotes[rid]),
                     "candidates": [_local_view(m.locals[x]) for x in sorted(locals_)],
                 },
             )
-            continue
-        by = (
-            "email"
-            if any(k[0] == "email" for k in set(local.keys) & set(remote.keys))
-            else "account"
-        )
-        if not ctx.dry_run:
+            return
+        self.link(local, m.remotes[rid])
+
+    def link(self, local: _Local, remote: _Remote) -> None:
+        lid, rid = local.id, remote.id
+        report, conn_id = self.report, self.ctx.connection.id
+        if not self.ctx.dry_run:
             try:
-                with s.begin_nested():  # a savepoint: a concurrent link must not sink the page
+                with self.s.begin_nested():  # a savepoint: a concurrent link must not sink the page
                     add_link(
-                        s,
+                        self.s,
                         conn_id,
                         KIND,
                         lid,
                         rid,
-                        now,
+                        self.now,
                         origin="matched",
                         remote_code=remote.account or remote.email,
                         remote_updated_at=remote.updated_at,
                     )
             except IntegrityError:  # ensure_customer (or a person) linked one of them meanwhile
                 report.raced += 1
-                m.raced.add(lid)
-                continue
-            _resolve(s, conn_id, [f"local:{lid}", f"remote:{rid}"], now)
-        m.link(lid, rid)
+                self.m.raced.add(lid)
+                return
+            _resolve(self.s, conn_id, [f"local:{lid}", f"remote:{rid}"], self.now)
+        self.m.link(lid, rid)
         report.linked += 1
-        flagged.pop(f"local:{lid}", None)
-        flagged.pop(f"remote:{rid}", None)
-        if ctx.dry_run:
+        self.flagged.pop(f"local:{lid}", None)
+        self.flagged.pop(f"remote:{rid}", None)
+        if self.ctx.dry_run:
+            shared = set(local.keys) & set(remote.keys)
             report.would_link.append(
                 {
                     "local_id": lid,
                     "remote_id": rid,
-                    "by": by,
+                    "by": "email" if any(k[0] == "email" for k in shared) else "account",
                     "name": local.name,
                     "remote_name": remote.name,
                 }
@@ -575,8 +585,7 @@ def _order_customer(ctx: JobContext, order: Order) -> _OrderCustomer:
     if ctx.dry_run:
         return _view(None, conn_id, _new_local(ctx, order), order)
     with store.locked() as s:  # SQLite: the write lock; PostgreSQL: an advisory lock
-        if not store.is_sqlite:
-            s.execute(select(func.pg_advisory_xact_lock(_LOCK_NEW_LOCAL, conn_id)))
+        serialise_new_customers(s, conn_id)
         cust = _find_local(s, conn_id, order)  # again, now that nobody else can create it
         if cust is None:
             cust = _new_local(ctx, order)
@@ -630,37 +639,31 @@ def _find_local(s: Session, conn_id: int, order: Order) -> Customer | None:
                 "customer of this connection"
             )
         return cust
-    linked = select(Link.local_id).where(Link.connection_id == conn_id, Link.kind == KIND)
-    in_conn = Customer.connection_id == conn_id
 
-    def best(cond: Any) -> Customer | None:  # a linked one first, then the oldest
-        rows = list(s.scalars(select(Customer).where(in_conn, cond).order_by(Customer.id)))
+    def best(rows: list[Customer]) -> Customer | None:  # a linked one first, then the oldest
         if not rows:
             return None
-        bound = set(s.scalars(linked.where(Link.local_id.in_([c.id for c in rows]))))
+        bound = linked_local_ids(s, conn_id, KIND, [c.id for c in rows])
         return next((c for c in rows if c.id in bound), rows[0])
 
     email = norm_email(order.customer_email)
     if email:
-        found = best(or_(Customer.email == email, func.lower(func.trim(Customer.email)) == email))
+        found = best(customers_by_email(s, conn_id, email))
         if found is not None:
             return found
     account = norm_account(order.customer_account)
     if account:
-        found = best(func.lower(func.trim(Customer.account_number)) == account)
+        found = best(customers_by_account(s, conn_id, account))
         if found is not None:
             return found
     name = (order.customer_name or "").strip()
     if name and not email and not account:
-        return best(
-            (Customer.name == name) & Customer.email.is_(None) & Customer.account_number.is_(None)
-        )
+        return best(customers_by_bare_name(s, conn_id, name))
     return None
 
 
 def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> str:
     store, conn_id = ctx.store, ctx.connection.id
-    provider = ctx.connection.provider
     connector = ctx.connector
     email = (c.email or "").strip() or None
     account = (c.account or "").strip() or None
@@ -675,76 +678,112 @@ def _find_or_create_remote(ctx: JobContext, order: Order, c: _OrderCustomer) -> 
     free = [r for r in active if r.remote_id not in owners]
     who = _describe(c)
     if len(free) == 1 and len(active) == 1:
-        remote = free[0]
-        if ctx.dry_run or c.id is None:
-            return remote.remote_id
-        try:
-            with store.session() as s:
-                add_link(
-                    s,
-                    conn_id,
-                    KIND,
-                    c.id,
-                    remote.remote_id,
-                    ctx.clock.now(),
-                    origin="matched",
-                    remote_code=remote.account_number or remote.email,
-                    remote_updated_at=remote.updated_at,
-                )
-                _resolve(
-                    s, conn_id, [f"local:{c.id}", f"remote:{remote.remote_id}"], ctx.clock.now()
-                )
-        except IntegrityError:
-            return _after_race(ctx, c, order)
-        log.info("order %s: %s matched remote customer %s", order.number, who, remote.remote_id)
-        return remote.remote_id
+        return _link_found(ctx, order, c, free[0], who)
     if found:
-        if len(active) > 1:
-            why = f"matches {len(active)} customers at {provider}"
-        elif not active:
-            why = f"matches only archived customers at {provider}"
-        else:
-            why = (
-                f"matches {provider} customer {active[0].remote_id}, which is linked to local "
-                f"customer #{owners[active[0].remote_id]}"
+        _refuse_found(ctx, order, c, found, owners, who)
+    return _create_remote(ctx, order, c, email, account, who)
+
+
+def _link_found(
+    ctx: JobContext, order: Order, c: _OrderCustomer, remote: RemoteCustomer, who: str
+) -> str:
+    """The provider's one active customer that matches, free: linked (unless a dry run)."""
+    store, conn_id = ctx.store, ctx.connection.id
+    if ctx.dry_run or c.id is None:
+        return remote.remote_id
+    try:
+        with store.session() as s:
+            add_link(
+                s,
+                conn_id,
+                KIND,
+                c.id,
+                remote.remote_id,
+                ctx.clock.now(),
+                origin="matched",
+                remote_code=remote.account_number or remote.email,
+                remote_updated_at=remote.updated_at,
             )
-        ids = ", ".join(f"{r.remote_id} ({r.name})" for r in found)
-        message = (
-            f"order {order.number}: customer {who} {why} ({ids}); link the right one with "
-            f"`synccli customers link -c {ctx.connection.name} "
-            f"{c.id if c.id is not None else 'LOCAL'} REMOTE_ID`"
+            _resolve(s, conn_id, [f"local:{c.id}", f"remote:{remote.remote_id}"], ctx.clock.now())
+    except IntegrityError:
+        return _after_race(ctx, c, order)
+    log.info("order %s: %s matched remote customer %s", order.number, who, remote.remote_id)
+    return remote.remote_id
+
+
+def _refuse_found(
+    ctx: JobContext,
+    order: Order,
+    c: _OrderCustomer,
+    found: list[RemoteCustomer],
+    owners: dict[str, int],
+    who: str,
+) -> NoReturn:
+    """The provider has customers that match, but not one we may link: flagged for the merchant
+    and refused (Rejected), never guessed."""
+    store, conn_id = ctx.store, ctx.connection.id
+    provider = ctx.connection.provider
+    active = [r for r in found if r.active]
+    if len(active) > 1:
+        why = f"matches {len(active)} customers at {provider}"
+    elif not active:
+        why = f"matches only archived customers at {provider}"
+    else:
+        why = (
+            f"matches {provider} customer {active[0].remote_id}, which is linked to local "
+            f"customer #{owners[active[0].remote_id]}"
         )
-        if not ctx.dry_run and c.id is not None:
-            with store.session() as s:
-                _flag(
-                    s,
-                    conn_id,
-                    AMBIGUOUS,
-                    f"local:{c.id}",
-                    {
-                        "reason": why,
-                        "order": order.number,
-                        "local": {
-                            "local_id": c.id,
-                            "name": c.name,
-                            "email": c.email,
-                            "account_number": c.account,
-                        },
-                        "candidates": [
-                            {
-                                "remote_id": r.remote_id,
-                                "name": r.name,
-                                "email": r.email,
-                                "account_number": r.account_number,
-                                "active": r.active,
-                                "linked_to": owners.get(r.remote_id),
-                            }
-                            for r in found
-                        ],
+    ids = ", ".join(f"{r.remote_id} ({r.name})" for r in found)
+    message = (
+        f"order {order.number}: customer {who} {why} ({ids}); link the right one with "
+        f"`synccli customers link -c {ctx.connection.name} "
+        f"{c.id if c.id is not None else 'LOCAL'} REMOTE_ID`"
+    )
+    if not ctx.dry_run and c.id is not None:
+        with store.session() as s:
+            _flag(
+                s,
+                conn_id,
+                AMBIGUOUS,
+                f"local:{c.id}",
+                {
+                    "reason": why,
+                    "order": order.number,
+                    "local": {
+                        "local_id": c.id,
+                        "name": c.name,
+                        "email": c.email,
+                        "account_number": c.account,
                     },
-                    ctx.clock.now(),
-                )
-        raise Rejected(message)
+                    "candidates": [
+                        {
+                            "remote_id": r.remote_id,
+                            "name": r.name,
+                            "email": r.email,
+                            "account_number": r.account_number,
+                            "active": r.active,
+                            "linked_to": owners.get(r.remote_id),
+                        }
+                        for r in found
+                    ],
+                },
+                ctx.clock.now(),
+            )
+    raise Rejected(message)
+
+
+def _create_remote(
+    ctx: JobContext,
+    order: Order,
+    c: _OrderCustomer,
+    email: str | None,
+    account: str | None,
+    who: str,
+) -> str:
+    """No customer at the provider matches: created there, then linked in the same breath."""
+    store, conn_id = ctx.store, ctx.connection.id
+    provider = ctx.connection.provider
+    connector = ctx.connector
     if ctx.dry_run or c.id is None:
         return DRY_RUN_REMOTE_ID
     first, last = c.first_name, c.last_name
@@ -825,14 +864,7 @@ def _before_blind_create(
     provider = ctx.connection.provider
     now = ctx.clock.now()
     with store.session() as s:
-        pending = s.scalar(
-            select(ReviewItem).where(
-                ReviewItem.connection_id == conn_id,
-                ReviewItem.kind == UNANSWERED,
-                ReviewItem.subject == subject,
-                ReviewItem.resolved_at.is_(None),
-            )
-        )
+        pending = next(iter(open_review_items(s, conn_id, [UNANSWERED], [subject])), None)
         if pending is None:
             _flag(
                 s,
@@ -921,17 +953,7 @@ def _local_by_ref(s: Session, conn_id: int, ref: str, conn_name: str = "") -> Cu
             f"(see `synccli customers list -c {conn_name}`)"
         )
     email, account = norm_email(text), norm_account(text)
-    rows = list(
-        s.scalars(
-            select(Customer).where(
-                Customer.connection_id == conn_id,
-                or_(
-                    func.lower(func.trim(Customer.email)) == email,
-                    func.lower(func.trim(Customer.account_number)) == account,
-                ),
-            )
-        )
-    )
+    rows = customers_by_email_or_account(s, conn_id, email, account)
     if len(rows) == 1:
         return rows[0]
     if not rows:
@@ -945,12 +967,7 @@ def _local_by_ref(s: Session, conn_id: int, ref: str, conn_name: str = "") -> Cu
 def _under_review(s: Session, connection_id: int, remote_id: str) -> bool:
     """Whether an open review item names ``remote_id`` (a candidate the provider answered with
     at sale time, which link-customers may not have listed yet)."""
-    items = s.scalars(
-        select(ReviewItem).where(
-            ReviewItem.connection_id == connection_id, ReviewItem.resolved_at.is_(None)
-        )
-    )
-    for item in items:
+    for item in open_review_items(s, connection_id):
         detail = item.detail or {}
         named = [c.get("remote_id") for c in detail.get("candidates") or [] if isinstance(c, dict)]
         remote = detail.get("remote")
@@ -991,12 +1008,7 @@ def link_manual(
                 f"remote customer {remote_id} is linked to local customer "
                 f"#{theirs.local_id}: unlink that one first"
             )
-        seen = s.scalar(
-            select(RemoteCustomerRow).where(
-                RemoteCustomerRow.connection_id == conn.id,
-                RemoteCustomerRow.remote_id == remote_id,
-            )
-        )
+        seen = seen_customer(s, conn.id, remote_id)
         if seen is None and not force and not _under_review(s, conn.id, remote_id):
             raise UsageError(
                 f"remote customer {remote_id} has never been seen by link-customers: check the "
@@ -1036,7 +1048,7 @@ def unlink(store: Store, conn: Connection, local_ref: str, now: datetime) -> Lin
         if link is None:
             raise UsageError(f"local customer #{cust.id} is not linked")
         remote_id = link.remote_id
-        s.execute(delete(Link).where(Link.id == link.id))
+        delete_link(s, link.id)
         return LinkChange("unlinked", cust.id, remote_id, cust.name)
 
 
@@ -1045,21 +1057,8 @@ def list_customers(
 ) -> list[CustomerRow]:
     with store.session() as s:
         seen = load_seen(s, conn.id)
-        q = (
-            select(Customer, Link)
-            .outerjoin(
-                Link,
-                (Link.local_id == Customer.id)
-                & (Link.kind == KIND)
-                & (Link.connection_id == Customer.connection_id),
-            )
-            .where(Customer.connection_id == conn.id)
-            .order_by(Customer.id)
-        )
-        if unlinked_only:
-            q = q.where(Link.id.is_(None))
         rows = []
-        for cust, link in s.execute(q):
+        for cust, link in customers_with_links(s, conn.id, KIND, unlinked_only):
             rid = link.remote_id if link is not None else None
             rows.append(
                 CustomerRow(
@@ -1111,27 +1110,14 @@ def review(
     started = time.perf_counter()
     out = ReviewReport(conn.name)
     with store.session() as s:
-        items = s.scalars(
-            select(ReviewItem)
-            .where(
-                ReviewItem.connection_id == conn.id,
-                ReviewItem.kind.in_((AMBIGUOUS, UNANSWERED, CREATED)),
-                ReviewItem.resolved_at.is_(None),
-            )
-            .order_by(ReviewItem.created_at, ReviewItem.id)
-        ).all()
+        items = open_review_items(s, conn.id, (AMBIGUOUS, UNANSWERED, CREATED))
         for item in items:
             entry = ReviewEntry(
                 item.id, item.kind, item.subject, item.created_at, dict(item.detail or {})
             )
             (out.created if item.kind == CREATED else out.ambiguous).append(entry)
         seen = load_seen(s, conn.id)
-        owners = {
-            ln.remote_id: ln.local_id
-            for ln in s.scalars(
-                select(Link).where(Link.connection_id == conn.id, Link.kind == KIND)
-            )
-        }
+        owners = {rid: ln.local_id for rid, ln in links_by_remote(s, conn.id, KIND).items()}
     out.remote_customers_known = len(seen)
     people = [
         Person(rid, d.get("name") or "", d.get("email"), d.get("account"))
@@ -1159,13 +1145,7 @@ def _side(p: Person, owners: dict[str, int]) -> dict[str, Any]:
 def resolve_items(store: Store, conn: Connection, ids: list[int], now: datetime) -> int:
     """Mark review items done (the merchant has looked at them)."""
     with store.session() as s:
-        items = s.scalars(
-            select(ReviewItem).where(
-                ReviewItem.connection_id == conn.id,
-                ReviewItem.id.in_(ids),
-                ReviewItem.kind.in_((AMBIGUOUS, UNANSWERED, CREATED)),
-            )
-        ).all()
+        items = review_items_by_id(s, conn.id, ids, (AMBIGUOUS, UNANSWERED, CREATED))
         missing = set(ids) - {i.id for i in items}
         if missing:
             raise UsageError(
