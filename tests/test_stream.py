@@ -15,7 +15,7 @@ from synccli.connectors.base import Capabilities, Limits, Page, RemoteCustomer, 
 from synccli.store.connections import add_connection
 from synccli.store.db import Store
 from synccli.store.models import Lease
-from synccli.sync import context, customers, products
+from synccli.sync import context, customers, products, stream
 from synccli.sync.context import job_run, lease_ttl
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -114,3 +114,95 @@ def test_a_link_run_under_any_name_renews_its_own_lease(
     assert {name for name, _ in renewals} == {job}
     last = max(_aware(expiry) for _, expiry in renewals if expiry is not None)
     assert last >= START + PAGE_TIME * 5 + lease_ttl()
+
+
+class Listing:
+    """A products listing of pages given up front; remembers where each read started."""
+
+    capabilities = SlowProvider.capabilities
+
+    def __init__(self, *pages: Page[RemoteProduct]) -> None:
+        self.pages = list(pages)
+        self.starts: list[datetime | None] = []
+        self.http = SimpleNamespace(calls=0, server_date=None)
+
+    def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
+        self.starts.append(since)
+        yield from self.pages
+
+    def changed_stock(self, since: datetime | None) -> Iterator[Page[Any]]:
+        return iter(())
+
+
+def _product(n: int, stamp: datetime) -> RemoteProduct:
+    return RemoteProduct(f"r{n}", f"SKU-{n}", f"Product {n}", updated_at=stamp)
+
+
+def _run(store: Store, conn: Any, clock: SimClock, listing: Listing, dry_run: bool = False) -> Any:
+    with job_run(
+        store,
+        "pull-products",
+        conn,
+        clock=clock,
+        dry_run=dry_run,
+        connector_factory=lambda _: listing,
+    ) as jc:
+        return products.pull_products(jc)
+
+
+def test_the_cursor_never_passes_the_runs_start_and_the_next_read_starts_an_overlap_back(
+    store: Store, clock: SimClock
+) -> None:
+    conn = _connection(store)
+    past, future = START - timedelta(hours=1), START + timedelta(hours=3)
+    listing = Listing(
+        Page([_product(1, past)], cursor=past, number=1),
+        Page([_product(2, future)], cursor=future, number=2),
+    )
+    report = _run(store, conn, clock, listing)
+    assert report.new == 2
+    # a record stamped after the run began (a clock ahead): the cursor stops at the run's start
+    assert report.cursor["products"] == START.isoformat()
+    clock.advance(3600)
+    _run(store, conn, clock, listing)
+    assert listing.starts == [None, START - SlowProvider.capabilities.cursor_overlap]
+
+
+def test_a_dry_run_reads_everything_and_moves_no_cursor(store: Store, clock: SimClock) -> None:
+    conn = _connection(store)
+    stamp = START - timedelta(hours=1)
+    listing = Listing(Page([_product(1, stamp)], cursor=stamp, number=1))
+    report = _run(store, conn, clock, listing, dry_run=True)
+    assert report.new == 1 and report.cursor == {}
+    again = _run(store, conn, clock, listing)
+    assert listing.starts == [None, None] and again.new == 1
+
+
+def test_only_the_last_whole_read_of_a_relisted_listing_counts_as_seen(
+    store: Store, clock: SimClock
+) -> None:
+    conn = _connection(store)
+    stamp = START - timedelta(hours=1)
+    listing = Listing(
+        Page([_product(1, stamp)], number=1),
+        Page([_product(2, stamp)], number=1, relisted=True),
+        Page([_product(3, stamp)], number=2),
+    )
+    with job_run(
+        store, "pull-products", conn, clock=clock, connector_factory=lambda _: listing
+    ) as jc:
+        run: stream.CursorStream[Any] = stream.CursorStream(jc, "products")
+        run.read(jc.connector.changed_products, lambda s, batch: None, track_seen=True)
+        assert run.seen == {"r2", "r3"}
+        assert run.advance() == stamp
+
+
+def test_the_cursor_advances_only_after_a_whole_read(store: Store, clock: SimClock) -> None:
+    conn = _connection(store)
+    with (
+        job_run(
+            store, "pull-products", conn, clock=clock, connector_factory=lambda _: Listing()
+        ) as jc,
+        pytest.raises(RuntimeError),
+    ):
+        stream.CursorStream(jc, "products").advance()
