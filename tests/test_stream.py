@@ -206,3 +206,22 @@ def test_the_cursor_advances_only_after_a_whole_read(store: Store, clock: SimClo
         pytest.raises(RuntimeError),
     ):
         stream.CursorStream(jc, "products").advance()
+
+
+def test_a_pull_and_a_link_run_through_the_runner_on_postgresql(
+    pg_store: Store, clock: SimClock
+) -> None:
+    conn = _connection(pg_store)
+    provider = SlowProvider(clock)
+    with job_run(
+        pg_store, "pull-products", conn, clock=clock, connector_factory=lambda _: provider
+    ) as jc:
+        pulled = products.pull_products(jc)
+    with job_run(
+        pg_store, "link-customers", conn, clock=clock, connector_factory=lambda _: provider
+    ) as jc:
+        linked = customers.link_customers(jc)
+    assert pulled.new == 6 and linked.seen == 6
+    # each cursor stops at its run's start (the provider's stamps ran past it)
+    assert pulled.cursor["products"] == START.isoformat()
+    assert linked.cursor == (START + PAGE_TIME * 6).isoformat()
