@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from synccli.store.bulk import chunks, insert_rows, one_of, update_rows
@@ -18,7 +18,7 @@ from synccli.store.models import ApiCall, Event, Link, Product, Run
 
 PRODUCT = "product"  # the links' kind for products
 # the mapped classes' tables, as the bulk writers take them
-PRODUCTS, LINKS, EVENTS = (cast(Table, m.__table__) for m in (Product, Link, Event))
+PRODUCTS, LINKS, EVENTS = Product.__table__, Link.__table__, Event.__table__
 
 
 def plan_for_each_execution(s: Session) -> None:
