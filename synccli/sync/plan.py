@@ -14,6 +14,7 @@ from pathlib import Path
 
 from synccli import fmt, registry
 from synccli.errors import UsageError
+from synccli.sync.jobs import SCHEDULED, Job
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def model(provider: str) -> ProviderModel:
 
 SWEEP_DAYS = 7  # sweep-oldest auto: the whole catalogue re-checked within a week
 
-JOBS = ("pull-products", "sweep-oldest", "link-customers", "post-invoices")
+JOBS: tuple[str, ...] = SCHEDULED
 
 
 @dataclass
@@ -117,10 +118,10 @@ class PlanReport:
 
 
 DEFAULT_SCHEDULE = [
-    Entry("pull-products", 48, 30),
-    Entry("sweep-oldest", 4, 360, "auto"),
-    Entry("link-customers", 4, 360),
-    Entry("post-invoices", 24, 60),
+    Entry(Job.PULL_PRODUCTS, 48, 30),
+    Entry(Job.SWEEP_OLDEST, 4, 360, "auto"),
+    Entry(Job.LINK_CUSTOMERS, 4, 360),
+    Entry(Job.POST_INVOICES, 24, 60),
 ]
 
 
@@ -169,7 +170,7 @@ def parse_crontab(text: str) -> list[Entry]:
             times[0] + 1440 - times[-1]
         ]
         arg = None
-        if job == "sweep-oldest":
+        if job == Job.SWEEP_OLDEST:
             i = words.index(job)
             arg = words[i + 1] if i + 1 < len(words) else None
         entries.append(Entry(job, len(times), float(max(gaps)), arg))
@@ -210,7 +211,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
     sweep_per_day = 0.0
     for entry in schedule:
         runs = max(1, entry.runs_per_day)
-        if entry.job == "pull-products":
+        if entry.job == Job.PULL_PRODUCTS:
             changed = merchant.products * merchant.product_change_rate / runs
             moved = merchant.products * merchant.stock_change_rate / runs
             per_run = _pages(changed, m.item_page)
@@ -223,7 +224,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                 else min(freshness, entry.max_gap_minutes)
             )
             note = f"{per_run} call(s) a run"
-        elif entry.job == "sweep-oldest":
+        elif entry.job == Job.SWEEP_OLDEST:
             n = _sweep_n(entry.argument, m, merchant, schedule)
             per_run = _by_id_calls(m, n)
             calls = per_run * runs
@@ -242,7 +243,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                     f"{fmt.number(round(full, 1))} call(s) a day"
                 )
             sweep_per_day += covered
-        elif entry.job == "link-customers":
+        elif entry.job == Job.LINK_CUSTOMERS:
             per_run = _pages(merchant.new_customers_per_day / runs, m.customer_page)
             calls = per_run * runs
             note = f"{per_run} call(s) a run"
@@ -313,7 +314,7 @@ def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: li
     """Products a sweep run checks. ``auto`` checks a seventh of the catalogue a day (the first
     run of the day does it; later runs find today's share done), or the whole catalogue where
     one call reads it all."""
-    runs = next((e.runs_per_day for e in schedule if e.job == "sweep-oldest"), 1)
+    runs = next((e.runs_per_day for e in schedule if e.job == Job.SWEEP_OLDEST), 1)
     if arg and arg.isdigit():
         return min(int(arg), merchant.products)
     if m.lookup_batch is None:
@@ -331,10 +332,10 @@ def propose(provider: str, merchant: Merchant) -> list[str]:
     m = model(provider)
     for pull_every in (30, 60, 120):
         schedule = [
-            Entry("pull-products", 1440 // pull_every, pull_every),
-            Entry("sweep-oldest", 1, 1440, "auto"),
-            Entry("link-customers", 1, 1440),
-            Entry("post-invoices", 12, 120),
+            Entry(Job.PULL_PRODUCTS, 1440 // pull_every, pull_every),
+            Entry(Job.SWEEP_OLDEST, 1, 1440, "auto"),
+            Entry(Job.LINK_CUSTOMERS, 1, 1440),
+            Entry(Job.POST_INVOICES, 12, 120),
         ]
         report = _cost(provider, merchant, schedule)
         within_day = not m.per_day or report.calls_per_day <= m.per_day
