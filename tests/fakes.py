@@ -155,6 +155,7 @@ class FakeProvider:
         page_size: int | None = None,
         capabilities: Capabilities | None = None,
         stock_stream: bool | None = None,
+        account_numbers: bool = True,
     ) -> None:
         self.provider = like
         self.clock = clock or SimClock()
@@ -170,6 +171,8 @@ class FakeProvider:
         # Items call, where changed_stock makes no call).
         full = self.capabilities.full_catalogue_call
         self.stock_stream = not full if stock_stream is None else stock_stream
+        # whether customers carry an account number (Lightspeed R-Series' have none)
+        self.account_numbers = account_numbers
         self.calls: Counter[str] = Counter()  # per contract method, across runs
         self.faults: list[Fault] = []
         self.connectors: list[FakeConnector] = []
@@ -399,13 +402,12 @@ class FakeConnector(Connector):
         return self._call("create_product", product, create)
 
     # customers -----------------------------------------------------------------------------------
-    @staticmethod
-    def _customer(c: data.Customer) -> RemoteCustomer:
+    def _customer(self, c: data.Customer) -> RemoteCustomer:
         return RemoteCustomer(
             remote_id=c.id,
             name=c.name,
             email=c.email,
-            account_number=c.account_number,
+            account_number=c.account_number if self.fake.account_numbers else None,
             active=not c.archived,
             updated_at=c.updated_at,
         )
@@ -439,7 +441,7 @@ class FakeConnector(Connector):
                 if not c.archived
                 and (
                     (wanted and (c.email or "").lower() == wanted)
-                    or (account and c.account_number == account)
+                    or (account and self.fake.account_numbers and c.account_number == account)
                 )
             ]
 
