@@ -522,9 +522,7 @@ LIGHTSPEED_X = Provider(
         ),
     ),
     calls=CallPattern(customer_page=1000, stock_changes_read=True, daily_list_calls=5),
-    sandbox=Sandbox(
-        "synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",), shared_suites=False
-    ),
+    sandbox=Sandbox("synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",)),
     oauth=ModuleOAuth(
         "synccli.connectors.lightspeed_x",
         learns=("domain_prefix",),

@@ -30,8 +30,10 @@ from synccli.sync.duplicates import Person, find_duplicates
 
 PROVIDERS = list(registry.suite_names())
 # Lightspeed's leaky bucket drains 1 unit/s: scale its limit clock so 30 pages take no time.
-SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0}  # drain the leaky bucket fast
-ACCOUNT_NUMBERS = {"xero": True, "unleashed": True, "lightspeed": False}  # R-Series has none
+# drain the leaky bucket (Lightspeed) and the 5-minute window (X-Series) fast
+SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0, "lightspeed-x": 1000.0}
+# R-Series has no account number; X-Series has customer_code
+ACCOUNT_NUMBERS = {"xero": True, "unleashed": True, "lightspeed": False, "lightspeed-x": True}
 CLOCK = SimClock()
 
 
@@ -191,7 +193,7 @@ def test_link_customers_3000_links_450_flags_10_and_writes_no_customer(
 ) -> None:
     # paging: Xero's Contacts pages hold 100 rows whatever pageSize asks for (as the simulator's
     # page_rows), Unleashed's 1,000, Lightspeed's 100
-    pages = {"xero": 30, "unleashed": 3, "lightspeed": 30}[provider]
+    pages = {"xero": 30, "unleashed": 3, "lightspeed": 30, "lightspeed-x": 4}[provider]
     fake = fake_account(provider, 2995, page_size=3000 // pages)
     conn = fake.add_connection(store)
     plan = seed_matching_world(fake, store, conn)
@@ -695,7 +697,7 @@ def test_a_rival_on_a_later_page_undoes_the_link_made_on_an_earlier_one(
 ) -> None:
     """Pages come oldest first: the local customer's match is on page 1, a second remote customer
     with the same email (created later) on the last page. No guess: no link, one review item."""
-    size = 100  # rows a page holds (Xero: page_rows)
+    size = 1000 if provider == "lightspeed-x" else 100  # rows a page holds (Xero: page_rows)
     with start(provider, size + 5) as running:
         app = running.app
         conn = connect(store, running)

@@ -205,7 +205,7 @@ def _authorize(data_dir: Path, *args: str, paste: bool = False):
         if not line:
             break
         said.append(line)
-        if "/authorize?" in line:
+        if "response_type=code" in line:  # every provider's consent page (/authorize, /connect)
             url = line.strip()
     return proc, url, said
 

@@ -27,6 +27,7 @@ from synccli import registry
 from synccli.sandbox import harness
 from synccli.sandbox.core import Response
 from synccli.sandbox.lightspeed import LightspeedSandbox
+from synccli.sandbox.lightspeed_x import LightspeedXSandbox
 from synccli.sandbox.unleashed import UnleashedSandbox
 from synccli.sandbox.xero import XeroSandbox
 from synccli.store.connections import get_connection
@@ -38,17 +39,30 @@ pytestmark = pytest.mark.reliability
 
 PROVIDERS = registry.suite_names()
 SCALE = {**dict.fromkeys(PROVIDERS, 1000.0), "lightspeed": 200.0}
-BASES = {"xero": XeroSandbox, "unleashed": UnleashedSandbox, "lightspeed": LightspeedSandbox}
+BASES = {
+    "xero": XeroSandbox,
+    "unleashed": UnleashedSandbox,
+    "lightspeed": LightspeedSandbox,
+    "lightspeed-x": LightspeedXSandbox,
+}
 PRODUCT_LIST = {  # the first call of a pull: the product list
     "xero": ("GET", r"/Items$"),
     "unleashed": ("GET", r"^/Products(/\d+)?$"),
     "lightspeed": ("GET", r"/Item\.json$"),
+    "lightspeed-x": ("GET", r"/api/2026-07/products$"),
 }
-RECORDS = {"xero": "Items", "unleashed": "Items", "lightspeed": "Item"}
+RECORDS = {"xero": "Items", "unleashed": "Items", "lightspeed": "Item", "lightspeed-x": "data"}
+CODES = {
+    "xero": "Code",
+    "unleashed": "ProductCode",
+    "lightspeed": "customSku",
+    "lightspeed-x": "sku",
+}
 INVOICE_WRITE = {
     "xero": ("PUT", r"/Invoices$"),
     "unleashed": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$"),
     "lightspeed": ("POST", r"/Sale\.json$"),
+    "lightspeed-x": ("POST", r"/sales$"),
 }
 ERROR_BODY_200 = {  # each provider's own error envelope, answered with status 200
     "xero": {"ErrorNumber": 500, "Type": "UnknownErrorException", "Message": "An error occurred"},
@@ -59,6 +73,7 @@ ERROR_BODY_200 = {  # each provider's own error envelope, answered with status 2
         "message": "Something went wrong",
         "errorClass": "Exception",
     },
+    "lightspeed-x": {"error": "Something went wrong"},  # the one error shape its spec gives
 }
 
 
@@ -234,6 +249,13 @@ def _mutator(provider: str, case: str) -> Callable[[dict[str, Any]], None]:
             "timestamp-wrong": set_path("timeStamp", value="yesterday"),
             "object-is-a-string": set_path("Prices", value="free"),
         },
+        "lightspeed-x": {
+            "price-wrong-type": set_path("price_excluding_tax", value="twelve dollars"),
+            "id-missing": drop("id"),
+            "code-missing": set_path("sku", value={"code": "SKU"}),
+            "timestamp-wrong": set_path("version", value="yesterday"),  # its stamp: a version
+            "object-is-a-string": set_path("active", value="free"),  # a boolean, as a string
+        },
     }
     return table[provider][case]
 
@@ -269,11 +291,7 @@ def test_bad_record_is_reported_good_records_apply(
             records = body.get(RECORDS[provider])
             if isinstance(records, list) and len(records) > 3:
                 rec = records[2]
-                victim["code"] = rec.get(
-                    {"xero": "Code", "unleashed": "ProductCode", "lightspeed": "customSku"}[
-                        provider
-                    ]
-                )
+                victim["code"] = rec.get(CODES[provider])
                 mutate(rec)
             return with_body(resp, body)
 

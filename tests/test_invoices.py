@@ -64,6 +64,7 @@ INVOICE_WRITE = {  # (method, path regex) of the invoice write, for the lost-res
     "xero": ("PUT", r"/Invoices$"),
     "unleashed": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$"),
     "lightspeed": ("POST", r"/Sale\.json$"),
+    "lightspeed-x": ("POST", r"/sales$"),
 }
 ROOT = Path(__file__).resolve().parents[1]
 

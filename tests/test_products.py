@@ -27,9 +27,10 @@ from synccli.sync.context import job_run
 PROVIDERS = list(registry.suite_names())
 # Fewest calls for a pull that finds nothing: Xero reads Items in one call; the others read
 # products and stock separately.
-EMPTY_PULL_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2}
-SWEEP_100_MAX_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2}
-SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0}  # drain the leaky bucket fast
+EMPTY_PULL_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2, "lightspeed-x": 2}
+SWEEP_100_MAX_CALLS = {"xero": 1, "unleashed": 2, "lightspeed": 2, "lightspeed-x": 2}
+# drain the leaky bucket (Lightspeed) and the 5-minute window (X-Series) fast
+SCALE = {**dict.fromkeys(PROVIDERS, 1.0), "lightspeed": 200.0, "lightspeed-x": 1000.0}
 
 
 def start(provider: str, n: int, **kw) -> harness.Running:
@@ -78,6 +79,12 @@ def sweep(store: Store, conn, n: int, fake: FakeProvider | None = None) -> produ
     factory = fake.factory if fake is not None else None
     with job_run(store, "sweep-oldest", conn, clock=CLOCK, connector_factory=factory) as jc:
         return products.sweep_oldest(jc, n)
+
+
+def api_calls(app) -> int:
+    """Calls to the provider's API: a token refresh (the CLI's clock is not the test's) is
+    not one, as the benchmarks count them."""
+    return sum(n for (_m, e), n in app.counters.calls.items() if not e.startswith("oauth."))
 
 
 def events(store: Store) -> int:
@@ -225,17 +232,18 @@ def test_sync_product_two_calls_and_dry_run_writes_nothing(world, cli, _isolated
         raw.close()
     store.dispose()
     before = db.read_bytes()
-    calls = app.counters.total()
+    calls = api_calls(app)
     dry = cli("sync-product", target.code, "--connection", "shop", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.stderr
     assert db.read_bytes() == before
-    assert app.counters.total() - calls <= 2
-    assert str(target.price) in dry.stdout
+    assert api_calls(app) - calls <= 2
+    # as the provider writes it: X-Series prices are JSON numbers (103.3, not 103.30)
+    assert any(str(v) in dry.stdout for v in (target.price, target.price.normalize()))
 
-    calls = app.counters.total()
+    calls = api_calls(app)
     real = cli("sync-product", target.code, "--connection", "shop")
     assert real.exit_code == 0, real.stderr
-    assert app.counters.total() - calls <= 2
+    assert api_calls(app) - calls <= 2
     with store.session() as s:
         assert s.scalar(select(Product.price).where(Product.sku == target.code)) == target.price
 

@@ -35,6 +35,7 @@ would on their own after ``SYNC_CLAIM_SECONDS``; a stopped process cannot renew 
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -44,6 +45,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ from synccli import registry
 from synccli.sandbox import harness
 from synccli.sandbox.core import Request, Response
 from synccli.sandbox.lightspeed import LightspeedSandbox, ls_error
+from synccli.sandbox.lightspeed_x import LightspeedXSandbox
 from synccli.sandbox.unleashed import UnleashedSandbox
 from synccli.sandbox.xero import XeroSandbox, _problem
 from synccli.store.connections import get_connection
@@ -84,8 +87,15 @@ _WRITES = {
     ),
     ("lightspeed", "invoice"): ("POST", lambda p: p.endswith("/Sale.json")),
     ("lightspeed", "customer"): ("POST", lambda p: p.endswith("/Customer.json")),
+    ("lightspeed-x", "invoice"): ("POST", lambda p: p.endswith("/sales")),
+    ("lightspeed-x", "customer"): ("POST", lambda p: p.endswith("/customers")),
 }
-_BASES = {"xero": XeroSandbox, "unleashed": UnleashedSandbox, "lightspeed": LightspeedSandbox}
+_BASES = {
+    "xero": XeroSandbox,
+    "unleashed": UnleashedSandbox,
+    "lightspeed": LightspeedSandbox,
+    "lightspeed-x": LightspeedXSandbox,
+}
 
 
 def _too_many(provider: str, wait: float) -> Response:
@@ -101,6 +111,14 @@ def _too_many(provider: str, wait: float) -> Response:
     if provider == "unleashed":  # synccli/sandbox/unleashed.py, the per-minute window
         resp = Response(429, {"Description": "Too many requests: at most 60 per minute"})
         resp.headers["Retry-After"] = after
+        return resp
+    if provider == "lightspeed-x":  # synccli/sandbox/lightspeed_x.py: Retry-After, an HTTP date
+        now = datetime.now(UTC).replace(microsecond=0)
+        resp = Response(429, {"error": "Too Many Requests", "message": "Rate limiting enforced"})
+        resp.headers["Date"] = format_datetime(now, usegmt=True)
+        resp.headers["Retry-After"] = format_datetime(
+            now + timedelta(seconds=math.ceil(wait)), usegmt=True
+        )
         return resp
     resp = ls_error(  # synccli/sandbox/lightspeed.py, the leaky bucket
         429, "Rate Limit Exceeded: Please decrease your request volume.", "RateLimitedException"
@@ -480,6 +498,7 @@ _LOST = {
     "xero": ("PUT", r"/Invoices$"),
     "unleashed": ("POST", r"^/SalesOrders/[^/]+$"),
     "lightspeed": ("POST", r"/Sale\.json$"),
+    "lightspeed-x": ("POST", r"/sales$"),
 }
 
 

@@ -74,11 +74,13 @@ INVOICE_WRITE = {  # (method, path regex) of each provider's invoice write
     "xero": ("PUT", r"/Invoices$"),
     "unleashed": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$"),
     "lightspeed": ("POST", r"/Sale\.json$"),
+    "lightspeed-x": ("POST", r"/sales$"),
 }
 CUSTOMER_WRITE = {
     "xero": ("PUT", r"/Contacts$"),
     "unleashed": ("POST", r"/Customers/[0-9a-fA-F-]+$"),
     "lightspeed": ("POST", r"/Customer\.json$"),
+    "lightspeed-x": ("POST", r"/customers$"),
 }
 
 
@@ -364,6 +366,7 @@ PRODUCT_WRITE = {
     "xero": ("PUT", r"/Items$"),
     "unleashed": ("POST", r"/Products/[0-9a-fA-F-]+$"),
     "lightspeed": ("POST", r"/Item\.json$"),
+    "lightspeed-x": ("POST", r"/products$"),
 }
 
 

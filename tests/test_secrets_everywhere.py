@@ -202,7 +202,7 @@ def authorize_in_a_process(env: dict[str, str], log: Path) -> tuple[int, str, st
     url = None
     for line in proc.stderr:
         seen.append(line)
-        match = re.search(r"(https?://\S+authorize\S*)", line)
+        match = re.search(r"(https?://\S+response_type=code\S*)", line)  # a consent page
         if match:
             url = match.group(1)
             break

@@ -366,7 +366,9 @@ class LightspeedXConnector(Connector):
             item["pricing"] = {"price": float(line.unit_price)}
             item["tax"] = {"id": tax_id, "amount": float(unit_tax.quantize(Decimal("1e-6")))}
             lines.append(item)
-        total = computed if invoice.total is None else round_money(invoice.total)
+        # paid in full at the store's own reckoning: a shop total that differs shows as the
+        # sale's total against ours (a mismatch the job reports), not as a refused payment
+        total = computed
         rid = sale_id(self.prefix, invoice.number)
         body: dict[str, Any] = {
             "id": rid,
@@ -548,10 +550,9 @@ def _named(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def _first(rows: list[dict[str, Any]], what: str) -> str:
-    live = [r for r in rows if not r.get("deleted_at")]
-    if not live:
-        raise ConfigError(f"the Lightspeed store lists no {what}")
-    return str(live[0]["id"])
+    for live in _named(rows):
+        return live["id"]
+    raise ConfigError(f"the Lightspeed store lists no {what}")
 
 
 def _version(row: dict[str, Any]) -> int:
@@ -565,12 +566,13 @@ def _product(row: dict[str, Any]) -> RemoteProduct:
     if code is not None and not isinstance(code, str):
         raise ValueError("sku is not a string")
     price = decimal(row.get("price_excluding_tax"), "price_excluding_tax")
-    name = str(row.get("variant_name") or row.get("name") or "")
-    described = str(row["description"]) if row.get("description") else None
+    name, described = str(row.get("variant_name") or row.get("name") or ""), row.get("description")
+    if not isinstance(row.get("active", True), bool):
+        raise ValueError(f"active {str(row.get('active'))[:20]!r} is not a boolean")
     active = row.get("active") is not False and not row.get("deleted_at")
-    code = code if code and code.strip() else ""
-    stamp = version_stamp(_version(row))
-    return RemoteProduct(str(row["id"]).lower(), code, name, described, price, active, stamp)
+    code, stamp = code if code and code.strip() else "", version_stamp(_version(row))
+    text = str(described) if described else None
+    return RemoteProduct(str(row["id"]).lower(), code, name, text, price, active, stamp)
 
 
 def _level(row: dict[str, Any]) -> Decimal | None:
@@ -578,11 +580,9 @@ def _level(row: dict[str, Any]) -> Decimal | None:
 
 
 def _stock(row: dict[str, Any]) -> RemoteStock:
-    quantity = _level(row)
-    if quantity is None:
+    if (quantity := _level(row)) is None:
         raise ValueError("no current_inventory_level")
-    if row.get("deleted_at"):
-        quantity = Decimal(0)  # a deleted product's row: nothing left to sell
+    quantity = Decimal(0) if row.get("deleted_at") else quantity  # deleted: none left to sell
     return RemoteStock(str(row["product_id"]).lower(), quantity, None, version_stamp(_version(row)))
 
 
