@@ -36,6 +36,9 @@ T = TypeVar("T")
 # Values in one IN (...) list, or rows in one multi-row INSERT: the one chunk size of the store's
 # batched statements (SQLite binds up to 32,766 parameters; PostgreSQL plans such a list quickly).
 CHUNK = 500
+# Rows one SQLite INSERT ... RETURNING carries at most (fewer where the parameter limit needs):
+# a first pull's page of new products is one statement.
+RETURNING_ROWS = 1_000
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -93,7 +96,7 @@ def insert_rows(
     driver = conn.connection.dbapi_connection
     assert driver is not None
     limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per = max(1, min(1000, limit // len(names)))
+    per = max(1, min(RETURNING_ROWS, limit // len(names)))
     tail = f" RETURNING {', '.join(map(q, returning))}"
     found: list[tuple[Any, ...]] = []
     for start in range(0, len(values), per):
