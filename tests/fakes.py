@@ -28,13 +28,15 @@ invoices, Unleashed's separate stock stream, Lightspeed's pages of 100...).
 from __future__ import annotations
 
 import math
+import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, cast
 
 from synccli.clock import Clock, SimClock
 from synccli.connectors.base import (
@@ -67,8 +69,9 @@ WRITES = frozenset({"create_product", "create_customer", "post_invoice", "post_i
 
 @dataclass
 class Fault:
-    """The next ``times`` calls of ``method`` (any method when None) whose argument satisfies
-    ``when`` fail this way.
+    """The next ``times`` calls of ``method`` (a name or several; any method when None) whose
+    argument satisfies ``when`` fail this way; with ``chance``, each such call fails with that
+    probability instead (drawn from the provider's seeded generator), however many times.
 
     - ``transient``: nothing happens, a TransientError (a 503, a timeout) is raised.
     - ``rate_limited``: a 429 the HTTP layer gave up waiting for (RateLimited).
@@ -80,16 +83,22 @@ class Fault:
     """
 
     kind: str
-    method: str | None = None
+    method: str | tuple[str, ...] | None = None
     times: int = 1
     messages: tuple[str, ...] = ("refused by the provider",)
     when: Callable[[Any], bool] | None = None
+    chance: float | None = None
     fired: int = 0
 
-    def matches(self, method: str, arg: Any) -> bool:
-        if self.fired >= self.times or self.method not in (None, method):
+    def matches(self, method: str, arg: Any, rng: random.Random) -> bool:
+        methods = (self.method,) if isinstance(self.method, str) else self.method
+        if methods is not None and method not in methods:
             return False
-        return self.when is None or bool(self.when(arg))
+        if self.chance is None and self.fired >= self.times:
+            return False
+        if self.when is not None and not self.when(arg):
+            return False
+        return self.chance is None or rng.random() < self.chance
 
 
 class FakeHttp:
@@ -171,17 +180,28 @@ class FakeProvider:
         # Items call, where changed_stock makes no call).
         full = self.capabilities.full_catalogue_call
         self.stock_stream = not full if stock_stream is None else stock_stream
+        # Whether a second invoice under a number in use is refused (Xero: "Invoice # must be
+        # unique."), as the real connector reads a refusal; elsewhere it is simply made, which
+        # is what a job's look-up after an unclear post must prevent.
+        self.unique_numbers = self.real.number_taken(cast(Any, None), [NUMBER_TAKEN])
         # whether customers carry an account number (Lightspeed R-Series' have none)
         self.account_numbers = account_numbers
         self.calls: Counter[str] = Counter()  # per contract method, across runs
         self.faults: list[Fault] = []
         self.connectors: list[FakeConnector] = []
         self.keys: dict[str, str] = {}  # idempotency key -> invoice id (where honoured)
+        self.rng = random.Random(seed)  # draws the faults given a chance
+        # one call at a time, as a provider serialises the writes to one account: jobs on
+        # several threads may share the fake
+        self.lock = threading.RLock()
 
     # set-up ------------------------------------------------------------------------------------
-    def add_connection(self, store: Store, name: str = "shop", **settings: Any) -> Connection:
+    def add_connection(
+        self, store: Store, name: str = "shop", notify_email: str | None = None, **settings: Any
+    ) -> Connection:
         """A store connection for this provider's name (the fake stands in for its connector)."""
-        return add_connection(store, name, self.provider, settings, {"fake": "not-a-secret"})
+        creds = {"fake": "not-a-secret"}
+        return add_connection(store, name, self.provider, settings, creds, notify_email)
 
     def factory(self, ctx: JobContext) -> FakeConnector:
         """``JobContext.connector_factory``: a connector counted in the run's ledger, as
@@ -216,16 +236,18 @@ class FakeProvider:
     def fail(
         self,
         kind: str,
-        method: str | None = None,
+        method: str | tuple[str, ...] | None = None,
         *,
         times: int = 1,
         messages: tuple[str, ...] = ("refused by the provider",),
         when: Callable[[Any], bool] | None = None,
+        chance: float | None = None,
     ) -> Fault:
-        """Make the next ``times`` matching calls fail (see :class:`Fault`)."""
+        """Make the next ``times`` matching calls fail, or each with ``chance`` (see
+        :class:`Fault`)."""
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}: one of {', '.join(FAULTS)}")
-        fault = Fault(kind, method, times, messages, when)
+        fault = Fault(kind, method, times, messages, when, chance)
         self.faults.append(fault)
         return fault
 
@@ -237,7 +259,7 @@ class FakeProvider:
 
     def _fault(self, method: str, arg: Any) -> Fault | None:
         for fault in self.faults:
-            if fault.matches(method, arg):
+            if fault.matches(method, arg, self.rng):
                 fault.fired += 1
                 return fault
         return None
@@ -281,6 +303,10 @@ class FakeConnector(Connector):
         write = method in WRITES
 
         def attempt() -> Any:
+            with self.fake.lock:
+                return answer()
+
+        def answer() -> Any:
             self.fake.calls[method] += 1
             fault = self.fake._fault(method, arg)
             if fault is None:
@@ -471,7 +497,7 @@ class FakeConnector(Connector):
 
     # invoices ------------------------------------------------------------------------------------
     def number_taken(self, messages: list[str]) -> bool:
-        return any(NUMBER_TAKEN.lower() in m.lower() for m in messages)
+        return self.fake.unique_numbers and self.fake.real.number_taken(self, messages)
 
     @staticmethod
     def _posted(inv: data.Invoice) -> PostedInvoice:
@@ -490,22 +516,26 @@ class FakeConnector(Connector):
         world = self.fake.world
         if self.capabilities.idempotency_keys and key in self.fake.keys:
             return self._posted(world.invoices[self.fake.keys[key]])  # the provider honours it
-        if any(inv.number == draft.number for inv in world.invoices.values()):
+        taken = any(inv.number == draft.number for inv in world.invoices.values())
+        if taken and self.fake.unique_numbers:
             raise Rejected(f"fake post_invoice: {NUMBER_TAKEN}", errors=[NUMBER_TAKEN])
         if draft.customer_remote_id not in world.customers:
             raise Rejected("fake post_invoice: no such customer")
         missing = [ln.code for ln in draft.lines if ln.product_remote_id not in world.products]
         if missing:
             raise Rejected(f"fake post_invoice: no such product {missing[0]}")
-        total = sum(
-            (ln.quantity * ln.unit_price * (1 + ln.tax_rate) for ln in draft.lines), Decimal(0)
-        ).quantize(CENT)
+        # the provider's own total, from the lines (each line and its tax rounded half up), not
+        # the shop's figure the draft carries: a test compares the two
+        total = Decimal(0)
+        for ln in draft.lines:
+            amount = (ln.quantity * ln.unit_price).quantize(CENT, ROUND_HALF_UP)
+            total += amount + (amount * ln.tax_rate).quantize(CENT, ROUND_HALF_UP)
         now = self.fake.clock.now()
         inv = data.Invoice(
             id=self.fake.catalogue.gen.uuid(),
             number=draft.number,
             customer_id=draft.customer_remote_id,
-            total=draft.total if draft.total is not None else total,
+            total=total,
             body={"status": "AUTHORISED", "draft": draft, "key": key},
             created_at=now,
             updated_at=now,

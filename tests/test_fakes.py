@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from fakes import FakeProvider
+from fakes import NUMBER_TAKEN, FakeProvider
 from sqlalchemy import func, select
 
 from synccli.clock import SimClock
@@ -85,7 +85,7 @@ def test_look_ups_are_exact_and_batched_as_the_provider_allows() -> None:
 
 
 def test_each_fault_does_what_it_says() -> None:
-    fake = FakeProvider("lightspeed", products=2, customers=2)
+    fake = FakeProvider("xero", products=2, customers=2)
     c = fake.connector()
     fake.fail("transient", "post_invoice")
     with pytest.raises(TransientError):
@@ -112,6 +112,13 @@ def test_each_fault_does_what_it_says() -> None:
     assert c.find_invoice("X-1") is None and only.fired == 0
     assert c.post_invoice(draft(fake, "R-1"), "k5").number == "R-1"  # each fault fired once
     assert fake.calls["post_invoice"] == 5 and fake.writes() == 5
+    # a provider that takes a number twice (Lightspeed) makes a second invoice under it: what a
+    # job's look-up after an unclear post is there to prevent
+    lenient = FakeProvider("lightspeed", products=2, customers=2)
+    other = lenient.connector()
+    first = other.post_invoice(draft(lenient, "D-1"), "k1")
+    assert other.post_invoice(draft(lenient, "D-1"), "k1").remote_id != first.remote_id
+    assert not other.number_taken([f"fake post_invoice: {NUMBER_TAKEN}"])
 
 
 def test_calls_are_counted_in_the_runs_ledger_and_a_spent_budget_is_stored(store: Store) -> None:

@@ -1,4 +1,9 @@
-"""Issue: invoices out. ``post-invoices`` against every provider's sandbox over real HTTP.
+"""Issue: invoices out. ``post-invoices`` against every provider.
+
+The job's logic at volume and under faults runs against the fake provider (tests/fakes.py), lent
+each provider's capabilities (Xero's batches of 50, idempotency keys where honoured, numbers a
+provider refuses twice); the rest, and a post found again after a crash for every provider, run
+against the sandboxes over real HTTP.
 
 Acceptance lines (each test name says which):
 - 200 orders, 30% with a new product, 20% with a new customer -> 200 posted, every missing product
@@ -31,6 +36,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from fakes import FakeProvider
 from sqlalchemy import func, select, text
 
 from synccli import registry
@@ -60,12 +66,6 @@ from synccli.sync.orders import add_orders, line_amounts
 PROVIDERS = registry.suite_names()
 SCALE = 1000.0  # sandbox limit windows and client pacing run this much faster than real time
 TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
-INVOICE_WRITE = {  # (method, path regex) of the invoice write, for the lost-response fault
-    "xero": ("PUT", r"/Invoices$"),
-    "unleashed": ("POST", r"/SalesOrders/[0-9a-fA-F-]+$"),
-    "lightspeed": ("POST", r"/Sale\.json$"),
-    "lightspeed-x": ("POST", r"/sales$"),
-}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -91,12 +91,21 @@ def connect(
     return get_connection(store, name)
 
 
-def world(running: harness.Running) -> Any:
-    app = running.app
+def fake_account(provider: str, store: Store, **settings: Any) -> tuple[FakeProvider, Connection]:
+    """A fake account lent ``provider``'s capabilities, with the simulators' 40 products and 20
+    customers, and its connection (as ``connect`` makes one)."""
+    fake = FakeProvider(provider, products=40, customers=20)
+    fake.add_connection(store, "shop", notify_email="owner@shop.example", **settings)
+    return fake, get_connection(store, "shop")
+
+
+def world(running: harness.Running | FakeProvider) -> Any:
+    """The provider's account: a simulator's tenant, or the fake provider's."""
+    app = running if isinstance(running, FakeProvider) else running.app
     return app.catalogue.tenant(app.tenant)
 
 
-def remote_invoices(running: harness.Running) -> list[Any]:
+def remote_invoices(running: harness.Running | FakeProvider) -> list[Any]:
     return list(world(running).invoices.values())
 
 
@@ -142,7 +151,7 @@ class Batch:
 
 
 def make_orders(
-    running: harness.Running,
+    running: harness.Running | FakeProvider,
     provider: str,
     n: int = 200,
     prefix: str = "WEB",
@@ -181,9 +190,18 @@ def make_orders(
 
 
 def run_post(
-    store: Store, conn: Connection, clock: Any = None, lease: bool = True, limit: int | None = None
+    store: Store,
+    conn: Connection,
+    clock: Any = None,
+    lease: bool = True,
+    limit: int | None = None,
+    fake: FakeProvider | None = None,
 ) -> invoices.PostReport:
-    with job_run(store, invoices.JOB, conn, clock=clock, lease=lease) as ctx:
+    """A post-invoices run, against ``fake`` when given (else the connection's provider)."""
+    factory = fake.factory if fake is not None else None
+    with job_run(
+        store, invoices.JOB, conn, clock=clock, lease=lease, connector_factory=factory
+    ) as ctx:
         report = invoices.post_invoices(ctx, limit)
         ctx.counts = report
     return report
@@ -200,7 +218,7 @@ def job_states(store: Store, conn: Connection) -> dict[str, int]:
 
 
 def assert_posted_once(
-    store: Store, conn: Connection, running: harness.Running, batch: Batch
+    store: Store, conn: Connection, running: harness.Running | FakeProvider, batch: Batch
 ) -> None:
     remote = remote_invoices(running)
     numbers = [inv.number for inv in remote]
@@ -219,79 +237,81 @@ def assert_posted_once(
 @pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_200_orders_post_with_created_dependencies(store: Store, provider: str) -> None:
-    with sandbox(provider) as running:
-        conn = connect(store, running)
-        batch = make_orders(running, provider, 200)
-        customers_before = len(world(running).customers)
-        added = add_orders(store, conn, batch.jsonl())
-        assert added.added == 200
+    fake, conn = fake_account(provider, store)
+    running = fake
+    batch = make_orders(running, provider, 200)
+    customers_before = len(world(running).customers)
+    added = add_orders(store, conn, batch.jsonl())
+    assert added.added == 200
 
-        report = run_post(store, conn)
+    report = run_post(store, conn, fake=fake)
 
-        assert report.posted == 200 and report.rejected == 0 and report.transient == 0
-        assert_posted_once(store, conn, running, batch)
-        created = running.app.counters.creates
-        assert created["product"] == len(batch.new_skus) == 20
-        assert created["customer"] == len(batch.new_emails) == 20
-        assert len(world(running).customers) == customers_before + 20
-        codes = [p.code for p in world(running).products.values()]
-        assert all(codes.count(sku) == 1 for sku in batch.new_skus)
-        assert report.products_created == 20
-        with store.session() as s:
-            reviews = set(
-                s.scalars(select(ReviewItem.subject).where(ReviewItem.kind == "created_product"))
-            )
-            created_links = s.scalar(
-                select(func.count())
-                .select_from(Link)
-                .where(Link.kind == "product", Link.origin == "created")
-            )
-        assert reviews == batch.new_skus
-        assert created_links == 20
-        # a second run has nothing to do and makes no call
-        calls = running.app.counters.total()
-        again = run_post(store, conn)
-        assert again.due == 0 and running.app.counters.total() == calls
+    assert report.posted == 200 and report.rejected == 0 and report.transient == 0
+    assert_posted_once(store, conn, running, batch)
+    assert fake.calls["create_product"] == len(batch.new_skus) == 20
+    assert fake.calls["create_customer"] == len(batch.new_emails) == 20
+    assert len(world(running).customers) == customers_before + 20
+    codes = [p.code for p in world(running).products.values()]
+    assert all(codes.count(sku) == 1 for sku in batch.new_skus)
+    assert report.products_created == 20
+    with store.session() as s:
+        reviews = set(
+            s.scalars(select(ReviewItem.subject).where(ReviewItem.kind == "created_product"))
+        )
+        created_links = s.scalar(
+            select(func.count())
+            .select_from(Link)
+            .where(Link.kind == "product", Link.origin == "created")
+        )
+    assert reviews == batch.new_skus
+    assert created_links == 20
+    # a second run has nothing to do and makes no call
+    calls = fake.total()
+    again = run_post(store, conn, fake=fake)
+    assert again.due == 0 and fake.total() == calls
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_faults_repeated_runs_post_exactly_once(store: Store, provider: str) -> None:
-    with sandbox(provider) as running:
-        # small batches where the provider takes several invoices a call, so the faults land
-        # on many writes
-        conn = connect(store, running, invoice_batch=3)
-        batch = make_orders(running, provider, 100, prefix="FLT")
-        add_orders(store, conn, batch.jsonl())
-        method, path = INVOICE_WRITE[provider]
-        running.app.faults.add("lost", 0.1, method=method, path=path)
-        running.app.faults.add("500", 0.1)
+    # small batches where the provider takes several invoices a call, so the faults land on
+    # many writes
+    fake, conn = fake_account(provider, store, invoice_batch=3)
+    running = fake
+    batch = make_orders(running, provider, 100, prefix="FLT")
+    add_orders(store, conn, batch.jsonl())
+    lost = fake.fail("lost", ("post_invoice", "post_invoices"), chance=0.1)
+    failed = fake.fail("transient", chance=0.1)  # a 500 on any call
 
-        runs = found = 0
-        while runs < 30:
-            runs += 1
-            try:
-                report = run_post(store, conn)
-                found += report.found
-            except TransientError:  # five transient failures in a row stop a run
-                pass
-            if set(job_states(store, conn)) == {"posted"}:
-                break
+    runs = found = 0
+    while runs < 30:
+        runs += 1
+        try:
+            report = run_post(store, conn, fake=fake)
+            found += report.found
+        except TransientError:  # five transient failures in a row stop a run
+            pass
+        if set(job_states(store, conn)) == {"posted"}:
+            break
 
-        assert running.app.faults.fired["lost"] > 0 and running.app.faults.fired["500"] > 0
-        assert_posted_once(store, conn, running, batch)
-        assert running.app.counters.creates["product"] == len(batch.new_skus)
-        assert running.app.counters.creates["customer"] == len(batch.new_emails)
-        with store.session() as s:
-            transient = s.scalar(
-                select(func.count())
-                .select_from(InvoiceAttempt)
-                .where(InvoiceAttempt.outcome == "transient")
-            )
-            attempts_counted = s.scalar(select(func.sum(InvoiceJob.attempts)))
-        assert attempts_counted == 0  # transient failures are not held against the merchant
-        if provider == "lightspeed":  # no idempotency key: the look-up did the work
-            assert transient > 0 and found > 0
+    assert lost.fired > 0 and failed.fired > 0
+    assert_posted_once(store, conn, running, batch)
+    products, customers = world(fake).products.values(), world(fake).customers.values()
+    assert sorted(p.code for p in products if p.code in batch.new_skus) == sorted(
+        batch.new_skus
+    )  # each created once
+    created = [c.email for c in customers if c.email in batch.new_emails]
+    assert sorted(created) == sorted(batch.new_emails)
+    with store.session() as s:
+        transient = s.scalar(
+            select(func.count())
+            .select_from(InvoiceAttempt)
+            .where(InvoiceAttempt.outcome == "transient")
+        )
+        attempts_counted = s.scalar(select(func.sum(InvoiceJob.attempts)))
+    assert attempts_counted == 0  # transient failures are not held against the merchant
+    if provider == "lightspeed":  # no idempotency key: the look-up did the work
+        assert transient > 0 and found > 0
 
 
 class _Inbox:
@@ -449,14 +469,16 @@ def test_two_cli_processes_on_postgres_post_once(
 
 
 # --- concurrency inside the library (no lease): the claim alone prevents double posts -------------
-def _drain_concurrently(store: Store, conn: Connection, workers: int = 2) -> list[Any]:
+def _drain_concurrently(
+    store: Store, conn: Connection, workers: int = 2, fake: FakeProvider | None = None
+) -> list[Any]:
     results: list[Any] = []
     barrier = threading.Barrier(workers)
 
     def work() -> None:
         barrier.wait()
         try:
-            results.append(run_post(store, conn, lease=False))
+            results.append(run_post(store, conn, lease=False, fake=fake))
         except Exception as exc:  # pragma: no cover - shown by the assertion below
             results.append(exc)
 
@@ -470,16 +492,16 @@ def _drain_concurrently(store: Store, conn: Connection, workers: int = 2) -> lis
 
 @pytest.mark.parametrize("provider", [p for p in PROVIDERS if p != "unleashed"])
 def test_two_workers_share_the_queue_on_sqlite(store: Store, provider: str) -> None:
-    with sandbox(provider) as running:
-        conn = connect(store, running)
-        batch = make_orders(running, provider, 40, prefix="TW")
-        add_orders(store, conn, batch.jsonl())
-        results = _drain_concurrently(store, conn)
-        assert all(isinstance(r, invoices.PostReport) for r in results), results
-        assert sum(r.posted for r in results) == 40
-        assert_posted_once(store, conn, running, batch)
-        assert running.app.counters.creates["product"] == len(batch.new_skus)
-        assert running.app.counters.creates["customer"] == len(batch.new_emails)
+    fake, conn = fake_account(provider, store)
+    running = fake
+    batch = make_orders(running, provider, 40, prefix="TW")
+    add_orders(store, conn, batch.jsonl())
+    results = _drain_concurrently(store, conn, fake=fake)
+    assert all(isinstance(r, invoices.PostReport) for r in results), results
+    assert sum(r.posted for r in results) == 40
+    assert_posted_once(store, conn, running, batch)
+    assert fake.calls["create_product"] == len(batch.new_skus)
+    assert fake.calls["create_customer"] == len(batch.new_emails)
 
 
 @pytest.mark.slow
@@ -818,18 +840,23 @@ def test_budget_error_keeps_state_of_a_posting_job(store: Store) -> None:
 def test_xero_posts_up_to_fifty_invoices_a_call_each_once(store: Store) -> None:
     """Xero takes a plural envelope: 120 orders go out in 3 calls, one status per invoice, and a
     rejected invoice in a batch does not hold up the others."""
-    with sandbox("xero") as running:
-        conn = connect(store, running)
-        batch = make_orders(running, "xero", 120, prefix="BAT", new_products=0, new_customers=0)
-        text = batch.jsonl().replace('"tax_code": "OUTPUT2"', '"tax_code": "NOSUCH"', 1)
-        add_orders(store, conn, text)
-        before = running.app.counters.total("PUT", "Invoices")
-        report = run_post(store, conn)
-        assert running.app.counters.total("PUT", "Invoices") - before == 3
-        assert report.posted == 119 and report.rejected == 1
-        numbers = [inv.number for inv in remote_invoices(running)]
-        assert len(numbers) == len(set(numbers)) == 119
-        assert job_states(store, conn) == {"posted": 119, "failed": 1}
+    fake, conn = fake_account("xero", store)
+    running = fake
+    batch = make_orders(running, "xero", 120, prefix="BAT", new_products=0, new_customers=0)
+    text = batch.jsonl().replace('"tax_code": "OUTPUT2"', '"tax_code": "NOSUCH"', 1)
+    add_orders(store, conn, text)
+    fake.fail(
+        "rejected",
+        "post_invoice",  # that invoice's own status in the plural envelope
+        messages=("TaxType code 'NOSUCH' does not exist or cannot be used",),
+        when=lambda draft: any(ln.tax_code == "NOSUCH" for ln in draft.lines),
+    )
+    report = run_post(store, conn, fake=fake)
+    assert fake.calls["post_invoices"] == 3 and fake.calls["post_invoice"] == 0
+    assert report.posted == 119 and report.rejected == 1
+    numbers = [inv.number for inv in remote_invoices(running)]
+    assert len(numbers) == len(set(numbers)) == 119
+    assert job_states(store, conn) == {"posted": 119, "failed": 1}
 
 
 # --- lists kept between runs --------------------------------------------------------------------
