@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, cast
 
@@ -62,6 +62,7 @@ from synccli.store.models import Connection
 from synccli.sync.context import JobContext, connector_class, job_run
 
 CENT = Decimal("0.01")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NUMBER_TAKEN = "Invoice # must be unique."  # what the fake says to a number it has already
 FAULTS = ("transient", "rate_limited", "budget", "lost", "rejected", "auth")
 WRITES = frozenset({"create_product", "create_customer", "post_invoice", "post_invoices"})
@@ -349,10 +350,18 @@ class FakeConnector(Connector):
         )
 
     # products and stock --------------------------------------------------------------------------
+    def _version(self, stamp: datetime, version: int | None) -> datetime:
+        """A record's stamp: its time, or where the provider stamps records with its change
+        counter (X-Series' version), that counter carried as an instant, as its connector does."""
+        if not self.capabilities.version_stamps:
+            return stamp
+        return EPOCH + timedelta(microseconds=version or 0)
+
     def _product(self, p: data.Product) -> RemoteProduct:
         stamp = p.updated_at
         if not self.fake.stock_stream:
             stamp = max(p.updated_at, p.stock_updated_at)
+        stamp = self._version(stamp, data.product_revision(p))
         return RemoteProduct(
             remote_id=p.id,
             code=p.code,
@@ -378,9 +387,11 @@ class FakeConnector(Connector):
             return iter(())  # stock moves the product's stamp and comes with it: no call
         rows = sorted(
             (
-                RemoteStock(p.id, p.stock, p.code, p.stock_updated_at)
+                RemoteStock(p.id, p.stock, p.code, stamp)
                 for p in list(self.fake.world.products.values())
-                if p.tracked and (since is None or p.stock_updated_at > since)
+                if p.tracked
+                and (stamp := self._version(p.stock_updated_at, data.product_revision(p)))
+                and (since is None or stamp > since)
             ),
             key=lambda r: (r.updated_at, r.code),
         )
@@ -435,15 +446,16 @@ class FakeConnector(Connector):
             email=c.email,
             account_number=c.account_number if self.fake.account_numbers else None,
             active=not c.archived,
-            updated_at=c.updated_at,
+            updated_at=self._version(c.updated_at, c.seq),
         )
 
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
         rows = sorted(
             (
-                self._customer(c)
+                r
                 for c in list(self.fake.world.customers.values())
-                if since is None or c.updated_at > since
+                if (r := self._customer(c)).updated_at is not None
+                and (since is None or r.updated_at > since)
             ),
             key=lambda r: (r.updated_at, r.remote_id),
         )
