@@ -96,18 +96,23 @@ class Freshness:
 
     Price and description changes move the product's remote timestamp: one is visible once the
     local link's ``remote_updated_at`` reaches the change's time (the applier writes fields and
-    timestamp in one transaction). Stock moves do not move it everywhere, so a stock change is
-    visible once the local stock equals the sandbox's stock at check time.
+    timestamp in one transaction), or once the local price and description equal the sandbox's.
+    The second test is needed where a provider's stamps are not on the clock the change was made
+    by (Unleashed's JSON dates run 13 h behind, so a stamp never "reaches" the change's time and
+    every change would count as pending for good). Stock moves do not move the stamp everywhere,
+    so a stock change is visible once the local stock equals the sandbox's stock at check time.
     """
 
     def __init__(self) -> None:
         self.fields: dict[str, list[datetime]] = defaultdict(list)
+        self.products: dict[str, Any] = {}  # the sandbox product behind each changed remote id
         self.stock: dict[str, tuple[Any, list[datetime]]] = {}
         self.lags: dict[str, list[float]] = {"fields": [], "stock": []}  # minutes
         self.dropped = 0  # changes of products that were deleted/archived before visible
 
-    def changed_fields(self, rid: str, at: datetime) -> None:
+    def changed_fields(self, rid: str, product: Any, at: datetime) -> None:
         self.fields[rid].append(at)
+        self.products[rid] = product
 
     def changed_stock(self, rid: str, product: Any, at: datetime) -> None:
         entry = self.stock.get(rid)
@@ -118,6 +123,7 @@ class Freshness:
 
     def drop(self, rid: str) -> None:
         self.dropped += len(self.fields.pop(rid, []))
+        self.products.pop(rid, None)
         entry = self.stock.pop(rid, None)
         if entry:
             self.dropped += len(entry[1])
@@ -128,11 +134,18 @@ class Freshness:
         if not ids:
             return
         seen: dict[str, tuple[datetime | None, Decimal | None]] = {}
+        values: dict[str, tuple[Decimal | None, str | None]] = {}
         with store.session() as s:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 rows = s.execute(
-                    select(Link.remote_id, Link.remote_updated_at, Product.stock)
+                    select(
+                        Link.remote_id,
+                        Link.remote_updated_at,
+                        Product.stock,
+                        Product.price,
+                        Product.description,
+                    )
                     .join(Product, Product.id == Link.local_id)
                     .where(
                         Link.connection_id == conn_id,
@@ -140,17 +153,28 @@ class Freshness:
                         Link.remote_id.in_(chunk),
                     )
                 )
-                for rid, stamp, stock in rows:
+                for rid, stamp, stock, price, description in rows:
                     seen[rid] = (stamp, stock)
+                    values[rid] = (price, description)
         for rid in list(self.fields):
             stamp = seen.get(rid, (None, None))[0]
-            if stamp is None:
-                continue
             times = self.fields[rid]
-            done = [t for t in times if t <= stamp]
+            product = self.products.get(rid)
+            price, description = values.get(rid, (None, None))
+            if (
+                product is not None
+                and price is not None
+                and Decimal(price) == Decimal(product.price)
+                and description == product.description
+            ):
+                done = list(times)  # every change so far shows by value
+            elif stamp is None:
+                continue
+            else:
+                done = [t for t in times if t <= stamp]
             if done:
                 self.lags["fields"] += [(now - t).total_seconds() / 60 for t in done]
-                rest = [t for t in times if t > stamp]
+                rest = [t for t in times if t not in done]
                 if rest:
                     self.fields[rid] = rest
                 else:
@@ -651,7 +675,7 @@ class Month:
                 picked = cat.change_descriptions(tenant, 1)
             for p in picked:
                 if self.recording:
-                    self.fresh.changed_fields(remote_id(self.provider, p), now)
+                    self.fresh.changed_fields(remote_id(self.provider, p), p, now)
             self._mirror(picked)
         elif kind == "stock":
             picked = cat.change_stock(tenant, 1)
