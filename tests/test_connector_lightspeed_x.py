@@ -332,3 +332,35 @@ def test_a_connection_with_a_personal_token_needs_no_authorisation(store, cli, m
         assert refused.exit_code == 2 and "personal token" in refused.stderr
         with job_run(store, "pull-products", get_connection(store, "px")) as jc:
             assert pull_products(jc).new == 4
+
+
+def test_operator_commands_cover_it(store, cli):
+    """doctor, status, plan, trace and connections ids on an X-Series connection."""
+    import json
+
+    from synccli.sandbox import harness
+    from synccli.sync.orders import add_orders
+
+    with harness.start("lightspeed-x", products=6, customers=2) as running:
+        conn = harness.add_connection(store, "xs", running)
+        p = sorted(running.app.world().products.values(), key=lambda x: x.code)[0]
+        assert cli("pull-products", "-c", "xs").exit_code == 0
+        order = {"number": "XS-1", "date": "2026-01-05", "currency": "NZD",
+                 "customer": {"email": "x@shop.example", "name": "Xe Buyer"},
+                 "lines": [{"sku": p.code, "description": "mug", "quantity": 1,
+                            "unit_price": "10.00", "tax_code": "GST", "tax_rate": "0.15"}],
+                 "total": "11.50"}  # fmt: skip
+        add_orders(store, conn, json.dumps(order) + "\n")
+        posted = cli("post-invoices", "-c", "xs")
+        assert posted.exit_code == 0, posted.stderr
+        doctor = cli("doctor")
+        assert "xs: credentials" in doctor.stdout and "Sandbox Retail X" in doctor.stdout
+        status = cli("status", "--json")
+        assert json.loads(status.stdout)[0]["invoices"]["posted"] == 1
+        plan = cli("plan", "--products", "5000", "--customers", "3000", "--orders-per-day", "50",
+                   "--provider", "lightspeed-x")  # fmt: skip
+        assert plan.exit_code == 0 and "lightspeed-x" in plan.stdout
+        assert "XS-1" in cli("trace", "invoice", "XS-1", "-c", "xs").stdout
+        assert p.code in cli("trace", "product", p.code, "-c", "xs").stdout
+        ids = json.loads(cli("connections", "ids", "xs", "--json").stdout)
+        assert running.app.register_id in json.dumps(ids)

@@ -50,6 +50,7 @@ from sqlalchemy import func, select, update
 
 from synccli.sandbox import harness
 from synccli.sandbox.lightspeed import LightspeedSandbox
+from synccli.sandbox.lightspeed_x import LightspeedXSandbox
 from synccli.store.connections import get_connection
 from synccli.store.db import Store
 from synccli.store.models import (
@@ -89,16 +90,17 @@ class _Trap:
     first_write_at: float | None = None
 
 
-class TrapLightspeed(LightspeedSandbox):
-    """Invoice writes (``POST Sale.json``) take ``latency`` seconds like a real provider's; when
-    armed, the n-th write of a run is held before it is processed (the ``slow`` fault) or after it
-    is committed and before it is answered (``hold``)."""
+class _Traps:
+    """Invoice writes (``POST Sale.json``, X-Series ``POST /sales``) take ``latency`` seconds like
+    a real provider's; when armed, the n-th write of a run is held before it is processed (the
+    ``slow`` fault) or after it is committed and before it is answered (``hold``)."""
 
+    write_suffix, write_regex = "/Sale.json", r"/Sale\.json$"
     latency = 0.03
     hold = 0.6
 
     def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+        super().__init__(**kw)  # type: ignore[call-arg]
         self.trap = _Trap()
         self.trap_lock = threading.Lock()
         self.writes: list[_Write] = []
@@ -113,8 +115,8 @@ class TrapLightspeed(LightspeedSandbox):
             return [w.phase for w in self.writes if w.phase != "answered"]
 
     def handle(self, req: Any) -> Any:
-        if not (req.method == "POST" and req.path.endswith("/Sale.json")):
-            return super().handle(req)
+        if not (req.method == "POST" and req.path.endswith(self.write_suffix)):
+            return super().handle(req)  # type: ignore[misc]
         write = _Write()
         with self.trap_lock:
             self.writes.append(write)
@@ -125,11 +127,11 @@ class TrapLightspeed(LightspeedSandbox):
             mode = trap.mode if trap.seen == trap.nth else None
         try:
             if mode == "during":
-                self.faults.add("slow", method="POST", path=r"/Sale\.json$", times=1)
+                self.faults.add("slow", method="POST", path=self.write_regex, times=1)  # type: ignore[attr-defined]
                 trap.received.set()
             else:
                 time.sleep(self.latency)
-            resp = super().handle(req)  # the sale is committed here
+            resp = super().handle(req)  # type: ignore[misc]  # the sale is committed here
             write.phase = "committed"
             if mode == "after" and resp is not None and resp.status == 200:
                 trap.committed.set()
@@ -137,6 +139,17 @@ class TrapLightspeed(LightspeedSandbox):
             return resp
         finally:
             write.phase = "answered"
+
+
+class TrapLightspeed(_Traps, LightspeedSandbox):
+    pass
+
+
+class TrapLightspeedX(_Traps, LightspeedXSandbox):
+    write_suffix, write_regex = "/sales", r"/api/2026-07/sales$"
+
+
+TRAPS = {"lightspeed": TrapLightspeed, "lightspeed-x": TrapLightspeedX}
 
 
 def _let_ten_minutes_pass(store: Store, pid: int) -> None:
@@ -196,16 +209,19 @@ def _jobs_of(store: Store, pid: int) -> list[tuple[str, str]]:
 
 
 @pytest.mark.timeout(600)
-def test_post_invoices_survives_50_kills(store: Store, cli: Any, _isolated_env: Path) -> None:
+@pytest.mark.parametrize("provider", list(TRAPS))
+def test_post_invoices_survives_50_kills(
+    store: Store, cli: Any, _isolated_env: Path, provider: str
+) -> None:
     rng = random.Random(SEED)
-    app = TrapLightspeed(products=40, customers=20, time_scale=SCALE)
+    app = TRAPS[provider](products=40, customers=20, time_scale=SCALE)
     app.faults.slow_seconds = 0.6
     env = cli_env(_isolated_env, SYNC_LEASE_SECONDS="0.5")
-    with serve("lightspeed", app) as running:
+    with serve(provider, app) as running:
         harness.add_connection(store, "shop", running, time_scale=SCALE)
         conn = get_connection(store, "shop")
         assert cli("pull-products", "-c", "shop").exit_code == 0  # products linked up front
-        orders = orders_for(running, "lightspeed", ORDERS, "CR")
+        orders = orders_for(running, provider, ORDERS, "CR")
         add_orders(store, conn, jsonl(orders))
 
         kills: Counter[str] = Counter()  # by what the kill interrupted

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from synccli.sandbox import harness
 from synccli.sandbox.lightspeed import LightspeedSandbox
+from synccli.sandbox.lightspeed_x import LightspeedXSandbox
 from synccli.sandbox.xero import XeroSandbox
 from synccli.store.connections import get_connection, set_values
 from synccli.store.db import Store
@@ -32,8 +33,12 @@ from synccli.sync.orders import add_orders
 
 pytestmark = pytest.mark.reliability
 
-SCALE = {"xero": 1000.0, "lightspeed": 200.0}
-TOKEN_PATH = {"xero": r"/connect/token$", "lightspeed": r"/auth/oauth/token$"}
+SCALE = {"xero": 1000.0, "lightspeed": 200.0, "lightspeed-x": 1000.0}
+TOKEN_PATH = {
+    "xero": r"/connect/token$",
+    "lightspeed": r"/auth/oauth/token$",
+    "lightspeed-x": r"/api/1\.0/token$",  # the store's own token URL
+}
 CHAINS = 2  # connections, each with its own refresh-token chain
 ROUNDS = 1
 
@@ -56,6 +61,15 @@ class SpentLightspeed(_Spent, LightspeedSandbox):
         super().__init__(**kw)
 
 
+class SpentLightspeedX(_Spent, LightspeedXSandbox):
+    """X-Series revokes a refresh token the moment its successor is issued (D-RT): a second
+    refresh with it fails for good."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.spent: list[str | None] = []
+        super().__init__(**kw)
+
+
 class SpentXero(_Spent, XeroSandbox):
     def __init__(self, **kw: Any) -> None:
         self.spent: list[str | None] = []
@@ -66,6 +80,8 @@ def start(provider: str) -> harness.Running:
     kw: dict[str, Any] = {"products": 30, "customers": 10, "time_scale": SCALE[provider]}
     if provider == "lightspeed":
         app: Any = SpentLightspeed(revoke_on_first_use=False, **kw)
+    elif provider == "lightspeed-x":
+        app = SpentLightspeedX(**kw)
     else:
         app = SpentXero(tenants=CHAINS, **kw)
     return serve(provider, app)
@@ -130,7 +146,9 @@ def _check_exits(results: list[tuple[list[str], str, str, int]]) -> None:
     [
         ("xero", "sqlite"),
         ("lightspeed", "sqlite"),
+        ("lightspeed-x", "sqlite"),
         pytest.param("lightspeed", "postgres", marks=pytest.mark.postgres),
+        pytest.param("lightspeed-x", "postgres", marks=pytest.mark.postgres),
     ],
 )
 def test_four_processes_refresh_each_chain_once(

@@ -68,7 +68,7 @@ def plan(
             else (
                 f"limit {r.limit_month}/month"
                 if r.limit_month
-                else "leaky bucket, no day/month cap"
+                else "no day/month cap: a short window only"  # a bucket, 5 minutes
             )
         )
         output.table(

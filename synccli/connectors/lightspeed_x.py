@@ -458,8 +458,8 @@ class LightspeedXConnector(Connector):
     def ping(self) -> dict[str, Any]:
         resp = self.http.request("GET", f"{API}/retailer")
         retailer = _data(parse_json(resp), "GET /retailer")
-        prefix = retailer.get("domain_prefix")
-        return {"date": resp.headers.get("Date"), "status": resp.status_code, "store": prefix}
+        found = {"store": retailer.get("domain_prefix"), "organisation": retailer.get("name")}
+        return {"date": resp.headers.get("Date"), "status": resp.status_code, **found}
 
     def ids(self) -> dict[str, list[dict[str, str]]]:
         """What each id setting may be: outlets, registers, payment types, taxes, users."""
