@@ -525,7 +525,14 @@ LIGHTSPEED_X = Provider(
     sandbox=Sandbox("synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",)),
     oauth=ModuleOAuth(
         "synccli.connectors.lightspeed_x",
-        learns=("domain_prefix",),
+        learns=(
+            "domain_prefix",
+            "outlet_id",
+            "register_id",
+            "user_id",
+            "payment_type_id",
+            "no_tax_id",
+        ),
         own_grant=(
             "grant",
             "personal_token",

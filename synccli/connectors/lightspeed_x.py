@@ -9,30 +9,27 @@ request sent here against it. Settings and credentials are declared in :mod:`syn
   (:func:`version_stamp`), before any run's start; a record's ``updated_at`` is its version the
   same way, so the jobs rank and clamp versions without knowing.
 - ``changed_products``/``changed_customers``: ``GET /products|customers?deleted=true&after=V``,
-  1000 a page; a short page ends the feed (one call a run). Deleted (``deleted_at``) and inactive
-  rows come back ``active=False``.
-- ``changed_stock``: ``POST /inventory`` asked ascending (its default is descending), 5000 a
-  page, deleted rows included, by its own cursor; the answer is a bare array [SPEC]. Only the
-  connection's outlet counts.
-- ``get_products``: by id, two calls a product; the sweep lists the whole catalogue instead when
-  that is cheaper (``catalogue_page``). A deleted product is absent whether the API answers 404
-  or the row with ``deleted_at`` (unconfirmed, notes §10).
-- ``find_product``: ``GET /products?sku=``; ``find_customers``: ``/search`` by ``email`` then
-  ``customer_code``; both compared exactly here (the server's matching is undocumented).
+  1000 a page, a short page ends it; deleted or inactive rows come back ``active=False``.
+  ``changed_stock``: ``POST /inventory``, ascending (its default is descending), its own cursor.
+- ``get_products``: 100 ids a ``/search`` and one ``/inventory_levels``; the sweep lists the
+  whole catalogue when cheaper. ``find_product``: ``GET /products?sku=``; ``find_customers``:
+  ``/search`` by email, then code; all compared exactly here (the server's matching is not ours).
 - Sales: posted under our own ``id``, a UUID derived from the store and the order number
   (:func:`sale_id`), so ``find_invoice(number)`` is ``GET /sales/{id}``: 200 found, 404 absent
   (the job posts again only then) [notes §12].
 - Limits: ``300 x registers + 50`` calls per 300 s [D-RL], paced and steered by
   ``X-RateLimit-Remaining``, counted across runs by the ledger; a 429's ``Retry-After`` is an
   HTTP date, read against the answer's ``Date``.
-- Reference lists (taxes, outlets, registers, payment types, the token's user) are read once a
-  day and kept by the store (:meth:`LightspeedXConnector.prime`).
+- Reference lists (taxes, outlets, registers, payment types, the token's user): read once a day,
+  kept by the store (:meth:`LightspeedXConnector.prime`); ``authorize`` stores the ids they give.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -59,7 +56,7 @@ from synccli.connectors.base import (
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
 from synccli.connectors.wire import decimal, decimal_or_none, round_money
-from synccli.errors import AuthError, BadResponse, ConfigError, Rejected
+from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, SyncError
 
 API = "api/2026-07"
 TOKEN_PATH = "api/1.0/token"
@@ -79,6 +76,7 @@ REFERENCE = "x_series_reference"  # the name its copy is kept under between runs
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SALE_NS = uuid.UUID("0b0e6f4e-3c51-5c1e-9d0b-2f3f6c1d7a10")
 T = TypeVar("T")
+log = logging.getLogger("synccli.lightspeed_x")
 
 
 def limits_for(registers: int = 1) -> Limits:
@@ -105,10 +103,6 @@ def sale_id(domain_prefix: str, number: str) -> str:
     return str(uuid.uuid5(SALE_NS, f"{domain_prefix.lower()}\x00{number}"))
 
 
-# ------------------------------------------------------------------------------------------------
-# PROFILE
-
-
 def _read_remaining(resp: requests.Response) -> dict[str, float]:
     """[D-RL] X-RateLimit-Remaining steers the pacer; the limit is kept beside it."""
     pairs = (("window", "X-RateLimit-Remaining"), ("window_limit", "X-RateLimit-Limit"))
@@ -121,11 +115,11 @@ PROFILE = Profile(
 )
 
 
+@dataclass
 class PersonalToken:
     """A retailer's personal token [D-AUTH]: sent as is, never refreshed."""
 
-    def __init__(self, token: str) -> None:
-        self.token = token
+    token: str
 
     def headers(self, method: str, url: str, query: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -306,10 +300,7 @@ class LightspeedXConnector(Connector):
     def _search_customers(self, field: str, value: str) -> list[RemoteCustomer]:
         params = {"type": "customers", field: value, "deleted": "true", "page_size": PAGE}
         body = self.http.json("GET", f"{API}/search", params=params)
-        rows = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(rows, list):
-            raise BadResponse("GET /search: no data list in the answer")
-        return _convert(rows, _customer)[0]
+        return _convert(_rows(body, "search"), _customer)[0]
 
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
         first, last = customer.first_name, customer.last_name
@@ -424,6 +415,8 @@ class LightspeedXConnector(Connector):
             lists = {name: self._all(name) for name in names}
             user = _data(self.http.json("GET", f"{API}/user"), "GET /user")
             taxes = {str(t.get("name")): [str(t.get("id")), str(_rate(t))] for t in lists["taxes"]}
+            no_tax = self.settings.get("no_tax_id")  # the setting names "No Tax" when set
+            taxes.update({"No Tax": [str(no_tax), "0"]} if no_tax else {})
             outlet = self.settings.get("outlet_id") or _first(lists["outlets"], "outlet")
             at_outlet = [r for r in lists["registers"] if r.get("outlet_id") == outlet]
             s = self.settings
@@ -664,9 +657,9 @@ def connect(
 
 def authorize_url(settings: dict[str, Any], redirect_uri: str, state: str) -> str:
     """Where the retailer grants access [D-AUTH]; ``scope`` is required since 2026-06 [D-SCOPE]."""
-    params = {"response_type": "code", "client_id": settings.get("client_id") or ""}
+    scope = settings.get("scope") or DEFAULT_SCOPE
+    params = dict(response_type="code", client_id=settings.get("client_id") or "", scope=scope)
     params.update(redirect_uri=redirect_uri, state=state)
-    params["scope"] = settings.get("scope") or DEFAULT_SCOPE
     auth_url = str(settings.get("auth_url") or DEFAULT_AUTH_URL).rstrip("/")
     return f"{auth_url}/connect?{urlencode(params)}"
 
@@ -680,20 +673,26 @@ def exchange_code(
     callback: Mapping[str, str] | None = None,
     clock: Clock | None = None,
 ) -> Tokens:
-    """Trade the code at the store's own token URL [D-AUTH]; the store is the callback's
-    ``domain_prefix`` (kept in ``extra`` for the connection's settings)."""
+    """Trade the code at the store's own token URL [D-AUTH], the callback's ``domain_prefix``;
+    that and the ids a sale needs go in ``extra``, for the connection's settings."""
     prefix = (callback or {}).get("domain_prefix") or settings.get("domain_prefix")
     if not prefix:
         raise AuthError("the authorisation callback named no domain_prefix (the store)")
     s = _settings({**settings, "domain_prefix": prefix})
-    secret = str(credentials.get("client_secret") or "")
-    if not s.get("client_id") or not secret:
+    if not s.get("client_id") or not (secret := str(credentials.get("client_secret") or "")):
         raise ConfigError("Lightspeed X-Series needs client_id and client_secret to authorise")
     secrets.register(secret)
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
-    client = str(s["client_id"])
-    url = f"{s['base_url']}/{TOKEN_PATH}"
+    url, client = f"{s['base_url']}/{TOKEN_PATH}", str(s["client_id"])
     body = token_request(url, form, client_id=client, client_secret=secret, basic_auth=False)
     expires = (clock or SystemClock()).now() + timedelta(seconds=int(body.get("expires_in", 86400)))
-    extra = {"domain_prefix": str(body.get("domain_prefix") or prefix)}
+    extra: dict[str, Any] = {"domain_prefix": str(body.get("domain_prefix") or prefix)}
+    registry_ids = ("outlet_id", "register_id", "user_id", "payment_type_id", "no_tax_id")
+    try:  # the ids a sale needs, from the store's lists (5 calls)
+        http = HttpClient(s["base_url"], auth=PersonalToken(body["access_token"]), profile=PROFILE)
+        ref = LightspeedXConnector(http, s).reference()
+        ref["no_tax_id"] = ref["taxes"]["No Tax"][0]
+        extra.update({k: ref[k] for k in registry_ids})
+    except (SyncError, KeyError) as err:  # the job finds them at its first sale instead
+        log.warning("ids not found at authorisation: %s", err)
     return Tokens(body["access_token"], body.get("refresh_token"), expires, extra)
