@@ -2,14 +2,23 @@
 
 SQLAlchemy's executemany builds, for every row, a parameter dict from the compiled statement and
 runs each column's bind processor through it: about half of a first pull's time in the store was
-that bookkeeping, on the thread that shares the interpreter with the one fetching pages. On
-SQLite these helpers convert each value with the same bind processors SQLAlchemy would use (so
-what is stored is identical) and hand plain tuples to the driver. Other databases go through
-SQLAlchemy as usual: psycopg's own batching is already lean.
+that bookkeeping, on the thread that shares the interpreter with the one fetching pages. These
+helpers convert each value with the same bind processors SQLAlchemy would use (so what is stored
+is identical) and hand plain tuples to the driver:
+
+- SQLite: one executemany of a plain ``INSERT``/``UPDATE``.
+- PostgreSQL (psycopg 3): ``COPY ... FROM STDIN`` in the binary format. A multi-row ``INSERT``
+  made PostgreSQL the slow store (about 80% of a first pull was its write path: psycopg rewriting
+  a statement of thousands of placeholders, the server planning it). The binary format sends each
+  value as its column's type, so no text escaping can go wrong (tabs, newlines, backslashes in a
+  name). Rows that need ids back draw them from the column's sequence first; updates go through a
+  temporary table (``COPY`` into it, then one ``UPDATE ... FROM``).
+- Anything else: SQLAlchemy as usual.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -17,9 +26,11 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ARRAY,
     Connection,
     Select,
     Table,
+    any_,
     func,
     insert,
     literal,
@@ -28,6 +39,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import bindparam
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -39,6 +51,17 @@ CHUNK = 500
 # Rows one SQLite INSERT ... RETURNING carries at most (fewer where the parameter limit needs):
 # a first pull's page of new products is one statement.
 RETURNING_ROWS = 1_000
+
+# PostgreSQL types whose binary form psycopg writes from the Python values SQLAlchemy binds for
+# them. A column of any other type (JSON, say) sends its table through SQLAlchemy instead.
+_COPY_TYPES = frozenset(
+    {"int2", "int4", "int8", "numeric", "float4", "float8", "bool", "text", "varchar", "bpchar"}
+    | {"timestamp", "timestamptz", "date"}
+)
+# Whether PostgreSQL writes go through COPY; False sends them through SQLAlchemy's executemany
+# (the path before COPY: the tests compare what both store).
+use_copy = True
+_temp_names = itertools.count(1)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -74,7 +97,8 @@ def insert_rows(
     columns of every inserted row (in no particular order)."""
     if not rows:
         return []
-    if conn.dialect.name != "sqlite":
+    copy = _copy_types(conn, table) if conn.dialect.name == "postgresql" and use_copy else None
+    if conn.dialect.name != "sqlite" and copy is None:
         return _insert_rows_sa(conn, table, rows, returning)
     names = list(rows[0])
     missing = [c for c in table.c if c.name not in rows[0] and c.default is not None]
@@ -84,6 +108,8 @@ def insert_rows(
     if defaults:
         names += list(defaults)
         rows = [{**defaults, **row} for row in rows]
+    if copy is not None:
+        return _copy_insert(conn, table, rows, names, returning, copy)
     values = _convert(rows, names, _processors(conn, table, names))
     q = conn.dialect.identifier_preparer.quote
     head = f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) VALUES "
@@ -120,10 +146,15 @@ def _insert_rows_sa(
 
 def update_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
     """``UPDATE table SET <other keys> WHERE key = row[key]`` for each of ``rows`` (dicts with the
-    same keys), as one executemany."""
+    same keys), as one executemany (PostgreSQL: one ``UPDATE ... FROM`` a copied temporary
+    table). Where two rows name one key, the later one is what is stored."""
     if not rows:
         return
     names = [n for n in rows[0] if n != key]
+    copy = _copy_types(conn, table) if conn.dialect.name == "postgresql" and use_copy else None
+    if copy is not None:
+        _copy_update(conn, table, key, rows, names, copy)
+        return
     if conn.dialect.name != "sqlite":
         stmt = (
             update(table)
@@ -139,11 +170,119 @@ def update_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, A
     conn.exec_driver_sql(f"UPDATE {q(table.name)} SET {sets} WHERE {q(key)} = ?", values)
 
 
+# --- PostgreSQL: COPY ---------------------------------------------------------------------------
+def _copy_types(conn: Connection, table: Table) -> dict[str, int] | None:
+    """Column name -> type oid of ``table`` as the database has it, when every column's type is
+    one COPY writes here (else None). Read once per database connection and table: the
+    connection's search path decides which table the name is."""
+    cache: dict[str, dict[str, int] | None] = conn.connection.info.setdefault("synccli_copy", {})
+    if table.name not in cache:
+        rows = conn.exec_driver_sql(
+            "SELECT a.attname, a.atttypid::int8, t.typname FROM pg_attribute a "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = to_regclass(%(name)s) AND a.attnum > 0 AND NOT a.attisdropped",
+            {"name": conn.dialect.identifier_preparer.quote(table.name)},
+        ).all()
+        known = bool(rows) and all(typ in _COPY_TYPES for _n, _oid, typ in rows)
+        cache[table.name] = {name: int(oid) for name, oid, _t in rows} if known else None
+    return cache[table.name]
+
+
+def _copy_insert(
+    conn: Connection,
+    table: Table,
+    rows: list[dict[str, Any]],
+    names: list[str],
+    returning: Sequence[str],
+    types: dict[str, int],
+) -> list[tuple[Any, ...]]:
+    pk = [c.name for c in table.primary_key.columns]
+    wanted = set(returning) - set(names)
+    if wanted and (wanted != set(pk) or len(pk) != 1):
+        # only the key can be known before the rows are written (drawn from its sequence)
+        return _insert_rows_sa(conn, table, rows, returning)
+    if wanted:
+        key = pk[0]
+        ids = [
+            i
+            for (i,) in conn.exec_driver_sql(
+                "SELECT nextval(pg_get_serial_sequence(%(t)s, %(c)s)) "
+                "FROM generate_series(1, %(n)s)",
+                {"t": conn.dialect.identifier_preparer.quote(table.name), "c": key, "n": len(rows)},
+            )
+        ]
+        rows = [{**row, key: i} for row, i in zip(rows, ids, strict=True)]
+        names = [*names, key]
+    values = _convert(rows, names, _processors(conn, table, names))
+    _copy(conn, table.name, names, values, types)
+    if not returning:
+        return []
+    at = [names.index(n) for n in returning]
+    return [tuple(row[i] for i in at) for row in values] if at else []
+
+
+def _copy_update(
+    conn: Connection,
+    table: Table,
+    key: str,
+    rows: list[dict[str, Any]],
+    names: list[str],
+    types: dict[str, int],
+) -> None:
+    rows = list({row[key]: row for row in rows}.values())  # the later row for a key wins
+    q = conn.dialect.identifier_preparer.quote
+    temp = f"synccli_update_{next(_temp_names)}"
+    ordered = [key, *names]
+    columns = ", ".join(map(q, ordered))
+    # the table's own column types (and no constraints): the copy converts nothing twice
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {temp} ON COMMIT DROP AS "
+        f"SELECT {columns} FROM {q(table.name)} WITH NO DATA"
+    )
+    _copy(conn, temp, ordered, _convert(rows, ordered, _processors(conn, table, ordered)), types)
+    sets = ", ".join(f"{q(n)} = {temp}.{q(n)}" for n in names)
+    conn.exec_driver_sql(
+        f"UPDATE {q(table.name)} SET {sets} FROM {temp} "
+        f"WHERE {q(table.name)}.{q(key)} = {temp}.{q(key)}"
+    )
+    conn.exec_driver_sql(f"DROP TABLE {temp}")  # a pull updates many pages in one run
+
+
+def _copy(
+    conn: Connection,
+    table: str,
+    names: list[str],
+    values: list[tuple[Any, ...]],
+    types: dict[str, int],
+) -> None:
+    """``COPY table (names) FROM STDIN`` of ``values``, binary, in the connection's transaction.
+    A failure (a duplicate key, say) is raised as SQLAlchemy raises it for a statement, so
+    callers catch ``IntegrityError`` whichever path wrote."""
+    q = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {q(table)} ({', '.join(map(q, names))}) FROM STDIN (FORMAT BINARY)"
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            copy.set_types([types[n] for n in names])
+            for row in values:
+                copy.write_row(row)
+    except conn.dialect.loaded_dbapi.Error as e:
+        raise DBAPIError.instance(sql, None, e, conn.dialect.loaded_dbapi.Error) from e
+
+
 def one_of(column: Any, values: Sequence[str | int], dialect: Dialect) -> ColumnElement[bool]:
-    """``column IN values``. On SQLite the values go as one JSON parameter, read back with
-    ``json_each``: SQLAlchemy renders and binds an IN list one placeholder at a time in Python
-    (a first pull looks up 150,000 values), and SQLite still searches the column's index for each
-    value (``SEARCH ... USING INDEX``, then ``LIST SUBQUERY``). Strings and integers only."""
+    """``column IN values``, as one parameter where the database allows it. SQLAlchemy renders and
+    binds an IN list one placeholder at a time in Python (a first pull looks up 150,000 values),
+    and the driver then parses a statement of a thousand placeholders again (psycopg: a quarter
+    of a first pull's reads). Strings and integers only.
+
+    - SQLite: one JSON parameter, read back with ``json_each``; SQLite still searches the
+      column's index for each value (``SEARCH ... USING INDEX``, then ``LIST SUBQUERY``).
+    - PostgreSQL: ``column = ANY(array)``, one array parameter; its plan uses the column's index
+      for any values, so the statement's generic plan is as good as one made for each list."""
+    if dialect.name == "postgresql":
+        array = bindparam(None, list(values), type_=ARRAY(column.type))
+        return column == any_(array)
     if dialect.name != "sqlite":
         return column.in_(values)
     listed: Select[Any] = select(literal_column("value")).select_from(
