@@ -521,7 +521,8 @@ LIGHTSPEED_X = Provider(
             env="SYNC_CLIENT_SECRET",
         ),
     ),
-    calls=CallPattern(customer_page=1000, stock_changes_read=True, daily_list_calls=5),
+    # a day's lists: taxes only, once authorize has stored the ids a sale needs
+    calls=CallPattern(customer_page=1000, stock_changes_read=True, daily_list_calls=1),
     sandbox=Sandbox("synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",)),
     oauth=ModuleOAuth(
         "synccli.connectors.lightspeed_x",

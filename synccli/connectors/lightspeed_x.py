@@ -407,26 +407,28 @@ class LightspeedXConnector(Connector):
     def outlet_id(self) -> str:
         return str(self.settings.get("outlet_id") or self.reference()["outlet_id"])
 
-    def reference(self, *, fresh: bool = False) -> dict[str, Any]:
-        """Taxes, the outlet, register, user and payment type a sale needs: read once a day
-        (kept by the store between runs, :meth:`prime`), or again when ``fresh``."""
+    def reference(self, *, fresh: bool = False, every: bool = False) -> dict[str, Any]:
+        """Taxes, and the outlet, register, user and payment type a sale needs where no setting
+        names them: read once a day (kept by the store, :meth:`prime`) or when ``fresh``;
+        ``every`` list, set or not (for ``ids``). Set ids cost no call: taxes alone, a day."""
         if self._reference is None or fresh:
-            names = ("taxes", "outlets", "registers", "payment_types")
-            lists = {name: self._all(name) for name in names}
-            user = _data(self.http.json("GET", f"{API}/user"), "GET /user")
-            taxes = {str(t.get("name")): [str(t.get("id")), str(_rate(t))] for t in lists["taxes"]}
-            no_tax = self.settings.get("no_tax_id")  # the setting names "No Tax" when set
-            taxes.update({"No Tax": [str(no_tax), "0"]} if no_tax else {})
-            outlet = self.settings.get("outlet_id") or _first(lists["outlets"], "outlet")
-            at_outlet = [r for r in lists["registers"] if r.get("outlet_id") == outlet]
             s = self.settings
+            needed = {"outlets": "outlet_id", "registers": "register_id", "taxes": "-"}
+            needed["payment_types"] = "payment_type_id"  # taxes: always ("-" is never set)
+            lists = {n: self._all(n) if every or not s.get(k) else [] for n, k in needed.items()}
+            user = s.get("user_id") or _data(self.http.json("GET", f"{API}/user"), "/user")["id"]
+            taxes = {str(t.get("name")): [str(t.get("id")), str(_rate(t))] for t in lists["taxes"]}
+            no_tax = s.get("no_tax_id")  # the setting names "No Tax" when set
+            taxes.update({"No Tax": [str(no_tax), "0"]} if no_tax else {})
+            outlet = s.get("outlet_id") or _first(lists["outlets"], "outlet")
+            at_outlet = [r for r in lists["registers"] if r.get("outlet_id") == outlet]
             live = [p for p in lists["payment_types"] if not p.get("disabled")]
             self._reference = {
                 "taxes": taxes,
                 "outlet_id": outlet,
                 "register_id": s.get("register_id")
                 or _first(at_outlet or lists["registers"], "register"),
-                "user_id": s.get("user_id") or str(user.get("id")),
+                "user_id": str(user),
                 "payment_type_id": s.get("payment_type_id") or _first(live, "payment type"),
                 "lists": {k: _named(v) for k, v in lists.items()},
             }
@@ -443,9 +445,8 @@ class LightspeedXConnector(Connector):
             self._reference, self._reference_source = dict(value), "store"
 
     def reference_lists(self) -> dict[str, dict[str, Any]]:
-        if self._reference_source != "read" or self._reference is None:
-            return {}
-        return {REFERENCE: self._reference}
+        fresh = self._reference_source == "read" and self._reference is not None
+        return {REFERENCE: self._reference} if fresh and self._reference else {}
 
     # operations ---------------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
@@ -456,7 +457,7 @@ class LightspeedXConnector(Connector):
 
     def ids(self) -> dict[str, list[dict[str, str]]]:
         """What each id setting may be: outlets, registers, payment types, taxes, users."""
-        lists = {**self.reference(fresh=True)["lists"], "users": self._all("users")}
+        lists = {**self.reference(fresh=True, every=True)["lists"], "users": self._all("users")}
         pick = ("outlet", "register", "payment_type", "no_tax", "user")
         named = ("outlets", "registers", "payment_types", "taxes", "users")
         return {f"{key}_id": _named(lists[name]) for key, name in zip(pick, named, strict=True)}
