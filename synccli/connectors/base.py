@@ -56,6 +56,35 @@ class Capabilities:
     # Whether a record's stamp is the provider's change counter (Lightspeed X-Series' version,
     # carried as an instant), not a time: it orders changes, and none can lie in the future.
     version_stamps: bool = False
+    # What an order may ask of this provider's invoices (issue 22). ``invoices add`` refuses an
+    # order that asks for one the provider lacks, naming it; README's provider table lists
+    # them; docs/providers.md gives each one's source.
+    documents: DocumentSupport = field(default_factory=lambda: DocumentSupport())
+
+
+@dataclass(frozen=True)
+class DocumentSupport:
+    """What a provider's API lets an order carry beyond tax-exclusive product lines. Each field
+    is False (or "none") where the API cannot do it; the reason is in docs/providers.md."""
+
+    # prices that include tax (Xero ``LineAmountTypes: Inclusive``)
+    tax_inclusive: bool = False
+    # lines without a product code (shipping, surcharges, discounts, gift cards): "native" (a
+    # line needs no product: Xero's AccountCode line), "charge_item" (posted against the
+    # service item named in the connection's ``charge_item`` setting) or "none"
+    codeless_lines: str = "none"
+    # payments applied to the posted invoice (issue 22 line 3), refunds as credit notes (line 4)
+    payments: bool = False
+    refunds: bool = False
+
+    def lacks(self, *, tax_inclusive: bool = False, codeless: bool = False) -> list[str]:
+        """What of this the provider cannot do, in words for a one-line refusal."""
+        missing = []
+        if tax_inclusive and not self.tax_inclusive:
+            missing.append("tax-inclusive prices (prices_include_tax)")
+        if codeless and self.codeless_lines == "none":
+            missing.append("lines without a product code (sku)")
+        return missing
 
 
 @dataclass
@@ -138,6 +167,9 @@ class InvoiceDraft:
     due_date: datetime | None = None
     reference: str | None = None
     total: Decimal | None = None  # the shop's total (tax inclusive), checked against the lines
+    # the lines' unit prices include tax (the order's ``prices_include_tax``); the money rule
+    # for both modes is wire.line_amounts
+    prices_include_tax: bool = False
     # an earlier attempt got no clear answer (the job looked the invoice up first and did not
     # find it): a connector may check once more before it reports a refusal
     resend: bool = False

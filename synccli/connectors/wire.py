@@ -164,9 +164,23 @@ def body_message(body: str | None, key: str) -> str | None:
 
 
 def line_amounts(
-    quantity: Decimal, unit_price: Decimal, tax_rate: Decimal | None
+    quantity: Decimal,
+    unit_price: Decimal,
+    tax_rate: Decimal | None,
+    *,
+    inclusive: bool = False,
 ) -> tuple[Decimal, Decimal]:
-    """(line total, line tax) by the one money rule every provider is held to: the line rounded
-    half up to the cent, then its tax on that rounded amount, rounded the same way."""
-    total = round_money(quantity * unit_price)
-    return total, round_money(total * (tax_rate or Decimal(0)))
+    """(line amount before tax, line tax) by the one money rule every provider is held to.
+
+    Exclusive prices: the line rounded half up to the cent, then its tax on that rounded amount,
+    rounded the same way. Inclusive prices (``inclusive``): the line rounded half up to the cent
+    is what the customer pays; its tax is the tax fraction of that amount, ``rate / (1 + rate)``,
+    rounded half up to the cent, and the amount before tax is the rest. That is how Xero
+    computes a line under ``LineAmountTypes: Inclusive`` (its spec's example: 20.00 inclusive
+    at 9.5% has TaxAmount 1.74 and SubTotal 18.26), so the two totals agree to the cent."""
+    rate = tax_rate or Decimal(0)
+    line = round_money(quantity * unit_price)
+    if inclusive:
+        tax = round_money(line * rate / (1 + rate))
+        return line - tax, tax
+    return line, round_money(line * rate)

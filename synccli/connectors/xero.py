@@ -73,6 +73,7 @@ from synccli.connectors.auth import (
 from synccli.connectors.base import (
     Capabilities,
     Connector,
+    DocumentSupport,
     InvoiceDraft,
     Limits,
     NewCustomer,
@@ -503,6 +504,7 @@ class XeroConnector(Connector):
         limits=LIMITS,
         full_catalogue_call=True,
         invoice_batch=INVOICE_BATCH,
+        documents=DocumentSupport(tax_inclusive=True),
     )
 
     def number_taken(self, messages: list[str]) -> bool:
@@ -927,7 +929,10 @@ class XeroConnector(Connector):
         el.update(
             CurrencyCode=invoice.currency.strip().upper(),
             Status="AUTHORISED",
-            LineAmountTypes="Exclusive",
+            # Inclusive: Xero takes each line's amount as tax-inclusive and computes its tax as
+            # round2(amount x rate / (1 + rate)) (the spec's Inclusive example), the money rule
+            # of wire.line_amounts, so its Total is the order's
+            LineAmountTypes="Inclusive" if invoice.prices_include_tax else "Exclusive",
             LineItems=lines,
         )
         return el

@@ -178,6 +178,8 @@ class Order(Base):
     customer_name: Mapped[str | None] = mapped_column(String(255))
     total: Mapped[Decimal]
     created_at: Mapped[datetime]
+    # the lines' unit prices include tax (NULL, as rows written before the column read: no)
+    prices_include_tax: Mapped[bool | None] = mapped_column(Boolean, default=None)
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan"

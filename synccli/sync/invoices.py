@@ -534,6 +534,7 @@ class _Worker:
             reference=order.number,
             total=Decimal(order.total),
             resend=self.maybe_sent,
+            prices_include_tax=bool(order.prices_include_tax),
         )
 
     # state changes ----------------------------------------------------------------------------
@@ -767,6 +768,10 @@ def _local_problems(order: Order, provider: str) -> list[str]:
         why = searchable.unmatchable(value)
         if why:
             problems.append(f"{path} {value!r} {why}")
+    inclusive = bool(order.prices_include_tax)
+    missing = searchable.capabilities.documents.lacks(tax_inclusive=inclusive)
+    if missing:  # as `invoices add` refuses it (rows written straight into the tables)
+        problems.append(f"{provider} cannot take {' or '.join(missing)}")
     if not order.lines:
         problems.append(f"order {order.number} has no lines")
     for ln in order.lines:
@@ -777,7 +782,7 @@ def _local_problems(order: Order, provider: str) -> list[str]:
         if ln.unit_price is None:
             problems.append(f"line {ln.line_no}: unit_price is missing")
     if not problems:
-        computed = order_total(order.lines)
+        computed = order_total(order.lines, inclusive)
         if Decimal(order.total) != computed:
             problems.append(
                 f"order total {order.total} does not match its lines ({computed}, tax included)"

@@ -14,8 +14,8 @@ and field in one message, every problem is in the error's detail (``-v``), and n
 is written unless all of it is valid. Each order gets its invoice job (with its idempotency key) in
 the same transaction.
 
-Money: ``unit_price`` is tax-exclusive; ``line_total = round2(quantity * unit_price)``,
-``line_tax = round2(line_total * tax_rate)``, ``total = sum(line_total + line_tax)`` (half up).
+Money: ``unit_price`` is tax-exclusive unless the order says ``prices_include_tax``; the rule for
+both modes is :func:`synccli.connectors.wire.line_amounts` (docs/orders.md, "The money rule").
 """
 
 from __future__ import annotations
@@ -61,7 +61,17 @@ _ISO_4217_CODES = """
 """
 ISO_4217 = frozenset(_ISO_4217_CODES.split())
 
-ORDER_FIELDS = ("number", "date", "currency", "customer", "lines", "total", "subtotal", "tax_total")
+ORDER_FIELDS = (
+    "number",
+    "date",
+    "currency",
+    "customer",
+    "lines",
+    "total",
+    "subtotal",
+    "tax_total",
+    "prices_include_tax",
+)
 CUSTOMER_FIELDS = ("email", "account_number", "name", "first_name", "last_name")
 LINE_FIELDS = (
     "sku",
@@ -89,6 +99,9 @@ ALIASES = {  # common names for our fields, for the "did you mean" hint
     "grand_total": "total",
     "order_date": "date",
     "account_no": "account_number",
+    "tax_inclusive": "prices_include_tax",
+    "prices_include_gst": "prices_include_tax",
+    "inclusive": "prices_include_tax",
 }
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
@@ -99,12 +112,16 @@ SAFE_KEY = re.compile(r"^[A-Za-z0-9._/-]+$")
 # total half up to the cent, then its tax on that amount; round2 above is wire.round_money).
 
 
-def order_total(lines: Iterable[Any]) -> Decimal:
-    """sum(round2(q*p) + round2(round2(q*p)*rate)) over lines (quantity, unit_price, tax_rate)."""
+def order_total(lines: Iterable[Any], inclusive: bool = False) -> Decimal:
+    """The order's total by the money rule: exclusive prices, sum(round2(q*p) +
+    round2(round2(q*p)*rate)); inclusive prices (``inclusive``), sum(round2(q*p))."""
     result = Decimal("0.00")
     for ln in lines:
         amount, tax = line_amounts(
-            Decimal(ln.quantity), Decimal(ln.unit_price), Decimal(ln.tax_rate or 0)
+            Decimal(ln.quantity),
+            Decimal(ln.unit_price),
+            Decimal(ln.tax_rate or 0),
+            inclusive=inclusive,
         )
         result += amount + tax
     return result
@@ -163,6 +180,7 @@ class OrderIn:
     customer: CustomerIn
     lines: list[LineIn]
     total: Decimal
+    prices_include_tax: bool = False
 
 
 @dataclass
@@ -461,13 +479,25 @@ class _Validator:
         total = self.number(value, "total", "total", required=True, places=2)
         subtotal = self.number(value, "subtotal", "subtotal", required=False, places=2)
         tax_total = self.number(value, "tax_total", "tax_total", required=False, places=2)
+        inclusive = self.flag(value, "prices_include_tax")
         if self.problems:
             return None
         assert number and when and currency and customer and lines is not None and total is not None
-        self.totals(lines, total, subtotal, tax_total)
+        self.totals(lines, total, subtotal, tax_total, inclusive)
         if self.problems:
             return None
-        return OrderIn(self.line, number, when, currency, customer, lines, total)
+        return OrderIn(self.line, number, when, currency, customer, lines, total, inclusive)
+
+    def flag(self, obj: dict[str, Any], key: str) -> bool:
+        """A JSON boolean; absent or null is false. A string such as "true" is refused: it is
+        what a CSV export writes, and "false" would read as true if taken for truthy."""
+        value = obj.get(key)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.fail(key, f"must be true or false, not {_type_name(value)}")
+            return False
+        return value
 
     def currency(self, obj: dict[str, Any]) -> str | None:
         value = self.string(obj, "currency", "currency", required=True, max_len=10)
@@ -557,8 +587,12 @@ class _Validator:
         total: Decimal,
         subtotal: Decimal | None,
         tax_total: Decimal | None,
+        inclusive: bool = False,
     ) -> None:
-        amounts = [line_amounts(ln.quantity, ln.unit_price, ln.tax_rate) for ln in lines]
+        amounts = [
+            line_amounts(ln.quantity, ln.unit_price, ln.tax_rate, inclusive=inclusive)
+            for ln in lines
+        ]
         net = sum((a for a, _ in amounts), Decimal("0.00"))
         tax = sum((t for _, t in amounts), Decimal("0.00"))
         if subtotal is not None and subtotal != net:
@@ -566,11 +600,12 @@ class _Validator:
         if tax_total is not None and tax_total != tax:
             self.fail("tax_total", f"{tax_total} does not match the lines ({tax})")
         if total != net + tax:
-            self.fail(
-                "total",
-                f"{total} does not match the lines ({net + tax} = sum of "
-                "round2(quantity*unit_price) + round2(line total*tax_rate))",
+            rule = (
+                "sum of round2(quantity*unit_price), prices including tax"
+                if inclusive
+                else "sum of round2(quantity*unit_price) + round2(line total*tax_rate)"
             )
+            self.fail("total", f"{total} does not match the lines ({net + tax} = {rule})")
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -633,6 +668,23 @@ def unsearchable(provider: str, orders: list[OrderIn]) -> list[str]:
     return problems
 
 
+def unsupported(provider: str, orders: list[OrderIn]) -> list[str]:
+    """Orders asking for what the connection's provider cannot do (its capabilities'
+    ``documents``), one problem each, naming what is not supported."""
+    from synccli.sync.context import connector_class  # the connectors, only when adding
+
+    documents = connector_class(provider).capabilities.documents
+    problems = []
+    for o in orders:
+        missing = documents.lacks(tax_inclusive=o.prices_include_tax)
+        if missing:
+            problems.append(
+                f"line {o.line}: {provider} cannot take {' or '.join(missing)} "
+                "(README: the provider table)"
+            )
+    return problems
+
+
 def add_orders(
     store: Store,
     connection: Connection,
@@ -647,7 +699,8 @@ def add_orders(
     the transaction is rolled back."""
     now = now or datetime.now(UTC)
     orders = parse_orders(source)
-    problems = unsearchable(connection.provider, orders)
+    problems = unsupported(connection.provider, orders)
+    problems += unsearchable(connection.provider, orders)
     if problems:
         raise OrderInputError(problems)
     report = AddReport(connection.name, dry_run=dry_run)
@@ -679,6 +732,7 @@ def add_orders(
                     customer_name=o.customer.name,
                     total=o.total,
                     created_at=now,
+                    prices_include_tax=o.prices_include_tax,
                 )
                 order.lines = [
                     OrderLine(
