@@ -377,6 +377,11 @@ XERO = Provider(
         ),
         Setting("account_code", "revenue account for invoice lines without one", "200"),
         Setting("tax_type", "tax type for lines and new items without one", "NONE"),
+        Setting(
+            "charge_account_code",
+            "revenue account for order lines without a product code (shipping, surcharges...)",
+            "account_code",
+        ),
         Setting("invoice_batch", "invoices one call posts", "50", check=whole(1, 50)),
         Setting("scopes", "OAuth scopes asked for, space-separated", "the app's usual set"),
         Setting("identity_url", "token endpoint host", "https://identity.xero.com", check=url),
@@ -425,6 +430,11 @@ UNLEASHED = Provider(
         ),
         Setting("lookup_batch", "product ids a look-up call carries", "100", check=whole(1, 100)),
         Setting("client_type", "the client-type header", "synccli/sync"),
+        Setting(
+            "charge_item",
+            "ProductCode of the service product (NeverDiminishing, e.g. FREIGHT) that order "
+            "lines without a product code are posted against (unset: such orders are refused)",
+        ),
     ),
     credentials=(
         Setting(
@@ -459,6 +469,12 @@ LIGHTSPEED = Provider(
             "the item field holding the shop's SKU",
             "customSku",
             check=choice("customSku", "systemSku", "manufacturerSku", "upc", "ean"),
+        ),
+        Setting(
+            "charge_item",
+            "itemID of the non-inventory item that order lines without a product code are "
+            "rung up against (unset: such orders are refused)",
+            check=digits,
         ),
         Setting("scope", "OAuth scope asked for", "employee:all"),
         Setting("auth_url", "authorisation server", "https://cloud.lightspeedapp.com", check=url),

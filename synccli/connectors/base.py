@@ -153,6 +153,13 @@ class InvoiceLine:
     tax_code: str | None = None
     account_code: str | None = None
     tax_rate: Decimal = Decimal("0")  # fraction, e.g. 0.15; used where totals must reconcile
+    # "product", or a line without a product code ("shipping", "discount", ...: no product id
+    # nor code), which a connector posts as its provider allows (``DocumentSupport``)
+    kind: str = "product"
+
+    @property
+    def codeless(self) -> bool:
+        return self.kind != "product"
 
 
 @dataclass

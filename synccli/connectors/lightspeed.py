@@ -78,6 +78,7 @@ from synccli.connectors.auth import OAuth2Auth, Tokens, TokenStore, token_reques
 from synccli.connectors.base import (
     Capabilities,
     Connector,
+    DocumentSupport,
     InvoiceDraft,
     Limits,
     NewCustomer,
@@ -295,6 +296,9 @@ class LightspeedConnector(Connector):
         cursor_overlap=timedelta(seconds=2),  # timeStamp has whole seconds; the filter is ">"
         limits=LIMITS,
         catalogue_page=PAGE_LIMIT,
+        # a SaleLine names an itemID: a line without a product code goes against the
+        # connection's non-inventory item (docs/providers.md)
+        documents=DocumentSupport(codeless_lines="charge_item"),
     )
 
     def __init__(
@@ -600,8 +604,9 @@ class LightspeedConnector(Connector):
         for line in invoice.lines:
             line_total, line_tax = line_amounts(line.quantity, line.unit_price, line.tax_rate)
             computed += line_total + line_tax
+            item = self._charge_item() if line.codeless else line.product_remote_id
             entry: dict[str, Any] = {
-                "itemID": _int_or_str(line.product_remote_id),
+                "itemID": _int_or_str(item),
                 "unitQuantity": format(line.quantity.normalize(), "f"),
                 "unitPrice": format(line.unit_price, "f"),  # as given: the money rule rounds lines
             }
@@ -645,6 +650,12 @@ class LightspeedConnector(Connector):
             raise BadResponse("POST Sale.json: no Sale in the answer")
         posted, _ = self._sale_row(rows[0])
         return posted
+
+    def _charge_item(self) -> str:
+        item = str(self.settings.get("charge_item") or "").strip()
+        if not item:  # invoices add and post-invoices refuse such an order before this
+            raise Rejected("a line without a product code needs the setting charge_item")
+        return item
 
     def tax_categories(self, *, fresh: bool = False) -> dict[str, tuple[str, Decimal]]:
         """tax1Name -> (taxCategoryID, tax1Rate): read once per run, or taken from an earlier

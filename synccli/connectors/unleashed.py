@@ -69,6 +69,7 @@ from synccli.connectors.auth import Tokens, TokenStore
 from synccli.connectors.base import (
     Capabilities,
     Connector,
+    DocumentSupport,
     InvoiceDraft,
     Limits,
     NewCustomer,
@@ -230,6 +231,9 @@ class UnleashedConnector(Connector):
         limits=Limits(per_month=15000),
         catalogue_page=PAGE_SIZE,
         stamps_on_provider_clock=False,  # JSON dates seen 13 h off (provider notes §6)
+        # every sales order line names a product (Guid or ProductCode): a line without a
+        # product code goes against the connection's service product (docs/providers.md)
+        documents=DocumentSupport(codeless_lines="charge_item"),
     )
 
     def __init__(
@@ -663,6 +667,12 @@ class UnleashedConnector(Connector):
             return self._invoice(self._complete(found.remote_id, found.number))
         return found
 
+    def _charge_item(self) -> str:
+        code = str(self.settings.get("charge_item") or "").strip()
+        if not code:  # invoices add and post-invoices refuse such an order before this
+            raise Rejected("a line without a product code needs the setting charge_item")
+        return code
+
     def order_guid(self, idempotency_key: str) -> str:
         """The sales order Guid for an idempotency key (stable, and distinct per account)."""
         return str(uuid.uuid5(GUID_NAMESPACE, f"{self.api_id}:salesorder:{idempotency_key}"))
@@ -674,11 +684,12 @@ class UnleashedConnector(Connector):
             subtotal += line_total
             tax_total += line_tax
             tax_code = line.tax_code or ("G.S.T." if line.tax_rate else "NONE")
-            product = (
-                {"Guid": line.product_remote_id}
-                if line.product_remote_id
-                else {"ProductCode": line.code}
-            )
+            if line.codeless:  # the service product the connection names (no stock moves)
+                product = {"ProductCode": self._charge_item()}
+            elif line.product_remote_id:
+                product = {"Guid": line.product_remote_id}
+            else:
+                product = {"ProductCode": line.code}
             lines.append(
                 {
                     "LineNumber": i,

@@ -504,7 +504,7 @@ class XeroConnector(Connector):
         limits=LIMITS,
         full_catalogue_call=True,
         invoice_batch=INVOICE_BATCH,
-        documents=DocumentSupport(tax_inclusive=True),
+        documents=DocumentSupport(tax_inclusive=True, codeless_lines="native"),
     )
 
     def number_taken(self, messages: list[str]) -> bool:
@@ -906,13 +906,16 @@ class XeroConnector(Connector):
         """The one Invoice element we send: Contact by ContactID only, every line field explicit."""
         lines = []
         for line in invoice.lines:
-            out: dict[str, Any] = {
-                "ItemCode": line.code,
-                "Description": line.description,
-                "Quantity": float(line.quantity),
-                "UnitAmount": float(line.unit_price),
-                "AccountCode": line.account_code or self._account_code(),
-            }
+            out: dict[str, Any] = {} if line.codeless else {"ItemCode": line.code}
+            out.update(
+                Description=line.description,
+                Quantity=float(line.quantity),
+                UnitAmount=float(line.unit_price),
+                # a line without a product code names no Item (ItemCode is optional, spec
+                # LineItem): it is posted to its revenue account alone, so no stock moves
+                AccountCode=line.account_code
+                or (self._charge_account_code() if line.codeless else self._account_code()),
+            )
             # never left to the account's default tax type (see ``tax_type`` above)
             out["TaxType"] = line.tax_code or self.settings.get("tax_type") or NO_TAX
             lines.append(out)
@@ -965,6 +968,9 @@ class XeroConnector(Connector):
     # helpers -----------------------------------------------------------------------------------
     def _account_code(self) -> str:
         return str(self.settings.get("account_code") or "200")
+
+    def _charge_account_code(self) -> str:
+        return str(self.settings.get("charge_account_code") or self._account_code())
 
     def _create(self, plural: str, element: dict[str, Any]) -> dict[str, Any]:
         body = {plural: [element]}

@@ -200,6 +200,10 @@ class OrderLine(Base):
     tax_code: Mapped[str | None] = mapped_column(String(50))
     tax_rate: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     account_code: Mapped[str | None] = mapped_column(String(50))
+    # what the line is: NULL or "product" (a product, matched by ``sku``), or a line without a
+    # product code ("shipping", "surcharge", "discount", "gift_card", "other"; ``sku`` empty),
+    # which is never matched to a product nor creates one
+    kind: Mapped[str | None] = mapped_column(String(20), default=None)
 
     order: Mapped[Order] = relationship(back_populates="lines")
 

@@ -100,10 +100,12 @@ from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.jobs import Job
 from synccli.sync.orders import (
+    codeless,
     enqueue_missing,
     idempotency_key,
     lookup_values,
     order_total,
+    cannot_take,
     queued_number,
 )
 
@@ -467,7 +469,8 @@ class _Worker:
         customer_id = plan.customer_remote_id or ensure_customer(self.ctx, order)
         products = dict(plan.products)  # linked already: no call
         for line in order.lines:
-            if line.sku not in products:
+            # a line without a product code is never matched to a product nor creates one
+            if not codeless(line) and line.sku not in products:
                 products[line.sku] = ensure_product(self.ctx, line, order.number, self.report)
         draft = self.draft(order, customer_id, products)
         self.summary = lookup + _summary(draft, self.key)
@@ -511,10 +514,12 @@ class _Worker:
         default_account = settings.get("account_code")
         due_days = self.policy.due_days
         due = order.date + timedelta(days=due_days) if due_days is not None else None
+        none = EnsuredProduct("", "", "codeless")
         lines = [
             InvoiceLine(
-                product_remote_id=products[ln.sku].remote_id,
-                code=products[ln.sku].code,
+                product_remote_id=(none if codeless(ln) else products[ln.sku]).remote_id,
+                code=(none if codeless(ln) else products[ln.sku]).code,
+                kind=ln.kind or "product",
                 description=ln.description,
                 quantity=Decimal(ln.quantity),
                 unit_price=Decimal(ln.unit_price),
@@ -755,7 +760,7 @@ def _summary(draft: InvoiceDraft, key: str) -> str:
     )
 
 
-def _local_problems(order: Order, provider: str) -> list[str]:
+def _local_problems(order: Order, provider: str, settings: dict[str, Any]) -> list[str]:
     """What makes an order (inserted straight into the tables, or added before a check existed)
     impossible to post as it is: among it, a value the provider cannot look up exactly, which
     could post the order twice after a lost answer."""
@@ -769,13 +774,14 @@ def _local_problems(order: Order, provider: str) -> list[str]:
         if why:
             problems.append(f"{path} {value!r} {why}")
     inclusive = bool(order.prices_include_tax)
-    missing = searchable.capabilities.documents.lacks(tax_inclusive=inclusive)
-    if missing:  # as `invoices add` refuses it (rows written straight into the tables)
-        problems.append(f"{provider} cannot take {' or '.join(missing)}")
+    # as `invoices add` refuses it (rows written straight into the tables)
+    why = cannot_take(provider, inclusive, any(codeless(ln) for ln in order.lines), settings)
+    if why:
+        problems.append(why)
     if not order.lines:
         problems.append(f"order {order.number} has no lines")
     for ln in order.lines:
-        if not ln.sku:
+        if not ln.sku and not codeless(ln):
             problems.append(f"line {ln.line_no}: sku is empty")
         if ln.quantity is None or Decimal(ln.quantity) < 0:
             problems.append(f"line {ln.line_no}: quantity must not be negative")
@@ -1008,14 +1014,15 @@ def plan_invoices(
 ) -> list[InvoicePlan]:
     """The plan of each due job (the real run plans one job at a time, right after claiming it;
     a dry run all of them at once)."""
-    skus = {ln.sku for d in due for ln in d.order.lines if ln.sku}
+    skus = {ln.sku for d in due for ln in d.order.lines if ln.sku and not codeless(ln)}
     linked = _linked_products(s, conn.id, skus)
     plans = []
     for d in due:
         order = d.order
-        problems = _local_problems(order, conn.provider)
-        products = {ln.sku: linked[ln.sku] for ln in order.lines if ln.sku in linked}
-        missing = [ln.sku for ln in order.lines if ln.sku not in products]
+        problems = _local_problems(order, conn.provider, conn.settings or {})
+        product_lines = [ln for ln in order.lines if not codeless(ln)]
+        products = {ln.sku: linked[ln.sku] for ln in product_lines if ln.sku in linked}
+        missing = [ln.sku for ln in product_lines if ln.sku not in products]
         plans.append(
             InvoicePlan(
                 number=order.number,

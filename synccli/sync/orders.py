@@ -81,7 +81,12 @@ LINE_FIELDS = (
     "tax_code",
     "tax_rate",
     "account_code",
+    "kind",
 )
+# A line is a product (matched by its sku, created at the provider when missing) or one of these:
+# a line without a product code, which is never matched to a product nor creates one.
+CODELESS_KINDS = ("shipping", "surcharge", "discount", "gift_card", "other")
+LINE_KINDS = ("product", *CODELESS_KINDS)
 ALIASES = {  # common names for our fields, for the "did you mean" hint
     "qty": "quantity",
     "price": "unit_price",
@@ -167,6 +172,12 @@ class LineIn:
     tax_code: str | None = None
     tax_rate: Decimal = Decimal("0")
     account_code: str | None = None
+    kind: str = "product"  # or one of CODELESS_KINDS (sku then empty)
+
+
+def codeless(line: Any) -> bool:
+    """Whether an order line (``LineIn`` or a stored ``OrderLine``) has no product code."""
+    return (line.kind or "product") != "product"
 
 
 @dataclass
@@ -549,7 +560,15 @@ class _Validator:
                 self.fail(p, f"must be an object, not {_type_name(raw)}")
                 continue
             self.unknown(raw, LINE_FIELDS, f"{p}.", "an order line")
-            sku = self.string(raw, "sku", f"{p}.sku", required=True, max_len=100)
+            kind = self.kind(raw, p)
+            if kind == "product":
+                sku = self.string(raw, "sku", f"{p}.sku", required=True, max_len=100)
+            elif raw.get("sku") is not None:
+                # a shipping line with a sku would be matched to a product, or create one
+                self.fail(f"{p}.sku", f"must be left out of a {kind} line (it has no product)")
+                sku = None
+            else:
+                sku = ""
             description = self.string(
                 raw, "description", f"{p}.description", required=True, max_len=4000
             )
@@ -572,14 +591,26 @@ class _Validator:
                 raw, "account_code", f"{p}.account_code", required=False, max_len=50
             )
             if (
-                sku
+                sku is not None
+                and kind is not None
                 and description
                 and quantity is not None
                 and price is not None
                 and rate is not None
             ):
-                result.append(LineIn(sku, description, quantity, price, tax_code, rate, account))
+                result.append(
+                    LineIn(sku, description, quantity, price, tax_code, rate, account, kind)
+                )
         return result
+
+    def kind(self, raw: dict[str, Any], p: str) -> str | None:
+        value = raw.get("kind")
+        if value is None:
+            return "product"
+        if value not in LINE_KINDS:
+            self.fail(f"{p}.kind", f"must be one of {', '.join(LINE_KINDS)}, not {value!r}")
+            return None
+        return str(value)
 
     def totals(
         self,
@@ -649,7 +680,7 @@ def lookup_values(o: OrderIn | Order) -> list[tuple[str, str]]:
         skus = [ln.sku for ln in o.lines]
     values = [("number", o.number), ("customer.email", email)]
     values.append(("customer.account_number", account))
-    values += [(f"lines[{i}].sku", sku) for i, sku in enumerate(skus)]
+    values += [(f"lines[{i}].sku", sku) for i, sku in enumerate(skus) if sku]
     return [(path, value) for path, value in values if value]
 
 
@@ -668,21 +699,44 @@ def unsearchable(provider: str, orders: list[OrderIn]) -> list[str]:
     return problems
 
 
-def unsupported(provider: str, orders: list[OrderIn]) -> list[str]:
+def unsupported(
+    provider: str, orders: list[OrderIn], settings: dict[str, Any] | None = None
+) -> list[str]:
     """Orders asking for what the connection's provider cannot do (its capabilities'
-    ``documents``), one problem each, naming what is not supported."""
+    ``documents``, and the connection's ``settings`` where a provider needs one for it), one
+    problem each, naming what is not supported."""
+    problems = []
+    for o in orders:
+        why = cannot_take(
+            provider, o.prices_include_tax, any(codeless(ln) for ln in o.lines), settings or {}
+        )
+        if why:
+            problems.append(f"line {o.line}: {why}")
+    return problems
+
+
+def cannot_take(
+    provider: str, inclusive: bool, has_codeless: bool, settings: dict[str, Any]
+) -> str:
+    """Why the provider (with this connection's settings) cannot take an order asking for
+    tax-inclusive prices or lines without a product code, or ""."""
     from synccli.sync.context import connector_class  # the connectors, only when adding
 
     documents = connector_class(provider).capabilities.documents
-    problems = []
-    for o in orders:
-        missing = documents.lacks(tax_inclusive=o.prices_include_tax)
-        if missing:
-            problems.append(
-                f"line {o.line}: {provider} cannot take {' or '.join(missing)} "
-                "(README: the provider table)"
-            )
-    return problems
+    missing = documents.lacks(tax_inclusive=inclusive, codeless=has_codeless)
+    if missing:
+        return f"{provider} cannot take {' or '.join(missing)} (README: the provider table)"
+    if (
+        has_codeless
+        and documents.codeless_lines == "charge_item"
+        and not settings.get("charge_item")
+    ):
+        return (
+            f"{provider} takes lines without a product code only against a service item: "
+            "set the connection's charge_item first (synccli connections set NAME "
+            "charge_item=...)"
+        )
+    return ""
 
 
 def add_orders(
@@ -699,7 +753,7 @@ def add_orders(
     the transaction is rolled back."""
     now = now or datetime.now(UTC)
     orders = parse_orders(source)
-    problems = unsupported(connection.provider, orders)
+    problems = unsupported(connection.provider, orders, connection.settings)
     problems += unsearchable(connection.provider, orders)
     if problems:
         raise OrderInputError(problems)
@@ -744,6 +798,7 @@ def add_orders(
                         tax_code=ln.tax_code,
                         tax_rate=ln.tax_rate,
                         account_code=ln.account_code,
+                        kind=None if ln.kind == "product" else ln.kind,
                     )
                     for i, ln in enumerate(o.lines)
                 ]
