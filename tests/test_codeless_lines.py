@@ -170,3 +170,39 @@ def test_codeless_lines_are_posted_and_never_become_products(
             assert s.scalar(select(func.count()).select_from(Product)) == 1
             kinds = s.scalars(select(OrderLine.kind).order_by(OrderLine.line_no)).all()
             assert kinds == [None, "shipping", "discount"]
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        p
+        for p in registry.suite_names()
+        if registry.get(p).capabilities.documents.tax_inclusive != "none"
+    ],
+)
+def test_an_inclusive_order_is_posted_with_its_own_total(
+    store: Store, cli: Any, tmp_path: Path, provider: str
+) -> None:
+    """End to end through the CLI: prices include 15% tax, and one line (0.04) is a total no
+    exclusive price reaches, so a provider that takes exclusive prices only gets a rounding line
+    against charge_item; every provider's total is the order's."""
+    with sandbox(provider) as running:
+        settings = charge_item(provider, running)
+        harness.add_connection(store, "shop", running, time_scale=SCALE, **settings)
+        world = running.app.catalogue.tenant(running.app.tenant)
+        known = next(iter(world.products.values()))
+        body = order(provider, known.code)
+        body["prices_include_tax"] = True
+        body["lines"][1]["unit_price"] = "0.04"
+        body["total"] = str(Decimal("20.00") + Decimal("0.04") - Decimal("2.00"))
+        path = tmp_path / "order.json"
+        path.write_text(json.dumps(body), encoding="utf-8")
+        result = cli("invoices", "add", str(path), "-c", "shop")
+        assert result.exit_code == 0, result.stderr
+        result = cli("post-invoices", "-c", "shop")
+        assert result.exit_code == 0, result.stderr
+        [invoice] = list(world.invoices.values())
+        assert Decimal(invoice.total) == Decimal("18.04")
+        with store.session() as s:
+            job = s.scalar(select(InvoiceJob))
+            assert job is not None and job.state == "posted", job and job.last_error

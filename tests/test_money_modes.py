@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from synccli import registry
 from synccli.connectors.base import InvoiceDraft, InvoiceLine
+from synccli.connectors.lightspeed import LightspeedConnector
+from synccli.connectors.unleashed import UnleashedConnector
 from synccli.connectors.wire import line_amounts
 from synccli.connectors.xero import XeroConnector
 from synccli.sandbox.core import Request
+from synccli.sandbox.lightspeed import LightspeedSandbox
+from synccli.sandbox.unleashed import UnleashedSandbox
 from synccli.sandbox.xero import API, NO_LIMITS, XeroSandbox
 from synccli.sync.orders import OrderInputError, order_total, parse_orders, unsupported
 
@@ -36,21 +42,25 @@ def _places(rng: random.Random, low: int, high: int, places: int) -> Decimal:
     return Decimal(rng.randint(low, high)).scaleb(-places)
 
 
-def generated(rng: random.Random, inclusive: bool, n: int) -> list[dict[str, Any]]:
+def generated(
+    rng: random.Random, inclusive: bool, n: int, rates: tuple[Decimal, ...] = RATES
+) -> list[dict[str, Any]]:
     """``n`` orders as ``invoices add`` reads them, each total by the money rule."""
     orders = []
     for i in range(n):
         lines = []
         for _ in range(rng.randint(1, 6)):
-            quantity = _places(rng, 1, 500_000, rng.choice((0, 2, 4)))  # up to 50.0000
-            price = _places(rng, 1, 5_000_000, rng.choice((2, 3, 4)))  # up to 500.0000
-            lines.append({"quantity": quantity, "unit_price": price, "rate": rng.choice(RATES)})
+            places = rng.choice((0, 2, 4))
+            quantity = _places(rng, 1, 50 * 10**places, places)  # up to 50, 0 to 4 decimals
+            places = rng.choice((2, 3, 4))
+            price = _places(rng, 1, 500 * 10**places, places)  # up to 500.0000
+            lines.append({"quantity": quantity, "unit_price": price, "rate": rng.choice(rates)})
         if rng.random() < 0.3:  # a discount line: a negative price, one unit
             lines.append(
                 {
                     "quantity": Decimal(1),
                     "unit_price": -_places(rng, 1, 2000, 2),
-                    "rate": rng.choice(RATES),
+                    "rate": rng.choice(rates),
                 }
             )
         total = sum(
@@ -160,28 +170,97 @@ def _xero_post(app: XeroSandbox, creds: dict[str, Any], element: dict[str, Any])
     return el
 
 
-@pytest.mark.parametrize("inclusive", [False, True], ids=["exclusive", "inclusive"])
-def test_xero_totals_equal_the_orders_in_both_modes(inclusive: bool) -> None:
-    app = XeroSandbox(seed=22, products=5, customers=1, limits=NO_LIMITS)
-    creds = app.credentials()
-    world = app.world()
-    contact = next(iter(world.customers.values())).id
-    items = list(world.products.values())
-    connector = XeroConnector.__new__(XeroConnector)
-    connector.settings = {}
+class _Xero:
+    tax = XERO_TAX
+
+    def __init__(self) -> None:
+        self.app = XeroSandbox(seed=22, products=5, customers=1, limits=NO_LIMITS)
+        self.creds = self.app.credentials()
+        world = self.app.world()
+        self.customer = next(iter(world.customers.values())).id
+        self.items = [(p.id, p.code) for p in world.products.values()]
+        self.connector = XeroConnector.__new__(XeroConnector)
+        self.connector.settings = {}
+
+    def total(self, draft: InvoiceDraft) -> Decimal:
+        el = _xero_post(self.app, self.creds, self.connector.invoice_body(draft))
+        assert el["LineAmountTypes"] == ("Inclusive" if draft.prices_include_tax else "Exclusive")
+        return Decimal(str(el["Total"]))
+
+
+class _Unleashed:
+    tax = {Decimal("0.15"): "G.S.T.", Decimal("0"): "NONE"}
+
+    def __init__(self) -> None:
+        self.app = UnleashedSandbox(seed=22, products=5, customers=1)
+        self.world = self.app.world()
+        self.customer = next(iter(self.world.customers.values())).id
+        products = list(self.world.products.values())
+        self.items = [(p.id, p.code) for p in products[1:]]
+        self.connector = UnleashedConnector.__new__(UnleashedConnector)
+        self.connector.settings = {"charge_item": products[0].code}  # the rounding line's
+        self.connector.warehouse = None
+
+    def total(self, draft: InvoiceDraft) -> Decimal:
+        guid = str(uuid.uuid4())
+        # the simulator's own validation and totals (it refuses a LineTax off by a cent)
+        checked = self.app._validate_order(self.world, self.connector.order_body(draft, guid), guid)
+        return Decimal(checked["total"])
+
+
+class _Lightspeed:
+    tax = {Decimal("0.15"): "GST", Decimal("0.0825"): "Sales Tax", Decimal("0"): "NONE"}
+    categories = {"GST": ("1", Decimal("0.15")), "Sales Tax": ("2", Decimal("0.0825"))}
+
+    def __init__(self) -> None:
+        self.app = LightspeedSandbox(seed=22, products=5, customers=1)
+        items = [p for p, _ in self.app.items()]
+        self.customer = ""
+        self.items = [(str(p.seq), p.code) for p in items[1:]]
+        self.connector = LightspeedConnector(
+            cast(Any, None), {"account_id": "1", "charge_item": str(items[0].seq)}
+        )
+
+    def total(self, draft: InvoiceDraft) -> Decimal:
+        draft.lines = [
+            replace(ln, tax_code=ln.tax_code if ln.tax_rate else None) for ln in draft.lines
+        ]
+        resp = self.app._post_sale(
+            self.connector.sale_body(draft, self.categories), self.app.tenant
+        )
+        assert resp.status == 200, resp.body
+        return Decimal(resp.body["Sale"]["calcTotal"])
+
+
+POSTERS: dict[str, Any] = {"xero": _Xero, "unleashed": _Unleashed, "lightspeed": _Lightspeed}
+MODES = [
+    (provider, inclusive)
+    for provider in POSTERS
+    for inclusive in (False, True)
+    if not inclusive or registry.get(provider).capabilities.documents.tax_inclusive != "none"
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "inclusive"), MODES, ids=[f"{p}-{'inc' if i else 'exc'}" for p, i in MODES]
+)
+def test_provider_totals_equal_the_orders(provider: str, inclusive: bool) -> None:
+    poster = POSTERS[provider]()
     rng = random.Random(22)
-    for order in generated(rng, inclusive, ORDERS):
+    rates = tuple(poster.tax)
+    rounding_lines = 0
+    for order in generated(rng, inclusive, ORDERS, rates):
         lines = []
         for ln in order["lines"]:
-            item = rng.choice(items)
+            remote_id, code = rng.choice(poster.items)
             lines.append(
                 InvoiceLine(
-                    product_remote_id=item.id,
-                    code=item.code,
+                    product_remote_id=remote_id,
+                    code=code,
                     description="thing",
                     quantity=ln["quantity"],
                     unit_price=ln["unit_price"],
-                    tax_code=XERO_TAX[ln["rate"]],
+                    tax_code=poster.tax[ln["rate"]],
                     tax_rate=ln["rate"],
                 )
             )
@@ -189,14 +268,17 @@ def test_xero_totals_equal_the_orders_in_both_modes(inclusive: bool) -> None:
             number=order["number"],
             date=datetime(2026, 5, 1, tzinfo=UTC),
             currency="NZD",
-            customer_remote_id=contact,
+            customer_remote_id=poster.customer,
             lines=lines,
             total=order["total"],
             prices_include_tax=inclusive,
         )
-        el = _xero_post(app, creds, connector.invoice_body(draft))
-        assert Decimal(str(el["Total"])) == order["total"], order["number"]
-        assert el["LineAmountTypes"] == ("Inclusive" if inclusive else "Exclusive")
+        rounding_lines += len(draft.exclusive_lines()) - len(lines)
+        assert poster.total(draft) == order["total"], order["number"]
+    print(
+        f"{provider} {'inclusive' if inclusive else 'exclusive'}: {ORDERS} orders, "
+        f"{rounding_lines} rounding lines"
+    )
 
 
 @pytest.mark.parametrize("provider", registry.names())
@@ -206,8 +288,15 @@ def test_a_provider_that_cannot_take_inclusive_prices_refuses_them_at_add(provid
     parsed = parse_orders(as_json(order, True, XERO_TAX))
     problems = unsupported(provider, parsed)
     documents = registry.get(provider).capabilities.documents
-    if documents.tax_inclusive:
+    if documents.tax_inclusive == "native":
         assert problems == []
+    elif documents.tax_inclusive == "converted":  # its rounding line needs the service item
+        assert problems == [
+            f"line 1: {provider} takes the rounding line of tax-inclusive prices only against "
+            "a service item: set the connection's charge_item first (synccli connections set "
+            "NAME charge_item=...)"
+        ]
+        assert unsupported(provider, parsed, {"charge_item": "1"}) == []
     else:
         assert problems == [
             f"line 1: {provider} cannot take tax-inclusive prices (prices_include_tax) "

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
+from synccli.connectors.wire import CENT, line_amounts, round_money
 from synccli.errors import Rejected, TransientError
 
 if TYPE_CHECKING:
     from synccli.connectors.http import HttpClient
 
 T = TypeVar("T")
+UNIT = Decimal("0.0001")  # unit prices are sent to 4 decimals (the store keeps 4)
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,10 @@ class DocumentSupport:
     """What a provider's API lets an order carry beyond tax-exclusive product lines. Each field
     is False (or "none") where the API cannot do it; the reason is in docs/providers.md."""
 
-    # prices that include tax (Xero ``LineAmountTypes: Inclusive``)
-    tax_inclusive: bool = False
+    # prices that include tax: "native" (Xero ``LineAmountTypes: Inclusive``), "converted"
+    # (the lines go as exclusive prices, see InvoiceDraft.exclusive_lines, and a cent left over
+    # as an untaxed rounding line against the connection's ``charge_item``) or "none"
+    tax_inclusive: str = "none"
     # lines without a product code (shipping, surcharges, discounts, gift cards): "native" (a
     # line needs no product: Xero's AccountCode line), "charge_item" (posted against the
     # service item named in the connection's ``charge_item`` setting) or "none"
@@ -80,7 +84,7 @@ class DocumentSupport:
     def lacks(self, *, tax_inclusive: bool = False, codeless: bool = False) -> list[str]:
         """What of this the provider cannot do, in words for a one-line refusal."""
         missing = []
-        if tax_inclusive and not self.tax_inclusive:
+        if tax_inclusive and self.tax_inclusive == "none":
             missing.append("tax-inclusive prices (prices_include_tax)")
         if codeless and self.codeless_lines == "none":
             missing.append("lines without a product code (sku)")
@@ -180,6 +184,59 @@ class InvoiceDraft:
     # an earlier attempt got no clear answer (the job looked the invoice up first and did not
     # find it): a connector may check once more before it reports a refusal
     resend: bool = False
+
+    def exclusive_lines(self) -> list[InvoiceLine]:
+        """The lines as a provider that takes only exclusive prices must be sent them, so that
+        its total (each line by the exclusive money rule) is the order's to the cent.
+
+        Each line's exclusive unit price (4 decimals) is chosen so that round2(q x u) plus its
+        tax round2(round2(q x u) x rate) is the inclusive line's round2(q x p) where any price
+        can give it (nearest the inclusive rule's amount before tax); some inclusive totals no
+        exclusive amount reaches (at 15%, 0.04: 0.03 gives 0.03, 0.04 gives 0.05), and what is
+        left over (a cent or two) becomes one untaxed rounding line without a product code.
+        Exclusive orders are returned as they are."""
+        if not self.prices_include_tax:
+            return list(self.lines)
+        out: list[InvoiceLine] = []
+        left = Decimal(0)
+        for line in self.lines:
+            unit = exclusive_unit_price(line.quantity, line.unit_price, line.tax_rate)
+            net, tax = line_amounts(line.quantity, unit, line.tax_rate)
+            gross = round_money(line.quantity * line.unit_price)
+            left += gross - net - tax
+            out.append(replace(line, unit_price=unit))
+        if left:
+            out.append(
+                InvoiceLine(
+                    product_remote_id="",
+                    code="",
+                    description="Rounding (the order's prices include tax)",
+                    quantity=Decimal(1),
+                    unit_price=left,
+                    kind="other",
+                )
+            )
+        return out
+
+
+def exclusive_unit_price(quantity: Decimal, unit_price: Decimal, rate: Decimal) -> Decimal:
+    """The 4-decimal exclusive unit price whose line, by the exclusive money rule, totals the
+    inclusive line round2(quantity x unit_price), or the one nearest the inclusive rule's
+    amount before tax when none does (see InvoiceDraft.exclusive_lines)."""
+    if not quantity:
+        return (unit_price / (1 + rate)).quantize(UNIT, ROUND_HALF_UP)
+    gross = round_money(quantity * unit_price)
+    net, _ = line_amounts(quantity, unit_price, rate, inclusive=True)
+    nearest = None
+    for cents in (0, -1, 1, -2, 2):
+        unit = ((net + CENT * cents) / quantity).quantize(UNIT, ROUND_HALF_UP)
+        amount, tax = line_amounts(quantity, unit, rate)
+        if amount + tax == gross:
+            return unit
+        if nearest is None:
+            nearest = unit
+    assert nearest is not None
+    return nearest
 
 
 @dataclass

@@ -298,7 +298,7 @@ class LightspeedConnector(Connector):
         catalogue_page=PAGE_LIMIT,
         # a SaleLine names an itemID: a line without a product code goes against the
         # connection's non-inventory item (docs/providers.md)
-        documents=DocumentSupport(codeless_lines="charge_item"),
+        documents=DocumentSupport(tax_inclusive="converted", codeless_lines="charge_item"),
     )
 
     def __init__(
@@ -599,9 +599,34 @@ class LightspeedConnector(Connector):
     def _post_sale(
         self, invoice: InvoiceDraft, categories: dict[str, tuple[str, Decimal]]
     ) -> PostedInvoice:
+        body = self.sale_body(invoice, categories)
+        lines = body["SaleLines"]["SaleLine"]
+        cost = 2.0 + 3.0 + 0.5 * (len(lines) + 1)
+        try:
+            data = self.http.json("POST", self._path("Sale"), json_body=body, cost=cost)
+        except Rejected as err:
+            message = body_message(err.body, "message") or err.message
+            raise Rejected(
+                f"Lightspeed rejected sale {invoice.number}: {message}",
+                errors=[message],
+                status=err.status,
+                body=err.body,
+            ) from None
+        rows = as_list(data.get("Sale")) if isinstance(data, dict) else []
+        if not rows or not isinstance(rows[0], dict):
+            raise BadResponse("POST Sale.json: no Sale in the answer")
+        posted, _ = self._sale_row(rows[0])
+        return posted
+
+    def sale_body(
+        self, invoice: InvoiceDraft, categories: dict[str, tuple[str, Decimal]]
+    ) -> dict[str, Any]:
+        """The completed Sale we POST, paid in full."""
         lines: list[dict[str, Any]] = []
         computed = Decimal(0)
-        for line in invoice.lines:
+        # a SaleLine's unitPrice is exclusive of tax here (docs/providers.md): inclusive
+        # prices go converted, a cent left over as a rounding line
+        for line in invoice.exclusive_lines():
             line_total, line_tax = line_amounts(line.quantity, line.unit_price, line.tax_rate)
             computed += line_total + line_tax
             item = self._charge_item() if line.codeless else line.product_remote_id
@@ -634,22 +659,7 @@ class LightspeedConnector(Connector):
         }
         if invoice.customer_remote_id:
             body["customerID"] = _int_or_str(invoice.customer_remote_id)
-        cost = 2.0 + 3.0 + 0.5 * (len(lines) + 1)
-        try:
-            data = self.http.json("POST", self._path("Sale"), json_body=body, cost=cost)
-        except Rejected as err:
-            message = body_message(err.body, "message") or err.message
-            raise Rejected(
-                f"Lightspeed rejected sale {invoice.number}: {message}",
-                errors=[message],
-                status=err.status,
-                body=err.body,
-            ) from None
-        rows = as_list(data.get("Sale")) if isinstance(data, dict) else []
-        if not rows or not isinstance(rows[0], dict):
-            raise BadResponse("POST Sale.json: no Sale in the answer")
-        posted, _ = self._sale_row(rows[0])
-        return posted
+        return body
 
     def _charge_item(self) -> str:
         item = str(self.settings.get("charge_item") or "").strip()

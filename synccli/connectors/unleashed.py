@@ -233,7 +233,7 @@ class UnleashedConnector(Connector):
         stamps_on_provider_clock=False,  # JSON dates seen 13 h off (provider notes §6)
         # every sales order line names a product (Guid or ProductCode): a line without a
         # product code goes against the connection's service product (docs/providers.md)
-        documents=DocumentSupport(codeless_lines="charge_item"),
+        documents=DocumentSupport(tax_inclusive="converted", codeless_lines="charge_item"),
     )
 
     def __init__(
@@ -679,7 +679,9 @@ class UnleashedConnector(Connector):
 
     def order_body(self, invoice: InvoiceDraft, guid: str) -> dict[str, Any]:
         lines, subtotal, tax_total = [], Decimal(0), Decimal(0)
-        for i, line in enumerate(invoice.lines, start=1):
+        # a sales order line is priced exclusive of tax (docs/providers.md): inclusive prices
+        # go converted, a cent left over as a rounding line
+        for i, line in enumerate(invoice.exclusive_lines(), start=1):
             line_total, line_tax = line_amounts(line.quantity, line.unit_price, line.tax_rate)
             subtotal += line_total
             tax_total += line_tax

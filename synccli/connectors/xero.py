@@ -504,7 +504,7 @@ class XeroConnector(Connector):
         limits=LIMITS,
         full_catalogue_call=True,
         invoice_batch=INVOICE_BATCH,
-        documents=DocumentSupport(tax_inclusive=True, codeless_lines="native"),
+        documents=DocumentSupport(tax_inclusive="native", codeless_lines="native"),
     )
 
     def number_taken(self, messages: list[str]) -> bool:

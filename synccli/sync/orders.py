@@ -726,15 +726,15 @@ def cannot_take(
     missing = documents.lacks(tax_inclusive=inclusive, codeless=has_codeless)
     if missing:
         return f"{provider} cannot take {' or '.join(missing)} (README: the provider table)"
-    if (
-        has_codeless
-        and documents.codeless_lines == "charge_item"
-        and not settings.get("charge_item")
-    ):
+    needs = []
+    if has_codeless and documents.codeless_lines == "charge_item":
+        needs.append("lines without a product code")
+    if inclusive and documents.tax_inclusive == "converted":
+        needs.append("the rounding line of tax-inclusive prices")
+    if needs and not settings.get("charge_item"):
         return (
-            f"{provider} takes lines without a product code only against a service item: "
-            "set the connection's charge_item first (synccli connections set NAME "
-            "charge_item=...)"
+            f"{provider} takes {' and '.join(needs)} only against a service item: set the "
+            "connection's charge_item first (synccli connections set NAME charge_item=...)"
         )
     return ""
 
