@@ -100,12 +100,12 @@ from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.jobs import Job
 from synccli.sync.orders import (
+    cannot_take,
     codeless,
     enqueue_missing,
     idempotency_key,
     lookup_values,
     order_total,
-    cannot_take,
     queued_number,
 )
 
