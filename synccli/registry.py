@@ -514,6 +514,12 @@ LIGHTSPEED_X = Provider(
         Setting("user_id", "the user a sale is rung up by", "the token's own", check=uuid_id),
         Setting("payment_type_id", "how a sale is paid", _X_ID, check=uuid_id),
         Setting(
+            "charge_item",
+            "id of the product (a service, not stock-tracked) that order lines without a "
+            "product code are rung up against (unset: such orders are refused)",
+            check=uuid_id,
+        ),
+        Setting(
             "no_tax_id", "the tax for lines without tax", "the one named No Tax", check=uuid_id
         ),
         Setting(

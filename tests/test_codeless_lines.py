@@ -116,6 +116,8 @@ def charge_item(provider: str, running: harness.Running) -> dict[str, str]:
         return {"charge_item": next(iter(running.app.world().products.values())).code}
     if provider == "lightspeed":
         return {"charge_item": str(next(p for p, _ in running.app.items()).seq)}
+    if provider == "lightspeed-x":
+        return {"charge_item": next(iter(running.app.world().products.values())).id}
     return {"charge_account_code": "260"}
 
 
@@ -125,6 +127,8 @@ def codeless_lines_sent(provider: str, invoice: Any, settings: dict[str, str]) -
         return [(ln.get("ItemCode"), ln["AccountCode"]) for ln in body["LineItems"][1:]]
     if provider == "unleashed":
         return [ln["code"] for ln in body["lines"][1:]]
+    if provider == "lightspeed-x":
+        return [ln["product"]["id"] for ln in body["line_items"][1:]]
     return [ln["itemID"] for ln in body["SaleLines"]["SaleLine"][1:]]
 
 

@@ -43,6 +43,7 @@ from synccli.connectors.auth import OAuth2Auth, Tokens, TokenStore, token_reques
 from synccli.connectors.base import (
     Capabilities,
     Connector,
+    DocumentSupport,
     InvoiceDraft,
     Limits,
     NewCustomer,
@@ -157,7 +158,8 @@ class LightspeedXConnector(Connector):
         cursor_overlap=timedelta(0),  # versions are given at write time [notes §3]
         limits=limits_for(1),
         catalogue_page=PAGE,
-        version_stamps=True,
+        version_stamps=True,  # a line names a product: codeless ones go against charge_item
+        documents=DocumentSupport(tax_inclusive="converted", codeless_lines="charge_item"),
     )
 
     def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
@@ -346,14 +348,15 @@ class LightspeedXConnector(Connector):
         ref = self.reference()
         taxes: dict[str, tuple[str, Decimal]] = ref["taxes"]
         lines, computed = [], Decimal(0)
-        for line in invoice.lines:
+        for line in invoice.exclusive_lines():  # inclusive prices: converted (base.py)
             tax_id, rate = self._tax(line.tax_code, line.tax_rate, taxes)
             line_total = round_money(line.quantity * line.unit_price)
             line_tax = round_money(line_total * rate)
             computed += line_total + line_tax
             # the tax is per unit [SPEC LineItemTax]: the line's rounded tax spread over it
             unit_tax = line_tax / line.quantity if line.quantity else Decimal(0)
-            item = {"product": {"id": line.product_remote_id}, "quantity": float(line.quantity)}
+            product = self.settings.get("charge_item") if line.codeless else line.product_remote_id
+            item = {"product": {"id": product}, "quantity": float(line.quantity)}
             item["pricing"] = {"price": float(line.unit_price)}
             item["tax"] = {"id": tax_id, "amount": float(unit_tax.quantize(Decimal("1e-6")))}
             lines.append(item)
