@@ -6,7 +6,7 @@ import getpass
 import inspect
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,7 +14,12 @@ from synccli import connsettings, registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.errors import UsageError
-from synccli.store import connections as store_connections
+from synccli.lazy import lazy_import
+
+if TYPE_CHECKING:
+    from synccli.store import connections as store_connections
+else:  # loaded when a command runs (see synccli.lazy)
+    store_connections = lazy_import("synccli.store.connections")
 
 app = typer.Typer(
     help="Merchants' accounts at providers.\n\nExample:\n\n    synccli connections list",

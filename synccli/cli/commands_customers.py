@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
 
-from synccli.cli import output, progress
+from synccli.cli import output
 from synccli.cli.jobs import (
     ALL_OPT,
     CONNECTION_OPT,
@@ -17,9 +18,17 @@ from synccli.cli.jobs import (
 )
 from synccli.cli.state import state
 from synccli.errors import UsageError
-from synccli.store.models import Connection
-from synccli.sync import customers
-from synccli.sync.context import JobContext
+from synccli.lazy import lazy_import
+from synccli.sync.jobs import Job
+
+if TYPE_CHECKING:
+    from synccli.cli import progress
+    from synccli.store.models import Connection
+    from synccli.sync import customers
+    from synccli.sync.context import JobContext
+else:  # loaded when a command runs (see synccli.lazy)
+    customers = lazy_import("synccli.sync.customers")
+    progress = lazy_import("synccli.cli.progress")  # rich's live display
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -29,7 +38,7 @@ app = typer.Typer(
 
 
 def register(root: typer.Typer) -> None:
-    root.command(customers.JOB)(link_customers)
+    root.command(Job.LINK_CUSTOMERS)(link_customers)
     root.add_typer(app, name="customers")
 
 
@@ -102,7 +111,7 @@ def link_customers(
         for err in r.errors:
             output.warn(f"{conn.name}: {err}")
 
-    run_for_connections(ctx, customers.JOB, connection, all_, dry_run, work, render, json_out)
+    run_for_connections(ctx, Job.LINK_CUSTOMERS, connection, all_, dry_run, work, render, json_out)
 
 
 # --- customers review -----------------------------------------------------------------------------

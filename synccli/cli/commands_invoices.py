@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,9 +21,16 @@ from synccli.cli.jobs import (
 from synccli.cli.state import state
 from synccli.clock import SystemClock
 from synccli.errors import UsageError
-from synccli.store.models import Connection
-from synccli.sync import invoices, orders
-from synccli.sync.context import JobContext
+from synccli.lazy import lazy_import
+from synccli.sync.jobs import Job
+
+if TYPE_CHECKING:
+    from synccli.store.models import Connection
+    from synccli.sync import invoices, orders
+    from synccli.sync.context import JobContext
+else:  # loaded when a command runs (see synccli.lazy)
+    invoices = lazy_import("synccli.sync.invoices")
+    orders = lazy_import("synccli.sync.orders")
 
 app = typer.Typer(
     help="The invoice outbox: orders in, invoices out, exactly once.\n\n"
@@ -39,7 +47,7 @@ ONE_CONNECTION_OPT = typer.Option(
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="invoices")
-    root.command(invoices.JOB)(post_invoices)
+    root.command(Job.POST_INVOICES)(post_invoices)
 
 
 def _one_connection(ctx: typer.Context, name: str | None) -> Connection:
@@ -172,7 +180,7 @@ def post_invoices(
                 verb = "gave up on" if item.outcome == "gave_up" else "rejected"
                 output.warn(f"{conn.name}: {verb} invoice {item.number}: {item.error}")
 
-    run_for_connections(ctx, invoices.JOB, connection, all_, dry_run, work, render, json_out)
+    run_for_connections(ctx, Job.POST_INVOICES, connection, all_, dry_run, work, render, json_out)
 
 
 def _some(items: list[str], shown: int = 20) -> str:

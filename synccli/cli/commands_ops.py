@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,10 +13,12 @@ from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
 from synccli.errors import ExitCode, SyncError, UsageError
-from synccli.store.connections import get_connection, list_connections
-from synccli.sync import plan as planning
-from synccli.sync.doctor import Check, check_connection, check_setup, exit_code
-from synccli.sync.trace import trace as trace_record
+
+if TYPE_CHECKING:
+    from synccli.sync.doctor import Check
+
+# Each command imports what it runs when it runs: the CLI starts for every cron run, and one
+# command's machinery (the planner, the doctor's checks) is no other command's cost.
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +48,8 @@ def plan(
 
         synccli plan --products 5000 --customers 3000 --orders-per-day 50 --crontab crontab.example
     """
+    from synccli.sync import plan as planning
+
     for value, name in (
         (products, "--products"),
         (customers, "--customers"),
@@ -110,6 +115,9 @@ def doctor(
 
         synccli doctor --connection shop1
     """
+    from synccli.store.connections import get_connection, list_connections
+    from synccli.sync.doctor import check_connection, check_setup
+
     st = state(ctx)
     try:
         store = st.store(check=False)
@@ -132,6 +140,8 @@ def doctor(
 
 def render_checks(checks: list[Check], json_out: bool) -> None:
     """One line per check (ok, or FAIL with what to do); exit with the first failure's code."""
+    from synccli.sync.doctor import exit_code
+
     if json_out:
         output.print_json(checks)
     else:
@@ -161,6 +171,9 @@ def trace(
         synccli trace invoice WEB-1042
         synccli trace product SKU-00042 --json
     """
+    from synccli.store.connections import get_connection, list_connections
+    from synccli.sync.trace import trace as trace_record
+
     store = state(ctx).store()
     if connection:
         conn = get_connection(store, connection)

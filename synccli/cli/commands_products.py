@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from synccli.cli import output, progress
+from synccli.cli import output
 from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, DRY_RUN_OPT, JSON_OPT, run_for_connections
 from synccli.errors import UsageError
-from synccli.store.models import Connection
-from synccli.sync import products
-from synccli.sync.context import JobContext
+from synccli.lazy import lazy_import
 from synccli.sync.jobs import Job
+
+if TYPE_CHECKING:
+    from synccli.cli import progress
+    from synccli.store.models import Connection
+    from synccli.sync import products
+    from synccli.sync.context import JobContext
+else:  # loaded when a command runs (see synccli.lazy)
+    products = lazy_import("synccli.sync.products")
+    progress = lazy_import("synccli.cli.progress")  # rich's live display
 
 
 def register(app: typer.Typer) -> None:

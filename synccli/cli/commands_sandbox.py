@@ -10,7 +10,6 @@ from synccli import registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.errors import UsageError
-from synccli.sandbox import harness
 
 app = typer.Typer(
     help="Local simulators of the providers' APIs.\n\nExample:\n\n"
@@ -61,6 +60,8 @@ def serve(
         raise UsageError(
             f"unknown provider {provider!r}: choose one of {', '.join(registry.names())}"
         )
+    from synccli.sandbox import harness  # a simulator: only this command's
+
     try:
         running = harness.start(
             provider,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -10,8 +11,9 @@ from synccli import fmt, registry
 from synccli.cli import output
 from synccli.cli.state import state
 from synccli.clock import SystemClock
-from synccli.store.db import Store
-from synccli.sync.status import status_report
+
+if TYPE_CHECKING:
+    from synccli.store.db import Store
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +33,8 @@ def status(
 
         synccli status --json | jq '.[0].invoices'
     """
+    from synccli.sync.status import status_report  # here: the CLI starts for every cron run
+
     store = state(ctx).store()
     if json_out:
         output.print_json(status_report(store, SystemClock().now(), connection or None))
@@ -40,6 +44,8 @@ def status(
 
 def render_status(store: Store, names: list[str] | None = None) -> None:
     """The human status view (also the end of the demo)."""
+    from synccli.sync.status import status_report
+
     now = SystemClock().now()
     report = status_report(store, now, names)
     if not report:

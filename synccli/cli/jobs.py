@@ -15,10 +15,9 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from sqlalchemy import select
 
 from synccli import secrets
 from synccli.cli import output
@@ -27,9 +26,11 @@ from synccli.clock import SystemClock
 from synccli.errors import ExitCode, LeaseBusy, SyncError, UsageError
 from synccli.logs import bind
 from synccli.outcomes import outcome_of
-from synccli.store.db import Store
-from synccli.store.models import Connection
-from synccli.sync.context import JobContext, job_run
+
+if TYPE_CHECKING:
+    from synccli.store.db import Store
+    from synccli.store.models import Connection
+    from synccli.sync.context import JobContext
 
 log = logging.getLogger("synccli.job")
 R = TypeVar("R")
@@ -71,6 +72,10 @@ def select_connections(
 ) -> list[Connection]:
     """The named connections, all of them (``all_``), or the only one. ``offer_all``: the
     command has ``--all``, so the hint may suggest it."""
+    from sqlalchemy import select
+
+    from synccli.store.models import Connection
+
     with store.session() as s:
         conns = list(s.scalars(select(Connection).order_by(Connection.name)))
     if all_:
@@ -138,6 +143,9 @@ def run_for_connections(
     for conn in select_connections(store, names, all_, offer_all=offer_all):
         with bind(job=job, connection=conn.name):
             jc: JobContext | None = None
+            # the jobs' machinery (connectors, HTTP), once there is a job to run
+            from synccli.sync.context import job_run
+
             try:
                 with job_run(
                     store, job, conn, clock=SystemClock(), dry_run=dry_run, round_start=round_start

@@ -10,17 +10,36 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from synccli import fmt, logs, secrets
 
-# emoji=False: a name like "Tea :coffee: cup" is data, not an emoji code
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# The consoles are made (and rich imported) when something is first printed through them: a
+# cron run that has nothing to say does not pay for the terminal renderer.
+_consoles: dict[bool, Console] = {}
+
+
+def console(stderr: bool = False) -> Console:
+    """The console of stdout (or stderr). emoji=False: a name like "Tea :coffee: cup" is data,
+    not an emoji code."""
+    made = _consoles.get(stderr)
+    if made is None:
+        from rich.console import Console
+
+        made = _consoles[stderr] = Console(
+            stderr=stderr, highlight=False, soft_wrap=True, emoji=False
+        )
+    return made
+
+
+def __getattr__(name: str) -> Any:
+    # ``output.out`` and ``output.err``, as they were before the consoles were made lazily
+    if name in ("out", "err"):
+        return console(stderr=name == "err")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_plain(value: Any) -> Any:
@@ -78,9 +97,9 @@ def line(text: str = "") -> None:
     """One line of human output, printed as it is: never read as markup, so a product named
     ``Mug [/red] large`` or an order ``M[/b]-1`` shows verbatim, on a terminal and piped."""
     text = secrets.redact(text)
-    if out.is_terminal:
+    if console().is_terminal:
         try:
-            out.print(text, markup=False)
+            console().print(text, markup=False)
         except BrokenPipeError:
             stdout_gone()
     else:
@@ -91,9 +110,9 @@ def styled(markup: str) -> None:
     """One line with rich markup of our own (``[bold]...[/bold]``), shown on a terminal and
     dropped when piped. Every value from data inside it must go through :func:`esc`."""
     markup = secrets.redact(markup)
-    if out.is_terminal:
+    if console().is_terminal:
         try:
-            out.print(markup)
+            console().print(markup)
         except BrokenPipeError:
             stdout_gone()
     else:
@@ -111,8 +130,8 @@ def warn(text: str) -> None:
     text = secrets.redact(text)
     if logs.user_line(logging.WARNING, text):
         return
-    if err.is_terminal:
-        err.print(f"[yellow]{esc(text)}[/yellow]")
+    if console(stderr=True).is_terminal:
+        console(stderr=True).print(f"[yellow]{esc(text)}[/yellow]")
     else:
         sys.stderr.write(text + "\n")
 
@@ -121,8 +140,8 @@ def error_line(text: str) -> None:
     text = secrets.redact(text)
     if logs.user_line(logging.ERROR, text):
         return
-    if err.is_terminal:
-        err.print(f"[red]error:[/red] {esc(text)}", markup=True)
+    if console(stderr=True).is_terminal:
+        console(stderr=True).print(f"[red]error:[/red] {esc(text)}", markup=True)
     else:
         sys.stderr.write(f"error: {text}\n")
 
@@ -132,7 +151,7 @@ def say(text: str) -> None:
     JSON record with ``--log-format json``."""
     text = secrets.redact(text)
     if not logs.user_line(logging.INFO, text):
-        err.print(text, markup=False, highlight=False)
+        console(stderr=True).print(text, markup=False, highlight=False)
 
 
 def detail(text: str) -> None:
@@ -146,12 +165,15 @@ def detail(text: str) -> None:
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """A table on a terminal; aligned plain columns when piped (easy to grep and cut)."""
     rows = [[_cell(c) for c in row] for row in rows]
-    if out.is_terminal:
+    if console().is_terminal:
+        from rich.table import Table
+        from rich.text import Text
+
         # cells and title as Text: data, never markup
         t = Table(*columns, title=Text(title) if title else None, title_justify="left")
         for row in rows:
             t.add_row(*(Text(secrets.redact(cell)) for cell in row))
-        out.print(t)
+        console().print(t)
         return
     if title:
         write(secrets.redact(title) + "\n")
@@ -172,4 +194,6 @@ def _cell(value: Any) -> str:
 
 
 def _strip_markup(text: str) -> str:
+    from rich.text import Text
+
     return Text.from_markup(text).plain if "[" in text else text

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, Tex
 from rich.text import Text
 
 from synccli import logs
+from synccli.cli import output
 from synccli.cli.state import state
 from synccli.progress import QUIET, ProgressObserver
 
@@ -94,6 +95,10 @@ def shown(label: str, enabled: bool) -> Iterator[ProgressObserver]:
     if not enabled:
         yield QUIET
         return
+    # The output consoles read their terminal (colours, width) when made: made here, before
+    # rich stands in for sys.stderr, they see the real one, as when they were made at import.
+    output.console()
+    output.console(stderr=True)
     live = LiveProgress(label)
     live.progress.start()
     try:

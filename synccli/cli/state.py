@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import typer
 
-from synccli.config import Settings, load_settings
-from synccli.store.db import Store, open_store
+if TYPE_CHECKING:
+    # Settings bring SQLAlchemy, the store its models: a command that fails before it needs
+    # them (a usage error, ``--help``) pays for neither.
+    from synccli.config import Settings
+    from synccli.store.db import Store
 
 
 @dataclass
@@ -21,6 +25,8 @@ class AppState:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from synccli.config import load_settings
+
             self._settings = load_settings(self.database_url, self.data_dir)
         return self._settings
 
@@ -29,6 +35,8 @@ class AppState:
         ``create`` (``db upgrade``) makes a SQLite file that is not there yet: any other command
         says where it looked and creates nothing."""
         if self._store is None:
+            from synccli.store.db import open_store
+
             self._store = open_store(self.settings, check=check, create=create)
         elif check:
             self._store.check_schema()

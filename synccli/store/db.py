@@ -3,32 +3,42 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from alembic import command
 from synccli.config import Settings, ensure_private_dir
-from synccli.crypto import Vault, key_path, load_key
 from synccli.errors import ConfigError, SchemaOutdated, SyncError
 from synccli.store.models import Connection
 from synccli.store.outage import store_outage
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+    from synccli.crypto import Vault
+
 ROOT = Path(__file__).resolve().parents[2]
 BUSY_TIMEOUT_MS = 30_000  # how long a SQLite write waits for another connection's lock
+VERSION_TABLE = "alembic_version"  # alembic's default, which alembic/env.py keeps
+
+# Alembic (its environment, script directory, Mako templates) is imported only to change the
+# schema (``db upgrade``): every other command just compares the stored version with the newest
+# migration's, and a cron run with nothing to do must not pay a third of a second of imports for
+# that. The two module-level assignments of a migration file name its place in the chain.
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -36,6 +46,30 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def head_revision() -> str | None:
+    """The newest migration's revision: read from the migration files' ``revision`` and
+    ``down_revision`` lines; alembic's own script directory when they are not plain (several
+    heads, a merge, a computed value)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (ROOT / "alembic" / "versions").glob("*.py"):
+        found = dict(_REVISION.findall(path.read_text(encoding="utf-8")))
+        rev, down = found.get("revision", ""), found.get("down_revision", "")
+        if not _quoted(rev) or not (down == "None" or _quoted(down)):
+            return _alembic_head()
+        revisions.add(rev[1:-1])
+        if down != "None":
+            parents.add(down[1:-1])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else _alembic_head()
+
+
+def _quoted(value: str) -> bool:
+    return len(value) > 2 and value[0] == value[-1] and value[0] in "'\"" and value[1:-1].isalnum()
+
+
+def _alembic_head() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
@@ -146,6 +180,9 @@ class Store:
     @property
     def vault(self) -> Vault:
         if self._vault is None:
+            # the cipher's library, once credentials are read or written
+            from synccli.crypto import Vault, key_path, load_key
+
             # A new key is made only for a store that holds no credentials yet: a removed key file
             # must not be silently replaced by one that cannot open what is stored.
             sealed = self._sealed_sample()
@@ -238,7 +275,14 @@ class Store:
             # a read: it neither takes nor waits for the write lock (SQLite), so a command can
             # start while another process writes
             with self.reading() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                if not inspect(conn).has_table(VERSION_TABLE):
+                    return None
+                versions = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").all()
+                if len(versions) > 1:  # branches: alembic says what that means
+                    from alembic.runtime.migration import MigrationContext
+
+                    return MigrationContext.configure(conn).get_current_revision()
+                return versions[0][0] if versions else None
         except OperationalError as exc:
             raise self.failure(exc) from None
 
@@ -265,6 +309,8 @@ class Store:
             )
 
     def upgrade(self) -> tuple[str | None, str | None]:
+        from alembic import command
+
         before = self.current_revision()
         cfg = alembic_config(self.settings.database_url)
         with self.engine.connect() as conn:

@@ -1,0 +1,132 @@
+"""Start-up cost, side by side: the CPU time of a cron invocation with nothing to do
+(``synccli post-invoices --all`` on an upgraded store, no connections, and one connection
+whose queue is empty), by this checkout and by an earlier revision, in one run.
+
+    .venv/bin/python bench/startup.py --baseline main
+
+The baseline revision is exported into a temporary directory and run from there (its
+``synccli`` first on the path). Runs alternate, and each figure is the least CPU time (user +
+system of the child) of ``--repeat`` runs: CPU time, not wall time, and the least of several,
+because other work on the machine inflates both and the least is the least inflated. Modules
+are compiled once beforehand, as an installed package's are. The load average is printed.
+
+Target (issue 21): at most 0.3 s of CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+
+import _common as common  # noqa: E402
+from store_writes import export  # noqa: E402
+
+SETUP = """
+import sys
+from synccli.config import load_settings
+from synccli.store.connections import add_connection
+from synccli.store.db import Store
+store = Store(load_settings())
+store.upgrade()
+if sys.argv[1] == "connection":
+    settings = {"base_url": "http://127.0.0.1:9", "api_id": "bench"}
+    add_connection(store, "shop", "unleashed", settings, {"api_key": "bench"}, None)
+store.dispose()
+"""
+RUN = "import sys; from synccli.cli.main import run; sys.argv[0] = 'synccli'; run()"
+
+
+def cpu(tree: Path, data: Path, code: str, *args: str) -> float:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env |= {
+        "PYTHONPATH": str(tree),
+        "SYNC_DATA_DIR": str(data),
+        "PYTHONPYCACHEPREFIX": str(data.parent / "pycache"),
+        "SYNC_MIN_INTERVAL": "0",  # every run a new round: the queue is checked each time
+    }
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=data, check=True, capture_output=True
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--baseline", default="main", help="revision to compare with (default main)")
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each (the least is kept)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json-out")
+    args = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="synccli-startup-"))
+    commit = export(args.baseline, work / "baseline")
+    trees = {"baseline": work / "baseline", "ours": ROOT}
+    doc: dict[str, Any] = {
+        "machine": common.machine(),
+        "baseline": {"rev": args.baseline, "commit": commit},
+        "cases": [],
+    }
+    for case in ("no connection", "one connection, empty queue"):
+        found: dict[str, list[float]] = {"baseline": [], "ours": []}
+        for name, tree in trees.items():
+            data = work / name / case.replace(" ", "-").replace(",", "")
+            data.mkdir(parents=True)
+            cpu(tree, data, SETUP, "connection" if "one" in case else "none")
+            cpu(tree, data, RUN, "post-invoices", "--all")  # compiles the modules
+        for _ in range(args.repeat):
+            for name, tree in trees.items():
+                data = work / name / case.replace(" ", "-").replace(",", "")
+                found[name].append(cpu(tree, data, RUN, "post-invoices", "--all"))
+        base, ours = min(found["baseline"]), min(found["ours"])
+        doc["cases"].append(
+            {"case": case, "baseline_s": round(base, 3), "ours_s": round(ours, 3)}
+            | {"ratio": round(base / ours, 2), "runs": found}
+        )
+    doc["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    common.emit(doc, args.json_out, args.json, lambda: render(doc))
+    return 0
+
+
+def render(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    rows = [
+        [
+            c["case"],
+            c["baseline_s"],
+            c["ours_s"],
+            f"{c['ratio']}x",
+            "met" if c["ours_s"] <= 0.3 else "MISSED",
+        ]
+        for c in doc["cases"]
+    ]
+    return "\n".join(
+        [
+            "bench/startup.py: CPU of `synccli post-invoices --all` with nothing to do; "
+            f"baseline {doc['baseline']['rev']} ({doc['baseline']['commit']}) and this checkout "
+            f"({m['commit']}), alternating, least of each",
+            f"machine: {m['uname']}; nproc {m['nproc']}; Python {m['python']}; {m['date']}; "
+            f"load average {m['load']} at the start, {m['load_after']} at the end",
+            "",
+            common.table(
+                ["case", "baseline CPU s", "ours CPU s", "baseline/ours", "target <= 0.3 s"],
+                rows,
+            ),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
