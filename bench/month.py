@@ -5,7 +5,8 @@
 
 The jobs of ``crontab.example`` run at the minutes its lines give, on a simulated clock the sandbox
 shares (``SimClock``), for the reference merchant of ``synccli plan``: 5,000 products (2% change
-price or description a day, 5% move stock), 3,000 customers (20 new a day, added at the provider
+price or description a day, 5% move stock: ``--change-rate`` and ``--stock-change-rate``, which
+plan takes too), 3,000 customers (20 new a day, added at the provider
 and in the shop), 50 orders a day (10% with a product or customer the provider lacks, 2% rejected
 once for a bad tax code that the merchant fixes two hours after the rejection, then
 ``invoices retry``), and 20 products deleted plus 20 archived over the month with no timestamp
@@ -599,8 +600,8 @@ class Month:
     def plan_events(self) -> None:
         a = self.args
         per_day = {
-            "fields": round(a.products * 0.02),
-            "stock": round(a.products * 0.05),
+            "fields": round(a.products * a.change_rate),
+            "stock": round(a.products * a.stock_change_rate),
             "customer": 20,
             "order": a.orders,
         }
@@ -892,8 +893,8 @@ class Month:
             products=a.products,
             customers=a.customers,
             orders_per_day=a.orders,
-            product_change_rate=0.02,
-            stock_change_rate=0.05,
+            product_change_rate=a.change_rate,
+            stock_change_rate=a.stock_change_rate,
             new_customers_per_day=20,
             unknown_share=0.10,
         )
@@ -1244,6 +1245,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--products", type=int, default=5000)
     ap.add_argument("--customers", type=int, default=3000)
     ap.add_argument("--orders", type=int, default=50, help="orders a day")
+    ap.add_argument(
+        "--change-rate",
+        type=float,
+        default=plan_mod.REFERENCE.product_change_rate,
+        help="share of the products whose price or description changes a day (plan's default)",
+    )
+    ap.add_argument(
+        "--stock-change-rate",
+        type=float,
+        default=plan_mod.REFERENCE.stock_change_rate,
+        help="share of the products whose stock moves a day (plan's default)",
+    )
     ap.add_argument("--crontab", default=str(common.ROOT / "crontab.example"))
     ap.add_argument(
         "--sweep",

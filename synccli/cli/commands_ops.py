@@ -32,6 +32,14 @@ def plan(
     products: int = typer.Option(..., "--products", help="Products in the catalogue."),
     customers: int = typer.Option(..., "--customers", help="Customers."),
     orders_per_day: int = typer.Option(..., "--orders-per-day", help="Orders a day."),
+    change_rate: float = typer.Option(
+        0.02,
+        "--change-rate",
+        help="Share of the products whose price or description changes a day (0.02: 2%).",
+    ),
+    stock_change_rate: float = typer.Option(
+        0.05, "--stock-change-rate", help="Share of the products whose stock moves a day."
+    ),
     crontab: Path | None = typer.Option(
         None, "--crontab", help="A crontab to cost (default: the recommended one)."
     ),
@@ -57,8 +65,17 @@ def plan(
     ):
         if value < 0:
             raise UsageError(f"{name} must not be negative")
+    for rate, name in ((change_rate, "--change-rate"), (stock_change_rate, "--stock-change-rate")):
+        if not 0 <= rate <= 1:
+            raise UsageError(f"{name} is a share of the products a day, from 0 to 1")
     schedule = planning.load_schedule(crontab)
-    merchant = planning.Merchant(products, customers, orders_per_day)
+    merchant = planning.Merchant(
+        products,
+        customers,
+        orders_per_day,
+        product_change_rate=change_rate,
+        stock_change_rate=stock_change_rate,
+    )
     reports = [planning.plan(p, merchant, schedule) for p in (provider or registry.names())]
     over = any(r.over_budget for r in reports)
     if json_out:

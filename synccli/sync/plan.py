@@ -351,3 +351,39 @@ def propose(provider: str, merchant: Merchant) -> list[str]:
                 f"5 */2 * * *  {CRON_COMMAND} post-invoices --all",
             ]
     return ["# no schedule fits: ask the provider for a higher limit"]
+
+
+# --- crontab.example's header ------------------------------------------------------------------
+# The reference merchant whose figures crontab.example's header gives (and bench/month.py
+# simulates by default).
+REFERENCE = Merchant(products=5000, customers=3000, orders_per_day=50)
+
+
+def limit_words(report: PlanReport) -> str:
+    """A provider's long-window limit in words, as the header gives it."""
+    if report.limit_day:
+        return f"{report.limit_day:,} a day"
+    if report.limit_month:
+        return f"{report.limit_month:,} a month"
+    return "no day or month cap (a short window only)"
+
+
+def crontab_header(reports: list[PlanReport], merchant: Merchant = REFERENCE) -> list[str]:
+    """The lines of crontab.example's header that state plan's figures (the command that
+    prints them, and one row per provider), so a test can keep the file in step with plan."""
+    command = (
+        f"synccli plan --products {merchant.products} --customers {merchant.customers} "
+        f"--orders-per-day {merchant.orders_per_day} "
+        f"--change-rate {merchant.product_change_rate:g} "
+        f"--stock-change-rate {merchant.stock_change_rate:g} --crontab crontab.example"
+    )
+    width = max(len("provider"), *(len(r.provider) for r in reports))
+    rows = [
+        f"#   {'provider'.ljust(width)}  calls/day  calls/month  limit",
+        *(
+            f"#   {r.provider.ljust(width)}  {r.calls_per_day:>9,.1f}  {r.calls_per_month:>11,.0f}"
+            f"  {limit_words(r)}"
+            for r in reports
+        ),
+    ]
+    return [f"# `{command}`", *rows]
