@@ -1,8 +1,7 @@
 """Lightspeed Retail **X-Series** (formerly Vend) connector, API version 2026-07.
 
-Wire facts and their sources: the provider notes (``providers/lightspeed-x.md``, keys such as
-[D-PAG] below); the official OpenAPI spec is kept in ``tests/specs/``, and the tests check every
-request sent here against it. Settings and credentials are declared in :mod:`synccli.registry`.
+Sources: the provider notes (``providers/lightspeed-x.md``, keys such as [D-PAG]) and the official
+spec (``tests/specs/``; the tests check every request sent here against it). Settings: registry.
 
 - Cursors: X-Series pages by **version**, one integer counter per store [D-PAG]. The store keeps
   cursors as instants, so a version travels as that many microseconds after 1970
@@ -158,7 +157,8 @@ class LightspeedXConnector(Connector):
         cursor_overlap=timedelta(0),  # versions are given at write time [notes §3]
         limits=limits_for(1),
         catalogue_page=PAGE,
-        version_stamps=True,  # a line names a product: codeless ones go against charge_item
+        version_stamps=True,
+        # a line names a product: codeless ones go against the charge_item setting's
         documents=DocumentSupport(tax_inclusive="converted", codeless_lines="charge_item"),
     )
 
@@ -288,15 +288,13 @@ class LightspeedXConnector(Connector):
         self, *, email: str | None = None, account: str | None = None
     ) -> list[RemoteCustomer]:
         found: dict[str, RemoteCustomer] = {}
-        if email and email.strip():
-            wanted = email.strip().casefold()
-            for c in self._search_customers("email", email.strip()):
-                if (c.email or "").strip().casefold() == wanted:
-                    found[c.remote_id] = c
-        if account and account.strip():
-            for c in self._search_customers("customer_code", account.strip()):
-                if c.account_number == account.strip():
-                    found[c.remote_id] = c
+        email, account = (email or "").strip(), (account or "").strip()
+        for c in self._search_customers("email", email) if email else []:
+            if (c.email or "").strip().casefold() == email.casefold():  # exact, folded case
+                found[c.remote_id] = c
+        for c in self._search_customers("customer_code", account) if account else []:
+            if c.account_number == account:
+                found[c.remote_id] = c
         return list(found.values())
 
     def _search_customers(self, field: str, value: str) -> list[RemoteCustomer]:
