@@ -465,6 +465,11 @@ LIGHTSPEED = Provider(
         Setting("employee_id", "the employee a sale is rung up by", "1", check=digits),
         Setting("payment_type_id", "how a sale is paid", "1", check=digits),
         Setting(
+            "payment_types",
+            "paymentTypeID per payment method of an order's payments (card=3,cash=1)",
+            "payment_type_id for every method",
+        ),
+        Setting(
             "sku_field",
             "the item field holding the shop's SKU",
             "customSku",
@@ -513,6 +518,11 @@ LIGHTSPEED_X = Provider(
         Setting("register_id", "the register a sale is rung up on", _X_ID, check=uuid_id),
         Setting("user_id", "the user a sale is rung up by", "the token's own", check=uuid_id),
         Setting("payment_type_id", "how a sale is paid", _X_ID, check=uuid_id),
+        Setting(
+            "payment_types",
+            "payment type id per payment method of an order's payments (card=ID,cash=ID)",
+            "payment_type_id for every method",
+        ),
         Setting(
             "charge_item",
             "id of the product (a service, not stock-tracked) that order lines without a "

@@ -77,17 +77,23 @@ class DocumentSupport:
     # line needs no product: Xero's AccountCode line), "charge_item" (posted against the
     # service item named in the connection's ``charge_item`` setting) or "none"
     codeless_lines: str = "none"
-    # payments applied to the posted invoice (issue 22 line 3), refunds as credit notes (line 4)
-    payments: bool = False
-    refunds: bool = False
+    # the customer's payments: "in_sale" (the sale carries them and is paid in full when rung
+    # up: they must add up to its total, Lightspeed), "applied" (each applied to the posted
+    # invoice afterwards, exactly once: Xero's PUT /Payments, not built yet) or "none"
+    payments: str = "none"
+    refunds: bool = False  # refunds as credit notes (issue 22 line 4): none yet
 
-    def lacks(self, *, tax_inclusive: bool = False, codeless: bool = False) -> list[str]:
+    def lacks(
+        self, *, tax_inclusive: bool = False, codeless: bool = False, payments: bool = False
+    ) -> list[str]:
         """What of this the provider cannot do, in words for a one-line refusal."""
         missing = []
         if tax_inclusive and self.tax_inclusive == "none":
             missing.append("tax-inclusive prices (prices_include_tax)")
         if codeless and self.codeless_lines == "none":
             missing.append("lines without a product code (sku)")
+        if payments and self.payments == "none":
+            missing.append("payments (payments)")
         return missing
 
 
@@ -167,6 +173,29 @@ class InvoiceLine:
 
 
 @dataclass
+class PaymentLine:
+    """A payment the customer made, sent with the invoice where the provider takes it."""
+
+    amount: Decimal
+    date: datetime
+    method: str
+    reference: str | None = None
+
+
+def payment_type(settings: dict[str, Any], method: str | None) -> str:
+    """The provider's payment type for a payment method: the connection's ``payment_types``
+    (``card=3,cash=1``; the method compared case-insensitively), else its ``payment_type_id``."""
+    default = str(settings.get("payment_type_id") or "")
+    if not method:
+        return default
+    for pair in str(settings.get("payment_types") or "").split(","):
+        name, _, value = pair.partition("=")
+        if value.strip() and name.strip().casefold() == method.strip().casefold():
+            return value.strip()
+    return default
+
+
+@dataclass
 class InvoiceDraft:
     """An order ready to post: customer and products already exist remotely."""
 
@@ -181,6 +210,7 @@ class InvoiceDraft:
     # the lines' unit prices include tax (the order's ``prices_include_tax``); the money rule
     # for both modes is wire.line_amounts
     prices_include_tax: bool = False
+    payments: list[PaymentLine] = field(default_factory=list)
     # an earlier attempt got no clear answer (the job looked the invoice up first and did not
     # find it): a connector may check once more before it reports a refusal
     resend: bool = False

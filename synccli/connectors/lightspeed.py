@@ -88,6 +88,7 @@ from synccli.connectors.base import (
     RemoteCustomer,
     RemoteProduct,
     RemoteStock,
+    payment_type,
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.connectors.paging import NextLink, OffsetCount, every_record, pages
@@ -298,7 +299,9 @@ class LightspeedConnector(Connector):
         catalogue_page=PAGE_LIMIT,
         # a SaleLine names an itemID: a line without a product code goes against the
         # connection's non-inventory item (docs/providers.md)
-        documents=DocumentSupport(tax_inclusive="converted", codeless_lines="charge_item"),
+        documents=DocumentSupport(
+            tax_inclusive="converted", codeless_lines="charge_item", payments="in_sale"
+        ),
     )
 
     def __init__(
@@ -650,8 +653,17 @@ class LightspeedConnector(Connector):
             "referenceNumber": invoice.number,
             "referenceNumberSource": "synccli",
             "SaleLines": {"SaleLine": lines},
+            # the customer's payments when the order carries them (invoices add checked they
+            # add up to its total: a completed sale must balance), else paid in full
             "SalePayments": {
-                "SalePayment": {
+                "SalePayment": [
+                    {
+                        "amount": money_text(p.amount),
+                        "paymentTypeID": _int_or_str(payment_type(self.settings, p.method)),
+                    }
+                    for p in invoice.payments
+                ]
+                or {
                     "amount": money_text(total),
                     "paymentTypeID": _int_or_str(self.settings["payment_type_id"]),
                 }

@@ -52,6 +52,7 @@ from synccli.connectors.base import (
     RemoteCustomer,
     RemoteProduct,
     RemoteStock,
+    payment_type,
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
@@ -159,7 +160,9 @@ class LightspeedXConnector(Connector):
         catalogue_page=PAGE,
         version_stamps=True,
         # a line names a product: codeless ones go against the charge_item setting's
-        documents=DocumentSupport(tax_inclusive="converted", codeless_lines="charge_item"),
+        documents=DocumentSupport(
+            tax_inclusive="converted", codeless_lines="charge_item", payments="in_sale"
+        ),
     )
 
     def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
@@ -362,6 +365,7 @@ class LightspeedXConnector(Connector):
         # sale's total against ours (a mismatch the job reports), not as a refused payment
         total = computed
         rid = sale_id(self.prefix, invoice.number)
+        pays = {**self.settings, "payment_type_id": ref["payment_type_id"]}
         body: dict[str, Any] = {
             "id": rid,
             "source": {"author_id": ref["user_id"], "register_id": ref["register_id"]},
@@ -369,7 +373,11 @@ class LightspeedXConnector(Connector):
             "date": invoice.date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "note": invoice.reference or invoice.number,
             "line_items": lines,
-            "payments": [{"amount": float(total), "type": {"config_id": ref["payment_type_id"]}}],
+            "payments": [  # the order's own payments (they add up to its total), else in full
+                {"amount": float(p.amount), "type": {"config_id": payment_type(pays, p.method)}}
+                for p in invoice.payments
+            ]
+            or [{"amount": float(total), "type": {"config_id": ref["payment_type_id"]}}],
         }
         body["source"].update(id=invoice.number, type="synccli")  # our order, on every read
         if invoice.customer_remote_id:

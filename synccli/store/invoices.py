@@ -69,7 +69,7 @@ def due_jobs(s: Session, connection_id: int, now: datetime) -> list[tuple[Invoic
     rows = s.execute(
         select(InvoiceJob, Order)
         .join(Order, InvoiceJob.order_id == Order.id)
-        .options(selectinload(Order.lines))
+        .options(selectinload(Order.lines), selectinload(Order.payments))
         .where(*_due(connection_id, now))
         .order_by(*_DUE_ORDER)
     )
@@ -91,7 +91,13 @@ def _without_job(connection_id: int) -> Select[Any]:
 def orders_without_job(s: Session, connection_id: int) -> list[Order]:
     """Orders the shop inserted straight into its tables (no invoice job yet), oldest first,
     with their lines."""
-    return list(s.scalars(_without_job(connection_id).options(selectinload(Order.lines))))
+    return list(
+        s.scalars(
+            _without_job(connection_id).options(
+                selectinload(Order.lines), selectinload(Order.payments)
+            )
+        )
+    )
 
 
 def order_keys_without_job(s: Session, connection_id: int) -> list[tuple[int, str]]:
@@ -119,7 +125,9 @@ def job_with_order(s: Session, job_id: int) -> tuple[InvoiceJob, Order]:
     job = s.get(InvoiceJob, job_id)
     assert job is not None
     order = s.scalar(
-        select(Order).options(selectinload(Order.lines)).where(Order.id == job.order_id)
+        select(Order)
+        .options(selectinload(Order.lines), selectinload(Order.payments))
+        .where(Order.id == job.order_id)
     )
     assert order is not None
     return job, order

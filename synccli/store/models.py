@@ -184,6 +184,9 @@ class Order(Base):
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan"
     )
+    payments: Mapped[list[OrderPayment]] = relationship(
+        order_by="OrderPayment.payment_no", cascade="all, delete-orphan"
+    )
 
 
 class OrderLine(Base):
@@ -206,6 +209,22 @@ class OrderLine(Base):
     kind: Mapped[str | None] = mapped_column(String(20), default=None)
 
     order: Mapped[Order] = relationship(back_populates="lines")
+
+
+class OrderPayment(Base):
+    """A payment the customer made for an order (at checkout), applied with its invoice as the
+    provider allows (``Capabilities.documents.payments``)."""
+
+    __tablename__ = "order_payments"
+    __table_args__ = (UniqueConstraint("order_id", "payment_no"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    payment_no: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[Decimal]
+    date: Mapped[datetime]
+    method: Mapped[str] = mapped_column(String(50))
+    reference: Mapped[str | None] = mapped_column(String(255))
 
 
 # --- links, cursors, runs --------------------------------------------------------------------

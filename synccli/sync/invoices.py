@@ -58,7 +58,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from synccli import fmt, mailsafe, notify
-from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewProduct, PostedInvoice
+from synccli.connectors.base import (
+    InvoiceDraft,
+    InvoiceLine,
+    NewProduct,
+    PaymentLine,
+    PostedInvoice,
+)
 from synccli.errors import ClaimLost, ConfigError, Rejected, TransientError, UsageError
 from synccli.outcomes import InvoiceAction, outcome_of
 from synccli.remote_ids import refusal
@@ -540,6 +546,10 @@ class _Worker:
             total=Decimal(order.total),
             resend=self.maybe_sent,
             prices_include_tax=bool(order.prices_include_tax),
+            payments=[
+                PaymentLine(Decimal(p.amount), p.date, p.method, p.reference)
+                for p in order.payments
+            ],
         )
 
     # state changes ----------------------------------------------------------------------------
@@ -775,7 +785,15 @@ def _local_problems(order: Order, provider: str, settings: dict[str, Any]) -> li
             problems.append(f"{path} {value!r} {why}")
     inclusive = bool(order.prices_include_tax)
     # as `invoices add` refuses it (rows written straight into the tables)
-    why = cannot_take(provider, inclusive, any(codeless(ln) for ln in order.lines), settings)
+    paid = sum((Decimal(p.amount) for p in order.payments), Decimal(0)) if order.payments else None
+    why = cannot_take(
+        provider,
+        inclusive,
+        any(codeless(ln) for ln in order.lines),
+        settings,
+        paid,
+        Decimal(order.total),
+    )
     if why:
         problems.append(why)
     if not order.lines:

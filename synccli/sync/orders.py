@@ -39,7 +39,14 @@ from synccli.connectors.wire import line_amounts
 from synccli.errors import UsageError
 from synccli.store.db import Store
 from synccli.store.invoices import insert_jobs, order_keys_without_job
-from synccli.store.models import Connection, Customer, InvoiceJob, Order, OrderLine
+from synccli.store.models import (
+    Connection,
+    Customer,
+    InvoiceJob,
+    Order,
+    OrderLine,
+    OrderPayment,
+)
 from synccli.store.orders import customer_by_account, customer_by_email, existing_numbers
 from synccli.store.sync_state import posted_before
 
@@ -71,7 +78,9 @@ ORDER_FIELDS = (
     "subtotal",
     "tax_total",
     "prices_include_tax",
+    "payments",
 )
+PAYMENT_FIELDS = ("amount", "date", "method", "reference")
 CUSTOMER_FIELDS = ("email", "account_number", "name", "first_name", "last_name")
 LINE_FIELDS = (
     "sku",
@@ -192,6 +201,17 @@ class OrderIn:
     lines: list[LineIn]
     total: Decimal
     prices_include_tax: bool = False
+    payments: list[PaymentIn] = field(default_factory=list)
+
+
+@dataclass
+class PaymentIn:
+    """A payment the customer made (at checkout)."""
+
+    amount: Decimal
+    date: datetime
+    method: str
+    reference: str | None = None
 
 
 @dataclass
@@ -455,14 +475,15 @@ class _Validator:
             return None
         return number
 
-    def when(self, obj: dict[str, Any], key: str) -> datetime | None:
+    def when(self, obj: dict[str, Any], key: str, path: str | None = None) -> datetime | None:
         value = obj.get(key)
+        path = path or key
         if value is None or value == "":
-            self.fail(key, "is required")
+            self.fail(path, "is required")
             return None
         if not isinstance(value, str):
             self.fail(
-                key, f"must be a date string (YYYY-MM-DD or ISO 8601), not {_type_name(value)}"
+                path, f"must be a date string (YYYY-MM-DD or ISO 8601), not {_type_name(value)}"
             )
             return None
         text = value.strip()
@@ -471,7 +492,7 @@ class _Validator:
                 return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         except ValueError:
-            self.fail(key, f"is not a date (YYYY-MM-DD or ISO 8601): {value!r}")
+            self.fail(path, f"is not a date (YYYY-MM-DD or ISO 8601): {value!r}")
             return None
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
@@ -491,13 +512,43 @@ class _Validator:
         subtotal = self.number(value, "subtotal", "subtotal", required=False, places=2)
         tax_total = self.number(value, "tax_total", "tax_total", required=False, places=2)
         inclusive = self.flag(value, "prices_include_tax")
+        payments = self.payments(value.get("payments"))
         if self.problems:
             return None
         assert number and when and currency and customer and lines is not None and total is not None
         self.totals(lines, total, subtotal, tax_total, inclusive)
+        paid = sum((p.amount for p in payments), Decimal("0.00"))
+        if paid > total:
+            self.fail("payments", f"add up to {paid}, more than the order's total {total}")
         if self.problems:
             return None
-        return OrderIn(self.line, number, when, currency, customer, lines, total, inclusive)
+        return OrderIn(
+            self.line, number, when, currency, customer, lines, total, inclusive, payments
+        )
+
+    def payments(self, value: Any) -> list[PaymentIn]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail("payments", f"must be an array, not {_type_name(value)}")
+            return []
+        result = []
+        for i, raw in enumerate(value):
+            p = f"payments[{i}]"
+            if not isinstance(raw, dict):
+                self.fail(p, f"must be an object, not {_type_name(raw)}")
+                continue
+            self.unknown(raw, PAYMENT_FIELDS, f"{p}.", "a payment")
+            amount = self.number(raw, "amount", f"{p}.amount", required=True, places=2)
+            if amount is not None and amount <= 0:
+                self.fail(f"{p}.amount", "must be more than 0")
+                amount = None
+            when = self.when(raw, "date", f"{p}.date")
+            method = self.string(raw, "method", f"{p}.method", required=True, max_len=50)
+            reference = self.string(raw, "reference", f"{p}.reference", required=False, max_len=255)
+            if amount is not None and when is not None and method:
+                result.append(PaymentIn(amount, when, method, reference))
+        return result
 
     def flag(self, obj: dict[str, Any], key: str) -> bool:
         """A JSON boolean; absent or null is false. A string such as "true" is refused: it is
@@ -707,8 +758,14 @@ def unsupported(
     problem each, naming what is not supported."""
     problems = []
     for o in orders:
+        paid = sum((p.amount for p in o.payments), Decimal(0)) if o.payments else None
         why = cannot_take(
-            provider, o.prices_include_tax, any(codeless(ln) for ln in o.lines), settings or {}
+            provider,
+            o.prices_include_tax,
+            any(codeless(ln) for ln in o.lines),
+            settings or {},
+            paid,
+            o.total,
         )
         if why:
             problems.append(f"line {o.line}: {why}")
@@ -716,16 +773,30 @@ def unsupported(
 
 
 def cannot_take(
-    provider: str, inclusive: bool, has_codeless: bool, settings: dict[str, Any]
+    provider: str,
+    inclusive: bool,
+    has_codeless: bool,
+    settings: dict[str, Any],
+    paid: Decimal | None = None,
+    total: Decimal | None = None,
 ) -> str:
     """Why the provider (with this connection's settings) cannot take an order asking for
-    tax-inclusive prices or lines without a product code, or ""."""
+    tax-inclusive prices, lines without a product code or payments (``paid``: their sum, None
+    when the order has none), or ""."""
     from synccli.sync.context import connector_class  # the connectors, only when adding
 
     documents = connector_class(provider).capabilities.documents
-    missing = documents.lacks(tax_inclusive=inclusive, codeless=has_codeless)
+    missing = documents.lacks(
+        tax_inclusive=inclusive, codeless=has_codeless, payments=paid is not None
+    )
     if missing:
         return f"{provider} cannot take {' or '.join(missing)} (README: the provider table)"
+    if paid is not None and documents.payments == "in_sale" and paid != total:
+        # a completed sale must balance (R-Series sales tutorial), and it is rung up complete
+        return (
+            f"payments add up to {paid}, not the order's total {total}: {provider} rings the "
+            "sale up paid in full"
+        )
     needs = []
     if has_codeless and documents.codeless_lines == "charge_item":
         needs.append("lines without a product code")
@@ -801,6 +872,16 @@ def add_orders(
                         kind=None if ln.kind == "product" else ln.kind,
                     )
                     for i, ln in enumerate(o.lines)
+                ]
+                order.payments = [
+                    OrderPayment(
+                        payment_no=i + 1,
+                        amount=p.amount,
+                        date=p.date,
+                        method=p.method,
+                        reference=p.reference,
+                    )
+                    for i, p in enumerate(o.payments)
                 ]
                 s.add(order)
                 s.flush()
