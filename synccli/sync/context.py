@@ -9,6 +9,7 @@ recorded with its outcome, counts and calls, whatever happens.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -354,7 +355,7 @@ def job_run(
         outcome, error, raised = run_outcome(err), f"{err.__class__.__name__}: {err}", err
         raise
     finally:
-        finish_run(store, run_id, clock.now(), outcome, _plain(counts), ctx.calls, error)
+        finish_run(store, run_id, clock.now(), outcome, run_counts(counts), ctx.calls, error)
         if lease:
             release_lease(store, job, conn.id, owner)
         _log_run_end(job, conn.name, run_id, raised, counts, ctx.calls)
@@ -385,7 +386,7 @@ def _log_run_end(
     outcome, code = run_outcome(err), run_exit_code(err)
     if code == 0 and getattr(counts, "email_failures", None):
         code = int(ExitCode.UNNOTIFIED)  # the merchant was not told: the CLI exits 6
-    plain = _plain(counts) if counts else {}
+    plain = run_counts(counts) if counts else {}
     numbers = {
         k: v
         for k, v in (plain.items() if isinstance(plain, dict) else ())
@@ -423,6 +424,39 @@ def _tell_merchant(store: Store, conn: Connection, err: AuthError, clock: Clock)
 
 
 _PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})  # kept as they are, no call
+# A run row's counts stay small whatever the run did: a first pull's report lists 100,000
+# changes (a 3.7 MB document written, and walked twice, at the end of the run), but the changes
+# themselves are rows of ``events``. A list keeps its first entries, and ``truncated`` says how
+# long it was.
+RUN_COUNTS_BYTES = 64 * 1024
+RUN_LIST_KEEP = 100
+
+
+def run_counts(report: Any) -> Any:
+    """``report`` as a run row keeps it: plain values, each list cut to its first entries so the
+    whole stays within RUN_COUNTS_BYTES (``truncated``: list name -> its full length)."""
+    keep = RUN_LIST_KEEP
+    while True:
+        plain = _plain(_cut(report, keep))
+        if keep == 0 or len(json.dumps(plain, default=str)) <= RUN_COUNTS_BYTES:
+            return plain
+        keep //= 2  # long entries (error messages): fewer of them
+
+
+def _cut(report: Any, keep: int) -> Any:
+    """A dataclass report or a dict with every top-level list longer than ``keep`` cut to
+    ``keep`` entries, and their lengths under ``truncated``; anything else as it is."""
+    if is_dataclass(report) and not isinstance(report, type):
+        items = {name: getattr(report, name) for name in _field_names(type(report))}
+    elif isinstance(report, dict):
+        items = dict(report)
+    else:
+        return report
+    long = {k: len(v) for k, v in items.items() if isinstance(v, (list, tuple)) and len(v) > keep}
+    if not long:
+        return items
+    cut = {k: (v[:keep] if k in long else v) for k, v in items.items()}
+    return {**cut, "truncated": {**(cut.get("truncated") or {}), **long}}
 
 
 def _plain(value: Any) -> Any:
