@@ -210,3 +210,34 @@ def test_an_inclusive_order_is_posted_with_its_own_total(
         with store.session() as s:
             job = s.scalar(select(InvoiceJob))
             assert job is not None and job.state == "posted", job and job.last_error
+
+
+def test_rows_the_shop_wrote_are_checked_before_any_call() -> None:
+    """An order written straight into the tables: an unknown kind is never guessed to be a line
+    without a product (it would go against the service item), payments over the total are not
+    sent."""
+    from datetime import UTC, datetime
+
+    from synccli.store.models import Order, OrderPayment
+    from synccli.sync.invoices import _local_problems
+
+    when = datetime(2026, 5, 1, tzinfo=UTC)
+    order = Order(number="T-1", total=Decimal("10.00"), date=when, currency="NZD")
+    order.lines = [
+        OrderLine(
+            line_no=1,
+            sku="",
+            description="Freight",
+            quantity=Decimal(1),
+            unit_price=Decimal("10.00"),
+            tax_rate=Decimal(0),
+            kind="freight",
+        ),
+    ]
+    order.payments = [OrderPayment(payment_no=1, amount=Decimal("11.00"), date=when, method="card")]
+    problems = _local_problems(order, "lightspeed", {"charge_item": "1"})
+    assert (
+        "line 1: kind 'freight' is not one of ('product', 'shipping', 'surcharge', "
+        "'discount', 'gift_card', 'other')" in problems
+    )
+    assert any("payments add up to 11.00, more than the order's total 10.00" in p for p in problems)

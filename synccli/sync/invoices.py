@@ -106,6 +106,7 @@ from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.jobs import Job
 from synccli.sync.orders import (
+    LINE_KINDS,
     cannot_take,
     codeless,
     enqueue_missing,
@@ -796,11 +797,15 @@ def _local_problems(order: Order, provider: str, settings: dict[str, Any]) -> li
     )
     if why:
         problems.append(why)
+    if paid is not None and paid > Decimal(order.total):
+        problems.append(f"payments add up to {paid}, more than the order's total {order.total}")
     if not order.lines:
         problems.append(f"order {order.number} has no lines")
     for ln in order.lines:
         if not ln.sku and not codeless(ln):
             problems.append(f"line {ln.line_no}: sku is empty")
+        if (ln.kind or "product") not in LINE_KINDS:  # a row the shop wrote: never guessed
+            problems.append(f"line {ln.line_no}: kind {ln.kind!r} is not one of {LINE_KINDS}")
         if ln.quantity is None or Decimal(ln.quantity) < 0:
             problems.append(f"line {ln.line_no}: quantity must not be negative")
         if ln.unit_price is None:
