@@ -1876,7 +1876,10 @@ class XeroSandbox(SandboxApp):
             rate = Decimal(0)
         amount = _round2(qty * unit)
         if head.amount_types == "Inclusive":
-            line_tax = _round2(amount - amount / (1 + rate))
+            # the line amount includes its tax, which is worked out of it per line: the spec's
+            # Inclusive invoice example (UnitAmount 20.00 at 9.5%) answers TaxAmount 1.74,
+            # SubTotal 18.26, Total 20.00
+            line_tax = _round2(amount * rate / (1 + rate))
             net = amount - line_tax
         else:
             line_tax = _round2(amount * rate)
