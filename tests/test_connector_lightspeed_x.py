@@ -364,3 +364,50 @@ def test_operator_commands_cover_it(store, cli):
         assert p.code in cli("trace", "product", p.code, "-c", "xs").stdout
         ids = json.loads(cli("connections", "ids", "xs", "--json").stdout)
         assert running.app.register_id in json.dumps(ids)
+
+
+def test_cursors_show_as_versions_not_1970(store, cli):
+    """X-Series cursors are version counters kept in the store's time columns: every command
+    that shows one shows the version, never the instant it is kept as (a 1970 date)."""
+    import json
+    import re
+
+    from synccli.sandbox import harness
+    from synccli.store.sync_state import get_cursor
+
+    epoch = re.compile(r"1970-01-01|1970-01-0\d \d\d:\d\d")
+    with harness.start("lightspeed-x", products=6, customers=2) as running:
+        conn = harness.add_connection(store, "xs", running)
+        code = sorted(running.app.world().products.values(), key=lambda x: x.code)[0].code
+        pulled = cli("pull-products", "-c", "xs", "--json")
+        assert pulled.exit_code == 0, pulled.stderr
+        with store.session() as s:
+            versions = {
+                stream: stamp_version(get_cursor(s, conn.id, stream).value)
+                for stream in ("products", "stock")
+            }
+        assert all(v > 0 for v in versions.values())
+        report = json.loads(pulled.stdout)[0]["report"]
+        assert report["cursor"] == {k: {"version": v} for k, v in versions.items()}
+        shown = cli("status")
+        assert not epoch.search(shown.stdout), shown.stdout
+        assert f"products version {versions['products']}" in shown.stdout
+        assert f"stock version {versions['stock']}" in shown.stdout
+        as_json = cli("status", "--json").stdout
+        assert not epoch.search(as_json), as_json
+        item = json.loads(as_json)[0]
+        assert item["cursors"] == {
+            "products": {"version": versions["products"]},
+            "stock": {"version": versions["stock"]},
+            "customers": None,
+        }
+        linked = cli("link-customers", "-c", "xs", "--json")
+        assert linked.exit_code == 0, linked.stderr
+        assert list(json.loads(linked.stdout)[0]["report"]["cursor"]) == ["version"]
+        assert "customers version " in cli("status").stdout
+        for args in (("trace", "product", code, "-c", "xs"), ("doctor",)):
+            for extra in ((), ("--json",)) if args[0] == "trace" else ((),):
+                out = cli(*args, *extra).stdout
+                assert not epoch.search(out), (args, out)
+        traced = json.loads(cli("trace", "product", code, "-c", "xs", "--json").stdout)
+        assert traced["links"][0]["remote_version"] > 0

@@ -89,6 +89,7 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             f"  {budget}; invoices: {queue}; ghosts {item.ghosts}; "
             f"review {item.review_waiting}; {pulled}"
         )
+        output.line(f"  cursors: {cursors_line(item.cursors)}")
         if item.uncoded:
             output.line(f"  {uncoded_line(item.provider, item.uncoded)}")
         output.table(
@@ -98,6 +99,20 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
                 for j in item.jobs
             ],
         )
+
+
+def cursors_line(cursors: dict[str, datetime | dict[str, int] | None]) -> str:
+    """Where each stream reads from next: a time, or a version where the provider counts
+    changes instead (its cursors are kept as instants after 1970, never shown as such)."""
+
+    def shown(value: datetime | dict[str, int] | None) -> str:
+        if value is None:
+            return "never pulled"
+        if isinstance(value, dict):
+            return f"version {value['version']}"
+        return fmt.minute(value)
+
+    return ", ".join(f"{stream} {shown(value)}" for stream, value in cursors.items())
 
 
 def uncoded_line(provider: str, n: int) -> str:

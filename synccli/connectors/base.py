@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from synccli.connectors.wire import CENT, line_amounts, round_money
+from synccli.connectors.wire import CENT, line_amounts, round_money, stamp_version
 from synccli.errors import Rejected, TransientError
 
 if TYPE_CHECKING:
@@ -62,6 +62,14 @@ class Capabilities:
     # order that asks for one the provider lacks, naming it; README's provider table lists
     # them; docs/providers.md gives each one's source.
     documents: DocumentSupport = field(default_factory=lambda: DocumentSupport())
+
+    def shown_stamp(self, value: datetime | None) -> datetime | dict[str, int] | None:
+        """A stored cursor or record stamp as reports show it: the instant, or ``{"version":
+        N}`` where stamps are versions (kept as instants after 1970, which would read as 1970
+        dates and mean nothing to anyone)."""
+        if value is None or not self.version_stamps:
+            return value
+        return {"version": stamp_version(value)}
 
 
 @dataclass(frozen=True)

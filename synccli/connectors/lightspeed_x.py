@@ -56,7 +56,13 @@ from synccli.connectors.base import (
 )
 from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
 from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
-from synccli.connectors.wire import decimal, decimal_or_none, round_money
+from synccli.connectors.wire import (
+    decimal,
+    decimal_or_none,
+    round_money,
+    stamp_version,
+    version_stamp,
+)
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, SyncError
 
 API = "api/2026-07"
@@ -74,7 +80,6 @@ BATCH = 100  # ids one /search carries (a 4 kB query)
 INVENTORY_PAGE = 5000  # [SPEC InventoryRequest.size maximum]
 WINDOW = 300.0  # seconds [D-RL]
 REFERENCE = "x_series_reference"  # the name its copy is kept under between runs
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SALE_NS = uuid.UUID("0b0e6f4e-3c51-5c1e-9d0b-2f3f6c1d7a10")
 T = TypeVar("T")
 log = logging.getLogger("synccli.lightspeed_x")
@@ -83,19 +88,6 @@ log = logging.getLogger("synccli.lightspeed_x")
 def limits_for(registers: int = 1) -> Limits:
     """Calls allowed per 5 minutes [D-RL]."""
     return Limits(window_calls=300 * max(1, registers) + 50, window_seconds=WINDOW)
-
-
-def version_stamp(version: int) -> datetime:
-    """A version as the instant the store keeps cursors in (microseconds after 1970)."""
-    return EPOCH + timedelta(microseconds=max(0, int(version)))
-
-
-def stamp_version(value: datetime | None) -> int:
-    """The version a stored cursor stands for (0: from the start)."""
-    if value is None:
-        return 0
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return max(0, (aware - EPOCH) // timedelta(microseconds=1))
 
 
 def sale_id(domain_prefix: str, number: str) -> str:

@@ -46,6 +46,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS_DATE = re.compile(r"^\\?/Date\((-?\d+)([+-]\d{2,4})?\)\\?/$")
 
 
+def version_stamp(version: int) -> datetime:
+    """A provider's change counter (Lightspeed X-Series' version) as the instant the store keeps
+    cursors and record stamps in: microseconds after 1970, so versions order as instants do."""
+    return EPOCH + timedelta(microseconds=max(0, int(version)))
+
+
+def stamp_version(value: datetime | None) -> int:
+    """The version a stored cursor or stamp stands for (0: from the start)."""
+    if value is None:
+        return 0
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return max(0, (aware - EPOCH) // timedelta(microseconds=1))
+
+
 def _absent(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 

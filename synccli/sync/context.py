@@ -167,6 +167,15 @@ def never_authorised(conn: Connection, creds: dict[str, Any]) -> None:
         )
 
 
+def shown_stamp(provider: str, value: datetime | None) -> datetime | dict[str, int] | None:
+    """A stored cursor or record stamp of a provider's as reports show it
+    (:meth:`Capabilities.shown_stamp`); a provider without a connector: the instant as kept."""
+    try:
+        return provider_of(provider).capabilities.shown_stamp(value)
+    except (ConfigError, ImportError):
+        return value
+
+
 def limits_of(provider: str) -> Limits:
     """A stored connection's provider's limits (an unknown provider is a config error)."""
     return provider_of(provider).limits

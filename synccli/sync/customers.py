@@ -178,7 +178,7 @@ class LinkReport:
     unlinked_rivals: int = 0  # links of this run undone because a rival came later
     raced: int = 0  # matches another process linked first (left as they are)
     since: str | None = None
-    cursor: str | None = None
+    cursor: str | dict[str, int] | None = None  # ISO, or {"version": N} (version_stamps)
     dry_run: bool = False
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
@@ -368,7 +368,8 @@ def link_customers(
             if ctx.dry_run:
                 s.rollback()
     cursor = stream.advance()
-    report.cursor = cursor.isoformat() if cursor else None
+    shown = ctx.connector.capabilities.shown_stamp(cursor)
+    report.cursor = shown.isoformat() if isinstance(shown, datetime) else shown
     report.ambiguous = len(flagged)
     report.review = list(flagged.values())[:_REVIEW_IN_REPORT]
     report.calls = ctx.calls

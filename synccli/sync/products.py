@@ -93,7 +93,7 @@ class PullReport:
     calls: int = 0
     seconds: float = 0.0
     dry_run: bool = False
-    cursor: dict[str, str | None] = field(default_factory=dict)
+    cursor: dict[str, str | dict[str, int] | None] = field(default_factory=dict)  # ISO or version
     ghosts: list[dict[str, str]] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -567,7 +567,8 @@ def _pull_stream(
         _check_ghosts(ctx, stream.seen, report)
     cursor = stream.advance()
     if not ctx.dry_run:
-        report.cursor[name] = cursor.isoformat() if cursor else None
+        shown = caps.shown_stamp(cursor)
+        report.cursor[name] = shown.isoformat() if isinstance(shown, datetime) else shown
 
 
 LINKED_MEANWHILE = "a product was linked meanwhile"

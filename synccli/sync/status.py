@@ -50,7 +50,8 @@ class ConnectionStatus:
     # When the last successful pull ended (None: never), and each stream's cursor: how fresh the
     # local copy is, in terms a merchant asks about.
     last_successful_pull: datetime | None = None
-    cursors: dict[str, datetime | None] = field(default_factory=dict)
+    # ``{"version": N}`` where the provider's cursors are versions (capabilities.version_stamps)
+    cursors: dict[str, datetime | dict[str, int] | None] = field(default_factory=dict)
     calls: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
     invoices: dict[str, int] = field(default_factory=dict)
@@ -66,7 +67,7 @@ def status_report(
     """Per connection: last run of each job, the last successful pull and the cursors, budget
     use, the invoice queue (every state, zero when empty), ghosts and review items. An unknown
     name in ``names`` is a usage error."""
-    from synccli.sync.context import limits_of
+    from synccli.sync.context import limits_of, shown_stamp
 
     report = []
     conns = list_connections(store)
@@ -97,10 +98,8 @@ def status_report(
                 )
             )
         with store.session() as s:
-            item.cursors = {
-                **dict.fromkeys(CURSOR_STREAMS),
-                **cursors_of(s, conn.id, CURSOR_STREAMS),
-            }
+            stored = cursors_of(s, conn.id, CURSOR_STREAMS)
+            item.cursors = {k: shown_stamp(conn.provider, stored.get(k)) for k in CURSOR_STREAMS}
             item.invoices = {**dict.fromkeys(INVOICE_STATES, 0), **invoice_states(s, conn.id)}
             item.ghosts = count_ghosts(s, conn.id)
             item.review_waiting = count_review_waiting(s, conn.id)

@@ -47,10 +47,21 @@ def _links(s: Any, conn: Connection, kind: str, local_id: int) -> list[dict[str,
             "state": lk.state,
             "origin": lk.origin,
             "last_synced_at": lk.last_synced_at,
-            "remote_updated_at": lk.remote_updated_at,
+            **_remote_stamp(conn.provider, lk.remote_updated_at),
         }
         for lk in links_of(s, conn.id, kind, local_id)
     ]
+
+
+def _remote_stamp(provider: str, value: datetime | None) -> dict[str, Any]:
+    """The record's stamp at the provider: ``remote_updated_at``, or ``remote_version`` where
+    stamps are versions (kept as instants after 1970: never shown as a 1970 date)."""
+    from synccli.sync.context import shown_stamp
+
+    shown = shown_stamp(provider, value)
+    if isinstance(shown, dict):
+        return {"remote_version": shown["version"]}
+    return {"remote_updated_at": shown}
 
 
 def _events(s: Any, conn: Connection, kind: str, local_id: int) -> list[TraceLine]:
