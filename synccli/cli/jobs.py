@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
@@ -132,7 +132,11 @@ def run_for_connections(
     render: Callable[[Connection, R], None] | None = None,
     json_out: bool = False,
 ) -> list[Outcome]:
-    """Run ``work`` for each selected connection; render each report; exit with the worst code."""
+    """Run ``work`` for each selected connection; render each report; exit with the worst code.
+
+    Each connection's report is printed as soon as its run ends (``--json``: one object of the
+    array a connection) and not kept: memory stays that of one connection's run, however many
+    connections there are (the returned outcomes carry no report)."""
     st = state(ctx)
     store = st.store()
     outcomes: list[Outcome] = []
@@ -140,55 +144,80 @@ def run_for_connections(
     # before this one began belongs to the same round.
     round_start = SystemClock().now() - round_slack() if all_ else None
     offer_all = any(p.name == "all_" for p in ctx.command.params)
-    for conn in select_connections(store, names, all_, offer_all=offer_all):
-        with bind(job=job, connection=conn.name):
-            jc: JobContext | None = None
-            # the jobs' machinery (connectors, HTTP), once there is a job to run
-            from synccli.sync.context import job_run
-
-            try:
-                with job_run(
-                    store, job, conn, clock=SystemClock(), dry_run=dry_run, round_start=round_start
-                ) as jc:
-                    report = work(jc)
-                    jc.counts = report
-                if render is not None and not json_out and not st.quiet:
-                    render(conn, report)
-                outcomes.append(Outcome(conn.name, report, code=_unnotified(conn, report)))
-            except LeaseBusy as err:
-                if all_:
-                    log.info("skipped: %s", err.message)
-                    outcomes.append(Outcome(conn.name, skipped=err.message))
-                    if not json_out and not st.quiet:
-                        output.line(f"{conn.name}: skipped: {err.message}")
-                    continue
-                outcomes.append(Outcome(conn.name, None, err.message, outcome_of(err).exit_code))
-                output.error_line(f"{conn.name}: {err.message}")
-            except SyncError as err:
-                outcomes.append(Outcome(conn.name, None, err.message, outcome_of(err).exit_code))
-                output.error_line(f"{conn.name}: {err.message}")
-                if jc is not None:
-                    _unnotified(conn, jc.counts)
-            except Exception as exc:  # a bug or a surprise in one connection: the others still run
-                message = _internal(exc)
-                outcomes.append(Outcome(conn.name, None, message, outcome_of(exc).exit_code))
-                output.error_line(f"{conn.name}: {message}")
-                if st.verbosity > 0:
-                    sys.stderr.write(secrets.redact(traceback.format_exc()))
-    if json_out:
-        output.print_json(
-            [
-                {
-                    "connection": o.connection,
-                    "skipped": o.skipped,
-                    "error": o.error,
-                    "report": o.report,
-                }
-                for o in outcomes
-            ]
-        )
+    conns = select_connections(store, names, all_, offer_all=offer_all)
+    stream = output.JsonArray() if json_out else None
+    say = not json_out and not st.quiet  # the human report and notes
+    show = render if say else None
+    try:
+        for conn in conns:
+            with bind(job=job, connection=conn.name):
+                outcome = _run_one(
+                    st, store, job, conn, all_, dry_run, round_start, work, show, say
+                )
+            if stream is not None:
+                stream.add(
+                    {
+                        "connection": outcome.connection,
+                        "skipped": outcome.skipped,
+                        "error": outcome.error,
+                        "report": outcome.report,
+                    }
+                )
+            outcome.report = None
+            outcomes.append(outcome)
+    finally:
+        if stream is not None:
+            stream.close()
     codes = {o.code for o in outcomes if o.code}
     if codes:
         worst = next(int(c) for c in _PRIORITY if int(c) in codes)
         raise typer.Exit(worst)
     return outcomes
+
+
+def _run_one(
+    st: Any,
+    store: Store,
+    job: str,
+    conn: Connection,
+    all_: bool,
+    dry_run: bool,
+    round_start: datetime | None,
+    work: Callable[[JobContext], R],
+    render: Callable[[Connection, R], None] | None,
+    say: bool,
+) -> Outcome:
+    """One connection's run and its outcome; ``render`` shows its report (None: not shown),
+    ``say``: whether a skipped connection is said to be."""
+    # the jobs' machinery (connectors, HTTP), once there is a job to run
+    from synccli.sync.context import job_run
+
+    jc: JobContext | None = None
+    try:
+        with job_run(
+            store, job, conn, clock=SystemClock(), dry_run=dry_run, round_start=round_start
+        ) as jc:
+            report = work(jc)
+            jc.counts = report
+        if render is not None:
+            render(conn, report)
+        return Outcome(conn.name, report, code=_unnotified(conn, report))
+    except LeaseBusy as err:
+        if all_:
+            log.info("skipped: %s", err.message)
+            if say:
+                output.line(f"{conn.name}: skipped: {err.message}")
+            return Outcome(conn.name, skipped=err.message)
+        output.error_line(f"{conn.name}: {err.message}")
+        return Outcome(conn.name, None, err.message, outcome_of(err).exit_code)
+    except SyncError as err:
+        output.error_line(f"{conn.name}: {err.message}")
+        if jc is not None:
+            _unnotified(conn, jc.counts)
+        return Outcome(conn.name, None, err.message, outcome_of(err).exit_code)
+    except Exception as exc:  # a bug or a surprise in one connection: the others still run
+        message = _internal(exc)
+        output.error_line(f"{conn.name}: {message}")
+        if st.verbosity > 0:
+            sys.stderr.write(secrets.redact(traceback.format_exc()))
+        return Outcome(conn.name, None, message, outcome_of(exc).exit_code)

@@ -66,6 +66,26 @@ def print_json(value: Any) -> None:
     flush()
 
 
+class JsonArray:
+    """A JSON array printed one element at a time, as soon as each is known: the same text
+    :func:`print_json` gives for the whole list, without holding every element until the end
+    (``--all --json`` over many connections, each report with its list of changes)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, value: Any) -> None:
+        text = json.dumps(to_plain(value), indent=2, sort_keys=False, default=str)
+        body = "\n".join("  " + line for line in text.splitlines())
+        write(secrets.redact(("[\n" if self.count == 0 else ",\n") + body))
+        flush()
+        self.count += 1
+
+    def close(self) -> None:
+        write("[]\n" if self.count == 0 else "\n]\n")
+        flush()
+
+
 def write(text: str) -> None:
     """Write to stdout; a reader that went away (``| head``) ends the output, not the command:
     a job keeps going to its end (lease released, run row closed), it just prints no more."""
