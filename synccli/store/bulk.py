@@ -97,7 +97,7 @@ def insert_rows(
     columns of every inserted row (in no particular order)."""
     if not rows:
         return []
-    copy = _copy_types(conn, table) if conn.dialect.name == "postgresql" and use_copy else None
+    copy = _copy_types(conn, table) if _copies(conn) else None
     if conn.dialect.name != "sqlite" and copy is None:
         return _insert_rows_sa(conn, table, rows, returning)
     names = list(rows[0])
@@ -151,7 +151,7 @@ def update_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, A
     if not rows:
         return
     names = [n for n in rows[0] if n != key]
-    copy = _copy_types(conn, table) if conn.dialect.name == "postgresql" and use_copy else None
+    copy = _copy_types(conn, table) if _copies(conn) else None
     if copy is not None:
         _copy_update(conn, table, key, rows, names, copy)
         return
@@ -171,6 +171,12 @@ def update_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, A
 
 
 # --- PostgreSQL: COPY ---------------------------------------------------------------------------
+def _copies(conn: Connection) -> bool:
+    """Whether this connection's writes go through COPY: PostgreSQL through psycopg 3 (whose
+    cursor copies rows; another driver's writes go through SQLAlchemy)."""
+    return use_copy and conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
 def _copy_types(conn: Connection, table: Table) -> dict[str, int] | None:
     """Column name -> type oid of ``table`` as the database has it, when every column's type is
     one COPY writes here (else None). Read once per database connection and table: the
