@@ -32,6 +32,9 @@ def test_demo_runs_the_schedule_twice_and_ends_with_status(tmp_path: Path) -> No
         assert f"demo-{provider}: post-invoices" in out
     assert "calls)" in out  # every step says what it cost
     assert "refused invoice WEB-1999" in out  # the rejected order's email landed in the outbox
+    # every provider's refusal email is listed, not only the first few
+    listed = [ln for ln in out.splitlines() if ln.endswith("refused invoice WEB-1999")]
+    assert len(listed) == len(registry.names()), listed
     tail = out.strip().splitlines()[-8:]
     assert any(line.startswith("job") and "outcome" in line for line in tail)
     assert not (tmp_path / ".local").exists()  # the throwaway store is gone

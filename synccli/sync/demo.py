@@ -137,7 +137,7 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> None:
         mails = sorted(outbox.glob("*.eml")) if outbox.exists() else []
         say("")
         say(f"Merchant email: {len(mails)} message(s) in {outbox}")
-        for mail in mails[:3]:
+        for mail in mails:  # one refused invoice per provider: list them all
             subject = next(
                 (
                     ln
