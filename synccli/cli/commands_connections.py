@@ -456,8 +456,9 @@ def ids(
 ) -> None:
     """List the ids a connection's settings name, as the provider has them: Xero's
     organisations (tenant_id), Unleashed's warehouses (warehouse_code), Lightspeed's shops,
-    registers, employees and payment types (shop_id, register_id, employee_id, payment_type_id).
-    The setting in use is marked with *.
+    registers, employees and payment types (shop_id, register_id, employee_id, payment_type_id),
+    Lightspeed X-Series' outlets, registers, payment types, taxes and users (outlet_id,
+    register_id, payment_type_id, no_tax_id, user_id). The setting in use is marked with *.
 
     Example:
 
