@@ -283,20 +283,11 @@ POSTERS: dict[str, Any] = {
     "lightspeed": _Lightspeed,
     "lightspeed-x": _LightspeedX,
 }
-# X-Series lines carry a per-unit tax: the connector spreads a line's rounded tax over its
-# quantity, and the simulator allows a cent between that and price x rate, which a line of a
-# fraction of a unit exceeds (0.09 x 437.2205 at 15%: 65.5556 against 65.5831). 7 of the 1,000
-# orders in each mode are refused so, exclusive prices included: open, for the X-Series
-# connector and simulator to settle (every total the simulator accepts is equal).
-X_FRACTIONS = pytest.mark.xfail(
-    strict=True, reason="X-Series: per-unit tax of a fractional quantity (7 of 1,000 refused)"
-)
 MODES = [
     pytest.param(
         provider,
         inclusive,
         id=f"{provider}-{'inc' if inclusive else 'exc'}",
-        marks=[X_FRACTIONS] if provider == "lightspeed-x" else [],
     )
     for provider in POSTERS
     for inclusive in (False, True)

@@ -3,6 +3,7 @@ rule: absent is None, present but unreadable is an error naming the field, never
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from synccli.connectors.wire import (
     line_amounts,
     money_text,
     round_money,
+    unit_amounts,
 )
 
 
@@ -88,6 +90,55 @@ def test_money_rounds_half_up_to_the_cent_once_per_line() -> None:
         Decimal("0.15"),
     )
     assert line_amounts(Decimal(1), Decimal("2"), None) == (Decimal("2.00"), Decimal("0.00"))
+
+
+def _wire(value: Decimal) -> Decimal:
+    """A number as a JSON double gives it back (``float`` out, its shortest text in)."""
+    return Decimal(str(float(value)))
+
+
+@pytest.mark.parametrize(
+    ("quantity", "price", "rate", "sent"),
+    [
+        # a fraction of a unit: the line's rounded tax over 0.09 is 65.5556, 2.75 cents off
+        # price x rate; price x rate itself rounds to the line's tax, so it is sent as is
+        ("0.09", "437.2205", "0.15", ("437.2205", "65.583075")),
+        ("12", "2.5", "0.15", ("2.5", "0.375")),
+        ("1", "-12.34", "0.125", ("-12.34", "-1.5425")),
+        ("0", "9.99", "0.15", ("9.99", "1.4985")),
+        # 0.0034 x 10 = 0.034 is 0.03, taxed 0.0045 = 0.00; yet 0.034 x 15% = 0.0051 = 0.01:
+        # the unit price becomes the line's 0.03 over the quantity (8.83, taxed 1.3245)
+        ("0.0034", "10", "0.15", ("8.83", "1.3245")),
+    ],
+)
+def test_unit_amounts_give_the_lines_amounts_with_tax_at_the_rate(
+    quantity: str, price: str, rate: str, sent: tuple[str, str]
+) -> None:
+    q, p, r = Decimal(quantity), Decimal(price), Decimal(rate)
+    unit_price, unit_tax = unit_amounts(q, p, r)
+    assert (unit_price, unit_tax) == (Decimal(sent[0]), Decimal(sent[1]))
+
+
+def test_unit_amounts_hold_for_every_generated_line() -> None:
+    """quantity x unit price rounds to the line amount, quantity x unit tax to the line tax
+    (both as the doubles the wire carries), and the unit tax is the unit price x rate."""
+    rng = random.Random(7)
+    rates = [Decimal(r) for r in ("0.15", "0.125", "0.0825", "0.08875", "0.1", "0")]
+    changed = 0
+    for _ in range(20000):
+        places = rng.choice((0, 2, 4))  # returns to 50, sales to 5,000 units
+        q = Decimal(rng.randint(-50 * 10**places, 5000 * 10**places)).scaleb(-places)
+        places = rng.choice((2, 3, 4))
+        p = Decimal(rng.randint(-2000 * 10**places, 5000 * 10**places)).scaleb(-places)
+        r = rng.choice(rates)
+        line, tax = line_amounts(q, p, r)
+        unit_price, unit_tax = unit_amounts(q, p, r)
+        assert unit_tax == unit_price * r
+        price_sent, tax_sent = _wire(unit_price), _wire(unit_tax)
+        assert (price_sent, tax_sent) == (unit_price, unit_tax), (q, p, r)
+        assert (round_money(q * price_sent), round_money(q * tax_sent)) == (line, tax), (q, p, r)
+        changed += unit_price != p
+    assert 0 < changed < 1000  # the order's own price, but for the odd fraction of a unit
 
 
 def answer(status: int, text: str) -> requests.Response:

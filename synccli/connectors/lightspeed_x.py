@@ -59,8 +59,10 @@ from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
 from synccli.connectors.wire import (
     decimal,
     decimal_or_none,
+    line_amounts,
     round_money,
     stamp_version,
+    unit_amounts,
     version_stamp,
 )
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, SyncError
@@ -343,15 +345,13 @@ class LightspeedXConnector(Connector):
         lines, computed = [], Decimal(0)
         for line in invoice.exclusive_lines():  # inclusive prices: converted (base.py)
             tax_id, rate = self._tax(line.tax_code, line.tax_rate, taxes)
-            line_total = round_money(line.quantity * line.unit_price)
-            line_tax = round_money(line_total * rate)
-            computed += line_total + line_tax
-            # the tax is per unit [SPEC LineItemTax]: the line's rounded tax spread over it
-            unit_tax = line_tax / line.quantity if line.quantity else Decimal(0)
+            computed += sum(line_amounts(line.quantity, line.unit_price, rate))
+            # per unit [SPEC LineItemTax], tax = price x rate; x quantity, the line's (wire.py)
+            price, unit_tax = unit_amounts(line.quantity, line.unit_price, rate)
             product = self.settings.get("charge_item") if line.codeless else line.product_remote_id
             item = {"product": {"id": product}, "quantity": float(line.quantity)}
-            item["pricing"] = {"price": float(line.unit_price)}
-            item["tax"] = {"id": tax_id, "amount": float(unit_tax.quantize(Decimal("1e-6")))}
+            item["pricing"] = {"price": float(price)}
+            item["tax"] = {"id": tax_id, "amount": float(unit_tax)}
             lines.append(item)
         # paid in full at the store's own reckoning: a shop total that differs shows as the
         # sale's total against ours (a mismatch the job reports), not as a refused payment

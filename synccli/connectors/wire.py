@@ -34,7 +34,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, ROUND_UP, Decimal, InvalidOperation
 from typing import Any
 
 import requests
@@ -198,3 +198,37 @@ def line_amounts(
         tax = round_money(line * rate / (1 + rate))
         return line - tax, tax
     return line, round_money(line * rate)
+
+
+def unit_amounts(
+    quantity: Decimal, unit_price: Decimal, tax_rate: Decimal | None
+) -> tuple[Decimal, Decimal]:
+    """(unit price, unit tax) for a wire whose line carries both per unit and whose provider
+    works out each line as ``round2(quantity x unit)`` (Lightspeed X-Series): quantity x each
+    rounds to :func:`line_amounts`' figure, and the unit tax is exactly unit price x rate,
+    the form of every documented example, so no check of tax against rate can refuse it.
+
+    Spreading the line's rounded tax over the quantity instead is off by up to half a cent
+    over the quantity: 2.75 cents a unit on 0.09 of a unit. The order's unit price is kept
+    unless its tax at the rate, times the quantity, rounds off the line's (rounding twice,
+    once for the line and once for its tax, can differ from rounding once): then the unit
+    price is the rounded line over the quantity, at the fewest decimals that hold, rounded
+    away from zero so the tax never falls back across a half cent. Each value is checked as
+    the double a JSON number is read into."""
+    rate = tax_rate or Decimal(0)
+    line, tax = line_amounts(quantity, unit_price, rate)
+    candidates = [unit_price] + [
+        (line / quantity).quantize(Decimal(1).scaleb(-places), ROUND_UP)
+        for places in range(2, 13)
+        if quantity
+    ]
+    for price in candidates:
+        sent = (price, price * rate)
+        if all(Decimal(str(float(v))) == v for v in sent) and (
+            round_money(quantity * sent[0]),
+            round_money(quantity * sent[1]),
+        ) == (line, tax):
+            return sent
+    # none holds only past a double's 15 digits (units by the hundred thousand): sent as the
+    # order has it, the provider's answer says what is off
+    return unit_price, unit_price * rate

@@ -42,10 +42,10 @@ Modelled:
 - Sales [SPEC CreateSale, SaleRequest; D-S101; D-STATE]: client-chosen ``id``; ``source.author_id``
   and ``state`` required; every line's product, quantity, ``pricing.price`` and ``tax.id`` +
   ``tax.amount`` (per unit) required; unknown user, register, customer, product, tax or payment
-  type is a 400; a line's tax amount must match its tax's rate (our check: within a cent); a
-  closed sale's payments must cover its total (our check); a closed or on-account sale lowers stock
-  [D-STATE]. ``GET /sales/{id}`` answers 404 for an id never posted (unconfirmed: the spec lists
-  only 200).
+  type is a 400; a line's unit tax must be its unit price x its tax's rate (our check, within a
+  cent; undocumented, Sales 101's examples are exact [D-S101]); a closed sale's payments must
+  cover its total (our check); a closed or on-account sale lowers stock [D-STATE].
+  ``GET /sales/{id}`` answers 404 for an id never posted (unconfirmed: the spec lists only 200).
 - Reference lists: ``/taxes`` (``No Tax`` and ``GST`` as in the spec's example), ``/outlets``,
   ``/registers``, ``/payment_types``, ``/retailer``, ``/user``, ``/users``.
 - Limits [D-RL]: ``300 x registers + 50`` calls per 300 s per app and store (a fixed window on the
@@ -1199,7 +1199,9 @@ class LightspeedXSandbox(SandboxApp):
         if tax.get("id") not in taxes:
             raise _bad(f"line {n}: unknown tax {tax.get('id')}")
         amount = _money(tax.get("amount"), f"line {n} tax.amount")
-        if abs(amount - price * taxes[tax["id"]]) > CENT:  # our check: a cent's leeway
+        # our check, not documented either way: Sales 101's unit taxes are price x rate
+        # exactly (12 -> 1.8, 22 -> 3.3 [D-S101]); we allow a cent
+        if abs(amount - price * taxes[tax["id"]]) > CENT:
             raise _bad(f"line {n}: tax.amount {amount} does not match the tax's rate")
         return {
             "product_id": pid,
