@@ -101,6 +101,21 @@ def test_add_refuses_what_the_provider_or_connection_cannot_take(provider: str) 
         assert refused == []
 
 
+@pytest.mark.parametrize(
+    "provider",
+    [
+        p
+        for p in registry.names()
+        if registry.get(p).capabilities.documents.codeless_lines == "charge_item"
+    ],
+)
+def test_the_charge_item_refusal_names_the_connection_in_its_command(provider: str) -> None:
+    """The command the refusal quotes works as printed: it names the connection."""
+    parsed = parse_orders(json.dumps(order(provider, "MUG")))
+    refused = unsupported(provider, parsed, {}, connection="shop1")
+    assert refused and refused[0].endswith("(synccli connections set shop1 charge_item=...)")
+
+
 @contextmanager
 def sandbox(provider: str) -> Iterator[harness.Running]:
     running = harness.start(provider, products=5, customers=3, time_scale=SCALE)

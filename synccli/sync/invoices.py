@@ -771,7 +771,9 @@ def _summary(draft: InvoiceDraft, key: str) -> str:
     )
 
 
-def _local_problems(order: Order, provider: str, settings: dict[str, Any]) -> list[str]:
+def _local_problems(
+    order: Order, provider: str, settings: dict[str, Any], *, connection: str = "NAME"
+) -> list[str]:
     """What makes an order (inserted straight into the tables, or added before a check existed)
     impossible to post as it is: among it, a value the provider cannot look up exactly, which
     could post the order twice after a lost answer."""
@@ -794,6 +796,7 @@ def _local_problems(order: Order, provider: str, settings: dict[str, Any]) -> li
         settings,
         paid,
         Decimal(order.total),
+        connection=connection,
     )
     if why:
         problems.append(why)
@@ -1042,7 +1045,7 @@ def plan_invoices(
     plans = []
     for d in due:
         order = d.order
-        problems = _local_problems(order, conn.provider, conn.settings or {})
+        problems = _local_problems(order, conn.provider, conn.settings or {}, connection=conn.name)
         product_lines = [ln for ln in order.lines if not codeless(ln)]
         products = {ln.sku: linked[ln.sku] for ln in product_lines if ln.sku in linked}
         missing = [ln.sku for ln in product_lines if ln.sku not in products]

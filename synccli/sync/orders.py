@@ -751,11 +751,16 @@ def unsearchable(provider: str, orders: list[OrderIn]) -> list[str]:
 
 
 def unsupported(
-    provider: str, orders: list[OrderIn], settings: dict[str, Any] | None = None
+    provider: str,
+    orders: list[OrderIn],
+    settings: dict[str, Any] | None = None,
+    *,
+    connection: str = "NAME",
 ) -> list[str]:
     """Orders asking for what the connection's provider cannot do (its capabilities'
     ``documents``, and the connection's ``settings`` where a provider needs one for it), one
-    problem each, naming what is not supported."""
+    problem each, naming what is not supported (and, by ``connection``, the command that
+    sets what is missing)."""
     problems = []
     for o in orders:
         paid = sum((p.amount for p in o.payments), Decimal(0)) if o.payments else None
@@ -766,6 +771,7 @@ def unsupported(
             settings or {},
             paid,
             o.total,
+            connection=connection,
         )
         if why:
             problems.append(f"line {o.line}: {why}")
@@ -779,6 +785,8 @@ def cannot_take(
     settings: dict[str, Any],
     paid: Decimal | None = None,
     total: Decimal | None = None,
+    *,
+    connection: str = "NAME",
 ) -> str:
     """Why the provider (with this connection's settings) cannot take an order asking for
     tax-inclusive prices, lines without a product code or payments (``paid``: their sum, None
@@ -805,7 +813,8 @@ def cannot_take(
     if needs and not settings.get("charge_item"):
         return (
             f"{provider} takes {' and '.join(needs)} only against a service item: set the "
-            "connection's charge_item first (synccli connections set NAME charge_item=...)"
+            f"connection's charge_item first (synccli connections set {connection} "
+            "charge_item=...)"
         )
     return ""
 
@@ -824,7 +833,9 @@ def add_orders(
     the transaction is rolled back."""
     now = now or datetime.now(UTC)
     orders = parse_orders(source)
-    problems = unsupported(connection.provider, orders, connection.settings)
+    problems = unsupported(
+        connection.provider, orders, connection.settings, connection=connection.name
+    )
     problems += unsearchable(connection.provider, orders)
     if problems:
         raise OrderInputError(problems)
