@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from synccli import registry
-from synccli.errors import AuthError
+from synccli.errors import AuthError, UsageError
 from synccli.sandbox import harness
 from synccli.store.connections import add_connection, credentials, get_connection
 from synccli.store.db import Store
@@ -79,3 +79,18 @@ def test_unleashed_has_nothing_to_authorise(store: Store, cli) -> None:
         harness.add_connection(store, "u", running)
         result = cli("connections", "authorize", "u")
     assert result.exit_code == 2 and "API id and key" in result.stderr
+
+
+@pytest.mark.parametrize("provider", OAUTH)
+def test_authorize_without_a_client_id_names_the_setting_before_printing_a_url(
+    store: Store, provider: str
+) -> None:
+    """A connection added without its app's client id (optional where a provider has a grant
+    of its own, as X-Series' personal token) is told to set it, not sent to the provider's
+    consent page with ``client_id=`` empty."""
+    account = registry.get(provider).account_key.key
+    add_connection(store, "c", provider, {}, {"client_secret": "s3cret"})
+    said: list[str] = []
+    with pytest.raises(UsageError, match=f"synccli connections set c {account}="):
+        authorize(store, get_connection(store, "c"), say=said.append, port=0, timeout=1)
+    assert said == []  # no URL, no listener

@@ -143,6 +143,14 @@ def authorize(
     own = hooks.nothing_to_authorise(settings)
     if own is not None:
         raise UsageError(own)
+    app = provider.account_key.key  # the OAuth app's client id
+    if not settings.get(app):
+        # optional where the provider has a grant of its own (X-Series' personal token): without
+        # it the consent page would be opened for no app
+        raise UsageError(
+            f"connection {conn.name} has no {app}: set it first with "
+            f"`synccli connections set {conn.name} {app}=...`"
+        )
     server = None
     if redirect_uri is None or _listens(redirect_uri) is not None:
         loopback = _listens(redirect_uri) if redirect_uri else None
