@@ -95,7 +95,8 @@ def test_a_quiet_post_invoices_run_spends_at_most_0_3_s_of_cpu(
     ``synccli post-invoices --all`` with nothing to do, the least of a few runs. Two libraries the
     CLI cannot start without (SQLAlchemy's ORM and typer's parameter checks) take about two
     thirds of the budget on an idle machine; on a loaded one every process runs slower, so the
-    bound is 0.3 s or 1.5 times what those two imports cost here and now, whichever is larger."""
+    bound is 0.3 s or twice what those two imports cost here and now, whichever is larger (1.5
+    times left about 15% of margin, too little under the parallel suite's load)."""
     env = _env(tmp_path)
     command = [sys.executable, "-m", "synccli", "post-invoices", "--all"]
     floor = [sys.executable, "-c", "import sqlalchemy.orm, typer._adapters"]
@@ -104,6 +105,6 @@ def test_a_quiet_post_invoices_run_spends_at_most_0_3_s_of_cpu(
     for _ in range(5):  # alternating: a burst of load hits both alike
         ours.append(_cpu(command, env, tmp_path))
         libraries.append(_cpu(floor, env, tmp_path))
-    bound = max(0.3, 1.5 * min(libraries))
+    bound = max(0.3, 2.0 * min(libraries))
     load = os.getloadavg()[0]
     assert min(ours) <= bound, (min(ours), min(libraries), load)
