@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: every class this module holds is an error class or pinned
+    # as not one (tests/test_outcomes.py), and typing.Any is a class
+    from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -98,7 +103,7 @@ class BadResponse(TransientError):
 class RateLimited(TransientError):
     """A short-window limit (minute, bucket, burst): wait ``retry_after`` seconds."""
 
-    def __init__(self, message: str, *, retry_after: float, **kw) -> None:
+    def __init__(self, message: str, *, retry_after: float, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
 
@@ -106,7 +111,7 @@ class RateLimited(TransientError):
 class BudgetExhausted(ProviderError):
     """The day's or month's allowance is spent: stop cleanly and resume after ``reset_at``."""
 
-    def __init__(self, message: str, *, reset_at: datetime | None = None, **kw) -> None:
+    def __init__(self, message: str, *, reset_at: datetime | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.reset_at = reset_at
 
@@ -122,6 +127,6 @@ class ReauthRequired(AuthError):
 class Rejected(ProviderError):
     """The provider refused the request as invalid (validation error). Retrying as-is will fail."""
 
-    def __init__(self, message: str, *, errors: list[str] | None = None, **kw) -> None:
+    def __init__(self, message: str, *, errors: list[str] | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.errors = errors or [message]
