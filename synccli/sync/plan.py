@@ -209,6 +209,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
     jobs: list[JobCost] = []
     freshness = None
     sweep_per_day = 0.0
+    calls: float  # a day's calls: whole in most jobs, a fraction where a cost is averaged
     for entry in schedule:
         runs = max(1, entry.runs_per_day)
         if entry.job == Job.PULL_PRODUCTS:
@@ -254,9 +255,10 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                 m.find_customer + m.create_customer
             )
             active_runs = min(runs, merchant.orders_per_day)
+            posts: float
             if m.invoice_batch > 1 and active_runs:
-                per_run = merchant.orders_per_day / active_runs
-                posts = active_runs * math.ceil(per_run / m.invoice_batch)
+                orders_per_run = merchant.orders_per_day / active_runs
+                posts = active_runs * math.ceil(orders_per_run / m.invoice_batch)
                 note = f"up to {m.invoice_batch} invoices a call"
             else:
                 posts = merchant.orders_per_day * per_order
