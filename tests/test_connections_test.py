@@ -78,6 +78,8 @@ def test_a_never_authorised_connection_is_one_message_and_one_exit_code(
     for out in outs:
         assert out.exit_code == 5, out.stdout + out.stderr
         assert said in out.stdout + out.stderr, out.stdout + out.stderr
+        # the message names its fix once: no "-> run `...authorize c`" after it again
+        assert (out.stdout + out.stderr).count("connections authorize c") == 1, out.stdout
     assert _calls(store) == 0
 
 

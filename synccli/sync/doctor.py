@@ -17,7 +17,7 @@ from synccli.store.db import Store, head_revision
 from synccli.store.ledger import stored_block, usage
 from synccli.store.models import Connection
 from synccli.store.runs import leases_of
-from synccli.sync.context import build_connector, limits_of
+from synccli.sync.context import NeverAuthorised, build_connector, limits_of
 
 SKEW_WARN_SECONDS = 120
 
@@ -242,6 +242,8 @@ def _fix_for(err: SyncError, conn: Connection) -> str:
     from synccli.errors import AuthError, BudgetExhausted, TransientError
 
     name = conn.name
+    if isinstance(err, NeverAuthorised):
+        return ""  # its message already says to run `connections authorize NAME`
     entry = registry.find(conn.provider)
     if isinstance(err, AuthError) and entry is not None:
         ident, key = entry.account_key, entry.secret
