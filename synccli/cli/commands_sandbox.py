@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import typer
 
@@ -48,13 +50,21 @@ def serve(
     seconds: float | None = typer.Option(
         None, "--seconds", help="Stop after this many seconds (default: Ctrl-C)."
     ),
+    token_file: Path | None = typer.Option(
+        None,
+        "--token-file",
+        metavar="FILE",
+        help="Write a personal token the sandbox accepts to FILE (mode 0600; a provider with "
+        "personal tokens only), for `connections add ... --grant personal_token --secret-stdin "
+        "< FILE`.",
+    ),
 ) -> None:
     """Serve a simulator of a provider's API and print its base URL.
 
     Example:
 
         synccli sandbox serve --provider xero --products 5000 --connect demo-xero
-        curl "$URL/api.xro/2.0/Items" ...
+        synccli sandbox serve --provider lightspeed-x --port 8800 --token-file token.txt
     """
     if provider not in registry.names():
         raise UsageError(
@@ -77,6 +87,12 @@ def serve(
         raise UsageError(f"--faults: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    if token_file is not None:
+        try:
+            _write_token(running.app, provider, token_file)
+        except BaseException:
+            running.stop()
+            raise
     if connect:
         try:
             harness.connect(state(ctx).store(), connect, running, time_scale=time_scale)
@@ -93,3 +109,20 @@ def serve(
         pass
     finally:
         running.stop()
+
+
+def _write_token(app: object, provider: str, path: Path) -> None:
+    """A personal token from the simulator, readable by its owner only: it is a credential the
+    sandbox accepts, so it is kept off the terminal like any other."""
+    make = getattr(app, "personal_token", None)
+    if make is None:
+        raise UsageError(
+            f"--token-file: the {provider} sandbox has no personal tokens; "
+            "use --connect NAME instead"
+        )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        os.write(fd, f"{make()}\n".encode())
+    finally:
+        os.close(fd)
