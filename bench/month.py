@@ -72,12 +72,13 @@ from synccli.sync import invoices as invoice_jobs  # noqa: E402
 from synccli.sync import plan as plan_mod  # noqa: E402
 from synccli.sync import products as product_jobs  # noqa: E402
 from synccli.sync.context import connector_module, job_run  # noqa: E402
+from synccli.sync.jobs import SCHEDULED, Job  # noqa: E402
 from synccli.sync.orders import add_orders, line_amounts  # noqa: E402
 
 MONTH_START = datetime(2026, 3, 1, tzinfo=UTC)  # 31 days: a 30-day run stays in one month
 FIX_DELAY = timedelta(hours=2)  # the merchant reads the rejection email and fixes the tax code
 BAD_TAX = "BADTAX"
-JOB_ORDER = ("pull-products", "sweep-oldest", "link-customers", "post-invoices")
+JOB_ORDER = SCHEDULED  # the order a round runs its jobs
 # event priorities at the same second: data changes, then orders, then fixes, then jobs
 P_MUTATION, P_ORDER, P_FIX, P_JOB = 0, 1, 2, 3
 
@@ -334,7 +335,7 @@ class Naive:
             for item in body.get("Items") or []:
                 self.swept.setdefault(str(item["ItemID"]).lower(), None)
             self.cursors["products"] = now
-            self._count("pull-products", conn)
+            self._count(Job.PULL_PRODUCTS, conn)
             return
         for page in conn.changed_products(self.cursors["products"]):
             for r in page.records:
@@ -342,7 +343,7 @@ class Naive:
         for _ in conn.changed_stock(self.cursors["stock"]):
             pass
         self.cursors["products"] = self.cursors["stock"] = now
-        self._count("pull-products", conn)
+        self._count(Job.PULL_PRODUCTS, conn)
 
     def link_customers(self) -> None:
         conn = self.connector()
@@ -350,7 +351,7 @@ class Naive:
         for _ in conn.changed_customers(self.cursors["cust"]):
             pass
         self.cursors["cust"] = now
-        self._count("link-customers", conn)
+        self._count(Job.LINK_CUSTOMERS, conn)
 
     def sweep(self, n: int | None = None) -> None:
         """The ``n`` products swept longest ago (the seed's 10 by default)."""
@@ -362,7 +363,7 @@ class Naive:
             if state in ("gone", "archived"):
                 self.ghosts_found.setdefault(rid, now)
             self.swept[rid] = now
-        self._count("sweep-oldest", conn)
+        self._count(Job.SWEEP_OLDEST, conn)
 
     def post_invoices(self) -> None:
         conn = self.connector()
@@ -377,7 +378,7 @@ class Naive:
             except SyncError as err:
                 self.errors[type(err).__name__] += 1
                 self.queue.append(order)  # next run
-        self._count("post-invoices", conn)
+        self._count(Job.POST_INVOICES, conn)
 
     def fix(self, number: str, tax: str) -> None:
         order = self.waiting.pop(number, None)
@@ -565,7 +566,7 @@ class Month:
         of the whole schedule (cursors, links and caches reach their steady state) that is not
         counted either."""
         self.clock.set(self.start - timedelta(days=1, hours=12))
-        for job in ("pull-products", "link-customers"):
+        for job in (Job.PULL_PRODUCTS, Job.LINK_CUSTOMERS):
             self.run_job(job, None, record=False)
             self.onboarding[job] = self._last_calls
         if self.naive:
@@ -662,7 +663,7 @@ class Month:
     def close(self) -> None:
         """After the month: one more post-invoices run drains what the last hour queued."""
         self.clock.set(self.end + timedelta(minutes=5))
-        self.run_job("post-invoices", None, record=False)
+        self.run_job(Job.POST_INVOICES, None, record=False)
         if self.naive:
             self.naive.post_invoices()
 
@@ -798,15 +799,15 @@ class Month:
         outcome = "ok"
         try:
             with job_run(self.store, job, self.conn, clock=self.clock) as jc:
-                if job == "pull-products":
+                if job == Job.PULL_PRODUCTS:
                     jc.counts = product_jobs.pull_products(jc)
-                elif job == "sweep-oldest":
+                elif job == Job.SWEEP_OLDEST:
                     n = self.sweep_n(jc, argument)
                     self._last_sweep = n
                     if record:
                         self.sweep_sizes.append(n)
                     jc.counts = product_jobs.sweep_oldest(jc, n)
-                elif job == "link-customers":
+                elif job == Job.LINK_CUSTOMERS:
                     jc.counts = customer_jobs.link_customers(jc)
                 else:
                     jc.counts = invoice_jobs.post_invoices(jc)
@@ -820,7 +821,7 @@ class Month:
         calls = jc.calls if jc is not None else 0
         self._last_calls = calls
         now = self.clock.now()
-        if job == "post-invoices":
+        if job == Job.POST_INVOICES:
             self._schedule_fixes(now)
         if not record:
             return
@@ -828,7 +829,7 @@ class Month:
         self.calls[job] += calls
         self.outcomes[job][outcome] += 1
         self.wall[job] += time.perf_counter() - started
-        if job in ("pull-products", "sweep-oldest"):
+        if job in (Job.PULL_PRODUCTS, Job.SWEEP_OLDEST):
             self.fresh.check(self.store, self.conn.id, now, self.world.products)
             self.ghosts.check(self.store, self.conn.id, now)
 
@@ -877,10 +878,10 @@ class Month:
         assert self.naive is not None
         try:
             {
-                "pull-products": self.naive.pull,
-                "sweep-oldest": lambda: self.naive.sweep(self.naive_sweep_n()),
-                "link-customers": self.naive.link_customers,
-                "post-invoices": self.naive.post_invoices,
+                Job.PULL_PRODUCTS: self.naive.pull,
+                Job.SWEEP_OLDEST: lambda: self.naive.sweep(self.naive_sweep_n()),
+                Job.LINK_CUSTOMERS: self.naive.link_customers,
+                Job.POST_INVOICES: self.naive.post_invoices,
             }[job]()
         except Exception as err:
             self.naive.errors[type(err).__name__] += 1

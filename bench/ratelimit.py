@@ -48,6 +48,7 @@ from synccli.sync import customers as customer_jobs  # noqa: E402
 from synccli.sync import invoices as invoice_jobs  # noqa: E402
 from synccli.sync import products as product_jobs  # noqa: E402
 from synccli.sync.context import build_connector, job_run  # noqa: E402
+from synccli.sync.jobs import Job  # noqa: E402
 from synccli.sync.orders import add_orders, line_amounts  # noqa: E402
 
 PER_MINUTE = 60  # Xero's limit per tenant
@@ -167,9 +168,9 @@ def via_job(
             )
             for c in contacts
         )
-    with job_run(store, "pull-products", conn) as jc:
+    with job_run(store, Job.PULL_PRODUCTS, conn) as jc:
         jc.counts = product_jobs.pull_products(jc)
-    with job_run(store, "link-customers", conn) as jc:
+    with job_run(store, Job.LINK_CUSTOMERS, conn) as jc:
         jc.counts = customer_jobs.link_customers(jc)
     orders = []
     for i in range(n):
