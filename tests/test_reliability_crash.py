@@ -232,14 +232,22 @@ def test_post_invoices_survives_50_kills(
         modes = ["delay", "during", "after"]
         while sum(kills.values()) < KILLS:
             assert finished_early + busy < 30, "runs keep escaping the kills"
-            if _states(store).get("posted", 0) == ORDERS:
-                break
+            if _states(store).get("posted", 0) == len(orders):
+                # a loaded machine lets a run post more before its kill, so the orders ran out
+                # before every crash point was tried (23 of 50): another batch, new numbers
+                assert len(orders) < 5 * ORDERS, "runs keep posting everything before a kill"
+                more = orders_for(running, provider, ORDERS, f"CR{len(orders) // ORDERS}")
+                add_orders(store, conn, jsonl(more))
+                orders += more
+                continue
             mode = modes[sum(kills.values()) % 3]
             trap = app.arm(None if mode == "delay" else mode, rng.randint(1, 2))
             started = time.monotonic()
             proc = spawn(["post-invoices", "-c", "shop"], env)
             if mode == "delay":
-                moment = started + first_write * rng.uniform(0.55, 1.0) + rng.uniform(0, 0.15)
+                # well before the learned first write: under the parallel suite a run's pace
+                # varies, and later moments landed in the call itself (7 of 17 stayed before it)
+                moment = started + first_write * rng.uniform(0.3, 0.85)
                 wait_for(lambda p=proc, m=moment: p.poll() is not None or time.monotonic() >= m, 60)
             elif mode == "during":
                 wait_for(lambda p=proc, t=trap: p.poll() is not None or t.received.is_set(), 60)
@@ -277,7 +285,7 @@ def test_post_invoices_survives_50_kills(
 
         # let runs finish
         final_runs = 0
-        while _states(store).get("posted", 0) < ORDERS:
+        while _states(store).get("posted", 0) < len(orders):
             final_runs += 1
             assert final_runs <= 6, _states(store)
             done = run_cli(["post-invoices", "-c", "shop"], env)
@@ -310,15 +318,16 @@ def test_post_invoices_survives_50_kills(
         remote_ids = {inv.number: str(inv.seq or inv.id) for inv in w.invoices.values()}
         summary = (
             f"crash points tried {sum(kills.values())} ({dict(kills)}; by trap {dict(by_mode)}), "
-            f"orders {ORDERS}, duplicates {duplicates}, losses {len(losses)}, found by look-up "
-            f"{len(found)} (committed behind a dead run {len(committed_behind)}), runs that "
-            f"escaped a kill {finished_early}, busy {busy}, final runs "
+            f"orders {len(orders)}, duplicates {duplicates}, losses {len(losses)}, "
+            f"found by look-up {len(found)} (committed behind a dead run "
+            f"{len(committed_behind)}), runs that escaped a kill {finished_early}, busy {busy}, "
+            f"final runs "
             f"{final_runs}"
         )
         print(summary)
         assert duplicates == 0 and not losses and not extras, summary
         assert sum(kills.values()) == KILLS, summary
-        assert all(state == "posted" for _, state, _ in jobs) and len(jobs) == ORDERS
+        assert all(state == "posted" for _, state, _ in jobs) and len(jobs) == len(orders)
         assert all(rid == remote_ids[num] for num, _, rid in jobs), "a job holds another's id"
         # each kind of crash point was hit, and every sale committed behind a dead process's back
         # was found by the look-up, not posted again
