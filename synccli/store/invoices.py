@@ -133,12 +133,6 @@ def job_with_order(s: Session, job_id: int) -> tuple[InvoiceJob, Order]:
     return job, order
 
 
-def product_by_sku(s: Session, connection_id: int, sku: str) -> Product | None:
-    return s.scalar(
-        select(Product).where(Product.connection_id == connection_id, Product.sku == sku)
-    )
-
-
 def linked_products(
     s: Session, connection_id: int, skus: Iterable[str]
 ) -> dict[str, tuple[str, str | None]]:

@@ -68,6 +68,7 @@ from synccli.connectors.base import (
 from synccli.errors import ClaimLost, ConfigError, Rejected, TransientError, UsageError
 from synccli.outcomes import InvoiceAction, outcome_of
 from synccli.remote_ids import refusal
+from synccli.store.catalogue import product_by_sku
 from synccli.store.claims import held_job, reassert
 from synccli.store.db import Store
 from synccli.store.invoices import (
@@ -82,7 +83,6 @@ from synccli.store.invoices import (
     linked_products,
     order_number_exists,
     orders_without_job,
-    product_by_sku,
 )
 from synccli.store.models import (
     Connection,

@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from synccli.errors import UsageError
+from synccli.store.catalogue import product_by_sku
 from synccli.store.db import Store
-from synccli.store.invoices import product_by_sku
 from synccli.store.models import Connection
 from synccli.store.orders import customer_by_email
 from synccli.store.reports import (
