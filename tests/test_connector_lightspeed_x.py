@@ -411,3 +411,34 @@ def test_cursors_show_as_versions_not_1970(store, cli):
                 assert not epoch.search(out), (args, out)
         traced = json.loads(cli("trace", "product", code, "-c", "xs", "--json").stdout)
         assert traced["links"][0]["remote_version"] > 0
+
+
+def test_a_pull_reuses_the_lists_an_earlier_run_kept(store, cli, monkeypatch):
+    """A personal-token connection names no outlet: the first run reads the store's lists, and
+    every later job of the day takes them from the store, as post-invoices always did (each pull
+    read them again: 7 calls a quiet pull instead of 2)."""
+    from synccli.sandbox import harness
+    from synccli.store.connections import get_connection
+    from synccli.sync.context import job_run
+    from synccli.sync.products import pull_products
+
+    with harness.start("lightspeed-x", products=4, customers=0) as running:
+        monkeypatch.setenv("SYNC_CLIENT_SECRET", running.app.personal_token())
+        args = ["--provider", "lightspeed-x", "--base-url", running.url, "--set"]
+        added = cli(
+            "connections",
+            "add",
+            "px",
+            *args,
+            "domain_prefix=sandboxstore",
+            "--set",
+            "grant=personal_token",
+        )
+        assert added.exit_code == 0, added.stderr
+        conn = get_connection(store, "px")
+        with job_run(store, "pull-products", conn) as jc:
+            assert pull_products(jc).new == 4
+        with job_run(store, "pull-products", conn) as jc:
+            pull_products(jc)
+            quiet = jc.calls
+        assert quiet == 2  # the product feed and the stock feed, nothing more

@@ -42,6 +42,7 @@ from synccli.store.connections import sandbox_time_scale as stored_time_scale
 from synccli.store.db import Store
 from synccli.store.ledger import StoreLedger
 from synccli.store.models import Connection
+from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import (
     acquire_lease,
     finish_run,
@@ -219,7 +220,24 @@ class JobContext:
                     dry_run=self.dry_run,
                 )
             self._observe(self._connector)
+            self._prime(self._connector)
         return self._connector
+
+    def _prime(self, connector: Connector) -> None:
+        """Hand the connector the lists an earlier run of any job kept (a day at most), so that
+        no job reads them again: each job reading its own cost X-Series 5 calls a pull."""
+        with self.store.session() as s:
+            for name, value in kept_lists(s, self.connection.id, self.clock.now()).items():
+                connector.prime(name, value)
+
+    def keep_reference_lists(self) -> None:
+        """Store the lists this run read afresh, for the next runs of every job."""
+        if self._connector is None or self.dry_run:
+            return
+        fresh = self._connector.reference_lists()
+        if fresh:
+            with self.store.session() as s:
+                keep_lists(s, self.connection.id, fresh, self.clock.now())
 
     def _observe(self, connector: Connector) -> None:
         http = getattr(connector, "http", None)
@@ -364,6 +382,10 @@ def job_run(
         outcome, error, raised = run_outcome(err), f"{err.__class__.__name__}: {err}", err
         raise
     finally:
+        try:
+            ctx.keep_reference_lists()
+        except Exception:  # never hide the run's own outcome behind the lists it kept
+            log.exception("could not keep the provider's reference lists")
         finish_run(store, run_id, clock.now(), outcome, run_counts(counts), ctx.calls, error)
         if lease:
             release_lease(store, job, conn.id, owner)

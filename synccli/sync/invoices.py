@@ -92,7 +92,6 @@ from synccli.store.models import (
     OrderLine,
     Product,
 )
-from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import owner_id
 from synccli.store.sync_state import (
     add_link,
@@ -249,9 +248,6 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
     batch = max(1, ctx.connector.capabilities.invoice_batch)
     if (conn.settings or {}).get("invoice_batch"):  # a merchant may want smaller batches
         batch = max(1, min(batch, int(conn.settings["invoice_batch"])))
-    with store.session() as s:  # lists an earlier run read (Lightspeed's tax categories)
-        for name, value in kept_lists(s, conn.id, started).items():
-            ctx.connector.prime(name, value)
     try:
         while limit is None or len(seen) < limit:
             room = batch if limit is None else min(batch, limit - len(seen))
@@ -273,10 +269,6 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
                     f"post-invoices stopped: {in_a_row} transient failures in a row ({last})"
                 )
     finally:
-        fresh = ctx.connector.reference_lists()
-        if fresh:
-            with store.session() as s:
-                keep_lists(s, conn.id, fresh, ctx.clock.now())
         try:
             report.emails += notify.flush_pending(
                 store, conn, ctx.clock.now(), mailer=mailer, created_before=started
