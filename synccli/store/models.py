@@ -470,3 +470,44 @@ class ReviewItem(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     resolved_at: Mapped[datetime | None]
+
+
+# --- webhooks --------------------------------------------------------------------------------
+class WebhookEventRow(Base):
+    """One change a provider pushed (#23), stored once: a provider's retry of the same event has
+    the same ``dedup_key`` and the unique key turns it away. ``state``: ``pending`` (the payload
+    carries the record, to apply), ``hint`` (only the id: the next pull fetches it), ``applied``
+    or ``done`` (nothing left to do)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("connection_id", "dedup_key", name="uq_webhook_events_dedup"),
+        Index("ix_webhook_events_open", "connection_id", "stream", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    stream: Mapped[str] = mapped_column(String(30))
+    entity_id: Mapped[str] = mapped_column(String(100))
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str | None] = mapped_column(String(64))
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(10))
+    applied_at: Mapped[datetime | None]
+
+
+class WebhookDay(Base):
+    """Per connection and UTC day: signed deliveries accepted, and requests turned away for a
+    bad or missing signature (``webhooks status``)."""
+
+    __tablename__ = "webhook_days"
+
+    connection_id: Mapped[int] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    last_delivery_at: Mapped[datetime | None]

@@ -1,0 +1,1 @@
+"""Receiving the changes providers push (#23): verify, store once, answer fast."""
