@@ -83,3 +83,26 @@ def test_ratelimit_posts_30_invoices_within_the_minute_limit() -> None:
         assert r["posted_remote"] == 30 and r["duplicated"] == 0, r
         assert r["throttled_429"] == 0, r
     assert doc["results"][0]["requests"] == 30  # one PUT per invoice through the connector
+
+
+def test_thousand_merchants_round_runs_each_job_once_across_processes() -> None:
+    """bench/thousand.py with 8 connections: four processes started at once share them through
+    the store (leases and the round rule), so every connection's pull and post run once, and
+    every queued order reaches the provider once."""
+    url = os.environ.get("SYNC_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("the thousand-merchants bench runs on PostgreSQL (SYNC_TEST_POSTGRES_URL)")
+    doc = bench(
+        "thousand.py",
+        *("--connections", "8", "--latency", "0.01", "--processes", "4"),
+        timeout=240,
+    )
+    assert [r["processes"] for r in doc["rounds"]] == [1, 4]
+    for r in doc["rounds"]:
+        assert r["each_job_once"], r["runs"]
+        assert r["runs"] == {"pull-products": 8, "post-invoices": 8}
+        assert r["orders_posted"] == 8
+        assert r["exits"] == [0]
+        assert r["peak_rss_mb"] > 0
+    assert len(doc["rounds"][1]["runs_per_process"]["pull-products"]) >= 2  # shared out
+    assert doc["ratio"] is not None
