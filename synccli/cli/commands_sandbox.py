@@ -39,7 +39,10 @@ def serve(
         1.0, "--time-scale", help="Speed up rate-limit windows by this factor."
     ),
     faults: str | None = typer.Option(
-        None, "--faults", help="e.g. '500:0.1,lost:0.1@PUT:/Invoices,slow:0.05'."
+        None,
+        "--faults",
+        help="e.g. '500:0.1,lost:0.1@PUT:/Invoices,slow:0.05'; 'drop:0.05' drops 5% of the "
+        "webhook deliveries ('drop:0.2@:product' a fifth of the product events).",
     ),
     connect: str | None = typer.Option(
         None,

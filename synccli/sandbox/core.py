@@ -29,7 +29,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from synccli.clock import Clock, SystemClock
 from synccli.sandbox.data import Catalogue, catalogue_version
 
-FAULT_KINDS = ("500", "503", "slow", "reset", "lost", "html", "truncated")
+# "drop": a webhook delivery never sent (synccli.sandbox.webhooks); its rule's path is matched
+# against the event type, and it never touches a request
+FAULT_KINDS = ("500", "503", "slow", "reset", "lost", "html", "truncated", "drop")
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Faults:
     def __init__(self, seed: int = 7, slow_seconds: float = 3.0) -> None:
         self.rules: list[FaultRule] = []
         self.rng = random.Random(seed)
+        self.drop_rng = random.Random(seed + 1)  # drops never move the request faults' draws
         self.slow_seconds = slow_seconds
         self.fired: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -136,7 +139,7 @@ class Faults:
     def pick(self, req: Request) -> str | None:
         with self.lock:
             for rule in self.rules:
-                if rule.remaining == 0 or not rule.matches(req):
+                if rule.kind == "drop" or rule.remaining == 0 or not rule.matches(req):
                     continue
                 if self.rng.random() < rule.rate:
                     if rule.remaining is not None:
@@ -144,6 +147,21 @@ class Faults:
                     self.fired[rule.kind] += 1
                     return rule.kind
         return None
+
+    def drops(self, event: str) -> bool:
+        """Whether a webhook delivery of ``event`` is dropped (never sent)."""
+        with self.lock:
+            for rule in self.rules:
+                if rule.kind != "drop" or rule.remaining == 0:
+                    continue
+                if rule.path and not re.search(rule.path, event):
+                    continue
+                if self.drop_rng.random() < rule.rate:
+                    if rule.remaining is not None:
+                        rule.remaining -= 1
+                    self.fired["drop"] += 1
+                    return True
+        return False
 
 
 class Counters:
@@ -265,6 +283,8 @@ class SandboxApp:
         self.on_request: list[Callable[[Request, str], None]] = []
         self._views: dict[tuple[Any, ...], tuple[int, Any]] = {}
         self._views_lock = threading.Lock()
+        # the simulator's webhook sender (synccli.sandbox.webhooks.Outbox), where it has one
+        self.webhooks: Any = None
 
     # subclasses -------------------------------------------------------------------------------
     def route(self, method: str, pattern: str, endpoint: str, handler: Handler) -> None:
@@ -549,6 +569,8 @@ class SandboxServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.app.webhooks is not None:
+            self.app.webhooks.close()
 
     def __enter__(self) -> SandboxServer:
         return self.start()

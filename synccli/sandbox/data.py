@@ -12,6 +12,7 @@ import itertools
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -162,20 +163,50 @@ def product_revision(product: Product) -> int | None:
     return product.__dict__.get("revision")
 
 
+# Who hears of every change to a product or customer: ``watcher(container, record, what)``, where
+# ``what`` is the field set, "added" or "deleted" and ``container`` the world's dict for the last
+# two (None for a field). The simulators' webhook senders (synccli.sandbox.webhooks) listen here, so
+# a change made by a handler, a test or a benchmark's mutation is pushed alike. Empty, it costs one
+# truth test per change.
+_WATCHERS: list[Callable[[Any, Any, str], None]] = []
+
+
+def watch(watcher: Callable[[Any, Any, str], None]) -> None:
+    _WATCHERS.append(watcher)
+
+
+def unwatch(watcher: Callable[[Any, Any, str], None]) -> None:
+    if watcher in _WATCHERS:
+        _WATCHERS.remove(watcher)
+
+
+def _tell(container: Any, record: Any, what: str) -> None:
+    for watcher in list(_WATCHERS):
+        watcher(container, record, what)
+
+
 class _ProductDict(dict[str, Any]):
     """A world's products: adding or removing one moves the change counter."""
 
     def __setitem__(self, key: str, value: Any) -> None:
         _Version.value += 1
         super().__setitem__(key, value)
+        if _WATCHERS:
+            _tell(self, value, "added")
 
     def __delitem__(self, key: str) -> None:
         _Version.value += 1
-        super().__delitem__(key)
+        gone = super().pop(key)
+        if _WATCHERS:
+            _tell(self, gone, "deleted")
 
-    def pop(self, *args: Any) -> Any:
+    def pop(self, key: str, *default: Any) -> Any:
         _Version.value += 1
-        return super().pop(*args)
+        had = key in self
+        gone = super().pop(key, *default)
+        if had and _WATCHERS:
+            _tell(self, gone, "deleted")
+        return gone
 
     def popitem(self) -> tuple[str, Any]:
         _Version.value += 1
@@ -222,6 +253,8 @@ class Product:
         _Version.value += 1
         object.__setattr__(self, name, value)
         object.__setattr__(self, "revision", next(_REVISIONS))
+        if _WATCHERS:
+            _tell(None, self, name)
 
 
 @dataclass
@@ -237,6 +270,21 @@ class Customer:
     created_at: datetime
     archived: bool = False
     seq: int = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if _WATCHERS:
+            _tell(None, self, name)
+
+
+class _CustomerDict(dict[str, Any]):
+    """A world's customers: adding one is told to the watchers (removing is not modelled: a
+    provider archives a customer)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if _WATCHERS:
+            _tell(self, value, "added")
 
 
 @dataclass
@@ -256,7 +304,7 @@ class World:
     """Everything one account (tenant) holds."""
 
     products: dict[str, Product] = field(default_factory=_ProductDict)
-    customers: dict[str, Customer] = field(default_factory=dict)
+    customers: dict[str, Customer] = field(default_factory=_CustomerDict)
     invoices: dict[str, Invoice] = field(default_factory=dict)
     deleted_products: set[str] = field(default_factory=set)
     next_seq: int = 1

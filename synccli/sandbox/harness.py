@@ -47,10 +47,23 @@ def create_app(provider: str, **kw: Any) -> SandboxApp:
     return app
 
 
-def start(provider: str, host: str = "127.0.0.1", port: int = 0, **kw: Any) -> Running:
-    """Create a simulator and serve it on loopback in a background thread."""
+def start(
+    provider: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    deliveries: str = "thread",
+    **kw: Any,
+) -> Running:
+    """Create a simulator and serve it on loopback in a background thread. ``deliveries``: its
+    webhooks go out from a sender thread by the sandbox's clock ("thread"), or only when the
+    caller pumps them ("manual": a simulated month sends each at its own simulated time)."""
+    if deliveries not in ("thread", "manual"):
+        raise ValueError("deliveries is 'thread' or 'manual'")
     app = create_app(provider, **kw)
-    return Running(provider, app, SandboxServer(app, host, port).start())
+    running = Running(provider, app, SandboxServer(app, host, port).start())
+    if deliveries == "thread" and app.webhooks is not None:
+        app.webhooks.start()
+    return running
 
 
 def connection_values(

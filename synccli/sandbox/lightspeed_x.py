@@ -61,7 +61,8 @@ only in a full scan, so the sweep must find it, §10], ``list_hides_inactive`` [
 create-or-update [D-09], or "conflict"], ``unique_customer_code`` [True], ``unique_sku`` [False,
 §4], ``search_match`` ["contains" or "exact"], ``unknown_sale_status`` [404].
 
-Not modelled: variants and families, composites, price books, webhooks, the token endpoint's own
+Webhooks (``/webhooks`` and the signed deliveries): :mod:`synccli.sandbox.webhook_formats`.
+Not modelled: variants and families, composites, price books, the token endpoint's own
 rate limit, postal-code validation, returns and PUT.
 """
 
@@ -86,6 +87,7 @@ from synccli.sandbox.data import (
     catalogue_version,
     product_revision,
 )
+from synccli.sandbox.webhook_formats import install_lightspeed_x
 
 API = "/api/2026-07"
 DEFAULT_PREFIX = "sandboxstore"
@@ -116,6 +118,7 @@ SCOPES = {
     "retailer": "retailer:read",
     "user": "users:read",
     "users": "users:read",
+    "webhooks": "webhooks",  # [SPEC; D-SCOPE] every /webhooks call
 }
 ALL_SCOPES = frozenset(SCOPES.values())
 SEARCH_FIELDS = {
@@ -518,6 +521,7 @@ class LightspeedXSandbox(SandboxApp):
         self.route("POST", f"{API}/inventory_levels", "inventory_levels", levels)
         self.route("GET", f"{API}/retailer", "retailer", self._guard(self.h_retailer))
         self.route("GET", f"{API}/user", "user", self._guard(self.h_user))
+        self.webhooks = install_lightspeed_x(self, API)
 
     @staticmethod
     def _guard(handler: Any, *bound: str) -> Any:

@@ -110,6 +110,7 @@ from synccli.sandbox.core import (
     json_body,
 )
 from synccli.sandbox.data import Customer, Invoice, Product, World, product_revision
+from synccli.sandbox.webhook_formats import install_unleashed
 
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PAGE = r"(?:/(?P<page>\d+))?"
@@ -413,6 +414,7 @@ class UnleashedSandbox(SandboxApp):
     # routing ------------------------------------------------------------------------------------
     def _routes(self) -> None:
         r = self.route
+        self.webhooks = install_unleashed(self)
         r("GET", f"/Products{PAGE}", "Products", self.list_products)
         r("GET", f"/Products/(?P<guid>{GUID})", "Product", self.get_product)
         r("POST", f"/Products/(?P<guid>{GUID})", "Product", self.post_product)
