@@ -580,6 +580,10 @@ PROVIDERS: tuple[Provider, ...] = (XERO, UNLEASHED, LIGHTSPEED, LIGHTSPEED_X)
 
 # Keys that are secret wherever they appear: credentials, and the tokens an authorisation stores.
 TOKENS = ("access_token", "refresh_token", "expires_at")
+# Webhook secrets (#23), kept with the credentials: ``webhook_key`` is Xero's webhook signing key,
+# or for X-Series and Unleashed the token `webhooks subscribe` puts in the delivery URL;
+# ``webhook_signing_key`` is the key Unleashed signs its deliveries with.
+WEBHOOK_SECRETS = ("webhook_key", "webhook_signing_key")
 
 
 def providers() -> tuple[Provider, ...]:
@@ -609,8 +613,8 @@ def credential_keys() -> tuple[str, ...]:
 
 
 def secret_keys() -> tuple[str, ...]:
-    """Keys never taken from a command line: every credential, and the tokens."""
-    return (*credential_keys(), *TOKENS)
+    """Keys never taken from a command line: every credential, the tokens, the webhook keys."""
+    return (*credential_keys(), *TOKENS, *WEBHOOK_SECRETS)
 
 
 class UnknownProvider(ConfigError):

@@ -19,7 +19,12 @@ from synccli.store.models import Connection, InvoiceJob, Lease, SandboxClock
 from synccli.store.runs import acquire_lease, owner_id, release_lease
 
 # Keys whose values are secrets wherever they appear (settings never hold them).
-SECRET_KEYS = (*registry.credential_keys(), "access_token", "refresh_token")
+SECRET_KEYS = (
+    *registry.credential_keys(),
+    "access_token",
+    "refresh_token",
+    *registry.WEBHOOK_SECRETS,
+)
 
 
 def _now() -> datetime:

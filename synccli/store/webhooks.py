@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from synccli.clock import utc
 from synccli.store.bulk import chunks
-from synccli.store.models import WebhookDay, WebhookEventRow
+from synccli.store.models import Connection, WebhookDay, WebhookEventRow
 from synccli.webhooks.events import WebhookEvent
 
 OPEN_STATES = ("pending", "hint")  # something left to do: a record to apply, an id to fetch
@@ -188,3 +188,8 @@ def webhook_stats(s: Session, connection_id: int, now: datetime) -> WebhookStats
         pending_records=open_counts.get("pending", 0),
         pending_hints=open_counts.get("hint", 0),
     )
+
+
+def webhook_connections(s: Session, providers: Sequence[str]) -> list[Connection]:
+    """The connections of ``providers`` (the receiver's directory; credentials still sealed)."""
+    return list(s.scalars(select(Connection).where(Connection.provider.in_(list(providers)))))

@@ -1,0 +1,312 @@
+"""The webhook receiver: a WSGI application that verifies a delivery, stores it once and answers.
+
+``POST /webhooks/<connection>`` (Xero) or ``POST /webhooks/<connection>/<token>`` (X-Series and
+Unleashed, whose deliveries carry no signature of their own we can rely on: the token is ours, see
+verify.py). Nothing else is done inline — no API call, no applying: the jobs read what is stored
+(store/webhooks.py) — so the answer comes within the providers' deadlines (Xero and X-Series: 5 s).
+
+The answer, in order of the checks:
+
+- 404 unknown path or connection; 405 not a POST; 411 no length; 413 a body over the size cap
+  (refused before it is read);
+- 401 a bad or missing signature or token: nothing stored, counted as a rejected signature
+  (``webhooks status``). Xero's intent-to-receive check sends one good and one bad: 200 and 401;
+- 415 not the provider's content type; 400 a body that is not the provider's;
+- 200, empty, only once the events are committed. A store that fails answers 503: the provider
+  sends the delivery again, and its retry is stored once (the unique dedup key). A receiver that
+  answered 200 on a database failure would lose the change for good.
+
+Each request logs exactly one line (the connection's name, never the URL: it holds the token).
+
+``application`` is the object to give any WSGI server (``synccli.webhooks.app:application``): it
+opens the store named by the environment (``SYNC_DATABASE_URL``...) on its first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from synccli import secrets
+from synccli.clock import Clock, SystemClock
+from synccli.errors import SyncError
+from synccli.store import webhooks as stored
+from synccli.store.db import Store
+from synccli.webhooks import parse, verify
+from synccli.webhooks.events import WebhookEvent
+
+log = logging.getLogger("synccli.webhooks")
+
+MAX_BODY = 1024 * 1024  # a Xero batch or one 1.0-shaped X-Series record is far smaller
+PROVIDERS = ("xero", "lightspeed-x", "unleashed")
+CONTENT_TYPES = {
+    "xero": "application/json",  # [Xero-OpenAPI xero-webhooks.yaml requestBody]
+    "lightspeed-x": "application/x-www-form-urlencoded",  # [D-WH "Payload"]
+    "unleashed": "application/json",  # [D-WH "Webhook Event Structure"]
+}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A connection that may receive deliveries, with its webhook secrets (opened once)."""
+
+    id: int
+    name: str
+    provider: str
+    tenant_id: str | None
+    webhook_key: str | None
+    signing_key: str | None
+
+
+@dataclass
+class Answer:
+    status: int
+    why: str
+    body: bytes = b""
+    log_level: int = logging.WARNING
+
+
+class Directory:
+    """The connections by name, read again every ``ttl`` seconds (a webhook key set with
+    `connections set` counts within that), and at once, at most each second, for a name not
+    known yet: a burst of deliveries costs no credential decryption per request."""
+
+    def __init__(self, store: Store, ttl: float = 5.0) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._targets: dict[str, Target] = {}
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def _refresh(self, force: bool) -> None:
+        now = time.monotonic()
+        with self._lock:
+            age = now - self._read_at
+            if age < self.ttl and not (force and age >= 1.0):
+                return
+            with self.store.read_session() as s:
+                rows = stored.webhook_connections(s, PROVIDERS)
+            targets = {}
+            for conn in rows:
+                creds = self.store.vault.open(conn.credentials) if conn.credentials else {}
+                key, signing = creds.get("webhook_key"), creds.get("webhook_signing_key")
+                secrets.register(key, signing)
+                tenant = (conn.settings or {}).get("tenant_id")
+                targets[conn.name] = Target(
+                    conn.id, conn.name, conn.provider, tenant and str(tenant), key, signing
+                )
+            self._targets, self._read_at = targets, now
+
+    def get(self, name: str) -> Target | None:
+        self._refresh(force=False)
+        found = self._targets.get(name)
+        if found is None:
+            self._refresh(force=True)
+            found = self._targets.get(name)
+        return found
+
+    def xero_tenant(self, tenant: str, key: str) -> Target | None:
+        """The Xero connection of ``tenant`` whose webhook key is ``key`` (the one the delivery
+        was signed with: a tenant of another app's is not this delivery's to feed)."""
+        return next(
+            (
+                t
+                for t in self._targets.values()
+                if t.provider == "xero" and t.tenant_id == tenant and t.webhook_key == key
+            ),
+            None,
+        )
+
+
+class Receiver:
+    """The WSGI application (one per process; requests run on the server's threads)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        max_body: int = MAX_BODY,
+        directory_ttl: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.max_body = max_body
+        self.directory = Directory(store, directory_ttl)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        began = time.monotonic()
+        name = "-"
+        try:
+            name, answer = self.handle(environ)
+        except Exception as exc:  # a bug: 500, so the provider sends it again later
+            answer = Answer(500, f"unexpected {type(exc).__name__}", log_level=logging.ERROR)
+        took = (time.monotonic() - began) * 1000
+        log.log(
+            answer.log_level, "webhook %s: %d, %s (%.0f ms)", name, answer.status, answer.why, took
+        )
+        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(answer.body)))]
+        if answer.status == 503:
+            headers.append(("Retry-After", "30"))
+        start_response(f"{answer.status} {REASONS[answer.status]}", headers)
+        return [answer.body]
+
+    def handle(self, environ: dict[str, Any]) -> tuple[str, Answer]:
+        parts = [unquote(p) for p in str(environ.get("PATH_INFO") or "").split("/") if p]
+        if parts == ["healthz"]:
+            return "-", Answer(200, "health check", b"ok\n", logging.DEBUG)
+        if len(parts) not in (2, 3) or parts[0] != "webhooks":
+            return "-", Answer(404, "no such path")
+        name = parts[1]
+        if environ.get("REQUEST_METHOD") != "POST":
+            return name, Answer(405, "not a POST")
+        target = self.directory.get(name)
+        if target is None:
+            return name, Answer(404, "no connection of that name receives webhooks")
+        token = parts[2] if len(parts) == 3 else None
+        body = self._body(environ)
+        if isinstance(body, Answer):
+            return name, body
+        return name, self._deliver(target, environ, body, token)
+
+    def _body(self, environ: dict[str, Any]) -> bytes | Answer:
+        length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
+        if not length_text.isdigit():
+            return Answer(411, "no Content-Length")
+        length = int(length_text)
+        if length > self.max_body:
+            return Answer(413, f"body of {length} bytes over the {self.max_body}-byte cap")
+        body = environ["wsgi.input"].read(length) if length else b""
+        if len(body) != length:
+            return Answer(400, "body shorter than its Content-Length")
+        return bytes(body)
+
+    def _deliver(
+        self, target: Target, environ: dict[str, Any], body: bytes, token: str | None
+    ) -> Answer:
+        now = self.clock.now()
+        if not self._authentic(target, environ, body, token, now):
+            self._count_rejected(target, now)
+            return Answer(401, "bad or missing signature: nothing stored")
+        ctype = str(environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
+        if ctype != CONTENT_TYPES[target.provider]:
+            return Answer(415, f"content type {ctype or '(none)'} is not {target.provider}'s")
+        try:
+            routed, ignored = self._events(target, environ, body, now)
+        except parse.Malformed as exc:
+            return Answer(400, f"malformed: {exc}")
+        try:
+            added = self._store(target, routed, now)
+        except (SQLAlchemyError, SyncError) as exc:
+            # 5xx: the provider retries, and the retry is stored once
+            why = f"not stored ({type(exc).__name__}): the provider will send it again"
+            return Answer(503, why, log_level=logging.ERROR)
+        note = f", {ignored} not followed" if ignored else ""
+        why = f"{added} new of {len(routed)} event(s){note}"
+        return Answer(200, why, log_level=logging.INFO)
+
+    def _authentic(
+        self, target: Target, environ: dict[str, Any], body: bytes, token: str | None, now: Any
+    ) -> bool:
+        if target.provider == "xero":
+            header = environ.get("HTTP_X_XERO_SIGNATURE")
+            return verify.xero_signature_ok(target.webhook_key, body, header)
+        if not verify.token_ok(target.webhook_key, token):
+            return False
+        if target.provider == "unleashed" and target.signing_key:
+            return verify.unleashed_signature_ok(
+                target.signing_key,
+                body,
+                environ.get("HTTP_X_UNLEASHED_SIGNATURE"),
+                environ.get("HTTP_X_UNLEASHED_TIMESTAMP"),
+                now,
+            )
+        return True
+
+    def _events(
+        self, target: Target, environ: dict[str, Any], body: bytes, now: Any
+    ) -> tuple[list[WebhookEvent], int]:
+        """The followed events, each given the connection it belongs to; and how many were
+        left out (a kind not followed, a Xero tenant no connection of this key has)."""
+        if target.provider == "xero":
+            found = parse.xero_events(body)
+            routed = []
+            for tenant, event in found:
+                owner = self.directory.xero_tenant(tenant, target.webhook_key or "")
+                if owner is not None:
+                    routed.append(dataclasses.replace(event, connection_id=owner.id))
+            return routed, len(found) - len(routed)
+        one: WebhookEvent | None
+        if target.provider == "lightspeed-x":
+            query = parse_qs(str(environ.get("QUERY_STRING") or ""))
+            one = parse.lightspeed_x_event(body, query.get("type", [None])[0], now)
+        else:
+            one = parse.unleashed_event(body, now)
+        if one is None:
+            return [], 1
+        return [dataclasses.replace(one, connection_id=target.id)], 0
+
+    def _store(self, target: Target, events: list[WebhookEvent], now: Any) -> int:
+        with self.store.session() as s:
+            added = stored.record_events(s, events, now)
+            for connection_id in {target.id, *(e.connection_id for e in events)}:
+                stored.record_delivery(s, connection_id, now)
+        return added
+
+    def _count_rejected(self, target: Target, now: Any) -> None:
+        try:
+            with self.store.session() as s:
+                stored.count_rejected(s, target.id, now)
+        except (SQLAlchemyError, SyncError):
+            pass  # the 401 stands; only the count is lost
+
+
+_built: Receiver | None = None
+_build_lock = threading.Lock()
+
+
+def build(store: Store | None = None, **kw: Any) -> Receiver:
+    """A receiver on ``store``, or on the store the environment names (as every command finds
+    it), whose schema must be current."""
+    if store is None:
+        from synccli.config import load_settings
+        from synccli.store.db import open_store
+
+        store = open_store(load_settings(), check=True, create=False)
+    if not logging.getLogger("synccli").handlers:  # under another WSGI server: lines to stderr
+        from synccli.logs import setup_logging
+
+        setup_logging(1)
+    return Receiver(store, **kw)
+
+
+def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """The WSGI entry point for any server (gunicorn ``synccli.webhooks.app:application``)."""
+    global _built
+    if _built is None:
+        with _build_lock:
+            if _built is None:
+                _built = build()
+    return _built(environ, start_response)

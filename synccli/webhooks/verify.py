@@ -1,0 +1,59 @@
+"""Is a delivery the provider's? Each check reads the raw body, before anything is parsed.
+
+Sources are in docs/providers.md ("Webhooks" of each provider):
+
+- Xero signs the raw body: ``x-xero-signature`` = base64(HMAC-SHA256(webhook key, body)), the key
+  used as the text the developer portal shows (not base64-decoded) [Xero-OpenAPI
+  ``xero-webhooks.yaml``; Xero's webhooks guide].
+- X-Series documents no signature, so a delivery proves itself with a token of ours in the URL
+  `webhooks subscribe` registers (random, 256 bits, stored encrypted).
+- Unleashed: the same URL token, and where the connection holds Unleashed's signing key,
+  ``x-unleashed-signature`` = base64(HMAC-SHA256(key, "{x-unleashed-timestamp}.{body}")) with the
+  timestamp within five minutes (the scheme as public clients implement it: unconfirmed in
+  Unleashed's own text, so never the only check).
+
+Every comparison is constant-time (:func:`hmac.compare_digest`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime
+
+UNLEASHED_WINDOW_SECONDS = 300  # a signed timestamp older or newer than this is refused
+
+
+def _hmac(key: str, message: bytes) -> bytes:
+    return hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
+
+
+def xero_signature_ok(key: str | None, body: bytes, header: str | None) -> bool:
+    """Whether ``header`` (``x-xero-signature``) signs ``body`` with the webhook ``key``."""
+    if not key or not header:
+        return False
+    expected = base64.b64encode(_hmac(key, body)).decode("ascii")
+    return hmac.compare_digest(expected.encode(), header.strip().encode("utf-8", "replace"))
+
+
+def token_ok(expected: str | None, given: str | None) -> bool:
+    """Whether the token in the URL is the connection's (none stored: nothing passes)."""
+    if not expected or not given:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8", "replace"))
+
+
+def unleashed_signature_ok(
+    key: str, body: bytes, signature: str | None, timestamp: str | None, now: datetime
+) -> bool:
+    """Whether ``signature`` signs ``"{timestamp}.{body}"`` with ``key``, the timestamp (Unix
+    seconds) no further than five minutes from ``now``: a captured delivery cannot be replayed
+    later."""
+    if not signature or not timestamp or not timestamp.strip().isdigit():
+        return False
+    if abs(now.timestamp() - int(timestamp)) > UNLEASHED_WINDOW_SECONDS:
+        return False
+    digest = _hmac(key, timestamp.strip().encode("ascii") + b"." + body)
+    expected = base64.b64encode(digest).decode("ascii")
+    return hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace"))
