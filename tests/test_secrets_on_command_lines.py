@@ -43,11 +43,13 @@ FILES = {  # secret files a documented invocation may read
     "secret.txt": "file-secret-txt-91ab3c5d7e",
     "api-key.txt": "file-api-key-txt-2f4e6a8c0b",
     "new-secret.txt": "file-new-secret-txt-5d7f9b1e3a",
+    "webhook-key.txt": "file-webhook-key-txt-8c2a4e6f0d",
 }
 # An argument that carries a secret whatever its value (an option or a KEY=VALUE pair).
 SECRET_ARGUMENT = re.compile(
     r"^--(client-secret|api-key|password|token|access-token|refresh-token)(=|$)"
-    r"|^(client_secret|api_key|access_token|refresh_token|password)="
+    r"|^(client_secret|api_key|access_token|refresh_token|password|webhook_key"
+    r"|webhook_signing_key)="
     r"|://[^/@:\s]+:[^/@\s]+@"  # a password in a URL
 )
 GATE_HOOK = """

@@ -299,6 +299,16 @@ def set_(
         metavar="VAR",
         help="Take a new client secret / API key from the environment variable VAR.",
     ),
+    webhook_key_stdin: bool = typer.Option(
+        False,
+        "--webhook-key-stdin",
+        help="Read the webhook key (Xero's, from its developer portal) from stdin.",
+    ),
+    webhook_signing_key_stdin: bool = typer.Option(
+        False,
+        "--webhook-signing-key-stdin",
+        help="Read the key Unleashed signs its webhook deliveries with from stdin.",
+    ),
 ) -> None:
     """Change settings or credentials of a connection. Every key and value is checked first
     (exit 2 naming the key); secrets never go on the command line.
@@ -307,10 +317,15 @@ def set_(
 
         synccli connections set shop1 notify_email=owner@shop.example account_code=200
         synccli connections set shop1 --secret-stdin < new-secret.txt
+        synccli connections set books --webhook-key-stdin < webhook-key.txt
     """
     pairs = _pairs(values or [])
-    if not pairs and not secret_stdin and not secret_env:
+    webhook = {"webhook_key": webhook_key_stdin, "webhook_signing_key": webhook_signing_key_stdin}
+    wanted = [key for key, given in webhook.items() if given]
+    if not pairs and not secret_stdin and not secret_env and not wanted:
         raise UsageError("connections set: give KEY=VALUE pairs, --secret-stdin or --secret-env")
+    if len(wanted) + bool(secret_stdin) > 1:
+        raise UsageError("connections set: stdin holds one secret: give one --...-stdin option")
     store = state(ctx).store()
     conn = store_connections.get_connection(store, name)
     connsettings.check(conn.provider, pairs, removing_allowed=True)
@@ -321,6 +336,8 @@ def set_(
         pairs[secret_key] = _read_secret(label, name)
     elif secret_env:
         pairs[secret_key] = _secret_from_env(secret_env, label)
+    for key in wanted:  # webhook secrets, stored with the credentials (encrypted)
+        pairs[key] = _read_secret(key.replace("_", " "), name)
     store_connections.set_values(store, name, pairs)
     output.line(f"connection {name} updated")
 

@@ -236,6 +236,7 @@ def _register() -> None:
         "commands_invoices",
         "commands_ops",
         "commands_providers",
+        "commands_webhooks",
     ):
         try:
             module = __import__(f"synccli.cli.{name}", fromlist=["register"])

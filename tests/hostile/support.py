@@ -41,6 +41,8 @@ TABLES = (
     "notifications",
     "events",
     "review_items",
+    "webhook_events",
+    "webhook_days",
 )
 TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
 
