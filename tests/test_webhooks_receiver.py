@@ -340,3 +340,27 @@ def test_a_store_that_fails_answers_503_and_the_retry_is_stored_once(
     assert call(app, path, body, FORM) == 200
     assert call(app, path, body, FORM) == 200
     assert [r.entity_id for r in rows(store)] == ["p-0", "p-1"]
+
+
+def test_x_series_signature_where_sent_must_verify_with_the_apps_secret(
+    app: Receiver, store: Store
+) -> None:
+    """Deliveries to an OAuth app carry ``X-Signature`` (its digest's encoding undocumented:
+    hex or base64); the URL token is needed all the same."""
+    secret = "app-client-secret-42"
+    creds = {"client_secret": secret, "webhook_key": X_TOKEN}
+    add_connection(store, "xs", "lightspeed-x", {"client_id": "app"}, creds)
+    path = f"/webhooks/xs/{X_TOKEN}"
+    body = _x_form({"id": "p-1", "version": 1})
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    as_hex = {"X-Signature": f"signature={digest.hex()},algorithm=HMAC-SHA256"}
+    as_b64 = {
+        "X-Signature": f"signature={base64.b64encode(digest).decode()}, algorithm=HMAC-SHA256"
+    }
+    forged = {"X-Signature": "signature=" + "0" * 64 + ",algorithm=HMAC-SHA256"}
+    assert call(app, path, body, FORM, headers=as_hex) == 200
+    assert call(app, path, _x_form({"id": "p-1", "version": 2}), FORM, headers=as_hex) == 401
+    assert call(app, path, body, FORM, headers=as_b64) == 200
+    assert call(app, path, _x_form({"id": "p-2", "version": 1}), FORM, headers=forged) == 401
+    assert call(app, f"/webhooks/xs/{U_TOKEN}", body, FORM, headers=as_hex) == 401
+    assert [r.entity_id for r in rows(store)] == ["p-1"]

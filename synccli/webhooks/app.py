@@ -78,6 +78,7 @@ class Target:
     tenant_id: str | None
     webhook_key: str | None
     signing_key: str | None
+    app_secret: str | None = None  # an X-Series OAuth app's client secret (X-Signature)
 
 
 @dataclass
@@ -113,9 +114,19 @@ class Directory:
                 creds = self.store.vault.open(conn.credentials) if conn.credentials else {}
                 key, signing = creds.get("webhook_key"), creds.get("webhook_signing_key")
                 secrets.register(key, signing)
-                tenant = (conn.settings or {}).get("tenant_id")
+                settings = conn.settings or {}
+                tenant = settings.get("tenant_id")
+                app_secret = None
+                if conn.provider == "lightspeed-x" and settings.get("grant") != "personal_token":
+                    app_secret = creds.get("client_secret")  # a personal token signs nothing
                 targets[conn.name] = Target(
-                    conn.id, conn.name, conn.provider, tenant and str(tenant), key, signing
+                    conn.id,
+                    conn.name,
+                    conn.provider,
+                    tenant and str(tenant),
+                    key,
+                    signing,
+                    app_secret,
                 )
             self._targets, self._read_at = targets, now
 
@@ -235,6 +246,11 @@ class Receiver:
             return verify.xero_signature_ok(target.webhook_key, body, header)
         if not verify.token_ok(target.webhook_key, token):
             return False
+        signature = environ.get("HTTP_X_SIGNATURE")
+        if target.provider == "lightspeed-x" and signature is not None and target.app_secret:
+            # sent to an OAuth app's webhooks: where it comes it must verify (a personal-token
+            # connection has no app secret to check it with: its token alone stands)
+            return verify.x_series_signature_ok(target.app_secret, body, str(signature))
         if target.provider == "unleashed" and target.signing_key:
             return verify.unleashed_signature_ok(
                 target.signing_key,

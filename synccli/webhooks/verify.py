@@ -5,8 +5,11 @@ Sources are in docs/providers.md ("Webhooks" of each provider):
 - Xero signs the raw body: ``x-xero-signature`` = base64(HMAC-SHA256(webhook key, body)), the key
   used as the text the developer portal shows (not base64-decoded) [Xero-OpenAPI
   ``xero-webhooks.yaml``; Xero's webhooks guide].
-- X-Series documents no signature, so a delivery proves itself with a token of ours in the URL
-  `webhooks subscribe` registers (random, 256 bits, stored encrypted).
+- X-Series: a delivery proves itself with a token of ours in the URL `webhooks subscribe`
+  registers (random, 256 bits, stored encrypted). Deliveries to an OAuth app may also carry
+  ``X-Signature: signature=<HMAC-SHA256 of the raw body with the app's client secret>,
+  algorithm=HMAC-SHA256``; the digest's encoding is not documented, so hex or base64 is taken.
+  Where that header comes, it must verify; it is never the only check.
 - Unleashed: the same URL token, and where the connection holds Unleashed's signing key,
   ``x-unleashed-signature`` = base64(HMAC-SHA256(key, "{x-unleashed-timestamp}.{body}")) with the
   timestamp within five minutes (the scheme as public clients implement it: unconfirmed in
@@ -57,3 +60,15 @@ def unleashed_signature_ok(
     digest = _hmac(key, timestamp.strip().encode("ascii") + b"." + body)
     expected = base64.b64encode(digest).decode("ascii")
     return hmac.compare_digest(expected.encode(), signature.strip().encode("utf-8", "replace"))
+
+
+def x_series_signature_ok(app_secret: str, body: bytes, header: str) -> bool:
+    """Whether an ``X-Signature`` header (``signature=...,algorithm=HMAC-SHA256``) signs
+    ``body`` with the app's client secret, its digest in hex or base64."""
+    fields = dict(part.strip().split("=", 1) for part in header.split(",") if "=" in part.strip())
+    given = fields.get("signature", "").strip()
+    if fields.get("algorithm", "HMAC-SHA256").strip().upper() != "HMAC-SHA256" or not given:
+        return False
+    digest = _hmac(app_secret, body)
+    expected = (digest.hex(), base64.b64encode(digest).decode("ascii"))
+    return any(hmac.compare_digest(e.encode(), given.encode("utf-8", "replace")) for e in expected)
