@@ -7,16 +7,14 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from lightspeed_x_helpers import API, START, SpecRequest, validate_request
+from lightspeed_x_helpers import API, SpecRequest, validate_request
 from sqlalchemy import func, select
 from test_webhooks_receiver import FORM, XERO_ITR_KEY, _sign_xero, _x_form, call
 
 from synccli.clock import SimClock, SystemClock
-from synccli.sandbox.core import Request, Response, SandboxServer
-from synccli.sandbox.lightspeed_x import LightspeedXSandbox
+from synccli.sandbox import harness
 from synccli.store.connections import add_connection, credentials, get_connection
 from synccli.store.db import Store
 from synccli.store.models import ApiCall, Connection
@@ -72,51 +70,35 @@ def test_status_shows_deliveries_rejections_and_pending_per_connection(cli, stor
     assert cli("webhooks", "status", "-c", "nobody").exit_code == 2
 
 
-class WebhookStore(LightspeedXSandbox):
-    """The X-Series simulator with the subscription endpoint: `POST /webhooks` creates one
-    webhook per type and URL, 409 for a duplicate [SPEC, SPEC-WH]; each request is checked
-    against the official spec."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.hooks: list[dict[str, Any]] = []
-        self.route("POST", f"{API}/webhooks", "POST webhooks", self.h_webhook)
-
-    def h_webhook(self, req: Request) -> Response:
-        validate_request(SpecRequest.received(req))
-        body = json.loads(req.body)
-        with self.lock:
-            if any((h["type"], h["url"]) == (body["type"], body["url"]) for h in self.hooks):
-                return Response(409, {"error": "webhook already exists"})
-            self.hooks.append(body)
-        return Response(201, {"data": {"id": f"wh-{len(self.hooks)}", **body}})
-
-
 def test_x_series_subscribe_registers_each_type_once_through_the_ledger(cli, store: Store) -> None:
-    app = WebhookStore(clock=SimClock(START), products=1, customers=1)
-    with SandboxServer(app) as server:
-        settings = {"base_url": server.url, "domain_prefix": app.domain_prefix}
-        settings["grant"] = "personal_token"
-        add_connection(
-            store, "xs", "lightspeed-x", settings, {"client_secret": app.personal_token()}
-        )
-        first = cli("webhooks", "subscribe", "-c", "xs", "--url", "https://hooks.shop.example/")
-        again = cli("webhooks", "subscribe", "-c", "xs", "--url", "https://hooks.shop.example")
+    """Against the simulator's `POST /webhooks` (409 for a duplicate type and URL [SPEC]); each
+    request it received is checked against the official spec."""
+    with harness.start("lightspeed-x", products=1, customers=1, deliveries="manual") as running:
+        app = running.app
+        harness.add_connection(store, "xs", running)
+        first = cli("webhooks", "subscribe", "-c", "xs", "--url", "http://127.0.0.1:9/")
+        again = cli("webhooks", "subscribe", "-c", "xs", "--url", "http://127.0.0.1:9")
+        posted = [entry for entry in app.log if entry[:2] == ("POST", f"{API}/webhooks")]
+        hooks = list(app.webhooks.subscriptions.values())
     assert first.exit_code == 0, first.stderr
     assert again.exit_code == 0, again.stderr
+    assert len(posted) == 8
+    for method, path, query, body in posted:
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer checked-by-it"}
+        validate_request(SpecRequest(method, f"{path}?{query}", body, headers))
     token = credentials(store, get_connection(store, "xs"))["webhook_key"]
     assert len(token) >= 40
     kinds = ["product.update", "inventory.update", "customer.update", "sale.update"]
-    assert [h["type"] for h in app.hooks] == kinds
-    for hook in app.hooks:
-        url = urlsplit(hook["url"])
+    assert sorted(kind for h in hooks for kind in h.events) == sorted(kinds)
+    for hook in hooks:
+        url = urlsplit(hook.url)
         assert (url.scheme, url.netloc, url.path) == (
-            "https",
-            "hooks.shop.example",
+            "http",
+            "127.0.0.1:9",
             f"/webhooks/xs/{token}",
         )
-        assert parse_qs(url.query) == {"type": [hook["type"]]}
-        assert hook["active"] is True
+        assert parse_qs(url.query) == {"type": list(hook.events)}
+        assert hook.active is True
     for kind in kinds:
         assert f"subscribed: {kind}" in first.stdout
         assert f"already subscribed: {kind}" in again.stdout
