@@ -343,6 +343,18 @@ COMMON: tuple[Setting, ...] = (
         "7",
         check=positive,
     ),
+    Setting(
+        "safety_poll",
+        "while webhook deliveries are healthy, how often a stream is still polled",
+        "2h",
+        check=duration,
+    ),
+    Setting(
+        "webhook_window",
+        "deliveries count as healthy while the last came within this (else every run polls)",
+        "1h",
+        check=duration,
+    ),
     # Marks a connection `sandbox serve --connect` made: only such a one may be re-pointed.
     Setting(
         "sandbox", "made by `sandbox serve --connect` (never set by hand)", "false", check=boolean

@@ -90,6 +90,8 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             f"review {item.review_waiting}; {pulled}"
         )
         output.line(f"  cursors: {cursors_line(item.cursors)}")
+        for stream, mode in item.push.items():
+            output.line(f"  {stream}: {mode['summary']}")
         if item.uncoded:
             output.line(f"  {uncoded_line(item.provider, item.uncoded)}")
         output.table(

@@ -8,6 +8,7 @@ import typer
 from synccli import fmt
 from synccli.cli import output
 from synccli.cli.state import state
+from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, JSON_OPT, select_connections
 from synccli.clock import SystemClock
 
 app = typer.Typer(
@@ -150,3 +151,45 @@ def status(
         ["connection", "provider", "last delivery", "today", "rejected", "to apply", "hints"],
         table,
     )
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    connection: list[str] = CONNECTION_OPT,
+    all_: bool = ALL_OPT,
+    hints: bool = typer.Option(
+        False,
+        "--hints",
+        help="Also fetch the records delivered as ids only (batched API calls, as a pull).",
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Apply stored webhook deliveries that carry their record, with no API call.
+
+    For a receiver behind another WSGI server, or from cron. A connection whose pull (or
+    link-customers) is running is left to that job, which applies them itself.
+
+    Example:
+
+        synccli webhooks apply --all            # every minute from cron
+
+        synccli webhooks apply -c shop1 --hints # fetch id-only deliveries too
+    """
+    from synccli.sync import push
+
+    store = state(ctx).store()
+    clock = SystemClock()
+    results = {}
+    for conn in select_connections(store, connection, all_, offer_all=True):
+        report = push.apply_connection(store, conn, clock, hints=hints)
+        results[conn.name] = report.summary() | {"busy": report.busy}
+    if as_json:
+        output.print_json(results)
+        return
+    for name, counts in results.items():
+        if counts.get("busy"):
+            output.line(f"{name}: a job of this connection is running; it applies them")
+            continue
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("busy", "modes"))
+        output.line(f"{name}: {shown or 'nothing to apply'}")

@@ -347,6 +347,12 @@ class Connector(ABC):
     ) -> list[RemoteCustomer]:
         """Customers whose email (case-insensitive) or account number matches exactly."""
 
+    def get_customers(self, remote_ids: list[str]) -> list[RemoteCustomer] | None:
+        """The given customers (archived ones too), in as few calls as the provider allows; ids
+        it no longer knows are absent. None: the provider has no look-up by id, and the next
+        poll of the customers reads them instead (webhook hints, #23)."""
+        return None
+
     @abstractmethod
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
         """Create a customer with a name the provider accepts. Never updates an existing one."""

@@ -184,6 +184,8 @@ class LinkReport:
     errors: list[str] = field(default_factory=list)
     would_link: list[dict[str, Any]] = field(default_factory=list)  # dry run only
     review: list[dict[str, Any]] = field(default_factory=list)  # the ambiguous items raised
+    # pushed changes (webhooks) this run applied, fetched and closed, and the stream's mode
+    push: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -329,11 +331,17 @@ def link_customers(
     cursor never passes the run's start), so a crash loses at most the page in flight. Writes
     links, review items and the seen-customers cache only; never a customer field.
     """
+    from synccli.sync import push
+
     started = time.perf_counter()
     report = LinkReport(dry_run=ctx.dry_run)
     ctx.counts = report  # partial counts reach the run row if the run stops half-way
     conn_id = ctx.connection.id
     stream: CursorStream[RemoteCustomer] = CursorStream(ctx, STREAM, since)
+    # pushed customers first (no call); while their deliveries are healthy the listing is read
+    # only every safety_poll, and the hinted ids are fetched instead (sync/push.py)
+    pushed = push.PushReport()
+    polling = push.before_poll(ctx, push.CUSTOMER_STREAMS, pushed)[STREAM].due or bool(since)
     with ctx.store.session() as s:
         links = list(links_by_remote(s, conn_id, KIND).values())
         matcher = _Matcher(_load_unlinked(s, conn_id), links, load_seen(s, conn_id))
@@ -351,12 +359,13 @@ def link_customers(
         if not ctx.dry_run:
             save_seen(s, conn_id, batch.records, batch.now)
 
-    stream.read(
-        ctx.connector.changed_customers,
-        apply,
-        counted=counted,
-        applied=(lambda: on_page(report)) if on_page is not None else None,
-    )
+    if polling:
+        stream.read(
+            ctx.connector.changed_customers,
+            apply,
+            counted=counted,
+            applied=(lambda: on_page(report)) if on_page is not None else None,
+        )
     # Local customers added since their remote twin was last listed: matched against every
     # remote customer seen before (the cache), not only this run's pages; no call is made.
     done = set(matcher.run_links) | matcher.raced
@@ -367,9 +376,14 @@ def link_customers(
             _apply_page(ctx, s, matcher, [], report, flagged, ctx.clock.now(), waiting)
             if ctx.dry_run:
                 s.rollback()
-    cursor = stream.advance()
-    shown = ctx.connector.capabilities.shown_stamp(cursor)
-    report.cursor = shown.isoformat() if isinstance(shown, datetime) else shown
+    if polling:
+        cursor = stream.advance()
+        push.after_poll(ctx, STREAM, stream.run_start, pushed)
+        shown = ctx.connector.capabilities.shown_stamp(cursor)
+        report.cursor = shown.isoformat() if isinstance(shown, datetime) else shown
+    else:
+        push.fetch_customer_hints(ctx, pushed)
+    report.push = pushed.summary()
     report.ambiguous = len(flagged)
     report.review = list(flagged.values())[:_REVIEW_IN_REPORT]
     report.calls = ctx.calls

@@ -97,6 +97,8 @@ class PullReport:
     ghosts: list[dict[str, str]] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # pushed changes (webhooks) this run applied, fetched and closed, and each stream's mode
+    push: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -502,6 +504,8 @@ def pull_products(
     Each page is applied and committed together with the cursor it allows, so a crash loses at
     most the page in flight, and the next run re-reads it (with the provider's overlap).
     """
+    from synccli.sync import push
+
     started = time.perf_counter()
     report = PullReport(dry_run=ctx.dry_run)
     connector = ctx.connector
@@ -510,9 +514,20 @@ def pull_products(
         ("products", connector.changed_products),
         ("stock", connector.changed_stock),
     ]
+    # pushed changes first (no call); a stream whose deliveries are healthy is polled only
+    # every safety_poll, and its hints are fetched instead (see sync/push.py)
+    pushed = push.PushReport()
+    modes = push.before_poll(ctx, push.PRODUCT_STREAMS, pushed)
+    polled = [name for name, _ in streams if modes[name].due or since is not None]
     with fewer_collections():
         for stream, fetch in streams:
-            _pull_stream(ctx, stream, fetch, since, run_start, report, on_page)
+            if stream in polled:
+                _pull_stream(ctx, stream, fetch, since, run_start, report, on_page)
+                push.after_poll(ctx, stream, run_start, pushed)
+    rest = [name for name, _ in streams if name not in polled]
+    if rest:
+        push.fetch_product_hints(ctx, pushed, rest)
+    report.push = pushed.summary()
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -59,6 +59,9 @@ class ConnectionStatus:
     review_waiting: int = 0
     # remote products with no code in the field that holds the shop's SKU: read, never synced
     uncoded: int = 0
+    # per stream, once the connection has had a webhook delivery: push (polled only every
+    # safety_poll) or poll (deliveries silent), with when it was last delivered and polled
+    push: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def status_report(
@@ -104,6 +107,7 @@ def status_report(
             item.ghosts = count_ghosts(s, conn.id)
             item.review_waiting = count_review_waiting(s, conn.id)
             item.uncoded = count_uncoded(s, conn.id)
+            item.push = push_modes(s, conn, now)
         item.calls = usage(store, conn.id, now)
         try:
             limits = limits_of(conn.provider)
@@ -112,3 +116,15 @@ def status_report(
             item.limits = {}
         report.append(item)
     return report
+
+
+def push_modes(s: Any, conn: Any, now: datetime) -> dict[str, dict[str, Any]]:
+    """Each stream's cadence (sync/push.py), for a connection that has had deliveries."""
+    from synccli.store.webhooks import last_delivery_at
+    from synccli.sync.push import cadence, streams_of
+
+    if last_delivery_at(s, conn.id) is None:
+        return {}
+    return {
+        stream: cadence(s, conn, stream, now).as_json(now) for stream in streams_of(conn.provider)
+    }

@@ -1,0 +1,606 @@
+"""Pushed changes applied, and polls kept as the safety net (#23).
+
+A webhook delivery is stored by the receiver (``synccli/store/webhooks.py``) and applied here,
+never on the receiver's request path:
+
+- **A record in the payload** (X-Series' products, stock and customers; Unleashed's when the
+  payload carries them) is applied with no API call, through the code a pull applies its pages
+  with (``products._Applier``, ``customers._apply_page``). What the store already holds wins when
+  it is as new or newer: a stamp in the store's own units (X-Series' ``version``, Unleashed's
+  ``LastModifiedOn``) ranks the record against it; a record with only a change time is applied
+  only when that time is after the record's last read from the provider (a pull, a sweep, a
+  fetch) by more than :data:`CLOCK_SLACK`, else it is fetched instead. Among deliveries of one
+  entity the newest wins, so an older one arriving late is dropped. Cursors never move here:
+  the poll still covers the change.
+- **An id only** (Xero's Contacts and Invoices events, a record that cannot be read) is a hint:
+  the next ``pull-products`` / ``link-customers`` fetches every pending one in the provider's
+  largest batches and closes them only once the fetched records are stored. A hint whose record
+  the provider no longer returns is closed and nothing is deleted (absence is not deletion).
+- **Cadence**: while deliveries of a stream are healthy (one within ``webhook_window``, default
+  1 hour) the jobs poll that stream only every ``safety_poll`` (default 2 hours); once they stop,
+  every run polls again. A whole poll closes the hints received before it began: it read them.
+
+Exactly once: applying and closing an event commit in one transaction; ``mark_done`` moves only
+open rows, and every step above is idempotent (a field is written only when it differs). Outside a
+job, ``webhooks apply`` applies under the stream's job lease (``pull-products``,
+``link-customers``), so it never runs beside a pull of the same connection: a pull that holds the
+lease applies the events itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from synccli.clock import Clock, SystemClock, utc
+from synccli.connectors import payloads
+from synccli.connectors.base import Connector, RemoteCustomer, RemoteProduct, RemoteStock
+from synccli.connectors.wire import stamp_version
+from synccli.errors import LeaseBusy
+from synccli.procs import owner_id
+from synccli.store.customers import seen_by_id
+from synccli.store.db import Store
+from synccli.store.models import Connection, WebhookEventRow
+from synccli.store.push import (
+    applied_versions,
+    cursor_updated,
+    cursor_value,
+    events_in,
+    hints_covered,
+    mark_polled,
+    polled_at,
+    restore_read_times,
+    to_hints,
+)
+from synccli.store.reference import kept_lists
+from synccli.store.runs import acquire_lease, release_lease
+from synccli.store.sync_state import links_for
+from synccli.store.webhooks import last_delivery_at, mark_done
+from synccli.sync.context import JobContext
+from synccli.sync.jobs import Job
+
+log = logging.getLogger("synccli.push")
+
+SAFETY_POLL = "2h"
+WEBHOOK_WINDOW = "1h"
+# A record with only a change time (no stamp in the store's units) is applied when that time is
+# after its last read by more than this: the provider's clock and ours may differ by seconds.
+CLOCK_SLACK = timedelta(minutes=2)
+BATCH = 500  # events applied in one transaction
+PRODUCT_STREAMS = ("products", "stock")
+CUSTOMER_STREAMS = ("customers",)
+JOB_OF = {"products": Job.PULL_PRODUCTS, "stock": Job.PULL_PRODUCTS}
+JOB_OF["customers"] = Job.LINK_CUSTOMERS
+APPLY_LEASE = timedelta(minutes=2)
+STOCK_SWEEP = "stock-sweep"  # products.STOCK_SWEEP: when a sweep last listed every position
+
+
+# --- cadence -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cadence:
+    """How a stream of a connection is kept fresh now."""
+
+    stream: str
+    push: bool  # deliveries are healthy: polls only every safety_poll
+    last_delivery_at: datetime | None
+    polled_at: datetime | None
+    safety_poll: timedelta
+    window: timedelta
+    due: bool  # this run polls the stream
+
+    @property
+    def next_poll_at(self) -> datetime | None:
+        if not self.push or self.polled_at is None:
+            return None
+        return self.polled_at + self.safety_poll
+
+    def describe(self, now: datetime) -> str:
+        if self.push:
+            last = _ago(now - self.last_delivery_at) if self.last_delivery_at else "?"
+            nxt = self.next_poll_at
+            when = "due now" if nxt is None or nxt <= now else f"in {_span(nxt - now)}"
+            return f"push: last delivery {last} ago; next safety poll {when}"
+        if self.last_delivery_at is None:
+            return "poll: no deliveries; polling every run"
+        return f"push silent since {_ago(now - self.last_delivery_at)} ago: polling every run"
+
+    def as_json(self, now: datetime) -> dict[str, Any]:
+        nxt = self.next_poll_at
+        return {
+            "mode": "push" if self.push else "poll",
+            "last_delivery_at": self.last_delivery_at.isoformat()
+            if self.last_delivery_at
+            else None,
+            "last_poll_at": self.polled_at.isoformat() if self.polled_at else None,
+            "next_poll_at": nxt.isoformat() if nxt else None,
+            "safety_poll_seconds": int(self.safety_poll.total_seconds()),
+            "window_seconds": int(self.window.total_seconds()),
+            "summary": self.describe(now),
+        }
+
+
+def _span(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}" if hours else f"{minutes} min"
+
+
+def _ago(delta: timedelta) -> str:
+    return _span(delta)
+
+
+def durations(settings: dict[str, Any]) -> tuple[timedelta, timedelta]:
+    """The connection's (safety_poll, webhook_window)."""
+    from synccli.sync.invoices import parse_duration  # the settings' one duration rule
+
+    safety = parse_duration(str(settings.get("safety_poll") or SAFETY_POLL), "safety_poll")
+    window = parse_duration(str(settings.get("webhook_window") or WEBHOOK_WINDOW), "webhook_window")
+    return safety, window
+
+
+def cadence(s: Session, conn: Connection, stream: str, now: datetime) -> Cadence:
+    safety, window = durations(dict(conn.settings or {}))
+    last = last_delivery_at(s, conn.id, stream)
+    last = utc(last) if last is not None else None
+    push = last is not None and now - last <= window
+    polled = polled_at(s, conn.id, stream)
+    polled = utc(polled) if polled is not None else None
+    due = not push or polled is None or now >= polled + safety
+    return Cadence(stream, push, last, polled, safety, window, due)
+
+
+def streams_of(provider: str) -> tuple[str, ...]:
+    """The streams ``status`` shows a push mode for."""
+    return (*PRODUCT_STREAMS, *CUSTOMER_STREAMS) if provider != "xero" else CUSTOMER_STREAMS
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PushReport:
+    applied: int = 0  # pushed records applied from their payload (changed or not)
+    changed: int = 0  # fields changed by them
+    superseded: int = 0  # older than what the store holds or a newer delivery: dropped
+    hinted: int = 0  # records that could not be applied from the payload: fetched instead
+    fetched: int = 0  # hints fetched and stored
+    covered: int = 0  # hints a whole poll read
+    gone: int = 0  # hints whose record the provider no longer returns (nothing deleted)
+    busy: bool = False  # a job of this connection held the lease: it applies them
+    modes: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The counts a job's report carries (none when nothing was pushed)."""
+        counts = {
+            k: v
+            for k, v in vars(self).items()
+            if k not in ("modes", "busy") and isinstance(v, int) and v
+        }
+        return {**counts, "modes": dict(self.modes)} if counts or self.modes else {}
+
+
+# --- ranking ------------------------------------------------------------------------------------
+
+
+def _rank(version: str | None, occurred: datetime) -> tuple[int, Any, datetime]:
+    """An orderable key of a delivery: X-Series' integer version, else an ISO time."""
+    text = (version or "").strip()
+    if text.isdigit():
+        return (1, int(text), utc(occurred))
+    try:
+        return (0, utc(datetime.fromisoformat(text.replace("Z", "+00:00"))), utc(occurred))
+    except ValueError:
+        return (0, utc(occurred), utc(occurred))
+
+
+def _newest(rows: list[WebhookEventRow], applied: dict[str, list[Any]]) -> tuple[list, list]:
+    """The newest delivery of each entity among ``rows``, and the rest (older than it, or than
+    one applied before): (keep, dropped)."""
+    best: dict[str, WebhookEventRow] = {}
+    dropped: list[WebhookEventRow] = []
+    for row in rows:
+        earlier = best.get(row.entity_id)
+        if earlier is None or _rank(row.version, row.occurred_at) > _rank(
+            earlier.version, earlier.occurred_at
+        ):
+            if earlier is not None:
+                dropped.append(earlier)
+            best[row.entity_id] = row
+        else:
+            dropped.append(row)
+    keep: list[WebhookEventRow] = []
+    for entity, row in best.items():
+        before = [_rank(v, at) for v, at, _ in applied.get(entity, [])]
+        if before and _rank(row.version, row.occurred_at) < max(before):
+            dropped.append(row)
+        else:
+            keep.append(row)
+    return keep, dropped
+
+
+# --- applying ------------------------------------------------------------------------------------
+
+
+def outlet_of(ctx: JobContext) -> str | None:
+    """The X-Series outlet whose stock is the shop's, without a call: the setting, else the
+    store's kept copy of the provider's lists; None when neither says."""
+    settings = ctx.connection.settings or {}
+    if settings.get("outlet_id"):
+        return str(settings["outlet_id"])
+    with ctx.store.session() as s:
+        kept = kept_lists(s, ctx.connection.id, ctx.clock.now(), timedelta(days=3650))
+    for value in kept.values():
+        if isinstance(value, dict) and value.get("outlet_id"):
+            return str(value["outlet_id"])
+    return None
+
+
+def apply_products(ctx: JobContext, report: PushReport) -> None:
+    """Apply the pending product and stock deliveries that carry their record (no call)."""
+    outlet = outlet_of(ctx) if ctx.connection.provider == payloads.X_SERIES else None
+    ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
+    while True:
+        with ctx.store.session() as s:
+            rows = events_in(s, ctx.connection.id, PRODUCT_STREAMS, "pending", BATCH)
+            if not rows:
+                return
+            _ProductBatch(ctx, s, report, outlet).apply(rows)
+            if ctx.dry_run:
+                s.rollback()
+                return
+
+
+class _ProductBatch:
+    """One transaction's product and stock deliveries."""
+
+    def __init__(self, ctx: JobContext, s: Session, report: PushReport, outlet: str | None):
+        self.ctx, self.s, self.report, self.outlet = ctx, s, report, outlet
+        self.conn_id = ctx.connection.id
+        self.now = ctx.clock.now()
+        self.applied: list[int] = []
+        self.done: list[int] = []
+        self.hints: list[int] = []
+
+    def apply(self, rows: list[WebhookEventRow]) -> None:
+        from synccli.sync.products import FUTURE_SLACK, PullReport, _Applier, provider_now
+
+        readings = {row.id: self._read(row) for row in rows}
+        ours: list[WebhookEventRow] = []
+        for row in rows:
+            pushed = readings[row.id]
+            if pushed is not None and pushed.product is None and pushed.stock is None:
+                self.done.append(row.id)  # another outlet's stock: nothing of the shop's changed
+            else:
+                ours.append(row)
+        keep: list[WebhookEventRow] = []
+        for stream in PRODUCT_STREAMS:
+            mine = [r for r in ours if r.stream == stream]
+            ids = [r.entity_id for r in mine]
+            newest, dropped = _newest(mine, applied_versions(self.s, self.conn_id, stream, ids))
+            keep += newest
+            self.done += [r.id for r in dropped]
+        products: list[RemoteProduct] = []
+        stock: list[RemoteStock] = []
+        read = [(row, readings[row.id]) for row in keep]
+        for row, pushed in read:
+            if pushed is not None and pushed.stock is not None and pushed.changed_at is None:
+                # X-Series' inventory.update carries no time of its own: its delivery's stands in.
+                # A retry overtaking a newer change is then undone by the next stock poll (within
+                # safety_poll), which re-reads every row changed since its cursor.
+                pushed.changed_at = utc(row.received_at)
+        links = links_for(self.s, self.conn_id, "product", [r.entity_id for r, _ in read])
+        marks = self._marks()
+        served = provider_now(self.ctx) + FUTURE_SLACK
+        for row, pushed in read:
+            if pushed is None:
+                self.hints.append(row.id)
+                continue
+            link = links.get(row.entity_id)
+            read_at = max([t for t in (link and link.last_synced_at, *marks) if t], default=None)
+            verdict = self._verdict(pushed, read_at, served)
+            if verdict == "hint":
+                self.hints.append(row.id)
+                continue
+            if verdict == "done":
+                self.done.append(row.id)
+                continue
+            if pushed.product is not None:
+                products.append(pushed.product)
+            if pushed.stock is not None:
+                stock.append(pushed.stock)
+            self.applied.append(row.id)
+        before = {lk.id: lk.last_synced_at for lk in links.values()}
+        counter = PullReport()
+        applier = _Applier(self.ctx, self.s, self.now, [], authoritative=False)
+        if products:
+            applier.apply_products(products, counter)
+        if stock:
+            applier.apply_stock(stock, counter)
+        self._close(counter.changed, before)
+
+    def _read(self, row: WebhookEventRow) -> payloads.Pushed | None:
+        if not isinstance(row.record, dict):
+            return None
+        return payloads.read(self.ctx.connection.provider, row.stream, row.record, self.outlet)
+
+    def _marks(self) -> list[datetime]:
+        """When the store last read every product and stock row (a whole poll, a sweep)."""
+        found = [
+            polled_at(self.s, self.conn_id, "products"),
+            polled_at(self.s, self.conn_id, "stock"),
+            cursor_updated(self.s, self.conn_id, STOCK_SWEEP),
+        ]
+        return [utc(t) for t in found if t is not None]
+
+    def _verdict(self, pushed: payloads.Pushed, read_at: datetime | None, served: datetime) -> str:
+        """ "apply", "done" (the store holds this or newer) or "hint" (cannot tell: fetch)."""
+        caps = self.ctx.connector.capabilities
+        record = pushed.product or pushed.stock
+        if record is None:
+            return "done"  # another outlet's stock: nothing of the shop's changed
+        if not pushed.ranked:
+            changed = pushed.changed_at
+            if changed is not None and (read_at is None or changed > read_at + CLOCK_SLACK):
+                return "apply"
+            return "hint"
+        stamp = record.updated_at
+        if not caps.stamps_on_provider_clock and stamp is not None and stamp > served:
+            return "hint"  # a stamp past the provider's clock (Unleashed's hours off) cannot rank
+        if pushed.product is None and stamp is not None:
+            cursor = cursor_value(self.s, self.conn_id, "stock")
+            if cursor is not None and stamp_version(stamp) <= stamp_version(cursor):
+                return "done"  # the stock feed has read this version or a newer one
+        return "apply"  # a product: the applier ranks it against the stamp the store holds
+
+    def _close(self, changed: int, before: dict[int, datetime | None]) -> None:
+        s, report = self.s, self.report
+        hints = self.hints
+        if self.ctx.dry_run:
+            report.applied += len(self.applied)
+            report.changed += changed
+            report.superseded += len(self.done)
+            report.hinted += len(hints)
+            return
+        restore_read_times(s, before)
+        to_hints(s, hints)
+        report.applied += mark_done(s, self.applied, "applied", self.now)
+        report.superseded += mark_done(s, self.done, "done", self.now)
+        report.hinted += len(hints)
+        report.changed += changed
+
+
+def apply_customers(ctx: JobContext, report: PushReport) -> None:
+    """Apply the pending customer deliveries that carry their record (no call)."""
+    ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
+    while True:
+        with ctx.store.session() as s:
+            rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "pending", BATCH)
+            if not rows:
+                return
+            _apply_customer_rows(ctx, s, rows, report)
+            if ctx.dry_run:
+                s.rollback()
+                return
+
+
+def _apply_customer_rows(
+    ctx: JobContext, s: Session, rows: list[WebhookEventRow], report: PushReport
+) -> None:
+    conn_id, now = ctx.connection.id, ctx.clock.now()
+    ids = [r.entity_id for r in rows]
+    keep, dropped = _newest(rows, applied_versions(s, conn_id, "customers", ids))
+    done = [r.id for r in dropped]
+    seen = seen_by_id(s, conn_id, [r.entity_id for r in keep])
+    polled = polled_at(s, conn_id, "customers")
+    records: list[RemoteCustomer] = []
+    applied: list[int] = []
+    hints: list[int] = []
+    for row in keep:
+        pushed = (
+            payloads.read(ctx.connection.provider, "customers", row.record, None)
+            if isinstance(row.record, dict)
+            else None
+        )
+        customer = pushed.customer if pushed is not None else None
+        if pushed is None or customer is None:
+            hints.append(row.id)
+            continue
+        cached = seen.get(row.entity_id)
+        stored = cached.remote_updated_at if cached is not None else None
+        if pushed.ranked and customer.updated_at is not None:
+            if stored is not None and utc(customer.updated_at) < utc(stored):
+                done.append(row.id)
+                continue
+        else:
+            read_at = max([utc(t) for t in (cached and cached.seen_at, polled) if t], default=None)
+            changed = pushed.changed_at
+            if changed is None or (read_at is not None and changed <= read_at + CLOCK_SLACK):
+                hints.append(row.id)
+                continue
+            customer.updated_at = stored  # no stamp of its own: the cache keeps the last one
+        records.append(customer)
+        applied.append(row.id)
+    before = report.changed
+    linked = link_records(ctx, s, records, now)
+    report.changed = before + linked
+    report.hinted += len(hints)
+    if ctx.dry_run:
+        report.applied += len(applied)
+        report.superseded += len(done)
+        return
+    to_hints(s, hints)
+    report.applied += mark_done(s, applied, "applied", now)
+    report.superseded += mark_done(s, done, "done", now)
+
+
+def link_records(ctx: JobContext, s: Session, records: list[RemoteCustomer], now: datetime) -> int:
+    """Customers applied as a ``link-customers`` page applies them (links, review items, the
+    seen-customers cache); answers the links made."""
+    from synccli.store.sync_state import links_by_remote
+    from synccli.sync.customers import (
+        KIND,
+        LinkReport,
+        _apply_page,
+        _load_unlinked,
+        _Matcher,
+        load_seen,
+        save_seen,
+    )
+
+    if not records:
+        return 0
+    conn_id = ctx.connection.id
+    links = list(links_by_remote(s, conn_id, KIND).values())
+    matcher = _Matcher(_load_unlinked(s, conn_id), links, load_seen(s, conn_id))
+    counts = LinkReport(dry_run=ctx.dry_run)
+    _apply_page(ctx, s, matcher, records, counts, {}, now)
+    if not ctx.dry_run:
+        save_seen(s, conn_id, records, now)
+    return counts.linked
+
+
+# --- hints ----------------------------------------------------------------------------------------
+
+
+def fetch_product_hints(ctx: JobContext, report: PushReport, streams: Sequence[str]) -> None:
+    """Fetch every product (with its stock) an open hint of ``streams`` names, in the provider's
+    largest batches, apply what comes back as a sweep does, and close the hints with it."""
+    from synccli.sync.products import PullReport, _Applier
+
+    with ctx.store.session() as s:
+        rows = events_in(s, ctx.connection.id, streams, "hint", 100_000)
+    if not rows:
+        return
+    ids = list(dict.fromkeys(r.entity_id for r in rows))
+    found = ctx.connector.get_products(ids)  # no transaction held across the calls
+
+    def store_them(s: Session, records: list[Any]) -> int:
+        counter = PullReport()
+        _Applier(ctx, s, ctx.clock.now(), [], authoritative=True).apply_products(records, counter)
+        return counter.changed
+
+    _close_hints(ctx, rows, found, report, store_them)
+
+
+def fetch_customer_hints(ctx: JobContext, report: PushReport) -> None:
+    """Fetch every customer an open hint names (Xero: ``GET /Contacts?IDs=``, comma lists kept
+    under the URL limit), link them as a page, and close the hints. A provider that cannot look
+    customers up by id leaves them to the next poll, which reads them."""
+    with ctx.store.session() as s:
+        rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "hint", 100_000)
+    if not rows:
+        return
+    found = ctx.connector.get_customers(list(dict.fromkeys(r.entity_id for r in rows)))
+    if found is None:
+        return
+
+    def store_them(s: Session, records: list[Any]) -> int:
+        return link_records(ctx, s, records, ctx.clock.now())
+
+    _close_hints(ctx, rows, found, report, store_them)
+
+
+def _close_hints(
+    ctx: JobContext,
+    rows: list[WebhookEventRow],
+    found: list[Any],
+    report: PushReport,
+    store_them: Callable[[Session, list[Any]], int],
+) -> None:
+    got = {str(r.remote_id).lower() for r in found}
+    gone = {r.entity_id.lower() for r in rows} - got
+    if gone:
+        # absence is not deletion: the sweep and the ghost rules judge it, not a webhook
+        log.info("%d hinted records are not at the provider now: left to the sweep", len(gone))
+    now = ctx.clock.now()
+    with ctx.store.session() as s:
+        report.changed += store_them(s, found)
+        if ctx.dry_run:
+            s.rollback()
+            report.fetched += len(got)
+            return
+        mark_done(s, [r.id for r in rows], "done", now)  # with the records they asked for
+    report.fetched += len(got)
+    report.gone += len(gone)
+
+
+# --- the jobs' side -----------------------------------------------------------------------------
+
+
+def before_poll(ctx: JobContext, streams: Sequence[str], report: PushReport) -> dict[str, Cadence]:
+    """At a pull's start: apply what was pushed, and tell which streams this run polls."""
+    now = ctx.clock.now()
+    with ctx.store.session() as s:
+        modes = {stream: cadence(s, ctx.connection, stream, now) for stream in streams}
+    report.modes = {stream: mode.describe(now) for stream, mode in modes.items()}
+    if set(streams) & set(PRODUCT_STREAMS):
+        apply_products(ctx, report)
+    if set(streams) & set(CUSTOMER_STREAMS):
+        apply_customers(ctx, report)
+    return modes
+
+
+def after_poll(ctx: JobContext, stream: str, started: datetime, report: PushReport) -> None:
+    """A whole poll of ``stream`` ran from ``started``: it read every hint received before."""
+    if ctx.dry_run:
+        return
+    with ctx.store.session() as s:
+        mark_polled(s, ctx.connection.id, stream, started, ctx.clock.now())
+        report.covered += hints_covered(s, ctx.connection.id, [stream], started, ctx.clock.now())
+
+
+# --- outside a job (``webhooks apply``, the receiver after it stored deliveries) -----------------
+
+
+def apply_connection(
+    store: Store,
+    conn: Connection,
+    clock: Clock | None = None,
+    connector_factory: Callable[[JobContext], Connector] | None = None,
+    hints: bool = False,
+) -> PushReport:
+    """Apply the connection's pending deliveries that carry their record: no API call. With
+    ``hints``, also fetch the ids delivered without a record (batched calls, as a pull does).
+    Each stream's job lease is held for the moment it takes; where a job holds it, that job
+    applies them (``busy``)."""
+    clock = clock or SystemClock()
+    report = PushReport()
+    owner = f"{owner_id()}:push:{uuid.uuid4().hex[:8]}"[-100:]
+    for job in (Job.PULL_PRODUCTS, Job.LINK_CUSTOMERS):
+        streams = PRODUCT_STREAMS if job == Job.PULL_PRODUCTS else CUSTOMER_STREAMS
+        with store.session() as s:
+            waiting = events_in(s, conn.id, streams, "pending", 1) or (
+                hints and events_in(s, conn.id, streams, "hint", 1)
+            )
+        if not waiting:
+            continue
+        try:
+            acquire_lease(store, job, conn.id, clock.now(), APPLY_LEASE, owner)
+        except LeaseBusy:
+            report.busy = True
+            continue
+        try:
+            ctx = JobContext(store, conn, clock, connector_factory=connector_factory)
+            _apply_job(ctx, job, report, hints)
+        finally:
+            release_lease(store, job, conn.id, owner)
+    return report
+
+
+def _apply_job(ctx: JobContext, job: Job, report: PushReport, hints: bool) -> None:
+    if job == Job.PULL_PRODUCTS:
+        apply_products(ctx, report)
+        if hints:
+            fetch_product_hints(ctx, report, PRODUCT_STREAMS)
+    else:
+        apply_customers(ctx, report)
+        if hints:
+            fetch_customer_hints(ctx, report)
