@@ -7,8 +7,8 @@ import typer
 
 from synccli import fmt
 from synccli.cli import output
-from synccli.cli.state import state
 from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, JSON_OPT, select_connections
+from synccli.cli.state import state
 from synccli.clock import SystemClock
 
 app = typer.Typer(
