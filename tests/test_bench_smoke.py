@@ -106,3 +106,14 @@ def test_thousand_merchants_round_runs_each_job_once_across_processes() -> None:
         assert r["peak_rss_mb"] > 0
     assert len(doc["rounds"][1]["runs_per_process"]["pull-products"]) >= 2  # shared out
     assert doc["ratio"] is not None
+
+
+def test_webhooks_burst_stores_every_delivery_once() -> None:
+    doc = bench("webhooks_burst.py", "--count", "40", "--clients", "4", "--threads", "2")
+    assert doc["ok"] is True
+    for run in doc["runs"]:
+        assert run["sent"] == run["answered"] == run["stored"] == 40, run
+        assert run["lost"] == run["duplicates_stored"] == run["errors"] == 0, run
+        assert run["retries_sent"] == run["retries_answered_200"] == 4, run
+        assert set(run["answer_ms"]) == {"p50", "p95", "p99", "max"}
+    assert doc["machine"]["load_before"] and doc["machine"]["load_after"]
