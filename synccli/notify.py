@@ -292,18 +292,30 @@ def rejected_email(
     messages: list[str],
     next_attempt_at: datetime | None,
     give_up_at: datetime | None,
+    refund_of: str | None = None,
 ) -> Email:
     provider = _provider(connection)
     when = f"{next_attempt_at:%Y-%m-%d %H:%M} UTC" if next_attempt_at else "on the next run"
     deadline = f" It gives up on {give_up_at:%Y-%m-%d %H:%M} UTC." if give_up_at else ""
-    body = f"""{provider} refused invoice {number} (connection {connection.name}).
+    what = f"refund {number} of order {refund_of}" if refund_of else f"invoice {number}"
+    fix = (
+        f"What to fix: check order {number} against your {provider} settings - the tax codes "
+        "(tax\ntypes), account codes, product codes and the customer named on the order, and "
+        f"the message\nabove. Fix the order (or the setting in {provider})."
+    )
+    if refund_of:
+        fix = f"""What to fix: check refund {number} against order {refund_of} in {provider}:
+its invoice must still be there (not voided or deleted), with at least the refund's amount
+due to take a credit note's allocation, and the tax codes and accounts of the refunded lines
+must still exist - and the message above. A credit note {provider} already holds is never
+posted again: when the message says it is there, allocate it in {provider} or fix what it
+names."""
+    body = f"""{provider} refused {what} (connection {connection.name}).
 
 {provider} said:
 {_bullets(messages)}
 
-What to fix: check order {number} against your {provider} settings - the tax codes (tax
-types), account codes, product codes and the customer named on the order, and the message
-above. Fix the order (or the setting in {provider}).
+{fix}
 
 How to retry: synccli tries again on its own, next at {when}.{deadline}
 To try at once after fixing it, run:
@@ -312,7 +324,7 @@ To try at once after fixing it, run:
 
 See every attempt with: synccli invoices show {number} --connection {connection.name}
 """
-    return Email(f"[synccli] {provider} refused invoice {number}", body)
+    return Email(f"[synccli] {provider} refused {what}", body)
 
 
 def mismatch_email(

@@ -36,7 +36,7 @@ def test_readme_table_says_what_the_capabilities_say(provider: str) -> None:
         "tax-inclusive prices": "no" if documents.tax_inclusive == "none" else "yes",
         "lines without a product code": "no" if documents.codeless_lines == "none" else "yes",
         "payments": "no" if documents.payments == "none" else "yes",
-        "refunds": "yes" if documents.refunds else "no",
+        "refunds": "no" if documents.refunds == "none" else "yes",
     }
 
 

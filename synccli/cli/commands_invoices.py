@@ -67,15 +67,17 @@ def add(
     ),
     json_out: bool = JSON_OPT,
 ) -> None:
-    """Add orders to post as invoices. The whole input is checked first: one problem anywhere
-    (named with its line and field) and nothing is written (exit 2). Schema: docs/orders.md.
-    --dry-run makes every check and prints what would be queued, writing nothing.
+    """Add orders to post as invoices, and refunds of them (an object with refund_of: posted
+    once its order is). The whole input is checked first: one problem anywhere (named with its
+    line and field) and nothing is written (exit 2). Schema: docs/orders.md. --dry-run makes
+    every check and prints what would be queued, writing nothing.
 
     Example:
 
         \b
         synccli invoices add orders.jsonl --connection shop1
         cat order.json | synccli invoices add - -c shop1 --json
+        synccli invoices add refunds.jsonl -c shop1   # {"refund_of": "WEB-1", ...}
     """
     conn = _one_connection(ctx, connection)
     store = state(ctx).store()
@@ -231,7 +233,7 @@ def list_(
         [
             [
                 r.connection,
-                r.number,
+                f"{r.number} (refund of {r.refund_of})" if r.refund_of else r.number,
                 r.state,
                 r.attempts,
                 f"{fmt.number(r.total)} {r.currency}",
@@ -274,6 +276,8 @@ def show(
         f"{d.customer['name']} <{d.customer['email'] or '-'}> "
         f"{d.customer['account_number'] or ''}".rstrip()
     )
+    if r.refund_of:
+        output.line(f"  refund of order {r.refund_of}")
     output.line(f"  idempotency key {r.idempotency_key}")
     if d.maybe_sent:
         output.line(
@@ -288,7 +292,9 @@ def show(
     if r.next_attempt_at:
         output.line(f"  next attempt {fmt.minute(r.next_attempt_at)}; rejections {r.attempts}")
     if r.last_error:
-        output.line(f"  last error: {r.last_error}")
+        # a posted refund's note (its credit left on the contact), a refund's wait, or an error
+        label = "note" if r.state == "posted" else "last error"
+        output.line(f"  {r.last_error}" if r.state == "waiting" else f"  {label}: {r.last_error}")
     output.table(
         ["line", "sku", "description", "qty", "unit price", "tax code", "tax rate", "account"],
         [

@@ -67,6 +67,8 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             when = datetime.fromisoformat(blocked) if isinstance(blocked, str) else blocked
             budget += f", BLOCKED until {fmt.minute(when)}"
         queue = ", ".join(f"{k} {v}" for k, v in item.invoices.items() if v) or "empty"
+        if item.refunds:  # the refunds among them, by state ("waiting" for their order)
+            queue += " (refunds: " + ", ".join(f"{k} {v}" for k, v in item.refunds.items()) + ")"
         if item.last_successful_pull is None:
             pulled = "last successful pull: never"
         else:

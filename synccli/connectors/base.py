@@ -89,10 +89,18 @@ class DocumentSupport:
     # up: they must add up to its total, Lightspeed), "applied" (each applied to the posted
     # invoice afterwards, exactly once: Xero's PUT /Payments, not built yet) or "none"
     payments: str = "none"
-    refunds: bool = False  # refunds as credit notes (issue 22 line 4): none yet
+    # refunds of a posted order: "credit_note" (a credit note allocated to the order's invoice,
+    # Xero), "return_sale" (a sale with negative quantities naming the original, X-Series) or
+    # "none"
+    refunds: str = "none"
 
     def lacks(
-        self, *, tax_inclusive: bool = False, codeless: bool = False, payments: bool = False
+        self,
+        *,
+        tax_inclusive: bool = False,
+        codeless: bool = False,
+        payments: bool = False,
+        refund: bool = False,
     ) -> list[str]:
         """What of this the provider cannot do, in words for a one-line refusal."""
         missing = []
@@ -102,6 +110,8 @@ class DocumentSupport:
             missing.append("lines without a product code (sku)")
         if payments and self.payments == "none":
             missing.append("payments (payments)")
+        if refund and self.refunds == "none":
+            missing.append("refunds (refund_of)")
         return missing
 
 
@@ -204,6 +214,22 @@ def payment_type(settings: dict[str, Any], method: str | None) -> str:
 
 
 @dataclass
+class RefundTarget:
+    """The posted order a refund gives money back on: its number and the provider's id of its
+    invoice (sale); ``on``: the refund's date (an allocation's)."""
+
+    number: str
+    remote_id: str
+    on: datetime
+
+
+class RefusedAfterCreate(Rejected):
+    """The provider refused a later step of a write whose first call created the record (a
+    credit note's allocation): the record exists, so the job looks it up before any retry,
+    never posts it again."""
+
+
+@dataclass
 class InvoiceDraft:
     """An order ready to post: customer and products already exist remotely."""
 
@@ -222,6 +248,9 @@ class InvoiceDraft:
     # an earlier attempt got no clear answer (the job looked the invoice up first and did not
     # find it): a connector may check once more before it reports a refusal
     resend: bool = False
+    # a refund of this posted order: the lines are what is given back (positive quantities
+    # and amounts), posted as the provider takes refunds (``DocumentSupport.refunds``)
+    refund_of: RefundTarget | None = None
 
     def exclusive_lines(self) -> list[InvoiceLine]:
         """The lines as a provider that takes only exclusive prices must be sent them, so that
@@ -283,6 +312,9 @@ class PostedInvoice:
     number: str
     total: Decimal | None = None
     status: str | None = None
+    # what the merchant should know of a posted document (a refund's credit left on the
+    # contact because the invoice was paid meanwhile), shown by `invoices show`
+    note: str | None = None
 
 
 @dataclass
@@ -390,6 +422,17 @@ class Connector(ABC):
     @abstractmethod
     def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         """Post an invoice. Raises ``Rejected`` with the provider's messages when it refuses it."""
+
+    def post_refund(self, refund: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        """Post a refund (``refund.refund_of`` names the posted order) as the provider allows;
+        the answer's total is the amount given back (positive). Only where
+        ``capabilities.documents.refunds`` is not "none"."""
+        raise Rejected(f"{self.provider} cannot take refunds (README: the provider table)")
+
+    def find_refund(self, number: str, target: RefundTarget) -> PostedInvoice | None:
+        """The refund we posted under ``number``, if the provider has it, brought to the state
+        a post leaves it in (Xero: allocated to the invoice, when it was not yet)."""
+        raise Rejected(f"{self.provider} cannot take refunds (README: the provider table)")
 
     def post_invoices(
         self, invoices: list[tuple[InvoiceDraft, str]]

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from synccli.store.db import Store
 from synccli.store.models import InvoiceJob
 
-HELD_STATES = ("pending", "posting", "failed")  # a job in any other state has no live claim
+# a job in any other state has no live claim; ``waiting``: a refund whose order is not posted yet
+HELD_STATES = ("pending", "posting", "failed", "waiting")
 
 
 def _held(job_ids: Iterable[int], worker: str, now: datetime) -> Any:

@@ -211,3 +211,14 @@ def attempts_of(s: Session, job_id: int) -> list[InvoiceAttempt]:
             .order_by(InvoiceAttempt.id)
         )
     )
+
+
+def order_job(s: Session, connection_id: int, number: str) -> tuple[str, str | None] | None:
+    """(state, remote id) of the invoice job of the connection's order ``number``, or None
+    when it has none (or there is no such order)."""
+    row = s.execute(
+        select(InvoiceJob.state, InvoiceJob.remote_id)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .where(InvoiceJob.connection_id == connection_id, Order.number == number)
+    ).first()
+    return None if row is None else (row[0], row[1])

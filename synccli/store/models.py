@@ -180,6 +180,10 @@ class Order(Base):
     created_at: Mapped[datetime]
     # the lines' unit prices include tax (NULL, as rows written before the column read: no)
     prices_include_tax: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    # a refund: the number of the order (same connection) it gives money back on; its lines
+    # name the order's lines they refund (``OrderLine.refund_line``). Posted once that order
+    # is, as its provider allows (a credit note allocated to the invoice, a return sale).
+    refund_of: Mapped[str | None] = mapped_column(String(100), default=None)
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", order_by="OrderLine.line_no", cascade="all, delete-orphan"
@@ -207,6 +211,8 @@ class OrderLine(Base):
     # product code ("shipping", "surcharge", "discount", "gift_card", "other"; ``sku`` empty),
     # which is never matched to a product nor creates one
     kind: Mapped[str | None] = mapped_column(String(20), default=None)
+    # a refund's line: the ``line_no`` of the refunded order's line it gives money back on
+    refund_line: Mapped[int | None] = mapped_column(Integer, default=None)
 
     order: Mapped[Order] = relationship(back_populates="lines")
 

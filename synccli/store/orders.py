@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from synccli.store.bulk import chunks
-from synccli.store.models import Customer, Order
+from synccli.store.models import Customer, Order, OrderLine
 
 
 def existing_numbers(s: Session, connection_id: int, numbers: list[str]) -> set[str]:
@@ -45,3 +47,29 @@ def customer_by_account(s: Session, connection_id: int, account: str) -> Custome
         .order_by(Customer.id)
         .limit(1)
     )
+
+
+def order_by_number(s: Session, connection_id: int, number: str) -> Order | None:
+    """The connection's order with this number, with its lines."""
+    return s.scalar(
+        select(Order)
+        .options(selectinload(Order.lines))
+        .where(Order.connection_id == connection_id, Order.number == number)
+    )
+
+
+def refunded_lines(
+    s: Session, connection_id: int, number: str
+) -> list[tuple[int, str | None, Decimal, Decimal]]:
+    """(refunded line number, kind, quantity, unit price) of every line of every refund of the
+    connection's order ``number``."""
+    rows = s.execute(
+        select(OrderLine.refund_line, OrderLine.kind, OrderLine.quantity, OrderLine.unit_price)
+        .join(Order, OrderLine.order_id == Order.id)
+        .where(
+            Order.connection_id == connection_id,
+            Order.refund_of == number,
+            OrderLine.refund_line.is_not(None),
+        )
+    )
+    return [(int(no), kind, q, p) for no, kind, q, p in rows.tuples() if no is not None]

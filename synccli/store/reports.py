@@ -44,6 +44,18 @@ def invoice_states(s: Session, connection_id: int) -> dict[str, int]:
     return {state: n for state, n in rows.tuples()}
 
 
+def refund_states(s: Session, connection_id: int) -> dict[str, int]:
+    """state -> number of the connection's refund jobs in it (the refunds among
+    :func:`invoice_states`)."""
+    rows = s.execute(
+        select(InvoiceJob.state, func.count())
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .where(InvoiceJob.connection_id == connection_id, Order.refund_of.is_not(None))
+        .group_by(InvoiceJob.state)
+    )
+    return {state: n for state, n in rows.tuples()}
+
+
 def count_ghosts(s: Session, connection_id: int) -> int:
     """Links whose remote record is gone or archived."""
     count = s.scalar(

@@ -64,6 +64,8 @@ from synccli.connectors.base import (
     NewProduct,
     PaymentLine,
     PostedInvoice,
+    RefundTarget,
+    RefusedAfterCreate,
 )
 from synccli.errors import ClaimLost, ConfigError, Rejected, TransientError, UsageError
 from synccli.outcomes import InvoiceAction, outcome_of
@@ -81,6 +83,7 @@ from synccli.store.invoices import (
     job_with_order,
     jobs_of_number,
     linked_products,
+    order_job,
     order_number_exists,
     orders_without_job,
 )
@@ -121,7 +124,17 @@ JOB = Job.POST_INVOICES
 # ``mismatch``: the provider has the invoice, but its total is not the order's (a tax code whose
 # rate there differs from the shop's, say). Not posted, not due again: the merchant corrects it at
 # the provider (emailed once).
-STATES = ("pending", "posting", "posted", "mismatch", "failed", "gave_up", "cancelled")
+# ``waiting``: a refund whose order is not posted yet (no call is made for it until it is).
+STATES = (
+    "pending",
+    "waiting",
+    "posting",
+    "posted",
+    "mismatch",
+    "failed",
+    "gave_up",
+    "cancelled",
+)
 TRANSIENT_BREAKER = 5  # transient failures in a row stop the run (the provider is down)
 DEFAULT_SCHEDULE = "2h,4h,8h,12h,24h"
 DEFAULT_GIVE_UP = "7d"
@@ -203,6 +216,7 @@ class PostReport:
     emails_failed: int = 0  # recorded but not sent: the merchant does not know
     total_mismatches: int = 0
     lost: int = 0  # jobs another run took over while this one was stalled (left to it)
+    waiting: int = 0  # refunds whose order is not posted yet
     stopped: str | None = None
     unlinked_products: list[str] = field(default_factory=list)  # dry run: would look up/create
     unlinked_customers: list[str] = field(default_factory=list)  # dry run: would look up/create
@@ -307,7 +321,13 @@ def _claim_batch(
 
 
 def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) -> list[str]:
-    """Post prepared jobs: one call where the provider takes several invoices at once."""
+    """Post prepared jobs: one call where the provider takes several invoices at once (a
+    refund is posted alone, as its provider takes it)."""
+    alone = [(w, d) for w, d in workers if d.refund_of is not None]
+    if alone:
+        rest = [(w, d) for w, d in workers if d.refund_of is None]
+        done = [w.guard(partial(w.send, d)) for w, d in alone]
+        return done + (_post_batch(ctx, rest) if rest else [])
     if len(workers) == 1:
         w, draft = workers[0]
         return [w.guard(lambda: w.send(draft))]
@@ -364,6 +384,8 @@ class _Worker:
         self.summary = ""
         self.maybe_sent = False  # when claimed: an earlier post may have reached the provider
         self.marked = False  # this attempt marked the job ``posting`` (its post may go out)
+        self.exists = False  # the provider holds the record though it refused a later step
+        self.target: RefundTarget | None = None  # a refund: the posted order it refunds
 
     def now(self) -> datetime:
         return self.ctx.clock.now()
@@ -415,19 +437,30 @@ class _Worker:
 
     def send(self, draft: InvoiceDraft) -> str:
         """Post this one invoice (inside :meth:`guard`)."""
+        connector = self.ctx.connector
+        post = connector.post_refund if draft.refund_of is not None else connector.post_invoice
         try:
-            posted = self.ctx.connector.post_invoice(draft, self.key)
+            posted = post(draft, self.key)
         except Rejected as err:
             return self.refused(err)
         return self.posted(posted, "posted")
+
+    def find(self, number: str) -> PostedInvoice | None:
+        """The provider's invoice (or, for a refund, its credit note or return) under
+        ``number``."""
+        if self.target is not None:
+            return self.ctx.connector.find_refund(number, self.target)
+        return self.ctx.connector.find_invoice(number)
 
     def refused(self, err: Rejected) -> str:
         """The provider refused the post. When it says the number is in use, the invoice may be
         ours, posted before the store was restored from an older backup (or by a run whose every
         record was lost): it is looked up, and found it counts as posted, not as refused."""
         messages = err.errors or [err.message]
-        if self.ctx.connector.number_taken(messages):
-            found = self.ctx.connector.find_invoice(self.order.number)
+        if isinstance(err, RefusedAfterCreate):  # it exists: looked up, never posted again
+            self.exists = True
+        elif self.ctx.connector.number_taken(messages):
+            found = self.find(self.order.number)
             if found is not None:
                 log.warning(
                     "invoice %s: the provider has this number already (%s): found, not sent again",
@@ -451,10 +484,14 @@ class _Worker:
         if plan.problems:
             self.summary = "not sent: the order in the store is invalid"
             return self.rejected(plan.problems, outcome="invalid")
+        if order.refund_of:
+            waits = self.refund_target(order)
+            if waits:
+                return self.wait(waits)
         lookup = ""
         if plan.look_up:
             self.summary = f"look up invoice {order.number} (an earlier post had no clear answer)"
-            found, asked = self.ctx.connector.find_invoice(order.number), order.number
+            found, asked = self.find(order.number), order.number
             if found is None and idempotency_key(self.conn.name, order.number) != key:
                 earlier = self.renumbered(order, key)
                 if isinstance(earlier, str):
@@ -477,6 +514,38 @@ class _Worker:
             return self.lost()
         return draft
 
+    def refund_target(self, order: Order) -> str:
+        """Set the posted order a refund gives money back on; or say why it waits for it."""
+        of = str(order.refund_of)
+        with self.store.session() as s:
+            original = order_job(s, self.conn.id, of)
+        if original is None:
+            return f"waiting for order {of}: it is not in the store (or has no invoice job yet)"
+        state, remote_id = original
+        if state != "posted" or not remote_id:
+            return f"waiting for order {of} to be posted (it is {state})"
+        self.target = RefundTarget(of, remote_id, order.date)
+        return ""
+
+    def wait(self, why: str) -> str:
+        """A refund whose order is not posted: nothing is sent, no attempt is counted against
+        the merchant; it is looked at again each run (one attempt row when its reason
+        changes, not one a run)."""
+        with self.store.locked() as s:
+            job = self.held(s)
+            if job is None:
+                return self.lost()
+            changed = job.state != "waiting" or job.last_error != why
+            job.state, job.last_error = "waiting", why
+            job.next_attempt_at = self.now()
+            job.claimed_by, job.claimed_until = None, None
+            if changed:
+                self.summary = why
+                self.attempt(s, "waiting", why)
+        self.report.waiting += 1
+        log.info("refund %s: %s", self.order.number, why)
+        return self.outcome("waiting", error=why)
+
     def renumbered(self, order: Order, key: str) -> tuple[PostedInvoice | None, str] | str:
         """The shop changed the order's number after a post of it got no clear answer: that post
         may be at the provider under the number the job was queued under. Look that one up too;
@@ -495,7 +564,7 @@ class _Worker:
                 outcome="invalid",
             )
         self.summary = f"look up invoice {earlier} (the order's number before it was changed)"
-        found = self.ctx.connector.find_invoice(earlier)
+        found = self.find(earlier)
         if found is not None:
             log.warning(
                 "invoice %s: found at the provider under its earlier number %s (%s)",
@@ -539,6 +608,7 @@ class _Worker:
             total=Decimal(order.total),
             resend=self.maybe_sent,
             prices_include_tax=bool(order.prices_include_tax),
+            refund_of=self.target,
             payments=[
                 PaymentLine(Decimal(p.amount), p.date, p.method, p.reference)
                 for p in order.payments
@@ -604,7 +674,7 @@ class _Worker:
                 return self.lost(f"the provider has it as {posted.remote_id}")
             job.state = "posted" if mismatch is None else "mismatch"
             job.remote_id, job.remote_total = posted.remote_id, posted.total
-            job.posted_at, job.last_error = now, mismatch
+            job.posted_at, job.last_error = now, mismatch or posted.note
             job.claimed_by, job.claimed_until = None, None
             self.attempt(s, how, mismatch)
             # kept when the shop deletes the order row (and with it this job)
@@ -649,7 +719,7 @@ class _Worker:
             job = self.held(s)
             if job is None:  # no email either: the job is the new holder's
                 return self.lost(f"refused: {error}")
-            if self.marked:  # the provider refused the post itself: nothing of it exists there
+            if self.marked and not self.exists:  # refused: nothing of it exists there
                 job.maybe_sent = False
             job.attempts = (job.attempts or 0) + 1
             job.first_failed_at = job.first_failed_at or now
@@ -671,7 +741,9 @@ class _Worker:
             log.error("invoice %s: gave up after %d rejection(s): %s", number, attempts, error)
         else:
             self.report.rejected += 1
-            email = notify.rejected_email(self.conn, number, messages, next_at, give_up_at)
+            email = notify.rejected_email(
+                self.conn, number, messages, next_at, give_up_at, self.order.refund_of
+            )
             digest = hashlib.sha256(error.encode("utf-8")).hexdigest()[:24]
             key = f"invoice-rejected:{self.conn.id}:{self.job_id}:{digest}"
             log.error("invoice %s rejected (retry at %s): %s", number, next_at, error)
@@ -789,6 +861,7 @@ def _local_problems(
         paid,
         Decimal(order.total),
         connection=connection,
+        refund=bool(order.refund_of),
     )
     if why:
         problems.append(why)
@@ -1135,6 +1208,7 @@ class InvoiceRow:
     last_error: str | None
     created_at: datetime
     idempotency_key: str
+    refund_of: str | None = None  # a refund: the order it gives money back on
 
 
 @dataclass
@@ -1176,6 +1250,7 @@ def _row(job: InvoiceJob, order: Order, conn_name: str) -> InvoiceRow:
         job.last_error,
         job.created_at,
         job.idempotency_key,
+        order.refund_of,
     )
 
 

@@ -49,6 +49,8 @@ from synccli.store.models import (
 )
 from synccli.store.orders import customer_by_account, customer_by_email, existing_numbers
 from synccli.store.sync_state import posted_before
+from synccli.sync import refunds
+from synccli.sync.refunds import RefundIn
 
 MAX_LINE = 10 * 1024 * 1024  # bytes per input line (and per multi-line document)
 MAX_PLACES = 4  # the store keeps 4 decimal places
@@ -182,6 +184,7 @@ class LineIn:
     tax_rate: Decimal = Decimal("0")
     account_code: str | None = None
     kind: str = "product"  # or one of CODELESS_KINDS (sku then empty)
+    refund_line: int | None = None  # a refund's line: the refunded order's line number
 
 
 def codeless(line: Any) -> bool:
@@ -202,6 +205,13 @@ class OrderIn:
     total: Decimal
     prices_include_tax: bool = False
     payments: list[PaymentIn] = field(default_factory=list)
+    # a refund (sync/refunds.py): its currency, customer, lines and total are the refunded
+    # order's, filled in when the batch is written (the order may be in the store)
+    refund: RefundIn | None = None
+
+    @property
+    def refund_of(self) -> str | None:
+        return self.refund.of if self.refund is not None else None
 
 
 @dataclass
@@ -502,6 +512,8 @@ class _Validator:
                 f"line {self.line}: expected a JSON object (an order), got {_type_name(value)}"
             )
             return None
+        if "refund_of" in value:
+            return self.refund(value)
         self.unknown(value, ORDER_FIELDS, "", "an order")
         number = self.string(value, "number", "number", required=True, max_len=100)
         when = self.when(value, "date")
@@ -525,6 +537,16 @@ class _Validator:
         return OrderIn(
             self.line, number, when, currency, customer, lines, total, inclusive, payments
         )
+
+    def refund(self, value: dict[str, Any]) -> OrderIn | None:
+        """A refund: its own fields now, the rest from its order when the batch is written."""
+        number = self.string(value, "number", "number", required=True, max_len=100)
+        when = self.when(value, "date")
+        refund = refunds.read(self, value)
+        if self.problems or refund is None:
+            return None
+        assert number and when
+        return OrderIn(self.line, number, when, "", CustomerIn(""), [], Decimal(0), refund=refund)
 
     def payments(self, value: Any) -> list[PaymentIn]:
         if value is None:
@@ -772,6 +794,7 @@ def unsupported(
             paid,
             o.total,
             connection=connection,
+            refund=o.refund is not None,
         )
         if why:
             problems.append(f"line {o.line}: {why}")
@@ -787,15 +810,16 @@ def cannot_take(
     total: Decimal | None = None,
     *,
     connection: str = "NAME",
+    refund: bool = False,
 ) -> str:
     """Why the provider (with this connection's settings) cannot take an order asking for
     tax-inclusive prices, lines without a product code or payments (``paid``: their sum, None
-    when the order has none), or ""."""
+    when the order has none), or a refund (``refund``), or ""."""
     from synccli.sync.context import connector_class  # the connectors, only when adding
 
     documents = connector_class(provider).capabilities.documents
     missing = documents.lacks(
-        tax_inclusive=inclusive, codeless=has_codeless, payments=paid is not None
+        tax_inclusive=inclusive, codeless=has_codeless, payments=paid is not None, refund=refund
     )
     if missing:
         return f"{provider} cannot take {' or '.join(missing)} (README: the provider table)"
@@ -854,21 +878,26 @@ def add_orders(
                 )
             cache: dict[str, Customer] = {}
             seen = posted_before(s, connection.id, [o.number for o in orders])
+            known = _resolve_refunds(s, connection, orders)
             for o in orders:
-                customer, created = _local_customer(s, connection.id, o.customer, now, cache)
-                report.customers_created += created
+                customer_id = known.get(o.number)
+                if customer_id is None:
+                    customer, created = _local_customer(s, connection.id, o.customer, now, cache)
+                    report.customers_created += created
+                    customer_id = customer.id
                 order = Order(
                     connection_id=connection.id,
                     number=o.number,
                     date=o.date,
                     currency=o.currency,
-                    customer_id=customer.id,
+                    customer_id=customer_id,
                     customer_email=o.customer.email,
                     customer_account=o.customer.account_number,
                     customer_name=o.customer.name,
                     total=o.total,
                     created_at=now,
                     prices_include_tax=o.prices_include_tax,
+                    refund_of=o.refund_of,
                 )
                 order.lines = [
                     OrderLine(
@@ -881,6 +910,7 @@ def add_orders(
                         tax_rate=ln.tax_rate,
                         account_code=ln.account_code,
                         kind=None if ln.kind == "product" else ln.kind,
+                        refund_line=ln.refund_line,
                     )
                     for i, ln in enumerate(o.lines)
                 ]
@@ -925,6 +955,62 @@ def add_orders(
             ]
         ) from None
     return report
+
+
+def _resolve_refunds(s: Session, connection: Connection, orders: list[OrderIn]) -> dict[str, int]:
+    """Give each refund of the batch its order's currency, customer, tax mode, lines and total
+    (the order from the store, or from the batch), checking that it gives back no more than
+    was sold; raise :class:`OrderInputError` naming every problem. Returns the shop's customer
+    id of each refund whose order is in the store (it is that order's customer)."""
+    problems: list[str] = []
+    batch = {o.number: o for o in orders if o.refund is None}
+    originals: dict[str, refunds.Original] = {}
+    customers: dict[str, int] = {}
+    for o in orders:
+        if o.refund is None:
+            continue
+
+        def fail(path: str, problem: str, line: int = o.line) -> None:
+            problems.append(f"line {line}: {path} {problem}")
+
+        of = o.refund.of
+        if of not in originals:
+            found = (
+                refunds.original_in_batch(batch[of])
+                if of in batch
+                else refunds.original_in_store(s, connection.id, of)
+            )
+            if found is None:
+                fail(
+                    "refund_of",
+                    f"{of!r} is no order of connection {connection.name!r} (add the order "
+                    "first, or in the same input before the refund)",
+                )
+                continue
+            originals[of] = found
+        original = originals[of]
+        lines = refunds.resolve(o.refund, original, fail)
+        if lines is None:
+            continue
+        o.currency, o.customer, o.lines = original.currency, original.customer, lines
+        o.prices_include_tax = original.inclusive
+        o.total = order_total(lines, original.inclusive)
+        if o.refund.total is not None and o.refund.total != o.total:
+            fail("total", f"{o.refund.total} does not match the refund's lines ({o.total})")
+        if original.customer_id is not None:
+            customers[o.number] = original.customer_id
+        why = cannot_take(
+            connection.provider,
+            o.prices_include_tax,
+            any(codeless(ln) for ln in lines),
+            connection.settings or {},
+            connection=connection.name,
+        )
+        if why:
+            fail("refund_of", f"{of!r}: {why}")
+    if problems:
+        raise OrderInputError(problems)
+    return customers
 
 
 def enqueue_missing(store: Store, connection: Connection, now: datetime) -> int:

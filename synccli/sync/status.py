@@ -16,6 +16,7 @@ from synccli.store.reports import (
     cursors_of,
     invoice_states,
     last_ok_end,
+    refund_states,
 )
 from synccli.store.runs import holds_lease, last_runs
 from synccli.store.sync_state import count_uncoded
@@ -55,6 +56,8 @@ class ConnectionStatus:
     calls: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
     invoices: dict[str, int] = field(default_factory=dict)
+    # the refunds among ``invoices``, by state (``waiting``: for their order to be posted)
+    refunds: dict[str, int] = field(default_factory=dict)
     ghosts: int = 0
     review_waiting: int = 0
     # remote products with no code in the field that holds the shop's SKU: read, never synced
@@ -104,6 +107,7 @@ def status_report(
             stored = cursors_of(s, conn.id, CURSOR_STREAMS)
             item.cursors = {k: shown_stamp(conn.provider, stored.get(k)) for k in CURSOR_STREAMS}
             item.invoices = {**dict.fromkeys(INVOICE_STATES, 0), **invoice_states(s, conn.id)}
+            item.refunds = refund_states(s, conn.id)
             item.ghosts = count_ghosts(s, conn.id)
             item.review_waiting = count_review_waiting(s, conn.id)
             item.uncoded = count_uncoded(s, conn.id)
