@@ -247,7 +247,7 @@ def test_a_refund_is_posted_against_the_order_once_it_is_posted(
             invoice = running.app.world().invoices[original]
             assert Decimal(str(invoice.body["AmountDue"])) == Decimal("16.10")
         else:
-            assert held["return_for"] == original
+            assert held["return"] == {"is_return": True, "original_sale_id": original}
             assert [ln["quantity"] for ln in held["line_items"]] == [-1, -1]
         listed = cli("invoices", "list", "-c", "shop")
         assert "refund of WEB-7" in listed.stdout

@@ -112,6 +112,20 @@ def token_request(
     return body
 
 
+@dataclass
+class PersonalToken:
+    """A token the account owner made (Lightspeed X-Series' personal token [D-AUTH]): sent as
+    is, never refreshed."""
+
+    token: str
+
+    def headers(self, method: str, url: str, query: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
+        return False
+
+
 class OAuth2Auth:
     """Bearer tokens from an authorisation-code grant, refreshed with rotation."""
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
@@ -38,7 +37,7 @@ import requests
 
 from synccli import secrets
 from synccli.clock import Clock, SystemClock
-from synccli.connectors.auth import OAuth2Auth, Tokens, TokenStore, token_request
+from synccli.connectors.auth import OAuth2Auth, PersonalToken, Tokens, TokenStore, token_request
 from synccli.connectors.base import (
     Capabilities,
     Connector,
@@ -49,6 +48,7 @@ from synccli.connectors.base import (
     NewProduct,
     Page,
     PostedInvoice,
+    RefundTarget,
     RemoteCustomer,
     RemoteProduct,
     RemoteStock,
@@ -110,19 +110,6 @@ PROFILE = Profile(
 )
 
 
-@dataclass
-class PersonalToken:
-    """A retailer's personal token [D-AUTH]: sent as is, never refreshed."""
-
-    token: str
-
-    def headers(self, method: str, url: str, query: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def on_unauthorized(self, used_headers: Mapping[str, str]) -> bool:
-        return False
-
-
 # ------------------------------------------------------------------------------------------------
 # the connector
 
@@ -154,9 +141,7 @@ class LightspeedXConnector(Connector):
         catalogue_page=PAGE,
         version_stamps=True,
         # a line names a product: codeless ones go against the charge_item setting's
-        documents=DocumentSupport(
-            tax_inclusive="converted", codeless_lines="charge_item", payments="in_sale"
-        ),
+        documents=DocumentSupport("converted", "charge_item", "in_sale", "return_sale"),
     )
 
     def __init__(self, http: HttpClient, settings: dict[str, Any]) -> None:
@@ -337,9 +322,18 @@ class LightspeedXConnector(Connector):
             raise Rejected(f"sale {found.number} is at Lightspeed as {found.status}, not closed")
         return found
 
+    def find_refund(self, number: str, target: RefundTarget) -> PostedInvoice | None:
+        return self.find_invoice(number)  # a return is a sale under our own id too
+
+    def post_refund(self, refund: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        """A return: the sale with negative quantities and payment, naming the sale it returns
+        (``return_for``, as the X spec's initReturnSale example shows one); total given back."""
+        return self.post_invoice(refund, idempotency_key)
+
     def post_invoice(self, invoice: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         """POST the sale under our own id (stored with the job: it is derived from the order),
-        after which ``find_invoice`` finds it by that id."""
+        after which ``find_invoice`` finds it by that id; a refund as a return (post_refund)."""
+        back = -1 if invoice.refund_of is not None else 1
         ref = self.reference()
         taxes: dict[str, tuple[str, Decimal]] = ref["taxes"]
         lines, computed = [], Decimal(0)
@@ -349,7 +343,7 @@ class LightspeedXConnector(Connector):
             # per unit [SPEC LineItemTax], tax = price x rate; x quantity, the line's (wire.py)
             price, unit_tax = unit_amounts(line.quantity, line.unit_price, rate)
             product = self.settings.get("charge_item") if line.codeless else line.product_remote_id
-            item = {"product": {"id": product}, "quantity": float(line.quantity)}
+            item = {"product": {"id": product}, "quantity": float(line.quantity * back)}
             item["pricing"] = {"price": float(price)}
             item["tax"] = {"id": tax_id, "amount": float(unit_tax)}
             lines.append(item)
@@ -369,8 +363,10 @@ class LightspeedXConnector(Connector):
                 {"amount": float(p.amount), "type": {"config_id": payment_type(pays, p.method)}}
                 for p in invoice.payments
             ]
-            or [{"amount": float(total), "type": {"config_id": ref["payment_type_id"]}}],
+            or [{"amount": float(total * back), "type": {"config_id": ref["payment_type_id"]}}],
         }
+        if invoice.refund_of is not None:
+            body["return_for"] = invoice.refund_of.remote_id
         body["source"].update(id=invoice.number, type="synccli")  # our order, on every read
         if invoice.customer_remote_id:
             body["customer_id"] = invoice.customer_remote_id
@@ -602,6 +598,8 @@ def _sale(row: dict[str, Any], number: str) -> PostedInvoice:
     if total is None and price is not None:
         total = price + (tax or Decimal(0))
     total = round_money(total) if total is not None else None
+    if total is not None and row.get("return_for"):  # a return: what it gave back
+        total = -total
     return PostedInvoice(
         str(row.get("id") or "").lower(), number, total, str(row.get("state") or "")
     )

@@ -44,7 +44,10 @@ Modelled:
   ``tax.amount`` (per unit) required; unknown user, register, customer, product, tax or payment
   type is a 400; a line's unit tax must be its unit price x its tax's rate (our check, within a
   cent; undocumented, Sales 101's examples are exact [D-S101]); a closed sale's payments must
-  cover its total (our check); a closed or on-account sale lowers stock [D-STATE].
+  cover its total (our check); a closed or on-account sale lowers stock [D-STATE]. A return
+  names the closed sale it returns (``return_for``, echoed with ``return.original_sale_id``, as
+  the initReturnSale example and ``SaleReturn`` show [SPEC]); negative quantities only in a
+  return, and a return's quantities only negative (our checks); it raises stock back.
   ``GET /sales/{id}`` answers 404 for an id never posted (unconfirmed: the spec lists only 200).
 - Reference lists: ``/taxes`` (``No Tax`` and ``GST`` as in the spec's example), ``/outlets``,
   ``/registers``, ``/payment_types``, ``/retailer``, ``/user``, ``/users``.
@@ -1164,6 +1167,11 @@ class LightspeedXSandbox(SandboxApp):
         ]
         if not lines:
             raise _bad("line_items must hold at least one line")
+        original = self._sales.get(str(body.get("return_for"))) if "return_for" in body else None
+        if "return_for" in body and (original is None or original.ref.body["state"] != "closed"):
+            raise _bad(f"return_for {body['return_for']} is no closed sale of this store")
+        if any((ln["quantity"] < 0) != (original is not None) for ln in lines):
+            raise _bad("a return's quantities are negative, and only a return's")
         price_total = sum((ln["total"] for ln in lines), Decimal(0))
         tax_total = sum((ln["tax_total"] for ln in lines), Decimal(0))
         total = price_total + tax_total
@@ -1275,6 +1283,11 @@ class LightspeedXSandbox(SandboxApp):
             },
             "created_at": stamp(created),
             "updated_at": stamp(now),
+            **(
+                {"return_for": ret, "return": {"is_return": True, "original_sale_id": ret}}
+                if (ret := body.get("return_for"))
+                else {}
+            ),
         }
 
 
