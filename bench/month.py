@@ -23,6 +23,13 @@ day), and ``synccli plan``'s figure for the same schedule is printed beside the 
 
 Onboarding (the first full pull and the first link-customers of a new connection) happens the day
 before the month and is reported apart: plan's figures are steady-state.
+
+``--webhooks`` runs, for each provider (default Unleashed and Lightspeed X-Series), the same month
+twice side by side: polled as above, and with the provider's webhooks (``--webhook-drop``, 5% by
+default, of the deliveries never sent) into the receiver, applied each minute (``webhooks apply``)
+and by the jobs, the polls kept as the safety net. It reports calls per job, freshness, changes
+lost, ghosts and invoices for both, and for X-Series the month's calls against the R-Series month
+(polled, in the same run). See bench/_webhooks.py.
 """
 
 from __future__ import annotations
@@ -189,6 +196,11 @@ class Freshness:
             if local is not None and Decimal(local) == Decimal(product.stock):
                 self.lags["stock"] += [(now - t).total_seconds() / 60 for t in times]
                 del self.stock[rid]
+
+    def waiting_since(self, before: datetime) -> int:
+        """Changes made before ``before`` that are still not visible locally."""
+        fields = sum(1 for times in self.fields.values() for t in times if t < before)
+        return fields + sum(1 for _, times in self.stock.values() for t in times if t < before)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -486,8 +498,12 @@ class Naive:
 
 # --- the simulation -------------------------------------------------------------------------------
 class Month:
-    def __init__(self, provider: str, args: argparse.Namespace, store: Any) -> None:
+    def __init__(
+        self, provider: str, args: argparse.Namespace, store: Any, mode: str = "polled"
+    ) -> None:
         self.provider, self.args, self.store = provider, args, store
+        self.mode = mode  # "polled", or "webhooks" (pushes, polls as the safety net)
+        self.pushes: Any = None
         self.days = args.days
         self.rng = random.Random(args.seed)  # event times and order contents: same for all
         self.start = MONTH_START
@@ -527,11 +543,16 @@ class Month:
         )
         if a.faults:
             kw["faults"] = a.faults
-        self.main = harness.start(p, **kw)
+        main_kw = dict(kw)
+        if self.mode == "webhooks":
+            drop = f"drop:{a.webhook_drop}" if a.webhook_drop else ""
+            main_kw["faults"] = ",".join(filter(None, [a.faults, drop])) or None
+            main_kw["deliveries"] = "manual"
+        self.main = harness.start(p, **main_kw)
         self.app = self.main.app
         self.world = self.app.catalogue.tenant(self.app.tenant)
         self.twin = None
-        if not a.no_naive:
+        if not a.no_naive and not a.webhooks:
             self.twin = harness.start(p, **kw, limits=common.NO_LIMITS[p])
             self.twin_world = self.twin.app.catalogue.tenant(self.twin.app.tenant)
             if set(self.world.products) != set(self.twin_world.products):
@@ -543,6 +564,11 @@ class Month:
             self.store, "shop", self.main, notify_email="owner@shop.example", time_scale=self.scale
         )
         self.conn = get_connection(self.store, "shop")
+        if self.mode == "webhooks":
+            from _webhooks import Pushes
+
+            self.pushes = Pushes(p, self.main, self.store, "shop", self.clock)
+            self.pushes.subscribe()
         # the shop's customers: the same people as the provider's (linked by email/account)
         now = self.clock.now()
         with self.store.session() as s:
@@ -629,6 +655,8 @@ class Month:
             at, _, _, kind, payload = heapq.heappop(self.events)
             if at >= self.end:
                 break
+            if self.pushes is not None:  # deliveries and applies due before this event
+                self.pushes.deliver_until(at, self._pushed)
             if not self.recording and at >= self.start:
                 self.month_starts()
             self.clock.set(at)
@@ -652,6 +680,11 @@ class Month:
                         file=sys.stderr,
                         flush=True,
                     )
+
+    def _pushed(self, now: datetime) -> None:
+        """After a `webhooks apply`: what it made visible, at its time."""
+        if self.recording:
+            self.fresh.check(self.store, self.conn.id, now, self.world.products)
 
     def month_starts(self) -> None:
         self.recording = True
@@ -935,8 +968,10 @@ class Month:
         total = sum(self.calls.values())
         total_month = total * scale30
         naive_total = sum(self.naive.calls.values()) * scale30 if self.naive else None
+        safety = timedelta(hours=self.args.safety_hours)
         return {
             "provider": self.provider,
+            "mode": self.mode,
             "commit": self.commit,
             "days": self.days,
             "seed": self.args.seed,
@@ -965,6 +1000,9 @@ class Month:
             "wall_s": round(wall, 1),
             "wall_naive_s": round(self.wall.get("naive", 0.0), 1),
             "bugs": self.bugs,
+            # a change older than the safety poll and a run's slack that never showed is lost
+            "lost_changes": self.fresh.waiting_since(self.end - safety - timedelta(minutes=30)),
+            "webhooks": self.pushes.summary() if self.pushes is not None else None,
         }
 
     def invoice_figures(self) -> dict[str, Any]:
@@ -1027,10 +1065,10 @@ def _spread(values: list[int]) -> dict[str, Any] | None:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def simulate(provider: str, args: argparse.Namespace) -> dict[str, Any]:
+def simulate(provider: str, args: argparse.Namespace, mode: str = "polled") -> dict[str, Any]:
     wall0 = time.perf_counter()
     with common.temp_store(args.database_url) as store:
-        sim = Month(provider, args, store)
+        sim = Month(provider, args, store, mode)
         sim.t0 = wall0
         sim.setup()
         try:
@@ -1216,6 +1254,105 @@ def render(results: list[dict[str, Any]], info: dict[str, str], args: argparse.N
     return "\n".join(out)
 
 
+def render_webhooks(
+    results: list[dict[str, Any]], info: dict[str, str], args: argparse.Namespace
+) -> str:
+    """``--webhooks``: each provider's month polled and with webhooks, side by side."""
+    out = [
+        f"bench/month.py --webhooks: {args.days} simulated day(s) of {args.crontab}, seed "
+        f"{args.seed}, {args.products} products, {args.customers} customers, {args.orders} "
+        f"orders/day, {args.webhook_drop:.0%} of deliveries dropped, safety poll judged at "
+        f"{args.safety_hours:g} h",
+        f"machine: {info['uname']}; nproc {info['nproc']}; Python {info['python']}; "
+        f"{info['date']}; commit {info['commit']}; load average {info['load']} at the start, "
+        f"{info.get('load_end', '?')} at the end",
+        "",
+    ]
+    polled = {r["provider"]: r for r in results if r["mode"] == "polled"}
+    rows = []
+    for r in results:
+        base = polled.get(r["provider"])
+        ratio = _ratio(r["calls_per_month"], base["calls_per_month"]) if base else None
+        per = [r["jobs"][job]["per_month"] for job in JOB_ORDER]
+        rows.append([r["provider"], r["mode"], *per, r["calls_per_month"], ratio])
+    out.append(
+        common.table(
+            ["provider", "mode", *JOB_ORDER, "total/30 d", "vs polled"],
+            rows,
+            title="API calls per 30 days, per job (runs.calls)",
+        )
+    )
+    rows = []
+    for r in results:
+        f, g, inv = r["freshness"], r["ghosts"], r["invoices"]
+        lags = [f[k][m] for k in ("fields", "stock", "all") for m in ("median_min", "worst_min")]
+        rows.append(
+            [
+                r["provider"],
+                r["mode"],
+                *lags,
+                f["all"]["p95_min"],
+                f["pending_at_end"],
+                r["lost_changes"],
+                f"{g['flagged']}/{g['ghosts']}",
+                inv["duplicated"],
+                inv["lost"],
+                r["sandbox"]["throttled_429"],
+            ]
+        )
+    head = [f"{k} {m}" for k in ("fields", "stock", "all") for m in ("med", "worst")]
+    out.append("")
+    out.append(
+        common.table(
+            ["provider", "mode", *head, "all p95", "pending", "lost", "ghosts"]
+            + ["inv dup", "inv lost", "429s"],
+            rows,
+            title="Freshness of product changes (minutes), changes lost, ghosts, invoices",
+        )
+    )
+    out.append("")
+    for r in results:
+        w = r.get("webhooks")
+        if not w:
+            continue
+        out.append(
+            f"{r['provider']} deliveries: {w['queued']} queued, {w['dropped']} dropped, "
+            f"{w['delivered']} delivered, {w['failed_attempts']} failed attempts, answers "
+            f"{w['answers']}, subscriptions {w['subscriptions']}"
+        )
+        base = polled.get(r["provider"])
+        if base:
+            out.append(f"{r['provider']} targets: " + _verdict(r, base, args.safety_hours))
+    pushed = {r["provider"]: r for r in results if r["mode"] == "webhooks"}
+    x_series = pushed.get("lightspeed-x")
+    r_series = polled.get("lightspeed")
+    if x_series and r_series:
+        out.append(
+            f"X-Series with webhooks against the R-Series month (polled): "
+            f"{x_series['calls_per_month']:,.0f} / {r_series['calls_per_month']:,.0f} = "
+            f"{_ratio(x_series['calls_per_month'], r_series['calls_per_month'])} (#20 asks at "
+            f"most 0.5); per job "
+            + ", ".join(
+                f"{job} {x_series['jobs'][job]['per_month']:,.0f}/"
+                f"{r_series['jobs'][job]['per_month']:,.0f}"
+                for job in JOB_ORDER
+            )
+        )
+    return "\n".join(out)
+
+
+def _verdict(r: dict[str, Any], base: dict[str, Any], safety_hours: float) -> str:
+    f = r["freshness"]["all"]
+    checks = {
+        "median <= 2 min": f["median_min"] is not None and f["median_min"] <= 2,
+        f"worst <= {safety_hours:g} h": f["worst_min"] is not None
+        and f["worst_min"] <= safety_hours * 60,
+        "0 lost": r["lost_changes"] == 0,
+        "calls >= 30% below polled": r["calls_per_month"] <= 0.7 * base["calls_per_month"],
+    }
+    return ", ".join(f"{k}: {'holds' if ok else 'MISSES'}" for k, ok in checks.items())
+
+
 def _signed(value: float | None) -> str | None:
     return None if value is None else f"{value:+.1f}"
 
@@ -1286,7 +1423,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json-out", help="also write the results as JSON to this file")
     ap.add_argument("--progress", action="store_true", help="a line per simulated day on stderr")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the jobs' log lines")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: write one provider's JSON
+    ap.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="each provider's month polled and with webhooks + safety poll, side by side "
+        "(default providers: unleashed and lightspeed-x; the R-Series polled beside X-Series)",
+    )
+    ap.add_argument(
+        "--webhook-drop",
+        type=float,
+        default=0.05,
+        help="with --webhooks: the share of deliveries the provider never sends (default 0.05)",
+    )
+    ap.add_argument(
+        "--safety-hours",
+        type=float,
+        default=2.0,
+        help="the safety poll's interval the figures are judged by (synccli's default 2 h)",
+    )
+    ap.add_argument(
+        "--no-r-series", action="store_true", help="with --webhooks: skip the R-Series month"
+    )
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: write one month's JSON
+    ap.add_argument("--worker-mode", default="polled", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.days < 1:
         ap.error("--days must be at least 1")
@@ -1297,47 +1456,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def tasks(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(provider, mode) of each month to simulate. ``--webhooks``: each provider polled and with
+    webhooks, and the R-Series polled beside X-Series (#20 compares their months)."""
+    if not args.webhooks:
+        return [(p, "polled") for p in args.provider or list(common.PROVIDERS)]
+    providers = args.provider or ["unleashed", "lightspeed-x"]
+    out = [(p, mode) for p in providers for mode in ("polled", "webhooks")]
+    if "lightspeed-x" in providers and "lightspeed" not in providers and not args.no_r_series:
+        out.append(("lightspeed", "polled"))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    providers = args.provider or list(common.PROVIDERS)
     # the jobs' own warnings (a rejected invoice...) are part of the scenario, not of the output
     logging.getLogger("synccli").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     if args.worker:
-        result = simulate(providers[0], args)
+        result = simulate(args.provider[0], args, args.worker_mode)
         Path(args.worker).write_text(json.dumps(result, default=str), encoding="utf-8")
         return 0
     info = common.machine()
-    if args.jobs > 1 and len(providers) > 1:
-        results = _parallel(providers, args, argv if argv is not None else sys.argv[1:])
+    todo = tasks(args)
+    if args.jobs > 1 and len(todo) > 1:
+        results = _parallel(todo, args, argv if argv is not None else sys.argv[1:])
     else:
-        results = [simulate(p, args) for p in providers]
+        results = [simulate(p, args, mode) for p, mode in todo]
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     doc = {"machine": info, "args": vars(args), "results": results}
-    common.emit(doc, args.json_out, args.json, lambda: render(results, info, args))
+    show = render_webhooks if args.webhooks else render
+    common.emit(doc, args.json_out, args.json, lambda: show(results, info, args))
     return 0
 
 
-def _parallel(providers: list[str], args: argparse.Namespace, argv: list[str]) -> list[dict]:
+def _parallel(todo: list[tuple[str, str]], args: argparse.Namespace, argv: list[str]) -> list[dict]:
     base = [a for a in argv if not a.startswith("--provider") and a not in common.PROVIDERS]
     out_dir = Path(tempfile.mkdtemp(prefix="bench-month-"))
-    pending: list[tuple[str, subprocess.Popen, Path]] = []
-    results: dict[str, dict] = {}
-    queue = list(providers)
+    pending: list[tuple[tuple[str, str], subprocess.Popen, Path]] = []
+    results: dict[tuple[str, str], dict] = {}
+    queue = sorted(todo, key=lambda t: t[1] != "webhooks")  # the longest months first
     while queue or pending:
         while queue and len(pending) < args.jobs:
-            p = queue.pop(0)
-            target = out_dir / f"{p}.json"
+            task = queue.pop(0)
+            p, mode = task
+            target = out_dir / f"{p}-{mode}.json"
             cmd = [sys.executable, __file__, *base, "--provider", p, "--worker", str(target)]
-            pending.append((p, subprocess.Popen(cmd, env=os.environ.copy()), target))
+            cmd += ["--worker-mode", mode]
+            pending.append((task, subprocess.Popen(cmd, env=os.environ.copy()), target))
         time.sleep(0.5)
         for item in list(pending):
-            p, proc, target = item
+            task, proc, target = item
             if proc.poll() is None:
                 continue
             pending.remove(item)
             if proc.returncode != 0:
-                raise SystemExit(f"month simulation for {p} failed (exit {proc.returncode})")
-            results[p] = json.loads(target.read_text(encoding="utf-8"))
-    return [results[p] for p in providers]
+                raise SystemExit(f"month simulation {task} failed (exit {proc.returncode})")
+            results[task] = json.loads(target.read_text(encoding="utf-8"))
+    return [results[t] for t in todo]
 
 
 if __name__ == "__main__":

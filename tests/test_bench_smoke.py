@@ -117,3 +117,30 @@ def test_webhooks_burst_stores_every_delivery_once() -> None:
         assert run["retries_sent"] == run["retries_answered_200"] == 4, run
         assert set(run["answer_ms"]) == {"p50", "p95", "p99", "max"}
     assert doc["machine"]["load_before"] and doc["machine"]["load_after"]
+
+
+def test_month_with_webhooks_loses_no_change_and_costs_x_series_fewer_calls() -> None:
+    """#23: the month side by side, polled and with webhooks (5% dropped) + safety poll."""
+    doc = bench(
+        "month.py",
+        *("--webhooks", "--provider", "lightspeed-x", "--provider", "unleashed", "--no-r-series"),
+        *("--days", "2", "--warmup", "0", "--products", "300", "--customers", "100"),
+        *("--orders", "10", "--jobs", "2"),
+        timeout=600,
+    )
+    got = {(r["provider"], r["mode"]): r for r in doc["results"]}
+    assert set(got) == {
+        (p, m) for p in ("lightspeed-x", "unleashed") for m in ("polled", "webhooks")
+    }
+    for (name, mode), r in got.items():
+        assert not r["bugs"], (name, mode, r["bugs"])
+        assert r["lost_changes"] == 0, (name, mode, r["freshness"])
+        inv = r["invoices"]
+        assert inv["duplicated"] == inv["lost"] == 0 and inv["posted"] == 20, (name, mode, inv)
+        if mode == "webhooks":
+            w = r["webhooks"]
+            assert w["delivered"] > 0 and w["dropped"] > 0, (name, w)  # 5% of them dropped
+            assert set(w["answers"]) == {"200"}, (name, w)  # the receiver took every one sent
+    pushed, polled = got[("lightspeed-x", "webhooks")], got[("lightspeed-x", "polled")]
+    assert pushed["calls"] < polled["calls"]
+    assert pushed["freshness"]["all"]["median_min"] < polled["freshness"]["all"]["median_min"]
