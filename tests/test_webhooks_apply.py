@@ -26,6 +26,7 @@ from synccli.store.models import RemoteCustomer as SeenCustomer
 from synccli.store.runs import acquire_lease, release_lease
 from synccli.store.webhooks import record_events
 from synccli.sync import customers, products, push
+from synccli.sync.context import job_run
 from synccli.sync.status import status_report
 from synccli.webhooks.events import WebhookEvent
 
@@ -380,3 +381,88 @@ def test_unleashed_id_only_deliveries_wait_for_one_batched_fetch(store: Store) -
     assert fake.total() - calls == 2  # the products, then their stock
     assert report.fetched == 40 and set(states(store)) == {"done"}
     assert all(local(store, p.code).price == p.price for p in changed)
+
+
+# --- end to end: the simulator's deliveries, through the receiver, applied ------------------------
+
+
+def test_x_series_simulator_deliveries_are_applied_with_no_api_call(cli, store: Store) -> None:
+    """What the X-Series simulator sends (synccli/sandbox/webhook_formats.py: 1.0-shaped
+    product.update and inventory.update, form-encoded, signed) goes through the receiver into
+    the store and is applied by `webhooks apply` without a call; the next pull, deliveries being
+    healthy, costs none either."""
+    from synccli.sandbox import harness
+    from synccli.sandbox.webhooks import wsgi_transport
+    from synccli.store.connections import get_connection
+    from synccli.webhooks.app import Receiver
+
+    def api_calls(app) -> int:
+        return sum(n for (_m, e), n in app.counters.calls.items() if not e.startswith("oauth."))
+
+    clock = SimClock(START)
+    with harness.start("lightspeed-x", seed=3, products=20, customers=3, clock=clock,
+                       time_scale=1000.0, deliveries="manual") as running:  # fmt: skip
+        app = running.app
+        harness.add_connection(store, "shop", running, time_scale=1000.0)
+        conn = get_connection(store, "shop")
+        with job_run(store, "pull-products", conn, clock=clock) as ctx:
+            products.pull_products(ctx)
+        out = cli("webhooks", "subscribe", "-c", "shop", "--url", "http://127.0.0.1:9")
+        assert out.exit_code == 0, out.stderr
+        app.webhooks.transport = wsgi_transport(Receiver(store, clock=clock, directory_ttl=0.0))
+        clock.advance(minutes=5)
+        priced = app.catalogue.change_prices(app.tenant, 2)
+        moved = app.catalogue.change_stock(app.tenant, 2, exclude={p.id for p in priced})
+        clock.advance(60)
+        app.webhooks.pump()
+        before = api_calls(app)
+        report = push.apply_connection(store, conn, clock)
+        assert api_calls(app) == before  # applied from the payloads
+        assert report.applied == 4, report
+        for p in priced:
+            assert local(store, p.code).price == p.price
+        for p in moved:
+            assert local(store, p.code).stock == p.stock
+        clock.advance(minutes=10)
+        with job_run(store, "pull-products", conn, clock=clock) as ctx:
+            pulled = products.pull_products(ctx)
+        assert api_calls(app) == before  # both streams healthy: no poll for two hours
+        assert pulled.push["modes"]["stock"].startswith("push: last delivery 10 min ago")
+
+
+def test_the_receiver_has_delivered_records_applied_within_a_second(store: Store) -> None:
+    """`webhooks serve`'s receiver names the connection after the commit; the applier's own
+    thread applies its records a moment later (the answer never waits for it)."""
+    import time
+
+    from synccli.sandbox import harness
+    from synccli.sandbox.webhooks import wsgi_transport
+    from synccli.store.connections import get_connection
+    from synccli.webhooks import manage
+    from synccli.webhooks.app import Receiver
+    from synccli.webhooks.applier import Applier
+
+    clock = SimClock(START)
+    with harness.start("lightspeed-x", seed=4, products=10, customers=3, clock=clock,
+                       time_scale=1000.0, deliveries="manual") as running:  # fmt: skip
+        app = running.app
+        harness.add_connection(store, "shop", running, time_scale=1000.0)
+        conn = get_connection(store, "shop")
+        with job_run(store, "pull-products", conn, clock=clock) as ctx:
+            products.pull_products(ctx)
+        manage.subscribe(store, "shop", "http://127.0.0.1:9", clock)
+        applier = Applier(store, clock, linger=0.05).start()
+        try:
+            receiver = Receiver(store, clock=clock, directory_ttl=0.0, on_stored=applier.stored)
+            app.webhooks.transport = wsgi_transport(receiver)
+            clock.advance(minutes=5)
+            [p] = app.catalogue.change_prices(app.tenant, 1)
+            clock.advance(60)
+            app.webhooks.pump()
+            deadline = time.monotonic() + 5
+            while local(store, p.code).price != p.price and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            applier.stop()
+    assert local(store, p.code).price == p.price
+    assert applier.applied == 1

@@ -38,6 +38,12 @@ def serve(
     seconds: float | None = typer.Option(
         None, "--seconds", help="Stop after this many seconds (a trial run; default: never)."
     ),
+    apply_records: bool = typer.Option(
+        True,
+        "--apply/--no-apply",
+        help="Apply delivered records right after storing them, off the request path (no API "
+        "call); --no-apply leaves them to `webhooks apply` or the next pull.",
+    ),
 ) -> None:
     """Run the webhook receiver (a WSGI application under waitress) until stopped. Each
     delivery is verified on its raw body (signature or URL token), stored once, and answered
@@ -52,24 +58,34 @@ def serve(
         synccli webhooks serve --host 127.0.0.1 --port 8080 -v
     """
     from synccli.webhooks.app import build
+    from synccli.webhooks.applier import Applier
     from synccli.webhooks.serving import serve as run
 
     store = state(ctx).store()
-    receiver = build(store, max_body=max_body)
+    # records that came in a delivery are applied a moment after their commit, on a thread of
+    # their own (no API call): changes reach the store within seconds, answers stay fast
+    applier = Applier(store).start() if apply_records else None
+    receiver = build(
+        store, max_body=max_body, on_stored=applier.stored if applier is not None else None
+    )
 
     def listening(address: str, bound: int) -> None:
         output.line(f"receiving webhooks on http://{address}:{bound}/webhooks/<connection>")
         output.flush()
 
-    run(
-        receiver,
-        host=host,
-        port=port,
-        threads=threads,
-        body_cap=max_body * 8,
-        seconds=seconds,
-        listening=listening,
-    )
+    try:
+        run(
+            receiver,
+            host=host,
+            port=port,
+            threads=threads,
+            body_cap=max_body * 8,
+            seconds=seconds,
+            listening=listening,
+        )
+    finally:
+        if applier is not None:
+            applier.stop()
 
 
 @app.command("subscribe")

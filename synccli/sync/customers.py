@@ -379,6 +379,7 @@ def link_customers(
     if polling:
         cursor = stream.advance()
         push.after_poll(ctx, STREAM, stream.run_start, pushed)
+        push.apply_customers(ctx, pushed)  # delivered while the listing was read
         shown = ctx.connector.capabilities.shown_stamp(cursor)
         report.cursor = shown.isoformat() if isinstance(shown, datetime) else shown
     else:

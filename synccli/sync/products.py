@@ -527,6 +527,8 @@ def pull_products(
     rest = [name for name, _ in streams if name not in polled]
     if rest:
         push.fetch_product_hints(ctx, pushed, rest)
+    if polled:  # delivered while the poll ran (this run's lease kept `webhooks apply` away)
+        push.apply_products(ctx, pushed)
     report.push = pushed.summary()
     report.calls = ctx.calls
     report.seconds = round(time.perf_counter() - started, 3)

@@ -161,11 +161,15 @@ class Receiver:
         clock: Clock | None = None,
         max_body: int = MAX_BODY,
         directory_ttl: float = 5.0,
+        on_stored: Callable[[set[int]], None] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock or SystemClock()
         self.max_body = max_body
         self.directory = Directory(store, directory_ttl)
+        # told, after the commit, which connections got records to apply (webhooks/applier.py:
+        # `webhooks serve` applies them a moment later on a thread of its own, no API call)
+        self.on_stored = on_stored
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         began = time.monotonic()
@@ -234,6 +238,9 @@ class Receiver:
             # 5xx: the provider retries, and the retry is stored once
             why = f"not stored ({type(exc).__name__}): the provider will send it again"
             return Answer(503, why, log_level=logging.ERROR)
+        with_records = {e.connection_id for e in routed if e.record is not None}
+        if added and with_records and self.on_stored is not None:
+            self.on_stored(with_records)  # only queued here: applied off the request path
         note = f", {ignored} not followed" if ignored else ""
         why = f"{added} new of {len(routed)} event(s){note}"
         return Answer(200, why, log_level=logging.INFO)
