@@ -15,8 +15,10 @@ the load average before and after (another process's work on the machine slows e
 Loopback only, and bounded: at most 20,000 deliveries, and the run stops after ``--timeout``
 seconds whatever it has done (then it says so and exits 1).
 
-With a PostgreSQL URL (``--database-url``, else ``SYNC_TEST_POSTGRES_URL``) the same burst runs
-against a receiver on PostgreSQL too, in the same run, and their ratios are printed.
+Each store's burst runs twice, side by side in one run: the receiver as `webhooks serve` runs it,
+with the thread that applies the delivered records (its writes compete with the receiver's for
+the store), and without. With a PostgreSQL URL (``--database-url``, else
+``SYNC_TEST_POSTGRES_URL``) the same runs go against PostgreSQL too; the ratios are printed.
 """
 
 from __future__ import annotations
@@ -116,10 +118,12 @@ def burst(port: int, numbers: list[int], clients: int, deadline: float) -> list[
     return senders
 
 
-def start_receiver(env: dict[str, str], threads: int) -> tuple[subprocess.Popen[str], int]:
+def start_receiver(
+    env: dict[str, str], threads: int, apply: bool
+) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "synccli", "webhooks", "serve", "--port", "0",
-         "--threads", str(threads)],
+         "--threads", str(threads), "--apply" if apply else "--no-apply"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -131,17 +135,24 @@ def start_receiver(env: dict[str, str], threads: int) -> tuple[subprocess.Popen[
     return proc, int(found.group(1))
 
 
-def run_once(args: argparse.Namespace, count: int, database_url: str | None) -> dict[str, Any]:
-    """One burst against a receiver on a fresh store (SQLite, or PostgreSQL at the URL)."""
+def run_once(
+    args: argparse.Namespace, count: int, database_url: str | None, apply: bool
+) -> dict[str, Any]:
+    """One burst against a receiver on a fresh store (SQLite, or PostgreSQL at the URL), its
+    applier thread on or off."""
     with common.temp_store(database_url) as store:
         add_connection(
-            store, "bench", "lightspeed-x", {"grant": "personal_token"},
+            store, "bench", "lightspeed-x",
+            # no call is made: the applier applies records without one (a dead address, so a
+            # call would show as an error, never reach anything)
+            {"grant": "personal_token", "domain_prefix": "benchstore",
+             "base_url": "http://127.0.0.1:9"},
             {"client_secret": "bench-personal-token", "webhook_key": TOKEN},
         )  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
         env["SYNC_DATA_DIR"] = str(store.settings.data_dir)
         env["SYNC_DATABASE_URL"] = store.settings.database_url
-        proc, port = start_receiver(env, args.threads)
+        proc, port = start_receiver(env, args.threads, apply)
         try:
             began = time.monotonic()
             deadline = began + args.timeout
@@ -153,6 +164,10 @@ def run_once(args: argparse.Namespace, count: int, database_url: str | None) -> 
             proc.wait(30)
         with store.read_session() as s:
             stored = s.scalar(sql_select(func.count()).select_from(WebhookEventRow)) or 0
+            by_state = sql_select(WebhookEventRow.state, func.count()).group_by(
+                WebhookEventRow.state
+            )
+            states = {state: n for state, n in s.execute(by_state)}
         kind = common.store_label(store)
     times = sorted(t for s in senders for t in s.times)
     statuses: dict[int, int] = {}
@@ -161,6 +176,7 @@ def run_once(args: argparse.Namespace, count: int, database_url: str | None) -> 
             statuses[code] = statuses.get(code, 0) + n
     return {
         "store": kind,
+        "applier": apply,
         "sent": count,
         "answered": len(times),
         "statuses": statuses,
@@ -170,6 +186,7 @@ def run_once(args: argparse.Namespace, count: int, database_url: str | None) -> 
         "retries_sent": len(range(0, count, 10)),
         "retries_answered_200": sum(sender.statuses.get(200, 0) for sender in retries),
         "duplicates_stored": max(0, stored - count),
+        "states_after": states,  # what the applier thread made of them by the end
         "wall_s": round(wall, 2),
         "per_second": round(len(times) / wall, 1) if wall else None,
         "answer_ms": {
@@ -181,36 +198,46 @@ def run_once(args: argparse.Namespace, count: int, database_url: str | None) -> 
     }
 
 
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """b against a, in this run: p99 and deliveries a second."""
+    p99 = b["answer_ms"]["p99"] / a["answer_ms"]["p99"] if a["answer_ms"]["p99"] else None
+    rate = b["per_second"] / a["per_second"] if a["per_second"] else None
+    return f"p99 x{p99:.2f}, deliveries a second x{rate:.2f}" if p99 and rate else "-"
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['store']}, applier {'on' if r['applier'] else 'off'}"
+
+
 def render(doc: dict[str, Any]) -> str:
     runs = doc["runs"]
     rows = []
     for r in runs:
         ms = r["answer_ms"]
         rows.append(
-            [r["store"], r["sent"], r["answered"], r["stored"], r["lost"],
+            [_label(r), r["sent"], r["answered"], r["stored"], r["lost"],
              r["duplicates_stored"], f"{r['retries_answered_200']}/{r['retries_sent']}",
              ms["p50"], ms["p95"], ms["p99"], ms["max"], r["per_second"]]
         )  # fmt: skip
-    head = ["store", "sent", "answered", "stored", "lost", "dup", "retries 200", "p50 ms",
+    head = ["receiver", "sent", "answered", "stored", "lost", "dup", "retries 200", "p50 ms",
             "p95 ms", "p99 ms", "max ms", "a second"]  # fmt: skip
     m = doc["machine"]
     lines = [
-        common.table(head, rows, "webhook burst on loopback (one receiver process per store)"),
+        common.table(head, rows, "webhook burst on loopback (one receiver process each)"),
         f"senders {doc['clients']}, receiver threads {doc['receiver_threads']}; load average "
         f"before {m['load_before']}, after {m['load_after']}",
     ]
-    if len(runs) == 2:
-        a, b = runs
-        p99 = b["answer_ms"]["p99"] / a["answer_ms"]["p99"] if a["answer_ms"]["p99"] else None
-        rate = b["per_second"] / a["per_second"] if a["per_second"] else None
-        lines.append(
-            f"{b['store']} / {a['store']} in this run: p99 x{p99:.2f}, deliveries a second "
-            f"x{rate:.2f}"
-            if p99 and rate
-            else ""
-        )
+    by = {(r["store"], r["applier"]): r for r in runs}
+    for store in ("sqlite", "postgresql"):
+        if (store, True) in by and (store, False) in by:
+            ratio = _ratio(by[(store, False)], by[(store, True)])
+            lines.append(f"{store}, applier on / off in this run: {ratio}")
+    for applier in (True, False):
+        if ("sqlite", applier) in by and ("postgresql", applier) in by:
+            ratio = _ratio(by[("sqlite", applier)], by[("postgresql", applier)])
+            lines.append(f"postgresql / sqlite (applier {'on' if applier else 'off'}): {ratio}")
     lines.append("ok: none lost" if doc["ok"] else "FAILED: deliveries lost or refused")
-    return "\n".join(line for line in lines if line)
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -225,6 +252,12 @@ def main() -> int:
         "SYNC_TEST_POSTGRES_URL when set",
     )
     ap.add_argument("--sqlite-only", action="store_true", help="no PostgreSQL run")
+    ap.add_argument(
+        "--no-apply",
+        action="store_true",
+        help="only the receiver without its applier thread (default: with it, as `webhooks "
+        "serve` runs, and without, side by side)",
+    )
     ap.add_argument("--json", action="store_true", help="JSON output")
     ap.add_argument("--json-out", help="also write the JSON here")
     args = ap.parse_args()
@@ -234,7 +267,8 @@ def main() -> int:
     postgres = None if args.sqlite_only else common.database_url_from(args.database_url)
     if postgres:
         urls.append(postgres)
-    runs = [run_once(args, count, url) for url in urls]
+    modes = (False,) if args.no_apply else (True, False)
+    runs = [run_once(args, count, url, apply) for url in urls for apply in modes]
     doc: dict[str, Any] = {
         "machine": common.machine() | {"load_before": load_before},
         "runs": runs,

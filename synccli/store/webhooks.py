@@ -201,7 +201,7 @@ def webhook_stats(s: Session, connection_id: int, now: datetime) -> WebhookStats
                 WebhookEventRow.state.in_(OPEN_STATES),
             )
             .group_by(WebhookEventRow.state)
-        ).tuples()
+        )
     }
     return WebhookStats(
         last_delivery_at=last_delivery_at(s, connection_id),
