@@ -293,10 +293,14 @@ def rejected_email(
     next_attempt_at: datetime | None,
     give_up_at: datetime | None,
     refund_of: str | None = None,
+    *,
+    payments: bool = False,
 ) -> Email:
     provider = _provider(connection)
     when = f"{next_attempt_at:%Y-%m-%d %H:%M} UTC" if next_attempt_at else "on the next run"
     deadline = f" It gives up on {give_up_at:%Y-%m-%d %H:%M} UTC." if give_up_at else ""
+    if payments:
+        return _payment_refused_email(connection, number, messages, when, deadline)
     what = f"refund {number} of order {refund_of}" if refund_of else f"invoice {number}"
     fix = (
         f"What to fix: check order {number} against your {provider} settings - the tax codes "
@@ -354,11 +358,66 @@ See it with: synccli invoices show {number} --connection {connection.name}
     return Email(f"[synccli] invoice {number}: {provider}'s total differs from the order", body)
 
 
+def _payment_refused_email(
+    connection: Connection, number: str, messages: list[str], when: str, deadline: str
+) -> Email:
+    provider = _provider(connection)
+    account = (connection.settings or {}).get("payment_account_code") or "(not set)"
+    body = f"""Invoice {number} is in {provider} (connection {connection.name}), but {provider}
+refused to apply the order's payment(s) to it.
+
+{provider} said:
+{_bullets(messages)}
+
+What to fix: payments go into the account set as the connection's payment_account_code
+({account}); in {provider} it must be a bank account, or have
+"Enable payments to this account" ticked in the chart of accounts. The invoice must still
+be awaiting payment (approved, not voided, not paid by hand), and the payments may not add
+up to more than it is due. Fix that in {provider}, or set another account:
+
+    synccli connections set {connection.name} payment_account_code=CODE
+
+The invoice is not posted again; only the payments not yet applied are sent.
+
+How to retry: synccli tries again on its own, next at {when}.{deadline}
+To try at once after fixing it, run:
+
+    synccli invoices retry {number} --connection {connection.name}
+
+See every attempt with: synccli invoices show {number} --connection {connection.name}
+"""
+    return Email(f"[synccli] {provider} refused the payments of invoice {number}", body)
+
+
 def gave_up_email(
-    connection: Connection, number: str, messages: list[str], attempts: int, since: datetime | None
+    connection: Connection,
+    number: str,
+    messages: list[str],
+    attempts: int,
+    since: datetime | None,
+    *,
+    payments: bool = False,
 ) -> Email:
     provider = _provider(connection)
     first = f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""
+    if payments:
+        body = f"""synccli has stopped trying to apply the payments of invoice {number} in
+{provider} (connection {connection.name}): they were refused {attempts} time(s){first}. The
+invoice itself is in {provider}.
+
+{provider}'s last answer:
+{_bullets(messages)}
+
+Nothing more happens on its own. After fixing it (the connection's payment_account_code must
+be a bank account or one enabled for payments, and the invoice awaiting payment), run:
+
+    synccli invoices retry {number} --connection {connection.name}
+
+or record the payments in {provider} by hand and stop here:
+
+    synccli invoices cancel {number} --connection {connection.name}
+"""
+        return Email(f"[synccli] gave up applying the payments of invoice {number}", body)
     body = f"""synccli has stopped trying to post invoice {number} to {provider} (connection
 {connection.name}): it was refused {attempts} time(s){first}.
 

@@ -107,6 +107,16 @@ def digits(value: str) -> str | None:
     return None if value.strip().isdigit() else "is not a Lightspeed id (digits, such as 1)"
 
 
+def xero_account_code(value: str) -> str | None:
+    """A Xero account code: up to 10 characters (spec, ``Account.Code``: "max length = 10"),
+    letters, digits, ``-`` and ``_``: it is looked up through ``where``, which cannot carry a
+    double quote."""
+    text = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,10}", text):
+        return "is not a Xero account code (1-10 letters or digits, such as 090)"
+    return None
+
+
 def uuid_id(value: str) -> str | None:
     pattern = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     return None if re.fullmatch(pattern, value.strip()) else "is not an id such as 0adaafb3-6583-…"
@@ -393,6 +403,13 @@ XERO = Provider(
             "charge_account_code",
             "revenue account for order lines without a product code (shipping, surcharges...)",
             "account_code",
+        ),
+        Setting(
+            "payment_account_code",
+            "account an order's payments are applied into: a bank account, or a clearing account "
+            "with payments enabled (checked by doctor); needed for orders with payments",
+            None,
+            check=xero_account_code,
         ),
         Setting("invoice_batch", "invoices one call posts", "50", check=whole(1, 50)),
         Setting("scopes", "OAuth scopes asked for, space-separated", "the app's usual set"),

@@ -2,6 +2,8 @@
 
 - ``invoices add`` reads ``payments`` (amount, date, method, reference) and refuses payments
   that add up to more than the order's total, naming the field.
+- Xero applies them to the posted invoice (tests/test_xero_payments.py) into the connection's
+  ``payment_account_code``, which an order with payments needs.
 - A provider whose sale carries the payments (Lightspeed, both series) rings the sale up with
   them, each with the payment type the connection maps its method to (``payment_types``); they
   must add up to the order's total there (a completed sale must balance). A provider that takes
@@ -85,8 +87,18 @@ def test_add_refuses_payments_a_provider_cannot_take(provider: str) -> None:
             f"line 1: {provider} cannot take payments (payments) (README: the provider table)"
         ]
         return
-    assert refused == []
     part = parse_orders(json.dumps(order(provider, "MUG", PAID[:1])))
+    if how == "applied":  # each applied to the posted invoice, into the account named for them
+        assert refused == [
+            f"line 1: {provider} applies payments into the account named by the connection's "
+            f"payment_account_code: set it first (synccli connections set NAME "
+            "payment_account_code=...)"
+        ]
+        named = {"payment_account_code": "090"}
+        assert unsupported(provider, parsed, named) == []
+        assert unsupported(provider, part, named) == []  # part paid: the rest stays due
+        return
+    assert refused == []
     assert unsupported(provider, part, {}) == [
         f"line 1: payments add up to 20.00, not the order's total 23.00: {provider} rings the "
         "sale up paid in full"
@@ -138,5 +150,17 @@ def test_a_sale_is_rung_up_with_the_orders_payments(
             job = s.scalar(select(InvoiceJob))
             assert job is not None and job.state == "posted", job and job.last_error
             assert len(s.scalars(select(OrderPayment)).all()) == 2
+        # shown with the sale that carries them: posted, under the sale's id
+        shown = cli("invoices", "show", "WEB-9", "-c", "shop", "--json")
+        assert shown.exit_code == 0, shown.stderr
+        assert [
+            (p["amount"], p["method"], p["state"], p["remote_id"])
+            for p in json.loads(shown.stdout)["payments"]
+        ] == [
+            ("20.00", "card", "posted", job.remote_id),
+            ("3.00", "gift_card", "posted", job.remote_id),
+        ]
+        status = json.loads(cli("status", "-c", "shop", "--json").stdout)
+        assert status[0]["payments"] == {"posted": 2, "pending": 0, "refused": 0}
     finally:
         running.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -176,11 +176,13 @@ def post_invoices(
             + (f", emails failed {r.emails_failed}" if r.emails_failed else "")
             + (f"; total mismatches {r.total_mismatches}" if r.total_mismatches else "")
             + (f"; left to another run that took them over {r.lost}" if r.lost else "")
+            + (f"; payments applied {r.payments_applied}" if r.payments_applied else "")
         )
         for item in r.invoices:  # (a total mismatch is logged as an error, -q or not)
-            if item.outcome in ("rejected", "invalid", "gave_up"):
-                verb = "gave up on" if item.outcome == "gave_up" else "rejected"
-                output.warn(f"{conn.name}: {verb} invoice {item.number}: {item.error}")
+            if item.outcome in ("rejected", "invalid", "gave_up", "payment_refused"):
+                verb = {"gave_up": "gave up on", "payment_refused": "payments refused for"}
+                what = verb.get(item.outcome, "rejected")
+                output.warn(f"{conn.name}: {what} invoice {item.number}: {item.error}")
 
     run_for_connections(ctx, Job.POST_INVOICES, connection, all_, dry_run, work, render, json_out)
 
@@ -198,7 +200,7 @@ def list_(
     state_: str | None = typer.Option(
         None,
         "--state",
-        help="pending, posting, posted, mismatch, failed, gave_up or cancelled.",
+        help="pending, posting, paying, posted, mismatch, failed, gave_up or cancelled.",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most N rows."),
     json_out: bool = JSON_OPT,
@@ -311,6 +313,8 @@ def show(
             for ln in d.lines
         ],
     )
+    if d.payments:
+        payments_table(d.payments)
     if d.history:
         output.table(
             ["time", "outcome", "request", "error"],
@@ -327,6 +331,27 @@ def show(
         )
     else:
         output.line("  no attempts yet")
+
+
+def payments_table(payments: list[Any]) -> None:
+    """The order's payments: amount, method, state (posted, pending, refused) and remote id."""
+    output.table(
+        ["payment", "amount", "date", "method", "reference", "state", "remote id", "error"],
+        [
+            [
+                p.payment_no,
+                p.amount,
+                f"{p.date:%Y-%m-%d}",
+                p.method,
+                p.reference,
+                p.state + (" (looked up first)" if p.maybe_sent else ""),
+                p.remote_id,
+                p.error,
+            ]
+            for p in payments
+        ],
+        title="payments",
+    )
 
 
 @app.command("retry")

@@ -211,6 +211,10 @@ def trace(
             f"  link: remote {link['remote_id']} ({link['state']}, {link['origin']}), "
             f"last synced {_when(link['last_synced_at'])}"
         )
+    if result.payments:
+        from synccli.cli.commands_invoices import payments_table
+
+        payments_table(result.payments)
     output.table(
         ["when", "what", "detail", "run"],
         [

@@ -69,6 +69,8 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
         queue = ", ".join(f"{k} {v}" for k, v in item.invoices.items() if v) or "empty"
         if item.refunds:  # the refunds among them, by state ("waiting" for their order)
             queue += " (refunds: " + ", ".join(f"{k} {v}" for k, v in item.refunds.items()) + ")"
+        paid = ", ".join(f"{k} {v}" for k, v in item.payments.items() if v)
+        queue += f"; payments: {paid}" if paid else ""
         if item.last_successful_pull is None:
             pulled = "last successful pull: never"
         else:

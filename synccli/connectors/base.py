@@ -87,7 +87,8 @@ class DocumentSupport:
     codeless_lines: str = "none"
     # the customer's payments: "in_sale" (the sale carries them and is paid in full when rung
     # up: they must add up to its total, Lightspeed), "applied" (each applied to the posted
-    # invoice afterwards, exactly once: Xero's PUT /Payments, not built yet) or "none"
+    # invoice afterwards, exactly once, into the connection's ``payment_account_code``: Xero's
+    # PUT /Payments, see Connector.apply_payments) or "none"
     payments: str = "none"
     # refunds of a posted order: "credit_note" (a credit note allocated to the order's invoice,
     # Xero), "return_sale" (a sale with negative quantities naming the original, X-Series) or
@@ -307,6 +308,30 @@ def exclusive_unit_price(quantity: Decimal, unit_price: Decimal, rate: Decimal) 
 
 
 @dataclass
+class PaymentToApply:
+    """A payment to apply to an invoice the provider has (``documents.payments == "applied"``).
+    ``reference`` is unique per order and payment: the look-up after a lost answer finds the
+    payment by it."""
+
+    invoice_remote_id: str
+    amount: Decimal
+    date: datetime
+    reference: str
+    account_code: str
+
+
+@dataclass
+class AppliedPayment:
+    """A payment the provider holds against an invoice."""
+
+    remote_id: str
+    invoice_remote_id: str
+    amount: Decimal | None
+    reference: str
+    status: str | None = None
+
+
+@dataclass
 class PostedInvoice:
     remote_id: str
     number: str
@@ -450,6 +475,24 @@ class Connector(ABC):
             except Rejected as err:
                 results.append(err)
         return results
+
+    # payments applied to posted invoices (``capabilities.documents.payments == "applied"``) --
+    def apply_payments(
+        self, payments: list[PaymentToApply]
+    ) -> list[AppliedPayment | Rejected | TransientError]:
+        """Apply payments to invoices the provider has, in as few calls as it allows: one outcome
+        per payment, in order (as :meth:`post_invoices`). A failure of the call itself is
+        raised for all of them."""
+        raise NotImplementedError(f"{self.provider} does not apply payments to invoices")
+
+    def find_payments(self, invoice_remote_ids: list[str]) -> list[AppliedPayment]:
+        """Every payment the provider holds against these invoices (deleted ones included)."""
+        raise NotImplementedError(f"{self.provider} does not apply payments to invoices")
+
+    def payment_account_problem(self, code: str) -> str | None:
+        """Why the provider will not take payments into the account ``code`` (for ``doctor``),
+        or None when it will."""
+        return None
 
     # lists kept between runs ---------------------------------------------------------------
     def prime(self, name: str, value: dict[str, Any]) -> None:  # noqa: B027 - optional hook

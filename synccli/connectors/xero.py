@@ -41,6 +41,9 @@ Settings (non-secret) and their defaults:
   no refresh token, tenant header optional).
 - ``scopes``: space-separated, default :data:`DEFAULT_SCOPES`.
 - ``account_code``: revenue account for invoice lines without one, default ``"200"``.
+- ``payment_account_code``: the account an order's payments are applied into (PUT /Payments;
+  a BANK account or one enabled for payments, e.g. a clearing account); required for orders
+  with payments, checked by ``doctor``.
 - ``tax_type``: tax type for lines and new items without one. Unset, a line without a tax code
   goes as ``TaxType: NONE``: Xero applies the account's default tax type to a line that leaves
   it out (the spec's Account example: 200 Sales, OUTPUT2), which would tax an untaxed line.
@@ -72,6 +75,7 @@ from synccli.connectors.auth import (
     token_request,
 )
 from synccli.connectors.base import (
+    AppliedPayment,
     Capabilities,
     Connector,
     DocumentSupport,
@@ -80,6 +84,7 @@ from synccli.connectors.base import (
     NewCustomer,
     NewProduct,
     Page,
+    PaymentToApply,
     PostedInvoice,
     RefundTarget,
     RefusedAfterCreate,
@@ -534,7 +539,10 @@ class XeroConnector(Connector):
         full_catalogue_call=True,
         invoice_batch=INVOICE_BATCH,
         documents=DocumentSupport(
-            tax_inclusive="native", codeless_lines="native", refunds="credit_note"
+            tax_inclusive="native",
+            codeless_lines="native",
+            payments="applied",
+            refunds="credit_note",
         ),
     )
 
@@ -1104,6 +1112,24 @@ class XeroConnector(Connector):
         messages = refused(elements[0])
         if messages:
             raise Rejected(f"PUT {path}: " + "; ".join(messages), errors=messages, status=200)
+
+    # payments (connectors/xero_payments.py) ----------------------------------------------------
+    def apply_payments(
+        self, payments: list[PaymentToApply]
+    ) -> list[AppliedPayment | Rejected | TransientError]:
+        from synccli.connectors import xero_payments
+
+        return xero_payments.apply_payments(self, payments)
+
+    def find_payments(self, invoice_remote_ids: list[str]) -> list[AppliedPayment]:
+        from synccli.connectors import xero_payments
+
+        return xero_payments.find_payments(self, invoice_remote_ids)
+
+    def payment_account_problem(self, code: str) -> str | None:
+        from synccli.connectors import xero_payments
+
+        return xero_payments.payment_account_problem(self, code)
 
     # operations --------------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:

@@ -83,7 +83,10 @@ Switches for facts the notes mark **unconfirmed**:
 - The exact messages for an unknown ContactID / AccountCode and for idempotency misuse are not
   documented; the texts used here are ours.
 
-Not modelled: XML, PDFs, attachments, history, payments, credit notes and the other endpoints;
+- Accounts and payments (``GET /Accounts``, ``PUT`` and ``GET /Payments``): see
+  sandbox/xero_payments.py for what is modelled and its sources.
+
+Not modelled: XML, PDFs, attachments, history, credit notes and the other endpoints;
 webhooks; tracked-item stock shortage refusals; ``allowBackorders``; item-default inheritance on
 ItemCode-only lines; discounts and tracking categories; Starter-tier limits (pass
 ``limits={"per_day": 1000}``); granular scopes (scopes are recorded, never enforced); request size
@@ -559,6 +562,9 @@ class _TenantExtra:
     invoice_seq: int = 0
     credit_notes: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> record
     credit_seq: int = 0
+    # the chart of accounts and the payments (sandbox/xero_payments.py)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    payments: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # One element of a write: (element, request, world, tenant extras, id in the path) -> (the
@@ -949,6 +955,12 @@ class XeroSandbox(_CreditNotes, SandboxApp):
         self.route(
             "PUT", f"{API}/CreditNotes/{gid}/Allocations", "Allocations", self._write_allocations
         )
+        from synccli.sandbox.xero_payments import PaymentRoutes  # it reads this module's helpers
+
+        pay = PaymentRoutes(self)
+        self.route("GET", f"{API}/Accounts", "Accounts", pay.get_accounts)
+        self.route("GET", f"{API}/Payments", "Payments", pay.get_payments)
+        self.route("PUT", f"{API}/Payments", "Payments", pay.write_payments)
 
     # auth, tenant and limits -------------------------------------------------------------------
     def handle(self, req: Request) -> Response | None:
@@ -2119,6 +2131,7 @@ class XeroSandbox(_CreditNotes, SandboxApp):
             "Reference": el.get(
                 "Reference", existing.body.get("Reference", "") if existing else ""
             ),
+            "Payments": existing.body.get("Payments", []) if existing else [],
             "Prepayments": [],
             "Overpayments": [],
             "AmountDue": _num(total),
@@ -2183,6 +2196,8 @@ def _refused(plural: str, out: dict[str, Any], errors: list[str]) -> dict[str, A
         return {**el, "ItemID": str(uuid.uuid4()), "ValidationErrors": messages}
     if plural == "Allocations":  # the spec's Allocation has a status string, no HasErrors
         return {**el, "StatusAttributeString": "ERROR", "ValidationErrors": messages}
+    if plural == "Payments":  # createPayments example: the PaymentID and status stay
+        return {**el, "HasValidationErrors": True, "ValidationErrors": messages}
     if plural == "Contacts":
         return {
             **el,

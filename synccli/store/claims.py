@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 from synccli.store.db import Store
 from synccli.store.models import InvoiceJob
 
-# a job in any other state has no live claim; ``waiting``: a refund whose order is not posted yet
-HELD_STATES = ("pending", "posting", "failed", "waiting")
+# a job in any other state has no live claim; ``waiting``: a refund whose order is not posted yet;
+# ``paying``: its invoice is posted, its payments remain
+HELD_STATES = ("pending", "posting", "paying", "failed", "waiting")
 
 
 def _held(job_ids: Iterable[int], worker: str, now: datetime) -> Any:

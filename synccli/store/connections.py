@@ -178,7 +178,7 @@ def remove_connection(store: Store, name: str, force: bool = False) -> int:
             .select_from(InvoiceJob)
             .where(
                 InvoiceJob.connection_id == conn.id,
-                InvoiceJob.state.in_(("pending", "posting", "failed")),
+                InvoiceJob.state.in_(("pending", "posting", "paying", "failed")),
             )
         )
         if unposted and not force:

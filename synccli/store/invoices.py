@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session, selectinload
 from synccli.store.bulk import chunks
 from synccli.store.claims import HELD_STATES
 from synccli.store.db import Store
-from synccli.store.models import Connection, InvoiceAttempt, InvoiceJob, Link, Order, Product
+from synccli.store.models import (
+    Connection,
+    InvoiceAttempt,
+    InvoiceJob,
+    Link,
+    Order,
+    OrderPayment,
+    Product,
+)
 
 ACTIVE = HELD_STATES  # the states a job is worked in: due again at its next_attempt_at
 
@@ -131,6 +139,57 @@ def job_with_order(s: Session, job_id: int) -> tuple[InvoiceJob, Order]:
     )
     assert order is not None
     return job, order
+
+
+def unapplied_payments(s: Session, order_id: int) -> list[OrderPayment]:
+    """The order's payments not yet ``posted`` at the provider, in payment order."""
+    return list(
+        s.scalars(
+            select(OrderPayment)
+            .where(
+                OrderPayment.order_id == order_id,
+                (OrderPayment.state.is_(None)) | (OrderPayment.state != "posted"),
+            )
+            .order_by(OrderPayment.payment_no)
+        )
+    )
+
+
+def payments_of(s: Session, order_id: int) -> list[OrderPayment]:
+    """Every payment of the order, in payment order."""
+    return list(
+        s.scalars(
+            select(OrderPayment)
+            .where(OrderPayment.order_id == order_id)
+            .order_by(OrderPayment.payment_no)
+        )
+    )
+
+
+def payment_rows(s: Session, order_id: int, ids: Iterable[int]) -> list[OrderPayment]:
+    """These payments of the order (for a state write under the job's lock)."""
+    return list(
+        s.scalars(
+            select(OrderPayment).where(
+                OrderPayment.order_id == order_id, OrderPayment.id.in_(list(ids))
+            )
+        )
+    )
+
+
+def payment_states(s: Session, connection_id: int) -> dict[tuple[str | None, str | None], int]:
+    """(payment state, its invoice job's state) -> number of the connection's order payments."""
+    rows = s.execute(
+        select(OrderPayment.state, InvoiceJob.state, func.count())
+        .join(Order, OrderPayment.order_id == Order.id)
+        .outerjoin(
+            InvoiceJob,
+            (InvoiceJob.order_id == Order.id) & (InvoiceJob.connection_id == Order.connection_id),
+        )
+        .where(Order.connection_id == connection_id)
+        .group_by(OrderPayment.state, InvoiceJob.state)
+    )
+    return {(pay, job): n for pay, job, n in rows.tuples()}
 
 
 def linked_products(

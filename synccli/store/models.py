@@ -231,6 +231,15 @@ class OrderPayment(Base):
     date: Mapped[datetime]
     method: Mapped[str] = mapped_column(String(50))
     reference: Mapped[str | None] = mapped_column(String(255))
+    # Where the provider applies a payment to the posted invoice on its own (Xero): NULL or
+    # ``pending`` (not sent), ``posting`` (committed before the call: it may be at the provider,
+    # so it is looked up before it is sent again), ``posted`` (``remote_id`` is the provider's),
+    # ``refused`` (``error`` says why; sent again on the invoice job's retry schedule). A sale
+    # that carries its payments (Lightspeed) leaves these NULL: they go with the sale.
+    state: Mapped[str | None] = mapped_column(String(20))
+    remote_id: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    posted_at: Mapped[datetime | None]
 
 
 # --- links, cursors, runs --------------------------------------------------------------------

@@ -7,6 +7,7 @@ import smtplib
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from synccli import connsettings, fmt, registry
 from synccli.config import Settings
@@ -117,14 +118,37 @@ def _credentials_checks(store: Store, conn: Connection, now: datetime) -> list[C
         return [Check(f"{name}: credentials", False, "connector has no ping", "", 1)]
     found = {k: answer[k] for k in ("organisation", "tenant_id", "account_id") if answer.get(k)}
     told = ", ".join(f"{k} {v}" for k, v in found.items())
-    check = Check(f"{name}: credentials", True, f"accepted ({told or answer.get('status', 'ok')})")
+    checks = [
+        Check(f"{name}: credentials", True, f"accepted ({told or answer.get('status', 'ok')})")
+    ]
     date = answer.get("date")
     if date:
         skew = abs((parsedate_to_datetime(date) - now).total_seconds())
-        return [check, Check(f"{name}: clock", skew < SKEW_WARN_SECONDS,
-                             f"{skew:.0f}s from the provider's clock",
-                             "fix this host's clock (NTP)", 1)]  # fmt: skip
-    return [check]
+        checks.append(Check(f"{name}: clock", skew < SKEW_WARN_SECONDS,
+                            f"{skew:.0f}s from the provider's clock",
+                            "fix this host's clock (NTP)", 1))  # fmt: skip
+    payments = _payment_account_check(connector, conn)
+    return checks + ([payments] if payments else [])
+
+
+def _payment_account_check(connector: Any, conn: Connection) -> Check | None:
+    """Where payments are applied into an account of the connection's (Xero), that account
+    must take them: one look-up of it (``payment_account_code``), when it is set."""
+    if connector.capabilities.documents.payments != "applied":
+        return None
+    name, code = conn.name, str((conn.settings or {}).get("payment_account_code") or "")
+    if not code:
+        return Check(f"{name}: payment account", True,
+                     "payment_account_code not set: orders with payments are refused")  # fmt: skip
+    try:
+        problem = connector.payment_account_problem(code)
+    except SyncError as err:
+        return Check(f"{name}: payment account", False, err.message, "", int(err.exit_code))
+    if problem:
+        return Check(f"{name}: payment account", False, problem,
+                     f"`synccli connections set {name} payment_account_code=CODE` (a bank "
+                     "account, or one enabled for payments)", 2)  # fmt: skip
+    return Check(f"{name}: payment account", True, f"{code} takes payments")
 
 
 def _code_for(err: SyncError, conn: Connection) -> int:

@@ -86,6 +86,8 @@ from synccli.store.invoices import (
     order_job,
     order_number_exists,
     orders_without_job,
+    payment_rows,
+    payments_of,
 )
 from synccli.store.models import (
     Connection,
@@ -117,6 +119,7 @@ from synccli.sync.orders import (
     order_total,
     queued_number,
 )
+from synccli.sync.payments import PaymentView, pay_batch, payment_views
 
 log = logging.getLogger("synccli.job")
 
@@ -125,10 +128,13 @@ JOB = Job.POST_INVOICES
 # rate there differs from the shop's, say). Not posted, not due again: the merchant corrects it at
 # the provider (emailed once).
 # ``waiting``: a refund whose order is not posted yet (no call is made for it until it is).
+# ``paying``: the provider has the invoice, and the order's payments are still to be applied to
+# it (sync/payments.py); ``posted`` once every one is.
 STATES = (
     "pending",
     "waiting",
     "posting",
+    "paying",
     "posted",
     "mismatch",
     "failed",
@@ -217,6 +223,7 @@ class PostReport:
     total_mismatches: int = 0
     lost: int = 0  # jobs another run took over while this one was stalled (left to it)
     waiting: int = 0  # refunds whose order is not posted yet
+    payments_applied: int = 0  # payments applied to posted invoices (or found applied)
     stopped: str | None = None
     unlinked_products: list[str] = field(default_factory=list)  # dry run: would look up/create
     unlinked_customers: list[str] = field(default_factory=list)  # dry run: would look up/create
@@ -265,12 +272,14 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
     try:
         while limit is None or len(seen) < limit:
             room = batch if limit is None else min(batch, limit - len(seen))
-            workers = _claim_batch(ctx, worker, ttl, policy, mailer, report, seen, room)
-            if workers is None:
+            claimed = _claim_batch(ctx, worker, ttl, policy, mailer, report, seen, room)
+            if claimed is None:
                 break
-            if not workers:
-                continue
-            outcomes = _post_batch(ctx, workers)
+            workers, paying = claimed
+            outcomes = _post_batch(ctx, workers) if workers else []
+            payers = [w for w, _ in workers if w.pay_due] + paying
+            if payers:  # the invoices are at the provider: their payments now, in one call
+                outcomes += pay_batch(ctx, payers)
             ctx.heartbeat()
             for outcome in outcomes:
                 in_a_row = in_a_row + 1 if outcome == "transient" else 0
@@ -301,10 +310,12 @@ def _claim_batch(
     report: PostReport,
     seen: set[int],
     room: int,
-) -> list[tuple[_Worker, InvoiceDraft]] | None:
-    """Claim and prepare up to ``room`` due jobs. None when nothing was due; jobs that ended while
-    being prepared (found, invalid, rejected, transient) are not in the list."""
+) -> tuple[list[tuple[_Worker, InvoiceDraft]], list[_Worker]] | None:
+    """Claim and prepare up to ``room`` due jobs: those to post, and those whose invoice is
+    posted and whose payments remain. None when nothing was due; jobs that ended while being
+    prepared (found, invalid, rejected, transient) are in neither list."""
     prepared: list[tuple[_Worker, InvoiceDraft]] = []
+    paying: list[_Worker] = []
     claimed = 0
     while claimed < room:
         job_id = claim_next(ctx.store, ctx.connection.id, worker, ctx.clock.now(), ttl, seen)
@@ -317,7 +328,9 @@ def _claim_batch(
         result = w.guard(w.prepare)
         if isinstance(result, InvoiceDraft):
             prepared.append((w, result))
-    return None if claimed == 0 else prepared
+        elif w.pay_due:  # found at the provider, or posted by an earlier run
+            paying.append(w)
+    return None if claimed == 0 else (prepared, paying)
 
 
 def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) -> list[str]:
@@ -386,6 +399,11 @@ class _Worker:
         self.marked = False  # this attempt marked the job ``posting`` (its post may go out)
         self.exists = False  # the provider holds the record though it refused a later step
         self.target: RefundTarget | None = None  # a refund: the posted order it refunds
+        # the invoice is at the provider (``remote_id``) and its payments are to be applied
+        self.pay_due = False
+        self.remote_id = ""
+        self.payment_refusals: list[str] = []
+        self.payment_unclear: list[str] = []
 
     def now(self) -> datetime:
         return self.ctx.clock.now()
@@ -484,6 +502,9 @@ class _Worker:
         if plan.problems:
             self.summary = "not sent: the order in the store is invalid"
             return self.rejected(plan.problems, outcome="invalid")
+        if due.paying:  # the invoice is at the provider already: only its payments remain
+            self.pay_due, self.remote_id = True, str(job.remote_id)
+            return "paying"
         if order.refund_of:
             waits = self.refund_target(order)
             if waits:
@@ -668,6 +689,8 @@ class _Worker:
             return self.rejected([why])
         now = self.now()
         mismatch = total_mismatch(posted.total, Decimal(self.order.total))
+        # payments go on only once the invoice is the order's (a mismatch waits for the merchant)
+        pays = mismatch is None and self.applies_payments()
         with self.store.locked() as s:
             job = self.held(s)
             if job is None:  # the job stays marked maybe_sent: its new holder looks it up
@@ -676,6 +699,9 @@ class _Worker:
             job.remote_id, job.remote_total = posted.remote_id, posted.total
             job.posted_at, job.last_error = now, mismatch or posted.note
             job.claimed_by, job.claimed_until = None, None
+            if pays:  # the claim is kept: this run applies the payments next
+                job.state, job.claimed_by = "paying", self.worker
+                job.claimed_until = now + self.ttl
             self.attempt(s, how, mismatch)
             # kept when the shop deletes the order row (and with it this job)
             remember_invoice(
@@ -709,7 +735,66 @@ class _Worker:
         else:
             self.report.posted += 1
         log.info("invoice %s %s as %s", number, how, posted.remote_id)
+        self.pay_due, self.remote_id = pays, posted.remote_id
         return self.outcome(how, remote_id=posted.remote_id, remote_total=posted.total)
+
+    # payments (sync/payments.py) -------------------------------------------------------------
+    def applies_payments(self) -> bool:
+        """Whether the order has payments that the provider takes after the invoice, one by
+        one, and that are not all applied yet."""
+        if self.ctx.connector.capabilities.documents.payments != "applied":
+            return False
+        if self.order.refund_of:  # a refund's credit note takes no payments of its own
+            return False
+        return any(p.state != "posted" for p in self.order.payments)
+
+    def mark_payments(self, payment_ids: list[int]) -> bool:
+        """Commit ``posting`` on the payments about to be sent (a crash or a lost answer then
+        leaves them looked up first); False when the claim is no longer ours."""
+        with self.store.locked() as s:
+            job = self.held(s)
+            if job is None:
+                return False
+            for row in payment_rows(s, self.order.id, payment_ids):
+                row.state, row.error = "posting", None
+            job.state = "paying"
+            job.claimed_until = self.now() + self.ttl
+        return True
+
+    def record_payment(self, payment_id: int, remote_id: str, how: str) -> bool:
+        """Commit a payment the provider holds (``how``: posted, or found by the look-up)."""
+        with self.store.locked() as s:
+            if self.held(s) is None:
+                return False
+            for row in payment_rows(s, self.order.id, [payment_id]):
+                row.state, row.remote_id, row.error = "posted", remote_id, None
+                row.posted_at = self.now()
+        self.report.payments_applied += 1
+        log.info("invoice %s: payment %s %s as %s", self.order.number, payment_id, how, remote_id)
+        return True
+
+    def refuse_payment(self, payment_id: int, error: str) -> bool:
+        """Commit the provider's refusal of a payment (it was not applied: sent again later)."""
+        with self.store.locked() as s:
+            if self.held(s) is None:
+                return False
+            for row in payment_rows(s, self.order.id, [payment_id]):
+                row.state, row.error = "refused", error
+        return True
+
+    def paid(self, applied: int) -> str:
+        """Every payment is applied: the job is ``posted``."""
+        self.summary = (
+            f"apply {applied} payment(s) to invoice {self.order.number} ({self.remote_id})"
+        )
+        with self.store.locked() as s:
+            job = self.held(s)
+            if job is None:
+                return self.lost("its payments are applied")
+            job.state, job.last_error = "posted", None
+            job.claimed_by, job.claimed_until = None, None
+            self.attempt(s, "paid")
+        return "paid"
 
     def rejected(self, messages: list[str], outcome: str = "rejected") -> str:
         now = self.now()
@@ -734,15 +819,24 @@ class _Worker:
             attempts, first_failed, next_at = job.attempts, job.first_failed_at, job.next_attempt_at
             self.attempt(s, outcome, error, messages)
         number = self.order.number
+        paying = outcome == "payment_refused"  # the invoice is posted: its payments were refused
         if gave_up:
             self.report.gave_up += 1
-            email = notify.gave_up_email(self.conn, number, messages, attempts, first_failed)
+            email = notify.gave_up_email(
+                self.conn, number, messages, attempts, first_failed, payments=paying
+            )
             key = f"invoice-gave-up:{self.conn.id}:{self.job_id}:{first_failed.isoformat()}"
             log.error("invoice %s: gave up after %d rejection(s): %s", number, attempts, error)
         else:
             self.report.rejected += 1
             email = notify.rejected_email(
-                self.conn, number, messages, next_at, give_up_at, self.order.refund_of
+                self.conn,
+                number,
+                messages,
+                next_at,
+                give_up_at,
+                self.order.refund_of,
+                payments=paying,
             )
             digest = hashlib.sha256(error.encode("utf-8")).hexdigest()[:24]
             key = f"invoice-rejected:{self.conn.id}:{self.job_id}:{digest}"
@@ -1069,11 +1163,23 @@ class Due:
     maybe_sent: bool
     first_failed_at: datetime | None = None
     queued: bool = True  # False: an order without a job yet (the run queues it first)
+    # the provider has the invoice (recorded posted), and only its payments remain
+    paying: bool = False
 
     @classmethod
     def of(cls, job: InvoiceJob, order: Order) -> Due:
         # ``posting``: a run marked it and then stopped (a crash) before the post's answer
-        return cls(order, bool(job.maybe_sent) or job.state == "posting", job.first_failed_at)
+        maybe_sent = bool(job.maybe_sent) or job.state == "posting"
+        # a refused payment leaves the job failed (and a retry pending) with its invoice posted;
+        # a ``posting`` job (a mismatch being checked again) is looked up first
+        paying = (
+            job.state != "posting"
+            and job.posted_at is not None
+            and bool(job.remote_id)
+            and bool(order.payments)
+            and not order.refund_of
+        )
+        return cls(order, maybe_sent, job.first_failed_at, paying=paying)
 
 
 @dataclass
@@ -1091,12 +1197,16 @@ class InvoicePlan:
     customer_remote_id: str | None  # linked already; None: looked up (created when missing)
     products: dict[str, EnsuredProduct]  # linked already: no call
     missing_products: list[str]  # looked up (created when missing), in line order
+    paying: bool = False  # the invoice is at the provider: only its payments are applied
 
     @property
     def action(self) -> str:
-        """post | look_up (then post when not found) | reject (invalid) | give_up."""
+        """post | look_up (then post when not found) | pay (the invoice is posted: apply its
+        payments) | reject (invalid) | give_up."""
         if self.problems:
             return "give_up" if self.gives_up else "reject"
+        if self.paying:
+            return "pay"
         return "look_up" if self.look_up else "post"
 
 
@@ -1125,6 +1235,7 @@ def plan_invoices(
                 customer_remote_id=None if problems else _linked_customer(s, conn.id, order),
                 products={} if problems else products,
                 missing_products=[] if problems else list(dict.fromkeys(missing)),
+                paying=d.paying,
             )
         )
     return plans
@@ -1232,6 +1343,7 @@ class InvoiceDetail:
     history: list[AttemptRow]
     # an earlier post may have reached the provider: the next post looks the invoice up first
     maybe_sent: bool = False
+    payments: list[PaymentView] = field(default_factory=list)
 
 
 def _row(job: InvoiceJob, order: Order, conn_name: str) -> InvoiceRow:
@@ -1298,6 +1410,8 @@ def _find(s: Any, number: str, connection: str | None) -> tuple[InvoiceJob, Orde
 def show_invoice(store: Store, number: str, connection: str | None = None) -> InvoiceDetail:
     with store.session() as s:
         job, order, name = _find(s, number, connection)
+        conn = s.get(Connection, job.connection_id)
+        payments = payment_views(conn.provider if conn else "", payments_of(s, order.id), job)
         history = [
             AttemptRow(a.at, a.outcome, a.summary, a.error, list(a.messages or []))
             for a in attempts_of(s, job.id)
@@ -1330,7 +1444,8 @@ def show_invoice(store: Store, number: str, connection: str | None = None) -> In
             job.claimed_until,
             history,
             maybe_sent=(job.maybe_sent or job.state == "posting")
-            and job.state not in ("posted", "mismatch"),
+            and job.state not in ("posted", "paying", "mismatch"),
+            payments=payments,
         )
 
 

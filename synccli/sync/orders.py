@@ -829,6 +829,16 @@ def cannot_take(
             f"payments add up to {paid}, not the order's total {total}: {provider} rings the "
             "sale up paid in full"
         )
+    if (
+        paid is not None
+        and documents.payments == "applied"
+        and not str(settings.get("payment_account_code") or "").strip()
+    ):
+        return (
+            f"{provider} applies payments into the account named by the connection's "
+            f"payment_account_code: set it first (synccli connections set {connection} "
+            "payment_account_code=...)"
+        )
     needs = []
     if has_codeless and documents.codeless_lines == "charge_item":
         needs.append("lines without a product code")

@@ -9,6 +9,7 @@ from typing import Any
 from synccli.errors import UsageError
 from synccli.store.connections import list_connections
 from synccli.store.db import Store
+from synccli.store.invoices import payment_states
 from synccli.store.ledger import usage
 from synccli.store.reports import (
     count_ghosts,
@@ -23,6 +24,7 @@ from synccli.store.sync_state import count_uncoded
 from synccli.sync.customers import STREAM as CUSTOMER_STREAM
 from synccli.sync.invoices import STATES as INVOICE_STATES
 from synccli.sync.jobs import Job
+from synccli.sync.payments import payment_totals
 
 # Every connection reports the same cursors, whichever its provider has moved yet: a script
 # reads one shape (None: never pulled).
@@ -58,6 +60,8 @@ class ConnectionStatus:
     invoices: dict[str, int] = field(default_factory=dict)
     # the refunds among ``invoices``, by state (``waiting``: for their order to be posted)
     refunds: dict[str, int] = field(default_factory=dict)
+    # the orders' payments: posted / pending / refused (sync/payments.py, for every provider)
+    payments: dict[str, int] = field(default_factory=dict)
     ghosts: int = 0
     review_waiting: int = 0
     # remote products with no code in the field that holds the shop's SKU: read, never synced
@@ -108,6 +112,7 @@ def status_report(
             item.cursors = {k: shown_stamp(conn.provider, stored.get(k)) for k in CURSOR_STREAMS}
             item.invoices = {**dict.fromkeys(INVOICE_STATES, 0), **invoice_states(s, conn.id)}
             item.refunds = refund_states(s, conn.id)
+            item.payments = payment_totals(conn.provider, payment_states(s, conn.id))
             item.ghosts = count_ghosts(s, conn.id)
             item.review_waiting = count_review_waiting(s, conn.id)
             item.uncoded = count_uncoded(s, conn.id)

@@ -9,6 +9,7 @@ from typing import Any
 from synccli.errors import UsageError
 from synccli.store.catalogue import product_by_sku
 from synccli.store.db import Store
+from synccli.store.invoices import payments_of
 from synccli.store.models import Connection
 from synccli.store.orders import customer_by_email
 from synccli.store.reports import (
@@ -18,6 +19,7 @@ from synccli.store.reports import (
     links_of,
     order_by_number,
 )
+from synccli.sync.payments import PaymentView, payment_views
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Trace:
     record: dict[str, Any]
     links: list[dict[str, Any]] = field(default_factory=list)
     history: list[TraceLine] = field(default_factory=list)
+    # an invoice's payments, each with its state (posted, pending, refused) and remote id
+    payments: list[PaymentView] = field(default_factory=list)
 
 
 def _links(s: Any, conn: Connection, kind: str, local_id: int) -> list[dict[str, Any]]:
@@ -133,6 +137,7 @@ def trace(store: Store, conn: Connection, kind: str, key: str) -> Trace:
                     "last_error": job.last_error if job else None,
                 },
             )
+            result.payments = payment_views(conn.provider, payments_of(s, order.id), job)
             if job is not None:
                 result.history.append(
                     TraceLine(job.created_at, "queued", f"key {job.idempotency_key}")
