@@ -244,10 +244,25 @@ def test_a_refused_payment_is_emailed_and_retried_without_the_invoice(
     assert [p["state"] for p in shown["payments"]] == ["refused", "refused"]
     assert "Account type is invalid" in shown["payments"][0]["error"]
 
+    # a cancel now would stop the payments alone, and says so
+    cancelled = cli("invoices", "cancel", "WEB-2", "-c", "shop")
+    assert cancelled.exit_code == 0, cancelled.stderr
+    assert "its payments not applied yet will not be" in cancelled.stderr + cancelled.stdout
+
     # the merchant names a bank account and retries: only the payments go
     assert cli("connections", "set", "shop", "payment_account_code=090").exit_code == 0
     for number in ("WEB-1", "WEB-2"):
         assert cli("invoices", "retry", number, "-c", "shop").exit_code == 0
+    # the dry run plans the payments alone (the invoices are at Xero), with no call
+    calls = xero.app.counters.total()
+    planned = cli("post-invoices", "-c", "shop", "--dry-run", "--json")
+    assert planned.exit_code == 0, planned.stderr
+    [run] = json.loads(planned.stdout)
+    assert [(i["number"], i["outcome"]) for i in run["report"]["invoices"]] == [
+        ("WEB-1", "would_pay"),
+        ("WEB-2", "would_pay"),
+    ]
+    assert xero.app.counters.total() == calls
     assert cli("post-invoices", "-c", "shop").exit_code == 0
     assert xero.app.counters.total("PUT", "Invoices") == 1
     assert [len(v) for v in _remote_payments(world).values()] == [2, 1, 0]

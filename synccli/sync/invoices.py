@@ -1483,7 +1483,12 @@ def cancel_invoice(
                 "void it there"
             )
         warning = None
-        if job.maybe_sent or job.state == "posting":
+        if Due.of(job, order).paying:  # the invoice is there; only its payments stop
+            warning = (
+                f"invoice {number} is at the provider (remote id {job.remote_id}); its payments "
+                "not applied yet will not be: record them there, or retry it"
+            )
+        elif job.maybe_sent or job.state == "posting":
             warning = (
                 f"an earlier post of invoice {number} got no clear answer: check the provider "
                 "for it, it may exist there"

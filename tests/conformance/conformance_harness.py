@@ -45,6 +45,7 @@ from synccli.connectors.base import (
     NewCustomer,
     NewProduct,
     Page,
+    PaymentToApply,
 )
 from synccli.connectors.http import MemoryLedger
 
@@ -384,6 +385,21 @@ def arguments(method: str, args: dict[str, Any]) -> list[Any] | dict[str, Any]:
             return [built[0], args.get("idempotency_key", "conformance-key-1")]
         keys = args.get("keys") or [f"conformance-key-{i}" for i in range(len(built))]
         return [list(zip(built, keys, strict=True))]
+    if method == "apply_payments":
+        return [
+            [
+                PaymentToApply(
+                    p["invoice_remote_id"],
+                    Decimal(str(p["amount"])),
+                    _when(p["date"]) or datetime.now(UTC),
+                    p["reference"],
+                    p["account_code"],
+                )
+                for p in args["payments"]
+            ]
+        ]
+    if method == "find_payments":
+        return [list(args["invoice_remote_ids"])]
     if method == "ping":
         return []
     raise ValueError(f"unknown method {method}")
