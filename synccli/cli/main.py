@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - older typer on click
 
 from synccli import interrupt
 from synccli.cli import helptext, output
+from synccli.cli.coerce import quicken
 from synccli.cli.state import AppState
 from synccli.errors import SyncError
 from synccli.logs import setup_logging
@@ -78,7 +79,12 @@ class SyncGroup(TyperGroup):
     """Maps every error to one line on stderr and its exit code (:mod:`synccli.outcomes`)."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        quicken(self, ctx)
         return super().parse_args(ctx, hoist_global_options(list(args)))
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        return name, quicken(command, ctx), rest
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """The CLI framework's own errors (unknown option, missing argument) in the tool's one
