@@ -6,6 +6,7 @@ batch and it is applied again with its reads."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,10 +16,12 @@ from fakes import FakeProvider
 from sqlalchemy import event, func, select
 
 from synccli.clock import SimClock
+from synccli.store import bulk
 from synccli.store.connections import get_connection
 from synccli.store.db import Store
 from synccli.store.models import Link, Product
 from synccli.sync import products
+from synccli.sync.stream import apply_batch
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -76,9 +79,13 @@ def test_a_first_pull_reads_no_products_or_links_back_whatever_its_size(
     assert counts == [1, 1], counts
 
 
-def test_a_product_the_shop_created_meanwhile_is_linked_not_duplicated(any_store: Store) -> None:
+def test_a_product_the_shop_created_meanwhile_is_linked_not_duplicated(
+    any_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="synccli.job")
     store = any_store
-    fake = FakeProvider("unleashed", products=2_500, clock=SimClock(START))
+    size = 2 * apply_batch(store) + 500  # three batches
+    fake = FakeProvider("unleashed", products=size, clock=SimClock(START))
     conn = fake.add_connection(store, "shop")
     taken: list[str] = []
 
@@ -96,7 +103,9 @@ def test_a_product_the_shop_created_meanwhile_is_linked_not_duplicated(any_store
     with fake.run(store, "pull-products", get_connection(store, "shop")) as ctx:
         report = products.pull_products(ctx, on_page=sold_meanwhile)
     assert not report.errors, report.errors
-    assert report.new == 2_499 and taken
+    assert report.new == size - 1 and taken
+    # the batch written without its reads met the shop's product, and was applied again
+    assert any(products.LINKED_MEANWHILE in r.getMessage() for r in caplog.records)
     with store.session() as s:
         rows = s.execute(select(Product.sku, Product.name).where(Product.connection_id == conn.id))
         by_sku = {sku: name for sku, name in rows}
@@ -106,7 +115,7 @@ def test_a_product_the_shop_created_meanwhile_is_linked_not_duplicated(any_store
             .join(Product, Product.id == Link.local_id)
             .where(Product.sku == taken[0], Link.connection_id == conn.id)
         )
-    assert len(by_sku) == 2_500
+    assert len(by_sku) == size
     assert linked == 1
     # the remote record was applied to the shop's product (its name is the provider's now)
     remote = next(p for p in fake.world.products.values() if p.code == taken[0])
@@ -125,3 +134,21 @@ def test_a_connection_with_products_of_its_own_is_matched_by_code(any_store: Sto
     assert not report.errors and report.new == 1_499
     with store.session() as s:
         assert s.scalar(select(func.count()).where(Product.connection_id == conn.id)) == 1_500
+
+
+def test_postgresql_writes_a_first_pull_in_batches_of_5000(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is a COPY of its products and one of its links, whatever its size, and one
+    commit: 6,000 products are 2 batches on PostgreSQL (SQLite's one writer keeps 1,000)."""
+    tables: list[str] = []
+    real = bulk._copy
+
+    def counted(conn: Any, table: str, *args: Any) -> None:
+        tables.append(table)
+        real(conn, table, *args)
+
+    monkeypatch.setattr(bulk, "_copy", counted)
+    fake = FakeProvider("xero", products=6_000, clock=SimClock(START))
+    _first_pull(pg_store, fake, "shop")
+    assert tables == ["products", "links"] * 2

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from synccli.store.bulk import chunks, insert_rows, one_of, update_rows
@@ -42,6 +42,13 @@ def products_by_sku(s: Session, connection_id: int, skus: Sequence[str]) -> dict
         )
     )
     return {p.sku: p for p in rows}
+
+
+def has_products(s: Session, connection_id: int) -> bool:
+    """Whether the connection has a product or a product link (two index probes)."""
+    product = select(Product.id).where(Product.connection_id == connection_id)
+    link = select(Link.id).where(Link.connection_id == connection_id, Link.kind == PRODUCT)
+    return bool(s.scalar(select(exists(product) | exists(link))))
 
 
 def products_by_id(s: Session, ids: Sequence[int]) -> dict[int, Product]:

@@ -27,6 +27,7 @@ from synccli.store.catalogue import (
     calls_today,
     count_product_links,
     deactivate_products,
+    has_products,
     insert_events,
     insert_links,
     insert_products,
@@ -56,7 +57,8 @@ from synccli.store.sync_state import (
 )
 from synccli.sync.context import JobContext
 from synccli.sync.jobs import Job
-from synccli.sync.stream import APPLY_BATCH, Batch, CursorStream, Retry
+from synccli.sync.stream import APPLY_BATCH as APPLY_BATCH  # the tests size pulls by it
+from synccli.sync.stream import Batch, CursorStream, Retry, apply_batch
 
 T = TypeVar("T")
 log = logging.getLogger("synccli.job")
@@ -154,6 +156,39 @@ class _Batch:
     to_link: list[tuple[int, RemoteProduct]] = field(default_factory=list)
 
 
+@dataclass
+class _FirstImport:
+    """A connection with no product and no product link when its pull began. A batch none of
+    whose records this run wrote before (by remote id or code) has nothing to find in the
+    store, so it is written without reading anything back: those reads were a fifth of a first
+    pull's PostgreSQL time at 50,000 products. Another process may create or link one of its
+    products meanwhile (post-invoices does at sale time): the store's unique keys then refuse
+    the batch, which is applied again with its reads, as is every batch after (``on`` off)."""
+
+    on: bool
+    remote_ids: set[str] = field(default_factory=set)
+    codes: set[str] = field(default_factory=set)
+
+    def covers(self, records: list[RemoteProduct]) -> bool:
+        """Whether ``records`` can have nothing stored."""
+        ids, codes = self.remote_ids, self.codes
+        return self.on and not any(r.remote_id in ids or r.code in codes for r in records)
+
+    def wrote(self, records: list[RemoteProduct]) -> None:
+        if self.on:
+            self.remote_ids.update(r.remote_id for r in records)
+            self.codes.update(r.code for r in records if r.code)
+
+    def undoing(self, undo: Callable[[], None]) -> Callable[[], None]:
+        """``undo``, and reads from then on (the batch met a row written meanwhile)."""
+
+        def both() -> None:
+            undo()
+            self.on = False
+
+        return both
+
+
 class _Applier:
     """Applies remote products to local ones within one session (a page or a batch)."""
 
@@ -165,8 +200,10 @@ class _Applier:
         changes: list[Change],
         stamped_since: datetime | None = None,
         authoritative: bool = False,
+        first: _FirstImport | None = None,
     ) -> None:
         self.ctx, self.s, self.now, self.changes = ctx, s, now, changes
+        self.first = first
         # The records are the provider's current state, fetched for a check (a sweep, a
         # sync-product): their field values are applied whatever their stamps say.
         self.authoritative = authoritative
@@ -191,9 +228,14 @@ class _Applier:
             report.uncoded += len(batch.uncoded)
         if not self.dry:
             self._write(records, batch)
+            if self.first is not None:
+                self.first.wrote(records)
 
     def _load(self, records: list[RemoteProduct]) -> _Batch:
-        """The links and local products ``records`` concern, in a few set-based reads."""
+        """The links and local products ``records`` concern, in a few set-based reads (none on
+        a first import, see ``_FirstImport``)."""
+        if self.first is not None and self.first.covers(records):
+            return _Batch({}, {}, set(), {})
         links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
         by_sku = products_by_sku(self.s, self.conn_id, unlinked_codes) if unlinked_codes else {}
@@ -552,13 +594,15 @@ def _pull_stream(
         # this run instead of reading every stock row ever changed.
         return
     products = name == "products"
+    first = _FirstImport(on=products and not _has_products(ctx))
+    began_empty = first.on
 
     def counted(batch: Batch[Any]) -> None:
         report.pages += len(batch.pages)
 
     def apply(s: Session, batch: Batch[Any]) -> None:
         applier = _Applier(
-            ctx, s, batch.now, report.changes, run_start, authoritative=stream.by_value
+            ctx, s, batch.now, report.changes, run_start, authoritative=stream.by_value, first=first
         )
         if products:
             report.seen += len(batch.records)
@@ -574,13 +618,16 @@ def _pull_stream(
         apply,
         counted=counted,
         applied=(lambda: on_page(report)) if on_page is not None else None,
-        batch_records=APPLY_BATCH,
+        batch_records=apply_batch(ctx.store),
         # post-invoices linked or created one of these products (by SKU, at sale time) between
         # our read and our write: the batch is applied again over that
-        retry=Retry(lambda: partial(_Mark.of(report).restore, report), LINKED_MEANWHILE),
+        retry=Retry(
+            lambda: first.undoing(partial(_Mark.of(report).restore, report)), LINKED_MEANWHILE
+        ),
         track_seen=products,
     )
-    if products and caps.full_catalogue_call:
+    # a connection with no product link before this run has none the listing could lack
+    if products and caps.full_catalogue_call and not began_empty:
         _check_ghosts(ctx, stream.seen, report)
     cursor = stream.advance()
     if not ctx.dry_run:
@@ -589,6 +636,11 @@ def _pull_stream(
 
 
 LINKED_MEANWHILE = "a product was linked meanwhile"
+
+
+def _has_products(ctx: JobContext) -> bool:
+    with ctx.store.session() as s:
+        return has_products(s, ctx.connection.id)
 
 
 def _check_ghosts(ctx: JobContext, seen: set[str], report: PullReport) -> None:

@@ -37,12 +37,26 @@ from sqlalchemy.orm import Session
 from synccli import interrupt
 from synccli.connectors.base import Page
 from synccli.progress import observed_pages
+from synccli.store.db import Store
 from synccli.store.sync_state import advance_cursor, get_cursor
 from synccli.sync.context import JobContext
 
 log = logging.getLogger("synccli.job")
 
 APPLY_BATCH = 1_000  # records applied and committed together (pages are joined up to this)
+# On PostgreSQL a batch is written in a few statements whatever its size (COPY), and no reader
+# waits for a writer: batches of 5,000 spent about a tenth less CPU (ours and the server's) on a
+# first pull of 50,000 products than batches of 1,000 (bench/store_writes.py). SQLite's one
+# writer holds the file's lock for a whole batch, so it keeps 1,000.
+APPLY_BATCH_POSTGRESQL = 5_000
+
+
+def apply_batch(store: Store) -> int:
+    """Records a batch of ``store``'s pull joins, applies and commits together."""
+    postgresql = store.engine.dialect.name == "postgresql"
+    return APPLY_BATCH_POSTGRESQL if postgresql else APPLY_BATCH
+
+
 BATCH_LINGER = 1.0  # seconds a batch waits for more pages before it is applied as it is
 
 
