@@ -229,6 +229,8 @@ def test_a_refund_is_posted_against_the_order_once_it_is_posted(
         shown = cli("invoices", "show", "WEB-7-R1", "-c", "shop")
         assert "waiting for order WEB-7 to be posted (it is cancelled)" in shown.stdout
         assert "(refunds: waiting 1)" in cli("status", "-c", "shop").stdout
+        traced = cli("trace", "invoice", "WEB-7-R1", "-c", "shop").stdout
+        assert "refund_of: WEB-7" in traced and "state: waiting" in traced
         assert cli("invoices", "retry", "WEB-7", "-c", "shop").exit_code == 0
         result = cli("post-invoices", "-c", "shop")  # the order posts; its refund still waits
         assert result.exit_code == 0, result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from synccli.store.bulk import chunks
 from synccli.store.models import Customer, Order, OrderLine
@@ -46,15 +46,6 @@ def customer_by_account(s: Session, connection_id: int, account: str) -> Custome
         .where(Customer.connection_id == connection_id, Customer.account_number == account)
         .order_by(Customer.id)
         .limit(1)
-    )
-
-
-def order_by_number(s: Session, connection_id: int, number: str) -> Order | None:
-    """The connection's order with this number, with its lines."""
-    return s.scalar(
-        select(Order)
-        .options(selectinload(Order.lines))
-        .where(Order.connection_id == connection_id, Order.number == number)
     )
 
 

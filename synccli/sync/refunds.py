@@ -27,7 +27,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from synccli.connectors.wire import round_money
-from synccli.store.orders import order_by_number, refunded_lines
+from synccli.store.orders import refunded_lines
+from synccli.store.reports import order_by_number
 
 REFUND_FIELDS = ("number", "date", "refund_of", "lines", "total")
 REFUND_LINE_FIELDS = ("line", "quantity", "amount")

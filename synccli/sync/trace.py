@@ -132,9 +132,11 @@ def trace(store: Store, conn: Connection, kind: str, key: str) -> Trace:
                     "remote_id": job.remote_id if job else None,
                     "attempts": job.attempts if job else 0,
                     "next_attempt_at": job.next_attempt_at
-                    if job and job.state in ("pending", "failed")
+                    if job and job.state in ("pending", "failed", "waiting")
                     else None,
                     "last_error": job.last_error if job else None,
+                    # a refund: the order it gives money back on (it waits for it)
+                    **({"refund_of": order.refund_of} if order.refund_of else {}),
                 },
             )
             result.payments = payment_views(conn.provider, payments_of(s, order.id), job)
