@@ -181,6 +181,7 @@ def invocations(
     if provider in WEBHOOK_STEPS:  # X-Series subscribes through an API the simulator lacks
         yield ["webhooks", "subscribe", "-c", "shop", "--url", "https://hooks.shop.example"]
     yield ["webhooks", "status", "-c", "shop", "--json"]
+    yield ["webhooks", "apply", "-c", "shop", "--hints", "--json"]
 
 
 def _linked_customer(store: Store) -> tuple[str, str]:

@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -53,7 +53,7 @@ def _sign_unleashed(body: bytes, at: datetime, key: str = U_SIGNING) -> tuple[st
 
 
 def call(
-    app: Receiver,
+    app: Callable[..., Iterable[bytes]],
     path: str,
     body: bytes,
     content_type: str = "application/json",
@@ -363,4 +363,21 @@ def test_x_series_signature_where_sent_must_verify_with_the_apps_secret(
     assert call(app, path, body, FORM, headers=as_b64) == 200
     assert call(app, path, _x_form({"id": "p-2", "version": 1}), FORM, headers=forged) == 401
     assert call(app, f"/webhooks/xs/{U_TOKEN}", body, FORM, headers=as_hex) == 401
+    assert [r.entity_id for r in rows(store)] == ["p-1"]
+
+
+def test_the_wsgi_entry_point_opens_the_store_the_environment_names(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``synccli.webhooks.app:application`` for gunicorn and the like: built on its first
+    request from SYNC_DATA_DIR / SYNC_DATABASE_URL, as every command finds the store."""
+    from synccli.webhooks import app as module
+
+    _x_series(store)
+    monkeypatch.setattr(module, "_built", None)
+    body = _x_form({"id": "p-1", "version": 1})
+    assert call(module.application, f"/webhooks/xs/{X_TOKEN}", body, FORM) == 200
+    assert call(module.application, "/webhooks/xs/wrong-token", body, FORM) == 401
+    assert module._built is not None and module._built.store is not store  # its own
+    module._built.store.dispose()
     assert [r.entity_id for r in rows(store)] == ["p-1"]
