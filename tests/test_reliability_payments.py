@@ -12,6 +12,9 @@ and test_reliability_fencing (a run stopped in a Retry-After wait, taken over, r
 - ``test_stopped_worker_never_pays_after_a_takeover``: the run is stopped (SIGSTOP) in the
   Retry-After of a 429 on its ``PUT /Payments``; its claims lapse; a second run looks the
   payments up (not there), applies them; the first, resumed, sends nothing.
+- ``test_hosts_racing_on_postgresql_apply_each_payment_once``: three hosts at once on one
+  PostgreSQL store (its own schema) while every answer to ``PUT /Payments`` is lost, then three
+  again: each payment once at Xero, every job posted.
 """
 
 from __future__ import annotations
@@ -186,3 +189,45 @@ def test_stopped_worker_never_pays_after_a_takeover(store: Store, _isolated_env:
         assert [st for _, st, _ in _rows(store)] == ["posted"] * 3, summary
         assert t.first.returncode == 0, summary
     assert SHORT_WAIT < 5  # within what one write may wait under the fencing tests' claim
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(300)
+def test_hosts_racing_on_postgresql_apply_each_payment_once(tmp_path: Path) -> None:
+    """Three hosts run ``post-invoices`` at the same moment on one PostgreSQL store while every
+    answer to ``PUT /Payments`` is lost (Xero applies them; no run hears so), then three again
+    with the answers back: every payment is at Xero exactly once, found by the look-up, and
+    every job ends ``posted``."""
+    from conftest import POSTGRES_SKIP, POSTGRES_URL
+    from test_reliability_hosts import _own_schema
+
+    from synccli.config import load_settings
+
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_SKIP)
+    app = TrapXero(products=8, customers=4, time_scale=SCALE)
+    with _own_schema(POSTGRES_URL) as url, serve("xero", app) as running:
+        store = Store(load_settings(url, str(tmp_path / "data")))
+        store.upgrade()
+        try:
+            orders = _setup(store, running, 4, "PH")  # a batch under the transient breaker
+            env = cli_env(tmp_path / "data", url, SYNC_LEASE_SECONDS="1")
+            exits = []
+            for lost in (True, False):
+                if lost:
+                    app.faults.add("lost", method="PUT", path=r"/Payments$")
+                procs = [spawn(["post-invoices", "-c", "shop"], env) for _ in range(3)]
+                for proc in procs:
+                    _, err = proc.communicate(timeout=120)
+                    exits.append(proc.returncode)
+                    assert proc.returncode in (0, 4), err[-2000:]  # 4: another host holds it
+                app.faults.clear()
+                app._idem.clear()  # the replay window has passed: only the look-up protects
+            refs = _at_xero(app)
+            assert len(refs) == 6 and max(refs.values()) == 1, refs  # 2 split, 2 whole
+            assert app.counters.total("GET", "Payments") >= 1
+            assert {_job(store, o["number"])[0] for o in orders} == {"posted"}
+            assert {st for _, st, _ in _rows(store)} == {"posted"}
+            assert exits.count(0) >= 2, exits
+        finally:
+            store.dispose()
