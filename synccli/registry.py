@@ -365,6 +365,13 @@ COMMON: tuple[Setting, ...] = (
         "1h",
         check=duration,
     ),
+    Setting(
+        "hint_wait",
+        "webhooks serve fetches id-only deliveries once the oldest has waited this long "
+        "(unset: they wait for the next pull)",
+        None,
+        check=duration,
+    ),
     # Marks a connection `sandbox serve --connect` made: only such a one may be re-pointed.
     Setting(
         "sandbox", "made by `sandbox serve --connect` (never set by hand)", "false", check=boolean

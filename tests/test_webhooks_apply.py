@@ -466,3 +466,72 @@ def test_the_receiver_has_delivered_records_applied_within_a_second(store: Store
             applier.stop()
     assert local(store, p.code).price == p.price
     assert applier.applied == 1
+
+
+def test_concurrent_appliers_apply_each_delivery_once(store: Store) -> None:
+    """Four processes' worth of `webhooks apply` (and the serve thread) at once: each delivery
+    is applied once, one event per changed field; the others find the lease held or nothing
+    left."""
+    import threading
+
+    fake, conn = x_series(store)
+    pull(store, conn, fake)
+    CLOCK.advance(minutes=5)
+    changed = fake.catalogue.change_prices(fake.tenant, 10)
+    for p in changed:
+        record = v1_product(p, data.product_revision(p))
+        deliver(store, conn, "products", p.id, record, str(record["version"]))
+    start = threading.Barrier(4)
+    reports: list[push.PushReport] = []
+
+    def one() -> None:
+        start.wait()
+        reports.append(push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.applied for r in reports) == 10
+    with store.session() as s:
+        prices = s.scalars(select(Event).where(Event.field == "price")).all()
+    assert len(prices) == 10 and set(states(store)) == {"applied"}
+    assert all(local(store, p.code).price == p.price for p in changed)
+
+
+def test_serve_fetches_id_only_deliveries_once_the_oldest_waited_hint_wait(store: Store) -> None:
+    """Unleashed pushes ids only: with ``hint_wait`` set, the receiver's applier fetches them in
+    one batch once the oldest has waited that long (not before), and closes them."""
+    import time
+
+    from synccli.sandbox import harness
+    from synccli.store.connections import get_connection, set_values
+    from synccli.webhooks.applier import Applier
+
+    clock = CLOCK  # the one deliver() stamps deliveries with
+    with harness.start("unleashed", seed=5, products=30, customers=0, clock=clock) as running:
+        app = running.app
+        harness.add_connection(store, "stock", running)
+        set_values(store, "stock", {"hint_wait": "1m"})
+        conn = get_connection(store, "stock")
+        with job_run(store, "pull-products", conn, clock=clock) as ctx:
+            products.pull_products(ctx)
+        clock.advance(minutes=5)
+        changed = app.catalogue.change_prices(app.tenant, 3)
+        for p in changed:
+            deliver(store, conn, "products", p.id, None, clock.now().isoformat())
+        applier = Applier(store, clock, linger=0.01).start()
+        try:
+            applier.stored({conn.id})
+            time.sleep(0.3)
+            assert applier.fetched == 0 and set(states(store)) == {"hint"}  # not yet due
+            clock.advance(minutes=1)
+            applier.stored({conn.id})  # the next delivery's nudge
+            deadline = time.monotonic() + 5
+            while applier.fetched < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            applier.stop()
+    assert applier.fetched == 3 and set(states(store)) == {"done"}
+    assert all(local(store, p.code).price == p.price for p in changed)

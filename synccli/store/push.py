@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from synccli.store.bulk import chunks
@@ -120,3 +120,12 @@ def restore_read_times(s: Session, read_at: dict[int, datetime | None]) -> None:
     record (a pull, a sweep, a fetch), which a pushed change is not."""
     for link_id, when in read_at.items():
         s.execute(update(Link).where(Link.id == link_id).values(last_synced_at=when))
+
+
+def oldest_hint(s: Session, connection_id: int) -> datetime | None:
+    """When the connection's oldest open hint came (None: none is open)."""
+    return s.scalar(
+        select(func.min(WebhookEventRow.received_at)).where(
+            WebhookEventRow.connection_id == connection_id, WebhookEventRow.state == "hint"
+        )
+    )

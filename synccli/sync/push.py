@@ -146,6 +146,14 @@ def durations(settings: dict[str, Any]) -> tuple[timedelta, timedelta]:
     return safety, window
 
 
+def hint_wait(settings: dict[str, Any]) -> timedelta | None:
+    """The connection's ``hint_wait`` (None: hints wait for the next pull)."""
+    from synccli.sync.invoices import parse_duration
+
+    raw = settings.get("hint_wait")
+    return parse_duration(str(raw), "hint_wait") if raw else None
+
+
 def cadence(s: Session, conn: Connection, stream: str, now: datetime) -> Cadence:
     safety, window = durations(dict(conn.settings or {}))
     last = last_delivery_at(s, conn.id, stream)

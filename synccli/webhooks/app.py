@@ -167,8 +167,8 @@ class Receiver:
         self.clock = clock or SystemClock()
         self.max_body = max_body
         self.directory = Directory(store, directory_ttl)
-        # told, after the commit, which connections got records to apply (webhooks/applier.py:
-        # `webhooks serve` applies them a moment later on a thread of its own, no API call)
+        # told, after the commit, which connections got new deliveries (webhooks/applier.py:
+        # `webhooks serve` applies them a moment later on a thread of its own)
         self.on_stored = on_stored
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -238,9 +238,8 @@ class Receiver:
             # 5xx: the provider retries, and the retry is stored once
             why = f"not stored ({type(exc).__name__}): the provider will send it again"
             return Answer(503, why, log_level=logging.ERROR)
-        with_records = {e.connection_id for e in routed if e.record is not None}
-        if added and with_records and self.on_stored is not None:
-            self.on_stored(with_records)  # only queued here: applied off the request path
+        if added and self.on_stored is not None:  # only queued here: applied off the request path
+            self.on_stored({e.connection_id for e in routed})
         note = f", {ignored} not followed" if ignored else ""
         why = f"{added} new of {len(routed)} event(s){note}"
         return Answer(200, why, log_level=logging.INFO)

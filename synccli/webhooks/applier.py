@@ -4,6 +4,9 @@
 here, and one worker thread applies that connection's pending records (``sync.push``: no API
 call) a moment later, so a burst of deliveries is applied in one transaction, not one each. A
 connection whose pull holds the lease is tried again shortly (the pull applies them meanwhile).
+Deliveries that name only an id (hints) wait for the next pull, unless the connection sets
+``hint_wait``: then they are fetched, in the provider's batches, once the oldest has waited that
+long (a lever between freshness and calls for providers that push ids only, as Unleashed).
 A receiver under another WSGI server leaves this to ``webhooks apply`` from cron.
 """
 
@@ -14,9 +17,10 @@ import threading
 import time
 from collections.abc import Iterable
 
-from synccli.clock import Clock, SystemClock
+from synccli.clock import Clock, SystemClock, utc
 from synccli.store.connections import list_connections
 from synccli.store.db import Store
+from synccli.store.models import Connection
 
 log = logging.getLogger("synccli.webhooks")
 
@@ -34,6 +38,7 @@ class Applier:
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="webhook-apply", daemon=True)
         self.applied = 0  # records applied so far (for the log and the tests)
+        self.fetched = 0  # hinted records fetched so far
 
     def start(self) -> Applier:
         self._thread.start()
@@ -44,8 +49,24 @@ class Applier:
         at = time.monotonic() + self.linger
         with self._ready:
             for cid in connection_ids:
-                self._due.setdefault(cid, at)
+                self._due[cid] = min(self._due.get(cid, at), at)
             self._ready.notify()
+
+    def _hints_due(self, conn: Connection) -> tuple[bool, float | None]:
+        """Whether the connection's hints are fetched now (its ``hint_wait`` setting: the oldest
+        has waited that long), else in how many seconds to look again (None: never here)."""
+        from synccli.store.push import oldest_hint
+        from synccli.sync.push import hint_wait
+
+        wait = hint_wait(dict(conn.settings or {}))
+        if wait is None:
+            return False, None  # hints wait for the next pull (or `webhooks apply --hints`)
+        with self.store.session() as s:
+            oldest = oldest_hint(s, conn.id)
+        if oldest is None:
+            return False, None
+        left = (utc(oldest) + wait - self.clock.now()).total_seconds()
+        return (True, None) if left <= 0 else (False, left)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._ready:
@@ -78,11 +99,16 @@ class Applier:
 
         conns = {c.id: c for c in list_connections(self.store) if c.id in ids}
         for cid, conn in conns.items():
-            report = apply_connection(self.store, conn, self.clock)
+            fetch, later = self._hints_due(conn)
+            report = apply_connection(self.store, conn, self.clock, hints=fetch)
             self.applied += report.applied
+            self.fetched += report.fetched
             if report.busy:
+                later = BUSY_RETRY if later is None else min(later, BUSY_RETRY)
+            if later is not None:
+                at = time.monotonic() + later
                 with self._ready:
-                    self._due.setdefault(cid, time.monotonic() + BUSY_RETRY)
+                    self._due[cid] = min(self._due.get(cid, at), at)
             if report.applied or report.hinted:
                 log.info(
                     "webhooks %s: %d applied, %d superseded, %d to fetch",
