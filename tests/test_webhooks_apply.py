@@ -327,7 +327,7 @@ def test_a_pull_while_deliveries_are_healthy_costs_no_call_until_the_safety_poll
     )
 
 
-def test_when_deliveries_stop_polling_returns_to_every_run(store: Store) -> None:
+def test_when_deliveries_stop_polling_returns_to_every_run(cli, store: Store) -> None:
     fake, conn = x_series(store)
     pull(store, conn, fake)
     p = fake.catalogue.change_prices(fake.tenant, 1)[0]
@@ -346,6 +346,13 @@ def test_when_deliveries_stop_polling_returns_to_every_run(store: Store) -> None
     assert report.push["modes"]["products"].startswith("push silent since 1h")
     shown = status_report(store, CLOCK.now(), [conn.name])[0].push
     assert shown["products"]["mode"] == "poll"
+    # the command says so too (on the wall clock: these deliveries are months old by now)
+    out = cli("status", "-c", conn.name)
+    assert out.exit_code == 0, out.stderr
+    assert "  products: push silent since " in out.stdout and "polling every run" in out.stdout
+    as_json = json.loads(cli("status", "-c", conn.name, "--json").stdout)
+    assert as_json[0]["push"]["products"]["mode"] == "poll"
+    assert as_json[0]["push"]["products"]["last_delivery_at"].startswith("2026-03-02T09:")
 
 
 def test_apply_waits_for_a_running_pull_which_applies_the_deliveries(store: Store) -> None:
