@@ -63,6 +63,7 @@ class Pushes:
             set_values(self.store, self.name, {"webhook_key": made.json()["key"]})
         receiver = Receiver(self.store, clock=self.clock)
         self.outbox.transport = self._counting(wsgi_transport(receiver))
+        self.outbox.pump(self.clock.now())  # Xero's intent-to-receive check, before any event
 
     def _unleashed(self, url: str) -> str:
         from synccli.sandbox.unleashed import sign
