@@ -542,3 +542,19 @@ def test_serve_fetches_id_only_deliveries_once_the_oldest_waited_hint_wait(store
             applier.stop()
     assert applier.fetched == 3 and set(states(store)) == {"done"}
     assert all(local(store, p.code).price == p.price for p in changed)
+
+
+def test_deliveries_no_job_applies_are_closed_not_left_open(store: Store) -> None:
+    """Xero's Invoices events and X-Series' sale.update are stored, but nothing reads remote
+    invoices back: they are closed, so `webhooks status` does not count them waiting for ever."""
+    from synccli.store.webhooks import webhook_stats
+
+    fake, conn = x_series(store)
+    deliver(store, conn, "sales", "s1", {"id": "s1", "state": "CLOSED"}, None)
+    deliver(store, conn, "invoices", "i1", None, None)
+    calls = fake.total()
+    report = push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    assert report.unfollowed == 2 and fake.total() == calls
+    with store.session() as s:
+        stats = webhook_stats(s, conn.id, CLOCK.now())
+    assert (stats.pending_records, stats.pending_hints) == (0, 0)

@@ -129,3 +129,19 @@ def oldest_hint(s: Session, connection_id: int) -> datetime | None:
             WebhookEventRow.connection_id == connection_id, WebhookEventRow.state == "hint"
         )
     )
+
+
+def close_unfollowed(s: Session, connection_id: int, followed: Sequence[str], now: datetime) -> int:
+    """Close the open events of streams no job applies (Xero's invoices, X-Series' sales), so
+    they do not wait for ever in ``webhooks status``."""
+    result = s.execute(
+        update(WebhookEventRow)
+        .where(
+            WebhookEventRow.connection_id == connection_id,
+            WebhookEventRow.stream.not_in(list(followed)),
+            WebhookEventRow.state.in_(("pending", "hint")),
+        )
+        .values(state="done", applied_at=now)
+        .returning(WebhookEventRow.id)
+    )
+    return len(result.all())

@@ -49,6 +49,7 @@ from synccli.store.db import Store
 from synccli.store.models import Connection, WebhookEventRow
 from synccli.store.push import (
     applied_versions,
+    close_unfollowed,
     cursor_updated,
     cursor_value,
     events_in,
@@ -75,6 +76,9 @@ CLOCK_SLACK = timedelta(minutes=2)
 BATCH = 500  # events applied in one transaction
 PRODUCT_STREAMS = ("products", "stock")
 CUSTOMER_STREAMS = ("customers",)
+# Xero's Invoices events and X-Series' sale.update are stored by the receiver but no job applies
+# them (post-invoices looks its own invoices up): they are closed, not left open for ever.
+FOLLOWED = (*PRODUCT_STREAMS, *CUSTOMER_STREAMS)
 JOB_OF = {"products": Job.PULL_PRODUCTS, "stock": Job.PULL_PRODUCTS}
 JOB_OF["customers"] = Job.LINK_CUSTOMERS
 APPLY_LEASE = timedelta(minutes=2)
@@ -182,6 +186,7 @@ class PushReport:
     fetched: int = 0  # hints fetched and stored
     covered: int = 0  # hints a whole poll read
     gone: int = 0  # hints whose record the provider no longer returns (nothing deleted)
+    unfollowed: int = 0  # deliveries of streams no job applies (Xero invoices, X-Series sales)
     busy: bool = False  # a job of this connection held the lease: it applies them
     modes: dict[str, str] = field(default_factory=dict)
 
@@ -548,6 +553,8 @@ def before_poll(ctx: JobContext, streams: Sequence[str], report: PushReport) -> 
     now = ctx.clock.now()
     with ctx.store.session() as s:
         modes = {stream: cadence(s, ctx.connection, stream, now) for stream in streams}
+        if not ctx.dry_run:
+            report.unfollowed = close_unfollowed(s, ctx.connection.id, FOLLOWED, now)
     report.modes = {stream: mode.describe(now) for stream, mode in modes.items()}
     if set(streams) & set(PRODUCT_STREAMS):
         apply_products(ctx, report)
@@ -581,6 +588,8 @@ def apply_connection(
     applies them (``busy``)."""
     clock = clock or SystemClock()
     report = PushReport()
+    with store.session() as s:
+        report.unfollowed = close_unfollowed(s, conn.id, FOLLOWED, clock.now())
     owner = f"{owner_id()}:push:{uuid.uuid4().hex[:8]}"[-100:]
     for job in (Job.PULL_PRODUCTS, Job.LINK_CUSTOMERS):
         streams = PRODUCT_STREAMS if job == Job.PULL_PRODUCTS else CUSTOMER_STREAMS
