@@ -349,3 +349,35 @@ def test_a_refused_allocation_keeps_the_credit_note_and_says_what_to_fix(
         assert note.subject == "[synccli] Xero refused refund WEB-7-R1 of order WEB-7"
         assert "What to fix: check refund WEB-7-R1 against order WEB-7 in Xero" in note.body
         assert "allocation to invoice WEB-7 was refused" in note.body
+
+
+def test_a_paid_order_s_refund_is_paid_back_through_the_payment_account(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    """The customer paid at checkout (the invoice is PAID at Xero): the credit note cannot be
+    allocated, so its amount is paid back out of the connection's payment_account_code (a
+    payment on the credit note, spec ``Payment.CreditNote``), once; a lost answer is looked up
+    (the credit note has no credit left) and never paid twice."""
+    with sandbox("xero") as running:
+        harness.add_connection(store, "shop", running, time_scale=SCALE, payment_account_code="090")
+        known = next(iter(running.app.world().products.values()))
+        paid = order("xero", known.code)
+        paid["payments"] = [{"amount": "32.20", "date": "2026-05-01", "method": "card"}]
+        path = tmp_path / "orders.jsonl"
+        path.write_text(lines(paid, refund()), encoding="utf-8")
+        assert cli("invoices", "add", str(path), "-c", "shop").exit_code == 0
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        invoice = running.app.world().invoices[job(store, "WEB-7").remote_id]
+        assert invoice.body["Status"] == "PAID"
+        running.app.faults.add("lost", method="PUT", path="Payments$", times=20)
+        cli("post-invoices", "-c", "shop")
+        running.app.faults.clear()
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        assert job(store, "WEB-7-R1").state == "posted"
+        [note] = credit_notes(running)
+        assert note["RemainingCredit"] == 0 and note["Allocations"] == []
+        tenant = running.app.extra[running.app.tenant]
+        refunds = [p for p in tenant.payments.values() if "CreditNote" in p]
+        assert [(p["Amount"], p["Account"]["Code"]) for p in refunds] == [(16.1, "090")]
+        shown = cli("invoices", "show", "WEB-7-R1", "-c", "shop")
+        assert "paid back: 16.10 out of account 090" in shown.stdout

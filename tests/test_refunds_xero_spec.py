@@ -119,3 +119,30 @@ def test_the_simulator_refuses_an_allocation_over_what_is_due_or_left() -> None:
         conn.allocate(note_id, posted.remote_id, left - Decimal("0.01"), day)
         with pytest.raises(Rejected, match="greater than amount outstanding"):
             conn.allocate(note_id, posted.remote_id, Decimal("0.02"), day)  # 0.01 left
+
+
+def test_a_paid_invoice_s_refund_is_paid_back_as_the_spec_says(spec: Any) -> None:
+    """The invoice is paid: the credit goes back out as a payment on the credit note (spec
+    ``Payment.CreditNote``) into the payment account; request and answer per the spec."""
+    app = XeroSandbox(products=4, customers=2)
+    with running(app) as server:
+        conn, _, _ = make_connector(app, server.url)
+        conn.settings["payment_account_code"] = "090"
+        contact = next(iter(app.world().customers.values())).id
+        invoice = draft(app, "INV-9", customer_id=contact)
+        posted = conn.post_invoice(invoice, "inv-9")
+        inv = app.world().invoices[posted.remote_id]
+        inv.body["AmountDue"], inv.body["Status"] = 0, "PAID"
+        seen: list[requests.Response] = []
+        conn.http.session.hooks["response"].append(lambda r, *a, **k: seen.append(r))
+        target = RefundTarget("INV-9", posted.remote_id, invoice.date)
+        refund = replace(invoice, number="INV-9-R1", refund_of=target, lines=invoice.lines[:1])
+        note = conn.post_refund(refund, "inv-9-r1")
+        assert (note.note or "").startswith(f"paid back: {note.total:.2f} out of account 090")
+        paths = [urlsplit(str(r.request.url)).path.split("2.0/")[1] for r in seen]
+        assert paths == ["CreditNotes", f"Invoices/{posted.remote_id}", "Payments"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for resp in seen[2:]:
+                spec.validate_request(SpecRequest(resp.request))
+                spec.validate_response(SpecRequest(resp.request), SpecResponse(resp))

@@ -130,6 +130,7 @@ ID_FIELDS = {
     "Contacts": "ContactID",
     "Invoices": "InvoiceID",
     "CreditNotes": "CreditNoteID",
+    "Payments": "PaymentID",
 }
 NO_TAX = "NONE"  # Xero's TaxType for no tax (the spec's TaxType values; its Account examples)
 
@@ -1055,6 +1056,9 @@ class XeroConnector(Connector):
         ]
         remaining = decimal_or_none(note.get("RemainingCredit"))
         left = posted.total if remaining is None else remaining
+        if not done and note.get("Payments") and (left or 0) <= 0:  # paid back already
+            code = self.settings.get("payment_account_code")
+            posted.note = f"paid back: {posted.total or 0:.2f} out of account {code}"
         if done or not left or left <= 0:
             return posted
         try:
@@ -1079,12 +1083,38 @@ class XeroConnector(Connector):
         if due is None:
             raise BadResponse(f"GET /Invoices/{target.remote_id}: no AmountDue")
         if due <= 0:
+            return self._pay_back(posted, left, target)
+        self.allocate(posted.remote_id, target.remote_id, min(left, due), target.on.date())
+        return posted
+
+    def _pay_back(
+        self, posted: PostedInvoice, left: Decimal, target: RefundTarget
+    ) -> PostedInvoice:
+        """The invoice is paid (the customer paid at checkout): the credit goes back out of the
+        account the order's payments went into, as a payment on the credit note (spec
+        ``Payment.CreditNote``; PUT /Payments under a key derived from its body: a retry is
+        replayed). Without that account the credit stays on the contact, and the note says so.
+        Once paid back the credit note has no credit left: a look-up never pays it twice."""
+        code = self.settings.get("payment_account_code")
+        if not code:
             posted.note = (
                 f"not allocated: invoice {target.number} is paid, so the credit stays on the "
                 "contact (pay it back in Xero as a refund of the credit note)"
             )
             return posted
-        self.allocate(posted.remote_id, target.remote_id, min(left, due), target.on.date())
+        element: dict[str, Any] = {"CreditNote": {"CreditNoteID": posted.remote_id}}
+        element["Account"] = {"Code": code}
+        element.update(Date=target.on.date().isoformat(), Amount=float(left))
+        element["Reference"] = f"refund {posted.number}"[:255]
+        self._put(
+            "Payments",
+            {"Payments": [element]},
+            _key_for(element),
+            params={"summarizeErrors": "false"},
+        )
+        posted.note = (
+            f"paid back: {left:.2f} out of account {code} (invoice {target.number} was paid)"
+        )
         return posted
 
     def allocate(self, note_id: str, invoice_id: str, amount: Decimal, day: date) -> None:

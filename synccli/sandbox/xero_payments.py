@@ -161,6 +161,8 @@ class PaymentRoutes:
         extra: _TenantExtra,
         ident: str | None,
     ) -> tuple[dict, list[str]]:
+        if isinstance(el.get("CreditNote"), dict) and not el.get("Invoice"):
+            return self.one_credit_payment(el, extra)
         errors: list[str] = []
         inv = self._invoice(el.get("Invoice"), world, errors)
         account = self._account(el.get("Account"), extra, errors)
@@ -211,6 +213,55 @@ class PaymentRoutes:
         extra.payments[pay_id] = {**rec, "Invoice": _invoice_ref(inv), "_updated": now}
         self.app.record_write("payment", pay_id, el, True)
         return {**rec, "Invoice": _invoice_ref(inv), "HasValidationErrors": False}, []
+
+    def one_credit_payment(self, el: dict[str, Any], extra: _TenantExtra) -> tuple[dict, list[str]]:
+        """Money paid back on a credit note (a refund paid out): OAS ``Payment.CreditNote``
+        and PaymentType ``ARCREDITPAYMENT``; the same refusals as an invoice's payment (only
+        an AUTHORISED document, never over what it has outstanding: its RemainingCredit)."""
+        errors: list[str] = []
+        ident = str(el["CreditNote"].get("CreditNoteID") or "").lower()
+        note = extra.credit_notes.get(ident)
+        if note is None:
+            errors.append(f"Credit Note {ident or '(none)'} could not be found")
+        account = self._account(el.get("Account"), extra, errors)
+        paid_on = parse_body_date(el.get("Date"))
+        if paid_on is None:
+            errors.append("A valid payment date must be specified")
+        amount = _dec(el.get("Amount"))
+        if amount is None or amount <= 0 or amount != amount.quantize(CENT):
+            errors.append("Payment amount must be a positive amount in cents")
+            amount = None
+        if note is not None and note["Status"] != "AUTHORISED":
+            errors.append(NOT_AUTHORISED)
+        elif (
+            note is not None
+            and amount is not None
+            and amount > Decimal(str(note["RemainingCredit"]))
+        ):
+            errors.append(OVER_DUE)
+        now, pay_id = self.app.clock.now(), str(uuid.uuid4())
+        rec: dict[str, Any] = {
+            "PaymentID": pay_id,
+            "Date": xero_day(paid_on) if paid_on else el.get("Date"),
+            "Amount": _num(amount) if amount is not None else el.get("Amount"),
+            "Reference": str(el.get("Reference") or ""),
+            "PaymentType": "ARCREDITPAYMENT",
+            "Status": "AUTHORISED",
+            "UpdatedDateUTC": xero_date(now),
+            "Account": _account_ref(account) if account else el.get("Account"),
+            "CreditNote": {"CreditNoteID": ident},
+        }
+        if errors or note is None or amount is None:
+            return {**rec, "HasValidationErrors": True}, errors
+        left = Decimal(str(note["RemainingCredit"])) - amount
+        note["RemainingCredit"] = _num(left)
+        note.setdefault("Payments", []).append({"PaymentID": pay_id, "Amount": rec["Amount"]})
+        note["Status"] = "PAID" if left == 0 else note["Status"]
+        note["UpdatedDateUTC"] = xero_date(now)
+        rec["CreditNote"]["CreditNoteNumber"] = note["CreditNoteNumber"]
+        extra.payments[pay_id] = {**rec, "_updated": now}
+        self.app.record_write("payment", pay_id, el, True)
+        return {**rec, "HasValidationErrors": False}, []
 
     def _invoice(self, sent: Any, world: World, errors: list[str]) -> Invoice | None:
         if not isinstance(sent, dict) or not (sent.get("InvoiceID") or sent.get("InvoiceNumber")):
