@@ -16,9 +16,9 @@ never on the receiver's request path:
   the next ``pull-products`` / ``link-customers`` fetches every pending one in the provider's
   largest batches and closes them only once the fetched records are stored. A hint whose record
   the provider no longer returns is closed and nothing is deleted (absence is not deletion).
-- **Cadence**: while deliveries of a stream are healthy (one within ``webhook_window``, default
-  1 hour) the jobs poll that stream only every ``safety_poll`` (default 2 hours); once they stop,
-  every run polls again. A whole poll closes the hints received before it began: it read them.
+- **Cadence** (``sync/cadence.py``): while deliveries of a stream are healthy the jobs poll that
+  stream only every ``safety_poll``; once they stop, every run polls again. A whole poll closes
+  the hints received before it began: it read them.
 
 Exactly once: applying and closing an event commit in one transaction; ``mark_done`` moves only
 open rows, and every step above is idempotent (a field is written only when it differs). Outside a
@@ -62,14 +62,13 @@ from synccli.store.push import (
 from synccli.store.reference import kept_lists
 from synccli.store.runs import acquire_lease, release_lease
 from synccli.store.sync_state import links_for
-from synccli.store.webhooks import last_delivery_at, mark_done
+from synccli.store.webhooks import mark_done
+from synccli.sync.cadence import Cadence, cadence
 from synccli.sync.context import JobContext
 from synccli.sync.jobs import Job
 
 log = logging.getLogger("synccli.push")
 
-SAFETY_POLL = "2h"
-WEBHOOK_WINDOW = "1h"
 # A record with only a change time (no stamp in the store's units) is applied when that time is
 # after its last read by more than this: the provider's clock and ours may differ by seconds.
 CLOCK_SLACK = timedelta(minutes=2)
@@ -79,99 +78,8 @@ CUSTOMER_STREAMS = ("customers",)
 # Xero's Invoices events and X-Series' sale.update are stored by the receiver but no job applies
 # them (post-invoices looks its own invoices up): they are closed, not left open for ever.
 FOLLOWED = (*PRODUCT_STREAMS, *CUSTOMER_STREAMS)
-JOB_OF = {"products": Job.PULL_PRODUCTS, "stock": Job.PULL_PRODUCTS}
-JOB_OF["customers"] = Job.LINK_CUSTOMERS
 APPLY_LEASE = timedelta(minutes=2)
 STOCK_SWEEP = "stock-sweep"  # products.STOCK_SWEEP: when a sweep last listed every position
-
-
-# --- cadence -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Cadence:
-    """How a stream of a connection is kept fresh now."""
-
-    stream: str
-    push: bool  # deliveries are healthy: polls only every safety_poll
-    last_delivery_at: datetime | None
-    polled_at: datetime | None
-    safety_poll: timedelta
-    window: timedelta
-    due: bool  # this run polls the stream
-
-    @property
-    def next_poll_at(self) -> datetime | None:
-        if not self.push or self.polled_at is None:
-            return None
-        return self.polled_at + self.safety_poll
-
-    def describe(self, now: datetime) -> str:
-        if self.push:
-            last = _ago(now - self.last_delivery_at) if self.last_delivery_at else "?"
-            nxt = self.next_poll_at
-            when = "due now" if nxt is None or nxt <= now else f"in {_span(nxt - now)}"
-            return f"push: last delivery {last} ago; next safety poll {when}"
-        if self.last_delivery_at is None:
-            return "poll: no deliveries; polling every run"
-        return f"push silent since {_ago(now - self.last_delivery_at)} ago: polling every run"
-
-    def as_json(self, now: datetime) -> dict[str, Any]:
-        nxt = self.next_poll_at
-        return {
-            "mode": "push" if self.push else "poll",
-            "last_delivery_at": self.last_delivery_at.isoformat()
-            if self.last_delivery_at
-            else None,
-            "last_poll_at": self.polled_at.isoformat() if self.polled_at else None,
-            "next_poll_at": nxt.isoformat() if nxt else None,
-            "safety_poll_seconds": int(self.safety_poll.total_seconds()),
-            "window_seconds": int(self.window.total_seconds()),
-            "summary": self.describe(now),
-        }
-
-
-def _span(delta: timedelta) -> str:
-    minutes = max(0, int(delta.total_seconds() // 60))
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}" if hours else f"{minutes} min"
-
-
-def _ago(delta: timedelta) -> str:
-    return _span(delta)
-
-
-def durations(settings: dict[str, Any]) -> tuple[timedelta, timedelta]:
-    """The connection's (safety_poll, webhook_window)."""
-    from synccli.sync.invoices import parse_duration  # the settings' one duration rule
-
-    safety = parse_duration(str(settings.get("safety_poll") or SAFETY_POLL), "safety_poll")
-    window = parse_duration(str(settings.get("webhook_window") or WEBHOOK_WINDOW), "webhook_window")
-    return safety, window
-
-
-def hint_wait(settings: dict[str, Any]) -> timedelta | None:
-    """The connection's ``hint_wait`` (None: hints wait for the next pull)."""
-    from synccli.sync.invoices import parse_duration
-
-    raw = settings.get("hint_wait")
-    return parse_duration(str(raw), "hint_wait") if raw else None
-
-
-def cadence(s: Session, conn: Connection, stream: str, now: datetime) -> Cadence:
-    safety, window = durations(dict(conn.settings or {}))
-    last = last_delivery_at(s, conn.id, stream)
-    last = utc(last) if last is not None else None
-    push = last is not None and now - last <= window
-    polled = polled_at(s, conn.id, stream)
-    polled = utc(polled) if polled is not None else None
-    due = not push or polled is None or now >= polled + safety
-    return Cadence(stream, push, last, polled, safety, window, due)
-
-
-def streams_of(provider: str) -> tuple[str, ...]:
-    """The streams ``status`` shows a push mode for."""
-    return (*PRODUCT_STREAMS, *CUSTOMER_STREAMS) if provider != "xero" else CUSTOMER_STREAMS
 
 
 # --- the report ---------------------------------------------------------------------------------

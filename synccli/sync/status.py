@@ -130,10 +130,6 @@ def status_report(
 def push_modes(s: Any, conn: Any, now: datetime) -> dict[str, dict[str, Any]]:
     """Each stream's cadence (sync/push.py), for a connection that has had deliveries."""
     from synccli.store.webhooks import last_delivery_at
-    from synccli.sync.push import cadence, streams_of
+    from synccli.sync.cadence import modes
 
-    if last_delivery_at(s, conn.id) is None:
-        return {}
-    return {
-        stream: cadence(s, conn, stream, now).as_json(now) for stream in streams_of(conn.provider)
-    }
+    return modes(s, conn, now) if last_delivery_at(s, conn.id) is not None else {}

@@ -56,7 +56,7 @@ class Applier:
         """Whether the connection's hints are fetched now (its ``hint_wait`` setting: the oldest
         has waited that long), else in how many seconds to look again (None: never here)."""
         from synccli.store.push import oldest_hint
-        from synccli.sync.push import hint_wait
+        from synccli.sync.cadence import hint_wait
 
         wait = hint_wait(dict(conn.settings or {}))
         if wait is None:
