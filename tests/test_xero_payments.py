@@ -243,6 +243,17 @@ def test_a_refused_payment_is_emailed_and_retried_without_the_invoice(
     shown = json.loads(cli("invoices", "show", "WEB-1", "-c", "shop", "--json").stdout)
     assert [p["state"] for p in shown["payments"]] == ["refused", "refused"]
     assert "Account type is invalid" in shown["payments"][0]["error"]
+    [status] = json.loads(cli("status", "-c", "shop", "--json").stdout)
+    assert status["payments"] == {"posted": 0, "pending": 0, "refused": 3}
+    assert [
+        (p["number"], p["payment"], p["amount"], p["method"]) for p in status["refused_payments"]
+    ] == [
+        ("WEB-1", 1, "20.00", "card"),
+        ("WEB-1", 2, "3.00", "gift_card"),
+        ("WEB-2", 1, "5.00", "cash"),
+    ]
+    text = cli("status", "-c", "shop").stdout
+    assert "payment refused: WEB-1 payment 2 (3.00 gift_card): Account type is invalid" in text
 
     # a cancel now would stop the payments alone, and says so
     cancelled = cli("invoices", "cancel", "WEB-2", "-c", "shop")

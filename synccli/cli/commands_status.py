@@ -94,6 +94,11 @@ def render_status(store: Store, names: list[str] | None = None) -> None:
             f"review {item.review_waiting}; {pulled}"
         )
         output.line(f"  cursors: {cursors_line(item.cursors)}")
+        for p in item.refused_payments:  # what the merchant has to fix, one line each
+            output.line(
+                f"  payment refused: {p['number']} payment {p['payment']} ({p['amount']} "
+                f"{p['method']}): {p['error']}"
+            )
         for stream, mode in item.push.items():
             output.line(f"  {stream}: {mode['summary']}")
         if item.uncoded:

@@ -192,6 +192,19 @@ def payment_states(s: Session, connection_id: int) -> dict[tuple[str | None, str
     return {(pay, job): n for pay, job, n in rows.tuples()}
 
 
+def refused_payments(s: Session, connection_id: int, limit: int) -> list[tuple[str, OrderPayment]]:
+    """(order number, payment) of the connection's payments the provider refused, oldest order
+    first, at most ``limit``."""
+    rows = s.execute(
+        select(Order.number, OrderPayment)
+        .join(Order, OrderPayment.order_id == Order.id)
+        .where(Order.connection_id == connection_id, OrderPayment.state == "refused")
+        .order_by(Order.id, OrderPayment.payment_no)
+        .limit(limit)
+    )
+    return [(number, payment) for number, payment in rows.tuples()]
+
+
 def linked_products(
     s: Session, connection_id: int, skus: Iterable[str]
 ) -> dict[str, tuple[str, str | None]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from synccli.errors import UsageError
 from synccli.store.connections import list_connections
 from synccli.store.db import Store
-from synccli.store.invoices import payment_states
+from synccli.store.invoices import payment_states, refused_payments
 from synccli.store.ledger import usage
 from synccli.store.reports import (
     count_ghosts,
@@ -30,6 +31,7 @@ from synccli.sync.payments import payment_totals
 # reads one shape (None: never pulled).
 CURSOR_STREAMS = ("products", "stock", CUSTOMER_STREAM)
 PULL_JOB = Job.PULL_PRODUCTS
+REFUSED_SHOWN = 20  # refused payments listed one by one (the count has them all)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class ConnectionStatus:
     refunds: dict[str, int] = field(default_factory=dict)
     # the orders' payments: posted / pending / refused (sync/payments.py, for every provider)
     payments: dict[str, int] = field(default_factory=dict)
+    # each refused payment (the first REFUSED_SHOWN): order number, payment, amount, method, why
+    refused_payments: list[dict[str, Any]] = field(default_factory=list)
     ghosts: int = 0
     review_waiting: int = 0
     # remote products with no code in the field that holds the shop's SKU: read, never synced
@@ -113,6 +117,17 @@ def status_report(
             item.invoices = {**dict.fromkeys(INVOICE_STATES, 0), **invoice_states(s, conn.id)}
             item.refunds = refund_states(s, conn.id)
             item.payments = payment_totals(conn.provider, payment_states(s, conn.id))
+            item.refused_payments = [
+                {
+                    "number": number,
+                    "payment": p.payment_no,
+                    "amount": f"{Decimal(p.amount):.2f}",
+                    "method": p.method,
+                    "state": "refused",
+                    "error": p.error,
+                }
+                for number, p in refused_payments(s, conn.id, REFUSED_SHOWN)
+            ]
             item.ghosts = count_ghosts(s, conn.id)
             item.review_waiting = count_review_waiting(s, conn.id)
             item.uncoded = count_uncoded(s, conn.id)
