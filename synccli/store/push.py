@@ -63,13 +63,28 @@ def events_in(
     )
 
 
+def still_pending(s: Session, ids: Sequence[int]) -> set[int]:
+    """Which of these events are still ``pending`` (read before the write lock was taken)."""
+    found: set[int] = set()
+    for chunk in chunks(list(ids)):
+        found.update(
+            s.scalars(
+                select(WebhookEventRow.id).where(
+                    WebhookEventRow.id.in_(chunk), WebhookEventRow.state == "pending"
+                )
+            )
+        )
+    return found
+
+
 def to_hints(s: Session, ids: Iterable[int]) -> None:
     """Events whose record cannot be applied from the payload: their ids are fetched instead."""
     for chunk in chunks(list(ids)):
         s.execute(
             update(WebhookEventRow)
             .where(WebhookEventRow.id.in_(chunk), WebhookEventRow.state == "pending")
-            .values(state="hint")
+            .values(state="hint"),
+            execution_options={"synchronize_session": False},
         )
 
 

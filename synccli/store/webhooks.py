@@ -146,7 +146,10 @@ def mark_done(s: Session, ids: Sequence[int], state: str, now: datetime | None =
             update(WebhookEventRow)
             .where(WebhookEventRow.id.in_(chunk), WebhookEventRow.state.in_(OPEN_STATES))
             .values(state=state, applied_at=now or datetime.now(UTC))
-            .returning(WebhookEventRow.id)
+            .returning(WebhookEventRow.id),
+            # one statement, not an evaluation over every row the session loaded: the write lock
+            # is held while this runs, and the receiver's inserts wait behind it (SQLite)
+            execution_options={"synchronize_session": False},
         )
         moved += len(result.all())
     return moved

@@ -57,6 +57,7 @@ from synccli.store.push import (
     mark_polled,
     polled_at,
     restore_read_times,
+    still_pending,
     to_hints,
 )
 from synccli.store.reference import kept_lists
@@ -72,7 +73,7 @@ log = logging.getLogger("synccli.push")
 # A record with only a change time (no stamp in the store's units) is applied when that time is
 # after its last read by more than this: the provider's clock and ours may differ by seconds.
 CLOCK_SLACK = timedelta(minutes=2)
-BATCH = 500  # events applied in one transaction
+BATCH = 100  # events applied in one transaction: the write lock is held that long (SQLite)
 PRODUCT_STREAMS = ("products", "stock")
 CUSTOMER_STREAMS = ("customers",)
 # Xero's Invoices events and X-Series' sale.update are stored by the receiver but no job applies
@@ -156,7 +157,7 @@ def outlet_of(ctx: JobContext) -> str | None:
     settings = ctx.connection.settings or {}
     if settings.get("outlet_id"):
         return str(settings["outlet_id"])
-    with ctx.store.session() as s:
+    with ctx.store.read_session() as s:
         kept = kept_lists(s, ctx.connection.id, ctx.clock.now(), timedelta(days=3650))
     for value in kept.values():
         if isinstance(value, dict) and value.get("outlet_id"):
@@ -169,11 +170,18 @@ def apply_products(ctx: JobContext, report: PushReport) -> None:
     outlet = outlet_of(ctx) if ctx.connection.provider == payloads.X_SERIES else None
     ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
     while True:
-        with ctx.store.session() as s:
+        # Read and parse the batch without the write lock, which the receiver's inserts wait
+        # behind on SQLite; pending product rows move only under this job's lease (held here),
+        # and which are still pending is checked again under the lock.
+        with ctx.store.read_session() as s:
             rows = events_in(s, ctx.connection.id, PRODUCT_STREAMS, "pending", BATCH)
-            if not rows:
-                return
-            _ProductBatch(ctx, s, report, outlet).apply(rows)
+        if not rows:
+            return
+        batch = _ProductBatch(ctx, report, outlet)
+        batch.read(rows)
+        with ctx.store.session() as s:
+            still = still_pending(s, [row.id for row in rows])
+            batch.apply(s, [row for row in rows if row.id in still])
             if ctx.dry_run:
                 s.rollback()
                 return
@@ -182,18 +190,24 @@ def apply_products(ctx: JobContext, report: PushReport) -> None:
 class _ProductBatch:
     """One transaction's product and stock deliveries."""
 
-    def __init__(self, ctx: JobContext, s: Session, report: PushReport, outlet: str | None):
-        self.ctx, self.s, self.report, self.outlet = ctx, s, report, outlet
+    def __init__(self, ctx: JobContext, report: PushReport, outlet: str | None):
+        self.ctx, self.report, self.outlet = ctx, report, outlet
+        self.readings: dict[int, payloads.Pushed | None] = {}
         self.conn_id = ctx.connection.id
         self.now = ctx.clock.now()
         self.applied: list[int] = []
         self.done: list[int] = []
         self.hints: list[int] = []
 
-    def apply(self, rows: list[WebhookEventRow]) -> None:
+    def read(self, rows: list[WebhookEventRow]) -> None:
+        """Each delivery's record as the pull reads one (no store access: outside the lock)."""
+        self.readings = {row.id: self._read(row) for row in rows}
+
+    def apply(self, s: Session, rows: list[WebhookEventRow]) -> None:
         from synccli.sync.products import FUTURE_SLACK, PullReport, _Applier, provider_now
 
-        readings = {row.id: self._read(row) for row in rows}
+        self.s = s
+        readings = self.readings
         ours: list[WebhookEventRow] = []
         for row in rows:
             pushed = readings[row.id]
@@ -501,7 +515,7 @@ def apply_connection(
     owner = f"{owner_id()}:push:{uuid.uuid4().hex[:8]}"[-100:]
     for job in (Job.PULL_PRODUCTS, Job.LINK_CUSTOMERS):
         streams = PRODUCT_STREAMS if job == Job.PULL_PRODUCTS else CUSTOMER_STREAMS
-        with store.session() as s:
+        with store.read_session() as s:  # no write lock to find nothing to do
             waiting = events_in(s, conn.id, streams, "pending", 1) or (
                 hints and events_in(s, conn.id, streams, "hint", 1)
             )

@@ -1,0 +1,134 @@
+"""#23 under attack: deliveries racing the applier, clocks that disagree, and connections that
+come and go. Deliveries enter the store as the receiver stores them (``record_events``); the
+provider is the fake (tests/fakes.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import FakeProvider
+
+from synccli.clock import SimClock
+from synccli.config import load_settings
+from synccli.connectors import payloads
+from synccli.sandbox import data
+from synccli.store.db import Store
+from synccli.store.webhooks import record_events
+from synccli.sync import cadence, push
+from synccli.webhooks.events import WebhookEvent
+
+CLOCK = SimClock()
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+OUTLET = "b8ca3a65-0183-11e4-fbb5-2816d2677218"
+FIXTURE = Path(__file__).parent / "data" / "webhooks" / "x_series_product_1_0.json"
+
+
+@pytest.fixture(autouse=True)
+def _clock() -> None:
+    CLOCK.set(START)
+
+
+def _event(conn: Any, stream: str, entity: str, record: Any, version: str | None) -> WebhookEvent:
+    key = f"{stream}:{entity}:{version}"
+    return WebhookEvent(conn.provider, conn.id, stream, entity, version, CLOCK.now(), record, key)
+
+
+def deliver(store: Store, conn: Any, stream: str, entity: str, record: Any, version: str | None,
+            at: datetime | None = None) -> int:  # fmt: skip
+    with store.session() as s:
+        return record_events(s, [_event(conn, stream, entity, record, version)], at or CLOCK.now())
+
+
+def v1_product(p: data.Product, version: int) -> dict[str, Any]:
+    record = json.loads(FIXTURE.read_text())
+    record.update(id=p.id, sku=p.code, name=p.name, price=float(p.price), version=version)
+    record.update(updated_at=CLOCK.now().strftime("%Y-%m-%d %H:%M:%S"), inventory=[])
+    return record
+
+
+# --- the applier and the receiver on one SQLite store ---------------------------------------
+
+
+def test_a_delivery_stored_while_the_applier_reads_its_batch_does_not_wait_for_the_lock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receiver (another process: its own store, here one that waits 50 ms for a lock)
+    stores a delivery while the applier is reading the records of its batch. The applier held
+    the write lock from its first read (BEGIN IMMEDIATE), so the receiver's insert waited behind
+    the whole batch and, past its lock timeout, answered 503."""
+    fake = FakeProvider("lightspeed-x", products=5, customers=1, clock=CLOCK)
+    conn = fake.add_connection(store, outlet_id=OUTLET)
+    products = list(fake.world.products.values())
+    for p in products[:3]:
+        deliver(store, conn, "products", p.id, v1_product(p, 10), "10")
+    monkeypatch.setenv("SYNC_LOCK_TIMEOUT", "0.05")
+    receiver_store = Store(load_settings())
+    late = products[3]
+    stored: list[int] = []
+    real_read = payloads.read
+
+    def read_while_a_delivery_comes(*args: Any) -> Any:
+        if not stored:  # the first record of the batch: a delivery arrives now
+            with receiver_store.session() as s:
+                event = _event(conn, "products", late.id, v1_product(late, 11), "11")
+                stored.append(record_events(s, [event], CLOCK.now()))
+        return real_read(*args)
+
+    monkeypatch.setattr(payloads, "read", read_while_a_delivery_comes)
+    try:
+        report = push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    finally:
+        receiver_store.dispose()
+    assert stored == [1]
+    # the one that came meanwhile is applied too (by this run's next batch, or the next run)
+    again = push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    assert report.applied + again.applied == 4
+
+
+# --- cadence when clocks disagree -------------------------------------------------------------
+
+
+def test_a_delivery_stamped_ahead_of_this_clock_does_not_keep_the_polls_away(
+    store: Store,
+) -> None:
+    """A receiver on a host whose clock runs 3 hours ahead stamps its deliveries 3 hours in the
+    future. Counted as healthy, the stream stayed in push mode (polled only every safety_poll)
+    for three hours after deliveries stopped. A stamp ahead of this clock proves nothing: every
+    run polls, and status says why."""
+    fake = FakeProvider("lightspeed-x", products=3, customers=1, clock=CLOCK)
+    conn = fake.add_connection(store, outlet_id=OUTLET)
+    p = next(iter(fake.world.products.values()))
+    deliver(store, conn, "products", p.id, v1_product(p, 10), "10", at=START + timedelta(hours=3))
+    with store.session() as s:
+        mode = cadence.cadence(s, conn, "products", START)
+    assert mode.due and not mode.push
+    assert "ahead" in mode.describe(START)
+    # a delivery within the window and within the clocks' slack is healthy as before
+    deliver(store, conn, "stock", p.id, None, "1", at=START + timedelta(seconds=30))
+    with store.session() as s:
+        stock = cadence.cadence(s, conn, "stock", START)
+    assert stock.push
+
+
+def test_a_poll_stamped_ahead_of_this_clock_does_not_put_the_next_one_off(store: Store) -> None:
+    """A pull on a host whose clock runs ahead records its poll in the future: the safety poll
+    counted from it came hours late. A poll stamped ahead of this clock is due now."""
+    fake = FakeProvider("lightspeed-x", products=3, customers=1, clock=CLOCK)
+    conn = fake.add_connection(store, outlet_id=OUTLET)
+    p = next(iter(fake.world.products.values()))
+    deliver(store, conn, "products", p.id, v1_product(p, 10), "10")
+    with store.session() as s:
+        ahead = START + timedelta(hours=5)
+        from synccli.store.push import mark_polled
+
+        mark_polled(s, conn.id, "products", ahead, ahead)
+    CLOCK.advance(hours=2, minutes=1)  # safety_poll (2h) after the real poll time
+    now = CLOCK.now()
+    with store.session() as s:
+        deliver(store, conn, "products", p.id, v1_product(p, 11), "11")
+        mode = cadence.cadence(s, conn, "products", now)
+    assert mode.push and mode.due
