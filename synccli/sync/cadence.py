@@ -23,6 +23,10 @@ from synccli.store.webhooks import last_delivery_at
 SAFETY_POLL = "2h"
 WEBHOOK_WINDOW = "1h"
 STREAMS = ("products", "stock", "customers")  # the streams a job polls and a push may spare
+# A delivery or a poll stamped further ahead of this host's clock than this was stamped by a
+# host whose clock runs ahead (a receiver, another cron host): it proves nothing about now, so
+# the stream is polled as if it had none, rather than left unpolled until that clock is reached.
+CLOCK_SKEW = timedelta(minutes=2)
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Cadence:
     safety_poll: timedelta
     window: timedelta
     due: bool  # this run polls the stream
+    ahead: timedelta | None = None  # the last delivery was stamped this far ahead of this clock
 
     @property
     def next_poll_at(self) -> datetime | None:
@@ -51,6 +56,11 @@ class Cadence:
             return f"push: last delivery {last} ago; next safety poll {when}"
         if self.last_delivery_at is None:
             return "poll: no deliveries; polling every run"
+        if self.ahead is not None:
+            return (
+                f"push unconfirmed: last delivery stamped {_span(self.ahead)} ahead of this "
+                "host's clock (check the clocks): polling every run"
+            )
         return f"push silent since {_ago(now - self.last_delivery_at)} ago: polling every run"
 
     def as_json(self, now: datetime) -> dict[str, Any]:
@@ -100,11 +110,14 @@ def cadence(s: Session, conn: Connection, stream: str, now: datetime) -> Cadence
     safety, window = durations(dict(conn.settings or {}))
     last = last_delivery_at(s, conn.id, stream)
     last = utc(last) if last is not None else None
-    push = last is not None and now - last <= window
+    ahead = last - now if last is not None and last > now + CLOCK_SKEW else None
+    push = last is not None and ahead is None and now - last <= window
     polled = polled_at(s, conn.id, stream)
     polled = utc(polled) if polled is not None else None
+    if polled is not None and polled > now + CLOCK_SKEW:
+        polled = None  # stamped by a clock ahead of ours: not a poll to count from
     due = not push or polled is None or now >= polled + safety
-    return Cadence(stream, push, last, polled, safety, window, due)
+    return Cadence(stream, push, last, polled, safety, window, due, ahead)
 
 
 def modes(s: Session, conn: Connection, now: datetime) -> dict[str, dict[str, Any]]:
