@@ -132,3 +132,60 @@ def test_a_poll_stamped_ahead_of_this_clock_does_not_put_the_next_one_off(store:
         deliver(store, conn, "products", p.id, v1_product(p, 11), "11")
         mode = cadence.cadence(s, conn, "products", now)
     assert mode.push and mode.due
+
+
+# --- slow bodies ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # waits for the receiver to give up on a stalled request (about 10 s)
+def test_a_request_that_stalls_mid_body_is_dropped_within_the_channel_timeout(
+    tmp_path: Path,
+) -> None:
+    """A slow-loris client sends the headers and part of the body, then nothing. Waitress kept
+    such a connection for its default 120 s (and by default 100 of them fill every connection
+    slot, so the providers' deliveries are refused). `webhooks serve` drops it within
+    CHANNEL_TIMEOUT plus one clean-up interval; a provider sends a delivery in one go, within
+    its own 5-second deadline."""
+    import socket
+    import threading
+    import time
+
+    from synccli.store.db import Store as _Store
+    from synccli.webhooks import serving
+    from synccli.webhooks.app import Receiver
+
+    bound: list[int] = []
+    receiver = Receiver(_Store(load_settings()), directory_ttl=0.0)
+    server = threading.Thread(
+        target=serving.serve,
+        kwargs={
+            "application": receiver,
+            "host": "127.0.0.1",
+            "port": 0,
+            "threads": 2,
+            "body_cap": 1 << 20,
+            "seconds": 30.0,
+            "listening": lambda _host, port: bound.append(port),
+        },
+        daemon=True,
+    )
+    server.start()
+    deadline = time.monotonic() + 10
+    while not bound and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bound, "the receiver did not start"
+    with socket.create_connection(("127.0.0.1", bound[0]), timeout=30) as sock:
+        sock.sendall(
+            b"POST /webhooks/xs/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+            b"payload="
+        )
+        began = time.monotonic()
+        sock.settimeout(serving.CHANNEL_TIMEOUT + 2 * serving.CLEANUP_INTERVAL + 2)
+        try:
+            closed = sock.recv(1024) == b""
+        except TimeoutError:
+            closed = False
+        waited = time.monotonic() - began
+    assert closed, f"the stalled connection was still open after {waited:.0f} s"
+    assert waited <= serving.CHANNEL_TIMEOUT + 2 * serving.CLEANUP_INTERVAL + 1

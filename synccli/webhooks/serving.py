@@ -8,6 +8,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# A request whose client goes quiet (a slow-loris sending its body a byte at a time, or not at
+# all) is dropped after this many seconds without a byte; waitress checks every CLEANUP_INTERVAL.
+# Waitress's own default keeps it 120 s, and 100 such connections fill every slot, so the
+# providers' deliveries would be refused. A provider sends a delivery in one go, within its own
+# 5-second deadline [Xero, X-Series], so 10 s of silence is never one of theirs.
+CHANNEL_TIMEOUT = 10
+CLEANUP_INTERVAL = 2
+
 
 def serve(
     application: Any,
@@ -31,6 +39,8 @@ def serve(
         # waitress buffers a body before calling the application: this cap bounds what it
         # buffers; the application's own, lower, answers 413 with a log line below it
         max_request_body_size=body_cap,
+        channel_timeout=CHANNEL_TIMEOUT,
+        cleanup_interval=CLEANUP_INTERVAL,
         ident="synccli",
     )
     if listening is not None:
