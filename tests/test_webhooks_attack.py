@@ -189,3 +189,38 @@ def test_a_request_that_stalls_mid_body_is_dropped_within_the_channel_timeout(
         waited = time.monotonic() - began
     assert closed, f"the stalled connection was still open after {waited:.0f} s"
     assert waited <= serving.CHANNEL_TIMEOUT + 2 * serving.CLEANUP_INTERVAL + 1
+
+
+# --- a product the store never saw -----------------------------------------------------------
+
+
+def test_stock_pushed_before_its_new_product_is_not_lost(store: Store) -> None:
+    """X-Series sends a new product's inventory.update before its product.update (the simulator
+    did: a second apart). The stock row met no linked product and was closed as applied; the
+    product then came without its stock (a product.update's inventory list is not applied), so
+    the shop showed no stock until the next stock poll, up to safety_poll later. A stock row
+    for a product the store has not linked becomes a hint: fetched with its product."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from synccli.store.models import Product
+    from synccli.sync import products as product_job
+
+    fake = FakeProvider("lightspeed-x", products=3, customers=1, clock=CLOCK)
+    conn = fake.add_connection(store, outlet_id=OUTLET)
+    with fake.run(store, "pull-products", conn, clock=CLOCK) as ctx:
+        ctx.counts = product_job.pull_products(ctx)
+    CLOCK.advance(minutes=5)
+    new = fake.catalogue.gen.add_product(fake.world, code="NEW-1", name="New one")
+    new.stock = Decimal(7)
+    inventory = {"product_id": new.id, "outlet_id": OUTLET, "count": "7.00000"}
+    deliver(store, conn, "stock", new.id, inventory, None)
+    push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    CLOCK.advance(seconds=1)
+    deliver(store, conn, "products", new.id, v1_product(new, 20), "20")
+    push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory, hints=True)
+    with store.read_session() as s:
+        made = s.scalar(select(Product).where(Product.sku == "NEW-1"))
+    assert made is not None
+    assert made.stock == Decimal(7)

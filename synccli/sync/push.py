@@ -187,6 +187,10 @@ def apply_products(ctx: JobContext, report: PushReport) -> None:
                 return
 
 
+def _among(products: list[RemoteProduct], remote_id: str) -> bool:
+    return any(p.remote_id == remote_id for p in products)
+
+
 class _ProductBatch:
     """One transaction's product and stock deliveries."""
 
@@ -250,6 +254,12 @@ class _ProductBatch:
             if pushed.product is not None:
                 products.append(pushed.product)
             if pushed.stock is not None:
+                if row.entity_id not in links and not _among(products, row.entity_id):
+                    # a product the store has not linked (a new one whose product.update comes
+                    # after its inventory.update): stock alone would go nowhere, so the two are
+                    # fetched together rather than the count waiting for the next stock poll
+                    self.hints.append(row.id)
+                    continue
                 stock.append(pushed.stock)
             self.applied.append(row.id)
         before = {lk.id: lk.last_synced_at for lk in links.values()}
