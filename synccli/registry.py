@@ -367,8 +367,8 @@ COMMON: tuple[Setting, ...] = (
     ),
     Setting(
         "hint_wait",
-        "webhooks serve fetches id-only deliveries once the oldest has waited this long "
-        "(unset: they wait for the next pull)",
+        "webhooks serve and webhooks apply fetch id-only deliveries once the oldest has "
+        "waited this long (unset: they wait for the next pull)",
         None,
         check=duration,
     ),

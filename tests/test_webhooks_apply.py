@@ -370,20 +370,23 @@ def test_apply_waits_for_a_running_pull_which_applies_the_deliveries(store: Stor
 
 
 def test_unleashed_id_only_deliveries_wait_for_one_batched_fetch(store: Store) -> None:
-    """Unleashed's deliveries name the record's Guid only: no call until the hints are fetched,
-    then one product look-up call for all of them (the stock of those found in one more)."""
+    """Unleashed's deliveries name the record's Guid only: no call until the oldest has waited
+    the connection's hint_wait (`webhooks apply` from cron), then one product look-up call for
+    all of them (the stock of those found in one more)."""
     fake = FakeProvider("unleashed", products=80, customers=0, clock=CLOCK)
-    conn = fake.add_connection(store)
+    conn = fake.add_connection(store, hint_wait="1m")
     pull(store, conn, fake)
     CLOCK.advance(minutes=5)
     changed = fake.catalogue.change_prices(fake.tenant, 40)
     for p in changed:
         deliver(store, conn, "products", p.id, None, CLOCK.now().isoformat())
     calls = fake.total()
-    assert push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory).applied == 0
-    assert fake.total() == calls  # records to fetch: nothing without --hints
+    waiting = push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    assert fake.total() == calls and waiting.fetched == 0  # not before hint_wait
+    assert waiting.hints_in == 60
+    CLOCK.advance(minutes=1)
     before = dict(fake.calls)
-    report = push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory, hints=True)
+    report = push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
     assert fake.calls["get_products"] - before.get("get_products", 0) == 1
     assert fake.total() - calls == 2  # the products, then their stock
     assert report.fetched == 40 and set(states(store)) == {"done"}

@@ -174,10 +174,11 @@ def apply(
     ctx: typer.Context,
     connection: list[str] = CONNECTION_OPT,
     all_: bool = ALL_OPT,
-    hints: bool = typer.Option(
-        False,
-        "--hints",
-        help="Also fetch the records delivered as ids only (batched API calls, as a pull).",
+    hints: bool | None = typer.Option(
+        None,
+        "--hints/--no-hints",
+        help="Also fetch the records delivered as ids only (batched API calls, as a pull); "
+        "default: once the oldest has waited the connection's hint_wait (unset: never here).",
     ),
     as_json: bool = JSON_OPT,
 ) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from synccli.clock import utc
 from synccli.store.models import Connection
-from synccli.store.push import polled_at
+from synccli.store.push import oldest_hint, polled_at
 from synccli.store.webhooks import last_delivery_at
 
 SAFETY_POLL = "2h"
@@ -123,3 +123,14 @@ def cadence(s: Session, conn: Connection, stream: str, now: datetime) -> Cadence
 def modes(s: Session, conn: Connection, now: datetime) -> dict[str, dict[str, Any]]:
     """Each stream's cadence, for ``status`` (a stream no webhook covers says so: polled)."""
     return {stream: cadence(s, conn, stream, now).as_json(now) for stream in STREAMS}
+
+
+def hints_due(s: Session, conn: Connection, now: datetime) -> tuple[bool, float | None]:
+    """Whether the connection's hints are fetched now by ``hint_wait`` (the oldest has waited
+    that long), else in how many seconds they will be (None: not by hint_wait)."""
+    wait = hint_wait(dict(conn.settings or {}))
+    oldest = oldest_hint(s, conn.id) if wait is not None else None
+    if wait is None or oldest is None:
+        return False, None
+    left = (utc(oldest) + wait - now).total_seconds()
+    return (True, None) if left <= 0 else (False, left)

@@ -64,7 +64,7 @@ from synccli.store.reference import kept_lists
 from synccli.store.runs import acquire_lease, release_lease
 from synccli.store.sync_state import links_for
 from synccli.store.webhooks import mark_done
-from synccli.sync.cadence import Cadence, cadence
+from synccli.sync.cadence import Cadence, cadence, hints_due
 from synccli.sync.context import JobContext
 from synccli.sync.jobs import Job
 
@@ -97,6 +97,7 @@ class PushReport:
     gone: int = 0  # hints whose record the provider no longer returns (nothing deleted)
     unfollowed: int = 0  # deliveries of streams no job applies (Xero invoices, X-Series sales)
     busy: bool = False  # a job of this connection held the lease: it applies them
+    hints_in: float | None = None  # seconds until the hints are due by hint_wait (None: not)
     modes: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -104,7 +105,7 @@ class PushReport:
         counts = {
             k: v
             for k, v in vars(self).items()
-            if k not in ("modes", "busy") and isinstance(v, int) and v
+            if k not in ("modes", "busy", "hints_in") and isinstance(v, int) and v
         }
         return {**counts, "modes": dict(self.modes)} if counts or self.modes else {}
 
@@ -512,16 +513,19 @@ def apply_connection(
     conn: Connection,
     clock: Clock | None = None,
     connector_factory: Callable[[JobContext], Connector] | None = None,
-    hints: bool = False,
+    hints: bool | None = None,
 ) -> PushReport:
     """Apply the connection's pending deliveries that carry their record: no API call. With
-    ``hints``, also fetch the ids delivered without a record (batched calls, as a pull does).
-    Each stream's job lease is held for the moment it takes; where a job holds it, that job
-    applies them (``busy``)."""
+    ``hints``, also fetch the ids delivered without a record (batched calls, as a pull does);
+    None: as the connection's ``hint_wait`` says (once the oldest has waited that long; unset:
+    never here, the next pull does). Each stream's job lease is held for the moment it takes;
+    where a job holds it, that job applies them (``busy``)."""
     clock = clock or SystemClock()
     report = PushReport()
     with store.session() as s:
         report.unfollowed = close_unfollowed(s, conn.id, FOLLOWED, clock.now())
+        if hints is None:
+            hints, report.hints_in = hints_due(s, conn, clock.now())
     owner = f"{owner_id()}:push:{uuid.uuid4().hex[:8]}"[-100:]
     for job in (Job.PULL_PRODUCTS, Job.LINK_CUSTOMERS):
         streams = PRODUCT_STREAMS if job == Job.PULL_PRODUCTS else CUSTOMER_STREAMS

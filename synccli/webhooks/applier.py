@@ -17,10 +17,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from synccli.clock import Clock, SystemClock, utc
+from synccli.clock import Clock, SystemClock
 from synccli.store.connections import list_connections
 from synccli.store.db import Store
-from synccli.store.models import Connection
 
 log = logging.getLogger("synccli.webhooks")
 
@@ -51,22 +50,6 @@ class Applier:
             for cid in connection_ids:
                 self._due[cid] = min(self._due.get(cid, at), at)
             self._ready.notify()
-
-    def _hints_due(self, conn: Connection) -> tuple[bool, float | None]:
-        """Whether the connection's hints are fetched now (its ``hint_wait`` setting: the oldest
-        has waited that long), else in how many seconds to look again (None: never here)."""
-        from synccli.store.push import oldest_hint
-        from synccli.sync.cadence import hint_wait
-
-        wait = hint_wait(dict(conn.settings or {}))
-        if wait is None:
-            return False, None  # hints wait for the next pull (or `webhooks apply --hints`)
-        with self.store.session() as s:
-            oldest = oldest_hint(s, conn.id)
-        if oldest is None:
-            return False, None
-        left = (utc(oldest) + wait - self.clock.now()).total_seconds()
-        return (True, None) if left <= 0 else (False, left)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._ready:
@@ -99,10 +82,10 @@ class Applier:
 
         conns = {c.id: c for c in list_connections(self.store) if c.id in ids}
         for cid, conn in conns.items():
-            fetch, later = self._hints_due(conn)
-            report = apply_connection(self.store, conn, self.clock, hints=fetch)
+            report = apply_connection(self.store, conn, self.clock)  # hints: by hint_wait
             self.applied += report.applied
             self.fetched += report.fetched
+            later = report.hints_in
             if report.busy:
                 later = BUSY_RETRY if later is None else min(later, BUSY_RETRY)
             if later is not None:
