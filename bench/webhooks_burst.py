@@ -3,6 +3,7 @@ none lost, and how long each answer took.
 
     .venv/bin/python bench/webhooks_burst.py                 # 1,000 deliveries, SQLite store
     .venv/bin/python bench/webhooks_burst.py --database-url postgresql+psycopg://...
+    .venv/bin/python bench/webhooks_burst.py --baseline /tmp/before   # and an earlier checkout's
 
 The receiver runs as in production: its own process (`synccli webhooks serve`, waitress, 8
 threads) on a fresh store. ``--clients`` senders start at once, each on a keep-alive connection,
@@ -119,12 +120,15 @@ def burst(port: int, numbers: list[int], clients: int, deadline: float) -> list[
 
 
 def start_receiver(
-    env: dict[str, str], threads: int, apply: bool
+    env: dict[str, str], threads: int, apply: bool, checkout: str | None = None
 ) -> tuple[subprocess.Popen[str], int]:
+    if checkout:  # the receiver's code from another checkout (--baseline), ahead of this one
+        env = {**env, "PYTHONPATH": checkout}
     proc = subprocess.Popen(
         [sys.executable, "-m", "synccli", "webhooks", "serve", "--port", "0",
          "--threads", str(threads), "--apply" if apply else "--no-apply"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=checkout or ROOT,  # `-m` puts the working directory first on the path
     )  # fmt: skip
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 60)
@@ -136,7 +140,11 @@ def start_receiver(
 
 
 def run_once(
-    args: argparse.Namespace, count: int, database_url: str | None, apply: bool
+    args: argparse.Namespace,
+    count: int,
+    database_url: str | None,
+    apply: bool,
+    checkout: str | None = None,
 ) -> dict[str, Any]:
     """One burst against a receiver on a fresh store (SQLite, or PostgreSQL at the URL), its
     applier thread on or off."""
@@ -152,7 +160,7 @@ def run_once(
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
         env["SYNC_DATA_DIR"] = str(store.settings.data_dir)
         env["SYNC_DATABASE_URL"] = store.settings.database_url
-        proc, port = start_receiver(env, args.threads, apply)
+        proc, port = start_receiver(env, args.threads, apply, checkout)
         try:
             began = time.monotonic()
             deadline = began + args.timeout
@@ -177,6 +185,7 @@ def run_once(
     return {
         "store": kind,
         "applier": apply,
+        "baseline": checkout,
         "sent": count,
         "answered": len(times),
         "statuses": statuses,
@@ -206,7 +215,8 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def _label(r: dict[str, Any]) -> str:
-    return f"{r['store']}, applier {'on' if r['applier'] else 'off'}"
+    base = " (baseline)" if r.get("baseline") else ""
+    return f"{r['store']}, applier {'on' if r['applier'] else 'off'}{base}"
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -227,7 +237,15 @@ def render(doc: dict[str, Any]) -> str:
         f"senders {doc['clients']}, receiver threads {doc['receiver_threads']}; load average "
         f"before {m['load_before']}, after {m['load_after']}",
     ]
-    by = {(r["store"], r["applier"]): r for r in runs}
+    by = {(r["store"], r["applier"]): r for r in runs if not r.get("baseline")}
+    for r in runs:
+        if r.get("baseline") and (r["store"], r["applier"]) in by:
+            this = by[(r["store"], r["applier"])]
+            peak = this["answer_ms"]["max"] / r["answer_ms"]["max"] if r["answer_ms"]["max"] else 0
+            lines.append(
+                f"{_label(this)}: this code / the baseline in this run: {_ratio(r, this)}, "
+                f"max x{peak:.2f} (baseline: {r['baseline']})"
+            )
     for store in ("sqlite", "postgresql"):
         if (store, True) in by and (store, False) in by:
             ratio = _ratio(by[(store, False)], by[(store, True)])
@@ -258,6 +276,12 @@ def main() -> int:
         help="only the receiver without its applier thread (default: with it, as `webhooks "
         "serve` runs, and without, side by side)",
     )
+    ap.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run the receiver (applier on) from the synccli checkout in DIR, e.g. a "
+        "`git worktree add --detach DIR COMMIT` of an earlier commit, side by side in this run",
+    )
     ap.add_argument("--json", action="store_true", help="JSON output")
     ap.add_argument("--json-out", help="also write the JSON here")
     args = ap.parse_args()
@@ -268,7 +292,12 @@ def main() -> int:
     if postgres:
         urls.append(postgres)
     modes = (False,) if args.no_apply else (True, False)
-    runs = [run_once(args, count, url, apply) for url in urls for apply in modes]
+    runs = []
+    for url in urls:
+        for apply in modes:
+            runs.append(run_once(args, count, url, apply))
+            if args.baseline and apply:
+                runs.append(run_once(args, count, url, apply, str(Path(args.baseline).resolve())))
     doc: dict[str, Any] = {
         "machine": common.machine() | {"load_before": load_before},
         "runs": runs,
