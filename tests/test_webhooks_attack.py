@@ -224,3 +224,52 @@ def test_stock_pushed_before_its_new_product_is_not_lost(store: Store) -> None:
         made = s.scalar(select(Product).where(Product.sku == "NEW-1"))
     assert made is not None
     assert made.stock == Decimal(7)
+
+
+# --- connections that come and go ---------------------------------------------------------------
+
+
+def test_a_delivery_for_a_removed_connection_is_never_stored_under_the_one_that_took_its_id(
+    store: Store,
+) -> None:
+    """The receiver keeps the connections it knows for a few seconds. A connection removed and
+    another added at once took the removed one's id (SQLite reuses the highest), and a delivery
+    still sent to the removed connection's URL, with its token, was stored as the new
+    connection's and applied to the new merchant's products. The receiver checks, in the
+    transaction that stores a delivery, that the connection it verified it for is still there."""
+    import io
+
+    from sqlalchemy import func, select
+
+    from synccli.store.connections import add_connection, remove_connection
+    from synccli.store.models import WebhookEventRow
+    from synccli.webhooks.app import Receiver
+
+    token = "old-token-0123456789abcdef0123456789abcdef"
+    creds = {"client_secret": "pt" * 8, "webhook_key": token}
+    old = add_connection(store, "old", "lightspeed-x", {"grant": "personal_token"}, creds)
+    app = Receiver(store, clock=SimClock(START), directory_ttl=60.0)
+
+    def send(version: int) -> int:
+        record = {"id": "p1", "sku": "S1", "name": "n", "price": 1.0, "version": version}
+        body = f"type=product.update&payload={json.dumps(record)}".encode()
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/webhooks/old/{token}",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
+        seen: list[int] = []
+        list(app(environ, lambda status, _headers: seen.append(int(status.split()[0]))))
+        return seen[0]
+
+    assert send(1) == 200
+    remove_connection(store, "old")
+    other = {"client_secret": "other-secret-xyz", "webhook_key": "new-token-" + "9" * 30}
+    new = add_connection(store, "new", "lightspeed-x", {"grant": "personal_token"}, other)
+    assert new.id == old.id  # the id is taken again: what made the mix-up possible
+    assert send(2) == 404
+    with store.read_session() as s:
+        theirs = select(func.count()).where(WebhookEventRow.connection_id == new.id)
+        assert s.scalar(theirs) == 0

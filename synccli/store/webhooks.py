@@ -215,6 +215,12 @@ def webhook_stats(s: Session, connection_id: int, now: datetime) -> WebhookStats
     )
 
 
+def connection_names(s: Session, ids: Iterable[int]) -> dict[int, str]:
+    """The names of the connections ``ids`` that exist (a removed one is left out)."""
+    rows = s.execute(select(Connection.id, Connection.name).where(Connection.id.in_(list(ids))))
+    return {cid: name for cid, name in rows}
+
+
 def webhook_connections(s: Session, providers: Sequence[str]) -> list[Connection]:
     """The connections of ``providers`` (the receiver's directory; credentials still sealed)."""
     return list(s.scalars(select(Connection).where(Connection.provider.in_(list(providers)))))

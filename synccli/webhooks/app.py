@@ -81,6 +81,10 @@ class Target:
     app_secret: str | None = None  # an X-Series OAuth app's client secret (X-Signature)
 
 
+class Removed(Exception):
+    """A connection the delivery was verified for is no longer in the store."""
+
+
 @dataclass
 class Answer:
     status: int
@@ -137,6 +141,15 @@ class Directory:
             self._refresh(force=True)
             found = self._targets.get(name)
         return found
+
+    def names(self, ids: set[int]) -> dict[int, str]:
+        """The names this directory knows the connections ``ids`` by."""
+        return {t.id: t.name for t in self._targets.values() if t.id in ids}
+
+    def forget(self) -> None:
+        """Read the connections again at the next request (one was found removed)."""
+        with self._lock:
+            self._read_at = float("-inf")
 
     def xero_tenant(self, tenant: str, key: str) -> Target | None:
         """The Xero connection of ``tenant`` whose webhook key is ``key`` (the one the delivery
@@ -234,6 +247,9 @@ class Receiver:
             return Answer(400, f"malformed: {exc}")
         try:
             added = self._store(target, routed, now)
+        except Removed:
+            self.directory.forget()
+            return Answer(404, "the connection was removed: nothing stored")
         except (SQLAlchemyError, SyncError) as exc:
             # 5xx: the provider retries, and the retry is stored once
             why = f"not stored ({type(exc).__name__}): the provider will send it again"
@@ -291,9 +307,15 @@ class Receiver:
         return [dataclasses.replace(one, connection_id=target.id)], 0
 
     def _store(self, target: Target, events: list[WebhookEvent], now: Any) -> int:
+        ids = {target.id, *(e.connection_id for e in events)}
         with self.store.session() as s:
+            # The directory is a few seconds old: a connection removed meanwhile may have had
+            # its id taken by a new one (SQLite reuses the highest), whose store this delivery
+            # must never feed. Checked in the transaction that stores it.
+            if stored.connection_names(s, ids) != self.directory.names(ids):
+                raise Removed
             added = stored.record_events(s, events, now)
-            for connection_id in {target.id, *(e.connection_id for e in events)}:
+            for connection_id in ids:
                 stored.record_delivery(s, connection_id, now)
         return added
 
