@@ -223,6 +223,8 @@ def test_a_refund_is_posted_against_the_order_once_it_is_posted(
         assert cli("invoices", "add", str(path), "-c", "shop").exit_code == 0
         # the order is held back: its refund waits for it
         assert cli("invoices", "cancel", "WEB-7", "-c", "shop").exit_code == 0
+        planned = cli("post-invoices", "-c", "shop", "--dry-run")
+        assert "WEB-7-R1" in planned.stdout and "wait" in planned.stdout, planned.stdout
         result = cli("post-invoices", "-c", "shop")
         assert result.exit_code == 0, result.stderr
         assert job(store, "WEB-7-R1").state == "waiting"

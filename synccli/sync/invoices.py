@@ -1198,15 +1198,18 @@ class InvoicePlan:
     products: dict[str, EnsuredProduct]  # linked already: no call
     missing_products: list[str]  # looked up (created when missing), in line order
     paying: bool = False  # the invoice is at the provider: only its payments are applied
+    waits: bool = False  # a refund whose order is not posted: nothing is sent for it
 
     @property
     def action(self) -> str:
         """post | look_up (then post when not found) | pay (the invoice is posted: apply its
-        payments) | reject (invalid) | give_up."""
+        payments) | reject (invalid) | give_up | wait (a refund's order is not posted)."""
         if self.problems:
             return "give_up" if self.gives_up else "reject"
         if self.paying:
             return "pay"
+        if self.waits:
+            return "wait"
         return "look_up" if self.look_up else "post"
 
 
@@ -1236,6 +1239,8 @@ def plan_invoices(
                 products={} if problems else products,
                 missing_products=[] if problems else list(dict.fromkeys(missing)),
                 paying=d.paying,
+                waits=bool(order.refund_of)
+                and (order_job(s, conn.id, str(order.refund_of)) or ("", None))[0] != "posted",
             )
         )
     return plans
