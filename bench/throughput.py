@@ -58,6 +58,10 @@ class TimedApp:
         self.seconds = 0.0
         self.lock = threading.Lock()
 
+    def __getattr__(self, name: str) -> Any:
+        # the server reads the app's own parts (its webhook sender, on stop) through this
+        return getattr(self.app, name)
+
     def __call__(self, environ: dict, start_response: Any) -> Any:
         started = time.perf_counter()
         try:
