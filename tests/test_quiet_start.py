@@ -21,6 +21,8 @@ HEAVY = (
     *PARSING,
     "alembic",
     "mako",
+    "sqlalchemy.orm",  # and the store's mapped classes: a Core query finds no connection
+    "synccli.store.models",
     "requests",
     "urllib3",
     "rich",

@@ -72,6 +72,8 @@ def select_connections(
 ) -> list[Connection]:
     """The named connections, all of them (``all_``), or the only one. ``offer_all``: the
     command has ``--all``, so the hint may suggest it."""
+    if all_ and not store.has_connections():
+        return []  # a store with none to serve: no mapped class is needed to say so
     from sqlalchemy import select
 
     from synccli.store.models import Connection

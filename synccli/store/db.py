@@ -9,19 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, inspect, select
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection as SAConnection
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from synccli.config import Settings, ensure_private_dir
 from synccli.errors import ConfigError, SchemaOutdated, SyncError
-from synccli.store.models import Connection
 from synccli.store.outage import store_outage
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+    from sqlalchemy.orm import Session, sessionmaker
 
     from synccli.crypto import Vault
 
@@ -170,8 +169,26 @@ class Store:
         self.engine = engine or make_engine(
             settings.database_url, create=create, lock_timeout=settings.lock_timeout
         )
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions: sessionmaker[Session] | None = None
         self._vault: Vault | None = None
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The session factory. The ORM (SQLAlchemy's and the store's mapped classes: a fifth of
+        a quiet cron run's CPU) is imported when a session is first needed, not to find out
+        that there is no connection to serve."""
+        if self._sessions is None:
+            from sqlalchemy.orm import sessionmaker
+
+            import synccli.store.models  # noqa: F401 - every mapped class, before a query
+
+            self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        return self._sessions
+
+    def has_connections(self) -> bool:
+        """Whether the store has any connection (one Core query: no mapped class needed)."""
+        with self.reading() as conn:
+            return bool(conn.scalar(text("SELECT EXISTS (SELECT 1 FROM connections)")))
 
     @property
     def is_sqlite(self) -> bool:
@@ -206,6 +223,8 @@ class Store:
         """One connection's sealed credentials, or None when the store holds none yet."""
         # A read that takes no write lock: the vault is often first needed inside a session that
         # holds it (`connections set`), where a BEGIN IMMEDIATE here would wait for itself.
+        from synccli.store.models import Connection
+
         with self.reading() as conn:
             if not inspect(conn).has_table(Connection.__tablename__):
                 return None  # no tables yet: nothing is sealed
