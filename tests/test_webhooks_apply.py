@@ -561,3 +561,21 @@ def test_deliveries_no_job_applies_are_closed_not_left_open(store: Store) -> Non
     with store.session() as s:
         stats = webhook_stats(s, conn.id, CLOCK.now())
     assert (stats.pending_records, stats.pending_hints) == (0, 0)
+
+
+def test_webhooks_apply_all_goes_on_past_a_connection_it_cannot_apply(cli, store: Store) -> None:
+    """`webhooks apply --all`: a connection never authorised is named with its exit code (5), and
+    the others' deliveries are applied all the same (no API call either way)."""
+    from synccli.store.connections import add_connection
+
+    token = {"domain_prefix": "good", "grant": "personal_token", "outlet_id": OUTLET}
+    good = add_connection(store, "good", "lightspeed-x", token, {"client_secret": "pt-1234"})
+    oauth = {"domain_prefix": "bad", "client_id": "app"}
+    bad = add_connection(store, "bad", "lightspeed-x", oauth, {"client_secret": "s-1234"})
+    record = json.loads(FIXTURE.read_text())
+    for conn in (good, bad):
+        deliver(store, conn, "products", record["id"], record, None)
+    out = cli("webhooks", "apply", "--all")
+    assert out.exit_code == 5, out.stderr
+    assert "good: applied 1" in out.stdout and "never been authorised" in out.stderr
+    assert local(store, "1000000").price == Decimal("675.65")

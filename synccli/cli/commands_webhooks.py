@@ -193,20 +193,29 @@ def apply(
 
         synccli webhooks apply -c shop1 --hints # fetch id-only deliveries too
     """
+    from synccli.errors import SyncError
     from synccli.sync import push
 
     store = state(ctx).store()
     clock = SystemClock()
     results = {}
+    failed: list[SyncError] = []
     for conn in select_connections(store, connection, all_, offer_all=True):
-        report = push.apply_connection(store, conn, clock, hints=hints)
+        try:  # one connection that cannot be applied (never authorised...) stops no other
+            report = push.apply_connection(store, conn, clock, hints=hints)
+        except SyncError as err:
+            failed.append(err)
+            results[conn.name] = {"error": err.message}
+            continue
         results[conn.name] = report.summary() | {"busy": report.busy}
     if as_json:
         output.print_json(results)
-        return
-    for name, counts in results.items():
-        if counts.get("busy"):
-            output.line(f"{name}: a job of this connection is running; it applies them")
-            continue
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("busy", "modes"))
-        output.line(f"{name}: {shown or 'nothing to apply'}")
+    else:
+        for name, counts in results.items():
+            if counts.get("busy"):
+                output.line(f"{name}: a job of this connection is running; it applies them")
+                continue
+            shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("busy", "modes"))
+            output.line(f"{name}: {shown or 'nothing to apply'}")
+    if failed:
+        raise failed[0]  # the exit code of the first failure (README: exit codes)
