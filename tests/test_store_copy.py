@@ -245,3 +245,31 @@ def test_a_first_pull_and_its_reimport_store_the_same_rows_through_copy(
     assert _world(store, ids["new"]) == _world(store, ids["old"])
     events = [r for r in _world(store, ids["new"]) if r[0] == "event"]
     assert {"price", "stock"} <= {r[2] for r in events}
+
+
+def test_a_nul_in_a_provider_s_text_does_not_stop_a_pull_on_either_store(
+    store: Store, pg_store: Store
+) -> None:
+    """PostgreSQL's text cannot hold a NUL (U+0000): a product name with one refused the whole
+    pull, on every run (a JSON answer may carry ``\\u0000``). Dropped from the record as read,
+    on both stores alike, so the next pull finds nothing changed."""
+    stored = {}
+    assert store.is_sqlite and not pg_store.is_sqlite  # the SQLite store is made first
+    for st in (store, pg_store):
+        fake = FakeProvider("xero", products=30, clock=SimClock(START))
+        first, second = list(fake.world.products.values())[:2]
+        first.name, first.description = "nul\x00in the name", "and\x00 here\x00"
+        second.name = "\x00"
+        fake.add_connection(st, "shop")
+        for _ in range(2):
+            fake.clock.advance(minutes=30)
+            with fake.run(st, "pull-products", get_connection(st, "shop")) as ctx:
+                report = products.pull_products(ctx)
+            assert not report.errors
+        assert report.changed == 0 and not report.changes  # the second pull: nothing new
+        with st.session() as s:
+            by_sku = {p.sku: (p.name, p.description) for p in s.scalars(select(Product))}
+        stored[st.engine.dialect.name] = by_sku
+        assert by_sku[first.code] == ("nulin the name", "and here")
+        assert by_sku[second.code][0] == ""
+    assert stored["sqlite"] == stored["postgresql"]

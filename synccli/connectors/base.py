@@ -116,6 +116,13 @@ class DocumentSupport:
         return missing
 
 
+def without_nul(text: str) -> str:
+    """``text`` less any NUL (U+0000): PostgreSQL's text cannot hold one (a whole batch of a
+    pull was refused for it, on every run), and a JSON answer may carry ``\\u0000``. Dropped
+    as the record is read, so both stores keep the same text and the next read compares equal."""
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
 @dataclass
 class RemoteProduct:
     remote_id: str
@@ -126,6 +133,11 @@ class RemoteProduct:
     active: bool = True
     updated_at: datetime | None = None
     stock: Decimal | None = None  # set when the provider returns stock with the product
+
+    def __post_init__(self) -> None:
+        self.code, self.name = without_nul(self.code), without_nul(self.name)
+        if self.description is not None:
+            self.description = without_nul(self.description)
 
 
 @dataclass
