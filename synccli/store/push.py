@@ -146,6 +146,20 @@ def oldest_hint(s: Session, connection_id: int) -> datetime | None:
     )
 
 
+def any_unfollowed(s: Session, connection_id: int, followed: Sequence[str]) -> bool:
+    """Whether an event of a stream no job applies is open (a read, before taking the lock)."""
+    found = s.scalar(
+        select(WebhookEventRow.id)
+        .where(
+            WebhookEventRow.connection_id == connection_id,
+            WebhookEventRow.stream.not_in(list(followed)),
+            WebhookEventRow.state.in_(("pending", "hint")),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def close_unfollowed(s: Session, connection_id: int, followed: Sequence[str], now: datetime) -> int:
     """Close the open events of streams no job applies (Xero's invoices, X-Series' sales), so
     they do not wait for ever in ``webhooks status``."""

@@ -48,6 +48,7 @@ from synccli.store.customers import seen_by_id
 from synccli.store.db import Store
 from synccli.store.models import Connection, WebhookEventRow
 from synccli.store.push import (
+    any_unfollowed,
     applied_versions,
     close_unfollowed,
     cursor_updated,
@@ -484,10 +485,10 @@ def _close_hints(
 def before_poll(ctx: JobContext, streams: Sequence[str], report: PushReport) -> dict[str, Cadence]:
     """At a pull's start: apply what was pushed, and tell which streams this run polls."""
     now = ctx.clock.now()
-    with ctx.store.session() as s:
+    with ctx.store.read_session() as s:
         modes = {stream: cadence(s, ctx.connection, stream, now) for stream in streams}
-        if not ctx.dry_run:
-            report.unfollowed = close_unfollowed(s, ctx.connection.id, FOLLOWED, now)
+    if not ctx.dry_run:
+        report.unfollowed = _close_unfollowed(ctx.store, ctx.connection.id, now)
     report.modes = {stream: mode.describe(now) for stream, mode in modes.items()}
     if set(streams) & set(PRODUCT_STREAMS):
         apply_products(ctx, report)
@@ -508,6 +509,16 @@ def after_poll(ctx: JobContext, stream: str, started: datetime, report: PushRepo
 # --- outside a job (``webhooks apply``, the receiver after it stored deliveries) -----------------
 
 
+def _close_unfollowed(store: Store, connection_id: int, now: datetime) -> int:
+    """Close what no job applies; the write lock only when there is something (every pull and
+    every `webhooks apply` asks, the receiver's inserts wait behind the lock on SQLite)."""
+    with store.read_session() as s:
+        if not any_unfollowed(s, connection_id, FOLLOWED):
+            return 0
+    with store.session() as s:
+        return close_unfollowed(s, connection_id, FOLLOWED, now)
+
+
 def apply_connection(
     store: Store,
     conn: Connection,
@@ -522,9 +533,9 @@ def apply_connection(
     where a job holds it, that job applies them (``busy``)."""
     clock = clock or SystemClock()
     report = PushReport()
-    with store.session() as s:
-        report.unfollowed = close_unfollowed(s, conn.id, FOLLOWED, clock.now())
-        if hints is None:
+    report.unfollowed = _close_unfollowed(store, conn.id, clock.now())
+    if hints is None:
+        with store.read_session() as s:
             hints, report.hints_in = hints_due(s, conn, clock.now())
     owner = f"{owner_id()}:push:{uuid.uuid4().hex[:8]}"[-100:]
     for job in (Job.PULL_PRODUCTS, Job.LINK_CUSTOMERS):
