@@ -21,6 +21,14 @@ seed and the same mutations) at the same freshness (the same pull cadence) and, 
 same sweep coverage (every product within 7 days; ``--naive-sweep 10`` gives the seed's own 10 a
 day), and ``synccli plan``'s figure for the same schedule is printed beside the measured one.
 
+The order mix (``--mix merchant``, the default) is a shop's as issue 22 describes it, as far as
+each provider takes it (its ``Capabilities.documents``): one order in 3 with tax-inclusive
+prices, one in 2 with a shipping line (no product code; against the connection's ``charge_item``
+where the provider needs one), payments (one card payment of the total) on 9 in 10, and a refund
+of one unit of the first line a day later for one order in 33 (3%). ``--mix plain`` is the mix
+of the figures before it: exclusive product lines, no payments, no refunds. The naive strategy
+gets each order's product lines, exclusive, unpaid (it can do no more).
+
 Onboarding (the first full pull and the first link-customers of a new connection) happens the day
 before the month and is reported apart: plan's figures are steady-state.
 
@@ -58,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from synccli import registry  # noqa: E402
 from synccli.clock import SimClock  # noqa: E402
 from synccli.connectors.auth import MemoryTokenStore, Tokens  # noqa: E402
 from synccli.connectors.base import InvoiceDraft, InvoiceLine, NewCustomer, NewProduct  # noqa: E402
@@ -527,6 +536,8 @@ class Month:
         self.fix_scheduled: set[str] = set()
         self.order_no = 0
         self.unknown_no = 0
+        self.documents: Counter[str] = Counter()  # the merchant mix's documents, as added
+        self.refunds: list[str] = []
         self.onboarding: dict[str, int] = {}
         self.bugs: dict[str, str] = {}
 
@@ -561,7 +572,12 @@ class Month:
             moved = self.app.catalogue.change_stock(self.app.tenant, len(self.world.products))
             self._mirror(moved)
         harness.add_connection(
-            self.store, "shop", self.main, notify_email="owner@shop.example", time_scale=self.scale
+            self.store,
+            "shop",
+            self.main,
+            notify_email="owner@shop.example",
+            time_scale=self.scale,
+            **self.charge_item(),
         )
         self.conn = get_connection(self.store, "shop")
         if self.mode == "webhooks":
@@ -586,6 +602,25 @@ class Month:
             )
         self.known_customers = sorted(self.world.customers.values(), key=lambda c: c.code)
         self.naive = Naive(p, self.twin, self.clock, self.scale) if self.twin else None
+
+    def charge_item(self) -> dict[str, str]:
+        """The connection's service item for lines without a product code, where the provider
+        needs one (an existing product of the catalogue, as a merchant would name); or the
+        account payments go into, where they are applied after the invoice (Xero)."""
+        docs = registry.get(self.provider).capabilities.documents
+        if self.args.mix == "merchant" and docs.payments == "applied":
+            # the account the order's payments go into: the simulator's bank account
+            return {"payment_account_code": "090"}
+        if self.args.mix != "merchant" or docs.codeless_lines != "charge_item":
+            return {}
+        first = min(self.world.products.values(), key=lambda x: x.code)
+        self.charge_code = first.code  # never picked for an order line
+        if self.provider == "unleashed":
+            return {"charge_item": first.code}
+        if self.provider == "lightspeed":
+            item = next(p for p, _ in self.app.items() if p.id == first.id)
+            return {"charge_item": str(item.seq)}
+        return {"charge_item": first.id}
 
     def onboard(self) -> None:
         """The new connection's first full reads, two days before the month; then a warm-up day
@@ -668,6 +703,8 @@ class Month:
                 self.add_order(payload)
             elif kind == "fix":
                 self.fix(payload)
+            elif kind == "refund":
+                self.add_refund(payload)
             else:
                 self.mutate(kind)
             if self.args.progress and kind == "job" and payload.minute == 0:
@@ -751,7 +788,8 @@ class Month:
         p = self.provider
         self.order_no += 1
         number = f"WEB-{self.order_no:05d}"
-        active = [x for x in self.world.products.values() if not x.archived]
+        charge = getattr(self, "charge_code", None)
+        active = [x for x in self.world.products.values() if not x.archived and x.code != charge]
         picks = self.rng.sample(active, self.rng.choice((1, 1, 2, 3)))
         good = common.TAX[p]
         unknown = index % 10 == 0
@@ -790,26 +828,48 @@ class Month:
                     "account_number": f"NEWC-{k:05d}",
                     "name": f"New Buyer{k}",
                 }
-        total = Decimal("0.00")
-        for ln in lines:
-            amount, tax_amount = line_amounts(
-                Decimal(ln["quantity"]), Decimal(ln["unit_price"]), Decimal(ln["tax_rate"])
-            )
-            total += amount + tax_amount
-        order = {
-            "number": number,
-            "date": self.clock.now().date().isoformat(),
-            "currency": "NZD",
-            "customer": customer,
-            "lines": lines,
-            "total": str(total),
-        }
+        plain = _order(number, self.clock.now(), customer, lines)
+        order = self.merchant_mix(plain, tax) if self.args.mix == "merchant" else plain
         add_orders(self.store, self.conn, json.dumps(order), now=self.clock.now())
         self.orders.append(number)
         if bad:
             self.bad_tax.add(number)
         if self.naive:
-            self.naive.queue.append(json.loads(json.dumps(order)))
+            self.naive.queue.append(json.loads(json.dumps(plain)))
+
+    def merchant_mix(self, order: dict[str, Any], tax: str) -> dict[str, Any]:
+        """The order as a shop sends it (module docstring), as far as the provider takes it."""
+        docs = registry.get(self.provider).capabilities.documents
+        n = self.order_no
+        lines = list(order["lines"])
+        if docs.codeless_lines != "none" and n % 2 == 0:
+            shipping = {"kind": "shipping", "description": "Courier", "quantity": 1}
+            shipping.update(unit_price="8.00", tax_code=tax, tax_rate=common.TAX_RATE)
+            lines.append(shipping)
+            self.documents["shipping lines"] += 1
+        inclusive = docs.tax_inclusive != "none" and n % 3 == 1
+        out = _order(order["number"], self.clock.now(), order["customer"], lines, inclusive)
+        if inclusive:
+            out["prices_include_tax"] = True
+            self.documents["tax-inclusive orders"] += 1
+        if docs.payments != "none" and n % 10 != 3:
+            out["payments"] = [{"amount": out["total"], "date": out["date"], "method": "card"}]
+            self.documents["orders with payments"] += 1
+        if docs.refunds != "none" and n % 33 == 0:
+            self.push(self.clock.now() + timedelta(days=1), P_ORDER, "refund", order["number"])
+        return out
+
+    def add_refund(self, number: str) -> None:
+        """A day later the customer returns one of the first line: a refund of it."""
+        refund = {
+            "number": f"{number}-R",
+            "date": self.clock.now().date().isoformat(),
+            "refund_of": number,
+            "lines": [{"line": 1, "quantity": 1}],
+        }
+        add_orders(self.store, self.conn, json.dumps(refund), now=self.clock.now())
+        self.refunds.append(refund["number"])
+        self.documents["refunds"] += 1
 
     def fix(self, number: str) -> None:
         """The merchant corrects the order's tax code in the shop and runs `invoices retry`."""
@@ -996,6 +1056,8 @@ class Month:
             "freshness": self.fresh.summary(),
             "ghosts": self.ghosts.summary(self.start),
             "invoices": self.invoice_figures(),
+            "mix": self.args.mix,
+            "documents": {**self.documents, **self.refund_figures()},
             "naive_invoices": self.naive_invoice_figures() if self.naive else None,
             "wall_s": round(wall, 1),
             "wall_naive_s": round(self.wall.get("naive", 0.0), 1),
@@ -1013,7 +1075,9 @@ class Month:
                 dict(
                     s.execute(
                         select(InvoiceJob.state, func.count())
+                        .join(Order, InvoiceJob.order_id == Order.id)
                         .where(InvoiceJob.connection_id == self.conn.id)
+                        .where(Order.refund_of.is_(None))  # refunds: refund_figures
                         .group_by(InvoiceJob.state)
                     ).all()
                 )
@@ -1023,6 +1087,7 @@ class Month:
                     select(Order.number)
                     .join(InvoiceJob, InvoiceJob.order_id == Order.id)
                     .where(Order.connection_id == self.conn.id, InvoiceJob.state == "posted")
+                    .where(Order.refund_of.is_(None))
                 )
             )
         return {
@@ -1036,6 +1101,26 @@ class Month:
             "unique_numbers": all(remote[n] <= 1 for n in remote),
             "states": dict(states),
         }
+
+    def refund_figures(self) -> dict[str, Any]:
+        """The refunds' end states, and the calls on the endpoints only refunds use (Xero's
+        credit notes and allocations, and the invoice read before an allocation; an X-Series
+        return is one POST /sales, an order's too: refunds posted x 1)."""
+        if not self.refunds:
+            return {}
+        with self.store.session() as s:
+            states = Counter(
+                s.scalars(
+                    select(InvoiceJob.state)
+                    .join(Order, InvoiceJob.order_id == Order.id)
+                    .where(Order.connection_id == self.conn.id, Order.refund_of.is_not(None))
+                )
+            )
+        counts = getattr(self, "sandbox_counts", {}).get("by_endpoint", {})
+        calls = {k: n for k, n in counts.items() if "CreditNotes" in k or "Allocations" in k}
+        if calls:
+            calls["GET Invoices"] = counts.get("GET Invoices", 0)
+        return {"refund states": dict(states), "refund endpoint calls": calls}
 
     def naive_invoice_figures(self) -> dict[str, Any]:
         assert self.naive is not None and self.twin is not None
@@ -1057,6 +1142,29 @@ class Month:
                 if not ep.startswith(common.AUTH_ENDPOINTS)
             }
             return sum(by.values()), c.throttled, by
+
+
+def _order(
+    number: str, at: datetime, customer: dict[str, Any], lines: list[Any], inclusive: bool = False
+) -> dict[str, Any]:
+    """An order of ``invoices add``, its total by the money rule of its tax mode."""
+    total = Decimal("0.00")
+    for ln in lines:
+        amount, tax_amount = line_amounts(
+            Decimal(ln["quantity"]),
+            Decimal(ln["unit_price"]),
+            Decimal(ln["tax_rate"]),
+            inclusive=inclusive,
+        )
+        total += amount + tax_amount
+    return {
+        "number": number,
+        "date": at.date().isoformat(),
+        "currency": "NZD",
+        "customer": customer,
+        "lines": lines,
+        "total": str(total),
+    }
 
 
 def _spread(values: list[int]) -> dict[str, Any] | None:
@@ -1231,6 +1339,10 @@ def render(results: list[dict[str, Any]], info: dict[str, str], args: argparse.N
         )
     )
     for r in results:
+        docs = r.get("documents") or {}
+        if docs:
+            out.append(f"  {r['provider']} ({r.get('mix')} mix): " + json.dumps(docs))
+    for r in results:
         notes = []
         if r["sweep_sizes"]:
             s = r["sweep_sizes"]
@@ -1401,6 +1513,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="cron",
         help="cron (the crontab's argument: auto = sweep_budget), plan (plan's model "
         "of auto), or a number",
+    )
+    ap.add_argument(
+        "--mix",
+        choices=("merchant", "plain"),
+        default="merchant",
+        help="the order mix: merchant (tax-inclusive, shipping, payments, 3%% refunds where the "
+        "provider takes them; default) or plain (the mix before them)",
     )
     ap.add_argument("--faults", default=None, help="sandbox fault spec, e.g. 'lost:0.02@PUT'")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive strategy")
