@@ -273,3 +273,71 @@ def test_a_delivery_for_a_removed_connection_is_never_stored_under_the_one_that_
     with store.read_session() as s:
         theirs = select(func.count()).where(WebhookEventRow.connection_id == new.id)
         assert s.scalar(theirs) == 0
+
+
+# --- a stock level that comes back to an earlier one ----------------------------------------------
+
+
+def test_stock_that_returns_to_an_earlier_level_is_not_taken_for_a_retry(store: Store) -> None:
+    """An X-Series inventory.update carries no version and no time of its own, so a delivery is
+    known by its whole payload. Stock going 10 -> 7 -> 10 sends the first payload again, which
+    was stored as a retry of the first (nothing new) and dropped: the shop showed 7 until the
+    next stock poll, up to safety_poll later. Where the earlier copy has been applied already,
+    the same payload again cannot tell a retry from a change back: it is fetched (a hint). A
+    retry of a copy not applied yet is still stored once."""
+    import io
+    from decimal import Decimal
+    from urllib.parse import urlencode
+
+    from sqlalchemy import func, select
+
+    from synccli.store.connections import set_values
+    from synccli.store.models import Product, WebhookEventRow
+    from synccli.sync import products as product_job
+    from synccli.webhooks.app import Receiver
+
+    fake = FakeProvider("lightspeed-x", products=3, customers=1, clock=CLOCK)
+    conn = fake.add_connection(store, outlet_id=OUTLET)
+    token = "stock-token-0123456789abcdef0123456789"
+    set_values(store, conn.name, {"webhook_key": token})
+    with fake.run(store, "pull-products", conn, clock=CLOCK) as ctx:
+        ctx.counts = product_job.pull_products(ctx)
+    p = next(iter(fake.world.products.values()))
+    app = Receiver(store, clock=CLOCK, directory_ttl=0.0)
+
+    def send(count: int) -> int:
+        record = {"product_id": p.id, "outlet_id": OUTLET, "count": f"{count}.00000"}
+        body = urlencode({"payload": json.dumps(record), "type": "inventory.update"}).encode()
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/webhooks/{conn.name}/{token}",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
+        seen: list[int] = []
+        list(app(environ, lambda status, _headers: seen.append(int(status.split()[0]))))
+        return seen[0]
+
+    def stock() -> Decimal | None:
+        with store.read_session() as s:
+            return s.scalar(select(Product.stock).where(Product.sku == p.code))
+
+    def rows() -> int:
+        with store.read_session() as s:
+            return s.scalar(select(func.count()).select_from(WebhookEventRow)) or 0
+
+    CLOCK.advance(minutes=5)
+    assert send(10) == 200 and send(10) == 200  # a retry before it is applied: stored once
+    assert rows() == 1
+    push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    assert stock() == Decimal(10)
+    CLOCK.advance(minutes=1)
+    send(7)
+    push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory)
+    assert stock() == Decimal(7)
+    CLOCK.advance(minutes=1)
+    p.stock = Decimal(10)  # back where it was at the provider
+    assert send(10) == 200
+    push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory, hints=True)
+    assert stock() == Decimal(10)

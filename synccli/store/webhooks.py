@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -54,7 +54,7 @@ def _insert_events(dialect: str) -> Any:
     return (
         insert(table)
         .on_conflict_do_nothing(index_elements=["connection_id", "dedup_key"])
-        .returning(table.c.id)
+        .returning(table.c.connection_id, table.c.dedup_key)
     )
 
 
@@ -87,6 +87,7 @@ def stored_key(dedup_key: str) -> str:
 def record_events(s: Session, events: Iterable[WebhookEvent], received_at: datetime) -> int:
     """Store ``events`` unless stored already (same connection and dedup key); returns how many
     rows are new. A record-carrying event starts ``pending``, an id-only one ``hint``."""
+    events = list(events)
     rows: dict[tuple[int, str], dict[str, Any]] = {}
     for event in events:
         key = stored_key(event.dedup_key)
@@ -109,10 +110,47 @@ def record_events(s: Session, events: Iterable[WebhookEvent], received_at: datet
         return 0
     statement = _insert_events(_dialect(s))
     connection = s.connection()  # Core, not the ORM's bulk machinery: the same rows, faster
-    added = 0
+    new: set[tuple[int, str]] = set()
     for chunk in chunks(list(rows.values())):
-        added += len(connection.execute(statement, list(chunk)).all())
-    return added
+        new.update((cid, key) for cid, key in connection.execute(statement, list(chunk)))
+    again = _changed_back(s, events, new, received_at)
+    if again:
+        new.update((cid, key) for cid, key in connection.execute(statement, again))
+    return len(new)
+
+
+def _changed_back(
+    s: Session, events: Iterable[WebhookEvent], new: set[tuple[int, str]], received_at: datetime
+) -> list[dict[str, Any]]:
+    """A payload known only by its digest, met again after its first copy was applied: a retry
+    cannot be told from the record changing back (stock 10 -> 7 -> 10), so it is stored once
+    more, as an id to fetch (the provider says which it is), under a key of its arrival."""
+    again: dict[tuple[int, str], dict[str, Any]] = {}
+    for event in events:
+        key = stored_key(event.dedup_key)
+        if not event.by_payload or (event.connection_id, key) in new:
+            continue
+        state = s.scalar(
+            select(WebhookEventRow.state).where(
+                WebhookEventRow.connection_id == event.connection_id,
+                WebhookEventRow.dedup_key == key,
+            )
+        )
+        if state in FINAL_STATES:
+            arrival = stored_key(f"{event.dedup_key}@{utc(received_at).isoformat()}")
+            again[(event.connection_id, arrival)] = {
+                "connection_id": event.connection_id,
+                "stream": event.stream,
+                "entity_id": event.entity_id,
+                "dedup_key": arrival,
+                "version": event.version,
+                "occurred_at": utc(event.occurred_at),
+                "received_at": received_at,
+                "record": event.record,
+                "state": "hint",
+                "applied_at": None,
+            }
+    return list(again.values())
 
 
 def pending_events(
@@ -215,9 +253,17 @@ def webhook_stats(s: Session, connection_id: int, now: datetime) -> WebhookStats
     )
 
 
+@cache
+def _names() -> Any:
+    """SELECT id, name FROM connections WHERE id IN (...), built once (Core, not the ORM): the
+    receiver runs it for every delivery."""
+    table = Connection.__table__
+    return select(table.c.id, table.c.name).where(table.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def connection_names(s: Session, ids: Iterable[int]) -> dict[int, str]:
     """The names of the connections ``ids`` that exist (a removed one is left out)."""
-    rows = s.execute(select(Connection.id, Connection.name).where(Connection.id.in_(list(ids))))
+    rows = s.connection().execute(_names(), {"ids": list(ids)})
     return {cid: name for cid, name in rows}
 
 

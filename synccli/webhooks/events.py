@@ -27,3 +27,6 @@ class WebhookEvent:
     occurred_at: datetime
     record: dict[str, Any] | None
     dedup_key: str
+    # the key is the payload's digest (it has no version and no time): the same payload again
+    # is a retry, or the record changed back to what it was (stock 10 -> 7 -> 10)
+    by_payload: bool = False

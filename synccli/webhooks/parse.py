@@ -8,6 +8,7 @@ not retry it or turn the webhook off. Shapes and sources: docs/providers.md, "We
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import datetime
@@ -138,6 +139,8 @@ def lightspeed_x_event(
         key = f"{kind}:{entity}{place}:{version}"
     else:  # neither: only the whole record tells a retry from the next change
         key = f"{kind}:{entity}{place}:sha256:{hashlib.sha256(payload.encode()).hexdigest()}"
+        event = _event("lightspeed-x", stream, entity, version, at, record, key)
+        return dataclasses.replace(event, by_payload=True)
     return _event("lightspeed-x", stream, entity, version, at, record, key)
 
 
