@@ -198,13 +198,38 @@ def run_once(
         "states_after": states,  # what the applier thread made of them by the end
         "wall_s": round(wall, 2),
         "per_second": round(len(times) / wall, 1) if wall else None,
-        "answer_ms": {
-            "p50": round(percentile(times, 0.50), 1),
-            "p95": round(percentile(times, 0.95), 1),
-            "p99": round(percentile(times, 0.99), 1),
-            "max": round(times[-1], 1) if times else None,
-        },
+        "answer_ms": answer_ms(times),
+        "_times": times,  # pooled over --repeat, then dropped
     }
+
+
+def answer_ms(times: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": round(percentile(times, 0.50), 1),
+        "p95": round(percentile(times, 0.95), 1),
+        "p99": round(percentile(times, 0.99), 1),
+        "max": round(times[-1], 1) if times else None,
+    }
+
+
+def pooled(repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """One receiver's repeats (--repeat) as one row: counts added, answer times pooled."""
+    out = dict(repeats[0])
+    for key in ("sent", "answered", "errors", "stored", "lost", "retries_sent",
+                "retries_answered_200", "duplicates_stored", "wall_s"):  # fmt: skip
+        out[key] = round(sum(r[key] for r in repeats), 2)
+    for key in ("statuses", "states_after"):
+        merged: dict[Any, int] = {}
+        for r in repeats:
+            for k, n in r[key].items():
+                merged[k] = merged.get(k, 0) + n
+        out[key] = merged
+    times = sorted(t for r in repeats for t in r["_times"])
+    out["per_second"] = round(len(times) / out["wall_s"], 1) if out["wall_s"] else None
+    out["answer_ms"] = answer_ms(times)
+    out["repeats"] = len(repeats)
+    del out["_times"]
+    return out
 
 
 def _ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -234,7 +259,8 @@ def render(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [
         common.table(head, rows, "webhook burst on loopback (one receiver process each)"),
-        f"senders {doc['clients']}, receiver threads {doc['receiver_threads']}; load average "
+        f"senders {doc['clients']}, receiver threads {doc['receiver_threads']}, each receiver "
+        f"run {runs[0].get('repeats', 1)} time(s) in turn; load average "
         f"before {m['load_before']}, after {m['load_after']}",
     ]
     by = {(r["store"], r["applier"]): r for r in runs if not r.get("baseline")}
@@ -282,6 +308,12 @@ def main() -> int:
         help="also run the receiver (applier on) from the synccli checkout in DIR, e.g. a "
         "`git worktree add --detach DIR COMMIT` of an earlier commit, side by side in this run",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every receiver this many times, in turn, and pool the answer times",
+    )
     ap.add_argument("--json", action="store_true", help="JSON output")
     ap.add_argument("--json-out", help="also write the JSON here")
     args = ap.parse_args()
@@ -292,12 +324,17 @@ def main() -> int:
     if postgres:
         urls.append(postgres)
     modes = (False,) if args.no_apply else (True, False)
-    runs = []
+    plan: list[tuple[str | None, bool, str | None]] = []
     for url in urls:
         for apply in modes:
-            runs.append(run_once(args, count, url, apply))
+            plan.append((url, apply, None))
             if args.baseline and apply:
-                runs.append(run_once(args, count, url, apply, str(Path(args.baseline).resolve())))
+                plan.append((url, apply, str(Path(args.baseline).resolve())))
+    done: list[list[dict[str, Any]]] = [[] for _ in plan]
+    for _ in range(max(1, args.repeat)):  # alternating, so the machine's drift hits each alike
+        for i, (url, apply, checkout) in enumerate(plan):
+            done[i].append(run_once(args, count, url, apply, checkout))
+    runs = [pooled(repeats) for repeats in done]
     doc: dict[str, Any] = {
         "machine": common.machine() | {"load_before": load_before},
         "runs": runs,
@@ -306,7 +343,9 @@ def main() -> int:
     }
     doc["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     doc["ok"] = all(
-        r["answered"] == r["stored"] == count and r["errors"] == 0 and not r["duplicates_stored"]
+        r["answered"] == r["stored"] == count * r["repeats"]
+        and r["errors"] == 0
+        and not r["duplicates_stored"]
         for r in runs
     )
     common.emit(doc, args.json_out, args.json, lambda: render(doc))

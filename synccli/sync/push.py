@@ -74,7 +74,17 @@ log = logging.getLogger("synccli.push")
 # A record with only a change time (no stamp in the store's units) is applied when that time is
 # after its last read by more than this: the provider's clock and ours may differ by seconds.
 CLOCK_SLACK = timedelta(minutes=2)
-BATCH = 100  # events applied in one transaction: the write lock is held that long (SQLite)
+# Events applied in one transaction. SQLite has one writer: the receiver's inserts wait while a
+# batch is written, so its batches are short. PostgreSQL locks rows, not the database: fewer,
+# larger transactions cost it less (bench/webhooks_burst.py --baseline, side by side).
+BATCH = 500
+SQLITE_BATCH = 100
+
+
+def batch_size(store: Store) -> int:
+    return SQLITE_BATCH if store.is_sqlite else BATCH
+
+
 PRODUCT_STREAMS = ("products", "stock")
 CUSTOMER_STREAMS = ("customers",)
 # Xero's Invoices events and X-Series' sale.update are stored by the receiver but no job applies
@@ -171,12 +181,13 @@ def apply_products(ctx: JobContext, report: PushReport) -> None:
     """Apply the pending product and stock deliveries that carry their record (no call)."""
     outlet = outlet_of(ctx) if ctx.connection.provider == payloads.X_SERIES else None
     ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
+    size = batch_size(ctx.store)
     while True:
         # Read and parse the batch without the write lock, which the receiver's inserts wait
         # behind on SQLite; pending product rows move only under this job's lease (held here),
         # and which are still pending is checked again under the lock.
         with ctx.store.read_session() as s:
-            rows = events_in(s, ctx.connection.id, PRODUCT_STREAMS, "pending", BATCH)
+            rows = events_in(s, ctx.connection.id, PRODUCT_STREAMS, "pending", size)
         if not rows:
             return
         batch = _ProductBatch(ctx, report, outlet)
@@ -327,9 +338,10 @@ class _ProductBatch:
 def apply_customers(ctx: JobContext, report: PushReport) -> None:
     """Apply the pending customer deliveries that carry their record (no call)."""
     ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
+    size = batch_size(ctx.store)
     while True:
         with ctx.store.session() as s:
-            rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "pending", BATCH)
+            rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "pending", size)
             if not rows:
                 return
             _apply_customer_rows(ctx, s, rows, report)
