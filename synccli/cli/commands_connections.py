@@ -302,7 +302,8 @@ def set_(
     webhook_key_stdin: bool = typer.Option(
         False,
         "--webhook-key-stdin",
-        help="Read the webhook key (Xero's, from its developer portal) from stdin.",
+        help="Read the webhook key from stdin: Xero's, from its developer portal; for X-Series "
+        "and Unleashed, a new URL token (then `webhooks subscribe` again).",
     ),
     webhook_signing_key_stdin: bool = typer.Option(
         False,
