@@ -65,7 +65,6 @@ CENT = Decimal("0.01")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NUMBER_TAKEN = "Invoice # must be unique."  # what the fake says to a number it has already
 FAULTS = ("transient", "rate_limited", "budget", "lost", "rejected", "auth")
-CUSTOMER_IDS_A_CALL = 48  # Xero's IDs= lists under its URL bound (connectors/xero.IDS_QUERY_CHARS)
 WRITES = frozenset({"create_product", "create_customer", "post_invoice", "post_invoices"})
 
 
@@ -298,6 +297,7 @@ class FakeConnector(Connector):
         self.fake, self.http = fake, http
         self.provider = fake.provider
         self.capabilities = fake.capabilities
+        self.customer_ids_a_call = fake.real.customer_ids_a_call  # the real one's look-up size
         self.primed: dict[str, dict[str, Any]] = {}
 
     # one call ----------------------------------------------------------------------------------
@@ -476,8 +476,9 @@ class FakeConnector(Connector):
             return None
         world = self.fake.world.customers
         found: list[RemoteCustomer] = []
-        for start in range(0, len(remote_ids), CUSTOMER_IDS_A_CALL):
-            ids = remote_ids[start : start + CUSTOMER_IDS_A_CALL]
+        size = self.fake.real.customer_ids_a_call or len(remote_ids) or 1
+        for start in range(0, len(remote_ids), size):
+            ids = remote_ids[start : start + size]
             got = self._call("get_customers", ids, lambda ids=ids: [i for i in ids if i in world])
             found += [self._customer(world[i]) for i in got]
         return found

@@ -268,31 +268,47 @@ def test_contact_hints_are_fetched_in_one_batched_call_and_closed(store: Store) 
     with store.session() as s:
         emails = {r.remote_id: r.email for r in s.scalars(select(SeenCustomer))}
     assert all(emails[c.id] == c.email for c in changed)
-    # 100 hints: ceil(100 / 48) calls
+    # one the provider no longer has: closed, nothing deleted
+    CLOCK.advance(minutes=5)
+    deliver(store, conn, "customers", "0" * 8 + "-0000-4000-8000-000000000000", None, "x")
+    assert link(store, conn, fake).push["gone"] == 1
+    # 60 hints would be two IDs= lists (48 + 12): the listing, one call, reads them instead
     CLOCK.advance(minutes=5)
     for c in list(fake.world.customers.values())[:60]:
         deliver(store, conn, "customers", c.id, None, CLOCK.now().isoformat(), key=f"b{c.id}")
-    deliver(store, conn, "customers", "0" * 8 + "-0000-4000-8000-000000000000", None, "x")
-    before_calls = fake.calls["get_customers"]
-    gone = link(store, conn, fake)
-    assert fake.calls["get_customers"] - before_calls == 2  # 61 ids: 48 + 13
-    assert gone.push["gone"] == 1  # not at the provider: closed, nothing deleted
+    before = dict(fake.calls)
+    listed = link(store, conn, fake)
+    made = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v - before.get(k, 0)}
+    assert made == {"changed_customers": 1} and listed.push["covered"] == 60
 
 
-def test_product_hints_are_fetched_in_the_providers_batches(store: Store) -> None:
+def test_product_hints_are_fetched_in_one_batch_or_polled_when_that_costs_less(
+    store: Store,
+) -> None:
+    """Both X-Series streams healthy: 100 hinted products are one look-up batch (a search and
+    the levels: 2 calls, what polling both streams would cost), fetched with no listing; 120 are
+    two batches (4 calls), so the pull polls the two streams instead, which reads them too."""
     fake, conn = x_series(store, 150)
     pull(store, conn, fake)
-    CLOCK.advance(minutes=5)
-    changed = fake.catalogue.change_prices(fake.tenant, 120)
-    for p in changed:  # ids only (say, records the receiver could not read)
-        deliver(store, conn, "products", p.id, None, CLOCK.now().isoformat())
-    before = dict(fake.calls)
-    report = pull(store, conn, fake)
-    assert fake.calls["get_products"] - before.get("get_products", 0) == 2  # 100 + 20
-    assert fake.calls["get_stock"] - before.get("get_stock", 0) == 2
-    assert fake.calls["changed_products"] == before.get("changed_products", 0)  # no listing
-    assert report.push["fetched"] == 120
-    assert all(local(store, p.code).price == p.price for p in changed)
+    for n, minutes in ((100, 5), (120, 10)):
+        CLOCK.set(START + timedelta(minutes=minutes))
+        changed = fake.catalogue.change_prices(fake.tenant, n)
+        for p in changed:  # ids only (say, records the receiver could not read)
+            deliver(store, conn, "products", p.id, None, CLOCK.now().isoformat())
+        other = next(q for q in fake.world.products.values() if q not in changed)
+        stock = {"product_id": other.id, "outlet_id": OUTLET, "count": f"{other.stock}"}
+        deliver(store, conn, "stock", other.id, stock, None, key=f"stock-{minutes}")
+        before = dict(fake.calls)
+        report = pull(store, conn, fake)
+        made = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v - before.get(k, 0)}
+        if n == 100:
+            assert made == {"get_products": 1, "get_stock": 1}
+            assert report.push["fetched"] == 100
+        else:
+            assert "get_products" not in made and made["changed_products"] >= 1
+            assert report.push["covered"] == 120
+        assert all(local(store, p.code).price == p.price for p in changed)
+        assert set(states(store)) <= {"applied", "done"}
 
 
 # --- cadence -------------------------------------------------------------------------------------

@@ -416,6 +416,9 @@ class Connector(ABC):
     ) -> list[RemoteCustomer]:
         """Customers whose email (case-insensitive) or account number matches exactly."""
 
+    # customers one get_customers call looks up (None: no look-up by id)
+    customer_ids_a_call: ClassVar[int | None] = None
+
     def get_customers(self, remote_ids: list[str]) -> list[RemoteCustomer] | None:
         """The given customers (archived ones too), in as few calls as the provider allows; ids
         it no longer knows are absent. None: the provider has no look-up by id, and the next

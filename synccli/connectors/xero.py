@@ -60,7 +60,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import requests
@@ -704,6 +704,8 @@ class XeroConnector(Connector):
             # the cursor moves only once a pass has read the whole listing holding still
             page.cursor = newest if complete else None
             yield page
+
+    customer_ids_a_call: ClassVar[int | None] = IDS_QUERY_CHARS // 37  # a GUID and its comma
 
     def get_customers(self, remote_ids: list[str]) -> list[RemoteCustomer]:
         """``GET /Contacts?IDs=a,b,...`` (archived ones too), the ids in comma lists that keep

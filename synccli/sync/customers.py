@@ -342,6 +342,8 @@ def link_customers(
     # only every safety_poll, and the hinted ids are fetched instead (sync/push.py)
     pushed = push.PushReport()
     polling = push.before_poll(ctx, push.CUSTOMER_STREAMS, pushed)[STREAM].due or bool(since)
+    # hints a look-up by id cannot take, or only in more calls than the listing: it reads them
+    polling = polling or push.hints_cost_more(ctx, push.CUSTOMER_STREAMS)
     with ctx.store.session() as s:
         links = list(links_by_remote(s, conn_id, KIND).values())
         matcher = _Matcher(_load_unlinked(s, conn_id), links, load_seen(s, conn_id))

@@ -561,6 +561,9 @@ def pull_products(
     pushed = push.PushReport()
     modes = push.before_poll(ctx, push.PRODUCT_STREAMS, pushed)
     polled = [name for name, _ in streams if modes[name].due or since is not None]
+    spared = [name for name, _ in streams if name not in polled]
+    if spared and push.hints_cost_more(ctx, spared):
+        polled = [name for name, _ in streams]  # a poll reads the hinted records for fewer calls
     with fewer_collections():
         for stream, fetch in streams:
             if stream in polled:

@@ -30,6 +30,7 @@ lease applies the events itself.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -427,6 +428,23 @@ def link_records(ctx: JobContext, s: Session, records: list[RemoteCustomer], now
 
 
 # --- hints ----------------------------------------------------------------------------------------
+
+
+def hints_cost_more(ctx: JobContext, streams: Sequence[str]) -> bool:
+    """Whether fetching the open hints of ``streams`` by id would cost more calls than polling
+    those streams (at least a call each, which reads them too): then the job polls instead. A
+    provider that cannot look the records up by id always polls."""
+    with ctx.store.read_session() as s:
+        n = len({r.entity_id for r in events_in(s, ctx.connection.id, streams, "hint", 100_000)})
+    if not n:
+        return False
+    connector = ctx.connector
+    if set(streams) <= set(CUSTOMER_STREAMS):
+        size = connector.customer_ids_a_call
+        return size is None or math.ceil(n / size) > len(streams)
+    caps = connector.capabilities
+    batches = math.ceil(n / caps.lookup_batch) if caps.lookup_batch else 1
+    return batches * (1 if caps.stock_in_product else 2) > len(streams)
 
 
 def fetch_product_hints(ctx: JobContext, report: PushReport, streams: Sequence[str]) -> None:
