@@ -341,3 +341,36 @@ def test_stock_that_returns_to_an_earlier_level_is_not_taken_for_a_retry(store: 
     assert send(10) == 200
     push.apply_connection(store, conn, CLOCK, connector_factory=fake.factory, hints=True)
     assert stock() == Decimal(10)
+
+
+# --- webhooks apply --dry-run ------------------------------------------------------------------
+
+
+def test_webhooks_apply_dry_run_says_what_it_would_apply_and_writes_nothing(
+    cli: Any, store: Store
+) -> None:
+    """Every command that writes takes --dry-run (README, Commands); `webhooks apply` writes
+    products and closes deliveries, and had none (exit 2, no such option)."""
+    from decimal import Decimal
+
+    from sqlalchemy import select
+
+    from synccli.store.connections import add_connection
+    from synccli.store.models import Lease, Product, WebhookEventRow
+
+    token = {"domain_prefix": "shop", "grant": "personal_token", "outlet_id": OUTLET}
+    conn = add_connection(store, "shop", "lightspeed-x", token, {"client_secret": "pt-1234"})
+    record = json.loads(FIXTURE.read_text())
+    deliver(store, conn, "products", record["id"], record, None)
+    out = cli("webhooks", "apply", "-c", "shop", "--dry-run", "--json")
+    assert out.exit_code == 0, out.stderr
+    assert json.loads(out.stdout)["shop"]["applied"] == 1
+    with store.read_session() as s:
+        assert s.scalar(select(Product).where(Product.sku == "1000000")) is None
+        assert list(s.scalars(select(WebhookEventRow.state))) == ["pending"]
+        assert s.scalar(select(Lease)) is None
+    out = cli("webhooks", "apply", "-c", "shop")
+    assert out.exit_code == 0 and "applied 1" in out.stdout
+    with store.read_session() as s:
+        made = s.scalar(select(Product.price).where(Product.sku == "1000000"))
+    assert made == Decimal("675.65")

@@ -7,7 +7,7 @@ import typer
 
 from synccli import fmt
 from synccli.cli import output
-from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, JSON_OPT, select_connections
+from synccli.cli.jobs import ALL_OPT, CONNECTION_OPT, DRY_RUN_OPT, JSON_OPT, select_connections
 from synccli.cli.state import state
 from synccli.clock import SystemClock
 
@@ -180,6 +180,7 @@ def apply(
         help="Also fetch the records delivered as ids only (batched API calls, as a pull); "
         "default: once the oldest has waited the connection's hint_wait (unset: never here).",
     ),
+    dry_run: bool = DRY_RUN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Apply stored webhook deliveries that carry their record, with no API call.
@@ -192,6 +193,8 @@ def apply(
         synccli webhooks apply --all            # every minute from cron
 
         synccli webhooks apply -c shop1 --hints # fetch id-only deliveries too
+
+        synccli webhooks apply -c shop1 --dry-run  # what would be applied; writes nothing
     """
     from synccli.errors import SyncError
     from synccli.sync import push
@@ -202,7 +205,7 @@ def apply(
     failed: list[SyncError] = []
     for conn in select_connections(store, connection, all_, offer_all=True):
         try:  # one connection that cannot be applied (never authorised...) stops no other
-            report = push.apply_connection(store, conn, clock, hints=hints)
+            report = push.apply_connection(store, conn, clock, hints=hints, dry_run=dry_run)
         except SyncError as err:
             failed.append(err)
             results[conn.name] = {"error": err.message}
@@ -216,6 +219,7 @@ def apply(
                 output.line(f"{name}: a job of this connection is running; it applies them")
                 continue
             shown = ", ".join(f"{k} {v}" for k, v in counts.items() if k not in ("busy", "modes"))
-            output.line(f"{name}: {shown or 'nothing to apply'}")
+            said = "(dry run, nothing written) " if dry_run else ""
+            output.line(f"{name}: {said}{shown or 'nothing to apply'}")
     if failed:
         raise failed[0]  # the exit code of the first failure (README: exit codes)

@@ -555,15 +555,18 @@ def apply_connection(
     clock: Clock | None = None,
     connector_factory: Callable[[JobContext], Connector] | None = None,
     hints: bool | None = None,
+    dry_run: bool = False,
 ) -> PushReport:
     """Apply the connection's pending deliveries that carry their record: no API call. With
     ``hints``, also fetch the ids delivered without a record (batched calls, as a pull does);
     None: as the connection's ``hint_wait`` says (once the oldest has waited that long; unset:
     never here, the next pull does). Each stream's job lease is held for the moment it takes;
-    where a job holds it, that job applies them (``busy``)."""
+    where a job holds it, that job applies them (``busy``). A dry run says what the first batch
+    of each stream would do and writes nothing (no lease either, as a job's dry run)."""
     clock = clock or SystemClock()
     report = PushReport()
-    report.unfollowed = _close_unfollowed(store, conn.id, clock.now())
+    if not dry_run:
+        report.unfollowed = _close_unfollowed(store, conn.id, clock.now())
     if hints is None:
         with store.read_session() as s:
             hints, report.hints_in = hints_due(s, conn, clock.now())
@@ -577,15 +580,19 @@ def apply_connection(
         if not waiting:
             continue
         try:
-            acquire_lease(store, job, conn.id, clock.now(), APPLY_LEASE, owner)
+            if not dry_run:
+                acquire_lease(store, job, conn.id, clock.now(), APPLY_LEASE, owner)
         except LeaseBusy:
             report.busy = True
             continue
         try:
-            ctx = JobContext(store, conn, clock, connector_factory=connector_factory)
+            ctx = JobContext(
+                store, conn, clock, dry_run=dry_run, connector_factory=connector_factory
+            )
             _apply_job(ctx, job, report, hints)
         finally:
-            release_lease(store, job, conn.id, owner)
+            if not dry_run:
+                release_lease(store, job, conn.id, owner)
     return report
 
 
