@@ -374,3 +374,31 @@ def test_webhooks_apply_dry_run_says_what_it_would_apply_and_writes_nothing(
     with store.read_session() as s:
         made = s.scalar(select(Product.price).where(Product.sku == "1000000"))
     assert made == Decimal("675.65")
+
+
+def test_webhooks_subscribe_dry_run_registers_nothing_and_stores_no_token(
+    cli: Any, store: Store, tmp_path: Path
+) -> None:
+    """`webhooks subscribe` writes (a URL token, a file holding the URL, subscriptions at the
+    provider) and had no --dry-run (exit 2). It says what it would register, calling nothing
+    (the X-Series address here answers nothing) and storing nothing."""
+    from synccli.config import load_settings as settings_now
+    from synccli.store.connections import add_connection, credentials, get_connection
+
+    dead = {"domain_prefix": "shop", "grant": "personal_token", "base_url": "http://127.0.0.1:9"}
+    add_connection(store, "pos", "lightspeed-x", dead, {"client_secret": "pt-1234"})
+    add_connection(store, "stock", "unleashed", {"api_id": "id-1"}, {"api_key": "k" * 12})
+    out = cli("webhooks", "subscribe", "-c", "pos", "--url", "https://hooks.shop.example",
+              "--dry-run", "--json")  # fmt: skip
+    assert out.exit_code == 0, out.stderr
+    planned = json.loads(out.stdout)
+    assert planned["planned"] == ["product.update", "inventory.update", "customer.update",
+                                  "sale.update"]  # fmt: skip
+    assert planned["created"] == [] and "***" in planned["endpoint"]
+    out = cli("webhooks", "subscribe", "-c", "stock", "--url", "https://hooks.shop.example",
+              "--dry-run")  # fmt: skip
+    assert out.exit_code == 0, out.stderr
+    assert "dry run" in out.stdout
+    for name in ("pos", "stock"):
+        assert "webhook_key" not in credentials(store, get_connection(store, name))
+    assert not list(Path(settings_now().data_dir).glob("webhook-url-*"))

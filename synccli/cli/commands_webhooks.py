@@ -98,6 +98,9 @@ def subscribe(
         metavar="URL",
         help="The receiver's public https address (its proxy), without /webhooks/...",
     ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be registered: no call, nothing stored."
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Register the connection's webhooks. X-Series: through its API, one webhook per followed
@@ -108,14 +111,21 @@ def subscribe(
     Example:
 
         synccli webhooks subscribe -c shop1 --url https://hooks.shop.example
+
+        synccli webhooks subscribe -c shop1 --url https://hooks.shop.example --dry-run
     """
     from synccli.webhooks import manage
 
-    result = manage.subscribe(state(ctx).store(), connection, url, SystemClock())
+    result = manage.subscribe(state(ctx).store(), connection, url, SystemClock(), dry_run)
     if json_out:
         output.print_json(result)
         return
-    output.line(f"{result.connection} ({result.provider}): deliveries go to {result.endpoint}")
+    said = " (dry run: no call, nothing stored)" if result.dry_run else ""
+    output.line(
+        f"{result.connection} ({result.provider}): deliveries go to {result.endpoint}{said}"
+    )
+    for kind in result.planned:
+        output.line(f"  would subscribe: {kind}")
     for kind in result.created:
         output.line(f"  subscribed: {kind}")
     for kind in result.already:

@@ -50,6 +50,8 @@ class Subscribed:
     already: list[str] = field(default_factory=list)  # types the provider had (409)
     steps: list[str] = field(default_factory=list)  # what a person does where no API does it
     url_file: str | None = None  # the URL to paste, kept out of the output (it holds the token)
+    planned: list[str] = field(default_factory=list)  # a dry run: types it would subscribe
+    dry_run: bool = False
 
 
 def endpoint(base_url: str, name: str) -> str:
@@ -78,14 +80,28 @@ def _token(store: Store, name: str) -> str:
     return str(token)
 
 
-def subscribe(store: Store, name: str, base_url: str, clock: Clock) -> Subscribed:
+def subscribe(
+    store: Store, name: str, base_url: str, clock: Clock, dry_run: bool = False
+) -> Subscribed:
     conn = store_connections.get_connection(store, name)
     if conn.provider not in PROVIDERS:
         display = registry.get(conn.provider).display_name
         raise UsageError(f"{display} sends no webhooks synccli follows: its polls stay as they are")
     url = endpoint(base_url, name)
     if conn.provider == "xero":
-        return _xero_steps(store, name, url)
+        return _xero_steps(store, name, url)  # writes nothing: a dry run is the same
+    if dry_run:  # no token made, no file written, no call
+        plan = Subscribed(name, conn.provider, f"{url}/***", dry_run=True)
+        if conn.provider == "lightspeed-x":
+            plan.planned = list(X_SERIES_TYPES)
+        else:
+            plan.planned = list(UNLEASHED_EVENTS)
+            plan.steps = [
+                "Without --dry-run: the URL to give Unleashed (it holds a token made then) is "
+                f"written to {Path(store.settings.data_dir) / f'webhook-url-{name}.txt'}, and "
+                "the steps to subscribe are printed."
+            ]
+        return plan
     token = _token(store, name)
     if conn.provider == "unleashed":
         return _unleashed_steps(store, name, url, token)
