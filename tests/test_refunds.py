@@ -383,3 +383,24 @@ def test_a_paid_order_s_refund_is_paid_back_through_the_payment_account(
         assert [(p["Amount"], p["Account"]["Code"]) for p in refunds] == [(16.1, "090")]
         shown = cli("invoices", "show", "WEB-7-R1", "-c", "shop")
         assert "paid back: 16.10 out of account 090" in shown.stdout
+
+
+@pytest.mark.parametrize("step", ["CreditNotes$", "Allocations$"])
+def test_a_xero_500_on_a_refund_posts_it_once(
+    store: Store, cli: Any, tmp_path: Path, step: str
+) -> None:
+    """Xero answers 500 (its idempotency store down, say): the write is retried under the same
+    key, or looked up next run; one credit note, allocated once."""
+    with sandbox("xero") as running:
+        harness.add_connection(store, "shop", running, time_scale=SCALE)
+        known = next(iter(running.app.world().products.values()))
+        path = tmp_path / "orders.jsonl"
+        path.write_text(lines(order("xero", known.code), refund()), encoding="utf-8")
+        assert cli("invoices", "add", str(path), "-c", "shop").exit_code == 0
+        assert cli("post-invoices", "-c", "shop").exit_code == 0  # the order
+        running.app.faults.add("500", method="PUT", path=step, times=2)
+        cli("post-invoices", "-c", "shop")
+        cli("post-invoices", "-c", "shop")
+        assert job(store, "WEB-7-R1").state == "posted"
+        [note] = credit_notes(running)
+        assert len(note["Allocations"]) == 1 and note["RemainingCredit"] == 0

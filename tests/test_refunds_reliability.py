@@ -21,6 +21,8 @@ from synccli.sandbox import harness
 from synccli.store.db import Store
 from synccli.store.models import InvoiceAttempt, InvoiceJob, Lease, Order
 
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]  # processes killed, answers awaited
+
 SCALE = 1000.0
 
 
