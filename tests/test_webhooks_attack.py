@@ -402,3 +402,50 @@ def test_webhooks_subscribe_dry_run_registers_nothing_and_stores_no_token(
     for name in ("pos", "stock"):
         assert "webhook_key" not in credentials(store, get_connection(store, name))
     assert not list(Path(settings_now().data_dir).glob("webhook-url-*"))
+
+
+# --- a flood of requests that do not verify ----------------------------------------------------
+
+
+def test_a_flood_of_bad_tokens_costs_the_store_a_few_writes_a_second_not_one_each(
+    store: Store,
+) -> None:
+    """Anyone can send requests with a wrong token. Each was counted (`rejected`) in a write
+    transaction of its own: 200 of them took SQLite's one write lock 200 times, which the
+    providers' real deliveries queue behind. Past the first five in a second they are counted in
+    memory and written together (with the next delivery stored); none is lost from the count."""
+    import io
+
+    from sqlalchemy import event
+
+    from synccli.store.connections import add_connection
+    from synccli.store.webhooks import webhook_stats
+    from synccli.webhooks.app import Receiver
+
+    token = "good-token-0123456789abcdef0123456789ab"
+    creds = {"client_secret": "pt" * 8, "webhook_key": token}
+    conn = add_connection(store, "xs", "lightspeed-x", {"grant": "personal_token"}, creds)
+    app = Receiver(store, clock=SimClock(START), directory_ttl=60.0)
+
+    def send(path_token: str, version: int) -> int:
+        record = {"id": "p1", "sku": "S1", "name": "n", "price": 1.0, "version": version}
+        body = f"type=product.update&payload={json.dumps(record)}".encode()
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/webhooks/xs/{path_token}",
+            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+        }
+        seen: list[int] = []
+        list(app(environ, lambda status, _headers: seen.append(int(status.split()[0]))))
+        return seen[0]
+
+    send(token, 1)  # the directory is read, and a first delivery stored
+    writes: list[str] = []
+    event.listen(store.engine, "commit", lambda _conn: writes.append("commit"))
+    assert all(send("wrong-" + str(n), 2) == 401 for n in range(200))
+    assert len(writes) <= 2 * 5 + 1  # the first five of each second (a slow machine: two)
+    assert send(token, 3) == 200
+    with store.read_session() as s:
+        assert webhook_stats(s, conn.id, START).rejected_today == 200

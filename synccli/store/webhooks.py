@@ -197,10 +197,10 @@ def _day(at: datetime) -> str:
     return utc(at).date().isoformat()
 
 
-def _bump(s: Session, connection_id: int, at: datetime, column: str) -> None:
+def _bump(s: Session, connection_id: int, at: datetime, column: str, by: int = 1) -> None:
     values: dict[str, Any] = {"connection_id": connection_id, "day": _day(at)}
     values.update(deliveries=0, rejected=0, last_delivery_at=None)
-    values[column] = 1
+    values[column] = by
     if column == "deliveries":
         values["last_delivery_at"] = at
     s.connection().execute(_bump_day(_dialect(s)), values)
@@ -211,9 +211,9 @@ def record_delivery(s: Session, connection_id: int, at: datetime) -> None:
     _bump(s, connection_id, at, "deliveries")
 
 
-def count_rejected(s: Session, connection_id: int, at: datetime) -> None:
-    """Count a request refused for a bad or missing signature."""
-    _bump(s, connection_id, at, "rejected")
+def count_rejected(s: Session, connection_id: int, at: datetime, count: int = 1) -> None:
+    """Count requests refused for a bad or missing signature."""
+    _bump(s, connection_id, at, "rejected", count)
 
 
 def last_delivery_at(s: Session, connection_id: int, stream: str | None = None) -> datetime | None:

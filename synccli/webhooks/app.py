@@ -47,6 +47,7 @@ log = logging.getLogger("synccli.webhooks")
 
 MAX_BODY = 1024 * 1024  # a Xero batch or one 1.0-shaped X-Series record is far smaller
 PROVIDERS = ("xero", "lightspeed-x", "unleashed")
+REJECTED_WRITES = 5  # refused requests written one by one a second; past that, counted together
 CONTENT_TYPES = {
     "xero": "application/json",  # [Xero-OpenAPI xero-webhooks.yaml requestBody]
     "lightspeed-x": "application/x-www-form-urlencoded",  # [D-WH "Payload"]
@@ -180,6 +181,10 @@ class Receiver:
         self.clock = clock or SystemClock()
         self.max_body = max_body
         self.directory = Directory(store, directory_ttl)
+        self._rejected: dict[int, int] = {}  # refused requests not written yet, per connection
+        self._rejected_window = float("-inf")  # when this second of refusals began
+        self._rejected_writes = 0  # refusals written in it
+        self._rejected_lock = threading.Lock()
         # told, after the commit, which connections got new deliveries (webhooks/applier.py:
         # `webhooks serve` applies them a moment later on a thread of its own)
         self.on_stored = on_stored
@@ -254,6 +259,8 @@ class Receiver:
             # 5xx: the provider retries, and the retry is stored once
             why = f"not stored ({type(exc).__name__}): the provider will send it again"
             return Answer(503, why, log_level=logging.ERROR)
+        if self._rejected:  # refused requests counted meanwhile: written after this commit
+            self._write_rejected(now)
         if added and self.on_stored is not None:  # only queued here: applied off the request path
             self.on_stored({e.connection_id for e in routed})
         note = f", {ignored} not followed" if ignored else ""
@@ -320,11 +327,31 @@ class Receiver:
         return added
 
     def _count_rejected(self, target: Target, now: Any) -> None:
+        """Count a refused request. Anyone can send them, and each write takes the store's
+        (SQLite: the one) write lock the real deliveries need: past the first few in a second
+        they are counted in memory, and written with the next second's first or with the next
+        delivery stored."""
+        with self._rejected_lock:
+            self._rejected[target.id] = self._rejected.get(target.id, 0) + 1
+            clock = time.monotonic()
+            if clock - self._rejected_window >= 1.0:
+                self._rejected_window, self._rejected_writes = clock, 0
+            if self._rejected_writes >= REJECTED_WRITES:
+                return
+            self._rejected_writes += 1
+        self._write_rejected(now)
+
+    def _write_rejected(self, now: Any) -> None:
+        with self._rejected_lock:
+            counts, self._rejected = self._rejected, {}
+        if not counts:
+            return
         try:
             with self.store.session() as s:
-                stored.count_rejected(s, target.id, now)
+                for connection_id, count in counts.items():
+                    stored.count_rejected(s, connection_id, now, count)
         except (SQLAlchemyError, SyncError):
-            pass  # the 401 stands; only the count is lost
+            pass  # the 401s stand; only the count is lost (a removed connection's, say)
 
 
 _built: Receiver | None = None
