@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -301,7 +301,8 @@ def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(fake_world)
         )
     assert never == 0  # every link stamped by this one sweep
 
-    # Stock positions (read by every pull too) are listed once a week, the products every day.
+    # The listing checked every product: the next is due in sweep_days (7), products and stock
+    # positions together, and the nights between cost nothing.
     daily = []
     for _ in range(7):
         CLOCK.advance(hours=24)
@@ -309,7 +310,7 @@ def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(fake_world)
         with fake.run(store, "sweep-oldest", conn) as jc:
             jc.counts = products.sweep_oldest(jc, products.sweep_budget(jc))
         daily.append(fake.total() - calls)
-    assert daily == [5, 5, 5, 5, 5, 5, 10]
+    assert daily == [0, 0, 0, 0, 0, 0, 10]
 
     # A listing under half the linked catalogue (an outage, a wrong filter) flags nothing.
     gone = fake.catalogue.delete(fake.tenant, 3000)
@@ -320,6 +321,39 @@ def test_sweep_lists_the_whole_catalogue_when_that_costs_fewer_calls(fake_world)
         ghosts = s.scalar(select(func.count()).select_from(Link).where(Link.state == "ghost"))
     assert ghosts == len(deleted)
     assert len(gone) == 3000
+
+
+@pytest.mark.parametrize("sweep_days", [7, 3])
+def test_catalogue_listed_once_per_sweep_days_and_ghosts_still_found(
+    store: Store, sweep_days: int
+) -> None:
+    """#21: Unleashed listed its whole catalogue every night (6 pages), about 9x what covering
+    every product within sweep_days needs. `sweep-oldest auto` every night for three weeks lists
+    it on one night in sweep_days, and a product deleted with no timestamp moving is flagged by
+    the next listing (not seen is not gone: a look-up by id confirms it)."""
+    fake = FakeProvider("unleashed", products=5000, customers=5, clock=CLOCK)
+    conn = fake.add_connection(store, sweep_days=sweep_days)
+    pull(store, conn, fake)
+    listed, flagged_on = [], None
+    gone = None
+    for night in range(21):
+        CLOCK.set(datetime(2026, 3, 3, 2, 10, tzinfo=UTC) + timedelta(days=night))
+        if night == 1:
+            gone = fake.catalogue.delete(fake.tenant, 1)[0]
+        before = fake.calls["changed_products"]
+        with fake.run(store, "sweep-oldest", conn) as jc:
+            report = products.sweep_oldest(jc, products.sweep_budget(jc))
+            jc.counts = report
+        if fake.calls["changed_products"] > before:
+            listed.append(night)
+        ghosts = {g["sku"] for g in report.ghosts}
+        if gone is not None and flagged_on is None and gone.code in ghosts:
+            flagged_on = night
+    assert listed == list(range(0, 21, sweep_days))
+    assert flagged_on == sweep_days  # the first listing after the deletion
+    with store.session() as s:
+        state = s.scalar(select(Link.state).where(Link.remote_code == gone.code))
+    assert state == "ghost"
 
 
 @pytest.mark.parametrize("fake_world", [("unleashed", 5000)], indirect=True, ids=["unleashed"])

@@ -758,12 +758,21 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
         swept_today = sum(int((r.counts or {}).get("swept") or 0) for r in runs)
     if caps.full_catalogue_call:
         return links  # one call reads the whole catalogue
-    days = float((ctx.connection.settings or {}).get("sweep_days") or 7)
+    days = _sweep_days(ctx)
     want = max(0, math.ceil(links / days) - swept_today)
     per_day = limits.per_day or (math.floor(limits.per_month / 30) if limits.per_month else None)
     left = None if per_day is None else max(0, per_day - used - reserve_invoices - reserve_pulls)
     affordable = left is None or left >= _catalogue_read_calls(caps, links)
-    if want and affordable and _catalogue_read_pays(caps, links, want):
+    if _catalogue_read_pays(caps, links, links):
+        # One listing checks every product, and costs fewer calls than the whole catalogue by
+        # id: it is the cheapest way to cover sweep_days, so it runs once per sweep_days
+        # (Unleashed: 6 + 6 pages a week, not 6 pages a night). Until the next is due there
+        # is nothing to sweep; a listing that could not be read whole is due again at once.
+        if not _catalogue_sweep_due(ctx, now, days):
+            return 0
+        if affordable:
+            return links
+    elif want and affordable and _catalogue_read_pays(caps, links, want):
         return links  # the whole catalogue in pages costs fewer calls than today's id batches
     if left is None:  # a leaky bucket refills: no day budget to keep within
         return want
@@ -842,16 +851,29 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
 
 
 STOCK_SWEEP = "stock-sweep"  # cursor: when a sweep last listed every stock position
+# cursor: when a sweep last listed the whole catalogue, read whole and checked for ghosts
+CATALOGUE_SWEEP = "catalogue-sweep"
 
 
-def _stock_sweep_due(ctx: JobContext, now: datetime) -> bool:
-    days = float((ctx.connection.settings or {}).get("sweep_days") or 7)
+def _sweep_days(ctx: JobContext) -> float:
+    return float((ctx.connection.settings or {}).get("sweep_days") or 7)
+
+
+def _due(ctx: JobContext, stream: str, now: datetime, days: float) -> bool:
     with ctx.store.session() as s:
-        cursor = get_cursor(s, ctx.connection.id, STOCK_SWEEP)
+        cursor = get_cursor(s, ctx.connection.id, stream)
     # half a day's slack: a daily cron that starts a few minutes late still lists it on day 7
     return (
         cursor is None or cursor.value is None or now - cursor.value >= timedelta(days=days - 0.5)
     )
+
+
+def _stock_sweep_due(ctx: JobContext, now: datetime) -> bool:
+    return _due(ctx, STOCK_SWEEP, now, _sweep_days(ctx))
+
+
+def _catalogue_sweep_due(ctx: JobContext, now: datetime, days: float) -> bool:
+    return _due(ctx, CATALOGUE_SWEEP, now, days)
 
 
 def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
@@ -859,11 +881,13 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
 
     Chosen when that costs fewer calls than the id batches would. Each page is applied like a
     pull page (which stamps the links it saw); a product missing from a complete, plausible
-    listing has vanished, so it is flagged as a ghost, like the pull does after Xero's one-call
-    catalogue. The pull's cursors do not move: this is a check, not a pull.
+    listing has vanished once a look-up by id does not find it either, so it is flagged as a
+    ghost, like the pull does after Xero's one-call catalogue. The pull's cursors do not move:
+    this is a check, not a pull. A listing read whole and checked moves ``catalogue-sweep``, so
+    ``sweep-oldest auto`` lists again only once ``sweep_days`` have passed.
 
     Stock positions, a separate list with its own timestamps that every pull reads, are listed
-    only once per ``sweep_days`` (their own coverage aim), not every day with the products.
+    only once per ``sweep_days`` (their own coverage aim).
     """
     connector = ctx.connector
     caps = connector.capabilities
@@ -920,6 +944,9 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
         )
     else:
         _flag_missing(ctx, seen, flagged)
+        if not ctx.dry_run:  # read whole and checked: the next listing is due in sweep_days
+            with ctx.store.session() as s:
+                advance_cursor(s, ctx.connection.id, CATALOGUE_SWEEP, started, ctx.clock.now())
     report.ghosts.extend(flagged.ghosts)
     # what the look-up by id found and applied (a product re-coded, say) is the sweep's too
     report.changes.extend(flagged.changes)
