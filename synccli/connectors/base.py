@@ -62,6 +62,13 @@ class Capabilities:
     # order that asks for one the provider lacks, naming it; README's provider table lists
     # them; docs/providers.md gives each one's source.
     documents: DocumentSupport = field(default_factory=lambda: DocumentSupport())
+    # post-invoices looks up and creates the customers and products of a run's invoices
+    # together (``find_customers_many``, ``create_customers``, ``create_products``), in one
+    # call each where the provider takes several records at once; and, where one call reads
+    # the whole catalogue and the provider refuses a second product with a code it has
+    # (``code_taken``), creates a product the last pull did not see without looking it up
+    # first (Xero).
+    dependency_batch: bool = False
 
     def shown_stamp(self, value: datetime | None) -> datetime | dict[str, int] | None:
         """A stored cursor or record stamp as reports show it: the instant, or ``{"version":
@@ -405,6 +412,25 @@ class Connector(ABC):
     def create_product(self, product: NewProduct) -> RemoteProduct:
         """Create a product; used only at sale time for a product the provider lacks."""
 
+    def create_products(self, products: list[NewProduct]) -> list[RemoteProduct | Rejected]:
+        """Create several products in as few calls as the provider allows: one outcome per
+        product, in order (created, or ``Rejected`` for that one alone). A failure of a call
+        itself is raised for all of them."""
+        out: list[RemoteProduct | Rejected] = []
+        for product in products:
+            try:
+                out.append(self.create_product(product))
+            except Rejected as err:
+                out.append(err)
+        return out
+
+    def code_taken(self, messages: list[str]) -> bool:
+        """Whether a refused product create says the provider has that code already (its codes
+        are unique: the product was created there since we last read the catalogue). The
+        caller then looks it up and links it. Only where this can be told apart may a create
+        go without a look-up first (see :attr:`Capabilities.dependency_batch`)."""
+        return False
+
     # customers -----------------------------------------------------------------------------
     @abstractmethod
     def changed_customers(self, since: datetime | None) -> Iterator[Page[RemoteCustomer]]:
@@ -428,6 +454,32 @@ class Connector(ABC):
     @abstractmethod
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
         """Create a customer with a name the provider accepts. Never updates an existing one."""
+
+    def find_customers_many(
+        self, queries: list[tuple[str | None, str | None]]
+    ) -> list[list[RemoteCustomer] | Rejected]:
+        """``find_customers`` for each (email, account) pair, in as few calls as the provider
+        allows: one outcome per pair, in order (its matches, or ``Rejected`` when that pair
+        cannot be looked up). A failure of a call itself is raised."""
+        out: list[list[RemoteCustomer] | Rejected] = []
+        for email, account in queries:
+            try:
+                out.append(self.find_customers(email=email, account=account))
+            except Rejected as err:
+                out.append(err)
+        return out
+
+    def create_customers(self, customers: list[NewCustomer]) -> list[RemoteCustomer | Rejected]:
+        """Create several customers in as few calls as the provider allows: one outcome per
+        customer, in order (created, or ``Rejected`` for that one alone). A failure of a call
+        itself (transient, budget, auth) is raised for all of them."""
+        out: list[RemoteCustomer | Rejected] = []
+        for customer in customers:
+            try:
+                out.append(self.create_customer(customer))
+            except Rejected as err:
+                out.append(err)
+        return out
 
     def refinds_customer(self, email: str | None, account: str | None) -> bool:
         """Whether a customer created with this email / account number, its answer lost, is

@@ -13,15 +13,19 @@ Wire facts: the Xero provider notes. How the calls are spent:
   shifted while paged is read again from the last stamp before the shift, and ``Page.cursor`` is
   set only on the last page of a read that held still (see ``_contacts``).
   ``find_customers``: ``where=EmailAddress.ToLower()=="…"`` with the address lower-cased (Xero's
-  ``==`` compares case included: a contact saved as ``Jane@X.com`` is found by ``jane@x.com`` in
-  one call; compared case-insensitively here too) and/or ``where=AccountNumber=="…" OR
-  ContactNumber=="…"`` (exact), one call each. A contact is known by either code:
+  ``==`` compares case included: a contact saved as ``Jane@X.com`` is found by ``jane@x.com``;
+  compared case-insensitively here too) OR ``AccountNumber=="…" OR ContactNumber=="…"`` (exact),
+  in one call; ``find_customers_many`` ORs every customer of a post-invoices run into one such
+  look-up (split only to keep the URL short). A contact is known by either code:
   ``ContactNumber`` is writable through the API only, so a contact we create at sale time gets the
   shop's code there too, and an edit in Xero's screens cannot break the link.
 - Currency codes are sent upper-case (Xero reads ``CurrencyCode`` as a case-sensitive enum).
-- ``create_customer``: ``PUT /Contacts?summarizeErrors=false``. Xero wants active names unique; if
-  the name is taken we retry once with a disambiguating suffix ("Jane Doe (#ACC-1)"). We never
-  POST to an existing contact and never send contact details on an invoice.
+- ``create_customer(s)``: ``PUT /Contacts?summarizeErrors=false``, a run's new customers in one
+  envelope. Xero wants active names unique; if the name is taken we retry once with a
+  disambiguating suffix ("Jane Doe (#ACC-1)"). We never POST to an existing contact and never
+  send contact details on an invoice.
+- ``create_product(s)``: ``PUT /Items?summarizeErrors=false``, a run's new items in one envelope.
+  Codes are unique at Xero: a code it has is refused ("… already exists", ``code_taken``).
 - ``post_invoice``: ``PUT /Invoices?summarizeErrors=false&unitdp=4`` with ``Idempotency-Key``,
   Contact ``{"ContactID": …}`` only. Element ERROR -> ``Rejected`` with Xero's messages. Writes
   carrying an idempotency key are retried by the HTTP layer (the replay window is minutes).
@@ -61,7 +65,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -255,6 +259,49 @@ def _searchable(value: str) -> str:
 def _where_string(value: str) -> str:
     """A string literal for a ``where`` expression: the value verbatim between double quotes."""
     return f'"{_searchable(value)}"'
+
+
+# The longest ``where`` one Contacts look-up sends, URL-encoded. Xero documents no limit; IIS,
+# which answers its API, refuses a query string over 2,048 bytes by default (maxQueryString), so
+# a look-up of many customers is split to stay well under it with the paging parameters.
+WHERE_CHARS = 1500
+
+
+def _contact_terms(email: str | None, account: str | None) -> list[str]:
+    """The ``where`` terms that find a contact by this email and/or account number (``Rejected``
+    when a value cannot be looked up at Xero)."""
+    terms = []
+    if email and email.strip():
+        terms.append(f"EmailAddress.ToLower()=={_where_string(email.strip().lower())}")
+    if account:
+        code = _where_string(account)
+        terms.append(f"AccountNumber=={code} OR ContactNumber=={code}")
+    return terms
+
+
+def _where_chunks(terms: list[list[str]]) -> list[str]:
+    """The terms ORed together, in as few ``where`` values as WHERE_CHARS allows (one pair's
+    terms never split)."""
+    chunks: list[str] = []
+    current = ""
+    for pair in (" OR ".join(t) for t in terms if t):
+        joined = f"{current} OR {pair}" if current else pair
+        if current and len(quote(joined, safe="")) > WHERE_CHARS:
+            chunks.append(current)
+            joined = pair
+        current = joined
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _contact_matches(contact: dict[str, Any], email: str | None, account: str | None) -> bool:
+    """Whether a contact is one the look-up of this email / account number asked for: the email
+    compared case-insensitively, the account number exactly against either code."""
+    want = (email or "").strip().casefold()
+    if want and (contact.get("EmailAddress") or "").strip().casefold() == want:
+        return True
+    return bool(account) and account in (contact.get("AccountNumber"), contact.get("ContactNumber"))
 
 
 def _since_header(since: datetime) -> str:
@@ -545,7 +592,12 @@ class XeroConnector(Connector):
             payments="applied",
             refunds="credit_note",
         ),
+        dependency_batch=True,
     )
+
+    def code_taken(self, messages: list[str]) -> bool:
+        # "Price List Item with Code 'abc' already exists" (provider notes §3: codes are unique)
+        return any("already exists" in m and "Code" in m for m in messages)
 
     def number_taken(self, messages: list[str]) -> bool:
         # Xero's validation message for a second ACCREC with an existing InvoiceNumber
@@ -600,6 +652,27 @@ class XeroConnector(Connector):
         return product_from(exact[0]) if exact else None
 
     def create_product(self, product: NewProduct) -> RemoteProduct:
+        made = self.create_products([product])[0]
+        if isinstance(made, Rejected):
+            raise made
+        return made
+
+    def create_products(self, products: list[NewProduct]) -> list[RemoteProduct | Rejected]:
+        """``PUT /Items`` with every product as one element (summarizeErrors=false: one outcome
+        each; a code Xero has already is refused, see :meth:`code_taken`)."""
+        results = self._create_many("Items", [self._item_element(p) for p in products])
+        out: list[RemoteProduct | Rejected] = []
+        for r in results:
+            if isinstance(r, Rejected):
+                out.append(r)
+                continue
+            try:
+                out.append(product_from(r))
+            except ValueError as exc:  # created, perhaps: the next create is refused and looks up
+                raise BadResponse(f"PUT /Items: unreadable item in the answer: {exc}") from None
+        return out
+
+    def _item_element(self, product: NewProduct) -> dict[str, Any]:
         sales: dict[str, Any] = {
             "UnitPrice": float(product.price),
             "AccountCode": product.account_code or self._account_code(),
@@ -611,8 +684,7 @@ class XeroConnector(Connector):
         if product.description:
             item["Description"] = product.description
         item["SalesDetails"] = sales
-        el = self._create("Items", item)
-        return product_from(el)
+        return item
 
     # customers ---------------------------------------------------------------------------------
     def _contact_pages(
@@ -724,31 +796,72 @@ class XeroConnector(Connector):
     def find_customers(
         self, *, email: str | None = None, account: str | None = None
     ) -> list[RemoteCustomer]:
-        found: dict[str, RemoteCustomer] = {}
-        if email and email.strip():
-            want = email.strip().casefold()
-            lowered = _where_string(email.strip().lower())
-            by_email = {"where": f"EmailAddress.ToLower()=={lowered}"}
-            for sheet, _ in self._contacts(by_email):
-                for c in sheet.rows:
-                    if not isinstance(c, dict) or is_nil(c.get("ContactID")):
-                        continue  # names no contact: never a match
-                    if (c.get("EmailAddress") or "").strip().casefold() == want:
-                        found.setdefault(str(c.get("ContactID")), _matched(c))
-        if account:
-            code = _where_string(account)
-            where = f"AccountNumber=={code} OR ContactNumber=={code}"
+        found = self.find_customers_many([(email, account)])[0]
+        if isinstance(found, Rejected):
+            raise found
+        return found
+
+    def find_customers_many(
+        self, queries: list[tuple[str | None, str | None]]
+    ) -> list[list[RemoteCustomer] | Rejected]:
+        """Every (email, account) pair in one ``where`` of ORs (chunked to keep the URL short):
+        ``EmailAddress.ToLower()=="…"`` with the address lower-cased (Xero's ``==`` compares
+        case included: a contact saved as ``Jane@X.com`` is found by ``jane@x.com``) and
+        ``AccountNumber=="…" OR ContactNumber=="…"`` (exact). Each pair's matches are then
+        picked from the answer here, by the same exact comparisons."""
+        out: list[list[RemoteCustomer] | Rejected] = []
+        terms: list[list[str]] = []
+        for email, account in queries:
+            try:
+                terms.append(_contact_terms(email, account))
+            except Rejected as err:
+                terms.append([])
+                out.append(err)
+                continue
+            out.append([])
+        rows: dict[str, dict[str, Any]] = {}
+        for where in _where_chunks([t for t, o in zip(terms, out, strict=True) if o == []]):
             for sheet, _ in self._contacts({"where": where}):
                 for c in sheet.rows:
-                    if not isinstance(c, dict) or is_nil(c.get("ContactID")):
-                        continue
-                    if account in (c.get("AccountNumber"), c.get("ContactNumber")):
-                        found.setdefault(str(c.get("ContactID")), _matched(c))
-        return list(found.values())
+                    if isinstance(c, dict) and not is_nil(c.get("ContactID")):
+                        rows.setdefault(str(c.get("ContactID")), c)  # names no contact: skipped
+        for i, (email, account) in enumerate(queries):
+            if isinstance(out[i], Rejected):
+                continue
+            out[i] = [_matched(c) for c in rows.values() if _contact_matches(c, email, account)]
+        return out
 
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
-        name = self._contact_name(customer)
-        contact: dict[str, Any] = {"Name": name}
+        made = self.create_customers([customer])[0]
+        if isinstance(made, Rejected):
+            raise made
+        return made
+
+    def create_customers(self, customers: list[NewCustomer]) -> list[RemoteCustomer | Rejected]:
+        """``PUT /Contacts`` with every customer as one element (summarizeErrors=false: one
+        outcome each). A contact whose name another active contact holds, and that Xero refused
+        for nothing else, is sent again (all such in one more call) with a disambiguating
+        suffix ("Jane Doe (#ACC-1)"): we never touch the other contact."""
+        contacts = [self._contact_element(c) for c in customers]
+        results = self._create_many("Contacts", contacts)
+        # decided on Xero's messages one by one: a distinct name helps only when the name clash
+        # is all Xero objected to (another refusal would stand for the new name too)
+        again = [
+            i
+            for i, r in enumerate(results)
+            if isinstance(r, Rejected) and r.errors and all(NAME_TAKEN in m for m in r.errors)
+        ]
+        if again:
+            renamed = [
+                {**contacts[i], "Name": self._disambiguated(contacts[i]["Name"], customers[i])}
+                for i in again
+            ]
+            for i, result in zip(again, self._create_many("Contacts", renamed), strict=True):
+                results[i] = result
+        return [r if isinstance(r, Rejected) else customer_from(r) for r in results]
+
+    def _contact_element(self, customer: NewCustomer) -> dict[str, Any]:
+        contact: dict[str, Any] = {"Name": self._contact_name(customer)}
         for key, value in (
             ("FirstName", customer.first_name),
             ("LastName", customer.last_name),
@@ -759,16 +872,7 @@ class XeroConnector(Connector):
         ):
             if value:
                 contact[key] = value
-        try:
-            return customer_from(self._create("Contacts", contact))
-        except Rejected as err:
-            # decided on Xero's messages one by one: a distinct name helps only when the name
-            # clash is all Xero objected to (another refusal would stand for the new name too)
-            if not (err.errors and all(NAME_TAKEN in m for m in err.errors)):
-                raise
-        # The name belongs to another active contact: never touch it, make ours distinct.
-        contact["Name"] = self._disambiguated(name, customer)
-        return customer_from(self._create("Contacts", contact))
+        return contact
 
     @staticmethod
     def _contact_name(customer: NewCustomer) -> str:
@@ -1195,9 +1299,43 @@ class XeroConnector(Connector):
     def _charge_account_code(self) -> str:
         return str(self.settings.get("charge_account_code") or self._account_code())
 
-    def _create(self, plural: str, element: dict[str, Any]) -> dict[str, Any]:
-        body = {plural: [element]}
-        return self._put(plural, body, _key_for(body), params={"summarizeErrors": "false"})
+    def _create_many(
+        self, plural: str, elements: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | Rejected]:
+        """PUT the elements in one plural envelope with summarizeErrors=false: each element's
+        own outcome (its record, or ``Rejected`` with its messages); a 400 for the call refuses
+        every element. The Idempotency-Key is the body's digest, so a retry is replayed."""
+        body = {plural: elements}
+        resp = self.http.request(
+            "PUT",
+            f"{API}/{plural}",
+            params={"summarizeErrors": "false"},
+            json_body=body,
+            headers={"Idempotency-Key": _key_for(body)},
+            retry=True,  # safe: the provider replays the stored answer for the same key
+            ok=(400,),  # a ValidationException is read here, message by message
+        )
+        if resp.status_code == 400:
+            return [_rejected_call(plural, resp)] * len(elements)
+        answer = parse_json(resp)
+        got = answer.get(plural) if isinstance(answer, dict) else None
+        if not isinstance(got, list) or len(got) != len(elements):
+            raise BadResponse(f"PUT /{plural}: expected {len(elements)} element(s) in the response")
+        out: list[dict[str, Any] | Rejected] = []
+        for sent, el in zip(elements, got, strict=True):
+            messages = refused(el) or _untrusted(plural, sent, el if isinstance(el, dict) else {})
+            if messages:
+                out.append(
+                    Rejected(
+                        f"PUT /{plural}: " + "; ".join(messages),
+                        errors=messages,
+                        status=200,
+                        body=secrets.redact(json.dumps(el)[:2000]),
+                    )
+                )
+            else:
+                out.append(el)
+        return out
 
     def _put(
         self, plural: str, body: dict[str, Any], key: str, *, params: dict[str, str]

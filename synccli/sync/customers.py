@@ -30,8 +30,10 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, NoReturn
 
 from sqlalchemy.exc import IntegrityError
@@ -41,7 +43,7 @@ from synccli.clock import (
     parse_since,  # noqa: F401 - re-exported for the CLI
 )
 from synccli.connectors.base import NewCustomer, RemoteCustomer
-from synccli.errors import Rejected, UsageError
+from synccli.errors import ClaimLost, Rejected, UsageError
 from synccli.remote_ids import refusal
 from synccli.store.customers import (
     customers_by_account,
@@ -800,17 +802,10 @@ def _create_remote(
 ) -> str:
     """No customer at the provider matches: created there, then linked in the same breath."""
     store, conn_id = ctx.store, ctx.connection.id
-    provider = ctx.connection.provider
     connector = ctx.connector
     if ctx.dry_run or c.id is None:
         return DRY_RUN_REMOTE_ID
-    first, last = c.first_name, c.last_name
-    if not (first or last):
-        first, _, rest = c.name.partition(" ")
-        last = rest or None
-    new = NewCustomer(
-        name=c.name, email=email, account_number=account, first_name=first, last_name=last
-    )
+    new = _new_customer(c, email, account)
     unanswered = None if connector.refinds_customer(email, account) else f"local:{c.id}"
     if unanswered is not None:
         _before_blind_create(ctx, order, c, who, unanswered)
@@ -821,9 +816,35 @@ def _create_remote(
             with store.session() as s:
                 _resolve(s, conn_id, [unanswered], ctx.clock.now(), kinds=(UNANSWERED,))
         raise
+    return _record_created(ctx, order, c, remote, who, unanswered)
+
+
+def _new_customer(c: _OrderCustomer, email: str | None, account: str | None) -> NewCustomer:
+    first, last = c.first_name, c.last_name
+    if not (first or last):
+        first, _, rest = c.name.partition(" ")
+        last = rest or None
+    return NewCustomer(
+        name=c.name, email=email, account_number=account, first_name=first, last_name=last
+    )
+
+
+def _record_created(
+    ctx: JobContext,
+    order: Order,
+    c: _OrderCustomer,
+    remote: RemoteCustomer,
+    who: str,
+    unanswered: str | None = None,
+) -> str:
+    """The provider created the customer: link it (origin "created") with a review item, at
+    once, so nothing later can make us create it again."""
+    store, conn_id = ctx.store, ctx.connection.id
+    provider = ctx.connection.provider
     why = refusal(f"new customer {who}", remote.remote_id)
     if why:  # nothing to link to: the order waits, the merchant hears
         raise Rejected(f"order {order.number}: {why}")
+    assert c.id is not None
     now = ctx.clock.now()
     # OCA: commit right after the remote create, so nothing later can make us create it again.
     with store.session() as s:
@@ -868,6 +889,136 @@ def _create_remote(
         "order %s: created %s customer %s for %s", order.number, provider, remote.remote_id, who
     )
     return remote.remote_id
+
+
+# --- several orders at once (post-invoices, where the provider takes batches) -------------------
+Outcome = str | Exception  # a remote id, or what refused or failed for that customer
+
+
+def ensure_customers(ctx: JobContext, orders: list[Order]) -> dict[int, Outcome]:
+    """:func:`ensure_customer` for the orders of one post-invoices run at once: the customers that
+    are not linked are looked up together (``find_customers_many``: one call at Xero) and those
+    the provider lacks created together (``create_customers``), each decided by the same rules
+    as one alone. Returns an outcome per order id; an order left out (its customer cannot be
+    looked up by email or account, or a write found a claim lost) goes the one-by-one way.
+    The creation locks of every customer are held across the look-up and the creates."""
+    out: dict[int, Outcome] = {}
+    views: dict[int, tuple[_OrderCustomer, Order]] = {}
+    members: dict[int, list[int]] = defaultdict(list)
+    for order in orders:
+        try:
+            c = _order_customer(ctx, order)
+        except Exception as err:  # refused or failed: that order's outcome
+            out[order.id] = err
+            continue
+        if c.remote_id is not None:
+            out[order.id] = c.remote_id
+            continue
+        email, account = (c.email or "").strip() or None, (c.account or "").strip() or None
+        if c.id is None or not (email or account):
+            continue
+        if not ctx.connector.refinds_customer(email, account):
+            continue
+        views.setdefault(c.id, (c, order))
+        members[c.id].append(order.id)
+    if not views:
+        return out
+    with ExitStack() as locks:
+        for cid in sorted(views):
+            locks.enter_context(creation_lock(ctx, "customer", f"#{cid}"))
+        results = _look_up_and_create(ctx, views)
+    for cid, ids in members.items():
+        if cid in results:
+            out.update(dict.fromkeys(ids, results[cid]))
+    return out
+
+
+def _outcome(step: Callable[[], str]) -> Outcome:
+    try:
+        return step()
+    except ClaimLost:
+        raise
+    except Exception as err:
+        return err
+
+
+def _look_up_and_create(
+    ctx: JobContext, views: dict[int, tuple[_OrderCustomer, Order]]
+) -> dict[int, Outcome]:
+    """Under the customers' creation locks: linked meanwhile -> that link; else one look-up of
+    them all, then one create of those the provider lacks."""
+    conn_id = ctx.connection.id
+    results: dict[int, Outcome] = {}
+    with ctx.store.session() as s:
+        for cid in views:
+            link = link_by_local(s, conn_id, KIND, cid)
+            if link is not None:  # another worker got there while we waited
+                results[cid] = link.remote_id
+    todo = [cid for cid in sorted(views) if cid not in results]
+    keys = [_lookup_keys(views[cid][0]) for cid in todo]
+    try:
+        found = ctx.connector.find_customers_many(keys) if todo else []
+    except Exception as err:  # the look-up failed: so did each customer of it
+        return {**results, **dict.fromkeys(todo, err)}
+    create: list[int] = []
+    for cid, matches in zip(todo, found, strict=True):
+        c, order = views[cid]
+        if isinstance(matches, Rejected):
+            results[cid] = matches
+            continue
+        decided = _decide(ctx, order, c, matches)
+        if decided is None:
+            create.append(cid)
+        else:
+            results[cid] = decided
+    if create:
+        results.update(_create_all(ctx, views, create))
+    return results
+
+
+def _lookup_keys(c: _OrderCustomer) -> tuple[str | None, str | None]:
+    return (c.email or "").strip() or None, (c.account or "").strip() or None
+
+
+def _decide(
+    ctx: JobContext, order: Order, c: _OrderCustomer, found: list[RemoteCustomer]
+) -> Outcome | None:
+    """What the look-up's matches mean for one customer (as ``_find_or_create_remote``): linked,
+    refused, or None when nothing matches and it is to be created."""
+    with ctx.store.session() as s:
+        owners = {}
+        for r in found:
+            link = link_by_remote(s, ctx.connection.id, KIND, r.remote_id)
+            if link is not None:
+                owners[r.remote_id] = link.local_id
+    active = [r for r in found if r.active]
+    free = [r for r in active if r.remote_id not in owners]
+    who = _describe(c)
+    if len(free) == 1 and len(active) == 1:
+        return _outcome(lambda: _link_found(ctx, order, c, free[0], who))
+    if found:
+        return _outcome(lambda: _refuse_found(ctx, order, c, found, owners, who))
+    return None
+
+
+def _create_all(
+    ctx: JobContext, views: dict[int, tuple[_OrderCustomer, Order]], cids: list[int]
+) -> dict[int, Outcome]:
+    news = [_new_customer(views[cid][0], *_lookup_keys(views[cid][0])) for cid in cids]
+    try:
+        made = ctx.connector.create_customers(news)
+    except ClaimLost:
+        return {}  # nothing was sent: each goes the one-by-one way, under its own claim
+    except Exception as err:
+        return dict.fromkeys(cids, err)
+    results: dict[int, Outcome] = {}
+    for cid, remote in zip(cids, made, strict=True):
+        c, order = views[cid]
+        if isinstance(remote, Rejected):
+            results[cid] = remote
+            continue
+        results[cid] = _outcome(partial(_record_created, ctx, order, c, remote, _describe(c)))
+    return results
 
 
 def _before_blind_create(

@@ -49,6 +49,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -66,6 +67,7 @@ from synccli.connectors.base import (
     PostedInvoice,
     RefundTarget,
     RefusedAfterCreate,
+    RemoteProduct,
 )
 from synccli.errors import ClaimLost, ConfigError, Rejected, TransientError, UsageError
 from synccli.outcomes import InvoiceAction, outcome_of
@@ -101,6 +103,7 @@ from synccli.store.runs import owner_id
 from synccli.store.sync_state import (
     add_link,
     add_review,
+    get_cursor,
     link_by_local,
     link_by_remote,
     posted_before,
@@ -313,24 +316,85 @@ def _claim_batch(
 ) -> tuple[list[tuple[_Worker, InvoiceDraft]], list[_Worker]] | None:
     """Claim and prepare up to ``room`` due jobs: those to post, and those whose invoice is
     posted and whose payments remain. None when nothing was due; jobs that ended while being
-    prepared (found, invalid, rejected, transient) are in neither list."""
-    prepared: list[tuple[_Worker, InvoiceDraft]] = []
-    paying: list[_Worker] = []
-    claimed = 0
-    while claimed < room:
+    prepared (found, invalid, rejected, transient) are in neither list. Where the provider
+    takes several records a call, the batch's customers and products are looked up and
+    created together first (:func:`_dependencies`)."""
+    workers: list[_Worker] = []
+    while len(workers) < room:
         job_id = claim_next(ctx.store, ctx.connection.id, worker, ctx.clock.now(), ttl, seen)
         if job_id is None:
             break
-        claimed += 1
         seen.add(job_id)
         report.due += 1
-        w = _Worker(ctx, job_id, worker, ttl, policy, mailer, report)
-        result = w.guard(w.prepare)
+        workers.append(_Worker(ctx, job_id, worker, ttl, policy, mailer, report))
+    if not workers:
+        return None
+    deps = _dependencies(ctx, workers) if ctx.connector.capabilities.dependency_batch else None
+    prepared: list[tuple[_Worker, InvoiceDraft]] = []
+    paying: list[_Worker] = []
+    for i, w in enumerate(workers):
+        w.deps = deps
+        try:
+            result = w.guard(w.prepare)
+        except BaseException:  # the run stops: the jobs not prepared yet go back to the queue
+            for rest in workers[i + 1 :]:
+                rest.unclaim()
+            raise
         if isinstance(result, InvoiceDraft):
             prepared.append((w, result))
         elif w.pay_due:  # found at the provider, or posted by an earlier run
             paying.append(w)
-    return None if claimed == 0 else (prepared, paying)
+    return prepared, paying
+
+
+@dataclass
+class Dependencies:
+    """The customers and products of a batch's invoices, looked up and created together before
+    the batch is prepared: per order id the customer's remote id, per SKU the product; or what
+    refused or failed for it (raised again when its job is prepared). A job whose dependency is
+    absent here finds it linked, or goes the one-by-one way."""
+
+    customers: dict[int, str | Exception] = field(default_factory=dict)
+    products: dict[str, EnsuredProduct | Exception] = field(default_factory=dict)
+
+
+def _dependencies(ctx: JobContext, workers: list[_Worker]) -> Dependencies | None:
+    """One look-up of the batch's unlinked customers, one create of those the provider lacks, one
+    create of the products it lacks (#21: Xero takes several records a call). Every write is
+    fenced by the batch's claims; a problem here only leaves the jobs to the one-by-one way."""
+    from synccli.sync.customers import ensure_customers
+
+    w0 = workers[0]
+    try:
+        with ctx.store.session() as s:
+            rows = [job_with_order(s, w.job_id) for w in workers]
+            dues = [Due.of(job, order) for job, order in rows]
+            plans = plan_invoices(s, ctx.connection, dues, w0.policy, ctx.clock.now())
+        # a job looked up first may be found (no dependency needed), an invalid one is refused,
+        # one posted already only pays, a refund may wait for its order: each goes its own way
+        ready = [
+            (due.order, plan)
+            for due, plan in zip(dues, plans, strict=True)
+            if not (plan.problems or plan.look_up or due.paying or due.order.refund_of)
+        ]
+        deps = Dependencies()
+        with ctx.fenced(lambda: _fence(workers), w0.ttl):
+            unlinked = [order for order, plan in ready if plan.customer_remote_id is None]
+            if unlinked:
+                deps.customers = ensure_customers(ctx, unlinked)
+            lines: dict[str, tuple[OrderLine, str]] = {}
+            for order, plan in ready:
+                for line in order.lines:
+                    if line.sku in plan.missing_products:
+                        lines.setdefault(line.sku, (line, order.number))
+            if lines:
+                deps.products = ensure_products(ctx, lines, w0.report)
+        return deps
+    except ClaimLost:
+        return None
+    except Exception:  # never a reason to stop: each job does its own, and meets the problem
+        log.exception("could not prepare the batch's customers and products together")
+        return None
 
 
 def _post_batch(ctx: JobContext, workers: list[tuple[_Worker, InvoiceDraft]]) -> list[str]:
@@ -404,9 +468,17 @@ class _Worker:
         self.remote_id = ""
         self.payment_refusals: list[str] = []
         self.payment_unclear: list[str] = []
+        self.deps: Dependencies | None = None  # its batch's customers and products, if done
 
     def now(self) -> datetime:
         return self.ctx.clock.now()
+
+    def unclaim(self) -> None:
+        """Give a claimed job back untouched (the run stops before it was worked on)."""
+        with self.store.locked() as s:
+            job = self.held(s)
+            if job is not None:
+                job.claimed_by, job.claimed_until = None, None
 
     def run(self) -> str:
         """Prepare and post this job alone."""
@@ -523,12 +595,12 @@ class _Worker:
                 return self.posted(self.ctx.connector.finish_found(found), "found", asked)
             lookup = f"looked up invoice {order.number}: not found; "
         self.summary = lookup + f"prepare invoice {order.number}: customer and products"
-        customer_id = plan.customer_remote_id or ensure_customer(self.ctx, order)
+        customer_id = plan.customer_remote_id or self.customer(order)
         products = dict(plan.products)  # linked already: no call
         for line in order.lines:
             # a line without a product code is never matched to a product nor creates one
             if not codeless(line) and line.sku not in products:
-                products[line.sku] = ensure_product(self.ctx, line, order.number, self.report)
+                products[line.sku] = self.product(line, order.number)
         draft = self.draft(order, customer_id, products)
         self.summary = lookup + _summary(draft, self.key)
         if not self.mark_posting():
@@ -566,6 +638,20 @@ class _Worker:
         self.report.waiting += 1
         log.info("refund %s: %s", self.order.number, why)
         return self.outcome("waiting", error=why)
+
+    def customer(self, order: Order) -> str:
+        """The order's remote customer: as its batch found or created it, else one by one."""
+        done = self.deps.customers.get(order.id) if self.deps is not None else None
+        if isinstance(done, Exception):
+            raise done
+        return done or ensure_customer(self.ctx, order)
+
+    def product(self, line: OrderLine, number: str) -> EnsuredProduct:
+        """A line's remote product: as its batch found or created it, else one by one."""
+        done = self.deps.products.get(line.sku) if self.deps is not None else None
+        if isinstance(done, Exception):
+            raise done
+        return done or ensure_product(self.ctx, line, number, self.report)
 
     def renumbered(self, order: Order, key: str) -> tuple[PostedInvoice | None, str] | str:
         """The shop changed the order's number after a post of it got no clear answer: that post
@@ -1011,7 +1097,9 @@ def ensure_product(
 ) -> EnsuredProduct:
     """The remote product for an order line: the linked one; else the provider's product with
     exactly this code (linked now); else one created from the line (linked, origin "created",
-    and a "created_product" review item, committed the moment the provider answers)."""
+    and a "created_product" review item, committed the moment the provider answers). Where the
+    last pull read the whole catalogue (:func:`_create_first`), the create goes first and the
+    look-up follows only when the provider says it has the code."""
     sku = line.sku
     found = _linked(ctx, sku)
     if found is not None:
@@ -1020,48 +1108,146 @@ def ensure_product(
         found = _linked(ctx, sku)  # another worker may have linked it while we waited
         if found is not None:
             return found
+        if _create_first(ctx):
+            made = ctx.connector.create_products([_new_product(ctx, line)])[0]
+            return _created_or_matched(ctx, line, order_number, report, made)
         remote = ctx.connector.find_product(sku)
         if remote is not None:
-            _believe(f"product {sku}", remote.remote_id, sku, remote.code)
-            result = _link_product(
-                ctx,
-                sku,
-                remote.remote_id,
-                remote.code or sku,
-                remote.name,
-                remote.price,
-                "matched",
-                line,
-                order_number,
-            )
-            if report is not None:
-                report.products_linked += 1
-            return result
-        new = NewProduct(
-            code=sku,
-            name=(line.description or sku).strip()[:50] or sku,
-            price=Decimal(line.unit_price),
-            description=line.description,
-            tax_code=line.tax_code,
-            account_code=line.account_code or (ctx.connection.settings or {}).get("account_code"),
-        )
-        created = ctx.connector.create_product(new)
-        _believe(f"new product {sku}", created.remote_id, sku, created.code)
-        result = _link_product(
-            ctx,
-            sku,
-            created.remote_id,
-            created.code or sku,
-            created.name or new.name,
-            new.price,
-            "created",
-            line,
-            order_number,
-        )
-        if report is not None:
-            report.products_created += 1
-        log.info("product %s created as %s (order %s)", sku, created.remote_id, order_number)
-        return result
+            return _matched(ctx, line, order_number, report, remote)
+        created = ctx.connector.create_product(_new_product(ctx, line))
+        return _created(ctx, line, order_number, report, created)
+
+
+def ensure_products(
+    ctx: JobContext, lines: dict[str, tuple[OrderLine, str]], report: PostReport
+) -> dict[str, EnsuredProduct | Exception]:
+    """:func:`ensure_product` for the products of a batch's invoices at once (``lines``: a line
+    and its order number by SKU): one create of every product the provider lacks
+    (``create_products``: one call at Xero), under every SKU's creation lock. Where a look-up
+    must come first (no whole catalogue read yet), each goes the one-by-one way."""
+    if not _create_first(ctx):
+        return {}
+    out: dict[str, EnsuredProduct | Exception] = {}
+    with ExitStack() as locks:
+        for sku in sorted(lines):
+            locks.enter_context(creation_lock(ctx, "product", sku))
+        with ctx.store.session() as s:
+            out.update(_linked_products(s, ctx.connection.id, list(lines)))
+        todo = [sku for sku in sorted(lines) if sku not in out]
+        if not todo:
+            return out
+        try:
+            made = ctx.connector.create_products([_new_product(ctx, lines[sku][0]) for sku in todo])
+        except ClaimLost:
+            return out  # nothing was sent: each goes the one-by-one way, under its own claim
+        except Exception as err:  # the call failed: so did each product of it
+            return {**out, **dict.fromkeys(todo, err)}
+        for sku, result in zip(todo, made, strict=True):
+            line, number = lines[sku]
+            try:
+                out[sku] = _created_or_matched(ctx, line, number, report, result)
+            except ClaimLost:
+                raise
+            except Exception as err:
+                out[sku] = err
+    return out
+
+
+def _create_first(ctx: JobContext) -> bool:
+    """Whether a product with no link may be created without a look-up first: the provider
+    refuses a code it has (``code_taken``, read per element) and a completed pull read its
+    whole catalogue (Xero: every pull, one call), so a code with no link is new unless it was
+    created there since; that create is refused, and only then is it looked up and linked.
+    Never a second product with one code."""
+    caps = ctx.connector.capabilities
+    if not (caps.dependency_batch and caps.full_catalogue_call):
+        return False
+    with ctx.store.session() as s:
+        cursor = get_cursor(s, ctx.connection.id, "products")
+    return cursor is not None and cursor.value is not None
+
+
+def _new_product(ctx: JobContext, line: OrderLine) -> NewProduct:
+    sku = line.sku
+    return NewProduct(
+        code=sku,
+        name=(line.description or sku).strip()[:50] or sku,
+        price=Decimal(line.unit_price),
+        description=line.description,
+        tax_code=line.tax_code,
+        account_code=line.account_code or (ctx.connection.settings or {}).get("account_code"),
+    )
+
+
+def _created_or_matched(
+    ctx: JobContext,
+    line: OrderLine,
+    order_number: str | None,
+    report: PostReport | None,
+    made: RemoteProduct | Rejected,
+) -> EnsuredProduct:
+    """A create's outcome: linked as created; or, refused because the provider has the code
+    (created there since the last pull), looked up and linked as matched; else the refusal."""
+    if not isinstance(made, Rejected):
+        return _created(ctx, line, order_number, report, made)
+    if not ctx.connector.code_taken(made.errors or [made.message]):
+        raise made
+    remote = ctx.connector.find_product(line.sku)
+    if remote is None:  # it says taken, yet no exact match (another case, say): the refusal
+        raise made
+    return _matched(ctx, line, order_number, report, remote)
+
+
+def _matched(
+    ctx: JobContext,
+    line: OrderLine,
+    order_number: str | None,
+    report: PostReport | None,
+    remote: RemoteProduct,
+) -> EnsuredProduct:
+    sku = line.sku
+    _believe(f"product {sku}", remote.remote_id, sku, remote.code)
+    result = _link_product(
+        ctx,
+        sku,
+        remote.remote_id,
+        remote.code or sku,
+        remote.name,
+        remote.price,
+        "matched",
+        line,
+        order_number,
+    )
+    if report is not None:
+        report.products_linked += 1
+    return result
+
+
+def _created(
+    ctx: JobContext,
+    line: OrderLine,
+    order_number: str | None,
+    report: PostReport | None,
+    created: RemoteProduct,
+) -> EnsuredProduct:
+    sku = line.sku
+    new = _new_product(ctx, line)
+    _believe(f"new product {sku}", created.remote_id, sku, created.code)
+    result = _link_product(
+        ctx,
+        sku,
+        created.remote_id,
+        created.code or sku,
+        created.name or new.name,
+        new.price,
+        "created",
+        line,
+        order_number,
+    )
+    if report is not None:
+        report.products_created += 1
+    log.info("product %s created as %s (order %s)", sku, created.remote_id, order_number)
+    return result
 
 
 def _believe(what: str, remote_id: str, asked: str, got: str | None) -> None:
