@@ -284,6 +284,64 @@ class Ghosts:
         }
 
 
+# --- the safe floor of post-invoices -----------------------------------------------------------
+class Floor:
+    """The calls ANY correct client needs to post the month's orders at this provider, counted
+    run by run from what each post-invoices run sent (the same orders, retries and timing as
+    ours):
+
+    - posts: one call per ``invoice_batch`` invoices sent in the run (Xero: 50 a PUT);
+    - a customer the shop has never sent (the month's new buyers): one look-up (it may have
+      been created at the provider since link-customers last ran, and a second contact must
+      not be made) and one create. Where the provider takes several records a call
+      (``dependency_batch``: Xero's PUT /Contacts and a where of ORs), one look-up and one
+      create per run however many;
+    - an item the provider lacks: one create (per run, batched, where it takes arrays); a
+      look-up before it only where no pull reads the whole catalogue (elsewhere the last full
+      read says it is new, and the provider refuses a code it has);
+    - lists a provider needs read (Lightspeed's tax categories): once a day with posts.
+
+    Customers the shop's orders name that link-customers linked need no call, as do items the
+    pulls linked."""
+
+    def __init__(self, provider: str) -> None:
+        entry = registry.get(provider)
+        self.caps, self.daily = entry.capabilities, entry.calls.daily_list_calls
+        self.calls = 0
+        self.parts: Counter[str] = Counter()
+        self.seen: set[str] = set()  # new customers and items already created
+        self.days: set[Any] = set()
+
+    def run(self, report: Any, needs: dict[str, tuple[str | None, str | None]], now: Any) -> None:
+        sent = [
+            i.number
+            for i in getattr(report, "invoices", [])
+            if i.outcome in ("posted", "rejected", "mismatch")
+        ]
+        if not sent:
+            return
+        parts = {"posts": math.ceil(len(sent) / max(1, self.caps.invoice_batch))}
+        customers = {needs[n][0] for n in sent if n in needs and needs[n][0]} - self.seen
+        items = {needs[n][1] for n in sent if n in needs and needs[n][1]} - self.seen
+        self.seen |= customers | items
+        if self.caps.dependency_batch:
+            parts["customer look-ups"] = 1 if customers else 0
+            parts["customer creates"] = 1 if customers else 0
+            parts["item creates"] = 1 if items else 0
+        else:
+            parts["customer look-ups"] = len(customers)
+            parts["customer creates"] = len(customers)
+            parts["item creates"] = len(items)
+            if not self.caps.full_catalogue_call:
+                parts["item look-ups"] = len(items)
+        if self.daily and now.date() not in self.days:
+            self.days.add(now.date())
+            parts["daily lists"] = self.daily
+        for name, n in parts.items():
+            self.parts[name] += n
+            self.calls += n
+
+
 # --- the naive (seed) strategy ----------------------------------------------------------------
 class Naive:
     """The seed's strategy, as a small client-side loop that makes its real calls against a twin
@@ -540,6 +598,8 @@ class Month:
         self.refunds: list[str] = []
         self.onboarding: dict[str, int] = {}
         self.bugs: dict[str, str] = {}
+        self.needs: dict[str, tuple[str | None, str | None]] = {}  # order -> new customer, item
+        self.floor = Floor(provider)
 
     # set-up ----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -808,6 +868,7 @@ class Month:
         ]
         c = self.rng.choice(self.known_customers)
         customer = {"email": c.email, "account_number": c.account_number, "name": c.name}
+        k = 0
         if unknown:
             self.unknown_no += 1
             k = self.unknown_no
@@ -828,6 +889,9 @@ class Month:
                     "account_number": f"NEWC-{k:05d}",
                     "name": f"New Buyer{k}",
                 }
+        new_customer = customer["email"] if unknown and not k % 2 else None
+        new_item = lines[-1]["sku"] if unknown and k % 2 else None
+        self.needs[number] = (new_customer, new_item)
         plain = _order(number, self.clock.now(), customer, lines)
         order = self.merchant_mix(plain, tax) if self.args.mix == "merchant" else plain
         add_orders(self.store, self.conn, json.dumps(order), now=self.clock.now())
@@ -920,6 +984,8 @@ class Month:
             return
         self.runs[job] += 1
         self.calls[job] += calls
+        if job == Job.POST_INVOICES and jc is not None:
+            self.floor.run(jc.counts, self.needs, now)
         self.outcomes[job][outcome] += 1
         self.wall[job] += time.perf_counter() - started
         if job in (Job.PULL_PRODUCTS, Job.SWEEP_OLDEST):
@@ -1025,6 +1091,12 @@ class Month:
                 "outcomes": dict(self.outcomes.get(job, {})),
                 "wall_s": round(self.wall.get(job, 0.0), 1),
             }
+        floor = self.floor.calls * scale30
+        jobs[Job.POST_INVOICES]["floor_per_month"] = round(floor, 1)
+        jobs[Job.POST_INVOICES]["floor_parts"] = dict(self.floor.parts)
+        jobs[Job.POST_INVOICES]["vs_floor_pct"] = common.pct(
+            jobs[Job.POST_INVOICES]["per_month"], floor
+        )
         total = sum(self.calls.values())
         total_month = total * scale30
         naive_total = sum(self.naive.calls.values()) * scale30 if self.naive else None
@@ -1342,6 +1414,14 @@ def render(results: list[dict[str, Any]], info: dict[str, str], args: argparse.N
         docs = r.get("documents") or {}
         if docs:
             out.append(f"  {r['provider']} ({r.get('mix')} mix): " + json.dumps(docs))
+        post = r["jobs"][Job.POST_INVOICES]
+        if post.get("floor_per_month") is not None:
+            out.append(
+                f"{r['provider']}: post-invoices {post['per_month']} a month against a safe floor "
+                f"of {post['floor_per_month']} ({_signed(post['vs_floor_pct'])}%): "
+                + ", ".join(f"{k} {v}" for k, v in post["floor_parts"].items())
+                + " (the calls any correct client needs for the month's orders, Floor above)"
+            )
     for r in results:
         notes = []
         if r["sweep_sizes"]:
