@@ -17,6 +17,7 @@ import importlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -243,6 +244,10 @@ class CallPattern:
     customer_page: int  # customers a page of a changed-customers read
     stock_changes_read: bool = False  # an incremental pull also pages through changed stock
     daily_list_calls: int = 0  # post-invoices: lists read again once a day (tax categories)
+    # How far behind the moment they were made the provider's record stamps read: a cursor
+    # taken from them starts that much further back, so every pull reads that much again
+    # (Unleashed's JSON dates, 13 h behind real UTC in the recordings: provider notes §6).
+    stamp_lag: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -477,7 +482,7 @@ UNLEASHED = Provider(
             "api_key", "the account's API key", secret=True, env="SYNC_API_KEY", label="API key"
         ),
     ),
-    calls=CallPattern(customer_page=1000, stock_changes_read=True),
+    calls=CallPattern(customer_page=1000, stock_changes_read=True, stamp_lag=timedelta(hours=13)),
     sandbox=Sandbox("synccli.sandbox.unleashed", tax_code="G.S.T."),
     key_source="Integration > Unleashed API Access",
 )

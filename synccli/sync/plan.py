@@ -36,6 +36,12 @@ class ProviderModel:
     invoice_batch: int = 1  # invoices one post call carries
     catalogue_page: int | None = None  # products a page when a sweep lists the whole catalogue
     display_name: str = ""
+    # hours every pull reads again before its interval: the cursor's overlap, plus how far
+    # behind the provider's stamps read (Unleashed: 14 h + 13 h)
+    reread_hours: float = 0.0
+    # a run's new customers looked up in one call and created in one, its new products created
+    # in one (dependency_batch)
+    batched_dependencies: bool = False
 
 
 def model(provider: str) -> ProviderModel:
@@ -48,6 +54,9 @@ def model(provider: str) -> ProviderModel:
     entry = registry.get(provider)
     caps, limits, calls = entry.capabilities, entry.limits, entry.calls
     page = caps.catalogue_page
+    # where a pull reads the whole catalogue and the provider refuses a code it has, a product
+    # the last pull did not see is created without a look-up first (post-invoices, #21)
+    create_first = caps.dependency_batch and caps.full_catalogue_call
     return ProviderModel(
         provider,
         limits.per_day,
@@ -64,6 +73,11 @@ def model(provider: str) -> ProviderModel:
         invoice_batch=caps.invoice_batch,
         catalogue_page=page,
         display_name=entry.display_name,
+        find_product=0 if create_first else 1,
+        # one combined look-up (email OR account number) where the provider can OR them
+        find_customer=1 if caps.dependency_batch else 2,
+        reread_hours=(caps.cursor_overlap + calls.stamp_lag).total_seconds() / 3600,
+        batched_dependencies=caps.dependency_batch,
     )
 
 
@@ -213,8 +227,11 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
     for entry in schedule:
         runs = max(1, entry.runs_per_day)
         if entry.job == Job.PULL_PRODUCTS:
-            changed = merchant.products * merchant.product_change_rate / runs
-            moved = merchant.products * merchant.stock_change_rate / runs
+            # a pull reads what changed since its cursor less the overlap: its interval and
+            # the re-read hours before it (a product changed twice in them is read once)
+            hours = 24 / runs + m.reread_hours
+            changed = _distinct(merchant.products, merchant.product_change_rate, hours)
+            moved = _distinct(merchant.products, merchant.stock_change_rate, hours)
             per_run = _pages(changed, m.item_page)
             if m.stock_page is not None:
                 per_run += _pages(moved, m.stock_page)
@@ -229,12 +246,22 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             n = _sweep_n(entry.argument, m, merchant, schedule)
             per_run = _by_id_calls(m, n)
             calls = per_run * runs
-            covered = (merchant.products if m.lookup_batch is None else n) * runs
+            covered: float = (merchant.products if m.lookup_batch is None else n) * runs
             note = f"{n} products a run, {per_run} call(s)"
             full = _catalogue_calls(m, merchant.products)
             auto = not (entry.argument and entry.argument.isdigit())
-            # `auto`: the day's share is done by the first run, which lists the whole
-            # catalogue instead when that costs fewer calls (the later runs find it done)
+            listing = _listing_calls(m, merchant.products)
+            # `auto`: where one listing of the whole catalogue (and its stock) costs fewer
+            # calls than all of it by id, it is listed once every SWEEP_DAYS and nothing is
+            # swept between
+            if auto and listing is not None and listing < _by_id_calls(m, merchant.products):
+                calls = listing / SWEEP_DAYS
+                covered = merchant.products / SWEEP_DAYS
+                note = (
+                    f"the whole catalogue ({merchant.products}) every {SWEEP_DAYS} days, "
+                    f"{listing} call(s)"
+                )
+                full = None
             share = math.ceil(merchant.products / SWEEP_DAYS) if auto else n
             if full is not None and n and full < _by_id_calls(m, share):
                 passes = 1 if auto else runs
@@ -251,10 +278,8 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
         else:  # post-invoices
             unknown = merchant.orders_per_day * merchant.unknown_share
             per_order = m.post_calls
-            lookups = unknown / 2 * (m.find_product + m.create_product) + unknown / 2 * (
-                m.find_customer + m.create_customer
-            )
             active_runs = min(runs, merchant.orders_per_day)
+            lookups = _dependency_calls(m, unknown, active_runs)
             posts: float
             if m.invoice_batch > 1 and active_runs:
                 orders_per_run = merchant.orders_per_day / active_runs
@@ -296,6 +321,38 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             f"the whole catalogue is swept only every {report.sweep_days} days (aim: 7)"
         )
     return report
+
+
+def _distinct(products: int, rate: float, hours: float) -> float:
+    """Products changed at least once in ``hours`` when ``rate`` of them change a day, each
+    change at a random product and time."""
+    return products * (1 - math.exp(-rate * hours / 24))
+
+
+def _dependency_calls(m: ProviderModel, unknown: float, active_runs: int) -> float:
+    """Look-ups and creates a day for the orders naming a product or customer the provider
+    lacks (half each). Where a run's dependencies go together, a run with any new customer
+    spends one look-up and one create, with any new product one create."""
+    products, customers = unknown / 2, unknown / 2
+    if not (m.batched_dependencies and active_runs):
+        return products * (m.find_product + m.create_product) + customers * (
+            m.find_customer + m.create_customer
+        )
+
+    def runs_with(n: float) -> float:  # runs that meet at least one (spread at random)
+        return active_runs * (1 - math.exp(-n / active_runs))
+
+    return runs_with(products) * (min(1, m.find_product) + min(1, m.create_product)) + runs_with(
+        customers
+    ) * (min(1, m.find_customer) + min(1, m.create_customer))
+
+
+def _listing_calls(m: ProviderModel, products: int) -> int | None:
+    """Calls to list the whole catalogue and, where stock is a list apart, every stock position
+    (None where a sweep cannot list it in pages)."""
+    if not m.catalogue_page or m.lookup_batch is None:
+        return None
+    return max(1, math.ceil(products / m.catalogue_page)) * m.sweep_calls_per_batch
 
 
 def _by_id_calls(m: ProviderModel, n: int) -> int:
