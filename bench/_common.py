@@ -37,6 +37,8 @@ from synccli.store.db import Store, make_engine  # noqa: E402
 from synccli.sync.plan import JOBS, Entry, _field_values, parse_crontab  # noqa: E402
 
 PROVIDERS = registry.suite_names()
+# the providers whose webhooks push product changes: the month with webhooks runs these
+PUSHED = registry.pushed_product_names()
 # Sandbox time scale (and the same on the connection): short limit windows (Xero's minute,
 # Lightspeed's leaky bucket) run this much faster than real time, so a simulated month does not
 # wait out real minutes. Day and month windows run on the simulated clock and are untouched.

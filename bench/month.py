@@ -1660,7 +1660,7 @@ def tasks(args: argparse.Namespace) -> list[tuple[str, str]]:
     webhooks, and the R-Series polled beside X-Series (#20 compares their months)."""
     if not args.webhooks:
         return [(p, "polled") for p in args.provider or list(common.PROVIDERS)]
-    providers = args.provider or ["unleashed", "lightspeed-x"]
+    providers = args.provider or list(common.PUSHED)
     out = [(p, mode) for p in providers for mode in ("polled", "webhooks")]
     if "lightspeed-x" in providers and "lightspeed" not in providers and not args.no_r_series:
         out.append(("lightspeed", "polled"))

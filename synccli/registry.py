@@ -264,6 +264,24 @@ class Sandbox:
     shared_suites: bool = True
 
 
+class Subscription(StrEnum):
+    """How a webhook subscription is made (`webhooks subscribe`)."""
+
+    API = "api"  # through the provider's API, by the connector (the ledger counts the calls)
+    PORTAL = "portal"  # by a person in the provider's screens: the steps are printed
+    FILE = "file"  # steps printed; the delivery URL (it holds the token) goes to an owner-only file
+
+
+@dataclass(frozen=True)
+class WebhookSupport:
+    """What a provider's webhooks are (#23), as data; the functions that read its deliveries and
+    subscribe live in its connector module (``webhook_*``, docs/adding-a-provider.md)."""
+
+    content_type: str  # a delivery of any other type is answered 415
+    streams: tuple[str, ...]  # our streams its deliveries cover (the others stay polled)
+    subscription: Subscription
+
+
 @dataclass(frozen=True)
 class Provider:
     name: str
@@ -277,6 +295,7 @@ class Provider:
     oauth: OAuthHooks | None = None
     # An API-key provider: where in its screens the account owner finds the id and key.
     key_source: str = ""
+    webhooks: WebhookSupport | None = None  # None: it sends no webhooks synccli follows
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.connector_module)
@@ -314,6 +333,13 @@ class Provider:
         """Whether a connection with ``settings`` needs `connections authorize` (a browser
         consent): not one with an API key, nor an OAuth one that gets its own tokens."""
         return self.oauth is not None and self.oauth.nothing_to_authorise(settings) is None
+
+    @property
+    def webhooks_support(self) -> WebhookSupport:
+        """Its webhook support, for a connection already known to receive deliveries."""
+        if self.webhooks is None:
+            raise ConfigError(f"{self.display_name} sends no webhooks synccli follows")
+        return self.webhooks
 
     def schema(self) -> tuple[Setting, ...]:
         """Every setting a connection to this provider may hold, common ones first."""
@@ -441,6 +467,12 @@ XERO = Provider(
             "nothing to authorise",
         ),
     ),
+    # no Items events: products stay polled [Xero-OpenAPI xero-webhooks.yaml]
+    webhooks=WebhookSupport(
+        "application/json",  # [Xero-OpenAPI xero-webhooks.yaml requestBody]
+        streams=("customers", "invoices"),
+        subscription=Subscription.PORTAL,
+    ),
 )
 
 UNLEASHED = Provider(
@@ -485,6 +517,11 @@ UNLEASHED = Provider(
     calls=CallPattern(customer_page=1000, stock_changes_read=True, stamp_lag=timedelta(hours=13)),
     sandbox=Sandbox("synccli.sandbox.unleashed", tax_code="G.S.T."),
     key_source="Integration > Unleashed API Access",
+    webhooks=WebhookSupport(
+        "application/json",  # [D-WH "Webhook Event Structure"]
+        streams=("products", "customers"),
+        subscription=Subscription.FILE,
+    ),
 )
 
 LIGHTSPEED = Provider(
@@ -614,6 +651,11 @@ LIGHTSPEED_X = Provider(
         ),
         callback=True,
     ),
+    webhooks=WebhookSupport(
+        "application/x-www-form-urlencoded",  # [D-WH "Payload"]
+        streams=("products", "stock", "customers", "sales"),
+        subscription=Subscription.API,
+    ),
 )
 
 # The registered providers, in the order lists show them.
@@ -638,6 +680,16 @@ def names() -> tuple[str, ...]:
 def suite_names() -> tuple[str, ...]:
     """The providers the shared job tests and the benchmarks run for (``Sandbox.shared_suites``)."""
     return tuple(p.name for p in PROVIDERS if p.sandbox.shared_suites)
+
+
+def webhook_names() -> tuple[str, ...]:
+    """The providers whose webhooks synccli receives (``Provider.webhooks``)."""
+    return tuple(p.name for p in PROVIDERS if p.webhooks is not None)
+
+
+def pushed_product_names() -> tuple[str, ...]:
+    """The providers whose webhooks push product changes (the month with webhooks runs them)."""
+    return tuple(p.name for p in PROVIDERS if p.webhooks and "products" in p.webhooks.streams)
 
 
 def choices() -> str:

@@ -17,6 +17,7 @@ from synccli import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVIDERS = set(registry.suite_names())  # the benchmarks run for these
+PUSHED = registry.pushed_product_names()  # the month with webhooks runs these
 
 pytestmark = pytest.mark.slow
 
@@ -123,15 +124,15 @@ def test_month_with_webhooks_loses_no_change_and_costs_x_series_fewer_calls() ->
     """#23: the month side by side, polled and with webhooks (5% dropped) + safety poll."""
     doc = bench(
         "month.py",
-        *("--webhooks", "--provider", "lightspeed-x", "--provider", "unleashed", "--no-r-series"),
+        "--webhooks",
+        *(arg for name in PUSHED for arg in ("--provider", name)),
+        "--no-r-series",
         *("--days", "2", "--warmup", "0", "--products", "300", "--customers", "100"),
         *("--orders", "10", "--jobs", "2"),
         timeout=600,
     )
     got = {(r["provider"], r["mode"]): r for r in doc["results"]}
-    assert set(got) == {
-        (p, m) for p in ("lightspeed-x", "unleashed") for m in ("polled", "webhooks")
-    }
+    assert set(got) == {(p, m) for p in PUSHED for m in ("polled", "webhooks")}
     for (name, mode), r in got.items():
         assert not r["bugs"], (name, mode, r["bugs"])
         assert r["lost_changes"] == 0, (name, mode, r["freshness"])

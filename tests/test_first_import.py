@@ -15,6 +15,7 @@ import pytest
 from fakes import FakeProvider
 from sqlalchemy import event, func, select
 
+from synccli import registry
 from synccli.clock import SimClock
 from synccli.store import bulk
 from synccli.store.connections import get_connection
@@ -66,7 +67,14 @@ def _first_pull(store: Store, fake: FakeProvider, name: str) -> tuple[products.P
     return report, count
 
 
-@pytest.mark.parametrize("like", ["xero", "unleashed"])
+# one provider whose stock comes with its products, one with a stock stream of its own
+LIKE = [
+    next(p.name for p in registry.providers() if p.calls.stock_changes_read is own)
+    for own in (False, True)
+]
+
+
+@pytest.mark.parametrize("like", LIKE)
 def test_a_first_pull_reads_no_products_or_links_back_whatever_its_size(
     any_store: Store, like: str
 ) -> None:

@@ -71,7 +71,11 @@ def walk_commands() -> set[str]:
 
 
 # providers whose `webhooks subscribe` prints steps (X-Series' calls the simulator's API)
-WEBHOOK_STEPS = ("xero", "unleashed")
+WEBHOOK_STEPS = tuple(
+    p.name
+    for p in registry.providers()
+    if p.webhooks and p.webhooks.subscription is not registry.Subscription.API
+)
 
 
 def store_secrets(store: Store) -> set[str]:

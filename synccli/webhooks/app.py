@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from synccli import secrets
+from synccli import registry, secrets
 from synccli.clock import Clock, SystemClock
 from synccli.errors import SyncError
 from synccli.store import webhooks as stored
@@ -46,13 +46,8 @@ from synccli.webhooks.events import WebhookEvent
 log = logging.getLogger("synccli.webhooks")
 
 MAX_BODY = 1024 * 1024  # a Xero batch or one 1.0-shaped X-Series record is far smaller
-PROVIDERS = ("xero", "lightspeed-x", "unleashed")
+PROVIDERS = registry.webhook_names()
 REJECTED_WRITES = 5  # refused requests written one by one a second; past that, counted together
-CONTENT_TYPES = {
-    "xero": "application/json",  # [Xero-OpenAPI xero-webhooks.yaml requestBody]
-    "lightspeed-x": "application/x-www-form-urlencoded",  # [D-WH "Payload"]
-    "unleashed": "application/json",  # [D-WH "Webhook Event Structure"]
-}
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -244,7 +239,7 @@ class Receiver:
             self._count_rejected(target, now)
             return Answer(401, "bad or missing signature: nothing stored")
         ctype = str(environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
-        if ctype != CONTENT_TYPES[target.provider]:
+        if ctype != registry.get(target.provider).webhooks_support.content_type:
             return Answer(415, f"content type {ctype or '(none)'} is not {target.provider}'s")
         try:
             routed, ignored = self._events(target, environ, body, now)
