@@ -1,6 +1,6 @@
 """Start-up cost, side by side: the CPU time of a cron invocation with nothing to do
-(``synccli post-invoices --all`` on an upgraded store, no connections, and one connection
-whose queue is empty), by this checkout and by an earlier revision, in one run.
+(``synccli post-invoices --all`` on an upgraded store: no connection, one connection and 20
+connections, every queue empty), by this checkout and by an earlier revision, in one run.
 
     .venv/bin/python bench/startup.py --baseline main
 
@@ -40,9 +40,9 @@ from synccli.store.connections import add_connection
 from synccli.store.db import Store
 store = Store(load_settings())
 store.upgrade()
-if sys.argv[1] == "connection":
-    settings = {"base_url": "http://127.0.0.1:9", "api_id": "bench"}
-    add_connection(store, "shop", "unleashed", settings, {"api_key": "bench"}, None)
+settings = {"base_url": "http://127.0.0.1:9", "api_id": "bench"}
+for i in range(int(sys.argv[1])):
+    add_connection(store, f"shop{i:02d}", "unleashed", settings, {"api_key": "bench"}, None)
 store.dispose()
 """
 RUN = "import sys; from synccli.cli.main import run; sys.argv[0] = 'synccli'; run()"
@@ -81,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": {"rev": args.baseline, "commit": commit},
         "cases": [],
     }
-    for case in ("no connection", "one connection, empty queue"):
+    cases = {"no connection": 0, "one connection, empty queue": 1}
+    cases["20 connections, empty queue"] = 20
+    for case, connections in cases.items():
         found: dict[str, list[float]] = {"baseline": [], "ours": [], "floor": []}
         for name, tree in trees.items():
             data = work / name / case.replace(" ", "-").replace(",", "")
             data.mkdir(parents=True)
-            cpu(tree, data, SETUP, "connection" if "one" in case else "none")
+            cpu(tree, data, SETUP, str(connections))
             cpu(tree, data, RUN, "post-invoices", "--all")  # compiles the modules
         for _ in range(args.repeat):
             for name, tree in trees.items():

@@ -7,6 +7,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+# Hosts' clocks agree within seconds; a run that ended further ahead of ours than this was
+# stamped by a clock since set back (NTP after it ran fast), not in this round.
+CLOCK_TOLERANCE = timedelta(minutes=1)
+
 
 class Clock(Protocol):
     def now(self) -> datetime:

@@ -22,7 +22,7 @@ import typer
 from synccli import secrets
 from synccli.cli import output
 from synccli.cli.state import state
-from synccli.clock import SystemClock
+from synccli.clock import CLOCK_TOLERANCE, SystemClock
 from synccli.errors import ExitCode, LeaseBusy, SyncError, UsageError
 from synccli.logs import bind
 from synccli.outcomes import outcome_of
@@ -133,12 +133,17 @@ def run_for_connections(
     work: Callable[[JobContext], R],
     render: Callable[[Connection, R], None] | None = None,
     json_out: bool = False,
+    nothing_due: Callable[[str], dict[str, Any]] | None = None,
 ) -> list[Outcome]:
     """Run ``work`` for each selected connection; render each report; exit with the worst code.
 
     Each connection's report is printed as soon as its run ends (``--json``: one object of the
     array a connection) and not kept: memory stays that of one connection's run, however many
-    connections there are (the returned outcomes carry no report)."""
+    connections there are (the returned outcomes carry no report).
+
+    ``nothing_due`` (post-invoices): with ``--all``, a connection one Core query finds nothing
+    to do for is not run: a finished run row records this report of it, and "nothing due" is
+    said, without the ORM, a lease or its connector (see ``store.idle``)."""
     st = state(ctx)
     store = st.store()
     outcomes: list[Outcome] = []
@@ -146,16 +151,25 @@ def run_for_connections(
     # before this one began belongs to the same round.
     round_start = SystemClock().now() - round_slack() if all_ else None
     offer_all = any(p.name == "all_" for p in ctx.command.params)
-    conns = select_connections(store, names, all_, offer_all=offer_all)
+    quick = all_ and not dry_run and nothing_due is not None
+    conns: list[Connection | _Idle] = (
+        _with_work(store, job)
+        if quick
+        else list(select_connections(store, names, all_, offer_all=offer_all))
+    )
     stream = output.JsonArray() if json_out else None
     say = not json_out and not st.quiet  # the human report and notes
     show = render if say else None
     try:
         for conn in conns:
             with bind(job=job, connection=conn.name):
-                outcome = _run_one(
-                    st, store, job, conn, all_, dry_run, round_start, work, show, say
-                )
+                if isinstance(conn, _Idle):
+                    assert nothing_due is not None
+                    outcome = _nothing_due(store, job, conn, round_start, nothing_due, say)
+                else:
+                    outcome = _run_one(
+                        st, store, job, conn, all_, dry_run, round_start, work, show, say
+                    )
             if stream is not None:
                 stream.add(
                     {
@@ -175,6 +189,67 @@ def run_for_connections(
         worst = next(int(c) for c in _PRIORITY if int(c) in codes)
         raise typer.Exit(worst)
     return outcomes
+
+
+@dataclass
+class _Idle:
+    """A connection a run would find nothing to do for."""
+
+    id: int
+    name: str
+
+
+def _with_work(store: Store, job: str) -> list[Connection | _Idle]:
+    """Every connection by name: those with something to do as the ORM's, the rest as
+    :class:`_Idle` (mapped classes are imported only when some connection has work)."""
+    from synccli.store.idle import post_invoices_work
+
+    found = post_invoices_work(store, job, SystemClock().now())
+    busy = {i for i, _, work in found if work}
+    loaded: dict[int, Connection] = {}
+    if busy:
+        from sqlalchemy import select
+
+        from synccli.store.models import Connection
+
+        with store.session() as s:
+            loaded = {c.id: c for c in s.scalars(select(Connection).where(Connection.id.in_(busy)))}
+    # a connection added between the two queries is left to the next run
+    return [
+        loaded[i] if i in busy else _Idle(i, name)
+        for i, name, _ in found
+        if i in loaded or i not in busy
+    ]
+
+
+def _nothing_due(
+    store: Store,
+    job: str,
+    conn: _Idle,
+    round_start: datetime | None,
+    report: Callable[[str], dict[str, Any]],
+    say: bool,
+) -> Outcome:
+    """The outcome of a run with nothing to do: skipped when another host's run already ended
+    well this round (as ``job_run``'s round rule says), else a finished run row, so ``status``
+    shows when the queue was last looked at."""
+    from synccli.store.idle import ran_ok_between, record_nothing_due
+
+    now = SystemClock().now()
+    if round_start is not None and ran_ok_between(
+        store, job, conn.id, round_start, now + CLOCK_TOLERANCE
+    ):
+        message = f"{job} already ran in this round"
+        log.info("skipped: %s", message)
+        if say:
+            output.line(f"{conn.name}: skipped: {message}")
+        return Outcome(conn.name, skipped=message)
+    counts = report(conn.name)
+    record_nothing_due(store, job, conn.id, now, counts)
+    log.info("%s: nothing due", job)
+    if say:
+        output.line(f"{conn.name}: nothing due")
+    return Outcome(conn.name, counts)
 
 
 def _run_one(

@@ -113,11 +113,22 @@ def stdout_gone() -> None:
         pass
 
 
+def _piped() -> bool:
+    """stdout is surely no terminal (rich's own rule: neither TTY_COMPATIBLE nor FORCE_COLOR set,
+    and not a tty), told without importing rich: a cron run's "nothing due" lines, to a log."""
+    if False in _consoles or "TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ:
+        return False
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):  # no stdout, or a closed one
+        return False
+
+
 def line(text: str = "") -> None:
     """One line of human output, printed as it is: never read as markup, so a product named
     ``Mug [/red] large`` or an order ``M[/b]-1`` shows verbatim, on a terminal and piped."""
     text = secrets.redact(text)
-    if console().is_terminal:
+    if not _piped() and console().is_terminal:
         try:
             console().print(text, markup=False)
         except BrokenPipeError:

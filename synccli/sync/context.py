@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from synccli import registry
-from synccli.clock import Clock, SystemClock
+from synccli.clock import CLOCK_TOLERANCE, Clock, SystemClock
 from synccli.connectors.base import Connector, Limits
 from synccli.errors import (
     AuthError,
@@ -307,11 +307,6 @@ class JobContext:
 
 class AlreadyDone(LeaseBusy):
     """Another process already did this round's work for the connection (``--all``)."""
-
-
-# Hosts' clocks agree within seconds; a run that ended further ahead of ours than this was
-# stamped by a clock since set back (NTP after it ran fast), not in this round.
-CLOCK_TOLERANCE = timedelta(minutes=1)
 
 
 def _done_since(store: Store, job: str, connection_id: int, since: datetime, now: datetime) -> bool:

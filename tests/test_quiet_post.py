@@ -1,0 +1,209 @@
+"""``post-invoices --all`` from cron with connections whose queues are empty is cheap (#21): one
+Core query finds that no connection has anything to do, and none is opened (no lease, no
+connector, no HTTP stack, no ORM); each still gets a finished run row, so ``status`` says when
+its queue was last looked at. Due work is never left behind by that query."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from test_quiet_start import HEAVY, RUN
+from test_reliability_isolation import connect, job_state, jsonl, order, sandbox
+
+from synccli import notify
+from synccli.cli.commands_invoices import nothing_due_report
+from synccli.store.claims import HELD_STATES
+from synccli.store.connections import add_connection, get_connection
+from synccli.store.db import Store
+from synccli.store.idle import ACTIVE, EMAIL_GRACE, EMAIL_MAX_AGE, post_invoices_work
+from synccli.store.models import InvoiceJob, Lease, Notification, Order, Run
+from synccli.sync.context import run_counts
+from synccli.sync.invoices import PostReport
+
+JOB = "post-invoices"
+
+
+def _add(store: Store, n: int) -> None:
+    settings = {"base_url": "http://127.0.0.1:9", "api_id": "quiet"}
+    for i in range(n):
+        add_connection(store, f"shop{i:02d}", "unleashed", settings, {"api_key": "k"}, None)
+
+
+@pytest.mark.parametrize("connections", [1, 20])
+def test_an_idle_run_over_connections_imports_no_connector_http_or_orm(
+    store: Store, tmp_path: Path, connections: int
+) -> None:
+    _add(store, connections)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")
+    out = subprocess.run(
+        [sys.executable, "-c", RUN], env=env, capture_output=True, text=True, cwd=tmp_path
+    )
+    code, modules = json.loads(out.stdout.splitlines()[-1])
+    assert code in (0, None), out.stderr
+    assert out.stdout.count(": nothing due") == connections
+    loaded = [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert not loaded
+    # each connection's queue was looked at, and its run row says so
+    with store.session() as s:
+        runs = list(s.scalars(select(Run).where(Run.job == JOB)))
+    assert len(runs) == connections
+    assert {r.outcome for r in runs} == {"ok"} and all(r.ended_at for r in runs)
+    assert {r.calls for r in runs} == {0}
+    with store.session() as s:
+        assert s.scalar(select(Lease)) is None
+
+
+def test_an_idle_run_reports_and_records_what_an_empty_run_did(store: Store, cli) -> None:
+    _add(store, 1)
+    assert nothing_due_report("shop00") == run_counts(PostReport("shop00"))
+    result = cli("post-invoices", "--all", "--json", env={"SYNC_MIN_INTERVAL": "0"})
+    assert result.exit_code == 0, result.stderr
+    [entry] = json.loads(result.stdout)
+    assert entry == {
+        "connection": "shop00",
+        "skipped": None,
+        "error": None,
+        "report": run_counts(PostReport("shop00")),
+    }
+    with store.session() as s:
+        run = s.scalar(select(Run))
+    assert run is not None and run.counts == run_counts(PostReport("shop00"))
+    # the round rule holds: another host's run this round leaves this one alone
+    again = cli("post-invoices", "--all", env={"SYNC_MIN_INTERVAL": "600"})
+    assert again.exit_code == 0
+    assert again.stdout == "shop00: skipped: post-invoices already ran in this round\n"
+
+
+def test_the_quick_check_uses_the_claim_and_email_rules(store: Store) -> None:
+    assert ACTIVE == HELD_STATES
+    defaults = inspect.signature(notify.flush_pending).parameters
+    assert (defaults["grace"].default, defaults["max_age"].default) == (EMAIL_GRACE, EMAIL_MAX_AGE)
+
+
+def _work(store: Store) -> dict[str, bool]:
+    now = datetime.now(UTC)
+    return {name: work for _, name, work in post_invoices_work(store, JOB, now)}
+
+
+def _order(connection_id: int, number: str, now: datetime) -> Order:
+    return Order(
+        connection_id=connection_id,
+        number=number,
+        date=now,
+        currency="NZD",
+        total=0,
+        created_at=now,
+    )
+
+
+def test_everything_a_run_would_do_counts_as_work(store: Store) -> None:
+    """Each case on its own connection; shop00 has nothing to do."""
+    _add(store, 8)
+    ids = {f"shop{i:02d}": get_connection(store, f"shop{i:02d}").id for i in range(8)}
+    now = datetime.now(UTC)
+    ago, ahead = now - timedelta(minutes=5), now + timedelta(hours=2)
+    jobs = {
+        # (state, next attempt, claimed until)
+        "shop01": ("pending", ago, None),  # a job due now
+        "shop02": ("failed", ago, None),  # a retry whose time came
+        "shop03": ("posting", ago, ago),  # claimed by a run that died: taken over
+        "shop04": ("waiting", now, None),  # a refund looked at again each run
+        "shop05": ("failed", ahead, None),  # a retry not yet due: nothing to do
+        "shop06": ("posting", ago, ahead),  # held by a live run: nothing to do here
+        "shop00": ("posted", ago, None),  # done
+    }
+    with store.session() as s:
+        for name, (state, due, claimed) in jobs.items():
+            o = _order(ids[name], f"{name}-1", now)
+            s.add(o)
+            s.flush()
+            s.add(
+                InvoiceJob(
+                    connection_id=ids[name],
+                    order_id=o.id,
+                    state=state,
+                    idempotency_key=f"k-{name}",
+                    next_attempt_at=due,
+                    claimed_by="other-host:1" if claimed else None,
+                    claimed_until=claimed,
+                    created_at=ago,
+                )
+            )
+        # an order the shop inserted without a job: a run queues it
+        s.add(_order(ids["shop07"], "S7", now))
+    work = _work(store)
+    assert work == {
+        "shop00": False,
+        "shop01": True,
+        "shop02": True,
+        "shop03": True,
+        "shop04": True,
+        "shop05": False,
+        "shop06": False,
+        "shop07": True,
+    }
+
+
+def test_an_email_to_send_again_and_a_lease_count_as_work(store: Store) -> None:
+    _add(store, 3)
+    now = datetime.now(UTC)
+    with store.session() as s:
+        s.add(
+            Notification(
+                connection_id=get_connection(store, "shop01").id,
+                dedupe_key="d",
+                subject="s",
+                body="b",
+                created_at=now - timedelta(minutes=1),
+                error="smtp refused",
+            )
+        )
+        s.add(
+            Lease(
+                job=JOB,
+                connection_id=get_connection(store, "shop02").id,
+                owner="dead-host:1",
+                expires_at=now - timedelta(minutes=1),
+            )
+        )
+    assert _work(store) == {"shop00": False, "shop01": True, "shop02": True}
+
+
+def test_due_work_is_still_posted_by_all_beside_idle_connections(store: Store, cli) -> None:
+    """A due job, a retry whose time came and a dead run's expired claim are posted by
+    ``--all``; a retry not yet due waits; idle connections say "nothing due"."""
+    env = {"SYNC_MIN_INTERVAL": "0"}
+    with sandbox("xero") as running:
+        connect(store, running, "a-idle")
+        connect(store, running, "b-shop")
+        orders = [order(running, n) for n in ("B-1", "B-2", "B-3", "B-4")]
+        assert cli("invoices", "add", "-", "-c", "b-shop", input=jsonl(*orders))
+        now = datetime.now(UTC)
+        past, ahead = now - timedelta(minutes=1), now + timedelta(hours=3)
+        with store.session() as s:
+            by = {o.number: o.id for o in s.scalars(select(Order))}
+
+            def set_job(number: str, **values: object) -> None:
+                s.execute(
+                    update(InvoiceJob).where(InvoiceJob.order_id == by[number]).values(values)
+                )
+
+            set_job("B-2", state="failed", attempts=1, next_attempt_at=past)
+            set_job("B-3", state="pending", claimed_by="gone:1", claimed_until=past)
+            set_job("B-4", state="failed", attempts=1, next_attempt_at=ahead)
+        result = cli("post-invoices", "--all", env=env)
+        assert result.exit_code == 0, result.stderr
+        assert "a-idle: nothing due" in result.stdout
+        assert [job_state(store, n) for n in ("B-1", "B-2", "B-3")] == ["posted"] * 3
+        assert job_state(store, "B-4") == "failed"
+        quiet = cli("post-invoices", "--all", env=env)
+        assert quiet.stdout == "a-idle: nothing due\nb-shop: nothing due\n", quiet.stderr
