@@ -23,8 +23,16 @@ from synccli.cli.commands_invoices import nothing_due_report
 from synccli.store.claims import HELD_STATES
 from synccli.store.connections import add_connection, get_connection
 from synccli.store.db import Store
-from synccli.store.idle import ACTIVE, EMAIL_GRACE, EMAIL_MAX_AGE, post_invoices_work
+from synccli.store.idle import (
+    ACTIVE,
+    EMAIL_GRACE,
+    EMAIL_MAX_AGE,
+    post_invoices_work,
+    ran_ok_between,
+    record_nothing_due,
+)
 from synccli.store.models import InvoiceJob, Lease, Notification, Order, Run
+from synccli.store.runs import last_runs
 from synccli.sync.context import run_counts
 from synccli.sync.invoices import PostReport
 
@@ -105,8 +113,15 @@ def _order(connection_id: int, number: str, now: datetime) -> Order:
     )
 
 
-def test_everything_a_run_would_do_counts_as_work(store: Store) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest) -> Store:
+    """The test's SQLite store, or a PostgreSQL one in its own schema."""
+    return request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
+
+
+def test_everything_a_run_would_do_counts_as_work(any_store: Store) -> None:
     """Each case on its own connection; shop00 has nothing to do."""
+    store = any_store
     _add(store, 8)
     ids = {f"shop{i:02d}": get_connection(store, f"shop{i:02d}").id for i in range(8)}
     now = datetime.now(UTC)
@@ -153,7 +168,8 @@ def test_everything_a_run_would_do_counts_as_work(store: Store) -> None:
     }
 
 
-def test_an_email_to_send_again_and_a_lease_count_as_work(store: Store) -> None:
+def test_an_email_to_send_again_and_a_lease_count_as_work(any_store: Store) -> None:
+    store = any_store
     _add(store, 3)
     now = datetime.now(UTC)
     with store.session() as s:
@@ -176,6 +192,13 @@ def test_an_email_to_send_again_and_a_lease_count_as_work(store: Store) -> None:
             )
         )
     assert _work(store) == {"shop00": False, "shop01": True, "shop02": True}
+    # the idle run's row, read back by the round rule and by status as any run's
+    shop = get_connection(store, "shop00")
+    record_nothing_due(store, JOB, shop.id, now, nothing_due_report("shop00"))
+    assert ran_ok_between(store, JOB, shop.id, now - timedelta(seconds=1), now)
+    assert not ran_ok_between(store, JOB, shop.id, now + timedelta(seconds=1), now + EMAIL_GRACE)
+    [run] = last_runs(store, shop.id)
+    assert (run.outcome, run.started_at, run.ended_at, run.calls) == ("ok", now, now, 0)
 
 
 def test_due_work_is_still_posted_by_all_beside_idle_connections(store: Store, cli) -> None:
