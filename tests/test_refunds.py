@@ -25,8 +25,12 @@ from synccli.sync.orders import OrderInputError, parse_orders, unsupported
 
 SCALE = 1000.0
 TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}
+# refunds that take an amount on a line (R-Series refunds whole quantities only: its own tests
+# are tests/test_refunds_lightspeed.py)
 REFUNDS = [
-    p for p in registry.suite_names() if registry.get(p).capabilities.documents.refunds != "none"
+    p
+    for p in registry.suite_names()
+    if registry.get(p).capabilities.documents.refunds in ("credit_note", "return_sale")
 ]
 
 
@@ -177,6 +181,11 @@ def test_add_refuses_a_refund_the_provider_cannot_take(provider: str) -> None:
     if documents.refunds == "none":
         assert refused == [
             f"line 2: {provider} cannot take refunds (refund_of) (README: the provider table)"
+        ]
+    elif documents.refunds == "sale_refund":  # the refund's line 2 is an amount
+        assert refused == [
+            f"line 2: {provider} cannot take refunds of an amount on a line (lines[].amount: "
+            "refund a quantity) (README: the provider table)"
         ]
     else:
         assert refused == []

@@ -140,3 +140,36 @@ def test_a_refund_whose_answer_never_came_is_found_not_posted_again(
                 .order_by(InvoiceAttempt.id)
             ).all()
         assert outcomes == ["waiting", "transient", "found"]
+
+
+def test_a_run_killed_mid_lightspeed_refund_leaves_one_refund(
+    store: Store, cli: Any, _isolated_env: Path, tmp_path: Path
+) -> None:
+    """R-Series: killed while ``POST Sale/{id}/refund.json`` was on the wire (Lightspeed made
+    the refund); the next run looks it up by its referenceNumber and posts nothing again."""
+    with harness.start("lightspeed", products=3, customers=1, time_scale=SCALE) as running:
+        first = next(p for p, _ in running.app.items())
+        charge = running.app.items()[1][0].seq
+        harness.add_connection(store, "shop", running, time_scale=SCALE, charge_item=charge)
+        path = tmp_path / "orders.jsonl"
+        path.write_text(orders(first.code).replace("OUTPUT2", "GST"), encoding="utf-8")
+        assert cli("invoices", "add", str(path), "-c", "shop").exit_code == 0
+        running.app.faults.slow_seconds = 1.5
+        running.app.faults.add("slow", method="POST", path="refund.json$", times=1)
+        proc = spawn(["post-invoices", "-c", "shop"], cli_env(_isolated_env))
+        deadline = time.monotonic() + 60
+        while running.app.counters.total("POST", "POST Sale/refund") == 0:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        kill9(proc)  # the request is on the wire: the simulator still carries it out
+        time.sleep(2.0)
+        assert refund_job(store).state == "posting"
+        expire(store, proc.pid)
+        result = cli("post-invoices", "-c", "shop")
+        assert result.exit_code == 0, result.stderr
+        job = refund_job(store)
+        assert job.state == "posted", job.last_error
+        world = running.app.catalogue.tenant(running.app.tenant)
+        made = [i.body for i in world.invoices.values() if i.number == "WEB-7-R1"]
+        assert [b["saleID"] for b in made] == [job.remote_id]
+        assert running.app.counters.total("POST", "POST Sale/refund") == 1

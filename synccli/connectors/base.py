@@ -98,8 +98,9 @@ class DocumentSupport:
     # PUT /Payments, see Connector.apply_payments) or "none"
     payments: str = "none"
     # refunds of a posted order: "credit_note" (a credit note allocated to the order's invoice,
-    # Xero), "return_sale" (a sale with negative quantities naming the original, X-Series) or
-    # "none"
+    # Xero), "return_sale" (a sale with negative quantities naming the original, X-Series),
+    # "sale_refund" (``POST Sale/{id}/refund.json``, whole quantities of the sale's lines only:
+    # no amount on a line, R-Series) or "none"
     refunds: str = "none"
 
     def lacks(
@@ -109,6 +110,7 @@ class DocumentSupport:
         codeless: bool = False,
         payments: bool = False,
         refund: bool = False,
+        refund_amount: bool = False,
     ) -> list[str]:
         """What of this the provider cannot do, in words for a one-line refusal."""
         missing = []
@@ -120,6 +122,8 @@ class DocumentSupport:
             missing.append("payments (payments)")
         if refund and self.refunds == "none":
             missing.append("refunds (refund_of)")
+        elif refund_amount and self.refunds == "sale_refund":
+            missing.append("refunds of an amount on a line (lines[].amount: refund a quantity)")
         return missing
 
 

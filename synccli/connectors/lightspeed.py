@@ -85,6 +85,7 @@ from synccli.connectors.base import (
     NewProduct,
     Page,
     PostedInvoice,
+    RefundTarget,
     RemoteCustomer,
     RemoteProduct,
     RemoteStock,
@@ -300,7 +301,10 @@ class LightspeedConnector(Connector):
         # a SaleLine names an itemID: a line without a product code goes against the
         # connection's non-inventory item (docs/providers.md)
         documents=DocumentSupport(
-            tax_inclusive="converted", codeless_lines="charge_item", payments="in_sale"
+            tax_inclusive="converted",
+            codeless_lines="charge_item",
+            payments="in_sale",
+            refunds="sale_refund",
         ),
     )
 
@@ -673,6 +677,105 @@ class LightspeedConnector(Connector):
             body["customerID"] = _int_or_str(invoice.customer_remote_id)
         return body
 
+    def find_refund(self, number: str, target: RefundTarget) -> PostedInvoice | None:
+        """The refund sale under our ``referenceNumber`` (sent with the refund, as with every
+        sale of ours); that the refund endpoint keeps it is unconfirmed (docs/providers.md)."""
+        found = self.find_invoice(number)
+        return _given_back(found) if found is not None else None
+
+    def post_refund(self, refund: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
+        """``POST Sale/{id}/refund.json`` against the order's sale: each line names the SaleLine
+        it gives back (``parentSaleLineID``, read from the sale first: one GET) with a negative
+        quantity, paid back in one negative payment of what those lines cost at the sale's
+        prices. No idempotency key: the job looks the refund up by number before any re-post."""
+        target = refund.refund_of
+        assert target is not None
+        sale = self._sale_with_lines(target.remote_id)
+        lines, back = self._refund_lines(refund, sale)
+        body: dict[str, Any] = {
+            "employeeID": _int_or_str(self.settings["employee_id"]),
+            "registerID": _int_or_str(self.settings["register_id"]),
+            "shopID": _int_or_str(self.settings["shop_id"]),
+            "completed": True,
+            "referenceNumber": refund.number,
+            "referenceNumberSource": "synccli",
+            "SaleLines": {"SaleLine": lines},
+            "SalePayments": {
+                "SalePayment": {
+                    "amount": money_text(-back),
+                    "paymentTypeID": _int_or_str(self.settings["payment_type_id"]),
+                }
+            },
+        }
+        if refund.customer_remote_id:
+            body["customerID"] = _int_or_str(refund.customer_remote_id)
+        path = self._path(f"Sale/{target.remote_id}/refund")
+        cost = 10.0 + 0.5 * (len(lines) + 1)  # notes §5: "Sale Refund" 10, +0.5 nested
+        try:
+            data = self.http.json("POST", path, json_body=body, cost=cost)
+        except Rejected as err:
+            message = body_message(err.body, "message") or err.message
+            raise Rejected(
+                f"Lightspeed refused refund {refund.number} of sale {target.remote_id} "
+                f"(order {target.number}): {message}",
+                errors=[message],
+                status=err.status,
+                body=err.body,
+            ) from None
+        rows = as_list(data.get("Sale")) if isinstance(data, dict) else []
+        if not rows or not isinstance(rows[0], dict):
+            raise BadResponse("POST Sale/{id}/refund.json: no Sale in the answer")
+        posted, _ = self._sale_row(rows[0])
+        return _given_back(replace(posted, number=posted.number or refund.number))
+
+    def _sale_with_lines(self, sale_id: str) -> dict[str, Any]:
+        query = urlencode([("load_relations", '["SaleLines"]')])
+        data = self.http.json("GET", self._path(f"Sale/{sale_id}"), query=query, cost=1.2)
+        rows = as_list(data.get("Sale")) if isinstance(data, dict) else []
+        if not rows or not isinstance(rows[0], dict):
+            raise BadResponse(f"GET Sale/{sale_id}.json: no Sale in the answer")
+        return rows[0]
+
+    def _refund_lines(
+        self, refund: InvoiceDraft, sale: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], Decimal]:
+        """Each refund line against the first SaleLine of its item with enough left (in this
+        refund), and the money given back at those SaleLines' prices and tax."""
+        sold = [ln for ln in relation(sale, "SaleLines", "SaleLine") if ln.get("saleLineID")]
+        used: dict[str, Decimal] = {}
+        lines, back = [], Decimal(0)
+        for line in refund.lines:
+            if line.kind == "other":  # an amount on a line: `invoices add` refuses these
+                raise Rejected("Lightspeed refunds whole quantities of a SaleLine, not amounts")
+            item = str(self._charge_item() if line.codeless else line.product_remote_id)
+            fits = [
+                ln
+                for ln in sold
+                if str(ln.get("itemID")) == item
+                and (decimal_or_none(ln.get("unitQuantity")) or Decimal(0))
+                - used.get(str(ln["saleLineID"]), Decimal(0))
+                >= line.quantity
+            ]
+            # the same item may be sold on two lines (a product and the charge item): the
+            # line at the refunded line's price first
+            fits.sort(key=lambda ln: decimal_or_none(ln.get("unitPrice")) != line.unit_price)
+            parent = fits[0] if fits else None
+            if parent is None:
+                raise Rejected(
+                    f"sale {sale.get('saleID')} has no line of item {item} with "
+                    f"{line.quantity} left to refund"
+                )
+            pid = str(parent["saleLineID"])
+            used[pid] = used.get(pid, Decimal(0)) + line.quantity
+            rate = decimal_or_none(parent.get("tax1Rate")) or Decimal(0)
+            taxed = to_bool(parent.get("tax"))
+            price = decimal_or_none(parent.get("unitPrice")) or Decimal(0)
+            total, tax = line_amounts(line.quantity, price, rate if taxed else Decimal(0))
+            back += total + tax
+            quantity = format((-line.quantity).normalize(), "f")
+            lines.append({"parentSaleLineID": _int_or_str(pid), "unitQuantity": quantity})
+        return lines, back
+
     def _charge_item(self) -> str:
         item = str(self.settings.get("charge_item") or "").strip()
         if not item:  # invoices add and post-invoices refuse such an order before this
@@ -853,6 +956,11 @@ class LightspeedConnector(Connector):
             status="completed" if to_bool(row.get("completed")) else "open",
         )
         return posted, to_bool(row.get("voided", "false")) or to_bool(row.get("archived", "false"))
+
+
+def _given_back(refund: PostedInvoice) -> PostedInvoice:
+    """A refund sale's total is negative at Lightspeed; the job compares the money given back."""
+    return replace(refund, total=-refund.total if refund.total is not None else None)
 
 
 def _rows(entity: str, data: Any) -> list[Any]:

@@ -47,6 +47,10 @@ Modelled (facts from the provider notes, the Lightspeed provider notes):
   message texts are ours). Totals: calcSubtotal = sum(round2(qty*unitPrice)), calcTax1 =
   sum(round2(line*rate of the line's tax category)), calcTotal = their sum; a completed sale lowers
   stock on hand (moving ItemShop.timeStamp). ``GET Sale.json?referenceNumber=X`` finds it again.
+  ``POST Sale/{id}/refund.json`` (10 drips, +0.5 per nested entity): a completed refund sale
+  whose lines name the SaleLines they give back (``parentSaleLineID``, negative quantities, at
+  the sale's prices); only a completed sale, never more than was sold per line (see
+  ``h_post_refund`` for the sources).
 - The neutral model's ``delete()`` is rendered as what Lightspeed would show: the item is still
   there, **archived, with zero stock** (and, like the neutral mutation, no timestamp moves).
 - Leaky bucket per account+client: size 90 (+10 per extra register), drip 1/s (+0.5/s per extra
@@ -89,7 +93,7 @@ Switches (constructor keywords) for what the notes mark **unconfirmed** or optio
   account that is cut off for the rest of the UTC day (``self.clock``); it answers 429 with
   ``X-LS-API-RateLimit-Type: api-daily-quota`` and a Retry-After until midnight.
 
-Not modelled: XML (no ``.json`` suffix), V2 ``orderby``, ``or=`` queries, refunds, PUT (stock is
+Not modelled: XML (no ``.json`` suffix), V2 ``orderby``, ``or=`` queries, PUT (stock is
 moved with the neutral mutations), the refresh throttle (5 per minute), the revoke endpoint's effect
 on access tokens, custom fields, matrices, X-Series.
 """
@@ -373,6 +377,10 @@ def request_cost(
             many = spec.relations.get(name, True) if spec else True
             cost += (0.2 if many else 0.1) * (2 if is_list else 1)
         return round(cost, 3)
+    if entity == "Sale/refund":
+        # "POST/PUT ... Sale Refund: 10" (notes §5 cost table); nested entities +0.5 each as
+        # for every write (the harsher reading: the table does not say the 10 includes them)
+        return 10.0 + 0.5 * nested_count(body)
     if entity in ("Sale", "SaleLine"):
         cost = 2.0
         completed = isinstance(body, dict) and to_bool(body.get("completed"))
@@ -910,6 +918,13 @@ class LightspeedSandbox(SandboxApp):
             ("Sale", self.h_post_sale),
         ):
             self.route("POST", rf"{API}/{acct}/{entity}\.json", f"POST {entity}", handler)
+        # a refund of a completed sale, per SaleLine [D tutorials/sales/; notes §4]
+        self.route(
+            "POST",
+            rf"{API}/{acct}/Sale/(?P<rid>[^/]+)/refund\.json",
+            "POST Sale/refund",
+            self.h_post_refund,
+        )
         self.route(
             "DELETE", rf"{API}/{acct}/Item/(?P<rid>[^/]+)\.json", "DELETE Item", self.h_delete_item
         )
@@ -972,6 +987,8 @@ class LightspeedSandbox(SandboxApp):
     def _cost(self, req: Request, endpoint: str) -> float:
         """The request's units from the bucket (1 when the request cannot be costed)."""
         entity = endpoint.split("/")[0].removeprefix("POST ").removeprefix("DELETE ")
+        if endpoint == "POST Sale/refund":
+            entity = "Sale/refund"
         params = dict(parse_qsl(req.query_string, keep_blank_values=True))
         body = None
         if req.method in ("POST", "PUT"):
@@ -1821,6 +1838,61 @@ class LightspeedSandbox(SandboxApp):
         except _Fail as fail:
             return fail.response
 
+    def h_post_refund(self, req: Request, account: str, rid: str) -> Response:
+        """``POST Sale/{id}/refund.json``: a refund sale giving back lines of a completed sale
+        (notes §4: "Refunds are made per SaleLine", R-Series sales tutorial). Its lines name the
+        SaleLine they give back (``parentSaleLineID``) with a negative ``unitQuantity``, as a
+        partial refund does (community.lightspeedhq.com discussion 2106); a line is given back
+        at its sale's price, never at another (Hyperspace "Syncing Returns back to Lightspeed":
+        no changed price on a refunded line), and never more than was sold over every refund.
+        The exact request body is unconfirmed: this one is the harsher reading (every line
+        named, the payments balancing the refund, as a completed sale's must)."""
+        body = json_body(req)
+        if not isinstance(body, dict):
+            return ls_error(400, "Invalid request body: expected a Sale object")
+        try:
+            with self.catalogue.lock:
+                return self._post_refund(body, account, rid)
+        except _Fail as fail:
+            return fail.response
+
+    def _post_refund(self, body: dict[str, Any], account: str, rid: str) -> Response:
+        world = self._world(account)
+        original = next((i.body for i in world.invoices.values() if str(i.seq) == rid), None)
+        if original is None:
+            return ls_error(404, f"Sale {rid} not found.", "NotFoundException")
+        if not to_bool(original.get("completed")) or to_bool(original.get("voided")):
+            raise _bad(f"Sale {rid} is not completed: only a completed sale can be refunded.")
+        sold = {ln["saleLineID"]: ln for ln in _sale_lines(original)}
+        back: dict[str, Decimal] = {}
+        for other in world.invoices.values():
+            for ln in _sale_lines(other.body):
+                if ln.get("parentSaleLineID", "0") in sold:
+                    pid = ln["parentSaleLineID"]
+                    back[pid] = back.get(pid, Decimal(0)) - Decimal(ln["unitQuantity"])
+        raw = body.get("SaleLines")
+        lines_in = as_list(raw.get("SaleLine")) if isinstance(raw, dict) else []
+        if not lines_in:
+            raise _bad("A refund needs at least one SaleLine naming its parentSaleLineID.")
+        lines: list[dict[str, Any]] = []
+        for n, line in enumerate(lines_in, 1):
+            pid = str(line.get("parentSaleLineID", "")) if isinstance(line, dict) else ""
+            parent = sold.get(pid)
+            if parent is None:
+                raise _bad(f"SaleLine {n}: parentSaleLineID {pid or '(missing)'} is no line of "
+                           f"sale {rid}.", "NotFoundException")  # fmt: skip
+            quantity = to_decimal(line.get("unitQuantity", 0), "unitQuantity")
+            left = Decimal(parent["unitQuantity"]) - back.get(pid, Decimal(0))
+            if quantity >= 0 or -quantity > left:
+                raise _bad(f"SaleLine {n}: refunding {qty(-quantity)} of SaleLine {pid} is more "
+                           f"than is left to refund ({qty(left)}).")  # fmt: skip
+            back[pid] = back.get(pid, Decimal(0)) - quantity
+            lines.append({k: parent[k] for k in ("itemID", "unitPrice", "tax", "taxCategoryID")})
+            lines[-1].update(unitQuantity=line["unitQuantity"], parentSaleLineID=pid)
+        sale = {**body, "completed": True, "SaleLines": {"SaleLine": lines}}
+        sale.setdefault("customerID", original.get("customerID"))
+        return self._post_sale(sale, account, refund=True)
+
     def _sale_line(
         self,
         n: int,
@@ -1841,7 +1913,8 @@ class LightspeedSandbox(SandboxApp):
                 f"Invalid itemID: {item_id or '(missing)'} does not exist.", "NotFoundException"
             )
         quantity = to_decimal(line.get("unitQuantity", 1), "unitQuantity")
-        if "unitPrice" in line and self.unit_price_overrides:
+        parent = str(line.get("parentSaleLineID") or "0")
+        if "unitPrice" in line and (self.unit_price_overrides or parent != "0"):
             unit = to_decimal(line["unitPrice"], "unitPrice")
         else:
             unit = product.price
@@ -1886,7 +1959,7 @@ class LightspeedSandbox(SandboxApp):
             "employeeID": employee_id,
             "itemID": item_id,
             "noteID": "0",
-            "parentSaleLineID": "0",
+            "parentSaleLineID": parent,
             "shopID": shop_id,
             "taxCategoryID": category,
             "saleID": str(sale_id),
@@ -1938,7 +2011,7 @@ class LightspeedSandbox(SandboxApp):
             )
         return payments_out, paid
 
-    def _post_sale(self, body: dict[str, Any], account: str) -> Response:
+    def _post_sale(self, body: dict[str, Any], account: str, refund: bool = False) -> Response:
         world = self._world(account)
 
         def ref(name: str, known: set[str], required: bool = True) -> str:
@@ -1999,6 +2072,12 @@ class LightspeedSandbox(SandboxApp):
         if completed and round2(paid) < round2(total):
             raise _bad(
                 f"Payments ({money(paid)}) do not cover the sale total ({money(total)}): "
+                "a completed sale must be balanced.",
+                "SaleBalanceException",
+            )
+        if refund and round2(paid) != round2(total):
+            raise _bad(
+                f"Payments ({money(paid)}) do not match the refund total ({money(total)}): "
                 "a completed sale must be balanced.",
                 "SaleBalanceException",
             )
@@ -2068,6 +2147,11 @@ class LightspeedSandbox(SandboxApp):
         world.invoices[inv.id] = inv
         self.record_write("invoice", str(sale_id), body, True)
         return Response(200, {"@attributes": {"count": "1"}, "Sale": sale})
+
+
+def _sale_lines(sale: dict[str, Any]) -> list[dict[str, Any]]:
+    lines = sale.get("SaleLines")
+    return [ln for ln in as_list(lines.get("SaleLine")) if isinstance(ln, dict)] if lines else []
 
 
 def _like_regex(pattern: str) -> str:

@@ -795,6 +795,7 @@ def unsupported(
             o.total,
             connection=connection,
             refund=o.refund is not None,
+            refund_amount=o.refund is not None and any(r.amount for r in o.refund.lines or []),
         )
         if why:
             problems.append(f"line {o.line}: {why}")
@@ -811,6 +812,7 @@ def cannot_take(
     *,
     connection: str = "NAME",
     refund: bool = False,
+    refund_amount: bool = False,
 ) -> str:
     """Why the provider (with this connection's settings) cannot take an order asking for
     tax-inclusive prices, lines without a product code or payments (``paid``: their sum, None
@@ -819,7 +821,11 @@ def cannot_take(
 
     documents = connector_class(provider).capabilities.documents
     missing = documents.lacks(
-        tax_inclusive=inclusive, codeless=has_codeless, payments=paid is not None, refund=refund
+        tax_inclusive=inclusive,
+        codeless=has_codeless,
+        payments=paid is not None,
+        refund=refund,
+        refund_amount=refund_amount,
     )
     if missing:
         return f"{provider} cannot take {' or '.join(missing)} (README: the provider table)"
