@@ -274,12 +274,34 @@ class Subscription(StrEnum):
 
 @dataclass(frozen=True)
 class WebhookSupport:
-    """What a provider's webhooks are (#23), as data; the functions that read its deliveries and
-    subscribe live in its connector module (``webhook_*``, docs/adding-a-provider.md)."""
+    """What a provider's webhooks are (#23), as data. The functions that read its deliveries
+    and subscribe live in its connector module (docs/adding-a-provider.md, "Webhooks"):
+
+    - ``webhook_events(body, query, received)``: ``(events, skipped)``, each event with the
+      tenant it belongs to (None: the connection whose URL received it), raising
+      ``webhooks.parse.Malformed`` for a body that is not the provider's;
+    - ``webhook_signed(target, header, body, now)``: whether the delivery's own signature (if
+      the provider signs) holds for the connection ``target``;
+    - ``webhook_subscribe(store, name, url, token, clock)``: a ``webhooks.manage.Subscribed``.
+    """
 
     content_type: str  # a delivery of any other type is answered 415
-    streams: tuple[str, ...]  # our streams its deliveries cover (the others stay polled)
+    kinds: tuple[tuple[str, str], ...]  # (the provider's event kind, our stream) followed
     subscription: Subscription
+    url_token: bool = True  # its URL carries our token (else only its own signature vouches)
+    # "module:function" reading a record a delivery carries into a ``payloads.Pushed`` (None:
+    # its deliveries carry ids only); by default its connector module's ``webhook_record``
+    records: str | None = None
+    outlet_stock: bool = False  # pushed stock is per outlet: the connection's outlet is read
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Our streams its deliveries cover (the others stay polled)."""
+        return tuple(dict.fromkeys(stream for _, stream in self.kinds))
+
+    def stream(self, kind: str) -> str | None:
+        """Our stream of the provider's event ``kind``; None: not followed."""
+        return next((stream for k, stream in self.kinds if k == kind), None)
 
 
 @dataclass(frozen=True)
@@ -467,11 +489,13 @@ XERO = Provider(
             "nothing to authorise",
         ),
     ),
-    # no Items events: products stay polled [Xero-OpenAPI xero-webhooks.yaml]
+    # eventCategory -> stream: no Items events, so products stay polled; CREDITNOTE and
+    # SUBSCRIPTION are not followed [Xero-OpenAPI xero-webhooks.yaml]
     webhooks=WebhookSupport(
         "application/json",  # [Xero-OpenAPI xero-webhooks.yaml requestBody]
-        streams=("customers", "invoices"),
+        kinds=(("CONTACT", "customers"), ("INVOICE", "invoices")),
         subscription=Subscription.PORTAL,
+        url_token=False,  # signed with the app's webhook key (x-xero-signature)
     ),
 )
 
@@ -519,8 +543,10 @@ UNLEASHED = Provider(
     key_source="Integration > Unleashed API Access",
     webhooks=WebhookSupport(
         "application/json",  # [D-WH "Webhook Event Structure"]
-        streams=("products", "customers"),
+        # the object of "<object>.<created|updated|deleted>" -> stream [D-WH "Available Events"]
+        kinds=(("product", "products"), ("customer", "customers")),
         subscription=Subscription.FILE,
+        records="synccli.connectors.unleashed:webhook_record",
     ),
 )
 
@@ -653,8 +679,16 @@ LIGHTSPEED_X = Provider(
     ),
     webhooks=WebhookSupport(
         "application/x-www-form-urlencoded",  # [D-WH "Payload"]
-        streams=("products", "stock", "customers", "sales"),
+        kinds=(  # webhook type -> stream [SPEC WebhookType]
+            ("product.update", "products"),
+            ("inventory.update", "stock"),
+            ("customer.update", "customers"),
+            ("sale.update", "sales"),
+        ),
         subscription=Subscription.API,
+        # its API 1.0 record shape (payloads.py: the connector module is at its size limit)
+        records="synccli.connectors.payloads:read_v1",
+        outlet_stock=True,
     ),
 )
 

@@ -724,3 +724,11 @@ def _short(exc: Exception) -> str:
     if "refused" in text.lower():
         return "connection refused"
     return exc.__class__.__name__
+
+
+def x_ratelimit(resp: requests.Response) -> dict[str, float]:
+    """The common ``X-RateLimit-Remaining`` and ``X-RateLimit-Limit`` headers, for
+    :attr:`Profile.read_remaining`: what is left of the window steers the pacer; the limit is
+    kept beside it."""
+    pairs = (("window", "X-RateLimit-Remaining"), ("window_limit", "X-RateLimit-Limit"))
+    return {key: float(resp.headers[name]) for key, name in pairs if name in resp.headers}

@@ -33,8 +33,6 @@ from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
-import requests
-
 from synccli import secrets
 from synccli.clock import Clock, SystemClock
 from synccli.connectors.auth import OAuth2Auth, PersonalToken, Tokens, TokenStore, token_request
@@ -54,16 +52,20 @@ from synccli.connectors.base import (
     RemoteStock,
     payment_type,
 )
-from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json
-from synccli.connectors.paging import ROW_ERRORS, VersionCursor, pages
+from synccli.connectors.http import HttpClient, Ledger, Profile, parse_json, x_ratelimit
+from synccli.connectors.paging import ROW_ERRORS, ShortPageCursor, convert_rows, pages
 from synccli.connectors.wire import (
     decimal,
     decimal_or_none,
     line_amounts,
+    named_rows,
     round_money,
     stamp_version,
     unit_amounts,
     version_stamp,
+)
+from synccli.connectors.wire import (
+    whole_number as _int,
 )
 from synccli.errors import AuthError, BadResponse, ConfigError, Rejected, SyncError
 
@@ -82,8 +84,8 @@ BATCH = 100  # ids one /search carries (a 4 kB query)
 INVENTORY_PAGE = 5000  # [SPEC InventoryRequest.size maximum]
 WINDOW = 300.0  # seconds [D-RL]
 REFERENCE = "x_series_reference"  # the name its copy is kept under between runs
-SALE_NS = uuid.UUID("0b0e6f4e-3c51-5c1e-9d0b-2f3f6c1d7a10")
 T = TypeVar("T")
+SALE_NS = uuid.UUID("0b0e6f4e-3c51-5c1e-9d0b-2f3f6c1d7a10")
 log = logging.getLogger("synccli.lightspeed_x")
 
 
@@ -98,14 +100,8 @@ def sale_id(domain_prefix: str, number: str) -> str:
     return str(uuid.uuid5(SALE_NS, f"{domain_prefix.lower()}\x00{number}"))
 
 
-def _read_remaining(resp: requests.Response) -> dict[str, float]:
-    """[D-RL] X-RateLimit-Remaining steers the pacer; the limit is kept beside it."""
-    pairs = (("window", "X-RateLimit-Remaining"), ("window_limit", "X-RateLimit-Limit"))
-    return {key: float(resp.headers[name]) for key, name in pairs if name in resp.headers}
-
-
 PROFILE = Profile(
-    read_remaining=_read_remaining,
+    read_remaining=x_ratelimit,  # [D-RL] X-RateLimit-Remaining steers the pacer
     limit_scope=lambda resp: "short",  # one 5-minute window, no day or month quota [D-RL]
 )
 
@@ -180,7 +176,10 @@ class LightspeedXConnector(Connector):
             rows = self.http.json("POST", f"{API}/inventory", json_body=body, retry=True)
             if not isinstance(rows, list):
                 raise BadResponse("POST /inventory: expected an array of inventory records")
-            top = max((_int(r.get("version")) or 0 for r in rows if isinstance(r, dict)), default=0)
+            top = max(
+                (_int(r.get("version")) or 0 for r in rows if isinstance(r, dict)),
+                default=0,
+            )
             return {"data": rows, "version": {"max": top or None}}
 
         walk = ShortPageCursor("/inventory", stamp_version(since), INVENTORY_PAGE)
@@ -241,7 +240,7 @@ class LightspeedXConnector(Connector):
 
     def find_product(self, code: str) -> RemoteProduct | None:
         body = self.http.json("GET", f"{API}/products", params={"sku": code})
-        found = _convert(_rows(body, "products"), _product)[0]
+        found = convert_rows(_rows(body, "products"), _product)[0]
         matches = [p for p in found if p.code == code]  # exact, case-sensitive, here
         matches.sort(key=lambda p: (not p.active, p.remote_id))
         if matches:
@@ -282,7 +281,7 @@ class LightspeedXConnector(Connector):
     def _search_customers(self, field: str, value: str) -> list[RemoteCustomer]:
         params = {"type": "customers", field: value, "deleted": "true", "page_size": PAGE}
         body = self.http.json("GET", f"{API}/search", params=params)
-        return _convert(_rows(body, "search"), _customer)[0]
+        return convert_rows(_rows(body, "search"), _customer)[0]
 
     def create_customer(self, customer: NewCustomer) -> RemoteCustomer:
         first, last = customer.first_name, customer.last_name
@@ -427,7 +426,7 @@ class LightspeedXConnector(Connector):
                 or _first(at_outlet or lists["registers"], "register"),
                 "user_id": str(user),
                 "payment_type_id": s.get("payment_type_id") or _first(live, "payment type"),
-                "lists": {k: _named(v) for k, v in lists.items()},
+                "lists": {k: named_rows(v) for k, v in lists.items()},
             }
             self._reference_source = "read"
         out = dict(self._reference)
@@ -457,7 +456,7 @@ class LightspeedXConnector(Connector):
         lists = {**self.reference(fresh=True, every=True)["lists"], "users": self._all("users")}
         pick = ("outlet", "register", "payment_type", "no_tax", "user")
         named = ("outlets", "registers", "payment_types", "taxes", "users")
-        return {f"{key}_id": _named(lists[name]) for key, name in zip(pick, named, strict=True)}
+        return {f"{key}_id": named_rows(lists[name]) for key, name in zip(pick, named, strict=True)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -471,10 +470,6 @@ def _rows(body: Any, resource: str) -> list[Any]:
     return list(body["data"])
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _row_stamp(row: Any, record: Any) -> datetime | None:
     """A row's version as an instant: a row that failed to read still moves the cursor."""
     version = _int(row.get("version")) if isinstance(row, dict) else None
@@ -485,36 +480,6 @@ def _walk(resource: str) -> dict[str, Any]:
     """What every feed tells the page generator: its name, error lines, versions as stamps."""
     line = lambda row, exc: f"{row.get('id') if isinstance(row, dict) else row}: {exc}"  # noqa: E731
     return {"what": f"/{resource}", "error_line": line, "stamp": _row_stamp}
-
-
-class ShortPageCursor(VersionCursor):
-    """:class:`VersionCursor` that also stops at a page shorter than asked: rows come in
-    version order, so a short page is the end, and the empty call after it is saved (one call
-    a run instead of two [notes §15]). Should a provider clamp the page size below ours, the
-    read only ends early; the cursor stands at the last row read."""
-
-    def __init__(self, what: str, after: int, size: int) -> None:
-        super().__init__(what, after)
-        self.size = size
-
-    def following(self, asked: int, body: Any, rows: int) -> int | None:
-        if rows < self.size:
-            return None  # taxes' list carries no version at all [SPEC TaxCollection]
-        return super().following(asked, body, rows)
-
-
-def _convert(rows: list[Any], convert: Callable[[dict[str, Any]], T]) -> tuple[list[T], list[str]]:
-    records: list[T] = []
-    errors: list[str] = []
-    for row in rows:
-        if not isinstance(row, dict):
-            errors.append(f"unreadable row {str(row)[:60]!r}")
-            continue
-        try:
-            records.append(convert(row))
-        except ROW_ERRORS as exc:
-            errors.append(f"{row.get('id')}: {exc}")
-    return records, errors
 
 
 def _data(body: Any, where: str) -> dict[str, Any]:
@@ -532,16 +497,8 @@ def _rate(tax: dict[str, Any]) -> Decimal:
     return sum((rate or Decimal(0) for rate in rates), Decimal(0))
 
 
-def _named(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    return [
-        {"id": str(r.get("id")), "name": str(r.get("name") or r.get("display_name") or "")}
-        for r in rows
-        if not r.get("deleted_at")
-    ]
-
-
 def _first(rows: list[dict[str, Any]], what: str) -> str:
-    for live in _named(rows):
+    for live in named_rows(rows):
         return live["id"]
     raise ConfigError(f"the Lightspeed store lists no {what}")
 
@@ -696,3 +653,47 @@ def exchange_code(
     except (SyncError, KeyError) as err:  # the job finds them at its first sale instead
         log.warning("ids not found at authorisation: %s", err)
     return Tokens(body["access_token"], body.get("refresh_token"), expires, extra)
+
+
+def webhook_events(body: bytes, query: Mapping[str, str], received: datetime) -> Any:
+    """The one change a form delivery carries: its ``payload``, the record in API 1.0 [D-WH]."""
+    from synccli import registry
+    from synccli.webhooks import parse
+
+    kind, payload, record = parse.form_delivery(body, query.get("type"))
+    stream = registry.get("lightspeed-x").webhooks_support.stream(kind)
+    if stream is None:
+        return [], 1
+    stock = stream == "stock"  # one product's level at one outlet: the product changed
+    entity = parse.text(record.get("product_id" if stock else "id"), "id")
+    place = f":{record.get('outlet_id')}" if stock else ""
+    args = (kind, stream, entity, place, record, payload, received)
+    return [(None, parse.record_event("lightspeed-x", *args))], 0
+
+
+def webhook_signed(target: Any, header: Callable[[str], str | None], body: bytes, now: Any) -> bool:
+    """An OAuth app's ``X-Signature`` must verify where it comes (a personal token signs none)."""
+    from synccli.webhooks import verify
+
+    signature, oauth = header("x-signature"), target.settings.get("grant") != "personal_token"
+    if signature is None or not oauth or not target.app_secret:
+        return True
+    return verify.x_series_signature_ok(target.app_secret, body, signature)
+
+
+def webhook_subscribe(store: Any, name: str, url: str, clock: Clock, dry_run: bool) -> Any:
+    """``POST /webhooks`` {active, type, url} a followed type, the type in the URL (a form need
+    not name it [D-WH]); 409: subscribed already [SPEC, SPEC-WH]."""
+    from synccli import registry
+    from synccli.webhooks import manage
+
+    kinds = [k for k, _ in registry.get("lightspeed-x").webhooks_support.kinds]
+    result = manage.Subscribed(name, "lightspeed-x", f"{url}/***", dry_run=dry_run)
+    if dry_run:  # no token made, no call
+        result.planned = kinds
+        return result
+    at = f"{url}/{manage.url_token(store, name)}?"
+    made = [(k, {"active": True, "type": k, "url": at + urlencode({"type": k})}) for k in kinds]
+    why = "the store refused to add a webhook (403): its token lacks the `webhooks` scope; add it"
+    why += " to the connection's scope setting"
+    return manage.post_each(store, result, clock, f"{API}/webhooks", made, why)

@@ -41,6 +41,7 @@ the Guid is a hint.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -50,9 +51,7 @@ from synccli.connectors.base import RemoteCustomer, RemoteProduct, RemoteStock
 from synccli.connectors.paging import ROW_ERRORS
 from synccli.connectors.wire import version_stamp
 
-X_SERIES = "lightspeed-x"
 READ_ERRORS: tuple[type[Exception], ...] = (*ROW_ERRORS, InvalidOperation)
-UNLEASHED = "unleashed"
 
 
 @dataclass
@@ -69,22 +68,29 @@ class Pushed:
 
 
 def read(provider: str, stream: str, record: dict[str, Any], outlet: str | None) -> Pushed | None:
-    """The record of one delivery, or None when it cannot be read (then it is fetched by id).
-    ``outlet``: the X-Series outlet whose stock is the shop's (None: unknown, stock not read)."""
+    """The record of one delivery, or None when it cannot be read (then it is fetched by id):
+    read by the function the provider's registry entry names (``WebhookSupport.records``).
+    ``outlet``: the outlet whose stock is the shop's (None: unknown, stock not read)."""
+    from synccli import registry
+
+    support = registry.get(provider).webhooks
+    if support is None or support.records is None:
+        return None
+    module, function = support.records.split(":", 1)
     try:
-        if provider == X_SERIES:
-            return _x_series(stream, record, outlet)
-        if provider == UNLEASHED:
-            return _unleashed(stream, record)
+        found: Pushed | None = getattr(importlib.import_module(module), function)(
+            stream, record, outlet
+        )
     except READ_ERRORS:
         return None
-    return None
+    return found
 
 
 # --- Lightspeed X-Series (API 1.0 shape) --------------------------------------------------------
 
 
-def _x_series(stream: str, record: dict[str, Any], outlet: str | None) -> Pushed | None:
+def read_v1(stream: str, record: dict[str, Any], outlet: str | None) -> Pushed | None:
+    """A Lightspeed X-Series record in the API 1.0 shape (the table above)."""
     if stream == "products":
         return _x_product(record)
     if stream == "stock":
@@ -195,18 +201,3 @@ def _v1_time(record: dict[str, Any]) -> datetime | None:
     except ValueError:
         return None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-# --- Unleashed ----------------------------------------------------------------------------------
-
-
-def _unleashed(stream: str, record: dict[str, Any]) -> Pushed | None:
-    from synccli.connectors.unleashed import UnleashedConnector as U
-
-    if stream == "products" and "ProductCode" in record:
-        product = U._product(record)
-        return Pushed(product=product, ranked=product.updated_at is not None)
-    if stream == "customers" and ("CustomerCode" in record or "CustomerName" in record):
-        customer = U._customer(record)
-        return Pushed(customer=customer, ranked=customer.updated_at is not None)
-    return None  # only the Guid: fetched by id

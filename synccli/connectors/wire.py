@@ -232,3 +232,17 @@ def unit_amounts(
     # none holds only past a double's 15 digits (units by the hundred thousand): sent as the
     # order has it, the provider's answer says what is off
     return unit_price, unit_price * rate
+
+
+def whole_number(value: Any) -> int | None:
+    """A JSON integer (not a boolean), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def named_rows(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The rows not deleted (``deleted_at`` unset), each as its id and name."""
+    return [
+        {"id": str(r.get("id")), "name": str(r.get("name") or r.get("display_name") or "")}
+        for r in rows
+        if not r.get("deleted_at")
+    ]

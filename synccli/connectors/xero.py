@@ -60,7 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -107,6 +107,7 @@ from synccli.connectors.wire import (
 )
 from synccli.errors import BadResponse, ConfigError, Rejected, TransientError
 from synccli.remote_ids import is_nil, refusal
+from synccli.webhooks.events import WebhookEvent
 
 log = logging.getLogger("synccli.xero")
 
@@ -1499,3 +1500,71 @@ def exchange_code(
         expires_at=now + timedelta(seconds=int(body.get("expires_in", 1800))),
         extra={"tenant_id": tenant, "tenants": tenants},
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# webhooks (#23): what the registry entry's ``webhooks`` names
+
+
+def webhook_events(
+    body: bytes, query: Mapping[str, str], received: datetime
+) -> tuple[list[tuple[str | None, WebhookEvent]], int]:
+    """(tenantId, event) of each followed event; an intent-to-receive request carries none.
+    A category not followed is left out (not counted: a batch mixes them)."""
+    from synccli import registry
+    from synccli.webhooks import parse
+
+    support = registry.get("xero").webhooks_support
+    data = parse.json_body(body)
+    if not isinstance(data, dict) or not isinstance(data.get("events"), list):
+        raise parse.Malformed("no events list")
+    found: list[tuple[str | None, WebhookEvent]] = []
+    for raw in data["events"]:
+        if not isinstance(raw, dict):
+            raise parse.Malformed("an event is not an object")
+        stream = support.stream(str(raw.get("eventCategory", "")))
+        if stream is None:
+            continue
+        tenant = parse.text(raw.get("tenantId"), "tenantId")
+        entity = parse.text(raw.get("resourceId"), "resourceId")
+        kind = parse.text(raw.get("eventType"), "eventType")
+        at = parse.instant(raw.get("eventDateUtc"), "eventDateUtc")
+        version = at.isoformat()
+        # no event id: the same resource, change and instant is the same event
+        key = f"xero:{raw['eventCategory']}:{entity}:{kind}:{version}"
+        found.append((tenant, parse.event("xero", stream, entity, version, at, None, key)))
+    return found, 0
+
+
+def webhook_signed(target: Any, header: Callable[[str], str | None], body: bytes, now: Any) -> bool:
+    """Signed with the app's webhook key (``x-xero-signature``) [Xero-OpenAPI]."""
+    from synccli.webhooks import verify
+
+    return verify.xero_signature_ok(target.webhook_key, body, header("x-xero-signature"))
+
+
+def webhook_subscribe(store: Any, name: str, url: str, clock: Clock, dry_run: bool) -> Any:
+    """Xero's webhooks are set up in the developer portal only: the steps, and the key the
+    portal shows is stored with ``connections set NAME --webhook-key-stdin``. It writes
+    nothing: a dry run is the same."""
+    from synccli.store import connections as store_connections
+    from synccli.webhooks.manage import Subscribed
+
+    conn = store_connections.get_connection(store, name)
+    has_key = bool(store_connections.credentials(store, conn).get("webhook_key"))
+    result = Subscribed(name, "xero", url)
+    result.steps = [
+        "Xero webhooks are set up in the developer portal, not through the API:",
+        "1. https://developer.xero.com/app/manage -> your app -> Webhooks.",
+        "2. Tick Contacts and Invoices (Xero sends no webhooks for Items: products stay polled).",
+        f"3. Delivery URL: {url}",
+        "4. Save, then copy the Webhooks key the page shows and store it:",
+        f"   synccli connections set {name} --webhook-key-stdin   (paste it; it is not echoed)"
+        + ("  [a key is stored already]" if has_key else ""),
+        "5. With `synccli webhooks serve` running behind your HTTPS proxy, press 'Send "
+        '"Intent To Receive"\': Xero sends a signed and a badly signed request, the receiver '
+        "answers 200 and 401, and the webhook turns OK.",
+        "One app's webhook serves every organisation it is connected to: each event goes to the "
+        "connection of its tenant (the same key stored on each).",
+    ]
+    return result

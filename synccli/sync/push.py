@@ -39,6 +39,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from synccli import registry
 from synccli.clock import Clock, SystemClock, utc
 from synccli.connectors import payloads
 from synccli.connectors.base import Connector, RemoteCustomer, RemoteProduct, RemoteStock
@@ -165,8 +166,8 @@ def _newest(rows: list[WebhookEventRow], applied: dict[str, list[Any]]) -> tuple
 
 
 def outlet_of(ctx: JobContext) -> str | None:
-    """The X-Series outlet whose stock is the shop's, without a call: the setting, else the
-    store's kept copy of the provider's lists; None when neither says."""
+    """The outlet whose stock is the shop's (``WebhookSupport.outlet_stock``), without a call:
+    the setting, else the store's kept copy of the provider's lists; None when neither says."""
     settings = ctx.connection.settings or {}
     if settings.get("outlet_id"):
         return str(settings["outlet_id"])
@@ -180,7 +181,8 @@ def outlet_of(ctx: JobContext) -> str | None:
 
 def apply_products(ctx: JobContext, report: PushReport) -> None:
     """Apply the pending product and stock deliveries that carry their record (no call)."""
-    outlet = outlet_of(ctx) if ctx.connection.provider == payloads.X_SERIES else None
+    support = registry.get(ctx.connection.provider).webhooks
+    outlet = outlet_of(ctx) if support and support.outlet_stock else None
     ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
     size = batch_size(ctx.store)
     while True:

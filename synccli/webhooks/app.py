@@ -28,8 +28,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -74,7 +74,8 @@ class Target:
     tenant_id: str | None
     webhook_key: str | None
     signing_key: str | None
-    app_secret: str | None = None  # an X-Series OAuth app's client secret (X-Signature)
+    app_secret: str | None = None  # an OAuth app's client secret (some providers sign with it)
+    settings: Mapping[str, Any] = field(default_factory=dict)  # the connection's (grant...)
 
 
 class Removed(Exception):
@@ -116,9 +117,6 @@ class Directory:
                 secrets.register(key, signing)
                 settings = conn.settings or {}
                 tenant = settings.get("tenant_id")
-                app_secret = None
-                if conn.provider == "lightspeed-x" and settings.get("grant") != "personal_token":
-                    app_secret = creds.get("client_secret")  # a personal token signs nothing
                 targets[conn.name] = Target(
                     conn.id,
                     conn.name,
@@ -126,7 +124,8 @@ class Directory:
                     tenant and str(tenant),
                     key,
                     signing,
-                    app_secret,
+                    creds.get("client_secret"),
+                    dict(settings),
                 )
             self._targets, self._read_at = targets, now
 
@@ -147,14 +146,15 @@ class Directory:
         with self._lock:
             self._read_at = float("-inf")
 
-    def xero_tenant(self, tenant: str, key: str) -> Target | None:
-        """The Xero connection of ``tenant`` whose webhook key is ``key`` (the one the delivery
-        was signed with: a tenant of another app's is not this delivery's to feed)."""
+    def tenant(self, provider: str, tenant: str, key: str) -> Target | None:
+        """The connection to ``provider`` of ``tenant`` whose webhook key is ``key`` (the one
+        the delivery was signed with: a tenant of another app's is not this delivery's to
+        feed): one app's webhook serves every organisation connected to it."""
         return next(
             (
                 t
                 for t in self._targets.values()
-                if t.provider == "xero" and t.tenant_id == tenant and t.webhook_key == key
+                if t.provider == provider and t.tenant_id == tenant and t.webhook_key == key
             ),
             None,
         )
@@ -265,48 +265,34 @@ class Receiver:
     def _authentic(
         self, target: Target, environ: dict[str, Any], body: bytes, token: str | None, now: Any
     ) -> bool:
-        if target.provider == "xero":
-            header = environ.get("HTTP_X_XERO_SIGNATURE")
-            return verify.xero_signature_ok(target.webhook_key, body, header)
-        if not verify.token_ok(target.webhook_key, token):
+        """Our URL token where the provider's URL carries one, then the provider's own
+        signature (its connector's ``webhook_signed``)."""
+        provider = registry.get(target.provider)
+        if provider.webhooks_support.url_token and not verify.token_ok(target.webhook_key, token):
             return False
-        signature = environ.get("HTTP_X_SIGNATURE")
-        if target.provider == "lightspeed-x" and signature is not None and target.app_secret:
-            # sent to an OAuth app's webhooks: where it comes it must verify (a personal-token
-            # connection has no app secret to check it with: its token alone stands)
-            return verify.x_series_signature_ok(target.app_secret, body, str(signature))
-        if target.provider == "unleashed" and target.signing_key:
-            return verify.unleashed_signature_ok(
-                target.signing_key,
-                body,
-                environ.get("HTTP_X_UNLEASHED_SIGNATURE"),
-                environ.get("HTTP_X_UNLEASHED_TIMESTAMP"),
-                now,
-            )
-        return True
+
+        def header(name: str) -> str | None:
+            value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+            return None if value is None else str(value)
+
+        return bool(provider.module().webhook_signed(target, header, body, now))
 
     def _events(
         self, target: Target, environ: dict[str, Any], body: bytes, now: Any
     ) -> tuple[list[WebhookEvent], int]:
         """The followed events, each given the connection it belongs to; and how many were
-        left out (a kind not followed, a Xero tenant no connection of this key has)."""
-        if target.provider == "xero":
-            found = parse.xero_events(body)
-            routed = []
-            for tenant, event in found:
-                owner = self.directory.xero_tenant(tenant, target.webhook_key or "")
-                if owner is not None:
-                    routed.append(dataclasses.replace(event, connection_id=owner.id))
-            return routed, len(found) - len(routed)
-        one: WebhookEvent | None
-        if target.provider == "lightspeed-x":
-            query = parse_qs(str(environ.get("QUERY_STRING") or ""))
-            one = parse.lightspeed_x_event(body, query.get("type", [None])[0], now)
-        else:
-            one = parse.unleashed_event(body, now)
-        if one is None:
-            return [], 1
-        return [dataclasses.replace(one, connection_id=target.id)], 0
+        left out (a kind not followed, a tenant no connection of this key has)."""
+        query = {k: v[0] for k, v in parse_qs(str(environ.get("QUERY_STRING") or "")).items()}
+        module = registry.get(target.provider).module()
+        found, skipped = module.webhook_events(body, query, now)
+        routed = []
+        for tenant, event in found:
+            owner: Target | None = target
+            if tenant is not None:
+                owner = self.directory.tenant(target.provider, tenant, target.webhook_key or "")
+            if owner is not None:
+                routed.append(dataclasses.replace(event, connection_id=owner.id))
+        return routed, skipped + len(found) - len(routed)
 
     def _store(self, target: Target, events: list[WebhookEvent], now: Any) -> int:
         ids = {target.id, *(e.connection_id for e in events)}

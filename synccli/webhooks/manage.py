@@ -1,6 +1,7 @@
 """``webhooks subscribe`` and ``webhooks status``: results for the CLI to render.
 
-Subscribing, per provider (sources in docs/providers.md, "Webhooks"):
+Each provider subscribes in its connector module (``webhook_subscribe``, with the helpers here);
+what each does (sources in docs/providers.md, "Webhooks"):
 
 - X-Series: ``POST /webhooks`` {active, type, url}, one per followed type; 409 means that type
   and URL are subscribed already [SPEC, SPEC-WH]. The call goes through the connector's HTTP
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import os
 import secrets as random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 from synccli import registry
 from synccli.clock import Clock
@@ -31,13 +34,6 @@ from synccli.store import webhooks as stored
 from synccli.store.db import Store
 from synccli.webhooks.app import PROVIDERS
 
-X_SERIES_TYPES = ("product.update", "inventory.update", "customer.update", "sale.update")
-X_SERIES_API = "api/2026-07"  # the connector's API version [SPEC info.version]
-UNLEASHED_EVENTS = tuple(
-    f"{thing}.{change}"
-    for thing in ("product", "customer")
-    for change in ("created", "updated", "deleted")
-)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -70,7 +66,7 @@ def endpoint(base_url: str, name: str) -> str:
     return f"{base_url.strip().rstrip('/')}/webhooks/{name}"
 
 
-def _token(store: Store, name: str) -> str:
+def url_token(store: Store, name: str) -> str:
     """The connection's URL token, made (256 random bits) and stored on first use."""
     conn = store_connections.get_connection(store, name)
     token = store_connections.credentials(store, conn).get("webhook_key")
@@ -80,96 +76,63 @@ def _token(store: Store, name: str) -> str:
     return str(token)
 
 
-def subscribe(
-    store: Store, name: str, base_url: str, clock: Clock, dry_run: bool = False
-) -> Subscribed:
-    conn = store_connections.get_connection(store, name)
-    if conn.provider not in PROVIDERS:
-        display = registry.get(conn.provider).display_name
-        raise UsageError(f"{display} sends no webhooks synccli follows: its polls stay as they are")
-    url = endpoint(base_url, name)
-    if conn.provider == "xero":
-        return _xero_steps(store, name, url)  # writes nothing: a dry run is the same
-    if dry_run:  # no token made, no file written, no call
-        plan = Subscribed(name, conn.provider, f"{url}/***", dry_run=True)
-        if conn.provider == "lightspeed-x":
-            plan.planned = list(X_SERIES_TYPES)
-        else:
-            plan.planned = list(UNLEASHED_EVENTS)
-            plan.steps = [
-                "Without --dry-run: the URL to give Unleashed (it holds a token made then) is "
-                f"written to {Path(store.settings.data_dir) / f'webhook-url-{name}.txt'}, and "
-                "the steps to subscribe are printed."
-            ]
-        return plan
-    token = _token(store, name)
-    if conn.provider == "unleashed":
-        return _unleashed_steps(store, name, url, token)
-    return _x_series(store, name, url, token, clock)
+def url_file(store: Store, name: str) -> Path:
+    """Where the delivery URL of connection ``name`` is written for a person to paste."""
+    return Path(store.settings.data_dir) / f"webhook-url-{name}.txt"
 
 
-def _xero_steps(store: Store, name: str, url: str) -> Subscribed:
-    conn = store_connections.get_connection(store, name)
-    has_key = bool(store_connections.credentials(store, conn).get("webhook_key"))
-    result = Subscribed(name, "xero", url)
-    result.steps = [
-        "Xero webhooks are set up in the developer portal, not through the API:",
-        "1. https://developer.xero.com/app/manage -> your app -> Webhooks.",
-        "2. Tick Contacts and Invoices (Xero sends no webhooks for Items: products stay polled).",
-        f"3. Delivery URL: {url}",
-        "4. Save, then copy the Webhooks key the page shows and store it:",
-        f"   synccli connections set {name} --webhook-key-stdin   (paste it; it is not echoed)"
-        + ("  [a key is stored already]" if has_key else ""),
-        "5. With `synccli webhooks serve` running behind your HTTPS proxy, press 'Send "
-        '"Intent To Receive"\': Xero sends a signed and a badly signed request, the receiver '
-        "answers 200 and 401, and the webhook turns OK.",
-        "One app's webhook serves every organisation it is connected to: each event goes to the "
-        "connection of its tenant (the same key stored on each).",
-    ]
-    return result
-
-
-def _unleashed_steps(store: Store, name: str, url: str, token: str) -> Subscribed:
-    events_url = f"{url}/{token}"
-    path = Path(store.settings.data_dir) / f"webhook-url-{name}.txt"
+def write_url_file(store: Store, name: str, url: str) -> Path:
+    """Write ``url`` (it holds the token) to an owner-only file, never to the output."""
+    path = url_file(store, name)
     ensure_private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(events_url + "\n")
-    result = Subscribed(name, "unleashed", f"{url}/***", url_file=str(path))
-    result.steps = [
-        "Unleashed subscriptions are made through its Webhooks API "
-        "(https://apidocs.unleashedsoftware.com/Webhooks, 'Setting Up Webhooks'; at most 5 "
-        "per account, free of the monthly quota):",
-        f"1. Subscribe to {', '.join(UNLEASHED_EVENTS)}",
-        f"   with the notification URL written to {path} (owner-only: it holds this "
-        "connection's token; delete the file once used).",
-        "2. Store the signing key Unleashed returns, so every delivery's signature is checked too:",
-        f"   synccli connections set {name} --webhook-signing-key-stdin",
-    ]
-    return result
+        fh.write(url + "\n")
+    return path
 
 
-def _x_series(store: Store, name: str, url: str, token: str, clock: Clock) -> Subscribed:
+def post_each(
+    store: Store,
+    result: Subscribed,
+    clock: Clock,
+    path: str,
+    bodies: Iterable[tuple[str, dict[str, Any]]],
+    refused: str,
+) -> Subscribed:
+    """POST each (kind, body) to the provider's ``path`` through the connector's HTTP layer (the
+    store's ledger and budget count the calls); 409 means subscribed already. A 403 is a
+    :class:`UsageError` saying ``refused`` (why, and what to change before authorising again)."""
     from synccli.sync.context import build_connector  # the connector stack, only here
 
+    name = result.connection
     conn = store_connections.get_connection(store, name)
-    connector = build_connector(store, conn, clock=clock, pace=False)
-    http = connector.http
-    result = Subscribed(name, "lightspeed-x", f"{url}/***")
-    for kind in X_SERIES_TYPES:
-        body = {"active": True, "type": kind, "url": f"{url}/{token}?{urlencode({'type': kind})}"}
+    http = build_connector(store, conn, clock=clock, pace=False).http
+    for kind, body in bodies:
         try:
-            resp = http.request("POST", f"{X_SERIES_API}/webhooks", json_body=body, ok=(409,))
+            resp = http.request("POST", path, json_body=body, ok=(409,))
         except ProviderError as exc:
             if exc.status == 403:
                 raise UsageError(
-                    f"{name}: the store refused to add a webhook (403): its token lacks the "
-                    "`webhooks` scope; add it to the connection's scope setting and run "
-                    f"`synccli connections authorize {name}` again"
+                    f"{name}: {refused} and run `synccli connections authorize {name}` again"
                 ) from None
             raise
         (result.already if resp.status_code == 409 else result.created).append(kind)
+    return result
+
+
+def subscribe(
+    store: Store, name: str, base_url: str, clock: Clock, dry_run: bool = False
+) -> Subscribed:
+    """The provider's connector subscribes (``webhook_subscribe``): through its API, or the
+    steps a person takes (registry ``Subscription``). A dry run makes no token, writes no file
+    and calls nothing."""
+    conn = store_connections.get_connection(store, name)
+    provider = registry.get(conn.provider)
+    if provider.webhooks is None:
+        display = provider.display_name
+        raise UsageError(f"{display} sends no webhooks synccli follows: its polls stay as they are")
+    url = endpoint(base_url, name)
+    result: Subscribed = provider.module().webhook_subscribe(store, name, url, clock, dry_run)
     return result
 
 
