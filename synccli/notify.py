@@ -314,11 +314,9 @@ due to take a credit note's allocation, and the tax codes and accounts of the re
 must still exist - and the message above. A credit note {provider} already holds is never
 posted again: when the message says it is there, allocate it in {provider} or fix what it
 names."""
-    if refund_of and connection.provider == "lightspeed":  # POST Sale/{id}/refund.json
-        fix = f"""What to fix: check refund {number} against order {refund_of} in {provider}:
-its sale must still be there, completed (not voided nor reopened), with the refunded
-quantities of its lines not given back already (a refund made at the register counts) - and
-the message above. Fix it in {provider}, or cancel the refund here."""
+    entry = registry.find(connection.provider)
+    if refund_of and entry is not None and entry.refund_fix:  # how its refunds are posted
+        fix = entry.refund_fix.format(number=number, refund_of=refund_of, provider=provider)
     body = f"""{provider} refused {what} (connection {connection.name}).
 
 {provider} said:

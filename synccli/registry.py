@@ -318,6 +318,9 @@ class Provider:
     # An API-key provider: where in its screens the account owner finds the id and key.
     key_source: str = ""
     webhooks: WebhookSupport | None = None  # None: it sends no webhooks synccli follows
+    # A refused refund's "What to fix" in the email ({number}, {refund_of}, {provider}), where
+    # its refunds are not credit notes against the invoice (notify.py's default text)
+    refund_fix: str = ""
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.connector_module)
@@ -594,6 +597,11 @@ LIGHTSPEED = Provider(
         "synccli.sandbox.lightspeed", tax_code="GST", demo_time_scale=100.0, urls=("auth_url",)
     ),
     oauth=ModuleOAuth("synccli.connectors.lightspeed", learns=("account_id",)),
+    # POST Sale/{id}/refund.json against the order's sale
+    refund_fix="""What to fix: check refund {number} against order {refund_of} in {provider}:
+its sale must still be there, completed (not voided nor reopened), with the refunded
+quantities of its lines not given back already (a refund made at the register counts) - and
+the message above. Fix it in {provider}, or cancel the refund here.""",
 )
 
 _X_ID = "found from the store's lists"

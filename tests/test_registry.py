@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,57 @@ def test_no_literal_list_of_providers_outside_the_registry() -> None:
     assert not offences, "literal lists of providers (use registry.names()):\n" + "\n".join(
         offences
     )
+
+
+def _provider_modules() -> set[Path]:
+    """The modules a provider owns: its connector and simulator modules (registry entry) and the
+    parts split off beside them (``xero_payments.py``)."""
+    owned = {ROOT / "synccli" / "registry.py"}
+    for p in registry.providers():
+        for module in (p.connector_module, p.sandbox.module):
+            path = ROOT / (module.replace(".", "/") + ".py")
+            owned |= {path, *path.parent.glob(f"{path.stem}_*.py")}
+    return owned
+
+
+def _strings(tree: ast.AST) -> list[ast.Constant]:
+    """The string constants of ``tree`` that are not docstrings or help text (``help=``: a
+    command's example, as #19 left them)."""
+    docs = {
+        id(kw.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg in ("help", "epilog")
+    } | {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
+
+
+def test_no_module_outside_a_providers_own_names_it() -> None:
+    """Generic code never names a provider (#20: "the registry is the only other place that
+    names it"): a string constant holding a provider's name as a word (``"xero"``,
+    ``f"xero:{id}"``) is allowed only in synccli/registry.py and the provider's own connector and
+    simulator modules. Docstrings, comments and help text (its examples) may name providers;
+    messages name them by the entry's ``display_name``."""
+    names = sorted(registry.names(), key=len, reverse=True)
+    word = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])")
+    owned = _provider_modules()
+    offences = []
+    for path in sorted((ROOT / "synccli").rglob("*.py")):
+        if path in owned:
+            continue
+        for node in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+            if word.search(node.value):
+                offences.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value[:40]!r}")
+    assert not offences, "provider names outside the provider's modules:\n" + "\n".join(offences)

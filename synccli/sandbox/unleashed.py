@@ -92,6 +92,7 @@ import json
 import math
 import random
 import re
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,7 +111,17 @@ from synccli.sandbox.core import (
     json_body,
 )
 from synccli.sandbox.data import Customer, Invoice, Product, World, product_revision
-from synccli.sandbox.webhook_formats import install_unleashed
+from synccli.sandbox.webhooks import (
+    CUSTOMER_FIELDS,
+    PRODUCT_FIELDS,
+    Delivery,
+    Format,
+    Outbox,
+    Policy,
+    Subscription,
+    backoff,
+    hmac_sha256,
+)
 
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 PAGE = r"(?:/(?P<page>\d+))?"
@@ -1415,3 +1426,112 @@ def _customer_code(c: Customer) -> str:
 def create(**kw: Any) -> UnleashedSandbox:
     """Build the Unleashed simulator (keywords as :class:`UnleashedSandbox`)."""
     return UnleashedSandbox(**kw)
+
+
+# --- webhooks -------------------------------------------------------------------------------------
+# Unleashed [D-WH ``apidocs.unleashedsoftware.com/Webhooks``: events Customer and Product created /
+# updated / deleted, at most 5 subscriptions an account, the same API auth as the rest of the API;
+# the body's shape and the signature as integrators implement them, since the page's later sections
+# were not retrievable (**unconfirmed**)]: JSON ``{eventNotificationId, subscriptionId, eventType,
+# createdOn, data}`` with ``data`` a JSON string holding the record's ``Guid`` only (the record is
+# fetched); ``x-unleashed-timestamp`` (Unix seconds) and ``x-unleashed-signature``, base64
+# HMAC-SHA256 of ``"{timestamp}.{body}"`` with the subscription's signature key (returned once, at
+# creation), signed afresh for each attempt. No retry schedule could be found: one attempt, never
+# retried (the harsher reading; ``retries`` sets one). Stock on hand raises no event (not in the
+# list). Registration: ``POST /webhooks/subscriptions`` ``{notificationUrl, eventTypes}``
+# (**unconfirmed** path), ``GET``, ``DELETE /webhooks/subscriptions/{id}``.
+class UnleashedFormat(Format):
+    policy = Policy(retry_delays=())
+    KINDS = (
+        "customer.created",
+        "customer.updated",
+        "customer.deleted",
+        "product.created",
+        "product.updated",
+        "product.deleted",
+    )
+
+    def __init__(self, app: Any, retries: int = 0) -> None:
+        self.app = app
+        if retries:
+            self.policy = Policy(retry_delays=backoff(60.0, retries, 24 * 3600.0))
+
+    def events(self, record: Any, what: str) -> list[str]:
+        kind = "product" if isinstance(record, Product) else "customer"
+        if isinstance(record, Product) and what not in PRODUCT_FIELDS | {"added", "deleted"}:
+            return []  # stock on hand is not a product change (no event listed for it)
+        if isinstance(record, Customer) and what not in CUSTOMER_FIELDS | {"added"}:
+            return []
+        verb = {"added": "created", "deleted": "deleted"}.get(what, "updated")
+        return [f"{kind}.{verb}"]
+
+    def render(self, d: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
+        doc = {
+            "eventNotificationId": str(uuid.uuid4()),
+            "subscriptionId": d.sub.id,
+            "eventType": d.event,
+            "createdOn": d.made.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "data": json.dumps({"Guid": d.record.id}),
+        }
+        return json.dumps(doc).encode("utf-8"), {"Content-Type": "application/json"}
+
+    def sign(self, d: Delivery, now: datetime) -> dict[str, str]:
+        stamp = str(int(now.timestamp()))
+        message = stamp.encode("ascii") + b"." + (d.body or b"")
+        digest = base64.b64encode(hmac_sha256(d.sub.secret or "", message)).decode("ascii")
+        return {"x-unleashed-timestamp": stamp, "x-unleashed-signature": digest}
+
+
+def install_unleashed(app: Any) -> Outbox:
+    """Unleashed's sender and its subscription routes (through the API's own auth)."""
+    outbox = Outbox(app, UnleashedFormat(app))
+
+    def shown(sub: Subscription, key: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "subscriptionId": sub.id,
+            "notificationUrl": sub.url,
+            "eventTypes": sorted(sub.events),
+            "status": "Active" if sub.active else "Inactive",
+        }
+        if key:
+            out["signatureKey"] = sub.secret
+        return out
+
+    def fail(status: int, message: str) -> Response:
+        return Response(status, {"description": message})
+
+    def create(req: Request) -> Response:
+        tenant = req.environ["unleashed.tenant"]
+        body = json_body(req)
+        if not isinstance(body, dict) or not isinstance(body.get("notificationUrl"), str):
+            return fail(400, "notificationUrl is required")
+        kinds = body.get("eventTypes")
+        known = UnleashedFormat.KINDS
+        if not isinstance(kinds, list) or not kinds or not set(kinds) <= set(known):
+            return fail(400, "eventTypes must list one or more of " + ", ".join(known))
+        if sum(1 for s in outbox.subscriptions.values() if s.tenant == tenant) >= 5:
+            return fail(400, "Maximum of 5 webhook subscriptions per account")  # [D-WH]
+        key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+        sub_id = str(uuid.uuid4())
+        try:
+            sub = outbox.subscribe(body["notificationUrl"], kinds, key, tenant, sub_id=sub_id)
+        except ValueError as err:
+            return fail(400, str(err))
+        return Response(201, shown(sub, key=True))
+
+    def listing(req: Request) -> Response:
+        tenant = req.environ["unleashed.tenant"]
+        items = [shown(s) for s in outbox.subscriptions.values() if s.tenant == tenant]
+        return Response(200, {"Items": items})
+
+    def delete(req: Request, wid: str) -> Response:
+        sub = outbox.subscriptions.get(wid)
+        if sub is None or sub.tenant != req.environ["unleashed.tenant"]:
+            return fail(404, "Subscription not found")
+        outbox.unsubscribe(wid)
+        return Response(204, None)
+
+    app.route("POST", "/webhooks/subscriptions", "WebhookSubscriptions", create)
+    app.route("GET", "/webhooks/subscriptions", "WebhookSubscriptions", listing)
+    app.route("DELETE", "/webhooks/subscriptions/(?P<wid>[^/]+)", "WebhookSubscriptions", delete)
+    return outbox

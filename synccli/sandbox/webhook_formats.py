@@ -1,5 +1,6 @@
-"""Each provider's webhooks as its simulator sends them: which change raises which event, the body,
-the signature, the retries and how a subscription is registered.
+"""Lightspeed X-Series' webhooks as its simulator sends them: which change raises which event,
+the body, the signature, the retries and how a subscription is registered (it stays out of
+sandbox/lightspeed_x.py, at its size limit).
 
 Sources (keys as in the provider notes under ``providers/``):
 
@@ -18,39 +19,13 @@ tracked product), ``customer.update`` (created, changed, deleted); no delete eve
 Registration: ``POST /webhooks`` ``{active, type, url}`` (all required), 409 for a duplicate type
 and URL, ``GET/PUT/DELETE /webhooks/{id}``, scope ``webhooks`` [SPEC].
 
-Xero [``developer.xero.com/documentation/webhooks/configuring-your-server``; OAS-ID
-``xero-webhooks.yaml``]: JSON ``{"events": [...], "firstEventSequence", "lastEventSequence",
-"entropy"}``, each event ``resourceUrl``, ``resourceId``, ``eventDateUtc``, ``eventType`` (CREATE,
-UPDATE), ``eventCategory`` (CONTACT, INVOICE; no Items), ``tenantId``, ``tenantType``; the record
-itself is not in it. ``x-xero-signature``: base64 HMAC-SHA256 of the body with the webhook key. The
-endpoint must answer 200 with **no body** within 5 s (else it is retried "with decreasing frequency
-for up to 24 hours. After 24 hours the webhook will be disabled"); a subscription starts with an
-"Intent to receive" check: several POSTs with ``"events": []``, some signed with the key and some
-not; only 200 to every good one and 401 to every bad one makes it active. Subscriptions are made
-in the developer portal only: the sandbox's stand-in is ``POST /sandbox/webhooks`` (no such route
-exists at Xero).
-
-Unleashed [D-WH ``apidocs.unleashedsoftware.com/Webhooks``: events Customer and Product created /
-updated / deleted, at most 5 subscriptions an account, the same API auth as the rest of the API;
-the body's shape and the signature as integrators implement them, since the page's later
-sections were not retrievable (**unconfirmed**)]: JSON ``{eventNotificationId, subscriptionId,
-eventType, createdOn, data}`` with ``data`` a JSON string holding the record's ``Guid`` only (the
-record is fetched); ``x-unleashed-timestamp`` (Unix seconds) and ``x-unleashed-signature``, base64
-HMAC-SHA256 of ``"{timestamp}.{body}"`` with the subscription's signature key (returned once, at
-creation), signed afresh for each attempt. No retry schedule could be found: one attempt, never
-retried (the harsher reading; ``retries`` sets one). Stock on hand raises no event (not in the
-list). Registration: ``POST /webhooks/subscriptions`` ``{notificationUrl, eventTypes}``
-(**unconfirmed** path), ``GET``, ``DELETE /webhooks/subscriptions/{id}``.
+Xero's and Unleashed's formats are in their simulators' modules (sandbox/xero.py,
+sandbox/unleashed.py); the shared machinery in sandbox/webhooks.py.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import secrets
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -58,17 +33,17 @@ from urllib.parse import urlencode
 
 from synccli.sandbox.core import Request, Response, json_body
 from synccli.sandbox.data import Customer, Product
-from synccli.sandbox.webhooks import Delivery, Format, Outbox, Policy, Subscription, backoff
-
-PRODUCT_FIELDS = frozenset({"code", "name", "description", "price", "archived", "tracked"})
-CUSTOMER_FIELDS = frozenset(
-    {"name", "first_name", "last_name", "email", "account_number", "code", "archived"}
+from synccli.sandbox.webhooks import (
+    CUSTOMER_FIELDS,
+    PRODUCT_FIELDS,
+    Delivery,
+    Format,
+    Outbox,
+    Policy,
+    Subscription,
+    backoff,
+    hmac_sha256,
 )
-
-
-def hmac_sha256(key: str | bytes, message: bytes) -> bytes:
-    raw = key.encode("utf-8") if isinstance(key, str) else key
-    return hmac.new(raw, message, hashlib.sha256).digest()
 
 
 def _stamp(dt: datetime) -> str:
@@ -268,213 +243,4 @@ def install_lightspeed_x(app: Any, api: str) -> Outbox:
     app.route("GET", f"{api}/webhooks", "webhooks", routes.listing)
     for method in ("GET", "PUT", "DELETE"):
         app.route(method, f"{api}/webhooks/(?P<wid>[^/]+)", "webhooks/{id}", routes.one)
-    return outbox
-
-
-# --- Xero -----------------------------------------------------------------------------------------
-class XeroFormat(Format):
-    policy = Policy(
-        retry_delays=backoff(60.0, 14, 24 * 3600.0),
-        empty_answer=True,
-        disable_after=24 * 3600.0,
-    )
-    ITR_GOOD, ITR_BAD = 2, 2  # intent-to-receive POSTs signed with the key, and not
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.sequence = 0
-
-    def events(self, record: Any, what: str) -> list[str]:
-        if isinstance(record, Customer) and (what in CUSTOMER_FIELDS or what == "added"):
-            return ["CONTACT"]  # Items raise no event [OAS-ID]
-        return []
-
-    def render(self, d: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
-        self.sequence += 1
-        event = {
-            "resourceUrl": f"https://api.xero.com/api.xro/2.0/Contacts/{d.record.id}",
-            "resourceId": d.record.id,
-            "eventDateUtc": d.made.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
-            "eventType": "CREATE" if d.what == "added" else "UPDATE",
-            "eventCategory": d.event,
-            "tenantId": d.sub.tenant,
-            "tenantType": "ORGANISATION",
-        }
-        body = self.envelope([event], self.sequence, self.sequence)
-        return body, self.headers(body, d.sub.secret or "")
-
-    @staticmethod
-    def envelope(events: list[dict[str, Any]], first: int, last: int) -> bytes:
-        entropy = secrets.token_hex(10).upper()
-        doc = {
-            "events": events,
-            "firstEventSequence": first,
-            "lastEventSequence": last,
-            "entropy": entropy,
-        }
-        return json.dumps(doc).encode("utf-8")
-
-    @staticmethod
-    def headers(body: bytes, key: str) -> dict[str, str]:
-        signature = base64.b64encode(hmac_sha256(key, body)).decode("ascii")
-        return {"Content-Type": "application/json; charset=utf-8", "x-xero-signature": signature}
-
-
-def intent_to_receive(outbox: Outbox, sub: Subscription, now: datetime) -> None:
-    """Xero's check of a new (or re-enabled) subscription: it becomes OK only if every correctly
-    signed request got 200 and every incorrectly signed one 401, each in time and without a body."""
-    fmt = outbox.format
-    assert isinstance(fmt, XeroFormat)
-    passed = True
-    tries = [True] * fmt.ITR_GOOD + [False] * fmt.ITR_BAD
-    outbox.rng.shuffle(tries)
-    for good in tries:
-        body = fmt.envelope([], 0, 0)
-        key = (sub.secret or "") if good else secrets.token_urlsafe(32)
-        status, ok = outbox.post(sub.url, body, fmt.headers(body, key))
-        expected = ok if good else status == 401
-        passed = passed and expected
-        sub.extra.setdefault("intent_answers", []).append((good, status))
-    sub.status = "OK" if passed else "INTENT_FAILED"
-    outbox.stats["intent_ok" if passed else "intent_failed"] += 1
-
-
-def install_xero(app: Any) -> Outbox:
-    """Xero's sender and the sandbox-only stand-in for the developer portal's webhook page."""
-    outbox = Outbox(app, XeroFormat(app))
-    outbox.check = intent_to_receive
-
-    def shown(sub: Subscription, key: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": sub.id,
-            "url": sub.url,
-            "status": sub.status,
-            "tenantId": sub.tenant,
-        }
-        if key:
-            out["key"] = sub.secret
-        return out
-
-    def create(req: Request) -> Response:
-        body = json_body(req)
-        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
-            return Response(400, {"message": "url required"})
-        tenant = str(body.get("tenantId") or app.tenant).lower()
-        key = base64.b64encode(secrets.token_bytes(64)).decode("ascii")
-        try:
-            sub = outbox.subscribe(body["url"], ["CONTACT"], key, tenant, status="PENDING")
-        except ValueError as err:
-            return Response(400, {"message": str(err)})
-        return Response(201, shown(sub, key=True))
-
-    def one(req: Request, wid: str) -> Response:
-        sub = outbox.subscriptions.get(wid)
-        if sub is None:
-            return Response(404, {"message": "no such webhook"})
-        if req.method == "POST":  # re-enable: a new intent-to-receive check
-            sub.status, sub.failing_since = "PENDING", None
-            outbox.checks.append(sub)
-        return Response(200, shown(sub))
-
-    app.route("POST", "/sandbox/webhooks", "sandbox.webhooks", create)
-    app.route("GET", "/sandbox/webhooks/(?P<wid>[^/]+)", "sandbox.webhooks", one)
-    app.route("POST", "/sandbox/webhooks/(?P<wid>[^/]+)/intent", "sandbox.webhooks", one)
-    return outbox
-
-
-# --- Unleashed ------------------------------------------------------------------------------------
-class UnleashedFormat(Format):
-    policy = Policy(retry_delays=())
-    KINDS = (
-        "customer.created",
-        "customer.updated",
-        "customer.deleted",
-        "product.created",
-        "product.updated",
-        "product.deleted",
-    )
-
-    def __init__(self, app: Any, retries: int = 0) -> None:
-        self.app = app
-        if retries:
-            self.policy = Policy(retry_delays=backoff(60.0, retries, 24 * 3600.0))
-
-    def events(self, record: Any, what: str) -> list[str]:
-        kind = "product" if isinstance(record, Product) else "customer"
-        if isinstance(record, Product) and what not in PRODUCT_FIELDS | {"added", "deleted"}:
-            return []  # stock on hand is not a product change (no event listed for it)
-        if isinstance(record, Customer) and what not in CUSTOMER_FIELDS | {"added"}:
-            return []
-        verb = {"added": "created", "deleted": "deleted"}.get(what, "updated")
-        return [f"{kind}.{verb}"]
-
-    def render(self, d: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
-        doc = {
-            "eventNotificationId": str(uuid.uuid4()),
-            "subscriptionId": d.sub.id,
-            "eventType": d.event,
-            "createdOn": d.made.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
-            "data": json.dumps({"Guid": d.record.id}),
-        }
-        return json.dumps(doc).encode("utf-8"), {"Content-Type": "application/json"}
-
-    def sign(self, d: Delivery, now: datetime) -> dict[str, str]:
-        stamp = str(int(now.timestamp()))
-        message = stamp.encode("ascii") + b"." + (d.body or b"")
-        digest = base64.b64encode(hmac_sha256(d.sub.secret or "", message)).decode("ascii")
-        return {"x-unleashed-timestamp": stamp, "x-unleashed-signature": digest}
-
-
-def install_unleashed(app: Any) -> Outbox:
-    """Unleashed's sender and its subscription routes (through the API's own auth)."""
-    outbox = Outbox(app, UnleashedFormat(app))
-
-    def shown(sub: Subscription, key: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "subscriptionId": sub.id,
-            "notificationUrl": sub.url,
-            "eventTypes": sorted(sub.events),
-            "status": "Active" if sub.active else "Inactive",
-        }
-        if key:
-            out["signatureKey"] = sub.secret
-        return out
-
-    def fail(status: int, message: str) -> Response:
-        return Response(status, {"description": message})
-
-    def create(req: Request) -> Response:
-        tenant = req.environ["unleashed.tenant"]
-        body = json_body(req)
-        if not isinstance(body, dict) or not isinstance(body.get("notificationUrl"), str):
-            return fail(400, "notificationUrl is required")
-        kinds = body.get("eventTypes")
-        known = UnleashedFormat.KINDS
-        if not isinstance(kinds, list) or not kinds or not set(kinds) <= set(known):
-            return fail(400, "eventTypes must list one or more of " + ", ".join(known))
-        if sum(1 for s in outbox.subscriptions.values() if s.tenant == tenant) >= 5:
-            return fail(400, "Maximum of 5 webhook subscriptions per account")  # [D-WH]
-        key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-        sub_id = str(uuid.uuid4())
-        try:
-            sub = outbox.subscribe(body["notificationUrl"], kinds, key, tenant, sub_id=sub_id)
-        except ValueError as err:
-            return fail(400, str(err))
-        return Response(201, shown(sub, key=True))
-
-    def listing(req: Request) -> Response:
-        tenant = req.environ["unleashed.tenant"]
-        items = [shown(s) for s in outbox.subscriptions.values() if s.tenant == tenant]
-        return Response(200, {"Items": items})
-
-    def delete(req: Request, wid: str) -> Response:
-        sub = outbox.subscriptions.get(wid)
-        if sub is None or sub.tenant != req.environ["unleashed.tenant"]:
-            return fail(404, "Subscription not found")
-        outbox.unsubscribe(wid)
-        return Response(204, None)
-
-    app.route("POST", "/webhooks/subscriptions", "WebhookSubscriptions", create)
-    app.route("GET", "/webhooks/subscriptions", "WebhookSubscriptions", listing)
-    app.route("DELETE", "/webhooks/subscriptions/(?P<wid>[^/]+)", "WebhookSubscriptions", delete)
     return outbox

@@ -24,7 +24,9 @@ D-WH; Xero]) with the fault spec's ``drop`` rules: ``drop:0.05`` drops 5% of eve
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import io
 import itertools
 import random
@@ -414,3 +416,15 @@ def wsgi_transport(application: Callable[..., Iterable[bytes]]) -> Transport:
         return int(status[0].split(" ", 1)[0]), answer
 
     return send
+
+
+# What each simulator's webhooks raise an event for: a change to one of these fields.
+PRODUCT_FIELDS = frozenset({"code", "name", "description", "price", "archived", "tracked"})
+CUSTOMER_FIELDS = frozenset(
+    {"name", "first_name", "last_name", "email", "account_number", "code", "archived"}
+)
+
+
+def hmac_sha256(key: str | bytes, message: bytes) -> bytes:
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    return hmac.new(raw, message, hashlib.sha256).digest()

@@ -120,7 +120,16 @@ from synccli.sandbox.core import (
     json_body,
 )
 from synccli.sandbox.data import Customer, Invoice, Product, World
-from synccli.sandbox.webhook_formats import install_xero
+from synccli.sandbox.webhooks import (
+    CUSTOMER_FIELDS,
+    Delivery,
+    Format,
+    Outbox,
+    Policy,
+    Subscription,
+    backoff,
+    hmac_sha256,
+)
 
 API = "/api.xro/2.0"
 NIL_ID = "00000000-0000-0000-0000-000000000000"
@@ -2250,3 +2259,125 @@ def rfc1123(dt: datetime) -> str:
 def create(**kw: Any) -> XeroSandbox:
     """Build a Xero sandbox (the lead's wiring calls this)."""
     return XeroSandbox(**kw)
+
+
+# --- webhooks -------------------------------------------------------------------------------------
+# Xero [``developer.xero.com/documentation/webhooks/configuring-your-server``; OAS-ID
+# ``xero-webhooks.yaml``]: JSON ``{"events": [...], "firstEventSequence", "lastEventSequence",
+# "entropy"}``, each event ``resourceUrl``, ``resourceId``, ``eventDateUtc``, ``eventType`` (CREATE,
+# UPDATE), ``eventCategory`` (CONTACT, INVOICE; no Items), ``tenantId``, ``tenantType``; the record
+# itself is not in it. ``x-xero-signature``: base64 HMAC-SHA256 of the body with the webhook key.
+# The endpoint must answer 200 with **no body** within 5 s (else it is retried "with decreasing
+# frequency for up to 24 hours. After 24 hours the webhook will be disabled"); a subscription starts
+# with an "Intent to receive" check: several POSTs with ``"events": []``, some signed with the key
+# and some not; only 200 to every good one and 401 to every bad one makes it active. Subscriptions
+# are made in the developer portal only: the sandbox's stand-in is ``POST /sandbox/webhooks`` (no
+# such route exists at Xero).
+class XeroFormat(Format):
+    policy = Policy(
+        retry_delays=backoff(60.0, 14, 24 * 3600.0),
+        empty_answer=True,
+        disable_after=24 * 3600.0,
+    )
+    ITR_GOOD, ITR_BAD = 2, 2  # intent-to-receive POSTs signed with the key, and not
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sequence = 0
+
+    def events(self, record: Any, what: str) -> list[str]:
+        if isinstance(record, Customer) and (what in CUSTOMER_FIELDS or what == "added"):
+            return ["CONTACT"]  # Items raise no event [OAS-ID]
+        return []
+
+    def render(self, d: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
+        self.sequence += 1
+        event = {
+            "resourceUrl": f"https://api.xero.com/api.xro/2.0/Contacts/{d.record.id}",
+            "resourceId": d.record.id,
+            "eventDateUtc": d.made.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
+            "eventType": "CREATE" if d.what == "added" else "UPDATE",
+            "eventCategory": d.event,
+            "tenantId": d.sub.tenant,
+            "tenantType": "ORGANISATION",
+        }
+        body = self.envelope([event], self.sequence, self.sequence)
+        return body, self.headers(body, d.sub.secret or "")
+
+    @staticmethod
+    def envelope(events: list[dict[str, Any]], first: int, last: int) -> bytes:
+        entropy = pysecrets.token_hex(10).upper()
+        doc = {
+            "events": events,
+            "firstEventSequence": first,
+            "lastEventSequence": last,
+            "entropy": entropy,
+        }
+        return json.dumps(doc).encode("utf-8")
+
+    @staticmethod
+    def headers(body: bytes, key: str) -> dict[str, str]:
+        signature = base64.b64encode(hmac_sha256(key, body)).decode("ascii")
+        return {"Content-Type": "application/json; charset=utf-8", "x-xero-signature": signature}
+
+
+def intent_to_receive(outbox: Outbox, sub: Subscription, now: datetime) -> None:
+    """Xero's check of a new (or re-enabled) subscription: it becomes OK only if every correctly
+    signed request got 200 and every incorrectly signed one 401, each in time and without a body."""
+    fmt = outbox.format
+    assert isinstance(fmt, XeroFormat)
+    passed = True
+    tries = [True] * fmt.ITR_GOOD + [False] * fmt.ITR_BAD
+    outbox.rng.shuffle(tries)
+    for good in tries:
+        body = fmt.envelope([], 0, 0)
+        key = (sub.secret or "") if good else pysecrets.token_urlsafe(32)
+        status, ok = outbox.post(sub.url, body, fmt.headers(body, key))
+        expected = ok if good else status == 401
+        passed = passed and expected
+        sub.extra.setdefault("intent_answers", []).append((good, status))
+    sub.status = "OK" if passed else "INTENT_FAILED"
+    outbox.stats["intent_ok" if passed else "intent_failed"] += 1
+
+
+def install_xero(app: Any) -> Outbox:
+    """Xero's sender and the sandbox-only stand-in for the developer portal's webhook page."""
+    outbox = Outbox(app, XeroFormat(app))
+    outbox.check = intent_to_receive
+
+    def shown(sub: Subscription, key: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": sub.id,
+            "url": sub.url,
+            "status": sub.status,
+            "tenantId": sub.tenant,
+        }
+        if key:
+            out["key"] = sub.secret
+        return out
+
+    def create(req: Request) -> Response:
+        body = json_body(req)
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            return Response(400, {"message": "url required"})
+        tenant = str(body.get("tenantId") or app.tenant).lower()
+        key = base64.b64encode(pysecrets.token_bytes(64)).decode("ascii")
+        try:
+            sub = outbox.subscribe(body["url"], ["CONTACT"], key, tenant, status="PENDING")
+        except ValueError as err:
+            return Response(400, {"message": str(err)})
+        return Response(201, shown(sub, key=True))
+
+    def one(req: Request, wid: str) -> Response:
+        sub = outbox.subscriptions.get(wid)
+        if sub is None:
+            return Response(404, {"message": "no such webhook"})
+        if req.method == "POST":  # re-enable: a new intent-to-receive check
+            sub.status, sub.failing_since = "PENDING", None
+            outbox.checks.append(sub)
+        return Response(200, shown(sub))
+
+    app.route("POST", "/sandbox/webhooks", "sandbox.webhooks", create)
+    app.route("GET", "/sandbox/webhooks/(?P<wid>[^/]+)", "sandbox.webhooks", one)
+    app.route("POST", "/sandbox/webhooks/(?P<wid>[^/]+)/intent", "sandbox.webhooks", one)
+    return outbox
