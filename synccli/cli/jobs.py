@@ -202,6 +202,8 @@ class _Idle:
 def _with_work(store: Store, job: str) -> list[Connection | _Idle]:
     """Every connection by name: those with something to do as the ORM's, the rest as
     :class:`_Idle` (mapped classes are imported only when some connection has work)."""
+    if not store.has_connections():
+        return []  # the cheapest query says so: no larger one compiled
     from synccli.store.idle import post_invoices_work
 
     found = post_invoices_work(store, job, SystemClock().now())
