@@ -145,3 +145,15 @@ def test_month_with_webhooks_loses_no_change_and_costs_x_series_fewer_calls() ->
     pushed, polled = got[("lightspeed-x", "webhooks")], got[("lightspeed-x", "polled")]
     assert pushed["calls"] < polled["calls"]
     assert pushed["freshness"]["all"]["median_min"] < polled["freshness"]["all"]["median_min"]
+
+
+def test_quiet_pull_measures_every_provider_at_two_sizes() -> None:
+    doc = bench("quiet_pull.py", "--sizes", "200,400", timeout=600)
+    rows = doc["rows"]
+    assert {(r["provider"], r["products"]) for r in rows} == {
+        (p, n) for p in PROVIDERS for n in (200, 400)
+    }
+    for r in rows:
+        ours = r["ours"]
+        assert ours["seen"] >= 0 and ours["changed"] == ours["new"] == ours["errors"] == 0, r
+        assert ours["cpu_s"] > 0 and ours["peak_mb"] > 0, r

@@ -94,6 +94,9 @@ def sweep_oldest(
 ) -> None:
     """Re-check the N products synced longest ago; flag ghosts (vanished or archived remotely).
 
+    Where every pull reads the whole catalogue (Xero), the pulls flag ghosts and one every
+    sweep_days checks every product as a sweep would: the sweep then makes no call and says so.
+
     Example:
 
         synccli sweep-oldest auto --all       # from cron, every night
@@ -108,6 +111,13 @@ def sweep_oldest(
         return products.sweep_oldest(jc, count)
 
     def render(conn: Connection, r: products.SweepReport) -> None:
+        if r.swept_by_pull is not None:
+            output.line(
+                f"{conn.name}: nothing to sweep: every pull reads the whole catalogue and flags "
+                f"what is gone from it, and the pull at {r.swept_by_pull:%Y-%m-%d %H:%M} UTC "
+                f"checked it as a sweep would; {r.calls} call(s)"
+            )
+            return
         if r.dry_run:
             _changes_table(r.changes, f"{conn.name}: would change")
         output.line(

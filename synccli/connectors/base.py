@@ -7,7 +7,7 @@ iterators of pages, so a job can commit page by page and memory stays flat.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -144,6 +144,10 @@ class RemoteProduct:
     active: bool = True
     updated_at: datetime | None = None
     stock: Decimal | None = None  # set when the provider returns stock with the product
+    # A 64-bit digest of the record as the provider wrote it, where the connector gives one
+    # (Xero): equal digests are equal records, so a link keeping the digest of the record it was
+    # applied from needs nothing applied while the provider answers the same. Not compared.
+    fingerprint: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.code, self.name = without_nul(self.code), without_nul(self.name)
@@ -382,6 +386,9 @@ class Page(Generic[T]):
     # list, Unleashed's Pagination.NumberOfItems, Lightspeed's older @attributes.count): for a
     # progress line's total only, never to decide where the listing ends
     total: int | None = None
+    # fingerprints of records left out of ``records`` because the caller already holds them
+    # (``Connector.whole_catalogue``): read, and the same as when they were last applied
+    unchanged: list[int] = field(default_factory=list)
 
 
 class Connector(ABC):
@@ -398,6 +405,13 @@ class Connector(ABC):
     @abstractmethod
     def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
         """Products created or changed after ``since`` (all when None), archived ones included."""
+
+    def whole_catalogue(self, known: Container[int]) -> Iterator[Page[RemoteProduct]]:
+        """Every product (``capabilities.full_catalogue_call``), leaving out of the pages'
+        ``records`` those whose ``fingerprint`` is in ``known``: their fingerprints are listed in
+        ``Page.unchanged`` instead, unparsed. Where the connector gives no fingerprints, this is
+        ``changed_products(None)``."""
+        return self.changed_products(None)
 
     @abstractmethod
     def changed_stock(self, since: datetime | None) -> Iterator[Page[RemoteStock]]:

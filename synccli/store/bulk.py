@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import bindparam
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 T = TypeVar("T")
 
@@ -295,3 +295,22 @@ def one_of(column: Any, values: Sequence[str | int], dialect: Dialect) -> Column
         func.json_each(literal(json.dumps(values)))
     )
     return column.in_(listed)
+
+
+def plain_rows(conn: Connection, stmt: ClauseElement) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``stmt`` as the driver's own tuples, with no result processing: for reads of
+    a row per product where each column is an integer or a string (SQLAlchemy's result rows
+    cost as much again as the database's work: 0.1 s of CPU at 200,000 rows). Its parameters
+    must be integers or strings too."""
+    compiled: Any = stmt.compile(dialect=conn.dialect)
+    params: Any = compiled.params
+    if compiled.positiontup is not None:  # qmark and format styles: in the statement's order
+        params = tuple(compiled.params[name] for name in compiled.positiontup)
+    driver: Any = conn.connection.dbapi_connection
+    cursor = driver.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        while rows := cursor.fetchmany(10_000):
+            yield from rows
+    finally:
+        cursor.close()

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import exists, func, select, text, update
 from sqlalchemy.orm import Session
 
-from synccli.store.bulk import chunks, insert_rows, one_of, update_rows
+from synccli.store.bulk import chunks, insert_rows, one_of, plain_rows, update_rows
 from synccli.store.ledger import day_start
 from synccli.store.models import ApiCall, Event, Link, Product, Run
 
@@ -124,14 +124,42 @@ class LinkedProduct(NamedTuple):
     active: bool
 
 
-def live_product_links(s: Session, connection_id: int) -> list[LinkedProduct]:
-    """Every product link not known to be a ghost, with its product's SKU and active flag."""
-    rows = s.execute(
+def live_product_links(
+    s: Session, connection_id: int, link_ids: Sequence[int] | None = None
+) -> list[LinkedProduct]:
+    """Every product link not known to be a ghost (of ``link_ids`` only, when given), with its
+    product's SKU and active flag."""
+    q = (
         select(Link.id, Link.remote_id, Product.id, Product.sku, Product.active)
         .join(Product, Product.id == Link.local_id)
         .where(Link.connection_id == connection_id, Link.kind == PRODUCT, Link.state != "ghost")
     )
-    return [LinkedProduct(*row) for row in rows]
+    if link_ids is None:
+        return [LinkedProduct(*row) for row in s.execute(q)]
+    dialect = s.get_bind().dialect
+    found: list[LinkedProduct] = []
+    for chunk in chunks(link_ids):
+        found.extend(
+            LinkedProduct(*row) for row in s.execute(q.where(one_of(Link.id, chunk, dialect)))
+        )
+    return found
+
+
+def product_fingerprints(s: Session, connection_id: int) -> tuple[dict[int, int], list[int]]:
+    """The live product links' fingerprints: fingerprint -> link id, and the ids of the links
+    that have none. Two columns a row, read as plain tuples (no ORM object): a whole-catalogue
+    pull reads this for every link each time."""
+    q = select(Link.fingerprint, Link.id).where(
+        Link.connection_id == connection_id, Link.kind == PRODUCT, Link.state != "ghost"
+    )
+    by_fingerprint: dict[int, int] = {}
+    unprinted: list[int] = []
+    for fingerprint, link_id in plain_rows(s.connection(), q):
+        if fingerprint is None:
+            unprinted.append(link_id)
+        else:
+            by_fingerprint[fingerprint] = link_id
+    return by_fingerprint, unprinted
 
 
 def mark_ghosts(s: Session, link_ids: Sequence[int], now: datetime) -> None:

@@ -264,6 +264,10 @@ class Link(Base):
     last_synced_at: Mapped[datetime | None]
     remote_updated_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
+    # A digest of the remote record the local one was last applied from (products of a provider
+    # that lists its whole catalogue every pull): an equal one means nothing to apply. NULL:
+    # compare the record in full (see sync/products.py).
+    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SandboxClock(Base):

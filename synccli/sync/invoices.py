@@ -1311,6 +1311,7 @@ def _link_product(
                 else:
                     link.remote_id, link.remote_code, link.state = remote_id, remote_code, "linked"
                     link.last_synced_at = now
+                    link.fingerprint = None  # another remote record: compared in full next pull
                     if origin == "created":
                         link.origin = "created"
                 if origin == "created":

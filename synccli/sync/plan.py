@@ -242,6 +242,11 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                 else min(freshness, entry.max_gap_minutes)
             )
             note = f"{per_run} call(s) a run"
+        elif entry.job == Job.SWEEP_OLDEST and _pulls_sweep(m, schedule):
+            # every pull reads the whole catalogue and flags what is gone from it, and the day's
+            # first checks it as a sweep would: the sweep finds it done (sync/products.py)
+            calls, note = 0, "0 calls: each pull reads the whole catalogue and flags ghosts"
+            sweep_per_day += merchant.products
         elif entry.job == Job.SWEEP_OLDEST:
             n = _sweep_n(entry.argument, m, merchant, schedule)
             per_run = _by_id_calls(m, n)
@@ -353,6 +358,14 @@ def _listing_calls(m: ProviderModel, products: int) -> int | None:
     if not m.catalogue_page or m.lookup_batch is None:
         return None
     return max(1, math.ceil(products / m.catalogue_page)) * m.sweep_calls_per_batch
+
+
+def _pulls_sweep(m: ProviderModel, schedule: list[Entry]) -> bool:
+    """Whether the schedule's pulls do the sweep's work: where one call reads the whole
+    catalogue, a pull at least once a day."""
+    return m.item_page is None and any(
+        e.job == Job.PULL_PRODUCTS and e.runs_per_day >= 1 for e in schedule
+    )
 
 
 def _by_id_calls(m: ProviderModel, n: int) -> int:

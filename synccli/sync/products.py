@@ -36,6 +36,7 @@ from synccli.store.catalogue import (
     ok_runs_today,
     plan_for_each_execution,
     product_by_sku,
+    product_fingerprints,
     products_by_id,
     products_by_sku,
     set_stock,
@@ -115,6 +116,9 @@ class SweepReport:
     seconds: float = 0.0
     dry_run: bool = False
     changes: list[Change] = field(default_factory=list)
+    # the pull that last read and checked the whole catalogue (Xero), within sweep_days: the
+    # sweep had nothing to do
+    swept_by_pull: datetime | None = None
 
 
 @dataclass
@@ -276,6 +280,9 @@ class _Applier:
             state = "linked" if remote.active else "archived"
             if link.state != state:
                 link.state = state
+            if link.fingerprint != remote.fingerprint:
+                # the record the local one now holds (None: compared in full next time)
+                link.fingerprint = remote.fingerprint
 
     def _match(
         self, remote: RemoteProduct, link: Link | None, batch: _Batch, report: Any
@@ -366,6 +373,7 @@ class _Applier:
                     "last_synced_at": self.now,
                     "remote_updated_at": r.updated_at,
                     "created_at": self.now,
+                    "fingerprint": r.fingerprint,
                 }
                 for local_id, r in to_link
             ],
@@ -599,16 +607,25 @@ def _pull_stream(
     products = name == "products"
     first = _FirstImport(on=products and not _has_products(ctx))
     began_empty = first.on
+    known: KnownLinks | None = None
+    sweeping = products and caps.full_catalogue_call and _sweep_due(ctx, run_start)
+    if products and caps.full_catalogue_call and not sweeping:
+        # The whole catalogue, every pull: only what differs from the fingerprint its link
+        # keeps is read into records and applied (the rest is listed as unchanged).
+        with ctx.store.session() as s:
+            known = KnownLinks(*product_fingerprints(s, ctx.connection.id))
+        fetch = partial(_whole_catalogue, ctx.connector, known.by_fingerprint)
+    authoritative = stream.by_value or sweeping
 
     def counted(batch: Batch[Any]) -> None:
         report.pages += len(batch.pages)
 
     def apply(s: Session, batch: Batch[Any]) -> None:
         applier = _Applier(
-            ctx, s, batch.now, report.changes, run_start, authoritative=stream.by_value, first=first
+            ctx, s, batch.now, report.changes, run_start, authoritative=authoritative, first=first
         )
         if products:
-            report.seen += len(batch.records)
+            report.seen += len(batch.records) + sum(len(p.unchanged) for p in batch.pages)
             applier.apply_products(batch.records, report)
         else:
             applier.apply_stock(batch.records, report)
@@ -629,9 +646,17 @@ def _pull_stream(
         ),
         track_seen=products,
     )
-    # a connection with no product link before this run has none the listing could lack
-    if products and caps.full_catalogue_call and not began_empty:
-        _check_ghosts(ctx, stream.seen, report)
+    if products and caps.full_catalogue_call:
+        if known is not None:
+            known.see(stream.unchanged)
+        # a connection with no product link before this run has none the listing could lack
+        if began_empty:
+            checked = not report.errors
+        else:
+            checked = _check_ghosts(ctx, stream.seen, report, known)
+        if checked and sweeping and not ctx.dry_run:
+            with ctx.store.session() as s:  # this pull did the sweep's work (see _sweep_due)
+                advance_cursor(s, ctx.connection.id, SWEPT_BY_PULL, run_start, ctx.clock.now())
     cursor = stream.advance()
     if not ctx.dry_run:
         shown = caps.shown_stamp(cursor)
@@ -639,6 +664,10 @@ def _pull_stream(
 
 
 LINKED_MEANWHILE = "a product was linked meanwhile"
+# Where every pull reads the whole catalogue (Xero), one pull every sweep_days does the sweep's
+# work too (see _sweep_due), and sweep-oldest then has nothing left to call for.
+SWEPT_BY_PULL = "catalogue-swept"
+SWEEP_SLACK = timedelta(hours=12)  # that pull comes this much early, so none is ever late
 
 
 def _has_products(ctx: JobContext) -> bool:
@@ -646,20 +675,85 @@ def _has_products(ctx: JobContext) -> bool:
         return has_products(s, ctx.connection.id)
 
 
-def _check_ghosts(ctx: JobContext, seen: set[str], report: PullReport) -> None:
+@dataclass
+class KnownLinks:
+    """The live product links of a whole-catalogue read, by the fingerprint each keeps."""
+
+    by_fingerprint: dict[int, int]  # fingerprint -> link id
+    unprinted: list[int]  # ids of the links with no fingerprint yet
+    matched: int = 0  # links the read listed unchanged
+
+    def __post_init__(self) -> None:
+        self.linked = len(self.by_fingerprint) + len(self.unprinted)  # live links, read once
+
+    def see(self, fingerprints: list[int]) -> None:
+        """The read listed these unchanged: what is left are the links it did not (or listed
+        changed, among its records)."""
+        for fp in fingerprints:
+            if self.by_fingerprint.pop(fp, None) is not None:
+                self.matched += 1
+
+    def unseen(self) -> list[int]:
+        return [*self.by_fingerprint.values(), *self.unprinted]
+
+
+def _whole_catalogue(connector: Any, known: dict[int, int], since: datetime | None) -> Any:
+    """The fetch of a whole-catalogue pull (``since`` means nothing to a listing of it all)."""
+    return connector.whole_catalogue(known)
+
+
+def _sweep_period(ctx: JobContext) -> timedelta:
+    return timedelta(days=_sweep_days(ctx))
+
+
+def _sweep_due(ctx: JobContext, now: datetime) -> bool:
+    """Whether this whole-catalogue pull does the sweep's work (once every ``sweep_days``): it
+    compares every item with its local product in full, fingerprints aside (what the shop's own
+    writes changed locally is put back as the provider has it), applies what differs whatever
+    the stamps say (a record whose stamp went back is still the provider's), and once its read
+    proved whole, says so for sweep-oldest."""
+    with ctx.store.session() as s:
+        cursor = get_cursor(s, ctx.connection.id, SWEPT_BY_PULL)
+    if cursor is None or cursor.value is None:
+        return True
+    return now - cursor.value >= _sweep_period(ctx) - SWEEP_SLACK
+
+
+def swept_by_pull(ctx: JobContext) -> datetime | None:
+    """When a pull last did the sweep's work, if within ``sweep_days``: a whole-catalogue
+    provider's sweep then has nothing to check that the pulls do not."""
+    if not ctx.connector.capabilities.full_catalogue_call:
+        return None
+    with ctx.store.session() as s:
+        cursor = get_cursor(s, ctx.connection.id, SWEPT_BY_PULL)
+    at = cursor.value if cursor is not None else None
+    if at is None or ctx.clock.now() - at >= _sweep_period(ctx):
+        return None
+    return at
+
+
+def _check_ghosts(
+    ctx: JobContext, seen: set[str], report: PullReport, known: KnownLinks | None = None
+) -> bool:
     """After one call read the whole catalogue: whatever is missing from it has vanished, when
-    the read is whole and plausible."""
+    the read is whole and plausible. Answers whether it was (the check was made).
+
+    ``known``: the links the read listed unchanged (not in ``seen``) are gone from it, so only
+    the links left there are looked for in ``seen``; without, every live link is."""
+    listed = len(seen) + (known.matched if known is not None else 0)
     if report.errors:
         # an unreadable record may be one of ours: nothing is a ghost on this evidence
         log.warning("ghost check skipped: the catalogue had unreadable records")
-    elif not _plausible_catalogue(ctx, len(seen)):
+        return False
+    if not _plausible_catalogue(ctx, listed, None if known is None else known.linked):
         # an empty or truncated answer must not turn the whole catalogue into ghosts
         report.errors.append(
-            f"ghost check skipped: the provider listed {len(seen)} products, under "
+            f"ghost check skipped: the provider listed {listed} products, under "
             "half of those linked; the sweep will check them one batch at a time"
         )
-    else:
-        _flag_missing(ctx, seen, report)
+        return False
+    _flag_missing(ctx, seen, report, None if known is None else known.unseen())
+    return True
 
 
 @dataclass
@@ -688,21 +782,29 @@ class _Mark:
         del r.errors[self.errors :]
 
 
-def _plausible_catalogue(ctx: JobContext, listed: int) -> bool:
-    with ctx.store.session() as s:
-        linked = count_product_links(s, ctx.connection.id, live_only=True)
+def _plausible_catalogue(ctx: JobContext, listed: int, linked: int | None = None) -> bool:
+    """Whether a listing of ``listed`` products can be the whole catalogue of ``linked`` live
+    links (counted here when not given)."""
+    if linked is None:
+        with ctx.store.session() as s:
+            linked = count_product_links(s, ctx.connection.id, live_only=True)
     return linked < 20 or listed * 2 >= linked
 
 
-def _flag_missing(ctx: JobContext, seen: set[str], report: PullReport) -> None:
+def _flag_missing(
+    ctx: JobContext, seen: set[str], report: PullReport, link_ids: list[int] | None = None
+) -> None:
     """After a read of the whole catalogue: every linked product it lacks is looked up by id
     (in the provider's batches) and has vanished only if that look-up does not find it either.
+    ``link_ids``: the only links it may lack (the others it listed); None: any live link.
 
     A listing is not proof of absence: one paged while the catalogue changed skips records
     (issue 17), and one answer can drop a record it still has. A product the look-up finds is
     applied as found (a new code, archived, ...) and is not a ghost."""
+    if link_ids is not None and not link_ids:
+        return
     with ctx.store.session() as s:
-        rows = live_product_links(s, ctx.connection.id)
+        rows = live_product_links(s, ctx.connection.id, link_ids)
     missing = [row for row in rows if row.remote_id not in seen]
     if not missing:
         return
@@ -806,6 +908,12 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
     started = time.perf_counter()
     report = SweepReport(requested=n, dry_run=ctx.dry_run)
     connector = ctx.connector
+    report.swept_by_pull = swept_by_pull(ctx)
+    if report.swept_by_pull is not None:
+        # Every pull reads the whole catalogue and flags what is gone from it, and one every
+        # sweep_days compares it all as this sweep would: nothing is left to call for.
+        report.seconds = round(time.perf_counter() - started, 3)
+        return report
     with ctx.store.session() as s:
         links = count_product_links(s, ctx.connection.id)
     if n > 0 and _catalogue_read_pays(connector.capabilities, links, n):

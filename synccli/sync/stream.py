@@ -125,6 +125,8 @@ class CursorStream(Generic[R]):
         )
         self.newest: datetime | None = None  # the newest stamp read (after the job's clamping)
         self.seen: set[str] = set()  # ids of the current read of the whole listing
+        # fingerprints the current read listed as unchanged (``Page.unchanged``), not in ``seen``
+        self.unchanged: list[int] = []
         self.skipped = False
         self._read = False
 
@@ -196,7 +198,9 @@ class CursorStream(Generic[R]):
         for page in batch.pages:
             if page.relisted:
                 self.seen.clear()  # the listing is read again: only that read counts
+                self.unchanged.clear()
             self.seen.update(r.remote_id for r in page.records)
+            self.unchanged.extend(page.unchanged)
 
     def _apply(
         self,
