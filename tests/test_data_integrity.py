@@ -114,7 +114,8 @@ def test_future_stamped_version_then_real_change_is_applied(shop, job: str) -> N
     if job == "pull":
         pull(store, conn)
     elif job == "sweep-oldest":
-        sweep(store, conn, 20)
+        if sweep(store, conn, 20).swept_by_pull is not None:
+            pull(store, conn)  # Xero: the pulls do the sweep's work (its sweep makes no call)
     else:
         sync_one(store, conn, "SKU-00005")
     assert local_price(store, "SKU-00005") == Decimal("22.22")
@@ -432,7 +433,8 @@ def test_pull_and_sweep_say_when_a_stamp_was_past_the_providers_clock(store: Sto
         assert "shop: 1 product(s) stamped past the provider's clock (clamped)" in pulled.stderr
         swept = cli("sweep-oldest", "5", "--connection", "shop")
         assert swept.exit_code == 0, swept.stderr
-        assert "shop: 1 product(s) stamped past the provider's clock (clamped)" in swept.stderr
+        # Xero's pulls do its sweep's work: the sweep reads nothing, so has no stamp to clamp
+        assert "nothing to sweep" in swept.stdout and "stamped past" not in swept.stderr
 
 
 def test_unleashed_product_missing_from_one_listing_but_found_by_id_is_no_ghost(
