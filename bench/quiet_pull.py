@@ -11,7 +11,8 @@ with one connection; a first pull fills it (not measured), then a pull with noth
 in a fresh process whose CPU time (user + system, from just before the pull to just after it:
 the fetch, the parse, the comparison and the store's work; not the interpreter's start-up or
 imports) and peak RSS (``VmHWM``: the whole process) are printed. The sandbox's own work happens
-in this process and is not counted. The load average is printed beside every row.
+in this process and is not counted. The simulator's products are stamped as last changed at
+random over the past year (see ``spread``). The load average is printed beside every row.
 
 Target (issue 21): a quiet Xero pull at 200,000 items within 1 s of CPU and 250 MB peak RSS;
 the cursor-based providers stay flat as the catalogue grows.
@@ -22,9 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,17 @@ def pull(tree: Path, data: Path, values: Path) -> dict[str, Any]:
     return result
 
 
+def spread(app: Any) -> None:
+    """Stamp the simulator's products as a catalogue's are: last changed at any time over the
+    past year. It makes them one second apart, so the 14 hours Unleashed's pulls read again
+    before their cursor (its stamps may be that far off) held the newest 50,400 products, every
+    pull: a catalogue's changes that dense, not its size."""
+    rng = random.Random(21)
+    now = datetime.now(UTC)
+    for p in app.catalogue.tenant(app.tenant).products.values():
+        p.updated_at = p.stock_updated_at = now - timedelta(seconds=rng.randrange(365 * 86400))
+
+
 def warm(values: Path) -> None:
     """Read Xero's Items once: the simulator renders and keeps each item on its first read (a
     200,000-item answer took over the connector's 30 s timeout on a loaded machine), which no
@@ -120,6 +134,7 @@ def warm(values: Path) -> None:
 def measure(provider: str, n: int, trees: dict[str, Path], work: Path) -> dict[str, Any]:
     running, _timed = throughput.start_sandbox(provider, n)
     row: dict[str, Any] = {"provider": provider, "products": n}
+    spread(running.app)
     try:
         values = throughput.connection_file(running, work)
         if provider == "xero":
