@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from sqlalchemy import select
 
@@ -59,8 +60,10 @@ def jsonl(*items: dict[str, Any]) -> str:
 
 
 @contextmanager
-def sandbox(store: Store, **settings: Any) -> Iterator[harness.Running]:
-    running = harness.start("lightspeed", products=5, customers=3, time_scale=SCALE)
+def sandbox(
+    store: Store, sim: dict[str, Any] | None = None, **settings: Any
+) -> Iterator[harness.Running]:
+    running = harness.start("lightspeed", products=5, customers=3, time_scale=SCALE, **(sim or {}))
     try:
         charge = str(running.app.items()[1][0].seq)  # not the item the orders sell
         harness.add_connection(
@@ -143,7 +146,8 @@ def test_whole_and_partial_refunds_post_once_against_their_sales(
             refunded = job(store, number)
             assert refunded.state == "posted", refunded.last_error
             [back] = refunds_of(running, str(job(store, original).remote_id))
-            assert back["saleID"] == refunded.remote_id and back["referenceNumber"] == number
+            assert back["saleID"] == refunded.remote_id
+            assert back["referenceNumber"] == ""  # refund.json keeps none by default
             assert back["completed"] == "true"
         [p] = refunds_of(running, str(job(store, "WEB-7").remote_id))
         assert [ln["unitQuantity"] for ln in _lines(p)] == ["-1", "-1"]
@@ -265,3 +269,114 @@ def test_the_simulator_refuses_more_than_was_sold_at_ten_drips(
         again = refund(1, "-11.50")
         assert again.status_code == 400 and "more than is left" in again.json()["message"]
         assert len(refunds_of(running, sale_id)) == 1
+
+
+def _api(running: harness.Running) -> tuple[str, dict[str, str]]:
+    creds = running.app.credentials()
+    url = f"{running.url}/API/V3/Account/{creds['account_id']}"
+    return url, {"Authorization": f"Bearer {creds['access_token']}"}
+
+
+@pytest.mark.parametrize("keeps", [False, True], ids=["reference-dropped", "reference-kept"])
+def test_a_lost_refund_answer_is_found_whether_or_not_its_reference_was_kept(
+    store: Store, cli: Any, tmp_path: Path, keeps: bool
+) -> None:
+    """That refund.json keeps the referenceNumber sent is unconfirmed: either way the lost
+    refund is found by its lines pointing at the sale's, and never made twice."""
+    with sandbox(store, sim={"refund_keeps_reference": keeps}) as running:
+        partial = {"number": "WEB-7-R1", "date": "2026-05-03", "refund_of": "WEB-7",
+                   "lines": [{"line": 1, "quantity": 1}]}  # fmt: skip
+        add(cli, tmp_path, running, order(sku(running), "WEB-7"), partial)
+        running.app.faults.add("lost", method="POST", path=REFUND, times=20)
+        cli("post-invoices", "-c", "shop")
+        assert job(store, "WEB-7-R1").maybe_sent
+        running.app.faults.clear()
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        [back] = refunds_of(running, str(job(store, "WEB-7").remote_id))
+        assert back["referenceNumber"] == ("WEB-7-R1" if keeps else "")
+        refunded = job(store, "WEB-7-R1")
+        assert refunded.state == "posted" and refunded.remote_id == back["saleID"]
+        assert running.app.counters.total("POST", "POST Sale/refund") == 1
+
+
+def _two_partials(cli: Any, tmp_path: Path, running: harness.Running, store: Store) -> str:
+    """WEB-7 and its first partial refund (one mug) posted; a second (the other mug) added.
+    Returns the first refund's remote id."""
+    first = {"number": "WEB-7-R1", "date": "2026-05-03", "refund_of": "WEB-7",
+             "lines": [{"line": 1, "quantity": 1}]}  # fmt: skip
+    add(cli, tmp_path, running, order(sku(running), "WEB-7"), first)
+    for _ in range(2):
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+    assert job(store, "WEB-7-R1").state == "posted"
+    second = {"number": "WEB-7-R2", "date": "2026-05-04", "refund_of": "WEB-7",
+              "lines": [{"line": 1, "quantity": 1}]}  # fmt: skip
+    add(cli, tmp_path, running, second)
+    return str(job(store, "WEB-7-R1").remote_id)
+
+
+def test_a_second_partial_refund_lost_before_it_was_made_is_not_taken_for_the_first(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    with sandbox(store) as running:
+        r1 = _two_partials(cli, tmp_path, running, store)
+        running.app.faults.add("500", method="POST", path=REFUND, times=1)
+        cli("post-invoices", "-c", "shop")  # a 500: the second refund is unclear, not made
+        assert job(store, "WEB-7-R2").maybe_sent
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        r2 = job(store, "WEB-7-R2")
+        assert r2.state == "posted" and r2.remote_id not in (None, r1)
+        backs = refunds_of(running, str(job(store, "WEB-7").remote_id))
+        assert sorted(b["saleID"] for b in backs) == sorted([r1, str(r2.remote_id)])
+
+
+def test_a_second_partial_refund_whose_answer_was_lost_is_found_not_the_first(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    with sandbox(store) as running:
+        r1 = _two_partials(cli, tmp_path, running, store)
+        running.app.faults.add("lost", method="POST", path=REFUND, times=20)
+        cli("post-invoices", "-c", "shop")  # made at Lightspeed; its answer lost
+        assert job(store, "WEB-7-R2").maybe_sent
+        running.app.faults.clear()
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        backs = refunds_of(running, str(job(store, "WEB-7").remote_id))
+        assert len(backs) == 2
+        r2 = job(store, "WEB-7-R2")
+        assert r2.state == "posted" and r2.remote_id in {b["saleID"] for b in backs} - {r1}
+        assert running.app.counters.total("POST", "POST Sale/refund") == 2
+
+
+def test_the_simulator_filters_sales_by_their_lines_parents_strictly(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    with sandbox(store) as running:
+        add(cli, tmp_path, running, order(sku(running), "WEB-7"),
+            {"number": "WEB-7-R1", "date": "2026-05-03", "refund_of": "WEB-7"})  # fmt: skip
+        for _ in range(2):
+            assert cli("post-invoices", "-c", "shop").exit_code == 0
+        sale_id = str(job(store, "WEB-7").remote_id)
+        ids = ",".join(ln["saleLineID"] for ln in _lines(sales(running)[sale_id]))
+        url, auth = _api(running)
+        rel = '["SaleLines"]'
+
+        def get(**params: str) -> requests.Response:
+            return requests.get(f"{url}/Sale.json", params=params, headers=auth, timeout=10)
+
+        found = get(load_relations=rel, **{"SaleLines.parentSaleLineID": f"IN,[{ids}]"})
+        assert found.status_code == 200, found.text
+        [row] = (
+            found.json()["Sale"]
+            if isinstance(found.json()["Sale"], list)
+            else [found.json()["Sale"]]
+        )
+        assert row["saleID"] == job(store, "WEB-7-R1").remote_id
+        assert found.headers["X-LS-API-Request-Cost"] == "1.4"  # a to-many relation on a list
+        # a relation not loaded, a field SaleLine lacks, more than 100 values: refused
+        assert get(**{"SaleLines.parentSaleLineID": f"IN,[{ids}]"}).status_code == 400
+        assert get(load_relations=rel, **{"SaleLines.parentID": f"IN,[{ids}]"}).status_code == 400
+        many = ",".join(str(n) for n in range(1, 102))
+        assert (
+            get(load_relations=rel, **{"SaleLines.parentSaleLineID": f"IN,[{many}]"}).status_code
+            == 400
+        )

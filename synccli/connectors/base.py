@@ -244,11 +244,14 @@ def payment_type(settings: dict[str, Any], method: str | None) -> str:
 @dataclass
 class RefundTarget:
     """The posted order a refund gives money back on: its number and the provider's id of its
-    invoice (sale); ``on``: the refund's date (an allocation's)."""
+    invoice (sale); ``on``: the refund's date (an allocation's); ``known``: the provider's ids
+    of the order's other refunds the store has recorded (a look-up never takes one of them for
+    this refund)."""
 
     number: str
     remote_id: str
     on: datetime
+    known: frozenset[str] = frozenset()
 
 
 class RefusedAfterCreate(Rejected):

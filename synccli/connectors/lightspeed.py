@@ -678,10 +678,40 @@ class LightspeedConnector(Connector):
         return body
 
     def find_refund(self, number: str, target: RefundTarget) -> PostedInvoice | None:
-        """The refund sale under our ``referenceNumber`` (sent with the refund, as with every
-        sale of ours); that the refund endpoint keeps it is unconfirmed (docs/providers.md)."""
+        """The refund sale under our ``referenceNumber`` when the refund endpoint kept it (that
+        it does is unconfirmed: docs/providers.md); else a refund sale whose lines give back
+        lines of the order's sale (``SaleLines.parentSaleLineID=IN,[...]``) and that is none
+        of the order's refunds the store records (``target.known``): that one is this refund."""
         found = self.find_invoice(number)
-        return _given_back(found) if found is not None else None
+        if found is not None:
+            return _given_back(found)
+        parents = [
+            str(ln["saleLineID"])
+            for ln in relation(self._sale_with_lines(target.remote_id), "SaleLines", "SaleLine")
+            if ln.get("saleLineID")
+        ]
+        unknown: list[PostedInvoice] = []
+        for chunk in (parents[i : i + 100] for i in range(0, len(parents), 100)):  # IN: ≤ 100
+            pairs = [
+                ("load_relations", '["SaleLines"]'),
+                ("SaleLines.parentSaleLineID", f"IN,[{','.join(chunk)}]"),
+                ("sort", "saleID"),
+            ]
+            # notes §5: 1, a to-many relation on a list +0.4
+            walk = self._pages("Sale", pairs, self._sale_row, cost=1.4, cursor_field=None)
+            unknown += [
+                sale
+                for sale, voided in every_record(walk, "GET Sale.json")
+                if not voided
+                and sale.number in ("", number)  # another number: not this refund
+                and sale.remote_id != target.remote_id
+                and sale.remote_id not in target.known
+                and sale.remote_id not in {u.remote_id for u in unknown}
+            ]
+        if not unknown:
+            return None
+        first = min(unknown, key=lambda sale: int(sale.remote_id))
+        return _given_back(replace(first, number=number))
 
     def post_refund(self, refund: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         """``POST Sale/{id}/refund.json`` against the order's sale: each line names the SaleLine

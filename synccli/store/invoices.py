@@ -294,3 +294,19 @@ def order_job(s: Session, connection_id: int, number: str) -> tuple[str, str | N
         .where(InvoiceJob.connection_id == connection_id, Order.number == number)
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+def refund_remote_ids(s: Session, connection_id: int, of: str, besides: str) -> frozenset[str]:
+    """The provider's ids recorded for the connection's refunds of order ``of`` other than
+    refund ``besides``."""
+    rows = s.scalars(
+        select(InvoiceJob.remote_id)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .where(
+            InvoiceJob.connection_id == connection_id,
+            Order.refund_of == of,
+            Order.number != besides,
+            InvoiceJob.remote_id.is_not(None),
+        )
+    ).all()
+    return frozenset(str(r) for r in rows if r)

@@ -90,6 +90,7 @@ from synccli.store.invoices import (
     orders_without_job,
     payment_rows,
     payments_of,
+    refund_remote_ids,
 )
 from synccli.store.models import (
     Connection,
@@ -612,12 +613,13 @@ class _Worker:
         of = str(order.refund_of)
         with self.store.session() as s:
             original = order_job(s, self.conn.id, of)
+            known = refund_remote_ids(s, self.conn.id, of, order.number)
         if original is None:
             return f"waiting for order {of}: it is not in the store (or has no invoice job yet)"
         state, remote_id = original
         if state != "posted" or not remote_id:
             return f"waiting for order {of} to be posted (it is {state})"
-        self.target = RefundTarget(of, remote_id, order.date)
+        self.target = RefundTarget(of, remote_id, order.date, known)
         return ""
 
     def wait(self, why: str) -> str:
