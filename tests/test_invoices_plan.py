@@ -31,7 +31,10 @@ RECORDED = (
     "find_product",
     "create_product",
     "find_customers",
+    "find_customers_many",
     "create_customer",
+    "create_customers",
+    "create_products",
     "post_invoice",
     "post_invoices",
 )
@@ -41,26 +44,42 @@ RECORDED = (
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, Any]]]:
     """Every dependency, look-up and post call the Xero connector makes, with what it asked."""
     calls: list[tuple[str, Any]] = []
+    depth = [0]  # a recorded method that calls another (create_product -> create_products) is one
 
     def wrap(name: str) -> Any:
         original = getattr(XeroConnector, name)
 
         def recorded(self: Any, *args: Any, **kw: Any) -> Any:
-            if name == "post_invoices":
-                calls.extend(("post", draft.number) for draft, _key in args[0])
-            elif name == "post_invoice":
-                calls.append(("post", args[0].number))
-            elif name == "find_customers":
-                calls.append((name, kw.get("email") or kw.get("account")))
-            elif name == "create_product":
-                calls.append((name, args[0].code))
-            elif name == "create_customer":
-                calls.append((name, args[0].email))
-            else:
-                calls.append((name, args[0]))
-            return original(self, *args, **kw)
+            if depth[0]:
+                return original(self, *args, **kw)
+            depth[0] += 1
+            try:
+                note(name, args, kw)
+                return original(self, *args, **kw)
+            finally:
+                depth[0] -= 1
 
         return recorded
+
+    def note(name: str, args: Any, kw: dict[str, Any]) -> None:
+        if name == "post_invoices":
+            calls.extend(("post", draft.number) for draft, _key in args[0])
+        elif name == "post_invoice":
+            calls.append(("post", args[0].number))
+        elif name == "find_customers":
+            calls.append((name, kw.get("email") or kw.get("account")))
+        elif name == "find_customers_many":  # one combined look-up: each pair it asks
+            calls.extend(("find_customers", email or account) for email, account in args[0])
+        elif name == "create_customers":
+            calls.extend(("create_customer", c.email) for c in args[0])
+        elif name == "create_products":
+            calls.extend(("create_product", p.code) for p in args[0])
+        elif name == "create_product":
+            calls.append((name, args[0].code))
+        elif name == "create_customer":
+            calls.append((name, args[0].email))
+        else:
+            calls.append((name, args[0]))
 
     for name in RECORDED:
         monkeypatch.setattr(XeroConnector, name, wrap(name))

@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from synccli import errors, interrupt
 from synccli.clock import SimClock
+from synccli.connectors.base import RefusedAfterCreate
 from synccli.connectors.paging import RepeatedPage
 from synccli.connectors.xero import XeroConnector
 from synccli.errors import (
@@ -74,6 +75,9 @@ PINNED: list[tuple[BaseException, int, str, str]] = [
     (ReauthRequired("x"), 5, "reauth", "auth"),
     (context.NeverAuthorised("x"), 5, "reauth", "auth"),
     (Rejected("x"), 1, "failed", "rejected"),
+    # a refused later step of a write whose record exists (a credit note's allocation): the job
+    # is rejected like any refusal; its record is looked up before a retry (test_refunds.py)
+    (RefusedAfterCreate("x"), 1, "failed", "rejected"),
     (RuntimeError("x"), 1, "failed", "error"),
     (KeyboardInterrupt(), 130, "interrupted", "error"),
     (interrupt.Interrupted(15), 143, "interrupted", "error"),
