@@ -61,6 +61,9 @@ class Latency:
         self.calls = 0
         self.lock = threading.Lock()
 
+    def __getattr__(self, name: str) -> Any:  # the server asks its app for its parts
+        return getattr(self.app, name)
+
     def __call__(self, environ: dict, start_response: Any) -> Any:
         with self.lock:
             self.calls += 1

@@ -247,8 +247,18 @@ def _nothing_due(
             output.line(f"{conn.name}: skipped: {message}")
         return Outcome(conn.name, skipped=message)
     counts = report(conn.name)
-    record_nothing_due(store, job, conn.id, now, counts)
-    log.info("%s: nothing due", job)
+    run_id = record_nothing_due(store, job, conn.id, now, counts)
+    numbers = {k: v for k, v in counts.items() if type(v) in (int, float)}
+    fields = {"outcome": "ok", "counts": numbers, "calls": 0, "exit_code": 0, "dry_run": False}
+    # the record that closes every run (sync.context._log_run_end), so cron's log reads an idle
+    # run as it reads any other: its run id, outcome ok, no call
+    with bind(run_id=run_id):
+        log.info(
+            "run %s ended: ok, exit 0, 0 call(s): %s: nothing due",
+            run_id,
+            job,
+            extra={"fields": fields},
+        )
     if say:
         output.line(f"{conn.name}: nothing due")
     return Outcome(conn.name, counts)
