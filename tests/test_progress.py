@@ -270,3 +270,22 @@ def test_lightspeed_pull_shows_a_total_only_where_a_page_counts_its_listing(
         assert not any(re.search(r"\b\d+/\d+\b", s) or ETA.search(s) for s in lines), "\n".join(
             lines[-40:]
         )
+
+
+def test_the_eta_shows_once_the_first_page_of_a_listing_is_read() -> None:
+    """The ETA appears with the first page's count, not only once a second page arrived: a
+    listing of three pages read while the client waits for the rate limit may end before a
+    second page is ever drawn (CI once showed "1000/2500" and nothing more)."""
+    from rich.progress import Progress
+
+    from synccli.cli.progress import _Status
+
+    now = [100.0]
+    progress = Progress(_Status(), get_time=lambda: now[0], auto_refresh=False)
+    task = progress.add_task("pull", total=None)
+    now[0] = 104.0  # the first page took 4 s
+    progress.update(task, advance=1000, total=2500)
+    shown = _Status().render(progress.tasks[task]).plain
+    assert shown.startswith("1000/2500"), shown
+    # 1,500 records left at 250 a second
+    assert ETA.search(shown) and "ETA 0:00:06" in shown, shown

@@ -47,10 +47,25 @@ class _Status(ProgressColumn):
         waiting = task.fields.get("waiting")
         if waiting:
             parts.append(f"waiting {waiting} s for the rate limit")
-        remaining = task.time_remaining if task.total else None
+        remaining = _remaining(task)
         if remaining is not None:
             parts.append(f"ETA {timedelta(seconds=max(0, int(remaining)))}")
         return Text("  ".join(parts))
+
+
+def _remaining(task: Task) -> float | None:
+    """Seconds left at the pace read so far. rich's own estimate needs two counts in its
+    window, so it has none after the first page; a listing of three pages read between
+    rate-limit waits may end before a second is drawn. The pace since the listing started
+    gives one from the first page on."""
+    if not task.total or task.completed <= 0:
+        return None
+    if task.time_remaining is not None:
+        return task.time_remaining
+    elapsed = task.elapsed
+    if not elapsed:
+        return None
+    return elapsed / task.completed * max(0.0, task.total - task.completed)
 
 
 class LiveProgress(ProgressObserver):
