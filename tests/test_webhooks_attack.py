@@ -412,8 +412,9 @@ def test_a_flood_of_bad_tokens_costs_the_store_a_few_writes_a_second_not_one_eac
 ) -> None:
     """Anyone can send requests with a wrong token. Each was counted (`rejected`) in a write
     transaction of its own: 200 of them took SQLite's one write lock 200 times, which the
-    providers' real deliveries queue behind. Past the first five in a second they are counted in
-    memory and written together (with the next delivery stored); none is lost from the count."""
+    providers' real deliveries queue behind. They are counted in memory and written together, at
+    most five transactions a second (and with the next delivery stored); none is lost from the
+    count."""
     import io
 
     from sqlalchemy import event

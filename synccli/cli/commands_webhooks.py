@@ -84,6 +84,7 @@ def serve(
             listening=listening,
         )
     finally:
+        receiver.refusals.flush()  # refused requests counted since the last write
         if applier is not None:
             applier.stop()
 

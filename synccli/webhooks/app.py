@@ -7,10 +7,13 @@ verify.py). Nothing else is done inline — no API call, no applying: the jobs r
 
 The answer, in order of the checks:
 
-- 404 unknown path or connection; 405 not a POST; 411 no length; 413 a body over the size cap
-  (refused before it is read);
+- 404 unknown path; 405 not a POST; 411 no length; 413 a body over the size cap (refused before
+  it is read). None of these depends on the connection's name;
 - 401 a bad or missing signature or token: nothing stored, counted as a rejected signature
-  (``webhooks status``). Xero's intent-to-receive check sends one good and one bad: 200 and 401;
+  (``webhooks status``, written off the request path: refusals.py). Xero's intent-to-receive
+  check sends one good and one bad: 200 and 401. A name no connection has is answered the same
+  401, after the same work (the body read, one HMAC over it against a key no one has): neither
+  the answer nor its time tells anyone which names exist. Only the log line tells the operator;
 - 415 not the provider's content type; 400 a body that is not the provider's;
 - 200, empty, only once the events are committed. A store that fails answers 503: the provider
   sends the delivery again, and its retry is stored once (the unique dedup key). A receiver that
@@ -42,12 +45,12 @@ from synccli.store import webhooks as stored
 from synccli.store.db import Store
 from synccli.webhooks import parse, verify
 from synccli.webhooks.events import WebhookEvent
+from synccli.webhooks.refusals import Refusals
 
 log = logging.getLogger("synccli.webhooks")
 
 MAX_BODY = 1024 * 1024  # a Xero batch or one 1.0-shaped X-Series record is far smaller
 PROVIDERS = registry.webhook_names()
-REJECTED_WRITES = 5  # refused requests written one by one a second; past that, counted together
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -78,6 +81,15 @@ class Target:
     settings: Mapping[str, Any] = field(default_factory=dict)  # the connection's (grant...)
 
 
+# What a request for a name no connection has is checked as (see Receiver._verified): by the
+# URL's shape, a Xero connection (no token) or an X-Series one (a token), keyed with a key made
+# afresh in this process and never shown.
+STAND_INS = {
+    False: Target(0, "", "xero", None, verify.NO_ONES_KEY, None),
+    True: Target(0, "", "lightspeed-x", None, verify.NO_ONES_KEY, None),
+}
+
+
 class Removed(Exception):
     """A connection the delivery was verified for is no longer in the store."""
 
@@ -92,8 +104,9 @@ class Answer:
 
 class Directory:
     """The connections by name, read again every ``ttl`` seconds (a webhook key set with
-    `connections set` counts within that), and at once, at most each second, for a name not
-    known yet: a burst of deliveries costs no credential decryption per request."""
+    `connections set` counts within that), and at once, at most each second, when a request
+    did not verify (a connection added or a key set a moment ago): a burst of deliveries costs
+    no credential decryption per request."""
 
     def __init__(self, store: Store, ttl: float = 5.0) -> None:
         self.store = store
@@ -131,11 +144,12 @@ class Directory:
 
     def get(self, name: str) -> Target | None:
         self._refresh(force=False)
-        found = self._targets.get(name)
-        if found is None:
-            self._refresh(force=True)
-            found = self._targets.get(name)
-        return found
+        return self._targets.get(name)
+
+    def again(self, name: str) -> Target | None:
+        """``name``'s connection read afresh (at most once a second, whichever name asks)."""
+        self._refresh(force=True)
+        return self._targets.get(name)
 
     def names(self, ids: set[int]) -> dict[int, str]:
         """The names this directory knows the connections ``ids`` by."""
@@ -176,10 +190,7 @@ class Receiver:
         self.clock = clock or SystemClock()
         self.max_body = max_body
         self.directory = Directory(store, directory_ttl)
-        self._rejected: dict[int, int] = {}  # refused requests not written yet, per connection
-        self._rejected_window = float("-inf")  # when this second of refusals began
-        self._rejected_writes = 0  # refusals written in it
-        self._rejected_lock = threading.Lock()
+        self.refusals = Refusals(store, self.clock)  # counted off the request path
         # told, after the commit, which connections got new deliveries (webhooks/applier.py:
         # `webhooks serve` applies them a moment later on a thread of its own)
         self.on_stored = on_stored
@@ -210,14 +221,52 @@ class Receiver:
         name = parts[1]
         if environ.get("REQUEST_METHOD") != "POST":
             return name, Answer(405, "not a POST")
-        target = self.directory.get(name)
-        if target is None:
-            return name, Answer(404, "no connection of that name receives webhooks")
         token = parts[2] if len(parts) == 3 else None
-        body = self._body(environ)
+        body = self._body(environ)  # before the name is looked up: the same for every name
         if isinstance(body, Answer):
             return name, body
-        return name, self._deliver(target, environ, body, token)
+        now = self.clock.now()
+        target = self.directory.get(name)
+        if not self._verified(target, environ, body, token, now):
+            # a connection added or a key set a moment ago: read them again (at most once a
+            # second, for a known name as for an unknown one) and check once more
+            fresh = self.directory.again(name)
+            if fresh is None or fresh == target:
+                return name, self._refused(fresh)
+            if not self._verified(fresh, environ, body, token, now):
+                return name, self._refused(fresh)
+            target = fresh
+        if target is None:  # never: see _verified
+            return name, self._refused(None)
+        return name, self._deliver(target, environ, body, now)
+
+    def _verified(
+        self,
+        target: Target | None,
+        environ: dict[str, Any],
+        body: bytes,
+        token: str | None,
+        now: Any,
+    ) -> bool:
+        """Whether the request is ``target``'s. A name no connection has is checked all the
+        same, as a stand-in connection of the URL's shape whose key no one has, through the
+        same code (the time of a refusal tells no name), and refused whatever that says."""
+        if target is None:
+            self._authentic(STAND_INS[token is not None], environ, body, token, now)
+            return False
+        return self._authentic(target, environ, body, token, now)
+
+    def _refused(self, target: Target | None) -> Answer:
+        """401, empty, whether or not a connection has the name (the log line says which)."""
+        if target is None:
+            # The same answer as a bad signature's: a 404 told anyone which names exist. Any
+            # non-2xx is a failed delivery to every provider alike (retried; Xero turns off a
+            # webhook failing for a day): one sent to a removed connection's name still fails.
+            return Answer(
+                401, "no connection of that name receives webhooks: answered as a bad signature"
+            )
+        self.refusals.add(target.id)
+        return Answer(401, "bad or missing signature: nothing stored")
 
     def _body(self, environ: dict[str, Any]) -> bytes | Answer:
         length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
@@ -231,13 +280,7 @@ class Receiver:
             return Answer(400, "body shorter than its Content-Length")
         return bytes(body)
 
-    def _deliver(
-        self, target: Target, environ: dict[str, Any], body: bytes, token: str | None
-    ) -> Answer:
-        now = self.clock.now()
-        if not self._authentic(target, environ, body, token, now):
-            self._count_rejected(target, now)
-            return Answer(401, "bad or missing signature: nothing stored")
+    def _deliver(self, target: Target, environ: dict[str, Any], body: bytes, now: Any) -> Answer:
         ctype = str(environ.get("CONTENT_TYPE") or "").split(";", 1)[0].strip().lower()
         if ctype != registry.get(target.provider).webhooks_support.content_type:
             return Answer(415, f"content type {ctype or '(none)'} is not {target.provider}'s")
@@ -254,8 +297,7 @@ class Receiver:
             # 5xx: the provider retries, and the retry is stored once
             why = f"not stored ({type(exc).__name__}): the provider will send it again"
             return Answer(503, why, log_level=logging.ERROR)
-        if self._rejected:  # refused requests counted meanwhile: written after this commit
-            self._write_rejected(now)
+        self.refusals.flush()  # refused requests counted meanwhile: written after this commit
         if added and self.on_stored is not None:  # only queued here: applied off the request path
             self.on_stored({e.connection_id for e in routed})
         note = f", {ignored} not followed" if ignored else ""
@@ -263,13 +305,19 @@ class Receiver:
         return Answer(200, why, log_level=logging.INFO)
 
     def _authentic(
-        self, target: Target, environ: dict[str, Any], body: bytes, token: str | None, now: Any
+        self,
+        target: Target,
+        environ: dict[str, Any],
+        body: bytes,
+        token: str | None,
+        now: Any,
     ) -> bool:
         """Our URL token where the provider's URL carries one, then the provider's own
-        signature (its connector's ``webhook_signed``)."""
+        signature (its connector's ``webhook_signed``). Every refusal costs what a Xero
+        signature check does (an HMAC over the body), whatever the provider."""
         provider = registry.get(target.provider)
         if provider.webhooks_support.url_token and not verify.token_ok(target.webhook_key, token):
-            return False
+            return verify.no_ones_signature(body, token)
 
         def header(name: str) -> str | None:
             value = environ.get("HTTP_" + name.upper().replace("-", "_"))
@@ -306,33 +354,6 @@ class Receiver:
             for connection_id in ids:
                 stored.record_delivery(s, connection_id, now)
         return added
-
-    def _count_rejected(self, target: Target, now: Any) -> None:
-        """Count a refused request. Anyone can send them, and each write takes the store's
-        (SQLite: the one) write lock the real deliveries need: past the first few in a second
-        they are counted in memory, and written with the next second's first or with the next
-        delivery stored."""
-        with self._rejected_lock:
-            self._rejected[target.id] = self._rejected.get(target.id, 0) + 1
-            clock = time.monotonic()
-            if clock - self._rejected_window >= 1.0:
-                self._rejected_window, self._rejected_writes = clock, 0
-            if self._rejected_writes >= REJECTED_WRITES:
-                return
-            self._rejected_writes += 1
-        self._write_rejected(now)
-
-    def _write_rejected(self, now: Any) -> None:
-        with self._rejected_lock:
-            counts, self._rejected = self._rejected, {}
-        if not counts:
-            return
-        try:
-            with self.store.session() as s:
-                for connection_id, count in counts.items():
-                    stored.count_rejected(s, connection_id, now, count)
-        except (SQLAlchemyError, SyncError):
-            pass  # the 401s stand; only the count is lost (a removed connection's, say)
 
 
 _built: Receiver | None = None
