@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from synccli import fmt, procs
 from synccli.errors import LeaseBusy
@@ -128,6 +129,24 @@ def renew_lease(
             .where(Lease.job == job, Lease.connection_id == connection_id, Lease.owner == owner)
             .values(expires_at=now + ttl)
         )
+
+
+def hold_lease(
+    s: Session, job: str, connection_id: int, owner: str, now: datetime, ttl: timedelta
+) -> bool:
+    """Renew ``owner``'s lease for ``ttl`` in the caller's transaction, where ``owner`` still
+    holds it; answers whether it does. A fence for the writes made in that transaction: one who
+    takes a lease over changes its owner in a transaction of its own (``acquire_lease``), which
+    this statement's row lock orders before or after this one (SQLite: one writer at a time),
+    so writes committed with a True answer were made while no one else held the lease. One that
+    ran out while its holder stalled, but that no one took, is still its holder's."""
+    renewed = s.execute(
+        update(Lease)
+        .where(Lease.job == job, Lease.connection_id == connection_id, Lease.owner == owner)
+        .values(expires_at=now + ttl)
+        .returning(Lease.job)
+    )
+    return renewed.first() is not None
 
 
 def release_lease(store: Store, job: str, connection_id: int, owner: str) -> None:

@@ -24,7 +24,11 @@ Exactly once: applying and closing an event commit in one transaction; ``mark_do
 open rows, and every step above is idempotent (a field is written only when it differs). Outside a
 job, ``webhooks apply`` applies under the stream's job lease (``pull-products``,
 ``link-customers``), so it never runs beside a pull of the same connection: a pull that holds the
-lease applies the events itself.
+lease applies the events itself. A process can stall past its lease (stopped, swapped out, a slow
+answer) and wake after another took the lease over: each transaction ``webhooks apply`` writes in
+first renews the lease where it still holds it, and writes nothing where it does not (a fence,
+``store.runs.hold_lease``); between look-up calls the lease is renewed too, so a long fetch keeps
+it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,6 +51,7 @@ from synccli.connectors.base import Connector, RemoteCustomer, RemoteProduct, Re
 from synccli.connectors.wire import stamp_version
 from synccli.errors import LeaseBusy
 from synccli.procs import owner_id
+from synccli.store.bulk import chunks
 from synccli.store.customers import seen_by_id
 from synccli.store.db import Store
 from synccli.store.models import Connection, WebhookEventRow
@@ -64,7 +70,7 @@ from synccli.store.push import (
     to_hints,
 )
 from synccli.store.reference import kept_lists
-from synccli.store.runs import acquire_lease, release_lease
+from synccli.store.runs import acquire_lease, hold_lease, release_lease
 from synccli.store.sync_state import links_for
 from synccli.store.webhooks import mark_done
 from synccli.sync.cadence import Cadence, cadence, hints_due
@@ -121,6 +127,65 @@ class PushReport:
             if k not in ("modes", "busy", "hints_in") and isinstance(v, int) and v
         }
         return {**counts, "modes": dict(self.modes)} if counts or self.modes else {}
+
+
+# --- `webhooks apply`'s lease ---------------------------------------------------------------------
+
+
+class LeaseLost(Exception):
+    """``webhooks apply`` no longer holds the lease it worked under: it ran out while the
+    process stalled and another took it over. Nothing more is written; the new holder applies
+    what is left."""
+
+
+@dataclass
+class _Hold:
+    """The lease ``webhooks apply`` took for one stream's job, renewed as its work goes on."""
+
+    store: Store
+    job: str
+    connection_id: int
+    owner: str
+    clock: Clock
+    renewed: datetime | None = None
+
+    def fence(self, s: Session) -> None:
+        """In a transaction that writes, before its writes: renew the lease, or raise LeaseLost
+        (the transaction then rolls back, having written nothing)."""
+        now = self.clock.now()
+        if not hold_lease(s, self.job, self.connection_id, self.owner, now, APPLY_LEASE):
+            raise LeaseLost(f"the {self.job} lease was taken over: nothing more written")
+        self.renewed = now
+
+    def renew(self) -> None:
+        """Between look-up calls: at most once a tenth of the lease, as a job's heartbeat."""
+        now = self.clock.now()
+        last = self.renewed
+        if last is not None and last <= now < last + APPLY_LEASE / 10:
+            return
+        with self.store.session() as s:
+            self.fence(s)
+
+
+@dataclass
+class _Applying(JobContext):
+    """A context for ``webhooks apply``: no job's run, its writes fenced by the lease it holds
+    (none in a dry run, which takes none)."""
+
+    hold: _Hold | None = None
+
+    def heartbeat(self) -> None:
+        if self.hold is not None:
+            self.hold.renew()
+
+
+@contextmanager
+def _writing(ctx: JobContext) -> Iterator[Session]:
+    """A transaction that writes; under ``webhooks apply``'s lease, fenced by it."""
+    with ctx.store.session() as s:
+        if isinstance(ctx, _Applying) and ctx.hold is not None:
+            ctx.hold.fence(s)
+        yield s
 
 
 # --- ranking ------------------------------------------------------------------------------------
@@ -195,7 +260,7 @@ def apply_products(ctx: JobContext, report: PushReport) -> None:
             return
         batch = _ProductBatch(ctx, report, outlet)
         batch.read(rows)
-        with ctx.store.session() as s:
+        with _writing(ctx) as s:
             still = still_pending(s, [row.id for row in rows])
             batch.apply(s, [row for row in rows if row.id in still])
             if ctx.dry_run:
@@ -343,7 +408,7 @@ def apply_customers(ctx: JobContext, report: PushReport) -> None:
     ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
     size = batch_size(ctx.store)
     while True:
-        with ctx.store.session() as s:
+        with _writing(ctx) as s:
             rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "pending", size)
             if not rows:
                 return
@@ -459,7 +524,11 @@ def fetch_product_hints(ctx: JobContext, report: PushReport, streams: Sequence[s
     if not rows:
         return
     ids = list(dict.fromkeys(r.entity_id for r in rows))
-    found = ctx.connector.get_products(ids)  # no transaction held across the calls
+    size = ctx.connector.capabilities.lookup_batch or len(ids)
+    found: list[RemoteProduct] = []
+    for part in chunks(ids, size):  # no transaction held across the calls
+        ctx.heartbeat()  # the lease renewed between look-ups: a long fetch keeps it
+        found += ctx.connector.get_products(list(part))
 
     def store_them(s: Session, records: list[Any]) -> int:
         counter = PullReport()
@@ -477,9 +546,14 @@ def fetch_customer_hints(ctx: JobContext, report: PushReport) -> None:
         rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "hint", 100_000)
     if not rows:
         return
-    found = ctx.connector.get_customers(list(dict.fromkeys(r.entity_id for r in rows)))
-    if found is None:
-        return
+    ids = list(dict.fromkeys(r.entity_id for r in rows))
+    found: list[RemoteCustomer] = []
+    for part in chunks(ids, ctx.connector.customer_ids_a_call or len(ids)):
+        ctx.heartbeat()  # the lease renewed between look-ups: a long fetch keeps it
+        got = ctx.connector.get_customers(list(part))
+        if got is None:
+            return
+        found += got
 
     def store_them(s: Session, records: list[Any]) -> int:
         return link_records(ctx, s, records, ctx.clock.now())
@@ -500,7 +574,7 @@ def _close_hints(
         # absence is not deletion: the sweep and the ghost rules judge it, not a webhook
         log.info("%d hinted records are not at the provider now: left to the sweep", len(gone))
     now = ctx.clock.now()
-    with ctx.store.session() as s:
+    with _writing(ctx) as s:
         report.changed += store_them(s, found)
         if ctx.dry_run:
             s.rollback()
@@ -587,11 +661,17 @@ def apply_connection(
         except LeaseBusy:
             report.busy = True
             continue
+        hold = None if dry_run else _Hold(store, job, conn.id, owner, clock, clock.now())
         try:
-            ctx = JobContext(
-                store, conn, clock, dry_run=dry_run, connector_factory=connector_factory
+            ctx = _Applying(
+                store, conn, clock, dry_run=dry_run, connector_factory=connector_factory, hold=hold
             )
             _apply_job(ctx, job, report, hints)
+        except LeaseLost:
+            # stalled past the lease, which another (an applier, the job) holds now: it
+            # applies what is left, and nothing more was written here
+            log.warning("%s: the %s lease was taken over while applying: stopped", conn.name, job)
+            report.busy = True
         finally:
             if not dry_run:
                 release_lease(store, job, conn.id, owner)
