@@ -597,6 +597,38 @@ class _InvoiceHead:
 
 # An invoice line as answered, the item it names (if any) and its quantity.
 _InvoiceLine = tuple[dict[str, Any], Product | None, Decimal]
+AMOUNT_TYPES = ("Exclusive", "Inclusive", "NoTax")
+
+
+def _head_refusals(
+    noun: str,
+    el: dict[str, Any],
+    kind: Any,
+    kinds: tuple[str, ...],
+    status: Any,
+    statuses: tuple[str, ...],
+    taken: Callable[[Any], bool],
+    today: date,
+    errors: list[str],
+) -> tuple[Any, Any, date | None]:
+    """The header checks an invoice and a credit note share, each refusal added to ``errors``
+    in Xero's order, worded with the document's ``noun`` ("Invoice", "Credit Note"): its
+    type, status, LineAmountTypes, number (``taken``: already in use) and date. Answers the
+    LineAmountTypes, the number and the date (None when unreadable)."""
+    if kind not in kinds:
+        errors.append(f"{noun} Type must be specified")
+    if status not in statuses:
+        errors.append(f"{noun} Status '{status}' is not valid")
+    amount_types = el.get("LineAmountTypes") or "Exclusive"
+    if amount_types not in AMOUNT_TYPES:
+        errors.append(f"LineAmountTypes '{amount_types}' is not valid")
+    number = el.get(noun.replace(" ", "") + "Number")
+    if number and taken(number):
+        errors.append(f"{noun} # must be unique.")
+    issued = parse_body_date(el.get("Date")) if el.get("Date") else today
+    if issued is None:
+        errors.append(f"'{el.get('Date')}' is not a valid date")
+    return amount_types, number, issued
 
 
 def _words(text: str) -> set[str]:
@@ -674,36 +706,22 @@ class _CreditNotes:
     ) -> tuple[dict, list[str]]:
         errors: list[str] = []
         kind = el.get("Type")
-        if kind not in ("ACCRECCREDIT", "ACCPAYCREDIT"):
-            errors.append("Credit Note Type must be specified")
         status = el.get("Status") or "DRAFT"
-        if status not in ("DRAFT", "SUBMITTED", "AUTHORISED"):
-            errors.append(f"Credit Note Status '{status}' is not valid")
-        amount_types = el.get("LineAmountTypes") or "Exclusive"
-        if amount_types not in ("Exclusive", "Inclusive", "NoTax"):
-            errors.append(f"LineAmountTypes '{amount_types}' is not valid")
-        number = el.get("CreditNoteNumber")
-        if number and any(n.get("CreditNoteNumber") == number for n in extra.credit_notes.values()):
-            errors.append("Credit Note # must be unique.")
-        issued = parse_body_date(el.get("Date")) if el.get("Date") else self.clock.now().date()
-        if issued is None:
-            errors.append(f"'{el.get('Date')}' is not a valid date")
+        amount_types, number, issued = _head_refusals(
+            "Credit Note",
+            el,
+            kind,
+            ("ACCRECCREDIT", "ACCPAYCREDIT"),
+            status,
+            ("DRAFT", "SUBMITTED", "AUTHORISED"),
+            lambda n: any(c.get("CreditNoteNumber") == n for c in extra.credit_notes.values()),
+            self.clock.now().date(),
+            errors,
+        )
         head = _InvoiceHead(kind, status, amount_types, number, issued, None)
-        raw_lines = el.get("LineItems")
-        if not isinstance(raw_lines, list) or not raw_lines:
-            errors.append("Credit Note must have at least one line item")
-            raw_lines = []
-        lines, sub, tax_total = [], Decimal(0), Decimal(0)
-        for line in raw_lines:
-            out, item, qty, net, line_tax = self._invoice_line(
-                line if isinstance(line, dict) else {},
-                world,
-                head,
-                req.query.get("unitdp") == "4",
-                errors,
-            )
-            sub, tax_total = sub + net, tax_total + line_tax
-            lines.append((out, item, qty))
+        lines, sub, tax_total = self._lines(
+            el, world, head, req, errors, "Credit Note must have at least one line item"
+        )
         contact = None
         if not errors:
             contact = self._resolve_contact(world, extra, el.get("Contact") or {}, errors)
@@ -1894,6 +1912,15 @@ class XeroSandbox(_CreditNotes, SandboxApp):
                     )
         return self._write(req, "Invoices", self._one_invoice, ident)
 
+    def _contact_valid(
+        self, world: World, details: dict, contact: Customer | None, errors: list[str]
+    ) -> bool:
+        """Whether an invoice's contact details may be written (to ``contact``, or a new one);
+        their refusals are the invoice's."""
+        problems = self._contact_errors(world, details, contact)
+        errors.extend(problems)
+        return not problems
+
     def _resolve_contact(
         self, world: World, extra: _TenantExtra, sent: dict, errors: list[str]
     ) -> Customer | None:
@@ -1906,9 +1933,7 @@ class XeroSandbox(_CreditNotes, SandboxApp):
                 errors.append(f"The contact with ContactID {cid} could not be found.")
                 return None
             if details:  # ContactID plus other fields: the contact is updated (§4)
-                problems = self._contact_errors(world, details, c)
-                if problems:
-                    errors.extend(problems)
+                if not self._contact_valid(world, details, c, errors):
                     return None
                 self._apply_contact(world, extra, details, c)
                 self.record_write("customer", c.id, details, False)
@@ -1924,9 +1949,7 @@ class XeroSandbox(_CreditNotes, SandboxApp):
             self._apply_contact(world, extra, details, match)
             self.record_write("customer", match.id, details, False)
             return match
-        problems = self._contact_errors(world, details, None)
-        if problems:
-            errors.extend(problems)
+        if not self._contact_valid(world, details, None, errors):
             return None
         c = self._apply_contact(world, extra, details, None)
         self.record_write("customer", c.id, details, True)
@@ -1944,21 +1967,9 @@ class XeroSandbox(_CreditNotes, SandboxApp):
         now = self.clock.now()
         existing = self._invoice_target(el, req, world, ident, errors)
         head = self._invoice_head(el, req, world, existing, now, errors)
-        unitdp4 = req.query.get("unitdp") == "4"
-        raw_lines = el.get("LineItems")
-        if not isinstance(raw_lines, list) or not raw_lines:
-            if existing is None:
-                errors.append("Invoice must have at least one line item")
-            raw_lines = []
-        lines: list[_InvoiceLine] = []
-        sub, tax_total = Decimal(0), Decimal(0)
-        for line in raw_lines:
-            out, item, qty, net, line_tax = self._invoice_line(
-                line if isinstance(line, dict) else {}, world, head, unitdp4, errors
-            )
-            sub += net
-            tax_total += line_tax
-            lines.append((out, item, qty))
+        # an update may leave its lines out (they stay); a new invoice must have some
+        missing = "Invoice must have at least one line item" if existing is None else None
+        lines, sub, tax_total = self._lines(el, world, head, req, errors, missing)
         contact = None
         if not errors:
             contact = self._resolve_contact(world, extra, el.get("Contact") or {}, errors)
@@ -2010,25 +2021,18 @@ class XeroSandbox(_CreditNotes, SandboxApp):
     ) -> _InvoiceHead:
         """The element's header fields, each refusal added to ``errors`` in Xero's order."""
         kind = el.get("Type") or (existing.body["Type"] if existing else None)
-        if kind not in ("ACCREC", "ACCPAY"):
-            errors.append("Invoice Type must be specified")
         status = el.get("Status") or (existing.body["Status"] if existing else "DRAFT")
-        if status not in ("DRAFT", "SUBMITTED", "AUTHORISED", "DELETED", "VOIDED"):
-            errors.append(f"Invoice Status '{status}' is not valid")
-        amount_types = el.get("LineAmountTypes") or "Exclusive"
-        if amount_types not in ("Exclusive", "Inclusive", "NoTax"):
-            errors.append(f"LineAmountTypes '{amount_types}' is not valid")
-        number = el.get("InvoiceNumber")
-        if (
-            number
-            and kind == "ACCREC"
-            and req.method == "PUT"
-            and self._number_taken(world, number)
-        ):
-            errors.append("Invoice # must be unique.")
-        inv_date = parse_body_date(el.get("Date")) if el.get("Date") else now.date()
-        if inv_date is None:
-            errors.append(f"'{el.get('Date')}' is not a valid date")
+        amount_types, number, inv_date = _head_refusals(
+            "Invoice",
+            el,
+            kind,
+            ("ACCREC", "ACCPAY"),
+            status,
+            ("DRAFT", "SUBMITTED", "AUTHORISED", "DELETED", "VOIDED"),
+            lambda n: kind == "ACCREC" and req.method == "PUT" and self._number_taken(world, n),
+            now.date(),
+            errors,
+        )
         due = parse_body_date(el.get("DueDate")) if el.get("DueDate") else None
         currency = el.get("CurrencyCode")
         if currency is not None and not (
@@ -2045,6 +2049,35 @@ class XeroSandbox(_CreditNotes, SandboxApp):
         return self.unique_invoice_numbers and any(
             i.number == number and i.body["Type"] == "ACCREC" for i in world.invoices.values()
         )
+
+    def _lines(
+        self,
+        el: dict[str, Any],
+        world: World,
+        head: _InvoiceHead,
+        req: Request,
+        errors: list[str],
+        missing: str | None,
+    ) -> tuple[list[_InvoiceLine], Decimal, Decimal]:
+        """An invoice's or a credit note's lines as answered, with its subtotal and tax; no
+        lines at all is refused with ``missing`` (None: allowed), each line's refusals added
+        to ``errors``."""
+        raw_lines = el.get("LineItems")
+        if not isinstance(raw_lines, list) or not raw_lines:
+            if missing is not None:
+                errors.append(missing)
+            raw_lines = []
+        unitdp4 = req.query.get("unitdp") == "4"
+        lines: list[_InvoiceLine] = []
+        sub, tax_total = Decimal(0), Decimal(0)
+        for line in raw_lines:
+            out, item, qty, net, line_tax = self._invoice_line(
+                line if isinstance(line, dict) else {}, world, head, unitdp4, errors
+            )
+            sub += net
+            tax_total += line_tax
+            lines.append((out, item, qty))
+        return lines, sub, tax_total
 
     def _invoice_line(
         self,
