@@ -205,7 +205,7 @@ def trace(
         return
     output.line(f"{kind} {key} ({conn.name})")
     for name, value in result.record.items():
-        output.line(f"  {name}: {value if value is not None else '-'}")
+        output.line(f"  {name}: {output.cell(value)}")
     for link in result.links:
         output.line(
             f"  link: remote {link['remote_id']} ({link['state']}, {link['origin']}), "
@@ -230,8 +230,8 @@ def demo(
         None, "--keep", help="Keep the demo's store in this directory."
     ),
 ) -> None:
-    """Run the whole schedule against the three sandboxes in a throwaway store, change data,
-    run again, and show the status. Needs no configuration and no network.
+    """Run the whole schedule against a simulator of each provider in a throwaway store, change
+    data, run again, and show the status. Needs no configuration and no network.
 
     Example:
 

@@ -195,7 +195,7 @@ def detail(text: str) -> None:
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """A table on a terminal; aligned plain columns when piped (easy to grep and cut)."""
-    rows = [[_cell(c) for c in row] for row in rows]
+    rows = [[cell(c) for c in row] for row in rows]
     if console().is_terminal:
         from rich.table import Table
         from rich.text import Text
@@ -214,7 +214,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
         write(secrets.redact(text) + "\n")
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """One value for people: ``-`` for none, a time to the minute, a number as a plain
+    decimal."""
     if value is None:
         return "-"
     if isinstance(value, datetime):

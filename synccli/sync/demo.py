@@ -1,4 +1,4 @@
-"""``synccli demo``: the whole schedule against the three simulators, in a throwaway store.
+"""``synccli demo``: the whole schedule against a simulator of each provider, in a throwaway store.
 
 Needs no configuration and no network: the sandboxes run in this process on loopback. Every step
 says what it did and what it cost in calls; the demo ends with the status table.

@@ -928,7 +928,7 @@ class _Worker:
             )
             digest = hashlib.sha256(error.encode("utf-8")).hexdigest()[:24]
             key = f"invoice-rejected:{self.conn.id}:{self.job_id}:{digest}"
-            log.error("invoice %s rejected (retry at %s): %s", number, next_at, error)
+            log.error("invoice %s rejected (retry at %s): %s", number, fmt.minute(next_at), error)
         self.report.emailed(
             notify.send_once(self.store, self.conn, key, email, now, mailer=self.mailer),
             f"invoice {number} {'given up' if gave_up else 'refused'}",
