@@ -79,6 +79,18 @@ def test_a_refused_invoice_names_its_retry_time_to_the_minute_on_stderr(
     assert re.search(r"retry at \d{4}-\d\d-\d\d \d\d:\d\d UTC\)", refused[0]), refused[0]
 
 
+def test_invoices_show_in_another_connection_says_it_has_no_such_order(cli: Any) -> None:
+    """An order of one connection is not "to be queued by the next run" in another."""
+    assert cli("db", "upgrade").exit_code == 0
+    _add_unleashed(cli, "a")
+    _add_unleashed(cli, "b")
+    assert cli("invoices", "add", "-", "-c", "a", input=json.dumps(_order("WEB-3"))).exit_code == 0
+    shown = cli("invoices", "show", "WEB-3", "-c", "b")
+    assert shown.exit_code == 2
+    assert "no invoice for order 'WEB-3' in connection 'b'" in shown.stderr, shown.stderr
+    assert "queues it" not in shown.stderr
+
+
 def test_the_demo_help_speaks_of_every_provider(cli: Any) -> None:
     """The demo runs a simulator of each of the four providers, not "the three sandboxes"."""
     shown = cli("demo", "--help").stdout

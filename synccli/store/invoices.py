@@ -270,9 +270,14 @@ def jobs_of_number(
     return [(job, order, name) for job, order, name in s.execute(query).tuples()]
 
 
-def order_number_exists(s: Session, number: str) -> bool:
-    count = s.scalar(select(func.count()).select_from(Order).where(Order.number == number))
-    return bool(count)
+def order_number_exists(s: Session, number: str, connection: str | None = None) -> bool:
+    """Whether an order numbered ``number`` is in the store (in ``connection``, when named)."""
+    query = select(func.count()).select_from(Order).where(Order.number == number)
+    if connection:
+        query = query.join(Connection, Order.connection_id == Connection.id).where(
+            Connection.name == connection
+        )
+    return bool(s.scalar(query))
 
 
 def attempts_of(s: Session, job_id: int) -> list[InvoiceAttempt]:

@@ -1586,7 +1586,7 @@ def _find(s: Any, number: str, connection: str | None) -> tuple[InvoiceJob, Orde
     rows = jobs_of_number(s, number, connection)
     if not rows:
         where = f" in connection {connection!r}" if connection else ""
-        if order_number_exists(s, number):
+        if order_number_exists(s, number, connection):
             raise UsageError(
                 f"order {number!r}{where} has no invoice job yet: "
                 "the next post-invoices run queues it"
