@@ -321,6 +321,9 @@ class Provider:
     # A refused refund's "What to fix" in the email ({number}, {refund_of}, {provider}), where
     # its refunds are not credit notes against the invoice (notify.py's default text)
     refund_fix: str = ""
+    # Its OAuth apps take HTTPS redirect URLs only (Lightspeed R-Series): none can be a loopback
+    # listener, so `connections authorize` is given the registered one with --redirect-uri
+    https_redirect: bool = False
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.connector_module)
@@ -592,6 +595,7 @@ LIGHTSPEED = Provider(
         Setting("auth_url", "authorisation server", "https://cloud.lightspeedapp.com", check=url),
     ),
     credentials=(_CLIENT_SECRET,),
+    https_redirect=True,
     calls=CallPattern(customer_page=100, stock_changes_read=True, daily_list_calls=1),
     sandbox=Sandbox(
         "synccli.sandbox.lightspeed", tax_code="GST", demo_time_scale=100.0, urls=("auth_url",)

@@ -91,6 +91,25 @@ def test_invoices_show_in_another_connection_says_it_has_no_such_order(cli: Any)
     assert "queues it" not in shown.stderr
 
 
+def test_adding_an_r_series_connection_names_an_https_redirect_and_redirect_uri(cli: Any) -> None:
+    """Lightspeed R-Series takes HTTPS redirect URLs only (README: Connect a real account), so
+    the next step cannot be the loopback http:// address the other OAuth providers register."""
+    assert cli("db", "upgrade").exit_code == 0
+    added = cli(
+        "connections", "add", "pos", "--provider", "lightspeed", "--client-id", "ABC",
+        "--secret-stdin", input="secret\n",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    assert "http://localhost" not in added.stdout, added.stdout
+    assert "HTTPS" in added.stdout
+    assert "synccli connections authorize pos --redirect-uri " in added.stdout, added.stdout
+    xero = cli(
+        "connections", "add", "books", "--provider", "xero", "--client-id", "ABC",
+        "--secret-stdin", input="secret\n",
+    )  # fmt: skip
+    assert "http://localhost:8765/callback" in xero.stdout, xero.stdout
+
+
 def test_the_demo_help_speaks_of_every_provider(cli: Any) -> None:
     """The demo runs a simulator of each of the four providers, not "the three sandboxes"."""
     shown = cli("demo", "--help").stdout

@@ -75,8 +75,15 @@ def _secret_from_env(var: str, label: str) -> str:
 
 
 def _next_step(name: str, provider: str, settings: dict[str, object]) -> str:
-    if not registry.get(provider).authorises(settings):
+    declared = registry.get(provider)
+    if not declared.authorises(settings):
         return f"next: synccli connections test {name}"
+    if declared.https_redirect:
+        return (
+            "next: register an HTTPS redirect URL you control with the app "
+            f"({declared.display_name} takes no other), then run synccli connections authorize "
+            f"{name} --redirect-uri URL (README: Connect a real account)"
+        )
     from synccli.sync.authorize import DEFAULT_PORT, redirect_uri_for
 
     return (
