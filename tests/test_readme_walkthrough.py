@@ -110,8 +110,47 @@ def test_adding_an_r_series_connection_names_an_https_redirect_and_redirect_uri(
     assert "http://localhost:8765/callback" in xero.stdout, xero.stdout
 
 
+def test_a_refund_is_waiting_from_the_moment_it_is_added(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    """README and docs/orders.md: a refund waits (state `waiting`) until its order is posted,
+    and `invoices list`, `invoices show` and `status` say so, before any run."""
+    with harness.start("lightspeed-x", products=5) as running:
+        harness.add_connection(store, "xs", running)
+        batch = [
+            _order("WEB-4"),
+            {"number": "WEB-4-R1", "date": "2026-05-03", "refund_of": "WEB-4"},
+        ]
+        added = cli("invoices", "add", "-", "-c", "xs", input=json.dumps(batch))
+        assert added.exit_code == 0, added.stderr
+        listed = {r["number"]: r for r in json.loads(cli("invoices", "list", "--json").stdout)}
+        shown = cli("invoices", "show", "WEB-4-R1", "-c", "xs").stdout
+        status = cli("status", "-c", "xs").stdout
+    assert listed["WEB-4"]["state"] == "pending"
+    assert listed["WEB-4-R1"]["state"] == "waiting", listed["WEB-4-R1"]
+    assert "waiting for order WEB-4 to be posted" in shown, shown
+    assert "(refunds: waiting 1)" in status, status
+
+
 def test_the_demo_help_speaks_of_every_provider(cli: Any) -> None:
     """The demo runs a simulator of each of the four providers, not "the three sandboxes"."""
     shown = cli("demo", "--help").stdout
     assert "three" not in shown, shown
     assert "each provider" in shown, shown
+
+
+def test_removing_a_connection_is_refused_while_a_refund_waits(store: Store, cli: Any) -> None:
+    """README: the removal is refused while any invoice is unposted; a refund waiting for its
+    order is one (removing would drop it unseen)."""
+    with harness.start("lightspeed-x", products=5) as running:
+        harness.add_connection(store, "xs", running)
+        batch = [
+            _order("WEB-5"),
+            {"number": "WEB-5-R1", "date": "2026-05-03", "refund_of": "WEB-5"},
+        ]
+        assert cli("invoices", "add", "-", "-c", "xs", input=json.dumps(batch)).exit_code == 0
+        assert cli("invoices", "cancel", "WEB-5", "-c", "xs").exit_code == 0
+        assert cli("post-invoices", "-c", "xs").exit_code == 0  # the refund waits for WEB-5
+        removed = cli("connections", "remove", "xs")
+    assert removed.exit_code == 2, removed.stdout
+    assert "1 unposted invoice(s)" in removed.stderr, removed.stderr

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from synccli import fmt, mailsafe, procs, registry, secrets
 from synccli.connectors.auth import Tokens
 from synccli.errors import LeaseBusy, TransientError, UsageError
+from synccli.store.claims import HELD_STATES
 from synccli.store.db import Store
 from synccli.store.models import Connection, InvoiceJob, Lease, SandboxClock
 from synccli.store.runs import acquire_lease, owner_id, release_lease
@@ -178,7 +179,7 @@ def remove_connection(store: Store, name: str, force: bool = False) -> int:
             .select_from(InvoiceJob)
             .where(
                 InvoiceJob.connection_id == conn.id,
-                InvoiceJob.state.in_(("pending", "posting", "paying", "failed")),
+                InvoiceJob.state.in_(HELD_STATES),  # a refund waiting for its order too
             )
         )
         if unposted and not force:

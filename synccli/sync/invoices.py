@@ -110,6 +110,7 @@ from synccli.store.sync_state import (
     posted_before,
     remember_invoice,
 )
+from synccli.sync import refunds
 from synccli.sync.alerts import flag_reauth
 from synccli.sync.context import JobContext, claim_ttl, connector_class, creation_lock
 from synccli.sync.jobs import Job
@@ -615,10 +616,10 @@ class _Worker:
             original = order_job(s, self.conn.id, of)
             known = refund_remote_ids(s, self.conn.id, of, order.number)
         if original is None:
-            return f"waiting for order {of}: it is not in the store (or has no invoice job yet)"
+            return refunds.waiting_for(of, None)
         state, remote_id = original
         if state != "posted" or not remote_id:
-            return f"waiting for order {of} to be posted (it is {state})"
+            return refunds.waiting_for(of, state)
         self.target = RefundTarget(of, remote_id, order.date, known)
         return ""
 

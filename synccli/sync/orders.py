@@ -942,11 +942,13 @@ def add_orders(
                 ]
                 s.add(order)
                 s.flush()
+                state, why = refunds.first_state(s, connection.id, o.refund_of)
                 s.add(
                     InvoiceJob(
                         connection_id=connection.id,
                         order_id=order.id,
-                        state="pending",
+                        state=state,
+                        last_error=why,
                         idempotency_key=idempotency_key(connection.name, o.number),
                         attempts=0,
                         next_attempt_at=now,

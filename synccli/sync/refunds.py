@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from synccli.connectors.wire import round_money
+from synccli.store.invoices import order_job
 from synccli.store.orders import refunded_lines
 from synccli.store.reports import order_by_number
 
@@ -260,6 +261,25 @@ def resolve(
         )
     original.refunded = True
     return out if ok else None
+
+
+def waiting_for(of: str, state: str | None) -> str:
+    """Why a refund waits: its order ``of`` is not posted (its job's ``state``; None: the order
+    has no invoice job)."""
+    if state is None:
+        return f"waiting for order {of}: it is not in the store (or has no invoice job yet)"
+    return f"waiting for order {of} to be posted (it is {state})"
+
+
+def first_state(s: Session, connection_id: int, refund_of: str | None) -> tuple[str, str | None]:
+    """(state, why) of a new invoice job: a refund whose order is not posted is ``waiting`` from
+    the start, so `invoices list`, `invoices show` and `status` say so before any run."""
+    if refund_of is None:
+        return "pending", None
+    original = order_job(s, connection_id, refund_of)
+    if original is not None and original[0] == "posted":
+        return "pending", None
+    return "waiting", waiting_for(refund_of, original[0] if original else None)
 
 
 def _n(value: Decimal) -> str:
