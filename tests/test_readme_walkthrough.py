@@ -154,3 +154,20 @@ def test_removing_a_connection_is_refused_while_a_refund_waits(store: Store, cli
         removed = cli("connections", "remove", "xs")
     assert removed.exit_code == 2, removed.stdout
     assert "1 unposted invoice(s)" in removed.stderr, removed.stderr
+
+
+def test_a_dry_run_counts_the_refunds_that_wait_apart_from_the_posts(
+    store: Store, cli: Any
+) -> None:
+    """The dry run's table says `wait` for a refund whose order is not posted; its closing line
+    must not count that refund among the invoices it would post."""
+    with harness.start("lightspeed-x", products=5) as running:
+        harness.add_connection(store, "xs", running)
+        batch = [
+            _order("WEB-6"),
+            {"number": "WEB-6-R1", "date": "2026-05-03", "refund_of": "WEB-6"},
+        ]
+        assert cli("invoices", "add", "-", "-c", "xs", input=json.dumps(batch)).exit_code == 0
+        planned = cli("post-invoices", "-c", "xs", "--dry-run")
+    assert planned.exit_code == 0, planned.stderr
+    assert "would post 1 invoice(s), wait 1 " in planned.stdout, planned.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,9 +160,14 @@ def post_invoices(
             if r.unlinked_customers:
                 listed = _some(r.unlinked_customers)
                 output.line(f"{conn.name}: customers to look up (or create): {listed}")
+            # each due invoice counted under what its plan does (a refund waiting for its
+            # order is not one posted)
+            actions = Counter(i.outcome.removeprefix("would_") for i in r.invoices)
+            posts = actions.pop("post", 0) if actions else r.due
+            others = "".join(f", {a.replace('_', ' ')} {n}" for a, n in actions.items())
             output.line(
-                f"{conn.name}: would post {r.due} invoice(s) ({r.enqueued} not queued yet); "
-                "no call made"
+                f"{conn.name}: would post {posts} invoice(s){others} ({r.enqueued} not queued "
+                "yet); no call made"
             )
             return
         if r.due == 0 and r.enqueued == 0:
