@@ -82,12 +82,19 @@ class Target:
 
 
 # What a request for a name no connection has is checked as (see Receiver._verified): by the
-# URL's shape, a Xero connection (no token) or an X-Series one (a token), keyed with a key made
-# afresh in this process and never shown.
-STAND_INS = {
-    False: Target(0, "", "xero", None, verify.NO_ONES_KEY, None),
-    True: Target(0, "", "lightspeed-x", None, verify.NO_ONES_KEY, None),
-}
+# URL's shape, a connection of the first provider whose webhook URL carries a token (or none),
+# keyed with a key made afresh in this process and never shown. Taken from the registry, so no
+# provider is named here.
+def _stand_in(with_token: bool) -> Target:
+    provider = next(
+        p
+        for p in registry.providers()
+        if p.webhooks is not None and p.webhooks.url_token == with_token
+    )
+    return Target(0, "", provider.name, None, verify.NO_ONES_KEY, None)
+
+
+STAND_INS = {False: _stand_in(False), True: _stand_in(True)}
 
 
 class Removed(Exception):
