@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -362,28 +363,70 @@ def _lease_and_runs(store: Store) -> tuple[list[str], list[tuple[str, object]]]:
     return leases, runs
 
 
+def _waiting_for_a_cpu(pid: int | None = None) -> float:
+    """Seconds a thread has spent runnable but waiting for a CPU: the main thread of process
+    ``pid``, or this thread (Linux's run-queue delay, /proc/.../schedstat); 0 where unknown."""
+    where = f"/proc/{pid}/schedstat" if pid else "/proc/thread-self/schedstat"
+    try:
+        return int(Path(where).read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _seconds_to_end(proc: subprocess.Popen[bytes], signum: int) -> tuple[float, float]:
+    """Send ``signum`` and wait for the process to end: the seconds that took, and how many of
+    them its main thread (which unwinds the run) and this test waited for a CPU that other
+    processes held. The process is killed after 30 seconds."""
+    watchdog = threading.Timer(30, proc.kill)
+    watchdog.start()
+    try:
+        before = _waiting_for_a_cpu(proc.pid) + _waiting_for_a_cpu()
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        # Blocking, so this thread is not runnable until the process ended; not reaped, so the
+        # ended process's own figures can still be read.
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        took = time.monotonic() - sent
+        starved = _waiting_for_a_cpu(proc.pid) + _waiting_for_a_cpu() - before
+    finally:
+        watchdog.cancel()
+        proc.wait()
+    return took, starved
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_during_a_rate_limit_wait_ends_the_run_within_a_second(
     store: Store, _isolated_env: Path, signum: int
 ) -> None:
+    """The run ends within a second of its own time: on a loaded host (CI's parallel workers on
+    two cores) the process may wait longer than that for a CPU, which is no wait of the run's
+    making; a Retry-After slept out, a thread joined without a timeout or a lock waited on all
+    count in full."""
     with harness.start("xero", products=5) as running:
         harness.add_connection(store, "x", running)
-        running.app.limits["per_minute"] = 1  # the next call waits out the minute (Retry-After)
-        env = _env(_isolated_env)
-        cmd = [*SYNCCLI, "pull-products", "-c", "x"]
-        assert subprocess.run(cmd, env=env, capture_output=True, timeout=60).returncode == 0
-        # Under `nohup` (SIGHUP ignored) a hang-up must stay ignored.
+        # The tenant's minute is used up: the first call waits out the minute (Retry-After). With
+        # one call a minute used by a first run, a loaded host could start the second run after
+        # the minute had passed: nothing to interrupt.
+        running.app.limits["per_minute"] = 0
+        # Under `nohup` (SIGHUP ignored) a hang-up must stay ignored; the signal under test is
+        # not ignored, whatever this test runner's own parent ignores.
         nohup = signum != signal.SIGHUP
+
+        def dispositions() -> None:
+            signal.signal(signum, signal.SIG_DFL)
+            if nohup:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
         proc = subprocess.Popen(
-            cmd,
-            env=env,
+            [*SYNCCLI, "pull-products", "-c", "x"],
+            env=_env(_isolated_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if nohup else None,
+            preexec_fn=dispositions,
         )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while running.app.counters.throttled < 1:
                 assert time.monotonic() < deadline, "no 429 served"
                 time.sleep(0.02)
@@ -392,15 +435,12 @@ def test_a_signal_during_a_rate_limit_wait_ends_the_run_within_a_second(
                 proc.send_signal(signal.SIGHUP)
                 time.sleep(0.5)
                 assert proc.poll() is None, "a SIGHUP ignored by nohup stopped the run"
-            sent = time.monotonic()
-            proc.send_signal(signum)
-            proc.wait(timeout=30)
-            took = time.monotonic() - sent
+            took, starved = _seconds_to_end(proc, signum)
         finally:
             if proc.poll() is None:
                 proc.kill()
         stderr = proc.stderr.read().decode() if proc.stderr else ""
-    assert took < 1.0, f"took {took:.2f}s"
+    assert took - starved < 1.0, f"took {took:.2f}s, {starved:.2f}s of it waiting for a CPU"
     assert proc.returncode == 128 + signum, (proc.returncode, stderr)
     assert "Traceback" not in stderr
     assert signal.Signals(signum).name in stderr
