@@ -40,13 +40,15 @@ def test_second_run_exits_busy_and_a_dead_runs_lease_is_taken_over(
         harness.add_connection(store, "x", running)
         # The first run holds its lease (15 minutes, the default) long enough for a second
         # process to start, however slow the host; it is killed long before its answer comes.
-        running.app.faults.slow_seconds = 30.0
+        # (A process took 8-22 s to start and make its first call at load average 25 on two
+        # cores: 10 s for the first call, and 30 s of answer for the second to start, were short.)
+        running.app.faults.slow_seconds = 300.0
         running.app.faults.add("slow", 1.0, path="/Items", times=1)
         env = _env(_isolated_env)
         cmd = [*SYNCCLI, "pull-products", "--connection", "x"]
         first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            _wait_for(lambda: running.app.counters.total("GET", "Items") >= 1)
+            _wait_for(lambda: running.app.counters.total("GET", "Items") >= 1, seconds=120)
             second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
             assert second.returncode == 4, second.stderr
             assert second.stderr.strip().count("\n") == 0
