@@ -80,6 +80,7 @@ from synccli.store.models import (  # noqa: E402
     Link,
     Order,
     OrderLine,
+    OrderPayment,
     Product,
     Run,
 )
@@ -1129,7 +1130,7 @@ class Month:
             "ghosts": self.ghosts.summary(self.start),
             "invoices": self.invoice_figures(),
             "mix": self.args.mix,
-            "documents": {**self.documents, **self.refund_figures()},
+            "documents": {**self.documents, **self.refund_figures(), **self.payment_figures()},
             "naive_invoices": self.naive_invoice_figures() if self.naive else None,
             "wall_s": round(wall, 1),
             "wall_naive_s": round(self.wall.get("naive", 0.0), 1),
@@ -1158,13 +1159,16 @@ class Month:
                 s.scalars(
                     select(Order.number)
                     .join(InvoiceJob, InvoiceJob.order_id == Order.id)
-                    .where(Order.connection_id == self.conn.id, InvoiceJob.state == "posted")
+                    # ``paying``: posted, its payments waiting for a batch (payments_wait_hours)
+                    .where(Order.connection_id == self.conn.id)
+                    .where(InvoiceJob.state.in_(("posted", "paying")))
                     .where(Order.refund_of.is_(None))
                 )
             )
         return {
             "orders": len(ours),
-            "posted": states.get("posted", 0),
+            "posted": states.get("posted", 0) + states.get("paying", 0),
+            "payments_waiting_at_end": states.get("paying", 0),
             "remote_invoices": sum(remote[n] for n in ours),
             "duplicated": sum(remote[n] - 1 for n in ours if remote[n] > 1),
             "lost": len(posted_numbers - set(remote)) + states.get("gave_up", 0),
@@ -1172,6 +1176,30 @@ class Month:
             "rejected_then_fixed": len(self.fix_scheduled),
             "unique_numbers": all(remote[n] <= 1 for n in remote),
             "states": dict(states),
+        }
+
+    def payment_figures(self) -> dict[str, Any]:
+        """Where payments are applied after the invoice (Xero): the payments at the provider
+        (each by its reference: applied once?), and those still waiting at the month's end for
+        their batch (``payments_wait_hours``)."""
+        extra = getattr(self.app, "extra", None)
+        if not isinstance(extra, dict) or self.app.tenant not in extra:
+            return {}
+        payments = getattr(extra[self.app.tenant], "payments", {})
+        refs = Counter(p.get("Reference") for p in payments.values() if "Invoice" in p)
+        if not refs:
+            return {}
+        with self.store.session() as s:
+            waiting = s.scalar(
+                select(func.count(OrderPayment.id))
+                .join(Order, OrderPayment.order_id == Order.id)
+                .where(Order.connection_id == self.conn.id)
+                .where(OrderPayment.state.is_(None) | (OrderPayment.state != "posted"))
+            )
+        return {
+            "payments at the provider": sum(refs.values()),
+            "payments applied twice": sum(n - 1 for n in refs.values() if n > 1),
+            "payments waiting at the end": int(waiting or 0),
         }
 
     def refund_figures(self) -> dict[str, Any]:

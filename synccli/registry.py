@@ -477,6 +477,14 @@ XERO = Provider(
             None,
             check=xero_account_code,
         ),
+        Setting(
+            "payments_wait_hours",
+            "hours an invoice's payments may wait to go with others in one call: they are sent "
+            "once the oldest has waited this long, 50 are waiting, or a refund of the order is "
+            "due (0: the run that posts the invoice pays it)",
+            "24",
+            check=whole(0, 168),
+        ),
         Setting("invoice_batch", "invoices one call posts", "50", check=whole(1, 50)),
         Setting("scopes", "OAuth scopes asked for, space-separated", "the app's usual set"),
         Setting("identity_url", "token endpoint host", "https://identity.xero.com", check=url),

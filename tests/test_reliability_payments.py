@@ -108,6 +108,7 @@ def _setup(store: Store, running: harness.Running, n: int, prefix: str) -> list[
         notify_email="shop@example.com",
         time_scale=SCALE,
         payment_account_code="090",
+        payments_wait_hours="0",  # paid in the run that posts the invoices (not batched)
     )
     orders = _paid_orders(running, n, prefix)
     add_orders(store, get_connection(store, "shop"), jsonl(orders))

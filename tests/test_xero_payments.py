@@ -64,6 +64,8 @@ def _add(cli: Any, tmp_path: Path, orders: list[dict]) -> Any:
 
 def _setup(store: Store, cli: Any, tmp_path: Path, running: Any, **settings: Any) -> Any:
     settings.setdefault("payment_account_code", "090")
+    # paid in the run that posts the invoices: their batching is tests/test_xero_payments_wait.py
+    settings.setdefault("payments_wait_hours", "0")
     harness.add_connection(
         store, "shop", running, notify_email="shop@example.com", time_scale=SCALE, **settings
     )

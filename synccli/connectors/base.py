@@ -246,12 +246,14 @@ class RefundTarget:
     """The posted order a refund gives money back on: its number and the provider's id of its
     invoice (sale); ``on``: the refund's date (an allocation's); ``known``: the provider's ids
     of the order's other refunds the store has recorded (a look-up never takes one of them for
-    this refund)."""
+    this refund); ``due``: what the invoice has left to pay as our own records have it (we
+    posted it and applied every payment of it), None when they cannot tell (read it)."""
 
     number: str
     remote_id: str
     on: datetime
     known: frozenset[str] = frozenset()
+    due: Decimal | None = None
 
 
 class RefusedAfterCreate(Rejected):

@@ -1256,6 +1256,28 @@ class XeroConnector(Connector):
     def _allocate(
         self, posted: PostedInvoice, left: Decimal, target: RefundTarget
     ) -> PostedInvoice:
+        """The credit goes to what the invoice has due, or back to the customer once it is paid.
+        Where our records know what it has due (we posted it and applied every payment of it:
+        ``target.due``) nothing is read. Xero refuses an allocation over what is due, so an
+        invoice paid or changed in Xero meanwhile shows as a refusal, which changed nothing:
+        then it is read, and the credit goes where the invoice now says (never twice: the
+        refused allocation made none). A paid invoice whose payment the merchant deleted in
+        Xero is not seen: its credit is paid back, as the order's payments say."""
+        if target.due is not None:
+            if target.due <= 0:
+                return self._pay_back(posted, left, target)
+            try:
+                self.allocate(
+                    posted.remote_id, target.remote_id, min(left, target.due), target.on.date()
+                )
+                return posted
+            except Rejected as err:
+                log.info(
+                    "credit note %s: allocation refused (%s): reading invoice %s",
+                    posted.number,
+                    err.message,
+                    target.number,
+                )
         body = self.http.json("GET", f"{API}/Invoices/{target.remote_id}")
         invoices = body.get("Invoices") if isinstance(body, dict) else None
         if not isinstance(invoices, list) or len(invoices) != 1:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from synccli.store.bulk import chunks
 from synccli.store.claims import HELD_STATES
@@ -44,6 +45,22 @@ def _due(connection_id: int, now: datetime) -> tuple[Any, ...]:
 _DUE_ORDER = (InvoiceJob.next_attempt_at, InvoiceJob.id)
 
 
+# The passes of a run (``claim_next``'s ``part``): the payments waiting on posted invoices, the
+# rest (invoices to post, refunds, payments refused and due again), then the payments again.
+INVOICES, PAYMENTS = "invoices", "payments"
+
+
+def _part(part: str | None, now: datetime) -> tuple[Any, ...]:
+    if part == INVOICES:
+        return (InvoiceJob.state != "paying",)
+    if part == PAYMENTS:
+        return (
+            InvoiceJob.state == "paying",
+            (InvoiceJob.claimed_until.is_(None)) | (InvoiceJob.claimed_until < now),
+        )
+    return ()
+
+
 def claim_next(
     store: Store,
     connection_id: int,
@@ -51,10 +68,17 @@ def claim_next(
     now: datetime,
     ttl: timedelta,
     seen: set[int],
+    part: str | None = None,
 ) -> int | None:
     """Claim the next due job for ``worker`` until ``now + ttl`` (committed), or None when
-    nothing is due. ``seen``: jobs this run had already (not taken twice in one run)."""
-    query = select(InvoiceJob.id).where(*_due(connection_id, now)).order_by(*_DUE_ORDER).limit(1)
+    nothing is due. ``seen``: jobs this run had already (not taken twice in one run).
+    ``part``: only the jobs of one pass of the run (:data:`INVOICES`, or :data:`PAYMENTS`, due
+    or not: their batch goes now)."""
+    if part == PAYMENTS:
+        where = (InvoiceJob.connection_id == connection_id, *_part(part, now))
+    else:
+        where = (*_due(connection_id, now), *_part(part, now))
+    query = select(InvoiceJob.id).where(*where).order_by(*_DUE_ORDER).limit(1)
     if seen:
         query = query.where(InvoiceJob.id.not_in(seen))
     if not store.is_sqlite:  # SQLite: the store's write lock already serialises the claims
@@ -139,6 +163,47 @@ def job_with_order(s: Session, job_id: int) -> tuple[InvoiceJob, Order]:
     )
     assert order is not None
     return job, order
+
+
+def waiting_payments(
+    s: Session, connection_id: int, now: datetime
+) -> tuple[int, int, datetime | None]:
+    """(invoices, payments, when the oldest of those invoices was posted) of the connection's
+    posted invoices whose payments wait to be applied (``paying``, no live claim)."""
+    unapplied = (OrderPayment.state.is_(None)) | (OrderPayment.state != "posted")
+    jobs, payments, oldest = s.execute(
+        select(
+            func.count(InvoiceJob.id.distinct()),
+            func.count(OrderPayment.id),
+            func.min(InvoiceJob.posted_at),
+        )
+        .select_from(InvoiceJob)
+        .outerjoin(OrderPayment, (OrderPayment.order_id == InvoiceJob.order_id) & unapplied)
+        .where(InvoiceJob.connection_id == connection_id, *_part(PAYMENTS, now))
+    ).one()
+    return int(jobs or 0), int(payments or 0), oldest
+
+
+def refund_awaits_payments(s: Session, connection_id: int, now: datetime) -> bool:
+    """Whether a due refund's order has its invoice posted and its payments still waiting."""
+    original = aliased(Order)
+    original_job = aliased(InvoiceJob)
+    query = (
+        select(InvoiceJob.id)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .join(
+            original,
+            (original.connection_id == Order.connection_id) & (original.number == Order.refund_of),
+        )
+        .join(
+            original_job,
+            (original_job.order_id == original.id)
+            & (original_job.connection_id == original.connection_id),
+        )
+        .where(*_due(connection_id, now), original_job.state == "paying")
+        .limit(1)
+    )
+    return s.scalar(query) is not None
 
 
 def unapplied_payments(s: Session, order_id: int) -> list[OrderPayment]:
@@ -299,6 +364,25 @@ def order_job(s: Session, connection_id: int, number: str) -> tuple[str, str | N
         .where(InvoiceJob.connection_id == connection_id, Order.number == number)
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+def due_as_recorded(s: Session, connection_id: int, number: str) -> Decimal | None:
+    """What the connection's posted invoice of order ``number`` has left to pay as our own
+    records have it: its total at the provider less the payments we applied to it. None when
+    they cannot tell: not posted by us with a known total, or a payment of the order not
+    applied by us. (A part-paid invoice with earlier refunds: the caller reads it instead.)"""
+    row = s.execute(
+        select(InvoiceJob.state, InvoiceJob.remote_total, Order.id)
+        .join(Order, InvoiceJob.order_id == Order.id)
+        .where(InvoiceJob.connection_id == connection_id, Order.number == number)
+    ).first()
+    if row is None or row[0] != "posted" or row[1] is None:
+        return None
+    payments = payments_of(s, row[2])
+    if any(p.state != "posted" for p in payments):
+        return None
+    paid = sum((Decimal(p.amount) for p in payments), Decimal(0))
+    return max(Decimal(row[1]) - paid, Decimal(0))
 
 
 def refund_remote_ids(s: Session, connection_id: int, of: str, besides: str) -> frozenset[str]:

@@ -77,9 +77,12 @@ from synccli.store.claims import held_job, reassert
 from synccli.store.db import Store
 from synccli.store.invoices import (
     ACTIVE,
+    INVOICES,
+    PAYMENTS,
     attempts_of,
     claim_next,
     connection_names,
+    due_as_recorded,
     due_jobs,
     job_rows,
     job_with_order,
@@ -125,6 +128,8 @@ from synccli.sync.orders import (
     queued_number,
 )
 from synccli.sync.payments import PaymentView, pay_batch, payment_views
+from synccli.sync.payments import released as payments_released
+from synccli.sync.payments import wait as payment_wait
 
 log = logging.getLogger("synccli.job")
 
@@ -269,33 +274,40 @@ def post_invoices(ctx: JobContext, limit: int | None = None) -> PostReport:
     worker = f"{owner_id()}:{uuid.uuid4().hex[:8]}"[-100:]
     ttl = claim_ttl()
     mailer = notify.mailer_for(store.settings)
-    seen: set[int] = set()
+    done: set[int] = set()  # every job this run claimed (``limit`` counts each once)
     in_a_row = 0
     batch = max(1, ctx.connector.capabilities.invoice_batch)
     if (conn.settings or {}).get("invoice_batch"):  # a merchant may want smaller batches
         batch = max(1, min(batch, int(conn.settings["invoice_batch"])))
+    applied = ctx.connector.capabilities.documents.payments == "applied"
     try:
-        while limit is None or len(seen) < limit:
-            room = batch if limit is None else min(batch, limit - len(seen))
-            claimed = _claim_batch(ctx, worker, ttl, policy, mailer, report, seen, room)
-            if claimed is None:
-                break
-            workers, paying = claimed
-            outcomes = _post_batch(ctx, workers) if workers else []
-            payers = [w for w, _ in workers if w.pay_due] + paying
-            if payers:  # the invoices are at the provider: their payments now, in one call
-                outcomes += pay_batch(ctx, payers)
-            ctx.heartbeat()
-            for outcome in outcomes:
-                in_a_row = in_a_row + 1 if outcome == "transient" else 0
-            if in_a_row >= TRANSIENT_BREAKER:
-                last = report.invoices[-1].error if report.invoices else ""
-                report.stopped = (
-                    f"{in_a_row} transient failures in a row; stopped until the next run"
+        # the payments waiting on posted invoices first (a refund of one of those orders goes
+        # after them), then the rest, then the payments again: those the run's invoices added
+        for part in (PAYMENTS, INVOICES, PAYMENTS):
+            if part == PAYMENTS and not (applied and payments_released(ctx)):
+                continue  # they wait to go with others (``payments_wait_hours``)
+            seen: set[int] = set()  # this pass's: an invoice posted above is paid below
+            while True:
+                claimed = _claim_batch(
+                    ctx, worker, ttl, policy, mailer, report, (seen, done, limit, part), batch
                 )
-                raise TransientError(
-                    f"post-invoices stopped: {in_a_row} transient failures in a row ({last})"
-                )
+                if claimed is None:
+                    break
+                workers, paying = claimed
+                outcomes = _post_batch(ctx, workers) if workers else []
+                if paying:  # the invoices are at the provider: their payments, in one call
+                    outcomes += pay_batch(ctx, paying)
+                ctx.heartbeat()
+                for outcome in outcomes:
+                    in_a_row = in_a_row + 1 if outcome == "transient" else 0
+                if in_a_row >= TRANSIENT_BREAKER:
+                    last = report.invoices[-1].error if report.invoices else ""
+                    report.stopped = (
+                        f"{in_a_row} transient failures in a row; stopped until the next run"
+                    )
+                    raise TransientError(
+                        f"post-invoices stopped: {in_a_row} transient failures in a row ({last})"
+                    )
     finally:
         try:
             report.emails += notify.flush_pending(
@@ -313,25 +325,36 @@ def _claim_batch(
     policy: RetryPolicy,
     mailer: notify.Mailer,
     report: PostReport,
-    seen: set[int],
+    sets: tuple[set[int], set[int], int | None, str],
     room: int,
 ) -> tuple[list[tuple[_Worker, InvoiceDraft]], list[_Worker]] | None:
-    """Claim and prepare up to ``room`` due jobs: those to post, and those whose invoice is
-    posted and whose payments remain. None when nothing was due; jobs that ended while being
-    prepared (found, invalid, rejected, transient) are in neither list. Where the provider
-    takes several records a call, the batch's customers and products are looked up and
-    created together first (:func:`_dependencies`)."""
+    """Claim and prepare up to ``room`` due jobs of one pass of the run: those to post, and
+    those whose invoice is posted and whose payments remain. None when nothing was due; jobs
+    that ended while being prepared (found, invalid, rejected, transient) are in neither list.
+    Where the provider takes several records a call, the batch's customers and products are
+    looked up and created together first (:func:`_dependencies`). ``sets``: the pass's jobs so
+    far, the run's, the run's ``limit`` (a job claimed again to be paid counts once) and the
+    pass (``store.invoices.claim_next``'s ``part``)."""
+    seen, done, limit, part = sets
     workers: list[_Worker] = []
     while len(workers) < room:
-        job_id = claim_next(ctx.store, ctx.connection.id, worker, ctx.clock.now(), ttl, seen)
+        now = ctx.clock.now()
+        job_id = claim_next(ctx.store, ctx.connection.id, worker, now, ttl, seen, part)
         if job_id is None:
             break
         seen.add(job_id)
-        report.due += 1
-        workers.append(_Worker(ctx, job_id, worker, ttl, policy, mailer, report))
+        w = _Worker(ctx, job_id, worker, ttl, policy, mailer, report)
+        if job_id not in done:
+            if limit is not None and len(done) >= limit:
+                w.unclaim()
+                break
+            done.add(job_id)
+            report.due += 1
+        workers.append(w)
     if not workers:
         return None
-    deps = _dependencies(ctx, workers) if ctx.connector.capabilities.dependency_batch else None
+    batched = ctx.connector.capabilities.dependency_batch and part != PAYMENTS
+    deps = _dependencies(ctx, workers) if batched else None
     prepared: list[tuple[_Worker, InvoiceDraft]] = []
     paying: list[_Worker] = []
     for i, w in enumerate(workers):
@@ -615,12 +638,15 @@ class _Worker:
         with self.store.session() as s:
             original = order_job(s, self.conn.id, of)
             known = refund_remote_ids(s, self.conn.id, of, order.number)
+            due = due_as_recorded(s, self.conn.id, of)
         if original is None:
             return refunds.waiting_for(of, None)
         state, remote_id = original
         if state != "posted" or not remote_id:
             return refunds.waiting_for(of, state)
-        self.target = RefundTarget(of, remote_id, order.date, known)
+        if known and due:  # an earlier refund of a part-paid invoice lowered it: read it
+            due = None
+        self.target = RefundTarget(of, remote_id, order.date, known, due)
         return ""
 
     def wait(self, why: str) -> str:
@@ -780,6 +806,9 @@ class _Worker:
         mismatch = total_mismatch(posted.total, Decimal(self.order.total))
         # payments go on only once the invoice is the order's (a mismatch waits for the merchant)
         pays = mismatch is None and self.applies_payments()
+        # its payments wait to go in one call with others (the run's payments pass, or a later
+        # run's: sync/payments.py), due to go alone once they have waited long enough
+        pay_from = now + payment_wait(self.conn.provider, self.conn.settings or {})
         with self.store.locked() as s:
             job = self.held(s)
             if job is None:  # the job stays marked maybe_sent: its new holder looks it up
@@ -788,9 +817,8 @@ class _Worker:
             job.remote_id, job.remote_total = posted.remote_id, posted.total
             job.posted_at, job.last_error = now, mismatch or posted.note
             job.claimed_by, job.claimed_until = None, None
-            if pays:  # the claim is kept: this run applies the payments next
-                job.state, job.claimed_by = "paying", self.worker
-                job.claimed_until = now + self.ttl
+            if pays:
+                job.state, job.next_attempt_at = "paying", pay_from
             self.attempt(s, how, mismatch)
             # kept when the shop deletes the order row (and with it this job)
             remember_invoice(
@@ -824,7 +852,7 @@ class _Worker:
         else:
             self.report.posted += 1
         log.info("invoice %s %s as %s", number, how, posted.remote_id)
-        self.pay_due, self.remote_id = pays, posted.remote_id
+        self.remote_id = posted.remote_id
         return self.outcome(how, remote_id=posted.remote_id, remote_total=posted.total)
 
     # payments (sync/payments.py) -------------------------------------------------------------

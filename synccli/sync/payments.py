@@ -2,8 +2,15 @@
 ``capabilities.documents.payments`` is ``"applied"``: Xero's PUT /Payments).
 
 A job whose invoice the provider has and whose order carries payments not yet applied is in
-state ``paying``; the run that posted the invoice keeps its claim and applies them at once, and
-any later run claims a ``paying`` job like any other. Per payment (``order_payments.state``):
+state ``paying``. Its payments wait to go in one call with others (the connection's
+``payments_wait_hours``, Xero's default 24): a run applies every waiting payment, in calls of
+:data:`BATCH`, once the oldest has waited that long, a full call's worth is waiting, or a due
+refund's order is among them (:func:`released`); it does so before its other jobs (a refund
+then finds its invoice paid) and again after them (the payments its invoices added, if the rule
+holds then). A card payment reaches the bank in the processor's daily payout, which is what the
+merchant reconciles, so a payment applied within the day is reconciled the same; and Xero
+takes no payment with a new invoice (``Invoice.Payments`` is read-only), so each payment is a
+write of its own, the call the wait shares. Per payment (``order_payments.state``):
 
 1. **Look up first**: a payment left ``posting`` (an earlier call got no clear answer, or its run
    died) is looked for among the invoice's payments at the provider, by its reference, which is
@@ -23,13 +30,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from synccli import registry
+from synccli.clock import utc
 from synccli.connectors.base import AppliedPayment, PaymentToApply
 from synccli.errors import ClaimLost, ConfigError, Rejected, TransientError
-from synccli.store.invoices import unapplied_payments
+from synccli.store.invoices import refund_awaits_payments, unapplied_payments, waiting_payments
 
 if TYPE_CHECKING:
     from synccli.sync.context import JobContext
@@ -38,6 +47,38 @@ if TYPE_CHECKING:
 log = logging.getLogger("synccli.job")
 
 BATCH = 50  # payments per call (connectors/xero_payments.PAYMENT_BATCH)
+WAIT_KEY = "payments_wait_hours"
+
+
+def wait(provider: str, settings: dict[str, Any]) -> timedelta:
+    """How long a posted invoice's payments may wait to go with others (``payments_wait_hours``,
+    else the registry's default for the provider; 0 for one without the setting)."""
+    raw = settings.get(WAIT_KEY)
+    if raw in (None, ""):
+        entry = registry.find(provider)
+        setting = entry.setting(WAIT_KEY) if entry is not None else None
+        raw = setting.default if setting is not None and setting.default else "0"
+    text = str(raw).strip()
+    if not text.isdigit():
+        raise ConfigError(f"setting {WAIT_KEY}: {raw!r} is not a whole number of hours")
+    return timedelta(hours=int(text))
+
+
+def released(ctx: JobContext) -> bool:
+    """Whether this run applies the payments waiting on posted invoices (every one of them, in
+    calls of :data:`BATCH`): when the oldest has waited ``payments_wait_hours``, a full call's
+    worth is waiting, or a due refund's order is among them (a credit note is never set against
+    an invoice whose payments are still to come: it would be allocated, then the payments
+    refused as more than is due)."""
+    now = ctx.clock.now()
+    with ctx.store.session() as s:
+        invoices, count, oldest = waiting_payments(s, ctx.connection.id, now)
+        if not invoices:
+            return False
+        limit = wait(ctx.connection.provider, ctx.connection.settings or {})
+        if count >= BATCH or oldest is None or utc(oldest) <= now - limit:
+            return True
+        return refund_awaits_payments(s, ctx.connection.id, now)
 
 
 def reference(number: str, payment_no: int, own: str | None) -> str:
