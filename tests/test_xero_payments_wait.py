@@ -33,7 +33,7 @@ from synccli.sync.orders import add_orders
 
 SCALE = 1000.0
 CLOCK = SimClock()
-DOCUMENTS = ("Invoices", "Payments", "CreditNotes", "Allocations")
+DOCUMENTS = ("Invoices", "Payments", "CreditNotes", "Allocations")  # endpoints counted
 START = datetime(2026, 5, 1, 9, 5, tzinfo=UTC)
 
 
@@ -301,3 +301,43 @@ def test_an_invoice_paid_in_xero_meanwhile_takes_the_credit_once(
         assert spent == {"PUT CreditNotes": 1, "PUT Allocations": 2, "GET Invoices": 1}
     credited = Decimal(str(body.get("AmountCredited", 0)))
     assert credited == (Decimal(0) if amount == "32.20" else Decimal("12.20"))
+
+
+def planned(store: Store, conn: Connection) -> dict[str, str]:
+    """``post-invoices --dry-run``: number -> what the run would do."""
+    with job_run(store, invoices.JOB, conn, clock=CLOCK, dry_run=True) as jc:
+        report = invoices.post_invoices(jc)
+    return {o.number: o.outcome for o in report.invoices}
+
+
+def test_the_dry_run_lists_the_payments_when_their_call_would_go(
+    store: Store, running: harness.Running
+) -> None:
+    conn = connect(store, running)
+    add(store, conn, order("WEB-7", sku(running)))
+    post(store, conn, running)
+    CLOCK.advance(hours=2)
+    assert planned(store, conn) == {}  # waiting: the run would make no call
+    CLOCK.set(START + timedelta(hours=24))
+    assert planned(store, conn) == {"WEB-7": "would_pay"}
+
+
+def test_a_payment_whose_answer_was_lost_is_looked_up_not_left_for_a_day(
+    store: Store, running: harness.Running
+) -> None:
+    """Every answer to the batch's ``PUT /Payments`` is lost (Xero applied it): the payments are
+    looked up without waiting another day (the run's second payments pass), found, and never
+    sent again."""
+    conn = connect(store, running)
+    add(store, conn, order("WEB-7", sku(running)), order("WEB-8", sku(running)))
+    post(store, conn, running)
+    CLOCK.set(START + timedelta(hours=24))
+    running.app.faults.add("lost", method="PUT", path="Payments$", times=20)
+    spent = post(store, conn, running)
+    running.app.faults.clear()
+    assert spent["GET Payments"] == 1 and spent["PUT Payments"] >= 1  # its retries: one key
+    assert set(states(store).values()) == {"posted"}
+    for number in ("WEB-7", "WEB-8"):
+        assert len(remote(running, number)["Payments"]) == 1
+    CLOCK.advance(hours=2)
+    assert post(store, conn, running) == {}

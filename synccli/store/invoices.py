@@ -8,6 +8,7 @@ read the same jobs in the same order.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -95,14 +96,20 @@ def claim_next(
     return job_id
 
 
-def due_jobs(s: Session, connection_id: int, now: datetime) -> list[tuple[InvoiceJob, Order]]:
-    """The jobs :func:`claim_next` would hand out now, in its order, each with its order and
-    lines (nothing claimed)."""
+def due_jobs(
+    s: Session, connection_id: int, now: datetime, part: str | None = None
+) -> list[tuple[InvoiceJob, Order]]:
+    """The jobs :func:`claim_next` would hand out now (for ``part``), in its order, each with
+    its order and lines (nothing claimed)."""
+    if part == PAYMENTS:
+        where = (InvoiceJob.connection_id == connection_id, *_part(part, now))
+    else:
+        where = (*_due(connection_id, now), *_part(part, now))
     rows = s.execute(
         select(InvoiceJob, Order)
         .join(Order, InvoiceJob.order_id == Order.id)
         .options(selectinload(Order.lines), selectinload(Order.payments))
-        .where(*_due(connection_id, now))
+        .where(*where)
         .order_by(*_DUE_ORDER)
     )
     return [(job, order) for job, order in rows.tuples()]
@@ -165,23 +172,32 @@ def job_with_order(s: Session, job_id: int) -> tuple[InvoiceJob, Order]:
     return job, order
 
 
-def waiting_payments(
-    s: Session, connection_id: int, now: datetime
-) -> tuple[int, int, datetime | None]:
-    """(invoices, payments, when the oldest of those invoices was posted) of the connection's
-    posted invoices whose payments wait to be applied (``paying``, no live claim)."""
+@dataclass
+class Waiting:
+    """The connection's posted invoices whose payments wait to be applied (``paying``, no live
+    claim): how many, how many payments, when the oldest was posted, and when the first is due
+    (its wait over, or sooner: a payment whose answer was lost is looked up next run)."""
+
+    invoices: int
+    payments: int
+    oldest: datetime | None
+    first_due: datetime | None
+
+
+def waiting_payments(s: Session, connection_id: int, now: datetime) -> Waiting:
     unapplied = (OrderPayment.state.is_(None)) | (OrderPayment.state != "posted")
-    jobs, payments, oldest = s.execute(
+    jobs, payments, oldest, first_due = s.execute(
         select(
             func.count(InvoiceJob.id.distinct()),
             func.count(OrderPayment.id),
             func.min(InvoiceJob.posted_at),
+            func.min(InvoiceJob.next_attempt_at),
         )
         .select_from(InvoiceJob)
         .outerjoin(OrderPayment, (OrderPayment.order_id == InvoiceJob.order_id) & unapplied)
         .where(InvoiceJob.connection_id == connection_id, *_part(PAYMENTS, now))
     ).one()
-    return int(jobs or 0), int(payments or 0), oldest
+    return Waiting(int(jobs or 0), int(payments or 0), oldest, first_due)
 
 
 def refund_awaits_payments(s: Session, connection_id: int, now: datetime) -> bool:

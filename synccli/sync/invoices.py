@@ -1489,8 +1489,13 @@ def _due_now(ctx: JobContext, limit: int | None) -> tuple[list[Due], int]:
     """The jobs a run would claim now, in its order (those already queued, then the orders it
     queues first), at most ``limit``; and how many orders it would queue."""
     now, conn_id = ctx.clock.now(), ctx.connection.id
+    applied = connector_class(ctx.connection.provider).capabilities.documents.payments
+    # the payments waiting on posted invoices go first when their batch is due, as in a run
+    paying = applied == "applied" and payments_released(ctx)
     with ctx.store.session() as s:
-        due = [Due.of(job, order) for job, order in due_jobs(s, conn_id, now)]
+        rows = due_jobs(s, conn_id, now, PAYMENTS) if paying else []
+        rows += due_jobs(s, conn_id, now, INVOICES)
+        due = [Due.of(job, order) for job, order in rows]
         unqueued = orders_without_job(s, conn_id)
         seen = posted_before(s, conn_id, [o.number for o in unqueued])
     # queued with next_attempt_at = now and ids after every job: claimed after the due ones

@@ -72,11 +72,14 @@ def released(ctx: JobContext) -> bool:
     refused as more than is due)."""
     now = ctx.clock.now()
     with ctx.store.session() as s:
-        invoices, count, oldest = waiting_payments(s, ctx.connection.id, now)
-        if not invoices:
+        waiting = waiting_payments(s, ctx.connection.id, now)
+        if not waiting.invoices:
             return False
         limit = wait(ctx.connection.provider, ctx.connection.settings or {})
-        if count >= BATCH or oldest is None or utc(oldest) <= now - limit:
+        if waiting.payments >= BATCH or waiting.oldest is None or waiting.first_due is None:
+            return True
+        # the oldest's wait by today's setting (a shorter one set since counts at once)
+        if utc(waiting.oldest) <= now - limit or utc(waiting.first_due) <= now:
             return True
         return refund_awaits_payments(s, ctx.connection.id, now)
 
