@@ -1058,6 +1058,10 @@ class Month:
             stock_change_rate=a.stock_change_rate,
             new_customers_per_day=20,
             unknown_share=0.10,
+            # the mix's documents as merchant_mix makes them (plan leaves out what the provider
+            # does not take): payments on 9 orders in 10, a refund on one in 33
+            payment_share=0.9 if a.mix == "merchant" else 0.0,
+            refund_share=1 / 33 if a.mix == "merchant" else 0.0,
         )
 
     def results(self, wall: float) -> dict[str, Any]:

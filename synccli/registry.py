@@ -248,6 +248,11 @@ class CallPattern:
     # taken from them starts that much further back, so every pull reads that much again
     # (Unleashed's JSON dates, 13 h behind real UTC in the recordings: provider notes §6).
     stamp_lag: timedelta = timedelta(0)
+    # What an order's documents cost beyond its invoice (issue 22), where the provider takes
+    # them (``Capabilities.documents``): payments applied after the invoice go this many to a
+    # call; a refund takes this many calls, posted alone.
+    payment_batch: int = 0
+    refund_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -491,7 +496,10 @@ XERO = Provider(
         Setting("login_url", "authorisation host", "https://login.xero.com", check=url),
     ),
     credentials=(_CLIENT_SECRET,),
-    calls=CallPattern(customer_page=1000),
+    # payments: PUT /Payments, 50 a call (connectors/xero_payments.PAYMENT_BATCH); a refund:
+    # PUT /CreditNotes, GET the invoice's amount due, then PUT its allocation or, the invoice
+    # being paid, PUT /Payments paying the credit back
+    calls=CallPattern(customer_page=1000, payment_batch=50, refund_calls=3),
     sandbox=Sandbox("synccli.sandbox.xero", tax_code="OUTPUT2", urls=("identity_url", "login_url")),
     oauth=ModuleOAuth(
         "synccli.connectors.xero",
@@ -604,7 +612,10 @@ LIGHTSPEED = Provider(
     ),
     credentials=(_CLIENT_SECRET,),
     https_redirect=True,
-    calls=CallPattern(customer_page=100, stock_changes_read=True, daily_list_calls=1),
+    # a refund: GET the sale with its lines, then POST Sale/{id}/refund.json
+    calls=CallPattern(
+        customer_page=100, stock_changes_read=True, daily_list_calls=1, refund_calls=2
+    ),
     sandbox=Sandbox(
         "synccli.sandbox.lightspeed", tax_code="GST", demo_time_scale=100.0, urls=("auth_url",)
     ),
@@ -677,8 +688,11 @@ LIGHTSPEED_X = Provider(
             env="SYNC_CLIENT_SECRET",
         ),
     ),
-    # a day's lists: taxes only, once authorize has stored the ids a sale needs
-    calls=CallPattern(customer_page=1000, stock_changes_read=True, daily_list_calls=1),
+    # a day's lists: taxes only, once authorize has stored the ids a sale needs; a refund is
+    # one POST /sales (a return sale)
+    calls=CallPattern(
+        customer_page=1000, stock_changes_read=True, daily_list_calls=1, refund_calls=1
+    ),
     sandbox=Sandbox("synccli.sandbox.lightspeed_x", tax_code="GST", urls=("auth_url",)),
     oauth=ModuleOAuth(
         "synccli.connectors.lightspeed_x",

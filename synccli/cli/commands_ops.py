@@ -40,6 +40,25 @@ def plan(
     stock_change_rate: float = typer.Option(
         0.05, "--stock-change-rate", help="Share of the products whose stock moves a day."
     ),
+    payment_share: float = typer.Option(
+        0.9,
+        "--payment-share",
+        help="Share of the orders that carry payments (0.9: 9 in 10, the merchant mix); they "
+        "cost calls where the provider applies payments after the invoice. "
+        "Example: --payment-share 0 for a shop that sends no payments.",
+    ),
+    refund_share: float = typer.Option(
+        0.03,
+        "--refund-share",
+        help="Share of the orders refunded (0.03: 3%, the merchant mix); each refund is posted "
+        "on its own, where the provider takes refunds. Example: --refund-share 0.05.",
+    ),
+    payments_wait_hours: float | None = typer.Option(
+        None,
+        "--payments-wait-hours",
+        help="The connections' payments_wait_hours: hours payments wait to go together "
+        "(default: each provider's; 0: every run). Example: --payments-wait-hours 0.",
+    ),
     crontab: Path | None = typer.Option(
         None, "--crontab", help="A crontab to cost (default: the recommended one)."
     ),
@@ -50,11 +69,14 @@ def plan(
 ) -> None:
     """The calls per day and per month a schedule spends, per job, against each provider's limits,
     and the worst-case freshness of a product change. Over budget it warns, prints crontab lines
-    that fit (to paste as they are) and exits 3.
+    that fit (to paste as they are) and exits 3. Orders follow the merchant mix unless told:
+    payments on 9 in 10 (--payment-share 0.9) and refunds on 3% (--refund-share 0.03), costed
+    where the provider takes them.
 
     Example:
 
         synccli plan --products 5000 --customers 3000 --orders-per-day 50 --crontab crontab.example
+        synccli plan --products 5000 --customers 3000 --orders-per-day 50 --refund-share 0.05
     """
     from synccli.sync import plan as planning
 
@@ -68,6 +90,11 @@ def plan(
     for rate, name in ((change_rate, "--change-rate"), (stock_change_rate, "--stock-change-rate")):
         if not 0 <= rate <= 1:
             raise UsageError(f"{name} is a share of the products a day, from 0 to 1")
+    for share, name in ((payment_share, "--payment-share"), (refund_share, "--refund-share")):
+        if not 0 <= share <= 1:
+            raise UsageError(f"{name} is a share of the orders, from 0 to 1")
+    if payments_wait_hours is not None and payments_wait_hours < 0:
+        raise UsageError("--payments-wait-hours must not be negative")
     schedule = planning.load_schedule(crontab)
     merchant = planning.Merchant(
         products,
@@ -75,6 +102,9 @@ def plan(
         orders_per_day,
         product_change_rate=change_rate,
         stock_change_rate=stock_change_rate,
+        payment_share=payment_share,
+        refund_share=refund_share,
+        payments_wait_hours=payments_wait_hours,
     )
     reports = [planning.plan(p, merchant, schedule) for p in (provider or registry.names())]
     over = any(r.over_budget for r in reports)

@@ -42,6 +42,27 @@ class ProviderModel:
     # a run's new customers looked up in one call and created in one, its new products created
     # in one (dependency_batch)
     batched_dependencies: bool = False
+    # an order's documents beyond its invoice (issue 22): payments applied after the invoice,
+    # this many a call (0: none, or carried in the sale at no extra call), and the calls of one
+    # refund (0: the provider takes none)
+    payment_batch: int = 0
+    refund_calls: int = 0
+    # hours a connection's payments wait for more before they go (the oldest that long, or a
+    # full batch): the setting ``payments_wait_hours``' default where the provider has it
+    payments_wait_hours: float = 0.0
+
+
+WAIT_SETTING = "payments_wait_hours"
+
+
+def _wait_default(entry: registry.Provider) -> float:
+    """The provider's default ``payments_wait_hours`` (0 where it has no such setting: every
+    run that posts invoices with payments applies them)."""
+    setting = next((s for s in entry.settings if s.key == WAIT_SETTING), None)
+    try:
+        return float(setting.default or 0) if setting else 0.0
+    except ValueError:
+        return 0.0
 
 
 def model(provider: str) -> ProviderModel:
@@ -78,6 +99,9 @@ def model(provider: str) -> ProviderModel:
         find_customer=1 if caps.dependency_batch else 2,
         reread_hours=(caps.cursor_overlap + calls.stamp_lag).total_seconds() / 3600,
         batched_dependencies=caps.dependency_batch,
+        payment_batch=calls.payment_batch if caps.documents.payments == "applied" else 0,
+        refund_calls=calls.refund_calls if caps.documents.refunds != "none" else 0,
+        payments_wait_hours=_wait_default(entry),
     )
 
 
@@ -95,6 +119,13 @@ class Merchant:
     stock_change_rate: float = 0.05  # share whose stock moves a day
     new_customers_per_day: int = 20
     unknown_share: float = 0.10  # orders with a product or customer the provider lacks
+    # the merchant mix (issue 22, bench/month.py's default): orders with payments, and orders
+    # refunded (each refund a document of its own, posted a day later), where the provider
+    # takes them
+    payment_share: float = 0.9
+    refund_share: float = 0.03
+    # the connection's ``payments_wait_hours`` (None: each provider's default)
+    payments_wait_hours: float | None = None
 
 
 @dataclass
@@ -281,20 +312,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             calls = per_run * runs
             note = f"{per_run} call(s) a run"
         else:  # post-invoices
-            unknown = merchant.orders_per_day * merchant.unknown_share
-            per_order = m.post_calls
-            active_runs = min(runs, merchant.orders_per_day)
-            lookups = _dependency_calls(m, unknown, active_runs)
-            posts: float
-            if m.invoice_batch > 1 and active_runs:
-                orders_per_run = merchant.orders_per_day / active_runs
-                posts = active_runs * math.ceil(orders_per_run / m.invoice_batch)
-                note = f"up to {m.invoice_batch} invoices a call"
-            else:
-                posts = merchant.orders_per_day * per_order
-                note = f"{fmt.number(per_order)} call(s) an order"
-            calls = posts + lookups + (m.per_day_overhead if active_runs else 0)
-            note += f", {fmt.number(lookups)} lookups/creates a day"
+            calls, note = _post_cost(m, merchant, runs)
         jobs.append(JobCost(entry.job, runs, round(calls, 1), round(calls * 30, 1), note))
     per_day = sum(j.calls_per_day for j in jobs)
     report = PlanReport(
@@ -350,6 +368,54 @@ def _dependency_calls(m: ProviderModel, unknown: float, active_runs: int) -> flo
     return runs_with(products) * (min(1, m.find_product) + min(1, m.create_product)) + runs_with(
         customers
     ) * (min(1, m.find_customer) + min(1, m.create_customer))
+
+
+def _post_cost(m: ProviderModel, merchant: Merchant, runs: int) -> tuple[float, str]:
+    """post-invoices' calls a day for ``runs`` runs a day, and how they go."""
+    unknown = merchant.orders_per_day * merchant.unknown_share
+    per_order = m.post_calls
+    active_runs = min(runs, merchant.orders_per_day)
+    lookups = _dependency_calls(m, unknown, active_runs)
+    posts: float
+    if m.invoice_batch > 1 and active_runs:
+        orders_per_run = merchant.orders_per_day / active_runs
+        posts = active_runs * math.ceil(orders_per_run / m.invoice_batch)
+        note = f"up to {m.invoice_batch} invoices a call"
+    else:
+        posts = merchant.orders_per_day * per_order
+        note = f"{fmt.number(per_order)} call(s) an order"
+    calls = posts + lookups + (m.per_day_overhead if active_runs else 0)
+    note += f", {fmt.number(lookups)} lookups/creates a day"
+    paying = _payment_calls(m, merchant, runs)
+    refunds = merchant.orders_per_day * merchant.refund_share if m.refund_calls else 0
+    if paying:
+        calls += paying
+        note += f", {fmt.number(round(paying, 1))} payment call(s) a day"
+    if refunds:
+        calls += refunds * m.refund_calls
+        note += f", {fmt.number(m.refund_calls)} call(s) a refund"
+    return calls, note
+
+
+def _payment_calls(m: ProviderModel, merchant: Merchant, runs: int) -> float:
+    """Calls a day applying payments after their invoices, ``m.payment_batch`` a call. A run
+    that posts invoices with payments applies them (and every payment waiting) once the oldest
+    has waited the connection's ``payments_wait_hours``, or at once where that is 0; a full
+    batch goes without waiting. So a call every run that posts any payment, or every wait
+    (rounded up to the schedule's runs) plus the runs until the next payment comes: whichever
+    is more, that or one call per full batch."""
+    if not m.payment_batch or not runs:
+        return 0.0
+    payments = merchant.orders_per_day * merchant.payment_share
+    if payments <= 0:
+        return 0.0
+    wait = merchant.payments_wait_hours
+    if wait is None:
+        wait = m.payments_wait_hours
+    posting = 1 - math.exp(-payments / runs)  # the chance a run posts a paid order's invoice
+    waited = math.ceil(wait / (24 / runs) - 1e-9) if wait > 0 else 0  # runs the oldest waits
+    carrying = runs / (1 / posting + waited)
+    return max(carrying, payments / m.payment_batch)
 
 
 def _listing_calls(m: ProviderModel, products: int) -> int | None:
@@ -447,7 +513,9 @@ def crontab_header(reports: list[PlanReport], merchant: Merchant = REFERENCE) ->
         f"synccli plan --products {merchant.products} --customers {merchant.customers} "
         f"--orders-per-day {merchant.orders_per_day} "
         f"--change-rate {merchant.product_change_rate:g} "
-        f"--stock-change-rate {merchant.stock_change_rate:g} --crontab crontab.example"
+        f"--stock-change-rate {merchant.stock_change_rate:g} "
+        f"--payment-share {merchant.payment_share:g} --refund-share {merchant.refund_share:g} "
+        "--crontab crontab.example"
     )
     width = max(len("provider"), *(len(r.provider) for r in reports))
     rows = [
