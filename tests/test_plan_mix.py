@@ -22,8 +22,14 @@ from typing import Any
 import pytest
 
 from synccli import registry
+from synccli.sandbox import harness
+from synccli.store.connections import get_connection
+from synccli.store.db import Store
+from synccli.sync import invoices as invoice_jobs
 from synccli.sync import plan as planning
+from synccli.sync.context import job_run
 from synccli.sync.jobs import Job
+from synccli.sync.orders import add_orders
 
 ROOT = Path(__file__).resolve().parents[1]
 CRONTAB = ROOT / "crontab.example"
@@ -77,3 +83,52 @@ def test_plan_is_within_a_tenth_of_a_short_month_of_the_merchant_mix(tmp_path: P
         if abs(measured - planned) > 0.1 * measured:
             off[name] = (measured, planned, r["documents"])
     assert not off, f"plan is more than 10% off the measured month: {off}"
+
+
+REFUNDING = [p for p in registry.suite_names() if planning.model(p).refund_calls]
+
+
+@pytest.mark.parametrize("provider", REFUNDING)
+def test_a_refund_costs_the_calls_its_registry_entry_gives_plan(
+    store: Store, provider: str
+) -> None:
+    """plan's per-refund cost is the registry's ``CallPattern.refund_calls``: a post-invoices
+    run that posts one refund of a posted order spends exactly that many calls."""
+    running = harness.start(provider, products=5, customers=3, time_scale=1000.0)
+    try:
+        harness.add_connection(store, "shop", running, time_scale=1000.0)
+        conn = get_connection(store, "shop")
+        world = running.app.catalogue.tenant(running.app.tenant)
+        code = min(p.code for p in world.products.values())
+        sold = {
+            "number": "WEB-7",
+            "date": "2026-05-01",
+            "currency": "NZD",
+            "customer": {"email": "jane@example.com", "name": "Jane Smith"},
+            "lines": [
+                {
+                    "sku": code,
+                    "description": "Mug",
+                    "quantity": 2,
+                    "unit_price": "10.00",
+                    "tax_code": registry.get(provider).sandbox.tax_code,
+                    "tax_rate": "0.15",
+                }
+            ],
+            "total": "23.00",
+        }
+
+        def post() -> tuple[int, Any]:
+            with job_run(store, Job.POST_INVOICES, conn) as jc:
+                jc.counts = invoice_jobs.post_invoices(jc)
+                return jc.calls, jc.counts
+
+        add_orders(store, conn, json.dumps(sold))
+        post()
+        back = {"number": "WEB-7-R1", "date": "2026-05-03", "refund_of": "WEB-7"}
+        add_orders(store, conn, json.dumps({**back, "lines": [{"line": 1, "quantity": 1}]}))
+        calls, report = post()
+    finally:
+        running.stop()
+    assert [(i.number, i.outcome) for i in report.invoices] == [("WEB-7-R1", "posted")]
+    assert calls == planning.model(provider).refund_calls, provider
