@@ -497,9 +497,9 @@ XERO = Provider(
     ),
     credentials=(_CLIENT_SECRET,),
     # payments: PUT /Payments, 50 a call (connectors/xero_payments.PAYMENT_BATCH); a refund:
-    # PUT /CreditNotes, GET the invoice's amount due, then PUT its allocation or, the invoice
-    # being paid, PUT /Payments paying the credit back
-    calls=CallPattern(customer_page=1000, payment_batch=50, refund_calls=3),
+    # PUT /CreditNotes, then PUT its allocation or, the invoice being paid, PUT /Payments
+    # paying the credit back
+    calls=CallPattern(customer_page=1000, payment_batch=50, refund_calls=2),
     sandbox=Sandbox("synccli.sandbox.xero", tax_code="OUTPUT2", urls=("identity_url", "login_url")),
     oauth=ModuleOAuth(
         "synccli.connectors.xero",
