@@ -77,13 +77,22 @@ def _processors(conn: Connection, table: Table, names: Sequence[str]) -> list[Ca
 
 
 def _convert(
-    rows: list[dict[str, Any]], names: Sequence[str], processors: list[Callable | None]
+    rows: list[dict[str, Any]],
+    names: Sequence[str],
+    processors: list[Callable | None],
+    extra: Sequence[Sequence[Any]] = (),
 ) -> list[tuple[Any, ...]]:
     """Rows as tuples in ``names`` order, each value through its column's processor. Column by
-    column, with ``map``: the loops run in C, only the processors in Python."""
-    columns = list(zip(*map(itemgetter(*names), rows), strict=True)) if len(names) > 1 else None
-    if columns is None:  # itemgetter of one name answers the value, not a 1-tuple
-        columns = [tuple(row[names[0]] for row in rows)]
+    column, with ``map``: the loops run in C, only the processors in Python. ``extra``: the
+    last ``len(extra)`` names' columns, given whole (a default, the ids drawn for the rows),
+    so no row is copied to add them."""
+    keyed = names[: len(names) - len(extra)]
+    columns: list[Sequence[Any]]
+    if len(keyed) > 1:
+        columns = list(zip(*map(itemgetter(*keyed), rows), strict=True))
+    else:  # itemgetter of one name answers the value, not a 1-tuple
+        columns = [tuple(row[keyed[0]] for row in rows)]
+    columns.extend(extra)
     for i, process in enumerate(processors):
         if process is not None:
             columns[i] = tuple(map(process, columns[i]))
@@ -104,13 +113,13 @@ def insert_rows(
     missing = [c for c in table.c if c.name not in rows[0] and c.default is not None]
     if any(not c.default.is_scalar for c in missing):  # type: ignore[union-attr]
         return _insert_rows_sa(conn, table, rows, returning)  # a default computed per row
+    # a default is one value: a column of it, not a copy of every row with it added
     defaults = {c.name: c.default.arg for c in missing}  # type: ignore[union-attr]
-    if defaults:
-        names += list(defaults)
-        rows = [{**defaults, **row} for row in rows]
+    names += list(defaults)
+    extra: list[Sequence[Any]] = [(value,) * len(rows) for value in defaults.values()]
     if copy is not None:
-        return _copy_insert(conn, table, rows, names, returning, copy)
-    values = _convert(rows, names, _processors(conn, table, names))
+        return _copy_insert(conn, table, rows, names, extra, returning, copy)
+    values = _convert(rows, names, _processors(conn, table, names), extra)
     q = conn.dialect.identifier_preparer.quote
     head = f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) VALUES "
     one = f"({', '.join('?' * len(names))})"
@@ -199,6 +208,7 @@ def _copy_insert(
     table: Table,
     rows: list[dict[str, Any]],
     names: list[str],
+    extra: list[Sequence[Any]],
     returning: Sequence[str],
     types: dict[str, int],
 ) -> list[tuple[Any, ...]]:
@@ -209,22 +219,37 @@ def _copy_insert(
         return _insert_rows_sa(conn, table, rows, returning)
     if wanted:
         key = pk[0]
-        ids = [
-            i
-            for (i,) in conn.exec_driver_sql(
-                "SELECT nextval(pg_get_serial_sequence(%(t)s, %(c)s)) "
-                "FROM generate_series(1, %(n)s)",
-                {"t": conn.dialect.identifier_preparer.quote(table.name), "c": key, "n": len(rows)},
-            )
-        ]
-        rows = [{**row, key: i} for row, i in zip(rows, ids, strict=True)]
         names = [*names, key]
-    values = _convert(rows, names, _processors(conn, table, names))
+        extra = [*extra, _draw_ids(conn, table, key, len(rows))]
+    values = _convert(rows, names, _processors(conn, table, names), extra)
     _copy(conn, table.name, names, values, types)
     if not returning:
         return []
     at = [names.index(n) for n in returning]
     return [tuple(row[i] for i in at) for row in values] if at else []
+
+
+def _draw_ids(conn: Connection, table: Table, key: str, n: int) -> list[int]:
+    """``n`` values drawn from the sequence of ``table``'s key column (the ids COPY writes, as
+    it answers none), as one array the driver reads (no result row a value). The sequence is
+    named by its oid, a constant of the statement: named by ``pg_get_serial_sequence``, it was
+    looked up again for every value drawn (ten times the server's work)."""
+    cache: dict[str, int] = conn.connection.info.setdefault("synccli_sequences", {})
+    if table.name not in cache:
+        cache[table.name] = int(
+            conn.exec_driver_sql(
+                "SELECT pg_get_serial_sequence(%(t)s, %(c)s)::regclass::oid::int8",
+                {"t": conn.dialect.identifier_preparer.quote(table.name), "c": key},
+            ).scalar_one()
+        )
+    sql = f"SELECT array_agg(nextval({cache[table.name]}::regclass)) FROM generate_series(1, %s)"
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor() as cursor:
+            ids: list[int] = cursor.execute(sql, (n,)).fetchone()[0]
+    except conn.dialect.loaded_dbapi.Error as e:
+        raise DBAPIError.instance(sql, (n,), e, conn.dialect.loaded_dbapi.Error) from e
+    return ids
 
 
 def _copy_update(
