@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from synccli.clock import parse_since  # noqa: F401 - re-exported for the CLI
-from synccli.connectors.base import Capabilities, RemoteProduct, RemoteStock
+from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteStock
 from synccli.gc_tuning import fewer_collections
 from synccli.store.bulk import chunks
 from synccli.store.catalogue import (
@@ -193,6 +194,78 @@ class _FirstImport:
         return both
 
 
+@dataclass
+class _HeldStock:
+    """A first import's stock listing, read before its products so each new product is written
+    with its stock in its row. Read after them (as a re-import is), every stock row read its
+    link and product back and updated the product: on a first Unleashed pull of 50,000
+    products into PostgreSQL that was a third of the pull (an update writes the whole row
+    again, with its index entries).
+
+    Only a product this run inserts takes a figure from here, and only from the one row its
+    remote id is listed with (an id listed twice is applied in listing order with the rest, as
+    a re-import does). The stock stream then reads these same pages (their cursors still move
+    only once they are committed, after the products), passing over each row taken (its
+    figure is stored) and applying the others: a product that existed, one whose insert was
+    undone and applied again with reads, a row for no product read."""
+
+    pages: list[Page[RemoteStock]]
+    rest: Iterator[Page[RemoteStock]]  # the listing past HOLD_STOCK rows, read afterwards
+    once: dict[str, RemoteStock]  # remote id -> its row, of the ids listed once
+    # the rows whose quantity went into their product's row, by remote id (insertion-ordered:
+    # undone from the end when a batch is applied again)
+    taken: dict[str, RemoteStock] = field(default_factory=dict)
+
+    def take(self, remote_id: str) -> Decimal | None:
+        row = self.once.get(remote_id)
+        if row is None:
+            return None
+        self.taken[remote_id] = row
+        return row.quantity
+
+    def stored(self, row: RemoteStock) -> bool:
+        """Whether ``row`` (this very row, not another of its id) went into its product's row."""
+        return self.taken.get(row.remote_id) is row
+
+    def mark(self) -> Callable[[], None]:
+        """How to undo what the next attempt of a batch takes."""
+        size = len(self.taken)
+
+        def undo() -> None:
+            while len(self.taken) > size:
+                self.taken.popitem()
+
+        return undo
+
+    def listing(self) -> Iterator[Page[RemoteStock]]:
+        """The stock stream's pages: the held ones, then the rest of the listing."""
+        yield from self.pages
+        yield from self.rest
+
+
+# Stock rows a first import holds in memory to write them with their products (about 400 bytes
+# a row); a longer listing's rest is read and applied after the products, as a re-import's is.
+HOLD_STOCK = 100_000
+
+
+def _stock_first(ctx: JobContext, since: datetime | None, run_start: datetime) -> _HeldStock | None:
+    """A first import's stock listing, when stock is listed apart from products (Unleashed,
+    Lightspeed X-Series) and the connection has no product and no product link yet (else the
+    pull reads it after the products, as always). Read from where the stock stream starts."""
+    if ctx.dry_run or ctx.connector.capabilities.stock_in_product or _has_products(ctx):
+        return None
+    stream: CursorStream[RemoteStock] = CursorStream(ctx, "stock", since, run_start)
+    listing = iter(ctx.connector.changed_stock(stream.start))
+    pages: list[Page[RemoteStock]] = []
+    rows = 0
+    while rows < HOLD_STOCK and (page := next(listing, None)) is not None:
+        pages.append(page)
+        rows += len(page.records)
+    listed = Counter(r.remote_id for page in pages for r in page.records)
+    once = {r.remote_id: r for page in pages for r in page.records if listed[r.remote_id] == 1}
+    return _HeldStock(pages, listing, once)
+
+
 class _Applier:
     """Applies remote products to local ones within one session (a page or a batch)."""
 
@@ -205,9 +278,11 @@ class _Applier:
         stamped_since: datetime | None = None,
         authoritative: bool = False,
         first: _FirstImport | None = None,
+        held: _HeldStock | None = None,
     ) -> None:
         self.ctx, self.s, self.now, self.changes = ctx, s, now, changes
         self.first = first
+        self.held = held
         # The records are the provider's current state, fetched for a check (a sweep, a
         # sync-product): their field values are applied whatever their stamps say.
         self.authoritative = authoritative
@@ -219,7 +294,16 @@ class _Applier:
         self.conn_id = ctx.connection.id
         self.dry = ctx.dry_run
         self.deactivated = 0
-        plan_for_each_execution(s)  # IN lists of 500-1,000 values (see there)
+        self._planned = False
+
+    def _reading(self) -> None:
+        """Before this transaction's first read by a list of values: plan each execution for
+        its own values (see ``plan_for_each_execution``). Not before: a first import's batch
+        reads nothing, and under that setting PostgreSQL plans the foreign-key check of every
+        row its COPY writes anew (twice the server's work of the COPY)."""
+        if not self._planned:
+            plan_for_each_execution(self.s)
+            self._planned = True
 
     def apply_products(self, records: list[RemoteProduct], report: Any) -> None:
         """Apply one page: update linked products, link unlinked ones by exact code, and insert
@@ -240,6 +324,7 @@ class _Applier:
         a first import, see ``_FirstImport``)."""
         if self.first is not None and self.first.covers(records):
             return _Batch({}, {}, set(), {})
+        self._reading()
         links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
         by_sku = products_by_sku(self.s, self.conn_id, unlinked_codes) if unlinked_codes else {}
@@ -342,6 +427,7 @@ class _Applier:
         stamp_links(self.s, batch.stamp, self.now)
         to_link = batch.to_link
         if batch.new:
+            held = self.held
             ids = insert_products(
                 self.s,
                 [
@@ -351,7 +437,10 @@ class _Applier:
                         "name": r.name,
                         "description": r.description,
                         "price": r.price,
-                        "stock": r.stock,
+                        # a new product's stock figure, held from the listing read before
+                        "stock": r.stock
+                        if r.stock is not None or held is None
+                        else held.take(r.remote_id),
                         "active": r.active,
                         "updated_at": self.now,
                     }
@@ -474,6 +563,13 @@ class _Applier:
         """Apply one page of stock rows, set-based: one query a chunk reads their links and
         products as plain rows, and one statement a kind writes the page's changes (events,
         product stock, link stamps), instead of a tracked object and a flush per row."""
+        if self.held is not None:  # rows stored with their new products (see _HeldStock)
+            rest = [row for row in records if not self.held.stored(row)]
+            report.stock_seen += len(records) - len(rest)
+            records = rest
+            if not records:
+                return
+        self._reading()
         targets = stock_targets(self.s, self.conn_id, [r.remote_id for r in records])
         since = self.stamped_since
         fresh = {
@@ -573,9 +669,10 @@ def pull_products(
     if spared and push.hints_cost_more(ctx, spared):
         polled = [name for name, _ in streams]  # a poll reads the hinted records for fewer calls
     with fewer_collections():
+        held = _stock_first(ctx, since, run_start) if len(polled) == len(streams) else None
         for stream, fetch in streams:
             if stream in polled:
-                _pull_stream(ctx, stream, fetch, since, run_start, report, on_page)
+                _pull_stream(ctx, stream, fetch, since, run_start, report, on_page, held)
                 push.after_poll(ctx, stream, run_start, pushed)
     rest = [name for name, _ in streams if name not in polled]
     if rest:
@@ -596,8 +693,10 @@ def _pull_stream(
     run_start: datetime,
     report: PullReport,
     on_page: Callable[[PullReport], None] | None,
+    held: _HeldStock | None = None,
 ) -> None:
-    """One stream of a pull (products or stock), from its cursor to its end."""
+    """One stream of a pull (products or stock), from its cursor to its end. ``held``: the
+    stock listing a first import read before its products (see ``_HeldStock``)."""
     caps = ctx.connector.capabilities
     stream: CursorStream[Any] = CursorStream(ctx, name, since, run_start)
     if name == "stock" and caps.stock_in_product and stream.start_here_if_new():
@@ -605,7 +704,11 @@ def _pull_stream(
         # this run instead of reading every stock row ever changed.
         return
     products = name == "products"
-    first = _FirstImport(on=products and not _has_products(ctx))
+    if held is not None and not products:
+        fetch = lambda _start: held.listing()  # noqa: E731 - read before the products
+    # a held stock listing was read for a connection found empty (a product created since is
+    # met by the unique keys, as for any first import)
+    first = _FirstImport(on=products and (held is not None or not _has_products(ctx)))
     began_empty = first.on
     known: KnownLinks | None = None
     sweeping = products and caps.full_catalogue_call and _sweep_due(ctx, run_start)
@@ -622,7 +725,14 @@ def _pull_stream(
 
     def apply(s: Session, batch: Batch[Any]) -> None:
         applier = _Applier(
-            ctx, s, batch.now, report.changes, run_start, authoritative=authoritative, first=first
+            ctx,
+            s,
+            batch.now,
+            report.changes,
+            run_start,
+            authoritative=authoritative,
+            first=first,
+            held=held,
         )
         if products:
             report.seen += len(batch.records) + sum(len(p.unchanged) for p in batch.pages)
@@ -642,7 +752,7 @@ def _pull_stream(
         # post-invoices linked or created one of these products (by SKU, at sale time) between
         # our read and our write: the batch is applied again over that
         retry=Retry(
-            lambda: first.undoing(partial(_Mark.of(report).restore, report)), LINKED_MEANWHILE
+            partial(_undo_mark, report, first, held if products else None), LINKED_MEANWHILE
         ),
         track_seen=products,
     )
@@ -664,6 +774,24 @@ def _pull_stream(
 
 
 LINKED_MEANWHILE = "a product was linked meanwhile"
+
+
+def _undo_mark(
+    report: PullReport, first: _FirstImport, held: _HeldStock | None
+) -> Callable[[], None]:
+    """Before an attempt at a batch: how to undo its counts, and the stock figures it took."""
+    restore = partial(_Mark.of(report).restore, report)
+    if held is not None:
+        take_back = held.mark()
+
+        def both() -> None:
+            restore()
+            take_back()
+
+        return first.undoing(both)
+    return first.undoing(restore)
+
+
 # Where every pull reads the whole catalogue (Xero), one pull every sweep_days does the sweep's
 # work too (see _sweep_due), and sweep-oldest then has nothing left to call for.
 SWEPT_BY_PULL = "catalogue-swept"
