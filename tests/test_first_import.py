@@ -232,14 +232,14 @@ def _pull_both(
 
 
 def test_a_first_import_writes_each_product_with_its_stock(
-    any_store: Store, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Where stock is listed apart, a first import reads the stock listing first and writes
-    each new product with its figure: no stock row is read back, no product updated (on
-    PostgreSQL that was a third of a first Unleashed pull). What is stored is what the pull
-    stored reading the stock after the products: every figure, stamp, link and cursor."""
+    """Where stock is listed apart, a first import into PostgreSQL reads the stock listing first
+    and writes each new product with its figure: no stock row is read back, no product updated
+    (that was a third of a first Unleashed pull). What is stored is what the pull stored
+    reading the stock after the products: every figure, stamp, link and cursor."""
     fake = FakeProvider(STOCK_APART, products=2_500, clock=SimClock(START))
-    after, first, sent, reports = _pull_both(any_store, fake, monkeypatch)
+    after, first, sent, reports = _pull_both(pg_store, fake, monkeypatch)
     assert first == after
     assert all(stock is not None for _s, _n, _p, stock, _a, _u in first["products"])
     assert not [t for t in sent if t.startswith("update products")]
@@ -250,19 +250,19 @@ def test_a_first_import_writes_each_product_with_its_stock(
 
 
 def test_a_first_import_holds_at_most_hold_stock_rows(
-    any_store: Store, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A listing longer than a first import holds: the rows past the limit are read and applied
     after the products, as a re-import's are; the products are stored the same."""
     fake = FakeProvider(STOCK_APART, products=1_500, clock=SimClock(START), page_size=200)
-    after, first, sent, reports = _pull_both(any_store, fake, monkeypatch, hold=600)
+    after, first, sent, reports = _pull_both(pg_store, fake, monkeypatch, hold=600)
     assert first == after
     assert [t for t in sent if t.startswith("update products")]  # the rest's figures
     assert reports[0].stock_seen == reports[1].stock_seen == 1_500
 
 
 def test_a_stock_row_listed_twice_is_applied_in_order(
-    any_store: Store, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A listing paged while a product's stock moved shows it twice (it moved to a later
     page): its first figure is its initial state and the second a change, with its event, as
@@ -279,7 +279,7 @@ def test_a_stock_row_listed_twice_is_applied_in_order(
         yield replace(pages[-1], records=[*pages[-1].records, again])
 
     monkeypatch.setattr(FakeConnector, "changed_stock", twice)
-    after, first, _sent, reports = _pull_both(any_store, fake, monkeypatch)
+    after, first, _sent, reports = _pull_both(pg_store, fake, monkeypatch)
     assert first == after
     assert [e[1] for e in first["events"]] == ["stock"]
     assert [r.changed for r in reports] == [1, 1]
