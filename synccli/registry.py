@@ -612,9 +612,9 @@ LIGHTSPEED = Provider(
     ),
     credentials=(_CLIENT_SECRET,),
     https_redirect=True,
-    # a refund: GET the sale with its lines, then POST Sale/{id}/refund.json
+    # a refund: POST Sale/{id}/refund.json alone (the sale's SaleLines kept from its post's answer)
     calls=CallPattern(
-        customer_page=100, stock_changes_read=True, daily_list_calls=1, refund_calls=2
+        customer_page=100, stock_changes_read=True, daily_list_calls=1, refund_calls=1
     ),
     sandbox=Sandbox(
         "synccli.sandbox.lightspeed", tax_code="GST", demo_time_scale=100.0, urls=("auth_url",)

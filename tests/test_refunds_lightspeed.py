@@ -380,3 +380,105 @@ def test_the_simulator_filters_sales_by_their_lines_parents_strictly(
             get(load_relations=rel, **{"SaleLines.parentSaleLineID": f"IN,[{many}]"}).status_code
             == 400
         )
+
+
+def test_a_refund_is_one_call_the_sales_lines_kept_from_its_answer(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    """The POST Sale answer echoes the SaleLines (notes §4): kept with the order's job, they name
+    the lines a refund gives back, so the refund is its POST alone, no GET of the sale first."""
+    with sandbox(store) as running:
+        partial = {"number": "WEB-7-R1", "date": "2026-05-03", "refund_of": "WEB-7",
+                   "lines": [{"line": 1, "quantity": 1}, {"line": 2, "quantity": 1}]}  # fmt: skip
+        add(cli, tmp_path, running, order(sku(running), "WEB-7"))
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        add(cli, tmp_path, running, partial)
+        running.app.counters.reset()
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        assert job(store, "WEB-7-R1").state == "posted"
+        [back] = refunds_of(running, str(job(store, "WEB-7").remote_id))
+        assert Decimal(back["calcTotal"]) == Decimal("-20.70")
+        calls = {k: n for k, n in running.app.counters.calls.items() if n}
+        assert calls == {("POST", "POST Sale/refund"): 1}, calls
+
+
+@pytest.mark.parametrize(
+    "till",
+    [[(2, -1)], [(1, -1), (2, -1)], [(1, -2)]],
+    ids=["another-line", "more-lines", "more-of-the-line"],
+)
+def test_a_refund_made_at_the_till_is_never_taken_for_ours_after_an_unclear_post(
+    store: Store, cli: Any, tmp_path: Path, till: list[tuple[int, int]]
+) -> None:
+    """Our refund of one mug got a 500 (not made); meanwhile the shop refunded at the till other
+    lines, more lines or more of the line. The look-up finds a refund sale giving back lines of
+    the order's sale, but not the lines, quantities and money ours gives back: it is not ours,
+    so ours is made (once; or, nothing being left to give back, refused), and the till's stays
+    the till's."""
+    with sandbox(store) as running:
+        add(cli, tmp_path, running, order(sku(running), "WEB-7"))
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        sale_id = str(job(store, "WEB-7").remote_id)
+        add(cli, tmp_path, running, {"number": "WEB-7-R1", "date": "2026-05-03",
+            "refund_of": "WEB-7", "lines": [{"line": 1, "quantity": 1}]})  # fmt: skip
+        running.app.faults.add("500", method="POST", path=REFUND, times=1)
+        cli("post-invoices", "-c", "shop")  # a 500: unclear, not made
+        assert job(store, "WEB-7-R1").maybe_sent
+        sold = _lines(sales(running)[sale_id])
+        lines = [
+            {"parentSaleLineID": sold[n - 1]["saleLineID"], "unitQuantity": q} for n, q in till
+        ]
+        back = sum(
+            (Decimal(sold[n - 1]["calcTotal"]) / Decimal(sold[n - 1]["unitQuantity"]) * q
+             for n, q in till),
+            Decimal(0),
+        )  # fmt: skip
+        url, auth = _api(running)
+        body = {
+            "employeeID": 1,
+            "registerID": 1,
+            "shopID": 1,
+            "SaleLines": {"SaleLine": lines},
+            "SalePayments": {"SalePayment": {"amount": str(back), "paymentTypeID": 1}},
+        }
+        made = requests.post(f"{url}/Sale/{sale_id}/refund.json", json=body, headers=auth,
+                             timeout=10)  # fmt: skip
+        assert made.status_code == 200, made.text
+        at_till = made.json()["Sale"]["saleID"]
+        cli("post-invoices", "-c", "shop")
+        refunded = job(store, "WEB-7-R1")
+        assert refunded.remote_id != at_till
+        if till == [(1, -2)]:  # both mugs given back at the till: none is left for ours
+            assert refunded.state == "failed"
+            assert "left to refund" in (refunded.last_error or "")
+            assert len(refunds_of(running, sale_id)) == 1
+            return
+        assert refunded.state == "posted", refunded.last_error
+        ours = sales(running)[str(refunded.remote_id)]
+        assert [ln["unitQuantity"] for ln in _lines(ours)] == ["-1"]
+        assert Decimal(ours["calcTotal"]) == Decimal("-11.50")
+        assert len(refunds_of(running, sale_id)) == 2
+
+
+def test_a_refund_refused_against_kept_lines_reads_the_changed_sale_and_goes_once(
+    store: Store, cli: Any, tmp_path: Path
+) -> None:
+    """The sale's lines changed at Lightspeed after it was posted (a line re-entered: new
+    SaleLine ids): the refund against the kept lines is refused (nothing made), so the sale is
+    read and the refund goes once more against its lines now: one refund sale."""
+    with sandbox(store) as running:
+        add(cli, tmp_path, running, order(sku(running), "WEB-7"))
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        sale_id = str(job(store, "WEB-7").remote_id)
+        for ln in _lines(sales(running)[sale_id]):
+            ln["saleLineID"] = str(int(ln["saleLineID"]) + 50)
+        add(cli, tmp_path, running, {"number": "WEB-7-R1", "date": "2026-05-03",
+            "refund_of": "WEB-7", "lines": [{"line": 1, "quantity": 1}]})  # fmt: skip
+        running.app.counters.reset()
+        assert cli("post-invoices", "-c", "shop").exit_code == 0
+        refunded = job(store, "WEB-7-R1")
+        assert refunded.state == "posted", refunded.last_error
+        [back] = refunds_of(running, sale_id)
+        assert back["saleID"] == refunded.remote_id
+        assert running.app.counters.total("POST", "POST Sale/refund") == 2  # refused, then made
+        assert running.app.counters.total("GET", "Sale/id") == 1

@@ -247,13 +247,18 @@ class RefundTarget:
     invoice (sale); ``on``: the refund's date (an allocation's); ``known``: the provider's ids
     of the order's other refunds the store has recorded (a look-up never takes one of them for
     this refund); ``due``: what the invoice has left to pay as our own records have it (we
-    posted it and applied every payment of it), None when they cannot tell (read it)."""
+    posted it and applied every payment of it), None when they cannot tell (read it);
+    ``detail``: what the provider's answer to the order's post held that a refund needs
+    (``PostedInvoice.detail``), None when the store has none; ``lines``: the refund's own lines,
+    when known before its look-up (a look-up compares what it finds with them)."""
 
     number: str
     remote_id: str
     on: datetime
     known: frozenset[str] = frozenset()
     due: Decimal | None = None
+    detail: dict[str, Any] | None = None
+    lines: tuple[InvoiceLine, ...] = ()
 
 
 class RefusedAfterCreate(Rejected):
@@ -372,6 +377,9 @@ class PostedInvoice:
     # what the merchant should know of a posted document (a refund's credit left on the
     # contact because the invoice was paid meanwhile), shown by `invoices show`
     note: str | None = None
+    # what the provider's answer held that a later refund of it needs and would otherwise
+    # read again (R-Series: the sale's SaleLines), kept with the job; JSON-ready
+    detail: dict[str, Any] | None = None
 
 
 @dataclass

@@ -63,7 +63,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -80,6 +81,7 @@ from synccli.connectors.base import (
     Connector,
     DocumentSupport,
     InvoiceDraft,
+    InvoiceLine,
     Limits,
     NewCustomer,
     NewProduct,
@@ -623,7 +625,10 @@ class LightspeedConnector(Connector):
         if not rows or not isinstance(rows[0], dict):
             raise BadResponse("POST Sale.json: no Sale in the answer")
         posted, _ = self._sale_row(rows[0])
-        return posted
+        # the answer echoes the SaleLines (notes §4): what a refund names, kept so the refund
+        # need not read the sale again
+        kept = _kept_lines(rows[0])
+        return replace(posted, detail={"SaleLines": kept}) if kept else posted
 
     def sale_body(
         self, invoice: InvoiceDraft, categories: dict[str, tuple[str, Decimal]]
@@ -680,16 +685,23 @@ class LightspeedConnector(Connector):
     def find_refund(self, number: str, target: RefundTarget) -> PostedInvoice | None:
         """The refund sale under our ``referenceNumber`` when the refund endpoint kept it (that
         it does is unconfirmed: docs/providers.md); else a refund sale whose lines give back
-        lines of the order's sale (``SaleLines.parentSaleLineID=IN,[...]``) and that is none
-        of the order's refunds the store records (``target.known``): that one is this refund."""
+        lines of the order's sale (``SaleLines.parentSaleLineID=IN,[...]``), that is none of
+        the order's refunds the store records (``target.known``) and, when the refund's lines
+        are known (``target.lines``), gives back exactly what ours would: the same SaleLines,
+        the same quantities, the same money. A refund made at the till of other lines or
+        quantities is never taken for ours."""
         found = self.find_invoice(number)
         if found is not None:
             return _given_back(found)
-        parents = [
-            str(ln["saleLineID"])
-            for ln in relation(self._sale_with_lines(target.remote_id), "SaleLines", "SaleLine")
-            if ln.get("saleLineID")
-        ]
+        sold = self._sold_lines(target)
+        expected: tuple[Counter[tuple[str, Decimal]], Decimal] | None = None
+        if target.lines:
+            try:
+                lines, back = self._refund_lines(target.lines, sold, target.remote_id)
+            except Rejected:
+                return None  # the sale has no such lines left: ours cannot be there either
+            expected = _given_lines(lines), back
+        parents = [str(ln["saleLineID"]) for ln in sold]
         unknown: list[PostedInvoice] = []
         for chunk in (parents[i : i + 100] for i in range(0, len(parents), 100)):  # IN: ≤ 100
             pairs = [
@@ -698,16 +710,21 @@ class LightspeedConnector(Connector):
                 ("sort", "saleID"),
             ]
             # notes §5: 1, a to-many relation on a list +0.4
-            walk = self._pages("Sale", pairs, self._sale_row, cost=1.4, cursor_field=None)
-            unknown += [
-                sale
-                for sale, voided in every_record(walk, "GET Sale.json")
-                if not voided
-                and sale.number in ("", number)  # another number: not this refund
-                and sale.remote_id != target.remote_id
-                and sale.remote_id not in target.known
-                and sale.remote_id not in {u.remote_id for u in unknown}
-            ]
+            walk = self._pages("Sale", pairs, self._refund_row, cost=1.4, cursor_field=None)
+            for sale, voided, given in every_record(walk, "GET Sale.json"):
+                if (
+                    voided
+                    or sale.number not in ("", number)  # another number: not this refund
+                    or sale.remote_id == target.remote_id
+                    or sale.remote_id in target.known
+                    or sale.remote_id in {u.remote_id for u in unknown}
+                ):
+                    continue
+                if expected is not None and (
+                    given != expected[0] or sale.total is None or -sale.total != expected[1]
+                ):
+                    continue  # other lines, quantities or money: a refund made elsewhere
+                unknown.append(sale)
         if not unknown:
             return None
         first = min(unknown, key=lambda sale: int(sale.remote_id))
@@ -715,13 +732,31 @@ class LightspeedConnector(Connector):
 
     def post_refund(self, refund: InvoiceDraft, idempotency_key: str) -> PostedInvoice:
         """``POST Sale/{id}/refund.json`` against the order's sale: each line names the SaleLine
-        it gives back (``parentSaleLineID``, read from the sale first: one GET) with a negative
-        quantity, paid back in one negative payment of what those lines cost at the sale's
-        prices. No idempotency key: the job looks the refund up by number before any re-post."""
+        it gives back (``parentSaleLineID``, from the sale's lines the store kept from its post's
+        answer, else read from the sale first: one GET) with a negative quantity, paid back in
+        one negative payment of what those lines cost at the sale's prices. No idempotency key:
+        the job looks the refund up by number before any re-post."""
         target = refund.refund_of
         assert target is not None
-        sale = self._sale_with_lines(target.remote_id)
-        lines, back = self._refund_lines(refund, sale)
+        kept = _stored_lines(target.detail)
+        sold = kept if kept is not None else self._read_lines(target.remote_id)
+        try:
+            return self._post_refund(refund, target, sold)
+        except Rejected:
+            if kept is None:
+                raise
+            # Refused against the kept lines: the sale may have changed at Lightspeed since
+            # it was posted. Read it; if its lines did change, the refused refund (nothing
+            # was made) goes once more against them.
+            fresh = self._read_lines(target.remote_id)
+            if fresh == kept:
+                raise
+            return self._post_refund(refund, target, fresh)
+
+    def _post_refund(
+        self, refund: InvoiceDraft, target: RefundTarget, sold: list[dict[str, Any]]
+    ) -> PostedInvoice:
+        lines, back = self._refund_lines(refund.lines, sold, target.remote_id)
         body: dict[str, Any] = {
             "employeeID": _int_or_str(self.settings["employee_id"]),
             "registerID": _int_or_str(self.settings["register_id"]),
@@ -758,23 +793,27 @@ class LightspeedConnector(Connector):
         posted, _ = self._sale_row(rows[0])
         return _given_back(replace(posted, number=posted.number or refund.number))
 
-    def _sale_with_lines(self, sale_id: str) -> dict[str, Any]:
+    def _sold_lines(self, target: RefundTarget) -> list[dict[str, Any]]:
+        """The order's sale's lines: as the store kept them, else read (one GET)."""
+        kept = _stored_lines(target.detail)
+        return kept if kept is not None else self._read_lines(target.remote_id)
+
+    def _read_lines(self, sale_id: str) -> list[dict[str, Any]]:
         query = urlencode([("load_relations", '["SaleLines"]')])
         data = self.http.json("GET", self._path(f"Sale/{sale_id}"), query=query, cost=1.2)
         rows = as_list(data.get("Sale")) if isinstance(data, dict) else []
         if not rows or not isinstance(rows[0], dict):
             raise BadResponse(f"GET Sale/{sale_id}.json: no Sale in the answer")
-        return rows[0]
+        return _kept_lines(rows[0])
 
     def _refund_lines(
-        self, refund: InvoiceDraft, sale: dict[str, Any]
+        self, refund: Sequence[InvoiceLine], sold: list[dict[str, Any]], sale_id: str
     ) -> tuple[list[dict[str, Any]], Decimal]:
         """Each refund line against the first SaleLine of its item with enough left (in this
         refund), and the money given back at those SaleLines' prices and tax."""
-        sold = [ln for ln in relation(sale, "SaleLines", "SaleLine") if ln.get("saleLineID")]
         used: dict[str, Decimal] = {}
         lines, back = [], Decimal(0)
-        for line in refund.lines:
+        for line in refund:
             if line.kind == "other":  # an amount on a line: `invoices add` refuses these
                 raise Rejected("Lightspeed refunds whole quantities of a SaleLine, not amounts")
             item = str(self._charge_item() if line.codeless else line.product_remote_id)
@@ -792,8 +831,7 @@ class LightspeedConnector(Connector):
             parent = fits[0] if fits else None
             if parent is None:
                 raise Rejected(
-                    f"sale {sale.get('saleID')} has no line of item {item} with "
-                    f"{line.quantity} left to refund"
+                    f"sale {sale_id} has no line of item {item} with {line.quantity} left to refund"
                 )
             pid = str(parent["saleLineID"])
             used[pid] = used.get(pid, Decimal(0)) + line.quantity
@@ -973,6 +1011,16 @@ class LightspeedConnector(Connector):
     def _customer_row(cls, row: dict[str, Any]) -> tuple[RemoteCustomer, set[str]]:
         return cls._customer(row), {e.casefold() for e in cls._emails(row)}
 
+    @classmethod
+    def _refund_row(
+        cls, row: dict[str, Any]
+    ) -> tuple[PostedInvoice, bool, Counter[tuple[str, Decimal]]]:
+        """A refund sale as a look-up compares it: the sale, voided or not, and what its lines
+        give back."""
+        sale, voided = cls._sale_row(row)
+        lines = [ln for ln in relation(row, "SaleLines", "SaleLine") if isinstance(ln, dict)]
+        return sale, voided, _given_lines(lines)
+
     @staticmethod
     def _sale_row(row: dict[str, Any]) -> tuple[PostedInvoice, bool]:
         # compared when known: an unreadable total never hides a sale we posted
@@ -986,6 +1034,42 @@ class LightspeedConnector(Connector):
             status="completed" if to_bool(row.get("completed")) else "open",
         )
         return posted, to_bool(row.get("voided", "false")) or to_bool(row.get("archived", "false"))
+
+
+# the SaleLine fields a refund reads: which line, of what item, how many, at what price and tax
+_KEPT_FIELDS = ("saleLineID", "itemID", "unitQuantity", "unitPrice", "tax", "tax1Rate")
+
+
+def _kept_lines(sale: dict[str, Any]) -> list[dict[str, Any]]:
+    """A sale's own SaleLines (not those giving back another sale's), the fields a refund
+    reads, as text."""
+    return [
+        {k: str(ln[k]) for k in _KEPT_FIELDS if ln.get(k) is not None}
+        for ln in relation(sale, "SaleLines", "SaleLine")
+        if isinstance(ln, dict) and ln.get("saleLineID")
+    ]
+
+
+def _stored_lines(detail: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The SaleLines the store kept from the sale's post, or None (none kept, or not in the
+    shape we keep: then the sale is read)."""
+    lines = (detail or {}).get("SaleLines")
+    if not isinstance(lines, list) or not lines:
+        return None
+    if not all(isinstance(ln, dict) and ln.get("saleLineID") for ln in lines):
+        return None
+    return lines
+
+
+def _given_lines(lines: list[dict[str, Any]]) -> Counter[tuple[str, Decimal]]:
+    """What refund lines give back: (parent SaleLine, quantity given back) with their counts."""
+    out: Counter[tuple[str, Decimal]] = Counter()
+    for ln in lines:
+        quantity = decimal_or_none(ln.get("unitQuantity"))
+        parent = str(ln.get("parentSaleLineID") or "0")
+        if quantity is not None and parent != "0":
+            out[(parent, (-quantity).normalize())] += 1
+    return out
 
 
 def _given_back(refund: PostedInvoice) -> PostedInvoice:

@@ -371,15 +371,17 @@ def attempts_of(s: Session, job_id: int) -> list[InvoiceAttempt]:
     )
 
 
-def order_job(s: Session, connection_id: int, number: str) -> tuple[str, str | None] | None:
-    """(state, remote id) of the invoice job of the connection's order ``number``, or None
-    when it has none (or there is no such order)."""
+def order_job(
+    s: Session, connection_id: int, number: str
+) -> tuple[str, str | None, dict[str, Any] | None] | None:
+    """(state, remote id, remote detail) of the invoice job of the connection's order
+    ``number``, or None when it has none (or there is no such order)."""
     row = s.execute(
-        select(InvoiceJob.state, InvoiceJob.remote_id)
+        select(InvoiceJob.state, InvoiceJob.remote_id, InvoiceJob.remote_detail)
         .join(Order, InvoiceJob.order_id == Order.id)
         .where(InvoiceJob.connection_id == connection_id, Order.number == number)
     ).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], row[1], row[2])
 
 
 def due_as_recorded(s: Session, connection_id: int, number: str) -> Decimal | None:

@@ -384,6 +384,9 @@ class InvoiceJob(Base):
     # died after ``posting``): the next post looks the invoice up first. Unlike the ``posting``
     # state it survives ``invoices cancel`` and ``invoices retry``.
     maybe_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # what the provider's answer to the post held that a refund of this order needs
+    # (PostedInvoice.detail: R-Series SaleLines), so the refund does not read the sale again
+    remote_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     order: Mapped[Order] = relationship()
 

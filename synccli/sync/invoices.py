@@ -603,7 +603,7 @@ class _Worker:
             self.pay_due, self.remote_id = True, str(job.remote_id)
             return "paying"
         if order.refund_of:
-            waits = self.refund_target(order)
+            waits = self.refund_target(order, plan.products)
             if waits:
                 return self.wait(waits)
         lookup = ""
@@ -632,8 +632,10 @@ class _Worker:
             return self.lost()
         return draft
 
-    def refund_target(self, order: Order) -> str:
-        """Set the posted order a refund gives money back on; or say why it waits for it."""
+    def refund_target(self, order: Order, linked: dict[str, EnsuredProduct]) -> str:
+        """Set the posted order a refund gives money back on; or say why it waits for it.
+        ``linked``: the products linked already; when every line's is, the target carries the
+        refund's lines, so a look-up after a lost answer can tell ours from another refund."""
         of = str(order.refund_of)
         with self.store.session() as s:
             original = order_job(s, self.conn.id, of)
@@ -641,12 +643,15 @@ class _Worker:
             due = due_as_recorded(s, self.conn.id, of)
         if original is None:
             return refunds.waiting_for(of, None)
-        state, remote_id = original
+        state, remote_id, detail = original
         if state != "posted" or not remote_id:
             return refunds.waiting_for(of, state)
         if known and due:  # an earlier refund of a part-paid invoice lowered it: read it
             due = None
-        self.target = RefundTarget(of, remote_id, order.date, known, due)
+        lines: tuple[InvoiceLine, ...] = ()
+        if all(codeless(ln) or ln.sku in linked for ln in order.lines):
+            lines = tuple(self.lines(order, linked))
+        self.target = RefundTarget(of, remote_id, order.date, known, due, detail, lines)
         return ""
 
     def wait(self, why: str) -> str:
@@ -714,25 +719,9 @@ class _Worker:
     def draft(
         self, order: Order, customer_id: str, products: dict[str, EnsuredProduct]
     ) -> InvoiceDraft:
-        settings = self.conn.settings or {}
-        default_account = settings.get("account_code")
         due_days = self.policy.due_days
         due = order.date + timedelta(days=due_days) if due_days is not None else None
-        none = EnsuredProduct("", "", "codeless")
-        lines = [
-            InvoiceLine(
-                product_remote_id=(none if codeless(ln) else products[ln.sku]).remote_id,
-                code=(none if codeless(ln) else products[ln.sku]).code,
-                kind=ln.kind or "product",
-                description=ln.description,
-                quantity=Decimal(ln.quantity),
-                unit_price=Decimal(ln.unit_price),
-                tax_code=ln.tax_code,
-                account_code=ln.account_code or (str(default_account) if default_account else None),
-                tax_rate=Decimal(ln.tax_rate or 0),
-            )
-            for ln in order.lines
-        ]
+        lines = self.lines(order, products)
         return InvoiceDraft(
             number=order.number,
             date=order.date,
@@ -750,6 +739,25 @@ class _Worker:
                 for p in order.payments
             ],
         )
+
+    def lines(self, order: Order, products: dict[str, EnsuredProduct]) -> list[InvoiceLine]:
+        """The order's lines as posted, against their remote products."""
+        default_account = (self.conn.settings or {}).get("account_code")
+        none = EnsuredProduct("", "", "codeless")
+        return [
+            InvoiceLine(
+                product_remote_id=(none if codeless(ln) else products[ln.sku]).remote_id,
+                code=(none if codeless(ln) else products[ln.sku]).code,
+                kind=ln.kind or "product",
+                description=ln.description,
+                quantity=Decimal(ln.quantity),
+                unit_price=Decimal(ln.unit_price),
+                tax_code=ln.tax_code,
+                account_code=ln.account_code or (str(default_account) if default_account else None),
+                tax_rate=Decimal(ln.tax_rate or 0),
+            )
+            for ln in order.lines
+        ]
 
     # state changes ----------------------------------------------------------------------------
     def mark_posting(self) -> bool:
@@ -815,6 +823,7 @@ class _Worker:
                 return self.lost(f"the provider has it as {posted.remote_id}")
             job.state = "posted" if mismatch is None else "mismatch"
             job.remote_id, job.remote_total = posted.remote_id, posted.total
+            job.remote_detail = posted.detail
             job.posted_at, job.last_error = now, mismatch or posted.note
             job.claimed_by, job.claimed_until = None, None
             if pays:
