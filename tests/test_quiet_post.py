@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 from test_quiet_start import HEAVY, RUN
 from test_reliability_isolation import connect, job_state, jsonl, order, sandbox
 
@@ -28,7 +29,6 @@ from synccli.store.idle import (
     EMAIL_GRACE,
     EMAIL_MAX_AGE,
     post_invoices_work,
-    ran_ok_between,
     record_nothing_due,
 )
 from synccli.store.models import InvoiceJob, Lease, Notification, Order, Run
@@ -68,6 +68,39 @@ def test_an_idle_run_over_connections_imports_no_connector_http_or_orm(
     assert {r.calls for r in runs} == {0}
     with store.session() as s:
         assert s.scalar(select(Lease)) is None
+
+
+def test_idle_connections_are_recorded_in_one_write_transaction(store: Store, cli) -> None:
+    """20 idle connections take the store's write lock once, not once a connection: what SQLite
+    is sent (its trace callback) has one write transaction and one insert of run rows, and
+    each connection still has its own finished run row and its own ok record in the log."""
+    _add(store, 20)
+    sent: list[str] = []
+
+    def trace(dbapi_conn: object, _record: object) -> None:
+        dbapi_conn.set_trace_callback(sent.append)  # type: ignore[attr-defined]
+
+    event.listen(Engine, "connect", trace)  # every engine the run opens
+    try:
+        result = cli("-v", "post-invoices", "--all", env={"SYNC_MIN_INTERVAL": "0"})
+    finally:
+        event.remove(Engine, "connect", trace)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count(": nothing due") == 20
+    statements = [s.split(None, 2)[:2] for s in sent]
+    assert statements.count(["BEGIN", "IMMEDIATE"]) == 1, sent
+    assert sum(s[:1] == ["COMMIT"] for s in statements) == 1, sent
+    assert sum(s == ["INSERT", "INTO"] for s in statements) == 1, sent
+    with store.session() as s:
+        runs = list(s.scalars(select(Run).where(Run.job == JOB).order_by(Run.id)))
+    by_connection = {r.connection_id: r for r in runs}
+    assert len(runs) == len(by_connection) == 20
+    for name in (f"shop{i:02d}" for i in range(20)):
+        run = by_connection[get_connection(store, name).id]
+        assert (run.outcome, run.calls, run.error) == ("ok", 0, None)
+        assert run.started_at == run.ended_at is not None
+        assert run.counts == nothing_due_report(name)
+        assert f"run {run.id} ended: ok, exit 0, 0 call(s): {JOB}: nothing due" in result.stderr
 
 
 def test_an_idle_run_reports_and_records_what_an_empty_run_did(store: Store, cli) -> None:
@@ -194,11 +227,17 @@ def test_an_email_to_send_again_and_a_lease_count_as_work(any_store: Store) -> N
     assert _work(store) == {"shop00": False, "shop01": True, "shop02": True}
     # the idle run's row, read back by the round rule and by status as any run's
     shop = get_connection(store, "shop00")
-    record_nothing_due(store, JOB, shop.id, now, nothing_due_report("shop00"))
-    assert ran_ok_between(store, JOB, shop.id, now - timedelta(seconds=1), now)
-    assert not ran_ok_between(store, JOB, shop.id, now + timedelta(seconds=1), now + EMAIL_GRACE)
+    counts = {shop.id: nothing_due_report("shop00")}
+    [(_, run_id)] = record_nothing_due(store, JOB, counts, now).items()
     [run] = last_runs(store, shop.id)
-    assert (run.outcome, run.started_at, run.ended_at, run.calls) == ("ok", now, now, 0)
+    assert (run.id, run.outcome, run.started_at, run.ended_at, run.calls) == (
+        (run_id, "ok", now, now, 0)
+    )
+    # a row written this round leaves the next idle run of the round alone, not the next round's
+    assert record_nothing_due(store, JOB, counts, now, (now - timedelta(seconds=1), now)) == {}
+    later = now + EMAIL_GRACE
+    window = (now + timedelta(seconds=1), later)
+    assert list(record_nothing_due(store, JOB, counts, later, window)) == [shop.id]
 
 
 def test_due_work_is_still_posted_by_all_beside_idle_connections(store: Store, cli) -> None:

@@ -157,6 +157,7 @@ def run_for_connections(
         if quick
         else list(select_connections(store, names, all_, offer_all=offer_all))
     )
+    idle = _record_idle(store, job, conns, round_start, nothing_due)
     stream = output.JsonArray() if json_out else None
     say = not json_out and not st.quiet  # the human report and notes
     show = render if say else None
@@ -164,8 +165,7 @@ def run_for_connections(
         for conn in conns:
             with bind(job=job, connection=conn.name):
                 if isinstance(conn, _Idle):
-                    assert nothing_due is not None
-                    outcome = _nothing_due(store, job, conn, round_start, nothing_due, say)
+                    outcome = _nothing_due(job, conn, idle, say)
                 else:
                     outcome = _run_one(
                         st, store, job, conn, all_, dry_run, round_start, work, show, say
@@ -224,30 +224,44 @@ def _with_work(store: Store, job: str) -> list[Connection | _Idle]:
     ]
 
 
-def _nothing_due(
+def _record_idle(
     store: Store,
     job: str,
-    conn: _Idle,
+    conns: list[Connection | _Idle],
     round_start: datetime | None,
-    report: Callable[[str], dict[str, Any]],
-    say: bool,
-) -> Outcome:
-    """The outcome of a run with nothing to do: skipped when another host's run already ended
-    well this round (as ``job_run``'s round rule says), else a finished run row, so ``status``
-    shows when the queue was last looked at."""
-    from synccli.store.idle import ran_ok_between, record_nothing_due
+    report: Callable[[str], dict[str, Any]] | None,
+) -> dict[int, tuple[int, dict[str, Any]] | None]:
+    """The finished run rows of every connection with nothing to do, written together (one
+    write transaction, as soon as the query found them idle), unless another host's run already
+    ended well this round (as ``job_run``'s round rule says): by connection id, its run id and
+    report, or None when it is left alone."""
+    idle = {c.id: c.name for c in conns if isinstance(c, _Idle)}
+    if not idle:
+        return {}
+    assert report is not None  # only the quick path finds idle connections
+    from synccli.store.idle import record_nothing_due
 
+    counts = {i: report(name) for i, name in idle.items()}
     now = SystemClock().now()
-    if round_start is not None and ran_ok_between(
-        store, job, conn.id, round_start, now + CLOCK_TOLERANCE
-    ):
+    window = None if round_start is None else (round_start, now + CLOCK_TOLERANCE)
+    written = record_nothing_due(store, job, counts, now, window)
+    return {i: (written[i], counts[i]) if i in written else None for i in idle}
+
+
+def _nothing_due(
+    job: str, conn: _Idle, recorded: dict[int, tuple[int, dict[str, Any]] | None], say: bool
+) -> Outcome:
+    """The outcome of a run with nothing to do (its run row written by :func:`_record_idle`, so
+    ``status`` shows when the queue was last looked at): skipped when another host's run
+    already ended well this round."""
+    row = recorded[conn.id]
+    if row is None:
         message = f"{job} already ran in this round"
         log.info("skipped: %s", message)
         if say:
             output.line(f"{conn.name}: skipped: {message}")
         return Outcome(conn.name, skipped=message)
-    counts = report(conn.name)
-    run_id = record_nothing_due(store, job, conn.id, now, counts)
+    run_id, counts = row
     numbers = {k: v for k, v in counts.items() if type(v) in (int, float)}
     fields = {"outcome": "ok", "counts": numbers, "calls": 0, "exit_code": 0, "dry_run": False}
     # the record that closes every run (sync.context._log_run_end), so cron's log reads an idle

@@ -4,7 +4,7 @@ A cron run of ``post-invoices --all`` every few minutes mostly finds every queue
 each connection's run (lease, run row: the ORM) and its connector (the provider's module and the
 HTTP stack) only to find that out cost more than half a second a run. One query here says, for
 every connection, whether a run could have anything to do; one with nothing is answered by
-:func:`record_nothing_due` and the rest run as before.
+:func:`record_nothing_due` (all of them at once) and the rest run as before.
 
 "Anything to do" errs towards running: a due job (the same rule as ``claim_next``: active, due
 now, its claim absent or expired, which takes over a dead run's jobs), an order without a job
@@ -14,6 +14,7 @@ lease row (a run in progress, or a dead one whose rows the next run closes).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Integer,
+    Select,
     String,
     Text,
     column,
@@ -108,34 +110,52 @@ def post_invoices_work(store: Store, job: str, now: datetime) -> list[tuple[int,
         return [(int(i), str(name), bool(w)) for i, name, w in conn.execute(query)]
 
 
-def ran_ok_between(
-    store: Store, job: str, connection_id: int, since: datetime, until: datetime
-) -> bool:
-    """``store.runs.ran_ok_between`` in Core: a run of ``job`` ended well in the window."""
-    r = _runs.c
-    query = (
-        select(r.id)
-        .where(
-            r.connection_id == connection_id,
-            r.job == job,
-            r.outcome == "ok",
-            r.ended_at >= _naive(since),
-            r.ended_at <= _naive(until),
-        )
-        .limit(1)
-    )
-    with store.reading() as conn:
-        return conn.scalar(query) is not None
-
-
 def record_nothing_due(
-    store: Store, job: str, connection_id: int, now: datetime, counts: dict[str, Any]
-) -> int:
-    """A finished run row (``ok``, no call) for a run that found nothing to do: ``status`` and
-    the round rule read it as they read any run's."""
+    store: Store,
+    job: str,
+    counts: Mapping[int, dict[str, Any]],
+    now: datetime,
+    round_window: tuple[datetime, datetime] | None = None,
+) -> dict[int, int]:
+    """A finished run row (``ok``, no call) for each connection (by id, with its report's
+    counts) a run found nothing to do for: ``status`` and the round rule read them as they read
+    any run's. By connection id, the id of each row written.
+
+    One write transaction and one insert for them all: a cron run over many idle connections
+    took the write lock (and paid a commit) once a connection. With ``round_window`` (since,
+    until), a connection whose ``job`` already ended well in it gets no row and is not in the
+    answer: another host's run this round, ``job_run``'s round rule, checked under the same
+    write lock (SQLite) as the rows are written."""
     at = _naive(now)
-    row = {"job": job, "connection_id": connection_id, "started_at": at, "ended_at": at}
-    row |= {"outcome": "ok", "counts": counts, "calls": 0, "owner": owner_id()}
+    owner = owner_id()
     with store.engine.begin() as conn:
-        run_id = conn.execute(insert(_runs).values(row).returning(_runs.c.id)).scalar_one()
-    return int(run_id)
+        idle = list(counts)
+        if round_window is not None and idle:
+            done = set(conn.scalars(_ran_ok(job, *round_window)))
+            idle = [i for i in idle if i not in done]
+        if not idle:
+            return {}
+        rows = [
+            {"job": job, "connection_id": i, "started_at": at, "ended_at": at}
+            | {"outcome": "ok", "counts": counts[i], "calls": 0, "owner": owner}
+            for i in idle
+        ]
+        # a connection has one row here: its id says which row each run id is (RETURNING's
+        # order is not the rows')
+        written = conn.execute(insert(_runs).returning(_runs.c.connection_id, _runs.c.id), rows)
+        return {int(i): int(run_id) for i, run_id in written}
+
+
+def _ran_ok(job: str, since: datetime, until: datetime) -> Select[int]:
+    """The connections a run of ``job`` ended well for between the two times
+    (``store.runs.ran_ok_between`` for every connection at once: one look-up of the runs'
+    (connection, job) index a connection, whatever their number)."""
+    c, r = _connections.c, _runs.c
+    ended = exists().where(
+        r.connection_id == c.id,
+        r.job == job,
+        r.outcome == "ok",
+        r.ended_at >= _naive(since),
+        r.ended_at <= _naive(until),
+    )
+    return select(c.id).where(ended)
