@@ -33,6 +33,21 @@ HEAVY = (
     "synccli.sync.context",
     "synccli.sync.status",
     "synccli.sync.plan",
+    # the other commands' modules: a command's module is imported when the command is named
+    *(
+        f"synccli.cli.{module}"
+        for module in (
+            "commands_db",
+            "commands_connections",
+            "commands_status",
+            "commands_sandbox",
+            "commands_products",
+            "commands_customers",
+            "commands_ops",
+            "commands_providers",
+            "commands_webhooks",
+        )
+    ),
 )
 RUN = (
     "import sys\n"
@@ -101,3 +116,25 @@ def test_options_given_on_the_command_line_are_still_checked_and_converted(
     ok = synccli("--log-format", "json", "--log-file", str(logs), "post-invoices", "--all")
     assert ok.returncode == 0, ok.stderr
     assert logs.exists()
+
+
+def test_each_command_is_built_from_the_module_named_for_it_and_listed_in_the_old_order() -> None:
+    """``COMMANDS`` says which module registers each command: a command missing from it, or
+    named with the wrong module, could not be run by its name."""
+    import typer
+
+    from synccli.cli.main import COMMANDS, app, register
+
+    modules = dict.fromkeys(COMMANDS.values())
+    for module in modules:
+        root = typer.Typer()
+        register(root, module)
+        built = typer.main.get_group(root).commands
+        assert set(built) == {name for name, m in COMMANDS.items() if m == module}
+    # help lists them as registering every module on the app, in this order, always did
+    every = typer.Typer()
+    for module in modules:
+        register(every, module)
+    listed = list(typer.main.get_group(every).commands)
+    assert list(typer.main.get_command(app).commands) == listed  # type: ignore[attr-defined]
+    assert listed[:3] == ["status", "pull-products", "sweep-oldest"]

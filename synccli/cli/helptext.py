@@ -58,7 +58,9 @@ def polish(command: Any) -> None:
         command.help = keep_example_lines(command.help)
     for param in getattr(command, "params", []):
         _name_value(param)
-    for sub in getattr(command, "commands", {}).values():
+    # a group that builds its commands when named polishes each as it builds it
+    built = getattr(command, "built_commands", None)
+    for sub in (built() if built is not None else getattr(command, "commands", {})).values():
         polish(sub)
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,39 @@ def _wants_json_logs(args: list[str]) -> bool:
 
 
 class SyncGroup(TyperGroup):
-    """Maps every error to one line on stderr and its exit code (:mod:`synccli.outcomes`)."""
+    """Maps every error to one line on stderr and its exit code (:mod:`synccli.outcomes`).
+
+    A command's module is imported, and its command built, when the command line names it:
+    building every command (each one's signature read, its options made) and importing every
+    command's module cost a cron run of ``post-invoices`` a tenth of its CPU. Anything that
+    lists the commands (help, a mistyped name, ``commands``) builds them all, in the order
+    they were always listed."""
+
+    _built: dict[str, Any]
+    _all_built: bool
+
+    @property
+    def commands(self) -> MutableMapping[str, Any]:
+        if not self._all_built:
+            built = _build(COMMANDS.values())
+            # those built already stay (their options were already made ready for a run)
+            self._built = {name: self._built.get(name, cmd) for name, cmd in built.items()}
+            self._all_built = True
+        return self._built
+
+    @commands.setter
+    def commands(self, value: MutableMapping[str, Any]) -> None:
+        self._built = dict(value)
+        self._all_built = False
+
+    def built_commands(self) -> dict[str, Any]:
+        """The commands built so far (:func:`helptext.polish` polishes those)."""
+        return self._built
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self._built and not self._all_built and cmd_name in COMMANDS:
+            self._built.update(_build([COMMANDS[cmd_name]]))
+        return self._built.get(cmd_name)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         quicken(self, ctx)
@@ -229,31 +262,62 @@ def main(
     logging.getLogger("synccli").debug("synccli started")
 
 
-def _register() -> None:
-    from synccli.cli import commands_connections, commands_db, commands_status
+# Each top-level command, by name, and the module that registers it on the root app; help lists
+# the commands as registering them all in this order does (typer: commands before groups).
+# A test keeps this equal to what the modules register.
+COMMANDS = {
+    "db": "commands_db",
+    "connections": "commands_connections",
+    "status": "commands_status",
+    "sandbox": "commands_sandbox",
+    "pull-products": "commands_products",
+    "sweep-oldest": "commands_products",
+    "sync-product": "commands_products",
+    "link-customers": "commands_customers",
+    "customers": "commands_customers",
+    "invoices": "commands_invoices",
+    "post-invoices": "commands_invoices",
+    "plan": "commands_ops",
+    "doctor": "commands_ops",
+    "trace": "commands_ops",
+    "demo": "commands_ops",
+    "providers": "commands_providers",
+    "webhooks": "commands_webhooks",
+}
 
-    app.add_typer(commands_db.app, name="db")
-    app.add_typer(commands_connections.app, name="connections")
-    commands_status.register(app)
-    for name in (
-        "commands_sandbox",
-        "commands_products",
-        "commands_customers",
-        "commands_invoices",
-        "commands_ops",
-        "commands_providers",
-        "commands_webhooks",
-    ):
-        try:
-            module = __import__(f"synccli.cli.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"synccli.cli.{name}":
-                raise
-            continue
-        module.register(app)
+
+def register(root: typer.Typer, module_name: str) -> None:
+    """Put the commands of one module of ``synccli.cli`` on ``root`` (a module not shipped is
+    left out)."""
+    try:
+        module = __import__(f"synccli.cli.{module_name}", fromlist=["register"])
+    except ModuleNotFoundError as exc:
+        if exc.name != f"synccli.cli.{module_name}":
+            raise
+        return
+    if module_name in ("commands_db", "commands_connections"):
+        root.add_typer(module.app, name=module_name.removeprefix("commands_"))
+    else:
+        module.register(root)
 
 
-_register()
+def _build(module_names: Any) -> dict[str, Any]:
+    """The commands the modules register on the root app, built as the root app builds its
+    own (same markup mode, same errors), in typer's order, each polished for help."""
+    root = typer.Typer(
+        add_completion=False,
+        rich_markup_mode=app.rich_markup_mode,
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        suggest_commands=app.suggest_commands,
+    )
+    for module_name in dict.fromkeys(module_names):
+        register(root, module_name)
+    if not root.registered_commands and not root.registered_groups:
+        return {}
+    commands = dict(typer.main.get_group(root).commands)
+    for command in commands.values():
+        helptext.polish(command)
+    return commands
 
 
 def run() -> None:
