@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import load_dotenv
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -32,7 +31,12 @@ def load_env() -> None:
     """Read ``.env`` from the working directory once; real environment variables win."""
     global _loaded
     if not _loaded:
-        load_dotenv(Path.cwd() / ".env", override=False)
+        path = Path.cwd() / ".env"
+        # the parser only for a file to parse: cron runs from a directory without one
+        if path.exists():
+            from dotenv import load_dotenv
+
+            load_dotenv(path, override=False)
         _loaded = True
 
 

@@ -33,6 +33,7 @@ HEAVY = (
     "synccli.sync.context",
     "synccli.sync.status",
     "synccli.sync.plan",
+    "dotenv",  # no .env file to read where cron runs
     # the other commands' modules: a command's module is imported when the command is named
     *(
         f"synccli.cli.{module}"
@@ -123,7 +124,7 @@ def test_each_command_is_built_from_the_module_named_for_it_and_listed_in_the_ol
     named with the wrong module, could not be run by its name."""
     import typer
 
-    from synccli.cli.main import COMMANDS, app, register
+    from synccli.cli.main import COMMANDS, _build, app, register
 
     modules = dict.fromkeys(COMMANDS.values())
     for module in modules:
@@ -131,6 +132,9 @@ def test_each_command_is_built_from_the_module_named_for_it_and_listed_in_the_ol
         register(root, module)
         built = typer.main.get_group(root).commands
         assert set(built) == {name for name, m in COMMANDS.items() if m == module}
+    # a command line builds the command it names, and that one only
+    for name, module in COMMANDS.items():
+        assert list(_build([module], only=name)) == [name]
     # help lists them as registering every module on the app, in this order, always did
     every = typer.Typer()
     for module in modules:

@@ -108,7 +108,7 @@ class SyncGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in self._built and not self._all_built and cmd_name in COMMANDS:
-            self._built.update(_build([COMMANDS[cmd_name]]))
+            self._built.update(_build([COMMANDS[cmd_name]], only=cmd_name))
         return self._built.get(cmd_name)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -301,9 +301,10 @@ def register(root: typer.Typer, module_name: str) -> None:
         module.register(root)
 
 
-def _build(module_names: Any) -> dict[str, Any]:
-    """The commands the modules register on the root app, built as the root app builds its
-    own (same markup mode, same errors), in typer's order, each polished for help."""
+def _build(module_names: Any, only: str | None = None) -> dict[str, Any]:
+    """The commands the modules register on the root app (``only``: that one of them), built as
+    the root app builds its own (same markup mode, same errors), in typer's order, each
+    polished for help."""
     root = typer.Typer(
         add_completion=False,
         rich_markup_mode=app.rich_markup_mode,
@@ -312,6 +313,11 @@ def _build(module_names: Any) -> dict[str, Any]:
     )
     for module_name in dict.fromkeys(module_names):
         register(root, module_name)
+    if only is not None:
+        # the others of its module are not built (``invoices`` and its five commands, for
+        # ``post-invoices``): every command of ours is registered under its name
+        root.registered_commands = [c for c in root.registered_commands if c.name == only]
+        root.registered_groups = [g for g in root.registered_groups if g.name == only]
     if not root.registered_commands and not root.registered_groups:
         return {}
     commands = dict(typer.main.get_group(root).commands)

@@ -32,6 +32,7 @@ VERSION_TABLE = "alembic_version"  # alembic's default, which alembic/env.py kee
 # schema (``db upgrade``): every other command just compares the stored version with the newest
 # migration's, and a cron run with nothing to do must not pay a third of a second of imports for
 # that. The two module-level assignments of a migration file name its place in the chain.
+_HEADER_CHARS = 4096
 _REVISION = re.compile(r"^(down_revision|revision)\b[^=\n]*=\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -51,7 +52,12 @@ def head_revision() -> str | None:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (ROOT / "alembic" / "versions").glob("*.py"):
-        found = dict(_REVISION.findall(path.read_text(encoding="utf-8")))
+        with path.open(encoding="utf-8") as file:
+            # the two lines open the file (alembic's template): its head is searched, not the
+            # migration's code, which grows with each file (a file found without them is
+            # read by alembic instead)
+            head = file.read(_HEADER_CHARS)
+        found = dict(_REVISION.findall(head))
         rev, down = found.get("revision", ""), found.get("down_revision", "")
         if not _quoted(rev) or not (down == "None" or _quoted(down)):
             return _alembic_head()
