@@ -12,14 +12,20 @@ are compiled once beforehand, as an installed package's are. The load average is
 beside each case the bare interpreter's CPU (``python -c pass``), measured in the same
 alternation: on a loaded machine every process's CPU time grows, the floor's too.
 
-Target (issue 21): at most 0.3 s of CPU.
+With ``--instructions`` each case also runs once more of each under valgrind's callgrind, which
+counts the instructions executed: a figure the load does not move (callgrind runs a process
+fifty times slower; nothing else about the run changes).
+
+Target (issue 21): at most 0.3 s of CPU, aiming at 0.27 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,20 +54,44 @@ store.dispose()
 RUN = "import sys; from synccli.cli.main import run; sys.argv[0] = 'synccli'; run()"
 
 
-def cpu(tree: Path, data: Path, code: str, *args: str) -> float:
+def _env(tree: Path, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env |= {
+    return env | {
         "PYTHONPATH": str(tree),
         "SYNC_DATA_DIR": str(data),
         "PYTHONPYCACHEPREFIX": str(data.parent / "pycache"),
         "SYNC_MIN_INTERVAL": "0",  # every run a new round: the queue is checked each time
     }
+
+
+def cpu(tree: Path, data: Path, code: str, *args: str) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, cwd=data, check=True, capture_output=True
+        [sys.executable, "-c", code, *args],
+        env=_env(tree, data),
+        cwd=data,
+        check=True,
+        capture_output=True,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def instructions(tree: Path, data: Path, code: str, *args: str) -> int:
+    """The instructions one run executes (callgrind's count of the process, not its children)."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    done = subprocess.run(
+        [*command, sys.executable, "-c", code, *args],
+        env=_env(tree, data),
+        cwd=data,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from callgrind: {done.stderr[-500:]}")
+    return int(found.group(1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--baseline", default="main", help="revision to compare with (default main)")
     ap.add_argument("--repeat", type=int, default=7, help="runs of each (the least is kept)")
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count each case's instructions once under valgrind's callgrind",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--json-out")
     args = ap.parse_args(argv)
+    if args.instructions and shutil.which("valgrind") is None:
+        ap.error("--instructions needs valgrind on the PATH")
     work = Path(tempfile.mkdtemp(prefix="synccli-startup-"))
     commit = export(args.baseline, work / "baseline")
     trees = {"baseline": work / "baseline", "ours": ROOT}
@@ -86,25 +123,35 @@ def main(argv: list[str] | None = None) -> int:
     for case, connections in cases.items():
         found: dict[str, list[float]] = {"baseline": [], "ours": [], "floor": []}
         for name, tree in trees.items():
-            data = work / name / case.replace(" ", "-").replace(",", "")
+            data = work / name / slug(case)
             data.mkdir(parents=True)
             cpu(tree, data, SETUP, str(connections))
             cpu(tree, data, RUN, "post-invoices", "--all")  # compiles the modules
         for _ in range(args.repeat):
             for name, tree in trees.items():
-                data = work / name / case.replace(" ", "-").replace(",", "")
+                data = work / name / slug(case)
                 found[name].append(cpu(tree, data, RUN, "post-invoices", "--all"))
             # the interpreter alone, in the same alternation: what no run can go below
             found["floor"].append(cpu(ROOT, work, "pass"))
         base, ours = min(found["baseline"]), min(found["ours"])
         floor = min(found["floor"])
-        doc["cases"].append(
-            {"case": case, "baseline_s": round(base, 3), "ours_s": round(ours, 3)}
-            | {"floor_s": round(floor, 3), "ratio": round(base / ours, 2), "runs": found}
-        )
+        entry = {"case": case, "baseline_s": round(base, 3), "ours_s": round(ours, 3)}
+        entry |= {"floor_s": round(floor, 3), "ratio": round(base / ours, 2), "runs": found}
+        if args.instructions:
+            counted = {
+                name: instructions(tree, work / name / slug(case), RUN, "post-invoices", "--all")
+                for name, tree in trees.items()
+            }
+            counted["floor"] = instructions(ROOT, work, "pass")
+            entry["instructions"] = counted
+        doc["cases"].append(entry)
     doc["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     common.emit(doc, args.json_out, args.json, lambda: render(doc))
     return 0
+
+
+def slug(case: str) -> str:
+    return case.replace(" ", "-").replace(",", "")
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -116,10 +163,28 @@ def render(doc: dict[str, Any]) -> str:
             c["ours_s"],
             c["floor_s"],
             f"{c['ratio']}x",
-            "met" if c["ours_s"] <= 0.3 else "MISSED",
+            _against_target(c["ours_s"]),
         ]
         for c in doc["cases"]
     ]
+    counted = [
+        [c["case"], *(f"{c['instructions'][k] / 1e6:,.0f}M" for k in ("baseline", "ours", "floor"))]
+        + [f"{c['instructions']['baseline'] / c['instructions']['ours']:.2f}x"]
+        for c in doc["cases"]
+        if "instructions" in c
+    ]
+    extra = (
+        [
+            "",
+            common.table(
+                ["case", "baseline instructions", "ours", "`python -c pass`", "baseline/ours"],
+                counted,
+                "instructions executed, one run each under callgrind",
+            ),
+        ]
+        if counted
+        else []
+    )
     return "\n".join(
         [
             "bench/startup.py: CPU of `synccli post-invoices --all` with nothing to do; "
@@ -135,12 +200,19 @@ def render(doc: dict[str, Any]) -> str:
                     "ours CPU s",
                     "`python -c pass` CPU s",
                     "baseline/ours",
-                    "target <= 0.3 s",
+                    "target <= 0.3 s (aim 0.27 s)",
                 ],
                 rows,
             ),
+            *extra,
         ]
     )
+
+
+def _against_target(seconds: float) -> str:
+    if seconds > 0.3:
+        return "MISSED"
+    return "met" if seconds <= 0.27 else "met, not the aim"
 
 
 if __name__ == "__main__":
