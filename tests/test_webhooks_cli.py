@@ -67,6 +67,8 @@ def test_status_shows_deliveries_rejections_and_pending_per_connection(cli, stor
     assert token not in out.stdout
     human = cli("webhooks", "status", "-c", "quiet")
     assert "no webhook key: every delivery refused" in human.stdout
+    # and what to do about it, on a line of its own under the table
+    assert "synccli webhooks subscribe -c quiet --url URL" in human.stdout
     assert cli("webhooks", "status", "-c", "nobody").exit_code == 2
 
 

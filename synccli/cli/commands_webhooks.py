@@ -178,6 +178,12 @@ def status(
         ["connection", "provider", "last delivery", "today", "rejected", "to apply", "hints"],
         table,
     )
+    for r in rows:
+        if not r.key_stored:  # what to do, not only what is wrong
+            output.line(
+                f"{r.connection}: no webhook key; make one with `synccli webhooks subscribe"
+                f" -c {r.connection} --url URL` (it says each provider's steps)"
+            )
 
 
 @app.command("apply")
