@@ -44,3 +44,21 @@ def test_long_entries_keep_fewer_of_them_and_short_lists_stay_whole() -> None:
     assert 0 < len(counts["errors"]) < 40 and counts["truncated"] == {"errors": 40}
     assert counts["ghosts"] == [{"sku": "A"}] and counts["seen"] == 7
     assert run_counts({"seen": 1, "errors": ["e"]}) == {"seen": 1, "errors": ["e"]}
+
+
+def test_a_run_rows_money_reads_as_a_plain_decimal() -> None:
+    """`status --json` shows a run's counts as its row keeps them: a total of 179.7400 (as the
+    store gives it back) reads 179.74, as every other number the CLI prints (README: numbers
+    print as plain decimals), not "179.7400" beside a remote total of "11.5"."""
+    from decimal import Decimal
+
+    from synccli.sync.context import run_counts
+    from synccli.sync.invoices import InvoiceOutcome, PostReport
+
+    report = PostReport(connection="shop")
+    report.invoices.append(
+        InvoiceOutcome("W-1", "mismatch", total=Decimal("179.7400"), remote_total=Decimal("11.5"))
+    )
+    kept = run_counts(report)
+    assert kept["invoices"][0]["total"] == "179.74"
+    assert kept["invoices"][0]["remote_total"] == "11.5"

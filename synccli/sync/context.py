@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from synccli import registry
+from synccli import fmt, registry
 from synccli.clock import CLOCK_TOLERANCE, Clock, SystemClock
 from synccli.connectors.base import Connector, Limits
 from synccli.errors import (
@@ -505,6 +506,8 @@ def _plain(value: Any) -> Any:
         }
     if isinstance(value, (list, tuple)):
         return [v if type(v) in _PLAIN_TYPES else _plain(v) for v in value]
+    if isinstance(value, Decimal):  # money as the CLI prints numbers: 179.74, not 179.7400
+        return fmt.number(value)
     return str(value)
 
 
