@@ -72,6 +72,13 @@ class ClaimLost(SyncError):
         self.lost = lost  # ids of the claims found lost (empty: not known which)
 
 
+class LeaseLost(ClaimLost):
+    """This run no longer holds its job's lease: it ran out while the process was stalled and
+    another run of the job took it over. What the run read before the stall may be older than
+    what that run stored since, so it writes nothing more (its transaction that found the lease
+    gone is rolled back) and leaves the job to the new holder; its outcome is a lost claim's."""
+
+
 class ProviderError(SyncError):
     """Any failure talking to a provider. ``retryable`` says whether a later run may succeed."""
 

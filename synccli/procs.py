@@ -59,6 +59,15 @@ def owner_id() -> str:
     return f"{_host(tail)}:{tail}"
 
 
+def run_owner(token: str) -> str:
+    """One run of this process, as a lease and run owner: :func:`owner_id` and ``token``, so
+    two runs of one process (threads, a test) are two owners, each fenced out of the other's
+    lease. The host is cut to keep it within OWNER_LENGTH (see :func:`holder_gone`)."""
+    pid = os.getpid()
+    tail = f"{pid}:{start_ticks(pid) or ''}:{_boot_id()}:{_pid_namespace()}:{token}"
+    return f"{_host(tail)}:{tail}"
+
+
 def holder_gone(owner: str) -> bool:
     """True only when ``owner`` was a process on this host, this boot and this pid namespace
     that no longer runs (its pid is free, or taken by a later process)."""
@@ -68,7 +77,8 @@ def holder_gone(owner: str) -> bool:
     host, pid, ticks, boot, namespace = parts[:5]
     if not (pid.isdigit() and ticks and boot and namespace):
         return False
-    tail = ":".join(parts[1:5])
-    if host != _host(tail) or boot != _boot_id() or namespace != _pid_namespace():
+    # the host as this process would have cut it, without or with a run's token after it
+    hosts = {_host(":".join(parts[1:5])), _host(":".join(parts[1:]))}
+    if host not in hosts or boot != _boot_id() or namespace != _pid_namespace():
         return False
     return start_ticks(int(pid)) != ticks

@@ -35,6 +35,7 @@ from synccli.errors import (
     ClaimLost,
     ConfigError,
     LeaseBusy,
+    LeaseLost,
     ProviderError,
     RateLimited,
     ReauthRequired,
@@ -65,6 +66,8 @@ PINNED: list[tuple[BaseException, int, str, str]] = [
     (LeaseBusy("x"), 4, "busy", "error"),
     (context.AlreadyDone("x"), 4, "busy", "error"),
     (ClaimLost("x"), 1, "failed", "lost"),
+    # a job's run whose lease another run took over while it stalled: as a lost claim
+    (LeaseLost("x"), 1, "failed", "lost"),
     (ProviderError("x"), 1, "failed", "error"),
     (TransientError("x"), 1, "failed", "transient"),
     (BadResponse("x"), 1, "failed", "transient"),

@@ -9,13 +9,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from synccli.clock import SimClock
 from synccli.connectors.base import Capabilities, Limits, Page, RemoteCustomer, RemoteProduct
 from synccli.store.connections import add_connection
 from synccli.store.db import Store
 from synccli.store.models import Lease
-from synccli.sync import context, customers, products, stream
+from synccli.sync import customers, products, stream
 from synccli.sync.context import job_run, lease_ttl
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -62,20 +63,17 @@ def clock() -> SimClock:
     return SimClock(START)
 
 
-@pytest.fixture
-def renewals(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, datetime]]:
-    """Every lease renewal as (job, the lease row's expiry right after it)."""
-    seen: list[tuple[str, datetime]] = []
-    real = context.renew_lease
+class Renewals(list[tuple[str, datetime]]):
+    """The connection's leases as each batch of a run leaves them, committed: (job, expiry)."""
 
-    def spy(st: Store, job: str, connection_id: int, *args: Any) -> None:
-        real(st, job, connection_id, *args)
-        with st.session() as s:
-            lease = s.get(Lease, (job, connection_id))
-            seen.append((job, lease.expires_at if lease is not None else None))
+    def __init__(self, store: Store, connection_id: int) -> None:
+        super().__init__()
+        self.store, self.connection_id = store, connection_id
 
-    monkeypatch.setattr(context, "renew_lease", spy)
-    return seen
+    def __call__(self, _report: Any) -> None:
+        with self.store.read_session() as s:
+            rows = s.scalars(select(Lease).where(Lease.connection_id == self.connection_id))
+            self.extend((lease.job, lease.expires_at) for lease in rows)
 
 
 def _connection(store: Store) -> Any:
@@ -88,12 +86,13 @@ def _aware(value: datetime) -> datetime:
 
 @pytest.mark.parametrize("job", ["pull-products", "catch-up"])
 def test_a_pull_run_under_any_name_renews_its_own_lease(
-    store: Store, clock: SimClock, renewals: list[tuple[str, datetime]], job: str
+    store: Store, clock: SimClock, job: str
 ) -> None:
     conn = _connection(store)
     factory = lambda jc: SlowProvider(clock)  # noqa: E731
+    renewals = Renewals(store, conn.id)
     with job_run(store, job, conn, clock=clock, connector_factory=factory) as jc:
-        report = products.pull_products(jc)
+        report = products.pull_products(jc, on_page=renewals)
     assert report.new == 6
     assert renewals, "a run of 24 minutes never renewed its lease"
     assert {name for name, _ in renewals} == {job}
@@ -104,12 +103,13 @@ def test_a_pull_run_under_any_name_renews_its_own_lease(
 
 @pytest.mark.parametrize("job", ["link-customers", "relink"])
 def test_a_link_run_under_any_name_renews_its_own_lease(
-    store: Store, clock: SimClock, renewals: list[tuple[str, datetime]], job: str
+    store: Store, clock: SimClock, job: str
 ) -> None:
     conn = _connection(store)
     factory = lambda jc: SlowProvider(clock)  # noqa: E731
+    renewals = Renewals(store, conn.id)
     with job_run(store, job, conn, clock=clock, connector_factory=factory) as jc:
-        report = customers.link_customers(jc)
+        report = customers.link_customers(jc, on_page=renewals)
     assert report.seen == 6
     assert {name for name, _ in renewals} == {job}
     last = max(_aware(expiry) for _, expiry in renewals if expiry is not None)

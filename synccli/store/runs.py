@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,9 +22,19 @@ def owner_id() -> str:
     return procs.owner_id()
 
 
-def start_run(store: Store, job: str, connection_id: int | None, now: datetime) -> int:
+def run_owner() -> str:
+    """Who holds a job run's lease: this process (``owner_id``) and a token of the run's own,
+    so that no other run, of this process either, holds it under the same name."""
+    return procs.run_owner(uuid.uuid4().hex[:8])
+
+
+def start_run(
+    store: Store, job: str, connection_id: int | None, now: datetime, owner: str | None = None
+) -> int:
+    """A run row, owned by ``owner`` (the lease's holder; this process by default)."""
     with store.session() as s:
-        run = Run(job=job, connection_id=connection_id, started_at=now, owner=owner_id(), counts={})
+        holder = owner or owner_id()
+        run = Run(job=job, connection_id=connection_id, started_at=now, owner=holder, counts={})
         s.add(run)
         s.flush()
         return run.id

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from synccli import fmt, registry
@@ -31,6 +31,7 @@ from synccli.errors import (
     ConfigError,
     ExitCode,
     LeaseBusy,
+    LeaseLost,
     ReauthRequired,
     SyncError,
     TransientError,
@@ -47,13 +48,18 @@ from synccli.store.reference import keep_lists, kept_lists
 from synccli.store.runs import (
     acquire_lease,
     finish_run,
+    hold_lease,
     owner_id,
     ran_ok_between,
     release_lease,
     renew_lease,
+    run_owner,
     start_run,
 )
 from synccli.sync.alerts import flag_reauth
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger("synccli.job")
 R = TypeVar("R")
@@ -203,6 +209,8 @@ class JobContext:
     # the running job's name (``jobs.Job``): the lease a heartbeat renews is this job's own,
     # whichever job's code (a shared stream runner, say) is doing the work
     job: str = ""
+    # who holds the job's lease for this run (``job_run``'s); "": no lease to fence writes with
+    owner: str = ""
     _connector: Connector | None = None
     _renewed: datetime | None = None  # the last lease renewal
 
@@ -295,15 +303,39 @@ class JobContext:
 
         Jobs call this every page; a 500-page pull renewing 500 times spent a transaction a
         page on it. A tenth of the lease is still nine tenths of margin before it could lapse.
-        A dry run holds no lease, nor does a context no job run opened."""
-        if self.dry_run or not self.job:
+        A write's fence renews it too (a pull's batch), and counts as a renewal here. A dry run
+        holds no lease, nor does a context no job run opened."""
+        if self.dry_run or not self.job or not self.owner:
             return
         now, ttl = self.clock.now(), lease_ttl()
         last = self._renewed
         if last is not None and last <= now < last + ttl / 10:
             return
-        renew_lease(self.store, self.job, self.connection.id, now, ttl, owner_id())
+        renew_lease(self.store, self.job, self.connection.id, now, ttl, self.owner)
         self._renewed = now
+
+    def fence(self, s: Session) -> None:
+        """In a transaction that writes what the job read from the provider, before its writes:
+        renew the run's lease, or raise LeaseLost once another run holds it (the transaction is
+        then rolled back, having written nothing). One statement on the lease row, which orders
+        this transaction against a takeover (``store.runs.hold_lease``): a run that stalled past
+        its lease and was taken over never writes what it read before the stall."""
+        if self.dry_run or not self.job or not self.owner:
+            return
+        now = self.clock.now()
+        if not hold_lease(s, self.job, self.connection.id, self.owner, now, lease_ttl()):
+            raise LeaseLost(
+                f"the {self.job} lease ran out while this run was stalled and was taken over "
+                "by another run: nothing more written (that run has the job now)"
+            )
+        self._renewed = now
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A transaction that writes, fenced by the run's lease (see :meth:`fence`)."""
+        with self.store.session() as s:
+            self.fence(s)
+            yield s
 
 
 class AlreadyDone(LeaseBusy):
@@ -334,7 +366,7 @@ def job_run(
     once a round, not once per host. A dry run takes no lease and writes no run row.
     """
     clock = clock or SystemClock()
-    owner = owner_id()
+    owner = run_owner()  # this run's own: another run, of this process too, is another holder
     # Configuration first: a bad provider name, an unreadable secret or lease setting is exit 2
     # with nothing written (no lease, no run row).
     connector_module(conn.provider)
@@ -357,8 +389,18 @@ def job_run(
         if round_start is not None and _done_since(store, job, conn.id, round_start, clock.now()):
             release_lease(store, job, conn.id, owner)
             raise AlreadyDone(f"{job} already ran in this round")
-    run_id = start_run(store, job, conn.id, clock.now())
-    ctx = JobContext(store, conn, clock, False, run_id, reserve, connector_factory, job=job)
+    run_id = start_run(store, job, conn.id, clock.now(), owner)
+    ctx = JobContext(
+        store,
+        conn,
+        clock,
+        False,
+        run_id,
+        reserve,
+        connector_factory,
+        job=job,
+        owner=owner if lease else "",
+    )
     counts: Any  # the job's report, or its plain form
     outcome, error, counts = "ok", None, {}
     raised: BaseException | None = None

@@ -376,7 +376,7 @@ def link_customers(
     waiting = {lid for lid in matcher.locals if lid not in done}
     waiting = {lid for lid in waiting if matcher.candidates_of_local(lid)}
     if waiting:
-        with ctx.store.session() as s:
+        with ctx.writing() as s:
             _apply_page(ctx, s, matcher, [], report, flagged, ctx.clock.now(), waiting)
             if ctx.dry_run:
                 s.rollback()

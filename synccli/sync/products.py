@@ -771,7 +771,7 @@ def _pull_stream(
         else:
             checked = _check_ghosts(ctx, stream.seen, report, known)
         if checked and sweeping and not ctx.dry_run:
-            with ctx.store.session() as s:  # this pull did the sweep's work (see _sweep_due)
+            with ctx.writing() as s:  # this pull did the sweep's work (see _sweep_due)
                 advance_cursor(s, ctx.connection.id, SWEPT_BY_PULL, run_start, ctx.clock.now())
     cursor = stream.advance()
     if not ctx.dry_run:
@@ -945,7 +945,7 @@ def _flag_missing(
     # no transaction is held across the look-up (see design §11)
     found = ctx.connector.get_products([row.remote_id for row in missing])
     if found:
-        with ctx.store.session() as s:
+        with ctx.writing() as s:
             _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True).apply_products(
                 found, report
             )
@@ -958,7 +958,7 @@ def _flag_missing(
         report.ghosts.append({"sku": row.sku, "remote_id": row.remote_id, "state": "ghost"})
     if ctx.dry_run or not missing:
         return
-    with ctx.store.session() as s:
+    with ctx.writing() as s:
         for chunk in chunks(missing):
             mark_ghosts(s, [row.link_id for row in chunk], now)
             active = [row for row in chunk if row.active]
@@ -1063,7 +1063,7 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
     for chunk in chunks(picked, batch):
         remote = {p.remote_id: p for p in connector.get_products([rid for _, rid, _ in chunk])}
         now = ctx.clock.now()
-        with ctx.store.session() as s:
+        with ctx.writing() as s:
             applier = _Applier(ctx, s, now, report.changes, authoritative=True)
             counter = PullReport()
             applier.apply_products([remote[rid] for _, rid, _ in chunk if rid in remote], counter)
@@ -1144,7 +1144,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     for stream, fetch in streams:
         for page in fetch(None):
             now = ctx.clock.now()
-            with ctx.store.session() as s:
+            with ctx.writing() as s:
                 applier = _Applier(ctx, s, now, report.changes, started, authoritative=True)
                 counter = PullReport()
                 if stream == "products":
@@ -1171,7 +1171,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
                     s.rollback()
             ctx.heartbeat()
         if stream == "stock" and not errors and not ctx.dry_run:
-            with ctx.store.session() as s:  # every stock page read: the next is due in a week
+            with ctx.writing() as s:  # every stock page read: the next is due in a week
                 advance_cursor(s, ctx.connection.id, STOCK_SWEEP, started, ctx.clock.now())
     with ctx.store.session() as s:
         total = count_product_links(s, ctx.connection.id)
@@ -1187,7 +1187,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     else:
         _flag_missing(ctx, seen, flagged)
         if not ctx.dry_run:  # read whole and checked: the next listing is due in sweep_days
-            with ctx.store.session() as s:
+            with ctx.writing() as s:
                 advance_cursor(s, ctx.connection.id, CATALOGUE_SWEEP, started, ctx.clock.now())
     report.ghosts.extend(flagged.ghosts)
     # what the look-up by id found and applied (a product re-coded, say) is the sweep's too
@@ -1199,7 +1199,7 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
 
 def _deactivate_ghost(ctx: JobContext, link_id: int, report: ProductSyncReport) -> None:
     now = ctx.clock.now()
-    with ctx.store.session() as s:
+    with ctx.writing() as s:
         stored = s.get(Link, link_id)
         product = s.get(Product, stored.local_id) if stored is not None else None
         if product is not None and product.active:
@@ -1256,7 +1256,7 @@ def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
             _deactivate_ghost(ctx, link.id, report)
         report.calls = ctx.calls
         return report
-    with ctx.store.session() as s:
+    with ctx.writing() as s:
         applier = _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True)
         counter = PullReport()
         applier.apply_products([remote], counter)

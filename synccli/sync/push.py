@@ -36,8 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +48,7 @@ from synccli.clock import Clock, SystemClock, utc
 from synccli.connectors import payloads
 from synccli.connectors.base import Connector, RemoteCustomer, RemoteProduct, RemoteStock
 from synccli.connectors.wire import stamp_version
-from synccli.errors import LeaseBusy
+from synccli.errors import LeaseBusy, LeaseLost
 from synccli.procs import owner_id
 from synccli.store.bulk import chunks
 from synccli.store.customers import seen_by_id
@@ -132,12 +131,6 @@ class PushReport:
 # --- `webhooks apply`'s lease ---------------------------------------------------------------------
 
 
-class LeaseLost(Exception):
-    """``webhooks apply`` no longer holds the lease it worked under: it ran out while the
-    process stalled and another took it over. Nothing more is written; the new holder applies
-    what is left."""
-
-
 @dataclass
 class _Hold:
     """The lease ``webhooks apply`` took for one stream's job, renewed as its work goes on."""
@@ -170,7 +163,8 @@ class _Hold:
 @dataclass
 class _Applying(JobContext):
     """A context for ``webhooks apply``: no job's run, its writes fenced by the lease it holds
-    (none in a dry run, which takes none)."""
+    (none in a dry run, which takes none). Within a job, the job's own lease fences them
+    (``JobContext.fence``)."""
 
     hold: _Hold | None = None
 
@@ -178,14 +172,9 @@ class _Applying(JobContext):
         if self.hold is not None:
             self.hold.renew()
 
-
-@contextmanager
-def _writing(ctx: JobContext) -> Iterator[Session]:
-    """A transaction that writes; under ``webhooks apply``'s lease, fenced by it."""
-    with ctx.store.session() as s:
-        if isinstance(ctx, _Applying) and ctx.hold is not None:
-            ctx.hold.fence(s)
-        yield s
+    def fence(self, s: Session) -> None:
+        if self.hold is not None:
+            self.hold.fence(s)
 
 
 # --- ranking ------------------------------------------------------------------------------------
@@ -260,7 +249,7 @@ def apply_products(ctx: JobContext, report: PushReport) -> None:
             return
         batch = _ProductBatch(ctx, report, outlet)
         batch.read(rows)
-        with _writing(ctx) as s:
+        with ctx.writing() as s:
             still = still_pending(s, [row.id for row in rows])
             batch.apply(s, [row for row in rows if row.id in still])
             if ctx.dry_run:
@@ -408,7 +397,7 @@ def apply_customers(ctx: JobContext, report: PushReport) -> None:
     ctx.connector  # noqa: B018 - built (and primed from the store) before a transaction opens
     size = batch_size(ctx.store)
     while True:
-        with _writing(ctx) as s:
+        with ctx.writing() as s:
             rows = events_in(s, ctx.connection.id, CUSTOMER_STREAMS, "pending", size)
             if not rows:
                 return
@@ -574,7 +563,7 @@ def _close_hints(
         # absence is not deletion: the sweep and the ghost rules judge it, not a webhook
         log.info("%d hinted records are not at the provider now: left to the sweep", len(gone))
     now = ctx.clock.now()
-    with _writing(ctx) as s:
+    with ctx.writing() as s:
         report.changed += store_them(s, found)
         if ctx.dry_run:
             s.rollback()
@@ -607,7 +596,7 @@ def after_poll(ctx: JobContext, stream: str, started: datetime, report: PushRepo
     """A whole poll of ``stream`` ran from ``started``: it read every hint received before."""
     if ctx.dry_run:
         return
-    with ctx.store.session() as s:
+    with ctx.writing() as s:
         mark_polled(s, ctx.connection.id, stream, started, ctx.clock.now())
         report.covered += hints_covered(s, ctx.connection.id, [stream], started, ctx.clock.now())
 

@@ -11,7 +11,9 @@ A run of one stream:
    run's start, so records changed while we read come next time; a crash loses at most the batch
    in flight, which the next run reads again;
 4. rolls each batch back in a dry run (nothing is written, no cursor moves);
-5. renews the running job's lease after every batch (``JobContext.heartbeat``);
+5. fences each batch's transaction with the running job's lease, which it renews
+   (``JobContext.fence``): a run that stalled past its lease and was taken over writes
+   nothing more, and ends (``LeaseLost``);
 6. once the whole listing is read (and the job has done what needs all of it), advances the
    cursor to the newest stamp read, again never past the run's start.
 
@@ -144,7 +146,7 @@ class CursorStream(Generic[R]):
         if self.stored is not None or self.since is not None:
             return False
         if not self.ctx.dry_run:
-            with self.ctx.store.session() as s:
+            with self.ctx.writing() as s:
                 advance_cursor(
                     s, self.ctx.connection.id, self.name, self.run_start, self.ctx.clock.now()
                 )
@@ -227,7 +229,9 @@ class CursorStream(Generic[R]):
 
     def _apply_once(self, batch: Batch[R], apply: Callable[[Session, Batch[R]], None]) -> None:
         ctx = self.ctx
-        with ctx.store.session() as s:
+        # fenced: a run that stalled past its lease, which another run took over meanwhile,
+        # writes neither the batch it read before the stall nor its cursor
+        with ctx.writing() as s:
             apply(s, batch)
             cursor = batch.cursor
             if not ctx.dry_run and cursor is not None:
@@ -251,7 +255,7 @@ class CursorStream(Generic[R]):
         ctx = self.ctx
         if ctx.dry_run:
             return None
-        with ctx.store.session() as s:
+        with ctx.writing() as s:
             final = min(self.newest, self.run_start) if self.newest else None
             advance_cursor(s, ctx.connection.id, self.name, final, ctx.clock.now(), None)
             cursor = get_cursor(s, ctx.connection.id, self.name)
