@@ -19,9 +19,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from synccli.errors import ConfigError
 
 _loaded = False
@@ -103,6 +100,13 @@ def load_settings(database_url: str | None = None, data_dir: str | None = None) 
 
 
 def _check_url(url: str) -> None:
+    from synccli.store.quick import plain_address
+
+    if plain_address(url) is not None:
+        return  # a form SQLAlchemy reads the same way: checked without importing it
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -118,6 +122,9 @@ def _check_url(url: str) -> None:
 
 
 def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:

@@ -1,21 +1,23 @@
 """``post-invoices --all`` from cron with connections whose queues are empty is cheap (#21): one
-Core query finds that no connection has anything to do, and none is opened (no lease, no
-connector, no HTTP stack, no ORM); each still gets a finished run row, so ``status`` says when
-its queue was last looked at. Due work is never left behind by that query."""
+query through the store's driver alone (no SQLAlchemy) finds that no connection has anything to
+do, and none is opened (no lease, no connector, no HTTP stack, no ORM); each still gets a
+finished run row, so ``status`` says when its queue was last looked at. Due work is never left
+behind by that query."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import event, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import select, update
 from test_quiet_start import HEAVY, RUN
 from test_reliability_isolation import connect, job_state, jsonl, order, sandbox
 
@@ -32,6 +34,7 @@ from synccli.store.idle import (
     record_nothing_due,
 )
 from synccli.store.models import InvoiceJob, Lease, Notification, Order, Run
+from synccli.store.quick import QuickStore
 from synccli.store.runs import last_runs
 from synccli.sync.context import run_counts
 from synccli.sync.invoices import PostReport
@@ -47,8 +50,9 @@ def _add(store: Store, n: int) -> None:
 
 @pytest.mark.parametrize("connections", [1, 20])
 def test_an_idle_run_over_connections_imports_no_connector_http_or_orm(
-    store: Store, tmp_path: Path, connections: int
+    any_store: Store, tmp_path: Path, connections: int
 ) -> None:
+    store = any_store
     _add(store, connections)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")
@@ -70,21 +74,25 @@ def test_an_idle_run_over_connections_imports_no_connector_http_or_orm(
         assert s.scalar(select(Lease)) is None
 
 
-def test_idle_connections_are_recorded_in_one_write_transaction(store: Store, cli) -> None:
+def test_idle_connections_are_recorded_in_one_write_transaction(
+    store: Store, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """20 idle connections take the store's write lock once, not once a connection: what SQLite
     is sent (its trace callback) has one write transaction and one insert of run rows, and
     each connection still has its own finished run row and its own ok record in the log."""
     _add(store, 20)
     sent: list[str] = []
+    connect = sqlite3.connect
 
-    def trace(dbapi_conn: object, _record: object) -> None:
-        dbapi_conn.set_trace_callback(sent.append)  # type: ignore[attr-defined]
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(sent.append)
+        return conn
 
-    event.listen(Engine, "connect", trace)  # every engine the run opens
-    try:
-        result = cli("-v", "post-invoices", "--all", env={"SYNC_MIN_INTERVAL": "0"})
-    finally:
-        event.remove(Engine, "connect", trace)
+    # every connection the run opens, through SQLAlchemy or the driver alone
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    result = cli("-v", "post-invoices", "--all", env={"SYNC_MIN_INTERVAL": "0"})
+    monkeypatch.undo()
     assert result.exit_code == 0, result.stderr
     assert result.stdout.count(": nothing due") == 20
     statements = [s.split(None, 2)[:2] for s in sent]
@@ -130,9 +138,20 @@ def test_the_quick_check_uses_the_claim_and_email_rules(store: Store) -> None:
     assert (defaults["grace"].default, defaults["max_age"].default) == (EMAIL_GRACE, EMAIL_MAX_AGE)
 
 
+def _quick(store: Store) -> QuickStore:
+    """The store as the quiet path opens it: its driver alone."""
+    quick = QuickStore.open(store.settings.database_url, store.settings.lock_timeout)
+    assert quick is not None
+    return quick
+
+
 def _work(store: Store) -> dict[str, bool]:
     now = datetime.now(UTC)
-    return {name: work for _, name, work in post_invoices_work(store, JOB, now)}
+    quick = _quick(store)
+    try:
+        return {name: work for _, name, work in post_invoices_work(quick, JOB, now)}
+    finally:
+        quick.close()
 
 
 def _order(connection_id: int, number: str, now: datetime) -> Order:
@@ -228,16 +247,18 @@ def test_an_email_to_send_again_and_a_lease_count_as_work(any_store: Store) -> N
     # the idle run's row, read back by the round rule and by status as any run's
     shop = get_connection(store, "shop00")
     counts = {shop.id: nothing_due_report("shop00")}
-    [(_, run_id)] = record_nothing_due(store, JOB, counts, now).items()
+    quick = _quick(store)
+    [(_, run_id)] = record_nothing_due(quick, JOB, counts, now).items()
     [run] = last_runs(store, shop.id)
     assert (run.id, run.outcome, run.started_at, run.ended_at, run.calls) == (
         (run_id, "ok", now, now, 0)
     )
     # a row written this round leaves the next idle run of the round alone, not the next round's
-    assert record_nothing_due(store, JOB, counts, now, (now - timedelta(seconds=1), now)) == {}
+    assert record_nothing_due(quick, JOB, counts, now, (now - timedelta(seconds=1), now)) == {}
     later = now + EMAIL_GRACE
     window = (now + timedelta(seconds=1), later)
-    assert list(record_nothing_due(store, JOB, counts, later, window)) == [shop.id]
+    assert list(record_nothing_due(quick, JOB, counts, later, window)) == [shop.id]
+    quick.close()
 
 
 def test_due_work_is_still_posted_by_all_beside_idle_connections(store: Store, cli) -> None:
@@ -269,3 +290,72 @@ def test_due_work_is_still_posted_by_all_beside_idle_connections(store: Store, c
         assert job_state(store, "B-4") == "failed"
         quiet = cli("post-invoices", "--all", env=env)
         assert quiet.stdout == "a-idle: nothing due\nb-shop: nothing due\n", quiet.stderr
+
+
+def test_a_store_the_quiet_path_cannot_use_is_refused_in_the_stores_own_words(
+    store: Store, cli, tmp_path: Path
+) -> None:
+    """No store file yet, a schema behind the code: ``post-invoices --all`` says what every
+    command says (exit 2), creating nothing."""
+    _add(store, 1)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    behind = cli("post-invoices", "--all")
+    assert behind.exit_code == 2
+    assert "the store's schema is out of date (at 0001" in behind.stderr
+    assert "run `synccli db upgrade`" in behind.stderr
+    missing = tmp_path / "elsewhere" / "synccli.db"
+    absent = cli("--database-url", f"sqlite:///{missing}", "post-invoices", "--all")
+    assert absent.exit_code == 2
+    assert absent.stderr.strip() == f"error: no store at {missing} yet: run `synccli db upgrade`"
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////var/lib/synccli/synccli.db",
+        "sqlite:///relative/synccli.db",
+        "sqlite:////tmp/with space/and%20percent#hash.db",
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://shop:p%40ss%3Aw0rd@db.example:6432/books?sslmode=require",
+        "postgresql+psycopg://127.0.0.1/test?options=-csearch_path%3Dsynccli_test_1",
+        "postgresql+psycopg:///test?host=/var/run/postgresql",
+        "postgresql+psycopg://shop@db.example",
+    ],
+)
+def test_a_plain_url_is_read_as_sqlalchemy_reads_it(url: str) -> None:
+    """The quiet path opens the store through its driver from the URL it reads itself: the
+    file or the connect arguments must be SQLAlchemy's for the same URL."""
+    from sqlalchemy.engine import make_url
+
+    from synccli.store.quick import plain_address
+
+    address = plain_address(url)
+    assert address is not None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        assert address.path == parsed.database
+    else:
+        expected = parsed.translate_connect_args(username="user", database="dbname")
+        expected = {k: str(v) for k, v in expected.items()} | dict(parsed.query)
+        assert address.params == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file:books.db?mode=ro&uri=true",
+        "postgresql://postgres@127.0.0.1/test",  # SQLAlchemy's default driver, not psycopg 3
+        "postgresql+psycopg2://postgres@127.0.0.1/test",
+        "postgresql+psycopg://[::1]:5432/test",
+        "postgresql+psycopg://h/test?sslmode=require&sslmode=disable",
+        "mysql://shop@127.0.0.1/shop",
+    ],
+)
+def test_a_url_of_another_form_is_left_to_sqlalchemy(url: str) -> None:
+    from synccli.store.quick import plain_address
+
+    assert plain_address(url) is None

@@ -21,7 +21,9 @@ HEAVY = (
     *PARSING,
     "alembic",
     "mako",
-    "sqlalchemy.orm",  # and the store's mapped classes: a Core query finds no connection
+    # the store's library and its mapped classes: the driver's own connection finds that no
+    # connection has anything to do
+    "sqlalchemy",
     "synccli.store.models",
     "requests",
     "urllib3",

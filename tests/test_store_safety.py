@@ -450,6 +450,8 @@ def test_a_lock_held_too_long_is_one_line_exit_1_and_reads_go_on(store, cli):
         env = {"SYNC_LOCK_TIMEOUT": "1"}
         listed = cli("connections", "list", env=env)
         changed = cli("connections", "set", "shop", "notify_email=a@b.example", env=env)
+        # a quiet cron run, through the driver alone (store.quick), says it the same way
+        idle = cli("post-invoices", "--all", env=env)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -460,6 +462,11 @@ def test_a_lock_held_too_long_is_one_line_exit_1_and_reads_go_on(store, cli):
     line = _one_line(changed)
     assert "lock" in line and "cannot open the store" not in line
     assert get_connection(store, "shop").notify_email is None
+    assert idle.exit_code == 1
+    assert _one_line(idle) == (
+        "error: store unavailable: another process held its lock for 1 s (lock timeout; try again, "
+        "or raise SYNC_LOCK_TIMEOUT)"
+    )
 
 
 @pytest.mark.slow
@@ -497,7 +504,8 @@ def test_a_database_server_that_is_gone_is_one_line_exit_1(cli, monkeypatch):
         port = probe.getsockname()[1]
     monkeypatch.setenv("SYNC_DATABASE_URL", f"postgresql+psycopg://shop@127.0.0.1:{port}/shop")
 
-    for args in (("connections", "list"), ("pull-products", "--all"), ("status",)):
+    commands = (("connections", "list"), ("pull-products", "--all"), ("status",))
+    for args in (*commands, ("post-invoices", "--all")):
         result = cli(*args)
         assert result.exit_code == 1, (args, result)
         line = _one_line(result)

@@ -141,23 +141,26 @@ def run_for_connections(
     array a connection) and not kept: memory stays that of one connection's run, however many
     connections there are (the returned outcomes carry no report).
 
-    ``nothing_due`` (post-invoices): with ``--all``, a connection one Core query finds nothing
-    to do for is not run: a finished run row records this report of it, and "nothing due" is
-    said, without the ORM, a lease or its connector (see ``store.idle``)."""
+    ``nothing_due`` (post-invoices): with ``--all``, a connection one query finds nothing to do
+    for is not run: a finished run row records this report of it, and "nothing due" is said,
+    without SQLAlchemy, a lease or its connector (see ``store.idle`` and :func:`_quick_round`)."""
     st = state(ctx)
-    store = st.store()
     outcomes: list[Outcome] = []
     # Hosts that cron starts "at once" start seconds apart: a run another host finished shortly
     # before this one began belongs to the same round.
     round_start = SystemClock().now() - round_slack() if all_ else None
     offer_all = any(p.name == "all_" for p in ctx.command.params)
-    quick = all_ and not dry_run and nothing_due is not None
-    conns: list[Connection | _Idle] = (
-        _with_work(store, job)
-        if quick
-        else list(select_connections(store, names, all_, offer_all=offer_all))
-    )
-    idle = _record_idle(store, job, conns, round_start, nothing_due)
+    quick = None
+    if all_ and not dry_run and nothing_due is not None:
+        quick = _quick_round(st, job, round_start, nothing_due)
+    conns: list[Connection | _Idle]
+    idle: dict[int, tuple[int, dict[str, Any]] | None] = {}
+    if quick is None:
+        conns = list(select_connections(st.store(), names, all_, offer_all=offer_all))
+    else:
+        conns, idle = quick
+    # opened (and its schema checked) once, for the connections that run
+    store = st.store() if any(not isinstance(c, _Idle) for c in conns) else None
     stream = output.JsonArray() if json_out else None
     say = not json_out and not st.quiet  # the human report and notes
     show = render if say else None
@@ -167,6 +170,7 @@ def run_for_connections(
                 if isinstance(conn, _Idle):
                     outcome = _nothing_due(job, conn, idle, say)
                 else:
+                    assert store is not None
                     outcome = _run_one(
                         st, store, job, conn, all_, dry_run, round_start, work, show, say
                     )
@@ -199,59 +203,60 @@ class _Idle:
     name: str
 
 
-def _with_work(store: Store, job: str) -> list[Connection | _Idle]:
-    """Every connection by name: those with something to do as the ORM's, the rest as
-    :class:`_Idle` (mapped classes are imported only when some connection has work)."""
-    if not store.has_connections():
-        return []  # the cheapest query says so: no larger one compiled
-    from synccli.store.idle import post_invoices_work
+def _quick_round(
+    st: Any, job: str, round_start: datetime | None, report: Callable[[str], dict[str, Any]]
+) -> tuple[list[Connection | _Idle], dict[int, tuple[int, dict[str, Any]] | None]] | None:
+    """Every connection by name, found through the store's driver alone (``store.quick``):
+    those with something to do as the ORM's, the rest as :class:`_Idle`, their finished run rows
+    written together (one write transaction, as soon as the query found them idle) unless
+    another host's run already ended well this round (``job_run``'s round rule). Beside them,
+    by idle connection id, its run id and report, or None when it is left alone.
 
-    found = post_invoices_work(store, job, SystemClock().now())
-    busy = {i for i, _, work in found if work}
-    loaded: dict[int, Connection] = {}
-    if busy:
-        from sqlalchemy import select
+    SQLAlchemy and the mapped classes are imported only when some connection has work. None:
+    the store is not one the driver alone opens (an unusual URL, no SQLite file, a schema not
+    at the code's version), and the command opens it as every other does, which says why."""
+    from synccli.store.idle import post_invoices_work, record_nothing_due
+    from synccli.store.quick import QuickStore
+    from synccli.store.revision import head_revision
 
-        from synccli.store.models import Connection
+    quick = QuickStore.open(st.settings.database_url, st.settings.lock_timeout)
+    if quick is None:
+        return None
+    try:
+        if quick.versions() != [head_revision()]:
+            return None
+        found = post_invoices_work(quick, job, SystemClock().now())
+        busy = {i for i, _, work in found if work}
+        loaded: dict[int, Connection] = {}
+        if busy:
+            from sqlalchemy import select
 
-        with store.session() as s:
-            loaded = {c.id: c for c in s.scalars(select(Connection).where(Connection.id.in_(busy)))}
-    # a connection added between the two queries is left to the next run
-    return [
-        loaded[i] if i in busy else _Idle(i, name)
-        for i, name, _ in found
-        if i in loaded or i not in busy
-    ]
+            from synccli.store.models import Connection
 
-
-def _record_idle(
-    store: Store,
-    job: str,
-    conns: list[Connection | _Idle],
-    round_start: datetime | None,
-    report: Callable[[str], dict[str, Any]] | None,
-) -> dict[int, tuple[int, dict[str, Any]] | None]:
-    """The finished run rows of every connection with nothing to do, written together (one
-    write transaction, as soon as the query found them idle), unless another host's run already
-    ended well this round (as ``job_run``'s round rule says): by connection id, its run id and
-    report, or None when it is left alone."""
-    idle = {c.id: c.name for c in conns if isinstance(c, _Idle)}
-    if not idle:
-        return {}
-    assert report is not None  # only the quick path finds idle connections
-    from synccli.store.idle import record_nothing_due
-
-    counts = {i: report(name) for i, name in idle.items()}
-    now = SystemClock().now()
-    window = None if round_start is None else (round_start, now + CLOCK_TOLERANCE)
-    written = record_nothing_due(store, job, counts, now, window)
-    return {i: (written[i], counts[i]) if i in written else None for i in idle}
+            with st.store().session() as s:
+                chosen = select(Connection).where(Connection.id.in_(busy))
+                loaded = {c.id: c for c in s.scalars(chosen)}
+        # a connection added between the two queries is left to the next run
+        conns: list[Connection | _Idle] = [
+            loaded[i] if i in busy else _Idle(i, name)
+            for i, name, _ in found
+            if i in loaded or i not in busy
+        ]
+        counts = {c.id: report(c.name) for c in conns if isinstance(c, _Idle)}
+        if not counts:
+            return conns, {}
+        now = SystemClock().now()
+        window = None if round_start is None else (round_start, now + CLOCK_TOLERANCE)
+        written = record_nothing_due(quick, job, counts, now, window)
+        return conns, {i: (written[i], counts[i]) if i in written else None for i in counts}
+    finally:
+        quick.close()
 
 
 def _nothing_due(
     job: str, conn: _Idle, recorded: dict[int, tuple[int, dict[str, Any]] | None], say: bool
 ) -> Outcome:
-    """The outcome of a run with nothing to do (its run row written by :func:`_record_idle`, so
+    """The outcome of a run with nothing to do (its run row written by :func:`_quick_round`, so
     ``status`` shows when the queue was last looked at): skipped when another host's run
     already ended well this round."""
     row = recorded[conn.id]

@@ -8,7 +8,7 @@ line naming the cause, exit 1); anything else stays what it was (a bug shows as 
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError
+import sys
 
 from synccli.errors import StoreUnavailable
 
@@ -60,16 +60,31 @@ def store_outage(exc: BaseException, lock_timeout: float | None = None) -> Store
         seen.add(id(current))
         if isinstance(current, StoreUnavailable):
             return current
-        if isinstance(current, DBAPIError):
-            cause = _cause(current)
+        orig = _driver_error(current)
+        if orig is not None:
+            cause = _cause(orig)
             if cause is not None:
                 return StoreUnavailable(_message(cause, lock_timeout))
         current = current.__cause__ or current.__context__
     return None
 
 
-def _cause(exc: DBAPIError) -> str | None:
-    orig = exc.orig
+def _driver_error(exc: BaseException) -> BaseException | None:
+    """The database driver's error ``exc`` is or wraps (SQLAlchemy's ``orig``), or None.
+
+    A library not imported cannot have raised: a quiet cron run talks to its store through the
+    driver alone (``store.quick``) and must not import SQLAlchemy to read its errors."""
+    sa = sys.modules.get("sqlalchemy.exc")
+    if sa is not None and isinstance(exc, sa.DBAPIError):
+        return exc.orig
+    for name in ("sqlite3", "psycopg"):
+        driver = sys.modules.get(name)
+        if driver is not None and isinstance(exc, driver.Error):
+            return exc
+    return None
+
+
+def _cause(orig: BaseException | None) -> str | None:
     text = str(orig).lower()
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str):
