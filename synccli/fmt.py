@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 
 def number(value: Decimal | float | int) -> str:
@@ -21,6 +21,17 @@ def number(value: Decimal | float | int) -> str:
         value = Decimal(repr(round(value, 6)))
     text = format(value.normalize(), "f")
     return "0" if text in ("-0", "") else text
+
+
+def tenths(value: float) -> str:
+    """An estimate to a tenth, half up as people round (1.25 reads 1.3, 6.770292 reads 6.8,
+    12.0 reads 12): a figure of ``plan``'s, where more places claim a precision it has not."""
+    return number(Decimal(repr(round(value, 6))).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+def every_days(days: Decimal | float | int) -> str:
+    """How often, in days: "every day" for one, else "every 7 days", "every 3.5 days"."""
+    return "every day" if days == 1 else f"every {number(days)} days"
 
 
 def minute(value: datetime) -> str:

@@ -134,7 +134,7 @@ def plan(
             if r.freshness_minutes is not None
             else "no pull scheduled"
         )
-        sweep = f"every {fmt.number(r.sweep_days)} days" if r.sweep_days is not None else "never"
+        sweep = fmt.every_days(r.sweep_days) if r.sweep_days is not None else "never"
         output.line(
             f"  worst-case freshness of a product change: {fresh}; whole catalogue swept {sweep}"
         )

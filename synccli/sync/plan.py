@@ -294,7 +294,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
                 calls = listing / SWEEP_DAYS
                 covered = merchant.products / SWEEP_DAYS
                 note = (
-                    f"the whole catalogue ({merchant.products}) every {SWEEP_DAYS} days, "
+                    f"the whole catalogue ({merchant.products}) {fmt.every_days(SWEEP_DAYS)}, "
                     f"{listing} call(s)"
                 )
                 full = None
@@ -341,7 +341,7 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
         )
     if report.sweep_days is not None and report.sweep_days > 7:
         report.warnings.append(
-            f"the whole catalogue is swept only every {report.sweep_days} days (aim: 7)"
+            f"the whole catalogue is swept only {fmt.every_days(report.sweep_days)} (aim: 7)"
         )
     return report
 
@@ -385,7 +385,7 @@ def _post_cost(m: ProviderModel, merchant: Merchant, runs: int) -> tuple[float, 
         posts = merchant.orders_per_day * per_order
         note = f"{fmt.number(per_order)} call(s) an order"
     calls = posts + lookups + (m.per_day_overhead if active_runs else 0)
-    note += f", {fmt.number(lookups)} lookups/creates a day"
+    note += f", {fmt.tenths(lookups)} lookups/creates a day"
     paying = _payment_calls(m, merchant, runs)
     refunds = merchant.orders_per_day * merchant.refund_share if m.refund_calls else 0
     if paying:
