@@ -54,8 +54,16 @@ store.dispose()
 RUN = "import sys; from synccli.cli.main import run; sys.argv[0] = 'synccli'; run()"
 
 
+# A PostgreSQL store for every case (``--database-url``): each tree's and case's store in its own
+# schema of that database, as the test suite isolates its stores.
+STORES: dict[Path, str] = {}
+
+
 def _env(tree: Path, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.pop("SYNC_DATABASE_URL", None)
+    if data in STORES:
+        env["SYNC_DATABASE_URL"] = STORES[data]
     return env | {
         "PYTHONPATH": str(tree),
         "SYNC_DATA_DIR": str(data),
@@ -105,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also count each case's instructions once under valgrind's callgrind",
     )
+    ap.add_argument(
+        "--database-url",
+        help="a PostgreSQL URL (postgresql+psycopg://...): the stores in schemas of it, "
+        "dropped at the end (default: a SQLite file each)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--json-out")
     args = ap.parse_args(argv)
@@ -116,8 +129,37 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {
         "machine": common.machine(),
         "baseline": {"rev": args.baseline, "commit": commit},
+        "store": "PostgreSQL" if args.database_url else "SQLite",
         "cases": [],
     }
+    try:
+        _run_cases(args, work, trees, doc)
+    finally:
+        _drop_schemas(args.database_url)
+    doc["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    common.emit(doc, args.json_out, args.json, lambda: render(doc))
+    return 0
+
+
+def _schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def _drop_schemas(base: str | None) -> None:
+    if not base or not STORES:
+        return
+    import psycopg
+
+    with psycopg.connect(base.replace("postgresql+psycopg", "postgresql"), autocommit=True) as db:
+        for url in STORES.values():
+            schema = url.rsplit("%3D", 1)[1]
+            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _run_cases(
+    args: argparse.Namespace, work: Path, trees: dict[str, Path], doc: dict[str, Any]
+) -> None:
     cases = {"no connection": 0, "one connection, empty queue": 1}
     cases["20 connections, empty queue"] = 20
     for case, connections in cases.items():
@@ -125,6 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         for name, tree in trees.items():
             data = work / name / slug(case)
             data.mkdir(parents=True)
+            if args.database_url:
+                schema = f"synccli_startup_{os.getpid()}_{name}_{connections}"
+                import psycopg
+
+                plain = args.database_url.replace("postgresql+psycopg", "postgresql")
+                with psycopg.connect(plain, autocommit=True) as db:
+                    db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                    db.execute(f'CREATE SCHEMA "{schema}"')
+                STORES[data] = _schema_url(args.database_url, schema)
             cpu(tree, data, SETUP, str(connections))
             cpu(tree, data, RUN, "post-invoices", "--all")  # compiles the modules
         for _ in range(args.repeat):
@@ -145,9 +196,6 @@ def main(argv: list[str] | None = None) -> int:
             counted["floor"] = instructions(ROOT, work, "pass")
             entry["instructions"] = counted
         doc["cases"].append(entry)
-    doc["machine"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    common.emit(doc, args.json_out, args.json, lambda: render(doc))
-    return 0
 
 
 def slug(case: str) -> str:
@@ -187,7 +235,8 @@ def render(doc: dict[str, Any]) -> str:
     )
     return "\n".join(
         [
-            "bench/startup.py: CPU of `synccli post-invoices --all` with nothing to do; "
+            f"bench/startup.py: CPU of `synccli post-invoices --all` with nothing to do "
+            f"({doc['store']} store); "
             f"baseline {doc['baseline']['rev']} ({doc['baseline']['commit']}) and this checkout "
             f"({m['commit']}), alternating, least of each",
             f"machine: {m['uname']}; nproc {m['nproc']}; Python {m['python']}; {m['date']}; "
