@@ -235,10 +235,16 @@ def test_post_invoice_totals_match_the_money_rule_and_rejections_carry_the_messa
         assert sent["referenceNumber"] == "INV-100" and sent["completed"] is True
         assert [ln.get("taxCategoryID") for ln in sent["SaleLines"]["SaleLine"]] == [1, 2, None]
         assert sent["SalePayments"]["SalePayment"]["amount"] == "21.52"
+        sales = app.counters.total("POST", "POST Sale")
         with pytest.raises(Rejected) as unknown:
             conn.post_invoice(draft("INV-101", [line(items[0], "1", "1", "VAT99")]), "key-2")
-        assert unknown.value.errors == ["Invalid taxCategoryID: VAT99 does not exist."]
-        assert unknown.value.status == 400
+        # the list read this run lacks the code: refused here, the field named, nothing sent
+        assert unknown.value.errors == [
+            "sale INV-101 not sent: line 1 tax_code 'VAT99' names no Lightspeed tax category "
+            "(by tax1Name or taxCategoryID, in the list read from Lightspeed this run); its "
+            "categories are: Exempt, GST, Sales Tax"
+        ]
+        assert app.counters.total("POST", "POST Sale") == sales
         with pytest.raises(Rejected, match="do not cover"):
             conn.post_invoice(draft("INV-102", lines, total=Decimal("21.00")), "key-3")
         assert app.counters.total("GET", "TaxCategory") == 1  # read once, then cached

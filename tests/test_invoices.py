@@ -923,3 +923,40 @@ def test_lightspeed_tax_categories_are_read_once_a_day_not_once_a_run(
         clock.advance(hours=25)
         post("E")
         assert reads(running) == 4
+
+
+def test_lightspeed_a_tax_code_missing_from_a_list_just_read_is_refused_without_a_sale_post(
+    store: Store,
+) -> None:
+    """An order naming a tax code Lightspeed lacks: the kept list is read again once (a category
+    may have been added since) and, the code missing from the list just read, the order is
+    refused here with its field named. It used to be sent anyway for Lightspeed to refuse, a
+    ``POST Sale.json`` per bad order and per retry (31 a month for the reference merchant)."""
+    clock = SimClock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
+    with sandbox("lightspeed") as running:
+        conn = connect(store, running)
+        counters = running.app.counters
+
+        def sale_posts() -> int:
+            return counters.total("POST", "POST Sale")
+
+        good = make_orders(running, "lightspeed", 1, prefix="OK", new_products=0)
+        add_orders(store, conn, good.jsonl(), now=clock.now())
+        run_post(store, conn, clock=clock)  # reads the list and keeps it
+        assert counters.total("GET", "TaxCategory") == 1 and sale_posts() == 1
+        clock.advance(hours=1)
+        bad = make_orders(running, "lightspeed", 2, prefix="BAD", new_products=0)
+        for order in bad.orders:
+            for line in order["lines"]:
+                line["tax_code"] = "VAT99"
+        add_orders(store, conn, bad.jsonl(), now=clock.now())
+        report = run_post(store, conn, clock=clock)
+        assert report.rejected == 2 and report.posted == 0
+        # one read for both orders (the second finds the list read this run), no sale sent
+        assert counters.total("GET", "TaxCategory") == 2
+        assert sale_posts() == 1
+        assert len(remote_invoices(running)) == 1
+        shown = invoices.show_invoice(store, "BAD-0001").invoice
+        assert shown.state == "failed"
+        assert "tax_code" in shown.last_error and "'VAT99'" in shown.last_error
+        assert "GST" in shown.last_error  # the categories Lightspeed has, to pick from

@@ -51,9 +51,10 @@ How the contract maps onto Lightspeed:
 - Invoices are Sales: ``post_invoice`` POSTs a completed ``Sale.json`` on the configured shop,
   register and employee, ``referenceNumber`` = invoice number, one payment of the invoice total with
   ``payment_type_id``; each line's ``tax_code`` is a TaxCategory ``tax1Name`` mapped to its
-  ``taxCategoryID`` through one cached ``TaxCategory.json`` read (an unknown code is sent as-is so
-  Lightspeed rejects it). Lightspeed honours no idempotency key: exactly-once relies on
-  ``find_invoice(number)`` (``Sale.json?referenceNumber==,N``) before any re-post.
+  ``taxCategoryID`` through one cached ``TaxCategory.json`` read (a code a kept copy lacks reads
+  it again; a code the list read this run lacks refuses the order here, no sale sent).
+  Lightspeed honours no idempotency key: exactly-once relies on ``find_invoice(number)``
+  (``Sale.json?referenceNumber==,N``) before any re-post.
 - Every collection is normalised (an object, a list or ``""``); every scalar is parsed from its
   string; money is Decimal.
 """
@@ -592,6 +593,12 @@ class LightspeedConnector(Connector):
         codes = {line.tax_code for line in invoice.lines if line.tax_code}
         if self._tax_source == "store" and not all(self._knows(c, categories) for c in codes):
             categories = self.tax_categories(fresh=True)  # a category added since we kept it
+        unknown = sorted(c for c in codes if not self._knows(c, categories))
+        if unknown:
+            # The list was read this run and lacks the code: Lightspeed would refuse the sale
+            # (its taxCategoryID must exist), so it is refused here, without the POST, naming
+            # the field and what Lightspeed has to choose from.
+            raise Rejected(_unknown_tax(invoice, unknown, categories))
         try:
             return self._post_sale(invoice, categories)
         except Rejected:
@@ -895,7 +902,7 @@ class LightspeedConnector(Connector):
             return _int_or_str(folded[code.casefold()])
         if code in {cid for cid, _ in categories.values()}:
             return _int_or_str(code)
-        return code  # unknown: send it as-is so Lightspeed answers with its own error
+        return code  # unknown (post_invoice refuses such an order before sending it)
 
     # operations ---------------------------------------------------------------------------------
     def ping(self) -> dict[str, Any]:
@@ -1038,6 +1045,23 @@ class LightspeedConnector(Connector):
 
 # the SaleLine fields a refund reads: which line, of what item, how many, at what price and tax
 _KEPT_FIELDS = ("saleLineID", "itemID", "unitQuantity", "unitPrice", "tax", "tax1Rate")
+
+
+def _unknown_tax(
+    invoice: InvoiceDraft, unknown: list[str], categories: dict[str, tuple[str, Decimal]]
+) -> str:
+    """What the merchant reads about an order naming tax codes Lightspeed has no category for."""
+    named = ", ".join(
+        f"line {n} tax_code {line.tax_code!r}"
+        for n, line in enumerate(invoice.lines, 1)
+        if line.tax_code in unknown
+    )
+    known = ", ".join(sorted(name for name in categories if name)) or "none"
+    return (
+        f"sale {invoice.number} not sent: {named} names no Lightspeed tax category (by "
+        f"tax1Name or taxCategoryID, in the list read from Lightspeed this run); its "
+        f"categories are: {known}"
+    )
 
 
 def _kept_lines(sale: dict[str, Any]) -> list[dict[str, Any]]:
