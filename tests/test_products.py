@@ -386,3 +386,50 @@ def test_small_sweep_still_goes_by_id(fake_world) -> None:
     report = sweep(store, conn, 100, fake)
     assert report.swept == 100
     assert fake.total() - calls == 2
+
+
+def test_lightspeed_sweep_checks_only_what_the_pulls_left_unchecked_and_still_covers_a_week(
+    store: Store,
+) -> None:
+    """R-Series sweeps by id, 100 a call. `sweep-oldest auto` swept a seventh of the catalogue
+    every night rounded up (286 of 2,000: 3 calls, the last a part-batch) though the day's pulls
+    read some of it (2% of items change a day, 5% move stock: each read stamps its link). It
+    now sweeps whole batches of the oldest (200), and more only for products no pull or sweep
+    read for sweep_days - 1 days: fewer calls, every product still read within sweep_days, and
+    a product deleted with no timestamp moving still flagged within it."""
+    fake = FakeProvider("lightspeed", products=2000, customers=5, clock=CLOCK)
+    conn = fake.add_connection(store, sweep_days=7)
+    pull(store, conn, fake)
+    nightly, gone, deleted_at, flagged_at = [], None, None, None
+    for night in range(21):
+        day = datetime(2026, 3, 3, tzinfo=UTC) + timedelta(days=night)
+        for hour in (10, 16):  # the day's changes, each pulled half an hour later
+            CLOCK.set(day + timedelta(hours=hour))
+            fake.catalogue.change_prices(fake.tenant, 20)
+            fake.catalogue.change_stock(fake.tenant, 50)
+            CLOCK.advance(minutes=30)
+            pull(store, conn, fake)
+        if night == 2:
+            gone, deleted_at = fake.catalogue.delete(fake.tenant, 1)[0], CLOCK.now()
+        CLOCK.set(day + timedelta(days=1, hours=2, minutes=10))
+        before = fake.calls["get_products"]
+        with fake.run(store, "sweep-oldest", conn) as jc:
+            report = products.sweep_oldest(jc, products.sweep_budget(jc))
+            jc.counts = report
+        nightly.append(fake.calls["get_products"] - before)
+        if (
+            gone is not None
+            and flagged_at is None
+            and gone.code in {g["sku"] for g in report.ghosts}
+        ):
+            flagged_at = CLOCK.now()
+        with store.session() as s:
+            oldest = s.scalar(select(func.min(Link.last_synced_at)).where(Link.kind == "product"))
+        # no product goes unread for longer than sweep_days
+        assert CLOCK.now() - oldest.replace(tzinfo=UTC) <= timedelta(days=7), night
+    assert flagged_at is not None and flagged_at - deleted_at <= timedelta(days=7)
+    # A seventh of the catalogue rounded up was 3 batches a night (63 in 21 nights). Now 2, and
+    # more where products would otherwise go unread past the week: the first night the
+    # onboarding pull's stamps come due, and a few nights as the pulls' stamps spread.
+    assert nightly[:5] == [2] * 5 and max(nightly) <= 6, nightly
+    assert sum(nightly) == 50, nightly

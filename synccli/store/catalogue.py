@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import exists, func, select, text, update
+from sqlalchemy import exists, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from synccli.store.bulk import chunks, insert_rows, one_of, plain_rows, update_rows
@@ -183,6 +183,22 @@ def count_product_links(s: Session, connection_id: int, *, live_only: bool = Fal
     if live_only:
         q = q.where(Link.state != "ghost")
     return s.scalar(q) or 0
+
+
+def count_links_unchecked_since(s: Session, connection_id: int, since: datetime) -> int:
+    """The connection's product links no pull or sweep has read since ``since`` (or ever)."""
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(Link)
+            .where(
+                Link.connection_id == connection_id,
+                Link.kind == PRODUCT,
+                or_(Link.last_synced_at.is_(None), Link.last_synced_at < since),
+            )
+        )
+        or 0
+    )
 
 
 def calls_today(s: Session, connection_id: int, now: datetime) -> int:

@@ -283,9 +283,13 @@ def _cost(provider: str, merchant: Merchant, schedule: list[Entry]) -> PlanRepor
             per_run = _by_id_calls(m, n)
             calls = per_run * runs
             covered: float = (merchant.products if m.lookup_batch is None else n) * runs
+            auto = not (entry.argument and entry.argument.isdigit())
+            if auto:
+                # `auto` reads whatever would go unread past the week (whole batches of the
+                # share, more when due) and the pulls read some: the week is covered
+                covered = max(covered, merchant.products / SWEEP_DAYS)
             note = f"{n} products a run, {per_run} call(s)"
             full = _catalogue_calls(m, merchant.products)
-            auto = not (entry.argument and entry.argument.isdigit())
             listing = _listing_calls(m, merchant.products)
             # `auto`: where one listing of the whole catalogue (and its stock) costs fewer
             # calls than all of it by id, it is listed once every SWEEP_DAYS and nothing is
@@ -457,7 +461,17 @@ def _sweep_n(arg: str | None, m: ProviderModel, merchant: Merchant, schedule: li
         return min(int(arg), merchant.products)
     if m.lookup_batch is None:
         return merchant.products
-    return math.ceil(math.ceil(merchant.products / SWEEP_DAYS) / max(1, runs))
+    share = math.ceil(math.ceil(merchant.products / SWEEP_DAYS) / max(1, runs))
+    # By id a run takes whole batches of its share and more only for products that would
+    # otherwise go unread past the week (sync/products.py _by_id_share). The pulls' reads stamp
+    # products as checked; where they read at least the week's shortfall, whole batches do.
+    whole = share // m.lookup_batch * m.lookup_batch
+    pulled = any(e.job == Job.PULL_PRODUCTS for e in schedule)
+    rate = merchant.product_change_rate + merchant.stock_change_rate
+    read = _distinct(merchant.products, rate, 24 * SWEEP_DAYS) if pulled else 0
+    if whole and read >= (share - whole) * max(1, runs) * SWEEP_DAYS:
+        return whole
+    return share
 
 
 # How crontab.example runs synccli (the full path cron finds it at, README "Production"), so a

@@ -26,6 +26,7 @@ from synccli.gc_tuning import fewer_collections
 from synccli.store.bulk import chunks
 from synccli.store.catalogue import (
     calls_today,
+    count_links_unchecked_since,
     count_product_links,
     deactivate_products,
     has_products,
@@ -982,8 +983,9 @@ def _flag_missing(
 
 def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: int = 50) -> int:
     """``sweep-oldest auto``: today's share of the catalogue (all of it within ``sweep_days``,
-    default 7), less what earlier sweeps did today, within the day's leftover calls after keeping
-    some back for invoices and pulls (priorities: invoices, pulls, then sweeps)."""
+    default 7), less what earlier sweeps did today, in whole batches where it goes by id
+    (:func:`_by_id_share`), within the day's leftover calls after keeping some back for
+    invoices and pulls (priorities: invoices, pulls, then sweeps)."""
     caps = ctx.connector.capabilities
     limits = caps.limits
     now = ctx.clock.now()
@@ -1010,10 +1012,27 @@ def sweep_budget(ctx: JobContext, reserve_invoices: int = 100, reserve_pulls: in
             return links
     elif want and affordable and _catalogue_read_pays(caps, links, want):
         return links  # the whole catalogue in pages costs fewer calls than today's id batches
+    # By id, in whole batches: today's share rounded down to a whole batch, and more only for
+    # the products that would otherwise go unread past sweep_days (see _by_id_share).
+    want = _by_id_share(ctx, now, days, links, want)
     if left is None:  # a leaky bucket refills: no day budget to keep within
         return want
     calls_per_batch = 1 if caps.stock_in_product else 2
     return min(want, (left // calls_per_batch) * (caps.lookup_batch or links))
+
+
+def _by_id_share(ctx: JobContext, now: datetime, days: float, links: int, share: int) -> int:
+    """Products a sweep by id checks tonight: ``share`` (today's seventh, less what earlier
+    sweeps did today) rounded down to whole batches, or, when more, every product no pull or
+    sweep has read for ``days`` - 1 days (by the next night it would be past ``days``),
+    rounded up: the last batch filled with the next oldest costs no call. A seventh rounded
+    up left a part-batch every night (R-Series, 5,000 products: 715 by id, 8 calls, where 7
+    batches of 100 and the pulls' reads, each stamping the product, cover the week)."""
+    batch = ctx.connector.capabilities.lookup_batch or links
+    with ctx.store.session() as s:
+        due = count_links_unchecked_since(s, ctx.connection.id, now - timedelta(days=days - 1))
+    want = max(due, share // batch * batch)
+    return min(links, math.ceil(want / batch) * batch)
 
 
 def _catalogue_read_calls(caps: Capabilities, links: int) -> int:
