@@ -240,9 +240,9 @@ def test_post_invoice_totals_match_the_money_rule_and_rejections_carry_the_messa
             conn.post_invoice(draft("INV-101", [line(items[0], "1", "1", "VAT99")]), "key-2")
         # the list read this run lacks the code: refused here, the field named, nothing sent
         assert unknown.value.errors == [
-            "sale INV-101 not sent: line 1 tax_code 'VAT99' names no Lightspeed tax category "
-            "(by tax1Name or taxCategoryID, in the list read from Lightspeed this run); its "
-            "categories are: Exempt, GST, Sales Tax"
+            "sale INV-101 not sent: no Lightspeed tax category has the tax1Name or "
+            "taxCategoryID of line 1 tax_code 'VAT99' (in the list read from Lightspeed this "
+            "run); its categories are: Exempt, GST, Sales Tax"
         ]
         assert app.counters.total("POST", "POST Sale") == sales
         with pytest.raises(Rejected, match="do not cover"):

@@ -1058,8 +1058,8 @@ def _unknown_tax(
     )
     known = ", ".join(sorted(name for name in categories if name)) or "none"
     return (
-        f"sale {invoice.number} not sent: {named} names no Lightspeed tax category (by "
-        f"tax1Name or taxCategoryID, in the list read from Lightspeed this run); its "
+        f"sale {invoice.number} not sent: no Lightspeed tax category has the tax1Name or "
+        f"taxCategoryID of {named} (in the list read from Lightspeed this run); its "
         f"categories are: {known}"
     )
 
