@@ -267,12 +267,15 @@ def test_a_stall_no_one_took_over_is_no_loss(any_store: Store) -> None:
         assert s.scalar(select(Lease).where(Lease.job == "pull-products")) is None  # released
 
 
-@pytest.mark.parametrize("provider", ["unleashed", "lightspeed"])  # a listing; id batches
+# products each provider's sweep case has: Unleashed's 150 are swept by one listing of them all
+# (fewer calls than by id), Lightspeed's 12 by id
+SWEPT = {"unleashed": 150, "lightspeed": 12}
+
+
+@pytest.mark.parametrize("provider", list(SWEPT))
 def test_a_stalled_sweep_writes_nothing_after_a_takeover(any_store: Store, provider: str) -> None:
-    """Unleashed's 150 products are swept by one listing of them all (fewer calls than by id),
-    Lightspeed's 12 by id."""
     store = any_store
-    n = 150 if provider == "unleashed" else 12
+    n = SWEPT[provider]
     fake = FakeProvider(provider, products=n, clock=CLOCK, page_size=50)
     conn = fake.add_connection(store)
     run_job(store, "pull-products", conn, fake.factory, pull)
