@@ -12,10 +12,10 @@ import random
 from collections import Counter, deque
 
 import pytest
+from xero_helpers import make_connector, running
 
 from synccli.connectors.http import WindowPacer
 from synccli.sandbox.xero import XeroSandbox
-from tests.xero_helpers import make_connector, running
 
 
 class SimClock:

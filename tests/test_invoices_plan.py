@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
+from test_invoices import connect, order_json, run_post, sandbox, world
 
 from synccli.connectors.xero import XeroConnector
 from synccli.store.db import Store
@@ -24,7 +25,6 @@ from synccli.store.models import InvoiceJob, Order
 from synccli.sync import invoices
 from synccli.sync.context import job_run
 from synccli.sync.orders import add_orders
-from tests.test_invoices import connect, order_json, run_post, sandbox, world
 
 RECORDED = (
     "find_invoice",
