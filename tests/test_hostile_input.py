@@ -399,12 +399,13 @@ def _in_process(case: Case, template: Path, root: Path) -> Outcome:
     return Outcome(result.exit_code, result.stdout, result.stderr, before, _counts(case_dir))
 
 
-def _in_a_process(case: Case, template: Path, root: Path) -> Outcome:
-    """Through ``python -m synccli`` in a fresh process, as cron runs it."""
+def _in_a_process(case: Case, template: Path, root: Path, machine: dict[str, str]) -> Outcome:
+    """Through ``python -m synccli`` in a fresh process, as cron runs it (``machine``: the
+    environment, read before the in-process cases began changing ``os.environ``)."""
     case_dir = root / f"{case.id}-process"
     args, env = _prepare(case, template, case_dir)
     before = _counts(case_dir)
-    done = run_cli(args, cli_env(case_dir, **env), stdin=case.stdin, timeout=120)
+    done = run_cli(args, cli_env(case_dir, base=machine, **env), stdin=case.stdin, timeout=120)
     case_dir.chmod(0o700)
     return Outcome(done.returncode, done.stdout, done.stderr, before, _counts(case_dir))
 
@@ -433,9 +434,10 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[st
     runs = root / "runs"
     runs.mkdir()
     results: dict[tuple[str, str], Outcome] = {}
+    machine = dict(os.environ)  # before any thread: the in-process cases change os.environ
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {
-            (c.id, "process"): pool.submit(_in_a_process, c, template, runs)
+            (c.id, "process"): pool.submit(_in_a_process, c, template, runs, machine)
             for c in [*CASES, CONTROL]
             if c.process
         }

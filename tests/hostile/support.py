@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,18 @@ TABLES = (
 TAX = {p.name: p.sandbox.tax_code for p in registry.providers()}  # 15% in each sandbox
 
 
-def cli_env(data_dir: Path, database_url: str | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a cron-like CLI process: no SYNC_* from the machine, our data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+def cli_env(
+    data_dir: Path,
+    database_url: str | None = None,
+    *,
+    base: Mapping[str, str] | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of a cron-like CLI process: no SYNC_* from the machine, our data dir.
+    ``base``: the machine's environment as read earlier (a thread must not iterate
+    ``os.environ`` while another changes it, as an in-process CLI run does)."""
+    machine = os.environ if base is None else base
+    env = {k: v for k, v in machine.items() if not k.startswith("SYNC_")}
     env["SYNC_DATA_DIR"] = str(data_dir)
     if database_url:
         env["SYNC_DATABASE_URL"] = database_url
