@@ -413,10 +413,16 @@ class FakeConnector(Connector):
         found: list[RemoteProduct] = []
         for start in range(0, len(remote_ids), batch):
             ids = remote_ids[start : start + batch]
-            got = self._call("get_products", ids, lambda ids=ids: [i for i in ids if i in world])
+            # the records as they are when the provider answers (a run that stalls after the
+            # answer holds that copy, whatever changes at the provider meanwhile)
+            got = self._call(
+                "get_products",
+                ids,
+                lambda ids=ids: [self._product(world[i]) for i in ids if i in world],
+            )
             if got and self.fake.stock_stream:
-                self._call("get_stock", got, lambda: None)
-            found += [self._product(world[i]) for i in got if i in world]
+                self._call("get_stock", [p.remote_id for p in got], lambda: None)
+            found += got
         return found
 
     def find_product(self, code: str) -> RemoteProduct | None:

@@ -402,6 +402,9 @@ class Page(Generic[T]):
     # fingerprints of records left out of ``records`` because the caller already holds them
     # (``Connector.whole_catalogue``): read, and the same as when they were last applied
     unchanged: list[int] = field(default_factory=list)
+    # when this page was read: the reading run's clock just before the call that answered it
+    # (set by the job as it reads, see sync/stream.timed_pages; None where no job set it)
+    read_at: datetime | None = None
 
 
 class Connector(ABC):

@@ -78,6 +78,52 @@ def stamp_links(s: Session, link_ids: Sequence[int], now: datetime) -> None:
         )
 
 
+def claim_reads(
+    s: Session,
+    connection_id: int,
+    remote_ids: Sequence[str],
+    read_at: datetime,
+    *,
+    stock: bool = False,
+) -> set[str]:
+    """Claim these remote products' links for a read made at ``read_at`` (the reading run's
+    clock just before its call), of their records (``links.read_at``) or, with ``stock``, of
+    their stock figures (``links.stock_read_at``): each link that holds no later such read
+    takes ``read_at``; answers the remote ids it took. A link left out holds a read made after
+    this one (another job read and stored the record meanwhile, this run having stalled after
+    its read), so its record, older than what the store holds, is not applied; a remote id with
+    no link is not answered.
+
+    Read times come from the clocks of the hosts that read (several may share a PostgreSQL
+    store): they agree within seconds (``clock.CLOCK_TOLERANCE`` bounds it at a minute), and the
+    stall this guards against is minutes. Two reads closer than the hosts' skew are as new as
+    each other, and whichever claims last stands.
+
+    One ``UPDATE ... RETURNING`` a chunk, before anything of these products is read: the check
+    and the claim are one statement, so on PostgreSQL a writer that claims the same links
+    later waits for this transaction and then finds its read (the row lock; what it re-checks
+    is the committed row), and everything this transaction then reads of them is settled. A
+    read at the same instant as the stored one is applied (the same record, or one as new)."""
+    taken: set[str] = set()
+    dialect = s.get_bind().dialect
+    column = Link.stock_read_at if stock else Link.read_at
+    for chunk in chunks(remote_ids):
+        rows = s.execute(
+            update(Link)
+            .where(
+                Link.connection_id == connection_id,
+                Link.kind == PRODUCT,
+                one_of(Link.remote_id, chunk, dialect),
+                or_(column.is_(None), column <= read_at),
+            )
+            .values({column: read_at})
+            .returning(Link.remote_id),
+            execution_options={"synchronize_session": False},
+        )
+        taken.update(rows.scalars())
+    return taken
+
+
 class StockTarget(NamedTuple):
     """A linked product a stock row is for, as plain values."""
 

@@ -263,6 +263,15 @@ class Link(Base):
     origin: Mapped[str] = mapped_column(String(20), default="matched")  # matched|created|manual
     last_synced_at: Mapped[datetime | None]
     remote_updated_at: Mapped[datetime | None]
+    # When the remote record the local one was last applied from was read: the reading run's
+    # clock just before the call that answered it. A record read earlier than this is older
+    # than what the store holds (a run that stalled after its read while another job stored a
+    # newer one) and is not applied (see store/catalogue.claim_reads). NULL: not known yet.
+    read_at: Mapped[datetime | None]
+    # The same for the product's stock figure, read with the product where the provider's
+    # records carry it, else from a stock listing of its own (Unleashed, X-Series): a product
+    # record without stock says nothing of how new a stored figure is.
+    stock_read_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     # A digest of the remote record the local one was last applied from (products of a provider
     # that lists its whole catalogue every pull): an equal one means nothing to apply. NULL:

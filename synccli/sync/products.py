@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,7 +25,9 @@ from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteSto
 from synccli.gc_tuning import fewer_collections
 from synccli.store.bulk import chunks
 from synccli.store.catalogue import (
+    StockTarget,
     calls_today,
+    claim_reads,
     count_links_unchecked_since,
     count_product_links,
     deactivate_products,
@@ -61,7 +63,7 @@ from synccli.store.sync_state import (
 from synccli.sync.context import JobContext
 from synccli.sync.jobs import Job
 from synccli.sync.stream import APPLY_BATCH as APPLY_BATCH  # the tests size pulls by it
-from synccli.sync.stream import Batch, CursorStream, Retry, apply_batch
+from synccli.sync.stream import Batch, CursorStream, Retry, apply_batch, timed_pages
 
 T = TypeVar("T")
 log = logging.getLogger("synccli.job")
@@ -216,6 +218,7 @@ class _HeldStock:
     # the rows whose quantity went into their product's row, by remote id (insertion-ordered:
     # undone from the end when a batch is applied again)
     taken: dict[str, RemoteStock] = field(default_factory=dict)
+    read_times: dict[str, datetime] = field(default_factory=dict)  # of ``once``'s rows
 
     def take(self, remote_id: str) -> Decimal | None:
         row = self.once.get(remote_id)
@@ -223,6 +226,10 @@ class _HeldStock:
             return None
         self.taken[remote_id] = row
         return row.quantity
+
+    def read_at(self, remote_id: str) -> datetime | None:
+        """When the row taken for ``remote_id`` was read (None: none was taken)."""
+        return self.read_times.get(remote_id) if remote_id in self.taken else None
 
     def stored(self, row: RemoteStock) -> bool:
         """Whether ``row`` (this very row, not another of its id) went into its product's row."""
@@ -262,7 +269,9 @@ def _stock_first(ctx: JobContext, since: datetime | None, run_start: datetime) -
     if _has_products(ctx):
         return None
     stream: CursorStream[RemoteStock] = CursorStream(ctx, "stock", since, run_start)
-    listing = iter(ctx.connector.changed_stock(stream.start))
+    listing = timed_pages(
+        ctx.clock, lambda: ctx.calls, lambda: ctx.connector.changed_stock(stream.start)
+    )
     pages: list[Page[RemoteStock]] = []
     rows = 0
     while rows < HOLD_STOCK and (page := next(listing, None)) is not None:
@@ -270,7 +279,7 @@ def _stock_first(ctx: JobContext, since: datetime | None, run_start: datetime) -
         rows += len(page.records)
     listed = Counter(r.remote_id for page in pages for r in page.records)
     once = {r.remote_id: r for page in pages for r in page.records if listed[r.remote_id] == 1}
-    return _HeldStock(pages, listing, once)
+    return _HeldStock(pages, listing, once, read_times=_read_times(pages))
 
 
 class _Applier:
@@ -286,10 +295,17 @@ class _Applier:
         authoritative: bool = False,
         first: _FirstImport | None = None,
         held: _HeldStock | None = None,
+        read_at: datetime | Mapping[str, datetime] | None = None,
     ) -> None:
         self.ctx, self.s, self.now, self.changes = ctx, s, now, changes
         self.first = first
         self.held = held
+        # When the records were read (one time for them all, or by remote id): a record read
+        # before the read its link holds is older than what the store has, and is not applied
+        # (see claim_reads). None: not known, nothing compared (as before).
+        self.read_at = read_at
+        self.claimed: set[str] | None = None  # remote ids whose links took this read
+        self.stock_claimed: set[str] | None = None  # ... and whose stock figures did
         # The records are the provider's current state, fetched for a check (a sweep, a
         # sync-product): their field values are applied whatever their stamps say.
         self.authoritative = authoritative
@@ -312,12 +328,60 @@ class _Applier:
             plan_for_each_execution(self.s)
             self._planned = True
 
+    def _read_time(self, remote_id: str) -> datetime | None:
+        read_at = self.read_at
+        if read_at is None or isinstance(read_at, datetime):
+            return read_at
+        return read_at.get(remote_id)
+
+    def _stock_read_time(self, remote: RemoteProduct) -> datetime | None:
+        """When the stock figure a new link's product was written with was read: with the
+        record, or from the stock listing a first import read before (see _HeldStock)."""
+        if remote.stock is not None:
+            return self._read_time(remote.remote_id)
+        return self.held.read_at(remote.remote_id) if self.held is not None else None
+
+    def _claim(self, remote_ids: list[str], stock: bool = False) -> set[str] | None:
+        """Claim the links of ``remote_ids`` for this read (of their stock figures, with
+        ``stock``) before anything of them is read (see claim_reads); answers the remote ids
+        claimed (None: no read time known, nothing claimed). A record whose link holds a later
+        read is then passed over."""
+        if self.read_at is None:
+            return None
+        groups: dict[datetime, list[str]] = {}
+        for rid in remote_ids:
+            at = self._read_time(rid)
+            if at is not None:
+                groups.setdefault(at, []).append(rid)
+        claimed: set[str] = set()
+        for at, ids in groups.items():
+            claimed |= claim_reads(self.s, self.conn_id, ids, at, stock=stock)
+        return claimed
+
+    def _stale(
+        self, remote_id: str, link: Link | StockTarget | None, claimed: set[str] | None
+    ) -> bool:
+        """Whether the store holds a later read of this linked record (of its stock, where
+        ``claimed`` is ``stock_claimed``) than this run's."""
+        if link is None or claimed is None or remote_id in claimed:
+            return False
+        if self._read_time(remote_id) is None:
+            return False  # no read time to rank (claimed nothing): applied as before
+        log.info(
+            "product %s: read at %s, before the copy the store holds; not applied",
+            remote_id,
+            self._read_time(remote_id),
+        )
+        return True
+
     def apply_products(self, records: list[RemoteProduct], report: Any) -> None:
         """Apply one page: update linked products, link unlinked ones by exact code, and insert
         new ones (in bulk: a first import of 50,000 products is one statement a page)."""
         self._clamp_future(records, report)
         batch = self._load(records)
         for remote in records:
+            if self._stale(remote.remote_id, batch.links.get(remote.remote_id), self.claimed):
+                continue  # an older read than the store holds: not a change, nothing written
             self._apply_one(remote, batch, report)
         if hasattr(report, "uncoded"):
             report.uncoded += len(batch.uncoded)
@@ -332,6 +396,9 @@ class _Applier:
         if self.first is not None and self.first.covers(records):
             return _Batch({}, {}, set(), {})
         self._reading()
+        self.claimed = self._claim([r.remote_id for r in records])
+        with_stock = [r.remote_id for r in records if r.stock is not None]
+        self.stock_claimed = self._claim(with_stock, stock=True)
         links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
         by_sku = products_by_sku(self.s, self.conn_id, unlinked_codes) if unlinked_codes else {}
@@ -356,7 +423,8 @@ class _Applier:
             local = self._match(remote, link, batch, report)
             if local is None:
                 return
-        changed = self._set_fields(local, remote)
+        stock = not self._stale(remote.remote_id, link, self.stock_claimed)
+        changed = self._set_fields(local, remote, stock=stock)
         if link is not None and remote.code and link.remote_code != remote.code:
             changed = self._recoded(link, local, remote) or changed
         if changed:
@@ -372,9 +440,11 @@ class _Applier:
             state = "linked" if remote.active else "archived"
             if link.state != state:
                 link.state = state
-            if link.fingerprint != remote.fingerprint:
-                # the record the local one now holds (None: compared in full next time)
-                link.fingerprint = remote.fingerprint
+            # the record the local one now holds (None: compared in full next time, as where
+            # its stock figure was not taken, the store holding a later read of it)
+            fingerprint = remote.fingerprint if stock or remote.stock is None else None
+            if link.fingerprint != fingerprint:
+                link.fingerprint = fingerprint
 
     def _match(
         self, remote: RemoteProduct, link: Link | None, batch: _Batch, report: Any
@@ -468,6 +538,8 @@ class _Applier:
                     "state": "linked" if r.active else "archived",
                     "last_synced_at": self.now,
                     "remote_updated_at": r.updated_at,
+                    "read_at": self._read_time(r.remote_id),
+                    "stock_read_at": self._stock_read_time(r),
                     "created_at": self.now,
                     "fingerprint": r.fingerprint,
                 }
@@ -523,14 +595,18 @@ class _Applier:
                 remote.updated_at = self.served
                 report.future_stamps += 1
 
-    def _set_fields(self, local: Product, remote: RemoteProduct, quiet: bool = False) -> bool:
+    def _set_fields(
+        self, local: Product, remote: RemoteProduct, quiet: bool = False, stock: bool = True
+    ) -> bool:
+        """Write what differs; ``stock``: the record's stock figure too (False: the store holds
+        a later read of it)."""
         wanted = {
             "name": remote.name,
             "description": remote.description,
             "price": remote.price,
             "active": remote.active,
         }
-        if remote.stock is not None:
+        if remote.stock is not None and stock:
             wanted["stock"] = remote.stock
         changed = False
         for name, new in wanted.items():
@@ -577,6 +653,7 @@ class _Applier:
             if not records:
                 return
         self._reading()
+        self.stock_claimed = self._claim([r.remote_id for r in records], stock=True)
         targets = stock_targets(self.s, self.conn_id, [r.remote_id for r in records])
         since = self.stamped_since
         fresh = {
@@ -593,6 +670,8 @@ class _Applier:
             if target is None:
                 report.stock_unknown += 1
                 continue
+            if self._stale(row.remote_id, target, self.stock_claimed):
+                continue  # the store holds a later read of this product's stock
             link_id, local_id, sku, old = (
                 target.link_id,
                 target.product_id,
@@ -740,6 +819,7 @@ def _pull_stream(
             authoritative=authoritative,
             first=first,
             held=held,
+            read_at=_read_times(batch.pages),
         )
         if products:
             report.seen += len(batch.records) + sum(len(p.unchanged) for p in batch.pages)
@@ -781,6 +861,11 @@ def _pull_stream(
 
 
 LINKED_MEANWHILE = "a product was linked meanwhile"
+
+
+def _read_times(pages: list[Page[Any]]) -> dict[str, datetime]:
+    """remote id -> when the page that listed it was read (a later page's read wins)."""
+    return {r.remote_id: p.read_at for p in pages if p.read_at for r in p.records}
 
 
 def _undo_mark(
@@ -944,12 +1029,13 @@ def _flag_missing(
     if not missing:
         return
     # no transaction is held across the look-up (see design §11)
+    read_at = ctx.clock.now()
     found = ctx.connector.get_products([row.remote_id for row in missing])
     if found:
         with ctx.writing() as s:
-            _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True).apply_products(
-                found, report
-            )
+            _Applier(
+                ctx, s, ctx.clock.now(), report.changes, authoritative=True, read_at=read_at
+            ).apply_products(found, report)
             if ctx.dry_run:
                 s.rollback()
         alive = {p.remote_id for p in found}
@@ -1080,10 +1166,11 @@ def sweep_oldest(ctx: JobContext, n: int) -> SweepReport:
         ]
     batch = connector.capabilities.lookup_batch or max(1, len(picked))
     for chunk in chunks(picked, batch):
+        read_at = ctx.clock.now()  # before the call: what it answers is at least this new
         remote = {p.remote_id: p for p in connector.get_products([rid for _, rid, _ in chunk])}
         now = ctx.clock.now()
         with ctx.writing() as s:
-            applier = _Applier(ctx, s, now, report.changes, authoritative=True)
+            applier = _Applier(ctx, s, now, report.changes, authoritative=True, read_at=read_at)
             counter = PullReport()
             applier.apply_products([remote[rid] for _, rid, _ in chunk if rid in remote], counter)
             report.changed += counter.changed
@@ -1161,10 +1248,12 @@ def _sweep_catalogue(ctx: JobContext, report: SweepReport) -> None:
     if not caps.stock_in_product and _stock_sweep_due(ctx, started):
         streams.append(("stock", connector.changed_stock))
     for stream, fetch in streams:
-        for page in fetch(None):
+        for page in timed_pages(ctx.clock, lambda: ctx.calls, partial(fetch, None)):
             now = ctx.clock.now()
             with ctx.writing() as s:
-                applier = _Applier(ctx, s, now, report.changes, started, authoritative=True)
+                applier = _Applier(
+                    ctx, s, now, report.changes, started, authoritative=True, read_at=page.read_at
+                )
                 counter = PullReport()
                 if stream == "products":
                     applier.apply_products(page.records, counter)
@@ -1259,6 +1348,7 @@ def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
             link = link_by_local(s, ctx.connection.id, KIND, local.id)
         remote_id = link.remote_id if link else None
     remote: RemoteProduct | None
+    read_at = ctx.clock.now()  # before the call: what it answers is at least this new
     if remote_id:
         found = ctx.connector.get_products([remote_id])
         remote = found[0] if found else None
@@ -1276,7 +1366,9 @@ def sync_product(ctx: JobContext, sku: str) -> ProductSyncReport:
         report.calls = ctx.calls
         return report
     with ctx.writing() as s:
-        applier = _Applier(ctx, s, ctx.clock.now(), report.changes, authoritative=True)
+        applier = _Applier(
+            ctx, s, ctx.clock.now(), report.changes, authoritative=True, read_at=read_at
+        )
         counter = PullReport()
         applier.apply_products([remote], counter)
         report.future_stamps = counter.future_stamps

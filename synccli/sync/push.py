@@ -515,13 +515,19 @@ def fetch_product_hints(ctx: JobContext, report: PushReport, streams: Sequence[s
     ids = list(dict.fromkeys(r.entity_id for r in rows))
     size = ctx.connector.capabilities.lookup_batch or len(ids)
     found: list[RemoteProduct] = []
+    read_at: dict[str, datetime] = {}  # when each was read: a later read stored wins
     for part in chunks(ids, size):  # no transaction held across the calls
         ctx.heartbeat()  # the lease renewed between look-ups: a long fetch keeps it
-        found += ctx.connector.get_products(list(part))
+        before = ctx.clock.now()
+        got = ctx.connector.get_products(list(part))
+        read_at.update((p.remote_id, before) for p in got)
+        found += got
 
     def store_them(s: Session, records: list[Any]) -> int:
         counter = PullReport()
-        _Applier(ctx, s, ctx.clock.now(), [], authoritative=True).apply_products(records, counter)
+        _Applier(ctx, s, ctx.clock.now(), [], authoritative=True, read_at=read_at).apply_products(
+            records, counter
+        )
         return counter.changed
 
     _close_hints(ctx, rows, found, report, store_them)

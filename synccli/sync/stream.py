@@ -27,7 +27,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from synccli import interrupt
+from synccli.clock import Clock
 from synccli.connectors.base import Page
 from synccli.progress import observed_pages
 from synccli.store.db import Store
@@ -173,7 +174,8 @@ class CursorStream(Generic[R]):
         each page is a batch of its own. With ``track_seen`` the ids of the latest whole read are
         kept in ``seen`` (a relisted page starts it again)."""
         ctx = self.ctx
-        pages = observed_pages(ctx.progress, self.name, fetch(self.start))
+        timed = timed_pages(ctx.clock, lambda: ctx.calls, lambda: fetch(self.start))
+        pages = observed_pages(ctx.progress, self.name, timed)
         batches: Iterator[list[Page[R]]]
         deferred: AbstractContextManager[None]
         if batch_records:
@@ -260,6 +262,37 @@ class CursorStream(Generic[R]):
             advance_cursor(s, ctx.connection.id, self.name, final, ctx.clock.now(), None)
             cursor = get_cursor(s, ctx.connection.id, self.name)
             return cursor.value if cursor else None
+
+
+def timed_pages(
+    clock: Clock, calls: Callable[[], int], listing: Callable[[], Iterable[Page[T]]]
+) -> Iterator[Page[T]]:
+    """The pages of ``listing()`` (called now), each stamped with when it was read
+    (``Page.read_at``): this clock just before the call whose answer the page holds, so the
+    stamp never runs ahead of what the page shows. ``calls`` counts the connector's calls: a
+    page that came without a call of its own (one answer split into pages, Xero's Items) holds
+    an earlier answer, and takes its time. A page stamped already (a listing read earlier, held
+    and handed on) keeps its stamp."""
+    read_at = clock.now()
+    pages = iter(listing())
+    # an answer that came as the listing began is held from ``read_at`` on
+    return _timed(clock, calls, pages, read_at)
+
+
+def _timed(
+    clock: Clock, calls: Callable[[], int], pages: Iterator[Page[T]], read_at: datetime
+) -> Iterator[Page[T]]:
+    made = calls()
+    while True:
+        before = clock.now()
+        page = next(pages, None)
+        if page is None:
+            return
+        if calls() != made:  # this page's answer came now
+            read_at, made = before, calls()
+        if page.read_at is None:
+            page.read_at = read_at
+        yield page
 
 
 def read_ahead(
