@@ -143,6 +143,13 @@ def _drop_test_schema() -> Iterator[None]:
         engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest) -> Store:
+    """The test's SQLite store (one writer), then a PostgreSQL one in its own schema (row locks)
+    where one is set. A test module may define its own (``test_store_safety.py``)."""
+    return request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
+
+
 @dataclass
 class CliResult:
     exit_code: int

@@ -29,13 +29,6 @@ from synccli.sync.stream import apply_batch
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> Store:
-    if request.param == "sqlite":
-        return request.getfixturevalue("store")
-    return request.getfixturevalue("pg_store")
-
-
 def _reads(store: Store) -> Iterator[list[str]]:
     """The SELECTs that read the products or links tables for the products' stream while the
     block runs (a stock stream of its own, Unleashed's, still reads its rows' links)."""

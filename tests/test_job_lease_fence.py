@@ -48,12 +48,6 @@ CLOCK = SimClock()
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> Store:
-    """The SQLite store (one writer), and a PostgreSQL one (row locks) where one is set."""
-    return request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
-
-
 @pytest.fixture(autouse=True)
 def _clock() -> None:
     CLOCK.set(START)

@@ -165,12 +165,6 @@ def _order(connection_id: int, number: str, now: datetime) -> Order:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> Store:
-    """The test's SQLite store, or a PostgreSQL one in its own schema."""
-    return request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
-
-
 def test_everything_a_run_would_do_counts_as_work(any_store: Store) -> None:
     """Each case on its own connection; shop00 has nothing to do."""
     store = any_store

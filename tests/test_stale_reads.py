@@ -54,12 +54,6 @@ from synccli.sync.context import JobContext
 STALL = 5  # minutes the stalled run stands still after its read
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> Store:
-    """The SQLite store (one writer), and a PostgreSQL one (row locks) where one is set."""
-    return request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
-
-
 @pytest.fixture(autouse=True)
 def _clock() -> None:
     CLOCK.set(START)

@@ -56,12 +56,6 @@ def _stored(store: Store, prefix: str) -> list[tuple]:
         ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> Store:
-    name = "store" if request.param == "sqlite" else "pg_store"
-    return request.getfixturevalue(name)
-
-
 def test_bulk_insert_and_update_store_what_sqlalchemy_would(any_store: Store) -> None:
     store = any_store
     add_connection(store, "shop", "xero", {}, {}, None)

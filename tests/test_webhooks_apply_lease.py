@@ -16,7 +16,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from fakes import FakeProvider
 from sqlalchemy import select
 
@@ -31,12 +30,6 @@ from synccli.webhooks.events import WebhookEvent
 
 CLOCK = SimClock()
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request: pytest.FixtureRequest) -> Store:
-    """The SQLite store, and a PostgreSQL one (row locks, not one writer) where one is set."""
-    return request.getfixturevalue("store" if request.param == "sqlite" else "pg_store")
 
 
 def hint(store: Store, conn: Any, customer_id: str, key: str) -> None:
