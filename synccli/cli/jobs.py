@@ -155,12 +155,14 @@ def run_for_connections(
         quick = _quick_round(st, job, round_start, nothing_due)
     conns: list[Connection | _Idle]
     idle: dict[int, tuple[int, dict[str, Any]] | None] = {}
+    store: Store | None = None  # opened, and its schema checked, once: for the connections that run
     if quick is None:
-        conns = list(select_connections(st.store(), names, all_, offer_all=offer_all))
+        store = st.store()
+        conns = list(select_connections(store, names, all_, offer_all=offer_all))
     else:
         conns, idle = quick
-    # opened (and its schema checked) once, for the connections that run
-    store = st.store() if any(not isinstance(c, _Idle) for c in conns) else None
+        if any(not isinstance(c, _Idle) for c in conns):
+            store = st.store(check=False)  # _quick_round opened and checked it
     stream = output.JsonArray() if json_out else None
     say = not json_out and not st.quiet  # the human report and notes
     show = render if say else None
