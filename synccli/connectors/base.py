@@ -7,11 +7,11 @@ iterators of pages, so a job can commit page by page and memory stays flat.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from synccli.connectors.wire import CENT, line_amounts, round_money, stamp_version
 from synccli.errors import Rejected, TransientError
@@ -407,6 +407,31 @@ class Page(Generic[T]):
     read_at: datetime | None = None
 
 
+class KnownRecords(Protocol):
+    """What the caller of ``Connector.whole_catalogue`` holds: the fingerprints of the records
+    it last applied."""
+
+    def holds_exactly(self, fingerprints: Sequence[int]) -> bool:
+        """Whether a listing of records with these fingerprints is what the caller holds, as a
+        whole: then no record need be read, nor looked for one by one in ``held``."""
+        ...
+
+    def held(self) -> Container[int]:
+        """The fingerprints the caller holds, one by one."""
+        ...
+
+
+class _NothingKnown:
+    def holds_exactly(self, fingerprints: Sequence[int]) -> bool:
+        return not fingerprints
+
+    def held(self) -> Container[int]:
+        return ()
+
+
+NOTHING_KNOWN: KnownRecords = _NothingKnown()  # a caller that holds no record: read them all
+
+
 class Connector(ABC):
     """One merchant's account at one provider."""
 
@@ -422,11 +447,12 @@ class Connector(ABC):
     def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
         """Products created or changed after ``since`` (all when None), archived ones included."""
 
-    def whole_catalogue(self, known: Container[int]) -> Iterator[Page[RemoteProduct]]:
+    def whole_catalogue(self, known: KnownRecords) -> Iterator[Page[RemoteProduct]]:
         """Every product (``capabilities.full_catalogue_call``), leaving out of the pages'
-        ``records`` those whose ``fingerprint`` is in ``known``: their fingerprints are listed in
-        ``Page.unchanged`` instead, unparsed. Where the connector gives no fingerprints, this is
-        ``changed_products(None)``."""
+        ``records`` those whose ``fingerprint`` ``known`` holds: their fingerprints are listed in
+        ``Page.unchanged`` instead, unparsed (all of them, none looked for one by one, where
+        ``known.holds_exactly`` the listing's). Where the connector gives no fingerprints, this
+        is ``changed_products(None)``."""
         return self.changed_products(None)
 
     @abstractmethod

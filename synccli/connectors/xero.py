@@ -8,7 +8,8 @@ Wire facts: the Xero provider notes. How the calls are spent:
   ``changed_stock`` yields nothing; ``get_products`` is that same one call, filtered here.
   The answer is read with msgspec, each item kept as its JSON text and fingerprinted
   (``read_raw_items``): ``whole_catalogue`` reads into records only the items whose fingerprint
-  the job does not already hold.
+  the job does not already hold (and when the job's tally of its links matches the listing
+  whole, looks for none of them one by one).
 - ``find_product``: ``where=Code=="…"``, then an exact (ordinal) compare here.
 - Customers: ``GET /Contacts`` paged at pageSize=1000, ``order=UpdatedDateUTC ASC`` and
   ``If-Modified-Since`` (ISO UTC, whole seconds; the job subtracts ``cursor_overlap``). Pages
@@ -63,7 +64,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -83,11 +84,13 @@ from synccli.connectors.auth import (
     token_request,
 )
 from synccli.connectors.base import (
+    NOTHING_KNOWN,
     AppliedPayment,
     Capabilities,
     Connector,
     DocumentSupport,
     InvoiceDraft,
+    KnownRecords,
     Limits,
     NewCustomer,
     NewProduct,
@@ -406,7 +409,7 @@ ITEM_READING = 0x58524F4954454D31  # "XROITEM1"
 
 
 def read_raw_items(
-    raws: list[msgspec.Raw], known: Container[int]
+    raws: list[msgspec.Raw], known: KnownRecords
 ) -> tuple[list[RemoteProduct], list[str], list[int]]:
     """Items given as their raw JSON text: those whose fingerprint ``known`` holds are left
     unparsed (their fingerprints listed), the others read as :func:`read_items` reads them.
@@ -418,13 +421,16 @@ def read_raw_items(
     fingerprints = [
         number(sha1(raw).digest()[:8], "big", signed=True) ^ ITEM_READING for raw in raws
     ]
-    unchanged = [fp for fp in fingerprints if fp in known]
+    if known.holds_exactly(fingerprints):  # nothing changed: no item is looked for alone
+        return [], [], fingerprints
+    held = known.held()
+    unchanged = [fp for fp in fingerprints if fp in held]
     if len(unchanged) == len(raws):
         return [], [], unchanged
     products: list[RemoteProduct] = []
     errors: list[str] = []
     for raw, fp in zip(raws, fingerprints, strict=True):
-        if fp in known:
+        if fp in held:
             continue
         found, bad = read_items([msgspec.json.decode(raw)])
         for product in found:
@@ -670,8 +676,8 @@ class XeroConnector(Connector):
         resp = self.http.request("GET", f"{API}/Items", params=params or None)
         return _items_of(resp, read)
 
-    def _catalogue(self, known: Container[int]) -> tuple[list[RemoteProduct], list[str], list[int]]:
-        """The whole Items list in one call: the items whose fingerprint is not in ``known``
+    def _catalogue(self, known: KnownRecords) -> tuple[list[RemoteProduct], list[str], list[int]]:
+        """The whole Items list in one call: the items whose fingerprint ``known`` does not hold
         read into RemoteProducts (with their fingerprints), one error line per unreadable item,
         and the fingerprints of the items left unread because ``known`` has them."""
         resp = self.http.request("GET", f"{API}/Items")
@@ -686,10 +692,10 @@ class XeroConnector(Connector):
     def changed_products(self, since: datetime | None) -> Iterator[Page[RemoteProduct]]:
         """Every item, from one call. ``since`` is deliberately not sent: stock movements may
         not move UpdatedDateUTC, and the full read costs the same single call."""
-        return self.whole_catalogue(())
+        return self.whole_catalogue(NOTHING_KNOWN)
 
-    def whole_catalogue(self, known: Container[int]) -> Iterator[Page[RemoteProduct]]:
-        """Every item, from one call; an item whose fingerprint is in ``known`` is only listed
+    def whole_catalogue(self, known: KnownRecords) -> Iterator[Page[RemoteProduct]]:
+        """Every item, from one call; an item whose fingerprint ``known`` holds is only listed
         in the first page's ``unchanged`` (see ``read_raw_items``)."""
         products, errors, unchanged = self._catalogue(known)
         products.sort(key=lambda p: (p.updated_at or datetime.min.replace(tzinfo=UTC), p.remote_id))
@@ -715,7 +721,7 @@ class XeroConnector(Connector):
         if not remote_ids:
             return []
         wanted = {i.lower() for i in remote_ids}
-        products, errors, _ = self._catalogue(())
+        products, errors, _ = self._catalogue(NOTHING_KNOWN)
         if errors:
             # an unreadable item must not pass for a vanished one (a ghost): fail the call
             raise BadResponse(f"GET /Items: {len(errors)} unreadable item(s): {errors[0]}")

@@ -191,13 +191,18 @@ def live_product_links(
     return found
 
 
-def product_fingerprints(s: Session, connection_id: int) -> tuple[dict[int, int], list[int]]:
+def product_fingerprints(
+    s: Session, connection_id: int, upto: int | None = None
+) -> tuple[dict[int, int], list[int]]:
     """The live product links' fingerprints: fingerprint -> link id, and the ids of the links
     that have none. Two columns a row, read as plain tuples (no ORM object): a whole-catalogue
-    pull reads this for every link each time."""
+    pull whose listing differs from the links' tally (``link_tally``) reads this for every link.
+    ``upto``: only links whose id is at most this (those the tally counted)."""
     q = select(Link.fingerprint, Link.id).where(
         Link.connection_id == connection_id, Link.kind == PRODUCT, Link.state != "ghost"
     )
+    if upto is not None:
+        q = q.where(Link.id <= upto)
     by_fingerprint: dict[int, int] = {}
     unprinted: list[int] = []
     for fingerprint, link_id in plain_rows(s.connection(), q):
@@ -206,6 +211,46 @@ def product_fingerprints(s: Session, connection_id: int) -> tuple[dict[int, int]
         else:
             by_fingerprint[fingerprint] = link_id
     return by_fingerprint, unprinted
+
+
+# A fingerprint is a signed 64-bit integer: a sum of them overflows a BIGINT (SQLite's sum()
+# then fails), so the store sums their two halves, each of which fits many times over.
+HALF = 2**32
+
+
+class LinkTally(NamedTuple):
+    """The live product links of a connection, summed up: what a whole-catalogue listing with
+    nothing changed must match, item for item."""
+
+    links: int
+    printed: int  # of them, those with a fingerprint
+    total: int  # the exact sum of those fingerprints
+    newest: int  # the highest link id counted (0: none)
+
+    def holds_exactly(self, fingerprints: Sequence[int]) -> bool:
+        """Whether a listing whose items have these fingerprints holds the links' own and no
+        other: as many, every link with one, and the same sum. Two different sets of 64-bit
+        digests with the same sum are as unlikely as one changed item keeping its digest."""
+        return self.printed == self.links == len(fingerprints) and (sum(fingerprints) == self.total)
+
+
+def link_tally(s: Session, connection_id: int) -> LinkTally:
+    """The connection's ``LinkTally``: one row, summed by the database (reading a row a link
+    into Python was a third of a quiet 200,000-item pull's CPU)."""
+    fp = Link.fingerprint
+    # "/" and "%" as the databases apply them to integers (truncating, the remainder taking
+    # the dividend's sign, on both): fp == (fp / HALF) * HALF + fp % HALF, exactly
+    links, printed, high, low, newest = s.execute(
+        select(
+            func.count(),
+            func.count(fp),
+            func.sum(fp.op("/")(HALF)),
+            func.sum(fp.op("%")(HALF)),
+            func.max(Link.id),
+        ).where(Link.connection_id == connection_id, Link.kind == PRODUCT, Link.state != "ghost")
+    ).one()
+    total = int(high or 0) * HALF + int(low or 0)
+    return LinkTally(links, printed, total, newest or 0)
 
 
 def mark_ghosts(s: Session, link_ids: Sequence[int], now: datetime) -> None:

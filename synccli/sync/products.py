@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,6 +26,7 @@ from synccli.connectors.base import Capabilities, Page, RemoteProduct, RemoteSto
 from synccli.gc_tuning import fewer_collections
 from synccli.store.bulk import chunks
 from synccli.store.catalogue import (
+    LinkTally,
     StockTarget,
     calls_today,
     claim_reads,
@@ -35,6 +37,7 @@ from synccli.store.catalogue import (
     insert_events,
     insert_links,
     insert_products,
+    link_tally,
     live_product_links,
     mark_ghosts,
     ok_runs_today,
@@ -802,8 +805,8 @@ def _pull_stream(
         # The whole catalogue, every pull: only what differs from the fingerprint its link
         # keeps is read into records and applied (the rest is listed as unchanged).
         with ctx.store.session() as s:
-            known = KnownLinks(*product_fingerprints(s, ctx.connection.id))
-        fetch = partial(_whole_catalogue, ctx.connector, known.by_fingerprint)
+            known = KnownLinks(link_tally(s, ctx.connection.id), partial(_fingerprints, ctx))
+        fetch = partial(_whole_catalogue, ctx.connector, known)
     authoritative = stream.by_value or sweeping
 
     def counted(batch: Batch[Any]) -> None:
@@ -895,29 +898,62 @@ def _has_products(ctx: JobContext) -> bool:
         return has_products(s, ctx.connection.id)
 
 
-@dataclass
 class KnownLinks:
-    """The live product links of a whole-catalogue read, by the fingerprint each keeps."""
+    """The live product links of a whole-catalogue read, by the fingerprint each keeps.
 
-    by_fingerprint: dict[int, int]  # fingerprint -> link id
-    unprinted: list[int]  # ids of the links with no fingerprint yet
-    matched: int = 0  # links the read listed unchanged
+    Held first as the database's tally of them: a listing that matches it whole (nothing
+    changed, the usual pull) is compared with it alone. Only one that does not has the links
+    read, a row each (``load``, on the thread that reads the listing), to find what changed."""
 
-    def __post_init__(self) -> None:
-        self.linked = len(self.by_fingerprint) + len(self.unprinted)  # live links, read once
+    def __init__(self, tally: LinkTally, load: Callable[[int], tuple[dict[int, int], list[int]]]):
+        self.tally = tally
+        self.linked = tally.links  # live links, when the tally was taken
+        self.matched = 0  # links the read listed unchanged
+        self.whole = False  # the last listing matched the tally whole
+        self._load = load
+        self._lock = threading.Lock()
+        self._rows: tuple[dict[int, int], list[int]] | None = None
+
+    def holds_exactly(self, fingerprints: Sequence[int]) -> bool:
+        self.whole = self.tally.holds_exactly(fingerprints)
+        return self.whole
+
+    def held(self) -> dict[int, int]:
+        return self._links()[0]
+
+    def _links(self) -> tuple[dict[int, int], list[int]]:
+        """fingerprint -> link id, and the ids of the links with none: read once, and only
+        links the tally counted (one linked since, while the listing was read, is not missing
+        from it)."""
+        with self._lock:
+            if self._rows is None:
+                self._rows = self._load(self.tally.newest)
+            return self._rows
 
     def see(self, fingerprints: list[int]) -> None:
         """The read listed these unchanged: what is left are the links it did not (or listed
         changed, among its records)."""
-        for fp in fingerprints:
-            if self.by_fingerprint.pop(fp, None) is not None:
-                self.matched += 1
+        if self.whole:
+            self.matched = self.linked
+            return
+        by_fingerprint, unprinted = self._links()
+        left = by_fingerprint.keys() - set(fingerprints)  # set arithmetic: no loop a link
+        self.matched += len(by_fingerprint) - len(left)
+        self._rows = ({fp: by_fingerprint[fp] for fp in left}, unprinted)
 
     def unseen(self) -> list[int]:
-        return [*self.by_fingerprint.values(), *self.unprinted]
+        if self.whole:
+            return []
+        by_fingerprint, unprinted = self._links()
+        return [*by_fingerprint.values(), *unprinted]
 
 
-def _whole_catalogue(connector: Any, known: dict[int, int], since: datetime | None) -> Any:
+def _fingerprints(ctx: JobContext, upto: int) -> tuple[dict[int, int], list[int]]:
+    with ctx.store.session() as s:
+        return product_fingerprints(s, ctx.connection.id, upto)
+
+
+def _whole_catalogue(connector: Any, known: KnownLinks, since: datetime | None) -> Any:
     """The fetch of a whole-catalogue pull (``since`` means nothing to a listing of it all)."""
     return connector.whole_catalogue(known)
 
