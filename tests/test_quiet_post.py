@@ -23,6 +23,7 @@ from test_reliability_isolation import connect, job_state, jsonl, order, sandbox
 
 from synccli import notify
 from synccli.cli.commands_invoices import nothing_due_report
+from synccli.store import libpq
 from synccli.store.claims import HELD_STATES
 from synccli.store.connections import add_connection, get_connection
 from synccli.store.db import Store
@@ -34,7 +35,7 @@ from synccli.store.idle import (
     record_nothing_due,
 )
 from synccli.store.models import InvoiceJob, Lease, Notification, Order, Run
-from synccli.store.quick import QuickStore
+from synccli.store.quick import QuickStore, conninfo, plain_address
 from synccli.store.runs import last_runs
 from synccli.sync.context import run_counts
 from synccli.sync.invoices import PostReport
@@ -62,7 +63,9 @@ def test_an_idle_run_over_connections_imports_no_connector_http_or_orm(
     code, modules = json.loads(out.stdout.splitlines()[-1])
     assert code in (0, None), out.stderr
     assert out.stdout.count(": nothing due") == connections
-    loaded = [m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    # on PostgreSQL not psycopg either (a fifth of a second): libpq is called alone
+    heavy = (*HEAVY, "psycopg")
+    loaded = [m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy)]
     assert not loaded
     # each connection's queue was looked at, and its run row says so
     with store.session() as s:
@@ -145,9 +148,21 @@ def _quick(store: Store) -> QuickStore:
     return quick
 
 
-def _work(store: Store) -> dict[str, bool]:
+@pytest.fixture(params=["libpq", "psycopg"])
+def driver(request: pytest.FixtureRequest, any_store: Store, monkeypatch) -> str:
+    """How the quiet path reaches PostgreSQL: libpq alone, or psycopg where no libpq can be
+    loaded (SQLite has one way)."""
+    if request.param == "psycopg":
+        if any_store.settings.database_url.startswith("sqlite"):
+            pytest.skip("SQLite is reached through sqlite3 alone")
+        monkeypatch.setattr(libpq, "_load", lambda: None)
+    return str(request.param)
+
+
+def _work(store: Store, driver: str = "libpq") -> dict[str, bool]:
     now = datetime.now(UTC)
     quick = _quick(store)
+    assert quick.is_libpq == (driver == "libpq" and not quick.is_sqlite)
     try:
         return {name: work for _, name, work in post_invoices_work(quick, JOB, now)}
     finally:
@@ -165,7 +180,7 @@ def _order(connection_id: int, number: str, now: datetime) -> Order:
     )
 
 
-def test_everything_a_run_would_do_counts_as_work(any_store: Store) -> None:
+def test_everything_a_run_would_do_counts_as_work(any_store: Store, driver: str) -> None:
     """Each case on its own connection; shop00 has nothing to do."""
     store = any_store
     _add(store, 8)
@@ -201,7 +216,7 @@ def test_everything_a_run_would_do_counts_as_work(any_store: Store) -> None:
             )
         # an order the shop inserted without a job: a run queues it
         s.add(_order(ids["shop07"], "S7", now))
-    work = _work(store)
+    work = _work(store, driver)
     assert work == {
         "shop00": False,
         "shop01": True,
@@ -214,7 +229,7 @@ def test_everything_a_run_would_do_counts_as_work(any_store: Store) -> None:
     }
 
 
-def test_an_email_to_send_again_and_a_lease_count_as_work(any_store: Store) -> None:
+def test_an_email_to_send_again_and_a_lease_count_as_work(any_store: Store, driver: str) -> None:
     store = any_store
     _add(store, 3)
     now = datetime.now(UTC)
@@ -237,7 +252,7 @@ def test_an_email_to_send_again_and_a_lease_count_as_work(any_store: Store) -> N
                 expires_at=now - timedelta(minutes=1),
             )
         )
-    assert _work(store) == {"shop00": False, "shop01": True, "shop02": True}
+    assert _work(store, driver) == {"shop00": False, "shop01": True, "shop02": True}
     # the idle run's row, read back by the round rule and by status as any run's
     shop = get_connection(store, "shop00")
     counts = {shop.id: nothing_due_report("shop00")}
@@ -316,6 +331,7 @@ def test_a_store_the_quiet_path_cannot_use_is_refused_in_the_stores_own_words(
         "postgresql+psycopg://127.0.0.1/test?options=-csearch_path%3Dsynccli_test_1",
         "postgresql+psycopg:///test?host=/var/run/postgresql",
         "postgresql+psycopg://shop@db.example",
+        "postgresql+psycopg://sh%20op:it%27s%20a%5Cpass@db.example/books?application_name=",
     ],
 )
 def test_a_plain_url_is_read_as_sqlalchemy_reads_it(url: str) -> None:
@@ -353,3 +369,37 @@ def test_a_url_of_another_form_is_left_to_sqlalchemy(url: str) -> None:
     from synccli.store.quick import plain_address
 
     assert plain_address(url) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        "postgresql+psycopg://shop:p%40ss%3Aw0rd@db.example:6432/books?sslmode=require",
+        "postgresql+psycopg://127.0.0.1/test?options=-csearch_path%3Dsynccli_test_1",
+        "postgresql+psycopg:///test?host=/var/run/postgresql",
+        "postgresql+psycopg://sh%20op:it%27s%20a%5Cpass@db.example/books?application_name=",
+    ],
+)
+def test_libpq_is_given_the_connection_string_psycopg_is_given(url: str) -> None:
+    """The quiet path hands libpq what psycopg would hand it for the same URL: the same
+    host, password, options, SSL mode, quoted the same way."""
+    from psycopg.conninfo import make_conninfo
+
+    address = plain_address(url)
+    assert address is not None
+    assert conninfo(address.params) == make_conninfo("", **address.params)
+
+
+@pytest.mark.postgres
+def test_the_quiet_path_calls_the_libpq_psycopg_loads(pg_store: Store) -> None:
+    """One libpq in the process, whichever loaded it first: psycopg's binary build brings its
+    own copy and the quiet path takes that one, not another version from the system."""
+    import psycopg
+
+    psycopg.pq.version()  # psycopg's libpq, loaded
+    assert libpq.available()
+    assert libpq.version() == psycopg.pq.version()
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        files = {line.split()[-1] for line in maps if "/libpq" in line}
+    assert len(files) == 1, files

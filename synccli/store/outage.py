@@ -34,7 +34,8 @@ _PG_CODES = {
     "57P03": "the database server is not accepting connections yet (cannot_connect_now)",
     "58030": "a disk I/O error on the database server (io_error)",
 }
-# psycopg's texts for a server that is not there or went away (no SQLSTATE: no server answered)
+# libpq's texts (through psycopg or not) for a server that is not there or went away (no
+# SQLSTATE: no server answered)
 _PG_GONE = (
     "connection refused",
     "could not connect",
@@ -77,7 +78,7 @@ def _driver_error(exc: BaseException) -> BaseException | None:
     sa = sys.modules.get("sqlalchemy.exc")
     if sa is not None and isinstance(exc, sa.DBAPIError):
         return exc.orig
-    for name in ("sqlite3", "psycopg"):
+    for name in ("sqlite3", "psycopg", "synccli.store.libpq"):
         driver = sys.modules.get(name)
         if driver is not None and isinstance(exc, driver.Error):
             return exc

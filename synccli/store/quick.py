@@ -1,10 +1,12 @@
-"""The store through its database driver alone (sqlite3, psycopg), without SQLAlchemy.
+"""The store through its database driver alone (sqlite3; libpq, else psycopg), without SQLAlchemy.
 
 A cron run of ``post-invoices --all`` that finds every queue empty sends three statements: the
 schema's version, one query of which connections have work, and one insert of their run rows.
 Importing SQLAlchemy to send them was three quarters of that run's CPU (0.28 of 0.37 s on a quiet
-machine). Only the plain URL forms are read here (a SQLite file; PostgreSQL through psycopg, with
-its connect arguments in the query); for any other URL :meth:`QuickStore.open` says None and the
+machine). On PostgreSQL, importing psycopg was then two thirds of what was left: libpq, the
+library psycopg calls, is called alone (``store.libpq``; psycopg where it cannot be loaded).
+Only the plain URL forms are read here (a SQLite file; PostgreSQL as psycopg reads it, with its
+connect arguments in the query); for any other URL :meth:`QuickStore.open` says None and the
 command goes through :class:`synccli.store.db.Store`, which parses every form SQLAlchemy knows.
 
 A connection here is set up as ``store.db.make_engine`` sets up its own (the same busy and lock
@@ -61,7 +63,7 @@ def plain_address(url: str) -> Address | None:
         for key in ("user", "password", "host", "port", "dbname")
         if (value := found[key])
     }
-    for key, value in parse_qsl(found["query"] or "", keep_blank_values=True, strict_parsing=False):
+    for key, value in parse_qsl(found["query"] or ""):
         if key in params:
             return None  # a repeated argument: SQLAlchemy makes a list of it
         params[key] = value
@@ -76,6 +78,8 @@ class QuickStore:
         self.address = address
         self.connection = connection
         self.is_sqlite = address.backend == "sqlite"
+        # PostgreSQL through libpq alone (``store.libpq``), else psycopg
+        self.is_libpq = type(connection).__module__ == "synccli.store.libpq"
 
     @classmethod
     def open(cls, url: str, lock_timeout: float) -> QuickStore | None:
@@ -97,6 +101,8 @@ class QuickStore:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of one statement (outside :meth:`writing`, a transaction of its own: one
         statement sees one snapshot, and on SQLite takes no lock a writer waits for)."""
+        if self.is_libpq:
+            return self.connection.execute(sql, params)
         if not self.is_sqlite:
             sql = sql.replace("?", "%s")
         return list(self.connection.execute(sql, params))
@@ -136,8 +142,8 @@ class QuickStore:
 
     def json(self, value: Any) -> Any:
         """``value`` for a JSON column (SQLAlchemy's JSON type: ``json.dumps`` text on SQLite)."""
-        if self.is_sqlite:
-            return json.dumps(value)
+        if self.is_sqlite or self.is_libpq:
+            return json.dumps(value)  # text (libpq: PostgreSQL reads it as the column's json)
         from psycopg.types.json import Json
 
         return Json(value)
@@ -162,10 +168,18 @@ def _sqlite(path: str, lock_ms: int) -> Any:
 
 
 def _postgresql(params: dict[str, str], lock_ms: int) -> Any:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
+    from synccli.store import libpq
 
-    conn = psycopg.connect(make_conninfo("", **params), autocommit=True)
+    conn: Any
+    if libpq.available():
+        # results are read as UTF-8 text, whatever the database's encoding; psycopg gives up
+        # connecting after 130 s where connect_timeout is not set, and so does this
+        given = {"connect_timeout": "130", **params, "client_encoding": "UTF8"}
+        conn = libpq.Connection(conninfo(given))
+    else:
+        import psycopg
+
+        conn = psycopg.connect(conninfo(params), autocommit=True)
     try:
         # make_engine's: a lock is never waited for forever
         conn.execute(f"SET lock_timeout = {lock_ms}")
@@ -173,3 +187,17 @@ def _postgresql(params: dict[str, str], lock_ms: int) -> Any:
         conn.close()
         raise
     return conn
+
+
+def conninfo(params: dict[str, str]) -> str:
+    """libpq's connection string of ``params``, quoted as psycopg's ``make_conninfo`` quotes
+    them (a test holds the two to it): a value with a space in quotes, ``\\`` and ``'``
+    escaped, an empty one as ``''``."""
+    return " ".join(f"{key}={_quoted(value)}" for key, value in params.items())
+
+
+def _quoted(value: str) -> str:
+    if not value:
+        return "''"
+    value = re.sub(r"([\\'])", r"\\\1", value)
+    return f"'{value}'" if re.search(r"\s", value) else value

@@ -1,0 +1,224 @@
+"""PostgreSQL through libpq alone, for the few statements of a quiet cron run (``store.quick``).
+
+Importing psycopg costs about 0.2 s of CPU (its type adapters, error classes, asyncio, package
+metadata): two thirds of a ``post-invoices --all`` run that finds nothing to do. psycopg is a
+layer over libpq, and so is this module, over the same library file psycopg loads (the copy its
+binary wheel bundles, else the system's, as psycopg chooses): the connection string psycopg
+would be given is given here, so libpq reads it, the environment (``PGPASSWORD``, ``PGSSLMODE``,
+...) and ``~/.pgpass`` exactly as it does for psycopg. Where that library cannot be found, this
+module says None and ``store.quick`` uses psycopg.
+
+Statements take text parameters and give text results, converted by the result's column type;
+only the types the quick statements read are known (a statement reading another fails loudly).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+CONNECTION_OK = 0
+PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
+PG_DIAG_SQLSTATE, PG_DIAG_MESSAGE_PRIMARY = ord("C"), ord("M")
+
+# column type OIDs (pg_type.dat) -> how their text reads
+_READ: dict[int, Any] = {
+    16: lambda t: t == "t",  # bool
+    20: int,  # int8
+    21: int,  # int2
+    23: int,  # int4
+    25: str,  # text
+    1043: str,  # varchar
+    19: str,  # name
+    2205: str,  # regclass
+    700: float,  # float4
+    701: float,  # float8
+    1700: Decimal,  # numeric
+    1114: datetime.fromisoformat,  # timestamp (the store keeps naive UTC)
+    1082: date.fromisoformat,  # date
+    114: json.loads,  # json
+    3802: json.loads,  # jsonb
+}
+
+
+class Error(Exception):
+    """A libpq error: ``sqlstate`` as the server gave it (None: no server answered)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def library_path() -> str | None:
+    """The libpq psycopg loads: its binary wheel's own copy where that implementation is the one
+    psycopg picks (``PSYCOPG_IMPL``, else the C build, then the binary), else the system's."""
+    impl = os.environ.get("PSYCOPG_IMPL", "").lower()
+    binary = impl == "binary" or (
+        not impl and find_spec("psycopg_c") is None and find_spec("psycopg_binary") is not None
+    )
+    if binary:
+        spec = find_spec("psycopg_binary")
+        if spec is None or spec.origin is None:
+            return None
+        bundled = sorted(Path(spec.origin).parent.parent.glob("psycopg_binary.libs/libpq*.so*"))
+        return str(bundled[0]) if len(bundled) == 1 else None
+    return "libpq.so.5"  # the soname psycopg's own loader finds on Linux
+
+
+_lib: Any = None
+
+
+def _load() -> Any | None:
+    global _lib
+    if _lib is not None:
+        return _lib
+    path = library_path()
+    if path is None:
+        return None
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+    for name, restype, argtypes in (
+        ("PQconnectdb", p, [s]),
+        ("PQstatus", i, [p]),
+        ("PQerrorMessage", s, [p]),
+        ("PQfinish", None, [p]),
+        ("PQexecParams", p, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
+        ("PQresultStatus", i, [p]),
+        ("PQresultErrorMessage", s, [p]),
+        ("PQresultErrorField", s, [p, i]),
+        ("PQntuples", i, [p]),
+        ("PQnfields", i, [p]),
+        ("PQftype", ctypes.c_uint, [p, i]),
+        ("PQgetvalue", s, [p, i, i]),
+        ("PQgetisnull", i, [p, i, i]),
+        ("PQclear", None, [p]),
+        ("PQlibVersion", i, []),
+    ):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    _lib = lib
+    return lib
+
+
+def available() -> bool:
+    return _load() is not None
+
+
+def version() -> int:
+    """The loaded libpq's version number (as ``psycopg.pq.version()`` gives psycopg's)."""
+    lib = _load()
+    if lib is None:
+        raise Error("libpq is not available")
+    return int(lib.PQlibVersion())
+
+
+def _text(value: Any) -> bytes | None:
+    """A parameter as PostgreSQL reads its text (the column or function says its type)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, datetime):
+        return value.isoformat(" ").encode()
+    return str(value).encode()
+
+
+def _decoded(raw: bytes | None) -> str:
+    return (raw or b"").decode("utf-8", "replace").strip()
+
+
+class Connection:
+    """One libpq connection (autocommit, as psycopg's with ``autocommit=True``)."""
+
+    def __init__(self, conninfo: str) -> None:
+        lib = _load()
+        if lib is None:
+            raise Error("libpq is not available")
+        self._lib = lib
+        handle = lib.PQconnectdb(conninfo.encode())
+        if handle is None:
+            raise Error("could not connect: out of memory")
+        if lib.PQstatus(handle) != CONNECTION_OK:
+            message = _decoded(lib.PQerrorMessage(handle))
+            lib.PQfinish(handle)
+            raise Error(message or "could not connect")
+        self._handle: Any = handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._lib.PQfinish(self._handle)
+            self._handle = None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one statement, its ``?`` marks bound to ``params`` in order."""
+        if self._handle is None:
+            raise Error("the connection is closed")
+        lib = self._lib
+        values = (ctypes.c_char_p * max(1, len(params)))(*[_text(v) for v in params])
+        res = lib.PQexecParams(
+            self._handle, _numbered(sql).encode(), len(params), None, values, None, None, 0
+        )
+        if res is None:  # no result at all: the connection went
+            raise Error(
+                _decoded(lib.PQerrorMessage(self._handle)) or "server closed the connection"
+            )
+        try:
+            status = lib.PQresultStatus(res)
+            if status not in (PGRES_COMMAND_OK, PGRES_TUPLES_OK):
+                state = lib.PQresultErrorField(res, PG_DIAG_SQLSTATE)
+                # the server's own message, as psycopg's errors give it ("ERROR:" and the
+                # statement's position left out)
+                message = (
+                    _decoded(lib.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
+                    or _decoded(lib.PQresultErrorMessage(res))
+                    or _decoded(lib.PQerrorMessage(self._handle))
+                )
+                raise Error(message, state.decode() if state else None)
+            readers = []
+            for col in range(lib.PQnfields(res)):
+                oid = lib.PQftype(res, col)
+                if oid not in _READ:
+                    raise Error(f"column {col + 1}: type {oid} is not read here")
+                readers.append(_READ[oid])
+            return [
+                tuple(
+                    None
+                    if lib.PQgetisnull(res, row, col)
+                    else read(lib.PQgetvalue(res, row, col).decode())
+                    for col, read in enumerate(readers)
+                )
+                for row in range(lib.PQntuples(res))
+            ]
+        finally:
+            lib.PQclear(res)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            if self._handle is not None:
+                try:
+                    self.execute("ROLLBACK")
+                except Error:
+                    pass  # the connection went: the server rolled it back
+            raise
+        self.execute("COMMIT")
+
+
+def _numbered(sql: str) -> str:
+    """``?`` marks as libpq's ``$1``, ``$2``, ... (the quick statements hold no other ``?``)."""
+    parts = sql.split("?")
+    return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1))
