@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,119 @@ def test_the_quiet_path_calls_the_libpq_psycopg_loads(pg_store: Store) -> None:
     with open("/proc/self/maps", encoding="utf-8") as maps:
         files = {line.split()[-1] for line in maps if "/libpq" in line}
     assert len(files) == 1, files
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("signum", [15, 2])  # SIGTERM, SIGINT (Ctrl-C)
+def test_a_quiet_run_waiting_for_a_lock_stops_within_the_second_on_a_signal(
+    pg_store: Store, signum: int
+) -> None:
+    """libpq is waited on in Python, as psycopg waits: a cron run held up by a lock another
+    process keeps ends at once on SIGTERM or Ctrl-C (exit 128 + the signal), not after the
+    lock timeout."""
+    import time
+
+    from hostile.support import SYNCCLI, cli_env
+    from sqlalchemy import text
+
+    _add(pg_store, 2)
+    env = cli_env(pg_store.settings.data_dir, pg_store.settings.database_url)
+    env["SYNC_LOCK_TIMEOUT"] = "60"
+    with pg_store.engine.connect() as holder:
+        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        run = subprocess.Popen(
+            [*SYNCCLI, "post-invoices", "--all"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+
+            def waiting() -> bool:
+                # the activity view is read once a transaction unless its snapshot is cleared
+                holder.execute(text("SELECT pg_stat_clear_snapshot()"))
+                waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                return bool(holder.execute(text(waits)).scalar())
+
+            deadline = time.monotonic() + 30
+            while not waiting() and time.monotonic() < deadline:
+                assert run.poll() is None, run.communicate()
+                time.sleep(0.05)
+            assert waiting(), "the run never waited for the lock"
+            sent = time.monotonic()
+            run.send_signal(signum)
+            _, err = run.communicate(timeout=90)
+            took = time.monotonic() - sent
+        finally:
+            if run.poll() is None:
+                run.kill()
+            holder.rollback()
+    assert run.returncode == 128 + signum, err
+    assert took < 3, (took, err)
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port that takes connections and never answers (a server hung, a half-open firewall)."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+def _quiet_run(tmp_path: Path, url: str) -> subprocess.Popen[str]:
+    from hostile.support import SYNCCLI, cli_env
+
+    return subprocess.Popen(
+        [*SYNCCLI, "post-invoices", "--all"],
+        env=cli_env(tmp_path, url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_quiet_run_connecting_to_a_silent_server_gives_up_at_its_connect_timeout(
+    tmp_path: Path, silent_server: int
+) -> None:
+    """``connect_timeout`` is kept while libpq is waited on in Python: one line, exit 1."""
+    import time
+
+    url = f"postgresql+psycopg://shop@127.0.0.1:{silent_server}/shop?connect_timeout=2"
+    started = time.monotonic()
+    run = _quiet_run(tmp_path, url)
+    _, err = run.communicate(timeout=60)
+    took = time.monotonic() - started
+    assert run.returncode == 1, err
+    assert err.strip() == (
+        "error: store unavailable: the database server cannot be reached (connection timeout "
+        "expired)"
+    )
+    assert 2 <= took < 10, took
+
+
+def test_a_quiet_run_connecting_to_a_silent_server_stops_at_once_on_sigterm(
+    tmp_path: Path, silent_server: int
+) -> None:
+    """Where no ``connect_timeout`` is set the connection waits up to 130 s (psycopg's): a stop
+    signal still ends the run within the second."""
+    import signal
+    import time
+
+    run = _quiet_run(tmp_path, f"postgresql+psycopg://shop@127.0.0.1:{silent_server}/shop")
+    try:
+        time.sleep(1.5)  # started, and waiting for the server's first answer
+        assert run.poll() is None, run.communicate()
+        sent = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 143, err
+    assert took < 3, (took, err)

@@ -10,6 +10,10 @@ module says None and ``store.quick`` uses psycopg.
 
 Statements take text parameters and give text results, converted by the result's column type;
 only the types the quick statements read are known (a statement reading another fails loudly).
+Connecting and waiting for an answer happen in Python, on the socket (libpq's asynchronous
+calls, as psycopg waits): a stop signal (``synccli.interrupt``) ends a run waiting for a lock or
+for a server that does not answer within the second, not after the lock or connect timeout, and
+psycopg's 130 s connect timeout applies where ``connect_timeout`` is not given.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -25,8 +31,12 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-CONNECTION_OK = 0
+CONNECTION_OK, CONNECTION_BAD = 0, 1
+POLLING_FAILED, POLLING_READING, POLLING_WRITING, POLLING_OK = 0, 1, 2, 3
 PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
+# psycopg's connect timeout where the connection string sets none (psycopg.conninfo), and its
+# least (libpq's: a value of 1 is taken as 2)
+DEFAULT_CONNECT_TIMEOUT, LEAST_CONNECT_TIMEOUT = 130, 2
 PG_DIAG_SQLSTATE, PG_DIAG_MESSAGE_PRIMARY = ord("C"), ord("M")
 
 # column type OIDs (pg_type.dat) -> how their text reads
@@ -89,11 +99,16 @@ def _load() -> Any | None:
         return None
     p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
     for name, restype, argtypes in (
-        ("PQconnectdb", p, [s]),
+        ("PQconnectStart", p, [s]),
+        ("PQconnectPoll", i, [p]),
+        ("PQsocket", i, [p]),
         ("PQstatus", i, [p]),
+        ("PQsendQueryParams", i, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
+        ("PQconsumeInput", i, [p]),
+        ("PQisBusy", i, [p]),
+        ("PQgetResult", p, [p]),
         ("PQerrorMessage", s, [p]),
         ("PQfinish", None, [p]),
-        ("PQexecParams", p, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
         ("PQresultStatus", i, [p]),
         ("PQresultErrorMessage", s, [p]),
         ("PQresultErrorField", s, [p, i]),
@@ -141,19 +156,44 @@ def _decoded(raw: bytes | None) -> str:
 class Connection:
     """One libpq connection (autocommit, as psycopg's with ``autocommit=True``)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         lib = _load()
         if lib is None:
             raise Error("libpq is not available")
         self._lib = lib
-        handle = lib.PQconnectdb(conninfo.encode())
+        handle = lib.PQconnectStart(conninfo.encode())
         if handle is None:
             raise Error("could not connect: out of memory")
-        if lib.PQstatus(handle) != CONNECTION_OK:
-            message = _decoded(lib.PQerrorMessage(handle))
-            lib.PQfinish(handle)
-            raise Error(message or "could not connect")
         self._handle: Any = handle
+        try:
+            self._connect(max(connect_timeout, LEAST_CONNECT_TIMEOUT))
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, timeout: float) -> None:
+        """libpq's connection steps, each waited for on the socket (libpq's manual, "Connecting
+        without blocking"): first as if the last poll said "writing"."""
+        lib, handle = self._lib, self._handle
+        deadline = time.monotonic() + timeout
+        poll = POLLING_WRITING
+        while lib.PQstatus(handle) != CONNECTION_BAD and poll not in (POLLING_OK, POLLING_FAILED):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Error("connection timeout expired")
+            self._wait(reading=poll == POLLING_READING, timeout=left)
+            poll = lib.PQconnectPoll(handle)
+        if lib.PQstatus(handle) != CONNECTION_OK:
+            raise Error(_decoded(lib.PQerrorMessage(handle)) or "could not connect")
+
+    def _wait(self, *, reading: bool, timeout: float | None = None) -> None:
+        """Until the socket can be read (or written), in Python: a signal's handler runs, and
+        its exception (``Interrupted``) ends the wait."""
+        fd = self._lib.PQsocket(self._handle)
+        if fd < 0:
+            raise Error(_decoded(self._lib.PQerrorMessage(self._handle)) or "connection is closed")
+        watched = [fd]
+        select.select(watched if reading else [], [] if reading else watched, [], timeout)
 
     def close(self) -> None:
         if self._handle is not None:
@@ -164,44 +204,62 @@ class Connection:
         """The rows of one statement, its ``?`` marks bound to ``params`` in order."""
         if self._handle is None:
             raise Error("the connection is closed")
-        lib = self._lib
+        lib, handle = self._lib, self._handle
         values = (ctypes.c_char_p * max(1, len(params)))(*[_text(v) for v in params])
-        res = lib.PQexecParams(
-            self._handle, _numbered(sql).encode(), len(params), None, values, None, None, 0
+        sent = lib.PQsendQueryParams(
+            handle, _numbered(sql).encode(), len(params), None, values, None, None, 0
         )
-        if res is None:  # no result at all: the connection went
-            raise Error(
-                _decoded(lib.PQerrorMessage(self._handle)) or "server closed the connection"
+        if not sent:
+            raise Error(_decoded(lib.PQerrorMessage(handle)) or "server closed the connection")
+        rows: list[tuple[Any, ...]] = []
+        failure: Error | None = None
+        while (res := self._result()) is not None:  # one statement: one result, then none
+            try:
+                if failure is None:
+                    rows, failure = self._read(res)
+            finally:
+                lib.PQclear(res)
+        if failure is not None:
+            raise failure
+        return rows
+
+    def _result(self) -> Any:
+        """The next result of the statement sent (None: no more), waited for on the socket."""
+        lib, handle = self._lib, self._handle
+        while lib.PQisBusy(handle):
+            self._wait(reading=True)
+            if not lib.PQconsumeInput(handle):  # the connection went
+                raise Error(_decoded(lib.PQerrorMessage(handle)) or "server closed the connection")
+        return lib.PQgetResult(handle)
+
+    def _read(self, res: Any) -> tuple[list[tuple[Any, ...]], Error | None]:
+        lib = self._lib
+        if lib.PQresultStatus(res) not in (PGRES_COMMAND_OK, PGRES_TUPLES_OK):
+            state = lib.PQresultErrorField(res, PG_DIAG_SQLSTATE)
+            # the server's own message, as psycopg's errors give it ("ERROR:" and the
+            # statement's position left out)
+            message = (
+                _decoded(lib.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
+                or _decoded(lib.PQresultErrorMessage(res))
+                or _decoded(lib.PQerrorMessage(self._handle))
             )
-        try:
-            status = lib.PQresultStatus(res)
-            if status not in (PGRES_COMMAND_OK, PGRES_TUPLES_OK):
-                state = lib.PQresultErrorField(res, PG_DIAG_SQLSTATE)
-                # the server's own message, as psycopg's errors give it ("ERROR:" and the
-                # statement's position left out)
-                message = (
-                    _decoded(lib.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
-                    or _decoded(lib.PQresultErrorMessage(res))
-                    or _decoded(lib.PQerrorMessage(self._handle))
-                )
-                raise Error(message, state.decode() if state else None)
-            readers = []
-            for col in range(lib.PQnfields(res)):
-                oid = lib.PQftype(res, col)
-                if oid not in _READ:
-                    raise Error(f"column {col + 1}: type {oid} is not read here")
-                readers.append(_READ[oid])
-            return [
-                tuple(
-                    None
-                    if lib.PQgetisnull(res, row, col)
-                    else read(lib.PQgetvalue(res, row, col).decode())
-                    for col, read in enumerate(readers)
-                )
-                for row in range(lib.PQntuples(res))
-            ]
-        finally:
-            lib.PQclear(res)
+            return [], Error(message, state.decode() if state else None)
+        readers = []
+        for col in range(lib.PQnfields(res)):
+            oid = lib.PQftype(res, col)
+            if oid not in _READ:
+                return [], Error(f"column {col + 1}: type {oid} is not read here")
+            readers.append(_READ[oid])
+        rows = [
+            tuple(
+                None
+                if lib.PQgetisnull(res, row, col)
+                else read(lib.PQgetvalue(res, row, col).decode())
+                for col, read in enumerate(readers)
+            )
+            for row in range(lib.PQntuples(res))
+        ]
+        return rows, None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -17,6 +17,7 @@ UTC times, SQLite's time text, JSON).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -172,10 +173,9 @@ def _postgresql(params: dict[str, str], lock_ms: int) -> Any:
 
     conn: Any
     if libpq.available():
-        # results are read as UTF-8 text, whatever the database's encoding; psycopg gives up
-        # connecting after 130 s where connect_timeout is not set, and so does this
-        given = {"connect_timeout": "130", **params, "client_encoding": "UTF8"}
-        conn = libpq.Connection(conninfo(given))
+        # results are read as UTF-8 text, whatever the database's encoding
+        given = {**params, "client_encoding": "UTF8"}
+        conn = libpq.Connection(conninfo(given), connect_timeout(params))
     else:
         import psycopg
 
@@ -201,3 +201,19 @@ def _quoted(value: str) -> str:
         return "''"
     value = re.sub(r"([\\'])", r"\\\1", value)
     return f"'{value}'" if re.search(r"\s", value) else value
+
+
+def connect_timeout(params: dict[str, str]) -> float:
+    """How long psycopg waits to connect with ``params`` (``psycopg.conninfo``'s
+    ``timeout_from_conninfo``): ``connect_timeout``, else ``PGCONNECT_TIMEOUT``, else 130 s;
+    none or under 1 s is 130 s, and 1 s is 2."""
+    from synccli.store import libpq
+
+    value = params.get("connect_timeout", os.environ.get("PGCONNECT_TIMEOUT"))
+    try:
+        seconds = int(float(value)) if value is not None else 0
+    except ValueError:
+        seconds = 0  # libpq itself refuses the connection string
+    if seconds <= 0:
+        return libpq.DEFAULT_CONNECT_TIMEOUT
+    return max(seconds, libpq.LEAST_CONNECT_TIMEOUT)
