@@ -12,7 +12,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -455,17 +454,6 @@ def test_a_quiet_run_waiting_for_a_lock_stops_within_the_second_on_a_signal(
     assert run.returncode == 128 + signum, err
     assert took < 3, (took, err)
     assert "Traceback" not in err
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A port that takes connections and never answers (a server hung, a half-open firewall)."""
-    import socket
-
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        yield listener.getsockname()[1]
 
 
 def _quiet_run(tmp_path: Path, url: str) -> subprocess.Popen[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import select
 import time
@@ -59,6 +60,9 @@ _READ: dict[int, Any] = {
 }
 
 
+log = logging.getLogger("synccli.store")
+
+
 class Error(Exception):
     """A libpq error: ``sqlstate`` as the server gave it (None: no server answered)."""
 
@@ -84,6 +88,14 @@ def library_path() -> str | None:
 
 
 _lib: Any = None
+_NoticeProcessor = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+
+
+@_NoticeProcessor
+def _drop_notice(_arg: Any, message: bytes | None) -> None:
+    """A server's notice or warning goes to the debug log, as psycopg leaves it unshown: libpq's
+    own processor prints it on stderr, which cron mails."""
+    log.debug("server notice: %s", _decoded(message))
 
 
 def _load() -> Any | None:
@@ -119,6 +131,10 @@ def _load() -> Any | None:
         ("PQgetisnull", i, [p, i, i]),
         ("PQclear", None, [p]),
         ("PQlibVersion", i, []),
+        ("PQsetNoticeProcessor", p, [p, _NoticeProcessor, p]),
+        ("PQgetCancel", p, [p]),
+        ("PQcancel", i, [p, s, i]),
+        ("PQfreeCancel", None, [p]),
     ):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
@@ -165,6 +181,7 @@ class Connection:
         if handle is None:
             raise Error("could not connect: out of memory")
         self._handle: Any = handle
+        lib.PQsetNoticeProcessor(handle, _drop_notice, None)
         try:
             self._connect(max(connect_timeout, LEAST_CONNECT_TIMEOUT))
         except BaseException:
@@ -212,24 +229,46 @@ class Connection:
         if not sent:
             raise Error(_decoded(lib.PQerrorMessage(handle)) or "server closed the connection")
         rows: list[tuple[Any, ...]] = []
-        failure: Error | None = None
-        while (res := self._result()) is not None:  # one statement: one result, then none
-            try:
-                if failure is None:
-                    rows, failure = self._read(res)
-            finally:
-                lib.PQclear(res)
+        failure: Exception | None = None
+        answered = False
+        try:
+            while (res := self._result()) is not None:  # one statement: one result, then none
+                answered = True
+                try:
+                    if failure is None:
+                        rows, failure = self._read(res)
+                except Exception as exc:  # a value not read: the results are still drained
+                    failure = exc
+                finally:
+                    lib.PQclear(res)
+        except KeyboardInterrupt:
+            # a stop signal while the server works (waits for a lock, say): ask it to stop,
+            # as psycopg does, or the statement runs on until its own timeout
+            self._cancel()
+            raise
+        if not answered:  # no result at all: the connection went before any came
+            raise Error(_decoded(lib.PQerrorMessage(handle)) or "server closed the connection")
         if failure is not None:
             raise failure
         return rows
+
+    def _cancel(self) -> None:
+        lib = self._lib
+        cancel = lib.PQgetCancel(self._handle)
+        if cancel is None:
+            return
+        try:
+            lib.PQcancel(cancel, ctypes.create_string_buffer(256), 256)
+        finally:
+            lib.PQfreeCancel(cancel)
 
     def _result(self) -> Any:
         """The next result of the statement sent (None: no more), waited for on the socket."""
         lib, handle = self._lib, self._handle
         while lib.PQisBusy(handle):
             self._wait(reading=True)
-            if not lib.PQconsumeInput(handle):  # the connection went
-                raise Error(_decoded(lib.PQerrorMessage(handle)) or "server closed the connection")
+            if not lib.PQconsumeInput(handle):  # the connection went: what the server said last
+                break
         return lib.PQgetResult(handle)
 
     def _read(self, res: Any) -> tuple[list[tuple[Any, ...]], Error | None]:

@@ -172,7 +172,9 @@ def _postgresql(params: dict[str, str], lock_ms: int) -> Any:
     from synccli.store import libpq
 
     conn: Any
-    if libpq.available():
+    # several hosts: psycopg tries each with its own timeout, which libpq's asynchronous
+    # connect leaves to its caller; psycopg is given those
+    if libpq.available() and not _several_hosts(params):
         # results are read as UTF-8 text, whatever the database's encoding
         given = {**params, "client_encoding": "UTF8"}
         conn = libpq.Connection(conninfo(given), connect_timeout(params))
@@ -213,7 +215,16 @@ def connect_timeout(params: dict[str, str]) -> float:
     try:
         seconds = int(float(value)) if value is not None else 0
     except ValueError:
-        seconds = 0  # libpq itself refuses the connection string
+        raise libpq.Error(f"bad value for connect_timeout: {value!r}") from None  # psycopg's
     if seconds <= 0:
         return libpq.DEFAULT_CONNECT_TIMEOUT
     return max(seconds, libpq.LEAST_CONNECT_TIMEOUT)
+
+
+def _several_hosts(params: dict[str, str]) -> bool:
+    """Whether the connection lists several hosts (or ports), in ``params`` or in libpq's
+    variables (``PGHOST``, ...)."""
+    return any(
+        "," in params.get(key, os.environ.get(env, ""))
+        for key, env in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR"), ("port", "PGPORT"))
+    )

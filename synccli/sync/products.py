@@ -804,7 +804,7 @@ def _pull_stream(
     if products and caps.full_catalogue_call and not sweeping:
         # The whole catalogue, every pull: only what differs from the fingerprint its link
         # keeps is read into records and applied (the rest is listed as unchanged).
-        with ctx.store.session() as s:
+        with ctx.store.read_session() as s:
             known = KnownLinks(link_tally(s, ctx.connection.id), partial(_fingerprints, ctx))
         fetch = partial(_whole_catalogue, ctx.connector, known)
     authoritative = stream.by_value or sweeping
@@ -949,7 +949,7 @@ class KnownLinks:
 
 
 def _fingerprints(ctx: JobContext, upto: int) -> tuple[dict[int, int], list[int]]:
-    with ctx.store.session() as s:
+    with ctx.store.read_session() as s:  # on SQLite, no write lock taken for a read
         return product_fingerprints(s, ctx.connection.id, upto)
 
 
