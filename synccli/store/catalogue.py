@@ -78,6 +78,39 @@ def stamp_links(s: Session, link_ids: Sequence[int], now: datetime) -> None:
         )
 
 
+def lock_product_links(s: Session, connection_id: int, remote_ids: Sequence[str]) -> None:
+    """On PostgreSQL, lock these remote products' links for this transaction in the one order
+    every claim takes them in: by remote id, chunk after chunk of the sorted ids, one ``SELECT
+    ... ORDER BY remote_id FOR NO KEY UPDATE`` a chunk. A no-op elsewhere (SQLite has one
+    writer: the transaction already holds the database's write lock).
+
+    Two transactions claiming overlapping links each in an order of its own (its batch's, chunk
+    after chunk, read time after read time) can each hold a link the other waits for, and
+    PostgreSQL then ends one of them (40P01: its run fails). In one order, a transaction that
+    waits for a link holds none that sort after it, so the one it waits for goes on.
+
+    The order is that of the ids' code points, in Python (``sorted``) and in the database
+    (``COLLATE "C"``: UTF-8's byte order is code point order): in the database's own collation
+    (``en_US``, say) the rows of a chunk could sort otherwise than the chunks do, and two
+    claims whose chunks split differently would take two links in opposite orders. The lock is
+    the one a claim's ``UPDATE`` takes anyway (it changes no key column). A link the claim then
+    leaves (it holds a later read) stays locked too, until the batch's transaction ends."""
+    dialect = s.get_bind().dialect
+    if dialect.name != "postgresql":
+        return
+    for chunk in chunks(sorted(set(remote_ids))):
+        s.execute(
+            select(Link.id)
+            .where(
+                Link.connection_id == connection_id,
+                Link.kind == PRODUCT,
+                one_of(Link.remote_id, chunk, dialect),
+            )
+            .order_by(Link.remote_id.collate("C"))
+            .with_for_update(key_share=True)
+        )
+
+
 def claim_reads(
     s: Session,
     connection_id: int,
@@ -85,6 +118,7 @@ def claim_reads(
     read_at: datetime,
     *,
     stock: bool = False,
+    locked: bool = False,
 ) -> set[str]:
     """Claim these remote products' links for a read made at ``read_at`` (the reading run's
     clock just before its call), of their records (``links.read_at``) or, with ``stock``, of
@@ -99,11 +133,17 @@ def claim_reads(
     stall this guards against is minutes. Two reads closer than the hosts' skew are as new as
     each other, and whichever claims last stands.
 
-    One ``UPDATE ... RETURNING`` a chunk, before anything of these products is read: the check
-    and the claim are one statement, so on PostgreSQL a writer that claims the same links
-    later waits for this transaction and then finds its read (the row lock; what it re-checks
-    is the committed row), and everything this transaction then reads of them is settled. A
-    read at the same instant as the stored one is applied (the same record, or one as new)."""
+    The links are locked first, in remote-id order (``lock_product_links``: one statement a
+    chunk, on PostgreSQL), so that two claims of overlapping links cannot deadlock; ``locked``: the
+    caller has locked them so in this transaction already (a batch claimed at several read
+    times locks all its links at once, then claims each time's). Then one ``UPDATE ...
+    RETURNING`` a chunk, before anything of these products is read: the check and the claim are
+    one statement, so on PostgreSQL a writer that claims the same links later waits for this
+    transaction and then finds its read (the row lock; what it re-checks is the committed row),
+    and everything this transaction then reads of them is settled. A read at the same instant
+    as the stored one is applied (the same record, or one as new)."""
+    if not locked:
+        lock_product_links(s, connection_id, remote_ids)
     taken: set[str] = set()
     dialect = s.get_bind().dialect
     column = Link.stock_read_at if stock else Link.read_at

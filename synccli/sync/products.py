@@ -39,6 +39,7 @@ from synccli.store.catalogue import (
     insert_products,
     link_tally,
     live_product_links,
+    lock_product_links,
     mark_ghosts,
     ok_runs_today,
     plan_for_each_execution,
@@ -344,11 +345,19 @@ class _Applier:
             return self._read_time(remote.remote_id)
         return self.held.read_at(remote.remote_id) if self.held is not None else None
 
-    def _claim(self, remote_ids: list[str], stock: bool = False) -> set[str] | None:
+    def _claim(
+        self, remote_ids: list[str], stock: bool = False, *, locked: bool = False
+    ) -> set[str] | None:
         """Claim the links of ``remote_ids`` for this read (of their stock figures, with
         ``stock``) before anything of them is read (see claim_reads); answers the remote ids
         claimed (None: no read time known, nothing claimed). A record whose link holds a later
-        read is then passed over."""
+        read is then passed over.
+
+        The links are locked first, all at once in remote-id order (see lock_product_links),
+        then claimed one read time after another (a pull's batch of pages, each read at its own
+        time). Locked by each claim, a link of a later read that sorts first would be locked
+        after links that sort after it: another transaction may take them in the other order
+        (a deadlock). ``locked``: this transaction's earlier claim locked them already."""
         if self.read_at is None:
             return None
         groups: dict[datetime, list[str]] = {}
@@ -356,9 +365,13 @@ class _Applier:
             at = self._read_time(rid)
             if at is not None:
                 groups.setdefault(at, []).append(rid)
+        if not locked:
+            lock_product_links(
+                self.s, self.conn_id, [rid for ids in groups.values() for rid in ids]
+            )
         claimed: set[str] = set()
         for at, ids in groups.items():
-            claimed |= claim_reads(self.s, self.conn_id, ids, at, stock=stock)
+            claimed |= claim_reads(self.s, self.conn_id, ids, at, stock=stock, locked=True)
         return claimed
 
     def _stale(
@@ -401,7 +414,8 @@ class _Applier:
         self._reading()
         self.claimed = self._claim([r.remote_id for r in records])
         with_stock = [r.remote_id for r in records if r.stock is not None]
-        self.stock_claimed = self._claim(with_stock, stock=True)
+        # among the links the claim above locked (those with a read time): none to lock again
+        self.stock_claimed = self._claim(with_stock, stock=True, locked=True)
         links = links_for(self.s, self.conn_id, KIND, [r.remote_id for r in records])
         unlinked_codes = [r.code for r in records if r.remote_id not in links and r.code]
         by_sku = products_by_sku(self.s, self.conn_id, unlinked_codes) if unlinked_codes else {}
