@@ -53,19 +53,22 @@ def _clock() -> None:
     CLOCK.set(START)
 
 
-def stalled_after_first_answer(fake: FakeProvider, meanwhile: Callable[[], None]) -> Any:
-    """A connector factory: the run's first call to the provider is answered, then the process
-    stalls before it goes on with the answer; ``meanwhile()`` is the world during the stall."""
+def stalled_after_first_answer(
+    fake: FakeProvider, meanwhile: Callable[[], None], method: str | None = None
+) -> Any:
+    """A connector factory: the run's first call to the provider (to the contract ``method``,
+    when given) is answered, then the process stalls before it goes on with the answer;
+    ``meanwhile()`` is the world during the stall."""
 
     def factory(ctx: JobContext) -> Any:
         connector = fake.factory(ctx)
         http, done = connector.http, []
         call = http.call
 
-        def stalling(method: str, write: bool, perform: Callable[[], Any]) -> Any:
-            answer = call(method, write, perform)
-            if not done:
-                done.append(method)
+        def stalling(name: str, write: bool, perform: Callable[[], Any]) -> Any:
+            answer = call(name, write, perform)
+            if not done and method in (None, name):
+                done.append(name)
                 meanwhile()
             return answer
 

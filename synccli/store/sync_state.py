@@ -19,12 +19,19 @@ from synccli.store.bulk import chunks, one_of
 from synccli.store.models import Cursor, Event, Link, ReviewItem
 
 
-def link_by_remote(s: Session, connection_id: int, kind: str, remote_id: str) -> Link | None:
-    return s.scalar(
-        select(Link).where(
-            Link.connection_id == connection_id, Link.kind == kind, Link.remote_id == remote_id
-        )
+def link_by_remote(
+    s: Session, connection_id: int, kind: str, remote_id: str, *, lock: bool = False
+) -> Link | None:
+    """The link of this remote record. ``lock``: its row locked for this transaction (on
+    PostgreSQL; SQLite's write transaction holds the whole store), so a check of what it holds
+    and the write that follows see the same row: another writer of it commits first, and this
+    read waits for it and then finds what it wrote."""
+    q = select(Link).where(
+        Link.connection_id == connection_id, Link.kind == kind, Link.remote_id == remote_id
     )
+    if lock:
+        q = q.with_for_update().execution_options(populate_existing=True)
+    return s.scalar(q)
 
 
 def link_by_local(s: Session, connection_id: int, kind: str, local_id: int) -> Link | None:

@@ -99,6 +99,7 @@ from synccli.store.models import (
     Connection,
     InvoiceAttempt,
     InvoiceJob,
+    Link,
     Order,
     OrderLine,
     Product,
@@ -1148,14 +1149,17 @@ def ensure_product(
         found = _linked(ctx, sku)  # another worker may have linked it while we waited
         if found is not None:
             return found
+        # this clock just before each call: what it answers is at least this new
+        asked = ctx.clock.now()
         if _create_first(ctx):
             made = ctx.connector.create_products([_new_product(ctx, line)])[0]
-            return _created_or_matched(ctx, line, order_number, report, made)
+            return _created_or_matched(ctx, line, order_number, report, made, asked)
         remote = ctx.connector.find_product(sku)
         if remote is not None:
-            return _matched(ctx, line, order_number, report, remote)
+            return _matched(ctx, line, order_number, report, remote, asked)
+        asked = ctx.clock.now()
         created = ctx.connector.create_product(_new_product(ctx, line))
-        return _created(ctx, line, order_number, report, created)
+        return _created(ctx, line, order_number, report, created, asked)
 
 
 def ensure_products(
@@ -1176,6 +1180,7 @@ def ensure_products(
         todo = [sku for sku in sorted(lines) if sku not in out]
         if not todo:
             return out
+        asked = ctx.clock.now()
         try:
             made = ctx.connector.create_products([_new_product(ctx, lines[sku][0]) for sku in todo])
         except ClaimLost:
@@ -1185,7 +1190,7 @@ def ensure_products(
         for sku, result in zip(todo, made, strict=True):
             line, number = lines[sku]
             try:
-                out[sku] = _created_or_matched(ctx, line, number, report, result)
+                out[sku] = _created_or_matched(ctx, line, number, report, result, asked)
             except ClaimLost:
                 raise
             except Exception as err:
@@ -1225,17 +1230,20 @@ def _created_or_matched(
     order_number: str | None,
     report: PostReport | None,
     made: RemoteProduct | Rejected,
+    asked: datetime,
 ) -> EnsuredProduct:
     """A create's outcome: linked as created; or, refused because the provider has the code
-    (created there since the last pull), looked up and linked as matched; else the refusal."""
+    (created there since the last pull), looked up and linked as matched; else the refusal.
+    ``asked``: this clock just before the create."""
     if not isinstance(made, Rejected):
-        return _created(ctx, line, order_number, report, made)
+        return _created(ctx, line, order_number, report, made, asked)
     if not ctx.connector.code_taken(made.errors or [made.message]):
         raise made
+    asked = ctx.clock.now()
     remote = ctx.connector.find_product(line.sku)
     if remote is None:  # it says taken, yet no exact match (another case, say): the refusal
         raise made
-    return _matched(ctx, line, order_number, report, remote)
+    return _matched(ctx, line, order_number, report, remote, asked)
 
 
 def _matched(
@@ -1244,6 +1252,7 @@ def _matched(
     order_number: str | None,
     report: PostReport | None,
     remote: RemoteProduct,
+    asked: datetime,
 ) -> EnsuredProduct:
     sku = line.sku
     _believe(f"product {sku}", remote.remote_id, sku, remote.code)
@@ -1257,6 +1266,7 @@ def _matched(
         "matched",
         line,
         order_number,
+        asked,
     )
     if report is not None:
         report.products_linked += 1
@@ -1269,6 +1279,7 @@ def _created(
     order_number: str | None,
     report: PostReport | None,
     created: RemoteProduct,
+    asked: datetime,
 ) -> EnsuredProduct:
     sku = line.sku
     new = _new_product(ctx, line)
@@ -1283,6 +1294,7 @@ def _created(
         "created",
         line,
         order_number,
+        asked,
     )
     if report is not None:
         report.products_created += 1
@@ -1308,7 +1320,11 @@ def _link_product(
     origin: str,
     line: OrderLine,
     order_number: str | None,
+    asked: datetime,
 ) -> EnsuredProduct:
+    """Link the local product of ``sku`` (made from the line where there is none) to the
+    provider's product ``remote_id``, as a look-up or a create made at ``asked`` (this clock
+    just before the call) answered it."""
     conn_id, now = ctx.connection.id, ctx.clock.now()
     for attempt in (1, 2):
         try:
@@ -1326,7 +1342,7 @@ def _link_product(
                     )
                     s.add(product)
                     s.flush()
-                other = link_by_remote(s, conn_id, "product", remote_id)
+                other = link_by_remote(s, conn_id, "product", remote_id, lock=True)
                 if other is not None and other.local_id != product.id:
                     # The provider's product is bound to another local product already: use it.
                     log.warning(
@@ -1337,7 +1353,19 @@ def _link_product(
                     )
                     return EnsuredProduct(remote_id, other.remote_code or remote_code, "linked")
                 link = other or link_by_local(s, conn_id, "product", product.id)
-                if link is None:
+                ensured = EnsuredProduct(remote_id, remote_code, origin)
+                if other is not None and _read_since(other, asked):
+                    # Another job read the product while the call was under way, linked it to
+                    # this local one and stored that later read (a new code, a ghost flag): this
+                    # answer is the older copy, and the link stays as the store has it.
+                    log.info(
+                        "product %s: looked up at %s, before the read the store holds; "
+                        "its link kept",
+                        sku,
+                        asked,
+                    )
+                    ensured = EnsuredProduct(remote_id, other.remote_code or remote_code, "linked")
+                elif link is None:
                     add_link(
                         s,
                         conn_id,
@@ -1352,9 +1380,9 @@ def _link_product(
                     link.remote_id, link.remote_code, link.state = remote_id, remote_code, "linked"
                     link.last_synced_at = now
                     link.fingerprint = None  # another remote record: compared in full next pull
-                    if origin == "created":
-                        link.origin = "created"
                 if origin == "created":
+                    if link is not None:
+                        link.origin = "created"  # ours, though a pull may have found it first
                     add_review(
                         s,
                         conn_id,
@@ -1369,7 +1397,7 @@ def _link_product(
                         },
                         now,
                     )
-            return EnsuredProduct(remote_id, remote_code, origin)
+            return ensured
         except IntegrityError:
             if attempt == 2:
                 raise
@@ -1378,6 +1406,14 @@ def _link_product(
             if found is not None:
                 return found
     raise AssertionError("unreachable")
+
+
+def _read_since(link: Link, asked: datetime) -> bool:
+    """Whether ``link`` holds a read made after ``asked`` (a look-up's or a create's time): the
+    record the store has of it is newer than that call's answer. A read at the same instant is
+    as new, and the answer is written (as ``claim_reads`` applies it); a link with no read time
+    holds nothing to rank."""
+    return link.read_at is not None and link.read_at > asked
 
 
 # --- planning: what a run does with each due job ----------------------------------------------
