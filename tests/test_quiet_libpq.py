@@ -1,13 +1,15 @@
 """The quiet ``post-invoices --all`` on PostgreSQL calls libpq alone (``synccli/store/libpq.py``):
 it must behave as psycopg, which it stands in for, does where a cron run can tell: no server
-notice on stderr (cron mails it), a statement the server works on cancelled when the run is
-stopped, a connection the server ends read as an outage, several hosts each tried, and a value
+notice on stderr (cron mails it), a run held by a lock stopped within the second by a signal
+and its statement cancelled on the server, a connection the server ends read as an outage, several hosts each tried, and a value
 it cannot read leaving the connection usable."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -40,13 +42,25 @@ def _activity(holder: Any, where: str) -> list[Any]:
     return list(holder.execute(text(f"SELECT pid, state FROM pg_stat_activity WHERE {where}")))
 
 
-def _lock_waiter(holder: Any) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if found := _activity(holder, "wait_event_type = 'Lock'"):
-            return int(found[0][0])
-        time.sleep(0.05)
-    raise AssertionError("the run never waited for the lock")
+@contextmanager
+def _run_held_by_a_lock(store: Store) -> Iterator[tuple[Any, subprocess.Popen[str], int]]:
+    """A quiet run held up by a lock another session keeps (on the schema's version table,
+    SYNC_LOCK_TIMEOUT 60 s): that session, the run, and the server process serving the run,
+    once it waits for the lock."""
+    with store.engine.connect() as holder:
+        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        run = _quiet_run(store, SYNC_LOCK_TIMEOUT="60")
+        try:
+            deadline = time.monotonic() + 30
+            while not (found := _activity(holder, "wait_event_type = 'Lock'")):
+                assert run.poll() is None, run.communicate()
+                assert time.monotonic() < deadline, "the run never waited for the lock"
+                time.sleep(0.05)
+            yield holder, run, int(found[0][0])
+        finally:
+            if run.poll() is None:
+                run.kill()
+            holder.rollback()
 
 
 def test_a_server_notice_is_not_printed(pg_store: Store) -> None:
@@ -69,25 +83,34 @@ def test_a_server_notice_is_not_printed(pg_store: Store) -> None:
     assert err == ""
 
 
+@pytest.mark.parametrize("signum", [15, 2])  # SIGTERM, SIGINT (Ctrl-C)
+def test_a_run_waiting_for_a_lock_stops_within_the_second_on_a_signal(
+    pg_store: Store, signum: int
+) -> None:
+    """libpq is waited on in Python, as psycopg waits: a cron run held up by a lock ends at once
+    on SIGTERM or Ctrl-C (exit 128 + the signal), not after the lock timeout."""
+    _add(pg_store, 2)
+    with _run_held_by_a_lock(pg_store) as (_, run, _):
+        sent = time.monotonic()
+        run.send_signal(signum)
+        _, err = run.communicate(timeout=90)
+        took = time.monotonic() - sent
+    assert run.returncode == 128 + signum, err
+    assert took < 3, (took, err)
+    assert "Traceback" not in err
+
+
 def test_a_stopped_run_leaves_no_statement_waiting_on_the_server(pg_store: Store) -> None:
     """SIGTERM while the server waits for a lock: the statement is cancelled (as psycopg
     cancels it), not left holding a connection slot until the lock timeout."""
     _add(pg_store, 1)
-    with pg_store.engine.connect() as holder:
-        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-        run = _quiet_run(pg_store, SYNC_LOCK_TIMEOUT="60")
-        try:
-            pid = _lock_waiter(holder)
-            run.terminate()
-            run.communicate(timeout=30)
-            deadline = time.monotonic() + 5
-            while _activity(holder, f"pid = {pid} AND state = 'active'"):
-                assert time.monotonic() < deadline, "the statement still runs on the server"
-                time.sleep(0.05)
-        finally:
-            if run.poll() is None:
-                run.kill()
-            holder.rollback()
+    with _run_held_by_a_lock(pg_store) as (holder, run, pid):
+        run.terminate()
+        run.communicate(timeout=30)
+        deadline = time.monotonic() + 5
+        while _activity(holder, f"pid = {pid} AND state = 'active'"):
+            assert time.monotonic() < deadline, "the statement still runs on the server"
+            time.sleep(0.05)
     assert run.returncode == 143
 
 
@@ -95,22 +118,13 @@ def test_a_connection_the_server_ends_is_an_outage_named_by_its_code(pg_store: S
     """The server ends the run's connection while it waits (an administrator, a fast
     shutdown): one line naming it, exit 1, as through psycopg."""
     _add(pg_store, 1)
-    with pg_store.engine.connect() as holder:
-        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-        run = _quiet_run(pg_store, SYNC_LOCK_TIMEOUT="60")
-        try:
-            pid = _lock_waiter(holder)
-            with pg_store.engine.connect() as admin:
-                admin.execute(text(f"SELECT pg_terminate_backend({pid})"))
-            _, err = run.communicate(timeout=30)
-        finally:
-            if run.poll() is None:
-                run.kill()
-            holder.rollback()
+    with _run_held_by_a_lock(pg_store) as (_, run, pid):
+        with pg_store.engine.connect() as admin:
+            admin.execute(text(f"SELECT pg_terminate_backend({pid})"))
+        _, err = run.communicate(timeout=30)
     assert run.returncode == 1, err
-    assert (
-        err.strip()
-        == "error: store unavailable: the database server is shutting down (admin_shutdown)"
+    assert err.strip() == (
+        "error: store unavailable: the database server is shutting down (admin_shutdown)"
     )
 
 

@@ -405,57 +405,6 @@ def test_the_quiet_path_calls_the_libpq_psycopg_loads(pg_store: Store) -> None:
     assert len(files) == 1, files
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("signum", [15, 2])  # SIGTERM, SIGINT (Ctrl-C)
-def test_a_quiet_run_waiting_for_a_lock_stops_within_the_second_on_a_signal(
-    pg_store: Store, signum: int
-) -> None:
-    """libpq is waited on in Python, as psycopg waits: a cron run held up by a lock another
-    process keeps ends at once on SIGTERM or Ctrl-C (exit 128 + the signal), not after the
-    lock timeout."""
-    import time
-
-    from hostile.support import SYNCCLI, cli_env
-    from sqlalchemy import text
-
-    _add(pg_store, 2)
-    env = cli_env(pg_store.settings.data_dir, pg_store.settings.database_url)
-    env["SYNC_LOCK_TIMEOUT"] = "60"
-    with pg_store.engine.connect() as holder:
-        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
-        run = subprocess.Popen(
-            [*SYNCCLI, "post-invoices", "--all"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-
-            def waiting() -> bool:
-                # the activity view is read once a transaction unless its snapshot is cleared
-                holder.execute(text("SELECT pg_stat_clear_snapshot()"))
-                waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                return bool(holder.execute(text(waits)).scalar())
-
-            deadline = time.monotonic() + 30
-            while not waiting() and time.monotonic() < deadline:
-                assert run.poll() is None, run.communicate()
-                time.sleep(0.05)
-            assert waiting(), "the run never waited for the lock"
-            sent = time.monotonic()
-            run.send_signal(signum)
-            _, err = run.communicate(timeout=90)
-            took = time.monotonic() - sent
-        finally:
-            if run.poll() is None:
-                run.kill()
-            holder.rollback()
-    assert run.returncode == 128 + signum, err
-    assert took < 3, (took, err)
-    assert "Traceback" not in err
-
-
 def _quiet_run(tmp_path: Path, url: str) -> subprocess.Popen[str]:
     from hostile.support import SYNCCLI, cli_env
 
