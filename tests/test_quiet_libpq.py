@@ -1,8 +1,8 @@
 """The quiet ``post-invoices --all`` on PostgreSQL calls libpq alone (``synccli/store/libpq.py``):
 it must behave as psycopg, which it stands in for, does where a cron run can tell: no server
 notice on stderr (cron mails it), a run held by a lock stopped within the second by a signal
-and its statement cancelled on the server, a connection the server ends read as an outage, several hosts each tried, and a value
-it cannot read leaving the connection usable."""
+and its statement cancelled on the server, a connection the server ends read as an outage,
+several hosts each tried, and a value it cannot read leaving the connection usable."""
 
 from __future__ import annotations
 
