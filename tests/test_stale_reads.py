@@ -79,6 +79,21 @@ def sweeper(n: int) -> Any:
     return sweep
 
 
+def stalled_sweep(
+    store: Store, fake: FakeProvider, conn: Any, provider: str, meanwhile: Any
+) -> products.SweepReport:
+    """A sweep of the provider's share (``SWEPT``) that stands still after its first answer
+    while ``meanwhile`` runs."""
+    report: products.SweepReport = run_job(
+        store,
+        "sweep-oldest",
+        conn,
+        stalled_after_first_answer(fake, meanwhile),
+        sweeper(SWEPT[provider]),
+    )
+    return report
+
+
 def setup(store: Store, provider: str, n: int) -> tuple[FakeProvider, Any, data.Product]:
     # one page: the fake's listing is a copy of the catalogue as its first page is asked for,
     # where a real provider answers each page as it is then; one page is both
@@ -103,13 +118,7 @@ def test_a_stalled_sweep_leaves_a_newer_pull_in_place(any_store: Store, provider
         run_job(store, "pull-products", conn, fake.factory, pull)
         pulled.append((held(store, p.code), events_of(store, local(store, p.code).id)))
 
-    report = run_job(
-        store,
-        "sweep-oldest",
-        conn,
-        stalled_after_first_answer(fake, meanwhile),
-        sweeper(SWEPT[provider]),
-    )
+    report = stalled_sweep(store, fake, conn, provider, meanwhile)
     assert pulled, "the stall came"
     assert pulled[0][0] == (30, 30)
     assert held(store, p.code) == (30, 30)
@@ -186,13 +195,7 @@ def test_a_stalled_sweep_still_writes_a_read_newer_than_the_store(
         CLOCK.advance(minutes=STALL)
         change(fake, p, "30.00", 30)  # at the provider only: nobody stores it
 
-    report = run_job(
-        store,
-        "sweep-oldest",
-        conn,
-        stalled_after_first_answer(fake, meanwhile),
-        sweeper(SWEPT[provider]),
-    )
+    report = stalled_sweep(store, fake, conn, provider, meanwhile)
     assert held(store, p.code)[0] == 20
     assert ("price", Decimal("20.00")) in {
         (c.field, c.new) for c in report.changes if c.sku == p.code
